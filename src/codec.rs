@@ -1,0 +1,234 @@
+//! Conversions between duroxide's types and the values the SQL layer binds
+//! and returns: serialized events and work items, durations in milliseconds,
+//! and the text checks PostgreSQL needs.
+
+use std::time::Duration;
+
+use duroxide::Event;
+use duroxide::providers::WorkItem;
+
+use crate::error::{PgProviderError, Result};
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An optional delay in milliseconds (`None` and zero both mean "now").
+pub(crate) fn delay_millis(d: Option<Duration>) -> i64 {
+    d.map_or(0, millis)
+}
+
+/// A `u64` id as PostgreSQL `bigint`, rejecting values that do not fit.
+pub(crate) fn to_i64(field: &str, value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| PgProviderError::invalid_input(field, format!("{value} exceeds bigint range")))
+}
+
+/// A `bigint` read back as `u64`, rejecting negatives.
+pub(crate) fn to_u64(field: &str, value: i64) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| PgProviderError::decode(field, format!("negative value {value}")))
+}
+
+/// Rejects strings PostgreSQL `text` cannot hold (the NUL character), naming
+/// the field, before anything is sent.
+pub(crate) fn check_text<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    if value.contains('\0') {
+        return Err(PgProviderError::invalid_input(
+            field,
+            "contains a NUL character, which PostgreSQL text cannot store",
+        ));
+    }
+    Ok(value)
+}
+
+/// Serializes a work item to the JSON text stored in a queue.
+pub(crate) fn encode_work_item(item: &WorkItem) -> Result<String> {
+    serde_json::to_string(item)
+        .map_err(|e| PgProviderError::invalid_input("work_item", e.to_string()))
+}
+
+/// Parses a queued work item.
+pub(crate) fn decode_work_item(text: &str) -> Result<WorkItem> {
+    serde_json::from_str(text).map_err(|e| PgProviderError::decode("work item", e))
+}
+
+/// Serializes a history event.
+pub(crate) fn encode_event(event: &Event) -> Result<String> {
+    serde_json::to_string(event)
+        .map_err(|e| PgProviderError::invalid_input("history event", e.to_string()))
+}
+
+/// Parses a stored history event.
+pub(crate) fn decode_event(text: &str) -> Result<Event> {
+    serde_json::from_str(text).map_err(|e| PgProviderError::decode("history event", e))
+}
+
+/// Parses a list of stored history events, failing on the first bad one.
+pub(crate) fn decode_events(rows: &[String]) -> Result<Vec<Event>> {
+    rows.iter().map(|text| decode_event(text)).collect()
+}
+
+/// The event's variant name (`OrchestrationStarted`, `ActivityScheduled`, ...),
+/// stored next to the event for SQL-side filtering and statistics.
+pub(crate) fn event_type(event: &Event) -> String {
+    let debug = format!("{:?}", event.kind);
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The variant name of a work item, stored as `orchestrator_queue.item_kind`.
+pub(crate) fn work_item_kind(item: &WorkItem) -> &'static str {
+    match item {
+        WorkItem::StartOrchestration { .. } => "StartOrchestration",
+        WorkItem::ActivityExecute { .. } => "ActivityExecute",
+        WorkItem::ActivityCompleted { .. } => "ActivityCompleted",
+        WorkItem::ActivityFailed { .. } => "ActivityFailed",
+        WorkItem::TimerFired { .. } => "TimerFired",
+        WorkItem::ExternalRaised { .. } => "ExternalRaised",
+        WorkItem::SubOrchCompleted { .. } => "SubOrchCompleted",
+        WorkItem::SubOrchFailed { .. } => "SubOrchFailed",
+        WorkItem::CancelInstance { .. } => "CancelInstance",
+        WorkItem::ContinueAsNew { .. } => "ContinueAsNew",
+        WorkItem::QueueMessage { .. } => "QueueMessage",
+    }
+}
+
+/// The instance whose orchestrator queue receives `item`.
+///
+/// # Errors
+/// [`PgProviderError::InvalidInput`] for `ActivityExecute`, which belongs on
+/// the worker queue.
+pub(crate) fn orchestrator_instance(item: &WorkItem) -> Result<&str> {
+    match item {
+        WorkItem::StartOrchestration { instance, .. }
+        | WorkItem::ActivityCompleted { instance, .. }
+        | WorkItem::ActivityFailed { instance, .. }
+        | WorkItem::TimerFired { instance, .. }
+        | WorkItem::ExternalRaised { instance, .. }
+        | WorkItem::CancelInstance { instance, .. }
+        | WorkItem::ContinueAsNew { instance, .. }
+        | WorkItem::QueueMessage { instance, .. } => Ok(instance),
+        WorkItem::SubOrchCompleted {
+            parent_instance, ..
+        }
+        | WorkItem::SubOrchFailed {
+            parent_instance, ..
+        } => Ok(parent_instance),
+        WorkItem::ActivityExecute { .. } => Err(PgProviderError::invalid_input(
+            "orchestrator item",
+            "ActivityExecute belongs on the worker queue",
+        )),
+    }
+}
+
+/// An orchestrator-queue row ready to bind: target instance, kind, JSON and
+/// the visibility delay (TimerFired items carry their own absolute time).
+pub(crate) struct OrchestratorRow {
+    /// Target instance.
+    pub instance: String,
+    /// Variant name.
+    pub kind: &'static str,
+    /// Serialized item.
+    pub json: String,
+    /// Absolute visibility time in ms (TimerFired), or `None` for "now + delay".
+    pub fire_at_ms: Option<i64>,
+}
+
+impl OrchestratorRow {
+    /// Builds the row for `item`, validating its text fields.
+    pub(crate) fn new(item: &WorkItem) -> Result<Self> {
+        let instance = check_text("instance", orchestrator_instance(item)?)?.to_string();
+        let fire_at_ms = match item {
+            WorkItem::TimerFired { fire_at_ms, .. } => Some(to_i64("fire_at_ms", *fire_at_ms)?),
+            _ => None,
+        };
+        Ok(Self {
+            instance,
+            kind: work_item_kind(item),
+            json: encode_work_item(item)?,
+            fire_at_ms,
+        })
+    }
+}
+
+/// A worker-queue row ready to bind.
+pub(crate) struct WorkerRow {
+    /// Serialized item.
+    pub json: String,
+    /// Activity identity, for cancellation.
+    pub instance: String,
+    /// Execution of the activity.
+    pub execution_id: i64,
+    /// ActivityScheduled event id.
+    pub activity_id: i64,
+    /// Session the activity is pinned to, if any.
+    pub session_id: Option<String>,
+    /// Routing tag, if any.
+    pub tag: Option<String>,
+}
+
+impl WorkerRow {
+    /// Builds the row for an `ActivityExecute` item.
+    ///
+    /// # Errors
+    /// [`PgProviderError::InvalidInput`] for any other variant or bad text.
+    pub(crate) fn new(item: &WorkItem) -> Result<Self> {
+        let WorkItem::ActivityExecute {
+            instance,
+            execution_id,
+            id,
+            session_id,
+            tag,
+            ..
+        } = item
+        else {
+            return Err(PgProviderError::invalid_input(
+                "worker item",
+                format!("{} cannot go on the worker queue", work_item_kind(item)),
+            ));
+        };
+        if let Some(s) = session_id {
+            check_text("session_id", s)?;
+        }
+        if let Some(t) = tag {
+            check_text("tag", t)?;
+        }
+        Ok(Self {
+            json: encode_work_item(item)?,
+            instance: check_text("instance", instance)?.to_string(),
+            execution_id: to_i64("execution_id", *execution_id)?,
+            activity_id: to_i64("activity_id", *id)?,
+            session_id: session_id.clone(),
+            tag: tag.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_rejected_with_field_name() {
+        let err = check_text("instance", "a\0b").expect_err("NUL must be rejected");
+        assert!(err.to_string().contains("instance"), "{err}");
+        assert!(check_text("instance", "plain").is_ok());
+    }
+
+    #[test]
+    fn event_type_is_variant_name() {
+        let event = Event::with_event_id(
+            1,
+            "i".to_string(),
+            1,
+            None,
+            duroxide::EventKind::OrchestrationCompleted { output: "x".into() },
+        );
+        assert_eq!(event_type(&event), "OrchestrationCompleted");
+    }
+}

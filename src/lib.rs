@@ -1,0 +1,53 @@
+//! # duroxide-postgres
+//!
+//! A PostgreSQL storage provider for the [duroxide](https://crates.io/crates/duroxide)
+//! durable-execution runtime.
+//!
+//! * **One schema per tenant.** A [`PostgresProvider`] is a (pool, schema)
+//!   pair; many tenants can share one pool, and no statement depends on a
+//!   connection's `search_path`.
+//! * **Stored procedures.** Every provider operation is one call to a
+//!   function installed in the tenant's schema: one round trip.
+//! * **Peek-lock queues** on `SELECT ... FOR UPDATE SKIP LOCKED`, with
+//!   instance-level leases for orchestrations and sessions for activities.
+//! * **Embedded, checksummed migrations** serialized per schema by an
+//!   advisory lock.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use duroxide_postgres::{PostgresOptions, PostgresProvider};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = PostgresProvider::connect_with(
+//!     "postgres://localhost/app",
+//!     PostgresOptions::default().schema("tenant_a"),
+//! )
+//! .await?;
+//! let client = duroxide::Client::new(Arc::new(provider));
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod admin;
+mod codec;
+mod config;
+mod deletion;
+mod error;
+mod history;
+pub mod migrate;
+mod orchestration_queue;
+mod provider;
+mod schema;
+mod sql;
+pub mod throwaway;
+mod worker_queue;
+
+pub use config::{MigrationMode, PostgresOptions};
+pub use error::{PgProviderError, Result, sqlstate};
+pub use provider::{HealthReport, PostgresProvider};
+pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};
+pub use throwaway::ThrowawayPostgres;

@@ -1,0 +1,420 @@
+//! `PostgresProvider`: construction, health, and the `Provider` facade.
+//!
+//! Each trait method is a one-line delegation to the module that owns the
+//! operation (`orchestration_queue`, `worker_queue`, `history`); the
+//! `ProviderAdmin` half lives in `admin`. Errors become duroxide's
+//! `ProviderError` here, with the trait method's name as the operation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::providers::{
+    DispatcherCapabilityFilter, ExecutionMetadata, OrchestrationItem, Provider, ProviderAdmin,
+    ProviderError, ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
+};
+use duroxide::{Event, SystemStats};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::{MigrationMode, PostgresOptions};
+use crate::error::Result;
+use crate::migrate::{self, SchemaStatus};
+use crate::schema::SchemaName;
+use crate::sql::Statements;
+use crate::{history, orchestration_queue, worker_queue};
+
+/// A duroxide storage provider backed by one PostgreSQL schema.
+///
+/// A provider is a (pool, schema) pair: several providers — tenants — can share
+/// one [`PgPool`], and nothing depends on a connection's `search_path`.
+/// Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct PostgresProvider {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: SchemaName,
+    pub(crate) sql: Arc<Statements>,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider")
+            .field("schema", &self.schema.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a readiness probe needs to know, from [`PostgresProvider::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The database answered.
+    pub reachable: bool,
+    /// The provider's schema.
+    pub schema: String,
+    /// Highest migration applied to the schema (`None`: never migrated or unreachable).
+    pub schema_version: Option<i64>,
+    /// Highest migration this build carries.
+    pub latest_version: i64,
+    /// Migrations or procedures still to be applied.
+    pub migrations_pending: bool,
+    /// Why the check failed, when it did.
+    pub error: Option<String>,
+}
+
+impl HealthReport {
+    /// Reachable and fully migrated.
+    pub fn is_ready(&self) -> bool {
+        self.reachable && !self.migrations_pending && self.error.is_none()
+    }
+}
+
+impl PostgresProvider {
+    /// Connects to `database_url` with default options (schema `public`),
+    /// migrating the schema if needed.
+    ///
+    /// # Errors
+    /// Connection, schema-name or migration failures.
+    pub async fn connect(database_url: &str) -> Result<Self> {
+        Self::connect_with(database_url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `database_url` with its own pool built from `options`.
+    ///
+    /// # Errors
+    /// Connection, schema-name or migration failures.
+    pub async fn connect_with(database_url: &str, options: PostgresOptions) -> Result<Self> {
+        let schema = SchemaName::new(&options.schema)?;
+        let mut connect: PgConnectOptions = database_url.parse()?;
+        connect = connect.application_name("duroxide-postgres");
+        if let Some(timeout) = options.statement_timeout {
+            connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout)
+            .connect_with(connect)
+            .await?;
+        Self::build(pool, schema, options.migration_mode).await
+    }
+
+    /// Builds a provider on an existing pool for `schema`, migrating it if needed.
+    ///
+    /// # Errors
+    /// Schema-name or migration failures.
+    pub async fn from_pool(pool: PgPool, schema: &str) -> Result<Self> {
+        Self::build(pool, SchemaName::new(schema)?, MigrationMode::Apply).await
+    }
+
+    /// Builds a provider on an existing pool; only `options.schema` and
+    /// `options.migration_mode` apply (the pool is already configured).
+    ///
+    /// # Errors
+    /// Schema-name or migration failures.
+    pub async fn from_pool_with(pool: PgPool, options: PostgresOptions) -> Result<Self> {
+        Self::build(
+            pool,
+            SchemaName::new(&options.schema)?,
+            options.migration_mode,
+        )
+        .await
+    }
+
+    async fn build(pool: PgPool, schema: SchemaName, mode: MigrationMode) -> Result<Self> {
+        match mode {
+            MigrationMode::Apply => migrate::migrate(&pool, &schema).await?,
+            MigrationMode::Verify => {
+                migrate::verify(&pool, &schema).await?;
+            }
+        }
+        let sql = Arc::new(Statements::render(&schema));
+        tracing::info!(schema = %schema, "duroxide-postgres provider ready");
+        Ok(Self { pool, schema, sql })
+    }
+
+    /// The pool this provider runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The provider's schema.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Compares the schema with this build (no changes made).
+    ///
+    /// # Errors
+    /// Database errors, or a schema this build must refuse.
+    pub async fn schema_status(&self) -> Result<SchemaStatus> {
+        let mut conn = self.pool.acquire().await?;
+        migrate::inspect(&mut conn, &self.schema).await
+    }
+
+    /// Reports reachability and migration state; never fails.
+    pub async fn health(&self) -> HealthReport {
+        let latest_version = migrate::latest_version();
+        let mut report = HealthReport {
+            reachable: false,
+            schema: self.schema.to_string(),
+            schema_version: None,
+            latest_version,
+            migrations_pending: true,
+            error: None,
+        };
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        report.reachable = true;
+        match migrate::inspect(&mut conn, &self.schema).await {
+            Ok(status) => {
+                report.schema_version = status.applied_version;
+                report.migrations_pending = !status.is_current();
+            }
+            Err(e) => report.error = Some(e.to_string()),
+        }
+        report
+    }
+}
+
+/// Maps a module result to duroxide's error for the named trait method.
+fn op<T>(operation: &str, result: Result<T>) -> Result<T, ProviderError> {
+    result.map_err(|e| e.into_provider_error(operation))
+}
+
+#[async_trait::async_trait]
+impl Provider for PostgresProvider {
+    fn name(&self) -> &str {
+        "duroxide-postgres"
+    }
+
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        filter: Option<&DispatcherCapabilityFilter>,
+    ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+        op(
+            "fetch_orchestration_item",
+            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter).await,
+        )
+    }
+
+    async fn ack_orchestration_item(
+        &self,
+        lock_token: &str,
+        execution_id: u64,
+        history_delta: Vec<Event>,
+        worker_items: Vec<WorkItem>,
+        orchestrator_items: Vec<WorkItem>,
+        metadata: ExecutionMetadata,
+        cancelled_activities: Vec<ScheduledActivityIdentifier>,
+    ) -> Result<(), ProviderError> {
+        op(
+            "ack_orchestration_item",
+            orchestration_queue::ack(
+                self,
+                lock_token,
+                execution_id,
+                &history_delta,
+                &worker_items,
+                &orchestrator_items,
+                &metadata,
+                &cancelled_activities,
+            )
+            .await,
+        )
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        op(
+            "abandon_orchestration_item",
+            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt).await,
+        )
+    }
+
+    async fn renew_orchestration_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        op(
+            "renew_orchestration_item_lock",
+            orchestration_queue::renew(self, token, extend_for).await,
+        )
+    }
+
+    async fn enqueue_for_orchestrator(
+        &self,
+        item: WorkItem,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        op(
+            "enqueue_for_orchestrator",
+            orchestration_queue::enqueue(self, &item, delay).await,
+        )
+    }
+
+    async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        op("read", history::read(self, instance).await)
+    }
+
+    async fn read_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
+        op(
+            "read_with_execution",
+            history::read_with_execution(self, instance, execution_id).await,
+        )
+    }
+
+    async fn append_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+        new_events: Vec<Event>,
+    ) -> Result<(), ProviderError> {
+        op(
+            "append_with_execution",
+            history::append_with_execution(self, instance, execution_id, &new_events).await,
+        )
+    }
+
+    async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
+        op(
+            "enqueue_for_worker",
+            worker_queue::enqueue(self, &item).await,
+        )
+    }
+
+    async fn fetch_work_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        session: Option<&SessionFetchConfig>,
+        tag_filter: &TagFilter,
+    ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+        op(
+            "fetch_work_item",
+            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await,
+        )
+    }
+
+    async fn ack_work_item(
+        &self,
+        token: &str,
+        completion: Option<WorkItem>,
+    ) -> Result<(), ProviderError> {
+        op(
+            "ack_work_item",
+            worker_queue::ack(self, token, completion.as_ref()).await,
+        )
+    }
+
+    async fn renew_work_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        op(
+            "renew_work_item_lock",
+            worker_queue::renew(self, token, extend_for).await,
+        )
+    }
+
+    async fn abandon_work_item(
+        &self,
+        token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        op(
+            "abandon_work_item",
+            worker_queue::abandon(self, token, delay, ignore_attempt).await,
+        )
+    }
+
+    async fn renew_session_lock(
+        &self,
+        owner_ids: &[&str],
+        extend_for: Duration,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        op(
+            "renew_session_lock",
+            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await,
+        )
+    }
+
+    async fn cleanup_orphaned_sessions(
+        &self,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        op(
+            "cleanup_orphaned_sessions",
+            worker_queue::cleanup_orphaned_sessions(self, idle_timeout).await,
+        )
+    }
+
+    fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
+        Some(self)
+    }
+
+    async fn get_custom_status(
+        &self,
+        instance: &str,
+        last_seen_version: u64,
+    ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
+        op(
+            "get_custom_status",
+            history::get_custom_status(self, instance, last_seen_version).await,
+        )
+    }
+
+    async fn get_kv_value(
+        &self,
+        instance: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        op(
+            "get_kv_value",
+            history::get_kv_value(self, instance, key).await,
+        )
+    }
+
+    async fn get_kv_all_values(
+        &self,
+        instance: &str,
+    ) -> Result<HashMap<String, String>, ProviderError> {
+        op(
+            "get_kv_all_values",
+            history::get_kv_all_values(self, instance).await,
+        )
+    }
+
+    async fn get_instance_stats(
+        &self,
+        instance: &str,
+    ) -> Result<Option<SystemStats>, ProviderError> {
+        op(
+            "get_instance_stats",
+            history::get_instance_stats(self, instance).await,
+        )
+    }
+}

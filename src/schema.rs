@@ -1,0 +1,125 @@
+//! Validated, always-quoted schema names: one schema per tenant.
+
+use crate::error::{PgProviderError, Result};
+
+/// The marker every SQL template uses where the tenant's schema goes.
+///
+/// Templates are plain SQL with `{{schema}}.table` in place of a qualified
+/// name; [`SchemaName::render`] substitutes the quoted identifier once per
+/// provider, never per call.
+pub(crate) const SCHEMA_MARKER: &str = "{{schema}}";
+
+/// PostgreSQL's identifier length limit (NAMEDATALEN - 1), in bytes.
+pub const MAX_SCHEMA_NAME_BYTES: usize = 63;
+
+/// A schema name that is safe to put in SQL: validated on construction and
+/// always emitted quoted.
+///
+/// Accepted: 1 to 63 bytes of ASCII letters, digits and `_`, not starting with
+/// a digit, and not starting with `pg_` (reserved by PostgreSQL). Case is
+/// preserved: because the name is always quoted, `Tenant_A` and `tenant_a` are
+/// different schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SchemaName {
+    name: String,
+    quoted: String,
+}
+
+impl SchemaName {
+    /// Validates `name` and returns it ready for use in SQL.
+    ///
+    /// # Errors
+    /// [`PgProviderError::InvalidSchemaName`] naming the rule that failed.
+    pub fn new(name: &str) -> Result<Self> {
+        let invalid = |reason: &str| PgProviderError::InvalidSchemaName {
+            name: name.escape_debug().to_string(),
+            reason: reason.to_string(),
+        };
+        if name.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if name.len() > MAX_SCHEMA_NAME_BYTES {
+            return Err(invalid("must be at most 63 bytes"));
+        }
+        let mut chars = name.chars();
+        if chars.next().is_some_and(|c| c.is_ascii_digit()) {
+            return Err(invalid("must not start with a digit"));
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid("may contain only ASCII letters, digits and '_'"));
+        }
+        if name.to_ascii_lowercase().starts_with("pg_") {
+            return Err(invalid(
+                "names starting with 'pg_' are reserved by PostgreSQL",
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            quoted: format!("\"{name}\""),
+        })
+    }
+
+    /// The name as given (unquoted), e.g. for `information_schema` lookups.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The quoted identifier, e.g. `"tenant_a"`.
+    pub fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    /// Substitutes this schema into a SQL template (see [`SCHEMA_MARKER`]).
+    pub(crate) fn render(&self, template: &str) -> String {
+        template.replace(SCHEMA_MARKER, &self.quoted)
+    }
+}
+
+impl std::fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_identifiers() {
+        for ok in ["public", "tenant_a", "_t1", "Tenant_B", &"a".repeat(63)] {
+            let s = SchemaName::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(s.quoted(), format!("\"{ok}\""));
+        }
+    }
+
+    #[test]
+    fn rejects_injection_and_bad_shapes() {
+        for bad in [
+            "",
+            "a\"; drop schema public cascade; --",
+            "a b",
+            "1abc",
+            "pg_catalog",
+            "a.b",
+            "tenant\0",
+            "schéma",
+            &"a".repeat(64),
+        ] {
+            let err = SchemaName::new(bad).expect_err(bad);
+            assert!(
+                matches!(err, PgProviderError::InvalidSchemaName { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn render_replaces_every_marker() {
+        let s = SchemaName::new("t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.render("SELECT {{schema}}.f(), {{schema}}.g()"),
+            "SELECT \"t\".f(), \"t\".g()"
+        );
+    }
+}

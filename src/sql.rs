@@ -1,0 +1,71 @@
+//! SQL statements, rendered once per provider.
+//!
+//! Every operation module declares its statements with [`statements!`]: plain
+//! SQL templates that name the tenant's schema through the `{{schema}}`
+//! marker. [`Statements::render`] substitutes the quoted schema once, when the
+//! provider is built; calls then bind parameters to ready strings, which sqlx
+//! prepares once per connection and reuses.
+
+use crate::schema::SchemaName;
+
+/// Declares a struct of rendered statements and its `render` constructor.
+///
+/// ```ignore
+/// statements! {
+///     /// Statements of the worker queue.
+///     pub(crate) struct WorkerSql {
+///         /// Claim the next work item.
+///         fetch = "SELECT * FROM {{schema}}.fetch_work_item($1, $2)",
+///     }
+/// }
+/// ```
+macro_rules! statements {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field:ident = $sql:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name {
+            $( $(#[$field_meta])* pub(crate) $field: String, )*
+        }
+
+        impl $name {
+            /// Renders every template for `schema`.
+            pub(crate) fn render(schema: &$crate::schema::SchemaName) -> Self {
+                Self { $( $field: schema.render($sql), )* }
+            }
+        }
+    };
+}
+pub(crate) use statements;
+
+/// All statements of one provider, grouped by the module that runs them.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    /// Orchestrator queue: fetch, ack, abandon, renew, enqueue.
+    pub orchestration: crate::orchestration_queue::OrchestrationSql,
+    /// Worker queue and sessions.
+    pub worker: crate::worker_queue::WorkerSql,
+    /// History, KV, custom status and instance stats.
+    pub history: crate::history::HistorySql,
+    /// Management queries.
+    pub admin: crate::admin::AdminSql,
+    /// Deletion and pruning.
+    pub deletion: crate::deletion::DeletionSql,
+}
+
+impl Statements {
+    /// Renders every statement for `schema`.
+    pub(crate) fn render(schema: &SchemaName) -> Self {
+        Self {
+            orchestration: crate::orchestration_queue::OrchestrationSql::render(schema),
+            worker: crate::worker_queue::WorkerSql::render(schema),
+            history: crate::history::HistorySql::render(schema),
+            admin: crate::admin::AdminSql::render(schema),
+            deletion: crate::deletion::DeletionSql::render(schema),
+        }
+    }
+}

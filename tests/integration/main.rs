@@ -1,0 +1,7 @@
+//! The integration-test binary: one module per area, sharing `support`.
+//!
+//! Every test runs against a real PostgreSQL: `DATABASE_URL` when set,
+//! otherwise a throwaway server this process starts (scripts/pg-throwaway.sh).
+
+mod support;
+mod validation;

@@ -1,0 +1,163 @@
+//! Shared test plumbing: one PostgreSQL server per test process, one fresh
+//! schema per test, dropped afterwards even when the test panics.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use duroxide::provider_validation::ProviderFactory;
+use duroxide::providers::Provider;
+use duroxide_postgres::{PostgresProvider, ThrowawayPostgres};
+use futures::FutureExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// `DATABASE_URL`, or the URL of a throwaway server started on first use.
+pub fn database_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => match ThrowawayPostgres::start() {
+            Ok(server) => server.url().to_string(),
+            Err(e) => panic!("DATABASE_URL is unset and no throwaway server could start: {e}"),
+        },
+    })
+}
+
+/// A new pool on the test server (pools are per test: each test has its own runtime).
+pub async fn pool(max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect(database_url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", database_url()))
+}
+
+/// A schema name no other test (in this or a concurrent process) uses.
+pub fn fresh_schema_name(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut name = format!("t{}_{}_{nanos:x}_{prefix}", std::process::id(), n);
+    name.truncate(63);
+    name
+}
+
+/// Drops `schema` and everything in it; a test's last act.
+pub async fn drop_schema(pool: &PgPool, schema: &str) {
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    for _ in 0..3 {
+        match sqlx::query(&sql).execute(pool).await {
+            Ok(_) => return,
+            Err(e) => {
+                eprintln!("drop schema {schema} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// A fresh schema on its own pool.
+#[derive(Clone)]
+pub struct TestSchema {
+    /// The pool every provider of this test shares.
+    pub pool: PgPool,
+    /// The schema's (unquoted) name.
+    pub name: String,
+}
+
+impl TestSchema {
+    /// A provider on this schema (migrating it on first use).
+    pub async fn provider(&self) -> PostgresProvider {
+        PostgresProvider::from_pool(self.pool.clone(), &self.name)
+            .await
+            .unwrap_or_else(|e| panic!("provider on {}: {e}", self.name))
+    }
+
+    /// `{{schema}}` in `template` replaced by the quoted schema.
+    pub fn sql(&self, template: &str) -> String {
+        template.replace("{{schema}}", &format!("\"{}\"", self.name))
+    }
+}
+
+/// Runs `body` with a fresh schema, then drops the schema whatever happened.
+pub async fn with_schema<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(TestSchema) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let schema = TestSchema {
+        pool: pool(16).await,
+        name: fresh_schema_name(prefix),
+    };
+    let pool = schema.pool.clone();
+    let name = schema.name.clone();
+    let outcome = AssertUnwindSafe(body(schema)).catch_unwind().await;
+    drop_schema(&pool, &name).await;
+    pool.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// duroxide's `ProviderFactory` over one test schema: every provider it makes
+/// shares the schema and the pool, as separate processes would share a database.
+pub struct PgFactory {
+    /// The test's schema.
+    pub schema: TestSchema,
+}
+
+/// Lock timeout for the conformance suite: short enough for quick expiry tests,
+/// long enough for a loaded 2-core machine.
+pub const SUITE_LOCK_TIMEOUT: Duration = Duration::from_millis(2000);
+
+#[async_trait::async_trait]
+impl ProviderFactory for PgFactory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        Arc::new(self.schema.provider().await)
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        SUITE_LOCK_TIMEOUT
+    }
+
+    fn short_poll_threshold(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+
+    async fn corrupt_instance_history(&self, instance: &str) {
+        sqlx::query(&self.schema.sql(
+            "UPDATE {{schema}}.history SET event_data = 'NOT_VALID_JSON{{{' WHERE instance_id = $1",
+        ))
+        .bind(instance)
+        .execute(&self.schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("corrupt history of {instance}: {e}"));
+    }
+
+    async fn get_max_attempt_count(&self, instance: &str) -> u32 {
+        let max: Option<i32> = sqlx::query_scalar(&self.schema.sql(
+            "SELECT max(attempt_count) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
+        ))
+        .bind(instance)
+        .fetch_one(&self.schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("max attempt_count of {instance}: {e}"));
+        u32::try_from(max.unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+/// Runs one conformance-suite test in a fresh schema.
+pub async fn run_suite_test<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(PgFactory) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_schema(name, |schema| test(PgFactory { schema })).await;
+}
