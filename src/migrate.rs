@@ -288,10 +288,16 @@ async fn installed_procedures(
     conn: &mut PgConnection,
     schema: &SchemaName,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let rows =
-        sqlx::query(&schema.render("SELECT name, checksum FROM {{schema}}._duroxide_procedures"))
-            .fetch_all(&mut *conn)
-            .await?;
+    // A recorded procedure only counts if the function still exists: dropping the
+    // functions by hand (say, to force inline SQL) makes the next start reinstall them.
+    let rows = sqlx::query(&schema.render(
+        "SELECT d.name, d.checksum FROM {{schema}}._duroxide_procedures d \
+         WHERE EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace \
+                       WHERE n.nspname = $1 AND f.proname = d.name)",
+    ))
+    .bind(schema.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("name")?, r.try_get("checksum")?)))
         .collect()

@@ -3,5 +3,8 @@
 //! Every test runs against a real PostgreSQL: `DATABASE_URL` when set,
 //! otherwise a throwaway server this process starts (scripts/pg-throwaway.sh).
 
+mod concurrency;
+mod migrations;
+mod schema_names;
 mod support;
 mod validation;

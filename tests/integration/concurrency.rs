@@ -1,0 +1,243 @@
+//! Races the conformance suite does not cover: many dispatchers fetching at
+//! once, an ack racing a renewal and a competing fetch, tenants sharing a pool.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
+use duroxide::{Event, EventKind};
+use tokio::sync::Barrier;
+
+use crate::support::{TestSchema, with_schema};
+
+fn start_item(instance: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.to_string(),
+        orchestration: "Race".to_string(),
+        input: "{}".to_string(),
+        version: Some("1.0.0".to_string()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: 1,
+    }
+}
+
+fn started_event(instance: &str) -> Event {
+    Event::with_event_id(
+        1,
+        instance.to_string(),
+        1,
+        None,
+        EventKind::OrchestrationStarted {
+            name: "Race".to_string(),
+            version: "1.0.0".to_string(),
+            input: "{}".to_string(),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: None,
+            initial_custom_status: None,
+        },
+    )
+}
+
+fn metadata() -> ExecutionMetadata {
+    ExecutionMetadata {
+        orchestration_name: Some("Race".to_string()),
+        orchestration_version: Some("1.0.0".to_string()),
+        ..Default::default()
+    }
+}
+
+async fn providers(schema: &TestSchema, n: usize) -> Vec<Arc<dyn Provider>> {
+    let mut out: Vec<Arc<dyn Provider>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Arc::new(schema.provider().await));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_fetchers_ten_instances_each_get_a_different_one() {
+    with_schema("race_fetchers", |schema| async move {
+        let dispatchers = providers(&schema, 10).await;
+        for i in 0..10 {
+            dispatchers[0]
+                .enqueue_for_orchestrator(start_item(&format!("inst-{i}")), None)
+                .await
+                .expect("enqueue");
+        }
+        let barrier = Arc::new(Barrier::new(10));
+        let fetches = dispatchers.iter().cloned().map(|provider| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                provider
+                    .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                    .await
+            })
+        });
+        let mut seen = HashSet::new();
+        for outcome in futures::future::join_all(fetches).await {
+            let (item, _token, attempts) = outcome
+                .expect("task")
+                .expect("fetch succeeds")
+                .expect("no fetcher comes back empty-handed");
+            assert_eq!(attempts, 1);
+            assert!(
+                seen.insert(item.instance.clone()),
+                "{} fetched twice",
+                item.instance
+            );
+        }
+        assert_eq!(seen.len(), 10);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ack_racing_renewal_and_another_fetch_never_double_processes() {
+    with_schema("race_ack_renew", |schema| async move {
+        let [owner, rival]: [Arc<dyn Provider>; 2] = providers(&schema, 2)
+            .await
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        let rounds = 25;
+        for round in 0..rounds {
+            let instance = format!("ack-race-{round}");
+            owner
+                .enqueue_for_orchestrator(start_item(&instance), None)
+                .await
+                .expect("enqueue");
+            let (item, token, _) = owner
+                .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("item");
+            assert_eq!(item.instance, instance);
+
+            let ack = {
+                let owner = owner.clone();
+                let token = token.clone();
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    owner
+                        .ack_orchestration_item(
+                            &token,
+                            1,
+                            vec![started_event(&instance)],
+                            vec![],
+                            vec![],
+                            metadata(),
+                            vec![],
+                        )
+                        .await
+                })
+            };
+            let renew = {
+                let owner = owner.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    owner
+                        .renew_orchestration_item_lock(&token, Duration::from_secs(30))
+                        .await
+                })
+            };
+            let steal = {
+                let rival = rival.clone();
+                tokio::spawn(async move {
+                    rival
+                        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                        .await
+                })
+            };
+            ack.await
+                .expect("task")
+                .expect("the lease holder's ack succeeds");
+            // Renewal either landed before the ack or fails after it; both are fine.
+            let _ = renew.await.expect("task");
+            let stolen = steal.await.expect("task").expect("fetch does not error");
+            assert!(
+                stolen.is_none(),
+                "round {round}: rival fetched {:?} while it was leased or after it was acked",
+                stolen.map(|(i, _, _)| i.instance)
+            );
+            let history = owner.read(&instance).await.expect("read");
+            assert_eq!(
+                history.len(),
+                1,
+                "round {round}: exactly one turn committed"
+            );
+        }
+        let depth: i64 =
+            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}.orchestrator_queue"))
+                .fetch_one(&schema.pool)
+                .await
+                .expect("count");
+        assert_eq!(depth, 0, "every message consumed exactly once");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_on_one_pool_never_see_or_block_each_other() {
+    with_schema("tenant_a", |a| async move {
+        let b = TestSchema {
+            pool: a.pool.clone(),
+            name: format!("{}_b", a.name),
+        };
+        let (pa, pb) = (a.provider().await, b.provider().await);
+        pa.enqueue_for_orchestrator(start_item("same-id"), None)
+            .await
+            .expect("enqueue a");
+        pb.enqueue_for_orchestrator(start_item("same-id"), None)
+            .await
+            .expect("enqueue b");
+
+        let (item_a, _, _) = pa
+            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+            .await
+            .expect("fetch a")
+            .expect("a has work");
+        // A's lease on "same-id" must not block tenant B's instance of the same id.
+        let (item_b, _, _) = pb
+            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+            .await
+            .expect("fetch b")
+            .expect("b has work");
+        assert_eq!(
+            (item_a.instance.as_str(), item_b.instance.as_str()),
+            ("same-id", "same-id")
+        );
+        assert!(
+            pa.fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                .await
+                .expect("fetch a again")
+                .is_none()
+        );
+        crate::support::drop_schema(&b.pool, &b.name).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
+    with_schema("nul_input", |schema| async move {
+        let provider = schema.provider().await;
+        let err = provider
+            .enqueue_for_orchestrator(start_item("bad\0id"), None)
+            .await
+            .expect_err("NUL must be refused");
+        assert!(!err.is_retryable());
+        assert!(err.message.contains("instance"), "{err}");
+        let depth: i64 =
+            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}.orchestrator_queue"))
+                .fetch_one(&schema.pool)
+                .await
+                .expect("count");
+        assert_eq!(depth, 0);
+    })
+    .await;
+}
