@@ -51,3 +51,8 @@ pub use error::{PgProviderError, Result, sqlstate};
 pub use provider::{HealthReport, PostgresProvider};
 pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};
 pub use throwaway::ThrowawayPostgres;
+
+/// The README's Rust example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_example {}
