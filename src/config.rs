@@ -13,6 +13,69 @@ pub enum MigrationMode {
     Verify,
 }
 
+/// How provider operations reach the database.
+///
+/// Both modes use the same tables and behave identically; one schema can be
+/// served by processes in either mode at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqlMode {
+    /// One call to a stored procedure in the tenant's schema per operation
+    /// (default): one round trip, server-side logic.
+    #[default]
+    StoredProcedures,
+    /// The same logic as statements sent from the client, needing no
+    /// procedures in the database (for roles that may not create functions,
+    /// or to roll back a procedure release without a rebuild).
+    InlineSql,
+}
+
+impl SqlMode {
+    /// Environment variable that overrides the configured mode:
+    /// `procedures` or `inline`.
+    pub const ENV_VAR: &'static str = "DUROXIDE_POSTGRES_SQL_MODE";
+
+    /// The mode's name as the environment variable spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqlMode::StoredProcedures => "procedures",
+            SqlMode::InlineSql => "inline",
+        }
+    }
+
+    /// Parses `procedures` / `inline` (case-insensitive; `stored_procedures`
+    /// and `inline_sql` are accepted too).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "procedures" | "stored_procedures" | "procedure" => Some(SqlMode::StoredProcedures),
+            "inline" | "inline_sql" => Some(SqlMode::InlineSql),
+            _ => None,
+        }
+    }
+
+    /// `configured`, unless [`SqlMode::ENV_VAR`] names a mode.
+    ///
+    /// # Errors
+    /// [`crate::PgProviderError::InvalidInput`] when the variable is set to
+    /// something else, so a typo in a rollback is loud rather than ignored.
+    pub fn resolve(configured: SqlMode) -> crate::Result<SqlMode> {
+        match std::env::var(Self::ENV_VAR) {
+            Ok(value) if !value.trim().is_empty() => Self::parse(&value).ok_or_else(|| {
+                crate::PgProviderError::invalid_input(
+                    Self::ENV_VAR,
+                    format!("{value:?} is not `procedures` or `inline`"),
+                )
+            }),
+            _ => Ok(configured),
+        }
+    }
+}
+
+impl std::fmt::Display for SqlMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Options for [`crate::PostgresProvider`].
 ///
 /// ```
@@ -42,6 +105,8 @@ pub struct PostgresOptions {
     pub statement_timeout: Option<Duration>,
     /// Apply or only verify migrations at start-up.
     pub migration_mode: MigrationMode,
+    /// Stored procedures (default) or inline SQL; [`SqlMode::ENV_VAR`] overrides it.
+    pub sql_mode: SqlMode,
 }
 
 impl Default for PostgresOptions {
@@ -54,6 +119,7 @@ impl Default for PostgresOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: None,
             migration_mode: MigrationMode::Apply,
+            sql_mode: SqlMode::StoredProcedures,
         }
     }
 }
@@ -92,6 +158,12 @@ impl PostgresOptions {
     /// Sets the server-side statement timeout of the provider's pool.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// Chooses stored procedures or inline SQL (the environment can override it).
+    pub fn sql_mode(mut self, mode: SqlMode) -> Self {
+        self.sql_mode = mode;
         self
     }
 

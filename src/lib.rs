@@ -46,7 +46,7 @@ mod sql;
 pub mod throwaway;
 mod worker_queue;
 
-pub use config::{MigrationMode, PostgresOptions};
+pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PgProviderError, Result, sqlstate};
 pub use provider::{HealthReport, PostgresProvider};
 pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};

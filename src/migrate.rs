@@ -18,6 +18,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 
+use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result};
 use crate::schema::SchemaName;
 
@@ -101,6 +102,15 @@ impl SchemaStatus {
     pub fn is_current(&self) -> bool {
         self.pending_migrations == 0 && self.stale_procedures == 0
     }
+
+    /// True when a provider in `mode` can run: inline SQL needs the tables
+    /// only, stored procedures need the procedures too.
+    pub fn is_ready_for(&self, mode: SqlMode) -> bool {
+        match mode {
+            SqlMode::StoredProcedures => self.is_current(),
+            SqlMode::InlineSql => self.pending_migrations == 0,
+        }
+    }
 }
 
 fn lock_key(schema: &SchemaName) -> String {
@@ -123,16 +133,20 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 );
 "#;
 
-/// Brings `schema` up to date: applies pending migrations and (re)installs
-/// changed procedures, holding the schema's advisory lock throughout.
+/// Brings `schema` up to date for `mode`: applies pending migrations and, for
+/// stored procedures, (re)installs changed procedures, holding the schema's
+/// advisory lock throughout. Inline SQL never installs procedures, so a
+/// rollback that dropped them stays rolled back.
 ///
 /// # Errors
 /// [`PgProviderError::SchemaTooNew`] or [`PgProviderError::MigrationChanged`]
 /// when the schema does not belong to this build; database errors otherwise.
-pub async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<()> {
+pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     let mut conn = pool.acquire().await?;
     // Fast path: most processes start against a current schema; check without the lock.
-    if schema_exists(&mut conn, schema).await? && inspect(&mut conn, schema).await?.is_current() {
+    if schema_exists(&mut conn, schema).await?
+        && inspect(&mut conn, schema).await?.is_ready_for(mode)
+    {
         return Ok(());
     }
     // Session-level advisory lock keyed by the schema: other tenants never wait.
@@ -140,7 +154,7 @@ pub async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<()> {
         .bind(lock_key(schema))
         .execute(&mut *conn)
         .await?;
-    let result = migrate_locked(&mut conn, schema).await;
+    let result = migrate_locked(&mut conn, schema, mode).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(lock_key(schema))
         .execute(&mut *conn)
@@ -152,7 +166,7 @@ pub async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<()> {
     result
 }
 
-async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<()> {
+async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     conn.execute(schema.render(BOOKKEEPING).as_str()).await?;
     let applied = applied_migrations(conn, schema).await?;
     check_applied(schema, &applied)?;
@@ -177,6 +191,9 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<
         tracing::info!(schema = %schema, version = migration.version, name = migration.name, "applied migration");
     }
 
+    if mode == SqlMode::InlineSql {
+        return Ok(());
+    }
     let installed = installed_procedures(conn, schema).await?;
     let stale: Vec<Procedure> = procedures()
         .into_iter()
@@ -335,14 +352,14 @@ pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<Sch
     })
 }
 
-/// Checks, for processes that must not run DDL, that `schema` is current.
+/// Checks, for processes that must not run DDL, that `schema` is ready for `mode`.
 ///
 /// # Errors
 /// [`PgProviderError::SchemaNotReady`] when migrations or procedures are pending.
-pub async fn verify(pool: &PgPool, schema: &SchemaName) -> Result<SchemaStatus> {
+pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
     let mut conn = pool.acquire().await?;
     let status = inspect(&mut conn, schema).await?;
-    if !status.is_current() {
+    if !status.is_ready_for(mode) {
         return Err(PgProviderError::SchemaNotReady {
             schema: schema.to_string(),
             reason: format!(

@@ -17,7 +17,7 @@ use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::{MigrationMode, PostgresOptions};
+use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
@@ -34,6 +34,8 @@ pub struct PostgresProvider {
     pub(crate) pool: PgPool,
     pub(crate) schema: SchemaName,
     pub(crate) sql: Arc<Statements>,
+    pub(crate) mode: SqlMode,
+    name: Arc<str>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -51,6 +53,8 @@ pub struct HealthReport {
     pub reachable: bool,
     /// The provider's schema.
     pub schema: String,
+    /// The SQL mode in force.
+    pub sql_mode: SqlMode,
     /// Highest migration applied to the schema (`None`: never migrated or unreachable).
     pub schema_version: Option<i64>,
     /// Highest migration this build carries.
@@ -96,7 +100,7 @@ impl PostgresProvider {
             .idle_timeout(options.idle_timeout)
             .connect_with(connect)
             .await?;
-        Self::build(pool, schema, options.migration_mode).await
+        Self::build(pool, schema, &options).await
     }
 
     /// Builds a provider on an existing pool for `schema`, migrating it if needed.
@@ -104,33 +108,42 @@ impl PostgresProvider {
     /// # Errors
     /// Schema-name or migration failures.
     pub async fn from_pool(pool: PgPool, schema: &str) -> Result<Self> {
-        Self::build(pool, SchemaName::new(schema)?, MigrationMode::Apply).await
+        Self::from_pool_with(pool, PostgresOptions::default().schema(schema)).await
     }
 
-    /// Builds a provider on an existing pool; only `options.schema` and
-    /// `options.migration_mode` apply (the pool is already configured).
+    /// Builds a provider on an existing pool; `schema`, `migration_mode` and
+    /// `sql_mode` apply (the pool is already configured).
     ///
     /// # Errors
     /// Schema-name or migration failures.
     pub async fn from_pool_with(pool: PgPool, options: PostgresOptions) -> Result<Self> {
-        Self::build(
-            pool,
-            SchemaName::new(&options.schema)?,
-            options.migration_mode,
-        )
-        .await
+        let schema = SchemaName::new(&options.schema)?;
+        Self::build(pool, schema, &options).await
     }
 
-    async fn build(pool: PgPool, schema: SchemaName, mode: MigrationMode) -> Result<Self> {
-        match mode {
-            MigrationMode::Apply => migrate::migrate(&pool, &schema).await?,
+    async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
+        let mode = SqlMode::resolve(options.sql_mode)?;
+        match options.migration_mode {
+            MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
             MigrationMode::Verify => {
-                migrate::verify(&pool, &schema).await?;
+                migrate::verify(&pool, &schema, mode).await?;
             }
         }
         let sql = Arc::new(Statements::render(&schema));
-        tracing::info!(schema = %schema, "duroxide-postgres provider ready");
-        Ok(Self { pool, schema, sql })
+        let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
+        tracing::info!(schema = %schema, sql_mode = %mode, "duroxide-postgres provider ready");
+        Ok(Self {
+            pool,
+            schema,
+            sql,
+            mode,
+            name,
+        })
+    }
+
+    /// The SQL mode in force (after the environment override).
+    pub fn sql_mode(&self) -> SqlMode {
+        self.mode
     }
 
     /// The pool this provider runs on.
@@ -158,6 +171,7 @@ impl PostgresProvider {
         let mut report = HealthReport {
             reachable: false,
             schema: self.schema.to_string(),
+            sql_mode: self.mode,
             schema_version: None,
             latest_version,
             migrations_pending: true,
@@ -174,7 +188,7 @@ impl PostgresProvider {
         match migrate::inspect(&mut conn, &self.schema).await {
             Ok(status) => {
                 report.schema_version = status.applied_version;
-                report.migrations_pending = !status.is_current();
+                report.migrations_pending = !status.is_ready_for(self.mode);
             }
             Err(e) => report.error = Some(e.to_string()),
         }
@@ -190,7 +204,7 @@ fn op<T>(operation: &str, result: Result<T>) -> Result<T, ProviderError> {
 #[async_trait::async_trait]
 impl Provider for PostgresProvider {
     fn name(&self) -> &str {
-        "duroxide-postgres"
+        &self.name
     }
 
     fn version(&self) -> &str {
