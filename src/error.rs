@@ -122,6 +122,16 @@ pub enum PgProviderError {
         reason: String,
     },
 
+    /// A domain refusal decided in Rust by inline SQL, mirroring what the
+    /// stored procedure raises with the same `DX...` SQLSTATE and message.
+    #[error("{message}")]
+    Rejected {
+        /// The `DX...` code the procedure would raise (see [`sqlstate`]).
+        sqlstate: &'static str,
+        /// The message the procedure would raise.
+        message: String,
+    },
+
     /// Any database or driver error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -147,10 +157,20 @@ impl PgProviderError {
         }
     }
 
-    /// The SQLSTATE of the underlying database error, if there is one.
+    /// Shorthand for [`PgProviderError::Rejected`].
+    pub(crate) fn rejected(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            sqlstate,
+            message: message.into(),
+        }
+    }
+
+    /// The SQLSTATE of the failure: the server's, or the `DX...` code of a
+    /// refusal decided by inline SQL. Both SQL modes report the same codes.
     pub fn sqlstate(&self) -> Option<String> {
         match self {
             Self::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            Self::Rejected { sqlstate, .. } => Some((*sqlstate).to_string()),
             _ => None,
         }
     }
