@@ -1,0 +1,345 @@
+//! End-to-end load tool: duroxide's parallel-orchestrations scenario (each
+//! orchestration fans out N activities and waits for all) against each SQL
+//! mode, on one server, side by side.
+//!
+//! ```text
+//! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
+//!                                        [--duration 10] [--in-flight 20] [--tasks 5]
+//! ```
+//!
+//! Without `DATABASE_URL` it starts its own throwaway server with
+//! `pg_stat_statements` preloaded, and measures, per orchestration, the
+//! statements the runtime sent and the server time they took (the client
+//! that starts and awaits orchestrations connects as a separate role so its
+//! status polling is not counted). Prints a progress line per second and a
+//! table at the end, including the procedures/inline ratio.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{Client, OrchestrationStatus};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode, ThrowawayPostgres};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Mutex;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Command-line settings.
+struct Settings {
+    modes: Vec<SqlMode>,
+    concurrency: Vec<(usize, usize)>,
+    duration: Duration,
+    in_flight: usize,
+    tasks: usize,
+}
+
+fn parse_args() -> Result<Settings, BoxError> {
+    let mut settings = Settings {
+        modes: vec![SqlMode::StoredProcedures, SqlMode::InlineSql],
+        concurrency: vec![(2, 2)],
+        duration: Duration::from_secs(10),
+        in_flight: 20,
+        tasks: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--modes" => {
+                settings.modes = value()?
+                    .split(',')
+                    .map(|m| SqlMode::parse(m).ok_or_else(|| format!("unknown mode {m}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--concurrency" => {
+                settings.concurrency = value()?
+                    .split(',')
+                    .map(|pair| -> Result<(usize, usize), BoxError> {
+                        let (o, w) = pair.split_once(':').ok_or("concurrency is ORCH:WORKER")?;
+                        Ok((o.parse()?, w.parse()?))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--duration" => settings.duration = Duration::from_secs(value()?.parse()?),
+            "--in-flight" => settings.in_flight = value()?.parse()?,
+            "--tasks" => settings.tasks = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(settings)
+}
+
+/// One run's measurements.
+struct Outcome {
+    mode: SqlMode,
+    orch: usize,
+    worker: usize,
+    completed: u64,
+    failed: u64,
+    elapsed: Duration,
+    tasks: usize,
+    latencies_ms: Vec<f64>,
+    /// (statements, server ms) sent by the runtime, if pg_stat_statements is available.
+    server: Option<(f64, f64)>,
+}
+
+impl Outcome {
+    fn per_sec(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((self.latencies_ms.len() - 1) as f64 * p).round() as usize;
+        self.latencies_ms[idx]
+    }
+    fn per_orch(&self) -> Option<(f64, f64)> {
+        let n = self.completed.max(1) as f64;
+        self.server.map(|(calls, ms)| (calls / n, ms / n))
+    }
+}
+
+/// Server-side statement counters for the runtime's role, if measurable.
+async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
+    sqlx::query_as::<_, (f64, f64)>(
+        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
+         FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+         WHERE s.toplevel AND r.rolname = $1 AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(role)
+    .fetch_one(admin)
+    .await
+    .ok()
+}
+
+async fn run_one(
+    url: &str,
+    client_url: &str,
+    admin: &PgPool,
+    mode: SqlMode,
+    (orch, worker): (usize, usize),
+    settings: &Settings,
+) -> Result<Outcome, BoxError> {
+    let schema = format!("load_{}_{orch}_{worker}", mode.as_str());
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(admin)
+        .await?;
+    let options = PostgresOptions::default()
+        .schema(schema.clone())
+        .sql_mode(mode)
+        .max_connections(u32::try_from(orch + worker + 4)?);
+    let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
+    let client_provider =
+        Arc::new(PostgresProvider::connect_with(client_url, options.max_connections(8)).await?);
+    let runtime_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(provider.pool())
+        .await?;
+
+    let rt = Runtime::start_with_options(
+        provider.clone(),
+        create_default_activities(0),
+        create_default_orchestrations(),
+        RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(100),
+            orchestration_concurrency: orch,
+            worker_concurrency: worker,
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = Arc::new(Client::new(client_provider));
+    let input = serde_json::json!({ "task_count": settings.tasks }).to_string();
+
+    let before = stat_snapshot(admin, &runtime_role).await;
+    let completed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let deadline = started + settings.duration;
+    let next_id = Arc::new(AtomicU64::new(0));
+
+    let pumps = (0..settings.in_flight).map(|_| {
+        let (client, input, completed, failed, latencies, next_id) = (
+            client.clone(),
+            input.clone(),
+            completed.clone(),
+            failed.clone(),
+            latencies.clone(),
+            next_id.clone(),
+        );
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let instance = format!("load-{}", next_id.fetch_add(1, Ordering::Relaxed));
+                let t0 = Instant::now();
+                let ok = match client
+                    .start_orchestration(&instance, "FanoutOrchestration", input.clone())
+                    .await
+                {
+                    Ok(()) => matches!(
+                        client
+                            .wait_for_orchestration(&instance, Duration::from_secs(60))
+                            .await,
+                        Ok(OrchestrationStatus::Completed { .. })
+                    ),
+                    Err(_) => false,
+                };
+                if ok {
+                    completed.fetch_add(1, Ordering::Relaxed);
+                    latencies
+                        .lock()
+                        .await
+                        .push(t0.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    });
+    let pumps: Vec<_> = pumps.collect();
+
+    let label = format!("{mode} {orch}:{worker}");
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done = completed.load(Ordering::Relaxed);
+        eprint!(
+            "\r[{label}] {:>5.1}s  completed {done:>6}  ({:>7.1}/s)  failed {}   ",
+            started.elapsed().as_secs_f64(),
+            done as f64 / started.elapsed().as_secs_f64(),
+            failed.load(Ordering::Relaxed)
+        );
+    }
+    for pump in pumps {
+        pump.await?;
+    }
+    let elapsed = started.elapsed();
+    let after = stat_snapshot(admin, &runtime_role).await;
+    eprintln!();
+    rt.shutdown(None).await;
+
+    let mut latencies_ms = std::mem::take(&mut *latencies.lock().await);
+    latencies_ms.sort_by(f64::total_cmp);
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(admin)
+        .await?;
+    Ok(Outcome {
+        mode,
+        orch,
+        worker,
+        completed: completed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed,
+        tasks: settings.tasks,
+        latencies_ms,
+        server: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+    })
+}
+
+/// The client connects as its own role so its polling is not counted as runtime work.
+async fn client_url(url: &str, admin: &PgPool) -> String {
+    let created = sqlx::query(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duroxide_load_client') \
+         THEN CREATE ROLE duroxide_load_client LOGIN SUPERUSER; END IF; END $$",
+    )
+    .execute(admin)
+    .await;
+    match (created, url.split_once("://"), url.split_once('@')) {
+        (Ok(_), Some((scheme, _)), Some((_, host))) => {
+            format!("{scheme}://duroxide_load_client@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!();
+    println!(
+        "| mode | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | statements/orch | server ms/orch | completed | failed |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes {
+        let (stmts, ms) = o
+            .per_orch()
+            .map_or(("n/a".to_string(), "n/a".to_string()), |(s, m)| {
+                (format!("{s:.1}"), format!("{m:.2}"))
+            });
+        println!(
+            "| {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {stmts} | {ms} | {} | {} |",
+            o.mode,
+            o.orch,
+            o.worker,
+            o.per_sec(),
+            o.per_sec() * o.tasks as f64,
+            o.percentile(0.5),
+            o.percentile(0.99),
+            o.completed,
+            o.failed
+        );
+    }
+    for (orch, worker) in outcomes
+        .iter()
+        .map(|o| (o.orch, o.worker))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let find = |mode| {
+            outcomes
+                .iter()
+                .find(|o| o.mode == mode && o.orch == orch && o.worker == worker)
+        };
+        if let (Some(p), Some(i)) = (find(SqlMode::StoredProcedures), find(SqlMode::InlineSql)) {
+            println!(
+                "ratio procedures/inline at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                p.per_sec() / i.per_sec(),
+                p.percentile(0.5) / i.percentile(0.5)
+            );
+        }
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    let settings = parse_args()?;
+    let url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let server = ThrowawayPostgres::start()?;
+            eprintln!(
+                "throwaway PostgreSQL at {} (pg_stat_statements on)",
+                server.url()
+            );
+            server.url().to_string()
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await?;
+        if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&admin)
+            .await
+            .is_err()
+        {
+            eprintln!("pg_stat_statements unavailable: statement counts will read n/a");
+        }
+        let client_url = client_url(&url, &admin).await;
+        let mut outcomes = Vec::new();
+        for &pair in &settings.concurrency {
+            for &mode in &settings.modes {
+                outcomes.push(run_one(&url, &client_url, &admin, mode, pair, &settings).await?);
+            }
+        }
+        print_table(&outcomes);
+        Ok(())
+    })
+}
