@@ -58,8 +58,13 @@ impl SqlMode {
     /// [`crate::PgProviderError::InvalidInput`] when the variable is set to
     /// something else, so a typo in a rollback is loud rather than ignored.
     pub fn resolve(configured: SqlMode) -> crate::Result<SqlMode> {
-        match std::env::var(Self::ENV_VAR) {
-            Ok(value) if !value.trim().is_empty() => Self::parse(&value).ok_or_else(|| {
+        Self::resolve_with(std::env::var(Self::ENV_VAR).ok().as_deref(), configured)
+    }
+
+    /// [`SqlMode::resolve`] with the variable's value given.
+    fn resolve_with(value: Option<&str>, configured: SqlMode) -> crate::Result<SqlMode> {
+        match value {
+            Some(value) if !value.trim().is_empty() => Self::parse(value).ok_or_else(|| {
                 crate::PgProviderError::invalid_input(
                     Self::ENV_VAR,
                     format!("{value:?} is not `procedures` or `inline`"),
@@ -171,5 +176,34 @@ impl PostgresOptions {
     pub fn migration_mode(mut self, mode: MigrationMode) -> Self {
         self.migration_mode = mode;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_configured_mode() {
+        use SqlMode::*;
+        assert_eq!(
+            SqlMode::resolve_with(None, StoredProcedures).ok(),
+            Some(StoredProcedures)
+        );
+        assert_eq!(
+            SqlMode::resolve_with(Some(""), InlineSql).ok(),
+            Some(InlineSql)
+        );
+        assert_eq!(
+            SqlMode::resolve_with(Some("inline"), StoredProcedures).ok(),
+            Some(InlineSql)
+        );
+        assert_eq!(
+            SqlMode::resolve_with(Some(" Procedures "), InlineSql).ok(),
+            Some(StoredProcedures)
+        );
+        let err =
+            SqlMode::resolve_with(Some("inlined"), StoredProcedures).expect_err("typo must fail");
+        assert!(err.to_string().contains(SqlMode::ENV_VAR), "{err}");
     }
 }
