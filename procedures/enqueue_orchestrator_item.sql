@@ -1,0 +1,20 @@
+-- enqueue_orchestrator_item: add one message to an instance's orchestrator
+-- queue, visible at now + p_delay_ms (TimerFired items enqueued here follow
+-- the delay too; only an ack makes them visible at their fire_at_ms).
+-- Never creates the instance: the first ack does.
+CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item(
+    p_instance_id   text,
+    p_item_kind     text,
+    p_work_item     text,
+    p_delay_ms      bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now bigint := {{schema}}._now_ms();
+BEGIN
+    INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
+    VALUES (p_instance_id, p_item_kind, p_work_item, v_now + p_delay_ms, v_now);
+END
+$$;

@@ -1,0 +1,158 @@
+-- fetch_orchestration_item: claim the next ready instance with its messages,
+-- current history and KV snapshot, in one call.
+--
+-- Candidates are visible messages whose instance has no live lease, oldest
+-- first, claimed with FOR UPDATE SKIP LOCKED. The instance lease is taken (or
+-- taken over once expired) in instance_locks; if another dispatcher won that
+-- race, or the instance cannot be processed yet (no instance row, no start
+-- message, no history), the next candidate is tried, so concurrent fetchers do
+-- not come back empty-handed and one stuck instance never starves the rest.
+-- Every visible message of the instance is stamped with the token and has its
+-- attempt count bumped. Messages for an instance that never started and that
+-- are all QueueMessage items are dropped, as duroxide expects.
+--
+-- p_filter: a capability filter was given; p_min_* / p_max_* bound the pinned
+-- duroxide version of the instance's current execution (NULL pins match);
+-- a filter with no range (p_min_major NULL) matches nothing.
+CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
+    p_lock_timeout_ms bigint,
+    p_filter          boolean,
+    p_min_major       bigint,
+    p_min_minor       bigint,
+    p_min_patch       bigint,
+    p_max_major       bigint,
+    p_max_minor       bigint,
+    p_max_patch       bigint)
+RETURNS TABLE (
+    lock_token             text,
+    instance_id            text,
+    orchestration_name     text,
+    orchestration_version  text,
+    execution_id           bigint,
+    instance_known         boolean,
+    attempt_count          integer,
+    messages               text[],
+    history                text[],
+    kv_keys                text[],
+    kv_values              text[],
+    kv_updated_ms          bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_token     text := gen_random_uuid()::text;
+    v_now       bigint;
+    v_instance  text;
+    v_skip      text[] := '{}';
+    v_messages  text[];
+    v_attempts  integer;
+    v_all_queue boolean;
+    v_has_start boolean;
+    v_name      text;
+    v_version   text;
+    v_exec      bigint;
+    v_known     boolean;
+BEGIN
+    IF p_filter AND p_min_major IS NULL THEN
+        RETURN;
+    END IF;
+
+    FOR v_try IN 1..16 LOOP
+        v_now := {{schema}}._now_ms();
+        SELECT q.instance_id INTO v_instance
+          FROM {{schema}}.orchestrator_queue q
+         WHERE q.visible_at_ms <= v_now
+           AND q.instance_id <> ALL (v_skip)
+           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > v_now)
+           AND (NOT p_filter OR NOT EXISTS (
+                SELECT 1
+                  FROM {{schema}}.instances i
+                  JOIN {{schema}}.executions e
+                    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+                 WHERE i.instance_id = q.instance_id
+                   AND e.pinned_major IS NOT NULL
+                   AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
+                            BETWEEN (p_min_major, p_min_minor, p_min_patch)
+                                AND (p_max_major, p_max_minor, p_max_patch))))
+         ORDER BY q.id
+         LIMIT 1
+         FOR UPDATE OF q SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+
+        -- The lease starts now, when the claim is made.
+        v_now := {{schema}}._now_ms();
+        INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
+        VALUES (v_instance, v_token, v_now + p_lock_timeout_ms, v_now)
+        ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
+           SET lock_token = EXCLUDED.lock_token,
+               locked_until_ms = EXCLUDED.locked_until_ms,
+               locked_at_ms = EXCLUDED.locked_at_ms
+         WHERE l.locked_until_ms <= EXCLUDED.locked_at_ms;
+        IF NOT FOUND THEN
+            v_skip := v_skip || v_instance;  -- another dispatcher holds it
+            CONTINUE;
+        END IF;
+
+        WITH locked AS (
+            UPDATE {{schema}}.orchestrator_queue q
+               SET lock_token = v_token,
+                   locked_until_ms = v_now + p_lock_timeout_ms,
+                   attempt_count = q.attempt_count + 1
+             WHERE q.instance_id = v_instance
+               AND q.visible_at_ms <= v_now
+         RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
+        SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
+               bool_and(k.item_kind = 'QueueMessage'),
+               bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew'))
+          INTO v_messages, v_attempts, v_all_queue, v_has_start
+          FROM locked k;
+
+        SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
+          INTO v_name, v_version, v_exec
+          FROM {{schema}}.instances i
+         WHERE i.instance_id = v_instance;
+        v_known := FOUND;
+
+        IF NOT v_known THEN
+            SELECT coalesce(max(h.execution_id), 1) INTO v_exec
+              FROM {{schema}}.history h
+             WHERE h.instance_id = v_instance;
+            IF NOT v_has_start AND NOT EXISTS (
+                   SELECT 1 FROM {{schema}}.history h
+                    WHERE h.instance_id = v_instance AND h.execution_id = v_exec
+                      AND h.event_type = 'OrchestrationStarted') THEN
+                IF v_all_queue THEN
+                    -- Events queued for an instance that never started are dropped.
+                    DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = v_token;
+                    DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+                    RETURN;
+                END IF;
+                -- Nothing to run yet: put everything back as it was and try the next instance.
+                UPDATE {{schema}}.orchestrator_queue q
+                   SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1
+                 WHERE q.lock_token = v_token;
+                DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+                v_skip := v_skip || v_instance;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        RETURN QUERY
+        SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
+               (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+                  FROM {{schema}}.history h
+                 WHERE h.instance_id = v_instance AND h.execution_id = v_exec),
+               kv.keys, kv.vals, kv.updated
+          FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
+                       coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
+                       coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+                  FROM {{schema}}.kv_store s
+                 WHERE s.instance_id = v_instance) kv;
+        RETURN;
+    END LOOP;
+END
+$$;
