@@ -1,72 +1,175 @@
 //! History reads and appends, KV store reads, custom status, instance stats.
 //!
-//! STUB: being implemented.
+//! Each function is one call of one procedure (`procedures/*.sql`).
 
 use std::collections::HashMap;
 
-use duroxide::{Event, SystemStats};
+use duroxide::{Event, EventKind, SystemStats};
 
-use crate::error::{PgProviderError, Result};
+use crate::codec;
+use crate::error::Result;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
 statements! {
     /// Statements for history, KV, custom status and stats.
     pub(crate) struct HistorySql {
+        /// Events of one execution (or the latest with NULL).
+        read = "SELECT event_data FROM {{schema}}.read_history($1, $2)",
+        /// Append events to one execution.
+        append = "SELECT {{schema}}.append_history($1, $2, $3, $4, $5)",
+        /// Custom status newer than a version.
+        custom_status = "SELECT custom_status, custom_status_version FROM {{schema}}.get_custom_status($1, $2)",
+        /// One KV value.
+        kv_value = "SELECT value FROM {{schema}}.get_kv_value($1, $2)",
+        /// All KV values.
+        kv_all = "SELECT key, value FROM {{schema}}.get_kv_all_values($1)",
+        /// Instance statistics.
+        stats = "SELECT * FROM {{schema}}.get_instance_stats($1)",
     }
 }
 
-fn todo() -> PgProviderError {
-    PgProviderError::invalid_input("history", "not implemented yet")
-}
-
-pub(crate) async fn read(_p: &PostgresProvider, _instance: &str) -> Result<Vec<Event>> {
-    Err(todo())
-}
-
-pub(crate) async fn read_with_execution(
-    _p: &PostgresProvider,
-    _instance: &str,
-    _execution_id: u64,
+/// Reads and decodes the events of `execution_id` (the latest with `None`).
+pub(crate) async fn read_events(
+    p: &PostgresProvider,
+    instance: &str,
+    execution_id: Option<u64>,
 ) -> Result<Vec<Event>> {
-    Err(todo())
+    let execution_id = execution_id
+        .map(|id| codec::to_i64("execution_id", id))
+        .transpose()?;
+    let rows: Vec<String> = sqlx::query_scalar(&p.sql.history.read)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(execution_id)
+        .fetch_all(&p.pool)
+        .await?;
+    codec::decode_events(&rows)
 }
 
+/// Events of the instance's latest execution.
+pub(crate) async fn read(p: &PostgresProvider, instance: &str) -> Result<Vec<Event>> {
+    read_events(p, instance, None).await
+}
+
+/// Events of one execution.
+pub(crate) async fn read_with_execution(
+    p: &PostgresProvider,
+    instance: &str,
+    execution_id: u64,
+) -> Result<Vec<Event>> {
+    read_events(p, instance, Some(execution_id)).await
+}
+
+/// Appends events; duplicates are rejected, never overwritten.
 pub(crate) async fn append_with_execution(
-    _p: &PostgresProvider,
-    _instance: &str,
-    _execution_id: u64,
-    _events: &[Event],
+    p: &PostgresProvider,
+    instance: &str,
+    execution_id: u64,
+    events: &[Event],
 ) -> Result<()> {
-    Err(todo())
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    for event in events {
+        ids.push(codec::to_i64("event_id", event.event_id())?);
+        types.push(codec::event_type(event));
+        data.push(codec::encode_event(event)?);
+    }
+    sqlx::query(&p.sql.history.append)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(codec::to_i64("execution_id", execution_id)?)
+        .bind(ids)
+        .bind(types)
+        .bind(data)
+        .execute(&p.pool)
+        .await?;
+    Ok(())
 }
 
+/// The custom status, when its version is newer than `last_seen_version`.
 pub(crate) async fn get_custom_status(
-    _p: &PostgresProvider,
-    _instance: &str,
-    _last_seen_version: u64,
+    p: &PostgresProvider,
+    instance: &str,
+    last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>> {
-    Err(todo())
+    let row: Option<(Option<String>, i64)> = sqlx::query_as(&p.sql.history.custom_status)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(i64::try_from(last_seen_version).unwrap_or(i64::MAX))
+        .fetch_optional(&p.pool)
+        .await?;
+    row.map(|(status, version)| Ok((status, codec::to_u64("custom_status_version", version)?)))
+        .transpose()
 }
 
+/// One KV value as the orchestration sees it.
 pub(crate) async fn get_kv_value(
-    _p: &PostgresProvider,
-    _instance: &str,
-    _key: &str,
+    p: &PostgresProvider,
+    instance: &str,
+    key: &str,
 ) -> Result<Option<String>> {
-    Err(todo())
+    let value: Option<Option<String>> = sqlx::query_scalar(&p.sql.history.kv_value)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(codec::check_text("key", key)?)
+        .fetch_optional(&p.pool)
+        .await?;
+    Ok(value.flatten())
 }
 
+/// All live KV values.
 pub(crate) async fn get_kv_all_values(
-    _p: &PostgresProvider,
-    _instance: &str,
+    p: &PostgresProvider,
+    instance: &str,
 ) -> Result<HashMap<String, String>> {
-    Err(todo())
+    let rows: Vec<(String, String)> = sqlx::query_as(&p.sql.history.kv_all)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_all(&p.pool)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
+/// The row `get_instance_stats` returns.
+#[derive(sqlx::FromRow)]
+struct StatsRow {
+    history_event_count: i64,
+    history_size_bytes: i64,
+    kv_user_key_count: i64,
+    kv_total_value_bytes: i64,
+    first_event: Option<String>,
+}
+
+/// Size statistics of the instance's current execution; `None` if it does not exist.
 pub(crate) async fn get_instance_stats(
-    _p: &PostgresProvider,
-    _instance: &str,
+    p: &PostgresProvider,
+    instance: &str,
 ) -> Result<Option<SystemStats>> {
-    Err(todo())
+    let Some(row) = sqlx::query_as::<_, StatsRow>(&p.sql.history.stats)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_optional(&p.pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let queue_pending_count = match row
+        .first_event
+        .as_deref()
+        .map(codec::decode_event)
+        .transpose()?
+    {
+        Some(Event {
+            kind:
+                EventKind::OrchestrationStarted {
+                    carry_forward_events: Some(events),
+                    ..
+                },
+            ..
+        }) => events.len() as u64,
+        _ => 0,
+    };
+    Ok(Some(SystemStats {
+        history_event_count: codec::to_u64("history_event_count", row.history_event_count)?,
+        history_size_bytes: codec::to_u64("history_size_bytes", row.history_size_bytes)?,
+        queue_pending_count,
+        kv_user_key_count: codec::to_u64("kv_user_key_count", row.kv_user_key_count)?,
+        kv_total_value_bytes: codec::to_u64("kv_total_value_bytes", row.kv_total_value_bytes)?,
+    }))
 }

@@ -1,0 +1,17 @@
+-- append_history: append events to one execution. Never overwrites: a
+-- duplicate (instance, execution, event_id) violates the primary key and the
+-- whole append is rejected.
+CREATE OR REPLACE FUNCTION {{schema}}.append_history(
+    p_instance_id  text,
+    p_execution_id bigint,
+    p_event_ids    bigint[],
+    p_event_types  text[],
+    p_event_data   text[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
+    SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, {{schema}}._now_ms()
+      FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data)
+$$;

@@ -1,0 +1,19 @@
+-- get_kv_value: one KV entry as the orchestration sees it: the current
+-- execution's delta (a NULL value is a tombstone) over the merged store.
+-- No row: the key was never set.
+CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
+    p_instance_id text,
+    p_key         text)
+RETURNS TABLE (value text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.value FROM {{schema}}.kv_delta d
+     WHERE d.instance_id = p_instance_id AND d.key = p_key
+    UNION ALL
+    SELECT s.value FROM {{schema}}.kv_store s
+     WHERE s.instance_id = p_instance_id AND s.key = p_key
+       AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
+                        WHERE d.instance_id = p_instance_id AND d.key = p_key)
+$$;

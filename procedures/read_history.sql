@@ -1,0 +1,20 @@
+-- read_history: the events of one execution in event_id order; with
+-- p_execution_id NULL, of the instance's latest execution (highest
+-- execution_id, 1 when the instance has none).
+CREATE OR REPLACE FUNCTION {{schema}}.read_history(
+    p_instance_id  text,
+    p_execution_id bigint)
+RETURNS TABLE (event_data text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.event_data
+      FROM {{schema}}.history h
+     WHERE h.instance_id = p_instance_id
+       AND h.execution_id = coalesce(p_execution_id,
+             (SELECT coalesce(max(e.execution_id), 1)
+                FROM {{schema}}.executions e
+               WHERE e.instance_id = p_instance_id))
+     ORDER BY h.event_id
+$$;
