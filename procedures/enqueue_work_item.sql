@@ -1,0 +1,17 @@
+-- enqueue_work_item: add one activity execution to the worker queue, visible now.
+CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
+    p_work_item    text,
+    p_instance_id  text,
+    p_execution_id bigint,
+    p_activity_id  bigint,
+    p_session_id   text,
+    p_tag          text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO {{schema}}.worker_queue
+           (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
+    SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
+      FROM (SELECT {{schema}}._now_ms() AS now_ms) n
+$$;

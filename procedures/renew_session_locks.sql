@@ -1,0 +1,22 @@
+-- renew_session_locks: heartbeat the sessions owned by any of p_owner_ids that
+-- are still held and not idle (activity within p_idle_timeout_ms); idle
+-- sessions are left to expire. Returns how many were renewed.
+CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks(
+    p_owner_ids       text[],
+    p_extend_ms       bigint,
+    p_idle_timeout_ms bigint)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH n AS (SELECT {{schema}}._now_ms() AS now_ms),
+    renewed AS (
+        UPDATE {{schema}}.sessions s
+           SET locked_until_ms = n.now_ms + p_extend_ms
+          FROM n
+         WHERE s.owner_id = ANY (p_owner_ids)
+           AND s.locked_until_ms > n.now_ms
+           AND s.last_activity_at_ms > n.now_ms - p_idle_timeout_ms
+        RETURNING 1)
+    SELECT count(*) FROM renewed
+$$;
