@@ -1,0 +1,20 @@
+-- get_execution_info: one execution's status, output, times and event count.
+-- No row: not found.
+CREATE OR REPLACE FUNCTION {{schema}}.get_execution_info(p_instance_id text, p_execution_id bigint)
+RETURNS TABLE (
+    execution_id    bigint,
+    status          text,
+    output          text,
+    started_at_ms   bigint,
+    completed_at_ms bigint,
+    event_count     bigint)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
+           (SELECT count(*) FROM {{schema}}.history h
+             WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id)
+      FROM {{schema}}.executions e
+     WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id
+$$;

@@ -1,0 +1,24 @@
+-- get_system_metrics: instance counts by the status of their current
+-- execution, total executions and total history events.
+CREATE OR REPLACE FUNCTION {{schema}}.get_system_metrics()
+RETURNS TABLE (
+    total_instances     bigint,
+    total_executions    bigint,
+    running_instances   bigint,
+    completed_instances bigint,
+    failed_instances    bigint,
+    total_events        bigint)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*),
+           (SELECT count(*) FROM {{schema}}.executions),
+           count(*) FILTER (WHERE e.status = 'Running'),
+           count(*) FILTER (WHERE e.status = 'Completed'),
+           count(*) FILTER (WHERE e.status = 'Failed'),
+           (SELECT count(*) FROM {{schema}}.history)
+      FROM {{schema}}.instances i
+      LEFT JOIN {{schema}}.executions e
+        ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+$$;
