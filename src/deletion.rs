@@ -1,50 +1,163 @@
 //! Deletion and pruning: atomic tree deletes, bulk deletes, execution pruning.
-//!
-//! STUB: being implemented.
+//! Each function is one procedure call.
 
 use duroxide::providers::{DeleteInstanceResult, InstanceFilter, PruneOptions, PruneResult};
 
-use crate::error::{PgProviderError, Result};
+use crate::codec;
+use crate::error::Result;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
+
+/// Roots handled by one bulk call when the filter sets no limit.
+const DEFAULT_BULK_LIMIT: u32 = 1000;
 
 statements! {
     /// Statements of deletion and pruning.
     pub(crate) struct DeletionSql {
+        /// Delete a set of instances atomically.
+        delete = "SELECT * FROM {{schema}}.delete_instances($1, $2)",
+        /// Delete terminal root trees matching a filter.
+        delete_bulk = "SELECT * FROM {{schema}}.delete_instance_bulk($1, $2, $3)",
+        /// Prune one instance's executions.
+        prune = "SELECT * FROM {{schema}}.prune_executions($1, $2, $3)",
+        /// Prune executions of every instance matching a filter.
+        prune_bulk = "SELECT * FROM {{schema}}.prune_executions_bulk($1, $2, $3, $4, $5)",
     }
 }
 
-fn todo() -> PgProviderError {
-    PgProviderError::invalid_input("deletion", "not implemented yet")
+/// The row the delete procedures return.
+#[derive(sqlx::FromRow)]
+struct DeletedRow {
+    instances_deleted: i64,
+    executions_deleted: i64,
+    events_deleted: i64,
+    queue_messages_deleted: i64,
 }
 
+impl DeletedRow {
+    fn into_result(self) -> Result<DeleteInstanceResult> {
+        Ok(DeleteInstanceResult {
+            instances_deleted: codec::to_u64("instances_deleted", self.instances_deleted)?,
+            executions_deleted: codec::to_u64("executions_deleted", self.executions_deleted)?,
+            events_deleted: codec::to_u64("events_deleted", self.events_deleted)?,
+            queue_messages_deleted: codec::to_u64(
+                "queue_messages_deleted",
+                self.queue_messages_deleted,
+            )?,
+        })
+    }
+}
+
+/// The row the prune procedures return.
+#[derive(sqlx::FromRow)]
+struct PrunedRow {
+    instances_processed: i64,
+    executions_deleted: i64,
+    events_deleted: i64,
+}
+
+impl PrunedRow {
+    fn into_result(self) -> Result<PruneResult> {
+        Ok(PruneResult {
+            instances_processed: codec::to_u64("instances_processed", self.instances_processed)?,
+            executions_deleted: codec::to_u64("executions_deleted", self.executions_deleted)?,
+            events_deleted: codec::to_u64("events_deleted", self.events_deleted)?,
+        })
+    }
+}
+
+fn checked_ids(ids: &[String]) -> Result<Vec<&str>> {
+    ids.iter()
+        .map(|id| codec::check_text("instance id", id))
+        .collect()
+}
+
+/// The filter as (ids, completed_before, limit) parameters.
+fn filter_params(filter: &InstanceFilter) -> Result<(Option<Vec<&str>>, Option<i64>, i64)> {
+    let ids = filter
+        .instance_ids
+        .as_deref()
+        .map(checked_ids)
+        .transpose()?;
+    let before = filter
+        .completed_before
+        .map(|t| codec::to_i64("completed_before", t))
+        .transpose()?;
+    Ok((
+        ids,
+        before,
+        i64::from(filter.limit.unwrap_or(DEFAULT_BULK_LIMIT)),
+    ))
+}
+
+/// Deletes `ids` and all they own, atomically (see `procedures/delete_instances.sql`).
 pub(crate) async fn delete_instances_atomic(
-    _p: &PostgresProvider,
-    _ids: &[String],
-    _force: bool,
+    p: &PostgresProvider,
+    ids: &[String],
+    force: bool,
 ) -> Result<DeleteInstanceResult> {
-    Err(todo())
+    sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete)
+        .bind(checked_ids(ids)?)
+        .bind(force)
+        .fetch_one(&p.pool)
+        .await?
+        .into_result()
 }
 
+/// Deletes terminal root trees matching `filter`.
 pub(crate) async fn delete_instance_bulk(
-    _p: &PostgresProvider,
-    _filter: &InstanceFilter,
+    p: &PostgresProvider,
+    filter: &InstanceFilter,
 ) -> Result<DeleteInstanceResult> {
-    Err(todo())
+    let (ids, before, limit) = filter_params(filter)?;
+    sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete_bulk)
+        .bind(ids)
+        .bind(before)
+        .bind(limit)
+        .fetch_one(&p.pool)
+        .await?
+        .into_result()
 }
 
+/// Prunes old executions of one instance.
 pub(crate) async fn prune_executions(
-    _p: &PostgresProvider,
-    _instance_id: &str,
-    _options: &PruneOptions,
+    p: &PostgresProvider,
+    instance_id: &str,
+    options: &PruneOptions,
 ) -> Result<PruneResult> {
-    Err(todo())
+    sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune)
+        .bind(codec::check_text("instance id", instance_id)?)
+        .bind(options.keep_last.map(i64::from))
+        .bind(
+            options
+                .completed_before
+                .map(|t| codec::to_i64("completed_before", t))
+                .transpose()?,
+        )
+        .fetch_one(&p.pool)
+        .await?
+        .into_result()
 }
 
+/// Prunes old executions of every instance matching `filter`.
 pub(crate) async fn prune_executions_bulk(
-    _p: &PostgresProvider,
-    _filter: &InstanceFilter,
-    _options: &PruneOptions,
+    p: &PostgresProvider,
+    filter: &InstanceFilter,
+    options: &PruneOptions,
 ) -> Result<PruneResult> {
-    Err(todo())
+    let (ids, before, limit) = filter_params(filter)?;
+    sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune_bulk)
+        .bind(ids)
+        .bind(before)
+        .bind(limit)
+        .bind(options.keep_last.map(i64::from))
+        .bind(
+            options
+                .completed_before
+                .map(|t| codec::to_i64("completed_before", t))
+                .transpose()?,
+        )
+        .fetch_one(&p.pool)
+        .await?
+        .into_result()
 }

@@ -1,0 +1,38 @@
+-- prune_executions_bulk: prune_executions over every instance matching the
+-- filter (p_ids, p_completed_before on the current execution, p_limit),
+-- whatever its status, in one transaction; counts are summed.
+CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk(
+    p_ids                    text[],
+    p_completed_before       bigint,
+    p_limit                  bigint,
+    p_keep_last              bigint,
+    p_prune_completed_before bigint)
+RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_deleted bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id   text;
+    v_one  record;
+    v_inst bigint := 0;
+    v_exec bigint := 0;
+    v_evts bigint := 0;
+BEGIN
+    FOR v_id IN
+        SELECT i.instance_id
+          FROM {{schema}}.instances i
+          LEFT JOIN {{schema}}.executions e
+            ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+         WHERE (p_ids IS NULL OR i.instance_id = ANY (p_ids))
+           AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
+         ORDER BY i.created_at_ms, i.instance_id
+         LIMIT p_limit
+    LOOP
+        SELECT * INTO v_one FROM {{schema}}.prune_executions(v_id, p_keep_last, p_prune_completed_before);
+        v_inst := v_inst + v_one.instances_processed;
+        v_exec := v_exec + v_one.executions_deleted;
+        v_evts := v_evts + v_one.events_deleted;
+    END LOOP;
+    RETURN QUERY SELECT v_inst, v_exec, v_evts;
+END
+$$;
