@@ -106,11 +106,34 @@ where
     }
 }
 
-/// duroxide's `ProviderFactory` over one test schema: every provider it makes
-/// shares the schema and the pool, as separate processes would share a database.
+/// duroxide's `ProviderFactory` for one suite test.
+///
+/// The suite expects `create_provider` to return an isolated provider each
+/// time (it loops over scenarios calling it once per scenario, and one test
+/// creates a second provider "to avoid interference"), so the first call uses
+/// the test's schema and every later call a new schema on the same pool. All
+/// of them are dropped when the test ends.
 pub struct PgFactory {
-    /// The test's schema.
+    /// The test's schema (pool and first schema name).
     pub schema: TestSchema,
+    /// Every schema handed out so far, the latest last.
+    handed_out: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PgFactory {
+    /// The schema of the provider created last (where the suite's hooks act).
+    fn current(&self) -> TestSchema {
+        let name = self
+            .handed_out
+            .lock()
+            .ok()
+            .and_then(|names| names.last().cloned())
+            .unwrap_or_else(|| self.schema.name.clone());
+        TestSchema {
+            pool: self.schema.pool.clone(),
+            name,
+        }
+    }
 }
 
 /// Lock timeout for the conformance suite: short enough for quick expiry tests,
@@ -120,7 +143,21 @@ pub const SUITE_LOCK_TIMEOUT: Duration = Duration::from_millis(2000);
 #[async_trait::async_trait]
 impl ProviderFactory for PgFactory {
     async fn create_provider(&self) -> Arc<dyn Provider> {
-        Arc::new(self.schema.provider().await)
+        let name = {
+            let mut names = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
+            let name = if names.is_empty() {
+                self.schema.name.clone()
+            } else {
+                fresh_schema_name("more")
+            };
+            names.push(name.clone());
+            name
+        };
+        let schema = TestSchema {
+            pool: self.schema.pool.clone(),
+            name,
+        };
+        Arc::new(schema.provider().await)
     }
 
     fn lock_timeout(&self) -> Duration {
@@ -153,11 +190,28 @@ impl ProviderFactory for PgFactory {
     }
 }
 
-/// Runs one conformance-suite test in a fresh schema.
+/// Runs one conformance-suite test in a fresh schema (plus any extra schemas
+/// the factory hands out), all dropped afterwards.
 pub async fn run_suite_test<F, Fut>(name: &str, test: F)
 where
     F: FnOnce(PgFactory) -> Fut,
     Fut: Future<Output = ()>,
 {
-    with_schema(name, |schema| test(PgFactory { schema })).await;
+    with_schema(name, |schema| async move {
+        let pool = schema.pool.clone();
+        let handed_out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let factory = PgFactory {
+            schema,
+            handed_out: handed_out.clone(),
+        };
+        let outcome = AssertUnwindSafe(test(factory)).catch_unwind().await;
+        let names = handed_out.lock().map(|n| n.clone()).unwrap_or_default();
+        for name in names.iter().skip(1) {
+            drop_schema(&pool, name).await;
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
 }
