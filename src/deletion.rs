@@ -72,8 +72,11 @@ fn checked_ids(ids: &[String]) -> Result<Vec<&str>> {
         .collect()
 }
 
+/// An `InstanceFilter` as bound parameters: (ids, completed_before, limit).
+type FilterParams<'a> = (Option<Vec<&'a str>>, Option<i64>, i64);
+
 /// The filter as (ids, completed_before, limit) parameters.
-fn filter_params(filter: &InstanceFilter) -> Result<(Option<Vec<&str>>, Option<i64>, i64)> {
+fn filter_params(filter: &InstanceFilter) -> Result<FilterParams<'_>> {
     let ids = filter
         .instance_ids
         .as_deref()

@@ -169,21 +169,23 @@ impl ProviderFactory for PgFactory {
     }
 
     async fn corrupt_instance_history(&self, instance: &str) {
-        sqlx::query(&self.schema.sql(
+        let schema = self.current();
+        sqlx::query(&schema.sql(
             "UPDATE {{schema}}.history SET event_data = 'NOT_VALID_JSON{{{' WHERE instance_id = $1",
         ))
         .bind(instance)
-        .execute(&self.schema.pool)
+        .execute(&schema.pool)
         .await
         .unwrap_or_else(|e| panic!("corrupt history of {instance}: {e}"));
     }
 
     async fn get_max_attempt_count(&self, instance: &str) -> u32 {
-        let max: Option<i32> = sqlx::query_scalar(&self.schema.sql(
+        let schema = self.current();
+        let max: Option<i32> = sqlx::query_scalar(&schema.sql(
             "SELECT max(attempt_count) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
         ))
         .bind(instance)
-        .fetch_one(&self.schema.pool)
+        .fetch_one(&schema.pool)
         .await
         .unwrap_or_else(|e| panic!("max attempt_count of {instance}: {e}"));
         u32::try_from(max.unwrap_or(0)).unwrap_or(0)
