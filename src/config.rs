@@ -26,6 +26,9 @@ pub enum SqlMode {
     /// The same logic as statements sent from the client, needing no
     /// procedures in the database (for roles that may not create functions,
     /// or to roll back a procedure release without a rebuild).
+    ///
+    /// Not available yet: a provider built in this mode refuses to start with
+    /// a clear error rather than depend on procedures it promised not to need.
     InlineSql,
 }
 

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
-use crate::error::Result;
+use crate::error::{PgProviderError, Result};
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
 use crate::sql::Statements;
@@ -123,6 +123,15 @@ impl PostgresProvider {
 
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
         let mode = SqlMode::resolve(options.sql_mode)?;
+        if mode == SqlMode::InlineSql {
+            // Refuse rather than silently run procedures that an inline-SQL
+            // deployment may have dropped: the inline statements are not in
+            // this release yet (see CHANGELOG).
+            return Err(PgProviderError::invalid_input(
+                "sql_mode",
+                "inline SQL is not available in this release; use `procedures` (the default)",
+            ));
+        }
         match options.migration_mode {
             MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
             MigrationMode::Verify => {

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod migrations;
+mod modes;
 mod schema_names;
 mod support;
 mod validation;
