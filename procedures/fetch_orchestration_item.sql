@@ -2,7 +2,9 @@
 -- current history and KV snapshot, in one call.
 --
 -- Candidates are visible messages whose instance has no live lease, oldest
--- first, claimed with FOR UPDATE SKIP LOCKED. The instance lease is taken (or
+-- first, claimed with FOR UPDATE SKIP LOCKED and a non-blocking, schema-scoped
+-- advisory lock on the instance (so two dispatchers never wait on each other
+-- over one instance's messages). The instance lease is taken (or
 -- taken over once expired) in instance_locks; if another dispatcher won that
 -- race, or the instance cannot be processed yet (no instance row, no start
 -- message, no history), the next candidate is tried, so concurrent fetchers do
@@ -83,6 +85,24 @@ BEGIN
             RETURN;
         END IF;
 
+        -- One claimer per instance at a time, without waiting: a dispatcher
+        -- that picked another message of an instance being claimed moves on
+        -- instead of queueing behind (and deadlocking with) the claimer.
+        -- The key is scoped by schema, so tenants never contend.
+        IF NOT pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(v_instance)) THEN
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
+        -- The candidate query's snapshot may predate a lease another dispatcher
+        -- committed since; this statement's fresh snapshot sees it. Skipping here,
+        -- instead of colliding on the lease row below, keeps us from waiting on
+        -- that dispatcher's ack while holding a row lock on one of its messages.
+        IF EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                    WHERE l.instance_id = v_instance AND l.locked_until_ms > {{schema}}._now_ms()) THEN
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
+
         -- The lease starts now, when the claim is made.
         v_now := {{schema}}._now_ms();
         INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
@@ -102,8 +122,9 @@ BEGIN
                SET lock_token = v_token,
                    locked_until_ms = v_now + p_lock_timeout_ms,
                    attempt_count = q.attempt_count + 1
-             WHERE q.instance_id = v_instance
-               AND q.visible_at_ms <= v_now
+             WHERE q.id IN (SELECT m.id FROM {{schema}}.orchestrator_queue m
+                             WHERE m.instance_id = v_instance AND m.visible_at_ms <= v_now
+                               FOR UPDATE SKIP LOCKED)
          RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
         SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
                bool_and(k.item_kind = 'QueueMessage'),
