@@ -2,9 +2,12 @@
 -- current history and KV snapshot, in one call.
 --
 -- Candidates are visible messages whose instance has no live lease, oldest
--- first, claimed with FOR UPDATE SKIP LOCKED and a non-blocking, schema-scoped
--- advisory lock on the instance (so two dispatchers never wait on each other
--- over one instance's messages). The instance lease is taken (or
+-- first. The claim is a non-blocking, schema-scoped advisory lock on the
+-- instance (pg_try_advisory_xact_lock: the skip-locked claim, per instance
+-- rather than per row). Candidate rows are read without row locks on purpose:
+-- a dispatcher that skips an instance must not keep one of its messages
+-- locked, or the claimer would wait on it (deadlocks under load) or split the
+-- batch (breaking FIFO). The instance lease is taken (or
 -- taken over once expired) in instance_locks; if another dispatcher won that
 -- race, or the instance cannot be processed yet (no instance row, no start
 -- message, no history), the next candidate is tried, so concurrent fetchers do
@@ -79,8 +82,7 @@ BEGIN
                             BETWEEN (p_min_major, p_min_minor, p_min_patch)
                                 AND (p_max_major, p_max_minor, p_max_patch))))
          ORDER BY q.id
-         LIMIT 1
-         FOR UPDATE OF q SKIP LOCKED;
+         LIMIT 1;
         IF NOT FOUND THEN
             RETURN;
         END IF;
@@ -117,20 +119,28 @@ BEGIN
             CONTINUE;
         END IF;
 
+        -- Every visible message of the instance joins the batch, in order. Only
+        -- the claimer (holding the advisory lock) locks these rows, so this can
+        -- wait at most for a finishing ack or abandon of an expired lease.
         WITH locked AS (
             UPDATE {{schema}}.orchestrator_queue q
                SET lock_token = v_token,
                    locked_until_ms = v_now + p_lock_timeout_ms,
                    attempt_count = q.attempt_count + 1
-             WHERE q.id IN (SELECT m.id FROM {{schema}}.orchestrator_queue m
-                             WHERE m.instance_id = v_instance AND m.visible_at_ms <= v_now
-                               FOR UPDATE SKIP LOCKED)
+             WHERE q.instance_id = v_instance
+               AND q.visible_at_ms <= v_now
          RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
         SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
                bool_and(k.item_kind = 'QueueMessage'),
                bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew'))
           INTO v_messages, v_attempts, v_all_queue, v_has_start
           FROM locked k;
+        IF v_messages IS NULL THEN
+            -- Consumed since the candidate was read: nothing to do here.
+            DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
 
         SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
           INTO v_name, v_version, v_exec
