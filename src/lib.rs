@@ -8,8 +8,9 @@
 //!   connection's `search_path`.
 //! * **Stored procedures.** Every provider operation is one call to a
 //!   function installed in the tenant's schema: one round trip.
-//! * **Peek-lock queues** on `SELECT ... FOR UPDATE SKIP LOCKED`, with
-//!   instance-level leases for orchestrations and sessions for activities.
+//! * **Peek-lock queues**: activities claimed with `SELECT ... FOR UPDATE SKIP
+//!   LOCKED`, orchestration instances with a non-blocking per-instance advisory
+//!   claim and a lease row; sessions pin activities to workers.
 //! * **Embedded, checksummed migrations** serialized per schema by an
 //!   advisory lock.
 //!
