@@ -14,10 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
-use duroxide::{Event, EventKind};
+use duroxide::Event;
+use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresProvider, ThrowawayPostgres};
 use tokio::runtime::Runtime;
+
+#[path = "../tests/integration/fixtures.rs"]
+mod fixtures;
+use fixtures::{activity, event, metadata, start};
 
 const LOCK: Duration = Duration::from_secs(30);
 
@@ -34,62 +38,6 @@ fn database_url() -> String {
         _ => ThrowawayPostgres::start()
             .map(|s| s.url().to_string())
             .unwrap_or_else(|e| panic!("no DATABASE_URL and no throwaway server: {e}")),
-    }
-}
-
-fn start(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Bench".to_string(),
-        input: "{}".to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
-fn activity(instance: &str, id: u64) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.to_string(),
-        execution_id: 1,
-        id,
-        name: "Work".to_string(),
-        input: "{}".to_string(),
-        session_id: None,
-        tag: None,
-    }
-}
-
-fn event(instance: &str, id: u64) -> Event {
-    let kind = if id == 1 {
-        EventKind::OrchestrationStarted {
-            name: "Bench".to_string(),
-            version: "1.0.0".to_string(),
-            input: "{}".to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        }
-    } else {
-        EventKind::ActivityScheduled {
-            name: "Work".to_string(),
-            input: "{}".to_string(),
-            session_id: None,
-            tag: None,
-        }
-    };
-    Event::with_event_id(id, instance.to_string(), 1, None, kind)
-}
-
-fn metadata() -> ExecutionMetadata {
-    ExecutionMetadata {
-        orchestration_name: Some("Bench".to_string()),
-        orchestration_version: Some("1.0.0".to_string()),
-        ..Default::default()
     }
 }
 

@@ -5,51 +5,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
-use duroxide::{Event, EventKind};
+use duroxide::providers::Provider;
 use tokio::sync::Barrier;
 
+use crate::fixtures::{event, metadata, start};
 use crate::support::{TestSchema, with_schema};
-
-fn start_item(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Race".to_string(),
-        input: "{}".to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
-fn started_event(instance: &str) -> Event {
-    Event::with_event_id(
-        1,
-        instance.to_string(),
-        1,
-        None,
-        EventKind::OrchestrationStarted {
-            name: "Race".to_string(),
-            version: "1.0.0".to_string(),
-            input: "{}".to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    )
-}
-
-fn metadata() -> ExecutionMetadata {
-    ExecutionMetadata {
-        orchestration_name: Some("Race".to_string()),
-        orchestration_version: Some("1.0.0".to_string()),
-        ..Default::default()
-    }
-}
 
 async fn providers(schema: &TestSchema, n: usize) -> Vec<Arc<dyn Provider>> {
     let mut out: Vec<Arc<dyn Provider>> = Vec::with_capacity(n);
@@ -65,7 +25,7 @@ async fn ten_fetchers_ten_instances_each_get_a_different_one() {
         let dispatchers = providers(&schema, 10).await;
         for i in 0..10 {
             dispatchers[0]
-                .enqueue_for_orchestrator(start_item(&format!("inst-{i}")), None)
+                .enqueue_for_orchestrator(start(&format!("inst-{i}")), None)
                 .await
                 .expect("enqueue");
         }
@@ -108,7 +68,7 @@ async fn ack_racing_renewal_and_another_fetch_never_double_processes() {
         for round in 0..rounds {
             let instance = format!("ack-race-{round}");
             owner
-                .enqueue_for_orchestrator(start_item(&instance), None)
+                .enqueue_for_orchestrator(start(&instance), None)
                 .await
                 .expect("enqueue");
             let (item, token, _) = owner
@@ -127,7 +87,7 @@ async fn ack_racing_renewal_and_another_fetch_never_double_processes() {
                         .ack_orchestration_item(
                             &token,
                             1,
-                            vec![started_event(&instance)],
+                            vec![event(&instance, 1)],
                             vec![],
                             vec![],
                             metadata(),
@@ -189,10 +149,10 @@ async fn tenants_on_one_pool_never_see_or_block_each_other() {
             name: format!("{}_b", a.name),
         };
         let (pa, pb) = (a.provider().await, b.provider().await);
-        pa.enqueue_for_orchestrator(start_item("same-id"), None)
+        pa.enqueue_for_orchestrator(start("same-id"), None)
             .await
             .expect("enqueue a");
-        pb.enqueue_for_orchestrator(start_item("same-id"), None)
+        pb.enqueue_for_orchestrator(start("same-id"), None)
             .await
             .expect("enqueue b");
 
@@ -227,7 +187,7 @@ async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
     with_schema("nul_input", |schema| async move {
         let provider = schema.provider().await;
         let err = provider
-            .enqueue_for_orchestrator(start_item("bad\0id"), None)
+            .enqueue_for_orchestrator(start("bad\0id"), None)
             .await
             .expect_err("NUL must be refused");
         assert!(!err.is_retryable());

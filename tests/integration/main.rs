@@ -4,6 +4,7 @@
 //! otherwise a throwaway server this process starts (scripts/pg-throwaway.sh).
 
 mod concurrency;
+mod fixtures;
 mod migrations;
 mod modes;
 mod schema_names;

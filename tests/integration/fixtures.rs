@@ -1,0 +1,73 @@
+//! Work items, events and metadata for tests and benchmarks that drive the
+//! provider directly. Shared by the integration binary and
+//! `benches/provider_ops.rs` (which includes this file by path), so it uses
+//! nothing but duroxide.
+
+#![allow(dead_code)]
+
+use duroxide::providers::{ExecutionMetadata, WorkItem};
+use duroxide::{Event, EventKind};
+
+/// Orchestration name every fixture uses.
+pub const ORCHESTRATION: &str = "Fixture";
+
+/// A `StartOrchestration` for execution 1 of `instance`.
+pub fn start(instance: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.to_string(),
+        orchestration: ORCHESTRATION.to_string(),
+        input: "{}".to_string(),
+        version: Some("1.0.0".to_string()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: 1,
+    }
+}
+
+/// An `ActivityExecute` of `instance`'s execution 1 with scheduling event `id`.
+pub fn activity(instance: &str, id: u64) -> WorkItem {
+    WorkItem::ActivityExecute {
+        instance: instance.to_string(),
+        execution_id: 1,
+        id,
+        name: "Work".to_string(),
+        input: id.to_string(),
+        session_id: None,
+        tag: None,
+    }
+}
+
+/// History event `id` of execution 1: `OrchestrationStarted` for id 1,
+/// `ActivityScheduled` after that.
+pub fn event(instance: &str, id: u64) -> Event {
+    let kind = if id == 1 {
+        EventKind::OrchestrationStarted {
+            name: ORCHESTRATION.to_string(),
+            version: "1.0.0".to_string(),
+            input: "{}".to_string(),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: None,
+            initial_custom_status: None,
+        }
+    } else {
+        EventKind::ActivityScheduled {
+            name: "Work".to_string(),
+            input: id.to_string(),
+            session_id: None,
+            tag: None,
+        }
+    };
+    Event::with_event_id(id, instance.to_string(), 1, None, kind)
+}
+
+/// Metadata of a first turn: creates the instance.
+pub fn metadata() -> ExecutionMetadata {
+    ExecutionMetadata {
+        orchestration_name: Some(ORCHESTRATION.to_string()),
+        orchestration_version: Some("1.0.0".to_string()),
+        ..Default::default()
+    }
+}
