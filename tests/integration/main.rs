@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod fixtures;
+mod load;
 mod migrations;
 mod modes;
 mod schema_names;
