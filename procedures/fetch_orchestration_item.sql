@@ -97,8 +97,8 @@ BEGIN
         END IF;
         -- The candidate query's snapshot may predate a lease another dispatcher
         -- committed since; this statement's fresh snapshot sees it. Skipping here,
-        -- instead of colliding on the lease row below, keeps us from waiting on
-        -- that dispatcher's ack while holding a row lock on one of its messages.
+        -- instead of colliding on the lease row below (ON CONFLICT would lock it),
+        -- keeps the lease holder's ack from ever waiting on this fetch.
         IF EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                     WHERE l.instance_id = v_instance AND l.locked_until_ms > {{schema}}._now_ms()) THEN
             v_skip := v_skip || v_instance;
