@@ -10,10 +10,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use duroxide::providers::{ExecutionMetadata, Provider, ProviderAdmin, TagFilter, WorkItem};
-use duroxide::{Event, EventKind};
+use duroxide::Event;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use proptest::prelude::*;
 
+use crate::fixtures::start;
 use crate::support::{drop_schema, fresh_schema_name, pool};
 
 const INSTANCES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -64,40 +65,9 @@ struct Side {
     work_tokens: Vec<(String, WorkItem)>,
 }
 
-fn start(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Diff".to_string(),
-        input: "{}".to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
+/// A history event with a fixed timestamp, so both modes store identical text.
 fn history_event(instance: &str, id: u64) -> Event {
-    let kind = if id == 1 {
-        EventKind::OrchestrationStarted {
-            name: "Diff".to_string(),
-            version: "1.0.0".to_string(),
-            input: "{}".to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        }
-    } else {
-        EventKind::ActivityScheduled {
-            name: "Work".to_string(),
-            input: id.to_string(),
-            session_id: None,
-            tag: None,
-        }
-    };
-    let mut event = Event::with_event_id(id, instance.to_string(), 1, None, kind);
+    let mut event = crate::fixtures::event(instance, id);
     event.timestamp_ms = 0;
     event
 }
@@ -160,7 +130,7 @@ async fn apply(side: &mut Side, op: &Op) -> String {
                 })
                 .collect();
             let metadata = ExecutionMetadata {
-                orchestration_name: Some("Diff".to_string()),
+                orchestration_name: Some(crate::fixtures::ORCHESTRATION.to_string()),
                 orchestration_version: Some("1.0.0".to_string()),
                 status: complete.then(|| "Completed".to_string()),
                 output: complete.then(|| "done".to_string()),
