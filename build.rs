@@ -1,8 +1,10 @@
-//! Embeds every file of `migrations/` and `procedures/` into the binary.
+//! Embeds every file of `migrations/`, `procedures/` and `inline/` into the
+//! binary.
 //!
 //! Generates `$OUT_DIR/embedded_sql.rs` with two sorted tables of
 //! `(name, include_str!(file))`, so adding a `.sql` file is all it takes to ship
-//! a migration or a stored procedure: no hand-maintained list to forget.
+//! a migration, a stored procedure or its inline twin: no hand-maintained list
+//! to forget.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -35,6 +37,7 @@ fn main() {
     for (table, dir) in [
         ("MIGRATION_FILES", "migrations"),
         ("PROCEDURE_FILES", "procedures"),
+        ("INLINE_FILES", "inline"),
     ] {
         let _ = writeln!(out, "pub(crate) const {table}: &[(&str, &str)] = &[");
         for (name, path) in sql_files(dir) {

@@ -1,27 +1,32 @@
 -- abandon_orchestration_item: release a lease without committing the turn.
 --
--- Unknown token: DX001. The messages become fetchable again, after p_delay_ms
+-- Returns false for an unknown token (the caller reports DX001). The messages become fetchable again, after p_delay_ms
 -- when given; with p_ignore_attempt their attempt counts are decremented
 -- (never below zero) so the abandoned fetch does not count toward poisoning.
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)
-RETURNS void
+RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = p_lock_token;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'DX001', MESSAGE = 'Invalid lock token';
-    END IF;
-    UPDATE {{schema}}.orchestrator_queue q
-       SET lock_token = NULL,
-           locked_until_ms = NULL,
-           attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END,
-           visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
-                                ELSE {{schema}}._now_ms() + p_delay_ms END
-     WHERE q.lock_token = p_lock_token;
+    RETURN QUERY
+    WITH released AS (
+        DELETE FROM {{schema}}.instance_locks l
+         WHERE l.lock_token = p_lock_token
+        RETURNING l.instance_id),
+    reopened AS (
+        UPDATE {{schema}}.orchestrator_queue q
+           SET lock_token = NULL,
+               locked_until_ms = NULL,
+               attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END,
+               visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
+                                    ELSE {{now_ms}} + p_delay_ms END
+          FROM released r
+         WHERE q.lock_token = p_lock_token AND q.instance_id = r.instance_id
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM released);
 END
 $$;

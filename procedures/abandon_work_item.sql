@@ -1,23 +1,25 @@
 -- abandon_work_item: release an activity's lock without completing it,
 -- visible again at now + p_delay_ms (now when NULL); with p_ignore_attempt the
--- attempt count is decremented (never below zero). Unknown token: DX001.
+-- attempt count is decremented (never below zero). Returns false for an
+-- unknown token (the caller reports DX001).
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_work_item(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)
-RETURNS void
+RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE {{schema}}.worker_queue q
-       SET lock_token = NULL,
-           locked_until_ms = NULL,
-           visible_at_ms = {{schema}}._now_ms() + coalesce(p_delay_ms, 0),
-           attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END
-     WHERE q.lock_token = p_lock_token;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'DX001', MESSAGE = 'Invalid lock token or already acked';
-    END IF;
+    RETURN QUERY
+    WITH released AS (
+        UPDATE {{schema}}.worker_queue q
+           SET lock_token = NULL,
+               locked_until_ms = NULL,
+               visible_at_ms = {{now_ms}} + coalesce(p_delay_ms, 0),
+               attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END
+         WHERE q.lock_token = p_lock_token
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM released);
 END
 $$;

@@ -57,7 +57,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'DX001', MESSAGE = 'Invalid lock token';
     END IF;
-    v_now := {{schema}}._now_ms();
+    v_now := {{now_ms}};
     IF v_until <= v_now THEN
         RAISE EXCEPTION USING ERRCODE = 'DX002', MESSAGE = 'Instance lock expired';
     END IF;

@@ -12,6 +12,6 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
-    SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, {{schema}}._now_ms()
+    SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, {{now_ms}}
       FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data)
 $$;

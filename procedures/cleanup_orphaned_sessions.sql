@@ -7,7 +7,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH removed AS (
         DELETE FROM {{schema}}.sessions s
-         WHERE s.locked_until_ms < {{schema}}._now_ms()
+         WHERE s.locked_until_ms < {{now_ms}}
            AND NOT EXISTS (SELECT 1 FROM {{schema}}.worker_queue q WHERE q.session_id = s.session_id)
         RETURNING 1)
     SELECT count(*) FROM removed

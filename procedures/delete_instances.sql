@@ -22,8 +22,7 @@ DECLARE
     v_parent     text;
     v_executions bigint;
     v_events     bigint;
-    v_orch       bigint;
-    v_work       bigint;
+    v_messages   bigint;
 BEGIN
     IF coalesce(array_length(p_ids, 1), 0) = 0 THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint;
@@ -54,19 +53,17 @@ BEGIN
             MESSAGE = format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
     END IF;
 
-    WITH d AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT count(*) INTO v_events FROM d;
-    WITH d AS (DELETE FROM {{schema}}.executions e WHERE e.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT count(*) INTO v_executions FROM d;
-    WITH d AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT count(*) INTO v_orch FROM d;
-    WITH d AS (DELETE FROM {{schema}}.worker_queue w WHERE w.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT count(*) INTO v_work FROM d;
-    DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids);
-    DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY (p_ids);
-    DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY (p_ids);
-    DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids);
+    WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RETURNING 1),
+         e AS (DELETE FROM {{schema}}.executions e WHERE e.instance_id = ANY (p_ids) RETURNING 1),
+         q AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1),
+         w AS (DELETE FROM {{schema}}.worker_queue w WHERE w.instance_id = ANY (p_ids) RETURNING 1),
+         l AS (DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids)),
+         s AS (DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY (p_ids)),
+         d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY (p_ids)),
+         i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
+    SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM h), (SELECT count(*) FROM q) + (SELECT count(*) FROM w)
+      INTO v_executions, v_events, v_messages;
 
-    RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_orch + v_work;
+    RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
 END
 $$;

@@ -11,10 +11,9 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_now bigint := {{schema}}._now_ms();
 BEGIN
     INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
-    VALUES (p_instance_id, p_item_kind, p_work_item, v_now + p_delay_ms, v_now);
+    SELECT p_instance_id, p_item_kind, p_work_item, n.now_ms + p_delay_ms, n.now_ms
+      FROM (SELECT {{now_ms}} AS now_ms) n;
 END
 $$;

@@ -13,5 +13,5 @@ AS $$
     INSERT INTO {{schema}}.worker_queue
            (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
     SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
-      FROM (SELECT {{schema}}._now_ms() AS now_ms) n
+      FROM (SELECT {{now_ms}} AS now_ms) n
 $$;

@@ -64,7 +64,7 @@ BEGIN
     END IF;
 
     FOR v_try IN 1..16 LOOP
-        v_now := {{schema}}._now_ms();
+        v_now := {{now_ms}};
         SELECT q.instance_id INTO v_instance
           FROM {{schema}}.orchestrator_queue q
          WHERE q.visible_at_ms <= v_now
@@ -95,25 +95,22 @@ BEGIN
             v_skip := v_skip || v_instance;
             CONTINUE;
         END IF;
-        -- The candidate query's snapshot may predate a lease another dispatcher
-        -- committed since; this statement's fresh snapshot sees it. Skipping here,
-        -- instead of colliding on the lease row below (ON CONFLICT would lock it),
-        -- keeps the lease holder's ack from ever waiting on this fetch.
-        IF EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                    WHERE l.instance_id = v_instance AND l.locked_until_ms > {{schema}}._now_ms()) THEN
-            v_skip := v_skip || v_instance;
-            CONTINUE;
-        END IF;
-
-        -- The lease starts now, when the claim is made.
-        v_now := {{schema}}._now_ms();
+        -- Take the lease (or take over an expired one). The candidate query's
+        -- snapshot may predate a lease another dispatcher committed since; this
+        -- statement's fresh snapshot sees it and inserts nothing, instead of
+        -- colliding on the lease row (ON CONFLICT would lock it), so the lease
+        -- holder's ack never waits on this fetch. The lease starts now.
         INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
-        VALUES (v_instance, v_token, v_now + p_lock_timeout_ms, v_now)
+        SELECT v_instance, v_token, n.now_ms + p_lock_timeout_ms, n.now_ms
+          FROM (SELECT {{now_ms}} AS now_ms) n
+         WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
+                            WHERE x.instance_id = v_instance AND x.locked_until_ms > n.now_ms)
         ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
            SET lock_token = EXCLUDED.lock_token,
                locked_until_ms = EXCLUDED.locked_until_ms,
                locked_at_ms = EXCLUDED.locked_at_ms
-         WHERE l.locked_until_ms <= EXCLUDED.locked_at_ms;
+         WHERE l.locked_until_ms <= EXCLUDED.locked_at_ms
+        RETURNING l.locked_at_ms INTO v_now;
         IF NOT FOUND THEN
             v_skip := v_skip || v_instance;  -- another dispatcher holds it
             CONTINUE;

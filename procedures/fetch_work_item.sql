@@ -28,7 +28,7 @@ DECLARE
     v_skip    text[] := '{}';
 BEGIN
     FOR v_try IN 1..8 LOOP
-        v_now := {{schema}}._now_ms();
+        v_now := {{now_ms}};
         SELECT q.id, q.session_id INTO v_id, v_session
           FROM {{schema}}.worker_queue q
          WHERE q.visible_at_ms <= v_now

@@ -16,7 +16,7 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
-           coalesce(e.status, 'Running'), e.output, i.created_at_ms, i.updated_at_ms, i.parent_instance_id
+           coalesce(e.status, 'Running') AS status, e.output, i.created_at_ms, i.updated_at_ms, i.parent_instance_id
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id

@@ -13,10 +13,11 @@ LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT h.n, h.bytes, kv.n, kv.bytes,
+    SELECT h.n AS history_event_count, h.bytes AS history_size_bytes,
+           kv.n AS kv_user_key_count, kv.bytes AS kv_total_value_bytes,
            (SELECT f.event_data FROM {{schema}}.history f
              WHERE f.instance_id = i.instance_id AND f.execution_id = i.current_execution_id
-               AND f.event_id = 1)
+               AND f.event_id = 1) AS first_event
       FROM {{schema}}.instances i
      CROSS JOIN LATERAL (
            SELECT count(*) AS n, coalesce(sum(octet_length(x.event_data)), 0)::bigint AS bytes

@@ -12,12 +12,12 @@ LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT count(*),
-           (SELECT count(*) FROM {{schema}}.executions),
-           count(*) FILTER (WHERE e.status = 'Running'),
-           count(*) FILTER (WHERE e.status = 'Completed'),
-           count(*) FILTER (WHERE e.status = 'Failed'),
-           (SELECT count(*) FROM {{schema}}.history)
+    SELECT count(*) AS total_instances,
+           (SELECT count(*) FROM {{schema}}.executions) AS total_executions,
+           count(*) FILTER (WHERE e.status = 'Running') AS running_instances,
+           count(*) FILTER (WHERE e.status = 'Completed') AS completed_instances,
+           count(*) FILTER (WHERE e.status = 'Failed') AS failed_instances,
+           (SELECT count(*) FROM {{schema}}.history) AS total_events
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id

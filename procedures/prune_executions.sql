@@ -13,8 +13,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_current bigint;
-    v_pruned  bigint[];
-    v_events  bigint;
+    v_executions bigint;
+    v_events     bigint;
 BEGIN
     SELECT i.current_execution_id INTO v_current
       FROM {{schema}}.instances i WHERE i.instance_id = p_instance_id FOR UPDATE;
@@ -33,15 +33,14 @@ BEGIN
                  ORDER BY k.execution_id DESC
                  LIMIT p_keep_last))
            AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
-        RETURNING e.execution_id)
-    SELECT coalesce(array_agg(gone.execution_id), '{}') INTO v_pruned FROM gone;
-
-    WITH d AS (
+        RETURNING e.execution_id),
+    events AS (
         DELETE FROM {{schema}}.history h
-         WHERE h.instance_id = p_instance_id AND h.execution_id = ANY (v_pruned)
+         WHERE h.instance_id = p_instance_id AND h.execution_id IN (SELECT gone.execution_id FROM gone)
         RETURNING 1)
-    SELECT count(*) INTO v_events FROM d;
+    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM events)
+      INTO v_executions, v_events;
 
-    RETURN QUERY SELECT 1::bigint, coalesce(array_length(v_pruned, 1), 0)::bigint, v_events;
+    RETURN QUERY SELECT 1::bigint, v_executions, v_events;
 END
 $$;

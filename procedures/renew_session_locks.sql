@@ -9,7 +9,7 @@ RETURNS bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH n AS (SELECT {{schema}}._now_ms() AS now_ms),
+    WITH n AS (SELECT {{now_ms}} AS now_ms),
     renewed AS (
         UPDATE {{schema}}.sessions s
            SET locked_until_ms = n.now_ms + p_extend_ms

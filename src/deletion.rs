@@ -1,10 +1,13 @@
 //! Deletion and pruning: atomic tree deletes, bulk deletes, execution pruning.
-//! Each function is one procedure call.
+//! Each function is one procedure call, or in inline mode the procedure's
+//! statements (`crate::inline::deletion`).
 
 use duroxide::providers::{DeleteInstanceResult, InstanceFilter, PruneOptions, PruneResult};
 
 use crate::codec;
+use crate::config::SqlMode;
 use crate::error::Result;
+use crate::inline;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -35,6 +38,17 @@ struct DeletedRow {
 }
 
 impl DeletedRow {
+    fn from_counts(
+        [instances, executions, events, messages]: inline::deletion::DeleteCounts,
+    ) -> Self {
+        Self {
+            instances_deleted: instances,
+            executions_deleted: executions,
+            events_deleted: events,
+            queue_messages_deleted: messages,
+        }
+    }
+
     fn into_result(self) -> Result<DeleteInstanceResult> {
         Ok(DeleteInstanceResult {
             instances_deleted: codec::to_u64("instances_deleted", self.instances_deleted)?,
@@ -57,6 +71,14 @@ struct PrunedRow {
 }
 
 impl PrunedRow {
+    fn from_counts([instances, executions, events]: inline::deletion::PruneCounts) -> Self {
+        Self {
+            instances_processed: instances,
+            executions_deleted: executions,
+            events_deleted: events,
+        }
+    }
+
     fn into_result(self) -> Result<PruneResult> {
         Ok(PruneResult {
             instances_processed: codec::to_u64("instances_processed", self.instances_processed)?,
@@ -64,6 +86,10 @@ impl PrunedRow {
             events_deleted: codec::to_u64("events_deleted", self.events_deleted)?,
         })
     }
+}
+
+fn owned(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_string()).collect()
 }
 
 fn checked_ids(ids: &[String]) -> Result<Vec<&str>> {
@@ -93,18 +119,36 @@ fn filter_params(filter: &InstanceFilter) -> Result<FilterParams<'_>> {
     ))
 }
 
+/// `PruneOptions` as bound parameters: (keep_last, completed_before).
+fn prune_params(options: &PruneOptions) -> Result<(Option<i64>, Option<i64>)> {
+    Ok((
+        options.keep_last.map(i64::from),
+        options
+            .completed_before
+            .map(|t| codec::to_i64("completed_before", t))
+            .transpose()?,
+    ))
+}
+
 /// Deletes `ids` and all they own, atomically (see `procedures/delete_instances.sql`).
 pub(crate) async fn delete_instances_atomic(
     p: &PostgresProvider,
     ids: &[String],
     force: bool,
 ) -> Result<DeleteInstanceResult> {
-    sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete)
-        .bind(checked_ids(ids)?)
-        .bind(force)
-        .fetch_one(&p.pool)
-        .await?
-        .into_result()
+    let ids = checked_ids(ids)?;
+    match p.mode {
+        SqlMode::StoredProcedures => sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete)
+            .bind(ids)
+            .bind(force)
+            .fetch_one(&p.pool)
+            .await?
+            .into_result(),
+        SqlMode::InlineSql => DeletedRow::from_counts(
+            inline::deletion::delete_instances(p, owned(&ids), force).await?,
+        )
+        .into_result(),
+    }
 }
 
 /// Deletes terminal root trees matching `filter`.
@@ -113,13 +157,20 @@ pub(crate) async fn delete_instance_bulk(
     filter: &InstanceFilter,
 ) -> Result<DeleteInstanceResult> {
     let (ids, before, limit) = filter_params(filter)?;
-    sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete_bulk)
-        .bind(ids)
-        .bind(before)
-        .bind(limit)
-        .fetch_one(&p.pool)
-        .await?
-        .into_result()
+    match p.mode {
+        SqlMode::StoredProcedures => sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete_bulk)
+            .bind(ids)
+            .bind(before)
+            .bind(limit)
+            .fetch_one(&p.pool)
+            .await?
+            .into_result(),
+        SqlMode::InlineSql => DeletedRow::from_counts(
+            inline::deletion::delete_instance_bulk(p, ids.as_deref().map(owned), before, limit)
+                .await?,
+        )
+        .into_result(),
+    }
 }
 
 /// Prunes old executions of one instance.
@@ -128,18 +179,27 @@ pub(crate) async fn prune_executions(
     instance_id: &str,
     options: &PruneOptions,
 ) -> Result<PruneResult> {
-    sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune)
-        .bind(codec::check_text("instance id", instance_id)?)
-        .bind(options.keep_last.map(i64::from))
-        .bind(
-            options
-                .completed_before
-                .map(|t| codec::to_i64("completed_before", t))
-                .transpose()?,
+    let instance_id = codec::check_text("instance id", instance_id)?;
+    let (keep_last, completed_before) = prune_params(options)?;
+    match p.mode {
+        SqlMode::StoredProcedures => sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune)
+            .bind(instance_id)
+            .bind(keep_last)
+            .bind(completed_before)
+            .fetch_one(&p.pool)
+            .await?
+            .into_result(),
+        SqlMode::InlineSql => PrunedRow::from_counts(
+            inline::deletion::prune_executions(
+                p,
+                instance_id.to_string(),
+                keep_last,
+                completed_before,
+            )
+            .await?,
         )
-        .fetch_one(&p.pool)
-        .await?
-        .into_result()
+        .into_result(),
+    }
 }
 
 /// Prunes old executions of every instance matching `filter`.
@@ -149,18 +209,28 @@ pub(crate) async fn prune_executions_bulk(
     options: &PruneOptions,
 ) -> Result<PruneResult> {
     let (ids, before, limit) = filter_params(filter)?;
-    sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune_bulk)
-        .bind(ids)
-        .bind(before)
-        .bind(limit)
-        .bind(options.keep_last.map(i64::from))
-        .bind(
-            options
-                .completed_before
-                .map(|t| codec::to_i64("completed_before", t))
-                .transpose()?,
+    let (keep_last, prune_before) = prune_params(options)?;
+    match p.mode {
+        SqlMode::StoredProcedures => sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune_bulk)
+            .bind(ids)
+            .bind(before)
+            .bind(limit)
+            .bind(keep_last)
+            .bind(prune_before)
+            .fetch_one(&p.pool)
+            .await?
+            .into_result(),
+        SqlMode::InlineSql => PrunedRow::from_counts(
+            inline::deletion::prune_executions_bulk(
+                p,
+                ids.as_deref().map(owned),
+                before,
+                limit,
+                keep_last,
+                prune_before,
+            )
+            .await?,
         )
-        .fetch_one(&p.pool)
-        .await?
-        .into_result()
+        .into_result(),
+    }
 }

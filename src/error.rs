@@ -132,6 +132,14 @@ pub enum PgProviderError {
         message: String,
     },
 
+    /// An inline-SQL transaction's task ended without finishing (its runtime
+    /// is shutting down); the server rolled the transaction back. Retryable.
+    #[error("inline transaction interrupted: {reason}")]
+    Interrupted {
+        /// What stopped the task.
+        reason: String,
+    },
+
     /// Any database or driver error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -212,6 +220,7 @@ impl PgProviderError {
                 | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
+            Self::Interrupted { .. } => true,
             _ => false,
         }
     }

@@ -22,7 +22,7 @@ use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result};
 use crate::schema::SchemaName;
 
-include!(concat!(env!("OUT_DIR"), "/embedded_sql.rs"));
+use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
 /// One embedded migration file.
 #[derive(Debug, Clone)]

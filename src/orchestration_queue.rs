@@ -1,8 +1,9 @@
 //! Orchestrator queue: claim an instance with its messages and history,
 //! commit a turn atomically, abandon, renew, enqueue.
 //!
-//! Each function is one call of one procedure (`procedures/*.sql`); this
-//! module builds the parameters and decodes the result.
+//! Each function builds its parameters once, then makes one call of one
+//! procedure (`procedures/*.sql`) or, in inline mode, runs the procedure's
+//! statements (`crate::inline`); decoding the result is shared.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +15,9 @@ use duroxide::providers::{
 use duroxide::{Event, EventKind};
 
 use crate::codec::{self, OrchestratorRow, WorkerRow};
-use crate::error::Result;
+use crate::config::SqlMode;
+use crate::error::{PgProviderError, Result, sqlstate};
+use crate::inline;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -35,21 +38,31 @@ statements! {
     }
 }
 
-/// The row `fetch_orchestration_item` returns.
+/// The row `fetch_orchestration_item` returns (built field by field by the
+/// inline driver).
 #[derive(sqlx::FromRow)]
-struct FetchedRow {
-    lock_token: String,
-    instance_id: String,
-    orchestration_name: Option<String>,
-    orchestration_version: Option<String>,
-    execution_id: i64,
-    instance_known: bool,
-    attempt_count: i32,
-    messages: Vec<String>,
-    history: Vec<String>,
-    kv_keys: Vec<String>,
-    kv_values: Vec<String>,
-    kv_updated_ms: Vec<i64>,
+pub(crate) struct FetchedRow {
+    pub lock_token: String,
+    pub instance_id: String,
+    pub orchestration_name: Option<String>,
+    pub orchestration_version: Option<String>,
+    pub execution_id: i64,
+    pub instance_known: bool,
+    pub attempt_count: i32,
+    pub messages: Vec<String>,
+    pub history: Vec<String>,
+    pub kv_keys: Vec<String>,
+    pub kv_values: Vec<String>,
+    pub kv_updated_ms: Vec<i64>,
+}
+
+/// The parameters of a fetch, in both SQL modes.
+#[derive(Clone, Copy)]
+pub(crate) struct FetchParams {
+    pub lock_timeout_ms: i64,
+    pub has_filter: bool,
+    /// min major/minor/patch, max major/minor/patch.
+    pub bounds: [Option<i64>; 6],
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -82,13 +95,24 @@ pub(crate) async fn fetch(
     filter: Option<&DispatcherCapabilityFilter>,
 ) -> Result<Option<(OrchestrationItem, String, u32)>> {
     let (has_filter, bounds) = filter_params(filter)?;
-    let mut query = sqlx::query_as::<_, FetchedRow>(&p.sql.orchestration.fetch)
-        .bind(codec::millis(lock_timeout))
-        .bind(has_filter);
-    for bound in bounds {
-        query = query.bind(bound);
-    }
-    let Some(row) = query.fetch_optional(&p.pool).await? else {
+    let params = FetchParams {
+        lock_timeout_ms: codec::millis(lock_timeout),
+        has_filter,
+        bounds,
+    };
+    let row = match p.mode {
+        SqlMode::StoredProcedures => {
+            let mut query = sqlx::query_as::<_, FetchedRow>(&p.sql.orchestration.fetch)
+                .bind(params.lock_timeout_ms)
+                .bind(params.has_filter);
+            for bound in params.bounds {
+                query = query.bind(bound);
+            }
+            query.fetch_optional(&p.pool).await?
+        }
+        SqlMode::InlineSql => inline::orchestration::fetch(p, params).await?,
+    };
+    let Some(row) = row else {
         return Ok(None);
     };
 
@@ -279,64 +303,125 @@ pub(crate) async fn ack(
         cancel_activities.push(codec::to_i64("cancelled activity_id", c.activity_id)?);
     }
 
+    let params = AckParams {
+        lock_token: lock_token.to_string(),
+        execution_id,
+        event_ids,
+        event_types,
+        event_data,
+        name: metadata.orchestration_name.clone(),
+        version: metadata.orchestration_version.clone(),
+        parent_instance: metadata.parent_instance_id.clone(),
+        status: metadata.status.clone(),
+        output: metadata.output.clone(),
+        pinned,
+        custom_status_set: custom_status.is_some(),
+        custom_status: custom_status.flatten(),
+        kv_ops: kv_op,
+        kv_keys: kv_key,
+        kv_values: kv_value,
+        kv_updated_ms: kv_ms,
+        worker_executions: workers.iter().map(|w| w.execution_id).collect(),
+        worker_activities: workers.iter().map(|w| w.activity_id).collect(),
+        orch_kinds: orchestrator.iter().map(|o| o.kind).collect(),
+        orch_visible_ms: orchestrator.iter().map(|o| o.fire_at_ms).collect(),
+        worker_items: Vec::with_capacity(workers.len()),
+        worker_instances: Vec::with_capacity(workers.len()),
+        worker_sessions: Vec::with_capacity(workers.len()),
+        worker_tags: Vec::with_capacity(workers.len()),
+        orch_instances: Vec::with_capacity(orchestrator.len()),
+        orch_items: Vec::with_capacity(orchestrator.len()),
+        cancel_instances,
+        cancel_executions,
+        cancel_activities,
+    };
+    let mut params = params;
+    for w in workers {
+        params.worker_items.push(w.json);
+        params.worker_instances.push(w.instance);
+        params.worker_sessions.push(w.session_id);
+        params.worker_tags.push(w.tag);
+    }
+    for o in orchestrator {
+        params.orch_instances.push(o.instance);
+        params.orch_items.push(o.json);
+    }
+    match p.mode {
+        SqlMode::StoredProcedures => ack_by_procedure(p, &params).await,
+        SqlMode::InlineSql => inline::orchestration::ack(p, params).await,
+    }
+}
+
+/// Everything an ack binds, validated and encoded once for both SQL modes.
+/// Owned, so an inline ack can run to completion on its own task.
+pub(crate) struct AckParams {
+    pub lock_token: String,
+    pub execution_id: i64,
+    pub event_ids: Vec<i64>,
+    pub event_types: Vec<String>,
+    pub event_data: Vec<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub parent_instance: Option<String>,
+    pub status: Option<String>,
+    pub output: Option<String>,
+    pub pinned: [Option<i64>; 3],
+    pub custom_status_set: bool,
+    pub custom_status: Option<String>,
+    pub kv_ops: Vec<&'static str>,
+    pub kv_keys: Vec<String>,
+    pub kv_values: Vec<Option<String>>,
+    pub kv_updated_ms: Vec<i64>,
+    pub worker_items: Vec<String>,
+    pub worker_instances: Vec<String>,
+    pub worker_executions: Vec<i64>,
+    pub worker_activities: Vec<i64>,
+    pub worker_sessions: Vec<Option<String>>,
+    pub worker_tags: Vec<Option<String>>,
+    pub orch_instances: Vec<String>,
+    pub orch_kinds: Vec<&'static str>,
+    pub orch_items: Vec<String>,
+    pub orch_visible_ms: Vec<Option<i64>>,
+    pub cancel_instances: Vec<String>,
+    pub cancel_executions: Vec<i64>,
+    pub cancel_activities: Vec<i64>,
+}
+
+/// One call of `ack_orchestration_item`.
+async fn ack_by_procedure(p: &PostgresProvider, a: &AckParams) -> Result<()> {
     sqlx::query(&p.sql.orchestration.ack)
-        .bind(lock_token)
-        .bind(execution_id)
-        .bind(event_ids)
-        .bind(event_types)
-        .bind(event_data)
-        .bind(&metadata.orchestration_name)
-        .bind(&metadata.orchestration_version)
-        .bind(&metadata.parent_instance_id)
-        .bind(&metadata.status)
-        .bind(&metadata.output)
-        .bind(pinned[0])
-        .bind(pinned[1])
-        .bind(pinned[2])
-        .bind(custom_status.is_some())
-        .bind(custom_status.flatten())
-        .bind(kv_op)
-        .bind(kv_key)
-        .bind(kv_value)
-        .bind(kv_ms)
-        .bind(workers.iter().map(|w| w.json.as_str()).collect::<Vec<_>>())
-        .bind(
-            workers
-                .iter()
-                .map(|w| w.instance.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(workers.iter().map(|w| w.execution_id).collect::<Vec<_>>())
-        .bind(workers.iter().map(|w| w.activity_id).collect::<Vec<_>>())
-        .bind(
-            workers
-                .iter()
-                .map(|w| w.session_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(workers.iter().map(|w| w.tag.as_deref()).collect::<Vec<_>>())
-        .bind(
-            orchestrator
-                .iter()
-                .map(|o| o.instance.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(orchestrator.iter().map(|o| o.kind).collect::<Vec<_>>())
-        .bind(
-            orchestrator
-                .iter()
-                .map(|o| o.json.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            orchestrator
-                .iter()
-                .map(|o| o.fire_at_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(cancel_instances)
-        .bind(cancel_executions)
-        .bind(cancel_activities)
+        .bind(&a.lock_token)
+        .bind(a.execution_id)
+        .bind(&a.event_ids)
+        .bind(&a.event_types)
+        .bind(&a.event_data)
+        .bind(&a.name)
+        .bind(&a.version)
+        .bind(&a.parent_instance)
+        .bind(&a.status)
+        .bind(&a.output)
+        .bind(a.pinned[0])
+        .bind(a.pinned[1])
+        .bind(a.pinned[2])
+        .bind(a.custom_status_set)
+        .bind(&a.custom_status)
+        .bind(&a.kv_ops)
+        .bind(&a.kv_keys)
+        .bind(&a.kv_values)
+        .bind(&a.kv_updated_ms)
+        .bind(&a.worker_items)
+        .bind(&a.worker_instances)
+        .bind(&a.worker_executions)
+        .bind(&a.worker_activities)
+        .bind(&a.worker_sessions)
+        .bind(&a.worker_tags)
+        .bind(&a.orch_instances)
+        .bind(&a.orch_kinds)
+        .bind(&a.orch_items)
+        .bind(&a.orch_visible_ms)
+        .bind(&a.cancel_instances)
+        .bind(&a.cancel_executions)
+        .bind(&a.cancel_activities)
         .execute(&p.pool)
         .await?;
     Ok(())
@@ -349,13 +434,15 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    sqlx::query(&p.sql.orchestration.abandon)
+    let found: bool = sqlx::query_scalar(&p.sql.orchestration.abandon)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .execute(&p.pool)
+        .fetch_one(&p.pool)
         .await?;
-    Ok(())
+    found.then_some(()).ok_or_else(|| {
+        PgProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, "Invalid lock token")
+    })
 }
 
 /// Extends a live lease.
@@ -364,12 +451,17 @@ pub(crate) async fn renew(
     lock_token: &str,
     extend_for: Duration,
 ) -> Result<()> {
-    sqlx::query(&p.sql.orchestration.renew)
+    let found: bool = sqlx::query_scalar(&p.sql.orchestration.renew)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(codec::millis(extend_for))
-        .execute(&p.pool)
+        .fetch_one(&p.pool)
         .await?;
-    Ok(())
+    found.then_some(()).ok_or_else(|| {
+        PgProviderError::rejected(
+            sqlstate::INVALID_LOCK_TOKEN,
+            "Invalid lock token: lock token invalid, expired, or already acked",
+        )
+    })
 }
 
 /// Enqueues one orchestrator message, visible after `delay`.

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
-use crate::error::{PgProviderError, Result};
+use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
 use crate::sql::Statements;
@@ -123,22 +123,13 @@ impl PostgresProvider {
 
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
         let mode = SqlMode::resolve(options.sql_mode)?;
-        if mode == SqlMode::InlineSql {
-            // Refuse rather than silently run procedures that an inline-SQL
-            // deployment may have dropped: the inline statements are not in
-            // this release yet (see CHANGELOG).
-            return Err(PgProviderError::invalid_input(
-                "sql_mode",
-                "inline SQL is not available in this release; use `procedures` (the default)",
-            ));
-        }
         match options.migration_mode {
             MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
             MigrationMode::Verify => {
                 migrate::verify(&pool, &schema, mode).await?;
             }
         }
-        let sql = Arc::new(Statements::render(&schema));
+        let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         tracing::info!(schema = %schema, sql_mode = %mode, "duroxide-postgres provider ready");
         Ok(Self {

@@ -9,6 +9,18 @@ use crate::error::{PgProviderError, Result};
 /// provider, never per call.
 pub(crate) const SCHEMA_MARKER: &str = "{{schema}}";
 
+/// The marker templates use for "now" in milliseconds since the Unix epoch,
+/// from the database clock.
+///
+/// It renders to an expression, not a function call, so inline SQL needs no
+/// helper function in the database and procedures pay no call overhead.
+/// `clock_timestamp()`, not `now()`: a lease starts when the claim is made,
+/// not when the surrounding transaction began.
+pub(crate) const NOW_MS_MARKER: &str = "{{now_ms}}";
+
+/// What [`NOW_MS_MARKER`] renders to.
+pub(crate) const NOW_MS_SQL: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1), in bytes.
 pub const MAX_SCHEMA_NAME_BYTES: usize = 63;
 
@@ -69,9 +81,12 @@ impl SchemaName {
         &self.quoted
     }
 
-    /// Substitutes this schema into a SQL template (see [`SCHEMA_MARKER`]).
+    /// Substitutes this schema (see [`SCHEMA_MARKER`]) and the clock
+    /// expression (see [`NOW_MS_MARKER`]) into a SQL template.
     pub(crate) fn render(&self, template: &str) -> String {
-        template.replace(SCHEMA_MARKER, &self.quoted)
+        template
+            .replace(SCHEMA_MARKER, &self.quoted)
+            .replace(NOW_MS_MARKER, NOW_MS_SQL)
     }
 }
 

@@ -4,8 +4,10 @@
 //! SQL templates that name the tenant's schema through the `{{schema}}`
 //! marker. [`Statements::render`] substitutes the quoted schema once, when the
 //! provider is built; calls then bind parameters to ready strings, which sqlx
-//! prepares once per connection and reuses.
+//! prepares once per connection and reuses. In inline mode a call of a
+//! single-statement procedure renders as that statement (see [`crate::inline`]).
 
+use crate::config::SqlMode;
 use crate::schema::SchemaName;
 
 /// Declares a struct of rendered statements and its `render` constructor.
@@ -33,9 +35,13 @@ macro_rules! statements {
         }
 
         impl $name {
-            /// Renders every template for `schema`.
-            pub(crate) fn render(schema: &$crate::schema::SchemaName) -> Self {
-                Self { $( $field: schema.render($sql), )* }
+            /// Renders every template for `schema` in `mode` (see
+            /// [`crate::inline::render`]).
+            pub(crate) fn render(
+                schema: &$crate::schema::SchemaName,
+                mode: $crate::config::SqlMode,
+            ) -> Self {
+                Self { $( $field: $crate::inline::render($sql, schema, mode), )* }
             }
         }
     };
@@ -55,17 +61,20 @@ pub(crate) struct Statements {
     pub admin: crate::admin::AdminSql,
     /// Deletion and pruning.
     pub deletion: crate::deletion::DeletionSql,
+    /// Statements of the inline drivers (used in inline mode only).
+    pub inline: crate::inline::InlineSql,
 }
 
 impl Statements {
-    /// Renders every statement for `schema`.
-    pub(crate) fn render(schema: &SchemaName) -> Self {
+    /// Renders every statement for `schema` in `mode`.
+    pub(crate) fn render(schema: &SchemaName, mode: SqlMode) -> Self {
         Self {
-            orchestration: crate::orchestration_queue::OrchestrationSql::render(schema),
-            worker: crate::worker_queue::WorkerSql::render(schema),
-            history: crate::history::HistorySql::render(schema),
-            admin: crate::admin::AdminSql::render(schema),
-            deletion: crate::deletion::DeletionSql::render(schema),
+            orchestration: crate::orchestration_queue::OrchestrationSql::render(schema, mode),
+            worker: crate::worker_queue::WorkerSql::render(schema, mode),
+            history: crate::history::HistorySql::render(schema, mode),
+            admin: crate::admin::AdminSql::render(schema, mode),
+            deletion: crate::deletion::DeletionSql::render(schema, mode),
+            inline: crate::inline::InlineSql::render(schema),
         }
     }
 }

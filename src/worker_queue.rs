@@ -1,14 +1,18 @@
 //! Worker queue and sessions: enqueue, fetch with tag and session routing,
 //! ack with completion, abandon, renew; session renewal and cleanup.
 //!
-//! Each function is one call of one procedure (`procedures/*.sql`).
+//! Each function is one call of one procedure (`procedures/*.sql`) or, in
+//! inline mode, the same statement inline; only `fetch` has an inline driver
+//! of its own (`crate::inline::worker`).
 
 use std::time::Duration;
 
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 
 use crate::codec::{self, OrchestratorRow, WorkerRow};
-use crate::error::Result;
+use crate::config::SqlMode;
+use crate::error::{PgProviderError, Result, sqlstate};
+use crate::inline;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -61,6 +65,24 @@ fn tag_params(filter: &TagFilter) -> Result<Option<(&'static str, Vec<&str>)>> {
     })
 }
 
+/// The parameters of a worker fetch, in both SQL modes.
+pub(crate) struct FetchParams {
+    pub lock_timeout_ms: i64,
+    /// `any`, `default`, `tags` or `default_and`.
+    pub tag_mode: &'static str,
+    pub tags: Vec<String>,
+    /// The session owner; `None` fetches only items without a session.
+    pub owner: Option<String>,
+    pub session_lock_ms: Option<i64>,
+}
+
+/// Turns the boolean a lock-token procedure returns into DX001 when false.
+fn found(found: bool, message: &'static str) -> Result<()> {
+    found
+        .then_some(())
+        .ok_or_else(|| PgProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, message))
+}
+
 /// Claims the next activity this worker may run.
 pub(crate) async fn fetch(
     p: &PostgresProvider,
@@ -75,14 +97,26 @@ pub(crate) async fn fetch(
     let owner = session
         .map(|s| codec::check_text("owner_id", &s.owner_id))
         .transpose()?;
-    let row: Option<(String, String, i32)> = sqlx::query_as(&p.sql.worker.fetch)
-        .bind(codec::millis(lock_timeout))
-        .bind(mode)
-        .bind(tags)
-        .bind(owner)
-        .bind(session.map(|s| codec::millis(s.lock_timeout)))
-        .fetch_optional(&p.pool)
-        .await?;
+    let params = FetchParams {
+        lock_timeout_ms: codec::millis(lock_timeout),
+        tag_mode: mode,
+        tags: tags.into_iter().map(str::to_string).collect(),
+        owner: owner.map(str::to_string),
+        session_lock_ms: session.map(|s| codec::millis(s.lock_timeout)),
+    };
+    let row = match p.mode {
+        SqlMode::StoredProcedures => {
+            sqlx::query_as(&p.sql.worker.fetch)
+                .bind(params.lock_timeout_ms)
+                .bind(params.tag_mode)
+                .bind(&params.tags)
+                .bind(&params.owner)
+                .bind(params.session_lock_ms)
+                .fetch_optional(&p.pool)
+                .await?
+        }
+        SqlMode::InlineSql => inline::worker::fetch(p, params).await?,
+    };
     row.map(|(token, json, attempts)| {
         Ok((
             codec::decode_work_item(&json)?,
@@ -100,24 +134,30 @@ pub(crate) async fn ack(
     completion: Option<&WorkItem>,
 ) -> Result<()> {
     let row = completion.map(OrchestratorRow::new).transpose()?;
-    sqlx::query(&p.sql.worker.ack)
+    let acked: bool = sqlx::query_scalar(&p.sql.worker.ack)
         .bind(codec::check_text("lock_token", token)?)
         .bind(row.as_ref().map(|r| r.instance.as_str()))
         .bind(row.as_ref().map(|r| r.kind))
         .bind(row.as_ref().map(|r| r.json.as_str()))
-        .execute(&p.pool)
+        .fetch_one(&p.pool)
         .await?;
-    Ok(())
+    found(
+        acked,
+        "Invalid lock token: work item not found (cancelled, stolen, or lock expired)",
+    )
 }
 
 /// Extends a live activity lock.
 pub(crate) async fn renew(p: &PostgresProvider, token: &str, extend_for: Duration) -> Result<()> {
-    sqlx::query(&p.sql.worker.renew)
+    let renewed: bool = sqlx::query_scalar(&p.sql.worker.renew)
         .bind(codec::check_text("lock_token", token)?)
         .bind(codec::millis(extend_for))
-        .execute(&p.pool)
+        .fetch_one(&p.pool)
         .await?;
-    Ok(())
+    found(
+        renewed,
+        "Invalid lock token: lock token invalid, expired, or entry removed",
+    )
 }
 
 /// Releases an activity lock.
@@ -127,13 +167,13 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    sqlx::query(&p.sql.worker.abandon)
+    let released: bool = sqlx::query_scalar(&p.sql.worker.abandon)
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .execute(&p.pool)
+        .fetch_one(&p.pool)
         .await?;
-    Ok(())
+    found(released, "Invalid lock token or already acked")
 }
 
 /// Heartbeats the non-idle sessions of these owners; returns how many.

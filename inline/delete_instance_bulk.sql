@@ -1,0 +1,25 @@
+-- delete_instance_bulk, inline: the statements of procedures/delete_instance_bulk.sql,
+-- run in one transaction by src/inline/deletion.rs, which deletes each tree
+-- with the inline delete_instances (force) and sums the counts.
+
+-- name: roots
+-- Terminal root instances matching the filter. $1 ids (NULL: any),
+-- $2 completed before (NULL: any), $3 limit.
+SELECT i.instance_id
+  FROM {{schema}}.instances i
+  JOIN {{schema}}.executions e
+    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+ WHERE i.parent_instance_id IS NULL
+   AND e.status IN ('Completed', 'Failed', 'ContinuedAsNew')
+   AND ($1::text[] IS NULL OR i.instance_id = ANY ($1::text[]))
+   AND ($2::bigint IS NULL OR e.completed_at_ms < $2::bigint)
+ ORDER BY i.created_at_ms, i.instance_id
+ LIMIT $3::bigint;
+
+-- name: tree
+-- A root and all its descendants. $1 root.
+WITH RECURSIVE tree(id) AS (
+    SELECT $1::text
+    UNION
+    SELECT c.instance_id FROM {{schema}}.instances c JOIN tree t ON c.parent_instance_id = t.id)
+SELECT array_agg(tree.id) FROM tree;

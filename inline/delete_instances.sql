@@ -1,0 +1,41 @@
+-- delete_instances, inline: the statements of procedures/delete_instances.sql,
+-- run in one transaction by src/inline/deletion.rs, which raises DX004 where
+-- the procedure does. $1 is always the listed ids.
+
+-- name: lock
+-- Lock the listed instance rows, in a fixed order.
+SELECT i.instance_id
+  FROM {{schema}}.instances i
+ WHERE i.instance_id = ANY ($1::text[])
+ ORDER BY i.instance_id
+   FOR UPDATE;
+
+-- name: running
+-- A listed instance whose current execution is still running.
+SELECT i.instance_id
+  FROM {{schema}}.instances i
+  JOIN {{schema}}.executions e
+    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+ WHERE i.instance_id = ANY ($1::text[]) AND e.status = 'Running'
+ LIMIT 1;
+
+-- name: orphan
+-- A child of a listed instance that is not listed itself: (child, parent).
+SELECT i.instance_id, i.parent_instance_id
+  FROM {{schema}}.instances i
+ WHERE i.parent_instance_id = ANY ($1::text[]) AND NOT (i.instance_id = ANY ($1::text[]))
+ LIMIT 1;
+
+-- name: purge
+-- Everything the instances own, in one statement; returns the counts.
+WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY ($1::text[]) RETURNING 1),
+     e AS (DELETE FROM {{schema}}.executions e WHERE e.instance_id = ANY ($1::text[]) RETURNING 1),
+     q AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY ($1::text[]) RETURNING 1),
+     w AS (DELETE FROM {{schema}}.worker_queue w WHERE w.instance_id = ANY ($1::text[]) RETURNING 1),
+     l AS (DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY ($1::text[])),
+     s AS (DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY ($1::text[])),
+     d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY ($1::text[])),
+     i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY ($1::text[]))
+SELECT (SELECT count(*) FROM e) AS executions_deleted,
+       (SELECT count(*) FROM h) AS events_deleted,
+       (SELECT count(*) FROM q) + (SELECT count(*) FROM w) AS queue_messages_deleted;

@@ -1,0 +1,109 @@
+-- fetch_orchestration_item, inline: the statements of procedures/fetch_orchestration_item.sql,
+-- run in one transaction by src/inline/orchestration.rs, which holds the loop
+-- over (at most 16) candidates and the early returns. Same candidate order,
+-- same schema-scoped advisory claim key, same lease rules.
+
+-- name: candidate
+-- The oldest visible message whose instance has no live lease and passes the
+-- capability filter, and the non-blocking claim of its instance (evaluated
+-- for that one row only: the LIMIT is applied first).
+-- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch.
+SELECT c.instance_id,
+       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)) AS claimed
+  FROM (SELECT q.instance_id
+          FROM {{schema}}.orchestrator_queue q
+         WHERE q.visible_at_ms <= {{now_ms}}
+           AND q.instance_id <> ALL ($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > {{now_ms}})
+           AND (NOT $2::boolean OR NOT EXISTS (
+                SELECT 1
+                  FROM {{schema}}.instances i
+                  JOIN {{schema}}.executions e
+                    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+                 WHERE i.instance_id = q.instance_id
+                   AND e.pinned_major IS NOT NULL
+                   AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
+                            BETWEEN ($3::bigint, $4::bigint, $5::bigint)
+                                AND ($6::bigint, $7::bigint, $8::bigint))))
+         ORDER BY q.id
+         LIMIT 1) c;
+
+-- name: lease
+-- Take the lease (or take over an expired one) unless a live lease was
+-- committed since the candidate's snapshot. Returns the lease start (now).
+-- $1 instance, $2 token, $3 lock timeout ms.
+INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
+SELECT $1::text, $2::text, n.now_ms + $3::bigint, n.now_ms
+  FROM (SELECT {{now_ms}} AS now_ms) n
+ WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
+                    WHERE x.instance_id = $1::text AND x.locked_until_ms > n.now_ms)
+ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
+   SET lock_token = EXCLUDED.lock_token,
+       locked_until_ms = EXCLUDED.locked_until_ms,
+       locked_at_ms = EXCLUDED.locked_at_ms
+ WHERE l.locked_until_ms <= EXCLUDED.locked_at_ms
+RETURNING l.locked_at_ms;
+
+-- name: batch
+-- Stamp every visible message of the instance. $1 instance, $2 token,
+-- $3 now, $4 lock timeout ms.
+WITH locked AS (
+    UPDATE {{schema}}.orchestrator_queue q
+       SET lock_token = $2::text,
+           locked_until_ms = $3::bigint + $4::bigint,
+           attempt_count = q.attempt_count + 1
+     WHERE q.instance_id = $1::text
+       AND q.visible_at_ms <= $3::bigint
+ RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
+SELECT array_agg(k.work_item ORDER BY k.id) AS messages,
+       max(k.attempt_count) AS attempts,
+       bool_and(k.item_kind = 'QueueMessage') AS all_queue,
+       bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start
+  FROM locked k;
+
+-- name: release_lease
+-- The batch was consumed since the candidate was read. $1 token.
+DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
+
+-- name: instance
+-- $1 instance.
+SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
+  FROM {{schema}}.instances i
+ WHERE i.instance_id = $1::text;
+
+-- name: unknown_instance
+-- An instance without a row: its latest execution in history, and whether
+-- that execution has started. $1 instance.
+SELECT x.execution_id,
+       EXISTS (SELECT 1 FROM {{schema}}.history h
+                WHERE h.instance_id = $1::text AND h.execution_id = x.execution_id
+                  AND h.event_type = 'OrchestrationStarted') AS started
+  FROM (SELECT coalesce(max(h.execution_id), 1) AS execution_id
+          FROM {{schema}}.history h
+         WHERE h.instance_id = $1::text) x;
+
+-- name: drop_batch
+-- Events queued for an instance that never started are dropped. $1 token.
+WITH dropped AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = $1::text)
+DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
+
+-- name: put_back
+-- Nothing to run yet: everything back as it was. $1 token.
+WITH reopened AS (
+    UPDATE {{schema}}.orchestrator_queue q
+       SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1
+     WHERE q.lock_token = $1::text)
+DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
+
+-- name: snapshot
+-- History of the execution and the instance's KV store. $1 instance, $2 execution.
+SELECT (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+          FROM {{schema}}.history h
+         WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) AS history,
+       kv.keys AS kv_keys, kv.vals AS kv_values, kv.updated AS kv_updated_ms
+  FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
+               coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
+               coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+          FROM {{schema}}.kv_store s
+         WHERE s.instance_id = $1::text) kv;

@@ -1,0 +1,15 @@
+-- prune_executions_bulk, inline: the statements of procedures/prune_executions_bulk.sql,
+-- run in one transaction by src/inline/deletion.rs, which prunes each
+-- instance with the inline prune_executions and sums the counts.
+
+-- name: targets
+-- Instances matching the filter. $1 ids (NULL: any), $2 current execution
+-- completed before (NULL: any), $3 limit.
+SELECT i.instance_id
+  FROM {{schema}}.instances i
+  LEFT JOIN {{schema}}.executions e
+    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+ WHERE ($1::text[] IS NULL OR i.instance_id = ANY ($1::text[]))
+   AND ($2::bigint IS NULL OR e.completed_at_ms < $2::bigint)
+ ORDER BY i.created_at_ms, i.instance_id
+ LIMIT $3::bigint;

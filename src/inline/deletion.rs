@@ -1,0 +1,310 @@
+//! Inline drivers of `delete_instances`, `delete_instance_bulk`,
+//! `prune_executions` and `prune_executions_bulk`: the procedures' checks and
+//! loops in Rust, their statements from the `inline/` files of the same names.
+
+use sqlx::{PgConnection, Row};
+
+use super::{Tx, detached, inline_sections};
+use crate::error::{PgProviderError, Result, sqlstate};
+use crate::provider::PostgresProvider;
+
+inline_sections! {
+    /// Statements of the inline `delete_instances`.
+    pub(crate) struct DeleteSql from "delete_instances" {
+        /// Lock the listed instance rows.
+        lock,
+        /// A listed instance still running.
+        running,
+        /// A child left out of the list.
+        orphan,
+        /// Delete everything the instances own.
+        purge,
+    }
+}
+
+inline_sections! {
+    /// Statements of the inline `delete_instance_bulk`.
+    pub(crate) struct DeleteBulkSql from "delete_instance_bulk" {
+        /// Terminal roots matching the filter.
+        roots,
+        /// A root's whole tree.
+        tree,
+    }
+}
+
+inline_sections! {
+    /// Statements of the inline `prune_executions`.
+    pub(crate) struct PruneSql from "prune_executions" {
+        /// The instance's current execution, locked.
+        lock_instance,
+        /// Delete old executions and their history.
+        prune,
+    }
+}
+
+inline_sections! {
+    /// Statements of the inline `prune_executions_bulk`.
+    pub(crate) struct PruneBulkSql from "prune_executions_bulk" {
+        /// Instances matching the filter.
+        targets,
+    }
+}
+
+/// Every deletion statement of one provider.
+#[derive(Debug, Clone)]
+pub(crate) struct DeletionSql {
+    pub delete: DeleteSql,
+    pub delete_bulk: DeleteBulkSql,
+    pub prune: PruneSql,
+    pub prune_bulk: PruneBulkSql,
+}
+
+impl DeletionSql {
+    /// Renders every section for `schema`.
+    pub(crate) fn render(schema: &crate::schema::SchemaName) -> Self {
+        Self {
+            delete: DeleteSql::render(schema),
+            delete_bulk: DeleteBulkSql::render(schema),
+            prune: PruneSql::render(schema),
+            prune_bulk: PruneBulkSql::render(schema),
+        }
+    }
+
+    /// `(file, section)` of every statement, for the unit tests.
+    #[cfg(test)]
+    pub(crate) const SECTIONS: &'static [&'static [(&'static str, &'static str)]] = &[
+        DeleteSql::SECTIONS,
+        DeleteBulkSql::SECTIONS,
+        PruneSql::SECTIONS,
+        PruneBulkSql::SECTIONS,
+    ];
+}
+
+/// Counts in the order the delete procedures return them: instances,
+/// executions, events, queue messages.
+pub(crate) type DeleteCounts = [i64; 4];
+
+/// Counts in the order the prune procedures return them: instances,
+/// executions, events.
+pub(crate) type PruneCounts = [i64; 3];
+
+/// `delete_instances` in its own (detached) transaction.
+pub(crate) async fn delete_instances(
+    p: &PostgresProvider,
+    ids: Vec<String>,
+    force: bool,
+) -> Result<DeleteCounts> {
+    let p = p.clone();
+    detached(async move {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = delete_in(&p, tx.conn(), &ids, force).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+/// `delete_instances` inside a caller's transaction.
+async fn delete_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    ids: &[&str],
+    force: bool,
+) -> Result<DeleteCounts> {
+    let sql = &p.sql.inline.deletion.delete;
+    if ids.is_empty() {
+        return Ok([0; 4]);
+    }
+    sqlx::query(&sql.lock)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    if !force {
+        let running: Option<String> = sqlx::query_scalar(&sql.running)
+            .bind(ids)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(id) = running {
+            return Err(PgProviderError::rejected(
+                sqlstate::INVALID_STATE,
+                format!(
+                    "Instance {id} is still running. Use force=true to delete anyway, or cancel first."
+                ),
+            ));
+        }
+    }
+    let orphan: Option<(String, String)> = sqlx::query_as(&sql.orphan)
+        .bind(ids)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some((child, parent)) = orphan {
+        return Err(PgProviderError::rejected(
+            sqlstate::INVALID_STATE,
+            format!(
+                "Cannot delete: instance {parent} has child {child} that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry."
+            ),
+        ));
+    }
+    let row = sqlx::query(&sql.purge)
+        .bind(ids)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok([
+        i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        row.try_get("executions_deleted")?,
+        row.try_get("events_deleted")?,
+        row.try_get("queue_messages_deleted")?,
+    ])
+}
+
+/// `delete_instance_bulk`: every matching root's tree, force-deleted.
+pub(crate) async fn delete_instance_bulk(
+    p: &PostgresProvider,
+    ids: Option<Vec<String>>,
+    completed_before: Option<i64>,
+    limit: i64,
+) -> Result<DeleteCounts> {
+    let p = p.clone();
+    detached(async move {
+        let ids: Option<Vec<&str>> = ids
+            .as_ref()
+            .map(|ids| ids.iter().map(String::as_str).collect());
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = delete_bulk_in(&p, tx.conn(), ids.as_deref(), completed_before, limit).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+async fn delete_bulk_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    ids: Option<&[&str]>,
+    completed_before: Option<i64>,
+    limit: i64,
+) -> Result<DeleteCounts> {
+    let sql = &p.sql.inline.deletion.delete_bulk;
+    let roots: Vec<String> = sqlx::query_scalar(&sql.roots)
+        .bind(ids)
+        .bind(completed_before)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut total = [0i64; 4];
+    for root in &roots {
+        let tree: Vec<String> = sqlx::query_scalar::<_, Option<Vec<String>>>(&sql.tree)
+            .bind(root)
+            .fetch_one(&mut *conn)
+            .await?
+            .unwrap_or_default();
+        let tree: Vec<&str> = tree.iter().map(String::as_str).collect();
+        let counts = delete_in(p, &mut *conn, &tree, true).await?;
+        for (sum, n) in total.iter_mut().zip(counts) {
+            *sum += n;
+        }
+    }
+    Ok(total)
+}
+
+/// `prune_executions` in its own (detached) transaction.
+pub(crate) async fn prune_executions(
+    p: &PostgresProvider,
+    instance: String,
+    keep_last: Option<i64>,
+    completed_before: Option<i64>,
+) -> Result<PruneCounts> {
+    let p = p.clone();
+    detached(async move {
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = prune_in(&p, tx.conn(), &instance, keep_last, completed_before).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+/// `prune_executions` inside a caller's transaction.
+async fn prune_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    instance: &str,
+    keep_last: Option<i64>,
+    completed_before: Option<i64>,
+) -> Result<PruneCounts> {
+    let sql = &p.sql.inline.deletion.prune;
+    let current: Option<i64> = sqlx::query_scalar(&sql.lock_instance)
+        .bind(instance)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(current) = current else {
+        return Err(PgProviderError::rejected(
+            sqlstate::NOT_FOUND,
+            format!("Instance {instance} not found"),
+        ));
+    };
+    let row = sqlx::query(&sql.prune)
+        .bind(instance)
+        .bind(current)
+        .bind(keep_last)
+        .bind(completed_before)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok([
+        1,
+        row.try_get("executions_deleted")?,
+        row.try_get("events_deleted")?,
+    ])
+}
+
+/// `prune_executions_bulk`: every matching instance pruned, counts summed.
+pub(crate) async fn prune_executions_bulk(
+    p: &PostgresProvider,
+    ids: Option<Vec<String>>,
+    completed_before: Option<i64>,
+    limit: i64,
+    keep_last: Option<i64>,
+    prune_completed_before: Option<i64>,
+) -> Result<PruneCounts> {
+    let p = p.clone();
+    detached(async move {
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = prune_bulk_in(
+            &p,
+            tx.conn(),
+            ids,
+            completed_before,
+            limit,
+            keep_last,
+            prune_completed_before,
+        )
+        .await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+async fn prune_bulk_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    ids: Option<Vec<String>>,
+    completed_before: Option<i64>,
+    limit: i64,
+    keep_last: Option<i64>,
+    prune_completed_before: Option<i64>,
+) -> Result<PruneCounts> {
+    {
+        let targets: Vec<String> = sqlx::query_scalar(&p.sql.inline.deletion.prune_bulk.targets)
+            .bind(ids)
+            .bind(completed_before)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut total = [0i64; 3];
+        for id in &targets {
+            let counts = prune_in(p, &mut *conn, id, keep_last, prune_completed_before).await?;
+            for (sum, n) in total.iter_mut().zip(counts) {
+                *sum += n;
+            }
+        }
+        Ok(total)
+    }
+}

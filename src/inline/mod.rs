@@ -1,0 +1,395 @@
+//! Inline SQL: what [`SqlMode::InlineSql`](crate::SqlMode::InlineSql) sends
+//! instead of calling the stored procedures.
+//!
+//! One truth, two renderings:
+//!
+//! * A procedure whose body is a single statement (`LANGUAGE sql`, or plpgsql
+//!   `BEGIN [RETURN QUERY] <statement>; END`) is **derived**: inline mode sends
+//!   the body itself, each `p_name` parameter replaced by `$n::type` from the
+//!   signature. There is no second copy to keep in step.
+//! * A procedure with control flow (loops, early returns, raised errors) has a
+//!   twin `inline/NAME.sql` next to it whose named sections are the statements
+//!   a Rust driver in this module runs, in one transaction, step for step like
+//!   the procedure. A change to one file of the pair is a change to the other.
+//!
+//! Either way the same tables, the same locks (advisory keys included) and the
+//! same `DX...` SQLSTATEs are used, so processes in both modes can serve one
+//! schema at the same time.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+
+use crate::config::SqlMode;
+use crate::embedded::{INLINE_FILES, PROCEDURE_FILES};
+use crate::error::{PgProviderError, Result};
+use crate::schema::SchemaName;
+
+pub(crate) mod deletion;
+pub(crate) mod orchestration;
+pub(crate) mod worker;
+
+/// One inline transaction on a connection of its own, safe to cancel.
+///
+/// The runtime cancels fetches (shutdown, timeouts). A multi-statement
+/// transaction dropped between two awaits must not leave its connection in
+/// the pool with the transaction still open (sqlx cannot always roll back a
+/// transaction whose `BEGIN` was interrupted), so a transaction that neither
+/// committed nor rolled back when dropped closes its connection instead: the
+/// server rolls it back.
+pub(crate) struct Tx {
+    conn: PoolConnection<Postgres>,
+    finished: bool,
+}
+
+impl Tx {
+    /// Acquires a connection and starts a transaction on it.
+    pub(crate) async fn begin(pool: &PgPool) -> Result<Self> {
+        let mut tx = Self {
+            conn: pool.acquire().await?,
+            finished: false,
+        };
+        sqlx::query("BEGIN").execute(tx.conn()).await?;
+        Ok(tx)
+    }
+
+    /// The transaction's connection.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Commits when `outcome` is `Ok`, rolls back otherwise, and returns it.
+    pub(crate) async fn finish<T>(mut self, outcome: Result<T>) -> Result<T> {
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        sqlx::query(end).execute(self.conn()).await?;
+        self.finished = true;
+        outcome
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped mid-transaction: close the connection rather than
+            // return it to the pool inside an open transaction.
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Runs an inline transaction on a task of its own and waits for it.
+///
+/// A procedure call, once sent, runs to completion on the server even if
+/// the caller stops waiting. Detaching the inline transaction gives inline
+/// mode the same behaviour: a cancelled fetch still commits the lease it
+/// took (it expires like an abandoned one), instead of rolling back halfway.
+pub(crate) async fn detached<T, F>(transaction: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    tokio::spawn(transaction)
+        .await
+        .map_err(|e| PgProviderError::Interrupted {
+            reason: e.to_string(),
+        })?
+}
+
+/// A stored-procedure file, taken apart.
+#[derive(Debug)]
+pub(crate) struct Signature<'a> {
+    /// Parameters in order: (name, type).
+    pub params: Vec<(&'a str, &'a str)>,
+    /// `sql` or `plpgsql`.
+    pub language: &'a str,
+    /// Text between `AS $$` and the closing `$$`.
+    pub body: &'a str,
+}
+
+/// Parses the `CREATE OR REPLACE FUNCTION {{schema}}.NAME(...)` file of `name`.
+pub(crate) fn parse<'a>(name: &str, text: &'a str) -> Option<Signature<'a>> {
+    let header = format!("CREATE OR REPLACE FUNCTION {{{{schema}}}}.{name}(");
+    let start = text.find(&header)? + header.len();
+    let rest = &text[start..];
+    let mut depth = 0usize;
+    let close = rest.char_indices().find_map(|(i, c)| match c {
+        '(' => {
+            depth += 1;
+            None
+        }
+        ')' if depth == 0 => Some(i),
+        ')' => {
+            depth -= 1;
+            None
+        }
+        _ => None,
+    })?;
+    let params = rest[..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once(char::is_whitespace))
+        .map(|p| p.map(|(n, t)| (n.trim(), t.trim())))
+        .collect::<Option<Vec<_>>>()?;
+    let language = rest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LANGUAGE "))?
+        .trim();
+    let body_start = rest.find("AS $$")? + "AS $$".len();
+    let body_end = rest.rfind("$$")?;
+    (body_end > body_start).then(|| Signature {
+        params,
+        language,
+        body: &rest[body_start..body_end],
+    })
+}
+
+/// The single statement a procedure body consists of, without its `;`.
+fn single_statement<'a>(sig: &Signature<'a>) -> Option<&'a str> {
+    let body = sig.body.trim();
+    let statement = match sig.language {
+        "sql" => body,
+        "plpgsql" => {
+            let inner = body.strip_prefix("BEGIN")?.strip_suffix("END")?.trim();
+            inner.strip_prefix("RETURN QUERY").unwrap_or(inner).trim()
+        }
+        _ => return None,
+    };
+    let statement = statement.strip_suffix(';').unwrap_or(statement).trim();
+    (!statement.contains(';')).then_some(statement)
+}
+
+/// Replaces each parameter reference in `statement` with `$n::type`.
+/// Identifiers after a `.` (qualified columns) and text inside string
+/// literals are left alone.
+fn bind_parameters(statement: &str, params: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(statement.len() + 64);
+    let mut chars = statement.char_indices().peekable();
+    let mut in_literal = false;
+    let mut previous = ' ';
+    while let Some((i, c)) = chars.next() {
+        if in_literal {
+            out.push(c);
+            in_literal = c != '\'';
+            previous = c;
+            continue;
+        }
+        if c == '\'' {
+            in_literal = true;
+            out.push(c);
+            previous = c;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            let mut end = i + c.len_utf8();
+            while let Some(&(j, d)) = chars.peek() {
+                if d.is_ascii_alphanumeric() || d == '_' {
+                    end = j + d.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let word = &statement[i..end];
+            match params.iter().position(|(name, _)| *name == word) {
+                Some(n) if previous != '.' => {
+                    out.push_str(&format!("${}::{}", n + 1, params[n].1));
+                }
+                _ => out.push_str(word),
+            }
+            previous = 'x';
+            continue;
+        }
+        out.push(c);
+        if !c.is_whitespace() {
+            previous = c;
+        }
+    }
+    out
+}
+
+/// The inline statement derived from procedure `name`, if its body is a
+/// single statement (a template: `{{schema}}` not yet rendered).
+pub(crate) fn derived(name: &str) -> Option<String> {
+    let (_, text) = PROCEDURE_FILES.iter().find(|(n, _)| *n == name)?;
+    let sig = parse(name, text)?;
+    let statement = single_statement(&sig)?;
+    Some(bind_parameters(statement, &sig.params))
+}
+
+/// The procedure a call template invokes: `name` in `{{schema}}.name(`.
+fn called_procedure(template: &str) -> Option<&str> {
+    let at = template.find("{{schema}}.")? + "{{schema}}.".len();
+    let rest = &template[at..];
+    Some(&rest[..rest.find('(')?])
+}
+
+/// Renders a statement template for `schema` in `mode`: in inline mode a
+/// call of a derivable procedure becomes the procedure's own statement.
+pub(crate) fn render(template: &str, schema: &SchemaName, mode: SqlMode) -> String {
+    if mode == SqlMode::InlineSql
+        && let Some(statement) = called_procedure(template).and_then(derived)
+    {
+        return schema.render(&statement);
+    }
+    schema.render(template)
+}
+
+/// The named sections of `inline/NAME.sql`: `-- name: section` lines start a
+/// section that runs to the next one. Missing file or section: empty string
+/// (the unit tests below make sure every driver's sections exist).
+pub(crate) fn section(file: &str, section: &str) -> &'static str {
+    let Some((_, text)) = INLINE_FILES.iter().find(|(n, _)| *n == file) else {
+        return "";
+    };
+    let marker = format!("-- name: {section}\n");
+    let Some(start) = text.find(&marker).map(|at| at + marker.len()) else {
+        return "";
+    };
+    let rest = &text[start..];
+    let end = rest.find("-- name: ").unwrap_or(rest.len());
+    rest[..end].trim().trim_end_matches(';')
+}
+
+/// Declares the rendered statements of one `inline/NAME.sql` file.
+macro_rules! inline_sections {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident from $file:literal {
+            $( $(#[$field_meta:meta])* $field:ident, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name {
+            $( $(#[$field_meta])* pub(crate) $field: String, )*
+        }
+
+        impl $name {
+            /// Renders every section for `schema`.
+            pub(crate) fn render(schema: &$crate::schema::SchemaName) -> Self {
+                Self { $( $field: schema.render($crate::inline::section($file, stringify!($field))), )* }
+            }
+
+            /// `(file, section)` of every field, for the unit tests.
+            #[cfg(test)]
+            pub(crate) const SECTIONS: &'static [(&'static str, &'static str)] =
+                &[$( ($file, stringify!($field)), )*];
+        }
+    };
+}
+pub(crate) use inline_sections;
+
+/// The inline statements of every driver, rendered once per provider.
+#[derive(Debug, Clone)]
+pub(crate) struct InlineSql {
+    /// `fetch_orchestration_item`.
+    pub fetch_orchestration: orchestration::FetchSql,
+    /// `ack_orchestration_item`.
+    pub ack_orchestration: orchestration::AckSql,
+    /// `fetch_work_item`.
+    pub fetch_work: worker::FetchSql,
+    /// `delete_instances`, `delete_instance_bulk`, `prune_executions(_bulk)`.
+    pub deletion: deletion::DeletionSql,
+}
+
+impl InlineSql {
+    /// Renders every section for `schema`.
+    pub(crate) fn render(schema: &SchemaName) -> Self {
+        Self {
+            fetch_orchestration: orchestration::FetchSql::render(schema),
+            ack_orchestration: orchestration::AckSql::render(schema),
+            fetch_work: worker::FetchSql::render(schema),
+            deletion: deletion::DeletionSql::render(schema),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Procedures that have control flow and so an `inline/NAME.sql` twin.
+    const DRIVEN: &[&str] = &[
+        "ack_orchestration_item",
+        "delete_instance_bulk",
+        "delete_instances",
+        "fetch_orchestration_item",
+        "fetch_work_item",
+        "prune_executions",
+        "prune_executions_bulk",
+    ];
+
+    #[test]
+    fn every_procedure_is_derived_or_has_an_inline_twin() {
+        for (name, text) in PROCEDURE_FILES {
+            let sig = parse(name, text).unwrap_or_else(|| panic!("{name}.sql does not parse"));
+            let derivable = single_statement(&sig).is_some();
+            let twin = INLINE_FILES.iter().any(|(n, _)| n == name);
+            assert!(
+                derivable != twin,
+                "{name}: derivable={derivable}, inline twin={twin}; exactly one must hold"
+            );
+            assert_eq!(twin, DRIVEN.contains(name), "{name}: update DRIVEN");
+        }
+        for (name, _) in INLINE_FILES {
+            assert!(
+                PROCEDURE_FILES.iter().any(|(n, _)| n == name),
+                "inline/{name}.sql has no procedure"
+            );
+        }
+    }
+
+    #[test]
+    fn every_section_a_driver_uses_exists() {
+        let all = [
+            orchestration::FetchSql::SECTIONS,
+            orchestration::AckSql::SECTIONS,
+            worker::FetchSql::SECTIONS,
+        ];
+        let deletion = deletion::DeletionSql::SECTIONS.iter().copied();
+        for (file, name) in all.into_iter().chain(deletion).flat_map(|s| s.iter()) {
+            assert!(
+                !section(file, name).is_empty(),
+                "inline/{file}.sql lacks `-- name: {name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_become_typed_placeholders() {
+        let params = [("p_id", "text"), ("p_ids", "text[]")];
+        assert_eq!(
+            bind_parameters(
+                "SELECT t.p_id, p_id FROM x WHERE y = ANY (p_ids) AND z = 'p_id'",
+                &params
+            ),
+            "SELECT t.p_id, $1::text FROM x WHERE y = ANY ($2::text[]) AND z = 'p_id'"
+        );
+    }
+
+    #[test]
+    fn derived_statements_reference_no_procedure_and_no_parameter_name() {
+        for (name, text) in PROCEDURE_FILES {
+            let Some(statement) = derived(name) else {
+                continue;
+            };
+            let sig = parse(name, text).unwrap_or_else(|| panic!("{name}"));
+            for (param, _) in &sig.params {
+                assert!(
+                    !statement.contains(param),
+                    "{name}: {param} left in {statement}"
+                );
+            }
+            for (other, _) in PROCEDURE_FILES {
+                assert!(
+                    !statement.contains(&format!("{{{{schema}}}}.{other}(")),
+                    "{name} calls {other}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Inline drivers of `fetch_orchestration_item` and `ack_orchestration_item`:
+//! the procedures' control flow in Rust, their statements from
+//! `inline/fetch_orchestration_item.sql` and `inline/ack_orchestration_item.sql`.
+
+use sqlx::{PgConnection, Row};
+
+use super::{Tx, detached, inline_sections};
+use crate::error::{PgProviderError, Result, sqlstate};
+use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
+use crate::provider::PostgresProvider;
+
+/// Candidates tried per fetch, as in the procedure.
+const MAX_CANDIDATES: usize = 16;
+
+inline_sections! {
+    /// Statements of the inline `fetch_orchestration_item`.
+    pub(crate) struct FetchSql from "fetch_orchestration_item" {
+        /// Next candidate instance and its advisory claim.
+        candidate,
+        /// Take or take over the lease.
+        lease,
+        /// Stamp the instance's visible messages.
+        batch,
+        /// Give the lease back (batch already consumed).
+        release_lease,
+        /// The instance row.
+        instance,
+        /// Latest execution of an instance without a row.
+        unknown_instance,
+        /// Drop queued events of a never-started instance.
+        drop_batch,
+        /// Put a batch back untouched.
+        put_back,
+        /// History and KV snapshot.
+        snapshot,
+    }
+}
+
+inline_sections! {
+    /// Statements of the inline `ack_orchestration_item`.
+    pub(crate) struct AckSql from "ack_orchestration_item" {
+        /// Lock and read the lease.
+        lease,
+        /// Delete the consumed messages.
+        consume,
+        /// Create or rename the instance.
+        upsert_instance,
+        /// Create the execution.
+        insert_execution,
+        /// Record the pinned duroxide version.
+        pin_version,
+        /// Advance the current execution.
+        advance_execution,
+        /// Append the history delta.
+        append_history,
+        /// Record status and output.
+        set_status,
+        /// Record the custom status.
+        set_custom_status,
+        /// KV: set one key in the delta.
+        kv_set,
+        /// KV: clear one key in the delta.
+        kv_clear,
+        /// KV: clear every key in the delta ...
+        kv_clear_all_delta,
+        /// ... and tombstone every stored key.
+        kv_clear_all_store,
+        /// KV: merge the delta into the store at the end of an execution ...
+        kv_merge_upsert,
+        /// ... drop tombstoned keys ...
+        kv_merge_delete,
+        /// ... and empty the delta.
+        kv_merge_clear,
+        /// Enqueue worker items.
+        enqueue_workers,
+        /// Delete cancelled activities.
+        cancel_activities,
+        /// Enqueue orchestrator items.
+        enqueue_orchestrator,
+        /// Release the lease.
+        release,
+    }
+}
+
+/// The procedure's loop: try up to [`MAX_CANDIDATES`] instances, claim the
+/// first that can run, return its batch, history and KV snapshot.
+pub(crate) async fn fetch(p: &PostgresProvider, params: FetchParams) -> Result<Option<FetchedRow>> {
+    if params.has_filter && params.bounds[0].is_none() {
+        return Ok(None); // a filter with no version range matches nothing
+    }
+    let p = p.clone();
+    detached(async move {
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = fetch_in(&p, tx.conn(), &params).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+async fn fetch_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    params: &FetchParams,
+) -> Result<Option<FetchedRow>> {
+    let sql = &p.sql.inline.fetch_orchestration;
+    let token = uuid::Uuid::new_v4().to_string();
+    let mut skip: Vec<String> = Vec::new();
+    for _ in 0..MAX_CANDIDATES {
+        let mut candidate = sqlx::query(&sql.candidate)
+            .bind(&skip)
+            .bind(params.has_filter);
+        for bound in params.bounds {
+            candidate = candidate.bind(bound);
+        }
+        let Some(row) = candidate.fetch_optional(&mut *conn).await? else {
+            return Ok(None);
+        };
+        let instance: String = row.try_get("instance_id")?;
+        if !row.try_get::<bool, _>("claimed")? {
+            skip.push(instance);
+            continue;
+        }
+        let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
+            .bind(&instance)
+            .bind(&token)
+            .bind(params.lock_timeout_ms)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(now) = leased else {
+            skip.push(instance); // another dispatcher holds it
+            continue;
+        };
+        let batch = sqlx::query(&sql.batch)
+            .bind(&instance)
+            .bind(&token)
+            .bind(now)
+            .bind(params.lock_timeout_ms)
+            .fetch_one(&mut *conn)
+            .await?;
+        let Some(messages) = batch.try_get::<Option<Vec<String>>, _>("messages")? else {
+            sqlx::query(&sql.release_lease)
+                .bind(&token)
+                .execute(&mut *conn)
+                .await?;
+            skip.push(instance);
+            continue;
+        };
+        let attempts: i32 = batch.try_get::<Option<i32>, _>("attempts")?.unwrap_or(0);
+        let all_queue: bool = batch
+            .try_get::<Option<bool>, _>("all_queue")?
+            .unwrap_or(false);
+        let has_start: bool = batch
+            .try_get::<Option<bool>, _>("has_start")?
+            .unwrap_or(false);
+
+        let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
+            .bind(&instance)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let (name, version, execution_id) = match &known {
+            Some((name, version, exec)) => (Some(name.clone()), Some(version.clone()), *exec),
+            None => {
+                let (exec, started): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
+                    .bind(&instance)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if !has_start && !started {
+                    let statement = if all_queue {
+                        &sql.drop_batch
+                    } else {
+                        &sql.put_back
+                    };
+                    sqlx::query(statement)
+                        .bind(&token)
+                        .execute(&mut *conn)
+                        .await?;
+                    if all_queue {
+                        return Ok(None);
+                    }
+                    skip.push(instance);
+                    continue;
+                }
+                (None, None, exec)
+            }
+        };
+
+        let snapshot = sqlx::query(&sql.snapshot)
+            .bind(&instance)
+            .bind(execution_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let row = FetchedRow {
+            lock_token: token,
+            instance_id: instance,
+            orchestration_name: name,
+            orchestration_version: version,
+            execution_id,
+            instance_known: known.is_some(),
+            attempt_count: attempts,
+            messages,
+            history: snapshot.try_get("history")?,
+            kv_keys: snapshot.try_get("kv_keys")?,
+            kv_values: snapshot.try_get("kv_values")?,
+            kv_updated_ms: snapshot.try_get("kv_updated_ms")?,
+        };
+        return Ok(Some(row));
+    }
+    Ok(None)
+}
+
+/// The procedure's steps in order, skipping those whose input is empty.
+pub(crate) async fn ack(p: &PostgresProvider, a: AckParams) -> Result<()> {
+    let p = p.clone();
+    detached(async move {
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = ack_in(&p, tx.conn(), &a).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Result<()> {
+    let sql = &p.sql.inline.ack_orchestration;
+
+    let lease: Option<(String, i64, i64)> = sqlx::query_as(&sql.lease)
+        .bind(&a.lock_token)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some((instance, until, now)) = lease else {
+        return Err(PgProviderError::rejected(
+            sqlstate::INVALID_LOCK_TOKEN,
+            "Invalid lock token",
+        ));
+    };
+    if until <= now {
+        return Err(PgProviderError::rejected(
+            sqlstate::LOCK_EXPIRED,
+            "Instance lock expired",
+        ));
+    }
+    sqlx::query(&sql.consume)
+        .bind(&a.lock_token)
+        .execute(&mut *c)
+        .await?;
+    if let (Some(name), Some(version)) = (&a.name, &a.version) {
+        sqlx::query(&sql.upsert_instance)
+            .bind(&instance)
+            .bind(name)
+            .bind(version)
+            .bind(a.execution_id)
+            .bind(&a.parent_instance)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    sqlx::query(&sql.insert_execution)
+        .bind(&instance)
+        .bind(a.execution_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    if a.pinned[0].is_some() {
+        sqlx::query(&sql.pin_version)
+            .bind(&instance)
+            .bind(a.execution_id)
+            .bind(a.pinned[0])
+            .bind(a.pinned[1])
+            .bind(a.pinned[2])
+            .execute(&mut *c)
+            .await?;
+    }
+    sqlx::query(&sql.advance_execution)
+        .bind(&instance)
+        .bind(a.execution_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    if !a.event_ids.is_empty() {
+        sqlx::query(&sql.append_history)
+            .bind(&instance)
+            .bind(a.execution_id)
+            .bind(&a.event_ids)
+            .bind(&a.event_types)
+            .bind(&a.event_data)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    if a.status.is_some() {
+        sqlx::query(&sql.set_status)
+            .bind(&instance)
+            .bind(a.execution_id)
+            .bind(&a.status)
+            .bind(&a.output)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    if a.custom_status_set {
+        sqlx::query(&sql.set_custom_status)
+            .bind(&instance)
+            .bind(&a.custom_status)
+            .execute(&mut *c)
+            .await?;
+    }
+    for i in 0..a.kv_ops.len() {
+        match a.kv_ops[i] {
+            "set" => {
+                sqlx::query(&sql.kv_set)
+                    .bind(&instance)
+                    .bind(&a.kv_keys[i])
+                    .bind(&a.kv_values[i])
+                    .bind(a.kv_updated_ms[i])
+                    .execute(&mut *c)
+                    .await?;
+            }
+            "clear" => {
+                sqlx::query(&sql.kv_clear)
+                    .bind(&instance)
+                    .bind(&a.kv_keys[i])
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            _ => {
+                for statement in [&sql.kv_clear_all_delta, &sql.kv_clear_all_store] {
+                    sqlx::query(statement)
+                        .bind(&instance)
+                        .bind(now)
+                        .execute(&mut *c)
+                        .await?;
+                }
+            }
+        }
+    }
+    if matches!(
+        a.status.as_deref(),
+        Some("Completed" | "Failed" | "ContinuedAsNew")
+    ) {
+        for statement in [
+            &sql.kv_merge_upsert,
+            &sql.kv_merge_delete,
+            &sql.kv_merge_clear,
+        ] {
+            sqlx::query(statement)
+                .bind(&instance)
+                .execute(&mut *c)
+                .await?;
+        }
+    }
+    if !a.worker_items.is_empty() {
+        sqlx::query(&sql.enqueue_workers)
+            .bind(&a.worker_items)
+            .bind(&a.worker_instances)
+            .bind(&a.worker_executions)
+            .bind(&a.worker_activities)
+            .bind(&a.worker_sessions)
+            .bind(&a.worker_tags)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    if !a.cancel_instances.is_empty() {
+        sqlx::query(&sql.cancel_activities)
+            .bind(&a.cancel_instances)
+            .bind(&a.cancel_executions)
+            .bind(&a.cancel_activities)
+            .execute(&mut *c)
+            .await?;
+    }
+    if !a.orch_instances.is_empty() {
+        sqlx::query(&sql.enqueue_orchestrator)
+            .bind(&a.orch_instances)
+            .bind(&a.orch_kinds)
+            .bind(&a.orch_items)
+            .bind(&a.orch_visible_ms)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    sqlx::query(&sql.release)
+        .bind(&a.lock_token)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}

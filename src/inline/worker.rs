@@ -1,0 +1,85 @@
+//! Inline driver of `fetch_work_item`: the procedure's loop in Rust, its
+//! statements from `inline/fetch_work_item.sql`.
+
+use sqlx::{PgConnection, Row};
+
+use super::{Tx, detached, inline_sections};
+use crate::error::Result;
+use crate::provider::PostgresProvider;
+use crate::worker_queue::FetchParams;
+
+/// Candidates tried per fetch, as in the procedure.
+const MAX_CANDIDATES: usize = 8;
+
+inline_sections! {
+    /// Statements of the inline `fetch_work_item`.
+    pub(crate) struct FetchSql from "fetch_work_item" {
+        /// Next eligible item, row-locked.
+        candidate,
+        /// Take the item's session.
+        claim_session,
+        /// Lock the item.
+        claim,
+    }
+}
+
+/// Claims the next item this worker may run: (token, work item, attempts).
+pub(crate) async fn fetch(
+    p: &PostgresProvider,
+    params: FetchParams,
+) -> Result<Option<(String, String, i32)>> {
+    let p = p.clone();
+    detached(async move {
+        let mut tx = Tx::begin(&p.pool).await?;
+        let outcome = fetch_in(&p, tx.conn(), &params).await;
+        tx.finish(outcome).await
+    })
+    .await
+}
+
+async fn fetch_in(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    params: &FetchParams,
+) -> Result<Option<(String, String, i32)>> {
+    let sql = &p.sql.inline.fetch_work;
+    let token = uuid::Uuid::new_v4().to_string();
+    let mut skip: Vec<String> = Vec::new();
+    for _ in 0..MAX_CANDIDATES {
+        let Some(row) = sqlx::query(&sql.candidate)
+            .bind(params.tag_mode)
+            .bind(&params.tags)
+            .bind(&params.owner)
+            .bind(&skip)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            break;
+        };
+        let id: i64 = row.try_get("id")?;
+        let session: Option<String> = row.try_get("session_id")?;
+        let now: i64 = row.try_get("now_ms")?;
+        if let Some(session) = session {
+            let claimed: Option<i32> = sqlx::query_scalar(&sql.claim_session)
+                .bind(&session)
+                .bind(&params.owner)
+                .bind(now)
+                .bind(params.session_lock_ms)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if claimed.is_none() {
+                skip.push(session); // another worker took the session
+                continue;
+            }
+        }
+        let claimed: (String, String, i32) = sqlx::query_as(&sql.claim)
+            .bind(id)
+            .bind(&token)
+            .bind(now)
+            .bind(params.lock_timeout_ms)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok(Some(claimed));
+    }
+    Ok(None)
+}
