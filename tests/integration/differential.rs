@@ -1,6 +1,3 @@
-// PENDING (issue 3, inline SQL): not compiled yet. Move this file back to
-// tests/integration/ and declare `mod differential;` in tests/integration/main.rs once
-// SqlMode::InlineSql is implemented; it is written against that API.
 //! Differential property test: random sequences of provider operations applied
 //! to two fresh schemas, one per SQL mode, must give the same observable
 //! results and leave the same state behind. Lock tokens and timestamps may
@@ -9,8 +6,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use duroxide::providers::{ExecutionMetadata, Provider, ProviderAdmin, TagFilter, WorkItem};
 use duroxide::Event;
+use duroxide::providers::{ExecutionMetadata, Provider, ProviderAdmin, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use proptest::prelude::*;
 
@@ -27,14 +24,33 @@ enum Op {
     EnqueueEvent(usize),
     EnqueueLater(usize),
     FetchOrchestration,
-    AckOrchestration { token: usize, events: u8, activities: u8, complete: bool },
-    AbandonOrchestration { token: usize, delayed: bool, ignore_attempt: bool },
+    AckOrchestration {
+        token: usize,
+        events: u8,
+        activities: u8,
+        complete: bool,
+    },
+    AbandonOrchestration {
+        token: usize,
+        delayed: bool,
+        ignore_attempt: bool,
+    },
     RenewOrchestration(usize),
     FetchWork,
-    AckWork { token: usize, completion: bool },
-    AbandonWork { token: usize, delayed: bool, ignore_attempt: bool },
+    AckWork {
+        token: usize,
+        completion: bool,
+    },
+    AbandonWork {
+        token: usize,
+        delayed: bool,
+        ignore_attempt: bool,
+    },
     RenewWork(usize),
-    DeleteInstance { instance: usize, force: bool },
+    DeleteInstance {
+        instance: usize,
+        force: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,17 +60,35 @@ fn op() -> impl Strategy<Value = Op> {
         (0..3usize).prop_map(Op::EnqueueLater),
         Just(Op::FetchOrchestration),
         Just(Op::FetchOrchestration),
-        (0..3usize, 0..3u8, 0..3u8, any::<bool>())
-            .prop_map(|(token, events, activities, complete)| Op::AckOrchestration { token, events, activities, complete }),
-        (0..3usize, any::<bool>(), any::<bool>())
-            .prop_map(|(token, delayed, ignore_attempt)| Op::AbandonOrchestration { token, delayed, ignore_attempt }),
+        (0..3usize, 0..3u8, 0..3u8, any::<bool>()).prop_map(
+            |(token, events, activities, complete)| Op::AckOrchestration {
+                token,
+                events,
+                activities,
+                complete
+            }
+        ),
+        (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(token, delayed, ignore_attempt)| {
+            Op::AbandonOrchestration {
+                token,
+                delayed,
+                ignore_attempt,
+            }
+        }),
         (0..3usize).prop_map(Op::RenewOrchestration),
         Just(Op::FetchWork),
-        (0..3usize, any::<bool>()).prop_map(|(token, completion)| Op::AckWork { token, completion }),
-        (0..3usize, any::<bool>(), any::<bool>())
-            .prop_map(|(token, delayed, ignore_attempt)| Op::AbandonWork { token, delayed, ignore_attempt }),
+        (0..3usize, any::<bool>())
+            .prop_map(|(token, completion)| Op::AckWork { token, completion }),
+        (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(token, delayed, ignore_attempt)| {
+            Op::AbandonWork {
+                token,
+                delayed,
+                ignore_attempt,
+            }
+        }),
         (0..3usize).prop_map(Op::RenewWork),
-        (0..3usize, any::<bool>()).prop_map(|(instance, force)| Op::DeleteInstance { instance, force }),
+        (0..3usize, any::<bool>())
+            .prop_map(|(instance, force)| Op::DeleteInstance { instance, force }),
     ]
 }
 
@@ -96,28 +130,38 @@ async fn apply(side: &mut Side, op: &Op) -> String {
             p.enqueue_for_orchestrator(start(INSTANCES[*i]), Some(Duration::from_secs(3600)))
                 .await,
         ),
-        Op::FetchOrchestration => match p.fetch_orchestration_item(LOCK, Duration::ZERO, None).await {
-            Ok(Some((item, token, attempts))) => {
-                let described = format!(
-                    "item({}, exec {}, {} msgs {:?}, {} events, attempts {attempts})",
-                    item.instance,
-                    item.execution_id,
-                    item.messages.len(),
-                    item.messages,
-                    item.history.len()
-                );
-                side.orchestration_tokens.push((token, item.instance, item.history.len()));
-                described
+        Op::FetchOrchestration => {
+            match p.fetch_orchestration_item(LOCK, Duration::ZERO, None).await {
+                Ok(Some((item, token, attempts))) => {
+                    let described = format!(
+                        "item({}, exec {}, {} msgs {:?}, {} events, attempts {attempts})",
+                        item.instance,
+                        item.execution_id,
+                        item.messages.len(),
+                        item.messages,
+                        item.history.len()
+                    );
+                    side.orchestration_tokens
+                        .push((token, item.instance, item.history.len()));
+                    described
+                }
+                Ok(None) => "none".to_string(),
+                Err(e) => format!("err(retryable={})", e.is_retryable()),
             }
-            Ok(None) => "none".to_string(),
-            Err(e) => format!("err(retryable={})", e.is_retryable()),
-        },
-        Op::AckOrchestration { token, events, activities, complete } => {
+        }
+        Op::AckOrchestration {
+            token,
+            events,
+            activities,
+            complete,
+        } => {
             let Some((token, instance, len)) = pick(&mut side.orchestration_tokens, *token) else {
                 return "no token".to_string();
             };
             let first = len as u64 + 1;
-            let history: Vec<Event> = (first..first + u64::from(*events)).map(|id| history_event(&instance, id)).collect();
+            let history: Vec<Event> = (first..first + u64::from(*events))
+                .map(|id| history_event(&instance, id))
+                .collect();
             let work: Vec<WorkItem> = (0..u64::from(*activities))
                 .map(|n| WorkItem::ActivityExecute {
                     instance: instance.clone(),
@@ -136,20 +180,33 @@ async fn apply(side: &mut Side, op: &Op) -> String {
                 output: complete.then(|| "done".to_string()),
                 ..Default::default()
             };
-            shown(p.ack_orchestration_item(&token, 1, history, work, vec![], metadata, vec![]).await)
+            shown(
+                p.ack_orchestration_item(&token, 1, history, work, vec![], metadata, vec![])
+                    .await,
+            )
         }
-        Op::AbandonOrchestration { token, delayed, ignore_attempt } => {
+        Op::AbandonOrchestration {
+            token,
+            delayed,
+            ignore_attempt,
+        } => {
             let Some((token, _, _)) = pick(&mut side.orchestration_tokens, *token) else {
                 return "no token".to_string();
             };
             let delay = delayed.then_some(Duration::from_secs(3600));
-            shown(p.abandon_orchestration_item(&token, delay, *ignore_attempt).await)
+            shown(
+                p.abandon_orchestration_item(&token, delay, *ignore_attempt)
+                    .await,
+            )
         }
         Op::RenewOrchestration(t) => match side.orchestration_tokens.get(*t) {
             Some((token, _, _)) => shown(p.renew_orchestration_item_lock(token, LOCK).await),
             None => "no token".to_string(),
         },
-        Op::FetchWork => match p.fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly).await {
+        Op::FetchWork => match p
+            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
+            .await
+        {
             Ok(Some((item, token, attempts))) => {
                 let described = format!("work({item:?}, attempts {attempts})");
                 side.work_tokens.push((token, item));
@@ -163,14 +220,29 @@ async fn apply(side: &mut Side, op: &Op) -> String {
                 return "no token".to_string();
             };
             let completion = match (completion, item) {
-                (true, WorkItem::ActivityExecute { instance, execution_id, id, .. }) => {
-                    Some(WorkItem::ActivityCompleted { instance, execution_id, id, result: "r".to_string() })
-                }
+                (
+                    true,
+                    WorkItem::ActivityExecute {
+                        instance,
+                        execution_id,
+                        id,
+                        ..
+                    },
+                ) => Some(WorkItem::ActivityCompleted {
+                    instance,
+                    execution_id,
+                    id,
+                    result: "r".to_string(),
+                }),
                 _ => None,
             };
             shown(p.ack_work_item(&token, completion).await)
         }
-        Op::AbandonWork { token, delayed, ignore_attempt } => {
+        Op::AbandonWork {
+            token,
+            delayed,
+            ignore_attempt,
+        } => {
             let Some((token, _)) = pick(&mut side.work_tokens, *token) else {
                 return "no token".to_string();
             };
@@ -203,21 +275,26 @@ async fn snapshot(p: &PostgresProvider) -> String {
          completed_at_ms IS NULL FROM {{schema}}.executions ORDER BY 1, 2",
         "SELECT instance_id, execution_id, event_id, event_type, event_data FROM {{schema}}.history ORDER BY 1, 2, 3",
         "SELECT instance_id, item_kind, work_item, lock_token IS NULL, attempt_count, \
-         visible_at_ms > {{schema}}._now_ms() + 60000 FROM {{schema}}.orchestrator_queue ORDER BY id",
+         visible_at_ms > {{now_ms}} + 60000 FROM {{schema}}.orchestrator_queue ORDER BY id",
         "SELECT instance_id FROM {{schema}}.instance_locks ORDER BY 1",
         "SELECT work_item, lock_token IS NULL, attempt_count, instance_id, execution_id, activity_id, session_id, tag, \
-         visible_at_ms > {{schema}}._now_ms() + 60000 FROM {{schema}}.worker_queue ORDER BY id",
+         visible_at_ms > {{now_ms}} + 60000 FROM {{schema}}.worker_queue ORDER BY id",
         "SELECT instance_id, key, value FROM {{schema}}.kv_store ORDER BY 1, 2",
         "SELECT instance_id, key, value FROM {{schema}}.kv_delta ORDER BY 1, 2",
     ];
     let mut out = String::new();
     for query in queries {
-        let sql = query.replace("{{schema}}", p.schema().quoted());
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!("SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"))
-            .fetch_one(p.pool())
-            .await
-            .map(|v: serde_json::Value| v.as_array().cloned().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("snapshot {query}: {e}"));
+        let sql = query.replace("{{schema}}", p.schema().quoted()).replace(
+            "{{now_ms}}",
+            "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        );
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+            "SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"
+        ))
+        .fetch_one(p.pool())
+        .await
+        .map(|v: serde_json::Value| v.as_array().cloned().unwrap_or_default())
+        .unwrap_or_else(|e| vec![serde_json::Value::String(format!("snapshot {query}: {e}"))]);
         let _ = writeln!(out, "{rows:?}");
     }
     out
@@ -225,28 +302,48 @@ async fn snapshot(p: &PostgresProvider) -> String {
 
 async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let pool = pool(6).await;
-    let names = [fresh_schema_name("diff_proc"), fresh_schema_name("diff_inline")];
+    let names = [
+        fresh_schema_name("diff_proc"),
+        fresh_schema_name("diff_inline"),
+    ];
     let mut sides = Vec::new();
-    for (name, mode) in names.iter().zip([SqlMode::StoredProcedures, SqlMode::InlineSql]) {
-        let options = PostgresOptions::default().schema(name.clone()).sql_mode(mode);
+    for (name, mode) in names
+        .iter()
+        .zip([SqlMode::StoredProcedures, SqlMode::InlineSql])
+    {
+        let options = PostgresOptions::default()
+            .schema(name.clone())
+            .sql_mode(mode);
         let provider = PostgresProvider::from_pool_with(pool.clone(), options)
             .await
             .unwrap_or_else(|e| panic!("provider {name}: {e}"));
-        sides.push(Side { provider, orchestration_tokens: vec![], work_tokens: vec![] });
+        sides.push(Side {
+            provider,
+            orchestration_tokens: vec![],
+            work_tokens: vec![],
+        });
     }
     let mut outcome = Ok(());
     let mut trace = String::new();
     for (step, op) in ops.iter().enumerate() {
         let a = apply(&mut sides[0], op).await;
         let b = apply(&mut sides[1], op).await;
-        let _ = writeln!(trace, "{step:>3}: {op:?}\n       procedures: {a}\n       inline:     {b}");
+        let _ = writeln!(
+            trace,
+            "{step:>3}: {op:?}\n       procedures: {a}\n       inline:     {b}"
+        );
         if a != b {
-            outcome = Err(TestCaseError::fail(format!("step {step} differs:\n{trace}")));
+            outcome = Err(TestCaseError::fail(format!(
+                "step {step} differs:\n{trace}"
+            )));
             break;
         }
     }
     if outcome.is_ok() {
-        let (a, b) = (snapshot(&sides[0].provider).await, snapshot(&sides[1].provider).await);
+        let (a, b) = (
+            snapshot(&sides[0].provider).await,
+            snapshot(&sides[1].provider).await,
+        );
         if a != b {
             outcome = Err(TestCaseError::fail(format!(
                 "final state differs after:\n{trace}\nprocedures:\n{a}\ninline:\n{b}"

@@ -125,13 +125,13 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
 
         // A procedure whose recorded checksum differs (as after an upgrade) ...
         sqlx::query(&schema.sql(
-            "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = '_now_ms'",
+            "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
         ))
         .execute(&schema.pool)
         .await
         .expect("stale checksum");
         // ... and one dropped by hand.
-        sqlx::query(&schema.sql("DROP FUNCTION {{schema}}._now_ms()"))
+        sqlx::query(&schema.sql("DROP FUNCTION {{schema}}.get_kv_value(text, text)"))
             .execute(&schema.pool)
             .await
             .expect("drop function");
@@ -140,11 +140,13 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
 
         let again = schema.provider().await;
         assert!(again.health().await.is_ready());
-        let now: i64 = sqlx::query_scalar(&schema.sql("SELECT {{schema}}._now_ms()"))
-            .fetch_one(&schema.pool)
-            .await
-            .expect("reinstalled function answers");
-        assert!(now > 1_600_000_000_000);
+        let rows: i64 = sqlx::query_scalar(&schema.sql(
+            "SELECT count(*) FROM {{schema}}.get_kv_value('nobody', 'k')",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("reinstalled function answers");
+        assert_eq!(rows, 0);
     })
     .await;
 }

@@ -1,24 +1,25 @@
-// PENDING (issue 3, inline SQL): not compiled yet. Move this file back to
-// tests/integration/ and declare `mod modes;` in tests/integration/main.rs once
-// SqlMode::InlineSql is implemented; it is written against that API.
 //! SQL modes: the mode in force is visible, inline mode needs no procedures,
 //! and runtimes in different modes can share one schema.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use duroxide::providers::Provider;
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
-use duroxide::providers::Provider;
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
-use crate::support::{with_schema, TestSchema};
+use crate::support::{TestSchema, with_schema};
 
 async fn provider(schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
     PostgresProvider::from_pool_with(
         schema.pool.clone(),
-        PostgresOptions::default().schema(schema.name.clone()).sql_mode(mode),
+        PostgresOptions::default()
+            .schema(schema.name.clone())
+            .sql_mode(mode),
     )
     .await
     .unwrap_or_else(|e| panic!("{mode} provider: {e}"))
@@ -78,27 +79,37 @@ async fn run_workload(providers: &[Arc<PostgresProvider>], prefix: &str, count: 
     let mut runtimes = Vec::new();
     for p in providers {
         let activities = ActivityRegistry::builder()
-            .register("Double", |_ctx: ActivityContext, input: String| async move {
-                let n: u64 = input.parse().map_err(|e| format!("{e}"))?;
-                Ok((n * 2).to_string())
-            })
+            .register(
+                "Double",
+                |_ctx: ActivityContext, input: String| async move {
+                    let n: u64 = input.parse().map_err(|e| format!("{e}"))?;
+                    Ok((n * 2).to_string())
+                },
+            )
             .build();
         let orchestrations = OrchestrationRegistry::builder()
-            .register("SumOfDoubles", |ctx: OrchestrationContext, input: String| async move {
-                let n: u64 = input.parse().map_err(|e| format!("{e}"))?;
-                let tasks = (1..=n).map(|i| ctx.schedule_activity("Double", i.to_string())).collect();
-                let mut total = 0u64;
-                for r in ctx.join(tasks).await {
-                    total += r?.parse::<u64>().map_err(|e| format!("{e}"))?;
-                }
-                Ok(total.to_string())
-            })
+            .register(
+                "SumOfDoubles",
+                |ctx: OrchestrationContext, input: String| async move {
+                    let n: u64 = input.parse().map_err(|e| format!("{e}"))?;
+                    let tasks = (1..=n)
+                        .map(|i| ctx.schedule_activity("Double", i.to_string()))
+                        .collect();
+                    let mut total = 0u64;
+                    for r in ctx.join(tasks).await {
+                        total += r?.parse::<u64>().map_err(|e| format!("{e}"))?;
+                    }
+                    Ok(total.to_string())
+                },
+            )
             .build();
         let options = RuntimeOptions {
             dispatcher_min_poll_interval: Duration::from_millis(10),
             ..Default::default()
         };
-        runtimes.push(Runtime::start_with_options(p.clone(), activities, orchestrations, options).await);
+        runtimes.push(
+            Runtime::start_with_options(p.clone(), activities, orchestrations, options).await,
+        );
     }
     let client = Client::new(providers[0].clone());
     for i in 0..count {

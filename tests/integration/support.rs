@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use duroxide::provider_validation::ProviderFactory;
 use duroxide::providers::Provider;
-use duroxide_postgres::{PostgresProvider, ThrowawayPostgres};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode, ThrowawayPostgres};
 use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -73,16 +73,28 @@ pub struct TestSchema {
 }
 
 impl TestSchema {
-    /// A provider on this schema (migrating it on first use).
+    /// A stored-procedure provider on this schema (migrating it on first use).
     pub async fn provider(&self) -> PostgresProvider {
-        PostgresProvider::from_pool(self.pool.clone(), &self.name)
+        self.provider_in(SqlMode::StoredProcedures).await
+    }
+
+    /// A provider in `mode` on this schema (migrating it on first use; inline
+    /// mode creates the tables only, so no procedure exists to fall back on).
+    pub async fn provider_in(&self, mode: SqlMode) -> PostgresProvider {
+        let options = PostgresOptions::default().schema(&self.name).sql_mode(mode);
+        PostgresProvider::from_pool_with(self.pool.clone(), options)
             .await
-            .unwrap_or_else(|e| panic!("provider on {}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", self.name))
     }
 
     /// `{{schema}}` in `template` replaced by the quoted schema.
     pub fn sql(&self, template: &str) -> String {
-        template.replace("{{schema}}", &format!("\"{}\"", self.name))
+        template
+            .replace("{{schema}}", &format!("\"{}\"", self.name))
+            .replace(
+                "{{now_ms}}",
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            )
     }
 }
 
@@ -116,6 +128,8 @@ where
 pub struct PgFactory {
     /// The test's schema (pool and first schema name).
     pub schema: TestSchema,
+    /// The SQL mode of every provider this factory creates.
+    pub mode: SqlMode,
     /// Every schema handed out so far, the latest last.
     handed_out: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -157,7 +171,7 @@ impl ProviderFactory for PgFactory {
             pool: self.schema.pool.clone(),
             name,
         };
-        Arc::new(schema.provider().await)
+        Arc::new(schema.provider_in(self.mode).await)
     }
 
     fn lock_timeout(&self) -> Duration {
@@ -194,7 +208,7 @@ impl ProviderFactory for PgFactory {
 
 /// Runs one conformance-suite test in a fresh schema (plus any extra schemas
 /// the factory hands out), all dropped afterwards.
-pub async fn run_suite_test<F, Fut>(name: &str, test: F)
+pub async fn run_suite_test<F, Fut>(name: &str, mode: SqlMode, test: F)
 where
     F: FnOnce(PgFactory) -> Fut,
     Fut: Future<Output = ()>,
@@ -204,6 +218,7 @@ where
         let handed_out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let factory = PgFactory {
             schema,
+            mode,
             handed_out: handed_out.clone(),
         };
         let outcome = AssertUnwindSafe(test(factory)).catch_unwind().await;

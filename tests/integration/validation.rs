@@ -1,11 +1,14 @@
-//! duroxide's own provider conformance suite, every exported function, each
-//! in a fresh schema; plus a test that counts them against duroxide's source
-//! so none is silently skipped.
+//! duroxide's own provider conformance suite, every exported function, in
+//! both SQL modes, each in a fresh schema (inline mode's schemas never get
+//! the stored procedures, so an inline path that called one would fail);
+//! plus a test that counts them against duroxide's source so none is
+//! silently skipped.
 
 use std::collections::BTreeSet;
 
 use crate::support::{PgFactory, run_suite_test};
 use duroxide::provider_validation::ProviderFactory;
+use duroxide_postgres::SqlMode;
 
 /// duroxide version whose suite this file enumerates.
 const DUROXIDE_VERSION: &str = "0.1.32";
@@ -24,28 +27,46 @@ const EXCLUDED: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Generates one `#[tokio::test]` per suite function taking a factory, and
+/// Generates, for each SQL mode, one `#[tokio::test]` per suite function
+/// taking a factory (`procedures::module::test`, `inline::module::test`), and
 /// the list of what it generated.
 macro_rules! factory_suite {
     ($($module:ident: [$($test:ident),* $(,)?],)*) => {
+        mod procedures {
+            factory_suite!(@mode StoredProcedures; $($module: [$($test),*],)*);
+        }
+        mod inline {
+            factory_suite!(@mode InlineSql; $($module: [$($test),*],)*);
+        }
+
+        /// (module, function) of every factory-style suite test, each
+        /// generated once per mode in `SUITE_MODES`.
+        const FACTORY_TESTS: &[(&str, &str)] = &[$($((stringify!($module), stringify!($test)),)*)*];
+    };
+    (@mode $mode:ident; $($module:ident: [$($test:ident),*],)*) => {
         $(
             mod $module {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $test() {
-                        super::run_suite_test(stringify!($test), |factory: super::PgFactory| async move {
-                            duroxide::provider_validation::$module::$test(&factory).await;
-                        })
+                        crate::support::run_suite_test(
+                            stringify!($test),
+                            duroxide_postgres::SqlMode::$mode,
+                            |factory: crate::support::PgFactory| async move {
+                                duroxide::provider_validation::$module::$test(&factory).await;
+                            },
+                        )
                         .await;
                     }
                 )*
             }
         )*
-
-        /// (module, function) of every factory-style suite test generated above.
-        const FACTORY_TESTS: &[(&str, &str)] = &[$($((stringify!($module), stringify!($test)),)*)*];
     };
 }
+
+/// The SQL modes every suite function runs in: the `mod` names the macros
+/// generate, so a mode cannot be added here without its tests.
+const SUITE_MODES: &[SqlMode] = &[SqlMode::StoredProcedures, SqlMode::InlineSql];
 
 factory_suite! {
     atomicity: [test_atomicity_failure_rollback, test_multi_operation_atomic_ack, test_lock_released_only_on_successful_ack, test_concurrent_ack_prevention],
@@ -80,68 +101,81 @@ const SPECIAL_TESTS: &[(&str, &str)] = &[
     ("long_polling", "test_fetch_respects_timeout_upper_bound"),
 ];
 
-mod special {
-    use super::*;
+/// The suite functions with other signatures, once per mode.
+macro_rules! special_suite {
+    ($($mode_mod:ident: $mode:ident,)*) => {
+        $(
+            mod $mode_mod {
+                use super::*;
+                const MODE: SqlMode = SqlMode::$mode;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn continue_as_new_transition_delivery_legacy_stamp() {
-        run_suite_test("can_delivery_legacy", |factory: PgFactory| async move {
-            duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
-                &factory, "0.1.30",
-            )
-            .await;
-        })
-        .await;
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn continue_as_new_transition_delivery_legacy_stamp() {
+                    run_suite_test("can_delivery_legacy", MODE, |factory: PgFactory| async move {
+                        duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
+                            &factory, "0.1.30",
+                        )
+                        .await;
+                    })
+                    .await;
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn continue_as_new_transition_delivery_new_stamp() {
-        run_suite_test("can_delivery_new", |factory: PgFactory| async move {
-            duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
-                &factory, "0.1.31",
-            )
-            .await;
-        })
-        .await;
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn continue_as_new_transition_delivery_new_stamp() {
+                    run_suite_test("can_delivery_new", MODE, |factory: PgFactory| async move {
+                        duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
+                            &factory, "0.1.31",
+                        )
+                        .await;
+                    })
+                    .await;
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn short_poll_returns_immediately() {
-        run_suite_test("short_poll", |factory: PgFactory| async move {
-            let provider = factory.create_provider().await;
-            duroxide::provider_validation::long_polling::test_short_poll_returns_immediately(
-                &*provider,
-                factory.short_poll_threshold(),
-            )
-            .await;
-        })
-        .await;
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn short_poll_returns_immediately() {
+                    run_suite_test("short_poll", MODE, |factory: PgFactory| async move {
+                        let provider = factory.create_provider().await;
+                        duroxide::provider_validation::long_polling::test_short_poll_returns_immediately(
+                            &*provider,
+                            factory.short_poll_threshold(),
+                        )
+                        .await;
+                    })
+                    .await;
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn short_poll_work_item_returns_immediately() {
-        run_suite_test("short_poll_work", |factory: PgFactory| async move {
-            let provider = factory.create_provider().await;
-            duroxide::provider_validation::long_polling::test_short_poll_work_item_returns_immediately(
-                &*provider,
-                factory.short_poll_threshold(),
-            )
-            .await;
-        })
-        .await;
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn short_poll_work_item_returns_immediately() {
+                    run_suite_test("short_poll_work", MODE, |factory: PgFactory| async move {
+                        let provider = factory.create_provider().await;
+                        duroxide::provider_validation::long_polling::test_short_poll_work_item_returns_immediately(
+                            &*provider,
+                            factory.short_poll_threshold(),
+                        )
+                        .await;
+                    })
+                    .await;
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fetch_respects_timeout_upper_bound() {
-        run_suite_test("poll_upper_bound", |factory: PgFactory| async move {
-            let provider = factory.create_provider().await;
-            duroxide::provider_validation::long_polling::test_fetch_respects_timeout_upper_bound(
-                &*provider,
-            )
-            .await;
-        })
-        .await;
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn fetch_respects_timeout_upper_bound() {
+                    run_suite_test("poll_upper_bound", MODE, |factory: PgFactory| async move {
+                        let provider = factory.create_provider().await;
+                        duroxide::provider_validation::long_polling::test_fetch_respects_timeout_upper_bound(
+                            &*provider,
+                        )
+                        .await;
+                    })
+                    .await;
+                }
+            }
+        )*
+    };
+}
+
+special_suite! {
+    special_procedures: StoredProcedures,
+    special_inline: InlineSql,
 }
 
 /// Every `pub async fn` in duroxide's `src/provider_validation/*.rs`, read
@@ -230,4 +264,37 @@ fn every_suite_function_runs_or_is_excluded_with_a_reason() {
         FACTORY_TESTS.len() + SPECIAL_TESTS.len(),
         233 - EXCLUDED.len()
     );
+    assert_eq!(SUITE_MODES.len(), 2, "both SQL modes run the suite");
+
+    // And the tests really exist in this binary, once per mode: ask the
+    // test harness itself for its list.
+    let listing = std::process::Command::new(
+        std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}")),
+    )
+    .args(["--list", "--format", "terse"])
+    .output()
+    .unwrap_or_else(|e| panic!("listing tests: {e}"));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for prefix in ["procedures", "inline"] {
+        let generated = listing
+            .lines()
+            .filter(|l| l.starts_with(&format!("validation::{prefix}::")))
+            .count();
+        let special = listing
+            .lines()
+            .filter(|l| l.starts_with(&format!("validation::special_{prefix}::")))
+            .count();
+        assert_eq!(
+            generated,
+            FACTORY_TESTS.len(),
+            "{prefix}: factory suite tests"
+        );
+        assert_eq!(special, 5, "{prefix}: special suite tests");
+        for (module, name) in FACTORY_TESTS {
+            assert!(
+                listing.contains(&format!("validation::{prefix}::{module}::{name}: test")),
+                "{prefix}::{module}::{name} not in the test binary"
+            );
+        }
+    }
 }
