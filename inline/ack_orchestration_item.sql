@@ -133,5 +133,13 @@ SELECT u.instance_id, u.item_kind, u.work_item, coalesce(u.visible_at_ms, $5::bi
  ORDER BY u.n;
 
 -- name: release
--- $1 token.
-DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
+-- Release the lease and wake waiters at commit: orchestrators for new
+-- messages or for messages that arrived while the instance was leased,
+-- workers for new activities. $1 token, $2 instance, $3 orchestrator items
+-- enqueued, $4 worker items enqueued.
+WITH released AS (DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text)
+SELECT (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator')
+                               WHERE $3::boolean
+                                  OR EXISTS (SELECT 1 FROM {{schema}}.orchestrator_queue q
+                                              WHERE q.instance_id = $2::text)) o)
+     + (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'worker') WHERE $4::boolean) w);

@@ -3,6 +3,7 @@
 -- Returns false for an unknown token (the caller reports DX001). The messages become fetchable again, after p_delay_ms
 -- when given; with p_ignore_attempt their attempt counts are decremented
 -- (never below zero) so the abandoned fetch does not count toward poisoning.
+-- Orchestrator waiters are woken at commit (to fetch, or to re-time their wait).
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item(
     p_lock_token     text,
     p_delay_ms       bigint,
@@ -27,6 +28,7 @@ BEGIN
           FROM released r
          WHERE q.lock_token = p_lock_token AND q.instance_id = r.instance_id
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM released);
+    SELECT EXISTS (SELECT 1 FROM released)
+      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator') FROM released) x) notified;
 END
 $$;

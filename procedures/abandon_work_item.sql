@@ -1,7 +1,7 @@
 -- abandon_work_item: release an activity's lock without completing it,
 -- visible again at now + p_delay_ms (now when NULL); with p_ignore_attempt the
 -- attempt count is decremented (never below zero). Returns false for an
--- unknown token (the caller reports DX001).
+-- unknown token (the caller reports DX001). Worker waiters are woken at commit.
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_work_item(
     p_lock_token     text,
     p_delay_ms       bigint,
@@ -20,6 +20,7 @@ BEGIN
                attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END
          WHERE q.lock_token = p_lock_token
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM released);
+    SELECT EXISTS (SELECT 1 FROM released)
+      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'worker') FROM released) x) notified;
 END
 $$;

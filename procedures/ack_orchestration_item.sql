@@ -167,5 +167,13 @@ BEGIN
      ORDER BY u.n;
 
     DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = p_lock_token;
+
+    -- Wake waiters at commit: orchestrators for new messages or for messages
+    -- that arrived while the instance was leased, workers for new activities.
+    PERFORM pg_notify('{{channel}}', 'orchestrator')
+      WHERE coalesce(array_length(p_orch_items, 1), 0) > 0
+         OR EXISTS (SELECT 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = v_instance);
+    PERFORM pg_notify('{{channel}}', 'worker')
+      WHERE coalesce(array_length(p_worker_items, 1), 0) > 0;
 END
 $$;

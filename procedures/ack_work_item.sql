@@ -2,7 +2,8 @@
 -- completion for the orchestration, atomically. A token whose lock is gone
 -- (cancelled, stolen, or expired) returns false and nothing changes (the
 -- caller reports DX001). The item's
--- session, if any, records the activity.
+-- session, if any, records the activity. An enqueued completion wakes the
+-- schema's orchestrator waiters at commit.
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item(
     p_lock_token    text,
     p_instance_id   text,
@@ -32,6 +33,8 @@ BEGIN
           FROM done d
          WHERE p_work_item IS NOT NULL
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM done);
+    SELECT EXISTS (SELECT 1 FROM done)
+      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator')
+                                    FROM done WHERE p_work_item IS NOT NULL) x) notified;
 END
 $$;

@@ -1,4 +1,5 @@
--- enqueue_work_item: add one activity execution to the worker queue, visible now.
+-- enqueue_work_item: add one activity execution to the worker queue, visible
+-- now, and wake the schema's worker waiters at commit.
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
     p_work_item    text,
     p_instance_id  text,
@@ -10,8 +11,11 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO {{schema}}.worker_queue
-           (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
-    SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
-      FROM (SELECT {{now_ms}} AS now_ms) n
+    WITH queued AS (
+        INSERT INTO {{schema}}.worker_queue
+               (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
+        SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
+          FROM (SELECT {{now_ms}} AS now_ms) n
+        RETURNING 1)
+    SELECT pg_notify('{{channel}}', 'worker')
 $$;

@@ -25,10 +25,9 @@ pub enum SqlMode {
     StoredProcedures,
     /// The same logic as statements sent from the client, needing no
     /// procedures in the database (for roles that may not create functions,
-    /// or to roll back a procedure release without a rebuild).
-    ///
-    /// Not available yet: a provider built in this mode refuses to start with
-    /// a clear error rather than depend on procedures it promised not to need.
+    /// or to roll back a procedure release without a rebuild). Single-statement
+    /// procedures are sent as their own body; the others run as a short
+    /// transaction of the statements in `inline/NAME.sql`.
     InlineSql,
 }
 
@@ -115,6 +114,14 @@ pub struct PostgresOptions {
     pub migration_mode: MigrationMode,
     /// Stored procedures (default) or inline SQL; [`SqlMode::ENV_VAR`] overrides it.
     pub sql_mode: SqlMode,
+    /// Long polling with `LISTEN`/`NOTIFY` (default on): an empty fetch with a
+    /// non-zero `poll_timeout` waits for committed work, the next due item or
+    /// the timeout. Off: every fetch returns at once (short polling), for
+    /// poolers in transaction mode (PgBouncer) or servers without `LISTEN`.
+    pub notifications: bool,
+    /// While the listening connection is down, how often waiting fetches
+    /// poll instead (default 250 ms).
+    pub fallback_poll_interval: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -128,6 +135,8 @@ impl Default for PostgresOptions {
             statement_timeout: None,
             migration_mode: MigrationMode::Apply,
             sql_mode: SqlMode::StoredProcedures,
+            notifications: true,
+            fallback_poll_interval: Duration::from_millis(250),
         }
     }
 }
@@ -172,6 +181,18 @@ impl PostgresOptions {
     /// Chooses stored procedures or inline SQL (the environment can override it).
     pub fn sql_mode(mut self, mode: SqlMode) -> Self {
         self.sql_mode = mode;
+        self
+    }
+
+    /// Turns `LISTEN`/`NOTIFY` long polling on (default) or off.
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
+        self
+    }
+
+    /// Sets how often waiting fetches poll while the listener is reconnecting.
+    pub fn fallback_poll_interval(mut self, interval: Duration) -> Self {
+        self.fallback_poll_interval = interval;
         self
     }
 

@@ -42,6 +42,7 @@ mod error;
 mod history;
 mod inline;
 pub mod migrate;
+mod notify;
 mod orchestration_queue;
 mod provider;
 mod schema;
@@ -51,6 +52,7 @@ mod worker_queue;
 
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PgProviderError, Result, sqlstate};
+pub use notify::NotificationStats;
 pub use provider::{HealthReport, PostgresProvider};
 pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};
 pub use throwaway::ThrowawayPostgres;

@@ -18,6 +18,7 @@ use crate::codec::{self, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
+use crate::notify::Queue;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -35,6 +36,8 @@ statements! {
         renew = "SELECT {{schema}}.renew_orchestration_item_lock($1, $2)",
         /// Enqueue one message.
         enqueue = "SELECT {{schema}}.enqueue_orchestrator_item($1, $2, $3, $4)",
+        /// Milliseconds until the next delayed message or lease expiry.
+        next_due = "SELECT {{schema}}.next_orchestration_due()",
     }
 }
 
@@ -88,10 +91,12 @@ fn filter_params(filter: Option<&DispatcherCapabilityFilter>) -> Result<(bool, [
 }
 
 /// Claims the next ready instance (see `procedures/fetch_orchestration_item.sql`).
+/// With a non-zero `poll_timeout` and notifications on, an empty queue is
+/// waited on (see [`crate::notify`]).
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     lock_timeout: Duration,
-    _poll_timeout: Duration,
+    poll_timeout: Duration,
     filter: Option<&DispatcherCapabilityFilter>,
 ) -> Result<Option<(OrchestrationItem, String, u32)>> {
     let (has_filter, bounds) = filter_params(filter)?;
@@ -100,6 +105,33 @@ pub(crate) async fn fetch(
         has_filter,
         bounds,
     };
+    match &p.long_poll {
+        Some(long_poll) if !poll_timeout.is_zero() => {
+            long_poll
+                .fetch(
+                    Queue::Orchestrator,
+                    poll_timeout,
+                    || fetch_once(p, params),
+                    || next_due(p),
+                )
+                .await
+        }
+        _ => fetch_once(p, params).await,
+    }
+}
+
+/// Milliseconds until a delayed message or a lease may make work fetchable.
+async fn next_due(p: &PostgresProvider) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(&p.sql.orchestration.next_due)
+        .fetch_one(&p.pool)
+        .await?)
+}
+
+/// One claim attempt.
+async fn fetch_once(
+    p: &PostgresProvider,
+    params: FetchParams,
+) -> Result<Option<(OrchestrationItem, String, u32)>> {
     let row = match p.mode {
         SqlMode::StoredProcedures => {
             let mut query = sqlx::query_as::<_, FetchedRow>(&p.sql.orchestration.fetch)

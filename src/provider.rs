@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
+use crate::notify::{LongPoll, NotificationStats};
 use crate::schema::SchemaName;
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
@@ -35,6 +36,8 @@ pub struct PostgresProvider {
     pub(crate) schema: SchemaName,
     pub(crate) sql: Arc<Statements>,
     pub(crate) mode: SqlMode,
+    /// Long polling, unless notifications are off.
+    pub(crate) long_poll: Option<LongPoll>,
     name: Arc<str>,
 }
 
@@ -131,12 +134,21 @@ impl PostgresProvider {
         }
         let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
-        tracing::info!(schema = %schema, sql_mode = %mode, "duroxide-postgres provider ready");
+        let long_poll = options
+            .notifications
+            .then(|| LongPoll::new(&pool, schema.as_str(), options.fallback_poll_interval));
+        tracing::info!(
+            schema = %schema,
+            sql_mode = %mode,
+            notifications = options.notifications,
+            "duroxide-postgres provider ready"
+        );
         Ok(Self {
             pool,
             schema,
             sql,
             mode,
+            long_poll,
             name,
         })
     }
@@ -144,6 +156,12 @@ impl PostgresProvider {
     /// The SQL mode in force (after the environment override).
     pub fn sql_mode(&self) -> SqlMode {
         self.mode
+    }
+
+    /// Counters of the pool's `LISTEN` connection (shared by every provider
+    /// on the pool); `None` when notifications are off.
+    pub fn notification_stats(&self) -> Option<NotificationStats> {
+        self.long_poll.as_ref().map(LongPoll::stats)
     }
 
     /// The pool this provider runs on.

@@ -18,6 +18,11 @@ pub(crate) const SCHEMA_MARKER: &str = "{{schema}}";
 /// not when the surrounding transaction began.
 pub(crate) const NOW_MS_MARKER: &str = "{{now_ms}}";
 
+/// The marker templates use for the schema's `NOTIFY` channel: the schema's
+/// name itself (a validated identifier of at most 63 bytes, so it is a valid
+/// channel name and safe inside a string literal).
+pub(crate) const CHANNEL_MARKER: &str = "{{channel}}";
+
 /// What [`NOW_MS_MARKER`] renders to.
 pub(crate) const NOW_MS_SQL: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -81,11 +86,13 @@ impl SchemaName {
         &self.quoted
     }
 
-    /// Substitutes this schema (see [`SCHEMA_MARKER`]) and the clock
-    /// expression (see [`NOW_MS_MARKER`]) into a SQL template.
+    /// Substitutes this schema (see [`SCHEMA_MARKER`]), its notification
+    /// channel (see [`CHANNEL_MARKER`]) and the clock expression (see
+    /// [`NOW_MS_MARKER`]) into a SQL template.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace(SCHEMA_MARKER, &self.quoted)
+            .replace(CHANNEL_MARKER, &self.name)
             .replace(NOW_MS_MARKER, NOW_MS_SQL)
     }
 }

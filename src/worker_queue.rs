@@ -13,6 +13,7 @@ use crate::codec::{self, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
+use crate::notify::Queue;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -33,6 +34,8 @@ statements! {
         renew_sessions = "SELECT {{schema}}.renew_session_locks($1, $2, $3)",
         /// Sweep orphaned sessions.
         cleanup_sessions = "SELECT {{schema}}.cleanup_orphaned_sessions()",
+        /// Milliseconds until the next delayed item or lock expiry.
+        next_due = "SELECT {{schema}}.next_work_due()",
     }
 }
 
@@ -66,6 +69,7 @@ fn tag_params(filter: &TagFilter) -> Result<Option<(&'static str, Vec<&str>)>> {
 }
 
 /// The parameters of a worker fetch, in both SQL modes.
+#[derive(Clone)]
 pub(crate) struct FetchParams {
     pub lock_timeout_ms: i64,
     /// `any`, `default`, `tags` or `default_and`.
@@ -84,10 +88,13 @@ fn found(found: bool, message: &'static str) -> Result<()> {
 }
 
 /// Claims the next activity this worker may run.
+///
+/// With a non-zero `poll_timeout` and notifications on, an empty queue is
+/// waited on (see [`crate::notify`]).
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     lock_timeout: Duration,
-    _poll_timeout: Duration,
+    poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
 ) -> Result<Option<(WorkItem, String, u32)>> {
@@ -104,6 +111,33 @@ pub(crate) async fn fetch(
         owner: owner.map(str::to_string),
         session_lock_ms: session.map(|s| codec::millis(s.lock_timeout)),
     };
+    match &p.long_poll {
+        Some(long_poll) if !poll_timeout.is_zero() => {
+            long_poll
+                .fetch(
+                    Queue::Worker,
+                    poll_timeout,
+                    || fetch_once(p, &params),
+                    || next_due(p),
+                )
+                .await
+        }
+        _ => fetch_once(p, &params).await,
+    }
+}
+
+/// Milliseconds until a delayed item or an expiring lock may make work fetchable.
+async fn next_due(p: &PostgresProvider) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(&p.sql.worker.next_due)
+        .fetch_one(&p.pool)
+        .await?)
+}
+
+/// One claim attempt.
+async fn fetch_once(
+    p: &PostgresProvider,
+    params: &FetchParams,
+) -> Result<Option<(WorkItem, String, u32)>> {
     let row = match p.mode {
         SqlMode::StoredProcedures => {
             sqlx::query_as(&p.sql.worker.fetch)
@@ -115,7 +149,7 @@ pub(crate) async fn fetch(
                 .fetch_optional(&p.pool)
                 .await?
         }
-        SqlMode::InlineSql => inline::worker::fetch(p, params).await?,
+        SqlMode::InlineSql => inline::worker::fetch(p, params.clone()).await?,
     };
     row.map(|(token, json, attempts)| {
         Ok((

@@ -380,6 +380,9 @@ async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Re
     }
     sqlx::query(&sql.release)
         .bind(&a.lock_token)
+        .bind(&instance)
+        .bind(!a.orch_instances.is_empty())
+        .bind(!a.worker_items.is_empty())
         .execute(&mut *c)
         .await?;
     Ok(())

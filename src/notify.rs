@@ -1,0 +1,344 @@
+//! Long polling with `LISTEN`/`NOTIFY`.
+//!
+//! Statements that make work visible call `pg_notify(schema, queue)` inside
+//! their transaction, so a notification is delivered only when the work is
+//! committed, and PostgreSQL folds identical notifications of one
+//! transaction into one. Here, one [`Hub`] per pool holds the single
+//! listening connection for every provider (tenant) on that pool and wakes
+//! the fetches waiting on the notified (schema, queue), one at a time.
+//!
+//! A waiting fetch ([`LongPoll::fetch`]) sleeps until a notification, the
+//! next due item (`next_*_due`), or its `poll_timeout`. A waiter woken by a
+//! notification that finds work passes the wake-up on to one more waiter (a
+//! batch may hold several items); one that finds nothing ends the chain, so
+//! a notification costs at most one empty fetch rather than one per waiter.
+//!
+//! If the listening connection drops, every waiter is woken and polls at the
+//! fallback interval; the hub reconnects with back-off, subscribes again and
+//! wakes every waiter once more, so work committed during the gap is fetched
+//! right away instead of at the timeout.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Result;
+
+/// First and longest pause between reconnection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+
+/// The two queues a fetch can wait on; the `NOTIFY` payload names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// `orchestrator_queue` (payload `orchestrator`).
+    Orchestrator,
+    /// `worker_queue` (payload `worker`).
+    Worker,
+}
+
+/// The waiters of one schema, one `Notify` per queue.
+#[derive(Debug, Default)]
+struct SchemaWaiters {
+    orchestrator: Notify,
+    worker: Notify,
+}
+
+impl SchemaWaiters {
+    fn queue(&self, queue: Queue) -> &Notify {
+        match queue {
+            Queue::Orchestrator => &self.orchestrator,
+            Queue::Worker => &self.worker,
+        }
+    }
+
+    fn wake_all(&self) {
+        self.orchestrator.notify_waiters();
+        self.worker.notify_waiters();
+    }
+}
+
+/// State shared by a hub and its listening task.
+#[derive(Debug, Default)]
+struct Shared {
+    schemas: Mutex<HashMap<String, Arc<SchemaWaiters>>>,
+    connected: AtomicBool,
+    /// A new schema joined: reconnect to subscribe to its channel too.
+    resubscribe: Notify,
+    received: AtomicU64,
+    reconnects: AtomicU64,
+    wakeups: AtomicU64,
+    empty_wakeups: AtomicU64,
+}
+
+impl Shared {
+    fn schemas(&self) -> Vec<(String, Arc<SchemaWaiters>)> {
+        self.schemas
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    fn wake_all(&self) {
+        for (_, waiters) in self.schemas() {
+            waiters.wake_all();
+        }
+    }
+
+    fn dispatch(&self, channel: &str, payload: &str) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let queue = match payload {
+            "orchestrator" => Queue::Orchestrator,
+            "worker" => Queue::Worker,
+            _ => return,
+        };
+        let waiters = self
+            .schemas
+            .lock()
+            .ok()
+            .and_then(|m| m.get(channel).cloned());
+        if let Some(waiters) = waiters {
+            waiters.queue(queue).notify_one();
+        }
+    }
+}
+
+/// Counters of a hub, for tests and the load tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotificationStats {
+    /// Notifications received on the listening connection.
+    pub received: u64,
+    /// Times the listening connection was (re)established.
+    pub connections: u64,
+    /// Whether the listening connection is up now.
+    pub connected: bool,
+    /// Waiting fetches woken by a notification (or a reconnect).
+    pub wakeups: u64,
+    /// Of those, the ones that then found no work: the cost of a wake-up
+    /// that lost the race or came for work another waiter took.
+    pub empty_wakeups: u64,
+}
+
+/// The listening connection of one pool and the waiters of every schema on it.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Hubs by pool, so every provider on a pool shares one listener.
+fn hubs() -> &'static Mutex<HashMap<usize, Weak<Hub>>> {
+    static HUBS: OnceLock<Mutex<HashMap<usize, Weak<Hub>>>> = OnceLock::new();
+    HUBS.get_or_init(Default::default)
+}
+
+impl Hub {
+    /// The hub of `pool` (created, with its listening task, on first use),
+    /// subscribed to `schema`'s channel.
+    pub(crate) fn join(pool: &PgPool, schema: &str) -> Arc<Hub> {
+        // Clones of a pool share their connect options: the Arc identifies the pool.
+        let key = Arc::as_ptr(&pool.connect_options()) as usize;
+        let hub = {
+            let mut all = hubs().lock().unwrap_or_else(|e| e.into_inner());
+            all.retain(|_, hub| hub.strong_count() > 0);
+            match all.get(&key).and_then(Weak::upgrade) {
+                Some(hub) if !hub.task.is_finished() => hub,
+                _ => {
+                    let shared = Arc::new(Shared::default());
+                    let task = tokio::spawn(listen(shared.clone(), pool.clone())).abort_handle();
+                    let hub = Arc::new(Hub { shared, task });
+                    all.insert(key, Arc::downgrade(&hub));
+                    hub
+                }
+            }
+        };
+        let added = hub
+            .shared
+            .schemas
+            .lock()
+            .map(|mut m| {
+                let fresh = !m.contains_key(schema);
+                m.entry(schema.to_string()).or_default();
+                fresh
+            })
+            .unwrap_or(false);
+        if added {
+            hub.shared.resubscribe.notify_one();
+        }
+        hub
+    }
+
+    fn waiters(&self, schema: &str) -> Arc<SchemaWaiters> {
+        self.shared
+            .schemas
+            .lock()
+            .ok()
+            .and_then(|m| m.get(schema).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The hub's counters.
+    pub(crate) fn stats(&self) -> NotificationStats {
+        NotificationStats {
+            received: self.shared.received.load(Ordering::Relaxed),
+            connections: self.shared.reconnects.load(Ordering::Relaxed),
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            wakeups: self.shared.wakeups.load(Ordering::Relaxed),
+            empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The listening task: connect, subscribe, dispatch; on loss, reconnect with
+/// back-off and wake everyone to check again.
+async fn listen(shared: Arc<Shared>, pool: PgPool) {
+    let mut backoff = BACKOFF.0;
+    loop {
+        if pool.is_closed() {
+            shared.connected.store(false, Ordering::Relaxed);
+            shared.wake_all();
+            return;
+        }
+        let schemas = shared.schemas();
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.eager_reconnect(false);
+            listener
+                .listen_all(schemas.iter().map(|(name, _)| name.as_str()))
+                .await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "duroxide-postgres: LISTEN connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+                continue;
+            }
+        };
+        backoff = BACKOFF.0;
+        shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        shared.connected.store(true, Ordering::Relaxed);
+        // Subscribed now: whatever was committed before is fetched right away.
+        shared.wake_all();
+        let lost = loop {
+            tokio::select! {
+                message = listener.try_recv() => match message {
+                    Ok(Some(n)) => shared.dispatch(n.channel(), n.payload()),
+                    Ok(None) => break Some("connection lost".to_string()),
+                    Err(e) => break Some(e.to_string()),
+                },
+                _ = shared.resubscribe.notified() => break None,
+            }
+        };
+        shared.connected.store(false, Ordering::Relaxed);
+        drop(listener);
+        if let Some(reason) = lost {
+            tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
+            // Waiters fall back to polling until the listener is back.
+            shared.wake_all();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+}
+
+/// Long polling for one provider: its pool's hub and its schema's waiters.
+#[derive(Debug, Clone)]
+pub(crate) struct LongPoll {
+    hub: Arc<Hub>,
+    waiters: Arc<SchemaWaiters>,
+    fallback: Duration,
+}
+
+impl LongPoll {
+    /// Joins the hub of `pool` for `schema`.
+    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration) -> Self {
+        let hub = Hub::join(pool, schema);
+        let waiters = hub.waiters(schema);
+        Self {
+            hub,
+            waiters,
+            fallback,
+        }
+    }
+
+    /// The hub's counters.
+    pub(crate) fn stats(&self) -> NotificationStats {
+        self.hub.stats()
+    }
+
+    /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
+    /// in between for a notification on `queue`, the time `next_due`
+    /// reports (milliseconds from now), or the fallback interval while the
+    /// listener is down.
+    pub(crate) async fn fetch<T, F, FFut, N, NFut>(
+        &self,
+        queue: Queue,
+        poll_timeout: Duration,
+        mut fetch: F,
+        mut next_due: N,
+    ) -> Result<Option<T>>
+    where
+        F: FnMut() -> FFut,
+        FFut: Future<Output = Result<Option<T>>>,
+        N: FnMut() -> NFut,
+        NFut: Future<Output = Result<Option<i64>>>,
+    {
+        let deadline = Instant::now() + poll_timeout;
+        let notify = self.waiters.queue(queue);
+        let mut woken = false;
+        loop {
+            // Registered before fetching, so a commit during the fetch is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = fetch().await? {
+                if woken {
+                    // The notification may cover more than one item: pass it on.
+                    notify.notify_one();
+                }
+                return Ok(Some(found));
+            }
+            if woken {
+                self.hub
+                    .shared
+                    .empty_wakeups
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut wake_at = deadline;
+            if let Some(ms) = next_due().await? {
+                let due = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                wake_at = wake_at.min(now + due);
+            }
+            if !self.hub.shared.connected.load(Ordering::Relaxed) {
+                wake_at = wake_at.min(now + self.fallback);
+            }
+            woken = tokio::select! {
+                _ = &mut notified => true,
+                _ = tokio::time::sleep_until(wake_at) => false,
+            };
+            if woken {
+                self.hub.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
