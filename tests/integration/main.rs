@@ -9,6 +9,7 @@ mod fixtures;
 mod load;
 mod migrations;
 mod modes;
+mod notifications;
 mod schema_names;
 mod support;
 mod validation;

@@ -81,7 +81,15 @@ impl TestSchema {
     /// A provider in `mode` on this schema (migrating it on first use; inline
     /// mode creates the tables only, so no procedure exists to fall back on).
     pub async fn provider_in(&self, mode: SqlMode) -> PostgresProvider {
-        let options = PostgresOptions::default().schema(&self.name).sql_mode(mode);
+        self.provider_with(mode, true).await
+    }
+
+    /// A provider in `mode`, with `LISTEN`/`NOTIFY` long polling on or off.
+    pub async fn provider_with(&self, mode: SqlMode, notifications: bool) -> PostgresProvider {
+        let options = PostgresOptions::default()
+            .schema(&self.name)
+            .sql_mode(mode)
+            .notifications(notifications);
         PostgresProvider::from_pool_with(self.pool.clone(), options)
             .await
             .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", self.name))
@@ -91,6 +99,7 @@ impl TestSchema {
     pub fn sql(&self, template: &str) -> String {
         template
             .replace("{{schema}}", &format!("\"{}\"", self.name))
+            .replace("{{channel}}", &self.name)
             .replace(
                 "{{now_ms}}",
                 "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
@@ -130,6 +139,8 @@ pub struct PgFactory {
     pub schema: TestSchema,
     /// The SQL mode of every provider this factory creates.
     pub mode: SqlMode,
+    /// Whether those providers long-poll with `LISTEN`/`NOTIFY`.
+    pub notifications: bool,
     /// Every schema handed out so far, the latest last.
     handed_out: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -171,7 +182,7 @@ impl ProviderFactory for PgFactory {
             pool: self.schema.pool.clone(),
             name,
         };
-        Arc::new(schema.provider_in(self.mode).await)
+        Arc::new(schema.provider_with(self.mode, self.notifications).await)
     }
 
     fn lock_timeout(&self) -> Duration {
@@ -208,7 +219,7 @@ impl ProviderFactory for PgFactory {
 
 /// Runs one conformance-suite test in a fresh schema (plus any extra schemas
 /// the factory hands out), all dropped afterwards.
-pub async fn run_suite_test<F, Fut>(name: &str, mode: SqlMode, test: F)
+pub async fn run_suite_test<F, Fut>(name: &str, mode: SqlMode, notifications: bool, test: F)
 where
     F: FnOnce(PgFactory) -> Fut,
     Fut: Future<Output = ()>,
@@ -219,6 +230,7 @@ where
         let factory = PgFactory {
             schema,
             mode,
+            notifications,
             handed_out: handed_out.clone(),
         };
         let outcome = AssertUnwindSafe(test(factory)).catch_unwind().await;

@@ -13,37 +13,34 @@ use duroxide_postgres::SqlMode;
 /// duroxide version whose suite this file enumerates.
 const DUROXIDE_VERSION: &str = "0.1.32";
 
-/// Suite functions deliberately not run, with the reason.
-const EXCLUDED: &[(&str, &str, &str)] = &[
-    (
-        "long_polling",
-        "test_long_poll_waits_for_timeout",
-        "for long-polling providers; this provider returns at once until LISTEN/NOTIFY long polling lands",
-    ),
-    (
-        "long_polling",
-        "test_long_poll_work_item_waits_for_timeout",
-        "for long-polling providers; this provider returns at once until LISTEN/NOTIFY long polling lands",
-    ),
-];
+/// Suite functions deliberately not run, with the reason (none: the
+/// long-polling and short-polling tests run with notifications on and off).
+const EXCLUDED: &[(&str, &str, &str)] = &[];
 
-/// Generates, for each SQL mode, one `#[tokio::test]` per suite function
-/// taking a factory (`procedures::module::test`, `inline::module::test`), and
-/// the list of what it generated.
+/// Generates, for each SQL mode and with notifications on and off, one
+/// `#[tokio::test]` per suite function taking a factory
+/// (`procedures::module::test`, `inline::...`, `procedures_polling::...`,
+/// `inline_polling::...`), and the list of what it generated.
 macro_rules! factory_suite {
     ($($module:ident: [$($test:ident),* $(,)?],)*) => {
         mod procedures {
-            factory_suite!(@mode StoredProcedures; $($module: [$($test),*],)*);
+            factory_suite!(@mode StoredProcedures, true; $($module: [$($test),*],)*);
         }
         mod inline {
-            factory_suite!(@mode InlineSql; $($module: [$($test),*],)*);
+            factory_suite!(@mode InlineSql, true; $($module: [$($test),*],)*);
+        }
+        mod procedures_polling {
+            factory_suite!(@mode StoredProcedures, false; $($module: [$($test),*],)*);
+        }
+        mod inline_polling {
+            factory_suite!(@mode InlineSql, false; $($module: [$($test),*],)*);
         }
 
         /// (module, function) of every factory-style suite test, each
         /// generated once per mode in `SUITE_MODES`.
         const FACTORY_TESTS: &[(&str, &str)] = &[$($((stringify!($module), stringify!($test)),)*)*];
     };
-    (@mode $mode:ident; $($module:ident: [$($test:ident),*],)*) => {
+    (@mode $mode:ident, $notifications:literal; $($module:ident: [$($test:ident),*],)*) => {
         $(
             mod $module {
                 $(
@@ -52,6 +49,7 @@ macro_rules! factory_suite {
                         crate::support::run_suite_test(
                             stringify!($test),
                             duroxide_postgres::SqlMode::$mode,
+                            $notifications,
                             |factory: crate::support::PgFactory| async move {
                                 duroxide::provider_validation::$module::$test(&factory).await;
                             },
@@ -64,9 +62,14 @@ macro_rules! factory_suite {
     };
 }
 
-/// The SQL modes every suite function runs in: the `mod` names the macros
-/// generate, so a mode cannot be added here without its tests.
-const SUITE_MODES: &[SqlMode] = &[SqlMode::StoredProcedures, SqlMode::InlineSql];
+/// The variants every suite function runs in: (module prefix, SQL mode,
+/// notifications). The count test checks each prefix has every function.
+const SUITE_VARIANTS: &[(&str, SqlMode, bool)] = &[
+    ("procedures", SqlMode::StoredProcedures, true),
+    ("inline", SqlMode::InlineSql, true),
+    ("procedures_polling", SqlMode::StoredProcedures, false),
+    ("inline_polling", SqlMode::InlineSql, false),
+];
 
 factory_suite! {
     atomicity: [test_atomicity_failure_rollback, test_multi_operation_atomic_ack, test_lock_released_only_on_successful_ack, test_concurrent_ack_prevention],
@@ -99,11 +102,14 @@ const SPECIAL_TESTS: &[(&str, &str)] = &[
         "test_short_poll_work_item_returns_immediately",
     ),
     ("long_polling", "test_fetch_respects_timeout_upper_bound"),
+    ("long_polling", "test_long_poll_waits_for_timeout"),
+    ("long_polling", "test_long_poll_work_item_waits_for_timeout"),
 ];
 
-/// The suite functions with other signatures, once per mode.
+/// The suite functions with other signatures, per variant: the long-poll
+/// tests with notifications on, the short-poll tests with them off.
 macro_rules! special_suite {
-    ($($mode_mod:ident: $mode:ident,)*) => {
+    ($($mode_mod:ident: $mode:ident, $notifications:literal, [$($poll_test:ident: $poll_fn:ident $(($threshold:ident))?),*],)*) => {
         $(
             mod $mode_mod {
                 use super::*;
@@ -111,7 +117,7 @@ macro_rules! special_suite {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_legacy_stamp() {
-                    run_suite_test("can_delivery_legacy", MODE, |factory: PgFactory| async move {
+                    run_suite_test("can_delivery_legacy", MODE, $notifications, |factory: PgFactory| async move {
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.30",
                         )
@@ -122,7 +128,7 @@ macro_rules! special_suite {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_new_stamp() {
-                    run_suite_test("can_delivery_new", MODE, |factory: PgFactory| async move {
+                    run_suite_test("can_delivery_new", MODE, $notifications, |factory: PgFactory| async move {
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.31",
                         )
@@ -131,51 +137,46 @@ macro_rules! special_suite {
                     .await;
                 }
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn short_poll_returns_immediately() {
-                    run_suite_test("short_poll", MODE, |factory: PgFactory| async move {
-                        let provider = factory.create_provider().await;
-                        duroxide::provider_validation::long_polling::test_short_poll_returns_immediately(
-                            &*provider,
-                            factory.short_poll_threshold(),
-                        )
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $poll_test() {
+                        run_suite_test(stringify!($poll_test), MODE, $notifications, |factory: PgFactory| async move {
+                            let provider = factory.create_provider().await;
+                            duroxide::provider_validation::long_polling::$poll_fn(
+                                &*provider
+                                $(, factory.$threshold())?
+                            )
+                            .await;
+                        })
                         .await;
-                    })
-                    .await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn short_poll_work_item_returns_immediately() {
-                    run_suite_test("short_poll_work", MODE, |factory: PgFactory| async move {
-                        let provider = factory.create_provider().await;
-                        duroxide::provider_validation::long_polling::test_short_poll_work_item_returns_immediately(
-                            &*provider,
-                            factory.short_poll_threshold(),
-                        )
-                        .await;
-                    })
-                    .await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn fetch_respects_timeout_upper_bound() {
-                    run_suite_test("poll_upper_bound", MODE, |factory: PgFactory| async move {
-                        let provider = factory.create_provider().await;
-                        duroxide::provider_validation::long_polling::test_fetch_respects_timeout_upper_bound(
-                            &*provider,
-                        )
-                        .await;
-                    })
-                    .await;
-                }
+                    }
+                )*
             }
         )*
     };
 }
 
 special_suite! {
-    special_procedures: StoredProcedures,
-    special_inline: InlineSql,
+    special_procedures: StoredProcedures, true, [
+        long_poll: test_long_poll_waits_for_timeout,
+        long_poll_work_item: test_long_poll_work_item_waits_for_timeout,
+        upper_bound: test_fetch_respects_timeout_upper_bound
+    ],
+    special_inline: InlineSql, true, [
+        long_poll: test_long_poll_waits_for_timeout,
+        long_poll_work_item: test_long_poll_work_item_waits_for_timeout,
+        upper_bound: test_fetch_respects_timeout_upper_bound
+    ],
+    special_procedures_polling: StoredProcedures, false, [
+        short_poll: test_short_poll_returns_immediately(short_poll_threshold),
+        short_poll_work_item: test_short_poll_work_item_returns_immediately(short_poll_threshold),
+        upper_bound: test_fetch_respects_timeout_upper_bound
+    ],
+    special_inline_polling: InlineSql, false, [
+        short_poll: test_short_poll_returns_immediately(short_poll_threshold),
+        short_poll_work_item: test_short_poll_work_item_returns_immediately(short_poll_threshold),
+        upper_bound: test_fetch_respects_timeout_upper_bound
+    ],
 }
 
 /// Every `pub async fn` in duroxide's `src/provider_validation/*.rs`, read
@@ -264,7 +265,11 @@ fn every_suite_function_runs_or_is_excluded_with_a_reason() {
         FACTORY_TESTS.len() + SPECIAL_TESTS.len(),
         233 - EXCLUDED.len()
     );
-    assert_eq!(SUITE_MODES.len(), 2, "both SQL modes run the suite");
+    assert_eq!(
+        SUITE_VARIANTS.len(),
+        4,
+        "both SQL modes, notifications on and off"
+    );
 
     // And the tests really exist in this binary, once per mode: ask the
     // test harness itself for its list.
@@ -275,7 +280,7 @@ fn every_suite_function_runs_or_is_excluded_with_a_reason() {
     .output()
     .unwrap_or_else(|e| panic!("listing tests: {e}"));
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for prefix in ["procedures", "inline"] {
+    for (prefix, _, _) in SUITE_VARIANTS {
         let generated = listing
             .lines()
             .filter(|l| l.starts_with(&format!("validation::{prefix}::")))

@@ -1,0 +1,314 @@
+//! LISTEN/NOTIFY long polling: waiters wake for committed work only, at a
+//! timer's due time, after their listener is killed, and only for their own
+//! tenant; one listening connection serves a whole pool.
+
+use std::time::Duration;
+
+use duroxide::providers::Provider;
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::time::Instant;
+
+use crate::fixtures::start;
+use crate::support::{database_url, drop_schema, fresh_schema_name};
+
+const LOCK: Duration = Duration::from_secs(30);
+/// A poll timeout no test below may reach unless waking failed.
+const LONG: Duration = Duration::from_secs(20);
+
+/// A pool whose connections carry `application_name`, so this test can find
+/// its own listener among every other test's.
+async fn tagged_pool(application_name: &str) -> PgPool {
+    let options: PgConnectOptions = database_url()
+        .parse::<PgConnectOptions>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .application_name(application_name);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+async fn provider(pool: &PgPool, schema: &str, mode: SqlMode, notify: bool) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .notifications(notify);
+    PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("provider {schema}: {e}"))
+}
+
+/// Runs `body` with fresh schemas on a tagged pool, dropping them afterwards.
+async fn with_schemas<F, Fut>(tag: &str, count: usize, body: F)
+where
+    F: FnOnce(PgPool, Vec<String>, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    let application_name = fresh_schema_name(tag);
+    let pool = tagged_pool(&application_name).await;
+    let names: Vec<String> = (0..count).map(|_| fresh_schema_name(tag)).collect();
+    let outcome = std::panic::AssertUnwindSafe(body(pool.clone(), names.clone(), application_name))
+        .catch_unwind()
+        .await;
+    for name in &names {
+        drop_schema(&pool, name).await;
+    }
+    pool.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Waits (bounded) until `condition` holds.
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Listening backends of the pool tagged `application_name`.
+async fn listeners(pool: &PgPool, application_name: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+    )
+    .bind(application_name)
+    .fetch_all(pool)
+    .await
+    .unwrap_or_else(|e| panic!("pg_stat_activity: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_wakes_for_a_commit_from_another_connection() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("notify_wake", 1, |pool, names, _| async move {
+            let waiter = provider(&pool, &names[0], mode, true).await;
+            // The enqueuer is another pool: another backend, no listener of its own.
+            let other_pool = tagged_pool("notify_wake_other").await;
+            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            eventually("listener up", || async {
+                waiter.notification_stats().is_some_and(|s| s.connected)
+            })
+            .await;
+
+            let begun = Instant::now();
+            let fetch = tokio::spawn(async move {
+                waiter
+                    .fetch_orchestration_item(LOCK, LONG, None)
+                    .await
+                    .map(|item| item.map(|(item, _, _)| item.instance))
+            });
+            // Give the waiter time to find the queue empty and go to sleep; the
+            // assertions hold whether or not it already has.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            enqueuer
+                .enqueue_for_orchestrator(start("woken"), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            let fetched = fetch
+                .await
+                .unwrap_or_else(|e| panic!("join: {e}"))
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert_eq!(fetched.as_deref(), Some("woken"), "{mode}");
+            assert!(
+                begun.elapsed() < LONG,
+                "{mode}: woken by the commit, not by the poll timeout"
+            );
+            other_pool.close().await;
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_enqueue_wakes_nobody() {
+    with_schemas("notify_rollback", 1, |pool, names, _| async move {
+        let waiter = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        eventually("listener up", || async {
+            waiter.notification_stats().is_some_and(|s| s.connected)
+        })
+        .await;
+        let received_before = waiter.notification_stats().map_or(0, |s| s.received);
+
+        let poll = Duration::from_millis(1500);
+        let begun = Instant::now();
+        let w = waiter.clone();
+        let fetch = tokio::spawn(async move { w.fetch_orchestration_item(LOCK, poll, None).await });
+        let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(&format!(
+            "SELECT \"{}\".enqueue_orchestrator_item('ghost', 'StartOrchestration', 'x', 0)",
+            names[0]
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("enqueue in transaction: {e}"));
+        tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+
+        let fetched = fetch
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("fetch: {e}"));
+        assert!(fetched.is_none());
+        assert!(
+            begun.elapsed() >= poll,
+            "the waiter slept until its timeout"
+        );
+        assert_eq!(
+            waiter.notification_stats().map_or(0, |s| s.received),
+            received_before,
+            "a rolled-back transaction sends no notification"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("notify_timer", 1, |pool, names, _| async move {
+            let p = provider(&pool, &names[0], mode, true).await;
+            let delay = Duration::from_millis(1200);
+            p.enqueue_for_orchestrator(start("later"), Some(delay))
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            let begun = Instant::now();
+            let fetched = p
+                .fetch_orchestration_item(LOCK, LONG, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            let waited = begun.elapsed();
+            assert!(fetched.is_some(), "{mode}: the delayed item is fetched");
+            assert!(
+                waited + Duration::from_millis(50) >= delay,
+                "{mode}: not before it is due ({waited:?})"
+            );
+            assert!(
+                waited < LONG,
+                "{mode}: woken at the due time, not at the poll timeout"
+            );
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_recover_after_the_listener_backend_is_terminated() {
+    with_schemas("notify_kill", 1, |pool, names, app| async move {
+        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        eventually("listener up", || async {
+            p.notification_stats().is_some_and(|s| s.connected)
+        })
+        .await;
+        let connections = p.notification_stats().map_or(0, |s| s.connections);
+        let pids = listeners(&pool, &app).await;
+        assert_eq!(pids.len(), 1, "one listening connection");
+
+        let waiter = p.clone();
+        let fetch = tokio::spawn(async move {
+            let begun = Instant::now();
+            let item = waiter
+                .fetch_work_item(LOCK, LONG, None, &duroxide::providers::TagFilter::Any)
+                .await;
+            (item.map(|i| i.is_some()), begun.elapsed())
+        });
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pids[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("terminate: {e}"));
+        assert!(killed);
+        // Work committed while the listener is down (or reconnecting) ...
+        p.enqueue_for_worker(crate::fixtures::activity("gap", 1))
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        // ... is fetched without waiting for the poll timeout.
+        let (found, waited) = fetch.await.unwrap_or_else(|e| panic!("join: {e}"));
+        assert!(found.unwrap_or_else(|e| panic!("fetch: {e}")));
+        assert!(waited < LONG, "fetched after {waited:?}");
+
+        eventually("listener back", || async {
+            p.notification_stats()
+                .is_some_and(|s| s.connected && s.connections > connections)
+        })
+        .await;
+        let after = listeners(&pool, &app).await;
+        assert_eq!(after.len(), 1, "one listening connection again");
+        assert_ne!(after[0], pids[0], "a new backend");
+
+        // And notifications work again.
+        let waiter = p.clone();
+        let begun = Instant::now();
+        let fetch = tokio::spawn(async move {
+            waiter
+                .fetch_work_item(LOCK, LONG, None, &duroxide::providers::TagFilter::Any)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        p.enqueue_for_worker(crate::fixtures::activity("after", 1))
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        let item = fetch
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("fetch: {e}"));
+        assert!(item.is_some());
+        assert!(begun.elapsed() < LONG);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
+    with_schemas("notify_tenants", 2, |pool, names, app| async move {
+        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let b = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        eventually("listener subscribed to both", || async {
+            a.notification_stats().is_some_and(|s| s.connected)
+                && listeners(&pool, &app).await.len() == 1
+        })
+        .await;
+        // Let the hub finish re-subscribing for the second tenant.
+        eventually("stable listener", || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a.notification_stats().is_some_and(|s| s.connected)
+        })
+        .await;
+        assert_eq!(
+            listeners(&pool, &app).await.len(),
+            1,
+            "one listener per pool"
+        );
+
+        let poll = Duration::from_millis(1500);
+        let waiter = a.clone();
+        let begun = Instant::now();
+        let fetch =
+            tokio::spawn(async move { waiter.fetch_orchestration_item(LOCK, poll, None).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.enqueue_for_orchestrator(start("for-b"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        let fetched = fetch
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("fetch: {e}"));
+        assert!(fetched.is_none(), "tenant a sees nothing of tenant b");
+        assert!(begun.elapsed() >= poll, "tenant a slept to its timeout");
+        let (item, _, _) = b
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("fetch b: {e}"))
+            .unwrap_or_else(|| panic!("b's item is still there"));
+        assert_eq!(item.instance, "for-b");
+    })
+    .await;
+}
