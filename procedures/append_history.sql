@@ -8,10 +8,12 @@ CREATE OR REPLACE FUNCTION {{schema}}.append_history(
     p_event_types  text[],
     p_event_data   text[])
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
     SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, {{now_ms}}
-      FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data)
+      FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data);
+END
 $$;

@@ -1,14 +1,17 @@
 -- cleanup_orphaned_sessions: delete sessions whose lock has expired and that
 -- no queued activity refers to. Returns how many were deleted.
 CREATE OR REPLACE FUNCTION {{schema}}.cleanup_orphaned_sessions()
-RETURNS bigint
-LANGUAGE sql
+RETURNS SETOF bigint
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH removed AS (
         DELETE FROM {{schema}}.sessions s
          WHERE s.locked_until_ms < {{now_ms}}
            AND NOT EXISTS (SELECT 1 FROM {{schema}}.worker_queue q WHERE q.session_id = s.session_id)
         RETURNING 1)
-    SELECT count(*) FROM removed
+    SELECT count(*) FROM removed;
+END
 $$;

@@ -7,15 +7,18 @@ CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
     p_activity_id  bigint,
     p_session_id   text,
     p_tag          text)
-RETURNS void
-LANGUAGE sql
+RETURNS SETOF boolean
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH queued AS (
         INSERT INTO {{schema}}.worker_queue
                (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
         SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
           FROM (SELECT {{now_ms}} AS now_ms) n
         RETURNING 1)
-    SELECT pg_notify('{{channel}}', 'worker')
+    SELECT true FROM (SELECT pg_notify('{{channel}}', 'worker')) notified;
+END
 $$;

@@ -5,15 +5,19 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
     p_instance_id text,
     p_key         text)
 RETURNS TABLE (value text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.key = p_key
     UNION ALL
     SELECT s.value FROM {{schema}}.kv_store s
      WHERE s.instance_id = p_instance_id AND s.key = p_key
        AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
-                        WHERE d.instance_id = p_instance_id AND d.key = p_key)
+                        WHERE d.instance_id = p_instance_id AND d.key = p_key);
+END
 $$;

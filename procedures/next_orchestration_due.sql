@@ -4,15 +4,18 @@
 -- NULL when there is neither. A long-polling fetch that found nothing sleeps
 -- until then at most.
 CREATE OR REPLACE FUNCTION {{schema}}.next_orchestration_due()
-RETURNS bigint
-LANGUAGE sql
+RETURNS SETOF bigint
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT least(
              (SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                WHERE q.visible_at_ms > n.now_ms),
              (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                WHERE l.locked_until_ms > n.now_ms)) - n.now_ms
-      FROM (SELECT {{now_ms}} AS now_ms) n
+      FROM (SELECT {{now_ms}} AS now_ms) n;
+END
 $$;

@@ -5,10 +5,13 @@ CREATE OR REPLACE FUNCTION {{schema}}.read_history(
     p_instance_id  text,
     p_execution_id bigint)
 RETURNS TABLE (event_data text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT h.event_data
       FROM {{schema}}.history h
      WHERE h.instance_id = p_instance_id
@@ -16,5 +19,6 @@ AS $$
              (SELECT coalesce(max(e.execution_id), 1)
                 FROM {{schema}}.executions e
                WHERE e.instance_id = p_instance_id))
-     ORDER BY h.event_id
+     ORDER BY h.event_id;
+END
 $$;

@@ -5,10 +5,12 @@ CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks(
     p_owner_ids       text[],
     p_extend_ms       bigint,
     p_idle_timeout_ms bigint)
-RETURNS bigint
-LANGUAGE sql
+RETURNS SETOF bigint
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH n AS (SELECT {{now_ms}} AS now_ms),
     renewed AS (
         UPDATE {{schema}}.sessions s
@@ -18,5 +20,6 @@ AS $$
            AND s.locked_until_ms > n.now_ms
            AND s.last_activity_at_ms > n.now_ms - p_idle_timeout_ms
         RETURNING 1)
-    SELECT count(*) FROM renewed
+    SELECT count(*) FROM renewed;
+END
 $$;

@@ -3,8 +3,8 @@
 //!
 //! One truth, two renderings:
 //!
-//! * A procedure whose body is a single statement (`LANGUAGE sql`, or plpgsql
-//!   `BEGIN [RETURN QUERY] <statement>; END`) is **derived**: inline mode sends
+//! * A procedure whose body is a single statement (plpgsql
+//!   `BEGIN [RETURN QUERY] <statement>; END`, or `LANGUAGE sql`) is **derived**: inline mode sends
 //!   the body itself, each `p_name` parameter replaced by `$n::type` from the
 //!   signature. There is no second copy to keep in step.
 //! * A procedure with control flow (loops, early returns, raised errors) has a
@@ -153,6 +153,10 @@ fn single_statement<'a>(sig: &Signature<'a>) -> Option<&'a str> {
     let statement = match sig.language {
         "sql" => body,
         "plpgsql" => {
+            let body = body
+                .strip_prefix("#variable_conflict use_column")
+                .unwrap_or(body)
+                .trim();
             let inner = body.strip_prefix("BEGIN")?.strip_suffix("END")?.trim();
             inner.strip_prefix("RETURN QUERY").unwrap_or(inner).trim()
         }
