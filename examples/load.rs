@@ -3,9 +3,20 @@
 //! mode and dispatcher concurrency, on one server, side by side.
 //!
 //! ```text
-//! cargo run --release --example load -- [--modes procedures] [--concurrency 1:1,2:2,4:4]
+//! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
+//!                                        [--notifications on,off] [--scenario load,latency]
 //! ```
+//!
+//! Two scenarios:
+//! * `load`: parallel fan-out orchestrations for `--duration` per mode and
+//!   concurrency (and notifications setting), with empty fetches per
+//!   notification when long polling is on.
+//! * `latency`: on an idle runtime, p50/p99 end-to-end latency of a
+//!   3-activity sequential orchestration (start to `completed_at_ms` in the
+//!   database, so the client's status polling adds nothing), and the
+//!   statements per second an idle runtime sends over 10 s; for
+//!   notifications on and off.
 //!
 //! Without `DATABASE_URL` it starts its own throwaway server with
 //! `pg_stat_statements` preloaded, and measures, per orchestration, the
@@ -28,9 +39,14 @@ use tokio::sync::Mutex;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+#[path = "load/latency.rs"]
+mod latency;
+
 /// Command-line settings.
 struct Settings {
     modes: Vec<SqlMode>,
+    notifications: Vec<bool>,
+    scenarios: Vec<String>,
     concurrency: Vec<(usize, usize)>,
     duration: Duration,
     in_flight: usize,
@@ -39,8 +55,9 @@ struct Settings {
 
 fn parse_args() -> Result<Settings, BoxError> {
     let mut settings = Settings {
-        // Inline SQL joins the default once it exists (issue 3).
-        modes: vec![SqlMode::StoredProcedures],
+        modes: vec![SqlMode::StoredProcedures, SqlMode::InlineSql],
+        notifications: vec![true],
+        scenarios: vec!["load".into(), "latency".into()],
         concurrency: vec![(2, 2)],
         duration: Duration::from_secs(10),
         in_flight: 20,
@@ -65,12 +82,25 @@ fn parse_args() -> Result<Settings, BoxError> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--notifications" => {
+                settings.notifications = value()?
+                    .split(',')
+                    .map(|v| match v {
+                        "on" => Ok(true),
+                        "off" => Ok(false),
+                        other => Err(format!("--notifications takes on/off, not {other}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--scenario" => {
+                settings.scenarios = value()?.split(',').map(str::to_string).collect();
+            }
             "--duration" => settings.duration = Duration::from_secs(value()?.parse()?),
             "--in-flight" => settings.in_flight = value()?.parse()?,
             "--tasks" => settings.tasks = value()?.parse()?,
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N]"
+                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--scenario load,latency]"
                 );
                 std::process::exit(0);
             }
@@ -83,6 +113,9 @@ fn parse_args() -> Result<Settings, BoxError> {
 /// One run's measurements.
 struct Outcome {
     mode: SqlMode,
+    notifications: bool,
+    /// Notifications received and empty wake-ups during the run.
+    wakes: Option<(u64, u64)>,
     orch: usize,
     worker: usize,
     completed: u64,
@@ -129,16 +162,18 @@ async fn run_one(
     client_url: &str,
     admin: &PgPool,
     mode: SqlMode,
+    notifications: bool,
     (orch, worker): (usize, usize),
     settings: &Settings,
 ) -> Result<Outcome, BoxError> {
-    let schema = format!("load_{}_{orch}_{worker}", mode.as_str());
+    let schema = format!("load_{}_{orch}_{worker}_{notifications}", mode.as_str());
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(admin)
         .await?;
     let options = PostgresOptions::default()
         .schema(schema.clone())
         .sql_mode(mode)
+        .notifications(notifications)
         .max_connections(u32::try_from(orch + worker + 4)?);
     let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
     let client_provider =
@@ -163,6 +198,7 @@ async fn run_one(
     let input = serde_json::json!({ "task_count": settings.tasks }).to_string();
 
     let before = stat_snapshot(admin, &runtime_role).await;
+    let wakes_before = provider.notification_stats();
     let completed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -209,7 +245,10 @@ async fn run_one(
     });
     let pumps: Vec<_> = pumps.collect();
 
-    let label = format!("{mode} {orch}:{worker}");
+    let label = format!(
+        "{mode} {orch}:{worker} notify {}",
+        if notifications { "on" } else { "off" }
+    );
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let done = completed.load(Ordering::Relaxed);
@@ -225,6 +264,10 @@ async fn run_one(
     }
     let elapsed = started.elapsed();
     let after = stat_snapshot(admin, &runtime_role).await;
+    let wakes = provider
+        .notification_stats()
+        .zip(wakes_before)
+        .map(|(a, b)| (a.received - b.received, a.empty_wakeups - b.empty_wakeups));
     eprintln!();
     rt.shutdown(None).await;
 
@@ -235,6 +278,8 @@ async fn run_one(
         .await?;
     Ok(Outcome {
         mode,
+        notifications,
+        wakes,
         orch,
         worker,
         completed: completed.load(Ordering::Relaxed),
@@ -265,18 +310,25 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | statements/orch | server ms/orch | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | statements/orch | server ms/orch | empty fetches/notification | completed | failed |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
             .map_or(("n/a".to_string(), "n/a".to_string()), |(s, m)| {
                 (format!("{s:.1}"), format!("{m:.2}"))
             });
+        let empty = o.wakes.filter(|(received, _)| *received > 0).map_or(
+            "n/a".to_string(),
+            |(received, empty)| {
+                format!("{:.2} ({empty}/{received})", empty as f64 / received as f64)
+            },
+        );
         println!(
-            "| {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {stmts} | {ms} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {stmts} | {ms} | {empty} | {} | {} |",
             o.mode,
+            if o.notifications { "on" } else { "off" },
             o.orch,
             o.worker,
             o.per_sec(),
@@ -295,7 +347,7 @@ fn print_table(outcomes: &[Outcome]) {
         let find = |mode| {
             outcomes
                 .iter()
-                .find(|o| o.mode == mode && o.orch == orch && o.worker == worker)
+                .find(|o| o.mode == mode && o.orch == orch && o.worker == worker && o.notifications)
         };
         if let (Some(p), Some(i)) = (find(SqlMode::StoredProcedures), find(SqlMode::InlineSql)) {
             println!(
@@ -334,13 +386,29 @@ fn main() -> Result<(), BoxError> {
             eprintln!("pg_stat_statements unavailable: statement counts will read n/a");
         }
         let client_url = client_url(&url, &admin).await;
-        let mut outcomes = Vec::new();
-        for &pair in &settings.concurrency {
-            for &mode in &settings.modes {
-                outcomes.push(run_one(&url, &client_url, &admin, mode, pair, &settings).await?);
+        if settings.scenarios.iter().any(|s| s == "load") {
+            let mut outcomes = Vec::new();
+            for &pair in &settings.concurrency {
+                for &mode in &settings.modes {
+                    for &notify in &settings.notifications {
+                        outcomes.push(
+                            run_one(&url, &client_url, &admin, mode, notify, pair, &settings)
+                                .await?,
+                        );
+                    }
+                }
             }
+            print_table(&outcomes);
         }
-        print_table(&outcomes);
+        if settings.scenarios.iter().any(|s| s == "latency") {
+            let mut rows = Vec::new();
+            for &mode in &settings.modes {
+                for notify in [true, false] {
+                    rows.push(latency::run(&url, &client_url, &admin, mode, notify).await?);
+                }
+            }
+            latency::print(&rows);
+        }
         Ok(())
     })
 }
