@@ -244,3 +244,61 @@ where
     })
     .await;
 }
+
+/// Concurrency limits for the timing-sensitive suite tests: duroxide's
+/// `race_replay` module runs runtimes polling every 10 ms against 2 s
+/// backoffs and 10 s deadlines. With every variant of them at once on two
+/// cores, runtimes starve each other past those deadlines (seen as rare
+/// timeouts and late-arriving inputs), so they take turns.
+#[derive(Clone, Copy)]
+pub enum Heavy {
+    /// `race_replay` factory tests: three at a time.
+    RaceReplay,
+    /// `test_continue_as_new_transition_delivery` (seven scenarios, each a
+    /// runtime of its own): one at a time.
+    TransitionDelivery,
+}
+
+impl Heavy {
+    fn slots(
+        self,
+    ) -> (
+        usize,
+        &'static (std::sync::Mutex<usize>, std::sync::Condvar),
+    ) {
+        static RACE: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+        static DELIVERY: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+        let init = || (std::sync::Mutex::new(0), std::sync::Condvar::new());
+        match self {
+            Heavy::RaceReplay => (3, RACE.get_or_init(init)),
+            Heavy::TransitionDelivery => (1, DELIVERY.get_or_init(init)),
+        }
+    }
+}
+
+/// A slot of a [`Heavy`] kind, released on drop.
+pub struct HeavySlot(Heavy);
+
+impl HeavySlot {
+    /// Waits (blocking this test's worker thread) for a free slot of `kind`.
+    pub fn acquire(kind: Heavy) -> Self {
+        let (limit, (count, freed)) = kind.slots();
+        tokio::task::block_in_place(|| {
+            let mut taken = count.lock().unwrap_or_else(|e| e.into_inner());
+            while *taken >= limit {
+                taken = freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+            }
+            *taken += 1;
+        });
+        HeavySlot(kind)
+    }
+}
+
+impl Drop for HeavySlot {
+    fn drop(&mut self) {
+        let (_, (count, freed)) = self.0.slots();
+        let mut taken = count.lock().unwrap_or_else(|e| e.into_inner());
+        *taken = taken.saturating_sub(1);
+        freed.notify_one();
+    }
+}

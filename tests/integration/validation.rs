@@ -51,6 +51,9 @@ macro_rules! factory_suite {
                             duroxide_postgres::SqlMode::$mode,
                             $notifications,
                             |factory: crate::support::PgFactory| async move {
+                                let _slot = (stringify!($module) == "race_replay").then(|| {
+                                    crate::support::HeavySlot::acquire(crate::support::Heavy::RaceReplay)
+                                });
                                 duroxide::provider_validation::$module::$test(&factory).await;
                             },
                         )
@@ -118,6 +121,9 @@ macro_rules! special_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_legacy_stamp() {
                     run_suite_test("can_delivery_legacy", MODE, $notifications, |factory: PgFactory| async move {
+                        let _slot = crate::support::HeavySlot::acquire(
+                            crate::support::Heavy::TransitionDelivery,
+                        );
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.30",
                         )
@@ -129,6 +135,9 @@ macro_rules! special_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_new_stamp() {
                     run_suite_test("can_delivery_new", MODE, $notifications, |factory: PgFactory| async move {
+                        let _slot = crate::support::HeavySlot::acquire(
+                            crate::support::Heavy::TransitionDelivery,
+                        );
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.31",
                         )
