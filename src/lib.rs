@@ -8,6 +8,12 @@
 //!   connection's `search_path`.
 //! * **Stored procedures.** Every provider operation is one call to a
 //!   function installed in the tenant's schema: one round trip.
+//! * **Or inline SQL** ([`SqlMode::InlineSql`], or `DUROXIDE_POSTGRES_SQL_MODE=inline`):
+//!   the same statements sent from the client, needing no function in the
+//!   database; both modes can serve one schema at once.
+//! * **Long polling** with `LISTEN`/`NOTIFY` (one listening connection per
+//!   pool, shared by every tenant): an empty fetch waits for committed work,
+//!   the next due item or its `poll_timeout`.
 //! * **Peek-lock queues**: activities claimed with `SELECT ... FOR UPDATE SKIP
 //!   LOCKED`, orchestration instances with a non-blocking per-instance advisory
 //!   claim and a lease row; sessions pin activities to workers.
