@@ -1,7 +1,9 @@
 //! A real runtime at 4:4 dispatchers on its own database: every orchestration
-//! completes and the server records no deadlock. Guards the orchestration
-//! claim (see docs/architecture.md): row locks left on skipped candidates once
-//! deadlocked dispatchers against each other under exactly this load.
+//! completes and the server records no deadlock, even though the listening
+//! connection is killed halfway. Guards the orchestration claim (see
+//! docs/architecture.md): row locks left on skipped candidates once
+//! deadlocked dispatchers against each other under exactly this load; and
+//! long polling's recovery: nothing is lost while the listener reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::support::{database_url, pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn four_by_four_dispatchers_complete_everything_without_deadlocks() {
+async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_listener() {
     let admin = pool(2).await;
     let db = format!("dx_load_{}", std::process::id());
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\""))
@@ -52,7 +54,25 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks() {
     .await;
     let client = Client::new(provider.clone());
     let count = 40;
+    let mut killed = false;
     for i in 0..count {
+        if i == count / 2 {
+            // Halfway: kill the listening backend while work is in flight.
+            let pid: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN %'",
+            )
+            .bind(&db)
+            .fetch_optional(&admin)
+            .await
+            .expect("find listener");
+            if let Some(pid) = pid {
+                killed = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .fetch_one(&admin)
+                    .await
+                    .expect("terminate listener");
+            }
+        }
         client
             .start_orchestration(
                 format!("fan-{i}"),
@@ -72,6 +92,12 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks() {
             "fan-{i}: {status:?}"
         );
     }
+    assert!(killed, "the listener was found and terminated");
+    let stats = provider.notification_stats().expect("notifications on");
+    assert!(
+        stats.connections >= 2,
+        "the listener reconnected: {stats:?}"
+    );
     runtime.shutdown(None).await;
     // Closing the pool ends its backends, which flushes their statistics.
     db_pool.close().await;
