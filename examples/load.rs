@@ -144,10 +144,13 @@ impl Outcome {
     }
 }
 
-/// Server-side statement counters for the runtime's role, if measurable.
+/// Server-side statement counters for the runtime's role, if measurable:
+/// (statements, planning + execution ms). Planning counts too: a prepared
+/// inline statement is planned outside `total_exec_time`, while planning
+/// inside a procedure is part of the call's execution time.
 async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
     sqlx::query_as::<_, (f64, f64)>(
-        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
+        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time + total_plan_time), 0)::float8 \
          FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
          WHERE s.toplevel AND r.rolname = $1 AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )

@@ -5,39 +5,41 @@
 
 -- name: candidate
 -- The oldest visible message whose instance has no live lease and passes the
--- capability filter, and the non-blocking claim of its instance (evaluated
--- for that one row only: the LIMIT is applied first).
+-- capability filter, the non-blocking claim of its instance (evaluated for
+-- that one row only: the LIMIT is applied first), and now (the claim time).
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch.
 SELECT c.instance_id,
-       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)) AS claimed
-  FROM (SELECT q.instance_id
-          FROM {{schema}}.orchestrator_queue q
-         WHERE q.visible_at_ms <= {{now_ms}}
-           AND q.instance_id <> ALL ($1::text[])
-           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > {{now_ms}})
-           AND (NOT $2::boolean OR NOT EXISTS (
-                SELECT 1
-                  FROM {{schema}}.instances i
-                  JOIN {{schema}}.executions e
-                    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-                 WHERE i.instance_id = q.instance_id
-                   AND e.pinned_major IS NOT NULL
-                   AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
-                            BETWEEN ($3::bigint, $4::bigint, $5::bigint)
-                                AND ($6::bigint, $7::bigint, $8::bigint))))
-         ORDER BY q.id
-         LIMIT 1) c;
+       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)) AS claimed,
+       n.now_ms
+  FROM (SELECT {{now_ms}} AS now_ms) n
+ CROSS JOIN LATERAL (
+       SELECT q.instance_id
+         FROM {{schema}}.orchestrator_queue q
+        WHERE q.visible_at_ms <= n.now_ms
+          AND q.instance_id <> ALL ($1::text[])
+          AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                           WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
+          AND (NOT $2::boolean OR NOT EXISTS (
+               SELECT 1
+                 FROM {{schema}}.instances i
+                 JOIN {{schema}}.executions e
+                   ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+                WHERE i.instance_id = q.instance_id
+                  AND e.pinned_major IS NOT NULL
+                  AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
+                           BETWEEN ($3::bigint, $4::bigint, $5::bigint)
+                               AND ($6::bigint, $7::bigint, $8::bigint))))
+        ORDER BY q.id
+        LIMIT 1) c;
 
 -- name: lease
--- Take the lease (or take over an expired one) unless a live lease was
--- committed since the candidate's snapshot. Returns the lease start (now).
--- $1 instance, $2 token, $3 lock timeout ms.
+-- Take the lease from the claim time (or take over an expired one) unless a
+-- live lease was committed since the candidate's snapshot.
+-- $1 instance, $2 token, $3 lock timeout ms, $4 claim time. Returns the claim time.
 INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
-SELECT $1::text, $2::text, n.now_ms + $3::bigint, n.now_ms
-  FROM (SELECT {{now_ms}} AS now_ms) n
+SELECT $1::text, $2::text, $4::bigint + $3::bigint, $4::bigint
  WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
-                    WHERE x.instance_id = $1::text AND x.locked_until_ms > n.now_ms)
+                    WHERE x.instance_id = $1::text AND x.locked_until_ms > $4::bigint)
 ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
    SET lock_token = EXCLUDED.lock_token,
        locked_until_ms = EXCLUDED.locked_until_ms,

@@ -99,12 +99,12 @@ BEGIN
         -- snapshot may predate a lease another dispatcher committed since; this
         -- statement's fresh snapshot sees it and inserts nothing, instead of
         -- colliding on the lease row (ON CONFLICT would lock it), so the lease
-        -- holder's ack never waits on this fetch. The lease starts now.
+        -- holder's ack never waits on this fetch. The lease starts at the
+        -- claim (v_now, when the candidate was read).
         INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
-        SELECT v_instance, v_token, n.now_ms + p_lock_timeout_ms, n.now_ms
-          FROM (SELECT {{now_ms}} AS now_ms) n
+        SELECT v_instance, v_token, v_now + p_lock_timeout_ms, v_now
          WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
-                            WHERE x.instance_id = v_instance AND x.locked_until_ms > n.now_ms)
+                            WHERE x.instance_id = v_instance AND x.locked_until_ms > v_now)
         ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
            SET lock_token = EXCLUDED.lock_token,
                locked_until_ms = EXCLUDED.locked_until_ms,

@@ -68,7 +68,8 @@ fi
 
 conf=(-c "listen_addresses=127.0.0.1" -c "port=$port" -c "unix_socket_directories=$dir"
       -c "max_connections=500" -c "shared_buffers=256MB"
-      -c "shared_preload_libraries=pg_stat_statements" -c "pg_stat_statements.track=all")
+      -c "shared_preload_libraries=pg_stat_statements" -c "pg_stat_statements.track=all"
+      -c "pg_stat_statements.track_planning=on")
 if [[ "$durable" -eq 0 ]]; then
   conf+=(-c "fsync=off" -c "synchronous_commit=off" -c "full_page_writes=off")
 fi

@@ -8,7 +8,8 @@
 //! the fetches waiting on the notified (schema, queue), one at a time.
 //!
 //! A waiting fetch ([`LongPoll::fetch`]) sleeps until a notification, the
-//! next due item (`next_*_due`), or its `poll_timeout`. A waiter woken by a
+//! next due item (`next_*_due`, followed by one more fetch so an item that
+//! came due in between is not slept past), or its `poll_timeout`. A waiter woken by a
 //! notification that finds work passes the wake-up on to one more waiter (a
 //! batch may hold several items); one that finds nothing ends the chain, so
 //! a notification costs at most one empty fetch rather than one per waiter.
@@ -325,9 +326,16 @@ impl LongPoll {
                 return Ok(None);
             }
             let mut wake_at = deadline;
-            if let Some(ms) = next_due().await? {
+            let due = next_due().await?;
+            // An item that became visible between the fetch and `next_due` is
+            // neither fetched nor due any more: look once more before sleeping.
+            if let Some(found) = fetch().await? {
+                return Ok(Some(found));
+            }
+            if let Some(ms) = due {
                 let due = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-                wake_at = wake_at.min(now + due);
+                // Measured after the query, so the wake-up is never early.
+                wake_at = wake_at.min(Instant::now() + due);
             }
             if !self.hub.shared.connected.load(Ordering::Relaxed) {
                 wake_at = wake_at.min(now + self.fallback);

@@ -116,6 +116,7 @@ async fn fetch_in(
             return Ok(None);
         };
         let instance: String = row.try_get("instance_id")?;
+        let claimed_at: i64 = row.try_get("now_ms")?;
         if !row.try_get::<bool, _>("claimed")? {
             skip.push(instance);
             continue;
@@ -124,6 +125,7 @@ async fn fetch_in(
             .bind(&instance)
             .bind(&token)
             .bind(params.lock_timeout_ms)
+            .bind(claimed_at)
             .fetch_optional(&mut *conn)
             .await?;
         let Some(now) = leased else {

@@ -1,6 +1,7 @@
-//! LISTEN/NOTIFY long polling: waiters wake for committed work only, at a
-//! timer's due time, after their listener is killed, and only for their own
-//! tenant; one listening connection serves a whole pool.
+//! LISTEN/NOTIFY long polling: waiters wake for committed work only (one
+//! notification per transaction), at a timer's due time, after their listener
+//! is killed, and only for their own tenant; one listening connection serves
+//! a whole pool.
 
 use std::time::Duration;
 
@@ -309,6 +310,42 @@ async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
             .unwrap_or_else(|e| panic!("fetch b: {e}"))
             .unwrap_or_else(|| panic!("b's item is still there"));
         assert_eq!(item.instance, "for-b");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_enqueues_in_one_transaction_send_one_notification() {
+    with_schemas("notify_fold", 1, |pool, names, _| async move {
+        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        eventually("listener up", || async {
+            p.notification_stats().is_some_and(|s| s.connected)
+        })
+        .await;
+        let before = p.notification_stats().map_or(0, |s| s.received);
+        let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..5 {
+            sqlx::query(&format!(
+                "SELECT \"{}\".enqueue_orchestrator_item($1, 'StartOrchestration', 'x', 0)",
+                names[0]
+            ))
+            .bind(format!("fold-{i}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue {i}: {e}"));
+        }
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        eventually("the notification", || async {
+            p.notification_stats().map_or(0, |s| s.received) > before
+        })
+        .await;
+        // Nothing else is coming: give a second one time to arrive, then count.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            p.notification_stats().map_or(0, |s| s.received),
+            before + 1,
+            "five enqueues, one commit, one notification"
+        );
     })
     .await;
 }

@@ -254,6 +254,9 @@ where
 pub enum Heavy {
     /// `race_replay` factory tests: three at a time.
     RaceReplay,
+    /// `instance_locking` and `lock_expiration` tests, which assert lease
+    /// expiry with 100-200 ms margins: eight at a time.
+    LockTiming,
     /// `test_continue_as_new_transition_delivery` (seven scenarios, each a
     /// runtime of its own): one at a time.
     TransitionDelivery,
@@ -268,10 +271,23 @@ impl Heavy {
     ) {
         static RACE: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
         static DELIVERY: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+        static LOCKS: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
         let init = || (std::sync::Mutex::new(0), std::sync::Condvar::new());
         match self {
             Heavy::RaceReplay => (3, RACE.get_or_init(init)),
             Heavy::TransitionDelivery => (1, DELIVERY.get_or_init(init)),
+            Heavy::LockTiming => (8, LOCKS.get_or_init(init)),
+        }
+    }
+}
+
+impl Heavy {
+    /// The kind a factory-suite module's tests belong to, if any.
+    pub fn of_module(module: &str) -> Option<Heavy> {
+        match module {
+            "race_replay" => Some(Heavy::RaceReplay),
+            "instance_locking" | "lock_expiration" => Some(Heavy::LockTiming),
+            _ => None,
         }
     }
 }

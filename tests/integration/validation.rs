@@ -51,9 +51,8 @@ macro_rules! factory_suite {
                             duroxide_postgres::SqlMode::$mode,
                             $notifications,
                             |factory: crate::support::PgFactory| async move {
-                                let _slot = (stringify!($module) == "race_replay").then(|| {
-                                    crate::support::HeavySlot::acquire(crate::support::Heavy::RaceReplay)
-                                });
+                                let _slot = crate::support::Heavy::of_module(stringify!($module))
+                                    .map(crate::support::HeavySlot::acquire);
                                 duroxide::provider_validation::$module::$test(&factory).await;
                             },
                         )
