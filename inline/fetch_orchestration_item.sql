@@ -4,33 +4,51 @@
 -- same schema-scoped advisory claim key, same lease rules.
 
 -- name: candidate
--- The oldest visible message whose instance has no live lease and passes the
+-- The procedure's candidate statement: the oldest visible message (by
+-- visibility, then arrival) whose instance has no live lease and passes the
 -- capability filter, the non-blocking claim of its instance (evaluated for
--- that one row only: the LIMIT is applied first), and now (the claim time).
--- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch.
+-- that one row only), whether another instance is ready too (`more`), now
+-- (the claim time), and, only when there is no candidate and $9 is set, the
+-- time until the next delayed message or lease expiry. Always one row
+-- (instance_id NULL: no candidate).
+-- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due.
 SELECT c.instance_id,
-       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)) AS claimed,
-       n.now_ms
+       coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+       (SELECT o.id FROM {{schema}}.orchestrator_queue o
+         WHERE o.visible_at_ms <= n.now_ms
+           AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
+           AND o.instance_id <> c.instance_id
+           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                            WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
+         ORDER BY o.visible_at_ms, o.id
+         LIMIT 1) IS NOT NULL AS more,
+       n.now_ms,
+       CASE WHEN c.instance_id IS NULL AND $9::boolean THEN
+            least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+                    WHERE q.visible_at_ms > n.now_ms),
+                  (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                    WHERE l.locked_until_ms > n.now_ms)) - n.now_ms
+       END AS next_due_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
- CROSS JOIN LATERAL (
-       SELECT q.instance_id
+  LEFT JOIN LATERAL (
+       SELECT q.instance_id, q.visible_at_ms, q.id
          FROM {{schema}}.orchestrator_queue q
         WHERE q.visible_at_ms <= n.now_ms
           AND q.instance_id <> ALL ($1::text[])
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
-          AND (NOT $2::boolean OR NOT EXISTS (
-               SELECT 1
+          -- A scalar subquery, looked up per candidate row: an EXISTS here
+          -- would be planned as a hash of every instance's execution.
+          AND (NOT $2::boolean OR coalesce((
+               SELECT (e.pinned_major, e.pinned_minor, e.pinned_patch)
+                      BETWEEN ($3::bigint, $4::bigint, $5::bigint) AND ($6::bigint, $7::bigint, $8::bigint)
                  FROM {{schema}}.instances i
                  JOIN {{schema}}.executions e
                    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
                 WHERE i.instance_id = q.instance_id
-                  AND e.pinned_major IS NOT NULL
-                  AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
-                           BETWEEN ($3::bigint, $4::bigint, $5::bigint)
-                               AND ($6::bigint, $7::bigint, $8::bigint))))
-        ORDER BY q.id
-        LIMIT 1) c;
+                  AND e.pinned_major IS NOT NULL), true))
+        ORDER BY q.visible_at_ms, q.id
+        LIMIT 1) c ON true;
 
 -- name: lease
 -- Take the lease from the claim time (or take over an expired one) unless a

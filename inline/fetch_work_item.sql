@@ -3,30 +3,56 @@
 -- (at most 8) candidates. Same routing, same row locks, same session rules.
 
 -- name: candidate
--- The oldest visible, unlocked (or lock-expired) item this worker may run,
--- row-locked with SKIP LOCKED. $1 tag mode, $2 tags, $3 owner, $4 sessions
--- to skip. Returns the item, its session and now.
-SELECT q.id, q.session_id, n.now_ms
-  FROM {{schema}}.worker_queue q,
-       (SELECT {{now_ms}} AS now_ms) n
- WHERE q.visible_at_ms <= n.now_ms
-   AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
-   AND CASE $1::text
-           WHEN 'any' THEN true
-           WHEN 'default' THEN q.tag IS NULL
-           WHEN 'tags' THEN q.tag = ANY ($2::text[])
-           ELSE q.tag IS NULL OR q.tag = ANY ($2::text[])
-       END
-   AND (q.session_id IS NULL
-        OR ($3::text IS NOT NULL
-            AND q.session_id <> ALL ($4::text[])
-            AND NOT EXISTS (SELECT 1 FROM {{schema}}.sessions s
-                             WHERE s.session_id = q.session_id
-                               AND s.locked_until_ms > n.now_ms
-                               AND s.owner_id <> $3::text)))
- ORDER BY q.id
- LIMIT 1
-   FOR UPDATE OF q SKIP LOCKED;
+-- The procedure's candidate statement: the oldest visible, unlocked (or
+-- lock-expired) item this worker may run, row-locked with SKIP LOCKED;
+-- now; whether another such item follows (`more`); and, only when nothing
+-- was found and $5 is set, the time until the next delayed item, item lock
+-- expiry or session lock expiry. Always one row (id NULL: nothing found).
+-- $1 tag mode, $2 tags, $3 owner, $4 sessions to skip, $5 next due.
+SELECT c.id, c.session_id, n.now_ms,
+       (SELECT o.id FROM {{schema}}.worker_queue o
+         WHERE o.id > c.id
+           AND o.visible_at_ms <= n.now_ms
+           AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
+           AND CASE $1::text
+                   WHEN 'any' THEN true
+                   WHEN 'default' THEN o.tag IS NULL
+                   WHEN 'tags' THEN o.tag = ANY ($2::text[])
+                   ELSE o.tag IS NULL OR o.tag = ANY ($2::text[])
+               END
+         ORDER BY o.id
+         LIMIT 1) IS NOT NULL AS more,
+       CASE WHEN c.id IS NULL AND $5::boolean THEN
+            least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+                    WHERE q.visible_at_ms > n.now_ms),
+                  (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                    WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
+                  (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
+                    WHERE s.locked_until_ms > n.now_ms)) - n.now_ms
+       END AS next_due_ms
+  FROM (SELECT {{now_ms}} AS now_ms) n
+  LEFT JOIN LATERAL (
+       SELECT q.id, q.session_id
+         FROM {{schema}}.worker_queue q
+        WHERE q.visible_at_ms <= n.now_ms
+          AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+          AND CASE $1::text
+                  WHEN 'any' THEN true
+                  WHEN 'default' THEN q.tag IS NULL
+                  WHEN 'tags' THEN q.tag = ANY ($2::text[])
+                  ELSE q.tag IS NULL OR q.tag = ANY ($2::text[])
+              END
+          -- Session checks are scalar lookups per candidate row, not a hash
+          -- of every session.
+          AND (q.session_id IS NULL
+               OR ($3::text IS NOT NULL
+                   AND q.session_id <> ALL ($4::text[])
+                   AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = $3::text
+                                   FROM {{schema}}.sessions s
+                                  WHERE s.session_id = q.session_id), true)))
+        ORDER BY q.id
+        LIMIT 1
+          FOR UPDATE OF q SKIP LOCKED) c ON true;
 
 -- name: claim_session
 -- Take the item's session for the owner unless another live owner holds it.

@@ -22,10 +22,13 @@ BEGIN
          WHERE q.lock_token = p_lock_token AND q.locked_until_ms > n.now_ms
         RETURNING q.session_id, n.now_ms),
     touched AS (
+        -- Looked up by key (not joined): a join would be planned as a hash
+        -- over every session when the token's row count is estimated.
         UPDATE {{schema}}.sessions s
            SET last_activity_at_ms = d.now_ms
           FROM done d
-         WHERE s.session_id = d.session_id AND s.locked_until_ms > d.now_ms
+         WHERE s.session_id = ANY (ARRAY(SELECT x.session_id FROM done x))
+           AND s.session_id = d.session_id AND s.locked_until_ms > d.now_ms
         RETURNING 1),
     completion AS (
         INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)

@@ -1,24 +1,37 @@
 -- fetch_orchestration_item: claim the next ready instance with its messages,
 -- current history and KV snapshot, in one call.
 --
--- Candidates are visible messages whose instance has no live lease, oldest
--- first. The claim is a non-blocking, schema-scoped advisory lock on the
--- instance (pg_try_advisory_xact_lock: the skip-locked claim, per instance
--- rather than per row). Candidate rows are read without row locks on purpose:
--- a dispatcher that skips an instance must not keep one of its messages
--- locked, or the claimer would wait on it (deadlocks under load) or split the
--- batch (breaking FIFO). The instance lease is taken (or
--- taken over once expired) in instance_locks; if another dispatcher won that
--- race, or the instance cannot be processed yet (no instance row, no start
--- message, no history), the next candidate is tried, so concurrent fetchers do
--- not come back empty-handed and one stuck instance never starves the rest.
--- Every visible message of the instance is stamped with the token and has its
--- attempt count bumped. Messages for an instance that never started and that
--- are all QueueMessage items are dropped, as duroxide expects.
+-- Candidates are visible messages whose instance has no live lease, in the
+-- order they became visible (then of arrival), read along
+-- orchestrator_queue_visible_idx: timers waiting far ahead are never scanned,
+-- and each check on a candidate (lease, capability filter) is an index lookup
+-- for that row, so a fetch costs the same with ten instances or ten million.
+-- The claim is a non-blocking, schema-scoped advisory lock on the instance
+-- (pg_try_advisory_xact_lock: the skip-locked claim, per instance rather than
+-- per row). Candidate rows are read without row locks on purpose: a
+-- dispatcher that skips an instance must not keep one of its messages locked,
+-- or the claimer would wait on it (deadlocks under load) or split the batch
+-- (breaking FIFO). The instance lease is taken (or taken over once expired)
+-- in instance_locks; if another dispatcher won that race, or the instance
+-- cannot be processed yet (no instance row, no start message, no history),
+-- the next candidate is tried, so concurrent fetchers do not come back
+-- empty-handed and one stuck instance never starves the rest. Every visible
+-- message of the instance is stamped with the token and has its attempt
+-- count bumped. Messages for an instance that never started and that are all
+-- QueueMessage items are dropped, as duroxide expects.
 --
 -- p_filter: a capability filter was given; p_min_* / p_max_* bound the pinned
 -- duroxide version of the instance's current execution (NULL pins match);
 -- a filter with no range (p_min_major NULL) matches nothing.
+--
+-- Returns the claimed instance, with `more` telling whether another instance
+-- had a visible message and no lease (a long-polling caller wakes one more
+-- waiter).
+-- When nothing is claimed and p_next_due is set, returns one row whose
+-- lock_token is NULL and whose next_due_ms is the time until the earliest
+-- delayed message or lease expiry (NULL: nothing is due; 0: look again now),
+-- measured from the same clock reading as the scan, so nothing that comes due
+-- in between is slept past; without p_next_due, no row.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -27,7 +40,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_min_patch       bigint,
     p_max_major       bigint,
     p_max_minor       bigint,
-    p_max_patch       bigint)
+    p_max_patch       bigint,
+    p_next_due        boolean)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -40,7 +54,9 @@ RETURNS TABLE (
     history                text[],
     kv_keys                text[],
     kv_values              text[],
-    kv_updated_ms          bigint[])
+    kv_updated_ms          bigint[],
+    more                   boolean,
+    next_due_ms            bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -58,43 +74,74 @@ DECLARE
     v_version   text;
     v_exec      bigint;
     v_known     boolean;
+    v_claimed   boolean;
+    v_more      boolean;
+    v_due       bigint;
 BEGIN
     IF p_filter AND p_min_major IS NULL THEN
         RETURN;
     END IF;
 
     FOR v_try IN 1..16 LOOP
-        v_now := {{now_ms}};
-        SELECT q.instance_id INTO v_instance
-          FROM {{schema}}.orchestrator_queue q
-         WHERE q.visible_at_ms <= v_now
-           AND q.instance_id <> ALL (v_skip)
-           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > v_now)
-           AND (NOT p_filter OR NOT EXISTS (
-                SELECT 1
-                  FROM {{schema}}.instances i
-                  JOIN {{schema}}.executions e
-                    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-                 WHERE i.instance_id = q.instance_id
-                   AND e.pinned_major IS NOT NULL
-                   AND NOT ((e.pinned_major, e.pinned_minor, e.pinned_patch)
-                            BETWEEN (p_min_major, p_min_minor, p_min_patch)
-                                AND (p_max_major, p_max_minor, p_max_patch))))
-         ORDER BY q.id
-         LIMIT 1;
-        IF NOT FOUND THEN
-            RETURN;
-        END IF;
-
-        -- One claimer per instance at a time, without waiting: a dispatcher
-        -- that picked another message of an instance being claimed moves on
-        -- instead of queueing behind (and deadlocking with) the claimer.
-        -- The key is scoped by schema, so tenants never contend.
-        IF NOT pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(v_instance)) THEN
+        -- The oldest visible message (by visibility, then arrival) whose
+        -- instance has no live lease and passes the capability filter; the
+        -- non-blocking claim of its instance (the skip-locked claim, per
+        -- instance: a dispatcher that picked an instance being claimed moves
+        -- on instead of queueing behind, and deadlocking with, the claimer;
+        -- the key is scoped by schema, so tenants never contend); whether
+        -- another instance is ready too; and, only when there is no
+        -- candidate, the next due time. The inline mode's candidate statement.
+        SELECT c.instance_id,
+               coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+               (SELECT o.id FROM {{schema}}.orchestrator_queue o
+                 WHERE o.visible_at_ms <= n.now_ms
+                   AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
+                   AND o.instance_id <> c.instance_id
+                   AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                                    WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
+                 ORDER BY o.visible_at_ms, o.id
+                 LIMIT 1) IS NOT NULL AS more,
+               n.now_ms,
+               CASE WHEN c.instance_id IS NULL AND p_next_due THEN
+                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+                            WHERE q.visible_at_ms > n.now_ms),
+                          (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                            WHERE l.locked_until_ms > n.now_ms)) - n.now_ms
+               END AS next_due_ms
+          INTO v_instance, v_claimed, v_more, v_now, v_due
+          FROM (SELECT {{now_ms}} AS now_ms) n
+          LEFT JOIN LATERAL (
+               SELECT q.instance_id, q.visible_at_ms, q.id
+                 FROM {{schema}}.orchestrator_queue q
+                WHERE q.visible_at_ms <= n.now_ms
+                  AND q.instance_id <> ALL (v_skip)
+                  AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                                   WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
+                  -- A scalar subquery, looked up per candidate row: an EXISTS here
+                  -- would be planned as a hash of every instance's execution.
+                  AND (NOT p_filter OR coalesce((
+                       SELECT (e.pinned_major, e.pinned_minor, e.pinned_patch)
+                              BETWEEN (p_min_major, p_min_minor, p_min_patch) AND (p_max_major, p_max_minor, p_max_patch)
+                         FROM {{schema}}.instances i
+                         JOIN {{schema}}.executions e
+                           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+                        WHERE i.instance_id = q.instance_id
+                          AND e.pinned_major IS NOT NULL), true))
+                ORDER BY q.visible_at_ms, q.id
+                LIMIT 1) c ON true;
+        IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
             CONTINUE;
         END IF;
+        IF v_instance IS NULL THEN
+            IF p_next_due THEN
+                next_due_ms := v_due;
+                more := false;
+                RETURN NEXT;
+            END IF;
+            RETURN;
+        END IF;
+
         -- Take the lease (or take over an expired one). The candidate query's
         -- snapshot may predate a lease another dispatcher committed since; this
         -- statement's fresh snapshot sees it and inserts nothing, instead of
@@ -157,6 +204,11 @@ BEGIN
                     -- Events queued for an instance that never started are dropped.
                     DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = v_token;
                     DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+                    IF p_next_due THEN
+                        next_due_ms := 0;  -- other work may be waiting: look again now
+                        more := false;
+                        RETURN NEXT;
+                    END IF;
                     RETURN;
                 END IF;
                 -- Nothing to run yet: put everything back as it was and try the next instance.
@@ -174,7 +226,7 @@ BEGIN
                (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
                   FROM {{schema}}.history h
                  WHERE h.instance_id = v_instance AND h.execution_id = v_exec),
-               kv.keys, kv.vals, kv.updated
+               kv.keys, kv.vals, kv.updated, v_more, NULL::bigint
           FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
                        coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
                        coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
@@ -182,5 +234,10 @@ BEGIN
                  WHERE s.instance_id = v_instance) kv;
         RETURN;
     END LOOP;
+    -- Every candidate was leased by others meanwhile: their acks notify.
+    IF p_next_due THEN
+        more := false;
+        RETURN NEXT;
+    END IF;
 END
 $$;

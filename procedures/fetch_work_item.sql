@@ -9,13 +9,22 @@
 -- session for p_owner_id until now + p_session_lock_ms. If another worker wins
 -- the session in between, the next candidate is tried.
 -- The item is locked until now + p_lock_timeout_ms and its attempt count bumped.
+--
+-- Returns the claimed item, with `more` telling whether another visible,
+-- unlocked item for this worker's tags follows it (a long-polling caller
+-- wakes one more waiter). When nothing is claimed and p_next_due is set,
+-- returns one row whose lock_token is NULL and whose next_due_ms is the time
+-- until the earliest delayed item, item lock expiry or session lock expiry
+-- (NULL: nothing is due), measured from the same clock reading as the scan;
+-- without p_next_due, no row.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
     p_tags             text[],
     p_owner_id         text,
-    p_session_lock_ms  bigint)
-RETURNS TABLE (lock_token text, work_item text, attempt_count integer)
+    p_session_lock_ms  bigint,
+    p_next_due         boolean)
+RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -26,30 +35,62 @@ DECLARE
     v_id      bigint;
     v_session text;
     v_skip    text[] := '{}';
+    v_more    boolean;
+    v_due     bigint;
 BEGIN
     FOR v_try IN 1..8 LOOP
-        v_now := {{now_ms}};
-        SELECT q.id, q.session_id INTO v_id, v_session
-          FROM {{schema}}.worker_queue q
-         WHERE q.visible_at_ms <= v_now
-           AND (q.lock_token IS NULL OR q.locked_until_ms <= v_now)
-           AND CASE p_tag_mode
-                   WHEN 'any' THEN true
-                   WHEN 'default' THEN q.tag IS NULL
-                   WHEN 'tags' THEN q.tag = ANY (p_tags)
-                   ELSE q.tag IS NULL OR q.tag = ANY (p_tags)
-               END
-           AND (q.session_id IS NULL
-                OR (p_owner_id IS NOT NULL
-                    AND q.session_id <> ALL (v_skip)
-                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.sessions s
-                                     WHERE s.session_id = q.session_id
-                                       AND s.locked_until_ms > v_now
-                                       AND s.owner_id <> p_owner_id)))
-         ORDER BY q.id
-         LIMIT 1
-         FOR UPDATE OF q SKIP LOCKED;
-        IF NOT FOUND THEN
+        -- The same statement as the inline mode's candidate.
+        SELECT c.id, c.session_id, n.now_ms,
+               (SELECT o.id FROM {{schema}}.worker_queue o
+                 WHERE o.id > c.id
+                   AND o.visible_at_ms <= n.now_ms
+                   AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
+                   AND CASE p_tag_mode
+                           WHEN 'any' THEN true
+                           WHEN 'default' THEN o.tag IS NULL
+                           WHEN 'tags' THEN o.tag = ANY (p_tags)
+                           ELSE o.tag IS NULL OR o.tag = ANY (p_tags)
+                       END
+                 ORDER BY o.id
+                 LIMIT 1) IS NOT NULL AS more,
+               CASE WHEN c.id IS NULL AND p_next_due THEN
+                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+                            WHERE q.visible_at_ms > n.now_ms),
+                          (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                            WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
+                          (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
+                            WHERE s.locked_until_ms > n.now_ms)) - n.now_ms
+               END AS next_due_ms
+          INTO v_id, v_session, v_now, v_more, v_due
+          FROM (SELECT {{now_ms}} AS now_ms) n
+          LEFT JOIN LATERAL (
+               SELECT q.id, q.session_id
+                 FROM {{schema}}.worker_queue q
+                WHERE q.visible_at_ms <= n.now_ms
+                  AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+                  AND CASE p_tag_mode
+                          WHEN 'any' THEN true
+                          WHEN 'default' THEN q.tag IS NULL
+                          WHEN 'tags' THEN q.tag = ANY (p_tags)
+                          ELSE q.tag IS NULL OR q.tag = ANY (p_tags)
+                      END
+                  -- Session checks are scalar lookups per candidate row, not a hash
+                  -- of every session.
+                  AND (q.session_id IS NULL
+                       OR (p_owner_id IS NOT NULL
+                           AND q.session_id <> ALL (v_skip)
+                           AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
+                                           FROM {{schema}}.sessions s
+                                          WHERE s.session_id = q.session_id), true)))
+                ORDER BY q.id
+                LIMIT 1
+                  FOR UPDATE OF q SKIP LOCKED) c ON true;
+        IF v_id IS NULL THEN
+            IF p_next_due THEN
+                next_due_ms := v_due;
+                more := false;
+                RETURN NEXT;
+            END IF;
             RETURN;
         END IF;
 
@@ -73,8 +114,13 @@ BEGIN
                locked_until_ms = v_now + p_lock_timeout_ms,
                attempt_count = q.attempt_count + 1
          WHERE q.id = v_id
-        RETURNING v_token, q.work_item, q.attempt_count;
+        RETURNING v_token, q.work_item, q.attempt_count, v_more, NULL::bigint;
         RETURN;
     END LOOP;
+    -- Every candidate's session was taken by others meanwhile.
+    IF p_next_due THEN
+        more := false;
+        RETURN NEXT;
+    END IF;
 END
 $$;

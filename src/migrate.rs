@@ -95,6 +95,9 @@ pub struct SchemaStatus {
     pub pending_migrations: usize,
     /// Procedures missing or out of date.
     pub stale_procedures: usize,
+    /// Procedures an earlier build installed that this one no longer has:
+    /// harmless, dropped by the next [`migrate`] in stored-procedure mode.
+    pub retired_procedures: usize,
 }
 
 impl SchemaStatus {
@@ -144,10 +147,13 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     let mut conn = pool.acquire().await?;
     // Fast path: most processes start against a current schema; check without the lock.
-    if schema_exists(&mut conn, schema).await?
-        && inspect(&mut conn, schema).await?.is_ready_for(mode)
-    {
-        return Ok(());
+    if schema_exists(&mut conn, schema).await? {
+        let status = inspect(&mut conn, schema).await?;
+        if status.is_ready_for(mode)
+            && (mode == SqlMode::InlineSql || status.retired_procedures == 0)
+        {
+            return Ok(());
+        }
     }
     // Session-level advisory lock keyed by the schema: other tenants never wait.
     sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
@@ -203,22 +209,21 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
                 .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
         })
         .collect();
-    if stale.is_empty() {
+    let retired = retired_procedures(conn, schema).await?;
+    if stale.is_empty() && retired.is_empty() {
         return Ok(());
     }
     let mut tx = conn.begin().await?;
+    for name in &retired {
+        drop_function(&mut tx, schema, name).await?;
+        sqlx::query(&schema.render("DELETE FROM {{schema}}._duroxide_procedures WHERE name = $1"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
     for procedure in &stale {
-        let drops: Vec<String> = sqlx::query_scalar(
-            "SELECT format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) \
-             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2",
-        )
-        .bind(schema.as_str())
-        .bind(procedure.name)
-        .fetch_all(&mut *tx)
-        .await?;
-        for drop in drops {
-            tx.execute(drop.as_str()).await?;
-        }
+        // Dropped first: a changed signature or result type cannot be replaced in place.
+        drop_function(&mut tx, schema, procedure.name).await?;
         tx.execute(schema.render(procedure.sql).as_str()).await?;
         sqlx::query(&schema.render(
             "INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ($1, $2) \
@@ -230,8 +235,42 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
         .await?;
     }
     tx.commit().await?;
-    tracing::info!(schema = %schema, count = stale.len(), "installed stored procedures");
+    tracing::info!(
+        schema = %schema,
+        installed = stale.len(),
+        retired = retired.len(),
+        "installed stored procedures"
+    );
     Ok(())
+}
+
+/// Drops every overload of `name` in `schema`.
+async fn drop_function(conn: &mut PgConnection, schema: &SchemaName, name: &str) -> Result<()> {
+    let drops: Vec<String> = sqlx::query_scalar(
+        "SELECT format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2",
+    )
+    .bind(schema.as_str())
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    for drop in drops {
+        conn.execute(drop.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// Procedures recorded as installed that this build no longer embeds.
+async fn retired_procedures(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+    let recorded: Vec<String> =
+        sqlx::query_scalar(&schema.render("SELECT name FROM {{schema}}._duroxide_procedures"))
+            .fetch_all(&mut *conn)
+            .await?;
+    let embedded = procedures();
+    Ok(recorded
+        .into_iter()
+        .filter(|name| embedded.iter().all(|p| p.name != name))
+        .collect())
 }
 
 /// Refuses a schema this build must not touch.
@@ -330,6 +369,7 @@ pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<Sch
             applied_version: None,
             pending_migrations: migrations().len(),
             stale_procedures: procedures().len(),
+            retired_procedures: 0,
         });
     }
     let applied = applied_migrations(conn, schema).await?;
@@ -349,6 +389,7 @@ pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<Sch
                     .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
             })
             .count(),
+        retired_procedures: retired_procedures(conn, schema).await?.len(),
     })
 }
 

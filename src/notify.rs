@@ -8,11 +8,13 @@
 //! the fetches waiting on the notified (schema, queue), one at a time.
 //!
 //! A waiting fetch ([`LongPoll::fetch`]) sleeps until a notification, the
-//! next due item (`next_*_due`, followed by one more fetch so an item that
-//! came due in between is not slept past), or its `poll_timeout`. A waiter woken by a
-//! notification that finds work passes the wake-up on to one more waiter (a
-//! batch may hold several items); one that finds nothing ends the chain, so
-//! a notification costs at most one empty fetch rather than one per waiter.
+//! next due item, or its `poll_timeout`. The fetch statement itself reports
+//! the next due item when it claims nothing ([`Polled::Empty`]), computed
+//! from the same clock reading as its scan, so nothing that comes due in
+//! between is slept past and no second statement is needed. A fetch that
+//! claims work also reports whether it saw more ([`Polled::Found`]); only
+//! then is one more waiter woken, so a notification for one item costs one
+//! fetch, not one per waiter.
 //!
 //! If the listening connection drops, every waiter is woken and polls at the
 //! fallback interval; the hub reconnects with back-off, subscribes again and
@@ -21,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -44,15 +46,54 @@ pub(crate) enum Queue {
     Worker,
 }
 
-/// The waiters of one schema, one `Notify` per queue.
+/// The fetches waiting on one queue of one schema.
+///
+/// A fetch registers before it queries, so a wake-up while nobody is
+/// registered can be dropped: every dispatcher is busy, and whichever fetches
+/// next starts its query after the commit that was notified and sees its
+/// work. Dropping it (instead of leaving a `Notify` permit behind) spares the
+/// next fetch a wake-up for work that is long taken.
+#[derive(Debug, Default)]
+struct QueueWaiters {
+    notify: Notify,
+    registered: AtomicUsize,
+}
+
+impl QueueWaiters {
+    /// Wakes one registered fetch, if there is one.
+    fn wake_one(&self) {
+        if self.registered.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Registration of one waiting fetch; dropped when the fetch returns or is
+/// cancelled.
+struct Registration<'a>(&'a QueueWaiters);
+
+impl<'a> Registration<'a> {
+    fn new(waiters: &'a QueueWaiters) -> Self {
+        waiters.registered.fetch_add(1, Ordering::SeqCst);
+        Self(waiters)
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.0.registered.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The waiters of one schema, per queue.
 #[derive(Debug, Default)]
 struct SchemaWaiters {
-    orchestrator: Notify,
-    worker: Notify,
+    orchestrator: QueueWaiters,
+    worker: QueueWaiters,
 }
 
 impl SchemaWaiters {
-    fn queue(&self, queue: Queue) -> &Notify {
+    fn queue(&self, queue: Queue) -> &QueueWaiters {
         match queue {
             Queue::Orchestrator => &self.orchestrator,
             Queue::Worker => &self.worker,
@@ -60,8 +101,8 @@ impl SchemaWaiters {
     }
 
     fn wake_all(&self) {
-        self.orchestrator.notify_waiters();
-        self.worker.notify_waiters();
+        self.orchestrator.notify.notify_waiters();
+        self.worker.notify.notify_waiters();
     }
 }
 
@@ -105,7 +146,7 @@ impl Shared {
             .ok()
             .and_then(|m| m.get(channel).cloned());
         if let Some(waiters) = waiters {
-            waiters.queue(queue).notify_one();
+            waiters.queue(queue).wake_one();
         }
     }
 }
@@ -284,37 +325,37 @@ impl LongPoll {
     }
 
     /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
-    /// in between for a notification on `queue`, the time `next_due`
-    /// reports (milliseconds from now), or the fallback interval while the
-    /// listener is down.
-    pub(crate) async fn fetch<T, F, FFut, N, NFut>(
+    /// in between for a notification on `queue`, the next due time the fetch
+    /// reported, or the fallback interval while the listener is down.
+    pub(crate) async fn fetch<T, F, FFut>(
         &self,
         queue: Queue,
         poll_timeout: Duration,
         mut fetch: F,
-        mut next_due: N,
     ) -> Result<Option<T>>
     where
         F: FnMut() -> FFut,
-        FFut: Future<Output = Result<Option<T>>>,
-        N: FnMut() -> NFut,
-        NFut: Future<Output = Result<Option<i64>>>,
+        FFut: Future<Output = Result<Polled<T>>>,
     {
         let deadline = Instant::now() + poll_timeout;
-        let notify = self.waiters.queue(queue);
+        let waiters = self.waiters.queue(queue);
+        let _registration = Registration::new(waiters);
         let mut woken = false;
         loop {
             // Registered before fetching, so a commit during the fetch is not missed.
-            let notified = notify.notified();
+            let notified = waiters.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(found) = fetch().await? {
-                if woken {
-                    // The notification may cover more than one item: pass it on.
-                    notify.notify_one();
+            let next_due_ms = match fetch().await? {
+                Polled::Found { item, more } => {
+                    if more {
+                        // Someone else's turn: the fetch saw more claimable work.
+                        waiters.wake_one();
+                    }
+                    return Ok(Some(item));
                 }
-                return Ok(Some(found));
-            }
+                Polled::Empty { next_due_ms } => next_due_ms,
+            };
             if woken {
                 self.hub
                     .shared
@@ -326,16 +367,10 @@ impl LongPoll {
                 return Ok(None);
             }
             let mut wake_at = deadline;
-            let due = next_due().await?;
-            // An item that became visible between the fetch and `next_due` is
-            // neither fetched nor due any more: look once more before sleeping.
-            if let Some(found) = fetch().await? {
-                return Ok(Some(found));
-            }
-            if let Some(ms) = due {
-                let due = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-                // Measured after the query, so the wake-up is never early.
-                wake_at = wake_at.min(Instant::now() + due);
+            if let Some(ms) = next_due_ms {
+                // Counted from the scan's clock reading but applied from now,
+                // after the statement returned: the wake-up is never early.
+                wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
             }
             if !self.hub.shared.connected.load(Ordering::Relaxed) {
                 wake_at = wake_at.min(now + self.fallback);
@@ -348,5 +383,45 @@ impl LongPoll {
                 self.hub.shared.wakeups.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// What one fetch statement found.
+#[derive(Debug)]
+pub(crate) enum Polled<T> {
+    /// A claimed item, and whether the fetch saw more claimable work.
+    Found {
+        /// The claimed item.
+        item: T,
+        /// Another dispatcher could claim something right now.
+        more: bool,
+    },
+    /// Nothing claimable.
+    Empty {
+        /// Milliseconds until a delayed item or an expiring lock may make
+        /// work claimable without a notification; `None` when nothing is
+        /// pending (or the fetch was not asked).
+        next_due_ms: Option<i64>,
+    },
+}
+
+impl<T> Polled<T> {
+    /// The item, if any.
+    pub(crate) fn into_item(self) -> Option<T> {
+        match self {
+            Self::Found { item, .. } => Some(item),
+            Self::Empty { .. } => None,
+        }
+    }
+
+    /// Applies `f` to a found item.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Polled<U>> {
+        Ok(match self {
+            Self::Found { item, more } => Polled::Found {
+                item: f(item)?,
+                more,
+            },
+            Self::Empty { next_due_ms } => Polled::Empty { next_due_ms },
+        })
     }
 }

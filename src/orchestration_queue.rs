@@ -13,12 +13,13 @@ use duroxide::providers::{
     ScheduledActivityIdentifier, WorkItem,
 };
 use duroxide::{Event, EventKind};
+use sqlx::{FromRow, Row};
 
 use crate::codec::{self, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
-use crate::notify::Queue;
+use crate::notify::{Polled, Queue};
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -26,7 +27,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -36,13 +37,11 @@ statements! {
         renew = "SELECT {{schema}}.renew_orchestration_item_lock($1, $2)",
         /// Enqueue one message.
         enqueue = "SELECT {{schema}}.enqueue_orchestrator_item($1, $2, $3, $4)",
-        /// Milliseconds until the next delayed message or lease expiry.
-        next_due = "SELECT {{schema}}.next_orchestration_due()",
     }
 }
 
-/// The row `fetch_orchestration_item` returns (built field by field by the
-/// inline driver).
+/// The row `fetch_orchestration_item` returns for a claimed instance (built
+/// field by field by the inline driver).
 #[derive(sqlx::FromRow)]
 pub(crate) struct FetchedRow {
     pub lock_token: String,
@@ -66,6 +65,8 @@ pub(crate) struct FetchParams {
     pub has_filter: bool,
     /// min major/minor/patch, max major/minor/patch.
     pub bounds: [Option<i64>; 6],
+    /// Report the next due time when nothing is claimed (long polling).
+    pub next_due: bool,
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -100,54 +101,56 @@ pub(crate) async fn fetch(
     filter: Option<&DispatcherCapabilityFilter>,
 ) -> Result<Option<(OrchestrationItem, String, u32)>> {
     let (has_filter, bounds) = filter_params(filter)?;
-    let params = FetchParams {
+    let mut params = FetchParams {
         lock_timeout_ms: codec::millis(lock_timeout),
         has_filter,
         bounds,
+        next_due: false,
     };
     match &p.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
+            params.next_due = true;
             long_poll
-                .fetch(
-                    Queue::Orchestrator,
-                    poll_timeout,
-                    || fetch_once(p, params),
-                    || next_due(p),
-                )
+                .fetch(Queue::Orchestrator, poll_timeout, || fetch_once(p, params))
                 .await
         }
-        _ => fetch_once(p, params).await,
+        _ => Ok(fetch_once(p, params).await?.into_item()),
     }
-}
-
-/// Milliseconds until a delayed message or a lease may make work fetchable.
-async fn next_due(p: &PostgresProvider) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(&p.sql.orchestration.next_due)
-        .fetch_one(&p.pool)
-        .await?)
 }
 
 /// One claim attempt.
 async fn fetch_once(
     p: &PostgresProvider,
     params: FetchParams,
-) -> Result<Option<(OrchestrationItem, String, u32)>> {
-    let row = match p.mode {
+) -> Result<Polled<(OrchestrationItem, String, u32)>> {
+    let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut query = sqlx::query_as::<_, FetchedRow>(&p.sql.orchestration.fetch)
+            let mut query = sqlx::query(&p.sql.orchestration.fetch)
                 .bind(params.lock_timeout_ms)
                 .bind(params.has_filter);
             for bound in params.bounds {
                 query = query.bind(bound);
             }
-            query.fetch_optional(&p.pool).await?
+            match query.bind(params.next_due).fetch_optional(&p.pool).await? {
+                None => Polled::Empty { next_due_ms: None },
+                Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
+                    None => Polled::Empty {
+                        next_due_ms: row.try_get("next_due_ms")?,
+                    },
+                    Some(_) => Polled::Found {
+                        more: row.try_get("more")?,
+                        item: FetchedRow::from_row(&row)?,
+                    },
+                },
+            }
         }
         SqlMode::InlineSql => inline::orchestration::fetch(p, params).await?,
     };
-    let Some(row) = row else {
-        return Ok(None);
-    };
+    polled.map(decode_fetched)
+}
 
+/// The runtime's view of a claimed instance: (item, lock token, attempts).
+fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
     // Messages that no longer parse are skipped; the rest of the turn proceeds.
     let messages: Vec<WorkItem> = row
         .messages
@@ -194,7 +197,7 @@ async fn fetch_once(
         kv_snapshot,
     };
     let attempts = u32::try_from(row.attempt_count).unwrap_or_default();
-    Ok(Some((item, row.lock_token, attempts)))
+    Ok((item, row.lock_token, attempts))
 }
 
 /// Name and version of an instance that has no row yet: from its history's

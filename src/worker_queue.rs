@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
+use sqlx::Row;
 
 use crate::codec::{self, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
-use crate::notify::Queue;
+use crate::notify::{Polled, Queue};
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
 
@@ -23,7 +24,8 @@ statements! {
         /// Add an activity.
         enqueue = "SELECT {{schema}}.enqueue_work_item($1, $2, $3, $4, $5, $6)",
         /// Claim an activity.
-        fetch = "SELECT lock_token, work_item, attempt_count FROM {{schema}}.fetch_work_item($1, $2, $3, $4, $5)",
+        fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms \
+                 FROM {{schema}}.fetch_work_item($1, $2, $3, $4, $5, $6)",
         /// Complete an activity.
         ack = "SELECT {{schema}}.ack_work_item($1, $2, $3, $4)",
         /// Extend an activity lock.
@@ -34,8 +36,6 @@ statements! {
         renew_sessions = "SELECT {{schema}}.renew_session_locks($1, $2, $3)",
         /// Sweep orphaned sessions.
         cleanup_sessions = "SELECT {{schema}}.cleanup_orphaned_sessions()",
-        /// Milliseconds until the next delayed item or lock expiry.
-        next_due = "SELECT {{schema}}.next_work_due()",
     }
 }
 
@@ -78,6 +78,8 @@ pub(crate) struct FetchParams {
     /// The session owner; `None` fetches only items without a session.
     pub owner: Option<String>,
     pub session_lock_ms: Option<i64>,
+    /// Report the next due time when nothing is claimed (long polling).
+    pub next_due: bool,
 }
 
 /// Turns the boolean a lock-token procedure returns into DX001 when false.
@@ -110,55 +112,68 @@ pub(crate) async fn fetch(
         tags: tags.into_iter().map(str::to_string).collect(),
         owner: owner.map(str::to_string),
         session_lock_ms: session.map(|s| codec::millis(s.lock_timeout)),
+        next_due: false,
     };
     match &p.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
+            let params = FetchParams {
+                next_due: true,
+                ..params
+            };
             long_poll
-                .fetch(
-                    Queue::Worker,
-                    poll_timeout,
-                    || fetch_once(p, &params),
-                    || next_due(p),
-                )
+                .fetch(Queue::Worker, poll_timeout, || fetch_once(p, &params))
                 .await
         }
-        _ => fetch_once(p, &params).await,
+        _ => Ok(fetch_once(p, &params).await?.into_item()),
     }
 }
 
-/// Milliseconds until a delayed item or an expiring lock may make work fetchable.
-async fn next_due(p: &PostgresProvider) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(&p.sql.worker.next_due)
-        .fetch_one(&p.pool)
-        .await?)
-}
+/// A claimed item as the procedure and the inline driver return it:
+/// (lock token, work item JSON, attempts).
+pub(crate) type FetchedItem = (String, String, i32);
 
 /// One claim attempt.
 async fn fetch_once(
     p: &PostgresProvider,
     params: &FetchParams,
-) -> Result<Option<(WorkItem, String, u32)>> {
-    let row = match p.mode {
+) -> Result<Polled<(WorkItem, String, u32)>> {
+    let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            sqlx::query_as(&p.sql.worker.fetch)
+            let row = sqlx::query(&p.sql.worker.fetch)
                 .bind(params.lock_timeout_ms)
                 .bind(params.tag_mode)
                 .bind(&params.tags)
                 .bind(&params.owner)
                 .bind(params.session_lock_ms)
+                .bind(params.next_due)
                 .fetch_optional(&p.pool)
-                .await?
+                .await?;
+            match row {
+                None => Polled::Empty { next_due_ms: None },
+                Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
+                    None => Polled::Empty {
+                        next_due_ms: row.try_get("next_due_ms")?,
+                    },
+                    Some(token) => Polled::Found {
+                        item: (
+                            token,
+                            row.try_get("work_item")?,
+                            row.try_get("attempt_count")?,
+                        ),
+                        more: row.try_get("more")?,
+                    },
+                },
+            }
         }
         SqlMode::InlineSql => inline::worker::fetch(p, params.clone()).await?,
     };
-    row.map(|(token, json, attempts)| {
+    polled.map(|(token, json, attempts): FetchedItem| {
         Ok((
             codec::decode_work_item(&json)?,
             token,
             u32::try_from(attempts).unwrap_or_default(),
         ))
     })
-    .transpose()
 }
 
 /// Completes an activity, enqueueing its completion in the same transaction.

@@ -167,14 +167,25 @@ fn single_statement<'a>(sig: &Signature<'a>) -> Option<&'a str> {
 }
 
 /// Replaces each parameter reference in `statement` with `$n::type`.
-/// Identifiers after a `.` (qualified columns) and text inside string
-/// literals are left alone.
+/// Identifiers after a `.` (qualified columns), text inside string literals
+/// and `--` comments are left alone.
 fn bind_parameters(statement: &str, params: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(statement.len() + 64);
     let mut chars = statement.char_indices().peekable();
     let mut in_literal = false;
+    let mut in_comment = false;
     let mut previous = ' ';
     while let Some((i, c)) = chars.next() {
+        if in_comment {
+            out.push(c);
+            in_comment = c != '\n';
+            continue;
+        }
+        if !in_literal && c == '-' && chars.peek().is_some_and(|&(_, d)| d == '-') {
+            in_comment = true;
+            out.push(c);
+            continue;
+        }
         if in_literal {
             out.push(c);
             in_literal = c != '\'';
@@ -361,6 +372,18 @@ mod tests {
                 "inline/{file}.sql lacks `-- name: {name}`"
             );
         }
+    }
+
+    #[test]
+    fn comments_are_copied_untouched() {
+        let bound = bind_parameters(
+            "SELECT p_a -- the token's p_a\n  FROM t WHERE x = p_a",
+            &[("p_a", "text")],
+        );
+        assert_eq!(
+            bound,
+            "SELECT $1::text -- the token's p_a\n  FROM t WHERE x = $1::text"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
 use crate::error::{PgProviderError, Result, sqlstate};
+use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
 use crate::provider::PostgresProvider;
 
@@ -84,9 +85,10 @@ inline_sections! {
 
 /// The procedure's loop: try up to [`MAX_CANDIDATES`] instances, claim the
 /// first that can run, return its batch, history and KV snapshot.
-pub(crate) async fn fetch(p: &PostgresProvider, params: FetchParams) -> Result<Option<FetchedRow>> {
+pub(crate) async fn fetch(p: &PostgresProvider, params: FetchParams) -> Result<Polled<FetchedRow>> {
     if params.has_filter && params.bounds[0].is_none() {
-        return Ok(None); // a filter with no version range matches nothing
+        // A filter with no version range matches nothing.
+        return Ok(Polled::Empty { next_due_ms: None });
     }
     let p = p.clone();
     detached(async move {
@@ -101,7 +103,7 @@ async fn fetch_in(
     p: &PostgresProvider,
     conn: &mut PgConnection,
     params: &FetchParams,
-) -> Result<Option<FetchedRow>> {
+) -> Result<Polled<FetchedRow>> {
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
@@ -112,15 +114,21 @@ async fn fetch_in(
         for bound in params.bounds {
             candidate = candidate.bind(bound);
         }
-        let Some(row) = candidate.fetch_optional(&mut *conn).await? else {
-            return Ok(None);
+        let row = candidate
+            .bind(params.next_due)
+            .fetch_one(&mut *conn)
+            .await?;
+        let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
+            return Ok(Polled::Empty {
+                next_due_ms: row.try_get("next_due_ms")?,
+            });
         };
-        let instance: String = row.try_get("instance_id")?;
-        let claimed_at: i64 = row.try_get("now_ms")?;
         if !row.try_get::<bool, _>("claimed")? {
             skip.push(instance);
             continue;
         }
+        let more: bool = row.try_get("more")?;
+        let claimed_at: i64 = row.try_get("now_ms")?;
         let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
             .bind(&instance)
             .bind(&token)
@@ -177,7 +185,10 @@ async fn fetch_in(
                         .execute(&mut *conn)
                         .await?;
                     if all_queue {
-                        return Ok(None);
+                        // Other work may be waiting: look again now.
+                        return Ok(Polled::Empty {
+                            next_due_ms: Some(0),
+                        });
                     }
                     skip.push(instance);
                     continue;
@@ -205,9 +216,10 @@ async fn fetch_in(
             kv_values: snapshot.try_get("kv_values")?,
             kv_updated_ms: snapshot.try_get("kv_updated_ms")?,
         };
-        return Ok(Some(row));
+        return Ok(Polled::Found { item: row, more });
     }
-    Ok(None)
+    // Every candidate was leased by others meanwhile: their acks notify.
+    Ok(Polled::Empty { next_due_ms: None })
 }
 
 /// The procedure's steps in order, skipping those whose input is empty.

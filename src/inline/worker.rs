@@ -5,8 +5,9 @@ use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
 use crate::error::Result;
+use crate::notify::Polled;
 use crate::provider::PostgresProvider;
-use crate::worker_queue::FetchParams;
+use crate::worker_queue::{FetchParams, FetchedItem};
 
 /// Candidates tried per fetch, as in the procedure.
 const MAX_CANDIDATES: usize = 8;
@@ -27,7 +28,7 @@ inline_sections! {
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     params: FetchParams,
-) -> Result<Option<(String, String, i32)>> {
+) -> Result<Polled<FetchedItem>> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
@@ -41,22 +42,25 @@ async fn fetch_in(
     p: &PostgresProvider,
     conn: &mut PgConnection,
     params: &FetchParams,
-) -> Result<Option<(String, String, i32)>> {
+) -> Result<Polled<FetchedItem>> {
     let sql = &p.sql.inline.fetch_work;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     for _ in 0..MAX_CANDIDATES {
-        let Some(row) = sqlx::query(&sql.candidate)
+        let row = sqlx::query(&sql.candidate)
             .bind(params.tag_mode)
             .bind(&params.tags)
             .bind(&params.owner)
             .bind(&skip)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            break;
+            .bind(params.next_due)
+            .fetch_one(&mut *conn)
+            .await?;
+        let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+            return Ok(Polled::Empty {
+                next_due_ms: row.try_get("next_due_ms")?,
+            });
         };
-        let id: i64 = row.try_get("id")?;
+        let more: bool = row.try_get("more")?;
         let session: Option<String> = row.try_get("session_id")?;
         let now: i64 = row.try_get("now_ms")?;
         if let Some(session) = session {
@@ -72,14 +76,18 @@ async fn fetch_in(
                 continue;
             }
         }
-        let claimed: (String, String, i32) = sqlx::query_as(&sql.claim)
+        let claimed: FetchedItem = sqlx::query_as(&sql.claim)
             .bind(id)
             .bind(&token)
             .bind(now)
             .bind(params.lock_timeout_ms)
             .fetch_one(&mut *conn)
             .await?;
-        return Ok(Some(claimed));
+        return Ok(Polled::Found {
+            item: claimed,
+            more,
+        });
     }
-    Ok(None)
+    // Every candidate's session was taken by others meanwhile.
+    Ok(Polled::Empty { next_due_ms: None })
 }

@@ -71,3 +71,13 @@ pub fn metadata() -> ExecutionMetadata {
         ..Default::default()
     }
 }
+
+/// The `ActivityCompleted` of `instance`'s execution 1 for scheduling event `id`.
+pub fn completion(instance: &str, id: u64) -> WorkItem {
+    WorkItem::ActivityCompleted {
+        instance: instance.to_string(),
+        execution_id: 1,
+        id,
+        result: "\"done\"".to_string(),
+    }
+}

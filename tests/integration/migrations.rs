@@ -1,8 +1,9 @@
 //! Migrations: applied once under concurrency, refused when the schema is
-//! newer or edited, verified (not applied) when DDL is off; health reporting.
+//! newer or edited, verified (not applied) when DDL is off; procedures
+//! reinstalled when changed and dropped when retired; health reporting.
 
 use duroxide_postgres::{
-    MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, migrate,
+    MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, SchemaName, SqlMode, migrate,
 };
 
 use crate::support::with_schema;
@@ -147,6 +148,52 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
         .await
         .expect("reinstalled function answers");
         assert_eq!(rows, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn procedures_a_newer_build_retired_are_dropped() {
+    with_schema("mig_retire", |schema| async move {
+        schema.provider().await;
+        // As an earlier build would have left it: a recorded procedure this
+        // build no longer embeds.
+        sqlx::query(&schema.sql(
+            "CREATE FUNCTION {{schema}}.next_orchestration_due() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint'",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("old procedure");
+        sqlx::query(&schema.sql(
+            "INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ('next_orchestration_due', '\\x00')",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("recorded");
+        let name = SchemaName::new(&schema.name).expect("valid name");
+        let mut conn = schema.pool.acquire().await.expect("connection");
+        let status = migrate::inspect(&mut conn, &name)
+            .await
+            .expect("inspect");
+        assert_eq!(status.retired_procedures, 1);
+        // Harmless while it stays: a stored-procedure provider is ready.
+        assert!(status.is_ready_for(SqlMode::StoredProcedures), "{status:?}");
+
+        schema.provider().await;
+        let functions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = 'next_orchestration_due'",
+        )
+        .bind(schema.name.as_str())
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(functions, 0, "retired procedure dropped");
+        let status = migrate::inspect(&mut conn, &name)
+            .await
+            .expect("inspect");
+        assert_eq!(status.retired_procedures, 0);
+        assert!(status.is_current());
     })
     .await;
 }

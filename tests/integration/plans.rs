@@ -1,0 +1,149 @@
+//! Plans that must stay per-row index lookups as tables grow: fetching or
+//! acking one item must not read every instance, execution or session.
+//!
+//! The check is observable without reading plans: PostgreSQL counts the
+//! sequential scans of every table (`pg_stat_user_tables.seq_scan`). With
+//! thousands of analyzed rows in `instances`, `executions` and `sessions`, a
+//! plan that hashes or scans them shows up there; index lookups do not.
+
+use std::time::Duration;
+
+use duroxide::providers::{
+    DispatcherCapabilityFilter, Provider, SessionFetchConfig, TagFilter, WorkItem,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::fixtures;
+use crate::support::{TestSchema, database_url, with_schema};
+
+const ROWS: i64 = 20_000;
+const LOCK: Duration = Duration::from_secs(30);
+
+/// Sequential scans so far of the tables a fetch or an ack must not scan.
+async fn seq_scans(pool: &PgPool, schema: &str) -> i64 {
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .expect("fresh statistics");
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables \
+         WHERE schemaname = $1 AND relname IN ('instances', 'executions', 'sessions')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("seq_scan counters")
+}
+
+/// Fills the tables a fetch or an ack could be tempted to scan, and analyzes them.
+async fn grow(schema: &TestSchema) {
+    for statement in [
+        "INSERT INTO {{schema}}.instances (instance_id, orchestration_name, orchestration_version, \
+         current_execution_id, created_at_ms, updated_at_ms) \
+         SELECT 'old-' || g, 'Old', '1.0.0', 1, 0, 0 FROM generate_series(1, $1::bigint) g",
+        "INSERT INTO {{schema}}.executions (instance_id, execution_id, status, started_at_ms, \
+         pinned_major, pinned_minor, pinned_patch) \
+         SELECT 'old-' || g, 1, 'Completed', 0, 0, 1, 0 FROM generate_series(1, $1::bigint) g",
+        "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
+         SELECT 'old-' || g, 'gone', 0, 0 FROM generate_series(1, $1::bigint) g",
+    ] {
+        sqlx::query(&schema.sql(statement))
+            .bind(ROWS)
+            .execute(&schema.pool)
+            .await
+            .expect("rows");
+    }
+    for table in ["instances", "executions", "sessions"] {
+        sqlx::query(&schema.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
+            .execute(&schema.pool)
+            .await
+            .expect("analyze");
+    }
+}
+
+async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
+    with_schema(&format!("plans_{mode}"), |schema| async move {
+        schema.provider_in(mode).await; // migrate
+        grow(&schema).await;
+        // A pool of its own: its backends report their statistics when it closes.
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(database_url())
+            .await
+            .expect("pool");
+        let options = PostgresOptions::default()
+            .schema(&schema.name)
+            .sql_mode(mode)
+            .notifications(false);
+        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
+            .await
+            .expect("provider");
+        let before = seq_scans(&schema.pool, &schema.name).await;
+
+        let filter = DispatcherCapabilityFilter::default_for_current_build();
+        let session = SessionFetchConfig {
+            owner_id: "worker-1".to_string(),
+            lock_timeout: LOCK,
+        };
+        for n in 0..8 {
+            let instance = format!("new-{n}");
+            provider
+                .enqueue_for_orchestrator(fixtures::start(&instance), None)
+                .await
+                .expect("enqueue");
+            // Instances abandoned by earlier rounds are back in the queue too.
+            let (_, token, _) = provider
+                .fetch_orchestration_item(LOCK, Duration::ZERO, Some(&filter))
+                .await
+                .expect("fetch")
+                .expect("an instance");
+            provider
+                .abandon_orchestration_item(&token, None, false)
+                .await
+                .expect("abandon");
+
+            let mut work = fixtures::activity(&instance, 2);
+            if let WorkItem::ActivityExecute { session_id, .. } = &mut work {
+                *session_id = Some(format!("session-{n}"));
+            }
+            provider.enqueue_for_worker(work).await.expect("enqueue");
+            let (_, token, _) = provider
+                .fetch_work_item(
+                    LOCK,
+                    Duration::ZERO,
+                    Some(&session),
+                    &TagFilter::DefaultOnly,
+                )
+                .await
+                .expect("fetch work")
+                .expect("the activity");
+            provider
+                .ack_work_item(&token, Some(fixtures::completion(&instance, 2)))
+                .await
+                .expect("ack");
+        }
+        drop(provider);
+        pool.close().await;
+
+        let after = seq_scans(&schema.pool, &schema.name).await;
+        assert_eq!(
+            after - before,
+            0,
+            "fetches and acks scanned instances, executions or sessions ({ROWS} rows each)"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn procedures_scan_no_table_that_grows_with_instances_or_sessions() {
+    turns_and_activities_scan_nothing_big(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test]
+async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
+    turns_and_activities_scan_nothing_big(SqlMode::InlineSql).await;
+}
