@@ -125,6 +125,8 @@ struct Outcome {
     latencies_ms: Vec<f64>,
     /// (statements, server ms) sent by the runtime, if pg_stat_statements is available.
     server: Option<(f64, f64)>,
+    /// Orchestration turns committed (history appends).
+    turns: Option<i64>,
 }
 
 impl Outcome {
@@ -137,6 +139,11 @@ impl Outcome {
         }
         let idx = ((self.latencies_ms.len() - 1) as f64 * p).round() as usize;
         self.latencies_ms[idx]
+    }
+    fn turns_per_orch(&self) -> String {
+        self.turns.map_or("n/a".to_string(), |t| {
+            format!("{:.1}", t as f64 / self.completed.max(1) as f64)
+        })
     }
     fn per_orch(&self) -> Option<(f64, f64)> {
         let n = self.completed.max(1) as f64;
@@ -276,6 +283,14 @@ async fn run_one(
 
     let mut latencies_ms = std::mem::take(&mut *latencies.lock().await);
     latencies_ms.sort_by(f64::total_cmp);
+    // Every turn appends history in one transaction, stamped with one time:
+    // distinct stamps per execution count the turns.
+    let turns: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT (instance_id, execution_id, created_at_ms)) FROM \"{schema}\".history"
+    ))
+    .fetch_one(admin)
+    .await
+    .ok();
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(admin)
         .await?;
@@ -291,6 +306,7 @@ async fn run_one(
         tasks: settings.tasks,
         latencies_ms,
         server: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+        turns,
     })
 }
 
@@ -313,9 +329,9 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | statements/orch | server ms/orch | empty fetches/notification | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | empty fetches/notification | completed | failed |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
@@ -329,7 +345,7 @@ fn print_table(outcomes: &[Outcome]) {
             },
         );
         println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {stmts} | {ms} | {empty} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {empty} | {} | {} |",
             o.mode,
             if o.notifications { "on" } else { "off" },
             o.orch,
@@ -338,6 +354,7 @@ fn print_table(outcomes: &[Outcome]) {
             o.per_sec() * o.tasks as f64,
             o.percentile(0.5),
             o.percentile(0.99),
+            o.turns_per_orch(),
             o.completed,
             o.failed
         );

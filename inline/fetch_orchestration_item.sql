@@ -11,13 +11,16 @@
 -- (the claim time), and, only when there is no candidate and $9 is set, the
 -- time until the next delayed message or lease expiry. Always one row
 -- (instance_id NULL: no candidate).
--- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due.
+-- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
+-- $10 settle ms.
 SELECT c.instance_id,
        coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
        (SELECT o.id FROM {{schema}}.orchestrator_queue o
          WHERE o.visible_at_ms <= n.now_ms
            AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
            AND o.instance_id <> c.instance_id
+           AND NOT (o.visible_at_ms > n.now_ms - $10::bigint
+                    AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id))
            AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                             WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
          ORDER BY o.visible_at_ms, o.id
@@ -27,7 +30,10 @@ SELECT c.instance_id,
             least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                     WHERE q.visible_at_ms > n.now_ms),
                   (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
-                    WHERE l.locked_until_ms > n.now_ms)) - n.now_ms
+                    WHERE l.locked_until_ms > n.now_ms),
+                  (SELECT min(q.visible_at_ms) + $10::bigint FROM {{schema}}.orchestrator_queue q
+                    WHERE q.visible_at_ms > n.now_ms - $10::bigint AND q.visible_at_ms <= n.now_ms
+                      AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))) - n.now_ms
        END AS next_due_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
@@ -37,6 +43,11 @@ SELECT c.instance_id,
           AND q.instance_id <> ALL ($1::text[])
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
+          -- Settling: a fresh message of an instance that still has activities
+          -- queued or running waits up to the settle time for its siblings, so
+          -- one turn takes them all (long-polling fetches only; 0: off).
+          AND NOT (q.visible_at_ms > n.now_ms - $10::bigint
+                   AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))
           -- A scalar subquery, looked up per candidate row: an EXISTS here
           -- would be planned as a hash of every instance's execution.
           AND (NOT $2::boolean OR coalesce((

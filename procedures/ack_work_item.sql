@@ -3,7 +3,8 @@
 -- (cancelled, stolen, or expired) returns false and nothing changes (the
 -- caller reports DX001). The item's
 -- session, if any, records the activity. An enqueued completion wakes the
--- schema's orchestrator waiters at commit.
+-- schema's orchestrator waiters at commit; the payload says whether more
+-- completions of the instance are on their way ('orchestrator settle').
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item(
     p_lock_token    text,
     p_instance_id   text,
@@ -37,7 +38,15 @@ BEGIN
          WHERE p_work_item IS NOT NULL
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM done)
-      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator')
-                                    FROM done WHERE p_work_item IS NOT NULL) x) notified;
+      FROM (SELECT count(*)
+              FROM (SELECT pg_notify('{{channel}}',
+                               -- 'orchestrator settle': other activities of the
+                               -- instance are still queued or running, so more
+                               -- completions are on their way (see src/notify.rs).
+                               CASE WHEN EXISTS (SELECT 1 FROM {{schema}}.worker_queue w
+                                                  WHERE w.instance_id = p_instance_id
+                                                    AND w.lock_token IS DISTINCT FROM p_lock_token)
+                                    THEN 'orchestrator settle' ELSE 'orchestrator' END)
+                      FROM done WHERE p_work_item IS NOT NULL) x) notified;
 END
 $$;

@@ -32,6 +32,12 @@
 -- delayed message or lease expiry (NULL: nothing is due; 0: look again now),
 -- measured from the same clock reading as the scan, so nothing that comes due
 -- in between is slept past; without p_next_due, no row.
+--
+-- p_settle_ms (long-polling callers; 0 turns it off): an instance whose
+-- oldest visible message is younger than this and that still has activities
+-- queued or running is passed over until its message is that old, so the
+-- completions of a fan-out are taken in one turn rather than one turn each;
+-- the next due time covers it.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -41,7 +47,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_max_major       bigint,
     p_max_minor       bigint,
     p_max_patch       bigint,
-    p_next_due        boolean)
+    p_next_due        boolean,
+    p_settle_ms       bigint)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -97,6 +104,8 @@ BEGIN
                  WHERE o.visible_at_ms <= n.now_ms
                    AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
                    AND o.instance_id <> c.instance_id
+                   AND NOT (o.visible_at_ms > n.now_ms - p_settle_ms
+                            AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id))
                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                     WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
                  ORDER BY o.visible_at_ms, o.id
@@ -106,7 +115,10 @@ BEGIN
                     least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms),
                           (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
-                            WHERE l.locked_until_ms > n.now_ms)) - n.now_ms
+                            WHERE l.locked_until_ms > n.now_ms),
+                          (SELECT min(q.visible_at_ms) + p_settle_ms FROM {{schema}}.orchestrator_queue q
+                            WHERE q.visible_at_ms > n.now_ms - p_settle_ms AND q.visible_at_ms <= n.now_ms
+                              AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))) - n.now_ms
                END AS next_due_ms
           INTO v_instance, v_claimed, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
@@ -117,6 +129,11 @@ BEGIN
                   AND q.instance_id <> ALL (v_skip)
                   AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                    WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
+                  -- Settling: a fresh message of an instance that still has activities
+                  -- queued or running waits up to the settle time for its siblings, so
+                  -- one turn takes them all (long-polling fetches only; 0: off).
+                  AND NOT (q.visible_at_ms > n.now_ms - p_settle_ms
+                           AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))
                   -- A scalar subquery, looked up per candidate row: an EXISTS here
                   -- would be planned as a hash of every instance's execution.
                   AND (NOT p_filter OR coalesce((

@@ -122,6 +122,14 @@ pub struct PostgresOptions {
     /// While the listening connection is down, how often waiting fetches
     /// poll instead (default 250 ms).
     pub fallback_poll_interval: Duration,
+    /// With notifications on: how long a fresh activity completion whose
+    /// instance still has other activities queued or running may wait for
+    /// its siblings before an orchestrator dispatcher takes it (default
+    /// 5 ms; zero: at once). The completions of a fan-out then land in one
+    /// turn instead of one turn each. The last completion of a fan-out, or
+    /// of a lone activity, is taken at once, so sequential orchestrations
+    /// never wait.
+    pub completion_settle: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -137,6 +145,7 @@ impl Default for PostgresOptions {
             sql_mode: SqlMode::StoredProcedures,
             notifications: true,
             fallback_poll_interval: Duration::from_millis(250),
+            completion_settle: Duration::from_millis(5),
         }
     }
 }
@@ -193,6 +202,13 @@ impl PostgresOptions {
     /// Sets how often waiting fetches poll while the listener is reconnecting.
     pub fn fallback_poll_interval(mut self, interval: Duration) -> Self {
         self.fallback_poll_interval = interval;
+        self
+    }
+
+    /// Sets how long a fresh completion with sibling activities still in
+    /// flight may wait for them (zero: at once).
+    pub fn completion_settle(mut self, settle: Duration) -> Self {
+        self.completion_settle = settle;
         self
     }
 

@@ -16,6 +16,12 @@
 //! then is one more waiter woken, so a notification for one item costs one
 //! fetch, not one per waiter.
 //!
+//! An activity completion whose instance still has activities in flight is
+//! notified as `orchestrator settle`: the hub wakes a waiter the provider's
+//! `completion_settle` later rather than at once, so the siblings' completions
+//! join the same turn (the fetch itself passes such an instance over for that
+//! long, see `procedures/fetch_orchestration_item.sql`).
+//!
 //! If the listening connection drops, every waiter is woken and polls at the
 //! fallback interval; the hub reconnects with back-off, subscribes again and
 //! wakes every waiter once more, so work committed during the gap is fetched
@@ -57,6 +63,8 @@ pub(crate) enum Queue {
 struct QueueWaiters {
     notify: Notify,
     registered: AtomicUsize,
+    /// A settling wake-up is scheduled (see [`SchemaWaiters::settle_ms`]).
+    settling: AtomicBool,
 }
 
 impl QueueWaiters {
@@ -90,6 +98,10 @@ impl Drop for Registration<'_> {
 struct SchemaWaiters {
     orchestrator: QueueWaiters,
     worker: QueueWaiters,
+    /// How long a completion whose instance has more activities in flight
+    /// waits before it wakes an orchestrator waiter, in milliseconds (0:
+    /// at once).
+    settle_ms: AtomicU64,
 }
 
 impl SchemaWaiters {
@@ -135,9 +147,10 @@ impl Shared {
 
     fn dispatch(&self, channel: &str, payload: &str) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        let queue = match payload {
-            "orchestrator" => Queue::Orchestrator,
-            "worker" => Queue::Worker,
+        let (queue, settle) = match payload {
+            "orchestrator" => (Queue::Orchestrator, false),
+            "orchestrator settle" => (Queue::Orchestrator, true),
+            "worker" => (Queue::Worker, false),
             _ => return,
         };
         let waiters = self
@@ -145,8 +158,23 @@ impl Shared {
             .lock()
             .ok()
             .and_then(|m| m.get(channel).cloned());
-        if let Some(waiters) = waiters {
+        let Some(waiters) = waiters else {
+            return;
+        };
+        let settle_ms = waiters.settle_ms.load(Ordering::Relaxed);
+        if !settle || settle_ms == 0 {
             waiters.queue(queue).wake_one();
+            return;
+        }
+        // More completions of the instance are on their way: let them land
+        // so one turn takes them all. One timer per queue; a wake-up without
+        // the hint meanwhile goes out at once as usual.
+        if !waiters.orchestrator.settling.swap(true, Ordering::SeqCst) {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+                waiters.orchestrator.settling.store(false, Ordering::SeqCst);
+                waiters.orchestrator.wake_one();
+            });
         }
     }
 }
@@ -309,14 +337,23 @@ pub(crate) struct LongPoll {
 
 impl LongPoll {
     /// Joins the hub of `pool` for `schema`.
-    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration) -> Self {
+    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
         let hub = Hub::join(pool, schema);
         let waiters = hub.waiters(schema);
+        waiters.settle_ms.store(
+            u64::try_from(settle.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Self {
             hub,
             waiters,
             fallback,
         }
+    }
+
+    /// How long fresh completions with siblings in flight settle.
+    pub(crate) fn settle(&self) -> Duration {
+        Duration::from_millis(self.waiters.settle_ms.load(Ordering::Relaxed))
     }
 
     /// The hub's counters.

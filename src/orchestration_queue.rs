@@ -27,7 +27,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -67,6 +67,9 @@ pub(crate) struct FetchParams {
     pub bounds: [Option<i64>; 6],
     /// Report the next due time when nothing is claimed (long polling).
     pub next_due: bool,
+    /// Pass over fresh completions of instances with activities in flight
+    /// for this long (long polling; 0: off).
+    pub settle_ms: i64,
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -106,10 +109,12 @@ pub(crate) async fn fetch(
         has_filter,
         bounds,
         next_due: false,
+        settle_ms: 0,
     };
     match &p.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
             params.next_due = true;
+            params.settle_ms = codec::millis(long_poll.settle());
             long_poll
                 .fetch(Queue::Orchestrator, poll_timeout, || fetch_once(p, params))
                 .await
@@ -131,7 +136,8 @@ async fn fetch_once(
             for bound in params.bounds {
                 query = query.bind(bound);
             }
-            match query.bind(params.next_due).fetch_optional(&p.pool).await? {
+            let query = query.bind(params.next_due).bind(params.settle_ms);
+            match query.fetch_optional(&p.pool).await? {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
                     None => Polled::Empty {

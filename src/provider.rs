@@ -134,9 +134,14 @@ impl PostgresProvider {
         }
         let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
-        let long_poll = options
-            .notifications
-            .then(|| LongPoll::new(&pool, schema.as_str(), options.fallback_poll_interval));
+        let long_poll = options.notifications.then(|| {
+            LongPoll::new(
+                &pool,
+                schema.as_str(),
+                options.fallback_poll_interval,
+                options.completion_settle,
+            )
+        });
         tracing::info!(
             schema = %schema,
             sql_mode = %mode,

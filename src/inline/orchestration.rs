@@ -116,6 +116,7 @@ async fn fetch_in(
         }
         let row = candidate
             .bind(params.next_due)
+            .bind(params.settle_ms)
             .fetch_one(&mut *conn)
             .await?;
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {

@@ -349,3 +349,86 @@ async fn many_enqueues_in_one_transaction_send_one_notification() {
     })
     .await;
 }
+
+/// Starts `instance` with activities `2..2 + activities` scheduled, completes
+/// activity 2, and returns once its completion is queued.
+async fn fan_out_with_one_done(p: &PostgresProvider, instance: &str, activities: u64) {
+    use crate::fixtures::{activity, completion, event, metadata};
+    p.enqueue_for_orchestrator(start(instance), None)
+        .await
+        .unwrap_or_else(|e| panic!("enqueue: {e}"));
+    let (_, token, _) = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap_or_else(|e| panic!("fetch: {e}"))
+        .unwrap_or_else(|| panic!("{instance} starts"));
+    let scheduled: Vec<_> = (2..2 + activities)
+        .map(|id| activity(instance, id))
+        .collect();
+    p.ack_orchestration_item(
+        &token,
+        1,
+        vec![event(instance, 1)],
+        scheduled,
+        vec![],
+        metadata(),
+        vec![],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("ack: {e}"));
+    let (_, token, _) = p
+        .fetch_work_item(LOCK, Duration::ZERO, None, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("fetch work: {e}"))
+        .unwrap_or_else(|| panic!("{instance}'s first activity"));
+    p.ack_work_item(&token, Some(completion(instance, 2)))
+        .await
+        .unwrap_or_else(|e| panic!("ack work: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_with_siblings_in_flight_settles_and_a_last_one_does_not() {
+    const SETTLE: Duration = Duration::from_millis(1500);
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        // (activities scheduled, poll timeout, whether the fetch should wait)
+        let cases = [
+            (2, LONG, true),            // a sibling still queued: wait for it, at most SETTLE
+            (1, LONG, false),           // the only activity: taken at once
+            (2, Duration::ZERO, false), // a fetch that does not long-poll never waits
+        ];
+        with_schemas("notify_settle", cases.len(), |pool, names, _| async move {
+            for ((activities, poll, waits), schema) in cases.into_iter().zip(&names) {
+                let options = PostgresOptions::default()
+                    .schema(schema)
+                    .sql_mode(mode)
+                    .completion_settle(SETTLE);
+                let p = PostgresProvider::from_pool_with(pool.clone(), options)
+                    .await
+                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                fan_out_with_one_done(&p, "fan-out", activities).await;
+                let begun = Instant::now();
+                let fetched = p
+                    .fetch_orchestration_item(LOCK, poll, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch: {e}"));
+                let waited = begun.elapsed();
+                let case = format!("{mode}, {activities} activities, poll {poll:?}");
+                let (item, _, _) = fetched.unwrap_or_else(|| panic!("{case}: nothing fetched"));
+                assert_eq!(item.messages.len(), 1, "{case}: the completion");
+                if waits {
+                    assert!(
+                        waited + Duration::from_millis(50) >= SETTLE,
+                        "{case}: taken before the settle time ({waited:?})"
+                    );
+                    assert!(
+                        waited < LONG,
+                        "{case}: taken at the settle time ({waited:?})"
+                    );
+                } else {
+                    assert!(waited < SETTLE, "{case}: waited ({waited:?})");
+                }
+            }
+        })
+        .await;
+    }
+}
