@@ -51,6 +51,8 @@ struct Settings {
     duration: Duration,
     in_flight: usize,
     tasks: usize,
+    /// `PostgresOptions::completion_settle`; `None` keeps the default.
+    settle: Option<Duration>,
 }
 
 fn parse_args() -> Result<Settings, BoxError> {
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Settings, BoxError> {
         duration: Duration::from_secs(10),
         in_flight: 20,
         tasks: 5,
+        settle: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -98,9 +101,12 @@ fn parse_args() -> Result<Settings, BoxError> {
             "--duration" => settings.duration = Duration::from_secs(value()?.parse()?),
             "--in-flight" => settings.in_flight = value()?.parse()?,
             "--tasks" => settings.tasks = value()?.parse()?,
+            "--settle-ms" => {
+                settings.settle = Some(Duration::from_millis(value()?.parse()?));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--scenario load,latency]"
+                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--scenario load,latency]"
                 );
                 std::process::exit(0);
             }
@@ -180,11 +186,14 @@ async fn run_one(
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(admin)
         .await?;
-    let options = PostgresOptions::default()
+    let mut options = PostgresOptions::default()
         .schema(schema.clone())
         .sql_mode(mode)
         .notifications(notifications)
         .max_connections(u32::try_from(orch + worker + 4)?);
+    if let Some(settle) = settings.settle {
+        options = options.completion_settle(settle);
+    }
     let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
     let client_provider =
         Arc::new(PostgresProvider::connect_with(client_url, options.max_connections(8)).await?);

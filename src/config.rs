@@ -125,7 +125,7 @@ pub struct PostgresOptions {
     /// With notifications on: how long a fresh activity completion whose
     /// instance still has other activities queued or running may wait for
     /// its siblings before an orchestrator dispatcher takes it (default
-    /// 5 ms; zero: at once). The completions of a fan-out then land in one
+    /// 10 ms; zero: at once). The completions of a fan-out then land in one
     /// turn instead of one turn each. The last completion of a fan-out, or
     /// of a lone activity, is taken at once, so sequential orchestrations
     /// never wait.
@@ -145,7 +145,7 @@ impl Default for PostgresOptions {
             sql_mode: SqlMode::StoredProcedures,
             notifications: true,
             fallback_poll_interval: Duration::from_millis(250),
-            completion_settle: Duration::from_millis(5),
+            completion_settle: Duration::from_millis(10),
         }
     }
 }
