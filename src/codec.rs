@@ -2,7 +2,7 @@
 //! and returns: serialized events and work items, durations in milliseconds,
 //! and the text checks PostgreSQL needs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use duroxide::Event;
 use duroxide::providers::WorkItem;
@@ -12,6 +12,36 @@ use crate::error::{PgProviderError, Result};
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The start of one claim attempt, from which the leases it takes count.
+///
+/// A fetch asked for `lock_timeout` of ownership when it was called; the
+/// runtime's lock bookkeeping (and duroxide's conformance suite) count from
+/// then. Waiting for a pooled connection or for the earlier statements of an
+/// inline attempt must not stretch the lease past that, or a crashed
+/// holder's item stays locked longer than its owner was promised to hold it.
+/// The wait of a long poll is not part of an attempt: each attempt after a
+/// wake-up starts its own clock.
+#[derive(Clone, Copy)]
+pub(crate) struct AttemptClock(Instant);
+
+impl AttemptClock {
+    /// Starts the clock of an attempt.
+    pub(crate) fn start() -> Self {
+        AttemptClock(Instant::now())
+    }
+
+    /// What is left of a `lock_timeout` lease taken now, in milliseconds: the
+    /// timeout less the time since the attempt began, but never less than half
+    /// of it, so a stalled attempt still hands out a usable lease.
+    pub(crate) fn lease_ms(self, lock_timeout: Duration) -> i64 {
+        millis(
+            lock_timeout
+                .saturating_sub(self.0.elapsed())
+                .max(lock_timeout / 2),
+        )
+    }
 }
 
 /// An optional delay in milliseconds (`None` and zero both mean "now").
@@ -212,6 +242,14 @@ impl WorkerRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_what_is_left_of_the_timeout_but_at_least_half() {
+        let clock = AttemptClock(Instant::now() - Duration::from_millis(300));
+        let left = clock.lease_ms(Duration::from_secs(1));
+        assert!((650..=700).contains(&left), "{left}");
+        assert_eq!(clock.lease_ms(Duration::from_millis(400)), 200);
+    }
 
     #[test]
     fn nul_is_rejected_with_field_name() {

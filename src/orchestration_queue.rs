@@ -15,7 +15,7 @@ use duroxide::providers::{
 use duroxide::{Event, EventKind};
 use sqlx::{FromRow, Row};
 
-use crate::codec::{self, OrchestratorRow, WorkerRow};
+use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
@@ -61,7 +61,8 @@ pub(crate) struct FetchedRow {
 /// The parameters of a fetch, in both SQL modes.
 #[derive(Clone, Copy)]
 pub(crate) struct FetchParams {
-    pub lock_timeout_ms: i64,
+    /// The lease asked for, counted from the start of each attempt.
+    pub lock_timeout: Duration,
     pub has_filter: bool,
     /// min major/minor/patch, max major/minor/patch.
     pub bounds: [Option<i64>; 6],
@@ -105,7 +106,7 @@ pub(crate) async fn fetch(
 ) -> Result<Option<(OrchestrationItem, String, u32)>> {
     let (has_filter, bounds) = filter_params(filter)?;
     let mut params = FetchParams {
-        lock_timeout_ms: codec::millis(lock_timeout),
+        lock_timeout,
         has_filter,
         bounds,
         next_due: false,
@@ -128,16 +129,18 @@ async fn fetch_once(
     p: &PostgresProvider,
     params: FetchParams,
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
+    let clock = AttemptClock::start();
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
+            let mut conn = p.pool.acquire().await?;
             let mut query = sqlx::query(&p.sql.orchestration.fetch)
-                .bind(params.lock_timeout_ms)
+                .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.has_filter);
             for bound in params.bounds {
                 query = query.bind(bound);
             }
             let query = query.bind(params.next_due).bind(params.settle_ms);
-            match query.fetch_optional(&p.pool).await? {
+            match query.fetch_optional(&mut *conn).await? {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
                     None => Polled::Empty {
@@ -150,7 +153,7 @@ async fn fetch_once(
                 },
             }
         }
-        SqlMode::InlineSql => inline::orchestration::fetch(p, params).await?,
+        SqlMode::InlineSql => inline::orchestration::fetch(p, params, clock).await?,
     };
     polled.map(decode_fetched)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 use sqlx::Row;
 
-use crate::codec::{self, OrchestratorRow, WorkerRow};
+use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::inline;
@@ -71,13 +71,15 @@ fn tag_params(filter: &TagFilter) -> Result<Option<(&'static str, Vec<&str>)>> {
 /// The parameters of a worker fetch, in both SQL modes.
 #[derive(Clone)]
 pub(crate) struct FetchParams {
-    pub lock_timeout_ms: i64,
+    /// The lease asked for, counted from the start of each attempt.
+    pub lock_timeout: Duration,
     /// `any`, `default`, `tags` or `default_and`.
     pub tag_mode: &'static str,
     pub tags: Vec<String>,
     /// The session owner; `None` fetches only items without a session.
     pub owner: Option<String>,
-    pub session_lock_ms: Option<i64>,
+    /// The session lease asked for, counted like `lock_timeout`.
+    pub session_lock: Option<Duration>,
     /// Report the next due time when nothing is claimed (long polling).
     pub next_due: bool,
 }
@@ -107,11 +109,11 @@ pub(crate) async fn fetch(
         .map(|s| codec::check_text("owner_id", &s.owner_id))
         .transpose()?;
     let params = FetchParams {
-        lock_timeout_ms: codec::millis(lock_timeout),
+        lock_timeout,
         tag_mode: mode,
         tags: tags.into_iter().map(str::to_string).collect(),
         owner: owner.map(str::to_string),
-        session_lock_ms: session.map(|s| codec::millis(s.lock_timeout)),
+        session_lock: session.map(|s| s.lock_timeout),
         next_due: false,
     };
     match &p.long_poll {
@@ -137,16 +139,18 @@ async fn fetch_once(
     p: &PostgresProvider,
     params: &FetchParams,
 ) -> Result<Polled<(WorkItem, String, u32)>> {
+    let clock = AttemptClock::start();
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
+            let mut conn = p.pool.acquire().await?;
             let row = sqlx::query(&p.sql.worker.fetch)
-                .bind(params.lock_timeout_ms)
+                .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.tag_mode)
                 .bind(&params.tags)
                 .bind(&params.owner)
-                .bind(params.session_lock_ms)
+                .bind(params.session_lock.map(|d| clock.lease_ms(d)))
                 .bind(params.next_due)
-                .fetch_optional(&p.pool)
+                .fetch_optional(&mut *conn)
                 .await?;
             match row {
                 None => Polled::Empty { next_due_ms: None },
@@ -165,7 +169,7 @@ async fn fetch_once(
                 },
             }
         }
-        SqlMode::InlineSql => inline::worker::fetch(p, params.clone()).await?,
+        SqlMode::InlineSql => inline::worker::fetch(p, params.clone(), clock).await?,
     };
     polled.map(|(token, json, attempts): FetchedItem| {
         Ok((

@@ -5,6 +5,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
+use crate::codec::AttemptClock;
 use crate::error::{PgProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
@@ -85,7 +86,11 @@ inline_sections! {
 
 /// The procedure's loop: try up to [`MAX_CANDIDATES`] instances, claim the
 /// first that can run, return its batch, history and KV snapshot.
-pub(crate) async fn fetch(p: &PostgresProvider, params: FetchParams) -> Result<Polled<FetchedRow>> {
+pub(crate) async fn fetch(
+    p: &PostgresProvider,
+    params: FetchParams,
+    clock: AttemptClock,
+) -> Result<Polled<FetchedRow>> {
     if params.has_filter && params.bounds[0].is_none() {
         // A filter with no version range matches nothing.
         return Ok(Polled::Empty { next_due_ms: None });
@@ -93,7 +98,7 @@ pub(crate) async fn fetch(p: &PostgresProvider, params: FetchParams) -> Result<P
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn(), &params).await;
+        let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
         tx.finish(outcome).await
     })
     .await
@@ -103,11 +108,14 @@ async fn fetch_in(
     p: &PostgresProvider,
     conn: &mut PgConnection,
     params: &FetchParams,
+    clock: AttemptClock,
 ) -> Result<Polled<FetchedRow>> {
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     for _ in 0..MAX_CANDIDATES {
+        // The lease counts from the attempt's start; `claimed_at` is the candidate's.
+        let lease_ms = clock.lease_ms(params.lock_timeout);
         let mut candidate = sqlx::query(&sql.candidate)
             .bind(&skip)
             .bind(params.has_filter);
@@ -133,7 +141,7 @@ async fn fetch_in(
         let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
             .bind(&instance)
             .bind(&token)
-            .bind(params.lock_timeout_ms)
+            .bind(lease_ms)
             .bind(claimed_at)
             .fetch_optional(&mut *conn)
             .await?;
@@ -145,7 +153,7 @@ async fn fetch_in(
             .bind(&instance)
             .bind(&token)
             .bind(now)
-            .bind(params.lock_timeout_ms)
+            .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;
         let Some(messages) = batch.try_get::<Option<Vec<String>>, _>("messages")? else {

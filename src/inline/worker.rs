@@ -4,6 +4,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
+use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
 use crate::provider::PostgresProvider;
@@ -28,11 +29,12 @@ inline_sections! {
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     params: FetchParams,
+    clock: AttemptClock,
 ) -> Result<Polled<FetchedItem>> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn(), &params).await;
+        let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
         tx.finish(outcome).await
     })
     .await
@@ -42,11 +44,15 @@ async fn fetch_in(
     p: &PostgresProvider,
     conn: &mut PgConnection,
     params: &FetchParams,
+    clock: AttemptClock,
 ) -> Result<Polled<FetchedItem>> {
     let sql = &p.sql.inline.fetch_work;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     for _ in 0..MAX_CANDIDATES {
+        // The leases count from the attempt's start; `now` is the candidate's.
+        let lease_ms = clock.lease_ms(params.lock_timeout);
+        let session_lease_ms = params.session_lock.map(|d| clock.lease_ms(d));
         let row = sqlx::query(&sql.candidate)
             .bind(params.tag_mode)
             .bind(&params.tags)
@@ -68,7 +74,7 @@ async fn fetch_in(
                 .bind(&session)
                 .bind(&params.owner)
                 .bind(now)
-                .bind(params.session_lock_ms)
+                .bind(session_lease_ms)
                 .fetch_optional(&mut *conn)
                 .await?;
             if claimed.is_none() {
@@ -80,7 +86,7 @@ async fn fetch_in(
             .bind(id)
             .bind(&token)
             .bind(now)
-            .bind(params.lock_timeout_ms)
+            .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;
         return Ok(Polled::Found {

@@ -1,14 +1,17 @@
 //! Races the conformance suite does not cover: many dispatchers fetching at
-//! once, an ack racing a renewal and a competing fetch, tenants sharing a pool.
+//! once, an ack racing a renewal and a competing fetch, tenants sharing a pool,
+//! a fetch stalled on its pool.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::Provider;
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Barrier;
 
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{activity, event, metadata, start};
 use crate::support::{TestSchema, with_schema};
 
 async fn providers(schema: &TestSchema, n: usize) -> Vec<Arc<dyn Provider>> {
@@ -198,6 +201,94 @@ async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
                 .await
                 .expect("count");
         assert_eq!(depth, 0);
+    })
+    .await;
+}
+
+/// A fetch that waits for a pooled connection still hands out a lease that
+/// ends `lock_timeout` after it was called, as the runtime (and the suite's
+/// lock-expiry tests) count it, not `lock_timeout` after the server took the
+/// row. Checked on the lease rows, in both SQL modes, for both queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_counts_from_the_call_not_from_a_late_connection() {
+    with_schema("lease_clock", |schema| async move {
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            let instance = format!("lease-{mode}");
+            let provider = schema.provider_in(mode).await;
+            provider
+                .enqueue_for_orchestrator(start(&instance), None)
+                .await
+                .expect("enqueue start");
+            provider
+                .enqueue_for_worker(activity(&instance, 1))
+                .await
+                .expect("enqueue activity");
+
+            // A provider whose only connection is busy for 400 ms.
+            let one = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(crate::support::database_url())
+                .await
+                .expect("one-connection pool");
+            let options = PostgresOptions::default()
+                .schema(&schema.name)
+                .sql_mode(mode)
+                .notifications(false);
+            let stalled = Arc::new(
+                PostgresProvider::from_pool_with(one.clone(), options)
+                    .await
+                    .expect("provider on the one-connection pool"),
+            );
+            let lease = Duration::from_secs(1);
+            let server_ms = || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                )
+                .fetch_one(&schema.pool)
+                .await
+                .expect("server clock")
+            };
+
+            for table in ["instance_locks", "worker_queue"] {
+                let held = one.acquire().await.expect("hold the connection");
+                let called_ms = server_ms().await;
+                let fetcher = stalled.clone();
+                let fetch = tokio::spawn(async move {
+                    if table == "instance_locks" {
+                        let turn = fetcher
+                            .fetch_orchestration_item(lease, Duration::ZERO, None)
+                            .await;
+                        turn.map(|claimed| claimed.is_some())
+                    } else {
+                        let work = fetcher
+                            .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
+                            .await;
+                        work.map(|claimed| claimed.is_some())
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                drop(held);
+                let claimed = fetch.await.expect("fetch task").expect("fetch");
+                assert!(claimed, "{mode} {table}: nothing claimed");
+
+                // The newest lease (the first mode's have expired, and may
+                // have been taken over: either way this one ends last).
+                let sql = schema.sql(&format!(
+                    "SELECT max(locked_until_ms) FROM {{{{schema}}}}.{table}"
+                ));
+                let until: Option<i64> = sqlx::query_scalar(&sql)
+                    .fetch_one(&schema.pool)
+                    .await
+                    .expect("lease row");
+                let ends_after_call = until.expect("a lease is held") - called_ms;
+                // Counted from the claim it would end 1,400 ms or more after the call.
+                assert!(
+                    (500..1_250).contains(&ends_after_call),
+                    "{mode} {table}: lease ends {ends_after_call} ms after the call"
+                );
+            }
+            one.close().await;
+        }
     })
     .await;
 }
