@@ -105,7 +105,7 @@ BEGIN
                    AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
                    AND o.instance_id <> c.instance_id
                    AND NOT (o.visible_at_ms > n.now_ms - p_settle_ms
-                            AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id))
+                            AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false))
                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                     WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
                  ORDER BY o.visible_at_ms, o.id
@@ -118,7 +118,7 @@ BEGIN
                             WHERE l.locked_until_ms > n.now_ms),
                           (SELECT min(q.visible_at_ms) + p_settle_ms FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms - p_settle_ms AND q.visible_at_ms <= n.now_ms
-                              AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))) - n.now_ms
+                              AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))) - n.now_ms
                END AS next_due_ms
           INTO v_instance, v_claimed, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
@@ -131,9 +131,11 @@ BEGIN
                                    WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
                   -- Settling: a fresh message of an instance that still has activities
                   -- queued or running waits up to the settle time for its siblings, so
-                  -- one turn takes them all (long-polling fetches only; 0: off).
+                  -- one turn takes them all (long-polling fetches only; 0: off). Scalar
+                  -- subqueries, looked up per row: as EXISTS, under NOT (... AND ...), they
+                  -- were planned as a hash of the whole (churning) worker queue.
                   AND NOT (q.visible_at_ms > n.now_ms - p_settle_ms
-                           AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id))
+                           AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))
                   -- A scalar subquery, looked up per candidate row: an EXISTS here
                   -- would be planned as a hash of every instance's execution.
                   AND (NOT p_filter OR coalesce((

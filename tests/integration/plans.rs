@@ -5,6 +5,8 @@
 //! sequential scans of every table (`pg_stat_user_tables.seq_scan`). With
 //! thousands of analyzed rows in `instances`, `executions` and `sessions`, a
 //! plan that hashes or scans them shows up there; index lookups do not.
+//! Likewise for the worker queue, which a settling fetch (long polling)
+//! probes once per young orchestrator message.
 
 use std::time::Duration;
 
@@ -23,6 +25,11 @@ const LOCK: Duration = Duration::from_secs(30);
 
 /// Sequential scans so far of the tables a fetch or an ack must not scan.
 async fn seq_scans(pool: &PgPool, schema: &str) -> i64 {
+    seq_scans_of(pool, schema, &["instances", "executions", "sessions"]).await
+}
+
+/// Sequential scans so far of `tables`.
+async fn seq_scans_of(pool: &PgPool, schema: &str, tables: &[&str]) -> i64 {
     let mut conn = pool.acquire().await.expect("connection");
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(&mut *conn)
@@ -30,12 +37,49 @@ async fn seq_scans(pool: &PgPool, schema: &str) -> i64 {
         .expect("fresh statistics");
     sqlx::query_scalar(
         "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables \
-         WHERE schemaname = $1 AND relname IN ('instances', 'executions', 'sessions')",
+         WHERE schemaname = $1 AND relname = ANY ($2)",
     )
     .bind(schema)
+    .bind(tables)
     .fetch_one(&mut *conn)
     .await
     .expect("seq_scan counters")
+}
+
+/// Runs `setup` (migration, bulk rows) on a pool of its own and makes its
+/// backends report their statistics before returning. Backends report scan
+/// counters lazily, and building the migration's indexes scans the tables:
+/// reported late, those scans would land between the test's two readings.
+/// `pg_stat_force_next_flush()` makes a backend report as it goes idle,
+/// before it answers, so every connection of the pool is made to call it.
+async fn set_up<F, Fut>(schema: &TestSchema, setup: F)
+where
+    F: FnOnce(TestSchema) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const CONNECTIONS: u32 = 2;
+    let pool = PgPoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .connect(database_url())
+        .await
+        .expect("setup pool");
+    setup(TestSchema {
+        pool: pool.clone(),
+        name: schema.name.clone(),
+    })
+    .await;
+    let mut connections = Vec::new();
+    for _ in 0..CONNECTIONS {
+        connections.push(pool.acquire().await.expect("setup connection"));
+    }
+    for connection in &mut connections {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut **connection)
+            .await
+            .expect("flush statistics");
+    }
+    drop(connections);
+    pool.close().await;
 }
 
 /// Fills the tables a fetch or an ack could be tempted to scan, and analyzes them.
@@ -66,8 +110,11 @@ async fn grow(schema: &TestSchema) {
 
 async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
     with_schema(&format!("plans_{mode}"), |schema| async move {
-        schema.provider_in(mode).await; // migrate
-        grow(&schema).await;
+        set_up(&schema, |setup| async move {
+            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
+            grow(&setup).await;
+        })
+        .await;
         // A pool of its own: its backends report their statistics when it closes.
         let pool = PgPoolOptions::new()
             .max_connections(2)
@@ -146,4 +193,88 @@ async fn procedures_scan_no_table_that_grows_with_instances_or_sessions() {
 #[tokio::test]
 async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
     turns_and_activities_scan_nothing_big(SqlMode::InlineSql).await;
+}
+
+/// A long-polling fetch passes over young messages of instances with
+/// activities in flight (`completion_settle`). That check must be a lookup
+/// per message: planned as a hash of the worker queue, it read the whole
+/// (small but churning) queue on every fetch, the largest cost of a fetch
+/// under load. Thousands of young, leased messages ahead of the one to claim
+/// and a few hundred queued activities make the hash the planner's cheaper choice.
+async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
+    with_schema(&format!("settle_plan_{mode}"), |schema| async move {
+        set_up(&schema, |setup| async move {
+            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
+            for statement in [
+                "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, \
+                 visible_at_ms, created_at_ms) \
+                 SELECT 'old-' || g, 'ActivityCompleted', '{}', {{now_ms}} - 1000, 0 \
+                 FROM generate_series(1, $1::bigint) g",
+                "INSERT INTO {{schema}}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
+                 SELECT 'old-' || g, 'held-' || g, {{now_ms}} + 3600000, 0 \
+                 FROM generate_series(1, $1::bigint) g",
+                "INSERT INTO {{schema}}.worker_queue (work_item, visible_at_ms, instance_id, created_at_ms) \
+                 SELECT '{}', {{now_ms}} + 3600000, 'old-' || g, 0 FROM generate_series(1, 500) g",
+            ] {
+                sqlx::query(&setup.sql(statement))
+                    .bind(5_000_i64)
+                    .execute(&setup.pool)
+                    .await
+                    .expect("rows");
+            }
+            for table in ["orchestrator_queue", "instance_locks", "worker_queue"] {
+                sqlx::query(&setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
+                    .execute(&setup.pool)
+                    .await
+                    .expect("analyze");
+            }
+        })
+        .await;
+        let pool = PgPoolOptions::new()
+            .max_connections(3)
+            .connect(database_url())
+            .await
+            .expect("pool");
+        // Every message counts as young.
+        let options = PostgresOptions::default()
+            .schema(&schema.name)
+            .sql_mode(mode)
+            .completion_settle(Duration::from_secs(3600));
+        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
+            .await
+            .expect("provider");
+        let before = seq_scans_of(&schema.pool, &schema.name, &["worker_queue"]).await;
+        for n in 0..3 {
+            let instance = format!("new-{n}");
+            provider
+                .enqueue_for_orchestrator(fixtures::start(&instance), None)
+                .await
+                .expect("enqueue");
+            let (item, token, _) = provider
+                .fetch_orchestration_item(LOCK, Duration::from_secs(5), None)
+                .await
+                .expect("fetch")
+                .expect("the new instance");
+            assert_eq!(item.instance, instance);
+            provider
+                .abandon_orchestration_item(&token, Some(Duration::from_secs(3600)), false)
+                .await
+                .expect("abandon");
+        }
+        drop(provider);
+        pool.close().await;
+        let after = seq_scans_of(&schema.pool, &schema.name, &["worker_queue"]).await;
+        assert_eq!(after - before, 0, "settling fetches scanned the worker queue");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn procedures_settling_fetch_probes_the_worker_queue_per_message() {
+    settling_fetch_probes_the_worker_queue_per_message(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test]
+async fn inline_settling_fetch_probes_the_worker_queue_per_message() {
+    settling_fetch_probes_the_worker_queue_per_message(SqlMode::InlineSql).await;
 }
