@@ -22,8 +22,10 @@
 //! `pg_stat_statements` preloaded, and measures, per orchestration, the
 //! statements the runtime sent and the server time they took (the client
 //! that starts and awaits orchestrations connects as a separate role so its
-//! status polling is not counted). Prints a progress line per second and a
-//! table at the end, including the procedures/inline ratio.
+//! status polling is not counted), and the CPU time the runtime's backends
+//! used (from `/proc`, when the server is local: unlike statement time, it
+//! counts the same work in both SQL modes). Prints a progress line per
+//! second and a table at the end, including the procedures/inline ratio.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,8 @@ use tokio::sync::Mutex;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+#[path = "load/backend_cpu.rs"]
+mod backend_cpu;
 #[path = "load/latency.rs"]
 mod latency;
 
@@ -131,6 +135,8 @@ struct Outcome {
     latencies_ms: Vec<f64>,
     /// (statements, server ms) sent by the runtime, if pg_stat_statements is available.
     server: Option<(f64, f64)>,
+    /// CPU ms the runtime's backends used, if readable from `/proc`.
+    backend_cpu_ms: Option<f64>,
     /// Orchestration turns committed (history appends).
     turns: Option<i64>,
 }
@@ -149,6 +155,11 @@ impl Outcome {
     fn turns_per_orch(&self) -> String {
         self.turns.map_or("n/a".to_string(), |t| {
             format!("{:.1}", t as f64 / self.completed.max(1) as f64)
+        })
+    }
+    fn cpu_per_orch(&self) -> String {
+        self.backend_cpu_ms.map_or("n/a".to_string(), |ms| {
+            format!("{:.2}", ms / self.completed.max(1) as f64)
         })
     }
     fn per_orch(&self) -> Option<(f64, f64)> {
@@ -217,6 +228,7 @@ async fn run_one(
     let input = serde_json::json!({ "task_count": settings.tasks }).to_string();
 
     let before = stat_snapshot(admin, &runtime_role).await;
+    let cpu_before = backend_cpu::snapshot(admin, &runtime_role).await;
     let wakes_before = provider.notification_stats();
     let completed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -283,6 +295,7 @@ async fn run_one(
     }
     let elapsed = started.elapsed();
     let after = stat_snapshot(admin, &runtime_role).await;
+    let cpu_after = backend_cpu::snapshot(admin, &runtime_role).await;
     let wakes = provider
         .notification_stats()
         .zip(wakes_before)
@@ -315,6 +328,9 @@ async fn run_one(
         tasks: settings.tasks,
         latencies_ms,
         server: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+        backend_cpu_ms: cpu_before
+            .zip(cpu_after)
+            .map(|(b, a)| backend_cpu::used_ms(&b, &a)),
         turns,
     })
 }
@@ -338,9 +354,9 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | empty fetches/notification | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | completed | failed |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
@@ -354,7 +370,7 @@ fn print_table(outcomes: &[Outcome]) {
             },
         );
         println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {empty} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {} | {} |",
             o.mode,
             if o.notifications { "on" } else { "off" },
             o.orch,
@@ -364,6 +380,7 @@ fn print_table(outcomes: &[Outcome]) {
             o.percentile(0.5),
             o.percentile(0.99),
             o.turns_per_orch(),
+            o.cpu_per_orch(),
             o.completed,
             o.failed
         );
@@ -379,8 +396,12 @@ fn print_table(outcomes: &[Outcome]) {
                 .find(|o| o.mode == mode && o.orch == orch && o.worker == worker && o.notifications)
         };
         if let (Some(p), Some(i)) = (find(SqlMode::StoredProcedures), find(SqlMode::InlineSql)) {
+            let cpu = |o: &Outcome| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64);
+            let cpu_ratio = cpu(p).zip(cpu(i)).map_or(String::new(), |(p, i)| {
+                format!(", backend CPU/orch {:.2}x", p / i)
+            });
             println!(
-                "ratio procedures/inline at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                "ratio procedures/inline at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x{cpu_ratio}",
                 p.per_sec() / i.per_sec(),
                 p.percentile(0.5) / i.percentile(0.5)
             );
