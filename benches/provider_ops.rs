@@ -44,7 +44,10 @@ fn database_url() -> String {
 }
 
 async fn provider(url: &str, schema: &str, mode: SqlMode) -> Arc<PostgresProvider> {
-    let pool = sqlx::PgPool::connect(url)
+    // As the provider's own pool: no ping in front of every operation.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
+        .connect(url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))

@@ -110,6 +110,13 @@ pub struct PostgresOptions {
     pub idle_timeout: Option<Duration>,
     /// Server-side `statement_timeout` for the provider's own pool (default none).
     pub statement_timeout: Option<Duration>,
+    /// Ping every pooled connection before handing it out (sqlx's
+    /// `test_before_acquire`; default off). The ping is a round trip in
+    /// front of every provider operation. Off, a connection that died while
+    /// idle fails one operation with a retryable error (the runtime retries)
+    /// and is discarded; sqlx still checks each connection when it is
+    /// returned to the pool.
+    pub test_before_acquire: bool,
     /// Apply or only verify migrations at start-up.
     pub migration_mode: MigrationMode,
     /// Stored procedures (default) or inline SQL; [`SqlMode::ENV_VAR`] overrides it.
@@ -141,6 +148,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: None,
+            test_before_acquire: false,
             migration_mode: MigrationMode::Apply,
             sql_mode: SqlMode::StoredProcedures,
             notifications: true,
@@ -154,6 +162,13 @@ impl PostgresOptions {
     /// Sets the tenant schema.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
+        self
+    }
+
+    /// Pings each pooled connection before use (off by default; see the
+    /// `test_before_acquire` field).
+    pub fn test_before_acquire(mut self, test: bool) -> Self {
+        self.test_before_acquire = test;
         self
     }
 

@@ -101,6 +101,7 @@ impl PostgresProvider {
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
             .idle_timeout(options.idle_timeout)
+            .test_before_acquire(options.test_before_acquire)
             .connect_with(connect)
             .await?;
         Self::build(pool, schema, &options).await

@@ -1,6 +1,6 @@
 //! Races the conformance suite does not cover: many dispatchers fetching at
 //! once, an ack racing a renewal and a competing fetch, tenants sharing a pool,
-//! a fetch stalled on its pool.
+//! a fetch stalled on its pool, a pooled connection that died while idle.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -288,6 +288,73 @@ async fn a_lease_counts_from_the_call_not_from_a_late_connection() {
                 );
             }
             one.close().await;
+        }
+    })
+    .await;
+}
+
+/// The provider's own pool does not ping a connection before each operation
+/// (a round trip in front of every call). A connection that died while idle
+/// therefore fails the one operation that gets it, with a retryable error,
+/// and is discarded: the retry succeeds and nothing is lost or doubled. With
+/// `test_before_acquire(true)` the ping catches it and no operation fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
+    with_schema("dead_idle_conn", |schema| async move {
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            for ping in [false, true] {
+                let options = PostgresOptions::default()
+                    .schema(&schema.name)
+                    .sql_mode(mode)
+                    .notifications(false)
+                    .max_connections(1)
+                    .test_before_acquire(ping);
+                let provider =
+                    PostgresProvider::connect_with(crate::support::database_url(), options)
+                        .await
+                        .expect("provider with its own one-connection pool");
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(provider.pool())
+                    .await
+                    .expect("backend pid");
+                // The connection is back in the pool, idle, when its backend dies.
+                while provider.pool().num_idle() < 1 {
+                    tokio::task::yield_now().await;
+                }
+                let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+                    .bind(pid)
+                    .fetch_one(&schema.pool)
+                    .await
+                    .expect("terminate the idle connection's backend");
+                assert!(killed, "{mode}: backend {pid} not terminated");
+
+                let instance = format!("dead-conn-{mode}-{ping}");
+                let first = provider
+                    .enqueue_for_orchestrator(start(&instance), None)
+                    .await;
+                if ping {
+                    first.expect("the ping replaces the dead connection");
+                } else {
+                    let err = first.expect_err("the dead connection is handed out once");
+                    assert!(err.is_retryable(), "{mode}: not retryable: {err:?}");
+                    provider
+                        .enqueue_for_orchestrator(start(&instance), None)
+                        .await
+                        .expect("the retry gets a new connection");
+                }
+                let queued: i64 = sqlx::query_scalar(&schema.sql(
+                    "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
+                ))
+                .bind(&instance)
+                .fetch_one(&schema.pool)
+                .await
+                .expect("count queued");
+                assert_eq!(
+                    queued, 1,
+                    "{mode} ping={ping}: start message lost or doubled"
+                );
+                provider.pool().close().await;
+            }
         }
     })
     .await;
