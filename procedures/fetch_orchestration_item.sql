@@ -70,6 +70,12 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_token     text := gen_random_uuid()::text;
+    -- When the server received this call: leases count from here (the
+    -- caller passes what is left of its timeout at that point), not from a
+    -- later candidate, so neither a retry nor time queued inside the server
+    -- stretches a lease. The inline twin takes each candidate statement's
+    -- own start instead, with the caller's remainder computed for it.
+    v_start     bigint := (extract(epoch FROM statement_timestamp()) * 1000)::bigint;
     v_now       bigint;
     v_instance  text;
     v_skip      text[] := '{}';
@@ -165,10 +171,11 @@ BEGIN
         -- snapshot may predate a lease another dispatcher committed since; this
         -- statement's fresh snapshot sees it and inserts nothing, instead of
         -- colliding on the lease row (ON CONFLICT would lock it), so the lease
-        -- holder's ack never waits on this fetch. The lease starts at the
-        -- claim (v_now, when the candidate was read).
+        -- holder's ack never waits on this fetch. The lease runs from the
+        -- call's start (v_start); it is taken at v_now, when the candidate
+        -- was read.
         INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
-        SELECT v_instance, v_token, v_now + p_lock_timeout_ms, v_now
+        SELECT v_instance, v_token, v_start + p_lock_timeout_ms, v_now
          WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
                             WHERE x.instance_id = v_instance AND x.locked_until_ms > v_now)
         ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
@@ -188,7 +195,7 @@ BEGIN
         WITH locked AS (
             UPDATE {{schema}}.orchestrator_queue q
                SET lock_token = v_token,
-                   locked_until_ms = v_now + p_lock_timeout_ms,
+                   locked_until_ms = v_start + p_lock_timeout_ms,
                    attempt_count = q.attempt_count + 1
              WHERE q.instance_id = v_instance
                AND q.visible_at_ms <= v_now

@@ -6,9 +6,12 @@
 -- Session routing: with p_owner_id NULL only items without a session are
 -- eligible; otherwise also items of sessions this owner holds and of sessions
 -- nobody holds (no row, or lock expired). Claiming such an item takes the
--- session for p_owner_id until now + p_session_lock_ms. If another worker wins
+-- session for p_owner_id for p_session_lock_ms. If another worker wins
 -- the session in between, the next candidate is tried.
--- The item is locked until now + p_lock_timeout_ms and its attempt count bumped.
+-- The item is locked until p_lock_timeout_ms after the server received the
+-- call (the caller passes what is left of its timeout then; a retry or time
+-- queued inside the server does not stretch the lock), and its attempt count
+-- is bumped. The session lock counts the same way.
 --
 -- Returns the claimed item, with `more` telling whether another visible,
 -- unlocked item for this worker's tags follows it (a long-polling caller
@@ -31,6 +34,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_token   text := gen_random_uuid()::text;
+    v_start   bigint := (extract(epoch FROM statement_timestamp()) * 1000)::bigint;
     v_now     bigint;
     v_id      bigint;
     v_session text;
@@ -96,7 +100,7 @@ BEGIN
 
         IF v_session IS NOT NULL THEN
             INSERT INTO {{schema}}.sessions AS s (session_id, owner_id, locked_until_ms, last_activity_at_ms)
-            VALUES (v_session, p_owner_id, v_now + p_session_lock_ms, v_now)
+            VALUES (v_session, p_owner_id, v_start + p_session_lock_ms, v_now)
             ON CONFLICT ON CONSTRAINT sessions_pkey DO UPDATE
                SET owner_id = EXCLUDED.owner_id,
                    locked_until_ms = EXCLUDED.locked_until_ms,
@@ -111,7 +115,7 @@ BEGIN
         RETURN QUERY
         UPDATE {{schema}}.worker_queue q
            SET lock_token = v_token,
-               locked_until_ms = v_now + p_lock_timeout_ms,
+               locked_until_ms = v_start + p_lock_timeout_ms,
                attempt_count = q.attempt_count + 1
          WHERE q.id = v_id
         RETURNING v_token, q.work_item, q.attempt_count, v_more, NULL::bigint;

@@ -1,6 +1,6 @@
 //! Races the conformance suite does not cover: many dispatchers fetching at
 //! once, an ack racing a renewal and a competing fetch, tenants sharing a pool,
-//! a fetch stalled on its pool, a pooled connection that died while idle.
+//! a fetch stalled on its pool or on a lost candidate, a pooled connection that died while idle.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -288,6 +288,83 @@ async fn a_lease_counts_from_the_call_not_from_a_late_connection() {
                 );
             }
             one.close().await;
+        }
+    })
+    .await;
+}
+
+/// A fetch that loses its first candidate to another dispatcher, after
+/// waiting on that dispatcher's uncommitted lease, claims the next instance
+/// with a lease that still ends `lock_timeout` after the call, not after the
+/// wait: in procedure mode the lease counts from when the server received
+/// the call, inline from each candidate's own start less the time spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_not_stretched_by_a_candidate_lost_to_another_dispatcher() {
+    with_schema("lease_retry", |schema| async move {
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            let provider = Arc::new(schema.provider_in(mode).await);
+            let (first, second) = (format!("first-{mode}"), format!("second-{mode}"));
+            for instance in [&first, &second] {
+                provider
+                    .enqueue_for_orchestrator(start(instance), None)
+                    .await
+                    .expect("enqueue start");
+            }
+            // Another dispatcher's lease on `first`, not committed yet.
+            let mut other = schema.pool.begin().await.expect("begin");
+            sqlx::query(&schema.sql(
+                "INSERT INTO {{schema}}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
+                 VALUES ($1, $2, {{now_ms}} + 60000, {{now_ms}})",
+            ))
+            .bind(&first)
+            .bind(format!("other-{mode}"))
+            .execute(&mut *other)
+            .await
+            .expect("the other dispatcher's lease");
+
+            let called_ms: i64 = sqlx::query_scalar(&schema.sql("SELECT {{now_ms}}"))
+                .fetch_one(&schema.pool)
+                .await
+                .expect("server clock");
+            let fetcher = provider.clone();
+            let fetch = tokio::spawn(async move {
+                fetcher
+                    .fetch_orchestration_item(Duration::from_secs(2), Duration::ZERO, None)
+                    .await
+            });
+            // The fetch picked `first` and now waits on the uncommitted lease row.
+            let waiting = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                            WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0)";
+            while !sqlx::query_scalar::<_, bool>(waiting)
+                .bind(&schema.name)
+                .fetch_one(&schema.pool)
+                .await
+                .expect("pg_stat_activity")
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            other.commit().await.expect("commit the other lease");
+
+            let (item, _, _) = fetch
+                .await
+                .expect("fetch task")
+                .expect("fetch")
+                .expect("the second instance is claimed");
+            assert_eq!(item.instance, second, "{mode}");
+            let until: i64 = sqlx::query_scalar(&schema.sql(
+                "SELECT locked_until_ms FROM {{schema}}.instance_locks WHERE instance_id = $1",
+            ))
+            .bind(&second)
+            .fetch_one(&schema.pool)
+            .await
+            .expect("lease row");
+            let ends_after_call = until - called_ms;
+            // Counted from the second candidate it would end 2,400 ms or more after the call.
+            assert!(
+                (1_000..2_250).contains(&ends_after_call),
+                "{mode}: lease ends {ends_after_call} ms after the call"
+            );
         }
     })
     .await;
