@@ -11,7 +11,8 @@
 //! Two scenarios:
 //! * `load`: parallel fan-out orchestrations for `--duration` per mode and
 //!   concurrency (and notifications setting), with empty fetches per
-//!   notification when long polling is on.
+//!   notification and fetches skipped on a quiet queue (see `src/notify.rs`)
+//!   when long polling is on.
 //! * `latency`: on an idle runtime, p50/p99 end-to-end latency of a
 //!   3-activity sequential orchestration (start to `completed_at_ms` in the
 //!   database, so the client's status polling adds nothing), and the
@@ -124,8 +125,8 @@ fn parse_args() -> Result<Settings, BoxError> {
 struct Outcome {
     mode: SqlMode,
     notifications: bool,
-    /// Notifications received and empty wake-ups during the run.
-    wakes: Option<(u64, u64)>,
+    /// Notifications received, empty wake-ups and quiet skips during the run.
+    wakes: Option<(u64, u64, u64)>,
     orch: usize,
     worker: usize,
     completed: u64,
@@ -299,7 +300,13 @@ async fn run_one(
     let wakes = provider
         .notification_stats()
         .zip(wakes_before)
-        .map(|(a, b)| (a.received - b.received, a.empty_wakeups - b.empty_wakeups));
+        .map(|(a, b)| {
+            (
+                a.received - b.received,
+                a.empty_wakeups - b.empty_wakeups,
+                a.quiet_skips - b.quiet_skips,
+            )
+        });
     eprintln!();
     rt.shutdown(None).await;
 
@@ -354,23 +361,29 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | skipped fetches/orch | completed | failed |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
             .map_or(("n/a".to_string(), "n/a".to_string()), |(s, m)| {
                 (format!("{s:.1}"), format!("{m:.2}"))
             });
-        let empty = o.wakes.filter(|(received, _)| *received > 0).map_or(
+        let empty = o.wakes.filter(|(received, ..)| *received > 0).map_or(
             "n/a".to_string(),
-            |(received, empty)| {
+            |(received, empty, _)| {
                 format!("{:.2} ({empty}/{received})", empty as f64 / received as f64)
             },
         );
+        let skipped = o
+            .wakes
+            .filter(|_| o.completed > 0)
+            .map_or("n/a".to_string(), |(.., skips)| {
+                format!("{:.2}", skips as f64 / o.completed as f64)
+            });
         println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {} | {} |",
             o.mode,
             if o.notifications { "on" } else { "off" },
             o.orch,

@@ -44,6 +44,14 @@ impl AttemptClock {
     }
 }
 
+/// A fingerprint of the parameters that decide what a fetch may claim, so
+/// fetches with the same ones can share what an empty fetch learned (see
+/// `crate::notify`).
+pub(crate) fn fetch_key(params: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(params)
+}
+
 /// An optional delay in milliseconds (`None` and zero both mean "now").
 pub(crate) fn delay_millis(d: Option<Duration>) -> i64 {
     d.map_or(0, millis)

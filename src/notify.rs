@@ -22,6 +22,18 @@
 //! join the same turn (the fetch itself passes such an instance over for that
 //! long, see `procedures/fetch_orchestration_item.sql`).
 //!
+//! A fetch that found nothing leaves a note on its queue ([`Quiet`]): the
+//! queue's notification count before it began, and until when nothing can
+//! become claimable by time alone (its next due item). Work only becomes
+//! claimable by a notified commit or by time, so a later fetch with the same
+//! parameters, while no notification has come since and that time has not
+//! passed, would find nothing too: it waits without querying. Under load
+//! this spares the empty fetch a dispatcher makes when it comes back from a
+//! turn while other dispatchers already wait for the next notification. A
+//! note is trusted for at most [`QUIET_MAX`] and only while the listener is
+//! connected. Settling completions do not count as notifications (they are
+//! not claimable yet); the settle timer's wake-up does.
+//!
 //! If the listening connection drops, every waiter is woken and polls at the
 //! fallback interval; the hub reconnects with back-off, subscribes again and
 //! wakes every waiter once more, so work committed during the gap is fetched
@@ -42,6 +54,27 @@ use crate::error::Result;
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+
+/// How long an empty fetch's [`Quiet`] note is trusted at most: work that
+/// appears without a notification (rows written by hand) is still found
+/// within this, and an idle dispatcher's fetch after each poll timeout
+/// still queries.
+pub(crate) const QUIET_MAX: Duration = Duration::from_secs(1);
+
+/// What the last empty fetch of a queue saw, for fetches with the same
+/// parameters (`key`: capability filter, tags, session owner, settle time).
+/// Noted only by a fetch that scanned the whole queue and reported a next
+/// due time (a lease, a delayed item or a settling completion): under load
+/// there is always one.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    key: u64,
+    /// The queue's notification count read before that fetch began.
+    epoch: u64,
+    /// Until when nothing can become claimable without a notification: the
+    /// fetch's next due time, capped at [`QUIET_MAX`] after it.
+    until: Instant,
+}
 
 /// The two queues a fetch can wait on; the `NOTIFY` payload names one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +98,11 @@ struct QueueWaiters {
     registered: AtomicUsize,
     /// A settling wake-up is scheduled (see [`SchemaWaiters::settle_ms`]).
     settling: AtomicBool,
+    /// Notifications (and settle timers, reconnects) so far: bumped before
+    /// the wake-up, so a fetch that read the old count is woken.
+    epoch: AtomicU64,
+    /// The last empty fetch's note.
+    quiet: Mutex<Option<Quiet>>,
 }
 
 impl QueueWaiters {
@@ -72,6 +110,26 @@ impl QueueWaiters {
     fn wake_one(&self) {
         if self.registered.load(Ordering::SeqCst) > 0 {
             self.notify.notify_one();
+        }
+    }
+
+    /// New work may be claimable: invalidates the quiet note, wakes one.
+    fn announce(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake_one();
+    }
+
+    /// Until when a fetch with `key` would find nothing, if the last empty
+    /// fetch's note still holds (same parameters, no notification since,
+    /// its time not up).
+    fn quiet_until(&self, key: u64, epoch: u64, now: Instant) -> Option<Instant> {
+        let note = (*self.quiet.lock().ok()?)?;
+        (note.key == key && note.epoch == epoch && now < note.until).then_some(note.until)
+    }
+
+    fn note_quiet(&self, note: Quiet) {
+        if let Ok(mut quiet) = self.quiet.lock() {
+            *quiet = Some(note);
         }
     }
 }
@@ -113,8 +171,10 @@ impl SchemaWaiters {
     }
 
     fn wake_all(&self) {
-        self.orchestrator.notify.notify_waiters();
-        self.worker.notify.notify_waiters();
+        for queue in [&self.orchestrator, &self.worker] {
+            queue.epoch.fetch_add(1, Ordering::SeqCst);
+            queue.notify.notify_waiters();
+        }
     }
 }
 
@@ -129,6 +189,7 @@ struct Shared {
     reconnects: AtomicU64,
     wakeups: AtomicU64,
     empty_wakeups: AtomicU64,
+    quiet_skips: AtomicU64,
 }
 
 impl Shared {
@@ -163,7 +224,7 @@ impl Shared {
         };
         let settle_ms = waiters.settle_ms.load(Ordering::Relaxed);
         if !settle || settle_ms == 0 {
-            waiters.queue(queue).wake_one();
+            waiters.queue(queue).announce();
             return;
         }
         // More completions of the instance are on their way: let them land
@@ -173,7 +234,7 @@ impl Shared {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(settle_ms)).await;
                 waiters.orchestrator.settling.store(false, Ordering::SeqCst);
-                waiters.orchestrator.wake_one();
+                waiters.orchestrator.announce();
             });
         }
     }
@@ -193,6 +254,10 @@ pub struct NotificationStats {
     /// Of those, the ones that then found no work: the cost of a wake-up
     /// that lost the race or came for work another waiter took.
     pub empty_wakeups: u64,
+    /// Fetches that went straight to waiting because an earlier fetch with
+    /// the same parameters had found nothing and no notification had come
+    /// since (no statement sent).
+    pub quiet_skips: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -267,6 +332,7 @@ impl Hub {
             connected: self.shared.connected.load(Ordering::Relaxed),
             wakeups: self.shared.wakeups.load(Ordering::Relaxed),
             empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
+            quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
         }
     }
 }
@@ -363,10 +429,14 @@ impl LongPoll {
 
     /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
     /// in between for a notification on `queue`, the next due time the fetch
-    /// reported, or the fallback interval while the listener is down.
+    /// reported, or the fallback interval while the listener is down. `key`
+    /// identifies the fetch's parameters: a fetch skips its query while the
+    /// last empty fetch with the same key still vouches for the queue (see
+    /// the module documentation).
     pub(crate) async fn fetch<T, F, FFut>(
         &self,
         queue: Queue,
+        key: u64,
         poll_timeout: Duration,
         mut fetch: F,
     ) -> Result<Option<T>>
@@ -376,6 +446,7 @@ impl LongPoll {
     {
         let deadline = Instant::now() + poll_timeout;
         let waiters = self.waiters.queue(queue);
+        let shared = &self.hub.shared;
         let _registration = Registration::new(waiters);
         let mut woken = false;
         loop {
@@ -383,33 +454,58 @@ impl LongPoll {
             let notified = waiters.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next_due_ms = match fetch().await? {
-                Polled::Found { item, more } => {
-                    if more {
-                        // Someone else's turn: the fetch saw more claimable work.
-                        waiters.wake_one();
-                    }
-                    return Ok(Some(item));
+            // Read after registering: a notification that bumps it later wakes us.
+            let epoch = waiters.epoch.load(Ordering::SeqCst);
+            let connected = shared.connected.load(Ordering::SeqCst);
+            let now = Instant::now();
+            let quiet = connected
+                .then(|| waiters.quiet_until(key, epoch, now))
+                .flatten();
+            let next_due_ms = match quiet {
+                Some(_) => {
+                    shared.quiet_skips.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
-                Polled::Empty { next_due_ms } => next_due_ms,
+                None => match fetch().await? {
+                    Polled::Found { item, more } => {
+                        if more {
+                            // Someone else's turn: the fetch saw more claimable work.
+                            waiters.wake_one();
+                        }
+                        return Ok(Some(item));
+                    }
+                    Polled::Empty { next_due_ms } => {
+                        if woken {
+                            shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Only a fetch that scanned the whole queue reports a next
+                        // due time; one that gave up on contended candidates (or
+                        // found nothing pending at all) reports none and leaves no
+                        // note. The due time is counted from before the fetch
+                        // began: the note never outlives it.
+                        if let Some(ms) = next_due_ms.filter(|ms| connected && *ms > 0) {
+                            let due = now + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                            let until = due.min(Instant::now() + QUIET_MAX);
+                            waiters.note_quiet(Quiet { key, epoch, until });
+                        }
+                        next_due_ms
+                    }
+                },
             };
-            if woken {
-                self.hub
-                    .shared
-                    .empty_wakeups
-                    .fetch_add(1, Ordering::Relaxed);
-            }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
             let mut wake_at = deadline;
+            if let Some(until) = quiet {
+                wake_at = wake_at.min(until);
+            }
             if let Some(ms) = next_due_ms {
                 // Counted from the scan's clock reading but applied from now,
                 // after the statement returned: the wake-up is never early.
                 wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
             }
-            if !self.hub.shared.connected.load(Ordering::Relaxed) {
+            if !shared.connected.load(Ordering::Relaxed) {
                 wake_at = wake_at.min(now + self.fallback);
             }
             woken = tokio::select! {
@@ -417,7 +513,7 @@ impl LongPoll {
                 _ = tokio::time::sleep_until(wake_at) => false,
             };
             if woken {
-                self.hub.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                shared.wakeups.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

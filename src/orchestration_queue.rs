@@ -116,8 +116,11 @@ pub(crate) async fn fetch(
         Some(long_poll) if !poll_timeout.is_zero() => {
             params.next_due = true;
             params.settle_ms = codec::millis(long_poll.settle());
+            let key = codec::fetch_key(&(has_filter, bounds, params.settle_ms));
             long_poll
-                .fetch(Queue::Orchestrator, poll_timeout, || fetch_once(p, params))
+                .fetch(Queue::Orchestrator, key, poll_timeout, || {
+                    fetch_once(p, params)
+                })
                 .await
         }
         _ => Ok(fetch_once(p, params).await?.into_item()),

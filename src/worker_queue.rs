@@ -122,8 +122,16 @@ pub(crate) async fn fetch(
                 next_due: true,
                 ..params
             };
+            let mut tags = params.tags.clone();
+            tags.sort_unstable();
+            let key = codec::fetch_key(&(
+                params.tag_mode,
+                tags,
+                &params.owner,
+                params.session_lock.is_some(),
+            ));
             long_poll
-                .fetch(Queue::Worker, poll_timeout, || fetch_once(p, &params))
+                .fetch(Queue::Worker, key, poll_timeout, || fetch_once(p, &params))
                 .await
         }
         _ => Ok(fetch_once(p, &params).await?.into_item()),
