@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use duroxide::providers::Provider;
+use duroxide::providers::{Provider, ProviderError};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fixtures::start;
@@ -78,6 +79,28 @@ where
     }
 }
 
+/// Starts a fetch of the next orchestration instance that waits up to
+/// `poll`; [`claimed`] joins it.
+fn waiting_fetch(
+    p: &PostgresProvider,
+    poll: Duration,
+) -> JoinHandle<Result<Option<String>, ProviderError>> {
+    let p = p.clone();
+    tokio::spawn(async move {
+        p.fetch_orchestration_item(LOCK, poll, None)
+            .await
+            .map(|item| item.map(|(item, _, _)| item.instance))
+    })
+}
+
+/// The instance a [`waiting_fetch`] claimed, if any.
+async fn claimed(fetch: JoinHandle<Result<Option<String>, ProviderError>>) -> Option<String> {
+    fetch
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"))
+        .unwrap_or_else(|e| panic!("fetch: {e}"))
+}
+
 /// Listening backends of the pool tagged `application_name`.
 async fn listeners(pool: &PgPool, application_name: &str) -> Vec<i32> {
     sqlx::query_scalar(
@@ -103,12 +126,7 @@ async fn a_waiter_wakes_for_a_commit_from_another_connection() {
             .await;
 
             let begun = Instant::now();
-            let fetch = tokio::spawn(async move {
-                waiter
-                    .fetch_orchestration_item(LOCK, LONG, None)
-                    .await
-                    .map(|item| item.map(|(item, _, _)| item.instance))
-            });
+            let fetch = waiting_fetch(&waiter, LONG);
             // Give the waiter time to find the queue empty and go to sleep; the
             // assertions hold whether or not it already has.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -116,11 +134,7 @@ async fn a_waiter_wakes_for_a_commit_from_another_connection() {
                 .enqueue_for_orchestrator(start("woken"), None)
                 .await
                 .unwrap_or_else(|e| panic!("enqueue: {e}"));
-            let fetched = fetch
-                .await
-                .unwrap_or_else(|e| panic!("join: {e}"))
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert_eq!(fetched.as_deref(), Some("woken"), "{mode}");
+            assert_eq!(claimed(fetch).await.as_deref(), Some("woken"), "{mode}");
             assert!(
                 begun.elapsed() < LONG,
                 "{mode}: woken by the commit, not by the poll timeout"
@@ -143,8 +157,7 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
 
         let poll = Duration::from_millis(1500);
         let begun = Instant::now();
-        let w = waiter.clone();
-        let fetch = tokio::spawn(async move { w.fetch_orchestration_item(LOCK, poll, None).await });
+        let fetch = waiting_fetch(&waiter, poll);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         sqlx::query(&format!(
             "SELECT \"{}\".enqueue_orchestrator_item('ghost', 'StartOrchestration', 'x', 0)",
@@ -155,11 +168,7 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
         .unwrap_or_else(|e| panic!("enqueue in transaction: {e}"));
         tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
 
-        let fetched = fetch
-            .await
-            .unwrap_or_else(|e| panic!("join: {e}"))
-            .unwrap_or_else(|e| panic!("fetch: {e}"));
-        assert!(fetched.is_none());
+        assert!(claimed(fetch).await.is_none());
         assert!(
             begun.elapsed() >= poll,
             "the waiter slept until its timeout"
@@ -291,19 +300,16 @@ async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
         );
 
         let poll = Duration::from_millis(1500);
-        let waiter = a.clone();
         let begun = Instant::now();
-        let fetch =
-            tokio::spawn(async move { waiter.fetch_orchestration_item(LOCK, poll, None).await });
+        let fetch = waiting_fetch(&a, poll);
         tokio::time::sleep(Duration::from_millis(200)).await;
         b.enqueue_for_orchestrator(start("for-b"), None)
             .await
             .unwrap_or_else(|e| panic!("enqueue: {e}"));
-        let fetched = fetch
-            .await
-            .unwrap_or_else(|e| panic!("join: {e}"))
-            .unwrap_or_else(|e| panic!("fetch: {e}"));
-        assert!(fetched.is_none(), "tenant a sees nothing of tenant b");
+        assert!(
+            claimed(fetch).await.is_none(),
+            "tenant a sees nothing of tenant b"
+        );
         assert!(begun.elapsed() >= poll, "tenant a slept to its timeout");
         let (item, _, _) = b
             .fetch_orchestration_item(LOCK, Duration::ZERO, None)
@@ -508,13 +514,7 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
 
             // A waiter that skips its query still wakes for a commit.
             let (skips, wakeups) = (stats().quiet_skips, stats().wakeups);
-            let fetcher = waiter.clone();
-            let fetch = tokio::spawn(async move {
-                fetcher
-                    .fetch_orchestration_item(LOCK, LONG, None)
-                    .await
-                    .map(|item| item.map(|(item, _, _)| item.instance))
-            });
+            let fetch = waiting_fetch(&waiter, LONG);
             eventually("the waiter skipped its query", || async {
                 stats().quiet_skips > skips
             })
@@ -523,11 +523,7 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
                 .enqueue_for_orchestrator(start("woken"), None)
                 .await
                 .unwrap_or_else(|e| panic!("enqueue: {e}"));
-            let fetched = fetch
-                .await
-                .unwrap_or_else(|e| panic!("join: {e}"))
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert_eq!(fetched.as_deref(), Some("woken"), "{mode}");
+            assert_eq!(claimed(fetch).await.as_deref(), Some("woken"), "{mode}");
             assert!(
                 stats().wakeups > wakeups,
                 "{mode}: woken by the notification"
