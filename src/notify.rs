@@ -59,7 +59,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 /// appears without a notification (rows written by hand) is still found
 /// within this, and an idle dispatcher's fetch after each poll timeout
 /// still queries.
-pub(crate) const QUIET_MAX: Duration = Duration::from_secs(1);
+const QUIET_MAX: Duration = Duration::from_secs(1);
 
 /// What the last empty fetch of a queue saw, for fetches with the same
 /// parameters (`key`: capability filter, tags, session owner, settle time).

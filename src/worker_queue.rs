@@ -102,9 +102,11 @@ pub(crate) async fn fetch(
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
 ) -> Result<Option<(WorkItem, String, u32)>> {
-    let Some((mode, tags)) = tag_params(tag_filter)? else {
+    let Some((mode, mut tags)) = tag_params(tag_filter)? else {
         return Ok(None);
     };
+    // A set's iteration order varies: sorted, equal filters fingerprint alike.
+    tags.sort_unstable();
     let owner = session
         .map(|s| codec::check_text("owner_id", &s.owner_id))
         .transpose()?;
@@ -122,11 +124,9 @@ pub(crate) async fn fetch(
                 next_due: true,
                 ..params
             };
-            let mut tags = params.tags.clone();
-            tags.sort_unstable();
             let key = codec::fetch_key(&(
                 params.tag_mode,
-                tags,
+                &params.tags,
                 &params.owner,
                 params.session_lock.is_some(),
             ));
