@@ -4,16 +4,11 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status(
     p_instance_id       text,
     p_last_seen_version bigint)
 RETURNS TABLE (custom_status text, custom_status_version bigint)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT i.custom_status, i.custom_status_version
       FROM {{schema}}.instances i
      WHERE i.instance_id = p_instance_id
        AND i.custom_status_version > p_last_seen_version;
-END
 $$;

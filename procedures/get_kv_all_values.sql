@@ -2,13 +2,9 @@
 -- overlaid with the current execution's delta, tombstones removed.
 CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values(p_instance_id text)
 RETURNS TABLE (key text, value text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT s.key, s.value FROM {{schema}}.kv_store s
      WHERE s.instance_id = p_instance_id
        AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
@@ -16,5 +12,4 @@ BEGIN
     UNION ALL
     SELECT d.key, d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.value IS NOT NULL;
-END
 $$;

@@ -5,13 +5,9 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
     p_instance_id text,
     p_key         text)
 RETURNS TABLE (value text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.key = p_key
     UNION ALL
@@ -19,5 +15,4 @@ BEGIN
      WHERE s.instance_id = p_instance_id AND s.key = p_key
        AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
                         WHERE d.instance_id = p_instance_id AND d.key = p_key);
-END
 $$;

@@ -1,13 +1,8 @@
 -- get_parent_id: an instance's parent (NULL for a root). No row: not found.
 CREATE OR REPLACE FUNCTION {{schema}}.get_parent_id(p_instance_id text)
 RETURNS TABLE (parent_instance_id text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT i.parent_instance_id FROM {{schema}}.instances i WHERE i.instance_id = p_instance_id;
-END
 $$;

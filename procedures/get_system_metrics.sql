@@ -8,13 +8,9 @@ RETURNS TABLE (
     completed_instances bigint,
     failed_instances    bigint,
     total_events        bigint)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT count(*) AS total_instances,
            (SELECT count(*) FROM {{schema}}.executions) AS total_executions,
            count(*) FILTER (WHERE e.status = 'Running') AS running_instances,
@@ -24,5 +20,4 @@ BEGIN
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id;
-END
 $$;

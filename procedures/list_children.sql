@@ -1,14 +1,9 @@
 -- list_children: the direct sub-orchestrations of an instance.
 CREATE OR REPLACE FUNCTION {{schema}}.list_children(p_instance_id text)
 RETURNS TABLE (instance_id text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT i.instance_id FROM {{schema}}.instances i
      WHERE i.parent_instance_id = p_instance_id ORDER BY i.instance_id;
-END
 $$;

@@ -1,14 +1,9 @@
 -- list_executions: an instance's execution ids, ascending.
 CREATE OR REPLACE FUNCTION {{schema}}.list_executions(p_instance_id text)
 RETURNS TABLE (execution_id bigint)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT e.execution_id FROM {{schema}}.executions e
      WHERE e.instance_id = p_instance_id ORDER BY e.execution_id;
-END
 $$;

@@ -1,13 +1,8 @@
 -- list_instances: every instance id, newest first.
 CREATE OR REPLACE FUNCTION {{schema}}.list_instances()
 RETURNS TABLE (instance_id text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT i.instance_id FROM {{schema}}.instances i ORDER BY i.created_at_ms DESC, i.instance_id;
-END
 $$;

@@ -5,13 +5,9 @@ CREATE OR REPLACE FUNCTION {{schema}}.read_history(
     p_instance_id  text,
     p_execution_id bigint)
 RETURNS TABLE (event_data text)
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     SELECT h.event_data
       FROM {{schema}}.history h
      WHERE h.instance_id = p_instance_id
@@ -20,5 +16,4 @@ BEGIN
                 FROM {{schema}}.executions e
                WHERE e.instance_id = p_instance_id))
      ORDER BY h.event_id;
-END
 $$;

@@ -24,7 +24,7 @@ statements! {
         /// Execution ids of an instance.
         list_executions = "SELECT execution_id FROM {{schema}}.list_executions($1)",
         /// Highest execution id.
-        latest_execution = "SELECT {{schema}}.latest_execution_id($1)",
+        latest_execution = "SELECT * FROM {{schema}}.latest_execution_id($1)",
         /// Instance metadata.
         instance_info = "SELECT * FROM {{schema}}.get_instance_info($1)",
         /// Execution metadata.

@@ -441,11 +441,25 @@ mod tests {
                 "{}.sql must contain `{header}`",
                 p.name
             );
-            assert!(
-                p.sql.contains("SET search_path = pg_catalog, pg_temp"),
-                "{}.sql must pin search_path",
-                p.name
-            );
+            // plpgsql procedures pin search_path. Read-only single-statement
+            // queries are `LANGUAGE sql STABLE` set-returning functions with no
+            // SET clause, the form the planner inlines into the calling
+            // statement (a SET clause, plpgsql or VOLATILE would prevent it);
+            // their bodies name only schema-qualified tables and built-ins.
+            if p.sql.contains("\nLANGUAGE plpgsql\n") {
+                assert!(
+                    p.sql.contains("SET search_path = pg_catalog, pg_temp"),
+                    "{}.sql must pin search_path",
+                    p.name
+                );
+            } else {
+                assert!(
+                    p.sql.contains("\nLANGUAGE sql\nSTABLE\nAS $$")
+                        && (p.sql.contains("RETURNS TABLE") || p.sql.contains("RETURNS SETOF")),
+                    "{}.sql: a LANGUAGE sql procedure must be an inlinable STABLE set-returning function",
+                    p.name
+                );
+            }
         }
     }
 }

@@ -278,3 +278,55 @@ async fn procedures_settling_fetch_probes_the_worker_queue_per_message() {
 async fn inline_settling_fetch_probes_the_worker_queue_per_message() {
     settling_fetch_probes_the_worker_queue_per_message(SqlMode::InlineSql).await;
 }
+
+/// Read-only procedures are SQL functions the planner inlines into the
+/// calling statement: their plan is the body's own (index scans), with no
+/// `Function Scan` node, the cost a plpgsql wrapper (executor start-up of the
+/// call, a second plan-cache lookup, a tuplestore for the result) adds to
+/// every history read and status poll. A `SET` clause, `VOLATILE` or a
+/// switch to plpgsql would silently bring the wrapper back.
+#[tokio::test]
+async fn read_only_procedures_are_inlined_into_the_call() {
+    with_schema("plan_inline", |schema| async move {
+        schema.provider_in(SqlMode::StoredProcedures).await;
+        let functions: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT p.proname::text, \
+                    coalesce(array_agg(format_type(a.t, NULL) ORDER BY a.n) \
+                             FILTER (WHERE a.t IS NOT NULL), '{}') \
+               FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_language l ON l.oid = p.prolang \
+               LEFT JOIN LATERAL unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, n) ON true \
+              WHERE n.nspname = $1 AND l.lanname = 'sql' \
+              GROUP BY p.proname ORDER BY p.proname",
+        )
+        .bind(&schema.name)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("sql functions");
+        assert!(
+            functions.len() >= 15,
+            "expected the read-only procedures as SQL functions, found {functions:?}"
+        );
+        for (name, types) in functions {
+            let args = types
+                .iter()
+                .map(|t| format!("NULL::{t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let explain = schema.sql(&format!(
+                "EXPLAIN SELECT * FROM {{{{schema}}}}.{name}({args})"
+            ));
+            let plan: Vec<String> = sqlx::query_scalar(&explain)
+                .fetch_all(&schema.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{explain}: {e}"));
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Function Scan"),
+                "{name} is not inlined:\n{plan}"
+            );
+        }
+    })
+    .await;
+}
