@@ -9,7 +9,11 @@
 #   and run by the `postgres` user in a directory it owns.
 # * Listens on 127.0.0.1 only, on PORT or a free port between 20000 and 60000.
 # * Tuned for tests (fsync off) unless --durable is given; pg_stat_statements
-#   is preloaded so the load tool can count statements.
+#   is preloaded so the load tool can count statements, tracking top-level
+#   statements only and no planning: the tools read nothing else, and nested
+#   tracking (track=all) or planning tracking taxes every statement a
+#   procedure runs, which skews the procedures/inline comparison. For a
+#   diagnosis, pass --conf pg_stat_statements.track=all.
 # * With --owner-pid, a watchdog stops the cluster and deletes its directory
 #   when that process exits.
 #
@@ -27,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --port) port="$2"; shift 2 ;;
     --conf) extra_conf+=("-c" "$2"); shift 2 ;;
     --durable) durable=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "pg-throwaway: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,8 +72,8 @@ fi
 
 conf=(-c "listen_addresses=127.0.0.1" -c "port=$port" -c "unix_socket_directories=$dir"
       -c "max_connections=500" -c "shared_buffers=256MB"
-      -c "shared_preload_libraries=pg_stat_statements" -c "pg_stat_statements.track=all"
-      -c "pg_stat_statements.track_planning=on")
+      -c "shared_preload_libraries=pg_stat_statements" -c "pg_stat_statements.track=top"
+      -c "pg_stat_statements.track_planning=off")
 if [[ "$durable" -eq 0 ]]; then
   conf+=(-c "fsync=off" -c "synchronous_commit=off" -c "full_page_writes=off")
 fi
