@@ -28,11 +28,14 @@
 //! counts the same work in both SQL modes). Prints a progress line per
 //! second and a table at the end, including the procedures/inline ratio.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
+use duroxide::providers::Provider;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode, ThrowawayPostgres};
@@ -40,7 +43,32 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Mutex;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds another provider on (database URL, schema), for the comparison
+/// with the peer provider (`benches/peer`, which passes this to [`run`]).
+pub type ProviderFactory = fn(String, String) -> ProviderFuture;
+
+/// What a [`ProviderFactory`] returns.
+pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Provider>, BoxError>>>>;
+
+/// What one load run drives.
+#[derive(Clone, Copy)]
+enum Target {
+    /// This crate's provider in one SQL mode.
+    Ours(SqlMode),
+    /// The provider a [`ProviderFactory`] builds, labelled `peer`.
+    Peer(ProviderFactory),
+}
+
+impl Target {
+    fn label(&self) -> &'static str {
+        match self {
+            Target::Ours(mode) => mode.as_str(),
+            Target::Peer(_) => "peer",
+        }
+    }
+}
 
 #[path = "load/backend_cpu.rs"]
 mod backend_cpu;
@@ -50,6 +78,8 @@ mod latency;
 /// Command-line settings.
 struct Settings {
     modes: Vec<SqlMode>,
+    /// `peer` was among `--modes` (only with a [`ProviderFactory`]).
+    peer: bool,
     notifications: Vec<bool>,
     scenarios: Vec<String>,
     concurrency: Vec<(usize, usize)>,
@@ -60,9 +90,10 @@ struct Settings {
     settle: Option<Duration>,
 }
 
-fn parse_args() -> Result<Settings, BoxError> {
+fn parse_args(peer: bool) -> Result<Settings, BoxError> {
     let mut settings = Settings {
         modes: vec![SqlMode::StoredProcedures, SqlMode::InlineSql],
+        peer,
         notifications: vec![true],
         scenarios: vec!["load".into(), "latency".into()],
         concurrency: vec![(2, 2)],
@@ -76,8 +107,11 @@ fn parse_args() -> Result<Settings, BoxError> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--modes" => {
-                settings.modes = value()?
+                let modes = value()?;
+                settings.peer = peer && modes.split(',').any(|m| m == "peer");
+                settings.modes = modes
                     .split(',')
+                    .filter(|m| !(peer && *m == "peer"))
                     .map(|m| SqlMode::parse(m).ok_or_else(|| format!("unknown mode {m}")))
                     .collect::<Result<_, _>>()?;
             }
@@ -111,7 +145,8 @@ fn parse_args() -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--scenario load,latency]"
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--scenario load,latency]",
+                    if peer { ",peer" } else { "" }
                 );
                 std::process::exit(0);
             }
@@ -123,7 +158,8 @@ fn parse_args() -> Result<Settings, BoxError> {
 
 /// One run's measurements.
 struct Outcome {
-    mode: SqlMode,
+    /// `procedures`, `inline` or `peer`.
+    mode: &'static str,
     notifications: bool,
     /// Notifications received, empty wake-ups and quiet skips during the run.
     wakes: Option<(u64, u64, u64)>,
@@ -170,9 +206,11 @@ impl Outcome {
 }
 
 /// Server-side statement counters for the runtime's role, if measurable:
-/// (statements, planning + execution ms). Planning counts too: a prepared
-/// inline statement is planned outside `total_exec_time`, while planning
-/// inside a procedure is part of the call's execution time.
+/// (statements, planning + execution ms). Planning counts where it is
+/// tracked (`pg_stat_statements.track_planning`, off on the throwaway server
+/// because tracking it taxes every statement): a prepared inline statement is
+/// planned outside `total_exec_time`, while planning inside a procedure is
+/// part of the call's execution time. Backend CPU is the comparable figure.
 async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
     sqlx::query_as::<_, (f64, f64)>(
         "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time + total_plan_time), 0)::float8 \
@@ -189,28 +227,43 @@ async fn run_one(
     url: &str,
     client_url: &str,
     admin: &PgPool,
-    mode: SqlMode,
+    target: Target,
     notifications: bool,
     (orch, worker): (usize, usize),
     settings: &Settings,
 ) -> Result<Outcome, BoxError> {
-    let schema = format!("load_{}_{orch}_{worker}_{notifications}", mode.as_str());
+    let mode = target.label();
+    let schema = format!("load_{mode}_{orch}_{worker}_{notifications}");
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(admin)
         .await?;
-    let mut options = PostgresOptions::default()
-        .schema(schema.clone())
-        .sql_mode(mode)
-        .notifications(notifications)
-        .max_connections(u32::try_from(orch + worker + 4)?);
-    if let Some(settle) = settings.settle {
-        options = options.completion_settle(settle);
-    }
-    let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
-    let client_provider =
-        Arc::new(PostgresProvider::connect_with(client_url, options.max_connections(8)).await?);
+    // The runtime's provider, the client's, and ours again when it is ours
+    // (notification counters, turns from our history table).
+    let (provider, client_provider, ours): (Arc<dyn Provider>, Arc<dyn Provider>, _) = match target
+    {
+        Target::Ours(sql_mode) => {
+            let mut options = PostgresOptions::default()
+                .schema(schema.clone())
+                .sql_mode(sql_mode)
+                .notifications(notifications)
+                .max_connections(u32::try_from(orch + worker + 4)?);
+            if let Some(settle) = settings.settle {
+                options = options.completion_settle(settle);
+            }
+            let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
+            let client =
+                PostgresProvider::connect_with(client_url, options.max_connections(8)).await?;
+            (provider.clone(), Arc::new(client), Some(provider))
+        }
+        Target::Peer(factory) => (
+            factory(url.to_string(), schema.clone()).await?,
+            factory(client_url.to_string(), schema.clone()).await?,
+            None,
+        ),
+    };
+    // The runtime connects as the admin pool's role (same URL).
     let runtime_role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(provider.pool())
+        .fetch_one(admin)
         .await?;
 
     let rt = Runtime::start_with_options(
@@ -230,7 +283,7 @@ async fn run_one(
 
     let before = stat_snapshot(admin, &runtime_role).await;
     let cpu_before = backend_cpu::snapshot(admin, &runtime_role).await;
-    let wakes_before = provider.notification_stats();
+    let wakes_before = ours.as_ref().and_then(|p| p.notification_stats());
     let completed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -277,10 +330,13 @@ async fn run_one(
     });
     let pumps: Vec<_> = pumps.collect();
 
-    let label = format!(
-        "{mode} {orch}:{worker} notify {}",
-        if notifications { "on" } else { "off" }
-    );
+    let label = match target {
+        Target::Peer(_) => format!("{mode} {orch}:{worker}"),
+        Target::Ours(_) => format!(
+            "{mode} {orch}:{worker} notify {}",
+            if notifications { "on" } else { "off" }
+        ),
+    };
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let done = completed.load(Ordering::Relaxed);
@@ -297,8 +353,9 @@ async fn run_one(
     let elapsed = started.elapsed();
     let after = stat_snapshot(admin, &runtime_role).await;
     let cpu_after = backend_cpu::snapshot(admin, &runtime_role).await;
-    let wakes = provider
-        .notification_stats()
+    let wakes = ours
+        .as_ref()
+        .and_then(|p| p.notification_stats())
         .zip(wakes_before)
         .map(|(a, b)| {
             (
@@ -314,12 +371,15 @@ async fn run_one(
     latencies_ms.sort_by(f64::total_cmp);
     // Every turn appends history in one transaction, stamped with one time:
     // distinct stamps per execution count the turns.
-    let turns: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT count(DISTINCT (instance_id, execution_id, created_at_ms)) FROM \"{schema}\".history"
-    ))
-    .fetch_one(admin)
-    .await
-    .ok();
+    let turns: Option<i64> = match ours {
+        Some(_) => sqlx::query_scalar(&format!(
+            "SELECT count(DISTINCT (instance_id, execution_id, created_at_ms)) FROM \"{schema}\".history"
+        ))
+        .fetch_one(admin)
+        .await
+        .ok(),
+        None => None,
+    };
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(admin)
         .await?;
@@ -385,7 +445,11 @@ fn print_table(outcomes: &[Outcome]) {
         println!(
             "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {} | {} |",
             o.mode,
-            if o.notifications { "on" } else { "off" },
+            match (o.mode, o.notifications) {
+                ("peer", _) => "-",
+                (_, true) => "on",
+                (_, false) => "off",
+            },
             o.orch,
             o.worker,
             o.per_sec(),
@@ -408,7 +472,15 @@ fn print_table(outcomes: &[Outcome]) {
                 .iter()
                 .find(|o| o.mode == mode && o.orch == orch && o.worker == worker && o.notifications)
         };
-        if let (Some(p), Some(i)) = (find(SqlMode::StoredProcedures), find(SqlMode::InlineSql)) {
+        let procedures = find(SqlMode::StoredProcedures.as_str());
+        if let (Some(p), Some(peer)) = (procedures, find("peer")) {
+            println!(
+                "ratio procedures/peer at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                p.per_sec() / peer.per_sec(),
+                p.percentile(0.5) / peer.percentile(0.5)
+            );
+        }
+        if let (Some(p), Some(i)) = (procedures, find(SqlMode::InlineSql.as_str())) {
             let cpu = |o: &Outcome| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64);
             let cpu_ratio = cpu(p).zip(cpu(i)).map_or(String::new(), |(p, i)| {
                 format!(", backend CPU/orch {:.2}x", p / i)
@@ -423,7 +495,12 @@ fn print_table(outcomes: &[Outcome]) {
 }
 
 fn main() -> Result<(), BoxError> {
-    let settings = parse_args()?;
+    run(None)
+}
+
+/// The tool's body; `peer` adds the `peer` mode (see `benches/peer`).
+pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
+    let settings = parse_args(peer.is_some())?;
     let url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
@@ -452,10 +529,17 @@ fn main() -> Result<(), BoxError> {
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
             for &pair in &settings.concurrency {
+                if let Some(factory) = peer.filter(|_| settings.peer) {
+                    let target = Target::Peer(factory);
+                    outcomes.push(
+                        run_one(&url, &client_url, &admin, target, true, pair, &settings).await?,
+                    );
+                }
                 for &mode in &settings.modes {
                     for &notify in &settings.notifications {
+                        let target = Target::Ours(mode);
                         outcomes.push(
-                            run_one(&url, &client_url, &admin, mode, notify, pair, &settings)
+                            run_one(&url, &client_url, &admin, target, notify, pair, &settings)
                                 .await?,
                         );
                     }
