@@ -5,14 +5,16 @@
 //! ```text
 //! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
-//!                                        [--notifications on,off] [--scenario load,latency]
+//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency]
 //! ```
 //!
 //! Two scenarios:
 //! * `load`: parallel fan-out orchestrations for `--duration` per mode and
 //!   concurrency (and notifications setting), with empty fetches per
 //!   notification and fetches skipped on a quiet queue (see `src/notify.rs`)
-//!   when long polling is on.
+//!   when long polling is on. `--repeat N` runs the whole matrix N times in
+//!   turn and adds a table of medians, which the ratios then use: on a
+//!   shared, noisy machine a slow spell then hits every configuration alike.
 //! * `latency`: on an idle runtime, p50/p99 end-to-end latency of a
 //!   3-activity sequential orchestration (start to `completed_at_ms` in the
 //!   database, so the client's status polling adds nothing), and the
@@ -88,6 +90,8 @@ struct Settings {
     tasks: usize,
     /// `PostgresOptions::completion_settle`; `None` keeps the default.
     settle: Option<Duration>,
+    /// Rounds of the whole load matrix (`--repeat`), run in turn.
+    repeat: usize,
 }
 
 fn parse_args(peer: bool) -> Result<Settings, BoxError> {
@@ -101,6 +105,7 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
         in_flight: 20,
         tasks: 5,
         settle: None,
+        repeat: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -139,13 +144,14 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
             }
             "--duration" => settings.duration = Duration::from_secs(value()?.parse()?),
             "--in-flight" => settings.in_flight = value()?.parse()?,
+            "--repeat" => settings.repeat = value()?.parse::<usize>()?.max(1),
             "--tasks" => settings.tasks = value()?.parse()?,
             "--settle-ms" => {
                 settings.settle = Some(Duration::from_millis(value()?.parse()?));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--scenario load,latency]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency]",
                     if peer { ",peer" } else { "" }
                 );
                 std::process::exit(0);
@@ -462,34 +468,120 @@ fn print_table(outcomes: &[Outcome]) {
             o.failed
         );
     }
-    for (orch, worker) in outcomes
+    let pairs = outcomes
         .iter()
         .map(|o| (o.orch, o.worker))
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let find = |mode| {
-            outcomes
+        .collect::<std::collections::BTreeSet<_>>();
+    let runs = |mode: &str, notifications: bool, (orch, worker): (usize, usize)| {
+        outcomes
+            .iter()
+            .filter(move |o| {
+                o.mode == mode
+                    && o.orch == orch
+                    && o.worker == worker
+                    && (o.notifications == notifications || o.mode == "peer")
+            })
+            .collect::<Vec<_>>()
+    };
+    let repeated = pairs.iter().any(|&pair| {
+        outcomes
+            .iter()
+            .any(|o| runs(o.mode, o.notifications, pair).len() > 1)
+    });
+    if repeated {
+        // Rounds run the configurations in turn, so a slow spell of the
+        // machine hits every mode alike; medians are what the ratios use.
+        println!();
+        println!(
+            "| mode | notify | orch:worker | runs | orchestrations/s median (min-max) | p50 ms median | backend CPU ms/orch median |"
+        );
+        println!("|---|---|---|---:|---:|---:|---:|");
+        let mut seen = std::collections::BTreeSet::new();
+        for o in outcomes {
+            let key = (
+                o.orch,
+                o.worker,
+                o.mode,
+                o.notifications || o.mode == "peer",
+            );
+            if !seen.insert(key) {
+                continue;
+            }
+            let group = runs(o.mode, o.notifications, (o.orch, o.worker));
+            let rates = group.iter().map(|o| o.per_sec()).collect::<Vec<_>>();
+            let (min, max) = rates
                 .iter()
-                .find(|o| o.mode == mode && o.orch == orch && o.worker == worker && o.notifications)
-        };
-        let procedures = find(SqlMode::StoredProcedures.as_str());
-        if let (Some(p), Some(peer)) = (procedures, find("peer")) {
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            let summary = Summary::of(&group);
             println!(
-                "ratio procedures/peer at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
-                p.per_sec() / peer.per_sec(),
-                p.percentile(0.5) / peer.percentile(0.5)
+                "| {} | {} | {}:{} | {} | {:.1} ({min:.1}-{max:.1}) | {:.1} | {} |",
+                o.mode,
+                match (o.mode, o.notifications) {
+                    ("peer", _) => "-",
+                    (_, true) => "on",
+                    (_, false) => "off",
+                },
+                o.orch,
+                o.worker,
+                group.len(),
+                summary.per_sec,
+                summary.p50,
+                summary.cpu.map_or("n/a".to_string(), |c| format!("{c:.2}")),
             );
         }
-        if let (Some(p), Some(i)) = (procedures, find(SqlMode::InlineSql.as_str())) {
-            let cpu = |o: &Outcome| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64);
-            let cpu_ratio = cpu(p).zip(cpu(i)).map_or(String::new(), |(p, i)| {
+    }
+    for &(orch, worker) in &pairs {
+        let summary = |mode: &str| {
+            let group = runs(mode, true, (orch, worker));
+            (!group.is_empty()).then(|| Summary::of(&group))
+        };
+        let procedures = summary(SqlMode::StoredProcedures.as_str());
+        if let (Some(p), Some(peer)) = (&procedures, summary("peer")) {
+            println!(
+                "ratio procedures/peer at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                p.per_sec / peer.per_sec,
+                p.p50 / peer.p50
+            );
+        }
+        if let (Some(p), Some(i)) = (&procedures, summary(SqlMode::InlineSql.as_str())) {
+            let cpu_ratio = p.cpu.zip(i.cpu).map_or(String::new(), |(p, i)| {
                 format!(", backend CPU/orch {:.2}x", p / i)
             });
             println!(
                 "ratio procedures/inline at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x{cpu_ratio}",
-                p.per_sec() / i.per_sec(),
-                p.percentile(0.5) / i.percentile(0.5)
+                p.per_sec / i.per_sec,
+                p.p50 / i.p50
             );
+        }
+    }
+}
+
+/// Medians over the runs of one configuration (one run: its own figures).
+struct Summary {
+    per_sec: f64,
+    p50: f64,
+    /// Backend CPU ms per orchestration, where measured.
+    cpu: Option<f64>,
+}
+
+impl Summary {
+    fn of(runs: &[&Outcome]) -> Self {
+        fn median(mut values: Vec<f64>) -> f64 {
+            values.sort_by(f64::total_cmp);
+            match values.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => values[n / 2],
+                n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+            }
+        }
+        let cpu = runs
+            .iter()
+            .map(|o| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64))
+            .collect::<Option<Vec<_>>>();
+        Self {
+            per_sec: median(runs.iter().map(|o| o.per_sec()).collect()),
+            p50: median(runs.iter().map(|o| o.percentile(0.5)).collect()),
+            cpu: cpu.map(median),
         }
     }
 }
@@ -528,7 +620,7 @@ pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
         let client_url = client_url(&url, &admin).await;
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
-            for &pair in &settings.concurrency {
+            for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
                 if let Some(factory) = peer.filter(|_| settings.peer) {
                     let target = Target::Peer(factory);
                     outcomes.push(
