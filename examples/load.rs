@@ -185,6 +185,14 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The notify column: `on`/`off`, `-` for the peer (its own behaviour).
+    fn notify_label(&self) -> &'static str {
+        match (self.mode, self.notifications) {
+            ("peer", _) => "-",
+            (_, true) => "on",
+            (_, false) => "off",
+        }
+    }
     fn per_sec(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64()
     }
@@ -451,11 +459,7 @@ fn print_table(outcomes: &[Outcome]) {
         println!(
             "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {} | {} |",
             o.mode,
-            match (o.mode, o.notifications) {
-                ("peer", _) => "-",
-                (_, true) => "on",
-                (_, false) => "off",
-            },
+            o.notify_label(),
             o.orch,
             o.worker,
             o.per_sec(),
@@ -516,11 +520,7 @@ fn print_table(outcomes: &[Outcome]) {
             println!(
                 "| {} | {} | {}:{} | {} | {:.1} ({min:.1}-{max:.1}) | {:.1} | {} |",
                 o.mode,
-                match (o.mode, o.notifications) {
-                    ("peer", _) => "-",
-                    (_, true) => "on",
-                    (_, false) => "off",
-                },
+                o.notify_label(),
                 o.orch,
                 o.worker,
                 group.len(),
