@@ -221,8 +221,8 @@ impl Outcome {
 
 /// Server-side statement counters for the runtime's role, if measurable:
 /// (statements, planning + execution ms). Planning counts where it is
-/// tracked (`pg_stat_statements.track_planning`, off on the throwaway server
-/// because tracking it taxes every statement): a prepared inline statement is
+/// tracked (`pg_stat_statements.track_planning`, off on the throwaway
+/// server): a prepared inline statement is
 /// planned outside `total_exec_time`, while planning inside a procedure is
 /// part of the call's execution time. Backend CPU is the comparable figure.
 async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
@@ -476,23 +476,17 @@ fn print_table(outcomes: &[Outcome]) {
         .iter()
         .map(|o| (o.orch, o.worker))
         .collect::<std::collections::BTreeSet<_>>();
-    let runs = |mode: &str, notifications: bool, (orch, worker): (usize, usize)| {
+    // A configuration; the peer's runs are recorded with notifications on.
+    let config = |o: &Outcome| (o.orch, o.worker, o.mode, o.notifications);
+    let runs = |wanted: (usize, usize, &str, bool)| {
         outcomes
             .iter()
-            .filter(move |o| {
-                o.mode == mode
-                    && o.orch == orch
-                    && o.worker == worker
-                    && (o.notifications == notifications || o.mode == "peer")
-            })
+            .filter(|o| config(o) == wanted)
             .collect::<Vec<_>>()
     };
-    let repeated = pairs.iter().any(|&pair| {
-        outcomes
-            .iter()
-            .any(|o| runs(o.mode, o.notifications, pair).len() > 1)
-    });
-    if repeated {
+    let configs = outcomes.iter().map(config).collect::<Vec<_>>();
+    let distinct = configs.iter().collect::<std::collections::BTreeSet<_>>();
+    if distinct.len() < outcomes.len() {
         // Rounds run the configurations in turn, so a slow spell of the
         // machine hits every mode alike; medians are what the ratios use.
         println!();
@@ -502,16 +496,10 @@ fn print_table(outcomes: &[Outcome]) {
         println!("|---|---|---|---:|---:|---:|---:|");
         let mut seen = std::collections::BTreeSet::new();
         for o in outcomes {
-            let key = (
-                o.orch,
-                o.worker,
-                o.mode,
-                o.notifications || o.mode == "peer",
-            );
-            if !seen.insert(key) {
+            if !seen.insert(config(o)) {
                 continue;
             }
-            let group = runs(o.mode, o.notifications, (o.orch, o.worker));
+            let group = runs(config(o));
             let rates = group.iter().map(|o| o.per_sec()).collect::<Vec<_>>();
             let (min, max) = rates
                 .iter()
@@ -532,7 +520,7 @@ fn print_table(outcomes: &[Outcome]) {
     }
     for &(orch, worker) in &pairs {
         let summary = |mode: &str| {
-            let group = runs(mode, true, (orch, worker));
+            let group = runs((orch, worker, mode, true));
             (!group.is_empty()).then(|| Summary::of(&group))
         };
         let procedures = summary(SqlMode::StoredProcedures.as_str());
