@@ -10,10 +10,9 @@
 # * Listens on 127.0.0.1 only, on PORT or a free port between 20000 and 60000.
 # * Tuned for tests (fsync off) unless --durable is given; pg_stat_statements
 #   is preloaded so the load tool can count statements, tracking top-level
-#   statements only and no planning: the tools read nothing else, and nested
-#   tracking (track=all) or planning tracking taxes every statement a
-#   procedure runs, which skews the procedures/inline comparison. For a
-#   diagnosis, pass --conf pg_stat_statements.track=all.
+#   statements only and no planning: the tools read nothing else. For a
+#   diagnosis of what runs inside procedures, pass
+#   --conf pg_stat_statements.track=all.
 # * With --owner-pid, a watchdog stops the cluster and deletes its directory
 #   when that process exits.
 #
@@ -31,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --port) port="$2"; shift 2 ;;
     --conf) extra_conf+=("-c" "$2"); shift 2 ;;
     --durable) durable=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "pg-throwaway: unknown argument $1" >&2; exit 2 ;;
   esac
 done
