@@ -14,7 +14,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
-    WITH released AS (
+    -- One clock reading for the whole batch: read per row, the messages of
+    -- one abandoned batch could come due a millisecond apart and a later
+    -- fetch at that boundary would split them over two turns.
+    WITH n AS (SELECT {{now_ms}} AS now_ms),
+    released AS (
         DELETE FROM {{schema}}.instance_locks l
          WHERE l.lock_token = p_lock_token
         RETURNING l.instance_id),
@@ -24,8 +28,8 @@ BEGIN
                locked_until_ms = NULL,
                attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END,
                visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
-                                    ELSE {{now_ms}} + p_delay_ms END
-          FROM released r
+                                    ELSE n.now_ms + p_delay_ms END
+          FROM released r, n
          WHERE q.lock_token = p_lock_token AND q.instance_id = r.instance_id
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM released)

@@ -438,3 +438,59 @@ async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
     })
     .await;
 }
+
+/// An abandoned batch comes due as one: its messages get one visibility time,
+/// so a fetch at the end of the delay takes them all in one turn. Read from
+/// the clock per row, a large batch spanned several milliseconds and a fetch
+/// at a boundary split it (duroxide's CAN-window cancel scenario failed that
+/// way: the late message and the cancel landed in different turns).
+#[tokio::test]
+async fn an_abandoned_batch_comes_due_at_one_time() {
+    use crate::fixtures::completion;
+    const MESSAGES: u64 = 1_500;
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schema(&format!("abandon_batch_{mode}"), |schema| async move {
+            let provider = Arc::new(schema.provider_in(mode).await);
+            provider
+                .enqueue_for_orchestrator(start("batch"), None)
+                .await
+                .expect("enqueue start");
+            let enqueues = (0..MESSAGES).map(|id| {
+                let provider = provider.clone();
+                async move {
+                    provider
+                        .enqueue_for_orchestrator(completion("batch", id + 2), None)
+                        .await
+                        .expect("enqueue");
+                }
+            });
+            futures::future::join_all(enqueues).await;
+            let (item, token, _) = provider
+                .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("the batch");
+            assert_eq!(
+                item.messages.len() as u64,
+                MESSAGES + 1,
+                "{mode}: one batch"
+            );
+            provider
+                .abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
+                .await
+                .expect("abandon");
+            let times: i64 = sqlx::query_scalar(
+                &schema
+                    .sql("SELECT count(DISTINCT visible_at_ms) FROM {{schema}}.orchestrator_queue"),
+            )
+            .fetch_one(&schema.pool)
+            .await
+            .expect("visibility times");
+            assert_eq!(
+                times, 1,
+                "{mode}: the abandoned batch comes due at one time"
+            );
+        })
+        .await;
+    }
+}
