@@ -19,8 +19,12 @@ SELECT c.instance_id,
          WHERE o.visible_at_ms <= n.now_ms
            AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
            AND o.instance_id <> c.instance_id
-           AND NOT (o.visible_at_ms > n.now_ms - $10::bigint
-                    AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false))
+           AND NOT (o.visible_at_ms > n.now_ms - 5 * $10::bigint
+                    AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
+                    AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                   WHERE y.instance_id = o.instance_id
+                                     AND y.visible_at_ms > n.now_ms - $10::bigint AND y.visible_at_ms <= n.now_ms
+                                   LIMIT 1), false))
            AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                             WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
          ORDER BY o.visible_at_ms, o.id
@@ -31,9 +35,13 @@ SELECT c.instance_id,
                     WHERE q.visible_at_ms > n.now_ms),
                   (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                     WHERE l.locked_until_ms > n.now_ms),
-                  (SELECT min(q.visible_at_ms) + $10::bigint FROM {{schema}}.orchestrator_queue q
-                    WHERE q.visible_at_ms > n.now_ms - $10::bigint AND q.visible_at_ms <= n.now_ms
-                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))) - n.now_ms
+                  (SELECT min(least(g.newest + $10::bigint, g.oldest + 5 * $10::bigint))
+                     FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                             FROM {{schema}}.orchestrator_queue q
+                            WHERE q.visible_at_ms > n.now_ms - 5 * $10::bigint AND q.visible_at_ms <= n.now_ms
+                            GROUP BY q.instance_id
+                           HAVING max(q.visible_at_ms) > n.now_ms - $10::bigint
+                              AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g)) - n.now_ms
        END AS next_due_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
@@ -43,13 +51,21 @@ SELECT c.instance_id,
           AND q.instance_id <> ALL ($1::text[])
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
-          -- Settling: a fresh message of an instance that still has activities
-          -- queued or running waits up to the settle time for its siblings, so
-          -- one turn takes them all (long-polling fetches only; 0: off). Scalar
-          -- subqueries, looked up per row: as EXISTS, under NOT (... AND ...), they
-          -- were planned as a hash of the whole (churning) worker queue.
-          AND NOT (q.visible_at_ms > n.now_ms - $10::bigint
-                   AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))
+          -- Settling: the messages of an instance that still has activities
+          -- queued or running wait until its newest message is the settle time
+          -- old, so one turn takes the completions of a fan-out that trickle in
+          -- (the window restarts at each), but no longer than five times the
+          -- settle time after its oldest (the rows are read oldest first, so
+          -- this row's age is the oldest's when the instance is first met).
+          -- Long-polling fetches only; 0: off. Scalar subqueries, looked up per
+          -- row, in order of cost: as EXISTS, under NOT (... AND ...), they were
+          -- planned as a hash of the whole (churning) queue.
+          AND NOT (q.visible_at_ms > n.now_ms - 5 * $10::bigint
+                   AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)
+                   AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                  WHERE y.instance_id = q.instance_id
+                                    AND y.visible_at_ms > n.now_ms - $10::bigint AND y.visible_at_ms <= n.now_ms
+                                  LIMIT 1), false))
           -- A scalar subquery, looked up per candidate row: an EXISTS here
           -- would be planned as a hash of every instance's execution.
           AND (NOT $2::boolean OR coalesce((

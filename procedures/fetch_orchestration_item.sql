@@ -33,11 +33,12 @@
 -- measured from the same clock reading as the scan, so nothing that comes due
 -- in between is slept past; without p_next_due, no row.
 --
--- p_settle_ms (long-polling callers; 0 turns it off): an instance whose
--- oldest visible message is younger than this and that still has activities
--- queued or running is passed over until its message is that old, so the
--- completions of a fan-out are taken in one turn rather than one turn each;
--- the next due time covers it.
+-- p_settle_ms (long-polling callers; 0 turns it off): an instance that still
+-- has activities queued or running is passed over while its newest visible
+-- message is younger than this, but no longer than five times this after its
+-- oldest, so the completions of a fan-out are taken in one turn rather than
+-- one turn each even when they trickle in (the window restarts at each), and
+-- a steady trickle cannot hold an instance back; the next due time covers it.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -110,8 +111,12 @@ BEGIN
                  WHERE o.visible_at_ms <= n.now_ms
                    AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
                    AND o.instance_id <> c.instance_id
-                   AND NOT (o.visible_at_ms > n.now_ms - p_settle_ms
-                            AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false))
+                   AND NOT (o.visible_at_ms > n.now_ms - 5 * p_settle_ms
+                            AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
+                            AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                           WHERE y.instance_id = o.instance_id
+                                             AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
+                                           LIMIT 1), false))
                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                     WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
                  ORDER BY o.visible_at_ms, o.id
@@ -122,9 +127,13 @@ BEGIN
                             WHERE q.visible_at_ms > n.now_ms),
                           (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                             WHERE l.locked_until_ms > n.now_ms),
-                          (SELECT min(q.visible_at_ms) + p_settle_ms FROM {{schema}}.orchestrator_queue q
-                            WHERE q.visible_at_ms > n.now_ms - p_settle_ms AND q.visible_at_ms <= n.now_ms
-                              AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))) - n.now_ms
+                          (SELECT min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
+                             FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                                     FROM {{schema}}.orchestrator_queue q
+                                    WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
+                                    GROUP BY q.instance_id
+                                   HAVING max(q.visible_at_ms) > n.now_ms - p_settle_ms
+                                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g)) - n.now_ms
                END AS next_due_ms
           INTO v_instance, v_claimed, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
@@ -135,13 +144,21 @@ BEGIN
                   AND q.instance_id <> ALL (v_skip)
                   AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                    WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
-                  -- Settling: a fresh message of an instance that still has activities
-                  -- queued or running waits up to the settle time for its siblings, so
-                  -- one turn takes them all (long-polling fetches only; 0: off). Scalar
-                  -- subqueries, looked up per row: as EXISTS, under NOT (... AND ...), they
-                  -- were planned as a hash of the whole (churning) worker queue.
-                  AND NOT (q.visible_at_ms > n.now_ms - p_settle_ms
-                           AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false))
+                  -- Settling: the messages of an instance that still has activities
+                  -- queued or running wait until its newest message is the settle time
+                  -- old, so one turn takes the completions of a fan-out that trickle in
+                  -- (the window restarts at each), but no longer than five times the
+                  -- settle time after its oldest (the rows are read oldest first, so
+                  -- this row's age is the oldest's when the instance is first met).
+                  -- Long-polling fetches only; 0: off. Scalar subqueries, looked up per
+                  -- row, in order of cost: as EXISTS, under NOT (... AND ...), they were
+                  -- planned as a hash of the whole (churning) queue.
+                  AND NOT (q.visible_at_ms > n.now_ms - 5 * p_settle_ms
+                           AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)
+                           AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                          WHERE y.instance_id = q.instance_id
+                                            AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
+                                          LIMIT 1), false))
                   -- A scalar subquery, looked up per candidate row: an EXISTS here
                   -- would be planned as a hash of every instance's execution.
                   AND (NOT p_filter OR coalesce((

@@ -129,13 +129,14 @@ pub struct PostgresOptions {
     /// While the listening connection is down, how often waiting fetches
     /// poll instead (default 250 ms).
     pub fallback_poll_interval: Duration,
-    /// With notifications on: how long a fresh activity completion whose
-    /// instance still has other activities queued or running may wait for
-    /// its siblings before an orchestrator dispatcher takes it (default
-    /// 10 ms; zero: at once). The completions of a fan-out then land in one
-    /// turn instead of one turn each. The last completion of a fan-out, or
-    /// of a lone activity, is taken at once, so sequential orchestrations
-    /// never wait.
+    /// With notifications on: how long the completions of an instance that
+    /// still has other activities queued or running may wait for their
+    /// siblings before an orchestrator dispatcher takes them (default 10 ms;
+    /// zero: at once). The window restarts at each completion, up to five
+    /// times this after the first, so the completions of a fan-out land in
+    /// one turn instead of one turn each even when they trickle in. The last
+    /// completion of a fan-out, or of a lone activity, is taken at once, so
+    /// sequential orchestrations never wait.
     pub completion_settle: Duration,
 }
 

@@ -453,6 +453,78 @@ async fn a_completion_with_siblings_in_flight_settles_and_a_last_one_does_not() 
     }
 }
 
+/// The settle window restarts at each completion: an instance with an
+/// activity still in flight waits until its newest completion is the settle
+/// time old, not its oldest, so completions that trickle in land in one turn;
+/// but it waits no longer than five settle times after its oldest completion.
+/// The completions' visibility times are set directly, so the expected claim
+/// time does not depend on how fast this machine runs the set-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_window_restarts_at_each_completion_up_to_a_cap() {
+    use crate::fixtures::completion;
+    const SETTLE: Duration = Duration::from_secs(2);
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        // (name, oldest completion's age, newest's age, expected wait from
+        // the update, claimed before): restarting, the newest decides (2000 -
+        // 400); capped, the oldest does (5 × 2000 - 9700) while the newest
+        // alone would hold the instance back until 1800.
+        let cases = [
+            ("restart", 1800_u64, 400_u64, 1600_u64, LONG),
+            ("cap", 9700, 200, 300, Duration::from_millis(1200)),
+        ];
+        with_schemas("notify_resettle", cases.len(), |pool, names, _| async move {
+            for ((case, oldest, newest, expected, before), schema) in cases.into_iter().zip(&names)
+            {
+                let options = PostgresOptions::default()
+                    .schema(schema)
+                    .sql_mode(mode)
+                    .completion_settle(SETTLE);
+                let p = PostgresProvider::from_pool_with(pool.clone(), options)
+                    .await
+                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                // Activities 2, 3 and 4: 2 and 3 complete, 4 stays queued.
+                fan_out_with_one_done(&p, "trickle", 3).await;
+                let (_, token, _) = p
+                    .fetch_work_item(LOCK, Duration::ZERO, None, &Default::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch work: {e}"))
+                    .unwrap_or_else(|| panic!("the second activity"));
+                p.ack_work_item(&token, Some(completion("trickle", 3)))
+                    .await
+                    .unwrap_or_else(|e| panic!("ack work: {e}"));
+                let updated = Instant::now();
+                let aged = sqlx::query(&format!(
+                    "UPDATE \"{schema}\".orchestrator_queue q \
+                        SET visible_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                                            - CASE WHEN q.id = (SELECT min(id) FROM \"{schema}\".orchestrator_queue) \
+                                                   THEN $1::bigint ELSE $2::bigint END"
+                ))
+                .bind(i64::try_from(oldest).unwrap_or(i64::MAX))
+                .bind(i64::try_from(newest).unwrap_or(i64::MAX))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("age the completions: {e}"));
+                assert_eq!(aged.rows_affected(), 2, "{mode}, {case}: two completions queued");
+                let fetched = p
+                    .fetch_orchestration_item(LOCK, LONG, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch: {e}"));
+                let waited = updated.elapsed();
+                let label = format!("{mode}, {case}");
+                let (item, _, _) = fetched.unwrap_or_else(|| panic!("{label}: nothing fetched"));
+                assert_eq!(item.messages.len(), 2, "{label}: both completions in one turn");
+                // 5 ms: the times are in whole milliseconds.
+                assert!(
+                    waited + Duration::from_millis(5) >= Duration::from_millis(expected),
+                    "{label}: taken after {waited:?}, before {expected} ms"
+                );
+                assert!(waited < before, "{label}: taken after {waited:?}");
+            }
+        })
+        .await;
+    }
+}
+
 /// A fetch right after an empty one with the same parameters, with no
 /// notification in between, goes straight to waiting without a query: a
 /// message written without a notification stays unseen by it, while a fetch
