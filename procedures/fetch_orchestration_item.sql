@@ -113,10 +113,11 @@ BEGIN
                    AND o.instance_id <> c.instance_id
                    AND NOT (o.visible_at_ms > n.now_ms - 5 * p_settle_ms
                             AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
-                            AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                           WHERE y.instance_id = o.instance_id
-                                             AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
-                                           LIMIT 1), false))
+                            AND (o.visible_at_ms > n.now_ms - p_settle_ms
+                                 OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                               WHERE y.instance_id = o.instance_id
+                                                 AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
+                                               LIMIT 1), false)))
                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                                     WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
                  ORDER BY o.visible_at_ms, o.id
@@ -155,10 +156,11 @@ BEGIN
                   -- planned as a hash of the whole (churning) queue.
                   AND NOT (q.visible_at_ms > n.now_ms - 5 * p_settle_ms
                            AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)
-                           AND coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                          WHERE y.instance_id = q.instance_id
-                                            AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
-                                          LIMIT 1), false))
+                           AND (q.visible_at_ms > n.now_ms - p_settle_ms
+                                OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                              WHERE y.instance_id = q.instance_id
+                                                AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
+                                              LIMIT 1), false)))
                   -- A scalar subquery, looked up per candidate row: an EXISTS here
                   -- would be planned as a hash of every instance's execution.
                   AND (NOT p_filter OR coalesce((
