@@ -1,6 +1,7 @@
 -- append_history: append events to one execution. Never overwrites: a
 -- duplicate (instance, execution, event_id) violates the primary key and the
--- whole append is rejected.
+-- whole append is rejected. The events of one append share one time
+-- (created_at_ms), as the events of one turn do.
 CREATE OR REPLACE FUNCTION {{schema}}.append_history(
     p_instance_id  text,
     p_execution_id bigint,
@@ -12,8 +13,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    WITH n AS (SELECT {{now_ms}} AS now_ms)
     INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
-    SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, {{now_ms}}
-      FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data);
+    SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, n.now_ms
+      FROM n, unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data);
 END
 $$;

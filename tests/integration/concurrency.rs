@@ -444,6 +444,34 @@ async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
 /// the clock per row, a large batch spanned several milliseconds and a fetch
 /// at a boundary split it (duroxide's CAN-window cancel scenario failed that
 /// way: the late message and the cancel landed in different turns).
+/// The events of one `append_with_execution` share one time, as the events
+/// of one turn do (read per row, a large append spread over milliseconds).
+#[tokio::test]
+async fn an_appended_batch_of_events_shares_one_time() {
+    use crate::fixtures::event;
+    const EVENTS: u64 = 3_000;
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schema(&format!("append_batch_{mode}"), |schema| async move {
+            let provider = schema.provider_in(mode).await;
+            let events: Vec<_> = (1..=EVENTS).map(|id| event("appended", id)).collect();
+            provider
+                .append_with_execution("appended", 1, events)
+                .await
+                .expect("append");
+            let (rows, times): (i64, i64) = sqlx::query_as(
+                &schema
+                    .sql("SELECT count(*), count(DISTINCT created_at_ms) FROM {{schema}}.history"),
+            )
+            .fetch_one(&schema.pool)
+            .await
+            .expect("history times");
+            assert_eq!(rows as u64, EVENTS, "{mode}: every event appended");
+            assert_eq!(times, 1, "{mode}: one append, one time");
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn an_abandoned_batch_comes_due_at_one_time() {
     use crate::fixtures::completion;
