@@ -9,9 +9,16 @@ use duroxide::providers::WorkItem;
 
 use crate::error::{PgProviderError, Result};
 
-/// A duration in whole milliseconds, saturating at `i64::MAX`.
+/// The longest duration bound into a statement, in milliseconds (about 36
+/// million years). The statements add durations to clock readings (a lease,
+/// a delay, an extension; up to five settle times), which must stay inside
+/// `bigint`: a longer one means the same, "as long as there is", instead of
+/// an out-of-range error.
+const MAX_MILLIS: i64 = i64::MAX / 8;
+
+/// A duration in whole milliseconds, saturating at [`MAX_MILLIS`].
 pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS))
 }
 
 /// The start of one claim attempt, from which the leases it takes count.
@@ -257,6 +264,20 @@ mod tests {
         let left = clock.lease_ms(Duration::from_secs(1));
         assert!((650..=700).contains(&left), "{left}");
         assert_eq!(clock.lease_ms(Duration::from_millis(400)), 200);
+    }
+
+    #[test]
+    fn durations_saturate_where_five_of_them_still_fit_beside_a_clock() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), MAX_MILLIS);
+        assert_eq!(millis(Duration::from_millis(u64::MAX)), MAX_MILLIS);
+        let now_ms: i64 = 1_800_000_000_000;
+        assert!(
+            MAX_MILLIS
+                .checked_mul(5)
+                .and_then(|d| d.checked_add(now_ms))
+                .is_some()
+        );
     }
 
     #[test]

@@ -444,11 +444,69 @@ async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
 /// the clock per row, a large batch spanned several milliseconds and a fetch
 /// at a boundary split it (duroxide's CAN-window cancel scenario failed that
 /// way: the late message and the cancel landed in different turns).
+/// A duration too long to add to a clock reading (`Duration::MAX` as a lock
+/// timeout, a delay or an extension) means "as long as there is", not an
+/// arithmetic error: every operation that takes one succeeds, and what it
+/// delayed stays out of reach.
+#[tokio::test]
+async fn durations_beyond_the_clock_saturate() {
+    const FOREVER: Duration = Duration::MAX;
+    const LOCK: Duration = Duration::from_secs(30);
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schema(&format!("forever_{mode}"), |schema| async move {
+            let p = schema.provider_in(mode).await;
+            p.enqueue_for_orchestrator(start("later"), Some(FOREVER))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: delayed enqueue: {e}"));
+            p.enqueue_for_orchestrator(start("now"), None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e}"));
+            let (item, token, _) = p
+                .fetch_orchestration_item(FOREVER, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch with an endless lease: {e}"))
+                .unwrap_or_else(|| panic!("{mode}: the undelayed start"));
+            assert_eq!(item.instance, "now", "{mode}");
+            p.renew_orchestration_item_lock(&token, FOREVER)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: renew: {e}"));
+            p.abandon_orchestration_item(&token, Some(FOREVER), false)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: abandon with an endless delay: {e}"));
+            let next = p
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"));
+            assert!(next.is_none(), "{mode}: everything is delayed for good");
+
+            p.enqueue_for_worker(activity("now", 2))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue work: {e}"));
+            let (_, token, _) = p
+                .fetch_work_item(FOREVER, Duration::ZERO, None, &TagFilter::default())
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch work with an endless lock: {e}"))
+                .unwrap_or_else(|| panic!("{mode}: the activity"));
+            p.renew_work_item_lock(&token, FOREVER)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: renew work: {e}"));
+            p.abandon_work_item(&token, Some(FOREVER), false)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: abandon work with an endless delay: {e}"));
+            let work = p
+                .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch work: {e}"));
+            assert!(work.is_none(), "{mode}: the activity is delayed for good");
+        })
+        .await;
+    }
+}
+
 /// The events of one `append_with_execution` share one time, as the events
 /// of one turn do (read per row, a large append spread over milliseconds).
 #[tokio::test]
 async fn an_appended_batch_of_events_shares_one_time() {
-    use crate::fixtures::event;
     const EVENTS: u64 = 3_000;
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schema(&format!("append_batch_{mode}"), |schema| async move {

@@ -453,6 +453,38 @@ async fn a_completion_with_siblings_in_flight_settles_and_a_last_one_does_not() 
     }
 }
 
+/// An absurdly long `completion_settle` (`Duration::MAX`) is a settle that
+/// never ends while siblings are in flight, not an arithmetic error in the
+/// fetch: a settling completion waits out the poll timeout, and a lone
+/// completion is still taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_settle_time_is_not_an_error() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("notify_settle_max", 2, |pool, names, _| async move {
+            for ((activities, claimed), schema) in [(2, false), (1, true)].into_iter().zip(&names) {
+                let options = PostgresOptions::default()
+                    .schema(schema)
+                    .sql_mode(mode)
+                    .completion_settle(Duration::MAX);
+                let p = PostgresProvider::from_pool_with(pool.clone(), options)
+                    .await
+                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                fan_out_with_one_done(&p, "forever", activities).await;
+                let fetched = p
+                    .fetch_orchestration_item(LOCK, Duration::from_millis(300), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}, {activities} activities: fetch: {e}"));
+                assert_eq!(
+                    fetched.is_some(),
+                    claimed,
+                    "{mode}, {activities} activities: claimed"
+                );
+            }
+        })
+        .await;
+    }
+}
+
 /// The settle window restarts at each completion: an instance with an
 /// activity still in flight waits until its newest completion is the settle
 /// time old, not its oldest, so completions that trickle in land in one turn;
