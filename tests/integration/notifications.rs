@@ -362,6 +362,22 @@ async fn many_enqueues_in_one_transaction_send_one_notification() {
     .await;
 }
 
+/// A long-polling provider on `schema` with `settle` as its `completion_settle`.
+async fn settling_provider(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    settle: Duration,
+) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .completion_settle(settle);
+    PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("provider {schema}: {e}"))
+}
+
 /// Starts `instance` with activities `2..2 + activities` scheduled, completes
 /// activity 2, and returns once its completion is queued, with the instant
 /// just before that completion's ack was sent.
@@ -413,13 +429,7 @@ async fn a_completion_with_siblings_in_flight_settles_and_a_last_one_does_not() 
         ];
         with_schemas("notify_settle", cases.len(), |pool, names, _| async move {
             for ((activities, poll, waits), schema) in cases.into_iter().zip(&names) {
-                let options = PostgresOptions::default()
-                    .schema(schema)
-                    .sql_mode(mode)
-                    .completion_settle(SETTLE);
-                let p = PostgresProvider::from_pool_with(pool.clone(), options)
-                    .await
-                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                let p = settling_provider(&pool, schema, mode, SETTLE).await;
                 // The completion is stamped while its ack runs, so the settle
                 // time counts from no earlier than just before the ack; how
                 // long the ack itself took (a loaded machine) is not known.
@@ -462,13 +472,7 @@ async fn an_unbounded_settle_time_is_not_an_error() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("notify_settle_max", 2, |pool, names, _| async move {
             for ((activities, claimed), schema) in [(2, false), (1, true)].into_iter().zip(&names) {
-                let options = PostgresOptions::default()
-                    .schema(schema)
-                    .sql_mode(mode)
-                    .completion_settle(Duration::MAX);
-                let p = PostgresProvider::from_pool_with(pool.clone(), options)
-                    .await
-                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                let p = settling_provider(&pool, schema, mode, Duration::MAX).await;
                 fan_out_with_one_done(&p, "forever", activities).await;
                 let fetched = p
                     .fetch_orchestration_item(LOCK, Duration::from_millis(300), None)
@@ -507,13 +511,7 @@ async fn a_settle_window_restarts_at_each_completion_up_to_a_cap() {
         with_schemas("notify_resettle", cases.len(), |pool, names, _| async move {
             for ((case, oldest, newest, expected, before), schema) in cases.into_iter().zip(&names)
             {
-                let options = PostgresOptions::default()
-                    .schema(schema)
-                    .sql_mode(mode)
-                    .completion_settle(SETTLE);
-                let p = PostgresProvider::from_pool_with(pool.clone(), options)
-                    .await
-                    .unwrap_or_else(|e| panic!("provider: {e}"));
+                let p = settling_provider(&pool, schema, mode, SETTLE).await;
                 // Activities 2, 3 and 4: 2 and 3 complete, 4 stays queued.
                 fan_out_with_one_done(&p, "trickle", 3).await;
                 let (_, token, _) = p
