@@ -291,7 +291,13 @@ impl Hub {
             match all.get(&key).and_then(Weak::upgrade) {
                 Some(hub) if !hub.task.is_finished() => hub,
                 _ => {
+                    // Subscribed from the first connection: a schema added
+                    // after the task started would cost a reconnect, and the
+                    // hub would report itself connected before listening to it.
                     let shared = Arc::new(Shared::default());
+                    if let Ok(mut schemas) = shared.schemas.lock() {
+                        schemas.insert(schema.to_string(), Arc::default());
+                    }
                     let task = tokio::spawn(listen(shared.clone(), pool.clone())).abort_handle();
                     let hub = Arc::new(Hub { shared, task });
                     all.insert(key, Arc::downgrade(&hub));

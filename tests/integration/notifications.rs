@@ -216,6 +216,40 @@ async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
     }
 }
 
+/// A pool's first provider is subscribed on the listener's first
+/// connection: no reconnect to add its channel, so the hub never reports
+/// itself connected while not yet listening to it. (It did reconnect once,
+/// every time, and a test reading `pg_stat_activity` in that window found
+/// no listener.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_first_provider_listens_from_the_first_connection() {
+    with_schemas("notify_first", 1, |pool, names, app| async move {
+        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        eventually("listener up", || async {
+            p.notification_stats().is_some_and(|s| s.connected)
+        })
+        .await;
+        assert_eq!(listeners(&pool, &app).await.len(), 1, "listening once up");
+        // A whole notification round trip: a reconnect pending at start-up
+        // has happened by the end of it.
+        let fetch = waiting_fetch(&p, LONG);
+        let other_pool = tagged_pool("notify_first_other").await;
+        let enqueuer = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        enqueuer
+            .enqueue_for_orchestrator(start("first"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        assert_eq!(claimed(fetch).await.as_deref(), Some("first"));
+        other_pool.close().await;
+        assert_eq!(
+            p.notification_stats().map_or(0, |s| s.connections),
+            1,
+            "one connection, no reconnect"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_recover_after_the_listener_backend_is_terminated() {
     with_schemas("notify_kill", 1, |pool, names, app| async move {
