@@ -12,7 +12,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use proptest::prelude::*;
 
 use crate::fixtures::start;
-use crate::support::{drop_schema, fresh_schema_name, pool};
+use crate::support::{Kind, Slot, drop_schema, fresh_schema_name, pool};
 
 const INSTANCES: [&str; 3] = ["alpha", "beta", "gamma"];
 const LOCK: Duration = Duration::from_secs(30);
@@ -301,6 +301,9 @@ async fn snapshot(p: &PostgresProvider) -> String {
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    // A case at a time counts as a suite test: the lock-timing tests wait
+    // for the case running, and the next case waits for them.
+    let _slot = Slot::acquire(Kind::Suite);
     let pool = pool(6).await;
     let names = [
         fresh_schema_name("diff_proc"),

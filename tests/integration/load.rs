@@ -14,10 +14,11 @@ use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::PostgresProvider;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::support::{database_url, pool};
+use crate::support::{Kind, Slot, database_url, pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_listener() {
+    let _slot = Slot::acquire(Kind::Runtime);
     let admin = pool(2).await;
     let db = format!("dx_load_{}", std::process::id());
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\""))

@@ -12,7 +12,7 @@ use duroxide::{
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
-use crate::support::{TestSchema, with_schema};
+use crate::support::{Kind, Slot, TestSchema, with_schema};
 
 async fn provider(schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
     PostgresProvider::from_pool_with(
@@ -76,6 +76,7 @@ async fn inline_mode_runs_with_every_procedure_dropped() {
 /// through the first provider's client, and checks every one completed with
 /// the right result.
 async fn run_workload(providers: &[Arc<PostgresProvider>], prefix: &str, count: usize) {
+    let _slot = Slot::acquire(Kind::Runtime);
     let mut runtimes = Vec::new();
     for p in providers {
         let activities = ActivityRegistry::builder()

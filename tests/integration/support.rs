@@ -217,14 +217,23 @@ impl ProviderFactory for PgFactory {
     }
 }
 
-/// Runs one conformance-suite test in a fresh schema (plus any extra schemas
-/// the factory hands out), all dropped afterwards.
-pub async fn run_suite_test<F, Fut>(name: &str, mode: SqlMode, notifications: bool, test: F)
-where
+/// Runs one conformance-suite test of `kind` in a fresh schema (plus any
+/// extra schemas the factory hands out), all dropped afterwards. The schema
+/// is migrated before the test waits for its [`Slot`], so the burst of DDL
+/// stays out of the lock-timing tests' windows.
+pub async fn run_suite_test<F, Fut>(
+    name: &str,
+    mode: SqlMode,
+    notifications: bool,
+    kind: Kind,
+    test: F,
+) where
     F: FnOnce(PgFactory) -> Fut,
     Fut: Future<Output = ()>,
 {
     with_schema(name, |schema| async move {
+        drop(schema.provider_with(mode, false).await);
+        let _slot = Slot::acquire(kind);
         let pool = schema.pool.clone();
         let handed_out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let factory = PgFactory {
@@ -245,76 +254,134 @@ where
     .await;
 }
 
-/// Concurrency limits for the timing-sensitive suite tests: duroxide's
-/// `race_replay` module runs runtimes polling every 10 ms against 2 s
-/// backoffs and 10 s deadlines. With every variant of them at once on two
-/// cores, runtimes starve each other past those deadlines (seen as rare
-/// timeouts and late-arriving inputs), so they take turns.
-#[derive(Clone, Copy)]
-pub enum Heavy {
+/// What a test does to the machine, for [`Slot`]: which tests it may run
+/// alongside, and how many of its kind at once.
+///
+/// Two reasons to keep tests apart. duroxide's `race_replay` module and the
+/// transition-delivery test run runtimes polling every 10 ms against 2 s
+/// backoffs and 10 s deadlines; with every variant of them at once on two
+/// cores they starve each other past those deadlines, so they take turns.
+/// And the `instance_locking` and `lock_expiration` modules assert lease
+/// expiry with 100-200 ms margins (a lock taken "now" must be free
+/// `lock_timeout + 100 ms` later). Measured on a 2-core machine during a
+/// whole-suite run, a task that wakes up took 50-150 ms to get a statement
+/// executed, about once a second: enough to eat such a margin (a fresh-clone
+/// CI run failed `test_multi_threaded_lock_expiration_recovery` that way).
+/// So those run only among themselves: a waiting one keeps every other
+/// suite test from starting, and starts once the running ones are done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Any other suite test (or differential case): no limit, but never
+    /// alongside [`Kind::LockTiming`].
+    Suite,
+    /// `instance_locking` and `lock_expiration` tests: eight at a time, alone.
+    LockTiming,
     /// `race_replay` factory tests: three at a time.
     RaceReplay,
-    /// `instance_locking` and `lock_expiration` tests, which assert lease
-    /// expiry with 100-200 ms margins: eight at a time.
-    LockTiming,
     /// `test_continue_as_new_transition_delivery` (seven scenarios, each a
     /// runtime of its own): one at a time.
     TransitionDelivery,
+    /// Our own tests that drive duroxide runtimes under load: two at a time.
+    Runtime,
 }
 
-impl Heavy {
-    fn slots(
-        self,
-    ) -> (
-        usize,
-        &'static (std::sync::Mutex<usize>, std::sync::Condvar),
-    ) {
-        static RACE: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
-        static DELIVERY: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
-        static LOCKS: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
-        let init = || (std::sync::Mutex::new(0), std::sync::Condvar::new());
-        match self {
-            Heavy::RaceReplay => (3, RACE.get_or_init(init)),
-            Heavy::TransitionDelivery => (1, DELIVERY.get_or_init(init)),
-            Heavy::LockTiming => (8, LOCKS.get_or_init(init)),
-        }
-    }
-}
+const KINDS: [Kind; 5] = [
+    Kind::Suite,
+    Kind::LockTiming,
+    Kind::RaceReplay,
+    Kind::TransitionDelivery,
+    Kind::Runtime,
+];
 
-impl Heavy {
-    /// The kind a factory-suite module's tests belong to, if any.
-    pub fn of_module(module: &str) -> Option<Heavy> {
+impl Kind {
+    /// The kind of a factory-suite module's tests.
+    pub fn of_module(module: &str) -> Kind {
         match module {
-            "race_replay" => Some(Heavy::RaceReplay),
-            "instance_locking" | "lock_expiration" => Some(Heavy::LockTiming),
-            _ => None,
+            "race_replay" => Kind::RaceReplay,
+            "instance_locking" | "lock_expiration" => Kind::LockTiming,
+            _ => Kind::Suite,
         }
     }
-}
 
-/// A slot of a [`Heavy`] kind, released on drop.
-pub struct HeavySlot(Heavy);
+    /// How many of this kind may run at once.
+    fn limit(self) -> usize {
+        match self {
+            Kind::Suite => usize::MAX,
+            Kind::LockTiming => 8,
+            Kind::RaceReplay => 3,
+            Kind::TransitionDelivery => 1,
+            Kind::Runtime => 2,
+        }
+    }
 
-impl HeavySlot {
-    /// Waits (blocking this test's worker thread) for a free slot of `kind`.
-    pub fn acquire(kind: Heavy) -> Self {
-        let (limit, (count, freed)) = kind.slots();
-        tokio::task::block_in_place(|| {
-            let mut taken = count.lock().unwrap_or_else(|e| e.into_inner());
-            while *taken >= limit {
-                taken = freed.wait(taken).unwrap_or_else(|e| e.into_inner());
-            }
-            *taken += 1;
-        });
-        HeavySlot(kind)
+    fn index(self) -> usize {
+        KINDS.iter().position(|k| *k == self).unwrap_or(0)
     }
 }
 
-impl Drop for HeavySlot {
+/// Tests running per kind, and lock-timing tests waiting for the rest to end.
+#[derive(Default)]
+struct Slots {
+    running: [usize; KINDS.len()],
+    timing_waiting: usize,
+}
+
+impl Slots {
+    fn may_start(&self, kind: Kind) -> bool {
+        let timing = self.running[Kind::LockTiming.index()];
+        let others: usize = self.running.iter().sum::<usize>() - timing;
+        self.running[kind.index()] < kind.limit()
+            && match kind {
+                Kind::LockTiming => others == 0,
+                _ => timing == 0 && self.timing_waiting == 0,
+            }
+    }
+}
+
+fn slots() -> &'static (std::sync::Mutex<Slots>, std::sync::Condvar) {
+    static SLOTS: OnceLock<(std::sync::Mutex<Slots>, std::sync::Condvar)> = OnceLock::new();
+    SLOTS.get_or_init(Default::default)
+}
+
+/// A running test's place among the others of its [`Kind`], released on
+/// drop. A test takes at most one (two could deadlock).
+pub struct Slot(Kind);
+
+impl Slot {
+    /// Waits (blocking this test's thread) until a test of `kind` may start.
+    pub fn acquire(kind: Kind) -> Self {
+        let wait = || {
+            let (slots, changed) = slots();
+            let mut state = slots.lock().unwrap_or_else(|e| e.into_inner());
+            let timing = kind == Kind::LockTiming;
+            if timing {
+                state.timing_waiting += 1;
+            }
+            while !state.may_start(kind) {
+                state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if timing {
+                state.timing_waiting -= 1;
+            }
+            state.running[kind.index()] += 1;
+        };
+        // Blocking a multi-threaded runtime's worker needs `block_in_place`;
+        // a test without a runtime (or with a current-thread one, which has
+        // nothing else to run yet) just blocks.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+        Slot(kind)
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        let (_, (count, freed)) = self.0.slots();
-        let mut taken = count.lock().unwrap_or_else(|e| e.into_inner());
-        *taken = taken.saturating_sub(1);
-        freed.notify_one();
+        let (slots, changed) = slots();
+        let mut state = slots.lock().unwrap_or_else(|e| e.into_inner());
+        let running = &mut state.running[self.0.index()];
+        *running = running.saturating_sub(1);
+        changed.notify_all();
     }
 }

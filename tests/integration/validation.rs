@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::{PgFactory, run_suite_test};
+use crate::support::{Kind, PgFactory, run_suite_test};
 use duroxide::provider_validation::ProviderFactory;
 use duroxide_postgres::SqlMode;
 
@@ -50,9 +50,8 @@ macro_rules! factory_suite {
                             stringify!($test),
                             duroxide_postgres::SqlMode::$mode,
                             $notifications,
+                            crate::support::Kind::of_module(stringify!($module)),
                             |factory: crate::support::PgFactory| async move {
-                                let _slot = crate::support::Heavy::of_module(stringify!($module))
-                                    .map(crate::support::HeavySlot::acquire);
                                 duroxide::provider_validation::$module::$test(&factory).await;
                             },
                         )
@@ -119,10 +118,7 @@ macro_rules! special_suite {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_legacy_stamp() {
-                    run_suite_test("can_delivery_legacy", MODE, $notifications, |factory: PgFactory| async move {
-                        let _slot = crate::support::HeavySlot::acquire(
-                            crate::support::Heavy::TransitionDelivery,
-                        );
+                    run_suite_test("can_delivery_legacy", MODE, $notifications, Kind::TransitionDelivery, |factory: PgFactory| async move {
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.30",
                         )
@@ -133,10 +129,7 @@ macro_rules! special_suite {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn continue_as_new_transition_delivery_new_stamp() {
-                    run_suite_test("can_delivery_new", MODE, $notifications, |factory: PgFactory| async move {
-                        let _slot = crate::support::HeavySlot::acquire(
-                            crate::support::Heavy::TransitionDelivery,
-                        );
+                    run_suite_test("can_delivery_new", MODE, $notifications, Kind::TransitionDelivery, |factory: PgFactory| async move {
                         duroxide::provider_validation::race_replay::test_continue_as_new_transition_delivery(
                             &factory, "0.1.31",
                         )
@@ -148,7 +141,7 @@ macro_rules! special_suite {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $poll_test() {
-                        run_suite_test(stringify!($poll_test), MODE, $notifications, |factory: PgFactory| async move {
+                        run_suite_test(stringify!($poll_test), MODE, $notifications, Kind::Suite, |factory: PgFactory| async move {
                             let provider = factory.create_provider().await;
                             duroxide::provider_validation::long_polling::$poll_fn(
                                 &*provider
