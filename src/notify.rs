@@ -31,8 +31,13 @@
 //! this spares the empty fetch a dispatcher makes when it comes back from a
 //! turn while other dispatchers already wait for the next notification. A
 //! note is trusted for at most [`QUIET_MAX`] and only while the listener is
-//! connected. Settling completions do not count as notifications (they are
+//! subscribed to the schema. Settling completions do not count as notifications (they are
 //! not claimable yet); the settle timer's wake-up does.
+//!
+//! A provider that joins a hub whose connection is up is subscribed on that
+//! connection (one `LISTEN`, no reconnect, no wake-up for the other tenants);
+//! until then its own fetches poll at the fallback interval, and once
+//! subscribed its waiters are woken to look again.
 //!
 //! If the listening connection drops, every waiter is woken and polls at the
 //! fallback interval; the hub reconnects with back-off, subscribes again and
@@ -160,6 +165,9 @@ struct SchemaWaiters {
     /// waits before it wakes an orchestrator waiter, in milliseconds (0:
     /// at once).
     settle_ms: AtomicU64,
+    /// The hub's connection has subscribed to this schema's channel (and
+    /// not lost it since): its waiters can trust notifications.
+    subscribed: AtomicBool,
 }
 
 impl SchemaWaiters {
@@ -183,8 +191,8 @@ impl SchemaWaiters {
 struct Shared {
     schemas: Mutex<HashMap<String, Arc<SchemaWaiters>>>,
     connected: AtomicBool,
-    /// A new schema joined: reconnect to subscribe to its channel too.
-    resubscribe: Notify,
+    /// A new schema joined: subscribe to its channel too.
+    subscribe: Notify,
     received: AtomicU64,
     reconnects: AtomicU64,
     wakeups: AtomicU64,
@@ -240,7 +248,8 @@ impl Shared {
     }
 }
 
-/// Counters of a hub, for tests and the load tool.
+/// Counters of a hub (shared by every provider on its pool), and whether it
+/// listens for one provider's schema; for tests, operators and the load tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NotificationStats {
     /// Notifications received on the listening connection.
@@ -249,6 +258,10 @@ pub struct NotificationStats {
     pub connections: u64,
     /// Whether the listening connection is up now.
     pub connected: bool,
+    /// Whether it is subscribed to this provider's schema: until it is
+    /// (just after the provider joined, or while the connection is down),
+    /// the provider's fetches poll at the fallback interval.
+    pub subscribed: bool,
     /// Waiting fetches woken by a notification (or a reconnect).
     pub wakeups: u64,
     /// Of those, the ones that then found no work: the cost of a wake-up
@@ -291,9 +304,8 @@ impl Hub {
             match all.get(&key).and_then(Weak::upgrade) {
                 Some(hub) if !hub.task.is_finished() => hub,
                 _ => {
-                    // Subscribed from the first connection: a schema added
-                    // after the task started would cost a reconnect, and the
-                    // hub would report itself connected before listening to it.
+                    // Subscribed from the first connection, with no
+                    // separate `LISTEN` after it.
                     let shared = Arc::new(Shared::default());
                     if let Ok(mut schemas) = shared.schemas.lock() {
                         schemas.insert(schema.to_string(), Arc::default());
@@ -316,7 +328,7 @@ impl Hub {
             })
             .unwrap_or(false);
         if added {
-            hub.shared.resubscribe.notify_one();
+            hub.shared.subscribe.notify_one();
         }
         hub
     }
@@ -330,12 +342,13 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// The hub's counters.
+    /// The hub's counters (`subscribed` is per provider: see [`LongPoll::stats`]).
     pub(crate) fn stats(&self) -> NotificationStats {
         NotificationStats {
             received: self.shared.received.load(Ordering::Relaxed),
             connections: self.shared.reconnects.load(Ordering::Relaxed),
             connected: self.shared.connected.load(Ordering::Relaxed),
+            subscribed: false,
             wakeups: self.shared.wakeups.load(Ordering::Relaxed),
             empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
@@ -343,8 +356,9 @@ impl Hub {
     }
 }
 
-/// The listening task: connect, subscribe, dispatch; on loss, reconnect with
-/// back-off and wake everyone to check again.
+/// The listening task: connect, subscribe, dispatch, subscribe schemas that
+/// join meanwhile on the same connection; on loss, reconnect with back-off
+/// and wake everyone to check again.
 async fn listen(shared: Arc<Shared>, pool: PgPool) {
     let mut backoff = BACKOFF.0;
     loop {
@@ -376,26 +390,53 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
         shared.connected.store(true, Ordering::Relaxed);
         // Subscribed now: whatever was committed before is fetched right away.
-        shared.wake_all();
-        let lost = loop {
+        subscribed(&schemas);
+        let reason = loop {
             tokio::select! {
                 message = listener.try_recv() => match message {
                     Ok(Some(n)) => shared.dispatch(n.channel(), n.payload()),
-                    Ok(None) => break Some("connection lost".to_string()),
-                    Err(e) => break Some(e.to_string()),
+                    Ok(None) => break "connection lost".to_string(),
+                    Err(e) => break e.to_string(),
                 },
-                _ = shared.resubscribe.notified() => break None,
+                // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a
+                // partly read message in the connection's buffer, and
+                // notifications arriving during the `LISTEN` are buffered
+                // for the next `try_recv`.
+                _ = shared.subscribe.notified() => {
+                    let joined: Vec<_> = shared
+                        .schemas()
+                        .into_iter()
+                        .filter(|(_, waiters)| !waiters.subscribed.load(Ordering::SeqCst))
+                        .collect();
+                    if joined.is_empty() {
+                        continue;
+                    }
+                    match listener.listen_all(joined.iter().map(|(name, _)| name.as_str())).await {
+                        Ok(()) => subscribed(&joined),
+                        Err(e) => break e.to_string(),
+                    }
+                }
             }
         };
         shared.connected.store(false, Ordering::Relaxed);
-        drop(listener);
-        if let Some(reason) = lost {
-            tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
-            // Waiters fall back to polling until the listener is back.
-            shared.wake_all();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF.1);
+        for (_, waiters) in shared.schemas() {
+            waiters.subscribed.store(false, Ordering::SeqCst);
         }
+        drop(listener);
+        tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
+        // Waiters fall back to polling until the listener is back.
+        shared.wake_all();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// Marks `schemas` subscribed and wakes their waiters, so work committed
+/// before the subscription took effect is fetched now, not at a timeout.
+fn subscribed(schemas: &[(String, Arc<SchemaWaiters>)]) {
+    for (_, waiters) in schemas {
+        waiters.subscribed.store(true, Ordering::SeqCst);
+        waiters.wake_all();
     }
 }
 
@@ -428,9 +469,12 @@ impl LongPoll {
         Duration::from_millis(self.waiters.settle_ms.load(Ordering::Relaxed))
     }
 
-    /// The hub's counters.
+    /// The hub's counters, and whether it listens for this provider's schema.
     pub(crate) fn stats(&self) -> NotificationStats {
-        self.hub.stats()
+        NotificationStats {
+            subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
+            ..self.hub.stats()
+        }
     }
 
     /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
@@ -462,9 +506,9 @@ impl LongPoll {
             notified.as_mut().enable();
             // Read after registering: a notification that bumps it later wakes us.
             let epoch = waiters.epoch.load(Ordering::SeqCst);
-            let connected = shared.connected.load(Ordering::SeqCst);
+            let subscribed = self.waiters.subscribed.load(Ordering::SeqCst);
             let now = Instant::now();
-            let quiet = connected
+            let quiet = subscribed
                 .then(|| waiters.quiet_until(key, epoch, now))
                 .flatten();
             let next_due_ms = match quiet {
@@ -489,7 +533,7 @@ impl LongPoll {
                         // found nothing pending at all) reports none and leaves no
                         // note. The due time is counted from before the fetch
                         // began: the note never outlives it.
-                        if let Some(ms) = next_due_ms.filter(|ms| connected && *ms > 0) {
+                        if let Some(ms) = next_due_ms.filter(|ms| subscribed && *ms > 0) {
                             let due = now + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                             let until = due.min(Instant::now() + QUIET_MAX);
                             waiters.note_quiet(Quiet { key, epoch, until });
@@ -511,7 +555,7 @@ impl LongPoll {
                 // after the statement returned: the wake-up is never early.
                 wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
             }
-            if !shared.connected.load(Ordering::Relaxed) {
+            if !self.waiters.subscribed.load(Ordering::SeqCst) {
                 wake_at = wake_at.min(now + self.fallback);
             }
             woken = tokio::select! {

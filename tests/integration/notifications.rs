@@ -316,22 +316,61 @@ async fn waiters_recover_after_the_listener_backend_is_terminated() {
     .await;
 }
 
+/// Waits until the pool's listener is subscribed to `p`'s schema.
+async fn subscribed(p: &PostgresProvider) {
+    eventually("listener subscribed", || async {
+        p.notification_stats().is_some_and(|s| s.subscribed)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
+    with_schemas("notify_join", 2, |pool, names, app| async move {
+        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        subscribed(&a).await;
+        let pids = listeners(&pool, &app).await;
+        assert_eq!(pids.len(), 1, "one listening connection");
+        let a_waiter = waiting_fetch(&a, LONG);
+        let wakeups = a.notification_stats().map_or(0, |s| s.wakeups);
+
+        let b = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        subscribed(&b).await;
+        assert_eq!(
+            listeners(&pool, &app).await,
+            pids,
+            "the same backend listens"
+        );
+        let stats = b.notification_stats().unwrap_or_default();
+        assert_eq!(stats.connections, 1, "no reconnect for the second tenant");
+        assert_eq!(stats.wakeups, wakeups, "tenant a's waiter was not woken");
+
+        // Tenant b's waiters hear of commits from elsewhere.
+        let other_pool = tagged_pool("notify_join_other").await;
+        let begun = Instant::now();
+        let b_waiter = waiting_fetch(&b, LONG);
+        for (schema, instance) in [(&names[1], "for-b"), (&names[0], "for-a")] {
+            provider(&other_pool, schema, SqlMode::StoredProcedures, false)
+                .await
+                .enqueue_for_orchestrator(start(instance), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue {instance}: {e}"));
+        }
+        other_pool.close().await;
+        assert_eq!(claimed(b_waiter).await.as_deref(), Some("for-b"));
+        assert_eq!(claimed(a_waiter).await.as_deref(), Some("for-a"));
+        assert!(begun.elapsed() < LONG, "woken, not timed out");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
     with_schemas("notify_tenants", 2, |pool, names, app| async move {
         let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         let b = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
-        eventually("listener subscribed to both", || async {
-            a.notification_stats().is_some_and(|s| s.connected)
-                && listeners(&pool, &app).await.len() == 1
-        })
-        .await;
-        // Let the hub finish re-subscribing for the second tenant.
-        eventually("stable listener", || async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            a.notification_stats().is_some_and(|s| s.connected)
-        })
-        .await;
+        subscribed(&a).await;
+        subscribed(&b).await;
         assert_eq!(
             listeners(&pool, &app).await.len(),
             1,
