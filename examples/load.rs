@@ -5,10 +5,11 @@
 //! ```text
 //! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
-//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency]
+//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants]
+//!                                        [--tenants 200]
 //! ```
 //!
-//! Two scenarios:
+//! Three scenarios (the first two by default):
 //! * `load`: parallel fan-out orchestrations for `--duration` per mode and
 //!   concurrency (and notifications setting), with empty fetches per
 //!   notification and fetches skipped on a quiet queue (see `src/notify.rs`)
@@ -20,6 +21,10 @@
 //!   database, so the client's status polling adds nothing), and the
 //!   statements per second an idle runtime sends over 10 s; for
 //!   notifications on and off.
+//! * `tenants`: `--tenants` schemas join one pool one after another while
+//!   the first has a fetch waiting: listening connections made, waiters
+//!   woken by the joins, and how soon a commit for the last tenant reaches
+//!   its waiter.
 //!
 //! Without `DATABASE_URL` it starts its own throwaway server with
 //! `pg_stat_statements` preloaded, and measures, per orchestration, the
@@ -76,6 +81,8 @@ impl Target {
 mod backend_cpu;
 #[path = "load/latency.rs"]
 mod latency;
+#[path = "load/tenants.rs"]
+mod tenants;
 
 /// Command-line settings.
 struct Settings {
@@ -92,6 +99,8 @@ struct Settings {
     settle: Option<Duration>,
     /// Rounds of the whole load matrix (`--repeat`), run in turn.
     repeat: usize,
+    /// Schemas in the `tenants` scenario.
+    tenants: usize,
 }
 
 fn parse_args(peer: bool) -> Result<Settings, BoxError> {
@@ -106,6 +115,7 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
         tasks: 5,
         settle: None,
         repeat: 1,
+        tenants: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -146,12 +156,13 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
             "--in-flight" => settings.in_flight = value()?.parse()?,
             "--repeat" => settings.repeat = value()?.parse::<usize>()?.max(1),
             "--tasks" => settings.tasks = value()?.parse()?,
+            "--tenants" => settings.tenants = value()?.parse()?,
             "--settle-ms" => {
                 settings.settle = Some(Duration::from_millis(value()?.parse()?));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants] [--tenants N]",
                     if peer { ",peer" } else { "" }
                 );
                 std::process::exit(0);
@@ -635,6 +646,13 @@ pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
                 }
             }
             latency::print(&rows);
+        }
+        if settings.scenarios.iter().any(|s| s == "tenants") {
+            let mut rows = Vec::new();
+            for &mode in &settings.modes {
+                rows.push(tenants::run(&url, &admin, mode, settings.tenants).await?);
+            }
+            tenants::print(&rows);
         }
         Ok(())
     })
