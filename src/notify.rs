@@ -18,7 +18,8 @@
 //!
 //! An activity completion whose instance still has activities in flight is
 //! notified as `orchestrator settle`: the hub wakes a waiter the provider's
-//! `completion_settle` later rather than at once, so the siblings' completions
+//! `completion_settle` after the latest such completion (at most five times
+//! that after the first) rather than at once, so the siblings' completions
 //! join the same turn (the fetch itself passes such an instance over for that
 //! long, see `procedures/fetch_orchestration_item.sql`).
 //!
@@ -59,6 +60,10 @@ use crate::error::Result;
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+
+/// A settling wake-up waits at most this many settle times after the first
+/// settling completion (the fetch's cap, `fetch_orchestration_item.sql`).
+const SETTLE_CAP: u32 = 5;
 
 /// How long an empty fetch's [`Quiet`] note is trusted at most: work that
 /// appears without a notification (rows written by hand) is still found
@@ -101,8 +106,8 @@ pub(crate) enum Queue {
 struct QueueWaiters {
     notify: Notify,
     registered: AtomicUsize,
-    /// A settling wake-up is scheduled (see [`SchemaWaiters::settle_ms`]).
-    settling: AtomicBool,
+    /// The settling wake-up scheduled, if any (see [`SchemaWaiters::settle_ms`]).
+    settling: Mutex<Option<SettleTimer>>,
     /// Notifications (and settle timers, reconnects) so far: bumped before
     /// the wake-up, so a fetch that read the old count is woken.
     epoch: AtomicU64,
@@ -137,6 +142,15 @@ impl QueueWaiters {
             *quiet = Some(note);
         }
     }
+}
+
+/// A settling wake-up: due `completion_settle` after the latest settling
+/// completion, but no later than five times that after the first, as the
+/// fetch's own rule for an instance.
+#[derive(Debug, Clone, Copy)]
+struct SettleTimer {
+    cap: Instant,
+    due: Instant,
 }
 
 /// Registration of one waiting fetch; dropped when the fetch returns or is
@@ -236,15 +250,40 @@ impl Shared {
             return;
         }
         // More completions of the instance are on their way: let them land
-        // so one turn takes them all. One timer per queue; a wake-up without
-        // the hint meanwhile goes out at once as usual.
-        if !waiters.orchestrator.settling.swap(true, Ordering::SeqCst) {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(settle_ms)).await;
-                waiters.orchestrator.settling.store(false, Ordering::SeqCst);
-                waiters.orchestrator.announce();
-            });
+        // so one turn takes them all. One timer per queue, pushed back by
+        // each settling completion up to its cap; a wake-up without the
+        // hint meanwhile goes out at once as usual.
+        let settle = Duration::from_millis(settle_ms);
+        let now = Instant::now();
+        let Ok(mut timer) = waiters.orchestrator.settling.lock() else {
+            return;
+        };
+        if let Some(timer) = timer.as_mut() {
+            timer.due = (now + settle).min(timer.cap);
+            return;
         }
+        *timer = Some(SettleTimer {
+            cap: now + settle.saturating_mul(SETTLE_CAP),
+            due: now + settle,
+        });
+        drop(timer);
+        tokio::spawn(async move {
+            let queue = &waiters.orchestrator;
+            loop {
+                let due = match queue.settling.lock() {
+                    Ok(mut timer) => match *timer {
+                        Some(t) if t.due > Instant::now() => t.due,
+                        _ => {
+                            *timer = None;
+                            break;
+                        }
+                    },
+                    Err(_) => break,
+                };
+                tokio::time::sleep_until(due).await;
+            }
+            queue.announce();
+        });
     }
 }
 
