@@ -9,7 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, WorkItem};
+use std::sync::Arc;
+
+use duroxide::Client;
+use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -34,19 +37,6 @@ pub struct Row {
     last_claim_ms: f64,
 }
 
-fn start_item(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Tenant".to_string(),
-        input: "{}".to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
 async fn provider(
     pool: &PgPool,
     schema: &str,
@@ -58,6 +48,13 @@ async fn provider(
         .sql_mode(mode)
         .notifications(notify);
     Ok(PostgresProvider::from_pool_with(pool.clone(), options).await?)
+}
+
+/// A client of tenant `schema` on another pool, without notifications.
+async fn client(pool: &PgPool, schema: &str, mode: SqlMode) -> Result<Client, BoxError> {
+    Ok(Client::new(Arc::new(
+        provider(pool, schema, mode, false).await?,
+    )))
 }
 
 /// A fetch on `p` that waits up to [`POLL`], returning when it claimed.
@@ -111,20 +108,18 @@ pub async fn run(
     let after_join = first.notification_stats().unwrap_or_default();
 
     // A commit for the last tenant, right after it joined.
-    let enqueuer = provider(&enqueuer_pool, &names[tenants - 1], mode, false).await?;
+    let enqueuer = client(&enqueuer_pool, &names[tenants - 1], mode).await?;
     let last_waiter = waiter(&last);
     let committed = Instant::now();
-    enqueuer
-        .enqueue_for_orchestrator(start_item("last"), None)
-        .await?;
+    enqueuer.start_orchestration("last", "Tenant", "{}").await?;
     let last_claim_ms = last_waiter.await?.map_or(f64::NAN, |t| {
         t.duration_since(committed).as_secs_f64() * 1e3
     });
 
     // Release tenant 0's waiter.
-    provider(&enqueuer_pool, &names[0], mode, false)
+    client(&enqueuer_pool, &names[0], mode)
         .await?
-        .enqueue_for_orchestrator(start_item("first"), None)
+        .start_orchestration("first", "Tenant", "{}")
         .await?;
     first_waiter.await?;
     let end = first.notification_stats().unwrap_or_default();
