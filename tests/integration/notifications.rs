@@ -364,6 +364,47 @@ async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
     .await;
 }
 
+/// Subscribing a joining tenant interrupts the listener's wait for the next
+/// message; nothing may be lost or misread when messages are streaming in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_joining_while_notifications_stream_in_lose_none() {
+    const SENT: u64 = 300;
+    with_schemas("notify_stream", 12, |pool, names, _| async move {
+        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        subscribed(&a).await;
+        let before = a.notification_stats().unwrap_or_default();
+        let other_pool = tagged_pool("notify_stream_other").await;
+        let sender = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        // One transaction, so one notification, per enqueue.
+        let flood = tokio::spawn(async move {
+            for i in 0..SENT {
+                sender
+                    .enqueue_for_orchestrator(start(&format!("stream-{i}")), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("enqueue {i}: {e}"));
+            }
+        });
+        let mut joined = Vec::new();
+        for name in &names[1..] {
+            joined.push(provider(&pool, name, SqlMode::StoredProcedures, true).await);
+        }
+        flood.await.unwrap_or_else(|e| panic!("join: {e}"));
+        for p in &joined {
+            subscribed(p).await;
+        }
+        eventually("every notification received", || async {
+            a.notification_stats()
+                .is_some_and(|s| s.received - before.received >= SENT)
+        })
+        .await;
+        let stats = a.notification_stats().unwrap_or_default();
+        assert_eq!(stats.received - before.received, SENT, "each one once");
+        assert_eq!(stats.connections, 1, "no reconnect, no protocol error");
+        other_pool.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
     with_schemas("notify_tenants", 2, |pool, names, app| async move {
