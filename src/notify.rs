@@ -258,13 +258,14 @@ impl Shared {
         let Ok(mut timer) = waiters.orchestrator.settling.lock() else {
             return;
         };
+        let due = later(now, settle);
         if let Some(timer) = timer.as_mut() {
-            timer.due = (now + settle).min(timer.cap);
+            timer.due = due.min(timer.cap);
             return;
         }
         *timer = Some(SettleTimer {
-            cap: now + settle.saturating_mul(SETTLE_CAP),
-            due: now + settle,
+            cap: later(now, settle.saturating_mul(SETTLE_CAP)),
+            due,
         });
         drop(timer);
         tokio::spawn(async move {
@@ -285,6 +286,13 @@ impl Shared {
             queue.announce();
         });
     }
+}
+
+/// `now + d`, or a time a century away when that does not fit in an
+/// [`Instant`] (a settle time can be as long as a caller likes).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Counters of a hub (shared by every provider on its pool), and whether it
@@ -645,5 +653,19 @@ impl<T> Polled<T> {
             },
             Self::Empty { next_due_ms } => Polled::Empty { next_due_ms },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_too_far_for_the_clock_lands_a_century_ahead() {
+        let now = Instant::now();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert!(later(now, Duration::MAX) > now + 99 * year);
+        let settle = Duration::from_millis(10);
+        assert_eq!(later(now, settle), now + settle);
     }
 }
