@@ -32,8 +32,9 @@
 //! this spares the empty fetch a dispatcher makes when it comes back from a
 //! turn while other dispatchers already wait for the next notification. A
 //! note is trusted for at most [`QUIET_MAX`] and only while the listener is
-//! subscribed to the schema. Settling completions do not count as notifications (they are
-//! not claimable yet); the settle timer's wake-up does.
+//! subscribed to the schema. Settling completions do not count as
+//! notifications (they are not claimable yet); the settle timer's wake-up
+//! does.
 //!
 //! A provider that joins a hub whose connection is up is subscribed on that
 //! connection (one `LISTEN`, no reconnect, no wake-up for the other tenants);
@@ -466,13 +467,13 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
             }
         };
         shared.connected.store(false, Ordering::Relaxed);
+        // Waiters fall back to polling until the listener is back.
         for (_, waiters) in shared.schemas() {
             waiters.subscribed.store(false, Ordering::SeqCst);
+            waiters.wake_all();
         }
         drop(listener);
         tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
-        // Waiters fall back to polling until the listener is back.
-        shared.wake_all();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF.1);
     }
@@ -500,10 +501,9 @@ impl LongPoll {
     pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
         let hub = Hub::join(pool, schema);
         let waiters = hub.waiters(schema);
-        waiters.settle_ms.store(
-            u64::try_from(settle.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        // The same saturation as every duration bound into a statement.
+        let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);
+        waiters.settle_ms.store(settle_ms, Ordering::Relaxed);
         Self {
             hub,
             waiters,

@@ -1,8 +1,8 @@
 //! LISTEN/NOTIFY long polling: waiters wake for committed work only (one
 //! notification per transaction), at a timer's due time, after their listener
 //! is killed, and only for their own tenant; one listening connection serves
-//! a whole pool and subscribes tenants that join it later; a fetch after an empty one skips its query until something
-//! is notified.
+//! a whole pool and subscribes tenants that join it later; a fetch after an
+//! empty one skips its query until something is notified.
 
 use std::time::Duration;
 

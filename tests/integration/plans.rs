@@ -199,8 +199,9 @@ async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
 /// activities in flight (`completion_settle`). Those checks (activities in
 /// flight, a young message of the instance) must be lookups per message:
 /// planned as a hash of the worker queue, the first read the whole (small but
-/// churning) queue on every fetch, the largest cost of a fetch under load. Thousands of young, leased messages ahead of the one to claim
-/// and a few hundred queued activities make the hash the planner's cheaper choice.
+/// churning) queue on every fetch, the largest cost of a fetch under load.
+/// Thousands of young, leased messages ahead of the one to claim and a few
+/// hundred queued activities make the hash the planner's cheaper choice.
 async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
     with_schema(&format!("settle_plan_{mode}"), |schema| async move {
         set_up(&schema, |setup| async move {
