@@ -8,30 +8,17 @@
 -- visibility, then arrival) whose instance has no live lease and passes the
 -- capability filter, the non-blocking claim of its instance (evaluated for
 -- that one row only), whether another instance is ready too (`more`), now
--- (the claim time), and, only when there is no candidate and $9 is set, the
--- time until the next delayed message or lease expiry. Always one row
--- (instance_id NULL: no candidate).
+-- (the claim time), and, when $9 is set and there is no candidate or the
+-- first one (nothing skipped) is all there is, the time until the next
+-- delayed message or lease expiry, the candidate's own lease counted. Always
+-- one row (instance_id NULL: no candidate).
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
--- $10 settle ms.
+-- $10 settle ms, $11 the lease (ms from the claim time).
 SELECT c.instance_id,
        coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
-       (SELECT o.id FROM {{schema}}.orchestrator_queue o
-         WHERE o.visible_at_ms <= n.now_ms
-           AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-           AND o.instance_id <> c.instance_id
-           AND NOT (o.visible_at_ms > n.now_ms - 5 * $10::bigint
-                    AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
-                    AND (o.visible_at_ms > n.now_ms - $10::bigint
-                         OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                       WHERE y.instance_id = o.instance_id
-                                         AND y.visible_at_ms > n.now_ms - $10::bigint AND y.visible_at_ms <= n.now_ms
-                                       LIMIT 1), false)))
-           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                            WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
-         ORDER BY o.visible_at_ms, o.id
-         LIMIT 1) IS NOT NULL AS more,
+       m.more,
        n.now_ms,
-       CASE WHEN c.instance_id IS NULL AND $9::boolean THEN
+       CASE WHEN $9::boolean AND NOT m.more AND (c.instance_id IS NULL OR cardinality($1::text[]) = 0) THEN
             least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                     WHERE q.visible_at_ms > n.now_ms),
                   (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
@@ -42,7 +29,9 @@ SELECT c.instance_id,
                             WHERE q.visible_at_ms > n.now_ms - 5 * $10::bigint AND q.visible_at_ms <= n.now_ms
                             GROUP BY q.instance_id
                            HAVING max(q.visible_at_ms) > n.now_ms - $10::bigint
-                              AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g)) - n.now_ms
+                              AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
+                  -- The claimed instance's own lease.
+                  CASE WHEN c.instance_id IS NOT NULL THEN n.now_ms + $11::bigint END) - n.now_ms
        END AS next_due_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
@@ -79,7 +68,26 @@ SELECT c.instance_id,
                 WHERE i.instance_id = q.instance_id
                   AND e.pinned_major IS NOT NULL), true))
         ORDER BY q.visible_at_ms, q.id
-        LIMIT 1) c ON true;
+        LIMIT 1) c ON true
+  -- Whether another instance is ready too; a subquery of its own (OFFSET 0
+  -- keeps it one) so the next due time's test does not evaluate it again.
+  CROSS JOIN LATERAL (
+       SELECT (SELECT o.id FROM {{schema}}.orchestrator_queue o
+                WHERE o.visible_at_ms <= n.now_ms
+                  AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
+                  AND o.instance_id <> c.instance_id
+                  AND NOT (o.visible_at_ms > n.now_ms - 5 * $10::bigint
+                           AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
+                           AND (o.visible_at_ms > n.now_ms - $10::bigint
+                                OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                              WHERE y.instance_id = o.instance_id
+                                                AND y.visible_at_ms > n.now_ms - $10::bigint AND y.visible_at_ms <= n.now_ms
+                                              LIMIT 1), false)))
+                  AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                                   WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
+                ORDER BY o.visible_at_ms, o.id
+                LIMIT 1) IS NOT NULL AS more
+       OFFSET 0) m;
 
 -- name: lease
 -- Take the lease from the claim time (or take over an expired one) unless a

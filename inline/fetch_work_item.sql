@@ -5,30 +5,24 @@
 -- name: candidate
 -- The procedure's candidate statement: the oldest visible, unlocked (or
 -- lock-expired) item this worker may run, row-locked with SKIP LOCKED;
--- now; whether another such item follows (`more`); and, only when nothing
--- was found and $5 is set, the time until the next delayed item, item lock
--- expiry or session lock expiry. Always one row (id NULL: nothing found).
--- $1 tag mode, $2 tags, $3 owner, $4 sessions to skip, $5 next due.
+-- now; whether another such item follows (`more`); and, when $5 is set and
+-- nothing was found or the first candidate (no session skipped) is all there
+-- is, the time until the next delayed item, item lock expiry or session lock
+-- expiry, the candidate's own lock counted. Always one row (id NULL: nothing
+-- found).
+-- $1 tag mode, $2 tags, $3 owner, $4 sessions to skip, $5 next due, $6 the
+-- lock (ms from now).
 SELECT c.id, c.session_id, n.now_ms,
-       (SELECT o.id FROM {{schema}}.worker_queue o
-         WHERE o.id > c.id
-           AND o.visible_at_ms <= n.now_ms
-           AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
-           AND CASE $1::text
-                   WHEN 'any' THEN true
-                   WHEN 'default' THEN o.tag IS NULL
-                   WHEN 'tags' THEN o.tag = ANY ($2::text[])
-                   ELSE o.tag IS NULL OR o.tag = ANY ($2::text[])
-               END
-         ORDER BY o.id
-         LIMIT 1) IS NOT NULL AS more,
-       CASE WHEN c.id IS NULL AND $5::boolean THEN
+       m.more,
+       CASE WHEN $5::boolean AND NOT m.more AND (c.id IS NULL OR cardinality($4::text[]) = 0) THEN
             least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
                     WHERE q.visible_at_ms > n.now_ms),
                   (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
                     WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
                   (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
-                    WHERE s.locked_until_ms > n.now_ms)) - n.now_ms
+                    WHERE s.locked_until_ms > n.now_ms),
+                  -- The claimed item's own lock.
+                  CASE WHEN c.id IS NOT NULL THEN n.now_ms + $6::bigint END) - n.now_ms
        END AS next_due_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
@@ -52,7 +46,23 @@ SELECT c.id, c.session_id, n.now_ms,
                                   WHERE s.session_id = q.session_id), true)))
         ORDER BY q.id
         LIMIT 1
-          FOR UPDATE OF q SKIP LOCKED) c ON true;
+          FOR UPDATE OF q SKIP LOCKED) c ON true
+  -- Whether another item follows; a subquery of its own (OFFSET 0 keeps
+  -- it one) so the next due time's test does not evaluate it again.
+  CROSS JOIN LATERAL (
+       SELECT (SELECT o.id FROM {{schema}}.worker_queue o
+                WHERE o.id > c.id
+                  AND o.visible_at_ms <= n.now_ms
+                  AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
+                  AND CASE $1::text
+                          WHEN 'any' THEN true
+                          WHEN 'default' THEN o.tag IS NULL
+                          WHEN 'tags' THEN o.tag = ANY ($2::text[])
+                          ELSE o.tag IS NULL OR o.tag = ANY ($2::text[])
+                      END
+                ORDER BY o.id
+                LIMIT 1) IS NOT NULL AS more
+       OFFSET 0) m;
 
 -- name: claim_session
 -- Take the item's session for the owner unless another live owner holds it.

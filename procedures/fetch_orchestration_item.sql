@@ -31,7 +31,10 @@
 -- lock_token is NULL and whose next_due_ms is the time until the earliest
 -- delayed message or lease expiry (NULL: nothing is due; 0: look again now),
 -- measured from the same clock reading as the scan, so nothing that comes due
--- in between is slept past; without p_next_due, no row.
+-- in between is slept past; without p_next_due, no row. A claim of the first
+-- candidate with nothing more ready reports the same time too, its own new
+-- lease counted, so the caller knows the queue holds nothing else for it
+-- until then or a notification (src/notify.rs); any other claim reports NULL.
 --
 -- p_settle_ms (long-polling callers; 0 turns it off): an instance that still
 -- has activities queued or running is passed over while its newest visible
@@ -103,27 +106,14 @@ BEGIN
         -- instance: a dispatcher that picked an instance being claimed moves
         -- on instead of queueing behind, and deadlocking with, the claimer;
         -- the key is scoped by schema, so tenants never contend); whether
-        -- another instance is ready too; and, only when there is no
-        -- candidate, the next due time. The inline mode's candidate statement.
+        -- another instance is ready too; and, when there is no candidate or
+        -- the first one is all there is, the next due time. The inline mode's
+        -- candidate statement.
         SELECT c.instance_id,
                coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
-               (SELECT o.id FROM {{schema}}.orchestrator_queue o
-                 WHERE o.visible_at_ms <= n.now_ms
-                   AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-                   AND o.instance_id <> c.instance_id
-                   AND NOT (o.visible_at_ms > n.now_ms - 5 * p_settle_ms
-                            AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
-                            AND (o.visible_at_ms > n.now_ms - p_settle_ms
-                                 OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                               WHERE y.instance_id = o.instance_id
-                                                 AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
-                                               LIMIT 1), false)))
-                   AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                                    WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
-                 ORDER BY o.visible_at_ms, o.id
-                 LIMIT 1) IS NOT NULL AS more,
+               m.more,
                n.now_ms,
-               CASE WHEN c.instance_id IS NULL AND p_next_due THEN
+               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
                     least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms),
                           (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
@@ -134,7 +124,9 @@ BEGIN
                                     WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
                                     GROUP BY q.instance_id
                                    HAVING max(q.visible_at_ms) > n.now_ms - p_settle_ms
-                                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g)) - n.now_ms
+                                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
+                          -- The claimed instance's own lease.
+                          CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
                END AS next_due_ms
           INTO v_instance, v_claimed, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
@@ -172,7 +164,26 @@ BEGIN
                         WHERE i.instance_id = q.instance_id
                           AND e.pinned_major IS NOT NULL), true))
                 ORDER BY q.visible_at_ms, q.id
-                LIMIT 1) c ON true;
+                LIMIT 1) c ON true
+          -- Whether another instance is ready too; a subquery of its own (OFFSET 0
+          -- keeps it one) so the next due time's test does not evaluate it again.
+          CROSS JOIN LATERAL (
+               SELECT (SELECT o.id FROM {{schema}}.orchestrator_queue o
+                        WHERE o.visible_at_ms <= n.now_ms
+                          AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
+                          AND o.instance_id <> c.instance_id
+                          AND NOT (o.visible_at_ms > n.now_ms - 5 * p_settle_ms
+                                   AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
+                                   AND (o.visible_at_ms > n.now_ms - p_settle_ms
+                                        OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
+                                                      WHERE y.instance_id = o.instance_id
+                                                        AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
+                                                      LIMIT 1), false)))
+                          AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
+                                           WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
+                        ORDER BY o.visible_at_ms, o.id
+                        LIMIT 1) IS NOT NULL AS more
+               OFFSET 0) m;
         IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
             CONTINUE;
@@ -271,7 +282,7 @@ BEGIN
                (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
                   FROM {{schema}}.history h
                  WHERE h.instance_id = v_instance AND h.execution_id = v_exec),
-               kv.keys, kv.vals, kv.updated, v_more, NULL::bigint
+               kv.keys, kv.vals, kv.updated, v_more, v_due
           FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
                        coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
                        coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated

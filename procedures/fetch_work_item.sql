@@ -19,7 +19,10 @@
 -- returns one row whose lock_token is NULL and whose next_due_ms is the time
 -- until the earliest delayed item, item lock expiry or session lock expiry
 -- (NULL: nothing is due), measured from the same clock reading as the scan;
--- without p_next_due, no row.
+-- without p_next_due, no row. A claim of the first candidate with nothing
+-- following it reports the same time too, its own new lock counted, so the
+-- caller knows the queue holds nothing else for it until then or a
+-- notification (src/notify.rs); any other claim reports NULL.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
@@ -45,25 +48,16 @@ BEGIN
     FOR v_try IN 1..8 LOOP
         -- The same statement as the inline mode's candidate.
         SELECT c.id, c.session_id, n.now_ms,
-               (SELECT o.id FROM {{schema}}.worker_queue o
-                 WHERE o.id > c.id
-                   AND o.visible_at_ms <= n.now_ms
-                   AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
-                   AND CASE p_tag_mode
-                           WHEN 'any' THEN true
-                           WHEN 'default' THEN o.tag IS NULL
-                           WHEN 'tags' THEN o.tag = ANY (p_tags)
-                           ELSE o.tag IS NULL OR o.tag = ANY (p_tags)
-                       END
-                 ORDER BY o.id
-                 LIMIT 1) IS NOT NULL AS more,
-               CASE WHEN c.id IS NULL AND p_next_due THEN
+               m.more,
+               CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR cardinality(v_skip) = 0) THEN
                     least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
                             WHERE q.visible_at_ms > n.now_ms),
                           (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
                             WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
                           (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
-                            WHERE s.locked_until_ms > n.now_ms)) - n.now_ms
+                            WHERE s.locked_until_ms > n.now_ms),
+                          -- The claimed item's own lock.
+                          CASE WHEN c.id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
                END AS next_due_ms
           INTO v_id, v_session, v_now, v_more, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
@@ -88,7 +82,23 @@ BEGIN
                                           WHERE s.session_id = q.session_id), true)))
                 ORDER BY q.id
                 LIMIT 1
-                  FOR UPDATE OF q SKIP LOCKED) c ON true;
+                  FOR UPDATE OF q SKIP LOCKED) c ON true
+          -- Whether another item follows; a subquery of its own (OFFSET 0 keeps
+          -- it one) so the next due time's test does not evaluate it again.
+          CROSS JOIN LATERAL (
+               SELECT (SELECT o.id FROM {{schema}}.worker_queue o
+                        WHERE o.id > c.id
+                          AND o.visible_at_ms <= n.now_ms
+                          AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
+                          AND CASE p_tag_mode
+                                  WHEN 'any' THEN true
+                                  WHEN 'default' THEN o.tag IS NULL
+                                  WHEN 'tags' THEN o.tag = ANY (p_tags)
+                                  ELSE o.tag IS NULL OR o.tag = ANY (p_tags)
+                              END
+                        ORDER BY o.id
+                        LIMIT 1) IS NOT NULL AS more
+               OFFSET 0) m;
         IF v_id IS NULL THEN
             IF p_next_due THEN
                 next_due_ms := v_due;
@@ -118,7 +128,7 @@ BEGIN
                locked_until_ms = v_start + p_lock_timeout_ms,
                attempt_count = q.attempt_count + 1
          WHERE q.id = v_id
-        RETURNING v_token, q.work_item, q.attempt_count, v_more, NULL::bigint;
+        RETURNING v_token, q.work_item, q.attempt_count, v_more, v_due;
         RETURN;
     END LOOP;
     -- Every candidate's session was taken by others meanwhile.

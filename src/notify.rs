@@ -25,16 +25,17 @@
 //!
 //! A fetch that found nothing leaves a note on its queue ([`Quiet`]): the
 //! queue's notification count before it began, and until when nothing can
-//! become claimable by time alone (its next due item). Work only becomes
-//! claimable by a notified commit or by time, so a later fetch with the same
-//! parameters, while no notification has come since and that time has not
-//! passed, would find nothing too: it waits without querying. Under load
-//! this spares the empty fetch a dispatcher makes when it comes back from a
-//! turn while other dispatchers already wait for the next notification. A
-//! note is trusted for at most [`QUIET_MAX`] and only while the listener is
-//! subscribed to the schema. Settling completions do not count as
-//! notifications (they are not claimable yet); the settle timer's wake-up
-//! does.
+//! become claimable by time alone (its next due item). So does a fetch whose
+//! claim was all there was (its first candidate, nothing more ready), its
+//! own new lease counted among the due items. Work only becomes claimable by
+//! a notified commit or by time, so a later fetch with the same parameters,
+//! while no notification has come since and that time has not passed, would
+//! find nothing too: it waits without querying. This spares the empty fetch
+//! a dispatcher makes when it comes back from a turn while nothing new came
+//! in (an ack that leaves work for the queue notifies it). A note is trusted
+//! for at most [`QUIET_MAX`] and only while the listener is subscribed to the
+//! schema. Settling completions do not count as notifications (they are not
+//! claimable yet); the settle timer's wake-up does.
 //!
 //! A provider that joins a hub whose connection is up is subscribed on that
 //! connection (one `LISTEN`, no reconnect, no wake-up for the other tenants);
@@ -72,11 +73,11 @@ const SETTLE_CAP: u32 = 5;
 /// still queries.
 const QUIET_MAX: Duration = Duration::from_secs(1);
 
-/// What the last empty fetch of a queue saw, for fetches with the same
+/// What the last fetch that left a queue empty saw, for fetches with the same
 /// parameters (`key`: capability filter, tags, session owner, settle time).
 /// Noted only by a fetch that scanned the whole queue and reported a next
-/// due time (a lease, a delayed item or a settling completion): under load
-/// there is always one.
+/// due time (a lease, a delayed item or a settling completion; after a
+/// claim, at least the claim's own lease).
 #[derive(Debug, Clone, Copy)]
 struct Quiet {
     key: u64,
@@ -112,7 +113,7 @@ struct QueueWaiters {
     /// Notifications (and settle timers, reconnects) so far: bumped before
     /// the wake-up, so a fetch that read the old count is woken.
     epoch: AtomicU64,
-    /// The last empty fetch's note.
+    /// The note of the last fetch that left the queue empty.
     quiet: Mutex<Option<Quiet>>,
 }
 
@@ -138,9 +139,23 @@ impl QueueWaiters {
         (note.key == key && note.epoch == epoch && now < note.until).then_some(note.until)
     }
 
-    fn note_quiet(&self, note: Quiet) {
+    /// Notes that a fetch with `key`, begun at `now` with the notification
+    /// count at `epoch`, left nothing claimable until `next_due_ms` after
+    /// `now`. Only a fetch that scanned the whole queue reports a due time:
+    /// one that gave up on contended candidates, claimed past a skipped one,
+    /// saw more, or (empty-handed) found nothing pending at all reports none
+    /// and leaves no note. The due time is counted from before the fetch
+    /// began, so the note never outlives it.
+    fn note_quiet_for(&self, key: u64, epoch: u64, now: Instant, next_due_ms: Option<i64>) {
+        let Some(ms) = next_due_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+        else {
+            return;
+        };
+        let until = later(now, Duration::from_millis(ms)).min(Instant::now() + QUIET_MAX);
         if let Ok(mut quiet) = self.quiet.lock() {
-            *quiet = Some(note);
+            *quiet = Some(Quiet { key, epoch, until });
         }
     }
 }
@@ -316,8 +331,9 @@ pub struct NotificationStats {
     /// that lost the race or came for work another waiter took.
     pub empty_wakeups: u64,
     /// Fetches that went straight to waiting because an earlier fetch with
-    /// the same parameters had found nothing and no notification had come
-    /// since (no statement sent).
+    /// the same parameters had left the queue empty (found nothing, or
+    /// claimed all there was) and no notification had come since (no
+    /// statement sent).
     pub quiet_skips: u64,
 }
 
@@ -564,10 +580,19 @@ impl LongPoll {
                     None
                 }
                 None => match fetch().await? {
-                    Polled::Found { item, more } => {
+                    Polled::Found {
+                        item,
+                        more,
+                        next_due_ms,
+                    } => {
                         if more {
                             // Someone else's turn: the fetch saw more claimable work.
                             waiters.wake_one();
+                        } else if subscribed {
+                            // The claim was all there was: the fetch this
+                            // dispatcher makes after its turn can wait without
+                            // a query unless a notification comes first.
+                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
                         }
                         return Ok(Some(item));
                     }
@@ -575,15 +600,8 @@ impl LongPoll {
                         if woken {
                             shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
                         }
-                        // Only a fetch that scanned the whole queue reports a next
-                        // due time; one that gave up on contended candidates (or
-                        // found nothing pending at all) reports none and leaves no
-                        // note. The due time is counted from before the fetch
-                        // began: the note never outlives it.
-                        if let Some(ms) = next_due_ms.filter(|ms| subscribed && *ms > 0) {
-                            let due = now + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-                            let until = due.min(Instant::now() + QUIET_MAX);
-                            waiters.note_quiet(Quiet { key, epoch, until });
+                        if subscribed {
+                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
                         }
                         next_due_ms
                     }
@@ -625,6 +643,11 @@ pub(crate) enum Polled<T> {
         item: T,
         /// Another dispatcher could claim something right now.
         more: bool,
+        /// Set only when the item was the first candidate and nothing else
+        /// was claimable: milliseconds until a delayed item or an expiring
+        /// lock (the claimed item's own included) may make work claimable
+        /// without a notification.
+        next_due_ms: Option<i64>,
     },
     /// Nothing claimable.
     Empty {
@@ -647,9 +670,14 @@ impl<T> Polled<T> {
     /// Applies `f` to a found item.
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Polled<U>> {
         Ok(match self {
-            Self::Found { item, more } => Polled::Found {
+            Self::Found {
+                item,
+                more,
+                next_due_ms,
+            } => Polled::Found {
                 item: f(item)?,
                 more,
+                next_due_ms,
             },
             Self::Empty { next_due_ms } => Polled::Empty { next_due_ms },
         })

@@ -151,6 +151,7 @@ async fn fetch_once(
                     },
                     Some(_) => Polled::Found {
                         more: row.try_get("more")?,
+                        next_due_ms: row.try_get("next_due_ms")?,
                         item: FetchedRow::from_row(&row)?,
                     },
                 },

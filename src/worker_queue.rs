@@ -173,6 +173,7 @@ async fn fetch_once(
                             row.try_get("attempt_count")?,
                         ),
                         more: row.try_get("more")?,
+                        next_due_ms: row.try_get("next_due_ms")?,
                     },
                 },
             }

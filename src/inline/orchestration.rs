@@ -125,6 +125,7 @@ async fn fetch_in(
         let row = candidate
             .bind(params.next_due)
             .bind(params.settle_ms)
+            .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
@@ -137,6 +138,7 @@ async fn fetch_in(
             continue;
         }
         let more: bool = row.try_get("more")?;
+        let next_due_ms: Option<i64> = row.try_get("next_due_ms")?;
         let claimed_at: i64 = row.try_get("now_ms")?;
         let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
             .bind(&instance)
@@ -225,7 +227,11 @@ async fn fetch_in(
             kv_values: snapshot.try_get("kv_values")?,
             kv_updated_ms: snapshot.try_get("kv_updated_ms")?,
         };
-        return Ok(Polled::Found { item: row, more });
+        return Ok(Polled::Found {
+            item: row,
+            more,
+            next_due_ms,
+        });
     }
     // Every candidate was leased by others meanwhile: their acks notify.
     Ok(Polled::Empty { next_due_ms: None })

@@ -59,6 +59,7 @@ async fn fetch_in(
             .bind(&params.owner)
             .bind(&skip)
             .bind(params.next_due)
+            .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;
         let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
@@ -67,6 +68,7 @@ async fn fetch_in(
             });
         };
         let more: bool = row.try_get("more")?;
+        let next_due_ms: Option<i64> = row.try_get("next_due_ms")?;
         let session: Option<String> = row.try_get("session_id")?;
         let now: i64 = row.try_get("now_ms")?;
         if let Some(session) = session {
@@ -92,6 +94,7 @@ async fn fetch_in(
         return Ok(Polled::Found {
             item: claimed,
             more,
+            next_due_ms,
         });
     }
     // Every candidate's session was taken by others meanwhile.

@@ -2,7 +2,8 @@
 //! notification per transaction), at a timer's due time, after their listener
 //! is killed, and only for their own tenant; one listening connection serves
 //! a whole pool and subscribes tenants that join it later; a fetch after an
-//! empty one skips its query until something is notified.
+//! empty one, or after a claim that was all there was, skips its query until
+//! something is notified (`quiet`).
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use tokio::time::Instant;
 
 use crate::fixtures::start;
 use crate::support::{database_url, drop_schema, fresh_schema_name};
+
+mod quiet;
 
 const LOCK: Duration = Duration::from_secs(30);
 /// A poll timeout no test below may reach unless waking failed.
@@ -664,100 +667,6 @@ async fn a_settle_window_restarts_at_each_completion_up_to_a_cap() {
                 );
                 assert!(waited < before, "{label}: taken after {waited:?}");
             }
-        })
-        .await;
-    }
-}
-
-/// A fetch right after an empty one with the same parameters, with no
-/// notification in between, goes straight to waiting without a query: a
-/// message written without a notification stays unseen by it, while a fetch
-/// with other parameters (a capability filter) queries and claims it. A
-/// waiter that skipped its query still wakes for the next commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
-    use duroxide::providers::DispatcherCapabilityFilter;
-    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
-        with_schemas("notify_quiet", 1, |pool, names, _| async move {
-            let waiter = std::sync::Arc::new(provider(&pool, &names[0], mode, true).await);
-            let other_pool = tagged_pool("notify_quiet_other").await;
-            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
-            eventually("listener up", || async {
-                waiter.notification_stats().is_some_and(|s| s.connected)
-            })
-            .await;
-            let stats = || waiter.notification_stats().unwrap_or_default();
-            let short = Duration::from_millis(50);
-
-            // A live lease: the queue has a next due time (its expiry).
-            enqueuer
-                .enqueue_for_orchestrator(start("held"), None)
-                .await
-                .unwrap_or_else(|e| panic!("enqueue: {e}"));
-            let held = waiter
-                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-                .await
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert!(held.is_some(), "{mode}: the first instance is claimed");
-
-            // Empty: this fetch queries and leaves its note.
-            let none = waiter
-                .fetch_orchestration_item(LOCK, short, None)
-                .await
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert!(none.is_none(), "{mode}: nothing claimable yet");
-            // Work written behind the provider's back: no notification.
-            let json = serde_json::to_string(&start("silent"))
-                .unwrap_or_else(|e| panic!("serialize: {e}"));
-            let now = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
-            sqlx::query(&format!(
-                "INSERT INTO \"{}\".orchestrator_queue \
-                 (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
-                 VALUES ('silent', 'StartOrchestration', $1, {now}, {now})",
-                names[0]
-            ))
-            .bind(json)
-            .execute(&other_pool)
-            .await
-            .unwrap_or_else(|e| panic!("silent insert: {e}"));
-            let skips = stats().quiet_skips;
-            let unseen = waiter
-                .fetch_orchestration_item(LOCK, short, None)
-                .await
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert!(
-                unseen.is_none(),
-                "{mode}: the same parameters sent no query"
-            );
-            assert!(stats().quiet_skips > skips, "{mode}: counted as skipped");
-            let filter = DispatcherCapabilityFilter::default_for_current_build();
-            let seen = waiter
-                .fetch_orchestration_item(LOCK, short, Some(&filter))
-                .await
-                .unwrap_or_else(|e| panic!("fetch: {e}"));
-            assert_eq!(
-                seen.map(|(item, _, _)| item.instance).as_deref(),
-                Some("silent"),
-                "{mode}: other parameters query"
-            );
-
-            // A waiter that skips its query still wakes for a commit.
-            let (skips, wakeups) = (stats().quiet_skips, stats().wakeups);
-            let fetch = waiting_fetch(&waiter, LONG);
-            eventually("the waiter skipped its query", || async {
-                stats().quiet_skips > skips
-            })
-            .await;
-            enqueuer
-                .enqueue_for_orchestrator(start("woken"), None)
-                .await
-                .unwrap_or_else(|e| panic!("enqueue: {e}"));
-            assert_eq!(claimed(fetch).await.as_deref(), Some("woken"), "{mode}");
-            assert!(
-                stats().wakeups > wakeups,
-                "{mode}: woken by the notification"
-            );
-            other_pool.close().await;
         })
         .await;
     }

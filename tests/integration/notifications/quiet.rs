@@ -1,0 +1,324 @@
+//! Quiet notes: a fetch that left its queue empty (found nothing, or claimed
+//! all there was) lets the next fetch with the same parameters wait without
+//! a query until a notification or a due time, and anything that makes work
+//! claimable (an enqueue, the claimer's own ack) invalidates the note.
+
+use std::time::Duration;
+
+use duroxide::providers::{Provider, WorkItem};
+use duroxide_postgres::{PostgresProvider, SqlMode};
+use sqlx::PgPool;
+
+use super::{
+    LOCK, LONG, claimed, eventually, provider, subscribed, tagged_pool, waiting_fetch, with_schemas,
+};
+use crate::fixtures::{activity, event, metadata, start};
+
+/// A poll timeout for fetches expected to find nothing.
+const SHORT: Duration = Duration::from_millis(50);
+
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Writes a claimable start of `instance` behind the provider's back: no
+/// notification.
+async fn silent_start(pool: &PgPool, schema: &str, instance: &str) {
+    let json = serde_json::to_string(&start(instance)).unwrap_or_else(|e| panic!("serialize: {e}"));
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".orchestrator_queue \
+         (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
+         VALUES ($1, 'StartOrchestration', $2, {NOW_MS}, {NOW_MS})"
+    ))
+    .bind(instance)
+    .bind(json)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("silent insert: {e}"));
+}
+
+/// Writes a claimable activity of `instance` behind the provider's back.
+async fn silent_activity(pool: &PgPool, schema: &str, instance: &str) {
+    let json =
+        serde_json::to_string(&activity(instance, 2)).unwrap_or_else(|e| panic!("serialize: {e}"));
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".worker_queue \
+         (work_item, visible_at_ms, instance_id, execution_id, activity_id, created_at_ms) \
+         VALUES ($1, {NOW_MS}, $2, 1, 2, {NOW_MS})"
+    ))
+    .bind(json)
+    .bind(instance)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("silent insert: {e}"));
+}
+
+/// Waits until the waiter's listener has received one more notification
+/// than `before`, so a fetch begun after this reads the count it bumped.
+async fn notified(p: &PostgresProvider, before: u64) {
+    eventually("the notification is received", || async {
+        p.notification_stats().is_some_and(|s| s.received > before)
+    })
+    .await;
+}
+
+fn received(p: &PostgresProvider) -> u64 {
+    p.notification_stats().unwrap_or_default().received
+}
+
+fn quiet_skips(p: &PostgresProvider) -> u64 {
+    p.notification_stats().unwrap_or_default().quiet_skips
+}
+
+/// A fetch right after an empty one with the same parameters, with no
+/// notification in between, goes straight to waiting without a query: a
+/// message written without a notification stays unseen by it, while a fetch
+/// with other parameters (a capability filter) queries and claims it. A
+/// waiter that skipped its query still wakes for the next commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
+    use duroxide::providers::DispatcherCapabilityFilter;
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("notify_quiet", 1, |pool, names, _| async move {
+            let waiter = std::sync::Arc::new(provider(&pool, &names[0], mode, true).await);
+            let other_pool = tagged_pool("notify_quiet_other").await;
+            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            eventually("listener up", || async {
+                waiter.notification_stats().is_some_and(|s| s.connected)
+            })
+            .await;
+            let stats = || waiter.notification_stats().unwrap_or_default();
+            let short = Duration::from_millis(50);
+
+            // A live lease: the queue has a next due time (its expiry).
+            enqueuer
+                .enqueue_for_orchestrator(start("held"), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            let held = waiter
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(held.is_some(), "{mode}: the first instance is claimed");
+
+            // Empty: this fetch queries and leaves its note.
+            let none = waiter
+                .fetch_orchestration_item(LOCK, short, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(none.is_none(), "{mode}: nothing claimable yet");
+            // Work written behind the provider's back: no notification.
+            silent_start(&other_pool, &names[0], "silent").await;
+            let skips = stats().quiet_skips;
+            let unseen = waiter
+                .fetch_orchestration_item(LOCK, short, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(
+                unseen.is_none(),
+                "{mode}: the same parameters sent no query"
+            );
+            assert!(stats().quiet_skips > skips, "{mode}: counted as skipped");
+            let filter = DispatcherCapabilityFilter::default_for_current_build();
+            let seen = waiter
+                .fetch_orchestration_item(LOCK, short, Some(&filter))
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert_eq!(
+                seen.map(|(item, _, _)| item.instance).as_deref(),
+                Some("silent"),
+                "{mode}: other parameters query"
+            );
+
+            // A waiter that skips its query still wakes for a commit. The
+            // queue keeps one note, and the filtered claim just replaced it
+            // with its own: an empty fetch notes the queue again first.
+            let none = waiter
+                .fetch_orchestration_item(LOCK, short, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(none.is_none(), "{mode}: nothing claimable");
+            let (skips, wakeups) = (stats().quiet_skips, stats().wakeups);
+            let fetch = waiting_fetch(&waiter, LONG);
+            eventually("the waiter skipped its query", || async {
+                stats().quiet_skips > skips
+            })
+            .await;
+            enqueuer
+                .enqueue_for_orchestrator(start("woken"), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            assert_eq!(claimed(fetch).await.as_deref(), Some("woken"), "{mode}");
+            assert!(
+                stats().wakeups > wakeups,
+                "{mode}: woken by the notification"
+            );
+            other_pool.close().await;
+        })
+        .await;
+    }
+}
+
+/// A claim that was all there was (the first candidate, nothing more ready)
+/// leaves the same note as an empty fetch: the dispatcher's next fetch waits
+/// without a query, so work written without a notification stays unseen by
+/// it. The claimer's own ack that schedules work for the queue (a timer)
+/// notifies it, and the fetch after that notification queries and finds the
+/// timer when it is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("quiet_claim", 1, |pool, names, _| async move {
+            let waiter = provider(&pool, &names[0], mode, true).await;
+            let other_pool = tagged_pool("quiet_claim_other").await;
+            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            subscribed(&waiter).await;
+
+            let before = received(&waiter);
+            enqueuer
+                .enqueue_for_orchestrator(start("only"), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            notified(&waiter, before).await;
+            let (item, token, _) = waiter
+                .fetch_orchestration_item(LOCK, SHORT, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"))
+                .unwrap_or_else(|| panic!("{mode}: the only instance is claimed"));
+            assert_eq!(item.instance, "only", "{mode}");
+
+            silent_start(&other_pool, &names[0], "silent").await;
+            let skips = quiet_skips(&waiter);
+            let unseen = waiter
+                .fetch_orchestration_item(LOCK, SHORT, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(unseen.is_none(), "{mode}: the claim's note held, no query");
+            assert!(quiet_skips(&waiter) > skips, "{mode}: counted as skipped");
+            // Take the silent one out of the way (other parameters query).
+            let filter =
+                duroxide::providers::DispatcherCapabilityFilter::default_for_current_build();
+            let seen = waiter
+                .fetch_orchestration_item(LOCK, SHORT, Some(&filter))
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert_eq!(
+                seen.map(|(item, _, _)| item.instance).as_deref(),
+                Some("silent"),
+                "{mode}"
+            );
+
+            // The claimer's ack schedules a timer for its instance.
+            let now_ms = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            let timer = WorkItem::TimerFired {
+                instance: "only".to_string(),
+                execution_id: 1,
+                id: 2,
+                fire_at_ms: now_ms + 200,
+            };
+            let before = received(&waiter);
+            waiter
+                .ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![event("only", 1)],
+                    vec![],
+                    vec![timer],
+                    metadata(),
+                    vec![],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("ack: {e}"));
+            notified(&waiter, before).await;
+            let skips = quiet_skips(&waiter);
+            let fired = waiter
+                .fetch_orchestration_item(LOCK, LONG, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"))
+                .unwrap_or_else(|| panic!("{mode}: the timer is fetched"));
+            assert_eq!(fired.0.instance, "only", "{mode}");
+            assert!(
+                matches!(fired.0.messages.as_slice(), [WorkItem::TimerFired { .. }]),
+                "{mode}: {:?}",
+                fired.0.messages
+            );
+            assert_eq!(
+                quiet_skips(&waiter),
+                skips,
+                "{mode}: the ack's notification voided the note"
+            );
+            other_pool.close().await;
+        })
+        .await;
+    }
+}
+
+/// The same for the worker queue: after claiming the only activity, the
+/// worker's next fetch waits without a query (an activity written without
+/// a notification stays unseen) and still wakes for the next enqueue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("quiet_work", 1, |pool, names, _| async move {
+            let waiter = std::sync::Arc::new(provider(&pool, &names[0], mode, true).await);
+            let other_pool = tagged_pool("quiet_work_other").await;
+            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            subscribed(&waiter).await;
+            let tags = Default::default();
+
+            let before = received(&waiter);
+            enqueuer
+                .enqueue_for_worker(activity("only", 2))
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            notified(&waiter, before).await;
+            let claimed_one = waiter
+                .fetch_work_item(LOCK, SHORT, None, &tags)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(
+                claimed_one.is_some(),
+                "{mode}: the only activity is claimed"
+            );
+
+            silent_activity(&other_pool, &names[0], "silent").await;
+            let skips = quiet_skips(&waiter);
+            let unseen = waiter
+                .fetch_work_item(LOCK, SHORT, None, &tags)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(unseen.is_none(), "{mode}: the claim's note held, no query");
+            assert!(quiet_skips(&waiter) > skips, "{mode}: counted as skipped");
+
+            // A waiter that skipped its query wakes for the next enqueue.
+            let skips = quiet_skips(&waiter);
+            let fetch = {
+                let waiter = waiter.clone();
+                tokio::spawn(async move {
+                    waiter
+                        .fetch_work_item(LOCK, LONG, None, &Default::default())
+                        .await
+                })
+            };
+            eventually("the waiter skipped its query", || async {
+                quiet_skips(&waiter) > skips
+            })
+            .await;
+            enqueuer
+                .enqueue_for_worker(activity("woken", 2))
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            let woken = fetch
+                .await
+                .unwrap_or_else(|e| panic!("join: {e}"))
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(woken.is_some(), "{mode}: woken by the enqueue");
+            other_pool.close().await;
+        })
+        .await;
+    }
+}
