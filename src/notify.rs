@@ -40,14 +40,17 @@
 //! A provider that joins a hub whose connection is up is subscribed on that
 //! connection (one `LISTEN`, no reconnect, no wake-up for the other tenants);
 //! until then its own fetches poll at the fallback interval, and once
-//! subscribed its waiters are woken to look again.
+//! subscribed its waiters are woken to look again. When the last provider of
+//! a schema on the pool is dropped (with every clone), the connection stops
+//! listening to that schema (`UNLISTEN`): a tenant removed from a long-lived
+//! pool costs nothing afterwards.
 //!
 //! If the listening connection drops, every waiter is woken and polls at the
 //! fallback interval; the hub reconnects with back-off, subscribes again and
 //! wakes every waiter once more, so work committed during the gap is fetched
 //! right away instead of at the timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -198,6 +201,9 @@ struct SchemaWaiters {
     /// The hub's connection has subscribed to this schema's channel (and
     /// not lost it since): its waiters can trust notifications.
     subscribed: AtomicBool,
+    /// Live providers of this schema on the pool ([`Membership`]s); changed
+    /// only under the hub's schema map lock.
+    members: AtomicUsize,
 }
 
 impl SchemaWaiters {
@@ -221,8 +227,11 @@ impl SchemaWaiters {
 struct Shared {
     schemas: Mutex<HashMap<String, Arc<SchemaWaiters>>>,
     connected: AtomicBool,
-    /// A new schema joined: subscribe to its channel too.
-    subscribe: Notify,
+    /// A schema joined (subscribe to its channel too) or its last provider
+    /// left (stop listening to it).
+    changed: Notify,
+    /// Channels the connection listens to now.
+    channels: AtomicUsize,
     received: AtomicU64,
     reconnects: AtomicU64,
     wakeups: AtomicU64,
@@ -325,6 +334,9 @@ pub struct NotificationStats {
     /// (just after the provider joined, or while the connection is down),
     /// the provider's fetches poll at the fallback interval.
     pub subscribed: bool,
+    /// Schemas (channels) the connection listens to now: one per schema
+    /// with a live provider on the pool, once subscribed.
+    pub channels: usize,
     /// Waiting fetches woken by a notification (or a reconnect).
     pub wakeups: u64,
     /// Of those, the ones that then found no work: the cost of a wake-up
@@ -358,8 +370,9 @@ fn hubs() -> &'static Mutex<HashMap<usize, Weak<Hub>>> {
 
 impl Hub {
     /// The hub of `pool` (created, with its listening task, on first use),
-    /// subscribed to `schema`'s channel.
-    pub(crate) fn join(pool: &PgPool, schema: &str) -> Arc<Hub> {
+    /// subscribed to `schema`'s channel, and a membership that leaves it
+    /// when dropped.
+    pub(crate) fn join(pool: &PgPool, schema: &str) -> Membership {
         // Clones of a pool share their connect options: the Arc identifies the pool.
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let hub = {
@@ -381,29 +394,21 @@ impl Hub {
                 }
             }
         };
-        let added = hub
-            .shared
-            .schemas
-            .lock()
-            .map(|mut m| {
-                let fresh = !m.contains_key(schema);
-                m.entry(schema.to_string()).or_default();
-                fresh
-            })
-            .unwrap_or(false);
+        let (waiters, added) = {
+            let mut schemas = hub.shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = !schemas.contains_key(schema);
+            let waiters = schemas.entry(schema.to_string()).or_default().clone();
+            waiters.members.fetch_add(1, Ordering::SeqCst);
+            (waiters, fresh)
+        };
         if added {
-            hub.shared.subscribe.notify_one();
+            hub.shared.changed.notify_one();
         }
-        hub
-    }
-
-    fn waiters(&self, schema: &str) -> Arc<SchemaWaiters> {
-        self.shared
-            .schemas
-            .lock()
-            .ok()
-            .and_then(|m| m.get(schema).cloned())
-            .unwrap_or_default()
+        Membership {
+            hub,
+            schema: schema.to_string(),
+            waiters,
+        }
     }
 
     /// The hub's counters (`subscribed` is per provider: see [`LongPoll::stats`]).
@@ -413,6 +418,7 @@ impl Hub {
             connections: self.shared.reconnects.load(Ordering::Relaxed),
             connected: self.shared.connected.load(Ordering::Relaxed),
             subscribed: false,
+            channels: self.shared.channels.load(Ordering::Relaxed),
             wakeups: self.shared.wakeups.load(Ordering::Relaxed),
             empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
@@ -420,9 +426,45 @@ impl Hub {
     }
 }
 
+/// One provider's place in its pool's hub (shared by the provider's clones):
+/// dropping the last membership of a schema removes the schema from the hub,
+/// and the listening task stops listening to it.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    hub: Arc<Hub>,
+    schema: String,
+    waiters: Arc<SchemaWaiters>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let left = {
+            let mut schemas = self
+                .hub
+                .shared
+                .schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let last = self.waiters.members.fetch_sub(1, Ordering::SeqCst) == 1;
+            // A schema that left and joined again has a new entry: leave it.
+            let ours = schemas
+                .get(&self.schema)
+                .is_some_and(|w| Arc::ptr_eq(w, &self.waiters));
+            if last && ours {
+                schemas.remove(&self.schema);
+            }
+            last && ours
+        };
+        if left {
+            self.hub.shared.changed.notify_one();
+        }
+    }
+}
+
 /// The listening task: connect, subscribe, dispatch, subscribe schemas that
-/// join meanwhile on the same connection; on loss, reconnect with back-off
-/// and wake everyone to check again.
+/// join meanwhile on the same connection and unsubscribe those whose last
+/// provider left; on loss, reconnect with back-off and wake everyone to
+/// check again.
 async fn listen(shared: Arc<Shared>, pool: PgPool) {
     let mut backoff = BACKOFF.0;
     loop {
@@ -451,6 +493,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
             }
         };
         backoff = BACKOFF.0;
+        let mut listening: HashSet<String> = schemas.iter().map(|(name, _)| name.clone()).collect();
+        shared.channels.store(listening.len(), Ordering::Relaxed);
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
         shared.connected.store(true, Ordering::Relaxed);
         // Subscribed now: whatever was committed before is fetched right away.
@@ -466,23 +510,27 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 // partly read message in the connection's buffer, and
                 // notifications arriving during the `LISTEN` are buffered
                 // for the next `try_recv`.
-                _ = shared.subscribe.notified() => {
-                    let joined: Vec<_> = shared
-                        .schemas()
+                _ = shared.changed.notified() => {
+                    let current = shared.schemas();
+                    let left: Vec<String> = listening
+                        .iter()
+                        .filter(|name| !current.iter().any(|(n, _)| n == *name))
+                        .cloned()
+                        .collect();
+                    let joined: Vec<_> = current
                         .into_iter()
                         .filter(|(_, waiters)| !waiters.subscribed.load(Ordering::SeqCst))
                         .collect();
-                    if joined.is_empty() {
-                        continue;
+                    if let Err(e) = resubscribe(&mut listener, &mut listening, &left, &joined).await {
+                        break e.to_string();
                     }
-                    match listener.listen_all(joined.iter().map(|(name, _)| name.as_str())).await {
-                        Ok(()) => subscribed(&joined),
-                        Err(e) => break e.to_string(),
-                    }
+                    shared.channels.store(listening.len(), Ordering::Relaxed);
+                    subscribed(&joined);
                 }
             }
         };
         shared.connected.store(false, Ordering::Relaxed);
+        shared.channels.store(0, Ordering::Relaxed);
         // Waiters fall back to polling until the listener is back.
         for (_, waiters) in shared.schemas() {
             waiters.subscribed.store(false, Ordering::SeqCst);
@@ -493,6 +541,28 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF.1);
     }
+}
+
+/// Stops listening to the schemas that `left` and listens to those that
+/// `joined` (a schema that left and joined again is listened to anew: a
+/// second `LISTEN` of a channel is harmless), on the live connection.
+async fn resubscribe(
+    listener: &mut PgListener,
+    listening: &mut HashSet<String>,
+    left: &[String],
+    joined: &[(String, Arc<SchemaWaiters>)],
+) -> std::result::Result<(), sqlx::Error> {
+    for name in left {
+        listener.unlisten(name).await?;
+        listening.remove(name);
+    }
+    if !joined.is_empty() {
+        listener
+            .listen_all(joined.iter().map(|(name, _)| name.as_str()))
+            .await?;
+        listening.extend(joined.iter().map(|(name, _)| name.clone()));
+    }
+    Ok(())
 }
 
 /// Marks `schemas` subscribed and wakes their waiters, so work committed
@@ -507,7 +577,7 @@ fn subscribed(schemas: &[(String, Arc<SchemaWaiters>)]) {
 /// Long polling for one provider: its pool's hub and its schema's waiters.
 #[derive(Debug, Clone)]
 pub(crate) struct LongPoll {
-    hub: Arc<Hub>,
+    membership: Arc<Membership>,
     waiters: Arc<SchemaWaiters>,
     fallback: Duration,
 }
@@ -515,13 +585,13 @@ pub(crate) struct LongPoll {
 impl LongPoll {
     /// Joins the hub of `pool` for `schema`.
     pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
-        let hub = Hub::join(pool, schema);
-        let waiters = hub.waiters(schema);
+        let membership = Hub::join(pool, schema);
+        let waiters = membership.waiters.clone();
         // The same saturation as every duration bound into a statement.
         let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);
         waiters.settle_ms.store(settle_ms, Ordering::Relaxed);
         Self {
-            hub,
+            membership: Arc::new(membership),
             waiters,
             fallback,
         }
@@ -536,7 +606,7 @@ impl LongPoll {
     pub(crate) fn stats(&self) -> NotificationStats {
         NotificationStats {
             subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
-            ..self.hub.stats()
+            ..self.membership.hub.stats()
         }
     }
 
@@ -559,7 +629,7 @@ impl LongPoll {
     {
         let deadline = Instant::now() + poll_timeout;
         let waiters = self.waiters.queue(queue);
-        let shared = &self.hub.shared;
+        let shared = &self.membership.hub.shared;
         let _registration = Registration::new(waiters);
         let mut woken = false;
         loop {

@@ -408,6 +408,87 @@ async fn tenants_joining_while_notifications_stream_in_lose_none() {
     .await;
 }
 
+/// When a schema's last provider on a pool is dropped (with its clones),
+/// the pool's listener stops listening to that schema: its notifications no
+/// longer arrive, while the other tenant's still do on the same connection.
+/// A provider that joins the schema again is listened to again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tenant_is_unlistened_and_a_returning_one_listened_again() {
+    with_schemas("notify_leave", 2, |pool, names, app| async move {
+        let stays = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let leaves = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        let twin = leaves.clone();
+        subscribed(&stays).await;
+        subscribed(&leaves).await;
+        let channels = || stays.notification_stats().unwrap_or_default().channels;
+        assert_eq!(channels(), 2, "both schemas listened to");
+        assert_eq!(listeners(&pool, &app).await.len(), 1, "one listener");
+
+        // The provider and every clone of it.
+        drop(leaves);
+        drop(twin);
+        eventually("the schema is unlistened", || async { channels() == 1 }).await;
+
+        // Notifications for the dropped schema, then for the remaining
+        // one, committed in that order and so delivered in that order: when
+        // the remaining tenant's waiter is woken by its notification, the
+        // first would have been received already, had it been listened to.
+        let other_pool = tagged_pool("notify_leave_other").await;
+        let gone = provider(&other_pool, &names[1], SqlMode::StoredProcedures, false).await;
+        let here = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        let stats = || stays.notification_stats().unwrap_or_default();
+        // A delayed item gives the queue a due time, so an empty fetch
+        // leaves a quiet note and the waiter below goes straight to waiting
+        // (observable as a skip): it can only be woken by a notification.
+        let received = stats().received;
+        here.enqueue_for_orchestrator(start("later"), Some(Duration::from_secs(600)))
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        eventually("the delayed enqueue is received", || async {
+            stats().received > received
+        })
+        .await;
+        let none = stays
+            .fetch_orchestration_item(LOCK, Duration::from_millis(50), None)
+            .await
+            .unwrap_or_else(|e| panic!("fetch: {e}"));
+        assert!(none.is_none(), "nothing claimable yet");
+        let (before, skips) = (stats().received, stats().quiet_skips);
+        let fetch = waiting_fetch(&stays, LONG);
+        eventually("the waiter is waiting", || async {
+            stats().quiet_skips > skips
+        })
+        .await;
+        gone.enqueue_for_orchestrator(start("unheard"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        here.enqueue_for_orchestrator(start("heard"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        assert_eq!(claimed(fetch).await.as_deref(), Some("heard"));
+        assert_eq!(
+            stats().received,
+            before + 1,
+            "only the listened schema's notification arrived"
+        );
+        assert_eq!(stats().connections, 1, "the same connection, no reconnect");
+
+        let back = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        subscribed(&back).await;
+        assert_eq!(channels(), 2, "listened to again");
+        let before = stats().received;
+        gone.enqueue_for_orchestrator(start("heard-again"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        eventually("its notifications arrive again", || async {
+            stats().received > before
+        })
+        .await;
+        other_pool.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
     with_schemas("notify_tenants", 2, |pool, names, app| async move {
