@@ -269,12 +269,18 @@ pub async fn run_suite_test<F, Fut>(
 /// CI run failed `test_multi_threaded_lock_expiration_recovery` that way).
 /// So those run only among themselves: a waiting one keeps every other
 /// suite test from starting, and starts once the running ones are done.
+/// Three `sessions` tests join them: they require a statement to follow the
+/// previous one within 200 ms (an idle window) or 400 ms (a session lock
+/// renewed at 0.6 s of 1 s), and a whole-suite run failed two of them at
+/// once that way. The module's other tests sleep past an expiry before they
+/// check, which a late wake-up cannot break.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Any other suite test (or differential case): no limit, but never
     /// alongside [`Kind::LockTiming`].
     Suite,
-    /// `instance_locking` and `lock_expiration` tests: eight at a time, alone.
+    /// `instance_locking` and `lock_expiration` tests, and the `sessions`
+    /// tests with a deadline: eight at a time, alone.
     LockTiming,
     /// `race_replay` factory tests: three at a time.
     RaceReplay,
@@ -294,11 +300,17 @@ const KINDS: [Kind; 5] = [
 ];
 
 impl Kind {
-    /// The kind of a factory-suite module's tests.
-    pub fn of_module(module: &str) -> Kind {
-        match module {
-            "race_replay" => Kind::RaceReplay,
-            "instance_locking" | "lock_expiration" => Kind::LockTiming,
+    /// The kind of a factory-suite test, by module and name.
+    pub fn of_suite_test(module: &str, test: &str) -> Kind {
+        match (module, test) {
+            ("race_replay", _) => Kind::RaceReplay,
+            ("instance_locking" | "lock_expiration", _) => Kind::LockTiming,
+            (
+                "sessions",
+                "test_ack_updates_session_last_activity"
+                | "test_renew_work_item_updates_session_last_activity"
+                | "test_session_lock_renewal_extends_past_original_timeout",
+            ) => Kind::LockTiming,
             _ => Kind::Suite,
         }
     }

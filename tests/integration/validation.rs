@@ -50,7 +50,7 @@ macro_rules! factory_suite {
                             stringify!($test),
                             duroxide_postgres::SqlMode::$mode,
                             $notifications,
-                            crate::support::Kind::of_module(stringify!($module)),
+                            crate::support::Kind::of_suite_test(stringify!($module), stringify!($test)),
                             |factory: crate::support::PgFactory| async move {
                                 duroxide::provider_validation::$module::$test(&factory).await;
                             },
