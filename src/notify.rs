@@ -508,8 +508,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 },
                 // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a
                 // partly read message in the connection's buffer, and
-                // notifications arriving during the `LISTEN` are buffered
-                // for the next `try_recv`.
+                // notifications arriving during the `LISTEN` or `UNLISTEN`
+                // are buffered for the next `try_recv`.
                 _ = shared.changed.notified() => {
                     let current = shared.schemas();
                     let left: Vec<String> = listening
