@@ -44,10 +44,14 @@ fn database_url() -> String {
 }
 
 async fn provider(url: &str, schema: &str, mode: SqlMode) -> Arc<PostgresProvider> {
-    // As the provider's own pool: no ping in front of every operation.
+    // As the provider's own pool: its connection settings (generic plans),
+    // no ping in front of every operation.
+    let connect = PostgresOptions::default()
+        .connect_options(url)
+        .unwrap_or_else(|e| panic!("{e}"));
     let pool = sqlx::postgres::PgPoolOptions::new()
         .test_before_acquire(false)
-        .connect(url)
+        .connect_with(connect)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))

@@ -2,6 +2,13 @@
 -- run in one transaction by src/inline/deletion.rs, which deletes each tree
 -- with the inline delete_instances (force) and sums the counts.
 
+-- name: plan_per_call
+-- First in the transaction: plan its statements per call, as the procedure
+-- does (SET plan_cache_mode = auto), over the provider pool's generic
+-- plans: a generic plan of the optional id filter cannot use the primary
+-- key, so deleting a few named instances would read them all.
+SET LOCAL plan_cache_mode = auto;
+
 -- name: roots
 -- Terminal root instances matching the filter. $1 ids (NULL: any),
 -- $2 completed before (NULL: any), $3 limit.

@@ -11,6 +11,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item(
 RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN QUERY

@@ -44,6 +44,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_instance text;

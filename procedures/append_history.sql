@@ -11,6 +11,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.append_history(
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     WITH n AS (SELECT {{now_ms}} AS now_ms)

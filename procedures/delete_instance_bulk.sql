@@ -2,6 +2,10 @@
 -- ContinuedAsNew; never Running, never sub-orchestrations) with their whole
 -- sub-orchestration trees, in one transaction. Filters are ANDed: p_ids
 -- (NULL: any), p_completed_before (ms; NULL: any), then p_limit roots.
+--
+-- Plans per call (plan_cache_mode = auto, where every other procedure pins
+-- generic plans): a generic plan of the optional id filter cannot use the
+-- primary key, so deleting a few named instances would read them all.
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instance_bulk(
     p_ids              text[],
     p_completed_before bigint,
@@ -13,6 +17,7 @@ RETURNS TABLE (
     queue_messages_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
 AS $$
 DECLARE
     v_root  text;

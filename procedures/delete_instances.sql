@@ -16,6 +16,7 @@ RETURNS TABLE (
     queue_messages_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_id         text;

@@ -70,6 +70,7 @@ RETURNS TABLE (
     next_due_ms            bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -33,6 +33,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item(
 RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE

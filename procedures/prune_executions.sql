@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.prune_executions(
 RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_current bigint;

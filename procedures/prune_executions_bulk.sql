@@ -1,6 +1,10 @@
 -- prune_executions_bulk: prune_executions over every instance matching the
 -- filter (p_ids, p_completed_before on the current execution, p_limit),
 -- whatever its status, in one transaction; counts are summed.
+--
+-- Plans per call (plan_cache_mode = auto, where every other procedure pins
+-- generic plans): a generic plan of the optional id filter cannot use the
+-- primary key, so pruning a few named instances would read them all.
 CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk(
     p_ids                    text[],
     p_completed_before       bigint,
@@ -10,6 +14,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk(
 RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
 AS $$
 DECLARE
     v_id   text;

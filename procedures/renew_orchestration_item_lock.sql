@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.renew_orchestration_item_lock(
 RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN QUERY

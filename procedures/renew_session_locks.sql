@@ -8,6 +8,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks(
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN QUERY

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use sqlx::postgres::PgConnectOptions;
+
 /// Whether a provider may change the schema when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MigrationMode {
@@ -110,6 +112,16 @@ pub struct PostgresOptions {
     pub idle_timeout: Option<Duration>,
     /// Server-side `statement_timeout` for the provider's own pool (default none).
     pub statement_timeout: Option<Duration>,
+    /// Run the provider's own pool with `plan_cache_mode = force_generic_plan`
+    /// (default on), as the stored procedures run their own statements.
+    /// PostgreSQL's default plans each prepared statement afresh on every
+    /// execution when its first five custom plans looked cheaper than a
+    /// generic one, as they do on a tenant schema not yet analyzed; the
+    /// connection then keeps paying the planning, several times what the
+    /// provider's indexed statements cost to run. Off for poolers that refuse
+    /// startup options (PgBouncer without `ignore_startup_parameters =
+    /// options`). See [`PostgresOptions::connect_options`].
+    pub generic_plans: bool,
     /// Ping every pooled connection before handing it out (sqlx's
     /// `test_before_acquire`; default off). The ping is a round trip in
     /// front of every provider operation. Off, a connection that died while
@@ -149,6 +161,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: None,
+            generic_plans: true,
             test_before_acquire: false,
             migration_mode: MigrationMode::Apply,
             sql_mode: SqlMode::StoredProcedures,
@@ -201,6 +214,35 @@ impl PostgresOptions {
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
+    }
+
+    /// Turns `plan_cache_mode = force_generic_plan` on the provider's own
+    /// pool on (default) or off (see the `generic_plans` field).
+    pub fn generic_plans(mut self, on: bool) -> Self {
+        self.generic_plans = on;
+        self
+    }
+
+    /// The connection settings [`PostgresProvider::connect_with`] builds its
+    /// pool with: `database_url`, `application_name = duroxide-postgres`, the
+    /// statement timeout, and generic plans unless turned off. Build a pool
+    /// you pass to [`PostgresProvider::from_pool`] from them to get the same.
+    ///
+    /// [`PostgresProvider::connect_with`]: crate::PostgresProvider::connect_with
+    /// [`PostgresProvider::from_pool`]: crate::PostgresProvider::from_pool
+    ///
+    /// # Errors
+    /// A `database_url` sqlx cannot parse.
+    pub fn connect_options(&self, database_url: &str) -> crate::Result<PgConnectOptions> {
+        let mut connect: PgConnectOptions = database_url.parse()?;
+        connect = connect.application_name("duroxide-postgres");
+        if let Some(timeout) = self.statement_timeout {
+            connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
+        }
+        if self.generic_plans {
+            connect = connect.options([("plan_cache_mode", "force_generic_plan")]);
+        }
+        Ok(connect)
     }
 
     /// Chooses stored procedures or inline SQL (the environment can override it).

@@ -432,6 +432,9 @@ mod tests {
         }
     }
 
+    /// The plpgsql procedures that plan per call rather than generically.
+    const PLANNED_PER_CALL: [&str; 2] = ["delete_instance_bulk", "prune_executions_bulk"];
+
     #[test]
     fn every_procedure_file_defines_its_namesake_in_the_schema() {
         for p in procedures() {
@@ -441,7 +444,11 @@ mod tests {
                 "{}.sql must contain `{header}`",
                 p.name
             );
-            // plpgsql procedures pin search_path. Read-only single-statement
+            // plpgsql procedures pin search_path and their plan_cache_mode:
+            // generic plans (planned once per connection; PostgreSQL's
+            // default can plan them on every call), or, for the bulk admin
+            // procedures whose optional filters need them, plans per call
+            // (the caller's pool may force generic ones). Read-only single-statement
             // queries are `LANGUAGE sql STABLE` set-returning functions with no
             // SET clause, the form the planner inlines into the calling
             // statement (a SET clause, plpgsql or VOLATILE would prevent it);
@@ -451,6 +458,21 @@ mod tests {
                     p.sql.contains("SET search_path = pg_catalog, pg_temp"),
                     "{}.sql must pin search_path",
                     p.name
+                );
+                let per_call = PLANNED_PER_CALL.contains(&p.name);
+                assert!(
+                    p.sql.contains(if per_call {
+                        "SET plan_cache_mode = auto"
+                    } else {
+                        "SET plan_cache_mode = force_generic_plan"
+                    }),
+                    "{}.sql must pin its plan_cache_mode ({})",
+                    p.name,
+                    if per_call {
+                        "auto"
+                    } else {
+                        "force_generic_plan"
+                    }
                 );
             } else {
                 assert!(

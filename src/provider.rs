@@ -15,7 +15,7 @@ use duroxide::providers::{
 };
 use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
@@ -91,11 +91,7 @@ impl PostgresProvider {
     /// Connection, schema-name or migration failures.
     pub async fn connect_with(database_url: &str, options: PostgresOptions) -> Result<Self> {
         let schema = SchemaName::new(&options.schema)?;
-        let mut connect: PgConnectOptions = database_url.parse()?;
-        connect = connect.application_name("duroxide-postgres");
-        if let Some(timeout) = options.statement_timeout {
-            connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
-        }
+        let connect = options.connect_options(database_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)

@@ -25,6 +25,8 @@ inline_sections! {
 inline_sections! {
     /// Statements of the inline `delete_instance_bulk`.
     pub(crate) struct DeleteBulkSql from "delete_instance_bulk" {
+        /// Plan this transaction's statements per call.
+        plan_per_call,
         /// Terminal roots matching the filter.
         roots,
         /// A root's whole tree.
@@ -45,6 +47,8 @@ inline_sections! {
 inline_sections! {
     /// Statements of the inline `prune_executions_bulk`.
     pub(crate) struct PruneBulkSql from "prune_executions_bulk" {
+        /// Plan this transaction's statements per call.
+        plan_per_call,
         /// Instances matching the filter.
         targets,
     }
@@ -184,6 +188,7 @@ async fn delete_bulk_in(
     limit: i64,
 ) -> Result<DeleteCounts> {
     let sql = &p.sql.inline.deletion.delete_bulk;
+    sqlx::query(&sql.plan_per_call).execute(&mut *conn).await?;
     let roots: Vec<String> = sqlx::query_scalar(&sql.roots)
         .bind(ids)
         .bind(completed_before)
@@ -292,7 +297,9 @@ async fn prune_bulk_in(
     prune_completed_before: Option<i64>,
 ) -> Result<PruneCounts> {
     {
-        let targets: Vec<String> = sqlx::query_scalar(&p.sql.inline.deletion.prune_bulk.targets)
+        let sql = &p.sql.inline.deletion.prune_bulk;
+        sqlx::query(&sql.plan_per_call).execute(&mut *conn).await?;
+        let targets: Vec<String> = sqlx::query_scalar(&sql.targets)
             .bind(ids)
             .bind(completed_before)
             .bind(limit)

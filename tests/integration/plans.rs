@@ -11,14 +11,15 @@
 use std::time::Duration;
 
 use duroxide::providers::{
-    DispatcherCapabilityFilter, Provider, SessionFetchConfig, TagFilter, WorkItem,
+    DispatcherCapabilityFilter, InstanceFilter, Provider, ProviderAdmin, PruneOptions,
+    SessionFetchConfig, TagFilter, WorkItem,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures;
-use crate::support::{TestSchema, database_url, with_schema};
+use crate::support::{TestSchema, connect_options, database_url, with_schema};
 
 const ROWS: i64 = 20_000;
 const LOCK: Duration = Duration::from_secs(30);
@@ -46,6 +47,24 @@ async fn seq_scans_of(pool: &PgPool, schema: &str, tables: &[&str]) -> i64 {
     .expect("seq_scan counters")
 }
 
+/// Rows read so far from `tables`, by sequential and index scans alike.
+async fn rows_read(pool: &PgPool, schema: &str, tables: &[&str]) -> i64 {
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .expect("fresh statistics");
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint \
+           FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = ANY ($2)",
+    )
+    .bind(schema)
+    .bind(tables)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("row counters")
+}
+
 /// Runs `setup` (migration, bulk rows) on a pool of its own and makes its
 /// backends report their statistics before returning. Backends report scan
 /// counters lazily, and building the migration's indexes scans the tables:
@@ -60,7 +79,7 @@ where
     const CONNECTIONS: u32 = 2;
     let pool = PgPoolOptions::new()
         .max_connections(CONNECTIONS)
-        .connect(database_url())
+        .connect_with(connect_options())
         .await
         .expect("setup pool");
     setup(TestSchema {
@@ -68,17 +87,26 @@ where
         name: schema.name.clone(),
     })
     .await;
-    let mut connections = Vec::new();
-    for _ in 0..CONNECTIONS {
-        connections.push(pool.acquire().await.expect("setup connection"));
+    report_and_close(pool, CONNECTIONS).await;
+}
+
+/// Makes every backend of `pool` (at most `connections`) report its
+/// statistics, then closes the pool. Closing alone is not enough: a backend
+/// reports as it exits, after the client has moved on, so a reading taken
+/// right after the close can miss its counts and a test that expects none
+/// would pass whatever ran.
+async fn report_and_close(pool: PgPool, connections: u32) {
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        held.push(pool.acquire().await.expect("connection"));
     }
-    for connection in &mut connections {
+    for connection in &mut held {
         sqlx::query("SELECT pg_stat_force_next_flush()")
             .execute(&mut **connection)
             .await
             .expect("flush statistics");
     }
-    drop(connections);
+    drop(held);
     pool.close().await;
 }
 
@@ -118,7 +146,7 @@ async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
         // A pool of its own: its backends report their statistics when it closes.
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .connect(database_url())
+            .connect_with(connect_options())
             .await
             .expect("pool");
         let options = PostgresOptions::default()
@@ -173,7 +201,7 @@ async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
                 .expect("ack");
         }
         drop(provider);
-        pool.close().await;
+        report_and_close(pool, 2).await;
 
         let after = seq_scans(&schema.pool, &schema.name).await;
         assert_eq!(
@@ -193,6 +221,83 @@ async fn procedures_scan_no_table_that_grows_with_instances_or_sessions() {
 #[tokio::test]
 async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
     turns_and_activities_scan_nothing_big(SqlMode::InlineSql).await;
+}
+
+/// Bulk deletes and prunes by instance id read those instances only (counted
+/// in rows read: a scan in `created_at_ms` order reads them all by index), on the
+/// provider's own pool settings (generic plans) and past the five custom
+/// plans PostgreSQL makes before it may switch: their optional id filter
+/// (`ids IS NULL OR instance_id = ANY (ids)`) has no generic plan that uses
+/// the primary key, so they plan per call (`plan_cache_mode = auto`).
+async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
+    with_schema(&format!("bulk_plan_{mode}"), |schema| async move {
+        set_up(&schema, |setup| async move {
+            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
+            grow(&setup).await;
+        })
+        .await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect_options())
+            .await
+            .expect("pool");
+        let options = PostgresOptions::default()
+            .schema(&schema.name)
+            .sql_mode(mode)
+            .notifications(false);
+        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
+            .await
+            .expect("provider");
+        let read = ["instances", "executions"];
+        let before = rows_read(&schema.pool, &schema.name, &read).await;
+        for n in 0..8 {
+            let deleted = provider
+                .delete_instance_bulk(InstanceFilter {
+                    instance_ids: Some(vec![
+                        format!("old-{}", 2 * n + 1),
+                        format!("old-{}", 2 * n + 2),
+                    ]),
+                    completed_before: None,
+                    limit: None,
+                })
+                .await
+                .expect("bulk delete");
+            assert_eq!(deleted.instances_deleted, 2, "round {n}");
+            let pruned = provider
+                .prune_executions_bulk(
+                    InstanceFilter {
+                        instance_ids: Some(vec![format!("old-{}", 100 + n)]),
+                        completed_before: None,
+                        limit: None,
+                    },
+                    PruneOptions::default(),
+                )
+                .await
+                .expect("bulk prune");
+            assert_eq!(pruned.instances_processed, 1, "round {n}");
+        }
+        drop(provider);
+        report_and_close(pool, 1).await;
+        // 24 named instances, each read a few times (filter, tree, delete, prune).
+        let after = rows_read(&schema.pool, &schema.name, &read).await;
+        assert!(
+            after - before < 1_000,
+            "bulk deletes of 24 named instances read {} rows of instances and executions \
+             ({ROWS} rows each)",
+            after - before
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn procedures_bulk_deletes_by_id_read_only_the_named_instances() {
+    bulk_deletes_by_id_read_only_the_named_instances(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test]
+async fn inline_bulk_deletes_by_id_read_only_the_named_instances() {
+    bulk_deletes_by_id_read_only_the_named_instances(SqlMode::InlineSql).await;
 }
 
 /// A long-polling fetch passes over young messages of instances with
@@ -233,7 +338,7 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
         .await;
         let pool = PgPoolOptions::new()
             .max_connections(3)
-            .connect(database_url())
+            .connect_with(connect_options())
             .await
             .expect("pool");
         // Every message counts as young.
@@ -264,7 +369,7 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
                 .expect("abandon");
         }
         drop(provider);
-        pool.close().await;
+        report_and_close(pool, 3).await;
         let after = seq_scans_of(&schema.pool, &schema.name, &probed).await;
         assert_eq!(after - before, 0, "settling fetches scanned a queue");
     })
@@ -331,4 +436,174 @@ async fn read_only_procedures_are_inlined_into_the_call() {
         }
     })
     .await;
+}
+
+/// A provider's statements run generic plans, planned once per connection.
+/// PostgreSQL's default (`plan_cache_mode = auto`) plans a prepared statement
+/// afresh on every execution when its first five custom plans looked cheaper
+/// than a generic one, as they do on a tenant schema not yet analyzed (this
+/// one); measured on the fetches, that planning cost three to four times
+/// their execution. The provider's own pool runs with
+/// `plan_cache_mode = force_generic_plan`: after a dozen turns on one
+/// connection, every prepared statement of it (procedure calls in one mode,
+/// the statements themselves in the other) shows generic plans only.
+async fn statements_are_planned_once_per_connection(mode: SqlMode) {
+    with_schema(&format!("generic_plans_{mode}"), |schema| async move {
+        schema.provider_with(mode, false).await; // migrate
+        let options = PostgresOptions::default()
+            .schema(&schema.name)
+            .sql_mode(mode)
+            .notifications(false)
+            .max_connections(1);
+        let provider = PostgresProvider::connect_with(database_url(), options)
+            .await
+            .expect("provider");
+        for n in 0..12 {
+            let instance = format!("plan-{n}");
+            provider
+                .enqueue_for_orchestrator(fixtures::start(&instance), None)
+                .await
+                .expect("enqueue");
+            let (_, token, _) = provider
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("the instance");
+            provider
+                .abandon_orchestration_item(&token, None, true)
+                .await
+                .expect("abandon");
+            provider
+                .enqueue_for_worker(fixtures::activity(&instance, 2))
+                .await
+                .expect("enqueue work");
+            let (_, token, _) = provider
+                .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
+                .await
+                .expect("fetch work")
+                .expect("the activity");
+            provider
+                .ack_work_item(&token, Some(fixtures::completion(&instance, 2)))
+                .await
+                .expect("ack");
+        }
+        // The pool's only connection: the one every call above ran on.
+        let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+              WHERE cardinality(parameter_types) > 0",
+        )
+        .fetch_all(provider.pool())
+        .await
+        .expect("prepared statements");
+        assert!(
+            plans.iter().any(|(_, generic, _)| *generic >= 12),
+            "expected the fetches' statements to have run a dozen times: {plans:?}"
+        );
+        let custom: Vec<_> = plans.iter().filter(|(_, _, c)| *c > 0).collect();
+        assert!(custom.is_empty(), "custom plans were made: {custom:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn procedures_statements_are_planned_once_per_connection() {
+    statements_are_planned_once_per_connection(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test]
+async fn inline_statements_are_planned_once_per_connection() {
+    statements_are_planned_once_per_connection(SqlMode::InlineSql).await;
+}
+
+/// The plpgsql procedures that plan per call (`plan_cache_mode = auto`).
+const PLANNED_PER_CALL: [&str; 2] = ["delete_instance_bulk", "prune_executions_bulk"];
+
+/// The procedures plan their own statements generically whatever the
+/// connection's setting (a pool the caller built, or `generic_plans(false)`):
+/// every plpgsql procedure pins `plan_cache_mode`, as it pins `search_path`.
+/// Their inner statements are not visible in `pg_prepared_statements`, so the
+/// check reads the setting the server applies to each call.
+#[tokio::test]
+async fn plpgsql_procedures_pin_generic_plans() {
+    with_schema("plan_pinned", |schema| async move {
+        schema.provider_in(SqlMode::StoredProcedures).await;
+        let procedures: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+            "SELECT p.proname::text, p.proconfig::text[] \
+               FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_language l ON l.oid = p.prolang \
+              WHERE n.nspname = $1 AND l.lanname = 'plpgsql' \
+              ORDER BY p.proname",
+        )
+        .bind(&schema.name)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("plpgsql procedures");
+        assert!(
+            procedures.len() >= 15,
+            "expected the writing procedures in plpgsql, found {procedures:?}"
+        );
+        for (name, config) in procedures {
+            let config = config.unwrap_or_default();
+            // The bulk admin procedures plan per call: see
+            // bulk_deletes_by_id_read_only_the_named_instances.
+            let expected = if PLANNED_PER_CALL.contains(&name.as_str()) {
+                "plan_cache_mode=auto"
+            } else {
+                "plan_cache_mode=force_generic_plan"
+            };
+            assert!(
+                config.iter().any(|c| c == expected),
+                "{name} does not pin {expected}: {config:?}"
+            );
+        }
+        // The pin applies for the call only: a session of a pool the caller
+        // built keeps its own setting.
+        let mut connection = schema.pool.acquire().await.expect("connection");
+        sqlx::query("SET plan_cache_mode = auto")
+            .execute(&mut *connection)
+            .await
+            .expect("set");
+        sqlx::query(
+            &schema.sql(
+                "SELECT * FROM {{schema}}.fetch_work_item(1000, 'any', '{}', NULL, 1000, false)",
+            ),
+        )
+        .execute(&mut *connection)
+        .await
+        .expect("fetch");
+        let after: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("setting");
+        assert_eq!(after, "auto", "a procedure's pin leaked into the session");
+        sqlx::query("RESET plan_cache_mode")
+            .execute(&mut *connection)
+            .await
+            .expect("reset");
+    })
+    .await;
+}
+
+/// `generic_plans(false)` leaves the server's setting alone, for poolers that
+/// refuse startup options; the default sets it.
+#[tokio::test]
+async fn generic_plans_are_the_default_and_can_be_turned_off() {
+    for (on, expected) in [(true, "force_generic_plan"), (false, "auto")] {
+        let connect = PostgresOptions::default()
+            .generic_plans(on)
+            .connect_options(database_url())
+            .expect("options");
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await
+            .expect("pool");
+        let setting: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&pool)
+            .await
+            .expect("setting");
+        assert_eq!(setting, expected, "generic_plans({on})");
+        pool.close().await;
+    }
 }

@@ -12,7 +12,7 @@ use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode, ThrowawayPostgres};
 use futures::FutureExt;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// `DATABASE_URL`, or the URL of a throwaway server started on first use.
 pub fn database_url() -> &'static str {
@@ -26,12 +26,20 @@ pub fn database_url() -> &'static str {
     })
 }
 
-/// A new pool on the test server (pools are per test: each test has its own runtime).
+/// The connection settings of the provider's own pool, on the test server.
+pub fn connect_options() -> PgConnectOptions {
+    PostgresOptions::default()
+        .connect_options(database_url())
+        .unwrap_or_else(|e| panic!("{}: {e}", database_url()))
+}
+
+/// A new pool on the test server (pools are per test: each test has its own
+/// runtime), with the connection settings of the provider's own pool.
 pub async fn pool(max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(60))
-        .connect(database_url())
+        .connect_with(connect_options())
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", database_url()))
 }
