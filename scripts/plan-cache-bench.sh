@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# What PostgreSQL's plan cache costs the fetch procedures on a tenant schema
+# that was never analyzed, with and without their generic-plan pin.
+#
+#   DATABASE_URL=postgres://... scripts/plan-cache-bench.sh [ROUNDS] [SECONDS]
+#
+# * Runs the main job (`cargo run --release --example job_pipeline`) on a
+#   fresh `job_pipeline` schema, so the schema is what a new tenant's is
+#   after its first work: tables never analyzed. Autovacuum is then turned
+#   off on its tables, so an ANALYZE cannot change the picture mid-run.
+# * Each round times, with pgbench (one connection, prepared statements, the
+#   session's plan_cache_mode left at the server default), an empty
+#   fetch_work_item and an empty fetch_orchestration_item twice: as
+#   installed (`pinned`: the procedures' `SET plan_cache_mode =
+#   force_generic_plan`) and with that pin reset (`auto`). The schema is
+#   dropped at the end.
+# * Prints one line per round and variant: average latency per call in ms,
+#   a loopback round trip (`SELECT 1`) included.
+#
+# Needs psql and pgbench (postgresql-client) on PATH or in
+# /usr/lib/postgresql/*/bin.
+set -euo pipefail
+
+: "${DATABASE_URL:?set DATABASE_URL (scripts/pg-throwaway.sh prints one)}"
+rounds=${1:-3}
+seconds=${2:-2}
+cd "$(dirname "$0")/.."
+
+for dir in /usr/lib/postgresql/*/bin; do
+  [[ -d $dir ]] && PATH="$PATH:$dir"
+done
+command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
+
+export PGOPTIONS='-c client_min_messages=warning'
+schema=job_pipeline
+fw="SELECT * FROM $schema.fetch_work_item(30000, 'any', '{}', 'bench', 30000, true);"
+fo="SELECT * FROM $schema.fetch_orchestration_item(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10);"
+signature_fw="$schema.fetch_work_item(bigint, text, text[], text, bigint, boolean)"
+signature_fo="$schema.fetch_orchestration_item(bigint, boolean, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint)"
+
+psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
+cargo run -q --release --example job_pipeline >/dev/null
+psql -qX "$DATABASE_URL" >/dev/null <<SQL
+DO \$\$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT relname FROM pg_class
+            WHERE relnamespace = '$schema'::regnamespace AND relkind = 'r' LOOP
+    EXECUTE format('ALTER TABLE $schema.%I SET (autovacuum_enabled = false)', r.relname);
+  END LOOP;
+END
+\$\$;
+SQL
+
+pin() {
+  psql -qX "$DATABASE_URL" -c "ALTER FUNCTION $signature_fw $1" -c "ALTER FUNCTION $signature_fo $1" >/dev/null
+}
+cleanup() {
+  psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+latency() {
+  local script
+  script=$(mktemp)
+  echo "$1" >"$script"
+  PGOPTIONS= pgbench -n -M prepared -c 1 -T "$seconds" -f "$script" "$DATABASE_URL" 2>/dev/null \
+    | awk '/latency average/ {print $4}'
+  rm -f "$script"
+}
+
+for round in $(seq 1 "$rounds"); do
+  for variant in pinned auto; do
+    if [[ $variant == pinned ]]; then
+      pin "SET plan_cache_mode = force_generic_plan"
+    else
+      pin "RESET plan_cache_mode"
+    fi
+    echo "round $round  $variant  select_1=$(latency 'SELECT 1;')  fetch_work_item=$(latency "$fw")  fetch_orchestration_item=$(latency "$fo")"
+  done
+done
