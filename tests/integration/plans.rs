@@ -31,38 +31,37 @@ async fn seq_scans(pool: &PgPool, schema: &str) -> i64 {
 
 /// Sequential scans so far of `tables`.
 async fn seq_scans_of(pool: &PgPool, schema: &str, tables: &[&str]) -> i64 {
-    let mut conn = pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await
-        .expect("fresh statistics");
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables \
-         WHERE schemaname = $1 AND relname = ANY ($2)",
-    )
-    .bind(schema)
-    .bind(tables)
-    .fetch_one(&mut *conn)
-    .await
-    .expect("seq_scan counters")
+    table_counter(pool, schema, tables, "seq_scan").await
 }
 
 /// Rows read so far from `tables`, by sequential and index scans alike.
 async fn rows_read(pool: &PgPool, schema: &str, tables: &[&str]) -> i64 {
+    table_counter(
+        pool,
+        schema,
+        tables,
+        "seq_tup_read + coalesce(idx_tup_fetch, 0)",
+    )
+    .await
+}
+
+/// The sum over `tables` of `counter`, an expression of
+/// `pg_stat_user_tables` columns, as of now.
+async fn table_counter(pool: &PgPool, schema: &str, tables: &[&str], counter: &str) -> i64 {
     let mut conn = pool.acquire().await.expect("connection");
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(&mut *conn)
         .await
         .expect("fresh statistics");
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint \
-           FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = ANY ($2)",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT coalesce(sum({counter}), 0)::bigint FROM pg_stat_user_tables \
+         WHERE schemaname = $1 AND relname = ANY ($2)"
+    ))
     .bind(schema)
     .bind(tables)
     .fetch_one(&mut *conn)
     .await
-    .expect("row counters")
+    .expect("table counters")
 }
 
 /// Runs `setup` (migration, bulk rows) on a pool of its own and makes its
@@ -136,26 +135,37 @@ async fn grow(schema: &TestSchema) {
     }
 }
 
+/// A provider in `mode` on `schema` once grown (see `grow`), on a pool of
+/// `connections` with the provider's connection settings and notifications
+/// off; `report_and_close` the pool before reading counters.
+async fn provider_on_grown(
+    schema: &TestSchema,
+    mode: SqlMode,
+    connections: u32,
+) -> (PgPool, PostgresProvider) {
+    set_up(schema, |setup| async move {
+        setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
+        grow(&setup).await;
+    })
+    .await;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(connect_options())
+        .await
+        .expect("pool");
+    let options = PostgresOptions::default()
+        .schema(&schema.name)
+        .sql_mode(mode)
+        .notifications(false);
+    let provider = PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .expect("provider");
+    (pool, provider)
+}
+
 async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
     with_schema(&format!("plans_{mode}"), |schema| async move {
-        set_up(&schema, |setup| async move {
-            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
-            grow(&setup).await;
-        })
-        .await;
-        // A pool of its own: its backends report their statistics when it closes.
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(connect_options())
-            .await
-            .expect("pool");
-        let options = PostgresOptions::default()
-            .schema(&schema.name)
-            .sql_mode(mode)
-            .notifications(false);
-        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
-            .await
-            .expect("provider");
+        let (pool, provider) = provider_on_grown(&schema, mode, 2).await;
         let before = seq_scans(&schema.pool, &schema.name).await;
 
         let filter = DispatcherCapabilityFilter::default_for_current_build();
@@ -231,23 +241,7 @@ async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
 /// the primary key, so they plan per call (`plan_cache_mode = auto`).
 async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
     with_schema(&format!("bulk_plan_{mode}"), |schema| async move {
-        set_up(&schema, |setup| async move {
-            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
-            grow(&setup).await;
-        })
-        .await;
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect_options())
-            .await
-            .expect("pool");
-        let options = PostgresOptions::default()
-            .schema(&schema.name)
-            .sql_mode(mode)
-            .notifications(false);
-        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
-            .await
-            .expect("provider");
+        let (pool, provider) = provider_on_grown(&schema, mode, 1).await;
         let read = ["instances", "executions"];
         let before = rows_read(&schema.pool, &schema.name, &read).await;
         for n in 0..8 {
