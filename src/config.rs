@@ -113,7 +113,8 @@ pub struct PostgresOptions {
     /// Server-side `statement_timeout` for the provider's own pool (default none).
     pub statement_timeout: Option<Duration>,
     /// Run the provider's own pool with `plan_cache_mode = force_generic_plan`
-    /// (default on), as the stored procedures run their own statements.
+    /// (default on), the mode the plpgsql procedures pin for their own
+    /// statements.
     /// PostgreSQL's default plans each prepared statement afresh on every
     /// execution when its first five custom plans looked cheaper than a
     /// generic one, as they do on a tenant schema not yet analyzed; the
