@@ -135,17 +135,23 @@ async fn grow(schema: &TestSchema) {
     }
 }
 
-/// A provider in `mode` on `schema` once grown (see `grow`), on a pool of
-/// `connections` with the provider's connection settings and notifications
-/// off; `report_and_close` the pool before reading counters.
-async fn provider_on_grown(
+/// A provider in `mode` on `schema`, migrated and then filled by `fill`
+/// (see `set_up`), on a pool of `connections` with the provider's connection
+/// settings and notifications off; `report_and_close` the pool before
+/// reading counters.
+async fn provider_after<F, Fut>(
     schema: &TestSchema,
     mode: SqlMode,
     connections: u32,
-) -> (PgPool, PostgresProvider) {
+    fill: F,
+) -> (PgPool, PostgresProvider)
+where
+    F: FnOnce(TestSchema) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     set_up(schema, |setup| async move {
         setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
-        grow(&setup).await;
+        fill(setup).await;
     })
     .await;
     let pool = PgPoolOptions::new()
@@ -165,7 +171,8 @@ async fn provider_on_grown(
 
 async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
     with_schema(&format!("plans_{mode}"), |schema| async move {
-        let (pool, provider) = provider_on_grown(&schema, mode, 2).await;
+        let (pool, provider) =
+            provider_after(&schema, mode, 2, |setup| async move { grow(&setup).await }).await;
         let before = seq_scans(&schema.pool, &schema.name).await;
 
         let filter = DispatcherCapabilityFilter::default_for_current_build();
@@ -241,7 +248,8 @@ async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
 /// the primary key, so they plan per call (`plan_cache_mode = auto`).
 async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
     with_schema(&format!("bulk_plan_{mode}"), |schema| async move {
-        let (pool, provider) = provider_on_grown(&schema, mode, 1).await;
+        let (pool, provider) =
+            provider_after(&schema, mode, 1, |setup| async move { grow(&setup).await }).await;
         let read = ["instances", "executions"];
         let before = rows_read(&schema.pool, &schema.name, &read).await;
         for n in 0..8 {
@@ -292,6 +300,96 @@ async fn procedures_bulk_deletes_by_id_read_only_the_named_instances() {
 #[tokio::test]
 async fn inline_bulk_deletes_by_id_read_only_the_named_instances() {
     bulk_deletes_by_id_read_only_the_named_instances(SqlMode::InlineSql).await;
+}
+
+/// A backlog is read from its head: with 20,000 visible messages and
+/// activities queued (analyzed), fetching, abandoning and acking a few reads
+/// a few rows of each queue, in both modes, on the provider's own pool
+/// settings (generic plans, which cannot see that "now" is past every row).
+async fn a_backlog_is_read_from_its_head(mode: SqlMode) {
+    with_schema(&format!("backlog_plan_{mode}"), |schema| async move {
+        let start = codec_json(&fixtures::start("TEMPLATE"));
+        let work = codec_json(&fixtures::activity("TEMPLATE", 1));
+        let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
+            for (statement, item) in [
+                (
+                    "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, \
+                     visible_at_ms, created_at_ms) \
+                     SELECT 'old-' || g, 'StartOrchestration', replace($2, 'TEMPLATE', 'old-' || g), \
+                     {{now_ms}} - 1000, 0 FROM generate_series(1, $1::bigint) g",
+                    start,
+                ),
+                (
+                    "INSERT INTO {{schema}}.worker_queue (work_item, visible_at_ms, instance_id, \
+                     execution_id, activity_id, created_at_ms) \
+                     SELECT replace($2, 'TEMPLATE', 'old-' || g), {{now_ms}} - 1000, 'old-' || g, 1, 1, 0 \
+                     FROM generate_series(1, $1::bigint) g",
+                    work,
+                ),
+            ] {
+                sqlx::query(&setup.sql(statement))
+                    .bind(ROWS)
+                    .bind(item)
+                    .execute(&setup.pool)
+                    .await
+                    .expect("backlog");
+            }
+            for table in ["orchestrator_queue", "worker_queue"] {
+                sqlx::query(&setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
+                    .execute(&setup.pool)
+                    .await
+                    .expect("analyze");
+            }
+        })
+        .await;
+        let queues = ["orchestrator_queue", "worker_queue"];
+        let before = rows_read(&schema.pool, &schema.name, &queues).await;
+        for n in 1..=8 {
+            let (item, token, _) = provider
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("the backlog's head");
+            assert_eq!(item.instance, format!("old-{n}"));
+            provider
+                .abandon_orchestration_item(&token, Some(Duration::from_secs(3600)), false)
+                .await
+                .expect("abandon");
+            let (_, token, _) = provider
+                .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
+                .await
+                .expect("fetch work")
+                .expect("the backlog's head");
+            provider
+                .ack_work_item(&token, Some(fixtures::completion(&format!("old-{n}"), 1)))
+                .await
+                .expect("ack");
+        }
+        drop(provider);
+        report_and_close(pool, 1).await;
+        let after = rows_read(&schema.pool, &schema.name, &queues).await;
+        assert!(
+            after - before < 1_000,
+            "8 fetches from each queue read {} rows of {ROWS}-row backlogs",
+            after - before
+        );
+    })
+    .await;
+}
+
+/// A work item as the provider stores it.
+fn codec_json(item: &WorkItem) -> String {
+    serde_json::to_string(item).expect("work item JSON")
+}
+
+#[tokio::test]
+async fn procedures_a_backlog_is_read_from_its_head() {
+    a_backlog_is_read_from_its_head(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test]
+async fn inline_a_backlog_is_read_from_its_head() {
+    a_backlog_is_read_from_its_head(SqlMode::InlineSql).await;
 }
 
 /// A long-polling fetch passes over young messages of instances with
