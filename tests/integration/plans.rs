@@ -678,12 +678,14 @@ async fn plpgsql_procedures_pin_generic_plans() {
 }
 
 /// `generic_plans(false)` leaves the server's setting alone, for poolers that
-/// refuse startup options; the default sets it.
+/// refuse startup options; the default sets it, alongside a statement
+/// timeout when one is configured.
 #[tokio::test]
 async fn generic_plans_are_the_default_and_can_be_turned_off() {
     for (on, expected) in [(true, "force_generic_plan"), (false, "auto")] {
         let connect = PostgresOptions::default()
             .generic_plans(on)
+            .statement_timeout(Some(Duration::from_millis(4321)))
             .connect_options(database_url())
             .expect("options");
         let pool = PgPoolOptions::new()
@@ -696,6 +698,11 @@ async fn generic_plans_are_the_default_and_can_be_turned_off() {
             .await
             .expect("setting");
         assert_eq!(setting, expected, "generic_plans({on})");
+        let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(&pool)
+            .await
+            .expect("timeout");
+        assert_eq!(timeout, "4321ms", "generic_plans({on})");
         pool.close().await;
     }
 }
