@@ -459,20 +459,15 @@ mod tests {
                     "{}.sql must pin search_path",
                     p.name
                 );
-                let per_call = PLANNED_PER_CALL.contains(&p.name);
+                let mode = if PLANNED_PER_CALL.contains(&p.name) {
+                    "auto"
+                } else {
+                    "force_generic_plan"
+                };
                 assert!(
-                    p.sql.contains(if per_call {
-                        "SET plan_cache_mode = auto"
-                    } else {
-                        "SET plan_cache_mode = force_generic_plan"
-                    }),
-                    "{}.sql must pin its plan_cache_mode ({})",
-                    p.name,
-                    if per_call {
-                        "auto"
-                    } else {
-                        "force_generic_plan"
-                    }
+                    p.sql.contains(&format!("SET plan_cache_mode = {mode}\n")),
+                    "{}.sql must pin plan_cache_mode = {mode}",
+                    p.name
                 );
             } else {
                 assert!(

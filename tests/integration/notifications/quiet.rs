@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::{
     LOCK, LONG, claimed, eventually, provider, subscribed, tagged_pool, waiting_fetch, with_schemas,
 };
-use crate::fixtures::{activity, event, metadata, start};
+use crate::fixtures::{self, activity, event, metadata, start};
 
 /// A poll timeout for fetches expected to find nothing.
 const SHORT: Duration = Duration::from_millis(50);
@@ -22,7 +22,7 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// Writes a claimable start of `instance` behind the provider's back: no
 /// notification.
 async fn silent_start(pool: &PgPool, schema: &str, instance: &str) {
-    let json = serde_json::to_string(&start(instance)).unwrap_or_else(|e| panic!("serialize: {e}"));
+    let json = fixtures::json(&start(instance));
     sqlx::query(&format!(
         "INSERT INTO \"{schema}\".orchestrator_queue \
          (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
@@ -37,8 +37,7 @@ async fn silent_start(pool: &PgPool, schema: &str, instance: &str) {
 
 /// Writes a claimable activity of `instance` behind the provider's back.
 async fn silent_activity(pool: &PgPool, schema: &str, instance: &str) {
-    let json =
-        serde_json::to_string(&activity(instance, 2)).unwrap_or_else(|e| panic!("serialize: {e}"));
+    let json = fixtures::json(&activity(instance, 2));
     sqlx::query(&format!(
         "INSERT INTO \"{schema}\".worker_queue \
          (work_item, visible_at_ms, instance_id, execution_id, activity_id, created_at_ms) \
