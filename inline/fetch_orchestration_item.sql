@@ -4,9 +4,7 @@
 -- same schema-scoped advisory claim key, same lease rules.
 
 -- name: candidate
--- The procedure's candidate statement and its next due time, in one
--- statement to keep one round trip (the procedure runs the time as a
--- statement of its own, only when it needs it): the oldest visible message (by
+-- The procedure's candidate statement: the oldest visible message (by
 -- visibility, then arrival) whose instance has no live lease and passes the
 -- capability filter, the non-blocking claim of its instance (evaluated for
 -- that one row only), whether another instance is ready too (`more`), now

@@ -3,9 +3,7 @@
 -- (at most 8) candidates. Same routing, same row locks, same session rules.
 
 -- name: candidate
--- The procedure's candidate statement and its next due time, in one
--- statement to keep one round trip (the procedure runs the time as a
--- statement of its own, only when it needs it): the oldest visible, unlocked (or
+-- The procedure's candidate statement: the oldest visible, unlocked (or
 -- lock-expired) item this worker may run, row-locked with SKIP LOCKED;
 -- now; whether another such item follows (`more`); and, when $5 is set and
 -- nothing was found or the first candidate (no session skipped) is all there

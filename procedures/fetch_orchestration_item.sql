@@ -107,13 +107,29 @@ BEGIN
         -- instance: a dispatcher that picked an instance being claimed moves
         -- on instead of queueing behind, and deadlocking with, the claimer;
         -- the key is scoped by schema, so tenants never contend); whether
-        -- another instance is ready too. The inline mode's candidate
-        -- statement, less its next due time (below).
+        -- another instance is ready too; and, when there is no candidate or
+        -- the first one is all there is, the next due time. The inline mode's
+        -- candidate statement.
         SELECT c.instance_id,
                coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
                m.more,
-               n.now_ms
-          INTO v_instance, v_claimed, v_more, v_now
+               n.now_ms,
+               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
+                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+                            WHERE q.visible_at_ms > n.now_ms),
+                          (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                            WHERE l.locked_until_ms > n.now_ms),
+                          (SELECT min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
+                             FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                                     FROM {{schema}}.orchestrator_queue q
+                                    WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
+                                    GROUP BY q.instance_id
+                                   HAVING max(q.visible_at_ms) > n.now_ms - p_settle_ms
+                                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
+                          -- The claimed instance's own lease.
+                          CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
+               END AS next_due_ms
+          INTO v_instance, v_claimed, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
           LEFT JOIN LATERAL (
                SELECT q.instance_id, q.visible_at_ms, q.id
@@ -151,7 +167,7 @@ BEGIN
                 ORDER BY q.visible_at_ms, q.id
                 LIMIT 1) c ON true
           -- Whether another instance is ready too; a subquery of its own (OFFSET 0
-          -- keeps it one), as in the inline statement.
+          -- keeps it one) so the next due time's test does not evaluate it again.
           CROSS JOIN LATERAL (
                SELECT (SELECT o.id FROM {{schema}}.orchestrator_queue o
                         WHERE o.visible_at_ms <= n.now_ms
@@ -169,28 +185,6 @@ BEGIN
                         ORDER BY o.visible_at_ms, o.id
                         LIMIT 1) IS NOT NULL AS more
                OFFSET 0) m;
-        -- The next due time, when there is no candidate or the first one is
-        -- all there is: a statement of its own, started only then, so a claim
-        -- with more work ready does not pay for starting its plan (the inline
-        -- mode computes it in the candidate statement instead, saving a round
-        -- trip). The clock reading is the candidate's.
-        IF p_next_due AND NOT v_more AND (v_instance IS NULL OR (v_claimed AND cardinality(v_skip) = 0)) THEN
-            v_due := least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
-                             WHERE q.visible_at_ms > v_now),
-                           (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
-                             WHERE l.locked_until_ms > v_now),
-                           (SELECT min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
-                              FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
-                                      FROM {{schema}}.orchestrator_queue q
-                                     WHERE q.visible_at_ms > v_now - 5 * p_settle_ms AND q.visible_at_ms <= v_now
-                                     GROUP BY q.instance_id
-                                    HAVING max(q.visible_at_ms) > v_now - p_settle_ms
-                                       AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
-                           -- The claimed instance's own lease.
-                           CASE WHEN v_instance IS NOT NULL THEN v_start + p_lock_timeout_ms END) - v_now;
-        ELSE
-            v_due := NULL;
-        END IF;
         IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
             CONTINUE;

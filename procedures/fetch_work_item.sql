@@ -47,11 +47,20 @@ DECLARE
     v_due     bigint;
 BEGIN
     FOR v_try IN 1..8 LOOP
-        -- The inline mode's candidate statement, less its next due time
-        -- (below).
+        -- The same statement as the inline mode's candidate.
         SELECT c.id, c.session_id, n.now_ms,
-               m.more
-          INTO v_id, v_session, v_now, v_more
+               m.more,
+               CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR cardinality(v_skip) = 0) THEN
+                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+                            WHERE q.visible_at_ms > n.now_ms),
+                          (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                            WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
+                          (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
+                            WHERE s.locked_until_ms > n.now_ms),
+                          -- The claimed item's own lock.
+                          CASE WHEN c.id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
+               END AS next_due_ms
+          INTO v_id, v_session, v_now, v_more, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
           LEFT JOIN LATERAL (
                SELECT q.id, q.session_id
@@ -76,7 +85,7 @@ BEGIN
                 LIMIT 1
                   FOR UPDATE OF q SKIP LOCKED) c ON true
           -- Whether another item follows; a subquery of its own (OFFSET 0 keeps
-          -- it one), as in the inline statement.
+          -- it one) so the next due time's test does not evaluate it again.
           CROSS JOIN LATERAL (
                SELECT (SELECT o.id FROM {{schema}}.worker_queue o
                         WHERE o.id > c.id
@@ -91,23 +100,6 @@ BEGIN
                         ORDER BY o.id
                         LIMIT 1) IS NOT NULL AS more
                OFFSET 0) m;
-        -- The next due time, when the caller needs it: a statement of its own,
-        -- started only then, so a claim with more work ready does not pay for
-        -- starting its plan (the inline mode computes it in the candidate
-        -- statement instead, saving a round trip). The clock reading is the
-        -- candidate's.
-        IF p_next_due AND NOT v_more AND (v_id IS NULL OR cardinality(v_skip) = 0) THEN
-            v_due := least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
-                             WHERE q.visible_at_ms > v_now),
-                           (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
-                             WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > v_now),
-                           (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
-                             WHERE s.locked_until_ms > v_now),
-                           -- The claimed item's own lock.
-                           CASE WHEN v_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - v_now;
-        ELSE
-            v_due := NULL;
-        END IF;
         IF v_id IS NULL THEN
             IF p_next_due THEN
                 next_due_ms := v_due;
