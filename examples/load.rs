@@ -52,37 +52,27 @@ use tokio::sync::Mutex;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Builds another provider on (database URL, schema), for comparisons with
-/// providers other than ours (`benches/peer`, which passes them to [`run`]).
-/// Called twice per run, for the runtime and for the client.
+/// Builds another provider on (database URL, schema), for the comparison
+/// with the peer provider (`benches/peer`, which passes this to [`run`]).
 pub type ProviderFactory = fn(String, String) -> ProviderFuture;
 
 /// What a [`ProviderFactory`] returns.
 pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Provider>, BoxError>>>>;
-
-/// Another provider the tool can drive, as the mode `name`.
-#[derive(Clone, Copy)]
-pub struct Extra {
-    /// The mode's name in `--modes` and in the tables.
-    pub name: &'static str,
-    /// Builds the provider.
-    pub factory: ProviderFactory,
-}
 
 /// What one load run drives.
 #[derive(Clone, Copy)]
 enum Target {
     /// This crate's provider in one SQL mode.
     Ours(SqlMode),
-    /// Another provider.
-    Extra(Extra),
+    /// The provider a [`ProviderFactory`] builds, labelled `peer`.
+    Peer(ProviderFactory),
 }
 
 impl Target {
     fn label(&self) -> &'static str {
         match self {
             Target::Ours(mode) => mode.as_str(),
-            Target::Extra(extra) => extra.name,
+            Target::Peer(_) => "peer",
         }
     }
 }
@@ -97,8 +87,8 @@ mod tenants;
 /// Command-line settings.
 struct Settings {
     modes: Vec<SqlMode>,
-    /// The other providers among `--modes`.
-    extras: Vec<Extra>,
+    /// `peer` was among `--modes` (only with a [`ProviderFactory`]).
+    peer: bool,
     notifications: Vec<bool>,
     scenarios: Vec<String>,
     concurrency: Vec<(usize, usize)>,
@@ -113,10 +103,10 @@ struct Settings {
     tenants: usize,
 }
 
-fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
+fn parse_args(peer: bool) -> Result<Settings, BoxError> {
     let mut settings = Settings {
         modes: vec![SqlMode::StoredProcedures, SqlMode::InlineSql],
-        extras: extras.to_vec(),
+        peer,
         notifications: vec![true],
         scenarios: vec!["load".into(), "latency".into()],
         concurrency: vec![(2, 2)],
@@ -133,11 +123,10 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         match flag.as_str() {
             "--modes" => {
                 let modes = value()?;
-                let extra = |m: &str| extras.iter().find(|e| e.name == m).copied();
-                settings.extras = modes.split(',').filter_map(extra).collect();
+                settings.peer = peer && modes.split(',').any(|m| m == "peer");
                 settings.modes = modes
                     .split(',')
-                    .filter(|m| extra(m).is_none())
+                    .filter(|m| !(peer && *m == "peer"))
                     .map(|m| SqlMode::parse(m).ok_or_else(|| format!("unknown mode {m}")))
                     .collect::<Result<_, _>>()?;
             }
@@ -174,10 +163,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "-h" | "--help" => {
                 println!(
                     "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants] [--tenants N]",
-                    extras
-                        .iter()
-                        .map(|e| format!(",{}", e.name))
-                        .collect::<String>()
+                    if peer { ",peer" } else { "" }
                 );
                 std::process::exit(0);
             }
@@ -189,7 +175,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
 
 /// One run's measurements.
 struct Outcome {
-    /// `procedures`, `inline` or another provider's name.
+    /// `procedures`, `inline` or `peer`.
     mode: &'static str,
     notifications: bool,
     /// Notifications received, empty wake-ups and quiet skips during the run.
@@ -210,15 +196,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// The notify column: `on`/`off`, `-` for another provider (its own
-    /// behaviour).
+    /// The notify column: `on`/`off`, `-` for the peer (its own behaviour).
     fn notify_label(&self) -> &'static str {
-        if SqlMode::parse(self.mode).is_none() {
-            "-"
-        } else if self.notifications {
-            "on"
-        } else {
-            "off"
+        match (self.mode, self.notifications) {
+            ("peer", _) => "-",
+            (_, true) => "on",
+            (_, false) => "off",
         }
     }
     fn per_sec(&self) -> f64 {
@@ -297,9 +280,9 @@ async fn run_one(
                 PostgresProvider::connect_with(client_url, options.max_connections(8)).await?;
             (provider.clone(), Arc::new(client), Some(provider))
         }
-        Target::Extra(extra) => (
-            (extra.factory)(url.to_string(), schema.clone()).await?,
-            (extra.factory)(client_url.to_string(), schema.clone()).await?,
+        Target::Peer(factory) => (
+            factory(url.to_string(), schema.clone()).await?,
+            factory(client_url.to_string(), schema.clone()).await?,
             None,
         ),
     };
@@ -373,7 +356,7 @@ async fn run_one(
     let pumps: Vec<_> = pumps.collect();
 
     let label = match target {
-        Target::Extra(_) => format!("{mode} {orch}:{worker}"),
+        Target::Peer(_) => format!("{mode} {orch}:{worker}"),
         Target::Ours(_) => format!(
             "{mode} {orch}:{worker} notify {}",
             if notifications { "on" } else { "off" }
@@ -504,7 +487,7 @@ fn print_table(outcomes: &[Outcome]) {
         .iter()
         .map(|o| (o.orch, o.worker))
         .collect::<std::collections::BTreeSet<_>>();
-    // A configuration; other providers' runs are recorded with notifications on.
+    // A configuration; the peer's runs are recorded with notifications on.
     let config = |o: &Outcome| (o.orch, o.worker, o.mode, o.notifications);
     let runs = |wanted: (usize, usize, &str, bool)| {
         outcomes
@@ -552,19 +535,12 @@ fn print_table(outcomes: &[Outcome]) {
             (!group.is_empty()).then(|| Summary::of(&group))
         };
         let procedures = summary(SqlMode::StoredProcedures.as_str());
-        let others = outcomes
-            .iter()
-            .map(|o| o.mode)
-            .filter(|m| SqlMode::parse(m).is_none())
-            .collect::<std::collections::BTreeSet<_>>();
-        for other in others {
-            if let (Some(p), Some(o)) = (&procedures, summary(other)) {
-                println!(
-                    "ratio procedures/{other} at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
-                    p.per_sec / o.per_sec,
-                    p.p50 / o.p50
-                );
-            }
+        if let (Some(p), Some(peer)) = (&procedures, summary("peer")) {
+            println!(
+                "ratio procedures/peer at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                p.per_sec / peer.per_sec,
+                p.p50 / peer.p50
+            );
         }
         if let (Some(p), Some(i)) = (&procedures, summary(SqlMode::InlineSql.as_str())) {
             let cpu_ratio = p.cpu.zip(i.cpu).map_or(String::new(), |(p, i)| {
@@ -610,13 +586,12 @@ impl Summary {
 }
 
 fn main() -> Result<(), BoxError> {
-    run(&[])
+    run(None)
 }
 
-/// The tool's body; `extras` adds modes served by other providers (see
-/// `benches/peer`), all run by default.
-pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
-    let settings = parse_args(extras)?;
+/// The tool's body; `peer` adds the `peer` mode (see `benches/peer`).
+pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
+    let settings = parse_args(peer.is_some())?;
     let url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
@@ -645,8 +620,8 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
             for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
-                for &extra in &settings.extras {
-                    let target = Target::Extra(extra);
+                if let Some(factory) = peer.filter(|_| settings.peer) {
+                    let target = Target::Peer(factory);
                     outcomes.push(
                         run_one(&url, &client_url, &admin, target, true, pair, &settings).await?,
                     );
