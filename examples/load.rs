@@ -52,27 +52,37 @@ use tokio::sync::Mutex;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Builds another provider on (database URL, schema), for the comparison
-/// with the peer provider (`benches/peer`, which passes this to [`run`]).
+/// Builds another provider on (database URL, schema), for comparisons with
+/// providers other than ours (`benches/peer`, which passes them to [`run`]).
+/// Called twice per run, for the runtime and for the client.
 pub type ProviderFactory = fn(String, String) -> ProviderFuture;
 
 /// What a [`ProviderFactory`] returns.
 pub type ProviderFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Provider>, BoxError>>>>;
+
+/// Another provider the tool can drive, as the mode `name`.
+#[derive(Clone, Copy)]
+pub struct Extra {
+    /// The mode's name in `--modes` and in the tables.
+    pub name: &'static str,
+    /// Builds the provider.
+    pub factory: ProviderFactory,
+}
 
 /// What one load run drives.
 #[derive(Clone, Copy)]
 enum Target {
     /// This crate's provider in one SQL mode.
     Ours(SqlMode),
-    /// The provider a [`ProviderFactory`] builds, labelled `peer`.
-    Peer(ProviderFactory),
+    /// Another provider.
+    Extra(Extra),
 }
 
 impl Target {
     fn label(&self) -> &'static str {
         match self {
             Target::Ours(mode) => mode.as_str(),
-            Target::Peer(_) => "peer",
+            Target::Extra(extra) => extra.name,
         }
     }
 }
@@ -87,8 +97,8 @@ mod tenants;
 /// Command-line settings.
 struct Settings {
     modes: Vec<SqlMode>,
-    /// `peer` was among `--modes` (only with a [`ProviderFactory`]).
-    peer: bool,
+    /// The other providers among `--modes`.
+    extras: Vec<Extra>,
     notifications: Vec<bool>,
     scenarios: Vec<String>,
     concurrency: Vec<(usize, usize)>,
@@ -103,10 +113,10 @@ struct Settings {
     tenants: usize,
 }
 
-fn parse_args(peer: bool) -> Result<Settings, BoxError> {
+fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
     let mut settings = Settings {
         modes: vec![SqlMode::StoredProcedures, SqlMode::InlineSql],
-        peer,
+        extras: extras.to_vec(),
         notifications: vec![true],
         scenarios: vec!["load".into(), "latency".into()],
         concurrency: vec![(2, 2)],
@@ -123,10 +133,11 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
         match flag.as_str() {
             "--modes" => {
                 let modes = value()?;
-                settings.peer = peer && modes.split(',').any(|m| m == "peer");
+                let extra = |m: &str| extras.iter().find(|e| e.name == m).copied();
+                settings.extras = modes.split(',').filter_map(extra).collect();
                 settings.modes = modes
                     .split(',')
-                    .filter(|m| !(peer && *m == "peer"))
+                    .filter(|m| extra(m).is_none())
                     .map(|m| SqlMode::parse(m).ok_or_else(|| format!("unknown mode {m}")))
                     .collect::<Result<_, _>>()?;
             }
@@ -163,7 +174,10 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
             "-h" | "--help" => {
                 println!(
                     "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants] [--tenants N]",
-                    if peer { ",peer" } else { "" }
+                    extras
+                        .iter()
+                        .map(|e| format!(",{}", e.name))
+                        .collect::<String>()
                 );
                 std::process::exit(0);
             }
@@ -175,7 +189,7 @@ fn parse_args(peer: bool) -> Result<Settings, BoxError> {
 
 /// One run's measurements.
 struct Outcome {
-    /// `procedures`, `inline` or `peer`.
+    /// `procedures`, `inline` or another provider's name.
     mode: &'static str,
     notifications: bool,
     /// Notifications received, empty wake-ups and quiet skips during the run.
@@ -196,12 +210,15 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// The notify column: `on`/`off`, `-` for the peer (its own behaviour).
+    /// The notify column: `on`/`off`, `-` for another provider (its own
+    /// behaviour).
     fn notify_label(&self) -> &'static str {
-        match (self.mode, self.notifications) {
-            ("peer", _) => "-",
-            (_, true) => "on",
-            (_, false) => "off",
+        if SqlMode::parse(self.mode).is_none() {
+            "-"
+        } else if self.notifications {
+            "on"
+        } else {
+            "off"
         }
     }
     fn per_sec(&self) -> f64 {
@@ -280,9 +297,9 @@ async fn run_one(
                 PostgresProvider::connect_with(client_url, options.max_connections(8)).await?;
             (provider.clone(), Arc::new(client), Some(provider))
         }
-        Target::Peer(factory) => (
-            factory(url.to_string(), schema.clone()).await?,
-            factory(client_url.to_string(), schema.clone()).await?,
+        Target::Extra(extra) => (
+            (extra.factory)(url.to_string(), schema.clone()).await?,
+            (extra.factory)(client_url.to_string(), schema.clone()).await?,
             None,
         ),
     };
@@ -356,7 +373,7 @@ async fn run_one(
     let pumps: Vec<_> = pumps.collect();
 
     let label = match target {
-        Target::Peer(_) => format!("{mode} {orch}:{worker}"),
+        Target::Extra(_) => format!("{mode} {orch}:{worker}"),
         Target::Ours(_) => format!(
             "{mode} {orch}:{worker} notify {}",
             if notifications { "on" } else { "off" }
@@ -487,7 +504,7 @@ fn print_table(outcomes: &[Outcome]) {
         .iter()
         .map(|o| (o.orch, o.worker))
         .collect::<std::collections::BTreeSet<_>>();
-    // A configuration; the peer's runs are recorded with notifications on.
+    // A configuration; other providers' runs are recorded with notifications on.
     let config = |o: &Outcome| (o.orch, o.worker, o.mode, o.notifications);
     let runs = |wanted: (usize, usize, &str, bool)| {
         outcomes
@@ -535,12 +552,19 @@ fn print_table(outcomes: &[Outcome]) {
             (!group.is_empty()).then(|| Summary::of(&group))
         };
         let procedures = summary(SqlMode::StoredProcedures.as_str());
-        if let (Some(p), Some(peer)) = (&procedures, summary("peer")) {
-            println!(
-                "ratio procedures/peer at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
-                p.per_sec / peer.per_sec,
-                p.p50 / peer.p50
-            );
+        let others = outcomes
+            .iter()
+            .map(|o| o.mode)
+            .filter(|m| SqlMode::parse(m).is_none())
+            .collect::<std::collections::BTreeSet<_>>();
+        for other in others {
+            if let (Some(p), Some(o)) = (&procedures, summary(other)) {
+                println!(
+                    "ratio procedures/{other} at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
+                    p.per_sec / o.per_sec,
+                    p.p50 / o.p50
+                );
+            }
         }
         if let (Some(p), Some(i)) = (&procedures, summary(SqlMode::InlineSql.as_str())) {
             let cpu_ratio = p.cpu.zip(i.cpu).map_or(String::new(), |(p, i)| {
@@ -586,12 +610,13 @@ impl Summary {
 }
 
 fn main() -> Result<(), BoxError> {
-    run(None)
+    run(&[])
 }
 
-/// The tool's body; `peer` adds the `peer` mode (see `benches/peer`).
-pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
-    let settings = parse_args(peer.is_some())?;
+/// The tool's body; `extras` adds modes served by other providers (see
+/// `benches/peer`), all run by default.
+pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
+    let settings = parse_args(extras)?;
     let url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
@@ -620,8 +645,8 @@ pub fn run(peer: Option<ProviderFactory>) -> Result<(), BoxError> {
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
             for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
-                if let Some(factory) = peer.filter(|_| settings.peer) {
-                    let target = Target::Peer(factory);
+                for &extra in &settings.extras {
+                    let target = Target::Extra(extra);
                     outcomes.push(
                         run_one(&url, &client_url, &admin, target, true, pair, &settings).await?,
                     );
