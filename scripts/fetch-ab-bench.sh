@@ -29,36 +29,21 @@ rounds=${2:-3}
 seconds=${3:-3}
 cd "$(dirname "$0")/.."
 
-for dir in /usr/lib/postgresql/*/bin; do
-  [[ -d $dir ]] && PATH="$PATH:$dir"
-done
-command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
+# shellcheck source=lib/bench-schema.sh
+source scripts/lib/bench-schema.sh
+
 git rev-parse --verify -q "$base^{commit}" >/dev/null || { echo "unknown revision: $base" >&2; exit 1; }
 
-export PGOPTIONS='-c client_min_messages=warning'
-schema=job_pipeline
 now_ms="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 work=$(mktemp -d)
 sql() { psql -qX "$DATABASE_URL" -c "$1" >/dev/null; }
 cleanup() {
-  psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  drop_bench_schema
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-sql "DROP SCHEMA IF EXISTS $schema CASCADE"
-cargo run -q --release --example job_pipeline >/dev/null
-psql -qX "$DATABASE_URL" >/dev/null <<SQL
-DO \$\$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT relname FROM pg_class
-            WHERE relnamespace = '$schema'::regnamespace AND relkind = 'r' LOOP
-    EXECUTE format('ALTER TABLE $schema.%I SET (autovacuum_enabled = false)', r.relname);
-  END LOOP;
-END
-\$\$;
-SQL
+fresh_bench_schema
 
 for procedure in fetch_work_item fetch_orchestration_item; do
   git show "$base:procedures/$procedure.sql" \

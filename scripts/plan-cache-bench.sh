@@ -26,39 +26,20 @@ rounds=${1:-3}
 seconds=${2:-2}
 cd "$(dirname "$0")/.."
 
-for dir in /usr/lib/postgresql/*/bin; do
-  [[ -d $dir ]] && PATH="$PATH:$dir"
-done
-command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
+# shellcheck source=lib/bench-schema.sh
+source scripts/lib/bench-schema.sh
 
-export PGOPTIONS='-c client_min_messages=warning'
-schema=job_pipeline
 fw="SELECT * FROM $schema.fetch_work_item(30000, 'any', '{}', 'bench', 30000, true);"
 fo="SELECT * FROM $schema.fetch_orchestration_item(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10);"
 signature_fw="$schema.fetch_work_item(bigint, text, text[], text, bigint, boolean)"
 signature_fo="$schema.fetch_orchestration_item(bigint, boolean, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint)"
 
-psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
-cargo run -q --release --example job_pipeline >/dev/null
-psql -qX "$DATABASE_URL" >/dev/null <<SQL
-DO \$\$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT relname FROM pg_class
-            WHERE relnamespace = '$schema'::regnamespace AND relkind = 'r' LOOP
-    EXECUTE format('ALTER TABLE $schema.%I SET (autovacuum_enabled = false)', r.relname);
-  END LOOP;
-END
-\$\$;
-SQL
+trap drop_bench_schema EXIT
+fresh_bench_schema
 
 pin() {
   psql -qX "$DATABASE_URL" -c "ALTER FUNCTION $signature_fw $1" -c "ALTER FUNCTION $signature_fo $1" >/dev/null
 }
-cleanup() {
-  psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 
 latency() {
   local script
