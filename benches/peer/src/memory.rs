@@ -58,6 +58,10 @@ pub struct MemoryProvider {
     worker_ready: Notify,
 }
 
+fn lock_lost(operation: &str) -> ProviderError {
+    ProviderError::permanent(operation, "lock lost")
+}
+
 fn unsupported(operation: &str) -> ProviderError {
     ProviderError::permanent(operation, "not kept by the load tool's memory provider")
 }
@@ -70,6 +74,28 @@ fn target(item: &WorkItem) -> Result<String, ProviderError> {
         | WorkItem::ActivityFailed { instance, .. }
         | WorkItem::CancelInstance { instance, .. } => Ok(instance.clone()),
         _ => Err(unsupported("enqueue")),
+    }
+}
+
+/// Claims with `claim` until it finds something or `poll_timeout` has
+/// passed, waiting on `ready` in between.
+async fn long_poll<T>(
+    ready: &Notify,
+    poll_timeout: Duration,
+    mut claim: impl FnMut() -> Result<Option<T>, ProviderError>,
+) -> Result<Option<T>, ProviderError> {
+    let deadline = tokio::time::Instant::now() + poll_timeout;
+    loop {
+        if let Some(found) = claim()? {
+            return Ok(Some(found));
+        }
+        // A permit left by an enqueue that found no waiter wakes this at once.
+        if tokio::time::timeout_at(deadline, ready.notified())
+            .await
+            .is_err()
+        {
+            return claim();
+        }
     }
 }
 
@@ -181,17 +207,7 @@ impl Provider for MemoryProvider {
         poll_timeout: Duration,
         _filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        let deadline = tokio::time::Instant::now() + poll_timeout;
-        loop {
-            if let Some(turn) = self.claim_turn()? {
-                return Ok(Some(turn));
-            }
-            // A permit left by an enqueue that found no waiter wakes this at once.
-            let wake = self.orchestrator_ready.notified();
-            if tokio::time::timeout_at(deadline, wake).await.is_err() {
-                return self.claim_turn();
-            }
-        }
+        long_poll(&self.orchestrator_ready, poll_timeout, || self.claim_turn()).await
     }
 
     async fn ack_orchestration_item(
@@ -208,7 +224,7 @@ impl Provider for MemoryProvider {
         let (instance, _) = state
             .turns
             .remove(lock_token)
-            .ok_or_else(|| ProviderError::permanent("ack_orchestration_item", "lock lost"))?;
+            .ok_or_else(|| lock_lost("ack_orchestration_item"))?;
         let targets = orchestrator_items
             .iter()
             .map(target)
@@ -257,7 +273,7 @@ impl Provider for MemoryProvider {
         let (instance, messages) = state
             .turns
             .remove(lock_token)
-            .ok_or_else(|| ProviderError::permanent("abandon_orchestration_item", "lock lost"))?;
+            .ok_or_else(|| lock_lost("abandon_orchestration_item"))?;
         for message in messages.into_iter().rev() {
             state
                 .orchestrator_queue
@@ -320,16 +336,7 @@ impl Provider for MemoryProvider {
         _session: Option<&SessionFetchConfig>,
         _tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        let deadline = tokio::time::Instant::now() + poll_timeout;
-        loop {
-            if let Some(activity) = self.claim_activity()? {
-                return Ok(Some(activity));
-            }
-            let wake = self.worker_ready.notified();
-            if tokio::time::timeout_at(deadline, wake).await.is_err() {
-                return self.claim_activity();
-            }
-        }
+        long_poll(&self.worker_ready, poll_timeout, || self.claim_activity()).await
     }
 
     async fn ack_work_item(
@@ -341,7 +348,7 @@ impl Provider for MemoryProvider {
         let item = state
             .activities
             .remove(token)
-            .ok_or_else(|| ProviderError::permanent("ack_work_item", "lock lost"))?;
+            .ok_or_else(|| lock_lost("ack_work_item"))?;
         if let WorkItem::ActivityExecute { instance, .. } = &item
             && let Some(n) = state.in_flight.get_mut(instance)
         {
@@ -361,18 +368,12 @@ impl Provider for MemoryProvider {
         token: &str,
         _extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        if self
-            .lock("renew_work_item_lock")?
+        let state = self.lock("renew_work_item_lock")?;
+        state
             .activities
             .contains_key(token)
-        {
-            Ok(())
-        } else {
-            Err(ProviderError::permanent(
-                "renew_work_item_lock",
-                "lock lost",
-            ))
-        }
+            .then_some(())
+            .ok_or_else(|| lock_lost("renew_work_item_lock"))
     }
 
     async fn renew_session_lock(
@@ -401,7 +402,7 @@ impl Provider for MemoryProvider {
         let item = state
             .activities
             .remove(token)
-            .ok_or_else(|| ProviderError::permanent("abandon_work_item", "lock lost"))?;
+            .ok_or_else(|| lock_lost("abandon_work_item"))?;
         state.worker_queue.push_front(item);
         drop(state);
         self.worker_ready.notify_one();
@@ -413,18 +414,12 @@ impl Provider for MemoryProvider {
         token: &str,
         _extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        if self
-            .lock("renew_orchestration_item_lock")?
+        let state = self.lock("renew_orchestration_item_lock")?;
+        state
             .turns
             .contains_key(token)
-        {
-            Ok(())
-        } else {
-            Err(ProviderError::permanent(
-                "renew_orchestration_item_lock",
-                "lock lost",
-            ))
-        }
+            .then_some(())
+            .ok_or_else(|| lock_lost("renew_orchestration_item_lock"))
     }
 
     async fn enqueue_for_orchestrator(
