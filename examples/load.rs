@@ -54,7 +54,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds another provider on (database URL, schema), for comparisons with
 /// providers other than ours (`benches/peer`, which passes them to [`run`]).
-/// Called twice per run, for the runtime and for the client.
+/// Called twice per run: first for the runtime, then for the client.
 pub type ProviderFactory = fn(String, String) -> ProviderFuture;
 
 /// What a [`ProviderFactory`] returns.

@@ -7,10 +7,10 @@
 //! ContinueAsNew), never expires a lock, and loses everything when the process
 //! ends. It also settles perfectly: an instance's completions wait until its
 //! last activity is done, so every fan-out takes two turns (start, then all
-//! completions), the fewest the scenario allows. It exists to measure the ceiling: what the runtime, the client's
-//! status polling and the scenario's activity reach on this machine when
-//! storage costs next to nothing, so the load tool's figures for real
-//! providers can be read against it.
+//! completions), the fewest the scenario allows. It exists to measure the
+//! ceiling: what the runtime, the client's status polling and the scenario's
+//! activity reach on this machine when storage costs next to nothing, so the
+//! load tool's figures for real providers can be read against it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -33,6 +33,7 @@ struct Instance {
     history: Vec<Event>,
 }
 
+/// Everything the provider keeps.
 #[derive(Default)]
 struct State {
     instances: HashMap<String, Instance>,
@@ -110,7 +111,8 @@ impl MemoryProvider {
         format!("t{}", self.tokens.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Claims the first instance with a message and no turn in progress.
+    /// Claims the first instance with a message and no turn in progress
+    /// whose activities are all done (or whose message starts it).
     fn claim_turn(&self) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
         let mut state = self.lock("fetch_orchestration_item")?;
         let State {
