@@ -12,7 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Barrier;
 
 use crate::fixtures::{activity, event, metadata, start};
-use crate::support::{TestSchema, with_schema};
+use crate::support::{TestSchema, provider_on, with_schema};
 
 async fn providers(schema: &TestSchema, n: usize) -> Vec<Arc<dyn Provider>> {
     let mut out: Vec<Arc<dyn Provider>> = Vec::with_capacity(n);
@@ -230,15 +230,7 @@ async fn a_lease_counts_from_the_call_not_from_a_late_connection() {
                 .connect(crate::support::database_url())
                 .await
                 .expect("one-connection pool");
-            let options = PostgresOptions::default()
-                .schema(&schema.name)
-                .sql_mode(mode)
-                .notifications(false);
-            let stalled = Arc::new(
-                PostgresProvider::from_pool_with(one.clone(), options)
-                    .await
-                    .expect("provider on the one-connection pool"),
-            );
+            let stalled = Arc::new(provider_on(&one, &schema.name, mode, false).await);
             let lease = Duration::from_secs(1);
             let server_ms = || async {
                 sqlx::query_scalar::<_, i64>(

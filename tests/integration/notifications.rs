@@ -8,14 +8,16 @@
 use std::time::Duration;
 
 use duroxide::providers::{Provider, ProviderError};
-use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fixtures::start;
-use crate::support::{database_url, drop_schema, fresh_schema_name};
+use crate::support::{
+    database_url, drop_schema, fresh_schema_name, provider_on, settling_provider,
+};
 
 mod quiet;
 
@@ -35,16 +37,6 @@ async fn tagged_pool(application_name: &str) -> PgPool {
         .connect_with(options)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"))
-}
-
-async fn provider(pool: &PgPool, schema: &str, mode: SqlMode, notify: bool) -> PostgresProvider {
-    let options = PostgresOptions::default()
-        .schema(schema)
-        .sql_mode(mode)
-        .notifications(notify);
-    PostgresProvider::from_pool_with(pool.clone(), options)
-        .await
-        .unwrap_or_else(|e| panic!("provider {schema}: {e}"))
 }
 
 /// Runs `body` with fresh schemas on a tagged pool, dropping them afterwards.
@@ -119,10 +111,10 @@ async fn listeners(pool: &PgPool, application_name: &str) -> Vec<i32> {
 async fn a_waiter_wakes_for_a_commit_from_another_connection() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("notify_wake", 1, |pool, names, _| async move {
-            let waiter = provider(&pool, &names[0], mode, true).await;
+            let waiter = provider_on(&pool, &names[0], mode, true).await;
             // The enqueuer is another pool: another backend, no listener of its own.
             let other_pool = tagged_pool("notify_wake_other").await;
-            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
             eventually("listener up", || async {
                 waiter.notification_stats().is_some_and(|s| s.connected)
             })
@@ -151,7 +143,7 @@ async fn a_waiter_wakes_for_a_commit_from_another_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_enqueue_wakes_nobody() {
     with_schemas("notify_rollback", 1, |pool, names, _| async move {
-        let waiter = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let waiter = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
             waiter.notification_stats().is_some_and(|s| s.connected)
         })
@@ -189,7 +181,7 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
 async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("notify_timer", 1, |pool, names, _| async move {
-            let p = provider(&pool, &names[0], mode, true).await;
+            let p = provider_on(&pool, &names[0], mode, true).await;
             let delay = Duration::from_millis(1200);
             // The due time is stamped while the enqueue runs: count from
             // just before it (how long the enqueue took on a loaded machine
@@ -227,7 +219,7 @@ async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pools_first_provider_listens_from_the_first_connection() {
     with_schemas("notify_first", 1, |pool, names, app| async move {
-        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
             p.notification_stats().is_some_and(|s| s.connected)
         })
@@ -237,7 +229,7 @@ async fn a_pools_first_provider_listens_from_the_first_connection() {
         // has happened by the end of it.
         let fetch = waiting_fetch(&p, LONG);
         let other_pool = tagged_pool("notify_first_other").await;
-        let enqueuer = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        let enqueuer = provider_on(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
         enqueuer
             .enqueue_for_orchestrator(start("first"), None)
             .await
@@ -256,7 +248,7 @@ async fn a_pools_first_provider_listens_from_the_first_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_recover_after_the_listener_backend_is_terminated() {
     with_schemas("notify_kill", 1, |pool, names, app| async move {
-        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
             p.notification_stats().is_some_and(|s| s.connected)
         })
@@ -330,14 +322,14 @@ async fn subscribed(p: &PostgresProvider) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
     with_schemas("notify_join", 2, |pool, names, app| async move {
-        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let a = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         subscribed(&a).await;
         let pids = listeners(&pool, &app).await;
         assert_eq!(pids.len(), 1, "one listening connection");
         let a_waiter = waiting_fetch(&a, LONG);
         let wakeups = a.notification_stats().map_or(0, |s| s.wakeups);
 
-        let b = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        let b = provider_on(&pool, &names[1], SqlMode::StoredProcedures, true).await;
         subscribed(&b).await;
         assert_eq!(
             listeners(&pool, &app).await,
@@ -353,7 +345,7 @@ async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
         let begun = Instant::now();
         let b_waiter = waiting_fetch(&b, LONG);
         for (schema, instance) in [(&names[1], "for-b"), (&names[0], "for-a")] {
-            provider(&other_pool, schema, SqlMode::StoredProcedures, false)
+            provider_on(&other_pool, schema, SqlMode::StoredProcedures, false)
                 .await
                 .enqueue_for_orchestrator(start(instance), None)
                 .await
@@ -373,11 +365,11 @@ async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
 async fn tenants_joining_while_notifications_stream_in_lose_none() {
     const SENT: u64 = 300;
     with_schemas("notify_stream", 12, |pool, names, _| async move {
-        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let a = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         subscribed(&a).await;
         let before = a.notification_stats().unwrap_or_default();
         let other_pool = tagged_pool("notify_stream_other").await;
-        let sender = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        let sender = provider_on(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
         // One transaction, so one notification, per enqueue.
         let flood = tokio::spawn(async move {
             for i in 0..SENT {
@@ -389,7 +381,7 @@ async fn tenants_joining_while_notifications_stream_in_lose_none() {
         });
         let mut joined = Vec::new();
         for name in &names[1..] {
-            joined.push(provider(&pool, name, SqlMode::StoredProcedures, true).await);
+            joined.push(provider_on(&pool, name, SqlMode::StoredProcedures, true).await);
         }
         flood.await.unwrap_or_else(|e| panic!("join: {e}"));
         for p in &joined {
@@ -415,8 +407,8 @@ async fn tenants_joining_while_notifications_stream_in_lose_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_tenant_is_unlistened_and_a_returning_one_listened_again() {
     with_schemas("notify_leave", 2, |pool, names, app| async move {
-        let stays = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
-        let leaves = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        let stays = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let leaves = provider_on(&pool, &names[1], SqlMode::StoredProcedures, true).await;
         let twin = leaves.clone();
         subscribed(&stays).await;
         subscribed(&leaves).await;
@@ -434,8 +426,8 @@ async fn a_dropped_tenant_is_unlistened_and_a_returning_one_listened_again() {
         // the remaining tenant's waiter is woken by its notification, the
         // first would have been received already, had it been listened to.
         let other_pool = tagged_pool("notify_leave_other").await;
-        let gone = provider(&other_pool, &names[1], SqlMode::StoredProcedures, false).await;
-        let here = provider(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
+        let gone = provider_on(&other_pool, &names[1], SqlMode::StoredProcedures, false).await;
+        let here = provider_on(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
         let stats = || stays.notification_stats().unwrap_or_default();
         // A delayed item gives the queue a due time, so an empty fetch
         // leaves a quiet note and the waiter below goes straight to waiting
@@ -473,7 +465,7 @@ async fn a_dropped_tenant_is_unlistened_and_a_returning_one_listened_again() {
         );
         assert_eq!(stats().connections, 1, "the same connection, no reconnect");
 
-        let back = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        let back = provider_on(&pool, &names[1], SqlMode::StoredProcedures, true).await;
         subscribed(&back).await;
         assert_eq!(channels(), 2, "listened to again");
         let before = stats().received;
@@ -492,8 +484,8 @@ async fn a_dropped_tenant_is_unlistened_and_a_returning_one_listened_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
     with_schemas("notify_tenants", 2, |pool, names, app| async move {
-        let a = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
-        let b = provider(&pool, &names[1], SqlMode::StoredProcedures, true).await;
+        let a = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let b = provider_on(&pool, &names[1], SqlMode::StoredProcedures, true).await;
         subscribed(&a).await;
         subscribed(&b).await;
         assert_eq!(
@@ -527,7 +519,7 @@ async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_enqueues_in_one_transaction_send_one_notification() {
     with_schemas("notify_fold", 1, |pool, names, _| async move {
-        let p = provider(&pool, &names[0], SqlMode::StoredProcedures, true).await;
+        let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
             p.notification_stats().is_some_and(|s| s.connected)
         })
@@ -558,22 +550,6 @@ async fn many_enqueues_in_one_transaction_send_one_notification() {
         );
     })
     .await;
-}
-
-/// A long-polling provider on `schema` with `settle` as its `completion_settle`.
-async fn settling_provider(
-    pool: &PgPool,
-    schema: &str,
-    mode: SqlMode,
-    settle: Duration,
-) -> PostgresProvider {
-    let options = PostgresOptions::default()
-        .schema(schema)
-        .sql_mode(mode)
-        .completion_settle(settle);
-    PostgresProvider::from_pool_with(pool.clone(), options)
-        .await
-        .unwrap_or_else(|e| panic!("provider {schema}: {e}"))
 }
 
 /// Starts `instance` with activities `2..2 + activities` scheduled, completes

@@ -19,7 +19,23 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures;
-use crate::support::{TestSchema, connect_options, database_url, with_schema};
+use crate::support::{TestSchema, database_url, pool, provider_on, settling_provider, with_schema};
+
+/// One test per SQL mode, `$procedures` and `$inline`, each running
+/// `$check(mode)`.
+macro_rules! in_both_modes {
+    ($check:ident: $procedures:ident, $inline:ident) => {
+        #[tokio::test]
+        async fn $procedures() {
+            $check(SqlMode::StoredProcedures).await;
+        }
+
+        #[tokio::test]
+        async fn $inline() {
+            $check(SqlMode::InlineSql).await;
+        }
+    };
+}
 
 const ROWS: i64 = 20_000;
 const LOCK: Duration = Duration::from_secs(30);
@@ -76,11 +92,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     const CONNECTIONS: u32 = 2;
-    let pool = PgPoolOptions::new()
-        .max_connections(CONNECTIONS)
-        .connect_with(connect_options())
-        .await
-        .expect("setup pool");
+    let pool = pool(CONNECTIONS).await;
     setup(TestSchema {
         pool: pool.clone(),
         name: schema.name.clone(),
@@ -154,18 +166,8 @@ where
         fill(setup).await;
     })
     .await;
-    let pool = PgPoolOptions::new()
-        .max_connections(connections)
-        .connect_with(connect_options())
-        .await
-        .expect("pool");
-    let options = PostgresOptions::default()
-        .schema(&schema.name)
-        .sql_mode(mode)
-        .notifications(false);
-    let provider = PostgresProvider::from_pool_with(pool.clone(), options)
-        .await
-        .expect("provider");
+    let pool = pool(connections).await;
+    let provider = provider_on(&pool, &schema.name, mode, false).await;
     (pool, provider)
 }
 
@@ -230,15 +232,11 @@ async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test]
-async fn procedures_scan_no_table_that_grows_with_instances_or_sessions() {
-    turns_and_activities_scan_nothing_big(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test]
-async fn inline_scans_no_table_that_grows_with_instances_or_sessions() {
-    turns_and_activities_scan_nothing_big(SqlMode::InlineSql).await;
-}
+in_both_modes!(
+    turns_and_activities_scan_nothing_big:
+    procedures_scan_no_table_that_grows_with_instances_or_sessions,
+    inline_scans_no_table_that_grows_with_instances_or_sessions
+);
 
 /// Bulk deletes and prunes by instance id read those instances only (counted
 /// in rows read: a scan in `created_at_ms` order reads them all by index), on the
@@ -292,15 +290,11 @@ async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test]
-async fn procedures_bulk_deletes_by_id_read_only_the_named_instances() {
-    bulk_deletes_by_id_read_only_the_named_instances(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test]
-async fn inline_bulk_deletes_by_id_read_only_the_named_instances() {
-    bulk_deletes_by_id_read_only_the_named_instances(SqlMode::InlineSql).await;
-}
+in_both_modes!(
+    bulk_deletes_by_id_read_only_the_named_instances:
+    procedures_bulk_deletes_by_id_read_only_the_named_instances,
+    inline_bulk_deletes_by_id_read_only_the_named_instances
+);
 
 /// A backlog is read from its head: with 20,000 visible messages and
 /// activities queued (analyzed), fetching, abandoning and acking a few reads
@@ -377,15 +371,11 @@ async fn a_backlog_is_read_from_its_head(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test]
-async fn procedures_a_backlog_is_read_from_its_head() {
-    a_backlog_is_read_from_its_head(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test]
-async fn inline_a_backlog_is_read_from_its_head() {
-    a_backlog_is_read_from_its_head(SqlMode::InlineSql).await;
-}
+in_both_modes!(
+    a_backlog_is_read_from_its_head:
+    procedures_a_backlog_is_read_from_its_head,
+    inline_a_backlog_is_read_from_its_head
+);
 
 /// A long-polling fetch passes over young messages of instances with
 /// activities in flight (`completion_settle`). Those checks (activities in
@@ -423,19 +413,10 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
             }
         })
         .await;
-        let pool = PgPoolOptions::new()
-            .max_connections(3)
-            .connect_with(connect_options())
-            .await
-            .expect("pool");
+        let pool = pool(3).await;
         // Every message counts as young.
-        let options = PostgresOptions::default()
-            .schema(&schema.name)
-            .sql_mode(mode)
-            .completion_settle(Duration::from_secs(3600));
-        let provider = PostgresProvider::from_pool_with(pool.clone(), options)
-            .await
-            .expect("provider");
+        let provider =
+            settling_provider(&pool, &schema.name, mode, Duration::from_secs(3600)).await;
         let probed = ["worker_queue", "orchestrator_queue"];
         let before = seq_scans_of(&schema.pool, &schema.name, &probed).await;
         for n in 0..3 {
@@ -463,14 +444,41 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test]
-async fn procedures_settling_fetch_probes_the_worker_queue_per_message() {
-    settling_fetch_probes_the_worker_queue_per_message(SqlMode::StoredProcedures).await;
+in_both_modes!(
+    settling_fetch_probes_the_worker_queue_per_message:
+    procedures_settling_fetch_probes_the_worker_queue_per_message,
+    inline_settling_fetch_probes_the_worker_queue_per_message
+);
+
+/// One function installed in a test schema.
+#[derive(Debug, sqlx::FromRow)]
+struct Function {
+    name: String,
+    /// Argument types, in order.
+    types: Vec<String>,
+    /// The settings it pins (`name=value`).
+    config: Vec<String>,
 }
 
-#[tokio::test]
-async fn inline_settling_fetch_probes_the_worker_queue_per_message() {
-    settling_fetch_probes_the_worker_queue_per_message(SqlMode::InlineSql).await;
+/// The functions of `schema` written in `language`, by name.
+async fn functions_in(schema: &TestSchema, language: &str) -> Vec<Function> {
+    sqlx::query_as(
+        "SELECT p.proname::text AS name, \
+                ARRAY(SELECT format_type(a.t, NULL) \
+                        FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, n) \
+                       ORDER BY a.n) AS types, \
+                coalesce(p.proconfig::text[], '{}') AS config \
+           FROM pg_proc p \
+           JOIN pg_namespace n ON n.oid = p.pronamespace \
+           JOIN pg_language l ON l.oid = p.prolang \
+          WHERE n.nspname = $1 AND l.lanname = $2 \
+          ORDER BY p.proname",
+    )
+    .bind(&schema.name)
+    .bind(language)
+    .fetch_all(&schema.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{language} functions: {e}"))
 }
 
 /// Read-only procedures are SQL functions the planner inlines into the
@@ -483,26 +491,12 @@ async fn inline_settling_fetch_probes_the_worker_queue_per_message() {
 async fn read_only_procedures_are_inlined_into_the_call() {
     with_schema("plan_inline", |schema| async move {
         schema.provider_in(SqlMode::StoredProcedures).await;
-        let functions: Vec<(String, Vec<String>)> = sqlx::query_as(
-            "SELECT p.proname::text, \
-                    coalesce(array_agg(format_type(a.t, NULL) ORDER BY a.n) \
-                             FILTER (WHERE a.t IS NOT NULL), '{}') \
-               FROM pg_proc p \
-               JOIN pg_namespace n ON n.oid = p.pronamespace \
-               JOIN pg_language l ON l.oid = p.prolang \
-               LEFT JOIN LATERAL unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, n) ON true \
-              WHERE n.nspname = $1 AND l.lanname = 'sql' \
-              GROUP BY p.proname ORDER BY p.proname",
-        )
-        .bind(&schema.name)
-        .fetch_all(&schema.pool)
-        .await
-        .expect("sql functions");
+        let functions = functions_in(&schema, "sql").await;
         assert!(
             functions.len() >= 15,
             "expected the read-only procedures as SQL functions, found {functions:?}"
         );
-        for (name, types) in functions {
+        for Function { name, types, .. } in functions {
             let args = types
                 .iter()
                 .map(|t| format!("NULL::{t}"))
@@ -592,15 +586,11 @@ async fn statements_are_planned_once_per_connection(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test]
-async fn procedures_statements_are_planned_once_per_connection() {
-    statements_are_planned_once_per_connection(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test]
-async fn inline_statements_are_planned_once_per_connection() {
-    statements_are_planned_once_per_connection(SqlMode::InlineSql).await;
-}
+in_both_modes!(
+    statements_are_planned_once_per_connection:
+    procedures_statements_are_planned_once_per_connection,
+    inline_statements_are_planned_once_per_connection
+);
 
 /// The procedures plan their own statements as their files say whatever the
 /// connection's setting (a pool the caller built, or `generic_plans(false)`):
@@ -613,24 +603,12 @@ async fn inline_statements_are_planned_once_per_connection() {
 async fn plpgsql_procedures_pin_their_plan_cache_mode() {
     with_schema("plan_pinned", |schema| async move {
         schema.provider_in(SqlMode::StoredProcedures).await;
-        let procedures: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
-            "SELECT p.proname::text, p.proconfig::text[] \
-               FROM pg_proc p \
-               JOIN pg_namespace n ON n.oid = p.pronamespace \
-               JOIN pg_language l ON l.oid = p.prolang \
-              WHERE n.nspname = $1 AND l.lanname = 'plpgsql' \
-              ORDER BY p.proname",
-        )
-        .bind(&schema.name)
-        .fetch_all(&schema.pool)
-        .await
-        .expect("plpgsql procedures");
+        let procedures = functions_in(&schema, "plpgsql").await;
         assert!(
             procedures.len() >= 15,
             "expected the writing procedures in plpgsql, found {procedures:?}"
         );
-        for (name, config) in procedures {
-            let config = config.unwrap_or_default();
+        for Function { name, config, .. } in procedures {
             assert!(
                 config.iter().any(|c| c.starts_with("plan_cache_mode=")),
                 "{name} does not pin plan_cache_mode: {config:?}"

@@ -44,6 +44,40 @@ pub async fn pool(max_connections: u32) -> PgPool {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", database_url()))
 }
 
+/// A provider in `mode` on `schema` over `pool` (migrating the schema on
+/// first use), with `LISTEN`/`NOTIFY` long polling on or off.
+pub async fn provider_on(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    notifications: bool,
+) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .notifications(notifications);
+    PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("{mode} provider on {schema}: {e}"))
+}
+
+/// A long-polling provider in `mode` on `schema` over `pool`, with `settle`
+/// as its `completion_settle`.
+pub async fn settling_provider(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    settle: Duration,
+) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .completion_settle(settle);
+    PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("{mode} provider on {schema}: {e}"))
+}
+
 /// A schema name no other test (in this or a concurrent process) uses.
 pub fn fresh_schema_name(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -94,13 +128,7 @@ impl TestSchema {
 
     /// A provider in `mode`, with `LISTEN`/`NOTIFY` long polling on or off.
     pub async fn provider_with(&self, mode: SqlMode, notifications: bool) -> PostgresProvider {
-        let options = PostgresOptions::default()
-            .schema(&self.name)
-            .sql_mode(mode)
-            .notifications(notifications);
-        PostgresProvider::from_pool_with(self.pool.clone(), options)
-            .await
-            .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", self.name))
+        provider_on(&self.pool, &self.name, mode, notifications).await
     }
 
     /// `{{schema}}` in `template` replaced by the quoted schema.

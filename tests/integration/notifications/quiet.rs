@@ -10,9 +10,10 @@ use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use super::{
-    LOCK, LONG, claimed, eventually, provider, subscribed, tagged_pool, waiting_fetch, with_schemas,
+    LOCK, LONG, claimed, eventually, subscribed, tagged_pool, waiting_fetch, with_schemas,
 };
 use crate::fixtures::{self, activity, event, metadata, start};
+use crate::support::provider_on;
 
 /// A poll timeout for fetches expected to find nothing.
 const SHORT: Duration = Duration::from_millis(50);
@@ -77,9 +78,9 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
     use duroxide::providers::DispatcherCapabilityFilter;
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("notify_quiet", 1, |pool, names, _| async move {
-            let waiter = std::sync::Arc::new(provider(&pool, &names[0], mode, true).await);
+            let waiter = std::sync::Arc::new(provider_on(&pool, &names[0], mode, true).await);
             let other_pool = tagged_pool("notify_quiet_other").await;
-            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
             eventually("listener up", || async {
                 waiter.notification_stats().is_some_and(|s| s.connected)
             })
@@ -166,9 +167,9 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
 async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("quiet_claim", 1, |pool, names, _| async move {
-            let waiter = provider(&pool, &names[0], mode, true).await;
+            let waiter = provider_on(&pool, &names[0], mode, true).await;
             let other_pool = tagged_pool("quiet_claim_other").await;
-            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
             subscribed(&waiter).await;
 
             let before = received(&waiter);
@@ -263,9 +264,9 @@ async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies
 async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("quiet_work", 1, |pool, names, _| async move {
-            let waiter = std::sync::Arc::new(provider(&pool, &names[0], mode, true).await);
+            let waiter = std::sync::Arc::new(provider_on(&pool, &names[0], mode, true).await);
             let other_pool = tagged_pool("quiet_work_other").await;
-            let enqueuer = provider(&other_pool, &names[0], mode, false).await;
+            let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
             subscribed(&waiter).await;
             let tags = Default::default();
 
