@@ -304,3 +304,65 @@ fn every_suite_function_runs_or_is_excluded_with_a_reason() {
         }
     }
 }
+
+/// The harness runs a failed lock-timing test once more, in a new schema,
+/// and passes it only if that run passes; any other test's failure is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_lock_timing_test_runs_once_more_and_no_other_does() {
+    use std::panic::AssertUnwindSafe;
+    use std::sync::Mutex;
+
+    use futures::FutureExt;
+
+    /// Runs a test of `kind` that fails in the runs `fails`, and returns
+    /// whether the harness passed it and the schemas of the runs it made.
+    async fn schemas_run(kind: Kind, fails: fn(usize) -> bool) -> (bool, Vec<String>) {
+        let schemas = Mutex::new(Vec::new());
+        let outcome = AssertUnwindSafe(run_suite_test(
+            "harness_retry",
+            SqlMode::InlineSql,
+            false,
+            kind,
+            |factory: PgFactory| {
+                let schemas = &schemas;
+                async move {
+                    let run = {
+                        let mut schemas = schemas.lock().unwrap_or_else(|e| e.into_inner());
+                        schemas.push(factory.schema.name.clone());
+                        schemas.len()
+                    };
+                    assert!(!fails(run), "the harness's own check: run {run} fails");
+                }
+            },
+        ))
+        .catch_unwind()
+        .await;
+        let schemas = schemas.into_inner().unwrap_or_else(|e| e.into_inner());
+        let pool = crate::support::pool(1).await;
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)")
+                .bind(&schemas)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("counting schemas: {e}"));
+        pool.close().await;
+        assert_eq!(left, 0, "every run's schema is dropped: {schemas:?}");
+        (outcome.is_ok(), schemas)
+    }
+
+    let (passed, schemas) = schemas_run(Kind::LockTiming, |run| run == 1).await;
+    assert!(passed, "a second run that passes passes the test");
+    assert_eq!(schemas.len(), 2);
+    assert_ne!(
+        schemas[0], schemas[1],
+        "the second run has a schema of its own"
+    );
+
+    let (passed, schemas) = schemas_run(Kind::LockTiming, |_| true).await;
+    assert!(!passed, "two failed runs fail the test");
+    assert_eq!(schemas.len(), 2);
+
+    let (passed, schemas) = schemas_run(Kind::Suite, |run| run == 1).await;
+    assert!(!passed, "any other kind of test fails at its first failure");
+    assert_eq!(schemas.len(), 1);
+}
