@@ -1,4 +1,4 @@
-//! Inline SQL: what [`SqlMode::InlineSql`](crate::SqlMode::InlineSql) sends
+//! Inline SQL: what [`SqlMode::InlineSql`] sends
 //! instead of calling the stored procedures.
 //!
 //! One truth, two renderings:

@@ -23,7 +23,7 @@
 //! join the same turn (the fetch itself passes such an instance over for that
 //! long, see `procedures/fetch_orchestration_item.sql`).
 //!
-//! A fetch that found nothing leaves a note on its queue ([`Quiet`]): the
+//! A fetch that found nothing leaves a note on its queue ([`Quiet`](waiters::Quiet)): the
 //! queue's notification count before it began, and until when nothing can
 //! become claimable by time alone (its next due item). So does a fetch whose
 //! claim was all there was (its first candidate, nothing more ready), its
@@ -33,7 +33,7 @@
 //! find nothing too: it waits without querying. This spares the empty fetch
 //! a dispatcher makes when it comes back from a turn while nothing new came
 //! in (an ack that leaves work for the queue notifies it). A note is trusted
-//! for at most [`QUIET_MAX`] and only while the listener is subscribed to the
+//! for at most [`QUIET_MAX`](waiters::QUIET_MAX) and only while the listener is subscribed to the
 //! schema. Settling completions do not count as notifications (they are not
 //! claimable yet); the settle timer's wake-up does.
 //!
@@ -50,8 +50,10 @@
 //! wakes every waiter once more, so work committed during the gap is fetched
 //! right away instead of at the timeout.
 
+mod long_poll;
+mod waiters;
+
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -61,7 +63,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::Result;
+pub(crate) use long_poll::{LongPoll, Polled};
+pub(crate) use waiters::Queue;
+use waiters::{SchemaWaiters, SettleTimer};
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
@@ -69,158 +73,6 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 /// A settling wake-up waits at most this many settle times after the first
 /// settling completion (the fetch's cap, `fetch_orchestration_item.sql`).
 const SETTLE_CAP: u32 = 5;
-
-/// How long an empty fetch's [`Quiet`] note is trusted at most: work that
-/// appears without a notification (rows written by hand) is still found
-/// within this, and an idle dispatcher's fetch after each poll timeout
-/// still queries.
-const QUIET_MAX: Duration = Duration::from_secs(1);
-
-/// What the last fetch that left a queue empty saw, for fetches with the same
-/// parameters (`key`: capability filter, tags, session owner, settle time).
-/// Noted only by a fetch that scanned the whole queue and reported a next
-/// due time (a lease, a delayed item or a settling completion; after a
-/// claim, at least the claim's own lease).
-#[derive(Debug, Clone, Copy)]
-struct Quiet {
-    key: u64,
-    /// The queue's notification count read before that fetch began.
-    epoch: u64,
-    /// Until when nothing can become claimable without a notification: the
-    /// fetch's next due time, capped at [`QUIET_MAX`] after it.
-    until: Instant,
-}
-
-/// The two queues a fetch can wait on; the `NOTIFY` payload names one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queue {
-    /// `orchestrator_queue` (payload `orchestrator`).
-    Orchestrator,
-    /// `worker_queue` (payload `worker`).
-    Worker,
-}
-
-/// The fetches waiting on one queue of one schema.
-///
-/// A fetch registers before it queries, so a wake-up while nobody is
-/// registered can be dropped: every dispatcher is busy, and whichever fetches
-/// next starts its query after the commit that was notified and sees its
-/// work. Dropping it (instead of leaving a `Notify` permit behind) spares the
-/// next fetch a wake-up for work that is long taken.
-#[derive(Debug, Default)]
-struct QueueWaiters {
-    notify: Notify,
-    registered: AtomicUsize,
-    /// The settling wake-up scheduled, if any (see [`SchemaWaiters::settle_ms`]).
-    settling: Mutex<Option<SettleTimer>>,
-    /// Notifications (and settle timers, reconnects) so far: bumped before
-    /// the wake-up, so a fetch that read the old count is woken.
-    epoch: AtomicU64,
-    /// The note of the last fetch that left the queue empty.
-    quiet: Mutex<Option<Quiet>>,
-}
-
-impl QueueWaiters {
-    /// Wakes one registered fetch, if there is one.
-    fn wake_one(&self) {
-        if self.registered.load(Ordering::SeqCst) > 0 {
-            self.notify.notify_one();
-        }
-    }
-
-    /// New work may be claimable: invalidates the quiet note, wakes one.
-    fn announce(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.wake_one();
-    }
-
-    /// Until when a fetch with `key` would find nothing, if the last empty
-    /// fetch's note still holds (same parameters, no notification since,
-    /// its time not up).
-    fn quiet_until(&self, key: u64, epoch: u64, now: Instant) -> Option<Instant> {
-        let note = (*self.quiet.lock().ok()?)?;
-        (note.key == key && note.epoch == epoch && now < note.until).then_some(note.until)
-    }
-
-    /// Notes that a fetch with `key`, begun at `now` with the notification
-    /// count at `epoch`, left nothing claimable until `next_due_ms` after
-    /// `now`. Only a fetch that scanned the whole queue reports a due time:
-    /// one that gave up on contended candidates, claimed past a skipped one,
-    /// saw more, or (empty-handed) found nothing pending at all reports none
-    /// and leaves no note. The due time is counted from before the fetch
-    /// began, so the note never outlives it.
-    fn note_quiet_for(&self, key: u64, epoch: u64, now: Instant, next_due_ms: Option<i64>) {
-        let Some(ms) = next_due_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .filter(|ms| *ms > 0)
-        else {
-            return;
-        };
-        let until = later(now, Duration::from_millis(ms)).min(Instant::now() + QUIET_MAX);
-        if let Ok(mut quiet) = self.quiet.lock() {
-            *quiet = Some(Quiet { key, epoch, until });
-        }
-    }
-}
-
-/// A settling wake-up: due `completion_settle` after the latest settling
-/// completion, but no later than five times that after the first, as the
-/// fetch's own rule for an instance.
-#[derive(Debug, Clone, Copy)]
-struct SettleTimer {
-    cap: Instant,
-    due: Instant,
-}
-
-/// Registration of one waiting fetch; dropped when the fetch returns or is
-/// cancelled.
-struct Registration<'a>(&'a QueueWaiters);
-
-impl<'a> Registration<'a> {
-    fn new(waiters: &'a QueueWaiters) -> Self {
-        waiters.registered.fetch_add(1, Ordering::SeqCst);
-        Self(waiters)
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.0.registered.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The waiters of one schema, per queue.
-#[derive(Debug, Default)]
-struct SchemaWaiters {
-    orchestrator: QueueWaiters,
-    worker: QueueWaiters,
-    /// How long a completion whose instance has more activities in flight
-    /// waits before it wakes an orchestrator waiter, in milliseconds (0:
-    /// at once).
-    settle_ms: AtomicU64,
-    /// The hub's connection has subscribed to this schema's channel (and
-    /// not lost it since): its waiters can trust notifications.
-    subscribed: AtomicBool,
-    /// Live providers of this schema on the pool ([`Membership`]s); changed
-    /// only under the hub's schema map lock.
-    members: AtomicUsize,
-}
-
-impl SchemaWaiters {
-    fn queue(&self, queue: Queue) -> &QueueWaiters {
-        match queue {
-            Queue::Orchestrator => &self.orchestrator,
-            Queue::Worker => &self.worker,
-        }
-    }
-
-    fn wake_all(&self) {
-        for queue in [&self.orchestrator, &self.worker] {
-            queue.epoch.fetch_add(1, Ordering::SeqCst);
-            queue.notify.notify_waiters();
-        }
-    }
-}
 
 /// State shared by a hub and its listening task.
 #[derive(Debug, Default)]
@@ -571,186 +423,6 @@ fn subscribed(schemas: &[(String, Arc<SchemaWaiters>)]) {
     for (_, waiters) in schemas {
         waiters.subscribed.store(true, Ordering::SeqCst);
         waiters.wake_all();
-    }
-}
-
-/// Long polling for one provider: its pool's hub and its schema's waiters.
-#[derive(Debug, Clone)]
-pub(crate) struct LongPoll {
-    membership: Arc<Membership>,
-    waiters: Arc<SchemaWaiters>,
-    fallback: Duration,
-}
-
-impl LongPoll {
-    /// Joins the hub of `pool` for `schema`.
-    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
-        let membership = Hub::join(pool, schema);
-        let waiters = membership.waiters.clone();
-        // The same saturation as every duration bound into a statement.
-        let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);
-        waiters.settle_ms.store(settle_ms, Ordering::Relaxed);
-        Self {
-            membership: Arc::new(membership),
-            waiters,
-            fallback,
-        }
-    }
-
-    /// How long fresh completions with siblings in flight settle.
-    pub(crate) fn settle(&self) -> Duration {
-        Duration::from_millis(self.waiters.settle_ms.load(Ordering::Relaxed))
-    }
-
-    /// The hub's counters, and whether it listens for this provider's schema.
-    pub(crate) fn stats(&self) -> NotificationStats {
-        NotificationStats {
-            subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
-            ..self.membership.hub.stats()
-        }
-    }
-
-    /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
-    /// in between for a notification on `queue`, the next due time the fetch
-    /// reported, or the fallback interval while the listener is down. `key`
-    /// identifies the fetch's parameters: a fetch skips its query while the
-    /// last empty fetch with the same key still vouches for the queue (see
-    /// the module documentation).
-    pub(crate) async fn fetch<T, F, FFut>(
-        &self,
-        queue: Queue,
-        key: u64,
-        poll_timeout: Duration,
-        mut fetch: F,
-    ) -> Result<Option<T>>
-    where
-        F: FnMut() -> FFut,
-        FFut: Future<Output = Result<Polled<T>>>,
-    {
-        let deadline = Instant::now() + poll_timeout;
-        let waiters = self.waiters.queue(queue);
-        let shared = &self.membership.hub.shared;
-        let _registration = Registration::new(waiters);
-        let mut woken = false;
-        loop {
-            // Registered before fetching, so a commit during the fetch is not missed.
-            let notified = waiters.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // Read after registering: a notification that bumps it later wakes us.
-            let epoch = waiters.epoch.load(Ordering::SeqCst);
-            let subscribed = self.waiters.subscribed.load(Ordering::SeqCst);
-            let now = Instant::now();
-            let quiet = subscribed
-                .then(|| waiters.quiet_until(key, epoch, now))
-                .flatten();
-            let next_due_ms = match quiet {
-                Some(_) => {
-                    shared.quiet_skips.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                None => match fetch().await? {
-                    Polled::Found {
-                        item,
-                        more,
-                        next_due_ms,
-                    } => {
-                        if more {
-                            // Someone else's turn: the fetch saw more claimable work.
-                            waiters.wake_one();
-                        } else if subscribed {
-                            // The claim was all there was: the fetch this
-                            // dispatcher makes after its turn can wait without
-                            // a query unless a notification comes first.
-                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
-                        }
-                        return Ok(Some(item));
-                    }
-                    Polled::Empty { next_due_ms } => {
-                        if woken {
-                            shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if subscribed {
-                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
-                        }
-                        next_due_ms
-                    }
-                },
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let mut wake_at = deadline;
-            if let Some(until) = quiet {
-                wake_at = wake_at.min(until);
-            }
-            if let Some(ms) = next_due_ms {
-                // Counted from the scan's clock reading but applied from now,
-                // after the statement returned: the wake-up is never early.
-                wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-            }
-            if !self.waiters.subscribed.load(Ordering::SeqCst) {
-                wake_at = wake_at.min(now + self.fallback);
-            }
-            woken = tokio::select! {
-                _ = &mut notified => true,
-                _ = tokio::time::sleep_until(wake_at) => false,
-            };
-            if woken {
-                shared.wakeups.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// What one fetch statement found.
-#[derive(Debug)]
-pub(crate) enum Polled<T> {
-    /// A claimed item, and whether the fetch saw more claimable work.
-    Found {
-        /// The claimed item.
-        item: T,
-        /// Another dispatcher could claim something right now.
-        more: bool,
-        /// Set only when the item was the first candidate and nothing else
-        /// was claimable: milliseconds until a delayed item or an expiring
-        /// lock (the claimed item's own included) may make work claimable
-        /// without a notification.
-        next_due_ms: Option<i64>,
-    },
-    /// Nothing claimable.
-    Empty {
-        /// Milliseconds until a delayed item or an expiring lock may make
-        /// work claimable without a notification; `None` when nothing is
-        /// pending (or the fetch was not asked).
-        next_due_ms: Option<i64>,
-    },
-}
-
-impl<T> Polled<T> {
-    /// The item, if any.
-    pub(crate) fn into_item(self) -> Option<T> {
-        match self {
-            Self::Found { item, .. } => Some(item),
-            Self::Empty { .. } => None,
-        }
-    }
-
-    /// Applies `f` to a found item.
-    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Polled<U>> {
-        Ok(match self {
-            Self::Found {
-                item,
-                more,
-                next_due_ms,
-            } => Polled::Found {
-                item: f(item)?,
-                more,
-                next_due_ms,
-            },
-            Self::Empty { next_due_ms } => Polled::Empty { next_due_ms },
-        })
     }
 }
 

@@ -1,0 +1,194 @@
+//! A provider's long poll: fetch, and between fetches wait for a
+//! notification, a due time or the poll timeout.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use super::waiters::{Queue, Registration, SchemaWaiters};
+use super::{Hub, Membership, NotificationStats};
+use crate::error::Result;
+
+/// Long polling for one provider: its pool's hub and its schema's waiters.
+#[derive(Debug, Clone)]
+pub(crate) struct LongPoll {
+    membership: Arc<Membership>,
+    waiters: Arc<SchemaWaiters>,
+    fallback: Duration,
+}
+
+impl LongPoll {
+    /// Joins the hub of `pool` for `schema`.
+    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
+        let membership = Hub::join(pool, schema);
+        let waiters = membership.waiters.clone();
+        // The same saturation as every duration bound into a statement.
+        let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);
+        waiters.settle_ms.store(settle_ms, Ordering::Relaxed);
+        Self {
+            membership: Arc::new(membership),
+            waiters,
+            fallback,
+        }
+    }
+
+    /// How long fresh completions with siblings in flight settle.
+    pub(crate) fn settle(&self) -> Duration {
+        Duration::from_millis(self.waiters.settle_ms.load(Ordering::Relaxed))
+    }
+
+    /// The hub's counters, and whether it listens for this provider's schema.
+    pub(crate) fn stats(&self) -> NotificationStats {
+        NotificationStats {
+            subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
+            ..self.membership.hub.stats()
+        }
+    }
+
+    /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
+    /// in between for a notification on `queue`, the next due time the fetch
+    /// reported, or the fallback interval while the listener is down. `key`
+    /// identifies the fetch's parameters: a fetch skips its query while the
+    /// last empty fetch with the same key still vouches for the queue (see
+    /// the module documentation).
+    pub(crate) async fn fetch<T, F, FFut>(
+        &self,
+        queue: Queue,
+        key: u64,
+        poll_timeout: Duration,
+        mut fetch: F,
+    ) -> Result<Option<T>>
+    where
+        F: FnMut() -> FFut,
+        FFut: Future<Output = Result<Polled<T>>>,
+    {
+        let deadline = Instant::now() + poll_timeout;
+        let waiters = self.waiters.queue(queue);
+        let shared = &self.membership.hub.shared;
+        let _registration = Registration::new(waiters);
+        let mut woken = false;
+        loop {
+            // Registered before fetching, so a commit during the fetch is not missed.
+            let notified = waiters.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Read after registering: a notification that bumps it later wakes us.
+            let epoch = waiters.epoch.load(Ordering::SeqCst);
+            let subscribed = self.waiters.subscribed.load(Ordering::SeqCst);
+            let now = Instant::now();
+            let quiet = subscribed
+                .then(|| waiters.quiet_until(key, epoch, now))
+                .flatten();
+            let next_due_ms = match quiet {
+                Some(_) => {
+                    shared.quiet_skips.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                None => match fetch().await? {
+                    Polled::Found {
+                        item,
+                        more,
+                        next_due_ms,
+                    } => {
+                        if more {
+                            // Someone else's turn: the fetch saw more claimable work.
+                            waiters.wake_one();
+                        } else if subscribed {
+                            // The claim was all there was: the fetch this
+                            // dispatcher makes after its turn can wait without
+                            // a query unless a notification comes first.
+                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
+                        }
+                        return Ok(Some(item));
+                    }
+                    Polled::Empty { next_due_ms } => {
+                        if woken {
+                            shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if subscribed {
+                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
+                        }
+                        next_due_ms
+                    }
+                },
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut wake_at = deadline;
+            if let Some(until) = quiet {
+                wake_at = wake_at.min(until);
+            }
+            if let Some(ms) = next_due_ms {
+                // Counted from the scan's clock reading but applied from now,
+                // after the statement returned: the wake-up is never early.
+                wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            }
+            if !self.waiters.subscribed.load(Ordering::SeqCst) {
+                wake_at = wake_at.min(now + self.fallback);
+            }
+            woken = tokio::select! {
+                _ = &mut notified => true,
+                _ = tokio::time::sleep_until(wake_at) => false,
+            };
+            if woken {
+                shared.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What one fetch statement found.
+#[derive(Debug)]
+pub(crate) enum Polled<T> {
+    /// A claimed item, and whether the fetch saw more claimable work.
+    Found {
+        /// The claimed item.
+        item: T,
+        /// Another dispatcher could claim something right now.
+        more: bool,
+        /// Set only when the item was the first candidate and nothing else
+        /// was claimable: milliseconds until a delayed item or an expiring
+        /// lock (the claimed item's own included) may make work claimable
+        /// without a notification.
+        next_due_ms: Option<i64>,
+    },
+    /// Nothing claimable.
+    Empty {
+        /// Milliseconds until a delayed item or an expiring lock may make
+        /// work claimable without a notification; `None` when nothing is
+        /// pending (or the fetch was not asked).
+        next_due_ms: Option<i64>,
+    },
+}
+
+impl<T> Polled<T> {
+    /// The item, if any.
+    pub(crate) fn into_item(self) -> Option<T> {
+        match self {
+            Self::Found { item, .. } => Some(item),
+            Self::Empty { .. } => None,
+        }
+    }
+
+    /// Applies `f` to a found item.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Polled<U>> {
+        Ok(match self {
+            Self::Found {
+                item,
+                more,
+                next_due_ms,
+            } => Polled::Found {
+                item: f(item)?,
+                more,
+                next_due_ms,
+            },
+            Self::Empty { next_due_ms } => Polled::Empty { next_due_ms },
+        })
+    }
+}
