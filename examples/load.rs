@@ -12,7 +12,8 @@
 //! Three scenarios (the first two by default):
 //! * `load`: parallel fan-out orchestrations for `--duration` per mode and
 //!   concurrency (and notifications setting), with empty fetches per
-//!   notification and fetches skipped on a quiet queue (see `src/notify.rs`)
+//!   notification, fetches skipped on a quiet queue and fetches that followed
+//!   another waiter's at one due time (see `src/notify/`)
 //!   when long polling is on. `--repeat N` runs the whole matrix N times in
 //!   turn and adds a table of medians, which the ratios then use: on a
 //!   shared, noisy machine a slow spell then hits every configuration alike.
@@ -192,8 +193,9 @@ struct Outcome {
     /// `procedures`, `inline` or another provider's name.
     mode: &'static str,
     notifications: bool,
-    /// Notifications received, empty wake-ups and quiet skips during the run.
-    wakes: Option<(u64, u64, u64)>,
+    /// Notifications received, empty wake-ups, quiet skips and followed
+    /// fetches during the run.
+    wakes: Option<(u64, u64, u64, u64)>,
     orch: usize,
     worker: usize,
     completed: u64,
@@ -404,6 +406,7 @@ async fn run_one(
                 a.received - b.received,
                 a.empty_wakeups - b.empty_wakeups,
                 a.quiet_skips - b.quiet_skips,
+                a.followed - b.followed,
             )
         });
     eprintln!();
@@ -463,9 +466,9 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | skipped fetches/orch | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | skipped fetches/orch | followed fetches/orch | completed | failed |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
@@ -474,18 +477,24 @@ fn print_table(outcomes: &[Outcome]) {
             });
         let empty = o.wakes.filter(|(received, ..)| *received > 0).map_or(
             "n/a".to_string(),
-            |(received, empty, _)| {
+            |(received, empty, ..)| {
                 format!("{:.2} ({empty}/{received})", empty as f64 / received as f64)
             },
         );
         let skipped = o
             .wakes
             .filter(|_| o.completed > 0)
-            .map_or("n/a".to_string(), |(.., skips)| {
+            .map_or("n/a".to_string(), |(_, _, skips, _)| {
                 format!("{:.2}", skips as f64 / o.completed as f64)
             });
+        let followed = o
+            .wakes
+            .filter(|_| o.completed > 0)
+            .map_or("n/a".to_string(), |(.., followed)| {
+                format!("{:.2}", followed as f64 / o.completed as f64)
+            });
         println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {followed} | {} | {} |",
             o.mode,
             o.notify_label(),
             o.orch,

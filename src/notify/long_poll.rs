@@ -71,6 +71,8 @@ impl LongPoll {
         let shared = &self.membership.hub.shared;
         let _registration = Registration::new(waiters);
         let mut woken = false;
+        // The due time the last wait ended at, when a due time ended it.
+        let mut due: Option<Instant> = None;
         loop {
             // Registered before fetching, so a commit during the fetch is not missed.
             let notified = waiters.notify.notified();
@@ -83,52 +85,79 @@ impl LongPoll {
             let quiet = subscribed
                 .then(|| waiters.quiet_until(key, epoch, now))
                 .flatten();
+            // Every waiter that learnt a due time wakes at it. If another's
+            // fetch with these parameters began since, this one waits for
+            // its outcome (a quiet note, or a wake-up if it saw more) rather
+            // than send a statement that would race it for the same work.
+            let mut leading = None;
+            if let Some(due) = due.take().filter(|_| subscribed && quiet.is_none()) {
+                let done = waiters.fetch_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                leading = waiters.lead_or_follow(key, due, now);
+                if leading.is_none() {
+                    shared.followed.fetch_add(1, Ordering::Relaxed);
+                    woken = tokio::select! {
+                        _ = &mut notified => true,
+                        _ = &mut done => false,
+                        _ = tokio::time::sleep_until(deadline) => false,
+                    };
+                    if woken {
+                        shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+            }
             let next_due_ms = match quiet {
                 Some(_) => {
                     shared.quiet_skips.fetch_add(1, Ordering::Relaxed);
                     None
                 }
-                None => match fetch().await? {
-                    Polled::Found {
-                        item,
-                        more,
-                        next_due_ms,
-                    } => {
-                        if more {
-                            // Someone else's turn: the fetch saw more claimable work.
-                            waiters.wake_one();
-                        } else if subscribed {
-                            // The claim was all there was: the fetch this
-                            // dispatcher makes after its turn can wait without
-                            // a query unless a notification comes first.
-                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
+                None => {
+                    // Ends (waking followers) after the note below is written.
+                    let _in_flight = leading.unwrap_or_else(|| waiters.begin_fetch(key, now));
+                    shared.queries.fetch_add(1, Ordering::Relaxed);
+                    match fetch().await? {
+                        Polled::Found {
+                            item,
+                            more,
+                            next_due_ms,
+                        } => {
+                            if more {
+                                // Someone else's turn: the fetch saw more claimable work.
+                                waiters.wake_one();
+                            } else if subscribed {
+                                // The claim was all there was: the fetch this
+                                // dispatcher makes after its turn can wait without
+                                // a query unless a notification comes first.
+                                waiters.note_quiet_for(key, epoch, now, next_due_ms);
+                            }
+                            return Ok(Some(item));
                         }
-                        return Ok(Some(item));
+                        Polled::Empty { next_due_ms } => {
+                            if woken {
+                                shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if subscribed {
+                                waiters.note_quiet_for(key, epoch, now, next_due_ms);
+                            }
+                            next_due_ms
+                        }
                     }
-                    Polled::Empty { next_due_ms } => {
-                        if woken {
-                            shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if subscribed {
-                            waiters.note_quiet_for(key, epoch, now, next_due_ms);
-                        }
-                        next_due_ms
-                    }
-                },
+                }
             };
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            let mut wake_at = deadline;
-            if let Some(until) = quiet {
-                wake_at = wake_at.min(until);
-            }
-            if let Some(ms) = next_due_ms {
-                // Counted from the scan's clock reading but applied from now,
-                // after the statement returned: the wake-up is never early.
-                wake_at = wake_at.min(now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-            }
+            // Counted from the scan's clock reading but applied from now,
+            // after the statement returned: the wake-up is never early.
+            let due_at = next_due_ms
+                .map(|ms| now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+                .into_iter()
+                .chain(quiet)
+                .min();
+            let mut wake_at = due_at.map_or(deadline, |at| at.min(deadline));
             if !self.waiters.subscribed.load(Ordering::SeqCst) {
                 wake_at = wake_at.min(now + self.fallback);
             }
@@ -138,6 +167,8 @@ impl LongPoll {
             };
             if woken {
                 shared.wakeups.fetch_add(1, Ordering::Relaxed);
+            } else if due_at == Some(wake_at) && wake_at < deadline {
+                due = Some(wake_at);
             }
         }
     }

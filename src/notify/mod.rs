@@ -37,6 +37,12 @@
 //! schema. Settling completions do not count as notifications (they are not
 //! claimable yet); the settle timer's wake-up does.
 //!
+//! Every waiter learns the same due times and wakes at them together. A
+//! waiter woken at a due time while a fetch with its parameters, begun since
+//! (within [`FOLLOW_SLACK`](waiters::FOLLOW_SLACK)), is in flight waits for
+//! that fetch to end and decides again from the note it left, so a herd
+//! sends one statement, not one each (`NotificationStats::followed`).
+//!
 //! A provider that joins a hub whose connection is up is subscribed on that
 //! connection (one `LISTEN`, no reconnect, no wake-up for the other tenants);
 //! until then its own fetches poll at the fallback interval, and once
@@ -89,6 +95,8 @@ struct Shared {
     wakeups: AtomicU64,
     empty_wakeups: AtomicU64,
     quiet_skips: AtomicU64,
+    followed: AtomicU64,
+    queries: AtomicU64,
 }
 
 impl Shared {
@@ -199,6 +207,13 @@ pub struct NotificationStats {
     /// claimed all there was) and no notification had come since (no
     /// statement sent).
     pub quiet_skips: u64,
+    /// Waiting fetches woken at a due time that took the outcome of another
+    /// fetch with the same parameters, begun since, instead of querying
+    /// (every waiter learns the same due times and wakes at them together).
+    pub followed: u64,
+    /// Fetch statements sent by long-polling fetches (each one's first
+    /// included): what quiet notes and following spare shows as fewer.
+    pub queries: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -274,6 +289,8 @@ impl Hub {
             wakeups: self.shared.wakeups.load(Ordering::Relaxed),
             empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
+            followed: self.shared.followed.load(Ordering::Relaxed),
+            queries: self.shared.queries.load(Ordering::Relaxed),
         }
     }
 }

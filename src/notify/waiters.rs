@@ -17,6 +17,15 @@ use super::later;
 /// still queries.
 pub(super) const QUIET_MAX: Duration = Duration::from_secs(1);
 
+/// How much earlier than a waiter's due time a fetch in flight may have
+/// begun for the waiter to follow it ([`QueueWaiters::lead_or_follow`]).
+/// Every waiter counts a due time from after the statement that reported
+/// it, so waiters that learnt one due time from different statements wake
+/// a statement's duration apart. Following a fetch begun too early to see
+/// the item due is harmless: that fetch leaves a note saying so, or none,
+/// and the follower decides again after it.
+pub(super) const FOLLOW_SLACK: Duration = Duration::from_millis(25);
+
 /// What the last fetch that left a queue empty saw, for fetches with the same
 /// parameters (`key`: capability filter, tags, session owner, settle time).
 /// Noted only by a fetch that scanned the whole queue and reported a next
@@ -28,8 +37,13 @@ pub(super) struct Quiet {
     /// The queue's notification count read before that fetch began.
     epoch: u64,
     /// Until when nothing can become claimable without a notification: the
-    /// fetch's next due time, capped at [`QUIET_MAX`] after it.
+    /// fetch's next due time counted from before its statement (the
+    /// earliest it can be), capped at [`QUIET_MAX`] after the note.
     until: Instant,
+    /// When a waiter trusting the note wakes: that due time counted from
+    /// after the statement (the latest it can be), so the wake-up is never
+    /// early, or the cap.
+    wake: Instant,
 }
 
 /// The two queues a fetch can wait on; the `NOTIFY` payload names one.
@@ -59,6 +73,22 @@ pub(super) struct QueueWaiters {
     pub(super) epoch: AtomicU64,
     /// The note of the last fetch that left the queue empty.
     quiet: Mutex<Option<Quiet>>,
+    /// The fetch statement in flight that began last, if it has not ended.
+    in_flight: Mutex<Option<InFlight>>,
+    /// Numbers the fetches, so only the one recorded clears [`Self::in_flight`].
+    fetches: AtomicU64,
+    /// Woken whenever a fetch statement ends (returns, fails or is cancelled),
+    /// after the quiet note it left, if any, is written.
+    pub(super) fetch_done: Notify,
+}
+
+/// A fetch statement in flight: its parameters, when it began (before its
+/// scan's clock reading) and its number.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    key: u64,
+    since: Instant,
+    id: u64,
 }
 
 impl QueueWaiters {
@@ -69,18 +99,54 @@ impl QueueWaiters {
         }
     }
 
+    /// For a waiter woken at `due` (at `now`): `None` if a fetch statement
+    /// with `key`, begun at `due` or at most [`FOLLOW_SLACK`] before, is in
+    /// flight (its scan sees what came due by then, so the waiter can take
+    /// its outcome, a quiet note or a wake-up if it saw more, instead of
+    /// sending a statement of its own); otherwise the waiter's own fetch,
+    /// recorded as in flight from `now`. One lock decides both, so of
+    /// waiters woken together exactly one fetches.
+    pub(super) fn lead_or_follow(
+        &self,
+        key: u64,
+        due: Instant,
+        now: Instant,
+    ) -> Option<FetchInFlight<'_>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.is_some_and(|f| f.key == key && later(f.since, FOLLOW_SLACK) >= due) {
+            return None;
+        }
+        let id = self.fetches.fetch_add(1, Ordering::Relaxed);
+        *in_flight = Some(InFlight {
+            key,
+            since: now,
+            id,
+        });
+        Some(FetchInFlight { waiters: self, id })
+    }
+
+    /// Records a fetch statement with `key`, begun at `since`, as in flight
+    /// until the returned guard is dropped.
+    pub(super) fn begin_fetch(&self, key: u64, since: Instant) -> FetchInFlight<'_> {
+        let id = self.fetches.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            *in_flight = Some(InFlight { key, since, id });
+        }
+        FetchInFlight { waiters: self, id }
+    }
+
     /// New work may be claimable: invalidates the quiet note, wakes one.
     pub(super) fn announce(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.wake_one();
     }
 
-    /// Until when a fetch with `key` would find nothing, if the last empty
-    /// fetch's note still holds (same parameters, no notification since,
-    /// its time not up).
+    /// If the last empty fetch's note still holds for a fetch with `key`
+    /// (same parameters, no notification since, its time not up), when to
+    /// wake and look again.
     pub(super) fn quiet_until(&self, key: u64, epoch: u64, now: Instant) -> Option<Instant> {
         let note = (*self.quiet.lock().ok()?)?;
-        (note.key == key && note.epoch == epoch && now < note.until).then_some(note.until)
+        (note.key == key && note.epoch == epoch && now < note.until).then_some(note.wake)
     }
 
     /// Notes that a fetch with `key`, begun at `now` with the notification
@@ -88,8 +154,10 @@ impl QueueWaiters {
     /// `now`. Only a fetch that scanned the whole queue reports a due time:
     /// one that gave up on contended candidates, claimed past a skipped one,
     /// saw more, or (empty-handed) found nothing pending at all reports none
-    /// and leaves no note. The due time is counted from before the fetch
-    /// began, so the note never outlives it.
+    /// and leaves no note. The note holds until that due time counted from
+    /// before the fetch began, so it never outlives it, and wakes its
+    /// waiters at it counted from now, after the fetch, so they never wake
+    /// before it.
     pub(super) fn note_quiet_for(
         &self,
         key: u64,
@@ -103,9 +171,17 @@ impl QueueWaiters {
         else {
             return;
         };
-        let until = later(now, Duration::from_millis(ms)).min(Instant::now() + QUIET_MAX);
+        let due = Duration::from_millis(ms);
+        let noted = Instant::now();
+        let until = later(now, due).min(noted + QUIET_MAX);
+        let wake = noted + due.min(QUIET_MAX);
         if let Ok(mut quiet) = self.quiet.lock() {
-            *quiet = Some(Quiet { key, epoch, until });
+            *quiet = Some(Quiet {
+                key,
+                epoch,
+                until,
+                wake,
+            });
         }
     }
 }
@@ -117,6 +193,24 @@ impl QueueWaiters {
 pub(super) struct SettleTimer {
     pub(super) cap: Instant,
     pub(super) due: Instant,
+}
+
+/// A fetch statement in flight ([`QueueWaiters::begin_fetch`]): dropped
+/// when it ends, however it ends, which wakes the waiters that followed it.
+pub(super) struct FetchInFlight<'a> {
+    waiters: &'a QueueWaiters,
+    id: u64,
+}
+
+impl Drop for FetchInFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.waiters.in_flight.lock() {
+            if in_flight.is_some_and(|f| f.id == self.id) {
+                *in_flight = None;
+            }
+        }
+        self.waiters.fetch_done.notify_waiters();
+    }
 }
 
 /// Registration of one waiting fetch; dropped when the fetch returns or is

@@ -2,6 +2,7 @@
 //! all there was) lets the next fetch with the same parameters wait without
 //! a query until a notification or a due time, and anything that makes work
 //! claimable (an enqueue, the claimer's own ack) invalidates the note.
+//! Waiters that wake at one due time send one fetch between them.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::{
     LOCK, LONG, claimed, eventually, subscribed, tagged_pool, waiting_fetch, with_schemas,
 };
 use crate::fixtures::{self, activity, event, metadata, start};
-use crate::support::provider_on;
+use crate::support::{Kind, Slot, provider_on};
 
 /// A poll timeout for fetches expected to find nothing.
 const SHORT: Duration = Duration::from_millis(50);
@@ -66,6 +67,10 @@ fn received(p: &PostgresProvider) -> u64 {
 
 fn quiet_skips(p: &PostgresProvider) -> u64 {
     p.notification_stats().unwrap_or_default().quiet_skips
+}
+
+fn queries(p: &PostgresProvider) -> u64 {
+    p.notification_stats().unwrap_or_default().queries
 }
 
 /// A fetch right after an empty one with the same parameters, with no
@@ -318,6 +323,54 @@ async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() 
                 .unwrap_or_else(|e| panic!("fetch: {e}"));
             assert!(woken.is_some(), "{mode}: woken by the enqueue");
             other_pool.close().await;
+        })
+        .await;
+    }
+}
+
+/// Waiters that learnt one due time wake at it together; one fetches and
+/// the others take its outcome (`followed`) instead of racing it with
+/// statements of their own. Here that fetch claims the delayed item, all there was, and
+/// its note keeps the other three waiting without a query until their poll
+/// timeout. Each waiter must have read the note before the item is due
+/// (900 ms), so the test runs apart from the suite, as its lock-timing tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_woken_at_one_due_time_send_one_fetch_between_them() {
+    let _slot = Slot::acquire(Kind::LockTiming);
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("quiet_due", 1, |pool, names, _| async move {
+            let p = provider_on(&pool, &names[0], mode, true).await;
+            subscribed(&p).await;
+            // Under the 1 s a note is trusted for: one note covers the wait.
+            let delay = Duration::from_millis(900);
+            let before = received(&p);
+            p.enqueue_for_orchestrator(start("due"), Some(delay))
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            notified(&p, before).await;
+            // Queries, finds the item not yet due, and notes the queue quiet
+            // until it is: the waiters below all learn that one due time.
+            let early = p
+                .fetch_orchestration_item(LOCK, SHORT, None)
+                .await
+                .unwrap_or_else(|e| panic!("fetch: {e}"));
+            assert!(early.is_none(), "{mode}: not due yet");
+            let sent = queries(&p);
+
+            let poll = delay + Duration::from_millis(400);
+            let waiters: Vec<_> = (0..4).map(|_| waiting_fetch(&p, poll)).collect();
+            let mut instances = Vec::new();
+            for waiter in waiters {
+                instances.extend(claimed(waiter).await);
+            }
+            assert_eq!(instances, ["due"], "{mode}: one waiter claims the item");
+            // The others followed that fetch, or woke after it and found
+            // its note; either way without a statement.
+            assert_eq!(
+                queries(&p) - sent,
+                1,
+                "{mode}: one fetch statement between the four waiters"
+            );
         })
         .await;
     }
