@@ -52,13 +52,8 @@ pub async fn provider_on(
     mode: SqlMode,
     notifications: bool,
 ) -> PostgresProvider {
-    let options = PostgresOptions::default()
-        .schema(schema)
-        .sql_mode(mode)
-        .notifications(notifications);
-    PostgresProvider::from_pool_with(pool.clone(), options)
-        .await
-        .unwrap_or_else(|e| panic!("{mode} provider on {schema}: {e}"))
+    let options = PostgresOptions::default().notifications(notifications);
+    provider_with_options(pool, schema, mode, options).await
 }
 
 /// A long-polling provider in `mode` on `schema` over `pool`, with `settle`
@@ -69,11 +64,18 @@ pub async fn settling_provider(
     mode: SqlMode,
     settle: Duration,
 ) -> PostgresProvider {
-    let options = PostgresOptions::default()
-        .schema(schema)
-        .sql_mode(mode)
-        .completion_settle(settle);
-    PostgresProvider::from_pool_with(pool.clone(), options)
+    let options = PostgresOptions::default().completion_settle(settle);
+    provider_with_options(pool, schema, mode, options).await
+}
+
+/// A provider in `mode` on `schema` over `pool`, with `options` otherwise.
+async fn provider_with_options(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    options: PostgresOptions,
+) -> PostgresProvider {
+    PostgresProvider::from_pool_with(pool.clone(), options.schema(schema).sql_mode(mode))
         .await
         .unwrap_or_else(|e| panic!("{mode} provider on {schema}: {e}"))
 }
