@@ -116,22 +116,25 @@ impl QueueWaiters {
         if in_flight.is_some_and(|f| f.key == key && later(f.since, FOLLOW_SLACK) >= due) {
             return None;
         }
-        let id = self.fetches.fetch_add(1, Ordering::Relaxed);
-        *in_flight = Some(InFlight {
-            key,
-            since: now,
-            id,
-        });
-        Some(FetchInFlight { waiters: self, id })
+        Some(self.record(&mut in_flight, key, now))
     }
 
     /// Records a fetch statement with `key`, begun at `since`, as in flight
     /// until the returned guard is dropped.
     pub(super) fn begin_fetch(&self, key: u64, since: Instant) -> FetchInFlight<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        self.record(&mut in_flight, key, since)
+    }
+
+    /// Makes a fetch the one in flight (`in_flight` is the locked record).
+    fn record(
+        &self,
+        in_flight: &mut Option<InFlight>,
+        key: u64,
+        since: Instant,
+    ) -> FetchInFlight<'_> {
         let id = self.fetches.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            *in_flight = Some(InFlight { key, since, id });
-        }
+        *in_flight = Some(InFlight { key, since, id });
         FetchInFlight { waiters: self, id }
     }
 
@@ -195,7 +198,8 @@ pub(super) struct SettleTimer {
     pub(super) due: Instant,
 }
 
-/// A fetch statement in flight ([`QueueWaiters::begin_fetch`]): dropped
+/// A fetch statement in flight ([`QueueWaiters::begin_fetch`],
+/// [`QueueWaiters::lead_or_follow`]): dropped
 /// when it ends, however it ends, which wakes the waiters that followed it.
 pub(super) struct FetchInFlight<'a> {
     waiters: &'a QueueWaiters,
@@ -204,11 +208,15 @@ pub(super) struct FetchInFlight<'a> {
 
 impl Drop for FetchInFlight<'_> {
     fn drop(&mut self) {
-        if let Ok(mut in_flight) = self.waiters.in_flight.lock() {
-            if in_flight.is_some_and(|f| f.id == self.id) {
-                *in_flight = None;
-            }
+        let mut in_flight = self
+            .waiters
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if in_flight.is_some_and(|f| f.id == self.id) {
+            *in_flight = None;
         }
+        drop(in_flight);
         self.waiters.fetch_done.notify_waiters();
     }
 }
