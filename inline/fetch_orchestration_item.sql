@@ -105,20 +105,21 @@ ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
 RETURNING l.locked_at_ms;
 
 -- name: batch
--- Stamp every visible message of the instance. $1 instance, $2 token,
--- $3 now, $4 lock timeout ms.
+-- Stamp every visible or parked message of the instance. $1 instance,
+-- $2 token, $3 now, $4 lock timeout ms.
 WITH locked AS (
     UPDATE {{schema}}.orchestrator_queue q
        SET lock_token = $2::text,
            locked_until_ms = $3::bigint + $4::bigint,
            attempt_count = q.attempt_count + 1
      WHERE q.instance_id = $1::text
-       AND q.visible_at_ms <= $3::bigint
- RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
+       AND (q.visible_at_ms <= $3::bigint OR q.orphan_since_ms IS NOT NULL)
+ RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
 SELECT array_agg(k.work_item ORDER BY k.id) AS messages,
        max(k.attempt_count) AS attempts,
        bool_and(k.item_kind = 'QueueMessage') AS all_queue,
-       bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start
+       bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start,
+       bool_or(k.orphan_since_ms IS NOT NULL) AS has_parked
   FROM locked k;
 
 -- name: release_lease
@@ -147,13 +148,28 @@ SELECT x.execution_id,
 WITH dropped AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = $1::text)
 DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
 
--- name: put_back
--- Nothing to run yet: everything back as it was. $1 token.
-WITH reopened AS (
+-- name: park
+-- Nothing to run yet: park the batch until its retention ends, dropping what
+-- outlived it. $1 token, $2 now, $3 orphan retention ms.
+WITH dropped AS (
+    DELETE FROM {{schema}}.orchestrator_queue q
+     WHERE q.lock_token = $1::text
+       AND coalesce(q.orphan_since_ms, $2::bigint) + $3::bigint <= $2::bigint),
+parked AS (
     UPDATE {{schema}}.orchestrator_queue q
-       SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1
-     WHERE q.lock_token = $1::text)
+       SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1,
+           orphan_since_ms = coalesce(q.orphan_since_ms, $2::bigint),
+           visible_at_ms = coalesce(q.orphan_since_ms, $2::bigint) + $3::bigint
+     WHERE q.lock_token = $1::text
+       AND coalesce(q.orphan_since_ms, $2::bigint) + $3::bigint > $2::bigint)
 DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text;
+
+-- name: unpark
+-- Parked messages of an instance that can now run are ordinary messages
+-- again. $1 token, $2 now.
+UPDATE {{schema}}.orchestrator_queue q
+   SET orphan_since_ms = NULL, visible_at_ms = least(q.visible_at_ms, $2::bigint)
+ WHERE q.lock_token = $1::text AND q.orphan_since_ms IS NOT NULL;
 
 -- name: snapshot
 -- History of the execution and the instance's KV store. $1 instance, $2 execution.

@@ -16,9 +16,21 @@
 -- cannot be processed yet (no instance row, no start message, no history),
 -- the next candidate is tried, so concurrent fetchers do not come back
 -- empty-handed and one stuck instance never starves the rest. Every visible
--- message of the instance is stamped with the token and has its attempt
--- count bumped. Messages for an instance that never started and that are all
--- QueueMessage items are dropped, as duroxide expects.
+-- message of the instance, and every parked one, is stamped with the token
+-- and has its attempt count bumped.
+--
+-- Orphans (an instance with no row, no started history and no start message
+-- in its batch): a batch of QueueMessage items only is dropped, as duroxide
+-- expects. Any other batch (an event or cancellation raised just before the
+-- start, the completion of a force-deleted instance's child, a webhook for an
+-- id that does not exist) is parked: it keeps its attempt counts, records
+-- when it was first parked (orphan_since_ms) and becomes visible again only
+-- when p_orphan_retention_ms has passed since then, so it is never met again
+-- by a fetch before that. A claim of the instance (its start arrived) takes
+-- the parked messages with the rest, so an event raised before its start is
+-- still delivered, in the first turn. A parked message still orphaned at the
+-- end of its retention is dropped. A fetch that parked something and claimed
+-- nothing reports a next due time of 0 (look again now).
 --
 -- p_filter: a capability filter was given; p_min_* / p_max_* bound the pinned
 -- duroxide version of the instance's current execution (NULL pins match);
@@ -52,7 +64,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_max_minor       bigint,
     p_max_patch       bigint,
     p_next_due        boolean,
-    p_settle_ms       bigint)
+    p_settle_ms       bigint,
+    p_orphan_retention_ms bigint)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -88,6 +101,8 @@ DECLARE
     v_attempts  integer;
     v_all_queue boolean;
     v_has_start boolean;
+    v_has_parked boolean;
+    v_parked    boolean := false;
     v_name      text;
     v_version   text;
     v_exec      bigint;
@@ -191,7 +206,7 @@ BEGIN
         END IF;
         IF v_instance IS NULL THEN
             IF p_next_due THEN
-                next_due_ms := v_due;
+                next_due_ms := CASE WHEN v_parked THEN 0 ELSE v_due END;
                 more := false;
                 RETURN NEXT;
             END IF;
@@ -220,21 +235,23 @@ BEGIN
             CONTINUE;
         END IF;
 
-        -- Every visible message of the instance joins the batch, in order. Only
-        -- the claimer (holding the advisory lock) locks these rows, so this can
-        -- wait at most for a finishing ack or abandon of an expired lease.
+        -- Every visible or parked message of the instance joins the batch, in
+        -- order. Only the claimer (holding the advisory lock) locks these rows,
+        -- so this can wait at most for a finishing ack or abandon of an
+        -- expired lease.
         WITH locked AS (
             UPDATE {{schema}}.orchestrator_queue q
                SET lock_token = v_token,
                    locked_until_ms = v_start + p_lock_timeout_ms,
                    attempt_count = q.attempt_count + 1
              WHERE q.instance_id = v_instance
-               AND q.visible_at_ms <= v_now
-         RETURNING q.id, q.work_item, q.attempt_count, q.item_kind)
+               AND (q.visible_at_ms <= v_now OR q.orphan_since_ms IS NOT NULL)
+         RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
         SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
                bool_and(k.item_kind = 'QueueMessage'),
-               bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew'))
-          INTO v_messages, v_attempts, v_all_queue, v_has_start
+               bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
+               bool_or(k.orphan_since_ms IS NOT NULL)
+          INTO v_messages, v_attempts, v_all_queue, v_has_start, v_has_parked
           FROM locked k;
         IF v_messages IS NULL THEN
             -- Consumed since the candidate was read: nothing to do here.
@@ -268,14 +285,33 @@ BEGIN
                     END IF;
                     RETURN;
                 END IF;
-                -- Nothing to run yet: put everything back as it was and try the next instance.
-                UPDATE {{schema}}.orchestrator_queue q
-                   SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1
-                 WHERE q.lock_token = v_token;
+                -- Nothing to run yet: park the batch (dropping what outlived its
+                -- retention) and try the next instance. The inline mode's
+                -- `park` statement.
+                WITH dropped AS (
+                    DELETE FROM {{schema}}.orchestrator_queue q
+                     WHERE q.lock_token = v_token
+                       AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms <= v_now),
+                parked AS (
+                    UPDATE {{schema}}.orchestrator_queue q
+                       SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1,
+                           orphan_since_ms = coalesce(q.orphan_since_ms, v_now),
+                           visible_at_ms = coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms
+                     WHERE q.lock_token = v_token
+                       AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms > v_now)
                 DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
                 v_skip := v_skip || v_instance;
+                v_parked := true;
                 CONTINUE;
             END IF;
+        END IF;
+
+        IF v_has_parked THEN
+            -- Parked messages of an instance that can now run are ordinary
+            -- messages again (visible now, should the turn be abandoned).
+            UPDATE {{schema}}.orchestrator_queue q
+               SET orphan_since_ms = NULL, visible_at_ms = least(q.visible_at_ms, v_now)
+             WHERE q.lock_token = v_token AND q.orphan_since_ms IS NOT NULL;
         END IF;
 
         RETURN QUERY
@@ -291,9 +327,11 @@ BEGIN
                  WHERE s.instance_id = v_instance) kv;
         RETURN;
     END LOOP;
-    -- Every candidate was leased by others meanwhile: their acks notify.
+    -- Every candidate was leased by others meanwhile (their acks notify) or
+    -- parked (look again now).
     IF p_next_due THEN
         more := false;
+        next_due_ms := CASE WHEN v_parked THEN 0 END;
         RETURN NEXT;
     END IF;
 END

@@ -37,7 +37,25 @@ statements! {
         children = "SELECT instance_id FROM {{schema}}.list_children($1)",
         /// Parent of an instance.
         parent = "SELECT parent_instance_id FROM {{schema}}.get_parent_id($1)",
+        /// Instances with parked messages.
+        orphans = "SELECT * FROM {{schema}}.list_orphaned_instances($1)",
     }
+}
+
+/// An instance id that messages were sent to but that has not started (see
+/// [`PostgresProvider::orphaned_instances`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[non_exhaustive]
+pub struct OrphanedInstance {
+    /// The instance id the messages name.
+    pub instance_id: String,
+    /// How many messages are parked for it.
+    pub messages: i64,
+    /// When the first of them was found without a started instance
+    /// (milliseconds since the Unix epoch, database clock).
+    pub orphan_since_ms: i64,
+    /// When the last of them will be dropped unless the instance starts first.
+    pub drop_at_ms: i64,
 }
 
 /// The row `get_instance_info` returns.
@@ -85,6 +103,22 @@ fn not_found(what: String) -> PgProviderError {
 }
 
 impl PostgresProvider {
+    /// Instances that messages are parked for, oldest first, at most `limit`:
+    /// events, cancellations or completions sent to an instance id that has
+    /// not started (never started, or deleted). They are delivered with the
+    /// instance's first turn if it starts within
+    /// [`PostgresOptions::orphan_retention`](crate::PostgresOptions::orphan_retention),
+    /// and dropped after it. They also count in `get_queue_depths`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn orphaned_instances(&self, limit: u32) -> Result<Vec<OrphanedInstance>> {
+        Ok(sqlx::query_as(&self.sql.admin.orphans)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn ids(&self, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
         let mut query = sqlx::query_scalar(sql);
         if let Some(arg) = arg {

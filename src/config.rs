@@ -151,6 +151,23 @@ pub struct PostgresOptions {
     /// completion of a fan-out, or of a lone activity, is taken at once, so
     /// sequential orchestrations never wait.
     pub completion_settle: Duration,
+    /// How long messages for an instance that has not started are kept
+    /// (default 1 hour; zero: dropped when first found). Such messages — an
+    /// event or cancellation raised for an id that was never started or was
+    /// deleted, or the completion of a force-deleted parent's child — are
+    /// parked out of the fetches' way, still delivered with the instance's
+    /// first turn should its start arrive within this time, and dropped
+    /// after it. Events sent with `enqueue_event` (duroxide's
+    /// `QueueMessage`) to a never-started instance are dropped at once, as
+    /// duroxide expects. See [`crate::PostgresProvider::orphaned_instances`].
+    pub orphan_retention: Duration,
+    /// Largest serialized payload accepted (default 16 MiB): a work item
+    /// enqueued, a history event, an activity result, an orchestration
+    /// output, a custom status or a KV value. A larger one is refused before
+    /// it reaches the server with a permanent error naming the field and the
+    /// limit (duroxide then fails the orchestration or activity that produced
+    /// it); nothing already committed changes.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for PostgresOptions {
@@ -169,6 +186,8 @@ impl Default for PostgresOptions {
             notifications: true,
             fallback_poll_interval: Duration::from_millis(250),
             completion_settle: Duration::from_millis(10),
+            orphan_retention: Duration::from_secs(3600),
+            max_payload_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -268,6 +287,20 @@ impl PostgresOptions {
     /// flight may wait for them (zero: at once).
     pub fn completion_settle(mut self, settle: Duration) -> Self {
         self.completion_settle = settle;
+        self
+    }
+
+    /// Sets how long messages for an instance that has not started are kept
+    /// (see the `orphan_retention` field).
+    pub fn orphan_retention(mut self, retention: Duration) -> Self {
+        self.orphan_retention = retention;
+        self
+    }
+
+    /// Sets the largest serialized payload accepted (see the
+    /// `max_payload_bytes` field).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
         self
     }
 

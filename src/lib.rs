@@ -56,6 +56,7 @@ mod sql;
 pub mod throwaway;
 mod worker_queue;
 
+pub use admin::OrphanedInstance;
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PgProviderError, Result, sqlstate};
 pub use notify::NotificationStats;

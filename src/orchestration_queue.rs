@@ -27,7 +27,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -71,6 +71,8 @@ pub(crate) struct FetchParams {
     /// Pass over fresh completions of instances with activities in flight
     /// for this long (long polling; 0: off).
     pub settle_ms: i64,
+    /// How long a parked orphan message is kept.
+    pub orphan_retention_ms: i64,
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -111,6 +113,7 @@ pub(crate) async fn fetch(
         bounds,
         next_due: false,
         settle_ms: 0,
+        orphan_retention_ms: p.limits.orphan_retention_ms,
     };
     match &p.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
@@ -142,7 +145,10 @@ async fn fetch_once(
             for bound in params.bounds {
                 query = query.bind(bound);
             }
-            let query = query.bind(params.next_due).bind(params.settle_ms);
+            let query = query
+                .bind(params.next_due)
+                .bind(params.settle_ms)
+                .bind(params.orphan_retention_ms);
             match query.fetch_optional(&mut *conn).await? {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {

@@ -38,7 +38,18 @@ pub struct PostgresProvider {
     pub(crate) mode: SqlMode,
     /// Long polling, unless notifications are off.
     pub(crate) long_poll: Option<LongPoll>,
+    /// Limits and retention that bound what one tenant's data can cost.
+    pub(crate) limits: Limits,
     name: Arc<str>,
+}
+
+/// The provider's bounds on data, from [`PostgresOptions`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Milliseconds a parked orphan message is kept.
+    pub orphan_retention_ms: i64,
+    /// Largest serialized payload accepted.
+    pub max_payload_bytes: usize,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -151,6 +162,10 @@ impl PostgresProvider {
             sql,
             mode,
             long_poll,
+            limits: Limits {
+                orphan_retention_ms: crate::codec::millis(options.orphan_retention),
+                max_payload_bytes: options.max_payload_bytes,
+            },
             name,
         })
     }

@@ -31,8 +31,10 @@ inline_sections! {
         unknown_instance,
         /// Drop queued events of a never-started instance.
         drop_batch,
-        /// Put a batch back untouched.
-        put_back,
+        /// Park the batch of a never-started instance.
+        park,
+        /// Make the parked messages of a runnable instance ordinary again.
+        unpark,
         /// History and KV snapshot.
         snapshot,
     }
@@ -113,6 +115,7 @@ async fn fetch_in(
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
+    let mut parked = false;
     for _ in 0..MAX_CANDIDATES {
         // The lease counts from the attempt's start; `claimed_at` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
@@ -130,7 +133,11 @@ async fn fetch_in(
             .await?;
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
             return Ok(Polled::Empty {
-                next_due_ms: row.try_get("next_due_ms")?,
+                next_due_ms: if parked {
+                    Some(0)
+                } else {
+                    row.try_get("next_due_ms")?
+                },
             });
         };
         if !row.try_get::<bool, _>("claimed")? {
@@ -173,6 +180,9 @@ async fn fetch_in(
         let has_start: bool = batch
             .try_get::<Option<bool>, _>("has_start")?
             .unwrap_or(false);
+        let has_parked: bool = batch
+            .try_get::<Option<bool>, _>("has_parked")?
+            .unwrap_or(false);
 
         let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
             .bind(&instance)
@@ -186,27 +196,36 @@ async fn fetch_in(
                     .fetch_one(&mut *conn)
                     .await?;
                 if !has_start && !started {
-                    let statement = if all_queue {
-                        &sql.drop_batch
-                    } else {
-                        &sql.put_back
-                    };
-                    sqlx::query(statement)
-                        .bind(&token)
-                        .execute(&mut *conn)
-                        .await?;
                     if all_queue {
+                        sqlx::query(&sql.drop_batch)
+                            .bind(&token)
+                            .execute(&mut *conn)
+                            .await?;
                         // Other work may be waiting: look again now.
                         return Ok(Polled::Empty {
                             next_due_ms: Some(0),
                         });
                     }
+                    sqlx::query(&sql.park)
+                        .bind(&token)
+                        .bind(now)
+                        .bind(params.orphan_retention_ms)
+                        .execute(&mut *conn)
+                        .await?;
                     skip.push(instance);
+                    parked = true;
                     continue;
                 }
                 (None, None, exec)
             }
         };
+        if has_parked {
+            sqlx::query(&sql.unpark)
+                .bind(&token)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
 
         let snapshot = sqlx::query(&sql.snapshot)
             .bind(&instance)

@@ -10,6 +10,7 @@ mod load;
 mod migrations;
 mod modes;
 mod notifications;
+mod orphans;
 mod plans;
 mod schema_names;
 mod support;

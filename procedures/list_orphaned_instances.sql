@@ -1,0 +1,18 @@
+-- list_orphaned_instances: instances with parked messages (messages that
+-- arrived for an instance with no row and no start, see
+-- procedures/fetch_orchestration_item.sql), oldest first: how many messages
+-- each has, when the first was parked and when the last will be dropped
+-- unless the instance starts.
+CREATE OR REPLACE FUNCTION {{schema}}.list_orphaned_instances(p_limit bigint)
+RETURNS TABLE (instance_id text, messages bigint, orphan_since_ms bigint, drop_at_ms bigint)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT q.instance_id, count(*) AS messages, min(q.orphan_since_ms) AS orphan_since_ms,
+           max(q.visible_at_ms) AS drop_at_ms
+      FROM {{schema}}.orchestrator_queue q
+     WHERE q.orphan_since_ms IS NOT NULL AND q.lock_token IS NULL
+     GROUP BY q.instance_id
+     ORDER BY min(q.orphan_since_ms), q.instance_id
+     LIMIT p_limit;
+$$;

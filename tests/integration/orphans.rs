@@ -1,0 +1,253 @@
+//! Messages for instances that have not started (orphans): they never stall
+//! the orchestrator queue, an event raised just before its start is still
+//! delivered, and they are kept only for their retention.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::{Provider, ProviderAdmin, WorkItem};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+
+use crate::fixtures::{json, start};
+use crate::support::{Kind, Slot, TestSchema, with_schema};
+
+macro_rules! in_both_modes {
+    ($check:ident: $procedures:ident, $inline:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $procedures() {
+            $check(SqlMode::StoredProcedures).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $inline() {
+            $check(SqlMode::InlineSql).await;
+        }
+    };
+}
+
+const LOCK: Duration = Duration::from_secs(30);
+
+async fn provider(schema: &TestSchema, mode: SqlMode, retention: Duration) -> PostgresProvider {
+    PostgresProvider::from_pool_with(
+        schema.pool.clone(),
+        PostgresOptions::default()
+            .schema(schema.name.clone())
+            .sql_mode(mode)
+            .orphan_retention(retention),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{mode} provider: {e}"))
+}
+
+fn raised(instance: &str) -> WorkItem {
+    WorkItem::ExternalRaised {
+        instance: instance.to_string(),
+        name: "Go".to_string(),
+        data: "\"payload\"".to_string(),
+    }
+}
+
+/// One fetch that returns at once.
+async fn fetch_now(p: &PostgresProvider) -> Option<(duroxide::providers::OrchestrationItem, String, u32)> {
+    p.fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .expect("fetch")
+}
+
+in_both_modes!(events_for_unknown_ids_do_not_stall_the_queue:
+    events_for_unknown_ids_do_not_stall_the_queue_procedures,
+    events_for_unknown_ids_do_not_stall_the_queue_inline);
+
+/// The reported failure: events and cancellations for 32 ids that were never
+/// started, then a real one-activity orchestration, which must complete.
+async fn events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
+    with_schema("orphan_stall", |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = Arc::new(provider(&schema, mode, Duration::from_secs(3600)).await);
+        let client = Client::new(p.clone());
+        for i in 0..32 {
+            let id = format!("never-started-{i}");
+            client.raise_event(&id, "Go", "x").await.expect("raise");
+            client.cancel_instance(&id, "gone").await.expect("cancel");
+        }
+        let activities = ActivityRegistry::builder()
+            .register("Echo", |_ctx: ActivityContext, input: String| async move {
+                Ok(input)
+            })
+            .build();
+        let orchestrations = OrchestrationRegistry::builder()
+            .register("One", |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Echo", input).await
+            })
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let rt = Runtime::start_with_options(p.clone(), activities, orchestrations, options).await;
+        client
+            .start_orchestration("real", "One", "hello")
+            .await
+            .expect("start");
+        let status = client
+            .wait_for_orchestration("real", Duration::from_secs(15))
+            .await;
+        rt.shutdown(None).await;
+        match status {
+            Ok(OrchestrationStatus::Completed { output, .. }) => assert_eq!(output, "hello"),
+            other => panic!("{mode}: the real orchestration did not complete: {other:?}"),
+        }
+        // Each unknown id has its event and its cancellation parked, visible
+        // to an operator, and counted in the queue depth.
+        let orphans = p.orphaned_instances(100).await.expect("orphans");
+        assert_eq!(orphans.len(), 32, "{orphans:?}");
+        assert!(orphans.iter().all(|o| o.messages == 2), "{orphans:?}");
+        let depths = p.get_queue_depths().await.expect("depths");
+        assert_eq!(depths.orchestrator_queue, 64);
+    })
+    .await;
+}
+
+in_both_modes!(ten_thousand_orphans_stay_out_of_the_way:
+    ten_thousand_orphans_stay_out_of_the_way_procedures,
+    ten_thousand_orphans_stay_out_of_the_way_inline);
+
+/// 10,000 orphans queued ahead of real work: a waiting fetch parks them and
+/// claims the real instance; once parked, they cost later fetches nothing.
+async fn ten_thousand_orphans_stay_out_of_the_way(mode: SqlMode) {
+    with_schema("orphan_flood", |schema| async move {
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        // Written behind the provider's back: 10,000 enqueues one by one
+        // would be the slow part of this test.
+        sqlx::query(&schema.sql(
+            "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
+             SELECT 'ghost-' || g, 'ExternalRaised', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
+               FROM generate_series(1, 10000) g",
+        ))
+        .bind(json(&raised("ghost")))
+        .execute(&schema.pool)
+        .await
+        .expect("insert orphans");
+        p.enqueue_for_orchestrator(start("first"), None)
+            .await
+            .expect("enqueue");
+
+        // A long-polling fetch works through the orphans ahead of the start.
+        let begun = Instant::now();
+        let (item, token, _) = p
+            .fetch_orchestration_item(LOCK, Duration::from_secs(60), None)
+            .await
+            .expect("fetch")
+            .expect("the real instance is claimed");
+        eprintln!(
+            "{mode}: parking 10,000 orphans ahead of the first start took {:?}",
+            begun.elapsed()
+        );
+        assert_eq!(item.instance, "first");
+        p.abandon_orchestration_item(&token, None, false)
+            .await
+            .expect("abandon");
+        let parked = p.orphaned_instances(20_000).await.expect("orphans");
+        assert_eq!(parked.len(), 10_000);
+
+        // Parked, they are not met again: the next start is the first
+        // candidate of a single fetch.
+        p.enqueue_for_orchestrator(start("second"), None)
+            .await
+            .expect("enqueue");
+        let mut claimed = Vec::new();
+        while let Some((item, token, _)) = fetch_now(&p).await {
+            claimed.push(item.instance.clone());
+            p.abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
+                .await
+                .expect("abandon");
+            assert!(claimed.len() <= 2, "{claimed:?}");
+        }
+        claimed.sort();
+        assert_eq!(claimed, ["first", "second"]);
+        let unparked: i64 = sqlx::query_scalar(&schema.sql(
+            "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE orphan_since_ms IS NULL AND instance_id LIKE 'ghost-%'",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(unparked, 0);
+    })
+    .await;
+}
+
+in_both_modes!(an_event_raised_before_its_start_is_delivered_with_it:
+    an_event_raised_before_its_start_is_delivered_with_it_procedures,
+    an_event_raised_before_its_start_is_delivered_with_it_inline);
+
+async fn an_event_raised_before_its_start_is_delivered_with_it(mode: SqlMode) {
+    with_schema("orphan_early", |schema| async move {
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        p.enqueue_for_orchestrator(raised("early"), None)
+            .await
+            .expect("raise");
+        assert!(fetch_now(&p).await.is_none(), "nothing can run yet");
+        let orphans = p.orphaned_instances(10).await.expect("orphans");
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].instance_id, "early");
+        assert_eq!(orphans[0].messages, 1);
+
+        p.enqueue_for_orchestrator(start("early"), None)
+            .await
+            .expect("start");
+        let (item, token, attempts) = fetch_now(&p).await.expect("the start is claimed");
+        assert_eq!(attempts, 1, "parking does not count as an attempt");
+        assert_eq!(item.messages.len(), 2, "{:?}", item.messages);
+        assert!(matches!(item.messages[0], WorkItem::ExternalRaised { .. }));
+        assert!(matches!(item.messages[1], WorkItem::StartOrchestration { .. }));
+        // Abandoned, the batch is an ordinary one: visible again at once, no
+        // longer listed as orphaned.
+        p.abandon_orchestration_item(&token, None, false)
+            .await
+            .expect("abandon");
+        assert!(p.orphaned_instances(10).await.expect("orphans").is_empty());
+        let (item, _, _) = fetch_now(&p).await.expect("claimed again");
+        assert_eq!(item.messages.len(), 2);
+    })
+    .await;
+}
+
+in_both_modes!(orphans_are_dropped_when_their_retention_ends:
+    orphans_are_dropped_when_their_retention_ends_procedures,
+    orphans_are_dropped_when_their_retention_ends_inline);
+
+async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
+    with_schema("orphan_retention", |schema| async move {
+        // Zero retention: dropped when first found.
+        let eager = provider(&schema, mode, Duration::ZERO).await;
+        eager
+            .enqueue_for_orchestrator(raised("gone-now"), None)
+            .await
+            .expect("raise");
+        assert!(fetch_now(&eager).await.is_none());
+        assert_eq!(eager.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+
+        let p = provider(&schema, mode, Duration::from_millis(300)).await;
+        p.enqueue_for_orchestrator(raised("gone-later"), None)
+            .await
+            .expect("raise");
+        assert!(fetch_now(&p).await.is_none());
+        let orphans = p.orphaned_instances(10).await.expect("orphans");
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].drop_at_ms, orphans[0].orphan_since_ms + 300);
+        // Once the retention has passed, the next fetch drops it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.get_queue_depths().await.expect("depths").orchestrator_queue > 0 {
+            assert!(Instant::now() < deadline, "the orphan was never dropped");
+            assert!(fetch_now(&p).await.is_none());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(p.orphaned_instances(10).await.expect("orphans").is_empty());
+    })
+    .await;
+}
