@@ -5,11 +5,19 @@
 -- first, second and last statement).
 
 -- name: lease
--- $1 token. Returns the instance, the lease end and now.
-SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms
-  FROM {{schema}}.instance_locks l
+-- The advisory keys of the instances the turn sends to, shared, in order and
+-- before the lease row is locked (the aggregate is complete before the join
+-- emits a row to lock); then the lease, and the exclusive try of the own
+-- instance's key (quiet: no writer of its queue in flight).
+-- $1 token, $2 instances sent to. Returns the instance, the lease end, now
+-- and quiet.
+SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
+       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(l.instance_id)) AS quiet
+  FROM (SELECT count(pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(t.id))) AS n
+          FROM (SELECT DISTINCT u.id FROM unnest($2::text[]) AS u(id) ORDER BY u.id) t) k,
+       {{schema}}.instance_locks l
  WHERE l.lock_token = $1::text
-   FOR UPDATE;
+   FOR UPDATE OF l;
 
 -- name: consume
 -- $1 token.
@@ -136,7 +144,8 @@ SELECT u.instance_id, u.item_kind, u.work_item, coalesce(u.visible_at_ms, $5::bi
 -- Release the lease and wake waiters at commit: orchestrators for new
 -- messages or for messages that arrived while the instance was leased,
 -- workers for new activities. $1 token, $2 instance, $3 orchestrator items
--- enqueued, $4 worker items enqueued.
+-- enqueued or a writer of the instance's queue in flight, $4 worker items
+-- enqueued.
 WITH released AS (DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text)
 SELECT (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator')
                                WHERE $3::boolean

@@ -8,6 +8,17 @@
 -- merged into kv_store when the execution ends), enqueues worker and
 -- orchestrator items, deletes cancelled activities, and releases the lease.
 -- Arrays carry the batches; all arrays of one batch have the same length.
+--
+-- No wake-up is lost to a message that arrives while the turn commits. Every
+-- writer of an instance's orchestrator queue (enqueue_orchestrator_item,
+-- ack_work_item, and this procedure for the instances it sends to) holds the
+-- instance's advisory key shared until it commits; the ack tries the key of
+-- its own instance exclusively before its last statement. Taken, any writer
+-- that has not committed yet waits for this commit (so its own notification
+-- comes after the lease is gone) and any that committed before is seen by
+-- the last statement's snapshot; refused, a writer is in flight and the ack
+-- notifies. The shared keys are taken first, in instance order, before any
+-- row lock (see docs/architecture.md, "Lock order").
 CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
     p_lock_token        text,
     p_execution_id      bigint,
@@ -50,7 +61,13 @@ DECLARE
     v_instance text;
     v_until    bigint;
     v_now      bigint;
+    v_quiet    boolean;
 BEGIN
+    IF coalesce(array_length(p_orch_instances, 1), 0) > 0 THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(t.id))
+           FROM (SELECT DISTINCT u.id FROM unnest(p_orch_instances) AS u(id) ORDER BY u.id) t;
+    END IF;
+
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_until
       FROM {{schema}}.instance_locks l
      WHERE l.lock_token = p_lock_token
@@ -62,6 +79,8 @@ BEGIN
     IF v_until <= v_now THEN
         RAISE EXCEPTION USING ERRCODE = 'DX002', MESSAGE = 'Instance lock expired';
     END IF;
+    -- Refused while a writer of this instance's queue is in flight.
+    v_quiet := pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(v_instance));
 
     DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = p_lock_token;
 
@@ -169,10 +188,12 @@ BEGIN
 
     DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = p_lock_token;
 
-    -- Wake waiters at commit: orchestrators for new messages or for messages
-    -- that arrived while the instance was leased, workers for new activities.
+    -- Wake waiters at commit: orchestrators for new messages, for messages
+    -- that arrived while the instance was leased or that are arriving now,
+    -- workers for new activities.
     PERFORM pg_notify('{{channel}}', 'orchestrator')
       WHERE coalesce(array_length(p_orch_items, 1), 0) > 0
+         OR NOT v_quiet
          OR EXISTS (SELECT 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = v_instance);
     PERFORM pg_notify('{{channel}}', 'worker')
       WHERE coalesce(array_length(p_worker_items, 1), 0) > 0;

@@ -270,11 +270,12 @@ pub(crate) async fn ack(p: &PostgresProvider, a: AckParams) -> Result<()> {
 async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Result<()> {
     let sql = &p.sql.inline.ack_orchestration;
 
-    let lease: Option<(String, i64, i64)> = sqlx::query_as(&sql.lease)
+    let lease: Option<(String, i64, i64, bool)> = sqlx::query_as(&sql.lease)
         .bind(&a.lock_token)
+        .bind(&a.orch_instances)
         .fetch_optional(&mut *c)
         .await?;
-    let Some((instance, until, now)) = lease else {
+    let Some((instance, until, now, quiet)) = lease else {
         return Err(PgProviderError::rejected(
             sqlstate::INVALID_LOCK_TOKEN,
             "Invalid lock token",
@@ -429,7 +430,7 @@ async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Re
     sqlx::query(&sql.release)
         .bind(&a.lock_token)
         .bind(&instance)
-        .bind(!a.orch_instances.is_empty())
+        .bind(!a.orch_instances.is_empty() || !quiet)
         .bind(!a.worker_items.is_empty())
         .execute(&mut *c)
         .await?;
