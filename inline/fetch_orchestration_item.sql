@@ -172,13 +172,27 @@ UPDATE {{schema}}.orchestrator_queue q
  WHERE q.lock_token = $1::text AND q.orphan_since_ms IS NOT NULL;
 
 -- name: snapshot
--- History of the execution and the instance's KV store. $1 instance, $2 execution.
-SELECT (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
-          FROM {{schema}}.history h
-         WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) AS history,
+-- History of the execution, unless larger than $3 bytes (history_error
+-- instead, measured from the stored lengths), and the instance's KV store.
+-- $1 instance, $2 execution, $3 max history bytes.
+SELECT CASE WHEN b.bytes <= $3::bigint THEN
+            (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+               FROM {{schema}}.history h
+              WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) END AS history,
+       CASE WHEN b.bytes > $3::bigint THEN
+            pg_catalog.format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, $3::bigint) END AS history_error,
        kv.keys AS kv_keys, kv.vals AS kv_values, kv.updated AS kv_updated_ms
-  FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
+  FROM (SELECT coalesce(sum(octet_length(h.event_data)), 0) AS bytes
+          FROM {{schema}}.history h
+         WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) b,
+       (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
                coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
                coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
           FROM {{schema}}.kv_store s
          WHERE s.instance_id = $1::text) kv;
+
+-- name: reclaim
+-- A claim of a known instance, for a fetch whose snapshot failed and rolled
+-- back: its advisory key and the clock. $1 instance.
+SELECT pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext($1::text)) AS claimed,
+       {{now_ms}} AS now_ms;

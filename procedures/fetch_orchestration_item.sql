@@ -65,7 +65,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
     p_max_patch       bigint,
     p_next_due        boolean,
     p_settle_ms       bigint,
-    p_orphan_retention_ms bigint)
+    p_orphan_retention_ms bigint,
+    p_max_history_bytes   bigint)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -76,6 +77,7 @@ RETURNS TABLE (
     attempt_count          integer,
     messages               text[],
     history                text[],
+    history_error          text,
     kv_keys                text[],
     kv_values              text[],
     kv_updated_ms          bigint[],
@@ -314,17 +316,37 @@ BEGIN
              WHERE q.lock_token = v_token AND q.orphan_since_ms IS NOT NULL;
         END IF;
 
-        RETURN QUERY
-        SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
-               (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
-                  FROM {{schema}}.history h
-                 WHERE h.instance_id = v_instance AND h.execution_id = v_exec),
-               kv.keys, kv.vals, kv.updated, v_more, v_due
-          FROM (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
-                       coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
-                       coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
-                  FROM {{schema}}.kv_store s
-                 WHERE s.instance_id = v_instance) kv;
+        -- The claim (lease, attempt count) stands whatever happens next: a
+        -- history that cannot be read (larger than p_max_history_bytes,
+        -- measured from the stored lengths without reading a value; or any
+        -- failure reading it, a statement timeout included) comes back as
+        -- history_error, so the runtime abandons the turn, the attempts
+        -- grow and poison handling ends the instance instead of one
+        -- instance failing every fetch that meets it.
+        BEGIN
+            RETURN QUERY
+            SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
+                   CASE WHEN b.bytes <= p_max_history_bytes THEN
+                        (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+                           FROM {{schema}}.history h
+                          WHERE h.instance_id = v_instance AND h.execution_id = v_exec) END,
+                   CASE WHEN b.bytes > p_max_history_bytes THEN
+                        format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
+                   kv.keys, kv.vals, kv.updated, v_more, v_due
+              FROM (SELECT coalesce(sum(octet_length(h.event_data)), 0) AS bytes
+                      FROM {{schema}}.history h
+                     WHERE h.instance_id = v_instance AND h.execution_id = v_exec) b,
+                   (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
+                           coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
+                           coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+                      FROM {{schema}}.kv_store s
+                     WHERE s.instance_id = v_instance) kv;
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            RETURN QUERY
+            SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
+                   NULL::text[], format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
+                   '{}'::text[], '{}'::text[], '{}'::bigint[], v_more, v_due;
+        END;
         RETURN;
     END LOOP;
     -- Every candidate was leased by others meanwhile (their acks notify) or

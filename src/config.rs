@@ -168,6 +168,13 @@ pub struct PostgresOptions {
     /// limit (duroxide then fails the orchestration or activity that produced
     /// it); nothing already committed changes.
     pub max_payload_bytes: usize,
+    /// Largest history (the current execution's events, as stored) a fetch
+    /// reads (default 256 MiB, well below PostgreSQL's 1 GB limit on one
+    /// value). A larger one is not read: the turn is handed to the runtime
+    /// with a history error, which it abandons and, after its maximum
+    /// attempts, fails as poison, rather than failing every fetch that meets
+    /// the instance.
+    pub max_history_bytes: usize,
 }
 
 impl Default for PostgresOptions {
@@ -188,6 +195,7 @@ impl Default for PostgresOptions {
             completion_settle: Duration::from_millis(10),
             orphan_retention: Duration::from_secs(3600),
             max_payload_bytes: 16 * 1024 * 1024,
+            max_history_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -301,6 +309,13 @@ impl PostgresOptions {
     /// `max_payload_bytes` field).
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest history a fetch reads (see the `max_history_bytes`
+    /// field).
+    pub fn max_history_bytes(mut self, bytes: usize) -> Self {
+        self.max_history_bytes = bytes;
         self
     }
 

@@ -73,7 +73,9 @@ pub(crate) async fn append_with_execution(
     for event in events {
         ids.push(codec::to_i64("event_id", event.event_id())?);
         types.push(codec::event_type(event));
-        data.push(codec::encode_event(event)?);
+        let encoded = codec::encode_event(event)?;
+        p.limits.check_payload("history event", &encoded)?;
+        data.push(encoded);
     }
     sqlx::query(&p.sql.history.append)
         .bind(codec::check_text("instance", instance)?)

@@ -27,7 +27,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -52,7 +52,10 @@ pub(crate) struct FetchedRow {
     pub instance_known: bool,
     pub attempt_count: i32,
     pub messages: Vec<String>,
-    pub history: Vec<String>,
+    /// `None` when the history could not be read (see `history_error`).
+    pub history: Option<Vec<String>>,
+    /// Why the history could not be read: too large, or a failure reading it.
+    pub history_error: Option<String>,
     pub kv_keys: Vec<String>,
     pub kv_values: Vec<String>,
     pub kv_updated_ms: Vec<i64>,
@@ -73,6 +76,8 @@ pub(crate) struct FetchParams {
     pub settle_ms: i64,
     /// How long a parked orphan message is kept.
     pub orphan_retention_ms: i64,
+    /// Largest history a fetch reads.
+    pub max_history_bytes: i64,
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -114,6 +119,7 @@ pub(crate) async fn fetch(
         next_due: false,
         settle_ms: 0,
         orphan_retention_ms: p.limits.orphan_retention_ms,
+        max_history_bytes: p.limits.max_history_bytes,
     };
     match &p.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
@@ -148,7 +154,8 @@ async fn fetch_once(
             let query = query
                 .bind(params.next_due)
                 .bind(params.settle_ms)
-                .bind(params.orphan_retention_ms);
+                .bind(params.orphan_retention_ms)
+                .bind(params.max_history_bytes);
             match query.fetch_optional(&mut *conn).await? {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
@@ -176,9 +183,15 @@ fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
         .iter()
         .filter_map(|text| codec::decode_work_item(text).ok())
         .collect();
-    let (history, history_error) = match codec::decode_events(&row.history) {
-        Ok(history) => (history, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+    // A history the fetch did not read, or that does not parse, is the
+    // runtime's to handle (abandon, then poison), as in duroxide's SQLite provider.
+    let (history, history_error) = match (&row.history, row.history_error) {
+        (_, Some(error)) => (Vec::new(), Some(error)),
+        (None, None) => (Vec::new(), Some("history could not be read".to_string())),
+        (Some(history), None) => match codec::decode_events(history) {
+            Ok(history) => (history, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
     };
     let (name, version) = if row.instance_known {
         (
@@ -307,7 +320,9 @@ pub(crate) async fn ack(
     for event in history_delta {
         event_ids.push(codec::to_i64("event_id", event.event_id())?);
         event_types.push(codec::event_type(event));
-        event_data.push(codec::encode_event(event)?);
+        let encoded = codec::encode_event(event)?;
+        p.limits.check_payload("history event", &encoded)?;
+        event_data.push(encoded);
     }
 
     // The last CustomStatusUpdated of the delta wins; `None` inside it clears.
@@ -319,6 +334,9 @@ pub(crate) async fn ack(
         codec::check_text("custom_status", status)?;
     }
     let (kv_op, kv_key, kv_value, kv_ms) = kv_ops(history_delta)?;
+    for value in kv_value.iter().flatten() {
+        p.limits.check_payload("kv value", value)?;
+    }
 
     let workers = worker_items
         .iter()
@@ -338,7 +356,14 @@ pub(crate) async fn ack(
     ] {
         if let Some(v) = value {
             codec::check_text(field, v)?;
+            p.limits.check_payload(field, v)?;
         }
+    }
+    for w in &workers {
+        p.limits.check_payload("activity work item", &w.json)?;
+    }
+    for o in &orchestrator {
+        p.limits.check_payload("orchestrator work item", &o.json)?;
     }
     let pinned = match &metadata.pinned_duroxide_version {
         Some(v) => [
@@ -525,6 +550,7 @@ pub(crate) async fn enqueue(
     delay: Option<Duration>,
 ) -> Result<()> {
     let row = OrchestratorRow::new(item)?;
+    p.limits.check_payload("orchestrator work item", &row.json)?;
     sqlx::query(&p.sql.orchestration.enqueue)
         .bind(&row.instance)
         .bind(row.kind)

@@ -50,6 +50,25 @@ pub(crate) struct Limits {
     pub orphan_retention_ms: i64,
     /// Largest serialized payload accepted.
     pub max_payload_bytes: usize,
+    /// Largest history a fetch reads.
+    pub max_history_bytes: i64,
+}
+
+impl Limits {
+    /// Refuses a payload over [`Limits::max_payload_bytes`], naming `field`.
+    pub(crate) fn check_payload(&self, field: &str, value: &str) -> Result<()> {
+        if value.len() > self.max_payload_bytes {
+            return Err(crate::PgProviderError::invalid_input(
+                field,
+                format!(
+                    "{} bytes exceeds the payload limit of {} bytes (PostgresOptions::max_payload_bytes)",
+                    value.len(),
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -165,6 +184,7 @@ impl PostgresProvider {
             limits: Limits {
                 orphan_retention_ms: crate::codec::millis(options.orphan_retention),
                 max_payload_bytes: options.max_payload_bytes,
+                max_history_bytes: i64::try_from(options.max_history_bytes).unwrap_or(i64::MAX),
             },
             name,
         })

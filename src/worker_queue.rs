@@ -42,6 +42,7 @@ statements! {
 /// Enqueues an `ActivityExecute` item.
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<()> {
     let row = WorkerRow::new(item)?;
+    p.limits.check_payload("activity work item", &row.json)?;
     sqlx::query(&p.sql.worker.enqueue)
         .bind(&row.json)
         .bind(&row.instance)
@@ -196,6 +197,9 @@ pub(crate) async fn ack(
     completion: Option<&WorkItem>,
 ) -> Result<()> {
     let row = completion.map(OrchestratorRow::new).transpose()?;
+    if let Some(row) = &row {
+        p.limits.check_payload("activity completion", &row.json)?;
+    }
     let acked: bool = sqlx::query_scalar(&p.sql.worker.ack)
         .bind(codec::check_text("lock_token", token)?)
         .bind(row.as_ref().map(|r| r.instance.as_str()))

@@ -37,6 +37,28 @@ inline_sections! {
         unpark,
         /// History and KV snapshot.
         snapshot,
+        /// Claim a known instance again after a failed snapshot.
+        reclaim,
+    }
+}
+
+/// How a fetch transaction ended.
+enum Fetched {
+    /// Claimed, or nothing to claim.
+    Done(Polled<FetchedRow>),
+    /// The claimed instance's history could not be read: the transaction
+    /// rolled back, and the instance is claimed again without it.
+    Unreadable { instance: String, reason: String },
+}
+
+/// A failure the server reported for one statement, the session intact:
+/// anything but a lost connection or a server going away.
+fn failed_on_server(e: &PgProviderError) -> bool {
+    match e {
+        PgProviderError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| !code.starts_with("08") && !code.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -101,9 +123,144 @@ pub(crate) async fn fetch(
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
-        tx.finish(outcome).await
+        match tx.finish(outcome).await? {
+            Fetched::Done(polled) => Ok(polled),
+            Fetched::Unreadable { instance, reason } => {
+                let mut tx = Tx::begin(&p.pool).await?;
+                let outcome = reclaim(&p, tx.conn(), &params, clock, instance, reason).await;
+                tx.finish(outcome).await
+            }
+        }
     })
     .await
+}
+
+/// Claims `instance` again, counting the attempt, and hands it over with
+/// `reason` as its history error and no history: the procedure's exception
+/// block, as a second transaction (the first rolled back). A fetch that fails
+/// on one instance's history thus still counts toward its poisoning.
+async fn reclaim(
+    p: &PostgresProvider,
+    conn: &mut PgConnection,
+    params: &FetchParams,
+    clock: AttemptClock,
+    instance: String,
+    reason: String,
+) -> Result<Polled<FetchedRow>> {
+    let sql = &p.sql.inline.fetch_orchestration;
+    let look_again = Polled::Empty {
+        next_due_ms: Some(0),
+    };
+    let (claimed, claimed_at): (Option<bool>, i64) = sqlx::query_as(&sql.reclaim)
+        .bind(&instance)
+        .fetch_one(&mut *conn)
+        .await?;
+    if claimed != Some(true) {
+        return Ok(look_again);
+    }
+    let token = uuid::Uuid::new_v4().to_string();
+    let lease_ms = clock.lease_ms(params.lock_timeout);
+    let Some((now, batch)) = lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await? else {
+        return Ok(look_again);
+    };
+    let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
+        .bind(&instance)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let execution_id = match &known {
+        Some((_, _, exec)) => *exec,
+        None => {
+            let (exec, _): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
+                .bind(&instance)
+                .fetch_one(&mut *conn)
+                .await?;
+            exec
+        }
+    };
+    if batch.has_parked {
+        sqlx::query(&sql.unpark)
+            .bind(&token)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Polled::Found {
+        item: FetchedRow {
+            lock_token: token,
+            instance_id: instance,
+            orchestration_name: known.as_ref().map(|k| k.0.clone()),
+            orchestration_version: known.as_ref().map(|k| k.1.clone()),
+            execution_id,
+            instance_known: known.is_some(),
+            attempt_count: batch.attempts,
+            messages: batch.messages,
+            history: None,
+            history_error: Some(format!("history could not be read: {reason}")),
+            kv_keys: Vec::new(),
+            kv_values: Vec::new(),
+            kv_updated_ms: Vec::new(),
+        },
+        more: false,
+        next_due_ms: None,
+    })
+}
+
+/// The messages a claim stamped.
+struct Batch {
+    messages: Vec<String>,
+    attempts: i32,
+    all_queue: bool,
+    has_start: bool,
+    has_parked: bool,
+}
+
+/// Takes the lease of `instance` from `claimed_at` and stamps its batch:
+/// the claim time and the batch, or `None` when another dispatcher holds a
+/// live lease or the batch was consumed since the candidate was read (the
+/// lease is given back then).
+async fn lease_and_batch(
+    sql: &FetchSql,
+    conn: &mut PgConnection,
+    instance: &str,
+    token: &str,
+    lease_ms: i64,
+    claimed_at: i64,
+) -> Result<Option<(i64, Batch)>> {
+    let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
+        .bind(instance)
+        .bind(token)
+        .bind(lease_ms)
+        .bind(claimed_at)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(now) = leased else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&sql.batch)
+        .bind(instance)
+        .bind(token)
+        .bind(now)
+        .bind(lease_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    let Some(messages) = row.try_get::<Option<Vec<String>>, _>("messages")? else {
+        sqlx::query(&sql.release_lease)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    };
+    let flag = |name: &str| -> Result<bool> { Ok(row.try_get::<Option<bool>, _>(name)?.unwrap_or(false)) };
+    Ok(Some((
+        now,
+        Batch {
+            messages,
+            attempts: row.try_get::<Option<i32>, _>("attempts")?.unwrap_or(0),
+            all_queue: flag("all_queue")?,
+            has_start: flag("has_start")?,
+            has_parked: flag("has_parked")?,
+        },
+    )))
 }
 
 async fn fetch_in(
@@ -111,7 +268,7 @@ async fn fetch_in(
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
-) -> Result<Polled<FetchedRow>> {
+) -> Result<Fetched> {
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
@@ -132,13 +289,13 @@ async fn fetch_in(
             .fetch_one(&mut *conn)
             .await?;
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
-            return Ok(Polled::Empty {
+            return Ok(Fetched::Done(Polled::Empty {
                 next_due_ms: if parked {
                     Some(0)
                 } else {
                     row.try_get("next_due_ms")?
                 },
-            });
+            }));
         };
         if !row.try_get::<bool, _>("claimed")? {
             skip.push(instance);
@@ -147,42 +304,19 @@ async fn fetch_in(
         let more: bool = row.try_get("more")?;
         let next_due_ms: Option<i64> = row.try_get("next_due_ms")?;
         let claimed_at: i64 = row.try_get("now_ms")?;
-        let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
-            .bind(&instance)
-            .bind(&token)
-            .bind(lease_ms)
-            .bind(claimed_at)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(now) = leased else {
-            skip.push(instance); // another dispatcher holds it
+        let Some((now, batch)) =
+            lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
+        else {
+            skip.push(instance); // another dispatcher holds it, or nothing is left
             continue;
         };
-        let batch = sqlx::query(&sql.batch)
-            .bind(&instance)
-            .bind(&token)
-            .bind(now)
-            .bind(lease_ms)
-            .fetch_one(&mut *conn)
-            .await?;
-        let Some(messages) = batch.try_get::<Option<Vec<String>>, _>("messages")? else {
-            sqlx::query(&sql.release_lease)
-                .bind(&token)
-                .execute(&mut *conn)
-                .await?;
-            skip.push(instance);
-            continue;
-        };
-        let attempts: i32 = batch.try_get::<Option<i32>, _>("attempts")?.unwrap_or(0);
-        let all_queue: bool = batch
-            .try_get::<Option<bool>, _>("all_queue")?
-            .unwrap_or(false);
-        let has_start: bool = batch
-            .try_get::<Option<bool>, _>("has_start")?
-            .unwrap_or(false);
-        let has_parked: bool = batch
-            .try_get::<Option<bool>, _>("has_parked")?
-            .unwrap_or(false);
+        let Batch {
+            messages,
+            attempts,
+            all_queue,
+            has_start,
+            has_parked,
+        } = batch;
 
         let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
             .bind(&instance)
@@ -202,9 +336,9 @@ async fn fetch_in(
                             .execute(&mut *conn)
                             .await?;
                         // Other work may be waiting: look again now.
-                        return Ok(Polled::Empty {
+                        return Ok(Fetched::Done(Polled::Empty {
                             next_due_ms: Some(0),
-                        });
+                        }));
                     }
                     sqlx::query(&sql.park)
                         .bind(&token)
@@ -227,11 +361,23 @@ async fn fetch_in(
                 .await?;
         }
 
-        let snapshot = sqlx::query(&sql.snapshot)
+        let snapshot = match sqlx::query(&sql.snapshot)
             .bind(&instance)
             .bind(execution_id)
+            .bind(params.max_history_bytes)
             .fetch_one(&mut *conn)
-            .await?;
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                let e = PgProviderError::from(e);
+                if failed_on_server(&e) {
+                    let reason = e.to_string();
+                    return Ok(Fetched::Unreadable { instance, reason });
+                }
+                return Err(e);
+            }
+        };
         let row = FetchedRow {
             lock_token: token,
             instance_id: instance,
@@ -242,18 +388,22 @@ async fn fetch_in(
             attempt_count: attempts,
             messages,
             history: snapshot.try_get("history")?,
+            history_error: snapshot.try_get("history_error")?,
             kv_keys: snapshot.try_get("kv_keys")?,
             kv_values: snapshot.try_get("kv_values")?,
             kv_updated_ms: snapshot.try_get("kv_updated_ms")?,
         };
-        return Ok(Polled::Found {
+        return Ok(Fetched::Done(Polled::Found {
             item: row,
             more,
             next_due_ms,
-        });
+        }));
     }
-    // Every candidate was leased by others meanwhile: their acks notify.
-    Ok(Polled::Empty { next_due_ms: None })
+    // Every candidate was leased by others meanwhile (their acks notify) or
+    // parked (look again now).
+    Ok(Fetched::Done(Polled::Empty {
+        next_due_ms: parked.then_some(0),
+    }))
 }
 
 /// The procedure's steps in order, skipping those whose input is empty.

@@ -7,6 +7,7 @@ mod arrivals;
 mod concurrency;
 mod differential;
 mod fixtures;
+mod limits;
 mod load;
 mod migrations;
 mod modes;

@@ -1,0 +1,260 @@
+//! Bounds on what one instance's data can do to a tenant: payloads over the
+//! limit are refused before they reach the server, and an instance whose
+//! history cannot be read (too large, or a failure reading it) counts its
+//! attempts until the runtime poisons it, without holding the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::providers::{Provider, ProviderAdmin, WorkItem};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+
+use crate::fixtures::{event, metadata, start};
+use crate::support::{Kind, Slot, TestSchema, database_url, with_schema};
+
+macro_rules! in_both_modes {
+    ($check:ident: $procedures:ident, $inline:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $procedures() {
+            $check(SqlMode::StoredProcedures).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $inline() {
+            $check(SqlMode::InlineSql).await;
+        }
+    };
+}
+
+const LOCK: Duration = Duration::from_secs(30);
+
+async fn provider(schema: &TestSchema, options: PostgresOptions) -> PostgresProvider {
+    PostgresProvider::from_pool_with(schema.pool.clone(), options.schema(schema.name.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("provider: {e}"))
+}
+
+fn raised(instance: &str, data: String) -> WorkItem {
+    WorkItem::ExternalRaised {
+        instance: instance.to_string(),
+        name: "Go".to_string(),
+        data,
+    }
+}
+
+in_both_modes!(an_oversized_payload_is_refused_and_nothing_is_lost:
+    an_oversized_payload_is_refused_and_nothing_is_lost_procedures,
+    an_oversized_payload_is_refused_and_nothing_is_lost_inline);
+
+async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
+    with_schema("limit_payload", |schema| async move {
+        let p = provider(
+            &schema,
+            PostgresOptions::default()
+                .sql_mode(mode)
+                .max_payload_bytes(4096),
+        )
+        .await;
+        // At enqueue: refused, permanent, naming the field and the limit.
+        let err = p
+            .enqueue_for_orchestrator(raised("big", "x".repeat(5000)), None)
+            .await
+            .expect_err("an oversized event is refused");
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("orchestrator work item") && text.contains("4096"), "{text}");
+        assert_eq!(p.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+
+        // At ack: the oversized output is refused, the lease and the turn's
+        // messages stay as they were, and a turn within the limit commits.
+        p.enqueue_for_orchestrator(start("big"), None)
+            .await
+            .expect("enqueue");
+        let (_, token, _) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("claimed");
+        let mut done = metadata();
+        done.status = Some("Completed".to_string());
+        done.output = Some("y".repeat(5000));
+        let err = p
+            .ack_orchestration_item(&token, 1, vec![event("big", 1)], vec![], vec![], done.clone(), vec![])
+            .await
+            .expect_err("an oversized output is refused");
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("output") && text.contains("4096"), "{text}");
+        assert!(p.read("big").await.expect("read").is_empty());
+        done.output = Some("small".to_string());
+        p.ack_orchestration_item(&token, 1, vec![event("big", 1)], vec![], vec![], done, vec![])
+            .await
+            .expect("the same lease still commits a turn within the limit");
+        assert_eq!(p.read("big").await.expect("read").len(), 1);
+
+        // An oversized activity result is refused at the worker's ack too.
+        p.enqueue_for_worker(crate::fixtures::activity("big", 2))
+            .await
+            .expect("enqueue activity");
+        let (_, token, _) = p
+            .fetch_work_item(LOCK, Duration::ZERO, None, &duroxide::providers::TagFilter::default())
+            .await
+            .expect("fetch work")
+            .expect("claimed work");
+        let completion = WorkItem::ActivityCompleted {
+            instance: "big".to_string(),
+            execution_id: 1,
+            id: 2,
+            result: "z".repeat(5000),
+        };
+        let err = p
+            .ack_work_item(&token, Some(completion))
+            .await
+            .expect_err("an oversized result is refused");
+        assert!(err.to_string().contains("activity completion"), "{err}");
+        assert_eq!(p.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+    })
+    .await;
+}
+
+in_both_modes!(a_history_too_large_to_read_ends_in_poison:
+    a_history_too_large_to_read_ends_in_poison_procedures,
+    a_history_too_large_to_read_ends_in_poison_inline);
+
+/// An orchestration whose history outgrows what a fetch reads fails as
+/// poison after the runtime's attempts, and a neighbour still runs.
+async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
+    with_schema("limit_history", |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = Arc::new(
+            provider(
+                &schema,
+                PostgresOptions::default()
+                    .sql_mode(mode)
+                    .max_history_bytes(6000),
+            )
+            .await,
+        );
+        let activities = ActivityRegistry::builder()
+            .register("Pad", |_ctx: ActivityContext, input: String| async move {
+                Ok(input.repeat(500))
+            })
+            .build();
+        let orchestrations = OrchestrationRegistry::builder()
+            .register("Grow", |ctx: OrchestrationContext, _input: String| async move {
+                for _ in 0..20 {
+                    ctx.schedule_activity("Pad", "x").await?;
+                }
+                Ok("grown".to_string())
+            })
+            .register("Small", |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Pad", input).await
+            })
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            max_attempts: 3,
+            ..Default::default()
+        };
+        let rt = Runtime::start_with_options(p.clone(), activities, orchestrations, options).await;
+        let client = Client::new(p.clone());
+        client.start_orchestration("grow", "Grow", "").await.expect("start");
+        let grown = client
+            .wait_for_orchestration("grow", Duration::from_secs(60))
+            .await;
+        client.start_orchestration("small", "Small", "y").await.expect("start");
+        let small = client
+            .wait_for_orchestration("small", Duration::from_secs(30))
+            .await;
+        rt.shutdown(None).await;
+        match grown {
+            Ok(OrchestrationStatus::Failed { details, .. }) => {
+                let text = format!("{details:?}");
+                assert!(text.contains("6000"), "{mode}: {text}");
+            }
+            other => panic!("{mode}: expected the grown instance to fail as poison: {other:?}"),
+        }
+        match small {
+            Ok(OrchestrationStatus::Completed { output, .. }) => assert_eq!(output, "y".repeat(500)),
+            other => panic!("{mode}: the neighbour did not complete: {other:?}"),
+        }
+    })
+    .await;
+}
+
+in_both_modes!(a_fetch_that_cannot_read_a_history_counts_an_attempt:
+    a_fetch_that_cannot_read_a_history_counts_an_attempt_procedures,
+    a_fetch_that_cannot_read_a_history_counts_an_attempt_inline);
+
+/// A history read that fails (here a statement timeout while another
+/// session holds the history table) is handed over as a history error with
+/// the attempt counted, not rolled back into an endless retry.
+async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
+    with_schema("limit_unreadable", |schema| async move {
+        let setup = provider(&schema, PostgresOptions::default().sql_mode(mode)).await;
+        setup
+            .enqueue_for_orchestrator(start("stuck"), None)
+            .await
+            .expect("enqueue");
+        let (_, token, _) = setup
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("claimed");
+        setup
+            .ack_orchestration_item(&token, 1, vec![event("stuck", 1)], vec![], vec![], metadata(), vec![])
+            .await
+            .expect("ack");
+        setup
+            .enqueue_for_orchestrator(raised("stuck", "1".to_string()), None)
+            .await
+            .expect("raise");
+
+        let timed = PostgresProvider::connect_with(
+            database_url(),
+            PostgresOptions::default()
+                .schema(schema.name.clone())
+                .sql_mode(mode)
+                .max_connections(2)
+                .statement_timeout(Some(Duration::from_millis(500))),
+        )
+        .await
+        .expect("provider with a statement timeout");
+        let mut blocker = schema.pool.begin().await.expect("begin");
+        sqlx::query(&schema.sql("LOCK TABLE {{schema}}.history IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *blocker)
+            .await
+            .expect("lock history");
+        for attempt in 1..=2u32 {
+            let (item, token, attempts) = timed
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch {attempt} failed: {e}"))
+                .expect("claimed with a history error");
+            assert_eq!(item.instance, "stuck");
+            assert_eq!(attempts, attempt, "each failed read counts an attempt");
+            let error = item.history_error.expect("a history error");
+            assert!(error.contains("could not be read"), "{error}");
+            timed
+                .abandon_orchestration_item(&token, None, false)
+                .await
+                .expect("abandon");
+        }
+        blocker.rollback().await.expect("unlock");
+        let (item, _, attempts) = timed
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("claimed");
+        assert!(item.history_error.is_none());
+        assert_eq!(item.history.len(), 1);
+        assert_eq!(attempts, 3);
+        timed.pool().close().await;
+    })
+    .await;
+}
