@@ -5,7 +5,7 @@
 -- first, second and last statement).
 
 -- name: lease
--- The advisory keys of the instances the turn sends to, shared, in order and
+-- The advisory keys of the instances the turn sends to, shared, in key order and
 -- before the lease row is locked (the aggregate is complete before the join
 -- emits a row to lock); then the lease, and the exclusive try of the own
 -- instance's key (quiet: no writer of its queue in flight).
@@ -13,8 +13,8 @@
 -- and quiet.
 SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
        pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(l.instance_id)) AS quiet
-  FROM (SELECT count(pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(t.id))) AS n
-          FROM (SELECT DISTINCT u.id FROM unnest($2::text[]) AS u(id) ORDER BY u.id) t) k,
+  FROM (SELECT count(pg_advisory_xact_lock_shared(hashtext('{{schema}}'), t.key)) AS n
+          FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest($2::text[]) AS u(id) ORDER BY 1) t) k,
        {{schema}}.instance_locks l
  WHERE l.lock_token = $1::text
    FOR UPDATE OF l;

@@ -18,7 +18,8 @@
 -- comes after the lease is gone) and any that committed before is seen by
 -- the last statement's snapshot; refused, a writer is in flight and the ack
 -- notifies. The shared keys are taken first, in instance order, before any
--- row lock (see docs/architecture.md, "Lock order").
+-- row lock, in key order, as deletes take them (see docs/architecture.md,
+-- "Lock order").
 CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
     p_lock_token        text,
     p_execution_id      bigint,
@@ -64,8 +65,8 @@ DECLARE
     v_quiet    boolean;
 BEGIN
     IF coalesce(array_length(p_orch_instances, 1), 0) > 0 THEN
-        PERFORM pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(t.id))
-           FROM (SELECT DISTINCT u.id FROM unnest(p_orch_instances) AS u(id) ORDER BY u.id) t;
+        PERFORM pg_advisory_xact_lock_shared(hashtext('{{schema}}'), k.key)
+           FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest(p_orch_instances) AS u(id) ORDER BY 1) k;
     END IF;
 
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_until
