@@ -175,6 +175,13 @@ pub struct PostgresOptions {
     /// attempts, fails as poison, rather than failing every fetch that meets
     /// the instance.
     pub max_history_bytes: usize,
+    /// Fetch statements the pool runs at once, shared by every provider on
+    /// the pool (default `None`: all but a quarter of the pool's
+    /// connections, at least one kept free when it has two or more, so acks,
+    /// abandons and lock renewals never queue behind fetches; one schema may
+    /// hold three quarters of the slots). The first provider on a pool sets
+    /// it. See [`crate::PostgresProvider::admission_stats`].
+    pub fetch_slots: Option<usize>,
 }
 
 impl Default for PostgresOptions {
@@ -196,6 +203,7 @@ impl Default for PostgresOptions {
             orphan_retention: Duration::from_secs(3600),
             max_payload_bytes: 16 * 1024 * 1024,
             max_history_bytes: 256 * 1024 * 1024,
+            fetch_slots: None,
         }
     }
 }
@@ -316,6 +324,13 @@ impl PostgresOptions {
     /// field).
     pub fn max_history_bytes(mut self, bytes: usize) -> Self {
         self.max_history_bytes = bytes;
+        self
+    }
+
+    /// Sets how many fetch statements the pool runs at once (see the
+    /// `fetch_slots` field).
+    pub fn fetch_slots(mut self, slots: Option<usize>) -> Self {
+        self.fetch_slots = slots;
         self
     }
 

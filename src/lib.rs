@@ -40,6 +40,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod admin;
+mod admission;
 mod codec;
 mod config;
 mod deletion;
@@ -57,6 +58,7 @@ pub mod throwaway;
 mod worker_queue;
 
 pub use admin::OrphanedInstance;
+pub use admission::AdmissionStats;
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PgProviderError, Result, sqlstate};
 pub use notify::NotificationStats;

@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
 use crate::schema::SchemaName;
+use crate::admission::{AdmissionStats, Gate};
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
 
@@ -40,6 +41,10 @@ pub struct PostgresProvider {
     pub(crate) long_poll: Option<LongPoll>,
     /// Limits and retention that bound what one tenant's data can cost.
     pub(crate) limits: Limits,
+    /// The pool's fetch admission, shared by every provider on it.
+    pub(crate) gate: Arc<Gate>,
+    /// The schema's name, as the gate counts it.
+    pub(crate) gate_key: Arc<str>,
     name: Arc<str>,
 }
 
@@ -175,12 +180,16 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
+        let gate = Gate::of(&pool, options.fetch_slots);
+        let gate_key: Arc<str> = schema.as_str().into();
         Ok(Self {
             pool,
             schema,
             sql,
             mode,
             long_poll,
+            gate,
+            gate_key,
             limits: Limits {
                 orphan_retention_ms: crate::codec::millis(options.orphan_retention),
                 max_payload_bytes: options.max_payload_bytes,
@@ -199,6 +208,12 @@ impl PostgresProvider {
     /// on the pool); `None` when notifications are off.
     pub fn notification_stats(&self) -> Option<NotificationStats> {
         self.long_poll.as_ref().map(LongPoll::stats)
+    }
+
+    /// The fetch admission of the pool (shared by every provider on it):
+    /// slots, the share one schema may hold, slots held and fetches waiting.
+    pub fn admission_stats(&self) -> AdmissionStats {
+        self.gate.stats()
     }
 
     /// The pool this provider runs on.

@@ -149,6 +149,7 @@ async fn fetch_once(
     params: &FetchParams,
 ) -> Result<Polled<(WorkItem, String, u32)>> {
     let clock = AttemptClock::start();
+    let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
             let mut conn = p.pool.acquire().await?;

@@ -6,6 +6,7 @@
 mod arrivals;
 mod concurrency;
 mod differential;
+mod fairness;
 mod fixtures;
 mod limits;
 mod load;

@@ -1,0 +1,285 @@
+//! Admission of fetch statements to a shared pool.
+//!
+//! Every provider on a pool shares one [`Gate`] (found like the `LISTEN`
+//! hub, by the pool's connect options). A fetch statement (orchestration or
+//! activity, either SQL mode) takes a slot before it asks the pool for a
+//! connection and gives it back when the statement is done; waiting for new
+//! work (long polling) holds no slot. Everything else — acks, abandons, lock
+//! renewals, history reads, enqueues — goes to the pool directly. So:
+//!
+//! * **Leased work never queues behind fetches.** The gate has fewer slots
+//!   than the pool has connections: a quarter of them (at least one, when
+//!   the pool has two or more) stays free of fetches, so an ack waits for at
+//!   most the operations of leased work ahead of it, never for hundreds of
+//!   fetches, and does not lose its lease to a burst of them.
+//! * **Fetches are admitted at the rate the pool serves them**, first come
+//!   first served, instead of piling up in the pool's own queue.
+//! * **No tenant holds every slot.** One schema may hold at most
+//!   three quarters of the slots (at least one), so a tenant whose fetches
+//!   are slow or stuck (a locked table, a huge history) leaves the others
+//!   slots to fetch with. A waiter whose schema is at its cap lets later
+//!   waiters of other schemas pass.
+//!
+//! `PostgresOptions::fetch_slots` overrides the number of slots; the first
+//! provider on a pool sets the gate up.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+
+/// The fetch slots of one pool.
+pub(crate) struct Gate {
+    /// Slots in all.
+    slots: usize,
+    /// Slots one schema may hold at once.
+    per_schema: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    free: usize,
+    held: HashMap<Arc<str>, usize>,
+    waiting: VecDeque<(Arc<str>, oneshot::Sender<Slot>)>,
+}
+
+impl State {
+    fn held(&self, schema: &str) -> usize {
+        self.held.get(schema).copied().unwrap_or(0)
+    }
+}
+
+/// A fetch's slot; given back when dropped.
+pub(crate) struct Slot {
+    gate: Option<Arc<Gate>>,
+    schema: Arc<str>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.release(&self.schema);
+        }
+    }
+}
+
+/// What a gate looks like now, for tests and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdmissionStats {
+    /// Fetch statements the pool admits at once.
+    pub slots: usize,
+    /// Of those, how many one schema may hold.
+    pub per_schema: usize,
+    /// Slots held now.
+    pub held: usize,
+    /// Fetches waiting for a slot.
+    pub waiting: usize,
+}
+
+/// Gates by pool.
+fn gates() -> &'static Mutex<HashMap<usize, Weak<Gate>>> {
+    static GATES: OnceLock<Mutex<HashMap<usize, Weak<Gate>>>> = OnceLock::new();
+    GATES.get_or_init(Default::default)
+}
+
+/// Slots for a pool of `connections`: all but a quarter (at least one when
+/// there are two or more).
+fn default_slots(connections: usize) -> usize {
+    let reserve = if connections >= 2 {
+        (connections / 4).max(1)
+    } else {
+        0
+    };
+    connections.saturating_sub(reserve).max(1)
+}
+
+impl Gate {
+    /// The gate of `pool`, created on first use with `slots` (or the
+    /// default for the pool's size).
+    pub(crate) fn of(pool: &PgPool, slots: Option<usize>) -> Arc<Gate> {
+        let key = Arc::as_ptr(&pool.connect_options()) as usize;
+        let mut all = gates().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, gate| gate.strong_count() > 0);
+        if let Some(gate) = all.get(&key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
+        let slots = slots.unwrap_or_else(|| default_slots(connections)).max(1);
+        let gate = Arc::new(Gate::new(slots));
+        all.insert(key, Arc::downgrade(&gate));
+        gate
+    }
+
+    fn new(slots: usize) -> Self {
+        Gate {
+            slots,
+            per_schema: (slots - slots / 4).max(1),
+            state: Mutex::new(State {
+                free: slots,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Waits for a slot for a fetch of `schema`.
+    pub(crate) async fn enter(self: &Arc<Self>, schema: &Arc<str>) -> Slot {
+        let waiting = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Whenever a slot is free, every waiter is at its schema's cap,
+            // so taking it jumps no one who could have had it.
+            if state.free > 0 && state.held(schema) < self.per_schema {
+                state.free -= 1;
+                *state.held.entry(schema.clone()).or_default() += 1;
+                return Slot {
+                    gate: Some(self.clone()),
+                    schema: schema.clone(),
+                };
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiting.push_back((schema.clone(), tx));
+            rx
+        };
+        match waiting.await {
+            Ok(slot) => slot,
+            // The gate is gone (it cannot be while we hold an Arc of it).
+            Err(_) => Slot {
+                gate: None,
+                schema: schema.clone(),
+            },
+        }
+    }
+
+    /// Gives `schema`'s slot back and hands free slots to the first waiters
+    /// whose schemas are below their cap.
+    fn release(self: &Arc<Self>, schema: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = state.held.get_mut(schema) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                state.held.remove(schema);
+            }
+        }
+        state.free += 1;
+        let mut i = 0;
+        while state.free > 0 && i < state.waiting.len() {
+            let eligible = {
+                let (waiter, tx) = &state.waiting[i];
+                if tx.is_closed() {
+                    None // a cancelled fetch
+                } else {
+                    Some(state.held(waiter) < self.per_schema)
+                }
+            };
+            match eligible {
+                None => {
+                    state.waiting.remove(i);
+                }
+                Some(false) => i += 1,
+                Some(true) => {
+                    let Some((waiter, tx)) = state.waiting.remove(i) else {
+                        break;
+                    };
+                    state.free -= 1;
+                    *state.held.entry(waiter.clone()).or_default() += 1;
+                    let slot = Slot {
+                        gate: Some(self.clone()),
+                        schema: waiter.clone(),
+                    };
+                    if let Err(mut slot) = tx.send(slot) {
+                        // Cancelled in between: undo without re-entering.
+                        slot.gate = None;
+                        state.free += 1;
+                        if let Some(held) = state.held.get_mut(&*waiter) {
+                            *held = held.saturating_sub(1);
+                            if *held == 0 {
+                                state.held.remove(&*waiter);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The gate's numbers now.
+    pub(crate) fn stats(&self) -> AdmissionStats {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        AdmissionStats {
+            slots: self.slots,
+            per_schema: self.per_schema,
+            held: self.slots - state.free,
+            waiting: state.waiting.iter().filter(|(_, tx)| !tx.is_closed()).count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarter_of_the_pool_stays_free_of_fetches() {
+        assert_eq!(default_slots(1), 1);
+        assert_eq!(default_slots(2), 1);
+        assert_eq!(default_slots(4), 3);
+        assert_eq!(default_slots(10), 8);
+        assert_eq!(default_slots(20), 15);
+        assert_eq!(Gate::new(1).per_schema, 1);
+        assert_eq!(Gate::new(3).per_schema, 3);
+        assert_eq!(Gate::new(4).per_schema, 3);
+        assert_eq!(Gate::new(15).per_schema, 12);
+    }
+
+    #[tokio::test]
+    async fn a_schema_at_its_cap_lets_others_pass_and_slots_come_back() {
+        let gate = Arc::new(Gate::new(4));
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(gate.enter(&a).await);
+        }
+        // `a` is at its cap of 3: its next fetch waits, `b` takes the last slot.
+        let a_waits = tokio::spawn({
+            let gate = gate.clone();
+            let a = a.clone();
+            async move { gate.enter(&a).await }
+        });
+        tokio::task::yield_now().await;
+        let b_slot = gate.enter(&b).await;
+        assert_eq!(gate.stats().held, 4);
+        drop(b_slot);
+        // Freed by `b`, but `a` is still at its cap.
+        assert_eq!(gate.stats().held, 3);
+        held.pop();
+        let a_slot = a_waits.await.expect("task");
+        assert_eq!(gate.stats().held, 3);
+        drop(a_slot);
+        drop(held);
+        assert_eq!(gate.stats().held, 0);
+        assert_eq!(gate.stats().waiting, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_loses_no_slot() {
+        let gate = Arc::new(Gate::new(1));
+        let s: Arc<str> = "s".into();
+        let first = gate.enter(&s).await;
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            let s = s.clone();
+            async move { gate.enter(&s).await }
+        });
+        tokio::task::yield_now().await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(first);
+        assert_eq!(gate.stats().held, 0);
+        let again = gate.enter(&s).await;
+        assert_eq!(gate.stats().held, 1);
+        drop(again);
+    }
+}
