@@ -4,6 +4,7 @@
 //! otherwise a throwaway server this process starts (scripts/pg-throwaway.sh).
 
 mod concurrency;
+mod deletion_races;
 mod differential;
 mod fixtures;
 mod load;
