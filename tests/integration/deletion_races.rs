@@ -382,6 +382,100 @@ async fn bulk_prune_racing_a_force_delete_does_not_deadlock_inline() {
     bulk_prune_racing_a_force_delete_does_not_deadlock(SqlMode::InlineSql).await;
 }
 
+/// Point 7. A bulk delete of two finished roots, deleting the older one,
+/// while a delete of both starts. The bulk delete used to delete tree by
+/// tree, holding the first tree's locks while it took the next one's: with
+/// the second root first in the other delete's order (by id before the
+/// claims, by claim key since), each held a root the other wanted. The bulk
+/// delete now takes every tree's locks at once, in the one order.
+async fn bulk_delete_racing_a_delete_does_not_deadlock(mode: SqlMode) {
+    with_schema(&format!("del_bulk_{mode}"), |schema| async move {
+        let provider = Arc::new(schema.provider_in(mode).await);
+        // `second` comes before `first` by id and by claim key.
+        let mut n = 0;
+        let (first, second) = loop {
+            let (first, second) = (format!("r1-{mode}-{n}"), format!("r0-{mode}-{n}"));
+            let before: bool = sqlx::query_scalar("SELECT hashtext($1) < hashtext($2)")
+                .bind(&second)
+                .bind(&first)
+                .fetch_one(&schema.pool)
+                .await
+                .expect("claim keys");
+            if before {
+                break (first, second);
+            }
+            n += 1;
+        };
+        for (instance, created) in [(&first, 1_i64), (&second, 2)] {
+            started(&provider, instance, false).await;
+            sqlx::query(&schema.sql(
+                "WITH done AS (UPDATE {{schema}}.executions SET status = 'Completed', completed_at_ms = 1 \
+                                WHERE instance_id = $1) \
+                 UPDATE {{schema}}.instances SET created_at_ms = $2 WHERE instance_id = $1",
+            ))
+            .bind(instance)
+            .bind(created)
+            .execute(&schema.pool)
+            .await
+            .expect("finish and age the instance");
+        }
+
+        // The bulk delete stops at the first root's history, on this lock,
+        // holding that root's claim and instance row.
+        let helper = hold_rows(
+            &schema,
+            "SELECT 1 FROM {{schema}}.history WHERE instance_id = $1 FOR UPDATE",
+            &first,
+        )
+        .await;
+        let ids = vec![first.clone(), second.clone()];
+        let bulk = {
+            let provider = provider.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                provider
+                    .delete_instance_bulk(InstanceFilter {
+                        instance_ids: Some(ids),
+                        completed_before: None,
+                        limit: None,
+                    })
+                    .await
+            })
+        };
+        await_waiters::<()>(&schema, 1, &[]).await;
+        let delete = {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
+        };
+        await_waiters(&schema, 2, &[&delete]).await;
+        helper.rollback().await.expect("let the bulk delete go");
+
+        let bulked = bulk.await.expect("bulk task");
+        let deleted = delete.await.expect("delete task");
+        assert!(
+            !matches!((&bulked, &deleted), (Err(e), _) | (_, Err(e)) if is_deadlock(e)),
+            "{mode}: bulk {bulked:?}, delete {deleted:?}"
+        );
+        assert_eq!(bulked.expect("the bulk delete").instances_deleted, 2);
+        deleted.expect("the delete");
+        for instance in [&first, &second] {
+            let left = rows_left(&schema.pool, &schema, instance).await;
+            assert!(left.is_empty(), "{mode}: rows left of {instance}: {left:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_delete_racing_a_delete_does_not_deadlock_procedures() {
+    bulk_delete_racing_a_delete_does_not_deadlock(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_delete_racing_a_delete_does_not_deadlock_inline() {
+    bulk_delete_racing_a_delete_does_not_deadlock(SqlMode::InlineSql).await;
+}
+
 /// Point 7 under load, in a database of its own (so the server's deadlock
 /// counter is this test's): three dispatchers turn six instances over
 /// while one task force-deletes them all and another prunes them all, again
