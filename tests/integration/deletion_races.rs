@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{
-    InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions,
-};
+use duroxide::providers::{InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -126,6 +124,9 @@ async fn rows_left(pool: &PgPool, schema: &TestSchema, instance: &str) -> Vec<(S
     }
     left
 }
+
+/// What a call of the stress test was, and how it ended.
+type Outcome = (&'static str, Result<(), ProviderError>);
 
 fn is_deadlock(e: &ProviderError) -> bool {
     e.message.contains("deadlock")
@@ -272,7 +273,10 @@ async fn ack_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
         acked.expect("the ack, first in line, commits");
         assert_eq!(deleted.expect("the delete").instances_deleted, 1);
         let left = rows_left(&schema.pool, &schema, &instance).await;
-        assert!(left.is_empty(), "{mode}: rows left after the delete: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{mode}: rows left after the delete: {left:?}"
+        );
     })
     .await;
 }
@@ -513,7 +517,7 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
 
     let ids: Vec<String> = (0..6).map(|i| format!("s-{i}")).collect();
     let until = Instant::now() + Duration::from_secs(3);
-    let mut tasks: Vec<JoinHandle<Vec<(&'static str, Result<(), ProviderError>)>>> = Vec::new();
+    let mut tasks: Vec<JoinHandle<Vec<Outcome>>> = Vec::new();
     for d in 0..3 {
         let (provider, ids) = (provider.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
@@ -525,7 +529,10 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
                     .fetch_orchestration_item(Duration::from_secs(5), Duration::ZERO, None)
                     .await;
                 let (item, token) = match fetched {
-                    Ok(Some((item, token, _))) => (item, token),
+                    Ok(Some((item, token, _))) => {
+                        outcomes.push(("fetch", Ok(())));
+                        (item, token)
+                    }
                     Ok(None) => {
                         let queued = provider
                             .enqueue_for_orchestrator(start(&ids[n % ids.len()]), None)
@@ -635,7 +642,10 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
     );
     assert_eq!(deadlocks, 0, "{mode}: the server recorded deadlocks");
     for what in ["ack", "delete", "prune"] {
-        assert!(count(what, true) > 0, "{mode}: no {what} succeeded: {summary:?}");
+        assert!(
+            count(what, true) > 0,
+            "{mode}: no {what} succeeded: {summary:?}"
+        );
     }
     // Only an ack whose lease a delete removed may fail, and only so.
     let other: Vec<String> = outcomes
