@@ -11,13 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions};
+use duroxide::providers::{
+    InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions, TagFilter,
+};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
-use crate::fixtures::{completion, event, metadata, start};
+use crate::fixtures::{activity, completion, event, metadata, start};
 use crate::support::{Kind, Slot, TestSchema, database_url, pool, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -209,6 +211,79 @@ async fn force_delete_racing_a_fetch_leaves_nothing_to_ack_procedures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_delete_racing_a_fetch_leaves_nothing_to_ack_inline() {
     force_delete_racing_a_fetch_leaves_nothing_to_ack(SqlMode::InlineSql).await;
+}
+
+/// Point 2, the worker's side. An activity's completion committed while a
+/// force delete of its instance waits for the activity row: the delete's
+/// purge read the queue before the completion was there, and left it
+/// behind for an instance that no longer exists (a message no fetch can
+/// run). The delete now sweeps the queue again with a fresh snapshot.
+async fn force_delete_racing_a_completion_leaves_no_message(mode: SqlMode) {
+    with_schema(&format!("del_done_{mode}"), |schema| async move {
+        let provider = Arc::new(schema.provider_in(mode).await);
+        let instance = format!("working-{mode}");
+        started(&provider, &instance, false).await;
+        provider
+            .enqueue_for_worker(activity(&instance, 2))
+            .await
+            .expect("enqueue an activity");
+        let (_, token, _) = provider
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+            .await
+            .expect("fetch the activity")
+            .expect("the activity is ready");
+
+        // The completion stops at deleting the activity row, on this lock.
+        let helper = hold_rows(
+            &schema,
+            "SELECT 1 FROM {{schema}}.worker_queue WHERE instance_id = $1 FOR UPDATE",
+            &instance,
+        )
+        .await;
+        let done = {
+            let provider = provider.clone();
+            let instance = instance.clone();
+            tokio::spawn(async move {
+                provider
+                    .ack_work_item(&token, Some(completion(&instance, 2)))
+                    .await
+            })
+        };
+        await_waiters::<()>(&schema, 1, &[]).await;
+        let delete = {
+            let provider = provider.clone();
+            let ids = vec![instance.clone()];
+            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
+        };
+        await_waiters(&schema, 2, &[&delete]).await;
+        helper.rollback().await.expect("let the completion go");
+
+        done.await
+            .expect("completion task")
+            .expect("the completion, first in line, commits");
+        let deleted = delete
+            .await
+            .expect("delete task")
+            .expect("the force delete succeeds");
+        let left = rows_left(&schema.pool, &schema, &instance).await;
+        assert!(
+            left.is_empty(),
+            "{mode}: rows left after the delete: {left:?}"
+        );
+        // The completion (its activity was gone by the time the purge had it).
+        assert_eq!(deleted.queue_messages_deleted, 1, "{mode}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_delete_racing_a_completion_leaves_no_message_procedures() {
+    force_delete_racing_a_completion_leaves_no_message(SqlMode::StoredProcedures).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_delete_racing_a_completion_leaves_no_message_inline() {
+    force_delete_racing_a_completion_leaves_no_message(SqlMode::InlineSql).await;
 }
 
 /// Point 7. An ack that holds its lease and is deleting the consumed
