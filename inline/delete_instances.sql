@@ -66,3 +66,9 @@ WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY ($1::text[
 SELECT (SELECT count(*) FROM e) AS executions_deleted,
        (SELECT count(*) FROM h) AS events_deleted,
        (SELECT count(*) FROM q) + (SELECT count(*) FROM w) AS queue_messages_deleted;
+
+-- name: sweep
+-- Completions committed while the purge waited for their activities (its
+-- snapshot could not see them), so no message outlives its instance.
+WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY ($1::text[]) RETURNING 1)
+SELECT count(*) FROM late;

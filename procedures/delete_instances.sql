@@ -19,6 +19,10 @@
 --      taken by a fetch before the delete is seen, and deleted below, so
 --      that fetch's ack fails (DX001) instead of recreating the instance;
 --   3. their queued messages; 4. their instance rows; then the purge.
+-- The purge waits for an activity completing meanwhile (ack_work_item
+-- deletes the activity and queues its completion in one statement), whose
+-- completion its snapshot cannot see: a last statement sweeps the queue
+-- again, so no message outlives its instance.
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instances(p_ids text[], p_force boolean)
 RETURNS TABLE (
     instances_deleted      bigint,
@@ -79,6 +83,9 @@ BEGIN
          i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
     SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM h), (SELECT count(*) FROM q) + (SELECT count(*) FROM w)
       INTO v_executions, v_events, v_messages;
+
+    WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
+    SELECT v_messages + count(*) INTO v_messages FROM late;
 
     RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
 END

@@ -25,6 +25,8 @@ inline_sections! {
         orphan,
         /// Delete everything the instances own.
         purge,
+        /// Delete completions queued while the purge waited.
+        sweep,
     }
 }
 
@@ -161,11 +163,15 @@ async fn delete_in(
         .bind(ids)
         .fetch_one(&mut *conn)
         .await?;
+    let late: i64 = sqlx::query_scalar(&sql.sweep)
+        .bind(ids)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok([
         i64::try_from(ids.len()).unwrap_or(i64::MAX),
         row.try_get("executions_deleted")?,
         row.try_get("events_deleted")?,
-        row.try_get("queue_messages_deleted")?,
+        row.try_get::<i64, _>("queue_messages_deleted")? + late,
     ])
 }
 
