@@ -1,6 +1,8 @@
 -- delete_instance_bulk, inline: the statements of procedures/delete_instance_bulk.sql,
--- run in one transaction by src/inline/deletion.rs, which deletes each tree
--- with the inline delete_instances (force) and sums the counts.
+-- run in one transaction by src/inline/deletion.rs, which collects every
+-- matching root's tree and deletes them all with one inline delete_instances
+-- (force), taking its locks in the one order over all of them at once
+-- (docs/architecture.md, "Lock order").
 
 -- name: plan_per_call
 -- First in the transaction: plan its statements per call, as the procedure

@@ -1,9 +1,36 @@
 -- delete_instances, inline: the statements of procedures/delete_instances.sql,
 -- run in one transaction by src/inline/deletion.rs, which raises DX004 where
--- the procedure does. $1 is always the listed ids.
+-- the procedure does. $1 is always the listed ids. The first four statements
+-- take the procedure's locks in its order (claim key, leases, messages,
+-- instance rows; docs/architecture.md, "Lock order"), each in a statement of
+-- its own, so that each sees what the waits before it let commit.
+
+-- name: claim
+-- The fetch's advisory claim of every listed id, in key order, blocking:
+-- a fetch that claimed one of them commits its lease first.
+SELECT count(*) AS claimed
+  FROM (SELECT pg_advisory_xact_lock(hashtext('{{schema}}'), k.key)
+          FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest($1::text[]) AS u(id) ORDER BY 1) k) c;
+
+-- name: lock_leases
+-- Their leases: an ack or abandon in flight commits first; a lease a fetch
+-- took is deleted by the purge, so that fetch's ack fails.
+SELECT l.instance_id
+  FROM {{schema}}.instance_locks l
+ WHERE l.instance_id = ANY ($1::text[])
+ ORDER BY l.instance_id
+   FOR UPDATE;
+
+-- name: lock_messages
+-- Their queued messages.
+SELECT q.id
+  FROM {{schema}}.orchestrator_queue q
+ WHERE q.instance_id = ANY ($1::text[])
+ ORDER BY q.instance_id, q.id
+   FOR UPDATE;
 
 -- name: lock
--- Lock the listed instance rows, in a fixed order.
+-- Their instance rows.
 SELECT i.instance_id
   FROM {{schema}}.instances i
  WHERE i.instance_id = ANY ($1::text[])
@@ -39,3 +66,9 @@ WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY ($1::text[
 SELECT (SELECT count(*) FROM e) AS executions_deleted,
        (SELECT count(*) FROM h) AS events_deleted,
        (SELECT count(*) FROM q) + (SELECT count(*) FROM w) AS queue_messages_deleted;
+
+-- name: sweep
+-- Completions committed while the purge waited for their activities (its
+-- snapshot could not see them), so no message outlives its instance.
+WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY ($1::text[]) RETURNING 1)
+SELECT count(*) FROM late;

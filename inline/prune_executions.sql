@@ -1,6 +1,7 @@
 -- prune_executions, inline: the statements of procedures/prune_executions.sql,
 -- run in one transaction by src/inline/deletion.rs, which raises DX003 where
--- the procedure does. $1 is always the instance.
+-- the procedure does. $1 is always the instance. Locks in the procedure's
+-- order: instance row, executions, history (docs/architecture.md, "Lock order").
 
 -- name: lock_instance
 -- The instance's current execution, row-locked.

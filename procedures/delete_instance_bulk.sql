@@ -6,6 +6,12 @@
 -- Plans per call (plan_cache_mode = auto, where every other procedure pins
 -- generic plans): a generic plan of the optional id filter cannot use the
 -- primary key, so deleting a few named instances would read them all.
+--
+-- Lock order (docs/architecture.md, "Lock order"): the trees are collected
+-- first and deleted by one delete_instances call, which takes every lock in
+-- the one order over all of them at once. (Deleted tree by tree, the claim
+-- keys and rows of one tree were held while the next tree's were taken: a
+-- delete of instances from two trees could hold one and wait for the other.)
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instance_bulk(
     p_ids              text[],
     p_completed_before bigint,
@@ -22,11 +28,7 @@ AS $$
 DECLARE
     v_root  text;
     v_tree  text[];
-    v_total record;
-    v_inst  bigint := 0;
-    v_exec  bigint := 0;
-    v_evts  bigint := 0;
-    v_msgs  bigint := 0;
+    v_ids   text[] := '{}';
 BEGIN
     FOR v_root IN
         SELECT i.instance_id
@@ -45,13 +47,8 @@ BEGIN
             UNION
             SELECT c.instance_id FROM {{schema}}.instances c JOIN tree t ON c.parent_instance_id = t.id)
         SELECT array_agg(tree.id) INTO v_tree FROM tree;
-
-        SELECT * INTO v_total FROM {{schema}}.delete_instances(v_tree, true);
-        v_inst := v_inst + v_total.instances_deleted;
-        v_exec := v_exec + v_total.executions_deleted;
-        v_evts := v_evts + v_total.events_deleted;
-        v_msgs := v_msgs + v_total.queue_messages_deleted;
+        v_ids := v_ids || v_tree;
     END LOOP;
-    RETURN QUERY SELECT v_inst, v_exec, v_evts, v_msgs;
+    RETURN QUERY SELECT * FROM {{schema}}.delete_instances(v_ids, true);
 END
 $$;

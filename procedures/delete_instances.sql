@@ -4,10 +4,25 @@
 -- Without p_force, any instance whose current execution is Running is
 -- refused (DX004). A child of a listed instance that is not itself listed
 -- (spawned after the caller walked the tree) is refused too (DX004), so no
--- orphan is ever left. The instance rows are locked first, and removing the
--- lease makes an in-flight ack of a force-deleted instance fail instead of
--- recreating it. Counts: listed instances, executions, history events, and
--- orchestrator plus worker queue messages.
+-- orphan is ever left. Counts: listed instances, executions, history
+-- events, and orchestrator plus worker queue messages.
+--
+-- Lock order (docs/architecture.md, "Lock order"): claim key ->
+-- instance_locks -> orchestrator_queue -> instances -> executions ->
+-- history -> kv_delta -> kv_store -> worker_queue, the order the fetch and
+-- the ack take them in, each step a statement of its own so that it sees
+-- what the waits before it let commit:
+--   1. the claim key of every listed id (the fetch's advisory claim), in key
+--      order, blocking: a fetch that claimed one of them commits its lease
+--      first;
+--   2. their leases: an ack or abandon in flight commits first, and a lease
+--      taken by a fetch before the delete is seen, and deleted below, so
+--      that fetch's ack fails (DX001) instead of recreating the instance;
+--   3. their queued messages; 4. their instance rows; then the purge.
+-- The purge waits for an activity completing meanwhile (ack_work_item
+-- deletes the activity and queues its completion in one statement), whose
+-- completion its snapshot cannot see: a last statement sweeps the queue
+-- again, so no message outlives its instance.
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instances(p_ids text[], p_force boolean)
 RETURNS TABLE (
     instances_deleted      bigint,
@@ -30,6 +45,10 @@ BEGIN
         RETURN;
     END IF;
 
+    PERFORM pg_advisory_xact_lock(hashtext('{{schema}}'), k.key)
+       FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest(p_ids) AS u(id) ORDER BY 1) k;
+    PERFORM 1 FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids) ORDER BY l.instance_id FOR UPDATE;
+    PERFORM 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) ORDER BY q.instance_id, q.id FOR UPDATE;
     PERFORM 1 FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids) ORDER BY i.instance_id FOR UPDATE;
 
     IF NOT p_force THEN
@@ -64,6 +83,9 @@ BEGIN
          i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
     SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM h), (SELECT count(*) FROM q) + (SELECT count(*) FROM w)
       INTO v_executions, v_events, v_messages;
+
+    WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
+    SELECT v_messages + count(*) INTO v_messages FROM late;
 
     RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
 END

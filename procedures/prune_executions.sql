@@ -3,6 +3,11 @@
 -- N most recent executions (0, 1 and NULL all keep only the current one);
 -- p_completed_before (ms) prunes only executions completed before it. Unknown
 -- instance: DX003.
+--
+-- Lock order (docs/architecture.md, "Lock order"): the instance row, then
+-- its executions, then their history. No claim or lease is taken: pruning
+-- touches no message and never the current or a running execution, the
+-- only one an ack writes.
 CREATE OR REPLACE FUNCTION {{schema}}.prune_executions(
     p_instance_id      text,
     p_keep_last        bigint,

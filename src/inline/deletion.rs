@@ -11,6 +11,12 @@ use crate::provider::PostgresProvider;
 inline_sections! {
     /// Statements of the inline `delete_instances`.
     pub(crate) struct DeleteSql from "delete_instances" {
+        /// Wait for fetches that claimed a listed instance.
+        claim,
+        /// Lock the listed instances' leases.
+        lock_leases,
+        /// Lock their queued messages.
+        lock_messages,
         /// Lock the listed instance rows.
         lock,
         /// A listed instance still running.
@@ -19,6 +25,8 @@ inline_sections! {
         orphan,
         /// Delete everything the instances own.
         purge,
+        /// Delete completions queued while the purge waited.
+        sweep,
     }
 }
 
@@ -51,6 +59,8 @@ inline_sections! {
         plan_per_call,
         /// Instances matching the filter.
         targets,
+        /// Lock the targets' instance rows, in id order.
+        lock_targets,
     }
 }
 
@@ -119,10 +129,10 @@ async fn delete_in(
     if ids.is_empty() {
         return Ok([0; 4]);
     }
-    sqlx::query(&sql.lock)
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
+    // The procedure's locks, in its order, one statement each.
+    for lock in [&sql.claim, &sql.lock_leases, &sql.lock_messages, &sql.lock] {
+        sqlx::query(lock).bind(ids).execute(&mut *conn).await?;
+    }
     if !force {
         let running: Option<String> = sqlx::query_scalar(&sql.running)
             .bind(ids)
@@ -153,11 +163,15 @@ async fn delete_in(
         .bind(ids)
         .fetch_one(&mut *conn)
         .await?;
+    let late: i64 = sqlx::query_scalar(&sql.sweep)
+        .bind(ids)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok([
         i64::try_from(ids.len()).unwrap_or(i64::MAX),
         row.try_get("executions_deleted")?,
         row.try_get("events_deleted")?,
-        row.try_get("queue_messages_deleted")?,
+        row.try_get::<i64, _>("queue_messages_deleted")? + late,
     ])
 }
 
@@ -195,20 +209,18 @@ async fn delete_bulk_in(
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-    let mut total = [0i64; 4];
+    let mut all: Vec<String> = Vec::new();
     for root in &roots {
         let tree: Vec<String> = sqlx::query_scalar::<_, Option<Vec<String>>>(&sql.tree)
             .bind(root)
             .fetch_one(&mut *conn)
             .await?
             .unwrap_or_default();
-        let tree: Vec<&str> = tree.iter().map(String::as_str).collect();
-        let counts = delete_in(p, &mut *conn, &tree, true).await?;
-        for (sum, n) in total.iter_mut().zip(counts) {
-            *sum += n;
-        }
+        all.extend(tree);
     }
-    Ok(total)
+    // One delete of every tree: its locks in the one order over all of them.
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    delete_in(p, conn, &all, true).await
 }
 
 /// `prune_executions` in its own (detached) transaction.
@@ -305,8 +317,12 @@ async fn prune_bulk_in(
             .bind(limit)
             .fetch_all(&mut *conn)
             .await?;
+        let locked: Vec<String> = sqlx::query_scalar(&sql.lock_targets)
+            .bind(&targets)
+            .fetch_all(&mut *conn)
+            .await?;
         let mut total = [0i64; 3];
-        for id in &targets {
+        for id in &locked {
             let counts = prune_in(p, &mut *conn, id, keep_last, prune_completed_before).await?;
             for (sum, n) in total.iter_mut().zip(counts) {
                 *sum += n;
