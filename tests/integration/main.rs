@@ -13,4 +13,5 @@ mod notifications;
 mod plans;
 mod schema_names;
 mod support;
+mod transient;
 mod validation;
