@@ -151,6 +151,14 @@ pub struct PostgresOptions {
     /// completion of a fan-out, or of a lone activity, is taken at once, so
     /// sequential orchestrations never wait.
     pub completion_settle: Duration,
+    /// With notifications on: after this long without a message on the
+    /// listening connection, it sends a keepalive (`SELECT 1`) and waits at
+    /// most this long for the reply; a connection that does not answer (a
+    /// silently dropped TCP connection) is replaced, and waiting fetches poll
+    /// meanwhile (default 30 s; an idle pool sends one statement per
+    /// interval; zero asks for no keepalive). The listener of a pool is shared by every provider on it
+    /// and uses the shortest interval any of them asked for.
+    pub listener_keepalive: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -169,6 +177,7 @@ impl Default for PostgresOptions {
             notifications: true,
             fallback_poll_interval: Duration::from_millis(250),
             completion_settle: Duration::from_millis(10),
+            listener_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -268,6 +277,13 @@ impl PostgresOptions {
     /// flight may wait for them (zero: at once).
     pub fn completion_settle(mut self, settle: Duration) -> Self {
         self.completion_settle = settle;
+        self
+    }
+
+    /// Sets how long the listening connection may stay silent before it
+    /// sends a keepalive, and how long it waits for the reply.
+    pub fn listener_keepalive(mut self, interval: Duration) -> Self {
+        self.listener_keepalive = interval;
         self
     }
 

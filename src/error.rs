@@ -314,7 +314,10 @@ mod tests {
     }
 
     fn server(code: &'static str, message: &'static str) -> PgProviderError {
-        PgProviderError::Database(sqlx::Error::Database(Box::new(ServerError { code, message })))
+        PgProviderError::Database(sqlx::Error::Database(Box::new(ServerError {
+            code,
+            message,
+        })))
     }
 
     /// Retryable as duroxide sees it, after the conversion every trait method makes.
@@ -327,7 +330,10 @@ mod tests {
         let idle = "terminating connection due to idle-session timeout";
         assert!(retryable(server(IDLE_SESSION_TIMEOUT, idle)));
         let in_tx = "terminating connection due to idle-in-transaction timeout";
-        assert!(retryable(server(IDLE_IN_TRANSACTION_SESSION_TIMEOUT, in_tx)));
+        assert!(retryable(server(
+            IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            in_tx
+        )));
     }
 
     #[test]
@@ -353,8 +359,12 @@ mod tests {
 
     #[test]
     fn a_closed_pool_is_permanent() {
-        assert!(!retryable(PgProviderError::Database(sqlx::Error::PoolClosed)));
-        assert!(retryable(PgProviderError::Database(sqlx::Error::PoolTimedOut)));
+        assert!(!retryable(PgProviderError::Database(
+            sqlx::Error::PoolClosed
+        )));
+        assert!(retryable(PgProviderError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
     }
 
     #[test]

@@ -22,9 +22,16 @@ pub(crate) struct LongPoll {
 }
 
 impl LongPoll {
-    /// Joins the hub of `pool` for `schema`.
-    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
-        let membership = Hub::join(pool, schema);
+    /// Joins the hub of `pool` for `schema`, asking for `keepalive` on its
+    /// listening connection.
+    pub(crate) fn new(
+        pool: &PgPool,
+        schema: &str,
+        fallback: Duration,
+        settle: Duration,
+        keepalive: Duration,
+    ) -> Self {
+        let membership = Hub::join(pool, schema, keepalive);
         let waiters = membership.waiters.clone();
         // The same saturation as every duration bound into a statement.
         let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);

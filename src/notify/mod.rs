@@ -55,6 +55,15 @@
 //! fallback interval; the hub reconnects with back-off, subscribes again and
 //! wakes every waiter once more, so work committed during the gap is fetched
 //! right away instead of at the timeout.
+//!
+//! The listening connection is idle by design: it turns the server's
+//! `idle_session_timeout` off for itself ([`KEEP_SESSION`]) on every
+//! connection, and after [`PostgresOptions::listener_keepalive`] without a
+//! message it sends that statement again as a keepalive, waiting for the
+//! answer at most as long. A connection that does not answer (a dropped TCP
+//! connection stays silent, it does not fail) is given up like a lost one.
+//!
+//! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
 
 mod long_poll;
 mod waiters;
@@ -64,14 +73,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use long_poll::{LongPoll, Polled};
 pub(crate) use waiters::Queue;
 use waiters::{SchemaWaiters, SettleTimer};
+
+/// The listening connection's first statement and its keepalive: turns the
+/// server's `idle_session_timeout` (PostgreSQL 14 and later) off for this
+/// session, which is idle by design, so the server does not end it every
+/// time it has been silent that long. Sent again with every keepalive, so a
+/// connection sqlx replaced behind our back gets it too.
+const KEEP_SESSION: &str = "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
+     THEN set_config('idle_session_timeout', '0', false) END";
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
@@ -97,9 +114,22 @@ struct Shared {
     quiet_skips: AtomicU64,
     followed: AtomicU64,
     queries: AtomicU64,
+    keepalives: AtomicU64,
+    /// The listening connection's keepalive interval in milliseconds
+    /// (`u64::MAX`: none asked for).
+    keepalive_ms: AtomicU64,
 }
 
 impl Shared {
+    /// How long the listening connection may stay silent before a
+    /// keepalive, and how long the keepalive's reply may take.
+    fn keepalive(&self) -> Option<Duration> {
+        match self.keepalive_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
     fn schemas(&self) -> Vec<(String, Arc<SchemaWaiters>)> {
         self.schemas
             .lock()
@@ -214,6 +244,9 @@ pub struct NotificationStats {
     /// Fetch statements sent by long-polling fetches (each one's first
     /// included): what quiet notes and following spare shows as fewer.
     pub queries: u64,
+    /// Keepalives the listening connection sent (one per keepalive
+    /// interval without a message) and got an answer to.
+    pub keepalives: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -239,7 +272,7 @@ impl Hub {
     /// The hub of `pool` (created, with its listening task, on first use),
     /// subscribed to `schema`'s channel, and a membership that leaves it
     /// when dropped.
-    pub(crate) fn join(pool: &PgPool, schema: &str) -> Membership {
+    pub(crate) fn join(pool: &PgPool, schema: &str, keepalive: Duration) -> Membership {
         // Clones of a pool share their connect options: the Arc identifies the pool.
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let hub = {
@@ -250,7 +283,10 @@ impl Hub {
                 _ => {
                     // Subscribed from the first connection, with no
                     // separate `LISTEN` after it.
-                    let shared = Arc::new(Shared::default());
+                    let shared = Arc::new(Shared {
+                        keepalive_ms: AtomicU64::new(u64::MAX),
+                        ..Shared::default()
+                    });
                     if let Ok(mut schemas) = shared.schemas.lock() {
                         schemas.insert(schema.to_string(), Arc::default());
                     }
@@ -261,6 +297,13 @@ impl Hub {
                 }
             }
         };
+        // The shortest keepalive any provider on the pool asked for.
+        let keepalive_ms = u64::try_from(keepalive.as_millis()).unwrap_or(u64::MAX);
+        if keepalive_ms > 0 {
+            hub.shared
+                .keepalive_ms
+                .fetch_min(keepalive_ms, Ordering::Relaxed);
+        }
         let (waiters, added) = {
             let mut schemas = hub.shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
             let fresh = !schemas.contains_key(schema);
@@ -291,6 +334,7 @@ impl Hub {
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
             followed: self.shared.followed.load(Ordering::Relaxed),
             queries: self.shared.queries.load(Ordering::Relaxed),
+            keepalives: self.shared.keepalives.load(Ordering::Relaxed),
         }
     }
 }
@@ -346,6 +390,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.eager_reconnect(false);
+            listener.execute(KEEP_SESSION).await?;
             listener
                 .listen_all(schemas.iter().map(|(name, _)| name.as_str()))
                 .await?;
@@ -368,13 +413,38 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         shared.connected.store(true, Ordering::Relaxed);
         // Subscribed now: whatever was committed before is fetched right away.
         subscribed(&schemas);
+        let mut heard = Instant::now();
         let reason = loop {
+            let keepalive = shared.keepalive();
+            let keepalive_at = keepalive.map_or_else(
+                || later(heard, Duration::MAX),
+                |interval| later(heard, interval),
+            );
             tokio::select! {
                 message = listener.try_recv() => match message {
-                    Ok(Some(n)) => shared.dispatch(n.channel(), n.payload()),
+                    Ok(Some(n)) => {
+                        heard = Instant::now();
+                        shared.dispatch(n.channel(), n.payload());
+                    }
                     Ok(None) => break "connection lost".to_string(),
                     Err(e) => break e.to_string(),
                 },
+                // Silent for a keepalive interval: make sure the server is
+                // still there (a dropped TCP connection can stay silent
+                // forever) and still keeps this session from idling out.
+                // Notifications arriving meanwhile are buffered for the
+                // next `try_recv`.
+                _ = tokio::time::sleep_until(keepalive_at), if keepalive.is_some() => {
+                    let wait = keepalive.unwrap_or(BACKOFF.1);
+                    match tokio::time::timeout(wait, listener.execute(KEEP_SESSION)).await {
+                        Ok(Ok(_)) => {
+                            heard = Instant::now();
+                            shared.keepalives.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) => break e.to_string(),
+                        Err(_) => break format!("no answer to a keepalive within {wait:?}"),
+                    }
+                }
                 // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a
                 // partly read message in the connection's buffer, and
                 // notifications arriving during the `LISTEN` or `UNLISTEN`
@@ -394,6 +464,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         break e.to_string();
                     }
                     shared.channels.store(listening.len(), Ordering::Relaxed);
+                    heard = Instant::now();
                     subscribed(&joined);
                 }
             }

@@ -51,13 +51,9 @@ async fn a_read_only_server_fails_writes_with_a_retryable_error() {
     with_schema("read_only", |schema| async move {
         for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
             let writable = schema.provider_with(mode, false).await;
-            let read_only = provider_with_setting(
-                &schema.name,
-                mode,
-                "default_transaction_read_only",
-                "on",
-            )
-            .await;
+            let read_only =
+                provider_with_setting(&schema.name, mode, "default_transaction_read_only", "on")
+                    .await;
             let instance = format!("read-only-{mode}");
             assert_retryable(
                 &format!("{mode}: enqueue on a read-only server"),
@@ -143,13 +139,14 @@ async fn a_connection_ended_as_idle_costs_one_retryable_failure() {
                     .await
                     .unwrap_or_else(|e| panic!("{mode}: the retry: {e}"));
             }
-            let queued: i64 = sqlx::query_scalar(&schema.sql(
-                "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-            ))
-            .bind(&instance)
-            .fetch_one(&schema.pool)
-            .await
-            .unwrap_or_else(|e| panic!("count: {e}"));
+            let queued: i64 =
+                sqlx::query_scalar(&schema.sql(
+                    "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
+                ))
+                .bind(&instance)
+                .fetch_one(&schema.pool)
+                .await
+                .unwrap_or_else(|e| panic!("count: {e}"));
             assert_eq!(queued, 1, "{mode}: the start is queued once");
             p.pool().close().await;
         }
