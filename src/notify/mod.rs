@@ -16,6 +16,13 @@
 //! then is one more waiter woken, so a notification for one item costs one
 //! fetch, not one per waiter.
 //!
+//! Waiters of one queue differ in what they may take (a worker slot's
+//! session owner, a dispatcher's capability filter). A waiter that was woken
+//! and found nothing hands the wake-up on ((`QueueWaiters::hand_on`)) to a
+//! waiter with other parameters that has not looked since the notification,
+//! so the one that can use the work is woken at once; each notification
+//! reaches each waiter at most once.
+//!
 //! An activity completion whose instance still has activities in flight is
 //! notified as `orchestrator settle`: the hub wakes a waiter the provider's
 //! `completion_settle` after the latest such completion (at most five times
@@ -115,6 +122,7 @@ struct Shared {
     followed: AtomicU64,
     queries: AtomicU64,
     keepalives: AtomicU64,
+    handed_on: AtomicU64,
     /// The listening connection's keepalive interval in milliseconds
     /// (`u64::MAX`: none asked for).
     keepalive_ms: AtomicU64,
@@ -247,6 +255,12 @@ pub struct NotificationStats {
     /// Keepalives the listening connection sent (one per keepalive
     /// interval without a message) and got an answer to.
     pub keepalives: u64,
+    /// Wake-ups handed on: a waiter woken by a notification found nothing
+    /// it may take (the work is for another session owner or capability
+    /// filter) and woke a waiter with other parameters that had not looked
+    /// since the notification (each notification reaches each waiter at
+    /// most once).
+    pub handed_on: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -335,6 +349,7 @@ impl Hub {
             followed: self.shared.followed.load(Ordering::Relaxed),
             queries: self.shared.queries.load(Ordering::Relaxed),
             keepalives: self.shared.keepalives.load(Ordering::Relaxed),
+            handed_on: self.shared.handed_on.load(Ordering::Relaxed),
         }
     }
 }
