@@ -152,12 +152,12 @@ pub struct PostgresOptions {
     /// sequential orchestrations never wait.
     pub completion_settle: Duration,
     /// With notifications on: after this long without a message on the
-    /// listening connection, it sends a keepalive (`SELECT 1`) and waits at
-    /// most this long for the reply; a connection that does not answer (a
-    /// silently dropped TCP connection) is replaced, and waiting fetches poll
-    /// meanwhile (default 30 s; an idle pool sends one statement per
-    /// interval; zero asks for no keepalive). The listener of a pool is shared by every provider on it
-    /// and uses the shortest interval any of them asked for.
+    /// listening connection, it sends a keepalive (a query that is only a
+    /// comment: a round trip, no statement) and waits at most this long for the reply; a
+    /// connection that does not answer (a silently dropped TCP connection)
+    /// is replaced, and waiting fetches poll meanwhile (default 30 s; zero
+    /// asks for no keepalive). The listener of a pool is shared by every
+    /// provider on it and uses the shortest interval any of them asked for.
     pub listener_keepalive: Duration,
 }
 

@@ -66,8 +66,8 @@
 //! The listening connection is idle by design: it turns the server's
 //! `idle_session_timeout` off for itself ([`KEEP_SESSION`]) on every
 //! connection, and after [`PostgresOptions::listener_keepalive`] without a
-//! message it sends that statement again as a keepalive, waiting for the
-//! answer at most as long. A connection that does not answer (a dropped TCP
+//! message it sends a keepalive (a comment, [`KEEPALIVE`]), waiting
+//! for the answer at most as long. A connection that does not answer (a dropped TCP
 //! connection stays silent, it does not fail) is given up like a lost one.
 //!
 //! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
@@ -89,13 +89,20 @@ pub(crate) use long_poll::{LongPoll, Polled};
 pub(crate) use waiters::Queue;
 use waiters::{SchemaWaiters, SettleTimer};
 
-/// The listening connection's first statement and its keepalive: turns the
-/// server's `idle_session_timeout` (PostgreSQL 14 and later) off for this
-/// session, which is idle by design, so the server does not end it every
-/// time it has been silent that long. Sent again with every keepalive, so a
-/// connection sqlx replaced behind our back gets it too.
+/// The listening connection's first statement: turns the server's
+/// `idle_session_timeout` (PostgreSQL 14 and later) off for this session,
+/// which is idle by design, so the server does not end it every time it has
+/// been silent that long. Every connection the listener uses is made here
+/// (sqlx's `PgListener` reconnects by itself only after `try_recv` has
+/// reported the loss, and the task drops it then), so each one gets it.
 const KEEP_SESSION: &str = "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
      THEN set_config('idle_session_timeout', '0', false) END";
+
+/// The keepalive: a query of nothing but a comment, a round trip that runs
+/// no statement (the server answers `EmptyQueryResponse`;
+/// `pg_stat_statements` does not count it), and that names itself in
+/// `pg_stat_activity`, where the listener's last `LISTEN` showed before.
+const KEEPALIVE: &str = "-- duroxide-postgres: LISTEN connection keepalive";
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
@@ -451,7 +458,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 // next `try_recv`.
                 _ = tokio::time::sleep_until(keepalive_at), if keepalive.is_some() => {
                     let wait = keepalive.unwrap_or(BACKOFF.1);
-                    match tokio::time::timeout(wait, listener.execute(KEEP_SESSION)).await {
+                    match tokio::time::timeout(wait, listener.execute(KEEPALIVE)).await {
                         Ok(Ok(_)) => {
                             heard = Instant::now();
                             shared.keepalives.fetch_add(1, Ordering::Relaxed);

@@ -136,6 +136,17 @@ async fn a_listener_that_stops_answering_is_replaced() {
         let pids = listeners(&pool, &app).await;
         assert_eq!(pids.len(), 1, "one listener");
         let connections = p.notification_stats().unwrap_or_default().connections;
+        // Answered keepalives keep the connection.
+        eventually("answered keepalives", || async {
+            p.notification_stats().is_some_and(|s| s.keepalives >= 3)
+        })
+        .await;
+        assert_eq!(
+            p.notification_stats().unwrap_or_default().connections,
+            connections,
+            "no reconnect while the server answers"
+        );
+        assert_eq!(listeners(&pool, &app).await, pids, "the same backend");
         if !signal(pids[0], "STOP") {
             eprintln!("note: cannot signal the server's processes; skipped");
             return;
