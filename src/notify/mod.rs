@@ -18,7 +18,7 @@
 //!
 //! Waiters of one queue differ in what they may take (a worker slot's
 //! session owner, a dispatcher's capability filter). A waiter that was woken
-//! and found nothing hands the wake-up on ((`QueueWaiters::hand_on`)) to a
+//! and found nothing hands the wake-up on (`QueueWaiters::hand_on`) to a
 //! waiter with other parameters that has not looked since the notification,
 //! so the one that can use the work is woken at once; each notification
 //! reaches each waiter at most once.
@@ -66,8 +66,8 @@
 //! The listening connection is idle by design: it turns the server's
 //! `idle_session_timeout` off for itself ([`KEEP_SESSION`]) on every
 //! connection, and after [`PostgresOptions::listener_keepalive`] without a
-//! message it sends a keepalive (a comment, [`KEEPALIVE`]), waiting
-//! for the answer at most as long. A connection that does not answer (a dropped TCP
+//! message it sends a keepalive (a comment, [`KEEPALIVE`]), waiting for the
+//! answer at most as long. A connection that does not answer (a dropped TCP
 //! connection stays silent, it does not fail) is given up like a lost one.
 //!
 //! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
@@ -453,9 +453,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 },
                 // Silent for a keepalive interval: make sure the server is
                 // still there (a dropped TCP connection can stay silent
-                // forever) and still keeps this session from idling out.
-                // Notifications arriving meanwhile are buffered for the
-                // next `try_recv`.
+                // forever). Notifications arriving meanwhile are buffered
+                // for the next `try_recv`.
                 _ = tokio::time::sleep_until(keepalive_at), if keepalive.is_some() => {
                     let wait = keepalive.unwrap_or(BACKOFF.1);
                     match tokio::time::timeout(wait, listener.execute(KEEPALIVE)).await {
