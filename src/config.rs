@@ -182,6 +182,14 @@ pub struct PostgresOptions {
     /// hold three quarters of the slots). The first provider on a pool sets
     /// it. See [`crate::PostgresProvider::admission_stats`].
     pub fetch_slots: Option<usize>,
+    /// With notifications on: after this long without a message on the
+    /// listening connection, it sends a keepalive (a query that is only a
+    /// comment: a round trip, no statement) and waits at most this long for the reply; a
+    /// connection that does not answer (a silently dropped TCP connection)
+    /// is replaced, and waiting fetches poll meanwhile (default 30 s; zero
+    /// asks for no keepalive). The listener of a pool is shared by every
+    /// provider on it and uses the shortest interval any of them asked for.
+    pub listener_keepalive: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -204,6 +212,7 @@ impl Default for PostgresOptions {
             max_payload_bytes: 16 * 1024 * 1024,
             max_history_bytes: 256 * 1024 * 1024,
             fetch_slots: None,
+            listener_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -331,6 +340,13 @@ impl PostgresOptions {
     /// `fetch_slots` field).
     pub fn fetch_slots(mut self, slots: Option<usize>) -> Self {
         self.fetch_slots = slots;
+        self
+    }
+
+    /// Sets how long the listening connection may stay silent before it
+    /// sends a keepalive, and how long it waits for the reply.
+    pub fn listener_keepalive(mut self, interval: Duration) -> Self {
+        self.listener_keepalive = interval;
         self
     }
 

@@ -24,8 +24,23 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     /// `53300`: too many connections.
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    /// `0A000`: raised as "cached plan must not change result type" after DDL.
+    /// `57P05`: the server ended a session idle longer than
+    /// `idle_session_timeout`; the next use of its pooled connection fails.
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    /// `25P03`: the server ended a session idle inside a transaction longer
+    /// than `idle_in_transaction_session_timeout`.
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    /// `25006`: a write in a read-only transaction: the server is a standby
+    /// (as right after a failover, before the new primary is reached) or
+    /// `default_transaction_read_only` is on for a while.
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    /// `0A000`: a feature the server does not support. Permanent, except
+    /// when raised as [`CACHED_PLAN_CHANGED`] after DDL.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// The message of the one [`FEATURE_NOT_SUPPORTED`] error that heals:
+    /// a prepared statement whose result type DDL changed (the next
+    /// execution re-plans it).
+    pub const CACHED_PLAN_CHANGED: &str = "cached plan must not change result type";
     /// `23505`: unique violation (for example a duplicate history event id).
     pub const UNIQUE_VIOLATION: &str = "23505";
     /// `23502`: not-null violation.
@@ -186,38 +201,25 @@ impl PgProviderError {
     /// Whether retrying the same operation may succeed.
     ///
     /// Retryable: serialization failures, deadlocks, lost or refused
-    /// connections, server shutdown or recovery, resource exhaustion,
-    /// cancelled statements, pool time-outs, and plans invalidated by DDL.
-    /// Everything else (constraint violations, invalid lock tokens, bad input,
-    /// decode failures, schema problems) is permanent.
+    /// connections (including sessions the server ended as idle), server
+    /// shutdown or recovery, a read-only server (a standby after a
+    /// failover), resource exhaustion, cancelled statements, pool
+    /// time-outs, and plans invalidated by DDL. Everything else (constraint
+    /// violations, invalid lock tokens, bad input, decode failures, schema
+    /// problems, unsupported features, a closed pool) is permanent.
     pub fn is_retryable(&self) -> bool {
-        use sqlstate::*;
         match self {
             Self::Database(err) => match err {
-                sqlx::Error::Database(db) => {
-                    let Some(code) = db.code() else { return false };
-                    let code = code.as_ref();
-                    matches!(
-                        code,
-                        SERIALIZATION_FAILURE
-                            | DEADLOCK_DETECTED
-                            | LOCK_NOT_AVAILABLE
-                            | QUERY_CANCELED
-                            | ADMIN_SHUTDOWN
-                            | CRASH_SHUTDOWN
-                            | CANNOT_CONNECT_NOW
-                            | TOO_MANY_CONNECTIONS
-                            | FEATURE_NOT_SUPPORTED
-                    ) || RETRYABLE_CLASSES
-                        .iter()
-                        .any(|class| code.starts_with(class))
-                }
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| retryable_sqlstate(&code, db.message())),
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_)
                 | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
+                // `PoolClosed` means the pool was closed: the provider is
+                // shutting down, and no retry can succeed.
                 _ => false,
             },
             Self::Interrupted { .. } => true,
@@ -239,8 +241,159 @@ impl PgProviderError {
     }
 }
 
+/// Whether a server error with SQLSTATE `code` and `message` may heal.
+fn retryable_sqlstate(code: &str, message: &str) -> bool {
+    use sqlstate::*;
+    match code {
+        SERIALIZATION_FAILURE
+        | DEADLOCK_DETECTED
+        | LOCK_NOT_AVAILABLE
+        | QUERY_CANCELED
+        | ADMIN_SHUTDOWN
+        | CRASH_SHUTDOWN
+        | CANNOT_CONNECT_NOW
+        | IDLE_SESSION_TIMEOUT
+        | IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+        | READ_ONLY_SQL_TRANSACTION
+        | TOO_MANY_CONNECTIONS => true,
+        // The server's message, in English unless `lc_messages` says otherwise.
+        FEATURE_NOT_SUPPORTED => message.contains(CACHED_PLAN_CHANGED),
+        _ => RETRYABLE_CLASSES
+            .iter()
+            .any(|class| code.starts_with(class)),
+    }
+}
+
 impl From<PgProviderError> for ProviderError {
     fn from(err: PgProviderError) -> Self {
         err.into_provider_error("postgres")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::sqlstate::*;
+    use super::*;
+
+    /// A server error as sqlx reports it, with any code and message.
+    #[derive(Debug)]
+    struct ServerError {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.message)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.code))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn server(code: &'static str, message: &'static str) -> PgProviderError {
+        PgProviderError::Database(sqlx::Error::Database(Box::new(ServerError {
+            code,
+            message,
+        })))
+    }
+
+    /// Retryable as duroxide sees it, after the conversion every trait method makes.
+    fn retryable(err: PgProviderError) -> bool {
+        err.into_provider_error("test").is_retryable()
+    }
+
+    #[test]
+    fn sessions_the_server_ended_as_idle_are_retryable() {
+        let idle = "terminating connection due to idle-session timeout";
+        assert!(retryable(server(IDLE_SESSION_TIMEOUT, idle)));
+        let in_tx = "terminating connection due to idle-in-transaction timeout";
+        assert!(retryable(server(
+            IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            in_tx
+        )));
+    }
+
+    #[test]
+    fn a_read_only_server_is_retryable() {
+        let message = "cannot execute INSERT in a read-only transaction";
+        assert!(retryable(server(READ_ONLY_SQL_TRANSACTION, message)));
+    }
+
+    #[test]
+    fn only_a_changed_cached_plan_of_class_0a000_is_retryable() {
+        let plan = "cached plan must not change result type";
+        assert!(retryable(server(FEATURE_NOT_SUPPORTED, plan)));
+        for message in [
+            "cannot use a deferrable unique constraint for ON CONFLICT",
+            "LISTEN is not supported",
+        ] {
+            assert!(
+                !retryable(server(FEATURE_NOT_SUPPORTED, message)),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_closed_pool_is_permanent() {
+        assert!(!retryable(PgProviderError::Database(
+            sqlx::Error::PoolClosed
+        )));
+        assert!(retryable(PgProviderError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
+    }
+
+    #[test]
+    fn transient_codes_stay_retryable_and_domain_codes_permanent() {
+        for code in [
+            SERIALIZATION_FAILURE,
+            DEADLOCK_DETECTED,
+            LOCK_NOT_AVAILABLE,
+            QUERY_CANCELED,
+            ADMIN_SHUTDOWN,
+            CRASH_SHUTDOWN,
+            CANNOT_CONNECT_NOW,
+            TOO_MANY_CONNECTIONS,
+            "08006",
+            "53100",
+        ] {
+            assert!(retryable(server(code, "transient")), "{code}");
+        }
+        for code in [
+            UNIQUE_VIOLATION,
+            NOT_NULL_VIOLATION,
+            CHARACTER_NOT_IN_REPERTOIRE,
+            INVALID_LOCK_TOKEN,
+            LOCK_EXPIRED,
+            NOT_FOUND,
+            INVALID_STATE,
+            INVALID_INPUT,
+        ] {
+            assert!(!retryable(server(code, "permanent")), "{code}");
+        }
     }
 }

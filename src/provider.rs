@@ -172,6 +172,7 @@ impl PostgresProvider {
                 schema.as_str(),
                 options.fallback_poll_interval,
                 options.completion_settle,
+                options.listener_keepalive,
             )
         });
         tracing::info!(

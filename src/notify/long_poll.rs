@@ -9,8 +9,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::waiters::{Queue, Registration, SchemaWaiters};
-use super::{Hub, Membership, NotificationStats};
+use super::waiters::{Queue, QueueWaiters, Registration, SchemaWaiters};
+use super::{Hub, Membership, NotificationStats, Shared};
 use crate::error::Result;
 
 /// Long polling for one provider: its pool's hub and its schema's waiters.
@@ -22,9 +22,16 @@ pub(crate) struct LongPoll {
 }
 
 impl LongPoll {
-    /// Joins the hub of `pool` for `schema`.
-    pub(crate) fn new(pool: &PgPool, schema: &str, fallback: Duration, settle: Duration) -> Self {
-        let membership = Hub::join(pool, schema);
+    /// Joins the hub of `pool` for `schema`, asking for `keepalive` on its
+    /// listening connection.
+    pub(crate) fn new(
+        pool: &PgPool,
+        schema: &str,
+        fallback: Duration,
+        settle: Duration,
+        keepalive: Duration,
+    ) -> Self {
+        let membership = Hub::join(pool, schema, keepalive);
         let waiters = membership.waiters.clone();
         // The same saturation as every duration bound into a statement.
         let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);
@@ -69,7 +76,7 @@ impl LongPoll {
         let deadline = Instant::now() + poll_timeout;
         let waiters = self.waiters.queue(queue);
         let shared = &self.membership.hub.shared;
-        let _registration = Registration::new(waiters);
+        let registration = Registration::new(waiters, key);
         let mut woken = false;
         // The due time the last wait ended at, when a due time ended it.
         let mut due: Option<Instant> = None;
@@ -78,6 +85,10 @@ impl LongPoll {
             let notified = waiters.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // A wake-up another waiter could not use, handed on to this one.
+            let handed = registration.handed.notified();
+            tokio::pin!(handed);
+            handed.as_mut().enable();
             // Read after registering: a notification that bumps it later wakes us.
             let epoch = waiters.epoch.load(Ordering::SeqCst);
             let subscribed = self.waiters.subscribed.load(Ordering::SeqCst);
@@ -99,6 +110,7 @@ impl LongPoll {
                     shared.followed.fetch_add(1, Ordering::Relaxed);
                     woken = tokio::select! {
                         _ = &mut notified => true,
+                        _ = &mut handed => true,
                         _ = &mut done => false,
                         _ = tokio::time::sleep_until(deadline) => false,
                     };
@@ -108,9 +120,13 @@ impl LongPoll {
                     continue;
                 }
             }
+            waiters.looking(registration.id, epoch);
             let next_due_ms = match quiet {
                 Some(_) => {
                     shared.quiet_skips.fetch_add(1, Ordering::Relaxed);
+                    if woken {
+                        hand_on(shared, waiters, registration.id, key);
+                    }
                     None
                 }
                 None => {
@@ -137,6 +153,7 @@ impl LongPoll {
                         Polled::Empty { next_due_ms } => {
                             if woken {
                                 shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
+                                hand_on(shared, waiters, registration.id, key);
                             }
                             if subscribed {
                                 waiters.note_quiet_for(key, epoch, now, next_due_ms);
@@ -163,6 +180,7 @@ impl LongPoll {
             }
             woken = tokio::select! {
                 _ = &mut notified => true,
+                _ = &mut handed => true,
                 _ = tokio::time::sleep_until(wake_at) => false,
             };
             if woken {
@@ -171,6 +189,15 @@ impl LongPoll {
                 due = Some(wake_at);
             }
         }
+    }
+}
+
+/// A woken fetch found nothing (or skipped on a quiet note): the work
+/// notified may be for another waiter's parameters, so wake one that has
+/// not looked since (see [`QueueWaiters::hand_on`]).
+fn hand_on(shared: &Shared, waiters: &QueueWaiters, id: u64, key: u64) {
+    if waiters.hand_on(id, key) {
+        shared.handed_on.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,13 @@
 //! then is one more waiter woken, so a notification for one item costs one
 //! fetch, not one per waiter.
 //!
+//! Waiters of one queue differ in what they may take (a worker slot's
+//! session owner, a dispatcher's capability filter). A waiter that was woken
+//! and found nothing hands the wake-up on (`QueueWaiters::hand_on`) to a
+//! waiter with other parameters that has not looked since the notification,
+//! so the one that can use the work is woken at once; each notification
+//! reaches each waiter at most once.
+//!
 //! An activity completion whose instance still has activities in flight is
 //! notified as `orchestrator settle`: the hub wakes a waiter the provider's
 //! `completion_settle` after the latest such completion (at most five times
@@ -55,6 +62,15 @@
 //! fallback interval; the hub reconnects with back-off, subscribes again and
 //! wakes every waiter once more, so work committed during the gap is fetched
 //! right away instead of at the timeout.
+//!
+//! The listening connection is idle by design: it turns the server's
+//! `idle_session_timeout` off for itself ([`KEEP_SESSION`]) on every
+//! connection, and after [`PostgresOptions::listener_keepalive`] without a
+//! message it sends a keepalive (a comment, [`KEEPALIVE`]), waiting for the
+//! answer at most as long. A connection that does not answer (a dropped TCP
+//! connection stays silent, it does not fail) is given up like a lost one.
+//!
+//! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
 
 mod long_poll;
 mod waiters;
@@ -64,14 +80,29 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use long_poll::{LongPoll, Polled};
 pub(crate) use waiters::Queue;
 use waiters::{SchemaWaiters, SettleTimer};
+
+/// The listening connection's first statement: turns the server's
+/// `idle_session_timeout` (PostgreSQL 14 and later) off for this session,
+/// which is idle by design, so the server does not end it every time it has
+/// been silent that long. Every connection the listener uses is made here
+/// (sqlx's `PgListener` reconnects by itself only after `try_recv` has
+/// reported the loss, and the task drops it then), so each one gets it.
+const KEEP_SESSION: &str = "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
+     THEN set_config('idle_session_timeout', '0', false) END";
+
+/// The keepalive: a query of nothing but a comment, a round trip that runs
+/// no statement (the server answers `EmptyQueryResponse`;
+/// `pg_stat_statements` does not count it), and that names itself in
+/// `pg_stat_activity`, where the listener's last `LISTEN` showed before.
+const KEEPALIVE: &str = "-- duroxide-postgres: LISTEN connection keepalive";
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
@@ -97,9 +128,23 @@ struct Shared {
     quiet_skips: AtomicU64,
     followed: AtomicU64,
     queries: AtomicU64,
+    keepalives: AtomicU64,
+    handed_on: AtomicU64,
+    /// The listening connection's keepalive interval in milliseconds
+    /// (`u64::MAX`: none asked for).
+    keepalive_ms: AtomicU64,
 }
 
 impl Shared {
+    /// How long the listening connection may stay silent before a
+    /// keepalive, and how long the keepalive's reply may take.
+    fn keepalive(&self) -> Option<Duration> {
+        match self.keepalive_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
     fn schemas(&self) -> Vec<(String, Arc<SchemaWaiters>)> {
         self.schemas
             .lock()
@@ -214,6 +259,15 @@ pub struct NotificationStats {
     /// Fetch statements sent by long-polling fetches (each one's first
     /// included): what quiet notes and following spare shows as fewer.
     pub queries: u64,
+    /// Keepalives the listening connection sent (one per keepalive
+    /// interval without a message) and got an answer to.
+    pub keepalives: u64,
+    /// Wake-ups handed on: a waiter woken by a notification found nothing
+    /// it may take (the work is for another session owner or capability
+    /// filter) and woke a waiter with other parameters that had not looked
+    /// since the notification (each notification reaches each waiter at
+    /// most once).
+    pub handed_on: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -239,7 +293,7 @@ impl Hub {
     /// The hub of `pool` (created, with its listening task, on first use),
     /// subscribed to `schema`'s channel, and a membership that leaves it
     /// when dropped.
-    pub(crate) fn join(pool: &PgPool, schema: &str) -> Membership {
+    pub(crate) fn join(pool: &PgPool, schema: &str, keepalive: Duration) -> Membership {
         // Clones of a pool share their connect options: the Arc identifies the pool.
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let hub = {
@@ -250,7 +304,10 @@ impl Hub {
                 _ => {
                     // Subscribed from the first connection, with no
                     // separate `LISTEN` after it.
-                    let shared = Arc::new(Shared::default());
+                    let shared = Arc::new(Shared {
+                        keepalive_ms: AtomicU64::new(u64::MAX),
+                        ..Shared::default()
+                    });
                     if let Ok(mut schemas) = shared.schemas.lock() {
                         schemas.insert(schema.to_string(), Arc::default());
                     }
@@ -261,6 +318,13 @@ impl Hub {
                 }
             }
         };
+        // The shortest keepalive any provider on the pool asked for.
+        let keepalive_ms = u64::try_from(keepalive.as_millis()).unwrap_or(u64::MAX);
+        if keepalive_ms > 0 {
+            hub.shared
+                .keepalive_ms
+                .fetch_min(keepalive_ms, Ordering::Relaxed);
+        }
         let (waiters, added) = {
             let mut schemas = hub.shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
             let fresh = !schemas.contains_key(schema);
@@ -291,6 +355,8 @@ impl Hub {
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
             followed: self.shared.followed.load(Ordering::Relaxed),
             queries: self.shared.queries.load(Ordering::Relaxed),
+            keepalives: self.shared.keepalives.load(Ordering::Relaxed),
+            handed_on: self.shared.handed_on.load(Ordering::Relaxed),
         }
     }
 }
@@ -346,6 +412,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.eager_reconnect(false);
+            listener.execute(KEEP_SESSION).await?;
             listener
                 .listen_all(schemas.iter().map(|(name, _)| name.as_str()))
                 .await?;
@@ -368,13 +435,37 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         shared.connected.store(true, Ordering::Relaxed);
         // Subscribed now: whatever was committed before is fetched right away.
         subscribed(&schemas);
+        let mut heard = Instant::now();
         let reason = loop {
+            let keepalive = shared.keepalive();
+            let keepalive_at = keepalive.map_or_else(
+                || later(heard, Duration::MAX),
+                |interval| later(heard, interval),
+            );
             tokio::select! {
                 message = listener.try_recv() => match message {
-                    Ok(Some(n)) => shared.dispatch(n.channel(), n.payload()),
+                    Ok(Some(n)) => {
+                        heard = Instant::now();
+                        shared.dispatch(n.channel(), n.payload());
+                    }
                     Ok(None) => break "connection lost".to_string(),
                     Err(e) => break e.to_string(),
                 },
+                // Silent for a keepalive interval: make sure the server is
+                // still there (a dropped TCP connection can stay silent
+                // forever). Notifications arriving meanwhile are buffered
+                // for the next `try_recv`.
+                _ = tokio::time::sleep_until(keepalive_at), if keepalive.is_some() => {
+                    let wait = keepalive.unwrap_or(BACKOFF.1);
+                    match tokio::time::timeout(wait, listener.execute(KEEPALIVE)).await {
+                        Ok(Ok(_)) => {
+                            heard = Instant::now();
+                            shared.keepalives.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) => break e.to_string(),
+                        Err(_) => break format!("no answer to a keepalive within {wait:?}"),
+                    }
+                }
                 // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a
                 // partly read message in the connection's buffer, and
                 // notifications arriving during the `LISTEN` or `UNLISTEN`
@@ -394,6 +485,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         break e.to_string();
                     }
                     shared.channels.store(listening.len(), Ordering::Relaxed);
+                    heard = Instant::now();
                     subscribed(&joined);
                 }
             }

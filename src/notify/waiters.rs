@@ -2,8 +2,8 @@
 //! each other: the quiet note of the last fetch that left a queue empty, the
 //! settling wake-up scheduled, and who is registered.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -80,6 +80,34 @@ pub(super) struct QueueWaiters {
     /// Woken whenever a fetch statement ends (returns, fails or is cancelled),
     /// after the quiet note it left, if any, is written.
     pub(super) fetch_done: Notify,
+    /// Every registered fetch, for handing on a wake-up ([`Self::hand_on`]).
+    roster: Mutex<Roster>,
+}
+
+/// The registered fetches of a queue, and the parameters that found
+/// nothing since the latest notification.
+#[derive(Debug, Default)]
+struct Roster {
+    next_id: u64,
+    entries: Vec<Entry>,
+    /// The notification count `empty_keys` belong to.
+    empty_epoch: u64,
+    /// Parameters whose fetch, begun since notification `empty_epoch`, found
+    /// nothing: a waiter with them would find nothing either.
+    empty_keys: Vec<u64>,
+}
+
+/// One registered fetch.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    key: u64,
+    /// The notification count read before its latest fetch (or skip).
+    looked: u64,
+    /// The notification count it was last handed a wake-up for.
+    handed: u64,
+    /// Wakes this fetch alone.
+    wake: Arc<Notify>,
 }
 
 /// A fetch statement in flight: its parameters, when it began (before its
@@ -136,6 +164,53 @@ impl QueueWaiters {
         let id = self.fetches.fetch_add(1, Ordering::Relaxed);
         *in_flight = Some(InFlight { key, since, id });
         FetchInFlight { waiters: self, id }
+    }
+
+    /// A fetch (`id`, with `key`) woken by a notification, or handed one,
+    /// found nothing: the work notified is for a waiter with other
+    /// parameters (another session owner, another capability filter). Wakes
+    /// the longest-waiting fetch with other parameters that has not looked
+    /// since the latest notification and has not been handed it yet, so
+    /// each notification reaches each waiter at most once. Returns whether
+    /// one was woken.
+    pub(super) fn hand_on(&self, id: u64, key: u64) -> bool {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let mut roster = self.roster.lock().unwrap_or_else(|e| e.into_inner());
+        if roster.empty_epoch != epoch {
+            roster.empty_epoch = epoch;
+            roster.empty_keys.clear();
+        }
+        if !roster.empty_keys.contains(&key) {
+            roster.empty_keys.push(key);
+        }
+        let Roster {
+            entries,
+            empty_keys,
+            ..
+        } = &mut *roster;
+        let next = entries
+            .iter_mut()
+            .filter(|e| {
+                e.id != id && e.looked < epoch && e.handed < epoch && !empty_keys.contains(&e.key)
+            })
+            .min_by_key(|e| (e.looked, e.id));
+        match next {
+            Some(entry) => {
+                entry.handed = epoch;
+                entry.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that fetch `id` looks at the queue (fetches, or skips on a
+    /// quiet note) having read notification count `epoch`.
+    pub(super) fn looking(&self, id: u64, epoch: u64) {
+        let mut roster = self.roster.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = roster.entries.iter_mut().find(|e| e.id == id) {
+            entry.looked = epoch;
+        }
     }
 
     /// New work may be claimable: invalidates the quiet note, wakes one.
@@ -221,20 +296,48 @@ impl Drop for FetchInFlight<'_> {
     }
 }
 
-/// Registration of one waiting fetch; dropped when the fetch returns or is
-/// cancelled.
-pub(super) struct Registration<'a>(&'a QueueWaiters);
+/// Registration of one waiting fetch with parameters `key`; dropped when
+/// the fetch returns or is cancelled.
+pub(super) struct Registration<'a> {
+    waiters: &'a QueueWaiters,
+    pub(super) id: u64,
+    /// Woken when another waiter hands this one a wake-up.
+    pub(super) handed: Arc<Notify>,
+}
 
 impl<'a> Registration<'a> {
-    pub(super) fn new(waiters: &'a QueueWaiters) -> Self {
+    pub(super) fn new(waiters: &'a QueueWaiters, key: u64) -> Self {
         waiters.registered.fetch_add(1, Ordering::SeqCst);
-        Self(waiters)
+        let handed = Arc::new(Notify::new());
+        let mut roster = waiters.roster.lock().unwrap_or_else(|e| e.into_inner());
+        let id = roster.next_id;
+        roster.next_id += 1;
+        roster.entries.push(Entry {
+            id,
+            key,
+            looked: 0,
+            handed: 0,
+            wake: handed.clone(),
+        });
+        drop(roster);
+        Self {
+            waiters,
+            id,
+            handed,
+        }
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.0.registered.fetch_sub(1, Ordering::SeqCst);
+        let mut roster = self
+            .waiters
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        roster.entries.retain(|e| e.id != self.id);
+        drop(roster);
+        self.waiters.registered.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

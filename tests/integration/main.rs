@@ -18,4 +18,5 @@ mod orphans;
 mod plans;
 mod schema_names;
 mod support;
+mod transient;
 mod validation;

@@ -19,6 +19,8 @@ use crate::support::{
     database_url, drop_schema, fresh_schema_name, provider_on, settling_provider,
 };
 
+mod handoff;
+mod listener;
 mod quiet;
 
 const LOCK: Duration = Duration::from_secs(30);
@@ -96,10 +98,12 @@ async fn claimed(fetch: JoinHandle<Result<Option<String>, ProviderError>>) -> Op
         .unwrap_or_else(|e| panic!("fetch: {e}"))
 }
 
-/// Listening backends of the pool tagged `application_name`.
+/// Listening backends of the pool tagged `application_name` (their last
+/// query a `LISTEN` or the listener's keepalive).
 async fn listeners(pool: &PgPool, application_name: &str) -> Vec<i32> {
     sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+           AND (query LIKE 'LISTEN %' OR query = '-- duroxide-postgres: LISTEN connection keepalive')",
     )
     .bind(application_name)
     .fetch_all(pool)

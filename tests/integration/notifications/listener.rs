@@ -1,0 +1,179 @@
+//! The listening connection stays up through the server's
+//! `idle_session_timeout`, and a listener whose server stops answering is
+//! noticed by its keepalive and replaced.
+
+use std::time::Duration;
+
+use duroxide::providers::Provider;
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::time::Instant;
+
+use super::{
+    LONG, claimed, eventually, listeners, subscribed, tagged_pool, waiting_fetch, with_schemas,
+};
+use crate::fixtures::start;
+use crate::support::{database_url, provider_on};
+
+/// A pool tagged `application_name` whose sessions the server ends after
+/// one second idle.
+async fn idle_ending_pool(application_name: &str) -> PgPool {
+    let options: PgConnectOptions = database_url()
+        .parse::<PgConnectOptions>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .application_name(application_name)
+        .options([("idle_session_timeout", "1000")]);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// A long-polling provider in `mode` on `schema` over `pool`, with
+/// `keepalive` as its listener keepalive.
+async fn listening_provider(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    keepalive: Duration,
+) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .listener_keepalive(keepalive);
+    PostgresProvider::from_pool_with(pool.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("{mode} provider on {schema}: {e}"))
+}
+
+/// With the server ending sessions idle for a second, the listening
+/// connection is still the first one after several idle seconds (it turns
+/// the timeout off for itself), and a commit still wakes a waiting fetch at
+/// once. Before, the server ended it every second and waiters polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_outlives_idle_session_timeout() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schemas("idle_listen", 1, |other_pool, names, app| async move {
+            // The listener's pool carries the test's tag; the tagged pool
+            // `with_schemas` made has no listener and enqueues.
+            let pool = idle_ending_pool(&app).await;
+            let p = listening_provider(&pool, &names[0], mode, Duration::from_secs(30)).await;
+            subscribed(&p).await;
+            let pids = listeners(&other_pool, &app).await;
+            assert_eq!(pids.len(), 1, "{mode}: one listener");
+            let connections = p.notification_stats().unwrap_or_default().connections;
+
+            // Idle: three times the server's timeout.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let stats = p.notification_stats().unwrap_or_default();
+            assert!(stats.connected, "{mode}: still connected");
+            assert_eq!(
+                stats.connections, connections,
+                "{mode}: no reconnect while idle"
+            );
+            assert_eq!(
+                listeners(&other_pool, &app).await,
+                pids,
+                "{mode}: the same backend"
+            );
+
+            let begun = Instant::now();
+            let fetch = waiting_fetch(&p, LONG);
+            let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            enqueuer
+                .enqueue_for_orchestrator(start("after-idle"), None)
+                .await
+                .unwrap_or_else(|e| panic!("enqueue: {e}"));
+            assert_eq!(
+                claimed(fetch).await.as_deref(),
+                Some("after-idle"),
+                "{mode}"
+            );
+            let waited = begun.elapsed();
+            assert!(
+                waited < Duration::from_secs(3),
+                "{mode}: woken by the commit ({waited:?})"
+            );
+            drop(p);
+            pool.close().await;
+        })
+        .await;
+    }
+}
+
+/// Sends `signal` to server process `pid`; false if this process may not
+/// (a server run by another user).
+fn signal(pid: i32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Resumes a stopped backend however the test ends.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+/// A listening connection whose server stops answering (its backend
+/// stopped with SIGSTOP: the TCP connection stays up, nothing comes back,
+/// as when a network drops packets) is noticed by the keepalive within its
+/// bounded wait and replaced; a commit then wakes a waiting fetch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_stops_answering_is_replaced() {
+    with_schemas("mute_listen", 1, |pool, names, app| async move {
+        let mode = SqlMode::StoredProcedures;
+        let p = listening_provider(&pool, &names[0], mode, Duration::from_millis(300)).await;
+        subscribed(&p).await;
+        let pids = listeners(&pool, &app).await;
+        assert_eq!(pids.len(), 1, "one listener");
+        let connections = p.notification_stats().unwrap_or_default().connections;
+        // Answered keepalives keep the connection.
+        eventually("answered keepalives", || async {
+            p.notification_stats().is_some_and(|s| s.keepalives >= 3)
+        })
+        .await;
+        assert_eq!(
+            p.notification_stats().unwrap_or_default().connections,
+            connections,
+            "no reconnect while the server answers"
+        );
+        assert_eq!(listeners(&pool, &app).await, pids, "the same backend");
+        if !signal(pids[0], "STOP") {
+            eprintln!("note: cannot signal the server's processes; skipped");
+            return;
+        }
+        let resume = Resume(pids[0]);
+        eventually("a new listening connection", || async {
+            p.notification_stats()
+                .is_some_and(|s| s.connected && s.connections > connections)
+        })
+        .await;
+        drop(resume);
+
+        let begun = Instant::now();
+        let fetch = waiting_fetch(&p, LONG);
+        let other_pool = tagged_pool("mute_listen_other").await;
+        let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        enqueuer
+            .enqueue_for_orchestrator(start("after-mute"), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        assert_eq!(claimed(fetch).await.as_deref(), Some("after-mute"));
+        assert!(
+            begun.elapsed() < Duration::from_secs(3),
+            "woken by the commit"
+        );
+        other_pool.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,155 @@
+//! Transient server states surface as retryable errors, so duroxide retries
+//! instead of failing the orchestration: a read-only server (a standby
+//! after a failover, or `default_transaction_read_only` switched on), and a
+//! pooled connection the server ended as idle (`idle_session_timeout`).
+
+use std::time::Duration;
+
+use duroxide::providers::{Provider, ProviderError};
+use duroxide_postgres::{MigrationMode, PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::fixtures::{event, metadata, start};
+use crate::support::{connect_options, database_url, with_schema};
+
+const LOCK: Duration = Duration::from_secs(30);
+
+/// A provider on `schema` whose own one-connection pool opens every
+/// connection with `setting = value` (a server setting, as `-c` would).
+async fn provider_with_setting(
+    schema: &str,
+    mode: SqlMode,
+    setting: &str,
+    value: &str,
+) -> PostgresProvider {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(connect_options().options([(setting, value)]))
+        .await
+        .unwrap_or_else(|e| panic!("pool with {setting} = {value}: {e}"));
+    let options = PostgresOptions::default()
+        .schema(schema)
+        .sql_mode(mode)
+        .notifications(false)
+        .migration_mode(MigrationMode::Verify);
+    PostgresProvider::from_pool_with(pool, options)
+        .await
+        .unwrap_or_else(|e| panic!("{mode} provider with {setting} = {value}: {e}"))
+}
+
+fn assert_retryable(what: &str, result: Result<(), ProviderError>) {
+    let err = result.expect_err(what);
+    assert!(err.is_retryable(), "{what}: permanent: {err:?}");
+}
+
+/// Writes refused by a read-only server (`25006`) are retryable, for an
+/// enqueue and for an orchestration turn's ack, in both SQL modes; once the
+/// server takes writes again the same ack succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_server_fails_writes_with_a_retryable_error() {
+    with_schema("read_only", |schema| async move {
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            let writable = schema.provider_with(mode, false).await;
+            let read_only =
+                provider_with_setting(&schema.name, mode, "default_transaction_read_only", "on")
+                    .await;
+            let instance = format!("read-only-{mode}");
+            assert_retryable(
+                &format!("{mode}: enqueue on a read-only server"),
+                read_only
+                    .enqueue_for_orchestrator(start(&instance), None)
+                    .await,
+            );
+
+            writable
+                .enqueue_for_orchestrator(start(&instance), None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e}"));
+            let (_, token, _) = writable
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
+                .unwrap_or_else(|| panic!("{mode}: the start is fetched"));
+            let ack = |p: PostgresProvider| {
+                let (token, instance) = (token.clone(), instance.clone());
+                async move {
+                    p.ack_orchestration_item(
+                        &token,
+                        1,
+                        vec![event(&instance, 1)],
+                        vec![],
+                        vec![],
+                        metadata(),
+                        vec![],
+                    )
+                    .await
+                }
+            };
+            assert_retryable(
+                &format!("{mode}: ack on a read-only server"),
+                ack(read_only.clone()).await,
+            );
+            ack(writable.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: the retried ack: {e}"));
+            read_only.pool().close().await;
+        }
+    })
+    .await;
+}
+
+/// A pooled connection the server ended for idling (`57P05`,
+/// `idle_session_timeout`) fails the one operation that gets it, with a
+/// retryable error; the retry gets a new connection and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ended_as_idle_costs_one_retryable_failure() {
+    with_schema("idle_ended", |schema| async move {
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            drop(schema.provider_with(mode, false).await);
+            let p = provider_with_setting(&schema.name, mode, "idle_session_timeout", "300").await;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(p.pool())
+                .await
+                .unwrap_or_else(|e| panic!("backend pid: {e}"));
+            // Wait until the server has ended the idle session.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let alive: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                )
+                .bind(pid)
+                .fetch_one(&schema.pool)
+                .await
+                .unwrap_or_else(|e| panic!("pg_stat_activity: {e}"));
+                if !alive {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{mode}: the idle session was not ended ({})",
+                    database_url()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let instance = format!("idle-ended-{mode}");
+            if let Err(err) = p.enqueue_for_orchestrator(start(&instance), None).await {
+                assert!(err.is_retryable(), "{mode}: permanent: {err:?}");
+                p.enqueue_for_orchestrator(start(&instance), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}: the retry: {e}"));
+            }
+            let queued: i64 =
+                sqlx::query_scalar(&schema.sql(
+                    "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
+                ))
+                .bind(&instance)
+                .fetch_one(&schema.pool)
+                .await
+                .unwrap_or_else(|e| panic!("count: {e}"));
+            assert_eq!(queued, 1, "{mode}: the start is queued once");
+            p.pool().close().await;
+        }
+    })
+    .await;
+}
