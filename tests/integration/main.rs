@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod differential;
+mod faults;
 mod fixtures;
 mod load;
 mod migrations;
