@@ -165,10 +165,12 @@ impl FaultDb {
         .unwrap_or_else(|e| panic!("terminate backends: {e}"))
     }
 
-    /// The listening backends in the database.
+    /// The listening backends in the database: those whose last statement
+    /// was a `LISTEN` (or a listener's keepalive, which names itself so).
     async fn listeners(&self) -> Vec<i32> {
         sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN %'",
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+             AND pid <> pg_backend_pid() AND query ILIKE '%listen%'",
         )
         .bind(&self.name)
         .fetch_all(&self.observer)
@@ -661,11 +663,13 @@ async fn backends_killed_and_server_restarted(mode: SqlMode) {
         restart_server().await;
         eprintln!("faults: {mode}: (b) server restarted");
 
-        fleet.start_batch(20..30).await;
+        // The listeners are back before the next batch starts, so that (c)
+        // finds both and the batch's work is still in flight when it does.
         eventually("every node listening again", || async {
             db.listeners().await.len() == NODES
         })
         .await;
+        fleet.start_batch(20..30).await;
         let before = fleet.listener_connections();
         db.work_in_flight().await;
         let mut killed = 0;
