@@ -59,9 +59,21 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn fault_server() -> &'static ThrowawayPostgres {
     static SERVER: OnceLock<ThrowawayPostgres> = OnceLock::new();
     SERVER.get_or_init(|| {
+        // A start can fail for reasons of the machine, not of the code under
+        // test (a port taken between the script's check and the server's
+        // bind by another process starting a server): try up to three times.
         let start = || {
-            ThrowawayPostgres::start_with_args(&[])
-                .unwrap_or_else(|e| panic!("no fault server could start: {e}"))
+            let mut failures = Vec::new();
+            for _ in 0..3 {
+                match ThrowawayPostgres::start_with_args(&[]) {
+                    Ok(server) => return server,
+                    Err(e) => {
+                        eprintln!("faults: the fault server did not start: {e}");
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            panic!("no fault server could start: {failures:?}")
         };
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(start),
