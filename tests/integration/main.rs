@@ -8,6 +8,7 @@ mod concurrency;
 mod deletion_races;
 mod differential;
 mod fairness;
+mod faults;
 mod fixtures;
 mod limits;
 mod load;
