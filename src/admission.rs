@@ -211,7 +211,11 @@ impl Gate {
             slots: self.slots,
             per_schema: self.per_schema,
             held: self.slots - state.free,
-            waiting: state.waiting.iter().filter(|(_, tx)| !tx.is_closed()).count(),
+            waiting: state
+                .waiting
+                .iter()
+                .filter(|(_, tx)| !tx.is_closed())
+                .count(),
         }
     }
 }

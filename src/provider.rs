@@ -17,12 +17,12 @@ use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::admission::{AdmissionStats, Gate};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
 use crate::schema::SchemaName;
-use crate::admission::{AdmissionStats, Gate};
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
 

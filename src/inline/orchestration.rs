@@ -45,10 +45,14 @@ inline_sections! {
 /// How a fetch transaction ended.
 enum Fetched {
     /// Claimed, or nothing to claim.
-    Done(Polled<FetchedRow>),
+    Done(Box<Polled<FetchedRow>>),
     /// The claimed instance's history could not be read: the transaction
     /// rolled back, and the instance is claimed again without it.
     Unreadable { instance: String, reason: String },
+}
+
+fn done(polled: Polled<FetchedRow>) -> Fetched {
+    Fetched::Done(Box::new(polled))
 }
 
 /// A failure the server reported for one statement, the session intact:
@@ -124,7 +128,7 @@ pub(crate) async fn fetch(
         let mut tx = Tx::begin(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
         match tx.finish(outcome).await? {
-            Fetched::Done(polled) => Ok(polled),
+            Fetched::Done(polled) => Ok(*polled),
             Fetched::Unreadable { instance, reason } => {
                 let mut tx = Tx::begin(&p.pool).await?;
                 let outcome = reclaim(&p, tx.conn(), &params, clock, instance, reason).await;
@@ -160,7 +164,9 @@ async fn reclaim(
     }
     let token = uuid::Uuid::new_v4().to_string();
     let lease_ms = clock.lease_ms(params.lock_timeout);
-    let Some((now, batch)) = lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await? else {
+    let Some((now, batch)) =
+        lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
+    else {
         return Ok(look_again);
     };
     let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
@@ -250,7 +256,8 @@ async fn lease_and_batch(
             .await?;
         return Ok(None);
     };
-    let flag = |name: &str| -> Result<bool> { Ok(row.try_get::<Option<bool>, _>(name)?.unwrap_or(false)) };
+    let flag =
+        |name: &str| -> Result<bool> { Ok(row.try_get::<Option<bool>, _>(name)?.unwrap_or(false)) };
     Ok(Some((
         now,
         Batch {
@@ -289,7 +296,7 @@ async fn fetch_in(
             .fetch_one(&mut *conn)
             .await?;
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
-            return Ok(Fetched::Done(Polled::Empty {
+            return Ok(done(Polled::Empty {
                 next_due_ms: if parked {
                     Some(0)
                 } else {
@@ -336,7 +343,7 @@ async fn fetch_in(
                             .execute(&mut *conn)
                             .await?;
                         // Other work may be waiting: look again now.
-                        return Ok(Fetched::Done(Polled::Empty {
+                        return Ok(done(Polled::Empty {
                             next_due_ms: Some(0),
                         }));
                     }
@@ -393,7 +400,7 @@ async fn fetch_in(
             kv_values: snapshot.try_get("kv_values")?,
             kv_updated_ms: snapshot.try_get("kv_updated_ms")?,
         };
-        return Ok(Fetched::Done(Polled::Found {
+        return Ok(done(Polled::Found {
             item: row,
             more,
             next_due_ms,
@@ -401,7 +408,7 @@ async fn fetch_in(
     }
     // Every candidate was leased by others meanwhile (their acks notify) or
     // parked (look again now).
-    Ok(Fetched::Done(Polled::Empty {
+    Ok(done(Polled::Empty {
         next_due_ms: parked.then_some(0),
     }))
 }

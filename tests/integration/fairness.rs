@@ -80,15 +80,18 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
             }
 
             let mut blocker = b.pool.begin().await.expect("begin");
-            sqlx::query(&b.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE"))
-                .execute(&mut *blocker)
-                .await
-                .expect("lock");
+            sqlx::query(
+                &b.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE"),
+            )
+            .execute(&mut *blocker)
+            .await
+            .expect("lock");
             let stuck: Vec<_> = (0..10)
                 .map(|_| {
                     let pb = pb.clone();
                     tokio::spawn(async move {
-                        pb.fetch_orchestration_item(LEASE, Duration::ZERO, None).await
+                        pb.fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                            .await
                     })
                 })
                 .collect();
@@ -102,17 +105,31 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
                 if blocked == cap as i64 && stats.waiting == 10 - cap {
                     break;
                 }
-                assert!(Instant::now() < deadline, "B never settled: {blocked} blocked, {stats:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "B never settled: {blocked} blocked, {stats:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
 
             // A's turn commits within its lease, and A claims new work.
             let ack = tokio::time::timeout(
                 LEASE,
-                pa.ack_orchestration_item(&token, 1, vec![event("a1", 1)], vec![], vec![], metadata(), vec![]),
+                pa.ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![event("a1", 1)],
+                    vec![],
+                    vec![],
+                    metadata(),
+                    vec![],
+                ),
             )
             .await;
-            assert!(matches!(ack, Ok(Ok(()))), "{mode}: A's ack behind B's fetches: {ack:?}");
+            assert!(
+                matches!(ack, Ok(Ok(()))),
+                "{mode}: A's ack behind B's fetches: {ack:?}"
+            );
             let next = tokio::time::timeout(
                 LEASE,
                 pa.fetch_orchestration_item(LEASE, Duration::ZERO, None),
@@ -125,7 +142,9 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
 
             blocker.rollback().await.expect("unlock");
             for task in stuck {
-                task.await.expect("task").expect("B's fetch completes once unblocked");
+                task.await
+                    .expect("task")
+                    .expect("B's fetch completes once unblocked");
             }
             assert_eq!(pb.admission_stats().held, 0);
             shared.close().await;
