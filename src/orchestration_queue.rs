@@ -550,7 +550,8 @@ pub(crate) async fn enqueue(
     delay: Option<Duration>,
 ) -> Result<()> {
     let row = OrchestratorRow::new(item)?;
-    p.limits.check_payload("orchestrator work item", &row.json)?;
+    p.limits
+        .check_payload("orchestrator work item", &row.json)?;
     sqlx::query(&p.sql.orchestration.enqueue)
         .bind(&row.instance)
         .bind(row.kind)

@@ -160,7 +160,9 @@ async fn reclaim(
     }
     let token = uuid::Uuid::new_v4().to_string();
     let lease_ms = clock.lease_ms(params.lock_timeout);
-    let Some((now, batch)) = lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await? else {
+    let Some((now, batch)) =
+        lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
+    else {
         return Ok(look_again);
     };
     let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
@@ -250,7 +252,8 @@ async fn lease_and_batch(
             .await?;
         return Ok(None);
     };
-    let flag = |name: &str| -> Result<bool> { Ok(row.try_get::<Option<bool>, _>(name)?.unwrap_or(false)) };
+    let flag =
+        |name: &str| -> Result<bool> { Ok(row.try_get::<Option<bool>, _>(name)?.unwrap_or(false)) };
     Ok(Some((
         now,
         Batch {

@@ -153,10 +153,13 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
                 )
                 .await
         });
-        let sent_or_waiting = async || {
-            send.is_finished() || someone_waits_on_an_instance_key(&schema.pool).await
-        };
-        until("the event is committed or waits for the turn", sent_or_waiting).await;
+        let sent_or_waiting =
+            async || send.is_finished() || someone_waits_on_an_instance_key(&schema.pool).await;
+        until(
+            "the event is committed or waits for the turn",
+            sent_or_waiting,
+        )
+        .await;
 
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(gate)

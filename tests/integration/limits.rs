@@ -67,8 +67,17 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
             .expect_err("an oversized event is refused");
         assert!(!err.is_retryable(), "{err}");
         let text = err.to_string();
-        assert!(text.contains("orchestrator work item") && text.contains("4096"), "{text}");
-        assert_eq!(p.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+        assert!(
+            text.contains("orchestrator work item") && text.contains("4096"),
+            "{text}"
+        );
+        assert_eq!(
+            p.get_queue_depths()
+                .await
+                .expect("depths")
+                .orchestrator_queue,
+            0
+        );
 
         // At ack: the oversized output is refused, the lease and the turn's
         // messages stay as they were, and a turn within the limit commits.
@@ -84,7 +93,15 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
         done.status = Some("Completed".to_string());
         done.output = Some("y".repeat(5000));
         let err = p
-            .ack_orchestration_item(&token, 1, vec![event("big", 1)], vec![], vec![], done.clone(), vec![])
+            .ack_orchestration_item(
+                &token,
+                1,
+                vec![event("big", 1)],
+                vec![],
+                vec![],
+                done.clone(),
+                vec![],
+            )
             .await
             .expect_err("an oversized output is refused");
         assert!(!err.is_retryable(), "{err}");
@@ -92,9 +109,17 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
         assert!(text.contains("output") && text.contains("4096"), "{text}");
         assert!(p.read("big").await.expect("read").is_empty());
         done.output = Some("small".to_string());
-        p.ack_orchestration_item(&token, 1, vec![event("big", 1)], vec![], vec![], done, vec![])
-            .await
-            .expect("the same lease still commits a turn within the limit");
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![event("big", 1)],
+            vec![],
+            vec![],
+            done,
+            vec![],
+        )
+        .await
+        .expect("the same lease still commits a turn within the limit");
         assert_eq!(p.read("big").await.expect("read").len(), 1);
 
         // An oversized activity result is refused at the worker's ack too.
@@ -102,7 +127,12 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
             .await
             .expect("enqueue activity");
         let (_, token, _) = p
-            .fetch_work_item(LOCK, Duration::ZERO, None, &duroxide::providers::TagFilter::default())
+            .fetch_work_item(
+                LOCK,
+                Duration::ZERO,
+                None,
+                &duroxide::providers::TagFilter::default(),
+            )
             .await
             .expect("fetch work")
             .expect("claimed work");
@@ -117,7 +147,13 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
             .await
             .expect_err("an oversized result is refused");
         assert!(err.to_string().contains("activity completion"), "{err}");
-        assert_eq!(p.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+        assert_eq!(
+            p.get_queue_depths()
+                .await
+                .expect("depths")
+                .orchestrator_queue,
+            0
+        );
     })
     .await;
 }
@@ -146,15 +182,21 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
             })
             .build();
         let orchestrations = OrchestrationRegistry::builder()
-            .register("Grow", |ctx: OrchestrationContext, _input: String| async move {
-                for _ in 0..20 {
-                    ctx.schedule_activity("Pad", "x").await?;
-                }
-                Ok("grown".to_string())
-            })
-            .register("Small", |ctx: OrchestrationContext, input: String| async move {
-                ctx.schedule_activity("Pad", input).await
-            })
+            .register(
+                "Grow",
+                |ctx: OrchestrationContext, _input: String| async move {
+                    for _ in 0..20 {
+                        ctx.schedule_activity("Pad", "x").await?;
+                    }
+                    Ok("grown".to_string())
+                },
+            )
+            .register(
+                "Small",
+                |ctx: OrchestrationContext, input: String| async move {
+                    ctx.schedule_activity("Pad", input).await
+                },
+            )
             .build();
         let options = RuntimeOptions {
             dispatcher_min_poll_interval: Duration::from_millis(10),
@@ -163,11 +205,17 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
         };
         let rt = Runtime::start_with_options(p.clone(), activities, orchestrations, options).await;
         let client = Client::new(p.clone());
-        client.start_orchestration("grow", "Grow", "").await.expect("start");
+        client
+            .start_orchestration("grow", "Grow", "")
+            .await
+            .expect("start");
         let grown = client
             .wait_for_orchestration("grow", Duration::from_secs(60))
             .await;
-        client.start_orchestration("small", "Small", "y").await.expect("start");
+        client
+            .start_orchestration("small", "Small", "y")
+            .await
+            .expect("start");
         let small = client
             .wait_for_orchestration("small", Duration::from_secs(30))
             .await;
@@ -180,7 +228,9 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
             other => panic!("{mode}: expected the grown instance to fail as poison: {other:?}"),
         }
         match small {
-            Ok(OrchestrationStatus::Completed { output, .. }) => assert_eq!(output, "y".repeat(500)),
+            Ok(OrchestrationStatus::Completed { output, .. }) => {
+                assert_eq!(output, "y".repeat(500))
+            }
             other => panic!("{mode}: the neighbour did not complete: {other:?}"),
         }
     })
@@ -207,7 +257,15 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
             .expect("fetch")
             .expect("claimed");
         setup
-            .ack_orchestration_item(&token, 1, vec![event("stuck", 1)], vec![], vec![], metadata(), vec![])
+            .ack_orchestration_item(
+                &token,
+                1,
+                vec![event("stuck", 1)],
+                vec![],
+                vec![],
+                metadata(),
+                vec![],
+            )
             .await
             .expect("ack");
         setup

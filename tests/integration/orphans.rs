@@ -53,7 +53,9 @@ fn raised(instance: &str) -> WorkItem {
 }
 
 /// One fetch that returns at once.
-async fn fetch_now(p: &PostgresProvider) -> Option<(duroxide::providers::OrchestrationItem, String, u32)> {
+async fn fetch_now(
+    p: &PostgresProvider,
+) -> Option<(duroxide::providers::OrchestrationItem, String, u32)> {
     p.fetch_orchestration_item(LOCK, Duration::ZERO, None)
         .await
         .expect("fetch")
@@ -81,9 +83,12 @@ async fn events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
             })
             .build();
         let orchestrations = OrchestrationRegistry::builder()
-            .register("One", |ctx: OrchestrationContext, input: String| async move {
-                ctx.schedule_activity("Echo", input).await
-            })
+            .register(
+                "One",
+                |ctx: OrchestrationContext, input: String| async move {
+                    ctx.schedule_activity("Echo", input).await
+                },
+            )
             .build();
         let options = RuntimeOptions {
             dispatcher_min_poll_interval: Duration::from_millis(10),
@@ -204,7 +209,10 @@ async fn an_event_raised_before_its_start_is_delivered_with_it(mode: SqlMode) {
         assert_eq!(attempts, 1, "parking does not count as an attempt");
         assert_eq!(item.messages.len(), 2, "{:?}", item.messages);
         assert!(matches!(item.messages[0], WorkItem::ExternalRaised { .. }));
-        assert!(matches!(item.messages[1], WorkItem::StartOrchestration { .. }));
+        assert!(matches!(
+            item.messages[1],
+            WorkItem::StartOrchestration { .. }
+        ));
         // Abandoned, the batch is an ordinary one: visible again at once, no
         // longer listed as orphaned.
         p.abandon_orchestration_item(&token, None, false)
@@ -230,7 +238,14 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
             .await
             .expect("raise");
         assert!(fetch_now(&eager).await.is_none());
-        assert_eq!(eager.get_queue_depths().await.expect("depths").orchestrator_queue, 0);
+        assert_eq!(
+            eager
+                .get_queue_depths()
+                .await
+                .expect("depths")
+                .orchestrator_queue,
+            0
+        );
 
         let p = provider(&schema, mode, Duration::from_millis(300)).await;
         p.enqueue_for_orchestrator(raised("gone-later"), None)
@@ -242,7 +257,13 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
         assert_eq!(orphans[0].drop_at_ms, orphans[0].orphan_since_ms + 300);
         // Once the retention has passed, the next fetch drops it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while p.get_queue_depths().await.expect("depths").orchestrator_queue > 0 {
+        while p
+            .get_queue_depths()
+            .await
+            .expect("depths")
+            .orchestrator_queue
+            > 0
+        {
             assert!(Instant::now() < deadline, "the orphan was never dropped");
             assert!(fetch_now(&p).await.is_none());
             tokio::time::sleep(Duration::from_millis(50)).await;
