@@ -199,7 +199,7 @@ pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> 
 
 /// [`status`] of every tenant [`list`] finds; one tenant's failure (say, a
 /// schema a newer build migrated) is reported in its outcome and does not
-/// stop the others.
+/// stop the others. A tenant dropped while the call runs is left out.
 ///
 /// # Errors
 /// Database errors while listing.
@@ -207,9 +207,18 @@ pub async fn status_all(pool: &PgPool) -> Result<Vec<TenantOutcome<TenantStatus>
     let mut outcomes = Vec::new();
     for schema in list(pool).await? {
         let result = status(pool, &schema).await;
+        if result.is_err() && !is_tenant(pool, &schema).await.unwrap_or(true) {
+            continue;
+        }
         outcomes.push(TenantOutcome { schema, result });
     }
     Ok(outcomes)
+}
+
+/// Whether `schema` holds a tenant (its `_duroxide_migrations` table).
+async fn is_tenant(pool: &PgPool, schema: &SchemaName) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    has_table(&mut conn, schema, "_duroxide_migrations").await
 }
 
 /// Migrates each of `schemas` for `mode` (see [`migrate::migrate`]), one

@@ -16,4 +16,5 @@ mod orphans;
 mod plans;
 mod schema_names;
 mod support;
+mod tenants;
 mod validation;

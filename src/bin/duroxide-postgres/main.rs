@@ -195,47 +195,40 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Status { target } => {
             let pool = connect(url).await?;
-            let schemas = resolve(&pool, &target).await?;
-            let mut code = exit::OK;
-            for (i, schema) in schemas.into_iter().enumerate() {
-                if i > 0 {
-                    println!();
+            let mut outcomes = Vec::new();
+            if target.all {
+                for outcome in tenants::status_all(&pool).await? {
+                    outcomes.push((outcome.schema, outcome.result));
                 }
-                match tenants::status(&pool, &schema).await {
-                    Ok(tenant) => print!("{}", report::status_table(&tenant)),
-                    Err(e) => {
-                        println!("tenant {schema}\n  error: {e}");
-                        eprintln!("duroxide-postgres: error: {schema}: {e}");
-                        if code == exit::OK {
-                            code = exit::code_of(&e);
-                        }
-                    }
+                if outcomes.is_empty() {
+                    eprintln!("duroxide-postgres: no tenant schema in this database");
+                }
+            } else {
+                for schema in resolve(&pool, &target).await? {
+                    let result = tenants::status(&pool, &schema).await;
+                    outcomes.push((schema, result));
                 }
             }
-            Ok(code)
+            Ok(print_status(outcomes))
         }
         Command::Tenants {
             command: TenantsCommand::List,
         } => {
             let pool = connect(url).await?;
             let mut rows = vec![report::LIST_HEADER.map(str::to_string).to_vec()];
-            let mut code = exit::OK;
-            for schema in tenants::list(&pool).await? {
-                let mut row = vec![schema.to_string()];
-                match tenants::status(&pool, &schema).await {
+            for outcome in tenants::status_all(&pool).await? {
+                let mut row = vec![outcome.schema.to_string()];
+                match outcome.result {
                     Ok(tenant) => row.extend(report::list_row(&tenant.status)),
                     Err(e) => {
-                        eprintln!("duroxide-postgres: error: {schema}: {e}");
-                        row.push(format!("error: {e}"));
-                        if code == exit::OK {
-                            code = exit::code_of(&e);
-                        }
+                        eprintln!("duroxide-postgres: error: {}: {e}", outcome.schema);
+                        row.extend(["-".to_string(), "-".to_string(), format!("error: {e}")]);
                     }
                 }
                 rows.push(row);
             }
             print!("{}", report::columns(&rows));
-            Ok(code)
+            Ok(exit::OK)
         }
         Command::Tenants {
             command: TenantsCommand::Drop { schema, force },
@@ -271,6 +264,30 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
     }
+}
+
+/// Prints a status table per tenant, returning the exit code of the first
+/// tenant that failed (0 if none).
+fn print_status(
+    outcomes: Vec<(SchemaName, duroxide_postgres::Result<tenants::TenantStatus>)>,
+) -> u8 {
+    let mut code = exit::OK;
+    for (i, (schema, result)) in outcomes.into_iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        match result {
+            Ok(tenant) => print!("{}", report::status_table(&tenant)),
+            Err(e) => {
+                println!("tenant {schema}\n  error: {e}");
+                eprintln!("duroxide-postgres: error: {schema}: {e}");
+                if code == exit::OK {
+                    code = exit::code_of(&e);
+                }
+            }
+        }
+    }
+    code
 }
 
 fn schema_name(name: &str) -> Result<SchemaName, Failure> {
