@@ -36,7 +36,8 @@ Exit codes:
   7  tenants drop refused (live leases without --force, or objects not ours in the schema)
   8  the schema holds no duroxide-postgres tenant
 With --all or several --schema, every schema is attempted and the code is
-that of the first one that failed.";
+that of the first one that failed. `tenants list` exits 0 whenever it could
+list (a tenant it cannot read shows the error in its row).";
 
 /// A failure to report on stderr, with the exit code it maps to.
 #[derive(Debug)]
