@@ -303,10 +303,29 @@ where
 /// them is dropped. A provider that starts on the schema again (in
 /// [`MigrationMode::Apply`](crate::MigrationMode::Apply)) recreates it empty.
 ///
+/// A deadlock with an inline-SQL transaction of the tenant (it holds one
+/// queue table and wants another the drop holds) costs that transaction or
+/// the drop; a drop that loses is tried again, up to three times in all.
+///
 /// # Errors
 /// The refusals above ([`PgProviderError::Rejected`]), a schema this build
 /// must refuse, or database errors (a lock wait over 10 s among them).
 pub async fn drop_tenant(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
+    let mut attempt = 1;
+    loop {
+        match drop_once(pool, schema, force).await {
+            Err(e)
+                if attempt < 3 && e.sqlstate().as_deref() == Some(sqlstate::DEADLOCK_DETECTED) =>
+            {
+                tracing::warn!(schema = %schema, attempt, "tenant drop lost a deadlock; trying again");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
     let mut tx = pool.begin().await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {

@@ -6,16 +6,22 @@
 #[cfg(feature = "cli")]
 mod cli;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use duroxide::providers::{Provider, TagFilter};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
 use duroxide_postgres::migrate;
 use duroxide_postgres::tenants::{self, TenantOutcome};
 use duroxide_postgres::{PgProviderError, SchemaName, SqlMode, sqlstate};
 use sqlx::PgPool;
 
 use crate::fixtures::{activity, start};
-use crate::support::{TestSchema, with_schemas};
+use crate::support::{Kind, Slot, TestSchema, with_schemas};
 
 macro_rules! in_both_modes {
     ($check:ident: $procedures:ident, $inline:ident) => {
@@ -390,6 +396,98 @@ async fn uninstall_then_inline(mode: SqlMode) {
             0,
             "inline installs none"
         );
+    })
+    .await;
+}
+
+in_both_modes!(forced_drop_of_a_busy_tenant: a_busy_tenant_is_dropped_beside_another_in_procedure_mode, a_busy_tenant_is_dropped_beside_another_in_inline_mode);
+
+/// Two tenants on one pool, each with a runtime at work: forcing the drop
+/// of one while its activities are leased completes promptly, and the other
+/// finishes all its orchestrations.
+async fn forced_drop_of_a_busy_tenant(mode: SqlMode) {
+    with_schemas("ten_busy", 2, |schemas| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let [doomed, survivor] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = doomed.pool.clone();
+        let mut runtimes = Vec::new();
+        let mut clients = Vec::new();
+        for schema in [doomed, survivor] {
+            let provider = Arc::new(schema.provider_in(mode).await);
+            let activities = ActivityRegistry::builder()
+                .register("Nap", |_ctx: ActivityContext, input: String| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(input)
+                })
+                .build();
+            let orchestrations = OrchestrationRegistry::builder()
+                .register(
+                    "Naps",
+                    |ctx: OrchestrationContext, _input: String| async move {
+                        let naps = (0..4).map(|i| ctx.schedule_activity("Nap", i.to_string()));
+                        ctx.join(naps.collect()).await;
+                        Ok("rested".to_string())
+                    },
+                )
+                .build();
+            let options = RuntimeOptions {
+                dispatcher_min_poll_interval: Duration::from_millis(10),
+                ..Default::default()
+            };
+            runtimes.push(
+                Runtime::start_with_options(provider.clone(), activities, orchestrations, options)
+                    .await,
+            );
+            let client = Client::new(provider);
+            for i in 0..5 {
+                client
+                    .start_orchestration(format!("naps-{i}"), "Naps", "")
+                    .await
+                    .expect("start");
+            }
+            clients.push(client);
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = tenants::status(&pool, &name(doomed)).await.expect("status");
+            if status.queues.is_some_and(|q| q.live_activity_leases > 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no activity was ever leased");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dropped = tokio::time::timeout(
+            Duration::from_secs(30),
+            tenants::drop_tenant(&pool, &name(doomed), true),
+        )
+        .await
+        .expect("the drop does not hang")
+        .expect("forced drop");
+        assert!(
+            dropped.queues.is_some_and(|q| q.live_leases() > 0),
+            "{dropped:?}"
+        );
+        assert!(!schema_exists(&pool, &doomed.name).await);
+        assert_eq!(leftovers(&pool, &doomed.name).await, (0, 0));
+
+        for i in 0..5 {
+            match clients[1]
+                .wait_for_orchestration(&format!("naps-{i}"), Duration::from_secs(60))
+                .await
+                .expect("wait")
+            {
+                OrchestrationStatus::Completed { output, .. } => assert_eq!(output, "rested"),
+                other => panic!("naps-{i}: {other:?}"),
+            }
+        }
+        for runtime in runtimes {
+            tokio::time::timeout(Duration::from_secs(30), runtime.shutdown(None))
+                .await
+                .expect("runtimes shut down");
+        }
     })
     .await;
 }
