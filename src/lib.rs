@@ -19,6 +19,11 @@
 //!   claim and a lease row; sessions pin activities to workers.
 //! * **Embedded, checksummed migrations** serialized per schema by an
 //!   advisory lock.
+//! * **Tenant lifecycle** ([`tenants`]): list the tenants of a database with
+//!   their version, SQL-mode readiness and queue depths, migrate or verify
+//!   many at once, drop one, print a schema's install script, uninstall its
+//!   procedures. The `duroxide-postgres` command (feature `cli`, on by
+//!   default) does the same from a shell: see `docs/cli.md`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -54,6 +59,7 @@ mod orchestration_queue;
 mod provider;
 mod schema;
 mod sql;
+pub mod tenants;
 pub mod throwaway;
 mod worker_queue;
 

@@ -44,6 +44,30 @@ pub struct Procedure {
     checksum: [u8; 32],
 }
 
+impl Migration {
+    /// The file's SQL template (`{{schema}}` not yet substituted).
+    pub(crate) fn template(&self) -> &'static str {
+        self.sql
+    }
+
+    /// SHA-256 of the template, in hex, as `_duroxide_migrations` records it.
+    pub(crate) fn checksum_hex(&self) -> String {
+        hex(&self.checksum)
+    }
+}
+
+impl Procedure {
+    /// The file's SQL template (`{{schema}}` not yet substituted).
+    pub(crate) fn template(&self) -> &'static str {
+        self.sql
+    }
+
+    /// SHA-256 of the template, in hex, as `_duroxide_procedures` records it.
+    pub(crate) fn checksum_hex(&self) -> String {
+        hex(&self.checksum)
+    }
+}
+
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -116,11 +140,14 @@ impl SchemaStatus {
     }
 }
 
-fn lock_key(schema: &SchemaName) -> String {
+/// The key of the advisory lock that serializes DDL on `schema` (migrations,
+/// procedure (un)installation, a tenant's drop).
+pub(crate) fn lock_key(schema: &SchemaName) -> String {
     format!("duroxide-postgres:migrate:{}", schema.as_str())
 }
 
-const BOOKKEEPING: &str = r#"
+/// The bookkeeping tables every migrated schema holds (and the schema itself).
+pub(crate) const BOOKKEEPING: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {{schema}};
 CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_migrations (
     version       bigint PRIMARY KEY,

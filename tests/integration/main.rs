@@ -19,5 +19,6 @@ mod orphans;
 mod plans;
 mod schema_names;
 mod support;
+mod tenants;
 mod transient;
 mod validation;

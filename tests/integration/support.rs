@@ -165,6 +165,31 @@ where
     }
 }
 
+/// Runs `body` with `n` fresh schema names on one pool (none created yet),
+/// then drops every one of them whatever happened.
+pub async fn with_schemas<F, Fut>(prefix: &str, n: usize, body: F)
+where
+    F: FnOnce(Vec<TestSchema>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let pool = pool(16).await;
+    let schemas: Vec<TestSchema> = (0..n)
+        .map(|_| TestSchema {
+            pool: pool.clone(),
+            name: fresh_schema_name(prefix),
+        })
+        .collect();
+    let names: Vec<String> = schemas.iter().map(|s| s.name.clone()).collect();
+    let outcome = AssertUnwindSafe(body(schemas)).catch_unwind().await;
+    for name in &names {
+        drop_schema(&pool, name).await;
+    }
+    pool.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// duroxide's `ProviderFactory` for one suite test.
 ///
 /// The suite expects `create_provider` to return an isolated provider each

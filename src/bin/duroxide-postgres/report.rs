@@ -1,0 +1,151 @@
+//! What the command prints on stdout: a table per tenant for `status`, a
+//! line per tenant for `tenants list`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use duroxide_postgres::SqlMode;
+use duroxide_postgres::migrate::{self, SchemaStatus};
+use duroxide_postgres::tenants::{QueueStats, TenantStatus};
+
+/// `status`: one tenant as a two-column table.
+pub fn status_table(tenant: &TenantStatus) -> String {
+    let status = &tenant.status;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("schema version", version(status)),
+        ("pending migrations", status.pending_migrations.to_string()),
+        ("procedures", procedures(status)),
+        ("ready for", ready_for(status)),
+    ];
+    match &tenant.queues {
+        Some(q) => rows.extend(queue_rows(q)),
+        None => rows.push(("queues", "(not migrated yet)".to_string())),
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = format!("tenant {}\n", tenant.schema);
+    for (key, value) in rows {
+        let _ = writeln!(out, "  {key:<width$}  {value}");
+    }
+    out
+}
+
+fn queue_rows(q: &QueueStats) -> Vec<(&'static str, String)> {
+    vec![
+        ("instances", q.instances.to_string()),
+        (
+            "orchestrator queue",
+            format!(
+                "{} message(s), {} visible, {} parked orphan(s)",
+                q.orchestrator_messages, q.orchestrator_visible, q.parked_orphans
+            ),
+        ),
+        (
+            "worker queue",
+            format!("{} item(s), {} visible", q.worker_items, q.worker_visible),
+        ),
+        (
+            "oldest visible",
+            format!(
+                "{} (orchestrator {}, worker {})",
+                age(q.oldest_visible()),
+                age(q.orchestrator_oldest_visible),
+                age(q.worker_oldest_visible)
+            ),
+        ),
+        (
+            "live leases",
+            format!(
+                "{} ({} instance turn(s), {} activity(ies))",
+                q.live_leases(),
+                q.live_instance_leases,
+                q.live_activity_leases
+            ),
+        ),
+        (
+            "expired leases",
+            format!(
+                "{} ({} instance turn(s), {} activity(ies))",
+                q.expired_leases(),
+                q.expired_instance_leases,
+                q.expired_activity_leases
+            ),
+        ),
+    ]
+}
+
+/// `tenants list`: the header line.
+pub const LIST_HEADER: [&str; 4] = ["SCHEMA", "VERSION", "PENDING", "PROCEDURES"];
+
+/// `tenants list`: one tenant's columns.
+pub fn list_row(status: &SchemaStatus) -> [String; 3] {
+    [
+        status
+            .applied_version
+            .map_or_else(|| "-".to_string(), |v| v.to_string()),
+        status.pending_migrations.to_string(),
+        procedures(status),
+    ]
+}
+
+/// Rows of columns, left-aligned to the widest cell of each column.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+fn version(status: &SchemaStatus) -> String {
+    let latest = migrate::latest_version();
+    match status.applied_version {
+        Some(v) => format!("{v} (this build: {latest})"),
+        None => format!("none, not migrated (this build: {latest})"),
+    }
+}
+
+fn procedures(status: &SchemaStatus) -> String {
+    let total = migrate::procedures().len();
+    let mut text = if status.stale_procedures == 0 {
+        format!("installed ({total})")
+    } else if status.stale_procedures == total {
+        format!("missing ({total})")
+    } else {
+        format!("{} of {total} missing or stale", status.stale_procedures)
+    };
+    if status.retired_procedures > 0 {
+        let _ = write!(text, ", {} retired", status.retired_procedures);
+    }
+    text
+}
+
+fn ready_for(status: &SchemaStatus) -> String {
+    let modes: Vec<&str> = [SqlMode::StoredProcedures, SqlMode::InlineSql]
+        .into_iter()
+        .filter(|m| status.is_ready_for(*m))
+        .map(SqlMode::as_str)
+        .collect();
+    if modes.is_empty() {
+        "nothing: run `duroxide-postgres migrate`".to_string()
+    } else {
+        modes.join(", ")
+    }
+}
+
+fn age(age: Option<Duration>) -> String {
+    age.map_or_else(|| "-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
+}

@@ -1,0 +1,555 @@
+//! Tenant lifecycle: list the tenant schemas of a database with their state,
+//! migrate or verify many at once, drop one, and roll a schema back to
+//! inline SQL by uninstalling its procedures.
+//!
+//! A tenant is a schema holding this crate's `_duroxide_migrations`
+//! bookkeeping table. Every function here takes a pool and works on any
+//! tenant of it; none needs a [`PostgresProvider`](crate::PostgresProvider).
+//!
+//! ```no_run
+//! use duroxide_postgres::{SqlMode, tenants};
+//!
+//! # async fn run(pool: sqlx::PgPool) -> duroxide_postgres::Result<()> {
+//! let schemas = tenants::list(&pool).await?;
+//! let outcomes = tenants::migrate_many(&pool, &schemas, SqlMode::StoredProcedures, |p| {
+//!     eprintln!("{}/{} {}: {:?}", p.done, p.total, p.outcome.schema, p.outcome.result);
+//! })
+//! .await;
+//! for tenant in tenants::status_all(&pool).await? {
+//!     println!("{}: {:?}", tenant.schema, tenant.result.map(|t| t.queues));
+//! }
+//! # let _ = outcomes;
+//! # Ok(())
+//! # }
+//! ```
+
+mod script;
+
+use std::time::Duration;
+
+use sqlx::{Executor, PgConnection, PgPool, Row};
+
+use crate::config::SqlMode;
+use crate::error::{PgProviderError, Result, sqlstate};
+use crate::migrate::{self, SchemaStatus};
+use crate::schema::SchemaName;
+
+pub use script::install_script;
+
+const LIST: &str = include_str!("../../tenants/list.sql");
+const QUEUE_STATS: &str = include_str!("../../tenants/queue_stats.sql");
+const HAS_TABLE: &str = include_str!("../../tenants/has_table.sql");
+const LOCK_TIMEOUT: &str = include_str!("../../tenants/lock_timeout.sql");
+const LOCK: &str = include_str!("../../tenants/lock.sql");
+const FREEZE: &str = include_str!("../../tenants/freeze.sql");
+const FOREIGN_OBJECTS: &str = include_str!("../../tenants/foreign_objects.sql");
+const FUNCTIONS: &str = include_str!("../../tenants/functions.sql");
+const RECORDED_PROCEDURES: &str = include_str!("../../tenants/recorded_procedures.sql");
+const FORGET_PROCEDURES: &str = include_str!("../../tenants/forget_procedures.sql");
+const DROP_SCHEMA: &str = include_str!("../../tenants/drop_schema.sql");
+
+/// One tenant's queues and leases at one moment of the database clock.
+///
+/// A message is *visible* when it is due and not leased (never locked, or
+/// its lease ran out); its age is how long it has been visible. A lease is
+/// *live* while its `locked_until_ms` is in the future: an instance's turn
+/// (`instance_locks`) or an activity (`worker_queue`). *Expired* leases are
+/// those no dispatcher has taken over yet: a sign of a crashed or stalled
+/// runtime when they pile up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Orchestration instances in the schema.
+    pub instances: u64,
+    /// Messages in the orchestrator queue, whatever their state.
+    pub orchestrator_messages: u64,
+    /// Of those, the visible ones.
+    pub orchestrator_visible: u64,
+    /// How long the oldest visible orchestrator message has been visible.
+    pub orchestrator_oldest_visible: Option<Duration>,
+    /// Orchestrator messages parked for an instance that has not started
+    /// (see [`PostgresProvider::orphaned_instances`](crate::PostgresProvider::orphaned_instances)).
+    pub parked_orphans: u64,
+    /// Activities in the worker queue, whatever their state.
+    pub worker_items: u64,
+    /// Of those, the visible ones.
+    pub worker_visible: u64,
+    /// How long the oldest visible activity has been visible.
+    pub worker_oldest_visible: Option<Duration>,
+    /// Instances whose turn is leased to a dispatcher right now.
+    pub live_instance_leases: u64,
+    /// Activities leased to a worker right now.
+    pub live_activity_leases: u64,
+    /// Instance leases past their end, not yet taken over.
+    pub expired_instance_leases: u64,
+    /// Activity leases past their end, not yet taken over.
+    pub expired_activity_leases: u64,
+}
+
+impl QueueStats {
+    /// Live leases of both kinds: work a runtime is doing right now.
+    pub fn live_leases(&self) -> u64 {
+        self.live_instance_leases + self.live_activity_leases
+    }
+
+    /// Expired leases of both kinds.
+    pub fn expired_leases(&self) -> u64 {
+        self.expired_instance_leases + self.expired_activity_leases
+    }
+
+    /// The age of the oldest visible message of either queue.
+    pub fn oldest_visible(&self) -> Option<Duration> {
+        self.orchestrator_oldest_visible
+            .max(self.worker_oldest_visible)
+    }
+}
+
+/// What one tenant looks like: its schema against this build, and its
+/// queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantStatus {
+    /// The tenant's schema.
+    pub schema: SchemaName,
+    /// Applied version, pending migrations, missing or stale procedures:
+    /// [`SchemaStatus::is_ready_for`] tells whether a provider in a given
+    /// SQL mode can start on it.
+    pub status: SchemaStatus,
+    /// Queue depths and leases; `None` until every migration is applied.
+    pub queues: Option<QueueStats>,
+}
+
+/// The outcome of an operation on one schema of a many-schema call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TenantOutcome<T> {
+    /// The schema.
+    pub schema: SchemaName,
+    /// What happened to it.
+    pub result: Result<T>,
+}
+
+/// Where a many-schema call is, handed to its progress callback after each
+/// schema.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Progress<'a, T> {
+    /// Schemas finished so far, this one included.
+    pub done: usize,
+    /// Schemas in the call.
+    pub total: usize,
+    /// The schema just finished.
+    pub outcome: &'a TenantOutcome<T>,
+}
+
+/// What [`drop_tenant`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedTenant {
+    /// The schema, now gone.
+    pub schema: SchemaName,
+    /// Its queues at the moment of the drop (`None` for a schema whose
+    /// migrations were not all applied): with `force`, the leases and
+    /// messages that were thrown away.
+    pub queues: Option<QueueStats>,
+}
+
+/// The tenant schemas of the database `pool` connects to: those holding the
+/// `_duroxide_migrations` table, by name. A schema whose name this crate
+/// would not accept (see [`SchemaName::new`]) is not one of ours and is
+/// left out.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(pool: &PgPool) -> Result<Vec<SchemaName>> {
+    let names: Vec<String> = sqlx::query_scalar(LIST).fetch_all(pool).await?;
+    Ok(names
+        .iter()
+        .filter_map(|name| match SchemaName::new(name) {
+            Ok(schema) => Some(schema),
+            Err(e) => {
+                tracing::warn!(schema = %name, error = %e, "skipping a schema with an unusable name");
+                None
+            }
+        })
+        .collect())
+}
+
+/// The state of one schema: its migrations and procedures against this
+/// build and, once migrated, its queues. A schema that does not exist
+/// reports every migration pending.
+///
+/// # Errors
+/// Database errors, or a schema this build must refuse (migrated by a newer
+/// build, or with an edited migration).
+pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> {
+    let mut conn = pool.acquire().await?;
+    let status = migrate::inspect(&mut conn, schema).await?;
+    let queues = if status.applied_version.is_some() && status.pending_migrations == 0 {
+        Some(queue_stats(&mut conn, schema).await?)
+    } else {
+        None
+    };
+    Ok(TenantStatus {
+        schema: schema.clone(),
+        status,
+        queues,
+    })
+}
+
+/// [`status`] of every tenant [`list`] finds; one tenant's failure (say, a
+/// schema a newer build migrated) is reported in its outcome and does not
+/// stop the others. A tenant dropped while the call runs is left out.
+///
+/// # Errors
+/// Database errors while listing.
+pub async fn status_all(pool: &PgPool) -> Result<Vec<TenantOutcome<TenantStatus>>> {
+    let mut outcomes = Vec::new();
+    for schema in list(pool).await? {
+        let result = status(pool, &schema).await;
+        if result.is_err() && !is_tenant(pool, &schema).await.unwrap_or(true) {
+            continue;
+        }
+        outcomes.push(TenantOutcome { schema, result });
+    }
+    Ok(outcomes)
+}
+
+/// Whether `schema` holds a tenant (its `_duroxide_migrations` table).
+async fn is_tenant(pool: &PgPool, schema: &SchemaName) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    has_table(&mut conn, schema, "_duroxide_migrations").await
+}
+
+/// Migrates each of `schemas` for `mode` (see [`migrate::migrate`]), one
+/// after the other, calling `progress` after each. A schema that fails is
+/// reported in its outcome; the others still run.
+pub async fn migrate_many<F>(
+    pool: &PgPool,
+    schemas: &[SchemaName],
+    mode: SqlMode,
+    progress: F,
+) -> Vec<TenantOutcome<()>>
+where
+    F: FnMut(Progress<'_, ()>),
+{
+    for_each(schemas, progress, |schema| {
+        migrate::migrate(pool, schema, mode)
+    })
+    .await
+}
+
+/// Verifies each of `schemas` for `mode` (see [`migrate::verify`]) without
+/// changing anything, calling `progress` after each. A schema that is not
+/// ready has [`PgProviderError::SchemaNotReady`] in its outcome.
+pub async fn verify_many<F>(
+    pool: &PgPool,
+    schemas: &[SchemaName],
+    mode: SqlMode,
+    progress: F,
+) -> Vec<TenantOutcome<SchemaStatus>>
+where
+    F: FnMut(Progress<'_, SchemaStatus>),
+{
+    for_each(schemas, progress, |schema| {
+        migrate::verify(pool, schema, mode)
+    })
+    .await
+}
+
+async fn for_each<'s, T, F, Op, Fut>(
+    schemas: &'s [SchemaName],
+    mut progress: F,
+    mut op: Op,
+) -> Vec<TenantOutcome<T>>
+where
+    F: FnMut(Progress<'_, T>),
+    Op: FnMut(&'s SchemaName) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut outcomes = Vec::with_capacity(schemas.len());
+    for schema in schemas {
+        let outcome = TenantOutcome {
+            schema: schema.clone(),
+            result: op(schema).await,
+        };
+        progress(Progress {
+            done: outcomes.len() + 1,
+            total: schemas.len(),
+            outcome: &outcome,
+        });
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Drops a tenant: its schema with every table, row and function in it
+/// (`DROP SCHEMA ... CASCADE`). The crate creates no roles, so none is left.
+///
+/// Refused, with [`sqlstate::INVALID_STATE`], while the tenant has live
+/// leases (a runtime is working on one of its instances or activities)
+/// unless `force` is set; also when the schema holds objects this crate did
+/// not create (so a user's tables never go with it), or, unless `force` is
+/// set, when its leases cannot be checked because its migrations are not all
+/// applied. A schema that is no tenant is refused with
+/// [`sqlstate::NOT_FOUND`]. The check and the drop happen in one transaction
+/// holding the schema's tables, so no lease can be taken in between; it
+/// waits at most 10 s for operations in flight and for a migration of the
+/// same schema.
+///
+/// Providers of the tenant still alive must be dropped by the caller: they
+/// would fail every operation from now on, and the pool's `LISTEN`
+/// connection stops listening to the tenant's channel only when the last of
+/// them is dropped. A provider that starts on the schema again (in
+/// [`MigrationMode::Apply`](crate::MigrationMode::Apply)) recreates it empty.
+///
+/// A deadlock with an inline-SQL transaction of the tenant (it holds one
+/// queue table and wants another the drop holds) costs that transaction or
+/// the drop; a drop that loses is tried again, up to three times in all.
+///
+/// # Errors
+/// The refusals above ([`PgProviderError::Rejected`]), a schema this build
+/// must refuse, or database errors (a lock wait over 10 s among them).
+pub async fn drop_tenant(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
+    let mut attempt = 1;
+    loop {
+        match drop_once(pool, schema, force).await {
+            Err(e)
+                if attempt < 3 && e.sqlstate().as_deref() == Some(sqlstate::DEADLOCK_DETECTED) =>
+            {
+                tracing::warn!(schema = %schema, attempt, "tenant drop lost a deadlock; trying again");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
+    let mut tx = pool.begin().await?;
+    lock_schema(&mut tx, schema).await?;
+    if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
+        return Err(PgProviderError::rejected(
+            sqlstate::NOT_FOUND,
+            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing dropped"),
+        ));
+    }
+    let foreign = foreign_objects(&mut tx, schema).await?;
+    if !foreign.is_empty() {
+        return Err(PgProviderError::rejected(
+            sqlstate::INVALID_STATE,
+            format!(
+                "schema \"{schema}\" holds objects duroxide-postgres did not create ({}); \
+                 nothing dropped: move or drop them first",
+                foreign.join(", ")
+            ),
+        ));
+    }
+    let queues = match migrate::inspect(&mut tx, schema).await {
+        Ok(status) if status.pending_migrations == 0 => {
+            tx.execute(schema.render(FREEZE).as_str()).await?;
+            Some(queue_stats(&mut tx, schema).await?)
+        }
+        Ok(_) if force => None,
+        Err(_) if force => None,
+        Ok(status) => {
+            return Err(PgProviderError::rejected(
+                sqlstate::INVALID_STATE,
+                format!(
+                    "tenant \"{schema}\" has {} migration(s) pending, so its leases cannot be checked; \
+                     nothing dropped: migrate it first, or force the drop",
+                    status.pending_migrations
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(q) = queues.filter(|q| q.live_leases() > 0 && !force) {
+        return Err(PgProviderError::rejected(
+            sqlstate::INVALID_STATE,
+            format!(
+                "tenant \"{schema}\" has {} live lease(s) ({} instance turn(s), {} activity(ies)): \
+                 a runtime is working on it; nothing dropped: stop its runtimes, or force the drop",
+                q.live_leases(),
+                q.live_instance_leases,
+                q.live_activity_leases
+            ),
+        ));
+    }
+    tx.execute(schema.render(DROP_SCHEMA).as_str()).await?;
+    tx.commit().await?;
+    tracing::info!(schema = %schema, force, "dropped tenant");
+    Ok(DroppedTenant {
+        schema: schema.clone(),
+        queues,
+    })
+}
+
+/// Drops every stored procedure of `schema` (this build's and any an earlier
+/// build recorded) and forgets their records, returning how many functions
+/// were dropped: the rollback to inline SQL.
+///
+/// Switch the tenant's processes to [`SqlMode::InlineSql`] (for example with
+/// `DUROXIDE_POSTGRES_SQL_MODE=inline`) before, or after, but promptly:
+/// a stored-procedure provider fails every operation while the procedures
+/// are gone, and one that starts reinstalls them. Holds the schema's DDL lock
+/// (waiting at most 10 s for a migration of the same schema).
+///
+/// # Errors
+/// [`PgProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
+/// has no procedure bookkeeping (it was never migrated); database errors.
+pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    lock_schema(&mut tx, schema).await?;
+    if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
+        return Err(PgProviderError::rejected(
+            sqlstate::NOT_FOUND,
+            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing uninstalled"),
+        ));
+    }
+    let names = our_functions(&mut tx, schema).await?;
+    let drops: Vec<String> = sqlx::query_scalar(FUNCTIONS)
+        .bind(schema.as_str())
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+    for drop in &drops {
+        tx.execute(drop.as_str()).await?;
+    }
+    tx.execute(schema.render(FORGET_PROCEDURES).as_str())
+        .await?;
+    tx.commit().await?;
+    tracing::info!(schema = %schema, dropped = drops.len(), "uninstalled stored procedures");
+    Ok(drops.len())
+}
+
+/// Bounds the transaction's lock waits and takes the schema's DDL lock.
+async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()> {
+    conn.execute(LOCK_TIMEOUT).await?;
+    sqlx::query(LOCK)
+        .bind(migrate::lock_key(schema))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(HAS_TABLE)
+        .bind(schema.as_str())
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// The functions this crate may have put in `schema`: this build's
+/// procedures and those recorded as installed.
+async fn our_functions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+    let mut names: Vec<String> = migrate::procedures()
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    if has_table(conn, schema, "_duroxide_procedures").await? {
+        let recorded: Vec<String> = sqlx::query_scalar(&schema.render(RECORDED_PROCEDURES))
+            .fetch_all(&mut *conn)
+            .await?;
+        names.extend(recorded);
+    }
+    Ok(names)
+}
+
+/// Up to ten objects of `schema` this crate did not create, as "kind name".
+async fn foreign_objects(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+    let functions = our_functions(conn, schema).await?;
+    let rows = sqlx::query(FOREIGN_OBJECTS)
+        .bind(schema.as_str())
+        .bind(created_tables())
+        .bind(functions)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            let name: String = r.try_get("name")?;
+            Ok(format!("{kind} {name}"))
+        })
+        .collect()
+}
+
+/// The tables the bookkeeping and the embedded migrations create, read from
+/// their `CREATE TABLE` statements so a new migration's tables count at once.
+fn created_tables() -> Vec<String> {
+    const PREFIXES: [&str; 2] = [
+        "CREATE TABLE {{schema}}.",
+        "CREATE TABLE IF NOT EXISTS {{schema}}.",
+    ];
+    let templates = std::iter::once(migrate::BOOKKEEPING)
+        .chain(migrate::migrations().into_iter().map(|m| m.template()));
+    let mut tables = Vec::new();
+    for template in templates {
+        for prefix in PREFIXES {
+            for (at, _) in template.match_indices(prefix) {
+                let name: String = template[at + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && !tables.contains(&name) {
+                    tables.push(name);
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// Queue depths and leases of a fully migrated `schema`.
+async fn queue_stats(conn: &mut PgConnection, schema: &SchemaName) -> Result<QueueStats> {
+    let row = sqlx::query(&schema.render(QUEUE_STATS))
+        .fetch_one(&mut *conn)
+        .await?;
+    let count = |column: &str| -> Result<u64> {
+        let n: i64 = row.try_get(column)?;
+        crate::codec::to_u64(column, n)
+    };
+    let age = |column: &str| -> Result<Option<Duration>> {
+        let ms: Option<i64> = row.try_get(column)?;
+        Ok(ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+    };
+    Ok(QueueStats {
+        instances: count("instances")?,
+        orchestrator_messages: count("orchestrator_messages")?,
+        orchestrator_visible: count("orchestrator_visible")?,
+        orchestrator_oldest_visible: age("orchestrator_oldest_ms")?,
+        parked_orphans: count("parked_orphans")?,
+        worker_items: count("worker_items")?,
+        worker_visible: count("worker_visible")?,
+        worker_oldest_visible: age("worker_oldest_ms")?,
+        live_instance_leases: count("live_instance_leases")?,
+        live_activity_leases: count("live_activity_leases")?,
+        expired_instance_leases: count("expired_instance_leases")?,
+        expired_activity_leases: count("expired_activity_leases")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_tables_come_from_the_migrations() {
+        let tables = created_tables();
+        for table in [
+            "_duroxide_migrations",
+            "_duroxide_procedures",
+            "instances",
+            "history",
+            "orchestrator_queue",
+            "instance_locks",
+            "worker_queue",
+            "sessions",
+            "kv_store",
+            "kv_delta",
+        ] {
+            assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The install script of a schema, for DBAs who apply DDL by hand.
+
+use crate::config::SqlMode;
+use crate::migrate;
+use crate::schema::SchemaName;
+
+const BEGIN: &str = include_str!("../../tenants/script_begin.sql");
+const RECORD_MIGRATION: &str = include_str!("../../tenants/script_record_migration.sql");
+const DROP_PROCEDURES: &str = include_str!("../../tenants/script_drop_procedures.sql");
+const RECORD_PROCEDURE: &str = include_str!("../../tenants/script_record_procedure.sql");
+const END: &str = include_str!("../../tenants/script_end.sql");
+
+/// The SQL a starting provider would run on `schema`, as one script: the
+/// bookkeeping tables, each migration after `after_version` (all of them for
+/// `None`, the usual case of a new schema) recorded with its checksum and,
+/// for [`SqlMode::StoredProcedures`], every procedure (old overloads dropped
+/// first) recorded likewise. Every `{{schema}}` is substituted.
+///
+/// The script is one transaction that takes the schema's DDL lock as a
+/// provider does. Once it has run, providers find the schema current and
+/// apply nothing (they can run with
+/// [`MigrationMode::Verify`](crate::MigrationMode::Verify) and a role that
+/// may not create objects). `after_version` must be the schema's applied
+/// version: a migration already recorded fails the script, which then
+/// changes nothing.
+pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<i64>) -> String {
+    let migrations: Vec<migrate::Migration> = migrate::migrations()
+        .into_iter()
+        .filter(|m| after_version.is_none_or(|after| m.version > after))
+        .collect();
+    let procedures = match mode {
+        SqlMode::StoredProcedures => migrate::procedures(),
+        SqlMode::InlineSql => Vec::new(),
+    };
+    let contents = format!(
+        "{} migration(s){}, {} stored procedure(s)",
+        migrations.len(),
+        migrations
+            .first()
+            .zip(migrations.last())
+            .map(|(first, last)| format!(" ({} to {})", first.name, last.name))
+            .unwrap_or_default(),
+        procedures.len()
+    );
+    let mut out = schema.render(
+        &BEGIN
+            .replace("{{crate_version}}", env!("CARGO_PKG_VERSION"))
+            .replace("{{contents}}", &contents)
+            .replace("{{lock_key}}", &migrate::lock_key(schema)),
+    );
+    push(&mut out, &schema.render(migrate::BOOKKEEPING));
+    for migration in &migrations {
+        out.push_str(&format!("\n-- migration {}\n", migration.name));
+        push(&mut out, &schema.render(migration.template()));
+        push(
+            &mut out,
+            &schema.render(
+                &RECORD_MIGRATION
+                    .replace("{{version}}", &migration.version.to_string())
+                    .replace("{{name}}", migration.name)
+                    .replace("{{checksum}}", &migration.checksum_hex()),
+            ),
+        );
+    }
+    if !procedures.is_empty() {
+        let names: Vec<String> = procedures.iter().map(|p| format!("'{}'", p.name)).collect();
+        out.push('\n');
+        push(
+            &mut out,
+            &schema.render(&DROP_PROCEDURES.replace("{{names}}", &names.join(", "))),
+        );
+        for procedure in &procedures {
+            out.push_str(&format!("\n-- procedure {}\n", procedure.name));
+            push(&mut out, &schema.render(procedure.template()));
+            push(
+                &mut out,
+                &schema.render(
+                    &RECORD_PROCEDURE
+                        .replace("{{name}}", procedure.name)
+                        .replace("{{checksum}}", &procedure.checksum_hex()),
+                ),
+            );
+        }
+    }
+    out.push('\n');
+    push(&mut out, END);
+    out
+}
+
+/// Appends `sql`, ending it with a `;` and a newline if it has none.
+fn push(out: &mut String, sql: &str) {
+    let sql = sql.trim_end();
+    out.push_str(sql);
+    if !sql.ends_with(';') {
+        out.push(';');
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_names_the_schema_and_no_marker() {
+        let schema = SchemaName::new("Tenant_X").unwrap_or_else(|e| panic!("{e}"));
+        let script = install_script(&schema, SqlMode::StoredProcedures, None);
+        assert!(!script.contains("{{"), "a marker was left unsubstituted");
+        assert!(script.starts_with("-- Install script"));
+        assert!(script.contains("\"Tenant_X\".instances"));
+        assert!(script.contains("duroxide-postgres:migrate:Tenant_X"));
+        assert!(script.trim_end().ends_with("COMMIT;"));
+        for procedure in migrate::procedures() {
+            assert!(script.contains(&format!("-- procedure {}\n", procedure.name)));
+        }
+        let tables_only = install_script(&schema, SqlMode::InlineSql, Some(1));
+        assert!(!tables_only.contains("CREATE OR REPLACE FUNCTION"));
+        assert!(!tables_only.contains("-- migration 0001_initial"));
+        assert!(tables_only.contains("-- migration 0002_parked_orphans"));
+    }
+}

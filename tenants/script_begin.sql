@@ -1,0 +1,8 @@
+-- Install script of duroxide-postgres {{crate_version}} for schema {{schema}}:
+-- {{contents}}.
+-- Run it as one transaction (psql -1 -f FILE, or as written): it takes the
+-- schema's DDL lock as a starting provider would, and records every
+-- migration and procedure with its checksum, so providers see the schema as
+-- current and apply nothing themselves.
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtextextended('{{lock_key}}', 0));

@@ -1,0 +1,493 @@
+//! Tenant lifecycle: listing tenants with their state, migrating and
+//! verifying many at once, dropping one (refused while a lease is live,
+//! forced otherwise, leaving nothing behind). The operator command is tested
+//! end to end in `tenants/cli.rs`.
+
+#[cfg(feature = "cli")]
+mod cli;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
+use duroxide_postgres::migrate;
+use duroxide_postgres::tenants::{self, TenantOutcome};
+use duroxide_postgres::{PgProviderError, SchemaName, SqlMode, sqlstate};
+use sqlx::PgPool;
+
+use crate::fixtures::{activity, start};
+use crate::support::{Kind, Slot, TestSchema, with_schemas};
+
+macro_rules! in_both_modes {
+    ($check:ident: $procedures:ident, $inline:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $procedures() {
+            $check(SqlMode::StoredProcedures).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $inline() {
+            $check(SqlMode::InlineSql).await;
+        }
+    };
+}
+
+/// Long enough that no lease taken in a test runs out during it.
+const LEASE: Duration = Duration::from_secs(60);
+
+fn name(schema: &TestSchema) -> SchemaName {
+    SchemaName::new(&schema.name).unwrap_or_else(|e| panic!("{}: {e}", schema.name))
+}
+
+/// Functions and tables left in a schema (by name: the schema may be gone).
+pub async fn leftovers(pool: &PgPool, schema: &str) -> (i64, i64) {
+    let functions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await
+    .expect("count functions");
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .expect("count tables");
+    (functions, tables)
+}
+
+async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .expect("query namespace")
+}
+
+fn rejection(err: &PgProviderError) -> Option<String> {
+    err.sqlstate()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_status_show_each_tenant_with_its_version_readiness_and_queues() {
+    with_schemas("ten_list", 3, |schemas| async move {
+        let [procs, inline, never] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = &procs.pool;
+        let p = procs.provider_in(SqlMode::StoredProcedures).await;
+        inline.provider_in(SqlMode::InlineSql).await;
+        p.enqueue_for_orchestrator(start("listed"), None)
+            .await
+            .expect("enqueue");
+
+        let listed = tenants::list(pool).await.expect("list");
+        assert!(listed.contains(&name(procs)), "{listed:?}");
+        assert!(listed.contains(&name(inline)), "{listed:?}");
+        assert!(
+            !listed.contains(&name(never)),
+            "never migrated: not a tenant"
+        );
+
+        let latest = migrate::latest_version();
+        let all = migrate::procedures().len();
+        let status = tenants::status(pool, &name(procs)).await.expect("status");
+        assert_eq!(status.status.applied_version, Some(latest));
+        assert_eq!(status.status.pending_migrations, 0);
+        assert_eq!(status.status.stale_procedures, 0);
+        assert!(status.status.is_ready_for(SqlMode::StoredProcedures));
+        let queues = status.queues.expect("a migrated schema has queues");
+        assert_eq!(queues.orchestrator_messages, 1);
+        assert_eq!(queues.orchestrator_visible, 1);
+        assert!(queues.orchestrator_oldest_visible.is_some());
+        assert_eq!(queues.worker_items, 0);
+        assert_eq!(queues.worker_oldest_visible, None);
+        assert_eq!((queues.live_leases(), queues.expired_leases()), (0, 0));
+
+        let status = tenants::status(pool, &name(inline)).await.expect("status");
+        assert_eq!(status.status.applied_version, Some(latest));
+        assert_eq!(status.status.stale_procedures, all, "inline installs none");
+        assert!(status.status.is_ready_for(SqlMode::InlineSql));
+        assert!(!status.status.is_ready_for(SqlMode::StoredProcedures));
+        assert_eq!(status.queues.map(|q| q.orchestrator_messages), Some(0));
+
+        let status = tenants::status(pool, &name(never)).await.expect("status");
+        assert_eq!(status.status.applied_version, None);
+        assert_eq!(status.queues, None);
+
+        let everything = tenants::status_all(pool).await.expect("status of all");
+        let mine: Vec<&TenantOutcome<_>> = everything
+            .iter()
+            .filter(|o| o.schema == name(procs) || o.schema == name(inline))
+            .collect();
+        assert_eq!(mine.len(), 2);
+        assert!(mine.iter().all(|o| o.result.is_ok()), "{mine:?}");
+    })
+    .await;
+}
+
+in_both_modes!(migrate_and_verify_many: migrate_many_in_procedure_mode, migrate_many_in_inline_mode);
+
+async fn migrate_and_verify_many(mode: SqlMode) {
+    with_schemas("ten_many", 4, |schemas| async move {
+        let pool = schemas[0].pool.clone();
+        // One schema this build must refuse: the others still migrate.
+        let newer = &schemas[3];
+        newer.provider_in(mode).await;
+        sqlx::query(&newer.sql(
+            "INSERT INTO {{schema}}._duroxide_migrations (version, name, checksum, execution_ms) \
+             VALUES (999999, '999999_future', '\\x00', 0)",
+        ))
+        .execute(&pool)
+        .await
+        .expect("record a future migration");
+        let names: Vec<SchemaName> = schemas.iter().map(name).collect();
+
+        let mut seen = Vec::new();
+        let outcomes = tenants::migrate_many(&pool, &names, mode, |p| {
+            seen.push((
+                p.done,
+                p.total,
+                p.outcome.schema.clone(),
+                p.outcome.result.is_ok(),
+            ));
+        })
+        .await;
+        assert_eq!(outcomes.len(), 4);
+        assert_eq!(
+            seen,
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i + 1, 4, n.clone(), i < 3))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            matches!(
+                outcomes[3].result,
+                Err(PgProviderError::SchemaTooNew { .. })
+            ),
+            "{:?}",
+            outcomes[3].result
+        );
+
+        let mut done = 0;
+        let verified = tenants::verify_many(&pool, &names[..3], mode, |p| done = p.done).await;
+        assert_eq!(done, 3);
+        for outcome in &verified {
+            let status = outcome.result.as_ref().expect("migrated schemas verify");
+            assert!(status.is_ready_for(mode), "{status:?}");
+            assert_eq!(status.applied_version, Some(migrate::latest_version()));
+            let procedures_expected = mode == SqlMode::StoredProcedures;
+            assert_eq!(
+                status.stale_procedures == 0,
+                procedures_expected,
+                "{status:?}"
+            );
+        }
+        let unmigrated =
+            SchemaName::new(&crate::support::fresh_schema_name("ten_none")).expect("valid name");
+        let refused = tenants::verify_many(&pool, &[unmigrated], mode, |_| {}).await;
+        assert!(
+            matches!(
+                refused[0].result,
+                Err(PgProviderError::SchemaNotReady { .. })
+            ),
+            "{:?}",
+            refused[0].result
+        );
+    })
+    .await;
+}
+
+in_both_modes!(drop_with_an_instance_lease: drop_refused_on_a_live_turn_in_procedure_mode, drop_refused_on_a_live_turn_in_inline_mode);
+
+async fn drop_with_an_instance_lease(mode: SqlMode) {
+    with_schemas("ten_drop", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = schema.pool.clone();
+        let p = schema.provider_in(mode).await;
+        p.enqueue_for_orchestrator(start("leased"), None)
+            .await
+            .expect("enqueue");
+        let (_, _token, _) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("an item");
+
+        let err = tenants::drop_tenant(&pool, &name(schema), false)
+            .await
+            .expect_err("a live lease refuses the drop");
+        assert_eq!(
+            rejection(&err).as_deref(),
+            Some(sqlstate::INVALID_STATE),
+            "{err}"
+        );
+        assert!(err.to_string().contains("live lease"), "{err}");
+        assert!(schema_exists(&pool, &schema.name).await, "nothing dropped");
+        assert!(
+            tenants::list(&pool)
+                .await
+                .expect("list")
+                .contains(&name(schema))
+        );
+
+        let dropped = tenants::drop_tenant(&pool, &name(schema), true)
+            .await
+            .expect("forced drop");
+        let queues = dropped.queues.expect("a migrated schema has queues");
+        assert_eq!(queues.live_instance_leases, 1);
+        assert_eq!(queues.orchestrator_messages, 1);
+        assert!(!schema_exists(&pool, &schema.name).await);
+        assert_eq!(leftovers(&pool, &schema.name).await, (0, 0));
+        assert!(
+            !tenants::list(&pool)
+                .await
+                .expect("list")
+                .contains(&name(schema))
+        );
+        // The caller's provider is now useless, and says so.
+        assert!(
+            p.enqueue_for_orchestrator(start("late"), None)
+                .await
+                .is_err()
+        );
+    })
+    .await;
+}
+
+in_both_modes!(drop_after_an_activity_lease: drop_waits_for_an_activity_lease_in_procedure_mode, drop_waits_for_an_activity_lease_in_inline_mode);
+
+async fn drop_after_an_activity_lease(mode: SqlMode) {
+    with_schemas("ten_drop_act", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = schema.pool.clone();
+        let p = schema.provider_in(mode).await;
+        p.enqueue_for_worker(activity("busy", 1))
+            .await
+            .expect("enqueue");
+        let (_, token, _) = p
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::default())
+            .await
+            .expect("fetch")
+            .expect("an activity");
+        let status = tenants::status(&pool, &name(schema)).await.expect("status");
+        assert_eq!(status.queues.map(|q| q.live_activity_leases), Some(1));
+
+        let err = tenants::drop_tenant(&pool, &name(schema), false)
+            .await
+            .expect_err("a leased activity refuses the drop");
+        assert_eq!(
+            rejection(&err).as_deref(),
+            Some(sqlstate::INVALID_STATE),
+            "{err}"
+        );
+
+        // Once the work is handed back, no force is needed.
+        p.abandon_work_item(&token, None, false)
+            .await
+            .expect("abandon");
+        let dropped = tenants::drop_tenant(&pool, &name(schema), false)
+            .await
+            .expect("drop without leases");
+        assert_eq!(dropped.queues.map(|q| q.worker_items), Some(1));
+        assert_eq!(leftovers(&pool, &schema.name).await, (0, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn drop_refuses_what_is_not_a_tenant_or_not_only_ours() {
+    with_schemas("ten_foreign", 2, |schemas| async move {
+        let [mixed, plain] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = mixed.pool.clone();
+        mixed.provider().await;
+        sqlx::query(&mixed.sql("CREATE TABLE {{schema}}.users (id int)"))
+            .execute(&pool)
+            .await
+            .expect("a user's table");
+        let err = tenants::drop_tenant(&pool, &name(mixed), true)
+            .await
+            .expect_err("a user's table is never dropped with a tenant");
+        assert_eq!(
+            rejection(&err).as_deref(),
+            Some(sqlstate::INVALID_STATE),
+            "{err}"
+        );
+        assert!(err.to_string().contains("table users"), "{err}");
+        assert!(schema_exists(&pool, &mixed.name).await);
+
+        sqlx::query(&plain.sql("CREATE SCHEMA {{schema}}"))
+            .execute(&pool)
+            .await
+            .expect("a plain schema");
+        let err = tenants::drop_tenant(&pool, &name(plain), true)
+            .await
+            .expect_err("not a tenant");
+        assert_eq!(
+            rejection(&err).as_deref(),
+            Some(sqlstate::NOT_FOUND),
+            "{err}"
+        );
+        assert!(schema_exists(&pool, &plain.name).await);
+    })
+    .await;
+}
+
+in_both_modes!(uninstall_then_inline: uninstall_procedures_under_a_procedure_provider, uninstall_procedures_under_an_inline_provider);
+
+/// The rollback: procedures gone, records cleared; a provider already
+/// running in `mode` fails if it needed them and keeps serving if not, and
+/// inline SQL serves the schema.
+async fn uninstall_then_inline(mode: SqlMode) {
+    with_schemas("ten_uninstall", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = schema.pool.clone();
+        schema.provider_in(SqlMode::StoredProcedures).await;
+        let running = schema.provider_in(mode).await;
+        let dropped = tenants::uninstall_procedures(&pool, &name(schema))
+            .await
+            .expect("uninstall");
+        assert_eq!(dropped, migrate::procedures().len());
+        assert_eq!(
+            leftovers(&pool, &schema.name).await.0,
+            0,
+            "no function left"
+        );
+        let recorded: i64 =
+            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}._duroxide_procedures"))
+                .fetch_one(&pool)
+                .await
+                .expect("count records");
+        assert_eq!(recorded, 0);
+        let status = tenants::status(&pool, &name(schema)).await.expect("status");
+        assert!(status.status.is_ready_for(SqlMode::InlineSql));
+        assert!(!status.status.is_ready_for(SqlMode::StoredProcedures));
+
+        let still_running = running
+            .enqueue_for_orchestrator(start("running"), None)
+            .await;
+        assert_eq!(
+            still_running.is_ok(),
+            mode == SqlMode::InlineSql,
+            "{still_running:?}"
+        );
+
+        let inline = schema.provider_in(SqlMode::InlineSql).await;
+        inline
+            .enqueue_for_orchestrator(start("after-rollback"), None)
+            .await
+            .expect("enqueue inline");
+        let fetched = inline
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch inline");
+        assert!(fetched.is_some());
+        assert_eq!(
+            leftovers(&pool, &schema.name).await.0,
+            0,
+            "inline installs none"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(forced_drop_of_a_busy_tenant: a_busy_tenant_is_dropped_beside_another_in_procedure_mode, a_busy_tenant_is_dropped_beside_another_in_inline_mode);
+
+/// Two tenants on one pool, each with a runtime at work: forcing the drop
+/// of one while its activities are leased completes promptly, and the other
+/// finishes all its orchestrations.
+async fn forced_drop_of_a_busy_tenant(mode: SqlMode) {
+    with_schemas("ten_busy", 2, |schemas| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let [doomed, survivor] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = doomed.pool.clone();
+        let mut runtimes = Vec::new();
+        let mut clients = Vec::new();
+        for schema in [doomed, survivor] {
+            let provider = Arc::new(schema.provider_in(mode).await);
+            let activities = ActivityRegistry::builder()
+                .register("Nap", |_ctx: ActivityContext, input: String| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(input)
+                })
+                .build();
+            let orchestrations = OrchestrationRegistry::builder()
+                .register(
+                    "Naps",
+                    |ctx: OrchestrationContext, _input: String| async move {
+                        let naps = (0..4).map(|i| ctx.schedule_activity("Nap", i.to_string()));
+                        ctx.join(naps.collect()).await;
+                        Ok("rested".to_string())
+                    },
+                )
+                .build();
+            let options = RuntimeOptions {
+                dispatcher_min_poll_interval: Duration::from_millis(10),
+                ..Default::default()
+            };
+            runtimes.push(
+                Runtime::start_with_options(provider.clone(), activities, orchestrations, options)
+                    .await,
+            );
+            let client = Client::new(provider);
+            for i in 0..5 {
+                client
+                    .start_orchestration(format!("naps-{i}"), "Naps", "")
+                    .await
+                    .expect("start");
+            }
+            clients.push(client);
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = tenants::status(&pool, &name(doomed)).await.expect("status");
+            if status.queues.is_some_and(|q| q.live_activity_leases > 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no activity was ever leased");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dropped = tokio::time::timeout(
+            Duration::from_secs(30),
+            tenants::drop_tenant(&pool, &name(doomed), true),
+        )
+        .await
+        .expect("the drop does not hang")
+        .expect("forced drop");
+        assert!(
+            dropped.queues.is_some_and(|q| q.live_leases() > 0),
+            "{dropped:?}"
+        );
+        assert!(!schema_exists(&pool, &doomed.name).await);
+        assert_eq!(leftovers(&pool, &doomed.name).await, (0, 0));
+
+        for i in 0..5 {
+            match clients[1]
+                .wait_for_orchestration(&format!("naps-{i}"), Duration::from_secs(60))
+                .await
+                .expect("wait")
+            {
+                OrchestrationStatus::Completed { output, .. } => assert_eq!(output, "rested"),
+                other => panic!("naps-{i}: {other:?}"),
+            }
+        }
+        for runtime in runtimes {
+            tokio::time::timeout(Duration::from_secs(30), runtime.shutdown(None))
+                .await
+                .expect("runtimes shut down");
+        }
+    })
+    .await;
+}

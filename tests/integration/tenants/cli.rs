@@ -1,0 +1,362 @@
+//! The `duroxide-postgres` command, run as a process against the test
+//! server: exit codes, stdout and stderr.
+
+use std::time::Duration;
+
+use duroxide::providers::Provider;
+use duroxide_postgres::{MigrationMode, PostgresOptions, PostgresProvider, SqlMode, migrate};
+
+use super::{leftovers, schema_exists};
+use crate::fixtures::{event, metadata, start};
+use crate::support::{TestSchema, database_url, with_schemas};
+
+/// What a run of the command left.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the command with `args`, `DATABASE_URL` pointing at the test server
+/// (unless `url` is `None`) and no SQL mode from the environment.
+async fn run_with(url: Option<&str>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duroxide-postgres"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove(SqlMode::ENV_VAR)
+        .kill_on_drop(true);
+    if let Some(url) = url {
+        command.env("DATABASE_URL", url);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("duroxide-postgres {args:?} did not finish"))
+        .unwrap_or_else(|e| panic!("cannot run duroxide-postgres: {e}"));
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn run(args: &[&str]) -> Run {
+    run_with(Some(database_url()), args).await
+}
+
+/// Runs the command and requires exit code `code`.
+async fn expect(code: i32, args: &[&str]) -> Run {
+    let run = run(args).await;
+    assert_eq!(run.code, Some(code), "duroxide-postgres {args:?}: {run:#?}");
+    run
+}
+
+/// A provider that runs no DDL and requires the schema ready for `mode`.
+async fn verified_provider(schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
+    PostgresProvider::from_pool_with(
+        schema.pool.clone(),
+        PostgresOptions::default()
+            .schema(schema.name.clone())
+            .sql_mode(mode)
+            .notifications(false)
+            .migration_mode(MigrationMode::Verify),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", schema.name))
+}
+
+/// One orchestration turn, start to ack: the provider serves the schema.
+async fn one_turn(provider: &PostgresProvider, instance: &str) {
+    provider
+        .enqueue_for_orchestrator(start(instance), None)
+        .await
+        .expect("enqueue");
+    let (_, token, _) = provider
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .expect("fetch")
+        .expect("an item");
+    provider
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![event(instance, 1)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_verify_status_and_list() {
+    with_schemas("cli_migrate", 3, |schemas| async move {
+        let [a, b, never] = &schemas[..] else {
+            unreachable!()
+        };
+        let migrated = expect(0, &["migrate", "--schema", &a.name, "--schema", &b.name]).await;
+        assert!(
+            migrated
+                .stdout
+                .contains(&format!("[2/2] {}: current for procedures", b.name)),
+            "{migrated:#?}"
+        );
+        expect(0, &["verify", "--schema", &a.name, "--schema", &b.name]).await;
+        let not_ready = expect(5, &["verify", "--schema", &never.name]).await;
+        assert!(not_ready.stderr.contains(&never.name), "{not_ready:#?}");
+
+        one_turn(
+            &verified_provider(a, SqlMode::StoredProcedures).await,
+            "cli-status",
+        )
+        .await;
+        a.provider()
+            .await
+            .enqueue_for_orchestrator(start("waiting"), None)
+            .await
+            .expect("enqueue");
+        let status = expect(0, &["status", "--schema", &a.name]).await;
+        let latest = migrate::latest_version();
+        for line in [
+            format!("tenant {}", a.name),
+            format!("schema version      {latest} (this build: {latest})"),
+            "pending migrations  0".to_string(),
+            format!(
+                "procedures          installed ({})",
+                migrate::procedures().len()
+            ),
+            "ready for           procedures, inline".to_string(),
+            "instances           1".to_string(),
+            "orchestrator queue  1 message(s), 1 visible, 0 parked orphan(s)".to_string(),
+            "live leases         0".to_string(),
+            "expired leases      0".to_string(),
+        ] {
+            assert!(status.stdout.contains(&line), "{line:?} in {status:#?}");
+        }
+        let unmigrated = expect(0, &["status", "--schema", &never.name]).await;
+        assert!(
+            unmigrated.stdout.contains("not migrated"),
+            "{unmigrated:#?}"
+        );
+
+        // Every tenant of the server is listed, other tests' too (some
+        // deliberately broken, some being dropped): only ours are checked.
+        let list = expect(0, &["tenants", "list"]).await;
+        assert!(list.stdout.starts_with("SCHEMA"), "{list:#?}");
+        for tenant in [a, b] {
+            assert!(
+                list.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{} ", tenant.name))
+                        && l.contains("installed")),
+                "{} in {list:#?}",
+                tenant.name
+            );
+        }
+        assert!(!list.stdout.contains(&never.name), "{list:#?}");
+        let all = run(&["status", "--all"]).await;
+        assert!(
+            all.stdout.contains(&format!("tenant {}\n", b.name)),
+            "{all:#?}"
+        );
+        for tenant in [a, b] {
+            assert!(!all.stderr.contains(&tenant.name), "{all:#?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_sql_applied_by_hand_gives_a_schema_providers_accept() {
+    with_schemas("cli_print", 2, |schemas| async move {
+        let [by_hand, tables_only] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = by_hand.pool.clone();
+        let script = expect(0, &["print-sql", "--schema", &by_hand.name]).await;
+        assert!(
+            script
+                .stdout
+                .contains(&format!("\"{}\".instances", by_hand.name))
+        );
+        assert!(!script.stdout.contains("{{"), "every marker substituted");
+        sqlx::raw_sql(&script.stdout)
+            .execute(&pool)
+            .await
+            .expect("the script runs as written");
+        expect(0, &["verify", "--schema", &by_hand.name]).await;
+        one_turn(
+            &verified_provider(by_hand, SqlMode::StoredProcedures).await,
+            "by-hand",
+        )
+        .await;
+
+        let script = expect(
+            0,
+            &[
+                "print-sql",
+                "--schema",
+                &tables_only.name,
+                "--sql-mode",
+                "inline",
+            ],
+        )
+        .await;
+        assert!(!script.stdout.contains("CREATE OR REPLACE FUNCTION"));
+        sqlx::raw_sql(&script.stdout)
+            .execute(&pool)
+            .await
+            .expect("the tables-only script runs");
+        expect(
+            0,
+            &[
+                "verify",
+                "--schema",
+                &tables_only.name,
+                "--sql-mode",
+                "inline",
+            ],
+        )
+        .await;
+        expect(5, &["verify", "--schema", &tables_only.name]).await;
+        one_turn(
+            &verified_provider(tables_only, SqlMode::InlineSql).await,
+            "tables-only",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_procedures_then_inline_mode_still_works() {
+    with_schemas("cli_uninstall", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = schema.pool.clone();
+        expect(0, &["migrate", "--schema", &schema.name]).await;
+        one_turn(
+            &verified_provider(schema, SqlMode::StoredProcedures).await,
+            "before",
+        )
+        .await;
+
+        let uninstalled = expect(0, &["uninstall-procedures", "--schema", &schema.name]).await;
+        assert!(
+            uninstalled.stdout.contains(&format!(
+                "uninstalled {} stored procedure(s)",
+                migrate::procedures().len()
+            )),
+            "{uninstalled:#?}"
+        );
+        assert_eq!(
+            leftovers(&pool, &schema.name).await.0,
+            0,
+            "no function left"
+        );
+        let status = expect(0, &["status", "--schema", &schema.name]).await;
+        assert!(
+            status.stdout.contains("ready for           inline\n"),
+            "{status:#?}"
+        );
+        expect(5, &["verify", "--schema", &schema.name]).await;
+        expect(
+            0,
+            &["verify", "--schema", &schema.name, "--sql-mode", "inline"],
+        )
+        .await;
+
+        // The tenant runs on in inline SQL, history and all.
+        let inline = verified_provider(schema, SqlMode::InlineSql).await;
+        one_turn(&inline, "after").await;
+        let history = inline.read("before").await.expect("history kept");
+        assert_eq!(history.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_drop_refuses_live_leases_unless_forced() {
+    with_schemas("cli_drop", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = schema.pool.clone();
+        let provider = schema.provider().await;
+        provider
+            .enqueue_for_orchestrator(start("busy"), None)
+            .await
+            .expect("enqueue");
+        provider
+            .fetch_orchestration_item(Duration::from_secs(60), Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("an item");
+        let status = expect(0, &["status", "--schema", &schema.name]).await;
+        assert!(
+            status
+                .stdout
+                .contains("live leases         1 (1 instance turn(s)"),
+            "{status:#?}"
+        );
+
+        let refused = expect(7, &["tenants", "drop", "--schema", &schema.name]).await;
+        assert!(refused.stderr.contains("live lease"), "{refused:#?}");
+        assert!(schema_exists(&pool, &schema.name).await);
+
+        let forced = expect(0, &["tenants", "drop", "--schema", &schema.name, "--force"]).await;
+        assert!(forced.stdout.contains("dropped tenant"), "{forced:#?}");
+        assert!(
+            forced.stderr.contains("forced over 1 live lease"),
+            "{forced:#?}"
+        );
+        drop(provider);
+        assert!(!schema_exists(&pool, &schema.name).await);
+        assert_eq!(leftovers(&pool, &schema.name).await, (0, 0));
+        let again = expect(8, &["tenants", "drop", "--schema", &schema.name]).await;
+        assert!(
+            again.stderr.contains("no duroxide-postgres tenant"),
+            "{again:#?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_gives_a_clear_message_and_its_own_exit_code() {
+    let injection = "a\"; drop schema public cascade; --";
+    for args in [
+        vec!["status", "--schema", injection],
+        vec!["migrate", "--schema", "ok_name", "--schema", "9lives"],
+        vec!["tenants", "drop", "--schema", "pg_toast"],
+        vec!["uninstall-procedures", "--schema", "has space"],
+        vec!["print-sql", "--schema", ""],
+    ] {
+        let run = expect(3, &args).await;
+        assert!(
+            run.stderr
+                .starts_with("duroxide-postgres: error: invalid schema name"),
+            "{args:?}: {run:#?}"
+        );
+    }
+
+    let no_url = run_with(None, &["tenants", "list"]).await;
+    assert_eq!(no_url.code, Some(2), "{no_url:#?}");
+    assert!(no_url.stderr.contains("DATABASE_URL"), "{no_url:#?}");
+    let unreachable = run_with(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["tenants", "list"],
+    )
+    .await;
+    assert_eq!(unreachable.code, Some(4), "{unreachable:#?}");
+    assert!(
+        unreachable.stderr.contains("cannot connect"),
+        "{unreachable:#?}"
+    );
+    let usage = run(&["migrate"]).await;
+    assert_eq!(usage.code, Some(2), "no --schema nor --all: {usage:#?}");
+    let mode = run(&["migrate", "--all", "--sql-mode", "inlined"]).await;
+    assert_eq!(mode.code, Some(2), "{mode:#?}");
+    let help = expect(0, &["--help"]).await;
+    assert!(help.stdout.contains("Exit codes:"), "{help:#?}");
+}
