@@ -558,8 +558,8 @@ async fn bulk_delete_racing_a_delete_does_not_deadlock_inline() {
 /// Point 7 under load, in a database of its own (so the server's deadlock
 /// counter is this test's): three dispatchers turn six instances over
 /// while one task force-deletes them all and another prunes them all, again
-/// and again, for three seconds. No call fails with a deadlock, and the
-/// server records none.
+/// and again, for three seconds (and until three turns committed). No call
+/// fails with a deadlock, and the server records none.
 async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: SqlMode) {
     let _slot = Slot::acquire(Kind::Runtime);
     let admin = pool(2).await;
@@ -591,14 +591,27 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
     );
 
     let ids: Vec<String> = (0..6).map(|i| format!("s-{i}")).collect();
-    let until = Instant::now() + Duration::from_secs(3);
+    // Three seconds, and on until three turns have committed between the
+    // deletes (a busy machine runs few turns; a minute at most).
+    let begun = Instant::now();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let running = {
+        let acked = acked.clone();
+        move || {
+            let elapsed = begun.elapsed();
+            elapsed < Duration::from_secs(3)
+                || (acked.load(std::sync::atomic::Ordering::SeqCst) < 3
+                    && elapsed < Duration::from_secs(60))
+        }
+    };
     let mut tasks: Vec<JoinHandle<Vec<Outcome>>> = Vec::new();
     for d in 0..3 {
         let (provider, ids) = (provider.clone(), ids.clone());
+        let (running, acked) = (running.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             let mut n = d;
-            while Instant::now() < until {
+            while running() {
                 n += 1;
                 let fetched = provider
                     .fetch_orchestration_item(Duration::from_secs(5), Duration::ZERO, None)
@@ -621,7 +634,7 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
                     }
                 };
                 let next = item.history.len() as u64 + 1;
-                let acked = provider
+                let acked_turn = provider
                     .ack_orchestration_item(
                         &token,
                         1,
@@ -632,16 +645,19 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
                         vec![],
                     )
                     .await;
-                outcomes.push(("ack", acked));
+                if acked_turn.is_ok() {
+                    acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                outcomes.push(("ack", acked_turn));
             }
             outcomes
         }));
     }
     {
-        let (provider, ids) = (provider.clone(), ids.clone());
+        let (provider, ids, running) = (provider.clone(), ids.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
-            while Instant::now() < until {
+            while running() {
                 let deleted = provider.delete_instances_atomic(&ids, true).await;
                 outcomes.push(("delete", deleted.map(|_| ())));
             }
@@ -649,10 +665,10 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
         }));
     }
     {
-        let (provider, ids) = (provider.clone(), ids.clone());
+        let (provider, ids, running) = (provider.clone(), ids.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
-            while Instant::now() < until {
+            while running() {
                 let filter = InstanceFilter {
                     instance_ids: Some(ids.clone()),
                     completed_before: None,
