@@ -11,21 +11,7 @@ use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{event, metadata, start};
-use crate::support::{TestSchema, provider_on, with_schema};
-
-macro_rules! in_both_modes {
-    ($check:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $procedures() {
-            $check(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $inline() {
-            $check(SqlMode::InlineSql).await;
-        }
-    };
-}
+use crate::support::{TestSchema, in_both_modes, provider_on, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -82,7 +68,7 @@ async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 
 in_both_modes!(an_event_arriving_while_a_turn_commits_is_fetched_at_once:
     an_event_arriving_while_a_turn_commits_is_fetched_at_once_procedures,
-    an_event_arriving_while_a_turn_commits_is_fetched_at_once_inline);
+    an_event_arriving_while_a_turn_commits_is_fetched_at_once_inline; 4);
 
 async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode) {
     with_schema("arrival_ack", |schema| async move {

@@ -8,21 +8,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{event, metadata, start};
-use crate::support::{TestSchema, pool, with_schema};
-
-macro_rules! in_both_modes {
-    ($check:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $procedures() {
-            $check(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $inline() {
-            $check(SqlMode::InlineSql).await;
-        }
-    };
-}
+use crate::support::{TestSchema, in_both_modes, pool, with_schema};
 
 const LEASE: Duration = Duration::from_secs(5);
 
@@ -51,7 +37,7 @@ async fn blocked_on_queue(pool: &PgPool, schema: &TestSchema) -> i64 {
 
 in_both_modes!(a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections:
     a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections_procedures,
-    a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections_inline);
+    a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections_inline; 4);
 
 /// Tenant B's fetches all block on a lock (a stand-in for any slow fetch:
 /// a huge history, a burst on a busy server). On a pool of five, tenant A

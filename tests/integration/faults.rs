@@ -39,7 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
-use crate::support::{Kind, Slot};
+use crate::support::{Kind, Slot, in_both_modes};
 
 /// The fault tests take turns: each restarts the one fault server.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -622,32 +622,18 @@ impl Fleet {
     }
 }
 
-/// Runs `$scenario(mode)` as one test per SQL mode.
-macro_rules! in_both_modes {
-    ($scenario:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $procedures() {
-            $scenario(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $inline() {
-            $scenario(SqlMode::InlineSql).await;
-        }
-    };
-}
-
+// One test per SQL mode for each scenario.
 in_both_modes!(backends_killed_and_server_restarted:
     runtimes_survive_killed_backends_a_restart_and_a_killed_listener_procedures,
-    runtimes_survive_killed_backends_a_restart_and_a_killed_listener_inline);
+    runtimes_survive_killed_backends_a_restart_and_a_killed_listener_inline; 4);
 
 in_both_modes!(idle_session_timeout:
     runtimes_survive_idle_session_timeout_procedures,
-    runtimes_survive_idle_session_timeout_inline);
+    runtimes_survive_idle_session_timeout_inline; 4);
 
 in_both_modes!(read_only_for_a_while:
     runtimes_survive_a_read_only_database_procedures,
-    runtimes_survive_a_read_only_database_inline);
+    runtimes_survive_a_read_only_database_inline; 4);
 
 /// 40 orchestrations, started in four batches; after each of the first
 /// three, while work is in flight: (a) every application backend is

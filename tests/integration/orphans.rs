@@ -14,21 +14,7 @@ use duroxide::{
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 use crate::fixtures::{json, start};
-use crate::support::{Kind, Slot, TestSchema, with_schema};
-
-macro_rules! in_both_modes {
-    ($check:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $procedures() {
-            $check(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $inline() {
-            $check(SqlMode::InlineSql).await;
-        }
-    };
-}
+use crate::support::{Kind, Slot, TestSchema, in_both_modes, with_schema};
 
 const LOCK: Duration = Duration::from_secs(30);
 

@@ -19,24 +19,12 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures;
-use crate::support::{TestSchema, database_url, pool, provider_on, settling_provider, with_schema};
+use crate::support::{
+    TestSchema, database_url, in_both_modes, pool, provider_on, settling_provider, with_schema,
+};
 
 /// One test per SQL mode, `$procedures` and `$inline`, each running
 /// `$check(mode)`.
-macro_rules! in_both_modes {
-    ($check:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test]
-        async fn $procedures() {
-            $check(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test]
-        async fn $inline() {
-            $check(SqlMode::InlineSql).await;
-        }
-    };
-}
-
 const ROWS: i64 = 20_000;
 const LOCK: Duration = Duration::from_secs(30);
 

@@ -505,3 +505,24 @@ impl Drop for Slot {
         changed.notify_all();
     }
 }
+
+/// Generates two tests from `check(mode)`: `$procedures` in stored-procedure
+/// mode and `$inline` in inline mode, each on a multi-threaded runtime of
+/// two workers (or `$threads`).
+macro_rules! in_both_modes {
+    ($check:ident: $procedures:ident, $inline:ident) => {
+        $crate::support::in_both_modes!($check: $procedures, $inline; 2);
+    };
+    ($check:ident: $procedures:ident, $inline:ident; $threads:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $procedures() {
+            $check(duroxide_postgres::SqlMode::StoredProcedures).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $inline() {
+            $check(duroxide_postgres::SqlMode::InlineSql).await;
+        }
+    };
+}
+pub(crate) use in_both_modes;

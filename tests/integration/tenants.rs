@@ -21,21 +21,7 @@ use duroxide_postgres::{PgProviderError, SchemaName, SqlMode, sqlstate};
 use sqlx::PgPool;
 
 use crate::fixtures::{activity, start};
-use crate::support::{Kind, Slot, TestSchema, with_schemas};
-
-macro_rules! in_both_modes {
-    ($check:ident: $procedures:ident, $inline:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $procedures() {
-            $check(SqlMode::StoredProcedures).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $inline() {
-            $check(SqlMode::InlineSql).await;
-        }
-    };
-}
+use crate::support::{Kind, Slot, TestSchema, in_both_modes, with_schemas};
 
 /// Long enough that no lease taken in a test runs out during it.
 const LEASE: Duration = Duration::from_secs(60);
