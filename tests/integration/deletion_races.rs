@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
 use crate::fixtures::{activity, completion, event, metadata, start};
-use crate::support::{Kind, Slot, TestSchema, database_url, pool, with_schema};
+use crate::support::{Kind, Slot, TestSchema, database_url, in_both_modes, pool, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -203,15 +203,7 @@ async fn force_delete_racing_a_fetch_leaves_nothing_to_ack(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_delete_racing_a_fetch_leaves_nothing_to_ack_procedures() {
-    force_delete_racing_a_fetch_leaves_nothing_to_ack(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_delete_racing_a_fetch_leaves_nothing_to_ack_inline() {
-    force_delete_racing_a_fetch_leaves_nothing_to_ack(SqlMode::InlineSql).await;
-}
+in_both_modes!(force_delete_racing_a_fetch_leaves_nothing_to_ack: force_delete_racing_a_fetch_leaves_nothing_to_ack_procedures, force_delete_racing_a_fetch_leaves_nothing_to_ack_inline);
 
 /// Point 2, the worker's side. An activity's completion committed while a
 /// force delete of its instance waits for the activity row: the delete's
@@ -276,15 +268,7 @@ async fn force_delete_racing_a_completion_leaves_no_message(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_delete_racing_a_completion_leaves_no_message_procedures() {
-    force_delete_racing_a_completion_leaves_no_message(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_delete_racing_a_completion_leaves_no_message_inline() {
-    force_delete_racing_a_completion_leaves_no_message(SqlMode::InlineSql).await;
-}
+in_both_modes!(force_delete_racing_a_completion_leaves_no_message: force_delete_racing_a_completion_leaves_no_message_procedures, force_delete_racing_a_completion_leaves_no_message_inline);
 
 /// Point 7. An ack that holds its lease and is deleting the consumed
 /// messages, while a force delete of the instance starts: the ack goes on
@@ -356,15 +340,7 @@ async fn ack_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ack_racing_a_force_delete_does_not_deadlock_procedures() {
-    ack_racing_a_force_delete_does_not_deadlock(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ack_racing_a_force_delete_does_not_deadlock_inline() {
-    ack_racing_a_force_delete_does_not_deadlock(SqlMode::InlineSql).await;
-}
+in_both_modes!(ack_racing_a_force_delete_does_not_deadlock: ack_racing_a_force_delete_does_not_deadlock_procedures, ack_racing_a_force_delete_does_not_deadlock_inline);
 
 /// Point 7. A bulk prune of two instances, pruning the older one, while a
 /// force delete of both starts. The prune used to lock each instance row as
@@ -451,15 +427,7 @@ async fn bulk_prune_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_prune_racing_a_force_delete_does_not_deadlock_procedures() {
-    bulk_prune_racing_a_force_delete_does_not_deadlock(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_prune_racing_a_force_delete_does_not_deadlock_inline() {
-    bulk_prune_racing_a_force_delete_does_not_deadlock(SqlMode::InlineSql).await;
-}
+in_both_modes!(bulk_prune_racing_a_force_delete_does_not_deadlock: bulk_prune_racing_a_force_delete_does_not_deadlock_procedures, bulk_prune_racing_a_force_delete_does_not_deadlock_inline);
 
 /// Point 7. A bulk delete of two finished roots, deleting the older one,
 /// while a delete of both starts. The bulk delete used to delete tree by
@@ -545,15 +513,7 @@ async fn bulk_delete_racing_a_delete_does_not_deadlock(mode: SqlMode) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_delete_racing_a_delete_does_not_deadlock_procedures() {
-    bulk_delete_racing_a_delete_does_not_deadlock(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_delete_racing_a_delete_does_not_deadlock_inline() {
-    bulk_delete_racing_a_delete_does_not_deadlock(SqlMode::InlineSql).await;
-}
+in_both_modes!(bulk_delete_racing_a_delete_does_not_deadlock: bulk_delete_racing_a_delete_does_not_deadlock_procedures, bulk_delete_racing_a_delete_does_not_deadlock_inline);
 
 /// Point 7 under load, in a database of its own (so the server's deadlock
 /// counter is this test's): three dispatchers turn six instances over
@@ -751,12 +711,4 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
     assert!(other.is_empty(), "{mode}: unexpected failures: {other:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock_procedures() {
-    turns_deletes_and_prunes_of_the_same_instances_never_deadlock(SqlMode::StoredProcedures).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock_inline() {
-    turns_deletes_and_prunes_of_the_same_instances_never_deadlock(SqlMode::InlineSql).await;
-}
+in_both_modes!(turns_deletes_and_prunes_of_the_same_instances_never_deadlock: turns_deletes_and_prunes_of_the_same_instances_never_deadlock_procedures, turns_deletes_and_prunes_of_the_same_instances_never_deadlock_inline; 4);
