@@ -177,7 +177,8 @@ pub struct PostgresOptions {
     pub max_history_bytes: usize,
     /// Fetch statements the pool runs at once, shared by every provider on
     /// the pool (default `None`: all but a quarter of the pool's
-    /// connections, at least one kept free when it has two or more, so acks,
+    /// connections, less the one the `LISTEN` connection holds with
+    /// notifications on, at least one kept free when it has two or more, so acks,
     /// abandons and lock renewals never queue behind fetches; one schema may
     /// hold three quarters of the slots). The first provider on a pool sets
     /// it. See [`crate::PostgresProvider::admission_stats`].

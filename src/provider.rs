@@ -181,7 +181,7 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
-        let gate = Gate::of(&pool, options.fetch_slots);
+        let gate = Gate::of(&pool, options.fetch_slots, options.notifications);
         let gate_key: Arc<str> = schema.as_str().into();
         Ok(Self {
             pool,
