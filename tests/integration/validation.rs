@@ -141,7 +141,7 @@ macro_rules! special_suite {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $poll_test() {
-                        run_suite_test(stringify!($poll_test), MODE, $notifications, Kind::Suite, |factory: PgFactory| async move {
+                        run_suite_test(stringify!($poll_test), MODE, $notifications, Kind::of_suite_test("long_polling", stringify!($poll_fn)), |factory: PgFactory| async move {
                             let provider = factory.create_provider().await;
                             duroxide::provider_validation::long_polling::$poll_fn(
                                 &*provider
