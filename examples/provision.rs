@@ -50,9 +50,12 @@ async fn run(url: &str, tenants: usize, parallel: usize, mode: SqlMode) -> Resul
         .map(|i| SchemaName::new(&format!("prov_bench_{i}")))
         .collect::<Result<_, _>>()?;
     for schema in &schemas {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()))
-            .execute(&pool)
-            .await?;
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            schema.quoted()
+        ))
+        .execute(&pool)
+        .await?;
     }
     let started = Instant::now();
     let mut done = 0usize;
@@ -83,9 +86,12 @@ async fn run(url: &str, tenants: usize, parallel: usize, mode: SqlMode) -> Resul
         tenants as f64 / elapsed
     );
     for schema in &schemas {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()))
-            .execute(&pool)
-            .await?;
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            schema.quoted()
+        ))
+        .execute(&pool)
+        .await?;
     }
     pool.close().await;
     Ok(())
