@@ -330,7 +330,9 @@ impl State {
             let name: String = row.try_get("name")?;
             let checksum: Vec<u8> = row.try_get("checksum")?;
             if kind == "migration" {
-                state.applied.push((row.try_get("version")?, name, checksum));
+                state
+                    .applied
+                    .push((row.try_get("version")?, name, checksum));
             } else {
                 if row.try_get("present")? {
                     state.installed.push((name.clone(), checksum));
