@@ -1,21 +1,29 @@
 //! Embedded, versioned, checksummed migrations and idempotent installation of
 //! the stored procedures, serialized across processes per schema.
 //!
-//! * `migrations/NNNN_name.sql` hold table DDL. Each runs once, in its own
+//! * `migrations/NNNN_name.sql` hold table DDL. Each runs once, in a
 //!   transaction, and is recorded with its SHA-256 in `_duroxide_migrations`.
 //!   A schema whose recorded checksum differs from the embedded file, or that
 //!   has a version this build does not know, is refused.
 //! * `procedures/NAME.sql` hold the *current* definition of one function.
 //!   After the migrations, every procedure whose checksum differs from the one
 //!   recorded in `_duroxide_procedures` is (re)installed: its old overloads are
-//!   dropped and the file is executed, in one transaction.
-//! * The whole run holds a session advisory lock whose key is derived from the
-//!   schema name, so processes starting together on a fresh schema apply
-//!   everything exactly once and tenants never wait for each other.
-
-use std::time::Instant;
+//!   dropped and the file is executed.
+//! * One run is one transaction: pending migrations and stale procedures go
+//!   to the server as one batch (the simple-query protocol), after a batch
+//!   that creates the bookkeeping and takes the schema's DDL lock, a table
+//!   lock on its `_duroxide_migrations` ([`LOCK`]). Only a role with rights
+//!   on the schema can take or hold it, so processes starting together on a
+//!   fresh schema apply everything exactly once, tenants never wait for each
+//!   other, and no outsider can block a tenant's start-up.
+//!   (A `&str` executed without arguments goes as one simple query: several
+//!   statements, one round trip, nothing prepared.)
+//! * Every batch starts by pinning `search_path` to `pg_catalog, pg_temp`
+//!   (`migrate/pin.sql`), so nothing this module sends resolves a function or
+//!   operator outside `pg_catalog` and the schema it names.
 
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgRow;
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 
 use crate::config::SqlMode;
@@ -140,12 +148,6 @@ impl SchemaStatus {
     }
 }
 
-/// The key of the advisory lock that serializes DDL on `schema` (migrations,
-/// procedure (un)installation, a tenant's drop).
-pub(crate) fn lock_key(schema: &SchemaName) -> String {
-    format!("duroxide-postgres:migrate:{}", schema.as_str())
-}
-
 /// The bookkeeping tables every migrated schema holds (and the schema itself).
 pub(crate) const BOOKKEEPING: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {{schema}};
@@ -163,10 +165,33 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 );
 "#;
 
+/// Pins `search_path` for the rest of the transaction; starts every batch.
+const PIN: &str = include_str!("../migrate/pin.sql");
+/// The schema's DDL lock (a table lock on `_duroxide_migrations`).
+pub(crate) const LOCK: &str = include_str!("../migrate/lock.sql");
+const EXISTS: &str = include_str!("../migrate/exists.sql");
+const STATE: &str = include_str!("../migrate/state.sql");
+const MIGRATION_START: &str = include_str!("../migrate/migration_start.sql");
+const RECORD_MIGRATION: &str = include_str!("../migrate/record_migration.sql");
+const DROP_FUNCTIONS: &str = include_str!("../migrate/drop_functions.sql");
+const RECORD_PROCEDURE: &str = include_str!("../migrate/record_procedure.sql");
+
+/// How often a migration that lost the race to create a brand-new schema's
+/// bookkeeping (to another process doing the same) starts over.
+const CREATION_ATTEMPTS: usize = 5;
+
 /// Brings `schema` up to date for `mode`: applies pending migrations and, for
-/// stored procedures, (re)installs changed procedures, holding the schema's
-/// advisory lock throughout. Inline SQL never installs procedures, so a
-/// rollback that dropped them stays rolled back.
+/// stored procedures, (re)installs changed procedures and drops retired ones.
+/// Inline SQL never installs procedures, so a rollback that dropped them
+/// stays rolled back.
+///
+/// Everything happens in one transaction, in two round trips after its
+/// `BEGIN`: one creates the bookkeeping if needed, takes the schema's DDL
+/// lock (a table lock on `_duroxide_migrations`, which only a role with
+/// rights on the schema can take or hold) and reads what is applied; one
+/// sends every pending migration and stale procedure with their records.
+/// Each batch pins `search_path` to `pg_catalog, pg_temp` first. A current
+/// schema costs two reads and no lock.
 ///
 /// # Errors
 /// [`PgProviderError::SchemaTooNew`] or [`PgProviderError::MigrationChanged`]
@@ -174,130 +199,189 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     let mut conn = pool.acquire().await?;
     // Fast path: most processes start against a current schema; check without the lock.
-    if schema_exists(&mut conn, schema).await? {
-        let status = inspect(&mut conn, schema).await?;
+    if let Some(state) = read_state(&mut conn, schema).await? {
+        let status = state.status(schema)?;
         if status.is_ready_for(mode)
             && (mode == SqlMode::InlineSql || status.retired_procedures == 0)
         {
             return Ok(());
         }
     }
-    // Session-level advisory lock keyed by the schema: other tenants never wait.
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-        .bind(lock_key(schema))
-        .execute(&mut *conn)
-        .await?;
-    let result = migrate_locked(&mut conn, schema, mode).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(lock_key(schema))
-        .execute(&mut *conn)
-        .await;
-    if unlocked.is_err() {
-        // Never return a connection that might still hold the lock to the pool.
-        conn.detach();
+    let mut attempt = 1;
+    loop {
+        match migrate_locked(&mut conn, schema, mode).await {
+            Err(e) if attempt < CREATION_ATTEMPTS && lost_creation_race(&e) => {
+                tracing::debug!(schema = %schema, attempt, "another process created the schema first; starting over");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
-    result
+}
+
+/// Whether `e` is another transaction's creation of the same schema or
+/// bookkeeping table winning over ours (`IF NOT EXISTS` does not wait for
+/// an uncommitted one): the next attempt finds it and waits on the lock.
+fn lost_creation_race(e: &PgProviderError) -> bool {
+    matches!(
+        e.sqlstate().as_deref(),
+        Some("23505" | "42P06" | "42P07" | "42710")
+    )
 }
 
 async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlMode) -> Result<()> {
-    conn.execute(schema.render(BOOKKEEPING).as_str()).await?;
-    let applied = applied_migrations(conn, schema).await?;
-    check_applied(schema, &applied)?;
+    let mut tx = conn.begin().await?;
+    let setup = schema.render(&format!("{PIN}{BOOKKEEPING}\n{LOCK}{STATE}"));
+    let rows = tx.fetch_all(setup.as_str()).await?;
+    let state = State::from_rows(&rows)?;
+    state.check(schema)?;
 
-    for migration in migrations() {
-        if applied.iter().any(|(v, _, _)| *v == migration.version) {
-            continue;
-        }
-        let started = Instant::now();
-        let mut tx = conn.begin().await?;
-        tx.execute(schema.render(migration.sql).as_str()).await?;
-        sqlx::query(&schema.render(
-            "INSERT INTO {{schema}}._duroxide_migrations (version, name, checksum, execution_ms) VALUES ($1, $2, $3, $4)",
-        ))
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(&migration.checksum[..])
-        .bind(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+    let pending: Vec<Migration> = migrations()
+        .into_iter()
+        .filter(|m| state.applied.iter().all(|(v, _, _)| *v != m.version))
+        .collect();
+    let (stale, retired) = match mode {
+        SqlMode::InlineSql => (Vec::new(), 0),
+        SqlMode::StoredProcedures => (state.stale(), state.retired().len()),
+    };
+    if pending.is_empty() && stale.is_empty() && retired == 0 {
         tx.commit().await?;
+        return Ok(());
+    }
+    let mut batch = String::from(PIN);
+    for migration in &pending {
+        batch.push_str(MIGRATION_START);
+        push(&mut batch, migration.sql);
+        batch.push_str(
+            &RECORD_MIGRATION
+                .replace("{{version}}", &migration.version.to_string())
+                .replace("{{name}}", migration.name)
+                .replace("{{checksum}}", &migration.checksum_hex()),
+        );
+    }
+    if !stale.is_empty() || retired > 0 {
+        let names = |list: &[Procedure]| -> String {
+            list.iter()
+                .map(|p| format!("'{}'", p.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        batch.push_str(
+            &DROP_FUNCTIONS
+                .replace("{{names}}", &names(&stale))
+                .replace("{{embedded}}", &names(&procedures())),
+        );
+        for procedure in &stale {
+            push(&mut batch, procedure.sql);
+            batch.push_str(
+                &RECORD_PROCEDURE
+                    .replace("{{name}}", procedure.name)
+                    .replace("{{checksum}}", &procedure.checksum_hex()),
+            );
+        }
+    }
+    let batch = schema.render(&batch);
+    tx.execute(batch.as_str()).await?;
+    tx.commit().await?;
+    for migration in &pending {
         tracing::info!(schema = %schema, version = migration.version, name = migration.name, "applied migration");
     }
-
-    if mode == SqlMode::InlineSql {
-        return Ok(());
+    if !stale.is_empty() || retired > 0 {
+        tracing::info!(
+            schema = %schema,
+            installed = stale.len(),
+            retired,
+            "installed stored procedures"
+        );
     }
-    let installed = installed_procedures(conn, schema).await?;
-    let stale: Vec<Procedure> = procedures()
-        .into_iter()
-        .filter(|p| {
-            installed
+    Ok(())
+}
+
+/// Appends `sql` to a batch, ending it with a `;` and a newline if it has none.
+fn push(batch: &mut String, sql: &str) {
+    let sql = sql.trim_end();
+    batch.push_str(sql);
+    if !sql.ends_with(';') {
+        batch.push(';');
+    }
+    batch.push('\n');
+}
+
+/// What a migrated schema records: its applied migrations and installed
+/// procedures.
+struct State {
+    /// (version, name, checksum) of every applied migration.
+    applied: Vec<(i64, String, Vec<u8>)>,
+    /// (name, checksum) of every recorded procedure whose function exists.
+    installed: Vec<(String, Vec<u8>)>,
+    /// Every recorded procedure's name, present or not.
+    recorded: Vec<String>,
+}
+
+impl State {
+    fn from_rows(rows: &[PgRow]) -> Result<Self> {
+        let mut state = State {
+            applied: Vec::new(),
+            installed: Vec::new(),
+            recorded: Vec::new(),
+        };
+        for row in rows {
+            let kind: String = row.try_get("kind")?;
+            let name: String = row.try_get("name")?;
+            let checksum: Vec<u8> = row.try_get("checksum")?;
+            if kind == "migration" {
+                state
+                    .applied
+                    .push((row.try_get("version")?, name, checksum));
+            } else {
+                if row.try_get("present")? {
+                    state.installed.push((name.clone(), checksum));
+                }
+                state.recorded.push(name);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Refuses a schema this build must not touch.
+    fn check(&self, schema: &SchemaName) -> Result<()> {
+        check_applied(schema, &self.applied)
+    }
+
+    /// Embedded procedures missing or recorded with another checksum.
+    fn stale(&self) -> Vec<Procedure> {
+        procedures()
+            .into_iter()
+            .filter(|p| {
+                self.installed
+                    .iter()
+                    .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
+            })
+            .collect()
+    }
+
+    /// Recorded procedures this build no longer embeds.
+    fn retired(&self) -> Vec<&str> {
+        let embedded = procedures();
+        self.recorded
+            .iter()
+            .filter(|name| embedded.iter().all(|p| p.name != name.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn status(&self, schema: &SchemaName) -> Result<SchemaStatus> {
+        self.check(schema)?;
+        Ok(SchemaStatus {
+            applied_version: self.applied.iter().map(|(v, _, _)| *v).max(),
+            pending_migrations: migrations()
                 .iter()
-                .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
+                .filter(|m| self.applied.iter().all(|(v, _, _)| *v != m.version))
+                .count(),
+            stale_procedures: self.stale().len(),
+            retired_procedures: self.retired().len(),
         })
-        .collect();
-    let retired = retired_procedures(conn, schema).await?;
-    if stale.is_empty() && retired.is_empty() {
-        return Ok(());
     }
-    let mut tx = conn.begin().await?;
-    for name in &retired {
-        drop_function(&mut tx, schema, name).await?;
-        sqlx::query(&schema.render("DELETE FROM {{schema}}._duroxide_procedures WHERE name = $1"))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-    }
-    for procedure in &stale {
-        // Dropped first: a changed signature or result type cannot be replaced in place.
-        drop_function(&mut tx, schema, procedure.name).await?;
-        tx.execute(schema.render(procedure.sql).as_str()).await?;
-        sqlx::query(&schema.render(
-            "INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, installed_at = now()",
-        ))
-        .bind(procedure.name)
-        .bind(&procedure.checksum[..])
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    tracing::info!(
-        schema = %schema,
-        installed = stale.len(),
-        retired = retired.len(),
-        "installed stored procedures"
-    );
-    Ok(())
-}
-
-/// Drops every overload of `name` in `schema`.
-async fn drop_function(conn: &mut PgConnection, schema: &SchemaName, name: &str) -> Result<()> {
-    let drops: Vec<String> = sqlx::query_scalar(
-        "SELECT format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) \
-         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2",
-    )
-    .bind(schema.as_str())
-    .bind(name)
-    .fetch_all(&mut *conn)
-    .await?;
-    for drop in drops {
-        conn.execute(drop.as_str()).await?;
-    }
-    Ok(())
-}
-
-/// Procedures recorded as installed that this build no longer embeds.
-async fn retired_procedures(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
-    let recorded: Vec<String> =
-        sqlx::query_scalar(&schema.render("SELECT name FROM {{schema}}._duroxide_procedures"))
-            .fetch_all(&mut *conn)
-            .await?;
-    let embedded = procedures();
-    Ok(recorded
-        .into_iter()
-        .filter(|name| embedded.iter().all(|p| p.name != name))
-        .collect())
 }
 
 /// Refuses a schema this build must not touch.
@@ -336,54 +420,22 @@ fn check_applied(schema: &SchemaName, applied: &[(i64, String, Vec<u8>)]) -> Res
     Ok(())
 }
 
-async fn schema_exists(conn: &mut PgConnection, schema: &SchemaName) -> Result<bool> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT to_regclass(format('%I._duroxide_procedures', $1::text)) IS NOT NULL \
-         AND to_regclass(format('%I._duroxide_migrations', $1::text)) IS NOT NULL",
-    )
-    .bind(schema.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(exists)
-}
-
-async fn applied_migrations(
-    conn: &mut PgConnection,
-    schema: &SchemaName,
-) -> Result<Vec<(i64, String, Vec<u8>)>> {
-    let rows = sqlx::query(&schema.render(
-        "SELECT version, name, checksum FROM {{schema}}._duroxide_migrations ORDER BY version",
-    ))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("version")?,
-                r.try_get("name")?,
-                r.try_get("checksum")?,
-            ))
-        })
-        .collect()
-}
-
-async fn installed_procedures(
-    conn: &mut PgConnection,
-    schema: &SchemaName,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    // A recorded procedure only counts if the function still exists: dropping the
-    // functions by hand (say, to force inline SQL) makes the next start reinstall them.
-    let rows = sqlx::query(&schema.render(
-        "SELECT d.name, d.checksum FROM {{schema}}._duroxide_procedures d \
-         WHERE EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace \
-                       WHERE n.nspname = $1 AND f.proname = d.name)",
-    ))
-    .bind(schema.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("name")?, r.try_get("checksum")?)))
-        .collect()
+/// The schema's bookkeeping, `None` when it has none: two reads, each a
+/// batch that pins `search_path` first (for the rest of the caller's
+/// transaction, when there is one).
+async fn read_state(conn: &mut PgConnection, schema: &SchemaName) -> Result<Option<State>> {
+    let exists = schema.render(&format!("{PIN}{EXISTS}"));
+    let rows = conn.fetch_all(exists.as_str()).await?;
+    let migrated = match rows.first() {
+        Some(row) => row.try_get::<bool, _>("migrated")?,
+        None => false,
+    };
+    if !migrated {
+        return Ok(None);
+    }
+    let state = schema.render(&format!("{PIN}{STATE}"));
+    let rows = conn.fetch_all(state.as_str()).await?;
+    Ok(Some(State::from_rows(&rows)?))
 }
 
 /// Compares `schema` with this build without changing anything.
@@ -391,33 +443,15 @@ async fn installed_procedures(
 /// # Errors
 /// The same refusals as [`migrate`] for schemas that are newer or edited.
 pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<SchemaStatus> {
-    if !schema_exists(conn, schema).await? {
-        return Ok(SchemaStatus {
+    match read_state(conn, schema).await? {
+        Some(state) => state.status(schema),
+        None => Ok(SchemaStatus {
             applied_version: None,
             pending_migrations: migrations().len(),
             stale_procedures: procedures().len(),
             retired_procedures: 0,
-        });
+        }),
     }
-    let applied = applied_migrations(conn, schema).await?;
-    check_applied(schema, &applied)?;
-    let installed = installed_procedures(conn, schema).await?;
-    Ok(SchemaStatus {
-        applied_version: applied.iter().map(|(v, _, _)| *v).max(),
-        pending_migrations: migrations()
-            .iter()
-            .filter(|m| applied.iter().all(|(v, _, _)| *v != m.version))
-            .count(),
-        stale_procedures: procedures()
-            .iter()
-            .filter(|p| {
-                installed
-                    .iter()
-                    .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
-            })
-            .count(),
-        retired_procedures: retired_procedures(conn, schema).await?.len(),
-    })
 }
 
 /// Checks, for processes that must not run DDL, that `schema` is ready for `mode`.

@@ -5,4 +5,3 @@
 -- migration and procedure with its checksum, so providers see the schema as
 -- current and apply nothing themselves.
 BEGIN;
-SELECT pg_advisory_xact_lock(hashtextextended('{{lock_key}}', 0));

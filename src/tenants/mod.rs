@@ -40,7 +40,6 @@ const LIST: &str = include_str!("../../tenants/list.sql");
 const QUEUE_STATS: &str = include_str!("../../tenants/queue_stats.sql");
 const HAS_TABLE: &str = include_str!("../../tenants/has_table.sql");
 const LOCK_TIMEOUT: &str = include_str!("../../tenants/lock_timeout.sql");
-const LOCK: &str = include_str!("../../tenants/lock.sql");
 const FREEZE: &str = include_str!("../../tenants/freeze.sql");
 const FOREIGN_OBJECTS: &str = include_str!("../../tenants/foreign_objects.sql");
 const FUNCTIONS: &str = include_str!("../../tenants/functions.sql");
@@ -426,10 +425,10 @@ pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<
 /// Bounds the transaction's lock waits and takes the schema's DDL lock.
 async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()> {
     conn.execute(LOCK_TIMEOUT).await?;
-    sqlx::query(LOCK)
-        .bind(migrate::lock_key(schema))
-        .execute(&mut *conn)
-        .await?;
+    // A schema without bookkeeping has no migration to wait for.
+    if has_table(conn, schema, "_duroxide_migrations").await? {
+        conn.execute(schema.render(migrate::LOCK).as_str()).await?;
+    }
     Ok(())
 }
 

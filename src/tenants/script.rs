@@ -45,10 +45,10 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
     let mut out = schema.render(
         &BEGIN
             .replace("{{crate_version}}", env!("CARGO_PKG_VERSION"))
-            .replace("{{contents}}", &contents)
-            .replace("{{lock_key}}", &migrate::lock_key(schema)),
+            .replace("{{contents}}", &contents),
     );
     push(&mut out, &schema.render(migrate::BOOKKEEPING));
+    push(&mut out, &schema.render(migrate::LOCK));
     for migration in &migrations {
         out.push_str(&format!("\n-- migration {}\n", migration.name));
         push(&mut out, &schema.render(migration.template()));
@@ -108,7 +108,7 @@ mod tests {
         assert!(!script.contains("{{"), "a marker was left unsubstituted");
         assert!(script.starts_with("-- Install script"));
         assert!(script.contains("\"Tenant_X\".instances"));
-        assert!(script.contains("duroxide-postgres:migrate:Tenant_X"));
+        assert!(script.contains("LOCK TABLE \"Tenant_X\"._duroxide_migrations"));
         assert!(script.trim_end().ends_with("COMMIT;"));
         for procedure in migrate::procedures() {
             assert!(script.contains(&format!("-- procedure {}\n", procedure.name)));

@@ -6,7 +6,12 @@ use duroxide_postgres::{
     MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, SchemaName, SqlMode, migrate,
 };
 
-use crate::support::with_schema;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+
+use crate::support::{connect_options, drop_schema, fresh_schema_name, with_schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_providers_starting_together_migrate_once() {
@@ -194,6 +199,111 @@ async fn procedures_a_newer_build_retired_are_dropped() {
             .expect("inspect");
         assert_eq!(status.retired_procedures, 0);
         assert!(status.is_current());
+    })
+    .await;
+}
+
+/// Functions and an operator that exactly match built-ins migrations could
+/// call through implicit casts (`format(text, VARIADIC "any")`,
+/// `hashtextextended(text, bigint)` called with an integer, `numeric *
+/// numeric` called with an integer), each recording its call in `calls`.
+const HOSTILE: &str = r#"
+CREATE SCHEMA {{hostile}};
+CREATE TABLE {{hostile}}.calls (fn text NOT NULL);
+CREATE FUNCTION {{hostile}}.format(a text, b text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO {{hostile}}.calls VALUES ('format(text, text)'); RETURN pg_catalog.format(a, b); END $$;
+CREATE FUNCTION {{hostile}}.format(a text, b text, c text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO {{hostile}}.calls VALUES ('format(text, text, text)'); RETURN pg_catalog.format(a, b, c); END $$;
+CREATE FUNCTION {{hostile}}.hashtextextended(a text, b integer) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO {{hostile}}.calls VALUES ('hashtextextended(text, integer)');
+      RETURN pg_catalog.hashtextextended(a, b::bigint); END $$;
+CREATE FUNCTION {{hostile}}.times(a numeric, b integer) RETURNS numeric LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO {{hostile}}.calls VALUES ('numeric * integer');
+      RETURN a OPERATOR(pg_catalog.*) b::numeric; END $$;
+CREATE OPERATOR {{hostile}}.* (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = {{hostile}}.times);
+"#;
+
+#[tokio::test]
+async fn migrations_never_call_functions_planted_on_the_search_path() {
+    with_schema("mig_hostile", |schema| async move {
+        let hostile = fresh_schema_name("hostile");
+        sqlx::raw_sql(&HOSTILE.replace("{{hostile}}", &format!("\"{hostile}\"")))
+            .execute(&schema.pool)
+            .await
+            .expect("plant hostile functions");
+        // The provider's connections put the hostile schema first.
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(connect_options().options([("search_path", format!("{hostile},public"))]))
+            .await
+            .expect("pool with a hostile search_path");
+        let planted: i64 = sqlx::query_scalar("SELECT count(*) FROM calls")
+            .fetch_one(&pool)
+            .await
+            .expect("the hostile schema is on the path");
+        assert_eq!(planted, 0);
+        let calls = || async {
+            sqlx::query_scalar::<_, String>(&format!("SELECT fn FROM \"{hostile}\".calls"))
+                .fetch_all(&schema.pool)
+                .await
+                .expect("read calls")
+        };
+        let name = SchemaName::new(&schema.name).expect("valid name");
+        for mode in [SqlMode::InlineSql, SqlMode::StoredProcedures] {
+            migrate::verify(&pool, &name, mode)
+                .await
+                .expect_err("nothing to verify yet");
+            migrate::migrate(&pool, &name, mode).await.expect("migrate");
+            migrate::verify(&pool, &name, mode).await.expect("verify");
+            assert_eq!(calls().await, Vec::<String>::new(), "{mode}");
+        }
+        // A stale and a retired procedure: the reinstall path too.
+        sqlx::raw_sql(&schema.sql(
+            "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status';
+             CREATE FUNCTION {{schema}}.next_orchestration_due() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint';
+             INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ('next_orchestration_due', '\\x00');",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("stale and retired procedures");
+        migrate::migrate(&pool, &name, SqlMode::StoredProcedures)
+            .await
+            .expect("reinstall");
+        let mut conn = pool.acquire().await.expect("connection");
+        let status = migrate::inspect(&mut conn, &name).await.expect("inspect");
+        assert!(status.is_current() && status.retired_procedures == 0, "{status:?}");
+        drop(conn);
+        assert_eq!(calls().await, Vec::<String>::new());
+        pool.close().await;
+        drop_schema(&schema.pool, &hostile).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_holding_the_old_advisory_key_does_not_block_start_up() {
+    with_schema("mig_advisory", |schema| async move {
+        let mut holder = PgConnection::connect_with(&connect_options())
+            .await
+            .expect("holder connection");
+        // The key migrations serialized on before: any role could take it.
+        sqlx::query("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtextextended($1, 0))")
+            .bind(format!("duroxide-postgres:migrate:{}", schema.name))
+            .execute(&mut holder)
+            .await
+            .expect("hold the old key");
+        let name = SchemaName::new(&schema.name).expect("valid name");
+        for mode in [SqlMode::InlineSql, SqlMode::StoredProcedures] {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                migrate::migrate(&schema.pool, &name, mode),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{mode}: migration blocked by the advisory key"))
+            .expect("migrate");
+        }
+        assert!(schema.provider().await.health().await.is_ready());
+        holder.close().await.expect("release the key");
     })
     .await;
 }

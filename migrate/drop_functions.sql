@@ -1,0 +1,20 @@
+-- drop_functions: drops every overload of the procedures about to be
+-- (re)installed ({{names}}: a changed signature or result type cannot be
+-- replaced in place) and of those recorded but no longer embedded (retired),
+-- and forgets the retired ones.
+DO $drop$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure
+               FROM pg_proc p
+              WHERE p.pronamespace = '{{schema}}'::regnamespace
+                AND (p.proname = ANY (ARRAY[{{names}}]::text[])
+                     OR p.proname IN (SELECT d.name FROM {{schema}}._duroxide_procedures d
+                                       WHERE d.name <> ALL (ARRAY[{{embedded}}]::text[])))
+    LOOP
+        EXECUTE 'DROP FUNCTION ' || f::text;
+    END LOOP;
+END
+$drop$;
+DELETE FROM {{schema}}._duroxide_procedures WHERE name <> ALL (ARRAY[{{embedded}}]::text[]);

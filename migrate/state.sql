@@ -1,0 +1,11 @@
+-- state: the applied migrations, and the recorded procedures with whether
+-- each function still exists (one dropped by hand counts as missing).
+SELECT 'migration' AS kind, m.version, m.name, m.checksum, true AS present
+  FROM {{schema}}._duroxide_migrations m
+UNION ALL
+SELECT 'procedure', NULL::bigint, d.name, d.checksum,
+       EXISTS (SELECT 1 FROM pg_proc f
+                WHERE f.pronamespace = '{{schema}}'::regnamespace
+                  AND f.proname = d.name)
+  FROM {{schema}}._duroxide_procedures d
+ ORDER BY 1, 2, 3;
