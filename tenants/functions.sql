@@ -1,6 +1,6 @@
 -- functions: a DROP FUNCTION statement for every overload, in schema $1, of
 -- the functions named in $2.
-SELECT format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname,
+SELECT pg_catalog.format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname,
               pg_catalog.pg_get_function_identity_arguments(p.oid))
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace

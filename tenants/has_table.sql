@@ -1,2 +1,2 @@
 -- has_table: whether schema $1 holds table $2.
-SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL
+SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', $1::text, $2::text)) IS NOT NULL
