@@ -15,12 +15,11 @@ use duroxide::providers::{
     InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions, TagFilter,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
 use crate::fixtures::{activity, completion, event, metadata, start};
-use crate::support::{Kind, Slot, TestSchema, database_url, in_both_modes, pool, with_schema};
+use crate::support::{Kind, ScratchDatabase, Slot, TestSchema, in_both_modes, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -522,22 +521,9 @@ in_both_modes!(bulk_delete_racing_a_delete_does_not_deadlock: bulk_delete_racing
 /// fails with a deadlock, and the server records none.
 async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: SqlMode) {
     let _slot = Slot::acquire(Kind::Runtime);
-    let admin = pool(2).await;
-    let db = format!("dx_delrace_{}_{mode}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop db");
-    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
-        .execute(&admin)
-        .await
-        .expect("create db");
-    let options: PgConnectOptions = database_url().parse().expect("url");
-    let db_pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options.database(&db))
-        .await
-        .expect("connect to the test database");
+    let scratch =
+        ScratchDatabase::create(&format!("dx_delrace_{}_{mode}", std::process::id()), 8).await;
+    let db_pool = scratch.pool.clone();
     let provider = Arc::new(
         PostgresProvider::from_pool_with(
             db_pool.clone(),
@@ -647,24 +633,8 @@ async fn turns_deletes_and_prunes_of_the_same_instances_never_deadlock(mode: Sql
         outcomes.extend(task.await.expect("task"));
     }
     drop(provider);
-    // Closing the pool ends its backends, which flushes their statistics.
-    db_pool.close().await;
-    let mut conn = admin.acquire().await.expect("admin connection");
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await
-        .expect("clear snapshot");
-    let deadlocks: i64 =
-        sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
-            .bind(&db)
-            .fetch_one(&mut *conn)
-            .await
-            .expect("deadlock counter");
-    drop(conn);
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop db");
+    drop(db_pool);
+    let deadlocks = scratch.finish().await;
 
     let count = |what: &str, ok: bool| {
         outcomes

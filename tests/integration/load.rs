@@ -12,30 +12,16 @@ use duroxide::provider_stress_tests::{create_default_activities, create_default_
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::PostgresProvider;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::support::{Kind, Slot, database_url, pool};
+use crate::support::{Kind, ScratchDatabase, Slot, pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_listener() {
     let _slot = Slot::acquire(Kind::Runtime);
+    let scratch = ScratchDatabase::create(&format!("dx_load_{}", std::process::id()), 12).await;
+    let db = scratch.name.clone();
+    let db_pool = scratch.pool.clone();
     let admin = pool(2).await;
-    let db = format!("dx_load_{}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\""))
-        .execute(&admin)
-        .await
-        .expect("drop db");
-    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
-        .execute(&admin)
-        .await
-        .expect("create db");
-
-    let options: PgConnectOptions = database_url().parse().expect("url");
-    let db_pool = PgPoolOptions::new()
-        .max_connections(12)
-        .connect_with(options.database(&db))
-        .await
-        .expect("connect to test database");
     let provider = Arc::new(
         PostgresProvider::from_pool(db_pool.clone(), "public")
             .await
@@ -101,24 +87,7 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_lis
         "the listener reconnected: {stats:?}"
     );
     runtime.shutdown(None).await;
-    // Closing the pool ends its backends, which flushes their statistics.
-    db_pool.close().await;
-
-    let mut conn = admin.acquire().await.expect("admin connection");
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await
-        .expect("clear snapshot");
-    let deadlocks: i64 =
-        sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
-            .bind(&db)
-            .fetch_one(&mut *conn)
-            .await
-            .expect("deadlock counter");
-    drop(conn);
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop db");
+    drop(db_pool);
+    let deadlocks = scratch.finish().await;
     assert_eq!(deadlocks, 0, "the server saw deadlocks under 4:4 load");
 }

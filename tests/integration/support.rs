@@ -536,3 +536,92 @@ macro_rules! in_both_modes {
     };
 }
 pub(crate) use in_both_modes;
+
+/// A database of its own on the test server, for a test that reads the
+/// server's per-database counters: created empty, dropped by
+/// [`ScratchDatabase::finish`].
+pub struct ScratchDatabase {
+    admin: PgPool,
+    /// The database's name.
+    pub name: String,
+    /// A pool on it.
+    pub pool: PgPool,
+}
+
+impl ScratchDatabase {
+    /// Creates database `name` (dropping a leftover of that name) and a
+    /// pool of `max_connections` on it.
+    pub async fn create(name: &str, max_connections: u32) -> Self {
+        let admin = pool(2).await;
+        for ddl in [
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\""),
+        ] {
+            sqlx::query(&ddl)
+                .execute(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("{ddl}: {e}"));
+        }
+        let options: PgConnectOptions = database_url().parse().expect("url");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options.database(name))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+        ScratchDatabase {
+            admin,
+            name: name.to_string(),
+            pool,
+        }
+    }
+
+    /// Closes the pool, ends any backend still on the database (a closed
+    /// sqlx pool can keep a connection it was returning), reads the
+    /// deadlocks the server recorded there, and drops the database.
+    pub async fn finish(self) -> i64 {
+        self.pool.close().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                  WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .fetch_one(&self.admin)
+            .await
+            .expect("end backends");
+            if left == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backends stay on {}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A backend reports its counters as it exits, before it leaves
+        // pg_stat_activity.
+        let mut conn = self.admin.acquire().await.expect("admin connection");
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .expect("clear snapshot");
+        let deadlocks: i64 =
+            sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
+                .bind(&self.name)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("deadlock counter");
+        drop(conn);
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await
+        .expect("drop db");
+        self.admin.close().await;
+        deadlocks
+    }
+}
