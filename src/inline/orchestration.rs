@@ -169,35 +169,18 @@ async fn reclaim(
     else {
         return Ok(look_again);
     };
-    let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
-        .bind(&instance)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let execution_id = match &known {
-        Some((_, _, exec)) => *exec,
-        None => {
-            let (exec, _): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
-                .bind(&instance)
-                .fetch_one(&mut *conn)
-                .await?;
-            exec
-        }
-    };
+    let found = instance_of(sql, conn, &instance).await?;
     if batch.has_parked {
-        sqlx::query(&sql.unpark)
-            .bind(&token)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        unpark(sql, conn, &token, now).await?;
     }
     Ok(Polled::Found {
         item: FetchedRow {
             lock_token: token,
             instance_id: instance,
-            orchestration_name: known.as_ref().map(|k| k.0.clone()),
-            orchestration_version: known.as_ref().map(|k| k.1.clone()),
-            execution_id,
-            instance_known: known.is_some(),
+            orchestration_name: found.name,
+            orchestration_version: found.version,
+            execution_id: found.execution_id,
+            instance_known: found.known,
             attempt_count: batch.attempts,
             messages: batch.messages,
             history: None,
@@ -209,6 +192,60 @@ async fn reclaim(
         more: false,
         next_due_ms: None,
     })
+}
+
+/// What a claim needs to know of its instance.
+struct InstanceOf {
+    known: bool,
+    name: Option<String>,
+    version: Option<String>,
+    /// The current execution (the latest in history for an instance without a row).
+    execution_id: i64,
+    /// An instance without a row whose latest execution has started.
+    started: bool,
+}
+
+/// The instance row of `instance`, or for one without a row its latest
+/// execution in history and whether that execution started.
+async fn instance_of(
+    sql: &FetchSql,
+    conn: &mut PgConnection,
+    instance: &str,
+) -> Result<InstanceOf> {
+    let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
+        .bind(instance)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some((name, version, execution_id)) = known {
+        return Ok(InstanceOf {
+            known: true,
+            name: Some(name),
+            version: Some(version),
+            execution_id,
+            started: true,
+        });
+    }
+    let (execution_id, started): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
+        .bind(instance)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(InstanceOf {
+        known: false,
+        name: None,
+        version: None,
+        execution_id,
+        started,
+    })
+}
+
+/// Makes the parked messages of the claimed batch ordinary again.
+async fn unpark(sql: &FetchSql, conn: &mut PgConnection, token: &str, now: i64) -> Result<()> {
+    sqlx::query(&sql.unpark)
+        .bind(token)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The messages a claim stamped.
@@ -325,52 +362,35 @@ async fn fetch_in(
             has_parked,
         } = batch;
 
-        let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
-            .bind(&instance)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let (name, version, execution_id) = match &known {
-            Some((name, version, exec)) => (Some(name.clone()), Some(version.clone()), *exec),
-            None => {
-                let (exec, started): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
-                    .bind(&instance)
-                    .fetch_one(&mut *conn)
+        let found = instance_of(sql, conn, &instance).await?;
+        if !found.known && !has_start && !found.started {
+            if all_queue {
+                sqlx::query(&sql.drop_batch)
+                    .bind(&token)
+                    .execute(&mut *conn)
                     .await?;
-                if !has_start && !started {
-                    if all_queue {
-                        sqlx::query(&sql.drop_batch)
-                            .bind(&token)
-                            .execute(&mut *conn)
-                            .await?;
-                        // Other work may be waiting: look again now.
-                        return Ok(done(Polled::Empty {
-                            next_due_ms: Some(0),
-                        }));
-                    }
-                    sqlx::query(&sql.park)
-                        .bind(&token)
-                        .bind(now)
-                        .bind(params.orphan_retention_ms)
-                        .execute(&mut *conn)
-                        .await?;
-                    skip.push(instance);
-                    parked = true;
-                    continue;
-                }
-                (None, None, exec)
+                // Other work may be waiting: look again now.
+                return Ok(done(Polled::Empty {
+                    next_due_ms: Some(0),
+                }));
             }
-        };
-        if has_parked {
-            sqlx::query(&sql.unpark)
+            sqlx::query(&sql.park)
                 .bind(&token)
                 .bind(now)
+                .bind(params.orphan_retention_ms)
                 .execute(&mut *conn)
                 .await?;
+            skip.push(instance);
+            parked = true;
+            continue;
+        }
+        if has_parked {
+            unpark(sql, conn, &token, now).await?;
         }
 
         let snapshot = match sqlx::query(&sql.snapshot)
             .bind(&instance)
-            .bind(execution_id)
+            .bind(found.execution_id)
             .bind(params.max_history_bytes)
             .fetch_one(&mut *conn)
             .await
@@ -388,10 +408,10 @@ async fn fetch_in(
         let row = FetchedRow {
             lock_token: token,
             instance_id: instance,
-            orchestration_name: name,
-            orchestration_version: version,
-            execution_id,
-            instance_known: known.is_some(),
+            orchestration_name: found.name,
+            orchestration_version: found.version,
+            execution_id: found.execution_id,
+            instance_known: found.known,
             attempt_count: attempts,
             messages,
             history: snapshot.try_get("history")?,
