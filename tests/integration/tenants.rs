@@ -452,10 +452,10 @@ async fn forced_drop_of_a_busy_tenant(mode: SqlMode) {
         .await
         .expect("the drop does not hang")
         .expect("forced drop");
-        assert!(
-            dropped.queues.is_some_and(|q| q.live_leases() > 0),
-            "{dropped:?}"
-        );
+        // Whether a lease is still live at the drop's own moment depends on
+        // scheduling (a loaded CI run caught all 16 activities between
+        // leases); a live one was seen above, while the runtime runs.
+        let _ = dropped;
         assert!(!schema_exists(&pool, &doomed.name).await);
         assert_eq!(leftovers(&pool, &doomed.name).await, (0, 0));
 
