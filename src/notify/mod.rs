@@ -95,8 +95,8 @@ use waiters::{SchemaWaiters, SettleTimer};
 /// been silent that long. Every connection the listener uses is made here
 /// (sqlx's `PgListener` reconnects by itself only after `try_recv` has
 /// reported the loss, and the task drops it then), so each one gets it.
-const KEEP_SESSION: &str = "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
-     THEN set_config('idle_session_timeout', '0', false) END";
+const KEEP_SESSION: &str = "SELECT CASE WHEN pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL \
+     THEN pg_catalog.set_config('idle_session_timeout', '0', false) END";
 
 /// The keepalive: a query of nothing but a comment, a round trip that runs
 /// no statement (the server answers `EmptyQueryResponse`;
