@@ -29,5 +29,5 @@ events AS (
     DELETE FROM {{schema}}.history h
      WHERE h.instance_id = $1::text AND h.execution_id IN (SELECT gone.execution_id FROM gone)
     RETURNING 1)
-SELECT (SELECT count(*) FROM gone) AS executions_deleted,
-       (SELECT count(*) FROM events) AS events_deleted;
+SELECT (SELECT pg_catalog.count(*) FROM gone) AS executions_deleted,
+       (SELECT pg_catalog.count(*) FROM events) AS events_deleted;

@@ -7,7 +7,7 @@ DECLARE
     f regprocedure;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure
-               FROM pg_proc p
+               FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = '{{schema}}'::regnamespace
                 AND (p.proname = ANY (ARRAY[{{names}}]::text[])
                      OR p.proname IN (SELECT d.name FROM {{schema}}._duroxide_procedures d

@@ -17,6 +17,7 @@ BEGIN
     WITH n AS (SELECT {{now_ms}} AS now_ms)
     INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
     SELECT p_instance_id, p_execution_id, u.event_id, u.event_type, u.event_data, n.now_ms
-      FROM n, unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data);
+      FROM n, ROWS FROM (pg_catalog.unnest(p_event_ids), pg_catalog.unnest(p_event_types),
+                         pg_catalog.unnest(p_event_data)) AS u(event_id, event_type, event_data);
 END
 $$;

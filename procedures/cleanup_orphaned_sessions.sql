@@ -13,6 +13,6 @@ BEGIN
          WHERE s.locked_until_ms < {{now_ms}}
            AND NOT EXISTS (SELECT 1 FROM {{schema}}.worker_queue q WHERE q.session_id = s.session_id)
         RETURNING 1)
-    SELECT count(*) FROM removed;
+    SELECT pg_catalog.count(*) FROM removed;
 END
 $$;

@@ -20,6 +20,6 @@ BEGIN
         SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
           FROM (SELECT {{now_ms}} AS now_ms) n
         RETURNING 1)
-    SELECT true FROM (SELECT pg_notify('{{channel}}', 'worker')) notified;
+    SELECT true FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'worker')) notified;
 END
 $$;

@@ -12,7 +12,7 @@ LANGUAGE sql
 STABLE
 AS $$
     SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
-           (SELECT count(*) FROM {{schema}}.history h
+           (SELECT pg_catalog.count(*) FROM {{schema}}.history h
              WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id) AS event_count
       FROM {{schema}}.executions e
      WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id;

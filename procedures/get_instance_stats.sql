@@ -19,11 +19,11 @@ AS $$
                AND f.event_id = 1) AS first_event
       FROM {{schema}}.instances i
      CROSS JOIN LATERAL (
-           SELECT count(*) AS n, coalesce(sum(octet_length(x.event_data)), 0)::bigint AS bytes
+           SELECT pg_catalog.count(*) AS n, coalesce(pg_catalog.sum(pg_catalog.octet_length(x.event_data)), 0)::bigint AS bytes
              FROM {{schema}}.history x
             WHERE x.instance_id = i.instance_id AND x.execution_id = i.current_execution_id) h
      CROSS JOIN LATERAL (
-           SELECT count(*) AS n, coalesce(sum(octet_length(v.value)), 0)::bigint AS bytes
+           SELECT pg_catalog.count(*) AS n, coalesce(pg_catalog.sum(pg_catalog.octet_length(v.value)), 0)::bigint AS bytes
              FROM (SELECT s.value FROM {{schema}}.kv_store s
                     WHERE s.instance_id = i.instance_id
                       AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d

@@ -4,6 +4,6 @@ RETURNS TABLE (orchestrator_queue bigint, worker_queue bigint)
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue q WHERE q.lock_token IS NULL),
-           (SELECT count(*) FROM {{schema}}.worker_queue w WHERE w.lock_token IS NULL);
+    SELECT (SELECT pg_catalog.count(*) FROM {{schema}}.orchestrator_queue q WHERE q.lock_token IS NULL),
+           (SELECT pg_catalog.count(*) FROM {{schema}}.worker_queue w WHERE w.lock_token IS NULL);
 $$;

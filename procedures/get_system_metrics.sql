@@ -11,12 +11,12 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT count(*) AS total_instances,
-           (SELECT count(*) FROM {{schema}}.executions) AS total_executions,
-           count(*) FILTER (WHERE e.status = 'Running') AS running_instances,
-           count(*) FILTER (WHERE e.status = 'Completed') AS completed_instances,
-           count(*) FILTER (WHERE e.status = 'Failed') AS failed_instances,
-           (SELECT count(*) FROM {{schema}}.history) AS total_events
+    SELECT pg_catalog.count(*) AS total_instances,
+           (SELECT pg_catalog.count(*) FROM {{schema}}.executions) AS total_executions,
+           pg_catalog.count(*) FILTER (WHERE e.status = 'Running') AS running_instances,
+           pg_catalog.count(*) FILTER (WHERE e.status = 'Completed') AS completed_instances,
+           pg_catalog.count(*) FILTER (WHERE e.status = 'Failed') AS failed_instances,
+           (SELECT pg_catalog.count(*) FROM {{schema}}.history) AS total_events
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id;

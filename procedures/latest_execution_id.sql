@@ -4,5 +4,5 @@ RETURNS SETOF bigint
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT coalesce(max(e.execution_id), 1) FROM {{schema}}.executions e WHERE e.instance_id = p_instance_id;
+    SELECT coalesce(pg_catalog.max(e.execution_id), 1) FROM {{schema}}.executions e WHERE e.instance_id = p_instance_id;
 $$;

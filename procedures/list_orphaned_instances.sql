@@ -8,11 +8,11 @@ RETURNS TABLE (instance_id text, messages bigint, orphan_since_ms bigint, drop_a
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT q.instance_id, count(*) AS messages, min(q.orphan_since_ms) AS orphan_since_ms,
-           max(q.visible_at_ms) AS drop_at_ms
+    SELECT q.instance_id, pg_catalog.count(*) AS messages, pg_catalog.min(q.orphan_since_ms) AS orphan_since_ms,
+           pg_catalog.max(q.visible_at_ms) AS drop_at_ms
       FROM {{schema}}.orchestrator_queue q
      WHERE q.orphan_since_ms IS NOT NULL AND q.lock_token IS NULL
      GROUP BY q.instance_id
-     ORDER BY min(q.orphan_since_ms), q.instance_id
+     ORDER BY pg_catalog.min(q.orphan_since_ms), q.instance_id
      LIMIT p_limit;
 $$;

@@ -25,7 +25,7 @@ BEGIN
     SELECT i.current_execution_id INTO v_current
       FROM {{schema}}.instances i WHERE i.instance_id = p_instance_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'DX003', MESSAGE = format('Instance %s not found', p_instance_id);
+        RAISE EXCEPTION USING ERRCODE = 'DX003', MESSAGE = pg_catalog.format('Instance %s not found', p_instance_id);
     END IF;
 
     WITH gone AS (
@@ -44,7 +44,7 @@ BEGIN
         DELETE FROM {{schema}}.history h
          WHERE h.instance_id = p_instance_id AND h.execution_id IN (SELECT gone.execution_id FROM gone)
         RETURNING 1)
-    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM events)
+    SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM events)
       INTO v_executions, v_events;
 
     RETURN QUERY SELECT 1::bigint, v_executions, v_events;

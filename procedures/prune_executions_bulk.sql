@@ -30,7 +30,7 @@ DECLARE
     v_exec bigint := 0;
     v_evts bigint := 0;
 BEGIN
-    SELECT array_agg(t.instance_id) INTO v_ids
+    SELECT pg_catalog.array_agg(t.instance_id) INTO v_ids
       FROM (SELECT i.instance_id
               FROM {{schema}}.instances i
               LEFT JOIN {{schema}}.executions e
@@ -40,7 +40,7 @@ BEGIN
              ORDER BY i.created_at_ms, i.instance_id
              LIMIT p_limit) t;
 
-    SELECT coalesce(array_agg(l.instance_id ORDER BY l.instance_id), '{}') INTO v_ids
+    SELECT coalesce(pg_catalog.array_agg(l.instance_id ORDER BY l.instance_id), '{}') INTO v_ids
       FROM (SELECT i.instance_id FROM {{schema}}.instances i
              WHERE i.instance_id = ANY (v_ids) ORDER BY i.instance_id FOR UPDATE) l;
 

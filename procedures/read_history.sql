@@ -12,7 +12,7 @@ AS $$
       FROM {{schema}}.history h
      WHERE h.instance_id = p_instance_id
        AND h.execution_id = coalesce(p_execution_id,
-             (SELECT coalesce(max(e.execution_id), 1)
+             (SELECT coalesce(pg_catalog.max(e.execution_id), 1)
                 FROM {{schema}}.executions e
                WHERE e.instance_id = p_instance_id))
      ORDER BY h.event_id;

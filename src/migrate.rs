@@ -28,7 +28,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 
 use crate::config::SqlMode;
 use crate::error::{PgProviderError, Result};
-use crate::schema::SchemaName;
+use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SchemaName};
 
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
@@ -108,7 +108,10 @@ pub fn procedures() -> Vec<Procedure> {
         .map(|(name, sql)| Procedure {
             name,
             sql,
-            checksum: sha256(sql),
+            // Of the text as installed, clock expression included: a change
+            // to NOW_MS_SQL (say, qualifying it) reinstalls every procedure
+            // that uses it, not only those whose file changed.
+            checksum: sha256(&sql.replace(NOW_MS_MARKER, NOW_MS_SQL)),
         })
         .collect()
 }
@@ -155,13 +158,13 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_migrations (
     version       bigint PRIMARY KEY,
     name          text NOT NULL,
     checksum      bytea NOT NULL,
-    applied_at    timestamptz NOT NULL DEFAULT now(),
+    applied_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     execution_ms  bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
     name          text PRIMARY KEY,
     checksum      bytea NOT NULL,
-    installed_at  timestamptz NOT NULL DEFAULT now()
+    installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 "#;
 

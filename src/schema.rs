@@ -24,7 +24,8 @@ pub(crate) const NOW_MS_MARKER: &str = "{{now_ms}}";
 pub(crate) const CHANNEL_MARKER: &str = "{{channel}}";
 
 /// What [`NOW_MS_MARKER`] renders to.
-pub(crate) const NOW_MS_SQL: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+pub(crate) const NOW_MS_SQL: &str =
+    "(extract(epoch FROM pg_catalog.clock_timestamp())::numeric * 1000::numeric)::bigint";
 
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1), in bytes.
 pub const MAX_SCHEMA_NAME_BYTES: usize = 63;

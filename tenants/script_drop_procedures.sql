@@ -11,7 +11,7 @@ BEGIN
                 AND (p.proname = ANY (ARRAY[{{names}}]::text[])
                      OR p.proname IN (SELECT d.name FROM {{schema}}._duroxide_procedures d))
     LOOP
-        EXECUTE 'DROP FUNCTION ' || f;
+        EXECUTE 'DROP FUNCTION ' || f::text;
     END LOOP;
 END
 $drop$;

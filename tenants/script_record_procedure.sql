@@ -1,2 +1,2 @@
 INSERT INTO {{schema}}._duroxide_procedures (name, checksum)
-VALUES ('{{name}}', decode('{{checksum}}', 'hex'));
+VALUES ('{{name}}', pg_catalog.decode('{{checksum}}', 'hex'));

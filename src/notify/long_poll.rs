@@ -139,6 +139,7 @@ impl LongPoll {
                             more,
                             next_due_ms,
                         } => {
+                            waiters.claimed();
                             if more {
                                 // Someone else's turn: the fetch saw more claimable work.
                                 waiters.wake_one();
@@ -153,6 +154,7 @@ impl LongPoll {
                         Polled::Empty { next_due_ms } => {
                             if woken {
                                 shared.empty_wakeups.fetch_add(1, Ordering::Relaxed);
+                                waiters.woke_for_nothing();
                                 hand_on(shared, waiters, registration.id, key);
                             }
                             if subscribed {

@@ -87,7 +87,7 @@ use tokio::time::Instant;
 
 pub(crate) use long_poll::{LongPoll, Polled};
 pub(crate) use waiters::Queue;
-use waiters::{SchemaWaiters, SettleTimer};
+use waiters::{Admit, SchemaWaiters, SettleTimer};
 
 /// The listening connection's first statement: turns the server's
 /// `idle_session_timeout` (PostgreSQL 14 and later) off for this session,
@@ -95,8 +95,8 @@ use waiters::{SchemaWaiters, SettleTimer};
 /// been silent that long. Every connection the listener uses is made here
 /// (sqlx's `PgListener` reconnects by itself only after `try_recv` has
 /// reported the loss, and the task drops it then), so each one gets it.
-const KEEP_SESSION: &str = "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
-     THEN set_config('idle_session_timeout', '0', false) END";
+const KEEP_SESSION: &str = "SELECT CASE WHEN pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL \
+     THEN pg_catalog.set_config('idle_session_timeout', '0', false) END";
 
 /// The keepalive: a query of nothing but a comment, a round trip that runs
 /// no statement (the server answers `EmptyQueryResponse`;
@@ -130,6 +130,7 @@ struct Shared {
     queries: AtomicU64,
     keepalives: AtomicU64,
     handed_on: AtomicU64,
+    coalesced: AtomicU64,
     /// The listening connection's keepalive interval in milliseconds
     /// (`u64::MAX`: none asked for).
     keepalive_ms: AtomicU64,
@@ -158,7 +159,7 @@ impl Shared {
         }
     }
 
-    fn dispatch(&self, channel: &str, payload: &str) {
+    fn dispatch(self: &Arc<Self>, channel: &str, payload: &str) {
         self.received.fetch_add(1, Ordering::Relaxed);
         let (queue, settle) = match payload {
             "orchestrator" => (Queue::Orchestrator, false),
@@ -176,7 +177,7 @@ impl Shared {
         };
         let settle_ms = waiters.settle_ms.load(Ordering::Relaxed);
         if !settle || settle_ms == 0 {
-            waiters.queue(queue).announce();
+            self.release(&waiters, queue);
             return;
         }
         // More completions of the instance are on their way: let them land
@@ -198,6 +199,7 @@ impl Shared {
             due,
         });
         drop(timer);
+        let shared = self.clone();
         tokio::spawn(async move {
             let queue = &waiters.orchestrator;
             loop {
@@ -213,8 +215,34 @@ impl Shared {
                 };
                 tokio::time::sleep_until(due).await;
             }
-            queue.announce();
+            shared.release(&waiters, Queue::Orchestrator);
         });
+    }
+
+    /// Wakes a waiter of `queue` for a notification, or holds the wake-up
+    /// while the queue is flooded ([`QueueWaiters::admit`]). A held
+    /// notification moves the queue's notification count only when its
+    /// wake-up goes out: moved at once, it would reopen every hand-on chain
+    /// (a waiter may be handed each notification once) and keep the
+    /// flooded queue's waiters fetching for each other. A quiet note taken
+    /// meanwhile therefore lasts until the held wake-up, which is the
+    /// documented bound for work committed during a flood.
+    fn release(self: &Arc<Self>, waiters: &Arc<SchemaWaiters>, queue: Queue) {
+        let q = waiters.queue(queue);
+        match q.admit(Instant::now()) {
+            Admit::Now => q.announce(),
+            Admit::Coalesced => {
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Admit::At(at) => {
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
+                let waiters = waiters.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    waiters.queue(queue).release_held(Instant::now());
+                });
+            }
+        }
     }
 }
 
@@ -268,6 +296,12 @@ pub struct NotificationStats {
     /// since the notification (each notification reaches each waiter at
     /// most once).
     pub handed_on: u64,
+    /// Notifications whose wake-up was held or merged into a held one
+    /// because their queue was flooded: several wake-ups in a row had
+    /// found nothing (forged `NOTIFY`s from any role, or another process
+    /// taking the work first). While flooded, a queue's notifications wake
+    /// at most one waiter per 100 ms; a fetch that claims work ends it.
+    pub coalesced: u64,
 }
 
 /// The listening connection of one pool and the waiters of every schema on it.
@@ -357,6 +391,7 @@ impl Hub {
             queries: self.shared.queries.load(Ordering::Relaxed),
             keepalives: self.shared.keepalives.load(Ordering::Relaxed),
             handed_on: self.shared.handed_on.load(Ordering::Relaxed),
+            coalesced: self.shared.coalesced.load(Ordering::Relaxed),
         }
     }
 }

@@ -26,6 +26,47 @@ pub(super) const QUIET_MAX: Duration = Duration::from_secs(1);
 /// and the follower decides again after it.
 pub(super) const FOLLOW_SLACK: Duration = Duration::from_millis(25);
 
+/// Notification-woken fetches of a queue that may come back empty in a row
+/// (no fetch of this process claiming in between) before the queue counts as
+/// flooded: from then on, its notifications wake at most one waiter per
+/// [`FLOOD_WINDOW`] ([`QueueWaiters::admit`]).
+///
+/// A channel is open to any role (`NOTIFY` needs no privilege), so a role
+/// without rights on the schema can notify it at any rate; without this,
+/// each forged notification cost a fetch. Wake-ups that lose a race to
+/// another process's dispatcher look the same, which is why a few are
+/// allowed before the window applies.
+pub(super) const FLOOD_STREAK: u32 = 3;
+
+/// While a queue is flooded, the shortest time between two wake-ups its
+/// notifications cause: work committed meanwhile is fetched at most this
+/// long after its notification (plus the fetch). A fetch that claims work
+/// ends the flood state at once.
+pub(crate) const FLOOD_WINDOW: Duration = Duration::from_millis(100);
+
+/// A queue's flood control ([`QueueWaiters::admit`]).
+#[derive(Debug, Default)]
+struct Flood {
+    /// Notification-woken fetches that came back empty since the last claim.
+    streak: u32,
+    /// When a notification last woke a waiter.
+    last: Option<Instant>,
+    /// A held wake-up is scheduled.
+    pending: bool,
+}
+
+/// What to do with a notification ([`QueueWaiters::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// Wake a waiter now.
+    Now,
+    /// A held wake-up is scheduled already: it covers this one.
+    Coalesced,
+    /// Hold the wake-up until then (schedule it, then
+    /// [`QueueWaiters::release_held`]).
+    At(Instant),
+}
+
 /// What the last fetch that left a queue empty saw, for fetches with the same
 /// parameters (`key`: capability filter, tags, session owner, settle time).
 /// Noted only by a fetch that scanned the whole queue and reported a next
@@ -82,6 +123,8 @@ pub(super) struct QueueWaiters {
     pub(super) fetch_done: Notify,
     /// Every registered fetch, for handing on a wake-up ([`Self::hand_on`]).
     roster: Mutex<Roster>,
+    /// Flood control of notifications ([`Self::admit`]).
+    flood: Mutex<Flood>,
 }
 
 /// The registered fetches of a queue, and the parameters that found
@@ -217,6 +260,50 @@ impl QueueWaiters {
     pub(super) fn announce(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.wake_one();
+    }
+
+    /// Whether a notification arriving at `now` may wake a waiter now. Yes
+    /// unless the queue is flooded ([`FLOOD_STREAK`] empty wake-ups in a
+    /// row); then at most one wake-up per [`FLOOD_WINDOW`]: a notification
+    /// inside the window is held until its end (one held wake-up at a time,
+    /// later ones coalesce into it). A held notification moves the
+    /// notification count when its wake-up goes out ([`Self::release_held`]).
+    pub(super) fn admit(&self, now: Instant) -> Admit {
+        let mut flood = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        if flood.streak >= FLOOD_STREAK {
+            if flood.pending {
+                return Admit::Coalesced;
+            }
+            if let Some(at) = flood.last.map(|last| later(last, FLOOD_WINDOW))
+                && now < at
+            {
+                flood.pending = true;
+                return Admit::At(at);
+            }
+        }
+        flood.last = Some(now);
+        Admit::Now
+    }
+
+    /// A held wake-up is due ([`Admit::At`]) at `now`: wakes one waiter.
+    pub(super) fn release_held(&self, now: Instant) {
+        let mut flood = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        flood.pending = false;
+        flood.last = Some(now);
+        drop(flood);
+        self.announce();
+    }
+
+    /// A fetch woken by a notification (or handed one) found nothing.
+    pub(super) fn woke_for_nothing(&self) {
+        let mut flood = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        flood.streak = flood.streak.saturating_add(1);
+    }
+
+    /// A fetch claimed work: notifications wake waiters at once again.
+    pub(super) fn claimed(&self) {
+        let mut flood = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        flood.streak = 0;
     }
 
     /// If the last empty fetch's note still holds for a fetch with `key`
@@ -371,5 +458,45 @@ impl SchemaWaiters {
             queue.epoch.fetch_add(1, Ordering::SeqCst);
             queue.notify.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooded_queue_wakes_once_per_window_until_a_claim() {
+        let q = QueueWaiters::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Not flooded: every notification wakes at once.
+        assert_eq!(q.admit(t0), Admit::Now);
+        for _ in 1..FLOOD_STREAK {
+            q.woke_for_nothing();
+        }
+        assert_eq!(q.admit(t0), Admit::Now, "a streak below the limit");
+        q.woke_for_nothing();
+        // Flooded: one wake-up per window, the rest merged into it.
+        assert_eq!(q.admit(t0 + ms(10)), Admit::At(t0 + FLOOD_WINDOW));
+        assert_eq!(q.admit(t0 + ms(20)), Admit::Coalesced);
+        assert_eq!(q.admit(t0 + ms(90)), Admit::Coalesced);
+        let released = t0 + FLOOD_WINDOW;
+        q.release_held(released);
+        assert_eq!(
+            q.admit(released + ms(1)),
+            Admit::At(released + FLOOD_WINDOW)
+        );
+        q.release_held(released + FLOOD_WINDOW);
+        // A notification after a quiet window goes out at once.
+        let quiet = released + FLOOD_WINDOW * 3;
+        assert_eq!(q.admit(quiet), Admit::Now);
+        assert_eq!(q.admit(quiet + ms(1)), Admit::At(quiet + FLOOD_WINDOW));
+        q.release_held(quiet + FLOOD_WINDOW);
+        // A claim ends the flood: every notification wakes at once again.
+        q.claimed();
+        let after = quiet + FLOOD_WINDOW + ms(1);
+        assert_eq!(q.admit(after), Admit::Now);
+        assert_eq!(q.admit(after), Admit::Now);
     }
 }

@@ -10,6 +10,7 @@ mod differential;
 mod fairness;
 mod faults;
 mod fixtures;
+mod hostile_search_path;
 mod limits;
 mod load;
 mod migrations;

@@ -19,6 +19,7 @@ use crate::support::{
     database_url, drop_schema, fresh_schema_name, provider_on, settling_provider,
 };
 
+mod flood;
 mod handoff;
 mod listener;
 mod quiet;
