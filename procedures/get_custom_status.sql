@@ -6,6 +6,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status(
 RETURNS TABLE (custom_status text, custom_status_version bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.custom_status, i.custom_status_version
       FROM {{schema}}.instances i

@@ -10,6 +10,8 @@ RETURNS TABLE (
     event_count     bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
            (SELECT count(*) FROM {{schema}}.history h

@@ -13,6 +13,8 @@ RETURNS TABLE (
     parent_instance_id    text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
            coalesce(e.status, 'Running') AS status, e.output, i.created_at_ms, i.updated_at_ms, i.parent_instance_id

@@ -11,6 +11,8 @@ RETURNS TABLE (
     first_event          text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT h.n AS history_event_count, h.bytes AS history_size_bytes,
            kv.n AS kv_user_key_count, kv.bytes AS kv_total_value_bytes,

@@ -4,6 +4,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values(p_instance_id text)
 RETURNS TABLE (key text, value text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.key, s.value FROM {{schema}}.kv_store s
      WHERE s.instance_id = p_instance_id

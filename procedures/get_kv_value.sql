@@ -7,6 +7,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
 RETURNS TABLE (value text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.key = p_key

@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_parent_id(p_instance_id text)
 RETURNS TABLE (parent_instance_id text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.parent_instance_id FROM {{schema}}.instances i WHERE i.instance_id = p_instance_id;
 $$;

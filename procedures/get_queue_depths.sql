@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_queue_depths()
 RETURNS TABLE (orchestrator_queue bigint, worker_queue bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue q WHERE q.lock_token IS NULL),
            (SELECT count(*) FROM {{schema}}.worker_queue w WHERE w.lock_token IS NULL);

@@ -10,6 +10,8 @@ RETURNS TABLE (
     total_events        bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT count(*) AS total_instances,
            (SELECT count(*) FROM {{schema}}.executions) AS total_executions,

@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.latest_execution_id(p_instance_id text)
 RETURNS SETOF bigint
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(max(e.execution_id), 1) FROM {{schema}}.executions e WHERE e.instance_id = p_instance_id;
 $$;

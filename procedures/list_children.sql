@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.list_children(p_instance_id text)
 RETURNS TABLE (instance_id text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.instance_id FROM {{schema}}.instances i
      WHERE i.parent_instance_id = p_instance_id ORDER BY i.instance_id;

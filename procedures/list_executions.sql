@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.list_executions(p_instance_id text)
 RETURNS TABLE (execution_id bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT e.execution_id FROM {{schema}}.executions e
      WHERE e.instance_id = p_instance_id ORDER BY e.execution_id;

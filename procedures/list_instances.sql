@@ -3,6 +3,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.list_instances()
 RETURNS TABLE (instance_id text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.instance_id FROM {{schema}}.instances i ORDER BY i.created_at_ms DESC, i.instance_id;
 $$;

@@ -7,6 +7,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.list_orphaned_instances(p_limit bigint)
 RETURNS TABLE (instance_id text, messages bigint, orphan_since_ms bigint, drop_at_ms bigint)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT q.instance_id, count(*) AS messages, min(q.orphan_since_ms) AS orphan_since_ms,
            max(q.visible_at_ms) AS drop_at_ms

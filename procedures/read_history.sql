@@ -7,6 +7,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.read_history(
 RETURNS TABLE (event_data text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT h.event_data
       FROM {{schema}}.history h
