@@ -6,11 +6,15 @@
 -- work for the runtime role; it reveals names and checksums only.
 CREATE OR REPLACE FUNCTION {{schema}}.schema_state()
 RETURNS TABLE (kind text, version bigint, name text, checksum bytea, present boolean)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT 'migration'::text, m.version, m.name, m.checksum, true
       FROM {{schema}}._duroxide_migrations m
     UNION ALL
@@ -20,4 +24,6 @@ AS $$
                       AND f.proname = d.name)
       FROM {{schema}}._duroxide_procedures d
      ORDER BY 1, 2, 3
+;
+END
 $$;

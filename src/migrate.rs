@@ -21,6 +21,13 @@
 //! * Every batch starts by pinning `search_path` to `pg_catalog, pg_temp`
 //!   (`migrate/pin.sql`), so nothing this module sends resolves a function or
 //!   operator outside `pg_catalog` and the schema it names.
+//! * Procedures are `SECURITY DEFINER`; installing one revokes `EXECUTE`
+//!   from `PUBLIC` and grants it to the roles that held it on the schema's
+//!   procedures before (`migrate/save_grants.sql`,
+//!   `migrate/grant_installed.sql`), so a runtime role with `EXECUTE` only
+//!   survives reinstallation. Such a role reads the bookkeeping through
+//!   `schema_state()` ([`verify`], [`inspect`]); [`migrate`] refuses it
+//!   with [`PgProviderError::InsufficientPrivilege`].
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
@@ -620,10 +627,13 @@ mod tests {
             // generic plans (planned once per connection; PostgreSQL's
             // default can plan them on every call), or, for the bulk admin
             // procedures whose optional filters need them, plans per call
-            // (the caller's pool may force generic ones). Read-only single-statement
-            // queries are `LANGUAGE sql STABLE` set-returning functions (not
-            // inlined, being SECURITY DEFINER: see docs/architecture.md,
-            // "Roles").
+            // (the caller's pool may force generic ones). The read-only
+            // single-statement ones are plpgsql `RETURN QUERY` functions too:
+            // a SECURITY DEFINER `LANGUAGE sql` function is never inlined and,
+            // before PostgreSQL 18, plans its body on every call (measured
+            // several times slower; docs/architecture.md, "Roles"). A
+            // `LANGUAGE sql` procedure would have to be a STABLE
+            // set-returning function.
             // Every procedure runs with its owner's rights (a runtime role
             // holds EXECUTE only), so every one pins search_path.
             assert!(

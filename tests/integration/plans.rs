@@ -469,33 +469,30 @@ async fn functions_in(schema: &TestSchema, language: &str) -> Vec<Function> {
     .unwrap_or_else(|e| panic!("{language} functions: {e}"))
 }
 
-/// The read-only procedures are `LANGUAGE sql` functions that run with
-/// their owner's rights (a runtime role holds EXECUTE only) and pin
-/// `search_path`, so no caller's `search_path` reaches their bodies. Being
-/// SECURITY DEFINER, they are not inlined into the call: the cost is
-/// measured in docs/benchmarks.md ("SECURITY DEFINER on the read
-/// procedures", scripts/definer-bench.sh) and the choice explained in
-/// docs/architecture.md ("Roles").
+/// Every procedure runs with its owner's rights (a runtime role holds
+/// EXECUTE only) and pins `search_path`, so no caller's `search_path`
+/// reaches its body. The read-only ones are plpgsql `RETURN QUERY`
+/// functions: a SECURITY DEFINER `LANGUAGE sql` function is not inlined and
+/// plans its body on every call (docs/architecture.md, "Roles";
+/// scripts/definer-bench.sh), so none is left.
 #[tokio::test]
-async fn read_only_procedures_run_as_their_owner_with_a_pinned_search_path() {
+async fn procedures_run_as_their_owner_with_a_pinned_search_path() {
     with_schema("plan_definer", |schema| async move {
         schema.provider_in(SqlMode::StoredProcedures).await;
-        let functions = functions_in(&schema, "sql").await;
-        assert!(
-            functions.len() >= 15,
-            "expected the read-only procedures as SQL functions, found {functions:?}"
-        );
+        assert_eq!(functions_in(&schema, "sql").await.len(), 0);
+        let functions = functions_in(&schema, "plpgsql").await;
+        assert!(functions.len() >= 33, "{functions:?}");
         let unpinned: Vec<String> = sqlx::query_scalar(
             "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-              WHERE n.nspname = $1 AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql') \
+              WHERE n.nspname = $1 \
                 AND NOT (p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig))",
         )
         .bind(&schema.name)
         .fetch_all(&schema.pool)
         .await
-        .expect("read procedures");
+        .expect("procedures");
         assert_eq!(unpinned, Vec::<String>::new());
-        // Called, each is a Function Scan: run, not inlined.
+        // Each can be planned as a call with arguments of its own types.
         for Function { name, types, .. } in functions {
             let args = types
                 .iter()
@@ -509,7 +506,10 @@ async fn read_only_procedures_run_as_their_owner_with_a_pinned_search_path() {
                 .fetch_all(&schema.pool)
                 .await
                 .unwrap_or_else(|e| panic!("{explain}: {e}"));
-            assert!(plan.join("\n").contains("Function Scan"), "{name}: {plan:?}");
+            assert!(
+                plan.join("\n").contains("Function Scan"),
+                "{name}: {plan:?}"
+            );
         }
     })
     .await;
