@@ -57,6 +57,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 DECLARE
     v_instance text;

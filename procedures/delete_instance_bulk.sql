@@ -24,6 +24,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
+SECURITY DEFINER
 AS $$
 DECLARE
     v_root  text;

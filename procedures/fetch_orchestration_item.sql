@@ -86,6 +86,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -34,6 +34,7 @@ RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -4,11 +4,18 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status(
     p_instance_id       text,
     p_last_seen_version bigint)
 RETURNS TABLE (custom_status text, custom_status_version bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT i.custom_status, i.custom_status_version
       FROM {{schema}}.instances i
      WHERE i.instance_id = p_instance_id
        AND i.custom_status_version > p_last_seen_version;
+END
 $$;

@@ -8,12 +8,19 @@ RETURNS TABLE (
     started_at_ms   bigint,
     completed_at_ms bigint,
     event_count     bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
            (SELECT pg_catalog.count(*) FROM {{schema}}.history h
              WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id) AS event_count
       FROM {{schema}}.executions e
      WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id;
+END
 $$;

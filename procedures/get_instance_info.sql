@@ -11,13 +11,20 @@ RETURNS TABLE (
     created_at_ms         bigint,
     updated_at_ms         bigint,
     parent_instance_id    text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
            coalesce(e.status, 'Running') AS status, e.output, i.created_at_ms, i.updated_at_ms, i.parent_instance_id
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
      WHERE i.instance_id = p_instance_id;
+END
 $$;

@@ -9,9 +9,15 @@ RETURNS TABLE (
     kv_user_key_count    bigint,
     kv_total_value_bytes bigint,
     first_event          text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT h.n AS history_event_count, h.bytes AS history_size_bytes,
            kv.n AS kv_user_key_count, kv.bytes AS kv_total_value_bytes,
            (SELECT f.event_data FROM {{schema}}.history f
@@ -32,4 +38,5 @@ AS $$
                    SELECT d.value FROM {{schema}}.kv_delta d
                     WHERE d.instance_id = i.instance_id AND d.value IS NOT NULL) v) kv
      WHERE i.instance_id = p_instance_id;
+END
 $$;

@@ -2,9 +2,15 @@
 -- overlaid with the current execution's delta, tombstones removed.
 CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values(p_instance_id text)
 RETURNS TABLE (key text, value text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT s.key, s.value FROM {{schema}}.kv_store s
      WHERE s.instance_id = p_instance_id
        AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
@@ -12,4 +18,5 @@ AS $$
     UNION ALL
     SELECT d.key, d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.value IS NOT NULL;
+END
 $$;

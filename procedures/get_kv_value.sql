@@ -5,9 +5,15 @@ CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
     p_instance_id text,
     p_key         text)
 RETURNS TABLE (value text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT d.value FROM {{schema}}.kv_delta d
      WHERE d.instance_id = p_instance_id AND d.key = p_key
     UNION ALL
@@ -15,4 +21,5 @@ AS $$
      WHERE s.instance_id = p_instance_id AND s.key = p_key
        AND NOT EXISTS (SELECT 1 FROM {{schema}}.kv_delta d
                         WHERE d.instance_id = p_instance_id AND d.key = p_key);
+END
 $$;

@@ -1,9 +1,16 @@
 -- get_queue_depths: unlocked messages in the orchestrator and worker queues.
 CREATE OR REPLACE FUNCTION {{schema}}.get_queue_depths()
 RETURNS TABLE (orchestrator_queue bigint, worker_queue bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT (SELECT pg_catalog.count(*) FROM {{schema}}.orchestrator_queue q WHERE q.lock_token IS NULL),
            (SELECT pg_catalog.count(*) FROM {{schema}}.worker_queue w WHERE w.lock_token IS NULL);
+END
 $$;

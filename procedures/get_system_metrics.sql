@@ -8,9 +8,15 @@ RETURNS TABLE (
     completed_instances bigint,
     failed_instances    bigint,
     total_events        bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT pg_catalog.count(*) AS total_instances,
            (SELECT pg_catalog.count(*) FROM {{schema}}.executions) AS total_executions,
            pg_catalog.count(*) FILTER (WHERE e.status = 'Running') AS running_instances,
@@ -20,4 +26,5 @@ AS $$
       FROM {{schema}}.instances i
       LEFT JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id;
+END
 $$;

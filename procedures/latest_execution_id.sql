@@ -1,8 +1,15 @@
 -- latest_execution_id: an instance's highest execution id, 1 when it has none.
 CREATE OR REPLACE FUNCTION {{schema}}.latest_execution_id(p_instance_id text)
 RETURNS SETOF bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT coalesce(pg_catalog.max(e.execution_id), 1) FROM {{schema}}.executions e WHERE e.instance_id = p_instance_id;
+END
 $$;

@@ -1,9 +1,16 @@
 -- list_children: the direct sub-orchestrations of an instance.
 CREATE OR REPLACE FUNCTION {{schema}}.list_children(p_instance_id text)
 RETURNS TABLE (instance_id text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT i.instance_id FROM {{schema}}.instances i
      WHERE i.parent_instance_id = p_instance_id ORDER BY i.instance_id;
+END
 $$;

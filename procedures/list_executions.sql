@@ -1,9 +1,16 @@
 -- list_executions: an instance's execution ids, ascending.
 CREATE OR REPLACE FUNCTION {{schema}}.list_executions(p_instance_id text)
 RETURNS TABLE (execution_id bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT e.execution_id FROM {{schema}}.executions e
      WHERE e.instance_id = p_instance_id ORDER BY e.execution_id;
+END
 $$;

@@ -1,8 +1,15 @@
 -- list_instances: every instance id, newest first.
 CREATE OR REPLACE FUNCTION {{schema}}.list_instances()
 RETURNS TABLE (instance_id text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT i.instance_id FROM {{schema}}.instances i ORDER BY i.created_at_ms DESC, i.instance_id;
+END
 $$;

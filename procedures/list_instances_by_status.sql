@@ -1,13 +1,20 @@
 -- list_instances_by_status: instances whose current execution has p_status, newest first.
 CREATE OR REPLACE FUNCTION {{schema}}.list_instances_by_status(p_status text)
 RETURNS TABLE (instance_id text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT i.instance_id
       FROM {{schema}}.instances i
       JOIN {{schema}}.executions e
         ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
      WHERE e.status = p_status
      ORDER BY i.created_at_ms DESC, i.instance_id;
+END
 $$;

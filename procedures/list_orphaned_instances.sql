@@ -5,9 +5,15 @@
 -- unless the instance starts.
 CREATE OR REPLACE FUNCTION {{schema}}.list_orphaned_instances(p_limit bigint)
 RETURNS TABLE (instance_id text, messages bigint, orphan_since_ms bigint, drop_at_ms bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT q.instance_id, pg_catalog.count(*) AS messages, pg_catalog.min(q.orphan_since_ms) AS orphan_since_ms,
            pg_catalog.max(q.visible_at_ms) AS drop_at_ms
       FROM {{schema}}.orchestrator_queue q
@@ -15,4 +21,5 @@ AS $$
      GROUP BY q.instance_id
      ORDER BY pg_catalog.min(q.orphan_since_ms), q.instance_id
      LIMIT p_limit;
+END
 $$;

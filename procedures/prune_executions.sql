@@ -16,6 +16,7 @@ RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_del
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 DECLARE
     v_current bigint;

@@ -21,6 +21,7 @@ RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_del
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
+SECURITY DEFINER
 AS $$
 DECLARE
     v_ids  text[];

@@ -5,9 +5,15 @@ CREATE OR REPLACE FUNCTION {{schema}}.read_history(
     p_instance_id  text,
     p_execution_id bigint)
 RETURNS TABLE (event_data text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
     SELECT h.event_data
       FROM {{schema}}.history h
      WHERE h.instance_id = p_instance_id
@@ -16,4 +22,5 @@ AS $$
                 FROM {{schema}}.executions e
                WHERE e.instance_id = p_instance_id))
      ORDER BY h.event_id;
+END
 $$;

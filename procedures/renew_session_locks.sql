@@ -9,6 +9,7 @@ RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY

@@ -8,6 +8,7 @@ RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY

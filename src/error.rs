@@ -58,6 +58,8 @@ pub mod sqlstate {
     pub const INVALID_STATE: &str = "DX004";
     /// `DX005`: the request itself is malformed.
     pub const INVALID_INPUT: &str = "DX005";
+    /// `insufficient_privilege`: the role lacks a right on an object.
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
     /// Class prefixes whose every code means the connection is gone (`08`) or
     /// the server ran out of a resource for a while (`53`).
@@ -135,6 +137,21 @@ pub enum PgProviderError {
         schema: String,
         /// What is missing or stale.
         reason: String,
+    },
+
+    /// The connecting role lacks a privilege the operation needs (a runtime
+    /// role with EXECUTE only starting with `MigrationMode::Apply`, say).
+    /// Permanent: an operator must grant the right or change the mode.
+    #[error("role \"{role}\" may not {action} schema \"{schema}\": {missing}")]
+    InsufficientPrivilege {
+        /// The schema.
+        schema: String,
+        /// The connecting role (`current_user`).
+        role: String,
+        /// What the role tried, e.g. `migrate`.
+        action: String,
+        /// The right it lacks, and what to do about it.
+        missing: String,
     },
 
     /// A domain refusal decided in Rust by inline SQL, mirroring what the

@@ -21,6 +21,13 @@
 //! * Every batch starts by pinning `search_path` to `pg_catalog, pg_temp`
 //!   (`migrate/pin.sql`), so nothing this module sends resolves a function or
 //!   operator outside `pg_catalog` and the schema it names.
+//! * Procedures are `SECURITY DEFINER`; installing one revokes `EXECUTE`
+//!   from `PUBLIC` and grants it to the roles that held it on the schema's
+//!   procedures before (`migrate/save_grants.sql`,
+//!   `migrate/grant_installed.sql`), so a runtime role with `EXECUTE` only
+//!   survives reinstallation. Such a role reads the bookkeeping through
+//!   `schema_state()` ([`verify`], [`inspect`]); [`migrate`] refuses it
+//!   with [`PgProviderError::InsufficientPrivilege`].
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
@@ -174,9 +181,14 @@ const PIN: &str = include_str!("../migrate/pin.sql");
 pub(crate) const LOCK: &str = include_str!("../migrate/lock.sql");
 const EXISTS: &str = include_str!("../migrate/exists.sql");
 const STATE: &str = include_str!("../migrate/state.sql");
+const STATE_FUNCTION: &str = include_str!("../migrate/state_function.sql");
 const MIGRATION_START: &str = include_str!("../migrate/migration_start.sql");
 const RECORD_MIGRATION: &str = include_str!("../migrate/record_migration.sql");
 const DROP_FUNCTIONS: &str = include_str!("../migrate/drop_functions.sql");
+/// Saves who may execute the schema's procedures before a reinstall.
+pub(crate) const SAVE_GRANTS: &str = include_str!("../migrate/save_grants.sql");
+/// Revokes `PUBLIC` and restores the saved grants on reinstalled procedures.
+pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installed.sql");
 const RECORD_PROCEDURE: &str = include_str!("../migrate/record_procedure.sql");
 
 /// How often a migration that lost the race to create a brand-new schema's
@@ -201,8 +213,12 @@ const CREATION_ATTEMPTS: usize = 5;
 /// when the schema does not belong to this build; database errors otherwise.
 pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     let mut conn = pool.acquire().await?;
+    let access = Access::probe(&mut conn, schema).await?;
+    if access.migrated && !(access.can_read && access.can_lock) {
+        return Err(access.cannot_migrate(schema));
+    }
     // Fast path: most processes start against a current schema; check without the lock.
-    if let Some(state) = read_state(&mut conn, schema).await? {
+    if let Some(state) = read_state_as(&mut conn, schema, &access).await? {
         let status = state.status(schema)?;
         if status.is_ready_for(mode)
             && (mode == SqlMode::InlineSql || status.retired_procedures == 0)
@@ -217,7 +233,7 @@ pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Resul
                 tracing::debug!(schema = %schema, attempt, "another process created the schema first; starting over");
                 attempt += 1;
             }
-            outcome => return outcome,
+            outcome => return outcome.map_err(|e| access.refused(schema, e)),
         }
     }
 }
@@ -269,6 +285,7 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        batch.push_str(SAVE_GRANTS);
         batch.push_str(
             &DROP_FUNCTIONS
                 .replace("{{names}}", &names(&stale))
@@ -281,6 +298,9 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
                     .replace("{{name}}", procedure.name)
                     .replace("{{checksum}}", &procedure.checksum_hex()),
             );
+        }
+        if !stale.is_empty() {
+            batch.push_str(&GRANT_INSTALLED.replace("{{names}}", &names(&stale)));
         }
     }
     let batch = schema.render(&batch);
@@ -423,20 +443,118 @@ fn check_applied(schema: &SchemaName, applied: &[(i64, String, Vec<u8>)]) -> Res
     Ok(())
 }
 
+/// How a refused migration ends its message.
+const MIGRATE_HINT: &str = "; run migrations as the schema's owner, and start runtime roles \
+     with MigrationMode::Verify";
+
+/// What the connecting role finds in a schema (`migrate/exists.sql`).
+struct Access {
+    /// Both bookkeeping tables exist.
+    migrated: bool,
+    /// The connecting role (`current_user`).
+    role: String,
+    /// SELECT on both bookkeeping tables.
+    can_read: bool,
+    /// UPDATE on `_duroxide_migrations`, which its DDL lock needs.
+    can_lock: bool,
+    /// EXECUTE on the schema's `schema_state()`.
+    can_call_state: bool,
+}
+
+impl Access {
+    /// One read, in a batch that pins `search_path` first (for the rest of
+    /// the caller's transaction, when there is one).
+    async fn probe(conn: &mut PgConnection, schema: &SchemaName) -> Result<Self> {
+        let exists = schema.render(&format!("{PIN}{EXISTS}"));
+        let rows = conn.fetch_all(exists.as_str()).await?;
+        let Some(row) = rows.first() else {
+            return Err(PgProviderError::decode("schema access", "no row"));
+        };
+        Ok(Self {
+            migrated: row.try_get("migrated")?,
+            role: row.try_get("role")?,
+            can_read: row.try_get("can_read")?,
+            can_lock: row.try_get("can_lock")?,
+            can_call_state: row.try_get("can_call_state")?,
+        })
+    }
+
+    /// The refusal of a migration by a role without the rights it needs.
+    fn cannot_migrate(&self, schema: &SchemaName) -> PgProviderError {
+        let mut missing = Vec::new();
+        if !self.can_read {
+            missing.push(format!(
+                "SELECT on {schema}._duroxide_migrations and {schema}._duroxide_procedures"
+            ));
+        }
+        if !self.can_lock {
+            missing.push(format!(
+                "UPDATE on {schema}._duroxide_migrations (the schema's DDL lock)"
+            ));
+        }
+        self.insufficient(
+            schema,
+            "migrate",
+            format!("it lacks {}{MIGRATE_HINT}", missing.join(" and ")),
+        )
+    }
+
+    /// `e`, or the clear refusal it means when the server denied a right.
+    fn refused(&self, schema: &SchemaName, e: PgProviderError) -> PgProviderError {
+        match e {
+            PgProviderError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) =>
+            {
+                self.insufficient(schema, "migrate", format!("{}{MIGRATE_HINT}", db.message()))
+            }
+            other => other,
+        }
+    }
+
+    fn insufficient(&self, schema: &SchemaName, action: &str, missing: String) -> PgProviderError {
+        PgProviderError::InsufficientPrivilege {
+            schema: schema.to_string(),
+            role: self.role.clone(),
+            action: action.to_string(),
+            missing,
+        }
+    }
+}
+
 /// The schema's bookkeeping, `None` when it has none: two reads, each a
 /// batch that pins `search_path` first (for the rest of the caller's
 /// transaction, when there is one).
 async fn read_state(conn: &mut PgConnection, schema: &SchemaName) -> Result<Option<State>> {
-    let exists = schema.render(&format!("{PIN}{EXISTS}"));
-    let rows = conn.fetch_all(exists.as_str()).await?;
-    let migrated = match rows.first() {
-        Some(row) => row.try_get::<bool, _>("migrated")?,
-        None => false,
-    };
-    if !migrated {
+    let access = Access::probe(conn, schema).await?;
+    read_state_as(conn, schema, &access).await
+}
+
+/// The schema's bookkeeping as `access` allows reading it: from the tables,
+/// or, for a role with EXECUTE only, through `schema_state()`.
+async fn read_state_as(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    access: &Access,
+) -> Result<Option<State>> {
+    if !access.migrated {
         return Ok(None);
     }
-    let state = schema.render(&format!("{PIN}{STATE}"));
+    let query = if access.can_read {
+        STATE
+    } else if access.can_call_state {
+        STATE_FUNCTION
+    } else {
+        return Err(access.insufficient(
+            schema,
+            "read the migration state of",
+            format!(
+                "it lacks SELECT on {schema}._duroxide_migrations and \
+                 {schema}._duroxide_procedures, or EXECUTE on {schema}.schema_state() \
+                 (duroxide-postgres grant)"
+            ),
+        ));
+    };
+    let state = schema.render(&format!("{PIN}{query}"));
     let rows = conn.fetch_all(state.as_str()).await?;
     Ok(Some(State::from_rows(&rows)?))
 }
@@ -512,17 +630,22 @@ mod tests {
             // generic plans (planned once per connection; PostgreSQL's
             // default can plan them on every call), or, for the bulk admin
             // procedures whose optional filters need them, plans per call
-            // (the caller's pool may force generic ones). Read-only single-statement
-            // queries are `LANGUAGE sql STABLE` set-returning functions with no
-            // SET clause, the form the planner inlines into the calling
-            // statement (a SET clause, plpgsql or VOLATILE would prevent it);
-            // their bodies name only schema-qualified tables and built-ins.
+            // (the caller's pool may force generic ones). The read-only
+            // single-statement ones are plpgsql `RETURN QUERY` functions too:
+            // a SECURITY DEFINER `LANGUAGE sql` function is never inlined and,
+            // before PostgreSQL 18, plans its body on every call (measured
+            // several times slower; docs/architecture.md, "Roles"). A
+            // `LANGUAGE sql` procedure would have to be a STABLE
+            // set-returning function.
+            // Every procedure runs with its owner's rights (a runtime role
+            // holds EXECUTE only), so every one pins search_path.
+            assert!(
+                p.sql.contains("\nSECURITY DEFINER\n")
+                    && p.sql.contains("\nSET search_path = pg_catalog, pg_temp\n"),
+                "{}.sql must be SECURITY DEFINER and pin search_path",
+                p.name
+            );
             if p.sql.contains("\nLANGUAGE plpgsql\n") {
-                assert!(
-                    p.sql.contains("SET search_path = pg_catalog, pg_temp"),
-                    "{}.sql must pin search_path",
-                    p.name
-                );
                 let mode = if PLANNED_PER_CALL.contains(&p.name) {
                     "auto"
                 } else {
@@ -535,9 +658,9 @@ mod tests {
                 );
             } else {
                 assert!(
-                    p.sql.contains("\nLANGUAGE sql\nSTABLE\nAS $$")
+                    p.sql.contains("\nLANGUAGE sql\nSTABLE\n")
                         && (p.sql.contains("RETURNS TABLE") || p.sql.contains("RETURNS SETOF")),
-                    "{}.sql: a LANGUAGE sql procedure must be an inlinable STABLE set-returning function",
+                    "{}.sql: a LANGUAGE sql procedure must be a STABLE set-returning function",
                     p.name
                 );
             }

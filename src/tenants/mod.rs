@@ -1,6 +1,7 @@
 //! Tenant lifecycle: list the tenant schemas of a database with their state,
-//! migrate or verify many at once, drop one, and roll a schema back to
-//! inline SQL by uninstalling its procedures.
+//! migrate or verify many at once, drop one, roll a schema back to inline
+//! SQL by uninstalling its procedures, and grant or revoke a least-privilege
+//! runtime role.
 //!
 //! A tenant is a schema holding this crate's `_duroxide_migrations`
 //! bookkeeping table. Every function here takes a pool and works on any
@@ -23,6 +24,7 @@
 //! # }
 //! ```
 
+mod roles;
 mod script;
 
 use std::time::Duration;
@@ -34,6 +36,7 @@ use crate::error::{PgProviderError, Result, sqlstate};
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
 
+pub use roles::{RuntimeRights, grant_runtime_role, revoke_runtime_role, runtime_rights};
 pub use script::install_script;
 
 const LIST: &str = include_str!("../../tenants/list.sql");

@@ -14,7 +14,9 @@ const END: &str = include_str!("../../tenants/script_end.sql");
 /// bookkeeping tables, each migration after `after_version` (all of them for
 /// `None`, the usual case of a new schema) recorded with its checksum and,
 /// for [`SqlMode::StoredProcedures`], every procedure (old overloads dropped
-/// first) recorded likewise. Every `{{schema}}` is substituted.
+/// first) recorded likewise, with `EXECUTE` revoked from `PUBLIC` and kept
+/// for the roles that held it before (see [`grant_runtime_role`](super::grant_runtime_role)).
+/// Every `{{schema}}` is substituted.
 ///
 /// The script is one transaction that takes the schema's DDL lock as a
 /// provider does. Once it has run, providers find the schema current and
@@ -65,6 +67,7 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
     if !procedures.is_empty() {
         let names: Vec<String> = procedures.iter().map(|p| format!("'{}'", p.name)).collect();
         out.push('\n');
+        push(&mut out, &schema.render(migrate::SAVE_GRANTS));
         push(
             &mut out,
             &schema.render(&DROP_PROCEDURES.replace("{{names}}", &names.join(", "))),
@@ -81,6 +84,11 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
                 ),
             );
         }
+        out.push('\n');
+        push(
+            &mut out,
+            &schema.render(&migrate::GRANT_INSTALLED.replace("{{names}}", &names.join(", "))),
+        );
     }
     out.push('\n');
     push(&mut out, END);
@@ -110,6 +118,7 @@ mod tests {
         assert!(script.contains("\"Tenant_X\".instances"));
         assert!(script.contains("LOCK TABLE \"Tenant_X\"._duroxide_migrations"));
         assert!(script.trim_end().ends_with("COMMIT;"));
+        assert!(script.contains("REVOKE ALL ON FUNCTION %s FROM PUBLIC"));
         for procedure in migrate::procedures() {
             assert!(script.contains(&format!("-- procedure {}\n", procedure.name)));
         }

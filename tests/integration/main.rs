@@ -18,6 +18,7 @@ mod modes;
 mod notifications;
 mod orphans;
 mod plans;
+mod roles;
 mod schema_names;
 mod support;
 mod tenants;

@@ -1,8 +1,8 @@
 //! `duroxide-postgres`: run the tenants of a database from a shell.
 //!
 //! Migrate, verify and inspect tenant schemas, drop a tenant, print a
-//! schema's install script, and uninstall its stored procedures (the
-//! rollback to inline SQL). Everything goes through the library's
+//! schema's install script, uninstall its stored procedures (the rollback
+//! to inline SQL), and grant or revoke a least-privilege runtime role. Everything goes through the library's
 //! [`duroxide_postgres::tenants`] and [`duroxide_postgres::migrate`]; see
 //! docs/cli.md.
 
@@ -82,6 +82,30 @@ enum Command {
         /// The tenant schema.
         #[arg(long)]
         schema: String,
+    },
+    /// Give a runtime role exactly what a provider needs on a schema: USAGE
+    /// and EXECUTE on its procedures (EXECUTE revoked from PUBLIC), or with
+    /// --inline, USAGE and DML on its tables. Idempotent; run as the
+    /// schema's owner.
+    Grant {
+        /// The tenant schema.
+        #[arg(long)]
+        schema: String,
+        /// The runtime role.
+        #[arg(long)]
+        role: String,
+        /// Grant what inline SQL needs (table DML) instead of EXECUTE.
+        #[arg(long)]
+        inline: bool,
+    },
+    /// Take from a role every right on a schema and the objects in it.
+    Revoke {
+        /// The tenant schema.
+        #[arg(long)]
+        schema: String,
+        /// The role.
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -260,6 +284,45 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!(
                 "uninstalled {dropped} stored procedure(s) of {schema}; \
                  run its processes with DUROXIDE_POSTGRES_SQL_MODE=inline"
+            );
+            Ok(exit::OK)
+        }
+        Command::Grant {
+            schema,
+            role,
+            inline,
+        } => {
+            let schema = schema_name(&schema)?;
+            let pool = connect(url).await?;
+            let mode = if inline {
+                SqlMode::InlineSql
+            } else {
+                SqlMode::StoredProcedures
+            };
+            let rights = tenants::grant_runtime_role(&pool, &schema, &role, mode).await?;
+            match mode {
+                SqlMode::StoredProcedures => println!(
+                    "granted {role} on {schema}: USAGE, EXECUTE on {} function(s) (none to PUBLIC)",
+                    rights.executable_functions
+                ),
+                _ => println!(
+                    "granted {role} on {schema}: USAGE, SELECT on {} table(s), \
+                     INSERT/UPDATE/DELETE on {}",
+                    rights.readable_tables, rights.writable_tables
+                ),
+            }
+            Ok(exit::OK)
+        }
+        Command::Revoke { schema, role } => {
+            let schema = schema_name(&schema)?;
+            let pool = connect(url).await?;
+            let left = tenants::revoke_runtime_role(&pool, &schema, &role).await?;
+            println!(
+                "revoked {role} on {schema}; left (through PUBLIC or membership): \
+                 USAGE {}, {} executable function(s), {} readable table(s)",
+                if left.usage { "yes" } else { "no" },
+                left.executable_functions,
+                left.readable_tables
             );
             Ok(exit::OK)
         }

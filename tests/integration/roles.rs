@@ -1,0 +1,504 @@
+//! Least-privilege roles, with real roles connecting: a runtime role with
+//! `USAGE` on its schema and `EXECUTE` on its procedures runs everything in
+//! procedure mode and starts with `MigrationMode::Verify`; it cannot touch a
+//! table; a tenant's runtime role can neither call another tenant's
+//! procedures, read its tables, nor take its migration lock; and `EXECUTE`
+//! never reaches `PUBLIC`, reinstallation included.
+//!
+//! Roles are global to the server: each test creates its own, uniquely
+//! named, and drops them (`DROP OWNED`, `DROP ROLE`) whatever happened.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
+use duroxide_postgres::{
+    MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, SchemaName, SqlMode, tenants,
+};
+use futures::FutureExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::support::{
+    Kind, Slot, TestSchema, connect_options, fresh_schema_name, in_both_modes, pool, with_schema,
+    with_schemas,
+};
+
+/// Runs `body` with `n` new login roles (no rights), then drops them
+/// whatever happened.
+async fn with_roles<F, Fut>(n: usize, body: F)
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let admin = pool(2).await;
+    let roles: Vec<String> = (0..n)
+        .map(|i| fresh_schema_name(&format!("role{i}")))
+        .collect();
+    for role in &roles {
+        sqlx::query(&format!("CREATE ROLE \"{role}\" LOGIN"))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create role {role}: {e}"));
+    }
+    let outcome = AssertUnwindSafe(body(roles.clone())).catch_unwind().await;
+    for role in &roles {
+        for ddl in [
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            ),
+            format!("DROP OWNED BY \"{role}\""),
+            format!("DROP ROLE \"{role}\""),
+        ] {
+            if let Err(e) = sqlx::query(&ddl).execute(&admin).await {
+                eprintln!("{ddl}: {e}");
+            }
+        }
+    }
+    admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A pool connecting as `role` (the test server trusts local connections).
+async fn pool_as(role: &str, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(connect_options().username(role))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+}
+
+fn schema_name(schema: &TestSchema) -> SchemaName {
+    SchemaName::new(&schema.name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Migrates `schema` as the owner (the test's superuser) in procedure mode
+/// and grants `role` what a runtime in `mode` needs.
+async fn owner_installs_and_grants(schema: &TestSchema, role: &str, mode: SqlMode) {
+    schema.provider().await;
+    let rights = tenants::grant_runtime_role(&schema.pool, &schema_name(schema), role, mode)
+        .await
+        .unwrap_or_else(|e| panic!("grant {role}: {e}"));
+    assert!(rights.usage, "{rights:?}");
+}
+
+/// A provider on `schema` over `pool` in `mode` with `migrations`.
+async fn provider(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    migrations: MigrationMode,
+) -> Result<PostgresProvider, PgProviderError> {
+    PostgresProvider::from_pool_with(
+        pool.clone(),
+        PostgresOptions::default()
+            .schema(schema)
+            .sql_mode(mode)
+            .migration_mode(migrations),
+    )
+    .await
+}
+
+/// The SQLSTATE of running `sql` in a transaction on `pool` that is rolled
+/// back, `None` when it succeeded.
+async fn sqlstate_of(pool: &PgPool, sql: &str) -> Option<String> {
+    let mut tx = pool.begin().await.expect("begin");
+    let outcome = sqlx::raw_sql(sql).execute(&mut *tx).await;
+    drop(tx);
+    match outcome {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// The tables of `schema`, each with a column that is no identity.
+async fn tables_of(schema: &TestSchema) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, (SELECT a.attname::text FROM pg_attribute a \
+                                  WHERE a.attrelid = c.oid AND a.attnum > 0 \
+                                    AND a.attidentity = '' ORDER BY a.attnum LIMIT 1) \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
+    )
+    .bind(&schema.name)
+    .fetch_all(&schema.pool)
+    .await
+    .expect("tables")
+}
+
+/// Start, activities, a timer, a sub-orchestration, an external event, then
+/// delete: the smoke path, through a real runtime and client on `store`.
+async fn smoke_path(store: Arc<PostgresProvider>) {
+    let _slot = Slot::acquire(Kind::Runtime);
+    let activities = ActivityRegistry::builder()
+        .register("Greet", |_ctx: ActivityContext, name: String| async move {
+            Ok(format!("hello {name}"))
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "Child",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Greet", input).await
+            },
+        )
+        .register(
+            "Parent",
+            |ctx: OrchestrationContext, input: String| async move {
+                let greeting = ctx.schedule_activity("Greet", input.clone()).await?;
+                ctx.schedule_timer(Duration::from_millis(50)).await;
+                let child = ctx.schedule_sub_orchestration("Child", "child").await?;
+                ctx.set_custom_status("waiting");
+                let event = ctx.schedule_wait("Go").await;
+                Ok(format!("{greeting}/{child}/{event}"))
+            },
+        )
+        .build();
+    let options = RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let runtime =
+        Runtime::start_with_options(store.clone(), activities, orchestrations, options).await;
+    let client = Client::new(store);
+    client
+        .start_orchestration("smoke", "Parent", "world")
+        .await
+        .expect("start");
+    // The event is raised once the orchestration waits for it.
+    let mut seen = 0;
+    loop {
+        match client
+            .wait_for_status_change(
+                "smoke",
+                seen,
+                Duration::from_millis(20),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("status")
+        {
+            OrchestrationStatus::Running {
+                custom_status,
+                custom_status_version,
+            } => {
+                seen = custom_status_version;
+                if custom_status.as_deref() == Some("waiting") {
+                    break;
+                }
+            }
+            other => panic!("before the event: {other:?}"),
+        }
+    }
+    client
+        .raise_event("smoke", "Go", "go")
+        .await
+        .expect("raise");
+    match client
+        .wait_for_orchestration("smoke", Duration::from_secs(60))
+        .await
+        .expect("wait")
+    {
+        OrchestrationStatus::Completed { output, .. } => {
+            assert_eq!(output, "hello world/hello child/go");
+        }
+        other => panic!("smoke: {other:?}"),
+    }
+    let instances = client.list_all_instances().await.expect("list");
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let deleted = client
+        .delete_instance("smoke", false)
+        .await
+        .expect("delete");
+    assert_eq!(deleted.instances_deleted, 2, "the parent and its child");
+    assert!(matches!(
+        client
+            .get_orchestration_status("smoke")
+            .await
+            .expect("status"),
+        OrchestrationStatus::NotFound
+    ));
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_only_role_runs_the_smoke_path_with_verify() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_smoke", |schema| async move {
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            let rights = tenants::runtime_rights(&schema.pool, &schema_name(&schema), &role)
+                .await
+                .expect("rights");
+            assert_eq!(rights.readable_tables, 0, "{rights:?}");
+            assert_eq!(rights.executable_functions, rights.functions, "{rights:?}");
+            let runtime_pool = pool_as(&role, 8).await;
+
+            // Apply is refused, naming the right it lacks; Verify starts.
+            let refused = provider(
+                &runtime_pool,
+                &schema.name,
+                SqlMode::StoredProcedures,
+                MigrationMode::Apply,
+            )
+            .await
+            .expect_err("Apply as the runtime role must fail");
+            let message = refused.to_string();
+            assert!(
+                matches!(refused, PgProviderError::InsufficientPrivilege { .. })
+                    && message.contains(&role)
+                    && message.contains("_duroxide_migrations")
+                    && message.contains("MigrationMode::Verify"),
+                "{message}"
+            );
+            let store = provider(
+                &runtime_pool,
+                &schema.name,
+                SqlMode::StoredProcedures,
+                MigrationMode::Verify,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
+            let health = store.health().await;
+            assert!(health.is_ready(), "{health:?}");
+            assert_eq!(
+                store.schema_status().await.expect("status").applied_version,
+                Some(duroxide_postgres::migrate::latest_version())
+            );
+            smoke_path(Arc::new(store)).await;
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn execute_only_role_cannot_touch_a_table() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_tables", |schema| async move {
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            let runtime_pool = pool_as(&role, 2).await;
+            let tables = tables_of(&schema).await;
+            assert!(tables.len() >= 11, "{tables:?}");
+            for (table, column) in &tables {
+                let t = format!("\"{}\".{table}", schema.name);
+                for sql in [
+                    format!("SELECT * FROM {t}"),
+                    format!("INSERT INTO {t} DEFAULT VALUES"),
+                    format!("UPDATE {t} SET {column} = {column}"),
+                    format!("DELETE FROM {t}"),
+                    format!("TRUNCATE {t}"),
+                    format!("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"),
+                ] {
+                    assert_eq!(
+                        sqlstate_of(&runtime_pool, &sql).await.as_deref(),
+                        Some("42501"),
+                        "{sql}"
+                    );
+                }
+            }
+            // Its procedures work (the call above all ran as the owner).
+            let depths: (i64, i64) =
+                sqlx::query_as(&schema.sql("SELECT * FROM {{schema}}.get_queue_depths()"))
+                    .fetch_one(&runtime_pool)
+                    .await
+                    .expect("a procedure call");
+            assert_eq!(depths, (0, 0));
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Tenant A's runtime role (granted for `mode`) runs A and can do nothing
+/// to tenant B: call its procedures, read its tables, take its migration
+/// lock, or start a provider on it.
+async fn tenant_role_is_confined_to_its_schema(mode: SqlMode) {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schemas("roles_confined", 2, |schemas| async move {
+            let (a, b) = (&schemas[0], &schemas[1]);
+            owner_installs_and_grants(a, &role, mode).await;
+            b.provider().await;
+            let runtime_pool = pool_as(&role, 4).await;
+
+            // A works in `mode`, started with Verify.
+            let store = provider(&runtime_pool, &a.name, mode, MigrationMode::Verify)
+                .await
+                .unwrap_or_else(|e| panic!("{mode} provider on A: {e}"));
+            assert!(store.health().await.is_ready());
+            smoke_path(Arc::new(store)).await;
+
+            // B: nothing.
+            for sql in [
+                "SELECT * FROM {{schema}}.get_queue_depths()",
+                "SELECT {{schema}}.enqueue_work_item('x', 1, 1, '{}', NULL, NULL)",
+                "SELECT * FROM {{schema}}.schema_state()",
+                "SELECT * FROM {{schema}}.instances",
+                "SELECT * FROM {{schema}}._duroxide_migrations",
+                "LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE",
+            ] {
+                let sql = b.sql(sql);
+                assert_eq!(
+                    sqlstate_of(&runtime_pool, &sql).await.as_deref(),
+                    Some("42501"),
+                    "{sql}"
+                );
+            }
+            for migrations in [MigrationMode::Apply, MigrationMode::Verify] {
+                let refused = provider(&runtime_pool, &b.name, mode, migrations)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{migrations:?} on B must fail"));
+                assert!(
+                    matches!(refused, PgProviderError::InsufficientPrivilege { .. })
+                        || refused.sqlstate().as_deref() == Some("42501"),
+                    "{migrations:?} on B: {refused}"
+                );
+            }
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
+
+in_both_modes!(tenant_role_is_confined_to_its_schema: confined_procedures, confined_inline);
+
+/// The roles other than the owner that may execute a function of the
+/// schema, `public` for PUBLIC, and how many functions each.
+async fn executors(schema: &TestSchema) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'public' ELSE a.grantee::regrole::text END, count(*) \
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, \
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a \
+          WHERE n.nspname = $1 AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner \
+          GROUP BY 1 ORDER BY 1",
+    )
+    .bind(&schema.name)
+    .fetch_all(&schema.pool)
+    .await
+    .expect("executors")
+}
+
+#[tokio::test]
+async fn reinstallation_keeps_grants_and_never_reopens_public() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_reinstall", |schema| async move {
+            schema.provider().await;
+            let functions = duroxide_postgres::migrate::procedures().len() as i64;
+            assert_eq!(
+                executors(&schema).await,
+                vec![],
+                "no EXECUTE for PUBLIC after install"
+            );
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            // (Test role names need no quoting.)
+            let granted = vec![(role.clone(), functions)];
+            assert_eq!(executors(&schema).await, granted);
+
+            // Every procedure stale (a new build), and one missing (a
+            // procedure the new build adds): all reinstalled by the owner.
+            sqlx::query(
+                &schema.sql("UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00'"),
+            )
+            .execute(&schema.pool)
+            .await
+            .expect("stale");
+            sqlx::raw_sql(&schema.sql(
+                "DELETE FROM {{schema}}._duroxide_procedures WHERE name = 'get_parent_id'; \
+                 DROP FUNCTION {{schema}}.get_parent_id(text)",
+            ))
+            .execute(&schema.pool)
+            .await
+            .expect("missing");
+            schema.provider().await;
+            assert_eq!(executors(&schema).await, granted, "after reinstalling");
+
+            // The install script does the same.
+            let script = tenants::install_script(
+                &schema_name(&schema),
+                SqlMode::StoredProcedures,
+                Some(duroxide_postgres::migrate::latest_version()),
+            );
+            sqlx::raw_sql(&script)
+                .execute(&schema.pool)
+                .await
+                .expect("script");
+            assert_eq!(executors(&schema).await, granted, "after the script");
+
+            // Revoked: nothing left.
+            let left = tenants::revoke_runtime_role(&schema.pool, &schema_name(&schema), &role)
+                .await
+                .expect("revoke");
+            assert!(!left.usage && left.executable_functions == 0, "{left:?}");
+            assert_eq!(executors(&schema).await, vec![]);
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn grant_refuses_what_it_cannot_do() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_refusals", |schema| async move {
+            let name = schema_name(&schema);
+            // No tenant yet.
+            let missing =
+                tenants::grant_runtime_role(&schema.pool, &name, &role, SqlMode::StoredProcedures)
+                    .await
+                    .expect_err("no tenant");
+            assert_eq!(missing.sqlstate().as_deref(), Some("DX003"), "{missing}");
+            // Tables only: no procedures to grant.
+            schema.provider_in(SqlMode::InlineSql).await;
+            let no_procedures =
+                tenants::grant_runtime_role(&schema.pool, &name, &role, SqlMode::StoredProcedures)
+                    .await
+                    .expect_err("no procedures");
+            assert!(
+                no_procedures.to_string().contains("no stored procedures"),
+                "{no_procedures}"
+            );
+            // Unknown role.
+            let unknown = tenants::grant_runtime_role(
+                &schema.pool,
+                &name,
+                "no_such_role_x",
+                SqlMode::InlineSql,
+            )
+            .await
+            .expect_err("unknown role");
+            assert_eq!(unknown.sqlstate().as_deref(), Some("42704"), "{unknown}");
+            // A role that owns nothing cannot grant.
+            let runtime_pool = pool_as(&role, 1).await;
+            let denied =
+                tenants::grant_runtime_role(&runtime_pool, &name, &role, SqlMode::InlineSql)
+                    .await
+                    .expect_err("not the owner");
+            assert!(
+                denied.sqlstate().as_deref() == Some("42501")
+                    || matches!(denied, PgProviderError::InsufficientPrivilege { .. }),
+                "{denied}"
+            );
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
