@@ -5,16 +5,23 @@
 -- first, second and last statement).
 
 -- name: lease
--- The advisory keys of the instances the turn sends to, shared, in key order and
--- before the lease row is locked (the aggregate is complete before the join
--- emits a row to lock); then the lease, and the exclusive try of the own
--- instance's key (quiet: no writer of its queue in flight).
+-- The claim rows of the instances the turn sends to, created or locked, in
+-- instance order and before the lease row is locked (the count is complete
+-- before the join emits a row to lock); then the lease, and the try of the
+-- own instance's claim row without waiting (quiet: no writer of its queue in
+-- flight). ON CONFLICT DO UPDATE ... WHERE false locks an existing row
+-- without writing a new version of it.
 -- $1 token, $2 instances sent to. Returns the instance, the lease end, now
 -- and quiet.
+WITH claimed AS (
+    INSERT INTO {{schema}}.instance_claims AS c (instance_id)
+    SELECT DISTINCT u.id FROM pg_catalog.unnest($2::text[]) AS u(id) ORDER BY 1
+    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+    RETURNING 1)
 SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
-       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(l.instance_id)) AS quiet
-  FROM (SELECT count(pg_advisory_xact_lock_shared(hashtext('{{schema}}'), t.key)) AS n
-          FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest($2::text[]) AS u(id) ORDER BY 1) t) k,
+       coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = l.instance_id FOR UPDATE SKIP LOCKED), false) AS quiet
+  FROM (SELECT pg_catalog.count(*) AS n FROM claimed) k,
        {{schema}}.instance_locks l
  WHERE l.lock_token = $1::text
    FOR UPDATE OF l;

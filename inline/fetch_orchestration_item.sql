@@ -1,7 +1,8 @@
 -- fetch_orchestration_item, inline: the statements of procedures/fetch_orchestration_item.sql,
 -- run in one transaction by src/inline/orchestration.rs, which holds the loop
 -- over (at most 16) candidates and the early returns. Same candidate order,
--- same schema-scoped advisory claim key, same lease rules.
+-- same claim (the instance's instance_claims row, FOR UPDATE SKIP LOCKED),
+-- same lease rules.
 
 -- name: candidate
 -- The procedure's candidate statement: the oldest visible message (by
@@ -15,7 +16,9 @@
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
 -- $10 settle ms, $11 the lease (ms from the claim time).
 SELECT c.instance_id,
-       coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+       -- The claim: the instance's claim row, locked without waiting.
+       coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
        m.more,
        n.now_ms,
        CASE WHEN $9::boolean AND NOT m.more AND (c.instance_id IS NULL OR cardinality($1::text[]) = 0) THEN
@@ -193,6 +196,7 @@ SELECT CASE WHEN b.bytes <= $3::bigint THEN
 
 -- name: reclaim
 -- A claim of a known instance, for a fetch whose snapshot failed and rolled
--- back: its advisory key and the clock. $1 instance.
-SELECT pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext($1::text)) AS claimed,
+-- back: its claim row (without waiting) and the clock. $1 instance.
+SELECT coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = $1::text FOR UPDATE SKIP LOCKED), false) AS claimed,
        {{now_ms}} AS now_ms;

@@ -11,15 +11,17 @@
 --
 -- No wake-up is lost to a message that arrives while the turn commits. Every
 -- writer of an instance's orchestrator queue (enqueue_orchestrator_item,
--- ack_work_item, and this procedure for the instances it sends to) holds the
--- instance's advisory key shared until it commits; the ack tries the key of
--- its own instance exclusively before its last statement. Taken, any writer
--- that has not committed yet waits for this commit (so its own notification
--- comes after the lease is gone) and any that committed before is seen by
--- the last statement's snapshot; refused, a writer is in flight and the ack
--- notifies. The shared keys are taken first, in instance order, before any
--- row lock, in key order, as deletes take them (see docs/architecture.md,
--- "Lock order").
+-- ack_work_item, and this procedure for the instances it sends to) creates
+-- or locks the instance's claim row (instance_claims) and holds it until it
+-- commits; the ack tries its own instance's row (FOR UPDATE SKIP LOCKED)
+-- before its last statement. Taken, any writer that has not committed yet
+-- waits for this commit (so its own notification comes after the lease is
+-- gone) and any that committed before is seen by the last statement's
+-- snapshot; refused, a writer is in flight and the ack notifies. The rows of
+-- the instances sent to are locked first, in instance order, before any
+-- other row lock, as deletes lock them (see docs/architecture.md, "Lock
+-- order"). Row locks need rights on the table: a role without rights on the
+-- schema cannot hold any of them (advisory keys it could).
 CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
     p_lock_token        text,
     p_execution_id      bigint,
@@ -65,8 +67,9 @@ DECLARE
     v_quiet    boolean;
 BEGIN
     IF coalesce(array_length(p_orch_instances, 1), 0) > 0 THEN
-        PERFORM pg_advisory_xact_lock_shared(hashtext('{{schema}}'), k.key)
-           FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest(p_orch_instances) AS u(id) ORDER BY 1) k;
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+        SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id) ORDER BY 1
+        ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false;
     END IF;
 
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_until
@@ -81,7 +84,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'DX002', MESSAGE = 'Instance lock expired';
     END IF;
     -- Refused while a writer of this instance's queue is in flight.
-    v_quiet := pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(v_instance));
+    v_quiet := coalesce((SELECT true FROM {{schema}}.instance_claims k
+                          WHERE k.instance_id = v_instance FOR UPDATE SKIP LOCKED), false);
 
     DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = p_lock_token;
 

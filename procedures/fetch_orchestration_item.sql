@@ -6,9 +6,12 @@
 -- orchestrator_queue_visible_idx: timers waiting far ahead are never scanned,
 -- and each check on a candidate (lease, capability filter) is an index lookup
 -- for that row, so a fetch costs the same with ten instances or ten million.
--- The claim is a non-blocking, schema-scoped advisory lock on the instance
--- (pg_try_advisory_xact_lock: the skip-locked claim, per instance rather than
--- per row). Candidate rows are read without row locks on purpose: a
+-- The claim is the instance's row in instance_claims, locked FOR UPDATE SKIP
+-- LOCKED (the skip-locked claim, per instance rather than per message; a row
+-- lock needs rights on the table, so a role without rights on the schema
+-- cannot hold it, as it could an advisory key: issue 17). Every writer of
+-- the instance's queue creates that row (migrations/0003_instance_claims.sql).
+-- Candidate message rows are read without row locks on purpose: a
 -- dispatcher that skips an instance must not keep one of its messages locked,
 -- or the claimer would wait on it (deadlocks under load) or split the batch
 -- (breaking FIFO). The instance lease is taken (or taken over once expired)
@@ -121,14 +124,17 @@ BEGIN
         -- The oldest visible message (by visibility, then arrival) whose
         -- instance has no live lease and passes the capability filter; the
         -- non-blocking claim of its instance (the skip-locked claim, per
-        -- instance: a dispatcher that picked an instance being claimed moves
-        -- on instead of queueing behind, and deadlocking with, the claimer;
-        -- the key is scoped by schema, so tenants never contend); whether
+        -- instance: a dispatcher that picked an instance being claimed, or
+        -- written to, moves on instead of queueing behind, and deadlocking
+        -- with, the claimer; the row is the schema's own, so tenants never
+        -- contend); whether
         -- another instance is ready too; and, when there is no candidate or
         -- the first one is all there is, the next due time. The inline mode's
         -- candidate statement.
         SELECT c.instance_id,
-               coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+               -- The claim: the instance's claim row, locked without waiting.
+               coalesce((SELECT true FROM {{schema}}.instance_claims k
+                          WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
                m.more,
                n.now_ms,
                CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
@@ -238,7 +244,7 @@ BEGIN
         END IF;
 
         -- Every visible or parked message of the instance joins the batch, in
-        -- order. Only the claimer (holding the advisory lock) locks these rows,
+        -- order. Only the claimer (holding the claim row) locks these rows,
         -- so this can wait at most for a finishing ack or abandon of an
         -- expired lease.
         WITH locked AS (

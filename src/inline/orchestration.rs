@@ -17,7 +17,7 @@ const MAX_CANDIDATES: usize = 16;
 inline_sections! {
     /// Statements of the inline `fetch_orchestration_item`.
     pub(crate) struct FetchSql from "fetch_orchestration_item" {
-        /// Next candidate instance and its advisory claim.
+        /// Next candidate instance and its claim (its claim row, skip-locked).
         candidate,
         /// Take or take over the lease.
         lease,

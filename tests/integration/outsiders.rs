@@ -1,9 +1,9 @@
 //! A role with no rights on a tenant's schema cannot block or starve that
 //! tenant's instances (issue 17): it takes every lock it can reach — every
 //! advisory key it could compute from the schema and instance ids (the
-//! claim keys of releases up to 0.3, in both halves and as 64-bit keys), and
-//! tries the tenant's tables directly, which it may not — while the tenant's
-//! runtime runs orchestrations with activities to completion.
+//! claim keys used before migration 0003, halves swapped, and 64-bit keys),
+//! and tries the tenant's tables directly, which it may not — while the
+//! tenant's runtime runs orchestrations with activities to completion.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -42,8 +42,8 @@ async fn hoard_keys(schema: &TestSchema, role: &str) -> (PgConnection, i64) {
         .await
         .unwrap_or_else(|e| panic!("connect as {role}: {e}"));
     let quoted = format!("\"{}\"", schema.name);
-    // The schema-scoped two-key form (the claim, arrival and delete keys of
-    // 0.3) and its halves swapped, and 64-bit keys of the id and of the
+    // The schema-scoped two-key form (the claim, arrival and delete keys
+    // before migration 0003) and its halves swapped, and 64-bit keys of the id and of the
     // schema, for the schema name quoted and bare.
     for id in ids(schema) {
         for schema_name in [quoted.as_str(), schema.name.as_str()] {
@@ -106,7 +106,10 @@ async fn try_the_tables(outsider: &mut PgConnection, schema: &TestSchema) {
     assert!(tables.len() >= 8, "{tables:?}");
     for table in &tables {
         for statement in [
-            format!("LOCK TABLE \"{}\".\"{table}\" IN ACCESS EXCLUSIVE MODE NOWAIT", schema.name),
+            format!(
+                "LOCK TABLE \"{}\".\"{table}\" IN ACCESS EXCLUSIVE MODE NOWAIT",
+                schema.name
+            ),
             format!("SELECT 1 FROM \"{}\".\"{table}\" FOR UPDATE", schema.name),
         ] {
             sqlx::query("SAVEPOINT s")
