@@ -16,9 +16,12 @@
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
 -- $10 settle ms, $11 the lease (ms from the claim time).
 SELECT c.instance_id,
-       -- The claim: the instance's claim row, locked without waiting.
+       -- The claim: the instance's claim row, locked without waiting; and
+       -- whether the row exists at all (messages written without one, by an
+       -- older build or behind the provider's back, have none yet).
        coalesce((SELECT true FROM {{schema}}.instance_claims k
                   WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
+       EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
        m.more,
        n.now_ms,
        CASE WHEN $9::boolean AND NOT m.more AND (c.instance_id IS NULL OR cardinality($1::text[]) = 0) THEN
@@ -194,9 +197,17 @@ SELECT CASE WHEN b.bytes <= $3::bigint THEN
           FROM {{schema}}.kv_store s
          WHERE s.instance_id = $1::text) kv;
 
+-- name: create_claim
+-- The claim row of a candidate that has none (its messages were written by
+-- an older build or behind the provider's back); `reclaim` then claims it.
+-- Waits only for another transaction creating the same row. $1 instance.
+INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES ($1::text)
+ON CONFLICT (instance_id) DO NOTHING;
+
 -- name: reclaim
 -- A claim of a known instance, for a fetch whose snapshot failed and rolled
--- back: its claim row (without waiting) and the clock. $1 instance.
+-- back, or of a candidate whose claim row was just created: its claim row
+-- (without waiting) and the clock. $1 instance.
 SELECT coalesce((SELECT true FROM {{schema}}.instance_claims k
                   WHERE k.instance_id = $1::text FOR UPDATE SKIP LOCKED), false) AS claimed,
        {{now_ms}} AS now_ms;

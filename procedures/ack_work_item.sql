@@ -22,7 +22,9 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH claim AS (
-        INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (p_instance_id)
+        -- Only when a completion is queued (without one, there is no instance).
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+        SELECT p_instance_id WHERE p_work_item IS NOT NULL
         ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
         RETURNING 1),
     n AS (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k),

@@ -113,6 +113,7 @@ DECLARE
     v_exec      bigint;
     v_known     boolean;
     v_claimed   boolean;
+    v_has_row   boolean;
     v_more      boolean;
     v_due       bigint;
 BEGIN
@@ -132,9 +133,12 @@ BEGIN
         -- the first one is all there is, the next due time. The inline mode's
         -- candidate statement.
         SELECT c.instance_id,
-               -- The claim: the instance's claim row, locked without waiting.
+               -- The claim: the instance's claim row, locked without waiting; and
+               -- whether the row exists at all (messages written without one, by an
+               -- older build or behind the provider's back, have none yet).
                coalesce((SELECT true FROM {{schema}}.instance_claims k
                           WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
+               EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
                m.more,
                n.now_ms,
                CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
@@ -152,7 +156,7 @@ BEGIN
                           -- The claimed instance's own lease.
                           CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
                END AS next_due_ms
-          INTO v_instance, v_claimed, v_more, v_now, v_due
+          INTO v_instance, v_claimed, v_has_row, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
           LEFT JOIN LATERAL (
                SELECT q.instance_id, q.visible_at_ms, q.id
@@ -208,6 +212,16 @@ BEGIN
                         ORDER BY o.visible_at_ms, o.id
                         LIMIT 1) IS NOT NULL AS more
                OFFSET 0) m;
+        IF v_instance IS NOT NULL AND NOT v_claimed AND NOT v_has_row THEN
+            -- Messages without a claim row (written by an older build or
+            -- behind the provider's back): create it, then claim it. The
+            -- insert waits only for another transaction creating the same
+            -- row. The inline mode's `create_claim` and `reclaim` statements.
+            INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (v_instance)
+            ON CONFLICT (instance_id) DO NOTHING;
+            v_claimed := coalesce((SELECT true FROM {{schema}}.instance_claims k
+                                    WHERE k.instance_id = v_instance FOR UPDATE SKIP LOCKED), false);
+        END IF;
         IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
             CONTINUE;
