@@ -15,7 +15,10 @@
 -- one row (instance_id NULL: no candidate).
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
 -- $10 settle ms, $11 the lease (ms from the claim time).
-SELECT c.instance_id,
+-- lazy_commit: this transaction commits with synchronous_commit off (a
+-- lease lost to a crash is harmless; docs/architecture.md, "Durability").
+SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
+       c.instance_id,
        -- The claim: the instance's claim row, locked without waiting; and
        -- whether the row exists at all (messages written without one, by an
        -- older build or behind the provider's back, have none yet).

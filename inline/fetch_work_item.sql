@@ -12,7 +12,10 @@
 -- found).
 -- $1 tag mode, $2 tags, $3 owner, $4 sessions to skip, $5 next due, $6 the
 -- lock (ms from now).
-SELECT c.id, c.session_id, n.now_ms,
+-- lazy_commit: this transaction commits with synchronous_commit off (a
+-- lease lost to a crash is harmless; docs/architecture.md, "Durability").
+SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
+       c.id, c.session_id, n.now_ms,
        m.more,
        CASE WHEN $5::boolean AND NOT m.more AND (c.id IS NULL OR cardinality($4::text[]) = 0) THEN
             least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q

@@ -117,6 +117,12 @@ DECLARE
     v_more      boolean;
     v_due       bigint;
 BEGIN
+    -- A lease (and what a fetch writes with it: attempt counts, parked or
+    -- dropped orphans) lost to a crash is harmless: the messages are
+    -- delivered again (docs/architecture.md, "Durability"). So this
+    -- transaction commits without waiting for its WAL flush; any later
+    -- durable commit (an ack) flushes it with its own.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     IF p_filter AND p_min_major IS NULL THEN
         RETURN;
     END IF;

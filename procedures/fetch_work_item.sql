@@ -46,6 +46,11 @@ DECLARE
     v_more    boolean;
     v_due     bigint;
 BEGIN
+    -- A lease, a session taken and an attempt count lost to a crash are
+    -- harmless: the activity is delivered again (docs/architecture.md,
+    -- "Durability"). So this transaction commits without waiting for its
+    -- WAL flush; any later durable commit flushes it with its own.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     FOR v_try IN 1..8 LOOP
         -- The same statement as the inline mode's candidate.
         SELECT c.id, c.session_id, n.now_ms,

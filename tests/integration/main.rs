@@ -5,6 +5,7 @@
 
 mod arrivals;
 mod concurrency;
+mod crash;
 mod deletion_races;
 mod differential;
 mod fairness;
