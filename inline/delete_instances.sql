@@ -69,12 +69,12 @@ WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY ($1::text[
      d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY ($1::text[])),
      c AS (DELETE FROM {{schema}}.instance_claims c WHERE c.instance_id = ANY ($1::text[])),
      i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY ($1::text[]))
-SELECT (SELECT count(*) FROM e) AS executions_deleted,
-       (SELECT count(*) FROM h) AS events_deleted,
-       (SELECT count(*) FROM q) + (SELECT count(*) FROM w) AS queue_messages_deleted;
+SELECT (SELECT pg_catalog.count(*) FROM e) AS executions_deleted,
+       (SELECT pg_catalog.count(*) FROM h) AS events_deleted,
+       (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w) AS queue_messages_deleted;
 
 -- name: sweep
 -- Completions committed while the purge waited for their activities (its
 -- snapshot could not see them), so no message outlives its instance.
 WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY ($1::text[]) RETURNING 1)
-SELECT count(*) FROM late;
+SELECT pg_catalog.count(*) FROM late;

@@ -49,8 +49,8 @@ BEGIN
          WHERE p_work_item IS NOT NULL
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM done)
-      FROM (SELECT count(*)
-              FROM (SELECT pg_notify('{{channel}}',
+      FROM (SELECT pg_catalog.count(*)
+              FROM (SELECT pg_catalog.pg_notify('{{channel}}',
                                -- 'orchestrator settle': other activities of the
                                -- instance are still queued or running, so more
                                -- completions are on their way (see src/notify.rs).

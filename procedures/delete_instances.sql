@@ -41,7 +41,7 @@ DECLARE
     v_events     bigint;
     v_messages   bigint;
 BEGIN
-    IF coalesce(array_length(p_ids, 1), 0) = 0 THEN
+    IF coalesce(pg_catalog.array_length(p_ids, 1), 0) = 0 THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint;
         RETURN;
     END IF;
@@ -62,7 +62,7 @@ BEGIN
          LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'DX004',
-                MESSAGE = format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
+                MESSAGE = pg_catalog.format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
         END IF;
     END IF;
 
@@ -72,7 +72,7 @@ BEGIN
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'DX004',
-            MESSAGE = format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
+            MESSAGE = pg_catalog.format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
     END IF;
 
     WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RETURNING 1),
@@ -84,12 +84,12 @@ BEGIN
          d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY (p_ids)),
          c AS (DELETE FROM {{schema}}.instance_claims c WHERE c.instance_id = ANY (p_ids)),
          i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
-    SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM h), (SELECT count(*) FROM q) + (SELECT count(*) FROM w)
+    SELECT (SELECT pg_catalog.count(*) FROM e), (SELECT pg_catalog.count(*) FROM h), (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w)
       INTO v_executions, v_events, v_messages;
 
     WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT v_messages + count(*) INTO v_messages FROM late;
+    SELECT v_messages + pg_catalog.count(*) INTO v_messages FROM late;
 
-    RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
+    RETURN QUERY SELECT pg_catalog.array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
 END
 $$;

@@ -92,7 +92,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_token     text := gen_random_uuid()::text;
+    v_token     text := pg_catalog.gen_random_uuid()::text;
     -- When the server received this call: leases count from here (the
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server
@@ -147,17 +147,17 @@ BEGIN
                EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
                m.more,
                n.now_ms,
-               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
-                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
+                    least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms),
-                          (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                          (SELECT pg_catalog.min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                             WHERE l.locked_until_ms > n.now_ms),
-                          (SELECT min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
-                             FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                          (SELECT pg_catalog.min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
+                             FROM (SELECT pg_catalog.max(q.visible_at_ms) AS newest, pg_catalog.min(q.visible_at_ms) AS oldest
                                      FROM {{schema}}.orchestrator_queue q
                                     WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
                                     GROUP BY q.instance_id
-                                   HAVING max(q.visible_at_ms) > n.now_ms - p_settle_ms
+                                   HAVING pg_catalog.max(q.visible_at_ms) > n.now_ms - p_settle_ms
                                       AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
                           -- The claimed instance's own lease.
                           CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
@@ -275,10 +275,10 @@ BEGIN
              WHERE q.instance_id = v_instance
                AND (q.visible_at_ms <= v_now OR q.orphan_since_ms IS NOT NULL)
          RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
-        SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
-               bool_and(k.item_kind = 'QueueMessage'),
-               bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
-               bool_or(k.orphan_since_ms IS NOT NULL)
+        SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id), pg_catalog.max(k.attempt_count),
+               pg_catalog.bool_and(k.item_kind = 'QueueMessage'),
+               pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
+               pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL)
           INTO v_messages, v_attempts, v_all_queue, v_has_start, v_has_parked
           FROM locked k;
         IF v_messages IS NULL THEN
@@ -295,7 +295,7 @@ BEGIN
         v_known := FOUND;
 
         IF NOT v_known THEN
-            SELECT coalesce(max(h.execution_id), 1) INTO v_exec
+            SELECT coalesce(pg_catalog.max(h.execution_id), 1) INTO v_exec
               FROM {{schema}}.history h
              WHERE h.instance_id = v_instance;
             IF NOT v_has_start AND NOT EXISTS (
@@ -353,24 +353,24 @@ BEGIN
             RETURN QUERY
             SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
                    CASE WHEN b.bytes <= p_max_history_bytes THEN
-                        (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+                        (SELECT coalesce(pg_catalog.array_agg(h.event_data ORDER BY h.event_id), '{}')
                            FROM {{schema}}.history h
                           WHERE h.instance_id = v_instance AND h.execution_id = v_exec) END,
                    CASE WHEN b.bytes > p_max_history_bytes THEN
-                        format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
+                        pg_catalog.format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
                    kv.keys, kv.vals, kv.updated, v_more, v_due
-              FROM (SELECT coalesce(sum(octet_length(h.event_data)), 0) AS bytes
+              FROM (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.event_data)), 0) AS bytes
                       FROM {{schema}}.history h
                      WHERE h.instance_id = v_instance AND h.execution_id = v_exec) b,
-                   (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
-                           coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
-                           coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+                   (SELECT coalesce(pg_catalog.array_agg(s.key ORDER BY s.key), '{}') AS keys,
+                           coalesce(pg_catalog.array_agg(s.value ORDER BY s.key), '{}') AS vals,
+                           coalesce(pg_catalog.array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
                       FROM {{schema}}.kv_store s
                      WHERE s.instance_id = v_instance) kv;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             RETURN QUERY
             SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
-                   NULL::text[], format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
+                   NULL::text[], pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
                    '{}'::text[], '{}'::text[], '{}'::bigint[], v_more, v_due;
         END;
         RETURN;

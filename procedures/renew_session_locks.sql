@@ -23,6 +23,6 @@ BEGIN
         RETURNING 1)
     -- Commits with synchronous_commit off: a renewal lost to a crash is
     -- harmless (docs/architecture.md, "Durability").
-    SELECT count(*) FROM renewed, (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
+    SELECT pg_catalog.count(*) FROM renewed, (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;
