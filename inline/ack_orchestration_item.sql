@@ -5,16 +5,23 @@
 -- first, second and last statement).
 
 -- name: lease
--- The advisory keys of the instances the turn sends to, shared, in key order and
--- before the lease row is locked (the aggregate is complete before the join
--- emits a row to lock); then the lease, and the exclusive try of the own
--- instance's key (quiet: no writer of its queue in flight).
+-- The claim rows of the instances the turn sends to, created or locked, in
+-- instance order and before the lease row is locked (the count is complete
+-- before the join emits a row to lock); then the lease, and the try of the
+-- own instance's claim row without waiting (quiet: no writer of its queue in
+-- flight). ON CONFLICT DO UPDATE ... WHERE false locks an existing row
+-- without writing a new version of it.
 -- $1 token, $2 instances sent to. Returns the instance, the lease end, now
 -- and quiet.
+WITH claimed AS (
+    INSERT INTO {{schema}}.instance_claims AS c (instance_id)
+    SELECT DISTINCT u.id FROM pg_catalog.unnest($2::text[]) AS u(id) ORDER BY 1
+    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+    RETURNING 1)
 SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
-       pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(l.instance_id)) AS quiet
-  FROM (SELECT count(pg_advisory_xact_lock_shared(hashtext('{{schema}}'), t.key)) AS n
-          FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest($2::text[]) AS u(id) ORDER BY 1) t) k,
+       coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = l.instance_id FOR UPDATE SKIP LOCKED), false) AS quiet
+  FROM (SELECT pg_catalog.count(*) AS n FROM claimed) k,
        {{schema}}.instance_locks l
  WHERE l.lock_token = $1::text
    FOR UPDATE OF l;
@@ -57,7 +64,7 @@ UPDATE {{schema}}.instances i
 -- $2 execution, $3 event ids, $4 event types, $5 event data, $6 now.
 INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
 SELECT $1::text, $2::bigint, u.event_id, u.event_type, u.event_data, $6::bigint
-  FROM unnest($3::bigint[], $4::text[], $5::text[]) AS u(event_id, event_type, event_data);
+  FROM ROWS FROM (pg_catalog.unnest($3::bigint[]), pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::text[])) AS u(event_id, event_type, event_data);
 
 -- name: set_status
 -- $2 execution, $3 status, $4 output, $5 now.
@@ -120,14 +127,14 @@ DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = $1::text;
 INSERT INTO {{schema}}.worker_queue
        (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
 SELECT u.work_item, $7::bigint, u.instance_id, u.execution_id, u.activity_id, u.session_id, u.tag, $7::bigint
-  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[])
+  FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::bigint[]), pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::text[]))
        WITH ORDINALITY AS u(work_item, instance_id, execution_id, activity_id, session_id, tag, n)
  ORDER BY u.n;
 
 -- name: cancel_activities
 -- $1..$3 instances, executions, activity ids.
 DELETE FROM {{schema}}.worker_queue w
- USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(instance_id, execution_id, activity_id)
+ USING ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::bigint[])) AS c(instance_id, execution_id, activity_id)
  WHERE w.instance_id = c.instance_id
    AND w.execution_id = c.execution_id
    AND w.activity_id = c.activity_id;
@@ -136,7 +143,7 @@ DELETE FROM {{schema}}.worker_queue w
 -- $1..$4 instances, kinds, items, visible ms (NULL: now); $5 now.
 INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
 SELECT u.instance_id, u.item_kind, u.work_item, coalesce(u.visible_at_ms, $5::bigint), $5::bigint
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+  FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::bigint[]))
        WITH ORDINALITY AS u(instance_id, item_kind, work_item, visible_at_ms, n)
  ORDER BY u.n;
 
@@ -147,8 +154,8 @@ SELECT u.instance_id, u.item_kind, u.work_item, coalesce(u.visible_at_ms, $5::bi
 -- enqueued or a writer of the instance's queue in flight, $4 worker items
 -- enqueued.
 WITH released AS (DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = $1::text)
-SELECT (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator')
+SELECT (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'orchestrator')
                                WHERE $3::boolean
                                   OR EXISTS (SELECT 1 FROM {{schema}}.orchestrator_queue q
                                               WHERE q.instance_id = $2::text)) o)
-     + (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'worker') WHERE $4::boolean) w);
+     + (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'worker') WHERE $4::boolean) w);

@@ -1,16 +1,21 @@
 -- delete_instances, inline: the statements of procedures/delete_instances.sql,
 -- run in one transaction by src/inline/deletion.rs, which raises DX004 where
 -- the procedure does. $1 is always the listed ids. The first four statements
--- take the procedure's locks in its order (claim key, leases, messages,
+-- take the procedure's locks in its order (claim row, leases, messages,
 -- instance rows; docs/architecture.md, "Lock order"), each in a statement of
 -- its own, so that each sees what the waits before it let commit.
 
 -- name: claim
--- The fetch's advisory claim of every listed id, in key order, blocking:
--- a fetch that claimed one of them commits its lease first.
-SELECT count(*) AS claimed
-  FROM (SELECT pg_advisory_xact_lock(hashtext('{{schema}}'), k.key)
-          FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest($1::text[]) AS u(id) ORDER BY 1) k) c;
+-- The claim row of every listed id (the fetch's claim), created when
+-- missing, in id order, blocking: a fetch that claimed one of them commits
+-- its lease first, and a writer of their queues commits first or waits for
+-- the purge.
+WITH claimed AS (
+    INSERT INTO {{schema}}.instance_claims AS c (instance_id)
+    SELECT DISTINCT u.id FROM pg_catalog.unnest($1::text[]) AS u(id) ORDER BY 1
+    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+    RETURNING 1)
+SELECT pg_catalog.count(*) AS claimed FROM claimed;
 
 -- name: lock_leases
 -- Their leases: an ack or abandon in flight commits first; a lease a fetch
@@ -62,13 +67,14 @@ WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY ($1::text[
      l AS (DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY ($1::text[])),
      s AS (DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY ($1::text[])),
      d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY ($1::text[])),
+     c AS (DELETE FROM {{schema}}.instance_claims c WHERE c.instance_id = ANY ($1::text[])),
      i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY ($1::text[]))
-SELECT (SELECT count(*) FROM e) AS executions_deleted,
-       (SELECT count(*) FROM h) AS events_deleted,
-       (SELECT count(*) FROM q) + (SELECT count(*) FROM w) AS queue_messages_deleted;
+SELECT (SELECT pg_catalog.count(*) FROM e) AS executions_deleted,
+       (SELECT pg_catalog.count(*) FROM h) AS events_deleted,
+       (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w) AS queue_messages_deleted;
 
 -- name: sweep
 -- Completions committed while the purge waited for their activities (its
 -- snapshot could not see them), so no message outlives its instance.
 WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY ($1::text[]) RETURNING 1)
-SELECT count(*) FROM late;
+SELECT pg_catalog.count(*) FROM late;

@@ -1,7 +1,8 @@
 -- fetch_orchestration_item, inline: the statements of procedures/fetch_orchestration_item.sql,
 -- run in one transaction by src/inline/orchestration.rs, which holds the loop
 -- over (at most 16) candidates and the early returns. Same candidate order,
--- same schema-scoped advisory claim key, same lease rules.
+-- same claim (the instance's instance_claims row, FOR UPDATE SKIP LOCKED),
+-- same lease rules.
 
 -- name: candidate
 -- The procedure's candidate statement: the oldest visible message (by
@@ -14,21 +15,29 @@
 -- one row (instance_id NULL: no candidate).
 -- $1 skip text[], $2 filter, $3..$8 min/max major/minor/patch, $9 next due,
 -- $10 settle ms, $11 the lease (ms from the claim time).
-SELECT c.instance_id,
-       coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+-- lazy_commit: this transaction commits with synchronous_commit off (a
+-- lease lost to a crash is harmless; docs/architecture.md, "Durability").
+SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
+       c.instance_id,
+       -- The claim: the instance's claim row, locked without waiting; and
+       -- whether the row exists at all (messages written without one, by an
+       -- older build or behind the provider's back, have none yet).
+       coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
+       EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
        m.more,
        n.now_ms,
-       CASE WHEN $9::boolean AND NOT m.more AND (c.instance_id IS NULL OR cardinality($1::text[]) = 0) THEN
-            least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+       CASE WHEN $9::boolean AND NOT m.more AND (c.instance_id IS NULL OR pg_catalog.cardinality($1::text[]) = 0) THEN
+            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                     WHERE q.visible_at_ms > n.now_ms),
-                  (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                  (SELECT pg_catalog.min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                     WHERE l.locked_until_ms > n.now_ms),
-                  (SELECT min(least(g.newest + $10::bigint, g.oldest + 5 * $10::bigint))
-                     FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                  (SELECT pg_catalog.min(least(g.newest + $10::bigint, g.oldest + 5 * $10::bigint))
+                     FROM (SELECT pg_catalog.max(q.visible_at_ms) AS newest, pg_catalog.min(q.visible_at_ms) AS oldest
                              FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms - 5 * $10::bigint AND q.visible_at_ms <= n.now_ms
                             GROUP BY q.instance_id
-                           HAVING max(q.visible_at_ms) > n.now_ms - $10::bigint
+                           HAVING pg_catalog.max(q.visible_at_ms) > n.now_ms - $10::bigint
                               AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
                   -- The claimed instance's own lease.
                   CASE WHEN c.instance_id IS NOT NULL THEN n.now_ms + $11::bigint END) - n.now_ms
@@ -115,11 +124,11 @@ WITH locked AS (
      WHERE q.instance_id = $1::text
        AND (q.visible_at_ms <= $3::bigint OR q.orphan_since_ms IS NOT NULL)
  RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
-SELECT array_agg(k.work_item ORDER BY k.id) AS messages,
-       max(k.attempt_count) AS attempts,
-       bool_and(k.item_kind = 'QueueMessage') AS all_queue,
-       bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start,
-       bool_or(k.orphan_since_ms IS NOT NULL) AS has_parked
+SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id) AS messages,
+       pg_catalog.max(k.attempt_count) AS attempts,
+       pg_catalog.bool_and(k.item_kind = 'QueueMessage') AS all_queue,
+       pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start,
+       pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL) AS has_parked
   FROM locked k;
 
 -- name: release_lease
@@ -139,7 +148,7 @@ SELECT x.execution_id,
        EXISTS (SELECT 1 FROM {{schema}}.history h
                 WHERE h.instance_id = $1::text AND h.execution_id = x.execution_id
                   AND h.event_type = 'OrchestrationStarted') AS started
-  FROM (SELECT coalesce(max(h.execution_id), 1) AS execution_id
+  FROM (SELECT coalesce(pg_catalog.max(h.execution_id), 1) AS execution_id
           FROM {{schema}}.history h
          WHERE h.instance_id = $1::text) x;
 
@@ -176,23 +185,32 @@ UPDATE {{schema}}.orchestrator_queue q
 -- instead, measured from the stored lengths), and the instance's KV store.
 -- $1 instance, $2 execution, $3 max history bytes.
 SELECT CASE WHEN b.bytes <= $3::bigint THEN
-            (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+            (SELECT coalesce(pg_catalog.array_agg(h.event_data ORDER BY h.event_id), '{}')
                FROM {{schema}}.history h
               WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) END AS history,
        CASE WHEN b.bytes > $3::bigint THEN
             pg_catalog.format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, $3::bigint) END AS history_error,
        kv.keys AS kv_keys, kv.vals AS kv_values, kv.updated AS kv_updated_ms
-  FROM (SELECT coalesce(sum(octet_length(h.event_data)), 0) AS bytes
+  FROM (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.event_data)), 0) AS bytes
           FROM {{schema}}.history h
          WHERE h.instance_id = $1::text AND h.execution_id = $2::bigint) b,
-       (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
-               coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
-               coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+       (SELECT coalesce(pg_catalog.array_agg(s.key ORDER BY s.key), '{}') AS keys,
+               coalesce(pg_catalog.array_agg(s.value ORDER BY s.key), '{}') AS vals,
+               coalesce(pg_catalog.array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
           FROM {{schema}}.kv_store s
          WHERE s.instance_id = $1::text) kv;
 
+-- name: create_claim
+-- The claim row of a candidate that has none (its messages were written by
+-- an older build or behind the provider's back); `reclaim` then claims it.
+-- Waits only for another transaction creating the same row. $1 instance.
+INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES ($1::text)
+ON CONFLICT (instance_id) DO NOTHING;
+
 -- name: reclaim
 -- A claim of a known instance, for a fetch whose snapshot failed and rolled
--- back: its advisory key and the clock. $1 instance.
-SELECT pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext($1::text)) AS claimed,
+-- back, or of a candidate whose claim row was just created: its claim row
+-- (without waiting) and the clock. $1 instance.
+SELECT coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = $1::text FOR UPDATE SKIP LOCKED), false) AS claimed,
        {{now_ms}} AS now_ms;

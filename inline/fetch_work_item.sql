@@ -12,14 +12,17 @@
 -- found).
 -- $1 tag mode, $2 tags, $3 owner, $4 sessions to skip, $5 next due, $6 the
 -- lock (ms from now).
-SELECT c.id, c.session_id, n.now_ms,
+-- lazy_commit: this transaction commits with synchronous_commit off (a
+-- lease lost to a crash is harmless; docs/architecture.md, "Durability").
+SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
+       c.id, c.session_id, n.now_ms,
        m.more,
-       CASE WHEN $5::boolean AND NOT m.more AND (c.id IS NULL OR cardinality($4::text[]) = 0) THEN
-            least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+       CASE WHEN $5::boolean AND NOT m.more AND (c.id IS NULL OR pg_catalog.cardinality($4::text[]) = 0) THEN
+            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
                     WHERE q.visible_at_ms > n.now_ms),
-                  (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                  (SELECT pg_catalog.min(q.locked_until_ms) FROM {{schema}}.worker_queue q
                     WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
-                  (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
+                  (SELECT pg_catalog.min(s.locked_until_ms) FROM {{schema}}.sessions s
                     WHERE s.locked_until_ms > n.now_ms),
                   -- The claimed item's own lock.
                   CASE WHEN c.id IS NOT NULL THEN n.now_ms + $6::bigint END) - n.now_ms

@@ -34,7 +34,10 @@ BEGIN
           FROM released r, n
          WHERE q.lock_token = p_lock_token AND q.instance_id = r.instance_id
         RETURNING 1)
+    -- Commits with synchronous_commit off: an abandon lost to a crash is
+    -- harmless, the lease then ends on its own (docs/architecture.md, "Durability").
     SELECT EXISTS (SELECT 1 FROM released)
-      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'orchestrator') FROM released) x) notified;
+      FROM (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'orchestrator') FROM released) x) notified,
+           (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

@@ -22,7 +22,10 @@ BEGIN
                attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END
          WHERE q.lock_token = p_lock_token
         RETURNING 1)
+    -- Commits with synchronous_commit off: an abandon lost to a crash is
+    -- harmless, the lock then ends on its own (docs/architecture.md, "Durability").
     SELECT EXISTS (SELECT 1 FROM released)
-      FROM (SELECT count(*) FROM (SELECT pg_notify('{{channel}}', 'worker') FROM released) x) notified;
+      FROM (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'worker') FROM released) x) notified,
+           (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

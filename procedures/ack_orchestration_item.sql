@@ -11,15 +11,17 @@
 --
 -- No wake-up is lost to a message that arrives while the turn commits. Every
 -- writer of an instance's orchestrator queue (enqueue_orchestrator_item,
--- ack_work_item, and this procedure for the instances it sends to) holds the
--- instance's advisory key shared until it commits; the ack tries the key of
--- its own instance exclusively before its last statement. Taken, any writer
--- that has not committed yet waits for this commit (so its own notification
--- comes after the lease is gone) and any that committed before is seen by
--- the last statement's snapshot; refused, a writer is in flight and the ack
--- notifies. The shared keys are taken first, in instance order, before any
--- row lock, in key order, as deletes take them (see docs/architecture.md,
--- "Lock order").
+-- ack_work_item, and this procedure for the instances it sends to) creates
+-- or locks the instance's claim row (instance_claims) and holds it until it
+-- commits; the ack tries its own instance's row (FOR UPDATE SKIP LOCKED)
+-- before its last statement. Taken, any writer that has not committed yet
+-- waits for this commit (so its own notification comes after the lease is
+-- gone) and any that committed before is seen by the last statement's
+-- snapshot; refused, a writer is in flight and the ack notifies. The rows of
+-- the instances sent to are locked first, in instance order, before any
+-- other row lock, as deletes lock them (see docs/architecture.md, "Lock
+-- order"). Row locks need rights on the table: a role without rights on the
+-- schema cannot hold any of them (advisory keys it could).
 CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
     p_lock_token        text,
     p_execution_id      bigint,
@@ -65,9 +67,10 @@ DECLARE
     v_now      bigint;
     v_quiet    boolean;
 BEGIN
-    IF coalesce(array_length(p_orch_instances, 1), 0) > 0 THEN
-        PERFORM pg_advisory_xact_lock_shared(hashtext('{{schema}}'), k.key)
-           FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest(p_orch_instances) AS u(id) ORDER BY 1) k;
+    IF coalesce(pg_catalog.array_length(p_orch_instances, 1), 0) > 0 THEN
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+        SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id) ORDER BY 1
+        ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false;
     END IF;
 
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_until
@@ -82,7 +85,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'DX002', MESSAGE = 'Instance lock expired';
     END IF;
     -- Refused while a writer of this instance's queue is in flight.
-    v_quiet := pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(v_instance));
+    v_quiet := coalesce((SELECT true FROM {{schema}}.instance_claims k
+                          WHERE k.instance_id = v_instance FOR UPDATE SKIP LOCKED), false);
 
     DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = p_lock_token;
 
@@ -114,7 +118,7 @@ BEGIN
 
     INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms)
     SELECT v_instance, p_execution_id, u.event_id, u.event_type, u.event_data, v_now
-      FROM unnest(p_event_ids, p_event_types, p_event_data) AS u(event_id, event_type, event_data);
+      FROM ROWS FROM (pg_catalog.unnest(p_event_ids), pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_event_data)) AS u(event_id, event_type, event_data);
 
     IF p_status IS NOT NULL THEN
         UPDATE {{schema}}.executions e
@@ -129,7 +133,7 @@ BEGIN
     END IF;
 
     -- KV changes of this turn, in event order.
-    FOR v_i IN 1..coalesce(array_length(p_kv_ops, 1), 0) LOOP
+    FOR v_i IN 1..coalesce(pg_catalog.array_length(p_kv_ops, 1), 0) LOOP
         CASE p_kv_ops[v_i]
         WHEN 'set' THEN
             INSERT INTO {{schema}}.kv_delta AS d (instance_id, key, value, last_updated_at_ms)
@@ -169,14 +173,13 @@ BEGIN
     INSERT INTO {{schema}}.worker_queue
            (work_item, visible_at_ms, instance_id, execution_id, activity_id, session_id, tag, created_at_ms)
     SELECT u.work_item, v_now, u.instance_id, u.execution_id, u.activity_id, u.session_id, u.tag, v_now
-      FROM unnest(p_worker_items, p_worker_instances, p_worker_executions, p_worker_activities,
-                  p_worker_sessions, p_worker_tags)
+      FROM ROWS FROM (pg_catalog.unnest(p_worker_items), pg_catalog.unnest(p_worker_instances), pg_catalog.unnest(p_worker_executions), pg_catalog.unnest(p_worker_activities), pg_catalog.unnest(p_worker_sessions), pg_catalog.unnest(p_worker_tags))
            WITH ORDINALITY AS u(work_item, instance_id, execution_id, activity_id, session_id, tag, n)
      ORDER BY u.n;
 
-    IF coalesce(array_length(p_cancel_instances, 1), 0) > 0 THEN
+    IF coalesce(pg_catalog.array_length(p_cancel_instances, 1), 0) > 0 THEN
         DELETE FROM {{schema}}.worker_queue w
-         USING unnest(p_cancel_instances, p_cancel_executions, p_cancel_activities) AS c(instance_id, execution_id, activity_id)
+         USING ROWS FROM (pg_catalog.unnest(p_cancel_instances), pg_catalog.unnest(p_cancel_executions), pg_catalog.unnest(p_cancel_activities)) AS c(instance_id, execution_id, activity_id)
          WHERE w.instance_id = c.instance_id
            AND w.execution_id = c.execution_id
            AND w.activity_id = c.activity_id;
@@ -184,7 +187,7 @@ BEGIN
 
     INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
     SELECT u.instance_id, u.item_kind, u.work_item, coalesce(u.visible_at_ms, v_now), v_now
-      FROM unnest(p_orch_instances, p_orch_kinds, p_orch_items, p_orch_visible_ms)
+      FROM ROWS FROM (pg_catalog.unnest(p_orch_instances), pg_catalog.unnest(p_orch_kinds), pg_catalog.unnest(p_orch_items), pg_catalog.unnest(p_orch_visible_ms))
            WITH ORDINALITY AS u(instance_id, item_kind, work_item, visible_at_ms, n)
      ORDER BY u.n;
 
@@ -193,11 +196,11 @@ BEGIN
     -- Wake waiters at commit: orchestrators for new messages, for messages
     -- that arrived while the instance was leased or that are arriving now,
     -- workers for new activities.
-    PERFORM pg_notify('{{channel}}', 'orchestrator')
-      WHERE coalesce(array_length(p_orch_items, 1), 0) > 0
+    PERFORM pg_catalog.pg_notify('{{channel}}', 'orchestrator')
+      WHERE coalesce(pg_catalog.array_length(p_orch_items, 1), 0) > 0
          OR NOT v_quiet
          OR EXISTS (SELECT 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = v_instance);
-    PERFORM pg_notify('{{channel}}', 'worker')
-      WHERE coalesce(array_length(p_worker_items, 1), 0) > 0;
+    PERFORM pg_catalog.pg_notify('{{channel}}', 'worker')
+      WHERE coalesce(pg_catalog.array_length(p_worker_items, 1), 0) > 0;
 END
 $$;

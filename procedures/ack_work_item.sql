@@ -5,10 +5,10 @@
 -- session, if any, records the activity. An enqueued completion wakes the
 -- schema's orchestrator waiters at commit; the payload says whether more
 -- completions of the instance are on their way ('orchestrator settle').
--- The instance's advisory key is held shared from before any row lock until
--- commit (`n` is read before the delete locks a row), so an ack of the
--- instance committing meanwhile sees the completion or notifies for it (see
--- ack_orchestration_item.sql).
+-- The instance's claim row (instance_claims) is created or locked before any
+-- other row lock (`n` reads `claim` before the delete locks a row) and held
+-- until commit, so an ack of the instance committing meanwhile sees the
+-- completion or notifies for it (see ack_orchestration_item.sql).
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item(
     p_lock_token    text,
     p_instance_id   text,
@@ -22,8 +22,13 @@ SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY
-    WITH n AS (SELECT {{now_ms}} AS now_ms
-                 FROM (SELECT pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(p_instance_id))) k),
+    WITH claim AS (
+        -- Only when a completion is queued (without one, there is no instance).
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+        SELECT p_instance_id WHERE p_work_item IS NOT NULL
+        ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+        RETURNING 1),
+    n AS (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k),
     done AS (
         DELETE FROM {{schema}}.worker_queue q
          USING n
@@ -45,8 +50,8 @@ BEGIN
          WHERE p_work_item IS NOT NULL
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM done)
-      FROM (SELECT count(*)
-              FROM (SELECT pg_notify('{{channel}}',
+      FROM (SELECT pg_catalog.count(*)
+              FROM (SELECT pg_catalog.pg_notify('{{channel}}',
                                -- 'orchestrator settle': other activities of the
                                -- instance are still queued or running, so more
                                -- completions are on their way (see src/notify.rs).

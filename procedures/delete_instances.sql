@@ -7,14 +7,15 @@
 -- orphan is ever left. Counts: listed instances, executions, history
 -- events, and orchestrator plus worker queue messages.
 --
--- Lock order (docs/architecture.md, "Lock order"): claim key ->
+-- Lock order (docs/architecture.md, "Lock order"): claim row ->
 -- instance_locks -> orchestrator_queue -> instances -> executions ->
 -- history -> kv_delta -> kv_store -> worker_queue, the order the fetch and
 -- the ack take them in, each step a statement of its own so that it sees
 -- what the waits before it let commit:
---   1. the claim key of every listed id (the fetch's advisory claim), in key
---      order, blocking: a fetch that claimed one of them commits its lease
---      first;
+--   1. the claim row of every listed id (instance_claims, the fetch's
+--      claim), in id order, blocking, created when missing (so a writer
+--      creating it commits first, and one arriving later waits for the
+--      purge): a fetch that claimed one of them commits its lease first;
 --   2. their leases: an ack or abandon in flight commits first, and a lease
 --      taken by a fetch before the delete is seen, and deleted below, so
 --      that fetch's ack fails (DX001) instead of recreating the instance;
@@ -41,13 +42,14 @@ DECLARE
     v_events     bigint;
     v_messages   bigint;
 BEGIN
-    IF coalesce(array_length(p_ids, 1), 0) = 0 THEN
+    IF coalesce(pg_catalog.array_length(p_ids, 1), 0) = 0 THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint;
         RETURN;
     END IF;
 
-    PERFORM pg_advisory_xact_lock(hashtext('{{schema}}'), k.key)
-       FROM (SELECT DISTINCT hashtext(u.id) AS key FROM unnest(p_ids) AS u(id) ORDER BY 1) k;
+    INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+    SELECT DISTINCT u.id FROM pg_catalog.unnest(p_ids) AS u(id) ORDER BY 1
+    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false;
     PERFORM 1 FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids) ORDER BY l.instance_id FOR UPDATE;
     PERFORM 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) ORDER BY q.instance_id, q.id FOR UPDATE;
     PERFORM 1 FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids) ORDER BY i.instance_id FOR UPDATE;
@@ -61,7 +63,7 @@ BEGIN
          LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'DX004',
-                MESSAGE = format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
+                MESSAGE = pg_catalog.format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
         END IF;
     END IF;
 
@@ -71,7 +73,7 @@ BEGIN
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'DX004',
-            MESSAGE = format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
+            MESSAGE = pg_catalog.format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
     END IF;
 
     WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RETURNING 1),
@@ -81,13 +83,14 @@ BEGIN
          l AS (DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids)),
          s AS (DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY (p_ids)),
          d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY (p_ids)),
+         c AS (DELETE FROM {{schema}}.instance_claims c WHERE c.instance_id = ANY (p_ids)),
          i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
-    SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM h), (SELECT count(*) FROM q) + (SELECT count(*) FROM w)
+    SELECT (SELECT pg_catalog.count(*) FROM e), (SELECT pg_catalog.count(*) FROM h), (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w)
       INTO v_executions, v_events, v_messages;
 
     WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT v_messages + count(*) INTO v_messages FROM late;
+    SELECT v_messages + pg_catalog.count(*) INTO v_messages FROM late;
 
-    RETURN QUERY SELECT array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
+    RETURN QUERY SELECT pg_catalog.array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
 END
 $$;

@@ -2,10 +2,13 @@
 -- queue, visible at now + p_delay_ms (TimerFired items enqueued here follow
 -- the delay too; only an ack makes them visible at their fire_at_ms).
 -- Never creates the instance: the first ack does. Wakes the schema's
--- orchestrator waiters at commit (NOTIFY channel = schema name). Holds the
--- instance's advisory key shared until commit, so an ack of the instance
--- committing meanwhile either sees this message or notifies for it (see
--- ack_orchestration_item.sql).
+-- orchestrator waiters at commit (NOTIFY channel = schema name). Creates or
+-- locks the instance's claim row (instance_claims) before the insert and
+-- holds it until commit, so an ack of the instance committing meanwhile
+-- either sees this message or notifies for it, and a fetch in flight claims
+-- the instance before or after, never while (see ack_orchestration_item.sql).
+-- ON CONFLICT DO UPDATE ... WHERE false locks an existing row without
+-- writing a new version of it.
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item(
     p_instance_id   text,
     p_item_kind     text,
@@ -19,12 +22,15 @@ SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY
-    WITH queued AS (
+    WITH claim AS (
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (p_instance_id)
+        ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+        RETURNING 1),
+    queued AS (
         INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
-        SELECT p_instance_id, p_item_kind, p_work_item, n.now_ms + p_delay_ms, n.now_ms
-          FROM (SELECT {{now_ms}} AS now_ms
-                  FROM (SELECT pg_advisory_xact_lock_shared(hashtext('{{schema}}'), hashtext(p_instance_id))) k) n
+        SELECT p_instance_id, p_item_kind, p_work_item, n.now_ms OPERATOR(pg_catalog.+) p_delay_ms, n.now_ms
+          FROM (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k) n
         RETURNING 1)
-    SELECT true FROM (SELECT pg_notify('{{channel}}', 'orchestrator')) notified;
+    SELECT true FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'orchestrator')) notified;
 END
 $$;

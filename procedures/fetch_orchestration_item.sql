@@ -6,9 +6,12 @@
 -- orchestrator_queue_visible_idx: timers waiting far ahead are never scanned,
 -- and each check on a candidate (lease, capability filter) is an index lookup
 -- for that row, so a fetch costs the same with ten instances or ten million.
--- The claim is a non-blocking, schema-scoped advisory lock on the instance
--- (pg_try_advisory_xact_lock: the skip-locked claim, per instance rather than
--- per row). Candidate rows are read without row locks on purpose: a
+-- The claim is the instance's row in instance_claims, locked FOR UPDATE SKIP
+-- LOCKED (the skip-locked claim, per instance rather than per message; a row
+-- lock needs rights on the table, so a role without rights on the schema
+-- cannot hold it, as it could an advisory key: issue 17). Every writer of
+-- the instance's queue creates that row (migrations/0003_instance_claims.sql).
+-- Candidate message rows are read without row locks on purpose: a
 -- dispatcher that skips an instance must not keep one of its messages locked,
 -- or the claimer would wait on it (deadlocks under load) or split the batch
 -- (breaking FIFO). The instance lease is taken (or taken over once expired)
@@ -90,7 +93,7 @@ SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_token     text := gen_random_uuid()::text;
+    v_token     text := pg_catalog.gen_random_uuid()::text;
     -- When the server received this call: leases count from here (the
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server
@@ -111,9 +114,16 @@ DECLARE
     v_exec      bigint;
     v_known     boolean;
     v_claimed   boolean;
+    v_has_row   boolean;
     v_more      boolean;
     v_due       bigint;
 BEGIN
+    -- A lease (and what a fetch writes with it: attempt counts, parked or
+    -- dropped orphans) lost to a crash is harmless: the messages are
+    -- delivered again (docs/architecture.md, "Durability"). So this
+    -- transaction commits without waiting for its WAL flush; any later
+    -- durable commit (an ack) flushes it with its own.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     IF p_filter AND p_min_major IS NULL THEN
         RETURN;
     END IF;
@@ -122,32 +132,38 @@ BEGIN
         -- The oldest visible message (by visibility, then arrival) whose
         -- instance has no live lease and passes the capability filter; the
         -- non-blocking claim of its instance (the skip-locked claim, per
-        -- instance: a dispatcher that picked an instance being claimed moves
-        -- on instead of queueing behind, and deadlocking with, the claimer;
-        -- the key is scoped by schema, so tenants never contend); whether
+        -- instance: a dispatcher that picked an instance being claimed, or
+        -- written to, moves on instead of queueing behind, and deadlocking
+        -- with, the claimer; the row is the schema's own, so tenants never
+        -- contend); whether
         -- another instance is ready too; and, when there is no candidate or
         -- the first one is all there is, the next due time. The inline mode's
         -- candidate statement.
         SELECT c.instance_id,
-               coalesce(pg_try_advisory_xact_lock(hashtext('{{schema}}'), hashtext(c.instance_id)), false) AS claimed,
+               -- The claim: the instance's claim row, locked without waiting; and
+               -- whether the row exists at all (messages written without one, by an
+               -- older build or behind the provider's back, have none yet).
+               coalesce((SELECT true FROM {{schema}}.instance_claims k
+                          WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
+               EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
                m.more,
                n.now_ms,
-               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR cardinality(v_skip) = 0) THEN
-                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
+                    least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                             WHERE q.visible_at_ms > n.now_ms),
-                          (SELECT min(l.locked_until_ms) FROM {{schema}}.instance_locks l
+                          (SELECT pg_catalog.min(l.locked_until_ms) FROM {{schema}}.instance_locks l
                             WHERE l.locked_until_ms > n.now_ms),
-                          (SELECT min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
-                             FROM (SELECT max(q.visible_at_ms) AS newest, min(q.visible_at_ms) AS oldest
+                          (SELECT pg_catalog.min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
+                             FROM (SELECT pg_catalog.max(q.visible_at_ms) AS newest, pg_catalog.min(q.visible_at_ms) AS oldest
                                      FROM {{schema}}.orchestrator_queue q
                                     WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
                                     GROUP BY q.instance_id
-                                   HAVING max(q.visible_at_ms) > n.now_ms - p_settle_ms
+                                   HAVING pg_catalog.max(q.visible_at_ms) > n.now_ms - p_settle_ms
                                       AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
                           -- The claimed instance's own lease.
                           CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
                END AS next_due_ms
-          INTO v_instance, v_claimed, v_more, v_now, v_due
+          INTO v_instance, v_claimed, v_has_row, v_more, v_now, v_due
           FROM (SELECT {{now_ms}} AS now_ms) n
           LEFT JOIN LATERAL (
                SELECT q.instance_id, q.visible_at_ms, q.id
@@ -203,6 +219,16 @@ BEGIN
                         ORDER BY o.visible_at_ms, o.id
                         LIMIT 1) IS NOT NULL AS more
                OFFSET 0) m;
+        IF v_instance IS NOT NULL AND NOT v_claimed AND NOT v_has_row THEN
+            -- Messages without a claim row (written by an older build or
+            -- behind the provider's back): create it, then claim it. The
+            -- insert waits only for another transaction creating the same
+            -- row. The inline mode's `create_claim` and `reclaim` statements.
+            INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (v_instance)
+            ON CONFLICT (instance_id) DO NOTHING;
+            v_claimed := coalesce((SELECT true FROM {{schema}}.instance_claims k
+                                    WHERE k.instance_id = v_instance FOR UPDATE SKIP LOCKED), false);
+        END IF;
         IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
             CONTINUE;
@@ -239,7 +265,7 @@ BEGIN
         END IF;
 
         -- Every visible or parked message of the instance joins the batch, in
-        -- order. Only the claimer (holding the advisory lock) locks these rows,
+        -- order. Only the claimer (holding the claim row) locks these rows,
         -- so this can wait at most for a finishing ack or abandon of an
         -- expired lease.
         WITH locked AS (
@@ -250,10 +276,10 @@ BEGIN
              WHERE q.instance_id = v_instance
                AND (q.visible_at_ms <= v_now OR q.orphan_since_ms IS NOT NULL)
          RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
-        SELECT array_agg(k.work_item ORDER BY k.id), max(k.attempt_count),
-               bool_and(k.item_kind = 'QueueMessage'),
-               bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
-               bool_or(k.orphan_since_ms IS NOT NULL)
+        SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id), pg_catalog.max(k.attempt_count),
+               pg_catalog.bool_and(k.item_kind = 'QueueMessage'),
+               pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
+               pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL)
           INTO v_messages, v_attempts, v_all_queue, v_has_start, v_has_parked
           FROM locked k;
         IF v_messages IS NULL THEN
@@ -270,7 +296,7 @@ BEGIN
         v_known := FOUND;
 
         IF NOT v_known THEN
-            SELECT coalesce(max(h.execution_id), 1) INTO v_exec
+            SELECT coalesce(pg_catalog.max(h.execution_id), 1) INTO v_exec
               FROM {{schema}}.history h
              WHERE h.instance_id = v_instance;
             IF NOT v_has_start AND NOT EXISTS (
@@ -328,24 +354,24 @@ BEGIN
             RETURN QUERY
             SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
                    CASE WHEN b.bytes <= p_max_history_bytes THEN
-                        (SELECT coalesce(array_agg(h.event_data ORDER BY h.event_id), '{}')
+                        (SELECT coalesce(pg_catalog.array_agg(h.event_data ORDER BY h.event_id), '{}')
                            FROM {{schema}}.history h
                           WHERE h.instance_id = v_instance AND h.execution_id = v_exec) END,
                    CASE WHEN b.bytes > p_max_history_bytes THEN
-                        format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
+                        pg_catalog.format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
                    kv.keys, kv.vals, kv.updated, v_more, v_due
-              FROM (SELECT coalesce(sum(octet_length(h.event_data)), 0) AS bytes
+              FROM (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.event_data)), 0) AS bytes
                       FROM {{schema}}.history h
                      WHERE h.instance_id = v_instance AND h.execution_id = v_exec) b,
-                   (SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}') AS keys,
-                           coalesce(array_agg(s.value ORDER BY s.key), '{}') AS vals,
-                           coalesce(array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
+                   (SELECT coalesce(pg_catalog.array_agg(s.key ORDER BY s.key), '{}') AS keys,
+                           coalesce(pg_catalog.array_agg(s.value ORDER BY s.key), '{}') AS vals,
+                           coalesce(pg_catalog.array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
                       FROM {{schema}}.kv_store s
                      WHERE s.instance_id = v_instance) kv;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             RETURN QUERY
             SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
-                   NULL::text[], format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
+                   NULL::text[], pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
                    '{}'::text[], '{}'::text[], '{}'::bigint[], v_more, v_due;
         END;
         RETURN;

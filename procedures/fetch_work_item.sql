@@ -38,7 +38,7 @@ SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_token   text := gen_random_uuid()::text;
+    v_token   text := pg_catalog.gen_random_uuid()::text;
     v_start   bigint := (extract(epoch FROM statement_timestamp()) * 1000)::bigint;
     v_now     bigint;
     v_id      bigint;
@@ -47,16 +47,21 @@ DECLARE
     v_more    boolean;
     v_due     bigint;
 BEGIN
+    -- A lease, a session taken and an attempt count lost to a crash are
+    -- harmless: the activity is delivered again (docs/architecture.md,
+    -- "Durability"). So this transaction commits without waiting for its
+    -- WAL flush; any later durable commit flushes it with its own.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     FOR v_try IN 1..8 LOOP
         -- The same statement as the inline mode's candidate.
         SELECT c.id, c.session_id, n.now_ms,
                m.more,
-               CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR cardinality(v_skip) = 0) THEN
-                    least((SELECT min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+               CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
+                    least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
                             WHERE q.visible_at_ms > n.now_ms),
-                          (SELECT min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                          (SELECT pg_catalog.min(q.locked_until_ms) FROM {{schema}}.worker_queue q
                             WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
-                          (SELECT min(s.locked_until_ms) FROM {{schema}}.sessions s
+                          (SELECT pg_catalog.min(s.locked_until_ms) FROM {{schema}}.sessions s
                             WHERE s.locked_until_ms > n.now_ms),
                           -- The claimed item's own lock.
                           CASE WHEN c.id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms

@@ -19,6 +19,8 @@ BEGIN
          WHERE l.lock_token = p_lock_token
            AND l.locked_until_ms > n.now_ms
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM renewed);
+    -- Commits with synchronous_commit off: a renewal lost to a crash is
+    -- harmless (docs/architecture.md, "Durability").
+    SELECT EXISTS (SELECT 1 FROM renewed) FROM (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

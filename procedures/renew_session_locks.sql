@@ -22,6 +22,8 @@ BEGIN
            AND s.locked_until_ms > n.now_ms
            AND s.last_activity_at_ms > n.now_ms - p_idle_timeout_ms
         RETURNING 1)
-    SELECT count(*) FROM renewed;
+    -- Commits with synchronous_commit off: a renewal lost to a crash is
+    -- harmless (docs/architecture.md, "Durability").
+    SELECT pg_catalog.count(*) FROM renewed, (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

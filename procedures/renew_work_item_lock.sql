@@ -25,6 +25,8 @@ BEGIN
           FROM renewed r
          WHERE s.session_id = r.session_id AND s.locked_until_ms > r.now_ms
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM renewed);
+    -- Commits with synchronous_commit off: a renewal lost to a crash is
+    -- harmless (docs/architecture.md, "Durability").
+    SELECT EXISTS (SELECT 1 FROM renewed) FROM (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

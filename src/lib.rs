@@ -15,8 +15,8 @@
 //!   pool, shared by every tenant): an empty fetch waits for committed work,
 //!   the next due item or its `poll_timeout`.
 //! * **Peek-lock queues**: activities claimed with `SELECT ... FOR UPDATE SKIP
-//!   LOCKED`, orchestration instances with a non-blocking per-instance advisory
-//!   claim and a lease row; sessions pin activities to workers.
+//!   LOCKED`, orchestration instances by a per-instance claim row locked the
+//!   same way, and a lease row; sessions pin activities to workers.
 //! * **Embedded, checksummed migrations** serialized per schema by an
 //!   advisory lock.
 //! * **Tenant lifecycle** ([`tenants`]): list the tenants of a database with

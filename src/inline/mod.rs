@@ -12,7 +12,7 @@
 //!   a Rust driver in this module runs, in one transaction, step for step like
 //!   the procedure. A change to one file of the pair is a change to the other.
 //!
-//! Either way the same tables, the same locks (advisory keys included) and the
+//! Either way the same tables, the same locks (claim rows included) and the
 //! same `DX...` SQLSTATEs are used, so processes in both modes can serve one
 //! schema at the same time.
 

@@ -17,7 +17,7 @@ const MAX_CANDIDATES: usize = 16;
 inline_sections! {
     /// Statements of the inline `fetch_orchestration_item`.
     pub(crate) struct FetchSql from "fetch_orchestration_item" {
-        /// Next candidate instance and its advisory claim.
+        /// Next candidate instance and its claim (its claim row, skip-locked).
         candidate,
         /// Take or take over the lease.
         lease,
@@ -37,7 +37,10 @@ inline_sections! {
         unpark,
         /// History and KV snapshot.
         snapshot,
-        /// Claim a known instance again after a failed snapshot.
+        /// Create the claim row of a candidate that has none.
+        create_claim,
+        /// Claim a known instance again after a failed snapshot, or a
+        /// candidate whose claim row was just created.
         reclaim,
     }
 }
@@ -341,7 +344,21 @@ async fn fetch_in(
                 },
             }));
         };
-        if !row.try_get::<bool, _>("claimed")? {
+        let mut claimed: bool = row.try_get("claimed")?;
+        if !claimed && !row.try_get::<bool, _>("has_claim_row")? {
+            // Messages without a claim row (an older build's, or written
+            // behind the provider's back): create it, then claim it.
+            sqlx::query(&sql.create_claim)
+                .bind(&instance)
+                .execute(&mut *conn)
+                .await?;
+            let (reclaimed, _): (Option<bool>, i64) = sqlx::query_as(&sql.reclaim)
+                .bind(&instance)
+                .fetch_one(&mut *conn)
+                .await?;
+            claimed = reclaimed.unwrap_or(false);
+        }
+        if !claimed {
             skip.push(instance);
             continue;
         }

@@ -546,6 +546,7 @@ mod tests {
             "history",
             "orchestrator_queue",
             "instance_locks",
+            "instance_claims",
             "worker_queue",
             "sessions",
             "kv_store",

@@ -47,15 +47,16 @@ async fn someone_waits_on(pool: &PgPool, key: i64) -> bool {
     .expect("pg_locks")
 }
 
-/// Whether a backend of this database waits for an advisory lock held
-/// shared or exclusively under the two-key form (an instance key).
-async fn someone_waits_on_an_instance_key(pool: &PgPool) -> bool {
+/// Whether a backend of this database waits for a row lock (an instance's
+/// claim row, held by a transaction not yet committed).
+async fn someone_waits_on_an_instance_claim(pool: &PgPool) -> bool {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2)",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+           AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple'))",
     )
     .fetch_one(pool)
     .await
-    .expect("pg_locks")
+    .expect("pg_stat_activity")
 }
 
 async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
@@ -140,7 +141,7 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
                 .await
         });
         let sent_or_waiting =
-            async || send.is_finished() || someone_waits_on_an_instance_key(&schema.pool).await;
+            async || send.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await;
         until(
             "the event is committed or waits for the turn",
             sent_or_waiting,

@@ -109,6 +109,7 @@ async fn rows_left(pool: &PgPool, schema: &TestSchema, instance: &str) -> Vec<(S
         "history",
         "orchestrator_queue",
         "instance_locks",
+        "instance_claims",
         "worker_queue",
     ] {
         let sql = schema.sql(&format!(

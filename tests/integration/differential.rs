@@ -277,6 +277,7 @@ async fn snapshot(p: &PostgresProvider) -> String {
         "SELECT instance_id, item_kind, work_item, lock_token IS NULL, attempt_count, \
          visible_at_ms > {{now_ms}} + 60000 FROM {{schema}}.orchestrator_queue ORDER BY id",
         "SELECT instance_id FROM {{schema}}.instance_locks ORDER BY 1",
+        "SELECT instance_id FROM {{schema}}.instance_claims ORDER BY 1",
         "SELECT work_item, lock_token IS NULL, attempt_count, instance_id, execution_id, activity_id, session_id, tag, \
          visible_at_ms > {{now_ms}} + 60000 FROM {{schema}}.worker_queue ORDER BY id",
         "SELECT instance_id, key, value FROM {{schema}}.kv_store ORDER BY 1, 2",

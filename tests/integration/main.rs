@@ -5,6 +5,7 @@
 
 mod arrivals;
 mod concurrency;
+mod crash;
 mod deletion_races;
 mod differential;
 mod fairness;
@@ -17,6 +18,7 @@ mod migrations;
 mod modes;
 mod notifications;
 mod orphans;
+mod outsiders;
 mod plans;
 mod roles;
 mod schema_names;

@@ -1,0 +1,119 @@
+//! WAL flushes per orchestration, per SQL mode, with a real runtime.
+//!
+//! ```text
+//! DATABASE_URL=postgres://... cargo run --example wal_flushes -- [ORCHESTRATIONS]
+//! ```
+//!
+//! For each SQL mode, on a fresh schema: a runtime (duroxide's default
+//! options, long polling on) runs ORCHESTRATIONS (default 200) orchestrations
+//! of one activity each, started together; the server's `pg_stat_wal`
+//! (`wal_sync`: WAL flushes, `wal_write`: WAL writes) is read before the
+//! first start and after the last completion, and divided by the count.
+//! Run it on a durable server nobody else uses (`scripts/pg-throwaway.sh
+//! --durable`): on a server with fsync off `wal_sync` stays 0, and other
+//! sessions' commits would be counted too. Concurrent dispatchers let
+//! commits share a flush, so these are at most the per-call counts of
+//! `scripts/claims-ab-bench.sh`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn wal(pool: &sqlx::PgPool) -> Result<(i64, i64), BoxError> {
+    Ok(
+        sqlx::query_as("SELECT wal_sync::bigint, wal_write::bigint FROM pg_catalog.pg_stat_wal")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
+    let schema = format!("wal_flushes_{}", mode.to_string().to_lowercase());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(PostgresOptions::default().connect_options(url)?)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await?;
+    let provider = Arc::new(
+        PostgresProvider::from_pool_with(
+            pool.clone(),
+            PostgresOptions::default().schema(&schema).sql_mode(mode),
+        )
+        .await?,
+    );
+    let activities = ActivityRegistry::builder()
+        .register("Echo", |_ctx: ActivityContext, input: String| async move {
+            Ok(input)
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "One",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Echo", input).await
+            },
+        )
+        .build();
+    let rt = Runtime::start_with_options(
+        provider.clone(),
+        activities,
+        orchestrations,
+        RuntimeOptions::default(),
+    )
+    .await;
+    let client = Client::new(provider.clone());
+    let (sync_before, write_before) = wal(&pool).await?;
+    let begun = Instant::now();
+    for i in 0..n {
+        client
+            .start_orchestration(&format!("o-{i}"), "One", "x")
+            .await?;
+    }
+    for i in 0..n {
+        match client
+            .wait_for_orchestration(&format!("o-{i}"), Duration::from_secs(300))
+            .await?
+        {
+            OrchestrationStatus::Completed { .. } => {}
+            other => return Err(format!("o-{i}: {other:?}").into()),
+        }
+    }
+    let elapsed = begun.elapsed();
+    let (sync_after, write_after) = wal(&pool).await?;
+    rt.shutdown(None).await;
+    println!(
+        "{mode:<10} {n:>6} orchestrations in {:>6.1} s: {:.2} WAL flushes and {:.2} WAL writes per orchestration",
+        elapsed.as_secs_f64(),
+        (sync_after - sync_before) as f64 / n as f64,
+        (write_after - write_before) as f64 / n as f64,
+    );
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let url = std::env::var("DATABASE_URL")
+        .map_err(|_| "set DATABASE_URL (scripts/pg-throwaway.sh --durable prints one)")?;
+    let n: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse()?,
+        None => 200,
+    };
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        run(&url, mode, n).await?;
+    }
+    Ok(())
+}
