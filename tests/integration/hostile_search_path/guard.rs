@@ -17,32 +17,6 @@ use crate::support::pool;
 /// Directories of embedded `.sql` files.
 const SQL_DIRS: [&str; 5] = ["migrations", "procedures", "inline", "migrate", "tenants"];
 
-/// Files another engineer is rewriting right now (issue 17's
-/// orchestration-queue half), who qualifies their calls in the rewrite.
-/// TEMPORARY: the lead empties this list when that work is merged.
-const PENDING_REWRITE: &[&str] = &[
-    "procedures/fetch_orchestration_item.sql",
-    "procedures/ack_orchestration_item.sql",
-    "procedures/ack_work_item.sql",
-    "procedures/enqueue_orchestrator_item.sql",
-    "procedures/delete_instances.sql",
-    "procedures/delete_instance_bulk.sql",
-    "procedures/renew_orchestration_item_lock.sql",
-    "procedures/renew_session_locks.sql",
-    "procedures/renew_work_item_lock.sql",
-    "procedures/abandon_orchestration_item.sql",
-    "procedures/abandon_work_item.sql",
-    "procedures/fetch_work_item.sql",
-    "inline/fetch_orchestration_item.sql",
-    "inline/ack_orchestration_item.sql",
-    "inline/delete_instances.sql",
-    "inline/delete_instance_bulk.sql",
-    "inline/fetch_work_item.sql",
-    "src/inline/orchestration.rs",
-    "src/inline/worker.rs",
-    "src/inline/deletion.rs",
-];
-
 /// Words followed by `(` that are SQL syntax, not calls resolved through
 /// `search_path`: keywords, type names with a modifier, and the special
 /// forms the grammar itself qualifies (`extract`, `coalesce`, ...).
@@ -355,9 +329,6 @@ fn findings(builtins: &[String]) -> Vec<Finding> {
         files.sort();
         for path in files {
             let name = relative(&path);
-            if PENDING_REWRITE.contains(&name.as_str()) {
-                continue;
-            }
             let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
             scan(&name, 1, &text, builtins, &mut found);
         }
@@ -367,9 +338,6 @@ fn findings(builtins: &[String]) -> Vec<Finding> {
     sources.sort();
     for path in sources {
         let name = relative(&path);
-        if PENDING_REWRITE.contains(&name.as_str()) {
-            continue;
-        }
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         for (line, sql) in sql_literals(&text) {
             scan(&name, line, &sql, builtins, &mut found);
