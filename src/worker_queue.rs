@@ -152,7 +152,6 @@ async fn fetch_once(
     let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut conn = p.pool.acquire().await?;
             let row = sqlx::query(&p.sql.worker.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.tag_mode)
@@ -160,7 +159,7 @@ async fn fetch_once(
                 .bind(&params.owner)
                 .bind(params.session_lock.map(|d| clock.lease_ms(d)))
                 .bind(params.next_due)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&p.pool)
                 .await?;
             match row {
                 None => Polled::Empty { next_due_ms: None },
