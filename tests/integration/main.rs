@@ -16,6 +16,7 @@ mod migrations;
 mod modes;
 mod notifications;
 mod orphans;
+mod pgbouncer;
 mod plans;
 mod schema_names;
 mod support;
