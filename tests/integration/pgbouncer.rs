@@ -9,18 +9,22 @@
 //! sharing one pool, in both SQL modes, with notifications on and off.
 
 use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
+use duroxide::provider_validation::ProviderFactory;
+use duroxide::providers::Provider;
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{
     ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
 };
 use duroxide_postgres::{PgProviderError, PostgresOptions, PostgresProvider, SqlMode};
+use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -419,6 +423,124 @@ async fn inline_listening_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inline_polling() {
     behind_pgbouncer(SqlMode::InlineSql, false).await;
+}
+
+/// duroxide's provider factory for suite tests through the pooler: every
+/// provider on one pool of client connections to PgBouncer, each in a schema
+/// of its own, all dropped (through the direct pool) when the test ends.
+struct BouncerFactory {
+    pool: PgPool,
+    options: PostgresOptions,
+    handed_out: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl ProviderFactory for BouncerFactory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        let name = crate::support::fresh_schema_name("pgbs");
+        self.handed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.clone());
+        Arc::new(
+            PostgresProvider::from_pool_with(self.pool.clone(), self.options.clone().schema(&name))
+                .await
+                .unwrap_or_else(|e| panic!("suite provider through pgbouncer: {e}")),
+        )
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        crate::support::SUITE_LOCK_TIMEOUT
+    }
+
+    fn short_poll_threshold(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+/// Runs each named conformance-suite function in turn on `$factory`.
+macro_rules! suite {
+    ($factory:expr; $($module:ident :: $test:ident),* $(,)?) => {
+        $( duroxide::provider_validation::$module::$test($factory).await; )*
+    };
+}
+
+/// A share of duroxide's conformance suite through PgBouncer: atomic acks,
+/// queue semantics, instance creation, executions, custom status, deletion
+/// and the management queries. The whole suite runs directly in `validation`.
+async fn suite_behind_pgbouncer(mode: SqlMode, notifications: bool) {
+    let _slot = Slot::acquire(Kind::Runtime);
+    let bouncer = Bouncer::start().await;
+    let direct = crate::support::pool(2).await;
+    let factory = BouncerFactory {
+        pool: bouncer.pool(8).await,
+        options: bouncer.options(mode, notifications),
+        handed_out: Arc::default(),
+    };
+    let handed_out = factory.handed_out.clone();
+    let outcome = AssertUnwindSafe(async {
+        let f = &factory;
+        suite!(f;
+            atomicity::test_atomicity_failure_rollback,
+            atomicity::test_multi_operation_atomic_ack,
+            atomicity::test_lock_released_only_on_successful_ack,
+            atomicity::test_concurrent_ack_prevention,
+            queue_semantics::test_worker_queue_fifo_ordering,
+            queue_semantics::test_worker_peek_lock_semantics,
+            queue_semantics::test_worker_ack_atomicity,
+            queue_semantics::test_timer_delayed_visibility,
+            queue_semantics::test_lost_lock_token_handling,
+            queue_semantics::test_worker_item_immediate_visibility,
+            queue_semantics::test_orphan_queue_messages_dropped,
+            instance_creation::test_instance_creation_via_metadata,
+            instance_creation::test_no_instance_creation_on_enqueue,
+            instance_creation::test_sub_orchestration_instance_creation,
+            multi_execution::test_execution_isolation,
+            multi_execution::test_continue_as_new_creates_new_execution,
+            custom_status::test_custom_status_set,
+            custom_status::test_custom_status_version_increments,
+            deletion::test_delete_terminal_instances,
+            deletion::test_delete_running_rejected_force_succeeds,
+            deletion::test_delete_cleans_queues_and_locks,
+            deletion::test_cascade_delete_hierarchy,
+            deletion::test_delete_instances_atomic,
+            management::test_list_instances,
+            management::test_get_instance_info,
+            management::test_get_queue_depths,
+            management::test_get_system_metrics,
+        );
+    })
+    .catch_unwind()
+    .await;
+    factory.pool.close().await;
+    let names = handed_out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for name in &names {
+        crate::support::drop_schema(&direct, name).await;
+    }
+    direct.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suite_procedures_listening_directly() {
+    suite_behind_pgbouncer(SqlMode::StoredProcedures, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suite_procedures_polling() {
+    suite_behind_pgbouncer(SqlMode::StoredProcedures, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suite_inline_listening_directly() {
+    suite_behind_pgbouncer(SqlMode::InlineSql, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suite_inline_polling() {
+    suite_behind_pgbouncer(SqlMode::InlineSql, false).await;
 }
 
 /// Notifications cannot pass a transaction pooler: without a direct URL for
