@@ -318,6 +318,11 @@ async fn smoke(bouncer: &Bouncer, schema: &TestSchema, mode: SqlMode, notificati
         OrchestrationStatus::Completed { output, .. } => assert_eq!(output, "24:go"),
         other => panic!("smoke: {other:?}"),
     }
+    if notifications {
+        // The work above woke the runtime through the direct listener.
+        let stats = provider.notification_stats().expect("notifications on");
+        assert!(stats.connected && stats.received > 0, "{stats:?}");
+    }
     runtime.shutdown(None).await;
     let deleted = client
         .delete_instance("smoke", false)
