@@ -447,4 +447,35 @@ mod tests {
             SqlMode::resolve_with(Some("inlined"), StoredProcedures).expect_err("typo must fail");
         assert!(err.to_string().contains(SqlMode::ENV_VAR), "{err}");
     }
+
+    #[test]
+    fn a_transaction_pooler_gets_its_settings_per_transaction_not_at_startup() {
+        let options = PostgresOptions::default().statement_timeout(Some(Duration::from_secs(5)));
+        let direct = options
+            .connect_options("postgres://u@h/db")
+            .expect("direct");
+        let startup = direct.get_options().unwrap_or_default();
+        assert!(startup.contains("plan_cache_mode") && startup.contains("statement_timeout"));
+        let pooled = options
+            .clone()
+            .transaction_pooler(true)
+            .connect_options("postgres://u@h/db")
+            .expect("pooled");
+        assert_eq!(
+            pooled.get_options(),
+            None,
+            "no startup options through a pooler"
+        );
+        assert_eq!(
+            options.pooled_begin(),
+            "BEGIN; SET LOCAL statement_timeout = 5000; \
+             SET LOCAL plan_cache_mode = force_generic_plan"
+        );
+        assert_eq!(
+            PostgresOptions::default()
+                .generic_plans(false)
+                .pooled_begin(),
+            "BEGIN"
+        );
+    }
 }
