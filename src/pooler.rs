@@ -58,16 +58,36 @@ impl Db {
         self.pooled_begin.as_deref()
     }
 
-    /// Runs `query` unnamed in a transaction of its own and collects its results.
+    /// `query`'s first row, on `conn`, a connection of this pool acquired by
+    /// the caller: for statements whose parameters must be computed once a
+    /// connection is in hand (a lease counted from the call, not from the
+    /// end of a wait for a connection).
+    pub(crate) async fn fetch_optional_on<'q, E>(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        query: E,
+    ) -> Result<Option<PgRow>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match self.pooled_begin.as_deref() {
+            None => (&mut *conn).fetch_optional(query).await,
+            Some(begin) => Ok(first_row(self.pinned(conn, begin, query).await?)),
+        }
+    }
+
+    /// Runs `query` unnamed in a transaction of its own on `conn` and
+    /// collects its results.
     async fn pinned<'q, E>(
         &self,
+        conn: PoolConnection<Postgres>,
         begin: &str,
         query: E,
     ) -> Result<Vec<Either<PgQueryResult, PgRow>>, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        let mut guard = Pinned(Some(self.pool.acquire().await?));
+        let mut guard = Pinned(Some(conn));
         let conn = guard.conn()?;
         // The executor's own boxed futures and streams: sqlx's `async fn`
         // helpers over a borrowed connection would not prove `Send` here.
@@ -83,6 +103,14 @@ impl Db {
         guard.finish();
         outcome
     }
+}
+
+/// The first row among a statement's results.
+fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {
+    results.into_iter().find_map(|step| match step {
+        Either::Right(row) => Some(row),
+        Either::Left(_) => None,
+    })
 }
 
 impl Deref for Db {
@@ -151,10 +179,13 @@ impl<'c> Executor<'c> for &'c Db {
     {
         match self.pooled_begin.as_deref() {
             None => self.pool.fetch_many(query),
-            Some(begin) => stream::once(self.pinned(begin, query))
-                .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
-                .try_flatten()
-                .boxed(),
+            Some(begin) => stream::once(async move {
+                let conn = self.pool.acquire().await?;
+                self.pinned(conn, begin, query).await
+            })
+            .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed(),
         }
     }
 
@@ -169,11 +200,8 @@ impl<'c> Executor<'c> for &'c Db {
         match self.pooled_begin.as_deref() {
             None => self.pool.fetch_optional(query),
             Some(begin) => Box::pin(async move {
-                let results = self.pinned(begin, query).await?;
-                Ok(results.into_iter().find_map(|step| match step {
-                    Either::Right(row) => Some(row),
-                    Either::Left(_) => None,
-                }))
+                let conn = self.pool.acquire().await?;
+                Ok(first_row(self.pinned(conn, begin, query).await?))
             }),
         }
     }
