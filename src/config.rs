@@ -191,6 +191,28 @@ pub struct PostgresOptions {
     /// asks for no keepalive). The listener of a pool is shared by every
     /// provider on it and uses the shortest interval any of them asked for.
     pub listener_keepalive: Duration,
+    /// The database URL reaches the server through a pooler in transaction
+    /// pooling mode, such as PgBouncer with `pool_mode = transaction`
+    /// (default off). A server connection then belongs to a client only
+    /// for the length of a transaction, so the provider sends no named
+    /// prepared statements and keeps every statement it sends inside an
+    /// explicit transaction: `BEGIN`, the statement (unnamed, parsed and
+    /// executed in two round trips), `COMMIT` — four round trips per
+    /// operation instead of one. The connections carry no `options` startup
+    /// parameter and no `extra_float_digits`, which PgBouncer refuses by
+    /// default: the statement timeout and generic plans are set with
+    /// `SET LOCAL` in each transaction's `BEGIN` instead. With notifications
+    /// on, [`PostgresOptions::listen_url`] is required, since `LISTEN`
+    /// cannot work through such a pooler. Migrations work through it (they
+    /// run in one transaction). See docs/operations.md, "PgBouncer".
+    pub transaction_pooler: bool,
+    /// A URL reaching the server directly, bypassing any pooler, for the
+    /// `LISTEN` connection (default `None`: the listener takes a connection
+    /// of the provider's pool). Notifications our statements send through
+    /// the pooler reach it: they are the same server's. The listener's own
+    /// small pool is built from this URL with the same application name;
+    /// it holds one connection.
+    pub listen_url: Option<String>,
 }
 
 impl Default for PostgresOptions {
@@ -214,6 +236,8 @@ impl Default for PostgresOptions {
             max_history_bytes: 256 * 1024 * 1024,
             fetch_slots: None,
             listener_keepalive: Duration::from_secs(30),
+            transaction_pooler: false,
+            listen_url: None,
         }
     }
 }
@@ -273,6 +297,9 @@ impl PostgresOptions {
     /// pool with: `database_url`, `application_name = duroxide-postgres`, the
     /// statement timeout, and generic plans unless turned off. Build a pool
     /// you pass to [`PostgresProvider::from_pool`] from them to get the same.
+    /// With [`PostgresOptions::transaction_pooler`] they carry no startup
+    /// `options` and no `extra_float_digits` (the provider sets the statement
+    /// timeout and generic plans in each transaction instead).
     ///
     /// [`PostgresProvider::connect_with`]: crate::PostgresProvider::connect_with
     /// [`PostgresProvider::from_pool`]: crate::PostgresProvider::from_pool
@@ -282,6 +309,10 @@ impl PostgresOptions {
     pub fn connect_options(&self, database_url: &str) -> crate::Result<PgConnectOptions> {
         let mut connect: PgConnectOptions = database_url.parse()?;
         connect = connect.application_name("duroxide-postgres");
+        if self.transaction_pooler {
+            // PgBouncer refuses startup parameters it does not track.
+            return Ok(connect.extra_float_digits(None));
+        }
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }
@@ -351,6 +382,37 @@ impl PostgresOptions {
         self
     }
 
+    /// Declares that the database URL goes through a pooler in transaction
+    /// pooling mode (see the `transaction_pooler` field).
+    pub fn transaction_pooler(mut self, on: bool) -> Self {
+        self.transaction_pooler = on;
+        self
+    }
+
+    /// Sets the direct URL of the `LISTEN` connection (see the `listen_url`
+    /// field).
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
+    /// What each transaction starts with under a transaction pooler: `BEGIN`
+    /// and, as `SET LOCAL`, the settings a direct connection gets as startup
+    /// options. One simple-query message, one round trip.
+    pub(crate) fn pooled_begin(&self) -> String {
+        let mut begin = String::from("BEGIN");
+        if let Some(timeout) = self.statement_timeout {
+            begin.push_str(&format!(
+                "; SET LOCAL statement_timeout = {}",
+                timeout.as_millis()
+            ));
+        }
+        if self.generic_plans {
+            begin.push_str("; SET LOCAL plan_cache_mode = force_generic_plan");
+        }
+        begin
+    }
+
     /// Chooses whether start-up applies or only verifies migrations.
     pub fn migration_mode(mut self, mode: MigrationMode) -> Self {
         self.migration_mode = mode;
@@ -384,5 +446,36 @@ mod tests {
         let err =
             SqlMode::resolve_with(Some("inlined"), StoredProcedures).expect_err("typo must fail");
         assert!(err.to_string().contains(SqlMode::ENV_VAR), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_pooler_gets_its_settings_per_transaction_not_at_startup() {
+        let options = PostgresOptions::default().statement_timeout(Some(Duration::from_secs(5)));
+        let direct = options
+            .connect_options("postgres://u@h/db")
+            .expect("direct");
+        let startup = direct.get_options().unwrap_or_default();
+        assert!(startup.contains("plan_cache_mode") && startup.contains("statement_timeout"));
+        let pooled = options
+            .clone()
+            .transaction_pooler(true)
+            .connect_options("postgres://u@h/db")
+            .expect("pooled");
+        assert_eq!(
+            pooled.get_options(),
+            None,
+            "no startup options through a pooler"
+        );
+        assert_eq!(
+            options.pooled_begin(),
+            "BEGIN; SET LOCAL statement_timeout = 5000; \
+             SET LOCAL plan_cache_mode = force_generic_plan"
+        );
+        assert_eq!(
+            PostgresOptions::default()
+                .generic_plans(false)
+                .pooled_begin(),
+            "BEGIN"
+        );
     }
 }

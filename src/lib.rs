@@ -56,6 +56,7 @@ mod inline;
 pub mod migrate;
 mod notify;
 mod orchestration_queue;
+mod pooler;
 mod provider;
 mod schema;
 mod sql;

@@ -145,7 +145,8 @@ async fn fetch_once(
     let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut conn = p.pool.acquire().await?;
+            // The lease is counted once a connection is in hand.
+            let conn = p.pool.acquire().await?;
             let mut query = sqlx::query(&p.sql.orchestration.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.has_filter);
@@ -157,7 +158,7 @@ async fn fetch_once(
                 .bind(params.settle_ms)
                 .bind(params.orphan_retention_ms)
                 .bind(params.max_history_bytes);
-            match query.fetch_optional(&mut *conn).await? {
+            match p.pool.fetch_optional_on(conn, query).await? {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
                     None => Polled::Empty {

@@ -22,6 +22,7 @@ use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
+use crate::pooler::Db;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
@@ -33,7 +34,8 @@ use crate::{history, orchestration_queue, worker_queue};
 /// Cloning is cheap and shares the pool.
 #[derive(Clone)]
 pub struct PostgresProvider {
-    pub(crate) pool: PgPool,
+    /// The pool, and whether statements reach it through a transaction pooler.
+    pub(crate) pool: Db,
     pub(crate) schema: SchemaName,
     pub(crate) sql: Arc<Statements>,
     pub(crate) mode: SqlMode,
@@ -158,6 +160,35 @@ impl PostgresProvider {
 
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
         let mode = SqlMode::resolve(options.sql_mode)?;
+        if options.transaction_pooler && options.notifications && options.listen_url.is_none() {
+            return Err(crate::PgProviderError::invalid_input(
+                "listen_url",
+                "notifications through a transaction pooler need a direct URL for LISTEN \
+                 (PostgresOptions::listen_url), or notifications off",
+            ));
+        }
+        // The listener's own connection, straight to the server (made on first use).
+        let listen_pool = match (&options.listen_url, options.notifications) {
+            (Some(url), true) => {
+                let connect = PostgresOptions {
+                    transaction_pooler: false,
+                    ..options.clone()
+                }
+                .connect_options(url)?;
+                Some(
+                    PgPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(options.acquire_timeout)
+                        .idle_timeout(None)
+                        .connect_lazy_with(connect),
+                )
+            }
+            _ => None,
+        };
+        let pool = Db::new(
+            pool,
+            options.transaction_pooler.then(|| options.pooled_begin()),
+        );
         match options.migration_mode {
             MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
             MigrationMode::Verify => {
@@ -169,6 +200,7 @@ impl PostgresProvider {
         let long_poll = options.notifications.then(|| {
             LongPoll::new(
                 &pool,
+                listen_pool.as_ref(),
                 schema.as_str(),
                 options.fallback_poll_interval,
                 options.completion_settle,
@@ -181,7 +213,12 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
-        let gate = Gate::of(&pool, options.fetch_slots, options.notifications);
+        // A listener on its own URL holds none of the pool's connections.
+        let gate = Gate::of(
+            &pool,
+            options.fetch_slots,
+            options.notifications && listen_pool.is_none(),
+        );
         let gate_key: Arc<str> = schema.as_str().into();
         Ok(Self {
             pool,
@@ -220,6 +257,12 @@ impl PostgresProvider {
     /// The pool this provider runs on.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether statements go through a transaction pooler (see
+    /// [`PostgresOptions::transaction_pooler`]).
+    pub fn transaction_pooler(&self) -> bool {
+        self.pool.pooled_begin().is_some()
     }
 
     /// The provider's schema.

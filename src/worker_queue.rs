@@ -152,16 +152,16 @@ async fn fetch_once(
     let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut conn = p.pool.acquire().await?;
-            let row = sqlx::query(&p.sql.worker.fetch)
+            // The lease is counted once a connection is in hand.
+            let conn = p.pool.acquire().await?;
+            let query = sqlx::query(&p.sql.worker.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.tag_mode)
                 .bind(&params.tags)
                 .bind(&params.owner)
                 .bind(params.session_lock.map(|d| clock.lease_ms(d)))
-                .bind(params.next_due)
-                .fetch_optional(&mut *conn)
-                .await?;
+                .bind(params.next_due);
+            let row = p.pool.fetch_optional_on(conn, query).await?;
             match row {
                 None => Polled::Empty { next_due_ms: None },
                 Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {

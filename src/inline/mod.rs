@@ -17,11 +17,12 @@
 //! schema at the same time.
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, Executor, PgConnection, Postgres};
 
 use crate::config::SqlMode;
 use crate::embedded::{INLINE_FILES, PROCEDURE_FILES};
 use crate::error::{PgProviderError, Result};
+use crate::pooler::Db;
 use crate::schema::SchemaName;
 
 pub(crate) mod deletion;
@@ -39,16 +40,23 @@ pub(crate) mod worker;
 pub(crate) struct Tx {
     conn: PoolConnection<Postgres>,
     finished: bool,
+    /// Behind a transaction pooler: statements prepared in the transaction
+    /// are closed before it ends (see [`crate::pooler`]).
+    pooled: bool,
 }
 
 impl Tx {
     /// Acquires a connection and starts a transaction on it.
-    pub(crate) async fn begin(pool: &PgPool) -> Result<Self> {
+    pub(crate) async fn begin(pool: &Db) -> Result<Self> {
         let mut tx = Self {
             conn: pool.acquire().await?,
             finished: false,
+            pooled: pool.pooled_begin().is_some(),
         };
-        sqlx::query("BEGIN").execute(tx.conn()).await?;
+        match pool.pooled_begin() {
+            None => sqlx::query("BEGIN").execute(tx.conn()).await?,
+            Some(begin) => tx.conn().execute(sqlx::raw_sql(begin)).await?,
+        };
         Ok(tx)
     }
 
@@ -64,7 +72,14 @@ impl Tx {
         } else {
             "ROLLBACK"
         };
-        sqlx::query(end).execute(self.conn()).await?;
+        if self.pooled {
+            // The next transaction may be on another server connection:
+            // leave no named statement behind, here or in sqlx's cache.
+            self.conn.clear_cached_statements().await?;
+            self.conn().execute(sqlx::raw_sql(end)).await?;
+        } else {
+            sqlx::query(end).execute(self.conn()).await?;
+        }
         self.finished = true;
         outcome
     }

@@ -26,12 +26,13 @@ impl LongPoll {
     /// listening connection.
     pub(crate) fn new(
         pool: &PgPool,
+        listen_pool: Option<&PgPool>,
         schema: &str,
         fallback: Duration,
         settle: Duration,
         keepalive: Duration,
     ) -> Self {
-        let membership = Hub::join(pool, schema, keepalive);
+        let membership = Hub::join(pool, listen_pool, schema, keepalive);
         let waiters = membership.waiters.clone();
         // The same saturation as every duration bound into a statement.
         let settle_ms = u64::try_from(crate::codec::millis(settle)).unwrap_or(0);

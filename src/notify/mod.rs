@@ -326,8 +326,14 @@ fn hubs() -> &'static Mutex<HashMap<usize, Weak<Hub>>> {
 impl Hub {
     /// The hub of `pool` (created, with its listening task, on first use),
     /// subscribed to `schema`'s channel, and a membership that leaves it
-    /// when dropped.
-    pub(crate) fn join(pool: &PgPool, schema: &str, keepalive: Duration) -> Membership {
+    /// when dropped. A new hub listens on a connection of `listen_pool`
+    /// (a direct URL beside a transaction pooler), or of `pool` without one.
+    pub(crate) fn join(
+        pool: &PgPool,
+        listen_pool: Option<&PgPool>,
+        schema: &str,
+        keepalive: Duration,
+    ) -> Membership {
         // Clones of a pool share their connect options: the Arc identifies the pool.
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let hub = {
@@ -345,7 +351,8 @@ impl Hub {
                     if let Ok(mut schemas) = shared.schemas.lock() {
                         schemas.insert(schema.to_string(), Arc::default());
                     }
-                    let task = tokio::spawn(listen(shared.clone(), pool.clone())).abort_handle();
+                    let listen_on = listen_pool.unwrap_or(pool).clone();
+                    let task = tokio::spawn(listen(shared.clone(), listen_on)).abort_handle();
                     let hub = Arc::new(Hub { shared, task });
                     all.insert(key, Arc::downgrade(&hub));
                     hub

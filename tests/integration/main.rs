@@ -19,6 +19,7 @@ mod modes;
 mod notifications;
 mod orphans;
 mod outsiders;
+mod pgbouncer;
 mod plans;
 mod roles;
 mod schema_names;

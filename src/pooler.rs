@@ -1,0 +1,229 @@
+//! The provider's pool, and how statements reach it through a transaction
+//! pooler (PgBouncer with `pool_mode = transaction`).
+//!
+//! Behind such a pooler a server connection belongs to a client connection
+//! only while a transaction is open: at every `ReadyForQuery` that reports
+//! "idle" the pooler may hand it to another client. sqlx's extended protocol
+//! does not fit that by default:
+//!
+//! * a named prepared statement (`sqlx_s_N`, cached per client connection)
+//!   lives on whichever server connection parsed it, so a later `Bind` meets
+//!   a server that never saw it, or one that holds another client's
+//!   statement of the same name;
+//! * even an unnamed statement is sent as `Parse`/`Describe`/`Sync` and then,
+//!   once the description is read, `Bind`/`Execute`/`Sync`: two
+//!   synchronisations, between which the pooler may switch servers.
+//!
+//! [`Db`] is what operation modules execute on (`&p.pool`). Without a pooler
+//! it is the pool itself. With [`PostgresOptions::transaction_pooler`] each
+//! statement runs, unnamed, inside an explicit transaction on one connection
+//! (`BEGIN` with the session settings as `SET LOCAL`, the statement,
+//! `COMMIT`), so the server connection stays the same throughout. Inline
+//! transactions ([`crate::inline::Tx`]) are explicit already; they close the
+//! statements they prepared before they end.
+//!
+//! [`PostgresOptions::transaction_pooler`]: crate::PostgresOptions::transaction_pooler
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
+
+/// The pool operations run on, and whether a transaction pooler is in front
+/// of the server.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pool: PgPool,
+    /// Under a transaction pooler: the statement that opens each transaction.
+    pooled_begin: Option<Arc<str>>,
+}
+
+impl Db {
+    /// `pool`, reached directly (`pooled_begin` `None`) or through a
+    /// transaction pooler, each transaction opened with `pooled_begin`.
+    pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
+        Self {
+            pool,
+            pooled_begin: pooled_begin.map(Into::into),
+        }
+    }
+
+    /// What opens a transaction under a transaction pooler; `None` without one.
+    pub(crate) fn pooled_begin(&self) -> Option<&str> {
+        self.pooled_begin.as_deref()
+    }
+
+    /// `query`'s first row, on `conn`, a connection of this pool acquired by
+    /// the caller: for statements whose parameters must be computed once a
+    /// connection is in hand (a lease counted from the call, not from the
+    /// end of a wait for a connection).
+    pub(crate) async fn fetch_optional_on<'q, E>(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        query: E,
+    ) -> Result<Option<PgRow>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match self.pooled_begin.as_deref() {
+            None => (&mut *conn).fetch_optional(query).await,
+            Some(begin) => Ok(first_row(self.pinned(conn, begin, query).await?)),
+        }
+    }
+
+    /// Runs `query` unnamed in a transaction of its own on `conn` and
+    /// collects its results.
+    async fn pinned<'q, E>(
+        &self,
+        conn: PoolConnection<Postgres>,
+        begin: &str,
+        query: E,
+    ) -> Result<Vec<Either<PgQueryResult, PgRow>>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let mut guard = Pinned(Some(conn));
+        let conn = guard.conn()?;
+        // The executor's own boxed futures and streams: sqlx's `async fn`
+        // helpers over a borrowed connection would not prove `Send` here.
+        (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
+        let outcome: Result<Vec<_>, sqlx::Error> =
+            (&mut **conn).fetch_many(Unnamed(query)).try_collect().await;
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        (&mut **conn).execute(sqlx::raw_sql(end)).await?;
+        guard.finish();
+        outcome
+    }
+}
+
+/// The first row among a statement's results.
+fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {
+    results.into_iter().find_map(|step| match step {
+        Either::Right(row) => Some(row),
+        Either::Left(_) => None,
+    })
+}
+
+impl Deref for Db {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A connection inside a transaction: closed rather than returned to the
+/// pool if dropped before the transaction ended (a cancelled call), so the
+/// server rolls it back and no other caller inherits it.
+struct Pinned(Option<PoolConnection<Postgres>>);
+
+impl Pinned {
+    fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
+        self.0.as_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// The transaction ended: the connection may go back to the pool.
+    fn finish(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// A query sent as an unnamed statement, whatever it asked for.
+struct Unnamed<E>(E);
+
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Unnamed<E> {
+    fn sql(&self) -> &'q str {
+        self.0.sql()
+    }
+
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        self.0.statement()
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, sqlx::error::BoxDynError> {
+        self.0.take_arguments()
+    }
+
+    fn persistent(&self) -> bool {
+        false
+    }
+}
+
+impl<'c> Executor<'c> for &'c Db {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match self.pooled_begin.as_deref() {
+            None => self.pool.fetch_many(query),
+            Some(begin) => stream::once(async move {
+                let conn = self.pool.acquire().await?;
+                self.pinned(conn, begin, query).await
+            })
+            .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed(),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match self.pooled_begin.as_deref() {
+            None => self.pool.fetch_optional(query),
+            Some(begin) => Box::pin(async move {
+                let conn = self.pool.acquire().await?;
+                Ok(first_row(self.pinned(conn, begin, query).await?))
+            }),
+        }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.pool.describe(sql)
+    }
+}
