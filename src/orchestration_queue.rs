@@ -145,7 +145,7 @@ async fn fetch_once(
     let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut conn = p.pool.acquire().await?;
+            let mut conn = crate::observe::acquire(&p.pool, p.mode).await?;
             let mut query = sqlx::query(&p.sql.orchestration.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.has_filter);

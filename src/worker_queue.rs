@@ -152,7 +152,7 @@ async fn fetch_once(
     let _slot = p.gate.enter(&p.gate_key).await;
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
-            let mut conn = p.pool.acquire().await?;
+            let mut conn = crate::observe::acquire(&p.pool, p.mode).await?;
             let row = sqlx::query(&p.sql.worker.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.tag_mode)

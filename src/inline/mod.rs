@@ -45,7 +45,7 @@ impl Tx {
     /// Acquires a connection and starts a transaction on it.
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self> {
         let mut tx = Self {
-            conn: pool.acquire().await?,
+            conn: crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?,
             finished: false,
         };
         sqlx::query("BEGIN").execute(tx.conn()).await?;

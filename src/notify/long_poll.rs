@@ -116,6 +116,7 @@ impl LongPoll {
                     };
                     if woken {
                         shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                        crate::observe::fetch_woken(queue);
                     }
                     continue;
                 }
@@ -185,6 +186,7 @@ impl LongPoll {
             };
             if woken {
                 shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                crate::observe::fetch_woken(queue);
             } else if due_at == Some(wake_at) && wake_at < deadline {
                 due = Some(wake_at);
             }

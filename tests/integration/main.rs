@@ -5,6 +5,7 @@
 
 mod arrivals;
 mod concurrency;
+mod connectivity;
 mod deletion_races;
 mod differential;
 mod fairness;
@@ -15,10 +16,13 @@ mod load;
 mod migrations;
 mod modes;
 mod notifications;
+mod observability;
 mod orphans;
 mod plans;
 mod schema_names;
 mod support;
 mod tenants;
+mod tls;
 mod transient;
+mod upgrades;
 mod validation;
