@@ -3,6 +3,7 @@
 //! `openssl`; the provider connects with `sslmode=require` and
 //! `verify-full`, and verification refuses a server signed by another CA.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -82,11 +83,6 @@ fn certificates(dir: &Path, name: &str, ca_only: bool) {
     );
 }
 
-/// `SQL` literal of `text` (PEM holds no quote).
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 /// A throwaway server with TLS on, and the directory holding the test CAs
 /// (`good-ca.crt` signed its certificate, `other-ca.crt` did not).
 fn tls_server() -> &'static (ThrowawayPostgres, PathBuf) {
@@ -111,33 +107,39 @@ fn start_tls_server() -> (ThrowawayPostgres, PathBuf) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        // The server writes the certificate and key itself (COPY, one row
-        // per PEM line), so they belong to its user with mode 0600 in its
-        // data directory, as it requires, whoever runs the test.
+        // The certificate and key go into the data directory, owned by the
+        // server's user with mode 0600, as the server requires of a key.
         let plain = format!("{}?sslmode=disable", server.url());
-        let mut conn = PgConnection::connect(&plain).await.expect("plain connection");
-        let data: String = sqlx::query_scalar("SELECT pg_catalog.current_setting('data_directory')")
-            .fetch_one(&mut conn)
+        let mut conn = PgConnection::connect(&plain)
             .await
-            .expect("data directory");
+            .expect("plain connection");
+        let data: String =
+            sqlx::query_scalar("SELECT pg_catalog.current_setting('data_directory')")
+                .fetch_one(&mut conn)
+                .await
+                .expect("data directory");
+        let data = PathBuf::from(data);
+        let owner = std::fs::metadata(&data).expect("data directory metadata");
         for file in ["server.crt", "server.key"] {
-            let pem = std::fs::read_to_string(dir.join(file)).expect("pem");
-            let lines: Vec<String> = pem.lines().map(literal).collect();
-            let copy = format!(
-                "COPY (SELECT l.line FROM pg_catalog.unnest(ARRAY[{}]::text[]) WITH ORDINALITY AS l(line, n) ORDER BY l.n) TO '{data}/duroxide-test-{file}'",
-                lines.join(",")
-            );
-            sqlx::raw_sql(&copy).execute(&mut conn).await.expect("write pem");
+            let target = data.join(format!("duroxide-test-{file}"));
+            std::fs::copy(dir.join(file), &target).expect("copy into the data directory");
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                .expect("mode 0600");
+            std::os::unix::fs::chown(&target, Some(owner.uid()), Some(owner.gid()))
+                .expect("owned by the server's user");
         }
-        sqlx::raw_sql(
-            "ALTER SYSTEM SET ssl_cert_file = 'duroxide-test-server.crt'; \
-             ALTER SYSTEM SET ssl_key_file = 'duroxide-test-server.key'; \
-             ALTER SYSTEM SET ssl = on; \
-             SELECT pg_catalog.pg_reload_conf()",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("ssl settings");
+        // One statement each: ALTER SYSTEM refuses a (multi-statement) block.
+        for setting in [
+            "ALTER SYSTEM SET ssl_cert_file = 'duroxide-test-server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'duroxide-test-server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_catalog.pg_reload_conf()",
+        ] {
+            sqlx::raw_sql(setting)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{setting}: {e}"));
+        }
         // The reload is asynchronous: wait until a new session sees TLS on.
         let required = format!("{}?sslmode=require", server.url());
         let mut attempts = 0;
