@@ -17,7 +17,7 @@
 //! * One run is one transaction: pending migrations and stale procedures go
 //!   to the server as one batch (the simple-query protocol), after a batch
 //!   that creates the bookkeeping and takes the schema's DDL lock, a table
-//!   lock on its `_duroxide_migrations` ([`LOCK`]). Only a role with rights
+//!   lock on its `_duroxide_migrations` (`migrate/lock.sql`). Only a role with rights
 //!   on the schema can take or hold it, so processes starting together on a
 //!   fresh schema apply everything exactly once, tenants never wait for each
 //!   other, and no outsider can block a tenant's start-up.
