@@ -2,8 +2,10 @@
 //!
 //! Each trait method is a one-line delegation to the module that owns the
 //! operation (`orchestration_queue`, `worker_queue`, `history`); the
-//! `ProviderAdmin` half lives in `admin`. Errors become duroxide's
-//! `ProviderError` here, with the trait method's name as the operation.
+//! `ProviderAdmin` half lives in `admin`. Each runs through
+//! `PostgresProvider::observe` (`observe`): its span and metrics, and its
+//! error turned into duroxide's `ProviderError` with the trait method's name
+//! as the operation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
