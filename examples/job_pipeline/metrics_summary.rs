@@ -12,11 +12,11 @@ use metrics::{
 };
 
 /// One metric: a counter's total, or a histogram's sample count and sum
-/// (the sum in microseconds, as an integer).
+/// (in millionths of the recorded unit, as an integer).
 #[derive(Default)]
 struct Cell {
     count: AtomicU64,
-    sum_us: AtomicU64,
+    sum_micros: AtomicU64,
     histogram: std::sync::atomic::AtomicBool,
 }
 
@@ -36,12 +36,12 @@ impl GaugeFn for Cell {
 }
 
 impl HistogramFn for Cell {
-    fn record(&self, seconds: f64) {
+    fn record(&self, value: f64) {
         self.histogram.store(true, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
-        // Whole microseconds; a negative or absurd value counts as zero.
-        let micros = (seconds * 1e6).clamp(0.0, 1e15) as u64;
-        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+        // Whole millionths; a negative or absurd value is clamped.
+        let micros = (value * 1e6).clamp(0.0, 1e15) as u64;
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
@@ -62,17 +62,22 @@ impl Summary {
         cells.entry(name).or_default().clone()
     }
 
-    /// Prints every metric recorded: counters with their totals, histograms
-    /// with their count and mean.
+    /// Prints every metric recorded (the runtime's `duroxide_*` and the
+    /// provider's `duroxide_postgres_*`): counters with their totals,
+    /// histograms with their count and mean (in ms for `_seconds` ones).
     pub fn print(&self) {
         let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
         println!("metrics recorded ({}):", cells.len());
         for (name, cell) in cells.iter() {
             let count = cell.count.load(Ordering::Relaxed);
             if cell.histogram.load(Ordering::Relaxed) {
-                let mean_ms =
-                    cell.sum_us.load(Ordering::Relaxed) as f64 / count.max(1) as f64 / 1e3;
-                println!("  {name}: {count} samples, mean {mean_ms:.2} ms");
+                let sum = cell.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                let mean = sum / count.max(1) as f64;
+                if name.contains("_seconds{") {
+                    println!("  {name}: {count} samples, mean {:.2} ms", mean * 1e3);
+                } else {
+                    println!("  {name}: {count} samples, mean {mean:.2}");
+                }
             } else {
                 println!("  {name}: {count}");
             }
