@@ -97,11 +97,12 @@ fn tls_server() -> &'static (ThrowawayPostgres, PathBuf) {
 }
 
 fn start_tls_server() -> (ThrowawayPostgres, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("duroxide-tls-{}", std::process::id()));
+    let server = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("TLS server: {e}"));
+    // Inside the server's directory, which its watchdog deletes with it.
+    let dir = PathBuf::from(server.dir()).join("tls");
     std::fs::create_dir_all(&dir).expect("certificate directory");
     certificates(&dir, "good", false);
     certificates(&dir, "other", true);
-    let server = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("TLS server: {e}"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
