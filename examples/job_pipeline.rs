@@ -8,12 +8,15 @@
 //! * The job completes only when the last task of the last stage has reported.
 //!
 //! ```text
-//! cargo run --example job_pipeline
+//! cargo run --example job_pipeline              # add -- --metrics to print the provider's metrics
 //! ```
 //!
 //! With `DATABASE_URL` unset it starts a throwaway PostgreSQL (installing it
 //! from Debian packages if needed). Exits non-zero if the job fails or its
 //! result is wrong.
+
+#[path = "job_pipeline/metrics_summary.rs"]
+mod metrics_summary;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -216,6 +219,14 @@ async fn run(database_url: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // `--metrics`: record the provider's metrics and print them at the end.
+    let summary = std::env::args().any(|a| a == "--metrics").then(|| {
+        let summary = metrics_summary::Summary::default();
+        if metrics::set_global_recorder(summary.clone()).is_err() {
+            eprintln!("a metrics recorder was already installed");
+        }
+        summary
+    });
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => match ThrowawayPostgres::start() {
@@ -240,6 +251,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&database_url)) {
         Ok(total) if total == expected => {
             println!("job completed: sum over {FAN_OUT} tasks of (i^2 + 1) = {total}");
+            if let Some(summary) = &summary {
+                summary.print();
+            }
             ExitCode::SUCCESS
         }
         Ok(total) => {

@@ -139,7 +139,10 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
                 settings.modes = modes
                     .split(',')
                     .filter(|m| extra(m).is_none())
-                    .map(|m| SqlMode::parse(m).ok_or_else(|| format!("unknown mode {m}")))
+                    .map(|m| {
+                        m.parse::<SqlMode>()
+                            .map_err(|_| format!("unknown mode {m}"))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             "--concurrency" => {
@@ -215,7 +218,7 @@ impl Outcome {
     /// The notify column: `on`/`off`, `-` for another provider (its own
     /// behaviour).
     fn notify_label(&self) -> &'static str {
-        if SqlMode::parse(self.mode).is_none() {
+        if self.mode.parse::<SqlMode>().is_err() {
             "-"
         } else if self.notifications {
             "on"
@@ -564,7 +567,7 @@ fn print_table(outcomes: &[Outcome]) {
         let others = outcomes
             .iter()
             .map(|o| o.mode)
-            .filter(|m| SqlMode::parse(m).is_none())
+            .filter(|m| m.parse::<SqlMode>().is_err())
             .collect::<std::collections::BTreeSet<_>>();
         for other in others {
             if let (Some(p), Some(o)) = (&procedures, summary(other)) {

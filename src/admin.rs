@@ -227,21 +227,24 @@ impl PostgresProvider {
 #[async_trait::async_trait]
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
-        self.ids(&self.sql.admin.list_instances, None)
-            .await
-            .map_err(|e| e.into_provider_error("list_instances"))
+        self.observe(
+            "list_instances",
+            self.ids(&self.sql.admin.list_instances, None),
+        )
+        .await
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
-        self.ids(&self.sql.admin.list_by_status, Some(status))
-            .await
-            .map_err(|e| e.into_provider_error("list_instances_by_status"))
+        self.observe(
+            "list_instances_by_status",
+            self.ids(&self.sql.admin.list_by_status, Some(status)),
+        )
+        .await
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
-        self.execution_ids(instance)
+        self.observe("list_executions", self.execution_ids(instance))
             .await
-            .map_err(|e| e.into_provider_error("list_executions"))
     }
 
     async fn read_history_with_execution_id(
@@ -249,27 +252,26 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read_events(self, instance, Some(execution_id))
-            .await
-            .map_err(|e| e.into_provider_error("read_history_with_execution_id"))
+        self.observe(
+            "read_history_with_execution_id",
+            history::read_events(self, instance, Some(execution_id)),
+        )
+        .await
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read_events(self, instance, None)
+        self.observe("read_history", history::read_events(self, instance, None))
             .await
-            .map_err(|e| e.into_provider_error("read_history"))
     }
 
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
-        self.latest_execution(instance)
+        self.observe("latest_execution_id", self.latest_execution(instance))
             .await
-            .map_err(|e| e.into_provider_error("latest_execution_id"))
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
-        self.instance_info(instance)
+        self.observe("get_instance_info", self.instance_info(instance))
             .await
-            .map_err(|e| e.into_provider_error("get_instance_info"))
     }
 
     async fn get_execution_info(
@@ -277,33 +279,32 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<ExecutionInfo, ProviderError> {
-        self.execution_info(instance, execution_id)
-            .await
-            .map_err(|e| e.into_provider_error("get_execution_info"))
+        self.observe(
+            "get_execution_info",
+            self.execution_info(instance, execution_id),
+        )
+        .await
     }
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        self.metrics()
-            .await
-            .map_err(|e| e.into_provider_error("get_system_metrics"))
+        self.observe("get_system_metrics", self.metrics()).await
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        self.queue_depths()
-            .await
-            .map_err(|e| e.into_provider_error("get_queue_depths"))
+        self.observe("get_queue_depths", self.queue_depths()).await
     }
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
-        self.ids(&self.sql.admin.children, Some(instance_id))
-            .await
-            .map_err(|e| e.into_provider_error("list_children"))
+        self.observe(
+            "list_children",
+            self.ids(&self.sql.admin.children, Some(instance_id)),
+        )
+        .await
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
-        self.parent(instance_id)
+        self.observe("get_parent_id", self.parent(instance_id))
             .await
-            .map_err(|e| e.into_provider_error("get_parent_id"))
     }
 
     // Deletion and pruning live in `deletion`; these are one-line delegations.
@@ -312,18 +313,22 @@ impl ProviderAdmin for PostgresProvider {
         ids: &[String],
         force: bool,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        deletion::delete_instances_atomic(self, ids, force)
-            .await
-            .map_err(|e| e.into_provider_error("delete_instances_atomic"))
+        self.observe(
+            "delete_instances_atomic",
+            deletion::delete_instances_atomic(self, ids, force),
+        )
+        .await
     }
 
     async fn delete_instance_bulk(
         &self,
         filter: InstanceFilter,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        deletion::delete_instance_bulk(self, &filter)
-            .await
-            .map_err(|e| e.into_provider_error("delete_instance_bulk"))
+        self.observe(
+            "delete_instance_bulk",
+            deletion::delete_instance_bulk(self, &filter),
+        )
+        .await
     }
 
     async fn prune_executions(
@@ -331,9 +336,11 @@ impl ProviderAdmin for PostgresProvider {
         instance_id: &str,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        deletion::prune_executions(self, instance_id, &options)
-            .await
-            .map_err(|e| e.into_provider_error("prune_executions"))
+        self.observe(
+            "prune_executions",
+            deletion::prune_executions(self, instance_id, &options),
+        )
+        .await
     }
 
     async fn prune_executions_bulk(
@@ -341,8 +348,10 @@ impl ProviderAdmin for PostgresProvider {
         filter: InstanceFilter,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        deletion::prune_executions_bulk(self, &filter, &options)
-            .await
-            .map_err(|e| e.into_provider_error("prune_executions_bulk"))
+        self.observe(
+            "prune_executions_bulk",
+            deletion::prune_executions_bulk(self, &filter, &options),
+        )
+        .await
     }
 }

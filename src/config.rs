@@ -5,7 +5,10 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 /// Whether a provider may change the schema when it starts.
+///
+/// Parses from `apply` / `verify` ([`std::str::FromStr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum MigrationMode {
     /// Apply pending migrations and reinstall changed procedures (default).
     #[default]
@@ -19,7 +22,16 @@ pub enum MigrationMode {
 ///
 /// Both modes use the same tables and behave identically; one schema can be
 /// served by processes in either mode at once.
+///
+/// Parses from `procedures` / `inline` ([`std::str::FromStr`]):
+///
+/// ```
+/// use duroxide_postgres::SqlMode;
+/// assert_eq!("inline".parse::<SqlMode>().ok(), Some(SqlMode::InlineSql));
+/// assert!("inlined".parse::<SqlMode>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SqlMode {
     /// One call to a stored procedure in the tenant's schema per operation
     /// (default): one round trip, server-side logic.
@@ -46,16 +58,6 @@ impl SqlMode {
         }
     }
 
-    /// Parses `procedures` / `inline` (case-insensitive; `stored_procedures`
-    /// and `inline_sql` are accepted too).
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "procedures" | "stored_procedures" | "procedure" => Some(SqlMode::StoredProcedures),
-            "inline" | "inline_sql" => Some(SqlMode::InlineSql),
-            _ => None,
-        }
-    }
-
     /// `configured`, unless [`SqlMode::ENV_VAR`] names a mode.
     ///
     /// # Errors
@@ -68,7 +70,7 @@ impl SqlMode {
     /// [`SqlMode::resolve`] with the variable's value given.
     fn resolve_with(value: Option<&str>, configured: SqlMode) -> crate::Result<SqlMode> {
         match value {
-            Some(value) if !value.trim().is_empty() => Self::parse(value).ok_or_else(|| {
+            Some(value) if !value.trim().is_empty() => value.parse().map_err(|_| {
                 crate::PgProviderError::invalid_input(
                     Self::ENV_VAR,
                     format!("{value:?} is not `procedures` or `inline`"),
@@ -79,7 +81,56 @@ impl SqlMode {
     }
 }
 
+impl std::str::FromStr for SqlMode {
+    type Err = crate::PgProviderError;
+
+    /// Parses `procedures` / `inline` (case-insensitive, surrounding blanks
+    /// ignored; `stored_procedures` and `inline_sql` are accepted too).
+    fn from_str(text: &str) -> crate::Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "procedures" | "stored_procedures" | "procedure" => Ok(SqlMode::StoredProcedures),
+            "inline" | "inline_sql" => Ok(SqlMode::InlineSql),
+            _ => Err(crate::PgProviderError::invalid_input(
+                "sql mode",
+                format!("{text:?} is not `procedures` or `inline`"),
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for SqlMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl MigrationMode {
+    /// The mode's name as [`std::str::FromStr`] spells it: `apply` or `verify`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationMode::Apply => "apply",
+            MigrationMode::Verify => "verify",
+        }
+    }
+}
+
+impl std::str::FromStr for MigrationMode {
+    type Err = crate::PgProviderError;
+
+    /// Parses `apply` / `verify` (case-insensitive, surrounding blanks ignored).
+    fn from_str(text: &str) -> crate::Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "apply" => Ok(MigrationMode::Apply),
+            "verify" => Ok(MigrationMode::Verify),
+            _ => Err(crate::PgProviderError::invalid_input(
+                "migration mode",
+                format!("{text:?} is not `apply` or `verify`"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for MigrationMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -213,6 +264,11 @@ pub struct PostgresOptions {
     /// small pool is built from this URL with the same application name;
     /// it holds one connection.
     pub listen_url: Option<String>,
+    /// The longest [`crate::PostgresProvider::health`] takes (default 5 s):
+    /// past it, the report says unreachable instead of waiting for a pool
+    /// connection for the whole `acquire_timeout`, so a readiness probe
+    /// gets its answer in time.
+    pub health_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -238,6 +294,7 @@ impl Default for PostgresOptions {
             listener_keepalive: Duration::from_secs(30),
             transaction_pooler: false,
             listen_url: None,
+            health_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -294,12 +351,27 @@ impl PostgresOptions {
     }
 
     /// The connection settings [`PostgresProvider::connect_with`] builds its
-    /// pool with: `database_url`, `application_name = duroxide-postgres`, the
-    /// statement timeout, and generic plans unless turned off. Build a pool
-    /// you pass to [`PostgresProvider::from_pool`] from them to get the same.
-    /// With [`PostgresOptions::transaction_pooler`] they carry no startup
-    /// `options` and no `extra_float_digits` (the provider sets the statement
-    /// timeout and generic plans in each transaction instead).
+    /// pool with: `database_url`; the `application_name` it names (or
+    /// `PGAPPNAME`), else `duroxide-postgres/SCHEMA` (as `pg_stat_activity`
+    /// shows it, so an operator can tell tenants apart; the server cuts it
+    /// at 63 bytes); the statement timeout; and generic plans unless turned
+    /// off. Build a pool you pass to [`PostgresProvider::from_pool`] from
+    /// them to get the same. With [`PostgresOptions::transaction_pooler`]
+    /// they carry no startup `options` and no `extra_float_digits` (the
+    /// provider sets the statement timeout and generic plans in each
+    /// transaction instead).
+    ///
+    /// ```
+    /// use duroxide_postgres::PostgresOptions;
+    ///
+    /// let options = PostgresOptions::default().schema("tenant_a");
+    /// let default = options.connect_options("postgres://db/app").unwrap();
+    /// assert_eq!(default.get_application_name(), Some("duroxide-postgres/tenant_a"));
+    /// let named = options
+    ///     .connect_options("postgres://db/app?application_name=billing")
+    ///     .unwrap();
+    /// assert_eq!(named.get_application_name(), Some("billing"));
+    /// ```
     ///
     /// [`PostgresProvider::connect_with`]: crate::PostgresProvider::connect_with
     /// [`PostgresProvider::from_pool`]: crate::PostgresProvider::from_pool
@@ -308,7 +380,9 @@ impl PostgresOptions {
     /// A `database_url` sqlx cannot parse.
     pub fn connect_options(&self, database_url: &str) -> crate::Result<PgConnectOptions> {
         let mut connect: PgConnectOptions = database_url.parse()?;
-        connect = connect.application_name("duroxide-postgres");
+        if connect.get_application_name().is_none() {
+            connect = connect.application_name(&format!("duroxide-postgres/{}", self.schema));
+        }
         if self.transaction_pooler {
             // PgBouncer refuses startup parameters it does not track.
             return Ok(connect.extra_float_digits(None));
@@ -411,6 +485,12 @@ impl PostgresOptions {
             begin.push_str("; SET LOCAL plan_cache_mode = force_generic_plan");
         }
         begin
+    }
+
+    /// Sets the longest [`crate::PostgresProvider::health`] takes.
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
     }
 
     /// Chooses whether start-up applies or only verifies migrations.

@@ -172,6 +172,14 @@ pub enum PgProviderError {
         reason: String,
     },
 
+    /// A throwaway server (feature `throwaway`) could not be installed or
+    /// started. Permanent.
+    #[error("throwaway PostgreSQL server: {reason}")]
+    Throwaway {
+        /// What failed, with the script's output.
+        reason: String,
+    },
+
     /// Any database or driver error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),

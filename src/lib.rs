@@ -40,6 +40,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Features
+//!
+//! * `cli` (default): the `duroxide-postgres` operator command.
+//! * `tls-rustls`: TLS to the server through sqlx's rustls backend; ask for
+//!   it with `sslmode=require`, `verify-ca` or `verify-full` in the URL.
+//! * `metrics`: counters and histograms through the `metrics` facade crate
+//!   (docs/operations.md, "Monitoring").
+//! * `throwaway`: `ThrowawayPostgres`, a disposable local server for tests
+//!   and examples (never for production).
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -50,27 +60,32 @@ mod codec;
 mod config;
 mod deletion;
 mod embedded;
+mod env_options;
 mod error;
 mod history;
 mod inline;
 pub mod migrate;
 mod notify;
+mod observe;
 mod orchestration_queue;
 mod pooler;
 mod provider;
 mod schema;
 mod sql;
 pub mod tenants;
-pub mod throwaway;
+#[cfg(feature = "throwaway")]
+mod throwaway;
 mod worker_queue;
 
 pub use admin::OrphanedInstance;
 pub use admission::AdmissionStats;
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PgProviderError, Result, sqlstate};
+pub use migrate::SchemaStatus;
 pub use notify::NotificationStats;
 pub use provider::{HealthReport, PostgresProvider};
 pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};
+#[cfg(feature = "throwaway")]
 pub use throwaway::ThrowawayPostgres;
 
 /// The README's Rust example, compiled as a doc test so it cannot rot.

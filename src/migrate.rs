@@ -9,10 +9,15 @@
 //!   After the migrations, every procedure whose checksum differs from the one
 //!   recorded in `_duroxide_procedures` is (re)installed: its old overloads are
 //!   dropped and the file is executed.
+//! * Each procedure's record names the crate version that installed it. A
+//!   build never replaces or drops procedures a newer version installed
+//!   (rolling upgrades: old and new processes share the schema); a provider
+//!   of an older build then runs inline SQL, unless the installed set is
+//!   the very one it embeds (see [`SchemaStatus::procedures_version`]).
 //! * One run is one transaction: pending migrations and stale procedures go
 //!   to the server as one batch (the simple-query protocol), after a batch
 //!   that creates the bookkeeping and takes the schema's DDL lock, a table
-//!   lock on its `_duroxide_migrations` ([`LOCK`]). Only a role with rights
+//!   lock on its `_duroxide_migrations` (`migrate/lock.sql`). Only a role with rights
 //!   on the schema can take or hold it, so processes starting together on a
 //!   fresh schema apply everything exactly once, tenants never wait for each
 //!   other, and no outsider can block a tenant's start-up.
@@ -123,13 +128,37 @@ pub fn procedures() -> Vec<Procedure> {
         .collect()
 }
 
+/// The version of this crate, as procedure records carry it.
+pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `MAJOR.MINOR.PATCH` of a version string (pre-release and build metadata
+/// ignored); `None` when it is not one.
+fn version_triple(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.trim().split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let triple = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(triple)
+}
+
+/// Whether procedures recorded with `recorded` come from a newer build than
+/// this one. A version this build cannot read counts as newer: it is left
+/// alone rather than fought over.
+pub(crate) fn is_newer(recorded: &str) -> bool {
+    match (version_triple(recorded), version_triple(CRATE_VERSION)) {
+        (Some(theirs), Some(ours)) => theirs > ours,
+        _ => recorded.trim() != CRATE_VERSION,
+    }
+}
+
 /// Highest migration version embedded in this build.
 pub fn latest_version() -> i64 {
     migrations().last().map_or(0, |m| m.version)
 }
 
-/// What a schema looks like compared with this build.
+/// What a schema looks like compared with this build, from [`inspect`] or
+/// [`crate::PostgresProvider::schema_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SchemaStatus {
     /// Highest applied migration version, `None` if the schema was never migrated.
     pub applied_version: Option<i64>,
@@ -140,12 +169,24 @@ pub struct SchemaStatus {
     /// Procedures an earlier build installed that this one no longer has:
     /// harmless, dropped by the next [`migrate`] in stored-procedure mode.
     pub retired_procedures: usize,
+    /// The newest crate version recorded for the installed procedures
+    /// (`None`: none installed, or installed before versions were recorded).
+    /// When it is newer than this build ([`SchemaStatus::procedures_are_newer`]),
+    /// [`migrate`] leaves the procedures alone, and a provider of this build
+    /// asking for stored procedures uses them only if they are the very set
+    /// it embeds, and runs inline SQL otherwise.
+    pub procedures_version: Option<String>,
 }
 
 impl SchemaStatus {
     /// True when nothing needs to be applied or reinstalled.
     pub fn is_current(&self) -> bool {
         self.pending_migrations == 0 && self.stale_procedures == 0
+    }
+
+    /// True when a newer build of this crate installed the procedures.
+    pub fn procedures_are_newer(&self) -> bool {
+        self.procedures_version.as_deref().is_some_and(is_newer)
     }
 
     /// True when a provider in `mode` can run: inline SQL needs the tables
@@ -173,6 +214,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
     checksum      bytea NOT NULL,
     installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+ALTER TABLE {{schema}}._duroxide_procedures ADD COLUMN IF NOT EXISTS crate_version text;
 "#;
 
 /// Pins `search_path` for the rest of the transaction; starts every batch.
@@ -212,6 +254,15 @@ const CREATION_ATTEMPTS: usize = 5;
 /// [`PgProviderError::SchemaTooNew`] or [`PgProviderError::MigrationChanged`]
 /// when the schema does not belong to this build; database errors otherwise.
 pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
+    migrate_status(pool, schema, mode).await.map(|_| ())
+}
+
+/// [`migrate`], returning the schema's status afterwards.
+pub(crate) async fn migrate_status(
+    pool: &PgPool,
+    schema: &SchemaName,
+    mode: SqlMode,
+) -> Result<SchemaStatus> {
     let mut conn = pool.acquire().await?;
     let access = Access::probe(&mut conn, schema).await?;
     if access.migrated && !(access.can_read && access.can_lock) {
@@ -220,10 +271,11 @@ pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Resul
     // Fast path: most processes start against a current schema; check without the lock.
     if let Some(state) = read_state_as(&mut conn, schema, &access).await? {
         let status = state.status(schema)?;
-        if status.is_ready_for(mode)
-            && (mode == SqlMode::InlineSql || status.retired_procedures == 0)
-        {
-            return Ok(());
+        let procedures_done = mode == SqlMode::InlineSql
+            || status.procedures_are_newer()
+            || (status.stale_procedures == 0 && status.retired_procedures == 0);
+        if status.pending_migrations == 0 && procedures_done {
+            return Ok(status);
         }
     }
     let mut attempt = 1;
@@ -248,24 +300,52 @@ fn lost_creation_race(e: &PgProviderError) -> bool {
     )
 }
 
-async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlMode) -> Result<()> {
+async fn migrate_locked(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    mode: SqlMode,
+) -> Result<SchemaStatus> {
     let mut tx = conn.begin().await?;
     let setup = schema.render(&format!("{PIN}{BOOKKEEPING}\n{LOCK}{STATE}"));
     let rows = tx.fetch_all(setup.as_str()).await?;
     let state = State::from_rows(&rows)?;
-    state.check(schema)?;
+    let before = state.status(schema)?;
+    // A newer build's procedures are never replaced nor dropped.
+    let newer = before.procedures_are_newer();
+    if newer && mode == SqlMode::StoredProcedures && !before.is_current() {
+        tracing::warn!(
+            schema = %schema,
+            installed_by = before.procedures_version.as_deref().unwrap_or_default(),
+            this_build = CRATE_VERSION,
+            "stored procedures installed by a newer duroxide-postgres; leaving them in place"
+        );
+    }
 
     let pending: Vec<Migration> = migrations()
         .into_iter()
         .filter(|m| state.applied.iter().all(|(v, _, _)| *v != m.version))
         .collect();
     let (stale, retired) = match mode {
-        SqlMode::InlineSql => (Vec::new(), 0),
-        SqlMode::StoredProcedures => (state.stale(), state.retired().len()),
+        SqlMode::StoredProcedures if !newer => (state.stale(), state.retired().len()),
+        _ => (Vec::new(), 0),
+    };
+    let after = SchemaStatus {
+        applied_version: migrations()
+            .last()
+            .map(|m| m.version)
+            .or(before.applied_version),
+        pending_migrations: 0,
+        stale_procedures: before.stale_procedures - stale.len(),
+        retired_procedures: before.retired_procedures - retired,
+        procedures_version: if stale.is_empty() {
+            before.procedures_version.clone()
+        } else {
+            Some(CRATE_VERSION.to_string())
+        },
     };
     if pending.is_empty() && stale.is_empty() && retired == 0 {
         tx.commit().await?;
-        return Ok(());
+        return Ok(after);
     }
     let mut batch = String::from(PIN);
     for migration in &pending {
@@ -296,7 +376,8 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
             batch.push_str(
                 &RECORD_PROCEDURE
                     .replace("{{name}}", procedure.name)
-                    .replace("{{checksum}}", &procedure.checksum_hex()),
+                    .replace("{{checksum}}", &procedure.checksum_hex())
+                    .replace("{{crate_version}}", CRATE_VERSION),
             );
         }
         if !stale.is_empty() {
@@ -317,7 +398,7 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName, mode: SqlM
             "installed stored procedures"
         );
     }
-    Ok(())
+    Ok(after)
 }
 
 /// Appends `sql` to a batch, ending it with a `;` and a newline if it has none.
@@ -339,6 +420,8 @@ struct State {
     installed: Vec<(String, Vec<u8>)>,
     /// Every recorded procedure's name, present or not.
     recorded: Vec<String>,
+    /// The crate versions recorded for present procedures.
+    versions: Vec<String>,
 }
 
 impl State {
@@ -347,6 +430,7 @@ impl State {
             applied: Vec::new(),
             installed: Vec::new(),
             recorded: Vec::new(),
+            versions: Vec::new(),
         };
         for row in rows {
             let kind: String = row.try_get("kind")?;
@@ -359,6 +443,9 @@ impl State {
             } else {
                 if row.try_get("present")? {
                     state.installed.push((name.clone(), checksum));
+                    if let Some(version) = row.try_get::<Option<String>, _>("crate_version")? {
+                        state.versions.push(version);
+                    }
                 }
                 state.recorded.push(name);
             }
@@ -403,7 +490,17 @@ impl State {
                 .count(),
             stale_procedures: self.stale().len(),
             retired_procedures: self.retired().len(),
+            procedures_version: self.newest_version(),
         })
+    }
+
+    /// The newest crate version recorded for a present procedure (one this
+    /// build cannot read wins: it counts as newer).
+    fn newest_version(&self) -> Option<String> {
+        self.versions
+            .iter()
+            .max_by_key(|v| (version_triple(v).is_none(), version_triple(v)))
+            .cloned()
     }
 }
 
@@ -562,8 +659,18 @@ async fn read_state_as(
 /// Compares `schema` with this build without changing anything.
 ///
 /// # Errors
-/// The same refusals as [`migrate`] for schemas that are newer or edited.
-pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<SchemaStatus> {
+/// The same refusals as [`migrate`] for schemas that are newer or edited;
+/// database errors otherwise.
+pub async fn inspect(pool: &PgPool, schema: &SchemaName) -> Result<SchemaStatus> {
+    let mut conn = pool.acquire().await?;
+    inspect_on(&mut conn, schema).await
+}
+
+/// [`inspect`] on a connection the caller holds (inside its transaction).
+pub(crate) async fn inspect_on(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> Result<SchemaStatus> {
     match read_state(conn, schema).await? {
         Some(state) => state.status(schema),
         None => Ok(SchemaStatus {
@@ -571,8 +678,33 @@ pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<Sch
             pending_migrations: migrations().len(),
             stale_procedures: procedures().len(),
             retired_procedures: 0,
+            procedures_version: None,
         }),
     }
+}
+
+/// The SQL mode a provider that asked for `requested` runs in, given the
+/// schema's `status` after migrating or verifying it: inline SQL when it
+/// asked for stored procedures but a newer build installed a set other than
+/// the one this build embeds (with the reason, for the log and
+/// [`crate::HealthReport::fallback`]); `requested` otherwise.
+pub(crate) fn effective_mode(
+    schema: &SchemaName,
+    requested: SqlMode,
+    status: &SchemaStatus,
+) -> (SqlMode, Option<String>) {
+    if requested == SqlMode::StoredProcedures
+        && status.procedures_are_newer()
+        && !status.is_current()
+    {
+        let reason = format!(
+            "the stored procedures in schema \"{schema}\" were installed by duroxide-postgres {} and differ from this build's ({CRATE_VERSION}); running inline SQL instead",
+            status.procedures_version.as_deref().unwrap_or_default()
+        );
+        tracing::warn!(schema = %schema, "{reason}");
+        return (SqlMode::InlineSql, Some(reason));
+    }
+    (requested, None)
 }
 
 /// Checks, for processes that must not run DDL, that `schema` is ready for `mode`.
@@ -580,8 +712,7 @@ pub async fn inspect(conn: &mut PgConnection, schema: &SchemaName) -> Result<Sch
 /// # Errors
 /// [`PgProviderError::SchemaNotReady`] when migrations or procedures are pending.
 pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
-    let mut conn = pool.acquire().await?;
-    let status = inspect(&mut conn, schema).await?;
+    let status = inspect(pool, schema).await?;
     if !status.is_ready_for(mode) {
         return Err(PgProviderError::SchemaNotReady {
             schema: schema.to_string(),

@@ -146,7 +146,7 @@ async fn fetch_once(
     let polled = match p.mode {
         SqlMode::StoredProcedures => {
             // The lease is counted once a connection is in hand.
-            let conn = p.pool.acquire().await?;
+            let conn = crate::observe::acquire(&p.pool, p.mode).await?;
             let mut query = sqlx::query(&p.sql.orchestration.fetch)
                 .bind(clock.lease_ms(params.lock_timeout))
                 .bind(params.has_filter);

@@ -2,8 +2,10 @@
 //!
 //! Each trait method is a one-line delegation to the module that owns the
 //! operation (`orchestration_queue`, `worker_queue`, `history`); the
-//! `ProviderAdmin` half lives in `admin`. Errors become duroxide's
-//! `ProviderError` here, with the trait method's name as the operation.
+//! `ProviderAdmin` half lives in `admin`. Each runs through
+//! `PostgresProvider::observe` (`observe`): its span and metrics, and its
+//! error turned into duroxide's `ProviderError` with the trait method's name
+//! as the operation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub struct PostgresProvider {
     /// The schema's name, as the gate counts it.
     pub(crate) gate_key: Arc<str>,
     name: Arc<str>,
+    /// The bound on [`PostgresProvider::health`].
+    health_timeout: Duration,
+    /// Why the provider runs inline SQL though it asked for stored procedures.
+    fallback: Option<Arc<str>>,
 }
 
 /// The provider's bounds on data, from [`PostgresOptions`].
@@ -88,6 +94,7 @@ impl std::fmt::Debug for PostgresProvider {
 
 /// What a readiness probe needs to know, from [`PostgresProvider::health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthReport {
     /// The database answered.
     pub reachable: bool,
@@ -103,6 +110,11 @@ pub struct HealthReport {
     pub migrations_pending: bool,
     /// Why the check failed, when it did.
     pub error: Option<String>,
+    /// Why the provider runs inline SQL though it was configured for stored
+    /// procedures: a newer build of this crate installed procedures other
+    /// than this build's (rolling upgrade; see docs/operations.md). The
+    /// provider works; it is ready.
+    pub fallback: Option<String>,
 }
 
 impl HealthReport {
@@ -159,7 +171,7 @@ impl PostgresProvider {
     }
 
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
-        let mode = SqlMode::resolve(options.sql_mode)?;
+        let requested = SqlMode::resolve(options.sql_mode)?;
         if options.transaction_pooler && options.notifications && options.listen_url.is_none() {
             return Err(crate::PgProviderError::invalid_input(
                 "listen_url",
@@ -189,11 +201,21 @@ impl PostgresProvider {
             pool,
             options.transaction_pooler.then(|| options.pooled_begin()),
         );
-        match options.migration_mode {
-            MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
-            MigrationMode::Verify => {
-                migrate::verify(&pool, &schema, mode).await?;
-            }
+        let status = match options.migration_mode {
+            MigrationMode::Apply => migrate::migrate_status(&pool, &schema, requested).await?,
+            MigrationMode::Verify => migrate::inspect(&pool, &schema).await?,
+        };
+        // Rolling upgrades: a newer build's procedures are used only when
+        // they are this build's own; otherwise inline SQL.
+        let (mode, fallback) = migrate::effective_mode(&schema, requested, &status);
+        if options.migration_mode == MigrationMode::Verify && !status.is_ready_for(mode) {
+            return Err(crate::PgProviderError::SchemaNotReady {
+                schema: schema.to_string(),
+                reason: format!(
+                    "{} migration(s) pending, {} procedure(s) missing or stale",
+                    status.pending_migrations, status.stale_procedures
+                ),
+            });
         }
         let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
@@ -234,6 +256,8 @@ impl PostgresProvider {
                 max_history_bytes: i64::try_from(options.max_history_bytes).unwrap_or(i64::MAX),
             },
             name,
+            health_timeout: options.health_timeout,
+            fallback: fallback.map(Into::into),
         })
     }
 
@@ -275,11 +299,13 @@ impl PostgresProvider {
     /// # Errors
     /// Database errors, or a schema this build must refuse.
     pub async fn schema_status(&self) -> Result<SchemaStatus> {
-        let mut conn = self.pool.acquire().await?;
-        migrate::inspect(&mut conn, &self.schema).await
+        migrate::inspect(&self.pool, &self.schema).await
     }
 
-    /// Reports reachability and migration state; never fails.
+    /// Reports reachability and migration state; never fails, and returns
+    /// within the `health_timeout` option (default 5 s) even when the pool
+    /// has no free connection or the server does not answer: the report then
+    /// says unreachable, with the reason.
     pub async fn health(&self) -> HealthReport {
         let latest_version = migrate::latest_version();
         let mut report = HealthReport {
@@ -290,29 +316,35 @@ impl PostgresProvider {
             latest_version,
             migrations_pending: true,
             error: None,
+            fallback: self.fallback.as_deref().map(str::to_string),
         };
-        let mut conn = match self.pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                report.error = Some(e.to_string());
-                return report;
+        // (connected, outcome): whether a connection was had, then the inspection.
+        let probe = async {
+            match self.pool.acquire().await {
+                Ok(mut conn) => (true, migrate::inspect_on(&mut conn, &self.schema).await),
+                Err(e) => (false, Err(e.into())),
             }
         };
-        report.reachable = true;
-        match migrate::inspect(&mut conn, &self.schema).await {
-            Ok(status) => {
-                report.schema_version = status.applied_version;
-                report.migrations_pending = !status.is_ready_for(self.mode);
+        match tokio::time::timeout(self.health_timeout, probe).await {
+            Ok((connected, outcome)) => {
+                report.reachable = connected;
+                match outcome {
+                    Ok(status) => {
+                        report.schema_version = status.applied_version;
+                        report.migrations_pending = !status.is_ready_for(self.mode);
+                    }
+                    Err(e) => report.error = Some(e.to_string()),
+                }
             }
-            Err(e) => report.error = Some(e.to_string()),
+            Err(_) => {
+                report.error = Some(format!(
+                    "no connection or answer within {:?} (PostgresOptions::health_timeout)",
+                    self.health_timeout
+                ));
+            }
         }
         report
     }
-}
-
-/// Maps a module result to duroxide's error for the named trait method.
-fn op<T>(operation: &str, result: Result<T>) -> Result<T, ProviderError> {
-    result.map_err(|e| e.into_provider_error(operation))
 }
 
 #[async_trait::async_trait]
@@ -331,10 +363,11 @@ impl Provider for PostgresProvider {
         poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        op(
+        self.observe(
             "fetch_orchestration_item",
-            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter).await,
+            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter),
         )
+        .await
     }
 
     async fn ack_orchestration_item(
@@ -347,7 +380,7 @@ impl Provider for PostgresProvider {
         metadata: ExecutionMetadata,
         cancelled_activities: Vec<ScheduledActivityIdentifier>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "ack_orchestration_item",
             orchestration_queue::ack(
                 self,
@@ -358,9 +391,9 @@ impl Provider for PostgresProvider {
                 &orchestrator_items,
                 &metadata,
                 &cancelled_activities,
-            )
-            .await,
+            ),
         )
+        .await
     }
 
     async fn abandon_orchestration_item(
@@ -369,10 +402,11 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "abandon_orchestration_item",
-            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt).await,
+            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt),
         )
+        .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -380,10 +414,11 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "renew_orchestration_item_lock",
-            orchestration_queue::renew(self, token, extend_for).await,
+            orchestration_queue::renew(self, token, extend_for),
         )
+        .await
     }
 
     async fn enqueue_for_orchestrator(
@@ -391,14 +426,15 @@ impl Provider for PostgresProvider {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "enqueue_for_orchestrator",
-            orchestration_queue::enqueue(self, &item, delay).await,
+            orchestration_queue::enqueue(self, &item, delay),
         )
+        .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        op("read", history::read(self, instance).await)
+        self.observe("read", history::read(self, instance)).await
     }
 
     async fn read_with_execution(
@@ -406,10 +442,11 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        op(
+        self.observe(
             "read_with_execution",
-            history::read_with_execution(self, instance, execution_id).await,
+            history::read_with_execution(self, instance, execution_id),
         )
+        .await
     }
 
     async fn append_with_execution(
@@ -418,17 +455,16 @@ impl Provider for PostgresProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "append_with_execution",
-            history::append_with_execution(self, instance, execution_id, &new_events).await,
+            history::append_with_execution(self, instance, execution_id, &new_events),
         )
+        .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        op(
-            "enqueue_for_worker",
-            worker_queue::enqueue(self, &item).await,
-        )
+        self.observe("enqueue_for_worker", worker_queue::enqueue(self, &item))
+            .await
     }
 
     async fn fetch_work_item(
@@ -438,10 +474,11 @@ impl Provider for PostgresProvider {
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        op(
+        self.observe(
             "fetch_work_item",
-            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await,
+            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter),
         )
+        .await
     }
 
     async fn ack_work_item(
@@ -449,10 +486,11 @@ impl Provider for PostgresProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "ack_work_item",
-            worker_queue::ack(self, token, completion.as_ref()).await,
+            worker_queue::ack(self, token, completion.as_ref()),
         )
+        .await
     }
 
     async fn renew_work_item_lock(
@@ -460,10 +498,11 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "renew_work_item_lock",
-            worker_queue::renew(self, token, extend_for).await,
+            worker_queue::renew(self, token, extend_for),
         )
+        .await
     }
 
     async fn abandon_work_item(
@@ -472,10 +511,11 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        op(
+        self.observe(
             "abandon_work_item",
-            worker_queue::abandon(self, token, delay, ignore_attempt).await,
+            worker_queue::abandon(self, token, delay, ignore_attempt),
         )
+        .await
     }
 
     async fn renew_session_lock(
@@ -484,20 +524,22 @@ impl Provider for PostgresProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        op(
+        self.observe(
             "renew_session_lock",
-            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await,
+            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout),
         )
+        .await
     }
 
     async fn cleanup_orphaned_sessions(
         &self,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        op(
+        self.observe(
             "cleanup_orphaned_sessions",
-            worker_queue::cleanup_orphaned_sessions(self, idle_timeout).await,
+            worker_queue::cleanup_orphaned_sessions(self, idle_timeout),
         )
+        .await
     }
 
     fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
@@ -509,10 +551,11 @@ impl Provider for PostgresProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        op(
+        self.observe(
             "get_custom_status",
-            history::get_custom_status(self, instance, last_seen_version).await,
+            history::get_custom_status(self, instance, last_seen_version),
         )
+        .await
     }
 
     async fn get_kv_value(
@@ -520,29 +563,29 @@ impl Provider for PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        op(
-            "get_kv_value",
-            history::get_kv_value(self, instance, key).await,
-        )
+        self.observe("get_kv_value", history::get_kv_value(self, instance, key))
+            .await
     }
 
     async fn get_kv_all_values(
         &self,
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
-        op(
+        self.observe(
             "get_kv_all_values",
-            history::get_kv_all_values(self, instance).await,
+            history::get_kv_all_values(self, instance),
         )
+        .await
     }
 
     async fn get_instance_stats(
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        op(
+        self.observe(
             "get_instance_stats",
-            history::get_instance_stats(self, instance).await,
+            history::get_instance_stats(self, instance),
         )
+        .await
     }
 }

@@ -1,4 +1,5 @@
-//! A throwaway local PostgreSQL server for examples, tests and benchmarks.
+//! A throwaway local PostgreSQL server for examples, tests and benchmarks
+//! (feature `throwaway`; never for production).
 //!
 //! Runs the crate's `scripts/pg-throwaway.sh` (embedded in the binary): it
 //! installs PostgreSQL from Debian packages when absent, creates a cluster in a
@@ -26,7 +27,7 @@ impl ThrowawayPostgres {
     /// `spawn_blocking`.
     ///
     /// # Errors
-    /// [`PgProviderError::InvalidInput`] carrying the script's output when the
+    /// [`PgProviderError::Throwaway`] carrying the script's output when the
     /// server cannot be installed or started.
     pub fn start() -> Result<Self> {
         Self::start_with_args(&[])
@@ -46,8 +47,8 @@ impl ThrowawayPostgres {
             .args(["--owner-pid", &owner])
             .args(args)
             .output()
-            .map_err(|e| {
-                PgProviderError::invalid_input("throwaway server", format!("cannot run bash: {e}"))
+            .map_err(|e| PgProviderError::Throwaway {
+                reason: format!("cannot run bash: {e}"),
             })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let value = |key: &str| {
@@ -61,14 +62,13 @@ impl ThrowawayPostgres {
             value("PGTHROWAWAY_DIR="),
         ) {
             (true, Some(url), Some(dir)) => Ok(Self { url, dir }),
-            _ => Err(PgProviderError::invalid_input(
-                "throwaway server",
-                format!(
+            _ => Err(PgProviderError::Throwaway {
+                reason: format!(
                     "pg-throwaway.sh failed ({}): {}",
                     output.status,
                     String::from_utf8_lossy(&output.stderr)
                 ),
-            )),
+            }),
         }
     }
 

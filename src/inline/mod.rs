@@ -49,7 +49,7 @@ impl Tx {
     /// Acquires a connection and starts a transaction on it.
     pub(crate) async fn begin(pool: &Db) -> Result<Self> {
         let mut tx = Self {
-            conn: pool.acquire().await?,
+            conn: crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?,
             finished: false,
             pooled: pool.pooled_begin().is_some(),
         };

@@ -117,6 +117,7 @@ impl LongPoll {
                     };
                     if woken {
                         shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                        crate::observe::fetch_woken(queue);
                     }
                     continue;
                 }
@@ -188,6 +189,7 @@ impl LongPoll {
             };
             if woken {
                 shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                crate::observe::fetch_woken(queue);
             } else if due_at == Some(wake_at) && wake_at < deadline {
                 due = Some(wake_at);
             }

@@ -256,6 +256,7 @@ fn later(now: Instant, d: Duration) -> Instant {
 /// Counters of a hub (shared by every provider on its pool), and whether it
 /// listens for one provider's schema; for tests, operators and the load tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct NotificationStats {
     /// Notifications received on the listening connection.
     pub received: u64,

@@ -186,7 +186,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<SchemaName>> {
 /// build, or with an edited migration).
 pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> {
     let mut conn = pool.acquire().await?;
-    let status = migrate::inspect(&mut conn, schema).await?;
+    let status = migrate::inspect_on(&mut conn, schema).await?;
     let queues = if status.applied_version.is_some() && status.pending_migrations == 0 {
         Some(queue_stats(&mut conn, schema).await?)
     } else {
@@ -347,7 +347,7 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
             ),
         ));
     }
-    let queues = match migrate::inspect(&mut tx, schema).await {
+    let queues = match migrate::inspect_on(&mut tx, schema).await {
         Ok(status) if status.pending_migrations == 0 => {
             tx.execute(schema.render(FREEZE).as_str()).await?;
             Some(queue_stats(&mut tx, schema).await?)

@@ -80,7 +80,8 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
                 &schema.render(
                     &RECORD_PROCEDURE
                         .replace("{{name}}", procedure.name)
-                        .replace("{{checksum}}", &procedure.checksum_hex()),
+                        .replace("{{checksum}}", &procedure.checksum_hex())
+                        .replace("{{crate_version}}", migrate::CRATE_VERSION),
                 ),
             );
         }

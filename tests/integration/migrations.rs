@@ -176,8 +176,7 @@ async fn procedures_a_newer_build_retired_are_dropped() {
         .await
         .expect("recorded");
         let name = SchemaName::new(&schema.name).expect("valid name");
-        let mut conn = schema.pool.acquire().await.expect("connection");
-        let status = migrate::inspect(&mut conn, &name)
+        let status = migrate::inspect(&schema.pool, &name)
             .await
             .expect("inspect");
         assert_eq!(status.retired_procedures, 1);
@@ -194,7 +193,7 @@ async fn procedures_a_newer_build_retired_are_dropped() {
         .await
         .expect("count");
         assert_eq!(functions, 0, "retired procedure dropped");
-        let status = migrate::inspect(&mut conn, &name)
+        let status = migrate::inspect(&schema.pool, &name)
             .await
             .expect("inspect");
         assert_eq!(status.retired_procedures, 0);
@@ -269,10 +268,8 @@ async fn migrations_never_call_functions_planted_on_the_search_path() {
         migrate::migrate(&pool, &name, SqlMode::StoredProcedures)
             .await
             .expect("reinstall");
-        let mut conn = pool.acquire().await.expect("connection");
-        let status = migrate::inspect(&mut conn, &name).await.expect("inspect");
+        let status = migrate::inspect(&pool, &name).await.expect("inspect");
         assert!(status.is_current() && status.retired_procedures == 0, "{status:?}");
-        drop(conn);
         assert_eq!(calls().await, Vec::<String>::new());
         pool.close().await;
         drop_schema(&schema.pool, &hostile).await;

@@ -153,7 +153,7 @@ struct ModeArg {
 }
 
 fn parse_mode(text: &str) -> Result<SqlMode, String> {
-    SqlMode::parse(text).ok_or_else(|| format!("{text:?} is not `procedures` or `inline`"))
+    text.parse::<SqlMode>().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,238 @@
+//! Observability in one place: the `tracing` span every provider operation
+//! runs in, and the `metrics` (feature `metrics`) it and the fetch paths
+//! record. The `Provider` and `ProviderAdmin` facades call
+//! [`PostgresProvider::observe`] for every trait method; nothing else in the
+//! crate opens an operation span.
+//!
+//! Metric names (labels in brackets; see docs/operations.md "Monitoring"):
+//!
+//! * `duroxide_postgres_operation_seconds` histogram
+//!   `[operation, mode, outcome]`, `outcome` = `ok`, `retryable` or
+//!   `permanent`;
+//! * `duroxide_postgres_fetch_total` counter `[queue, outcome]`,
+//!   `outcome` = `claimed` or `empty`;
+//! * `duroxide_postgres_fetch_wakeups_total` counter `[queue]`: a waiting
+//!   fetch woken by a notification (or handed a wake-up);
+//! * `duroxide_postgres_lease_expired_total` counter `[operation]`: an ack,
+//!   renewal or abandon refused because the lock's lease had expired;
+//! * `duroxide_postgres_retryable_errors_total` counter
+//!   `[operation, sqlstate]`: failures the runtime will retry, by SQLSTATE
+//!   (`none` for driver errors such as a pool timeout);
+//! * `duroxide_postgres_pool_acquire_seconds` histogram `[mode]`: the wait
+//!   for a pooled connection by fetches and inline-SQL transactions.
+//!
+//! No label carries the schema: a database may hold thousands of tenants.
+//! The span has it.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::ProviderError;
+use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::config::SqlMode;
+use crate::error::{PgProviderError, Result};
+use crate::provider::PostgresProvider;
+
+/// What a successful operation returned, as the span's `rows` field counts it.
+pub(crate) trait Rows {
+    /// Items returned or affected, when that means something.
+    fn rows(&self) -> Option<u64>;
+}
+
+impl Rows for () {
+    fn rows(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl<T> Rows for Option<T> {
+    fn rows(&self) -> Option<u64> {
+        Some(u64::from(self.is_some()))
+    }
+}
+
+impl<T> Rows for Vec<T> {
+    fn rows(&self) -> Option<u64> {
+        u64::try_from(self.len()).ok()
+    }
+}
+
+impl<K, V, S> Rows for std::collections::HashMap<K, V, S> {
+    fn rows(&self) -> Option<u64> {
+        u64::try_from(self.len()).ok()
+    }
+}
+
+impl Rows for usize {
+    fn rows(&self) -> Option<u64> {
+        u64::try_from(*self).ok()
+    }
+}
+
+/// Results whose count is not a row count (ids, records): no `rows` field.
+macro_rules! no_rows {
+    ($($t:ty),*) => {$(
+        impl Rows for $t {
+            fn rows(&self) -> Option<u64> {
+                None
+            }
+        }
+    )*};
+}
+no_rows!(
+    u64,
+    duroxide::providers::InstanceInfo,
+    duroxide::providers::ExecutionInfo,
+    duroxide::providers::SystemMetrics,
+    duroxide::providers::QueueDepths,
+    duroxide::providers::DeleteInstanceResult,
+    duroxide::providers::PruneResult
+);
+
+/// Which queue a fetch operation reads, for the fetch-outcome counter.
+fn fetch_queue(operation: &str) -> Option<&'static str> {
+    match operation {
+        "fetch_orchestration_item" => Some("orchestrator"),
+        "fetch_work_item" => Some("worker"),
+        _ => None,
+    }
+}
+
+impl PostgresProvider {
+    /// Runs one provider operation inside its span (`duroxide_postgres.op`,
+    /// level DEBUG: operation, schema, mode, then duration, rows and, on
+    /// failure, retryable and the error), records its metrics, and converts
+    /// its error into duroxide's, retryable or permanent as
+    /// [`PgProviderError::is_retryable`] decides.
+    pub(crate) async fn observe<T: Rows>(
+        &self,
+        operation: &'static str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T, ProviderError> {
+        let span = tracing::debug_span!(
+            "duroxide_postgres.op",
+            operation,
+            schema = %self.schema,
+            mode = %self.mode,
+            duration_ms = Empty,
+            rows = Empty,
+            retryable = Empty,
+            error = Empty,
+        );
+        let start = Instant::now();
+        let result = work.instrument(span.clone()).await;
+        let elapsed = start.elapsed();
+        span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        match &result {
+            Ok(value) => {
+                if let Some(rows) = value.rows() {
+                    span.record("rows", rows);
+                }
+                if let Some(queue) = fetch_queue(operation) {
+                    let claimed = value.rows().is_some_and(|n| n > 0);
+                    record_fetch(queue, claimed);
+                }
+                record_operation(operation, self.mode, "ok", elapsed);
+            }
+            Err(e) => {
+                let retryable = e.is_retryable();
+                span.record("retryable", retryable);
+                span.record("error", tracing::field::display(e));
+                let _entered = span.enter();
+                tracing::debug!(retryable, sqlstate = e.sqlstate(), "operation failed: {e}");
+                let outcome = if retryable { "retryable" } else { "permanent" };
+                record_operation(operation, self.mode, outcome, elapsed);
+                record_error(operation, e, retryable);
+            }
+        }
+        result.map_err(|e| e.into_provider_error(operation))
+    }
+}
+
+/// A pooled connection, its wait recorded as `pool_acquire_seconds`.
+pub(crate) async fn acquire(
+    pool: &PgPool,
+    mode: SqlMode,
+) -> Result<PoolConnection<sqlx::Postgres>> {
+    let start = Instant::now();
+    let conn = pool.acquire().await;
+    record_acquire(mode, start.elapsed());
+    Ok(conn?)
+}
+
+/// A waiting fetch on `queue` was woken.
+pub(crate) fn fetch_woken(queue: crate::notify::Queue) {
+    #[cfg(feature = "metrics")]
+    {
+        let queue = match queue {
+            crate::notify::Queue::Orchestrator => "orchestrator",
+            crate::notify::Queue::Worker => "worker",
+        };
+        metrics::counter!("duroxide_postgres_fetch_wakeups_total", "queue" => queue).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = queue;
+}
+
+#[cfg(feature = "metrics")]
+fn record_operation(
+    operation: &'static str,
+    mode: SqlMode,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    metrics::histogram!(
+        "duroxide_postgres_operation_seconds",
+        "operation" => operation,
+        "mode" => mode.as_str(),
+        "outcome" => outcome,
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+#[cfg(feature = "metrics")]
+fn record_fetch(queue: &'static str, claimed: bool) {
+    let outcome = if claimed { "claimed" } else { "empty" };
+    metrics::counter!("duroxide_postgres_fetch_total", "queue" => queue, "outcome" => outcome)
+        .increment(1);
+}
+
+#[cfg(feature = "metrics")]
+fn record_error(operation: &'static str, e: &PgProviderError, retryable: bool) {
+    let code = e.sqlstate();
+    if code.as_deref() == Some(crate::sqlstate::LOCK_EXPIRED) {
+        metrics::counter!("duroxide_postgres_lease_expired_total", "operation" => operation)
+            .increment(1);
+    }
+    if retryable {
+        let code = code.unwrap_or_else(|| "none".to_string());
+        metrics::counter!(
+            "duroxide_postgres_retryable_errors_total",
+            "operation" => operation,
+            "sqlstate" => code,
+        )
+        .increment(1);
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn record_acquire(mode: SqlMode, waited: Duration) {
+    metrics::histogram!("duroxide_postgres_pool_acquire_seconds", "mode" => mode.as_str())
+        .record(waited.as_secs_f64());
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_operation(_: &'static str, _: SqlMode, _: &'static str, _: Duration) {}
+
+#[cfg(not(feature = "metrics"))]
+fn record_fetch(_: &'static str, _: bool) {}
+
+#[cfg(not(feature = "metrics"))]
+fn record_error(_: &'static str, _: &PgProviderError, _: bool) {}
+
+#[cfg(not(feature = "metrics"))]
+fn record_acquire(_: SqlMode, _: Duration) {}

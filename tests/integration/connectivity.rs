@@ -1,0 +1,98 @@
+//! Connectivity: the `application_name` a provider's own pool reports, and a
+//! health check that answers within its bound when no connection is free.
+
+use std::time::{Duration, Instant};
+
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::support::{database_url, with_schema};
+
+/// `url` with `application_name=name` added to its query string.
+fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
+/// The `application_name` the provider's own connections report.
+async fn application_name(provider: &PostgresProvider) -> String {
+    sqlx::query_scalar("SELECT pg_catalog.current_setting('application_name')")
+        .fetch_one(provider.pool())
+        .await
+        .expect("application_name")
+}
+
+#[tokio::test]
+async fn the_default_application_name_names_the_schema() {
+    with_schema("appname_default", |schema| async move {
+        let options = PostgresOptions::default()
+            .schema(schema.name.clone())
+            .max_connections(2)
+            .notifications(false);
+        let provider = PostgresProvider::connect_with(database_url(), options)
+            .await
+            .expect("provider");
+        assert_eq!(
+            application_name(&provider).await,
+            format!("duroxide-postgres/{}", schema.name)
+        );
+        provider.pool().close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_application_name_in_the_url_is_kept() {
+    with_schema("appname_url", |schema| async move {
+        let options = PostgresOptions::default()
+            .schema(schema.name.clone())
+            .max_connections(2)
+            .notifications(false);
+        let url = with_application_name(database_url(), "billing-worker");
+        let provider = PostgresProvider::connect_with(&url, options)
+            .await
+            .expect("provider");
+        assert_eq!(application_name(&provider).await, "billing-worker");
+        provider.pool().close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_answers_within_its_bound_when_the_pool_has_no_free_connection() {
+    with_schema("health_bound", |schema| async move {
+        // One connection, a long acquire timeout, and the connection held.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect(database_url())
+            .await
+            .expect("pool");
+        let provider = PostgresProvider::from_pool_with(
+            pool.clone(),
+            PostgresOptions::default()
+                .schema(schema.name.clone())
+                .notifications(false)
+                .health_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .expect("provider");
+        assert!(provider.health().await.is_ready());
+
+        let held = pool.acquire().await.expect("the only connection");
+        let start = Instant::now();
+        let health = provider.health().await;
+        let waited = start.elapsed();
+        assert!(!health.reachable, "{health:?}");
+        assert!(!health.is_ready());
+        let error = health.error.as_deref().unwrap_or_default();
+        assert!(error.contains("health_timeout"), "{error}");
+        // Bounded by the health timeout, not the pool's 60 s acquire timeout.
+        assert!(waited < Duration::from_secs(30), "health took {waited:?}");
+
+        drop(held);
+        assert!(provider.health().await.is_ready());
+        pool.close().await;
+    })
+    .await;
+}

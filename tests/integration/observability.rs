@@ -1,0 +1,310 @@
+//! Observability: the `metrics` a provider records during a run (the crate's
+//! tests build with the `metrics` feature), read through a test recorder,
+//! and the `duroxide_postgres.op` span each operation runs in, read through
+//! a capturing `tracing` layer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::SqlMode;
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+
+use crate::fixtures;
+use crate::support::with_schema;
+
+/// One metric's handle: a counter's total, or a histogram's sample count.
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, _: f64) {}
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, _: f64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every metric registered, by `name{label=value,...}` (labels sorted).
+#[derive(Default)]
+struct TestRecorder {
+    cells: Mutex<BTreeMap<String, Arc<Cell>>>,
+}
+
+impl TestRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells.entry(name).or_default().clone()
+    }
+
+    /// The total of every metric whose name and labels contain all of `parts`.
+    fn total(&self, parts: &[&str]) -> u64 {
+        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .iter()
+            .filter(|(name, _)| parts.iter().all(|p| name.contains(p)))
+            .map(|(_, cell)| cell.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells.keys().cloned().collect()
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+/// Enqueues, claims, acks, fetches an empty queue and acks a bogus token in
+/// `mode`, with `recorder` installed for this (single-threaded) runtime.
+async fn run(mode: SqlMode, recorder: &TestRecorder) {
+    let prefix = format!("metrics_{mode}");
+    with_schema(&prefix, |schema| async move {
+        let provider = schema.provider_with(mode, false).await;
+        let _local = metrics::set_default_local_recorder(recorder);
+        provider
+            .enqueue_for_worker(fixtures::activity("metrics-1", 1))
+            .await
+            .expect("enqueue");
+        let lease = Duration::from_secs(30);
+        let (_, token, _) = provider
+            .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::default())
+            .await
+            .expect("fetch")
+            .expect("the enqueued item");
+        provider.ack_work_item(&token, None).await.expect("ack");
+        let empty = provider
+            .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::default())
+            .await
+            .expect("empty fetch");
+        assert!(empty.is_none());
+        let refused = provider.ack_work_item("no-such-token", None).await;
+        assert!(refused.is_err_and(|e| !e.is_retryable()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_emits_operation_fetch_and_pool_metrics_in_both_modes() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        let recorder = TestRecorder::default();
+        run(mode, &recorder).await;
+        let names = recorder.names();
+        let mode = format!("mode={mode}");
+        let count = |parts: &[&str]| recorder.total(parts);
+        assert_eq!(
+            count(&[
+                "duroxide_postgres_fetch_total",
+                "queue=worker",
+                "outcome=claimed"
+            ]),
+            1,
+            "{names:#?}"
+        );
+        assert_eq!(
+            count(&[
+                "duroxide_postgres_fetch_total",
+                "queue=worker",
+                "outcome=empty"
+            ]),
+            1,
+            "{names:#?}"
+        );
+        for operation in ["enqueue_for_worker", "fetch_work_item", "ack_work_item"] {
+            let op = format!("operation={operation}");
+            assert!(
+                count(&[
+                    "duroxide_postgres_operation_seconds",
+                    &op,
+                    &mode,
+                    "outcome=ok"
+                ]) >= 1,
+                "{operation}: {names:#?}"
+            );
+        }
+        assert_eq!(
+            count(&[
+                "duroxide_postgres_operation_seconds",
+                "operation=ack_work_item",
+                "outcome=permanent"
+            ]),
+            1,
+            "{names:#?}"
+        );
+        // Both fetches waited for a pooled connection (recorded even when
+        // the wait was nil).
+        assert!(
+            count(&["duroxide_postgres_pool_acquire_seconds", &mode]) >= 2,
+            "{names:#?}"
+        );
+    }
+}
+
+/// The fields of every closed `duroxide_postgres.op` span, as text.
+#[derive(Clone, Default)]
+struct SpanCapture {
+    closed: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
+}
+
+/// A span's fields so far (stored in the span's extensions).
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanCapture
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "duroxide_postgres.op" {
+            return;
+        }
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
+                values.record(fields);
+            }
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            if let Some(fields) = span.extensions_mut().remove::<Fields>() {
+                let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+                closed.push(fields.0);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_operation_runs_in_one_span_with_its_fields_in_both_modes() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        let capture = SpanCapture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let _default = tracing::subscriber::set_default(subscriber);
+        let prefix = format!("spans_{mode}");
+        let schema_name = Arc::new(Mutex::new(String::new()));
+        let seen = schema_name.clone();
+        with_schema(&prefix, |schema| async move {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = schema.name.clone();
+            let provider = schema.provider_with(mode, false).await;
+            // A span callsite first reached by another test's thread while
+            // this test installed its subscriber can keep the interest it
+            // computed without it (a registration race in tracing-core);
+            // recompute every callsite's interest now that both are done.
+            tracing::callsite::rebuild_interest_cache();
+            provider
+                .enqueue_for_worker(fixtures::activity("spans-1", 1))
+                .await
+                .expect("enqueue");
+            let lease = Duration::from_secs(30);
+            provider
+                .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::default())
+                .await
+                .expect("fetch")
+                .expect("the enqueued item");
+            let refused = provider.ack_work_item("no-such-token", None).await;
+            assert!(refused.is_err());
+        })
+        .await;
+        let schema = schema_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let closed = capture.closed.lock().unwrap_or_else(|e| e.into_inner());
+        let span = |operation: &str| {
+            closed
+                .iter()
+                .find(|f| f.get("operation").map(String::as_str) == Some(operation))
+                .unwrap_or_else(|| panic!("no {operation} span in {closed:#?}"))
+                .clone()
+        };
+        let fetch = span("fetch_work_item");
+        assert_eq!(fetch.get("schema"), Some(&schema), "{fetch:?}");
+        assert_eq!(fetch.get("mode").map(String::as_str), Some(mode.as_str()));
+        assert_eq!(
+            fetch.get("rows").map(String::as_str),
+            Some("1"),
+            "{fetch:?}"
+        );
+        assert!(fetch.contains_key("duration_ms"), "{fetch:?}");
+        assert!(!fetch.contains_key("error"), "{fetch:?}");
+        let ack = span("ack_work_item");
+        assert_eq!(
+            ack.get("retryable").map(String::as_str),
+            Some("false"),
+            "{ack:?}"
+        );
+        assert!(
+            ack.contains_key("error") && ack.contains_key("duration_ms"),
+            "{ack:?}"
+        );
+        assert!(span("enqueue_for_worker").contains_key("duration_ms"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Rolling upgrades: procedures record the crate version that installed
+//! them; a build never replaces a newer build's procedure set, and runs
+//! inline SQL beside it unless the set is its own; a newer build replaces
+//! an older set. The "other build" is simulated by editing the records (and
+//! a procedure) the way that build would have left them.
+
+use std::time::Duration;
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::{PostgresProvider, SchemaName, SqlMode, migrate};
+
+use crate::fixtures;
+use crate::support::{TestSchema, with_schema};
+
+/// `ack_work_item`'s definition as installed.
+async fn ack_definition(schema: &TestSchema) -> String {
+    sqlx::query_scalar(
+        "SELECT pg_catalog.pg_get_functiondef(p.oid) FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = $1 AND p.proname = 'ack_work_item'",
+    )
+    .bind(&schema.name)
+    .fetch_one(&schema.pool)
+    .await
+    .expect("definition")
+}
+
+/// `ack_work_item`'s record: (crate version, checksum).
+async fn ack_record(schema: &TestSchema) -> (Option<String>, Vec<u8>) {
+    sqlx::query_as(&schema.sql(
+        "SELECT crate_version, checksum FROM {{schema}}._duroxide_procedures \
+         WHERE name = 'ack_work_item'",
+    ))
+    .fetch_one(&schema.pool)
+    .await
+    .expect("record")
+}
+
+async fn execute(schema: &TestSchema, sql: &str) {
+    sqlx::raw_sql(&schema.sql(sql))
+        .execute(&schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Work enqueued through `from` is claimed and acked through `to`.
+async fn hand_over(from: &PostgresProvider, to: &PostgresProvider, id: u64) {
+    from.enqueue_for_worker(fixtures::activity("upgrade", id))
+        .await
+        .expect("enqueue");
+    let (_, token, _) = to
+        .fetch_work_item(
+            Duration::from_secs(30),
+            Duration::ZERO,
+            None,
+            &TagFilter::default(),
+        )
+        .await
+        .expect("fetch")
+        .expect("the item just enqueued");
+    to.ack_work_item(&token, None).await.expect("ack");
+}
+
+#[tokio::test]
+async fn an_older_build_leaves_a_newer_procedure_set_alone_and_runs_inline_beside_it() {
+    with_schema("upg_newer", |schema| async move {
+        // The newer build: its provider calls the procedures it installed.
+        let newer = schema.provider().await;
+        let changed = ack_definition(&schema).await.replacen(
+            "$function$",
+            "$function$\n-- changed by a newer build\n",
+            1,
+        );
+        sqlx::raw_sql(&changed)
+            .execute(&schema.pool)
+            .await
+            .expect("newer ack_work_item");
+        execute(
+            &schema,
+            "UPDATE {{schema}}._duroxide_procedures SET crate_version = '999.0.0'; \
+             UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x01' \
+              WHERE name = 'ack_work_item'",
+        )
+        .await;
+
+        // This build, asking for stored procedures, starts on inline SQL.
+        let older = schema.provider().await;
+        assert_eq!(older.sql_mode(), SqlMode::InlineSql);
+        let health = older.health().await;
+        assert!(health.is_ready(), "{health:?}");
+        assert_eq!(health.sql_mode, SqlMode::InlineSql);
+        let fallback = health.fallback.expect("the fallback is reported");
+        assert!(fallback.contains("999.0.0"), "{fallback}");
+
+        // Nothing of the newer set was replaced, dropped or re-recorded.
+        assert!(
+            ack_definition(&schema)
+                .await
+                .contains("changed by a newer build")
+        );
+        assert_eq!(
+            ack_record(&schema).await,
+            (Some("999.0.0".to_string()), vec![1u8])
+        );
+        let name = SchemaName::new(&schema.name).expect("name");
+        let status = migrate::inspect(&schema.pool, &name)
+            .await
+            .expect("inspect");
+        assert!(status.procedures_are_newer(), "{status:?}");
+        assert_eq!(status.procedures_version.as_deref(), Some("999.0.0"));
+        migrate::migrate(&schema.pool, &name, SqlMode::StoredProcedures)
+            .await
+            .expect("migrate leaves a newer set alone");
+        assert_eq!(
+            ack_record(&schema).await,
+            (Some("999.0.0".to_string()), vec![1u8])
+        );
+
+        // Both builds serve the schema, each finishing the other's work.
+        hand_over(&newer, &older, 1).await;
+        hand_over(&older, &newer, 2).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_newer_set_identical_to_this_builds_own_is_used() {
+    with_schema("upg_same", |schema| async move {
+        schema.provider().await;
+        execute(
+            &schema,
+            "UPDATE {{schema}}._duroxide_procedures SET crate_version = '999.0.0'",
+        )
+        .await;
+        let provider = schema.provider().await;
+        assert_eq!(provider.sql_mode(), SqlMode::StoredProcedures);
+        let health = provider.health().await;
+        assert!(health.is_ready() && health.fallback.is_none(), "{health:?}");
+        assert_eq!(ack_record(&schema).await.0.as_deref(), Some("999.0.0"));
+        hand_over(&provider, &provider, 1).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn this_build_replaces_an_older_or_unversioned_set_and_records_its_version() {
+    with_schema("upg_older", |schema| async move {
+        schema.provider().await;
+        let (version, checksum) = ack_record(&schema).await;
+        assert_eq!(version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        for (id, older) in [(1, "'0.0.1'"), (2, "NULL")] {
+            execute(
+                &schema,
+                &format!(
+                    "UPDATE {{{{schema}}}}._duroxide_procedures SET crate_version = {older}; \
+                     UPDATE {{{{schema}}}}._duroxide_procedures SET checksum = '\\x01' \
+                      WHERE name = 'ack_work_item'"
+                ),
+            )
+            .await;
+            let provider = schema.provider().await;
+            assert_eq!(provider.sql_mode(), SqlMode::StoredProcedures);
+            assert_eq!(
+                ack_record(&schema).await,
+                (
+                    Some(env!("CARGO_PKG_VERSION").to_string()),
+                    checksum.clone()
+                ),
+                "{older}"
+            );
+            hand_over(&provider, &provider, id).await;
+        }
+    })
+    .await;
+}
