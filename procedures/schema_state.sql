@@ -1,11 +1,13 @@
 -- schema_state: what the schema's bookkeeping records, for a role that may
 -- not read it (a runtime role with EXECUTE only): the applied migrations,
--- and the recorded procedures with whether each function still exists.
+-- and the recorded procedures with whether each function still exists and
+-- the crate version that installed it.
 -- The same rows as migrate/state.sql, which roles with SELECT on the
 -- bookkeeping tables read directly. Lets MigrationMode::Verify and health()
 -- work for the runtime role; it reveals names and checksums only.
 CREATE OR REPLACE FUNCTION {{schema}}.schema_state()
-RETURNS TABLE (kind text, version bigint, name text, checksum bytea, present boolean)
+RETURNS TABLE (kind text, version bigint, name text, checksum bytea, present boolean,
+               crate_version text)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -15,13 +17,14 @@ AS $$
 #variable_conflict use_column
 BEGIN
 RETURN QUERY
-    SELECT 'migration'::text, m.version, m.name, m.checksum, true
+    SELECT 'migration'::text, m.version, m.name, m.checksum, true, NULL::text
       FROM {{schema}}._duroxide_migrations m
     UNION ALL
     SELECT 'procedure'::text, NULL::bigint, d.name, d.checksum,
            EXISTS (SELECT 1 FROM pg_catalog.pg_proc f
                     WHERE f.pronamespace = '{{schema}}'::regnamespace
-                      AND f.proname = d.name)
+                      AND f.proname = d.name),
+           pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'crate_version'
       FROM {{schema}}._duroxide_procedures d
      ORDER BY 1, 2, 3
 ;
