@@ -57,6 +57,7 @@ pub mod migrate;
 mod notify;
 mod orchestration_queue;
 mod provider;
+mod recycle;
 mod schema;
 mod sql;
 pub mod tenants;

@@ -15,13 +15,13 @@ use duroxide::providers::{
 };
 use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::admission::{AdmissionStats, Gate};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
+use crate::recycle::Scope;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
@@ -127,14 +127,7 @@ impl PostgresProvider {
     pub async fn connect_with(database_url: &str, options: PostgresOptions) -> Result<Self> {
         let schema = SchemaName::new(&options.schema)?;
         let connect = options.connect_options(database_url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .min_connections(options.min_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(options.idle_timeout)
-            .test_before_acquire(options.test_before_acquire)
-            .connect_with(connect)
-            .await?;
+        let pool = options.pool_options().connect_with(connect).await?;
         Self::build(pool, schema, &options).await
     }
 
@@ -158,12 +151,23 @@ impl PostgresProvider {
 
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
         let mode = SqlMode::resolve(options.sql_mode)?;
-        match options.migration_mode {
-            MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await?,
-            MigrationMode::Verify => {
-                migrate::verify(&pool, &schema, mode).await?;
-            }
-        }
+        let gate = Gate::of(&pool, options.fetch_slots, options.notifications);
+        let gate_key: Arc<str> = schema.as_str().into();
+        // In the pool's scope: the connections it uses count this tenant.
+        let setup = Scope {
+            gate: gate.clone(),
+            tenant: gate_key.clone(),
+            started: std::time::Instant::now(),
+            leased: false,
+        };
+        setup
+            .run(async {
+                match options.migration_mode {
+                    MigrationMode::Apply => migrate::migrate(&pool, &schema, mode).await,
+                    MigrationMode::Verify => migrate::verify(&pool, &schema, mode).await.map(drop),
+                }
+            })
+            .await?;
         let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         let long_poll = options.notifications.then(|| {
@@ -181,8 +185,6 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
-        let gate = Gate::of(&pool, options.fetch_slots, options.notifications);
-        let gate_key: Arc<str> = schema.as_str().into();
         Ok(Self {
             pool,
             schema,
@@ -267,9 +269,43 @@ impl PostgresProvider {
     }
 }
 
-/// Maps a module result to duroxide's error for the named trait method.
-fn op<T>(operation: &str, result: Result<T>) -> Result<T, ProviderError> {
-    result.map_err(|e| e.into_provider_error(operation))
+/// Trait methods that work on a lease already taken.
+const LEASED: [&str; 6] = [
+    "ack_orchestration_item",
+    "abandon_orchestration_item",
+    "renew_orchestration_item_lock",
+    "ack_work_item",
+    "abandon_work_item",
+    "renew_work_item_lock",
+];
+
+impl PostgresProvider {
+    /// Runs the named trait method's `work` in the pool's scope (so the
+    /// pool's hooks see the tenant: `crate::recycle`), counts a lease found
+    /// gone, and maps the error to duroxide's.
+    async fn op<T>(
+        &self,
+        operation: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T, ProviderError> {
+        let leased = LEASED.contains(&operation);
+        let scope = Scope {
+            gate: self.gate.clone(),
+            tenant: self.gate_key.clone(),
+            started: std::time::Instant::now(),
+            leased,
+        };
+        let result = scope.run(work).await;
+        if let Err(e) = &result {
+            let gone = e.sqlstate().is_some_and(|code| {
+                code == crate::sqlstate::LOCK_EXPIRED || code == crate::sqlstate::INVALID_LOCK_TOKEN
+            });
+            if leased && gone {
+                self.gate.note_lease_expired();
+            }
+        }
+        result.map_err(|e| e.into_provider_error(operation))
+    }
 }
 
 #[async_trait::async_trait]
@@ -288,10 +324,11 @@ impl Provider for PostgresProvider {
         poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        op(
+        self.op(
             "fetch_orchestration_item",
-            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter).await,
+            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter),
         )
+        .await
     }
 
     async fn ack_orchestration_item(
@@ -304,7 +341,7 @@ impl Provider for PostgresProvider {
         metadata: ExecutionMetadata,
         cancelled_activities: Vec<ScheduledActivityIdentifier>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "ack_orchestration_item",
             orchestration_queue::ack(
                 self,
@@ -315,9 +352,9 @@ impl Provider for PostgresProvider {
                 &orchestrator_items,
                 &metadata,
                 &cancelled_activities,
-            )
-            .await,
+            ),
         )
+        .await
     }
 
     async fn abandon_orchestration_item(
@@ -326,10 +363,11 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "abandon_orchestration_item",
-            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt).await,
+            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt),
         )
+        .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -337,10 +375,11 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "renew_orchestration_item_lock",
-            orchestration_queue::renew(self, token, extend_for).await,
+            orchestration_queue::renew(self, token, extend_for),
         )
+        .await
     }
 
     async fn enqueue_for_orchestrator(
@@ -348,14 +387,15 @@ impl Provider for PostgresProvider {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "enqueue_for_orchestrator",
-            orchestration_queue::enqueue(self, &item, delay).await,
+            orchestration_queue::enqueue(self, &item, delay),
         )
+        .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        op("read", history::read(self, instance).await)
+        self.op("read", history::read(self, instance)).await
     }
 
     async fn read_with_execution(
@@ -363,10 +403,11 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        op(
+        self.op(
             "read_with_execution",
-            history::read_with_execution(self, instance, execution_id).await,
+            history::read_with_execution(self, instance, execution_id),
         )
+        .await
     }
 
     async fn append_with_execution(
@@ -375,17 +416,16 @@ impl Provider for PostgresProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "append_with_execution",
-            history::append_with_execution(self, instance, execution_id, &new_events).await,
+            history::append_with_execution(self, instance, execution_id, &new_events),
         )
+        .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        op(
-            "enqueue_for_worker",
-            worker_queue::enqueue(self, &item).await,
-        )
+        self.op("enqueue_for_worker", worker_queue::enqueue(self, &item))
+            .await
     }
 
     async fn fetch_work_item(
@@ -395,10 +435,11 @@ impl Provider for PostgresProvider {
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        op(
+        self.op(
             "fetch_work_item",
-            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await,
+            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter),
         )
+        .await
     }
 
     async fn ack_work_item(
@@ -406,10 +447,11 @@ impl Provider for PostgresProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "ack_work_item",
-            worker_queue::ack(self, token, completion.as_ref()).await,
+            worker_queue::ack(self, token, completion.as_ref()),
         )
+        .await
     }
 
     async fn renew_work_item_lock(
@@ -417,10 +459,11 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "renew_work_item_lock",
-            worker_queue::renew(self, token, extend_for).await,
+            worker_queue::renew(self, token, extend_for),
         )
+        .await
     }
 
     async fn abandon_work_item(
@@ -429,10 +472,11 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        op(
+        self.op(
             "abandon_work_item",
-            worker_queue::abandon(self, token, delay, ignore_attempt).await,
+            worker_queue::abandon(self, token, delay, ignore_attempt),
         )
+        .await
     }
 
     async fn renew_session_lock(
@@ -441,20 +485,22 @@ impl Provider for PostgresProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        op(
+        self.op(
             "renew_session_lock",
-            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await,
+            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout),
         )
+        .await
     }
 
     async fn cleanup_orphaned_sessions(
         &self,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        op(
+        self.op(
             "cleanup_orphaned_sessions",
-            worker_queue::cleanup_orphaned_sessions(self, idle_timeout).await,
+            worker_queue::cleanup_orphaned_sessions(self, idle_timeout),
         )
+        .await
     }
 
     fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
@@ -466,10 +512,11 @@ impl Provider for PostgresProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        op(
+        self.op(
             "get_custom_status",
-            history::get_custom_status(self, instance, last_seen_version).await,
+            history::get_custom_status(self, instance, last_seen_version),
         )
+        .await
     }
 
     async fn get_kv_value(
@@ -477,29 +524,29 @@ impl Provider for PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        op(
-            "get_kv_value",
-            history::get_kv_value(self, instance, key).await,
-        )
+        self.op("get_kv_value", history::get_kv_value(self, instance, key))
+            .await
     }
 
     async fn get_kv_all_values(
         &self,
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
-        op(
+        self.op(
             "get_kv_all_values",
-            history::get_kv_all_values(self, instance).await,
+            history::get_kv_all_values(self, instance),
         )
+        .await
     }
 
     async fn get_instance_stats(
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        op(
+        self.op(
             "get_instance_stats",
-            history::get_instance_stats(self, instance).await,
+            history::get_instance_stats(self, instance),
         )
+        .await
     }
 }
