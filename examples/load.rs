@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
-//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants]
+//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
 //!                                        [--tenants 200] [--tenants-per-connection 64]
 //!                                        [--durable] [--client-superuser]
 //! ```
@@ -31,7 +31,7 @@
 //!   shared pool of 20, against the same orchestrations in one tenant with
 //!   4:4 dispatchers, with lease expiries, the slowest acquire of leased
 //!   work, connections recycled (`--tenants-per-connection`) and the
-//!   backends' private memory.
+//!   backends' private memory. `--scenario burst` runs the burst alone.
 //!
 //! Without `DATABASE_URL` it starts its own throwaway server (with
 //! `--durable`: `fsync` and `synchronous_commit` on, as in production;
@@ -205,7 +205,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants] [--tenants N] [--tenants-per-connection N] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -778,6 +778,12 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                 rows.push(tenants::run(&url, &admin, mode, settings.tenants).await?);
             }
             tenants::print(&rows);
+        }
+        if settings
+            .scenarios
+            .iter()
+            .any(|s| s == "tenants" || s == "burst")
+        {
             let mut bursts = Vec::new();
             for &mode in &settings.modes {
                 let per_connection = settings.tenants_per_connection;
