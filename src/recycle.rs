@@ -40,8 +40,11 @@ use sqlx::postgres::PgPoolOptions;
 use crate::admission::Gate;
 use crate::config::PostgresOptions;
 
-/// Connections whose creation instants are this close are taken as one.
-const SAME_CONNECTION: Duration = Duration::from_micros(500);
+/// Connections whose creation instants are this close are taken as one:
+/// wide enough for a thread preempted between sqlx's clock reading and
+/// ours, narrow enough that only connections opened together share a
+/// record (which only makes them recycle sooner).
+const SAME_CONNECTION: Duration = Duration::from_millis(2);
 
 tokio::task_local! {
     static SCOPE: Scope;
