@@ -5,8 +5,9 @@
 //! ```text
 //! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
-//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants]
-//!                                        [--tenants 200]
+//!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
+//!                                        [--tenants 200] [--tenants-per-connection 64]
+//!                                        [--durable] [--client-superuser]
 //! ```
 //!
 //! Three scenarios (the first two by default):
@@ -25,9 +26,16 @@
 //! * `tenants`: `--tenants` schemas join one pool one after another while
 //!   the first has a fetch waiting: listening connections made, waiters
 //!   woken by the joins, and how soon a commit for the last tenant reaches
-//!   its waiter.
+//!   its waiter. Then the burst (`load/burst.rs`): one fan-out orchestration
+//!   started at once in each of `--tenants` tenants, a runtime each on one
+//!   shared pool of 20, against the same orchestrations in one tenant with
+//!   4:4 dispatchers, with lease expiries, the slowest acquire of leased
+//!   work, connections recycled (`--tenants-per-connection`) and the
+//!   backends' private memory. `--scenario burst` runs the burst alone.
 //!
-//! Without `DATABASE_URL` it starts its own throwaway server with
+//! Without `DATABASE_URL` it starts its own throwaway server (with
+//! `--durable`: `fsync` and `synchronous_commit` on, as in production;
+//! otherwise both off) with
 //! `pg_stat_statements` preloaded, and measures, per orchestration, the
 //! statements the runtime sent and the server time they took (the client
 //! that starts and awaits orchestrations connects as a separate role so its
@@ -35,6 +43,15 @@
 //! used (from `/proc`, when the server is local: unlike statement time, it
 //! counts the same work in both SQL modes). Prints a progress line per
 //! second and a table at the end, including the procedures/inline ratio.
+//! It prints the server's `fsync` and `synchronous_commit` settings and the
+//! SQL mode each provider actually runs in; it refuses to compare modes
+//! while `DUROXIDE_POSTGRES_SQL_MODE` would force them all to one.
+//!
+//! The client connects as a role of its own, `duroxide_load_client`, created
+//! as a superuser on the tool's own server. On a server you supply
+//! (`DATABASE_URL`) it creates no role unless `--client-superuser` asks for
+//! it (and says so); without it the client shares the runtime's role and its
+//! statements count as the runtime's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,6 +107,8 @@ impl Target {
 
 #[path = "load/backend_cpu.rs"]
 mod backend_cpu;
+#[path = "load/burst.rs"]
+mod burst;
 #[path = "load/latency.rs"]
 mod latency;
 #[path = "load/tenants.rs"]
@@ -112,6 +131,12 @@ struct Settings {
     repeat: usize,
     /// Schemas in the `tenants` scenario.
     tenants: usize,
+    /// `PostgresOptions::tenants_per_connection` in the burst.
+    tenants_per_connection: usize,
+    /// Start the throwaway server durable (`--durable`).
+    durable: bool,
+    /// Create the client's superuser role on a server the user supplied.
+    client_superuser: bool,
 }
 
 fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
@@ -127,6 +152,9 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         settle: None,
         repeat: 1,
         tenants: 200,
+        tenants_per_connection: PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION,
+        durable: false,
+        client_superuser: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -172,12 +200,15 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--repeat" => settings.repeat = value()?.parse::<usize>()?.max(1),
             "--tasks" => settings.tasks = value()?.parse()?,
             "--tenants" => settings.tenants = value()?.parse()?,
+            "--tenants-per-connection" => settings.tenants_per_connection = value()?.parse()?,
+            "--durable" => settings.durable = true,
+            "--client-superuser" => settings.client_superuser = true,
             "--settle-ms" => {
                 settings.settle = Some(Duration::from_millis(value()?.parse()?));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants] [--tenants N]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -308,6 +339,8 @@ async fn run_one(
             None,
         ),
     };
+    // The mode in force, which the environment may have overridden.
+    let mode = ours.as_ref().map_or(mode, |p| p.sql_mode().as_str());
     // The runtime connects as the admin pool's role (same URL).
     let runtime_role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(admin)
@@ -450,8 +483,21 @@ async fn run_one(
     })
 }
 
-/// The client connects as its own role so its polling is not counted as runtime work.
-async fn client_url(url: &str, admin: &PgPool) -> String {
+/// The client connects as its own role so its polling is not counted as
+/// runtime work: a superuser role the tool creates on its own server, or on
+/// a server the user supplied only when `create_on_theirs` (and it says so).
+async fn client_url(url: &str, admin: &PgPool, own_server: bool, create_on_theirs: bool) -> String {
+    if !own_server && !create_on_theirs {
+        eprintln!(
+            "client: shares the runtime's role on your server (no role created; --client-superuser creates duroxide_load_client), so its statements count as the runtime's"
+        );
+        return url.to_string();
+    }
+    if !own_server {
+        eprintln!(
+            "client: creating SUPERUSER role duroxide_load_client on your server (--client-superuser)"
+        );
+    }
     let created = sqlx::query(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duroxide_load_client') \
          THEN CREATE ROLE duroxide_load_client LOGIN SUPERUSER; END IF; END $$",
@@ -464,6 +510,44 @@ async fn client_url(url: &str, admin: &PgPool) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Prints the server's durability settings.
+async fn print_server_settings(admin: &PgPool, durable_asked: bool, own_server: bool) {
+    let show = |name: &'static str| async move {
+        sqlx::query_scalar::<_, String>(&format!("SHOW {name}"))
+            .fetch_one(admin)
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e})"))
+    };
+    let (fsync, sync_commit) = (show("fsync").await, show("synchronous_commit").await);
+    println!("server: fsync = {fsync}, synchronous_commit = {sync_commit}");
+    if durable_asked && !own_server && (fsync != "on" || sync_commit != "on") {
+        eprintln!("--durable asked for, but the server you supplied is not durable");
+    }
+}
+
+/// Refuses a comparison of SQL modes that the environment would collapse
+/// into one mode against itself.
+fn check_mode_override(modes: &[SqlMode]) -> Result<(), BoxError> {
+    let forced = std::env::var(SqlMode::ENV_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    if let Some(forced) = forced {
+        if modes.len() > 1 {
+            return Err(format!(
+                "{}={forced} forces every provider into one SQL mode: unset it to compare {} (or pass --modes with one mode)",
+                SqlMode::ENV_VAR,
+                modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" and ")
+            )
+            .into());
+        }
+        eprintln!(
+            "{}={forced} is set: the mode in force is what each table shows",
+            SqlMode::ENV_VAR
+        );
+    }
+    Ok(())
 }
 
 fn print_table(outcomes: &[Outcome]) {
@@ -629,15 +713,21 @@ fn main() -> Result<(), BoxError> {
 /// `benches/peer`), all run by default.
 pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
     let settings = parse_args(extras)?;
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
+    check_mode_override(&settings.modes)?;
+    let (url, own_server) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, false),
         _ => {
-            let server = ThrowawayPostgres::start()?;
+            let server = if settings.durable {
+                ThrowawayPostgres::start_with_args(&["--durable"])?
+            } else {
+                ThrowawayPostgres::start()?
+            };
             eprintln!(
-                "throwaway PostgreSQL at {} (pg_stat_statements on)",
-                server.url()
+                "throwaway PostgreSQL at {} (pg_stat_statements on{})",
+                server.url(),
+                if settings.durable { ", durable" } else { "" }
             );
-            server.url().to_string()
+            (server.url().to_string(), true)
         }
     };
     let rt = tokio::runtime::Runtime::new()?;
@@ -653,7 +743,8 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         {
             eprintln!("pg_stat_statements unavailable: statement counts will read n/a");
         }
-        let client_url = client_url(&url, &admin).await;
+        print_server_settings(&admin, settings.durable, own_server).await;
+        let client_url = client_url(&url, &admin, own_server, settings.client_superuser).await;
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
             for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
@@ -690,6 +781,19 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                 rows.push(tenants::run(&url, &admin, mode, settings.tenants).await?);
             }
             tenants::print(&rows);
+        }
+        if settings
+            .scenarios
+            .iter()
+            .any(|s| s == "tenants" || s == "burst")
+        {
+            let mut bursts = Vec::new();
+            for &mode in &settings.modes {
+                let per_connection = settings.tenants_per_connection;
+                bursts
+                    .push(burst::run(&url, &admin, mode, settings.tenants, per_connection).await?);
+            }
+            burst::print(&bursts);
         }
         Ok(())
     })

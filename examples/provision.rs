@@ -1,5 +1,6 @@
 //! Provisioning benchmark: migrates `--tenants` fresh schemas on one pool,
-//! `--parallel` at a time, and prints tenants per second.
+//! `--parallel` at a time (`tenants::migrate_many_with`), and prints tenants
+//! per second.
 //!
 //! ```text
 //! cargo run --release --example provision -- [--tenants 1000] [--parallel 1] [--mode procedures|inline]
@@ -11,8 +12,9 @@
 
 use std::time::Instant;
 
-use duroxide_postgres::{PostgresOptions, SchemaName, SqlMode, ThrowawayPostgres, migrate};
-use futures::StreamExt;
+use duroxide_postgres::{
+    PostgresOptions, SchemaName, SqlMode, ThrowawayPostgres, migrate, tenants,
+};
 use sqlx::postgres::PgPoolOptions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -58,18 +60,19 @@ async fn run(url: &str, tenants: usize, parallel: usize, mode: SqlMode) -> Resul
         .await?;
     }
     let started = Instant::now();
-    let mut done = 0usize;
-    let mut results = futures::stream::iter(schemas.iter())
-        .map(|schema| migrate::migrate(&pool, schema, mode))
-        .buffer_unordered(parallel);
-    while let Some(result) = results.next().await {
-        result?;
-        done += 1;
-        if done % 100 == 0 {
-            eprintln!("{done} tenants in {:.1} s", started.elapsed().as_secs_f64());
+    let outcomes = tenants::migrate_many_with(&pool, &schemas, mode, parallel, |p| {
+        if p.done % 100 == 0 {
+            eprintln!(
+                "{} tenants in {:.1} s",
+                p.done,
+                started.elapsed().as_secs_f64()
+            );
         }
+    })
+    .await;
+    for outcome in outcomes {
+        outcome.result?;
     }
-    drop(results);
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "provisioned {tenants} tenants ({mode}, {parallel} at a time) in {elapsed:.1} s: {:.1} tenants/s",

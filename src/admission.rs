@@ -22,9 +22,16 @@
 //!
 //! `PostgresOptions::fetch_slots` overrides the number of slots; the first
 //! provider on a pool sets the gate up.
+//!
+//! The gate also keeps the pool's counters of leased work, for
+//! [`AdmissionStats`]: leases found gone by an ack, abandon or renewal,
+//! the slowest wait of leased work for a connection, and connections
+//! recycled by the tenant bound (`crate::recycle`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -36,6 +43,12 @@ pub(crate) struct Gate {
     /// Slots one schema may hold at once.
     per_schema: usize,
     state: Mutex<State>,
+    /// Acks, abandons and renewals that found their lease gone.
+    lease_expiries: AtomicU64,
+    /// The longest wait of leased work for a connection, in microseconds.
+    slowest_leased_acquire_us: AtomicU64,
+    /// Connections closed because they had served their share of tenants.
+    recycled: AtomicU64,
 }
 
 #[derive(Default)]
@@ -65,7 +78,10 @@ impl Drop for Slot {
     }
 }
 
-/// What a gate looks like now, for tests and monitoring.
+/// What a pool's admission looks like now, for tests and monitoring: the
+/// fetch gate, and the counters of leased work and connection recycling
+/// (since the first provider on the pool was built; shared by every
+/// provider on the pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AdmissionStats {
@@ -77,6 +93,19 @@ pub struct AdmissionStats {
     pub held: usize,
     /// Fetches waiting for a slot.
     pub waiting: usize,
+    /// Acks, abandons and lock renewals (orchestration or activity) that
+    /// found their lease gone: expired, or expired and taken by another
+    /// fetch. Each one is a turn or an activity done again.
+    pub lease_expiries: u64,
+    /// The longest an ack, abandon or lock renewal waited for a pool
+    /// connection. Measured only on pools built from
+    /// `PostgresOptions::pool_options` (as `PostgresProvider::connect_with`
+    /// builds its own); zero elsewhere.
+    pub slowest_leased_acquire: Duration,
+    /// Connections closed because they had served
+    /// `PostgresOptions::tenants_per_connection` distinct schemas (pools
+    /// built from `PostgresOptions::pool_options` only).
+    pub connections_recycled: u64,
 }
 
 /// Gates by pool.
@@ -124,7 +153,27 @@ impl Gate {
                 free: slots,
                 ..State::default()
             }),
+            lease_expiries: AtomicU64::new(0),
+            slowest_leased_acquire_us: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an ack, abandon or renewal that found its lease gone.
+    pub(crate) fn note_lease_expired(&self) {
+        self.lease_expiries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long leased work waited for a connection.
+    pub(crate) fn note_leased_acquire(&self, waited: Duration) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.slowest_leased_acquire_us
+            .fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Counts a connection recycled by the tenant bound.
+    pub(crate) fn note_recycled(&self) {
+        self.recycled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Waits for a slot for a fetch of `schema`.
@@ -219,6 +268,11 @@ impl Gate {
                 .iter()
                 .filter(|(_, tx)| !tx.is_closed())
                 .count(),
+            lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
+            slowest_leased_acquire: Duration::from_micros(
+                self.slowest_leased_acquire_us.load(Ordering::Relaxed),
+            ),
+            connections_recycled: self.recycled.load(Ordering::Relaxed),
         }
     }
 }

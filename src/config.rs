@@ -269,6 +269,15 @@ pub struct PostgresOptions {
     /// connection for the whole `acquire_timeout`, so a readiness probe
     /// gets its answer in time.
     pub health_timeout: Duration,
+    /// Distinct schemas one pooled connection serves before it is closed and
+    /// replaced (default [`PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION`];
+    /// zero: no limit). A server backend keeps the compiled procedures,
+    /// plans and catalog entries of every schema it served (about 1 MiB per
+    /// schema in procedure mode), so this bounds each backend's memory on a
+    /// pool shared by many tenants. Applies to pools built from
+    /// [`PostgresOptions::pool_options`], as `PostgresProvider::connect_with`
+    /// builds its own.
+    pub tenants_per_connection: usize,
 }
 
 impl Default for PostgresOptions {
@@ -295,11 +304,23 @@ impl Default for PostgresOptions {
             transaction_pooler: false,
             listen_url: None,
             health_timeout: Duration::from_secs(5),
+            tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
         }
     }
 }
 
 impl PostgresOptions {
+    /// The default of [`PostgresOptions::tenants_per_connection`]: with
+    /// about 1 MiB per schema, a backend stays under about 100 MiB.
+    pub const DEFAULT_TENANTS_PER_CONNECTION: usize = 64;
+
+    /// Sets how many distinct schemas one pooled connection serves before
+    /// it is replaced (see the `tenants_per_connection` field).
+    pub fn tenants_per_connection(mut self, tenants: usize) -> Self {
+        self.tenants_per_connection = tenants;
+        self
+    }
+
     /// Sets the tenant schema.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();

@@ -70,6 +70,7 @@ mod observe;
 mod orchestration_queue;
 mod pooler;
 mod provider;
+mod recycle;
 mod schema;
 mod sql;
 pub mod tenants;

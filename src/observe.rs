@@ -102,6 +102,17 @@ fn fetch_queue(operation: &str) -> Option<&'static str> {
     }
 }
 
+/// Trait methods that work on a lease already taken: their waits for a
+/// connection and their lease-gone errors feed the pool's counters.
+const LEASED: [&str; 6] = [
+    "ack_orchestration_item",
+    "abandon_orchestration_item",
+    "renew_orchestration_item_lock",
+    "ack_work_item",
+    "abandon_work_item",
+    "renew_work_item_lock",
+];
+
 impl PostgresProvider {
     /// Runs one provider operation inside its span (`duroxide_postgres.op`,
     /// level DEBUG: operation, schema, mode, then duration, rows and, on
@@ -123,8 +134,16 @@ impl PostgresProvider {
             retryable = Empty,
             error = Empty,
         );
+        let leased = LEASED.contains(&operation);
+        // In the pool's scope: its hooks see the tenant (`crate::recycle`).
+        let scope = crate::recycle::Scope {
+            gate: self.gate.clone(),
+            tenant: self.gate_key.clone(),
+            started: Instant::now(),
+            leased,
+        };
         let start = Instant::now();
-        let result = work.instrument(span.clone()).await;
+        let result = scope.run(work.instrument(span.clone())).await;
         let elapsed = start.elapsed();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         match &result {
@@ -139,6 +158,13 @@ impl PostgresProvider {
                 record_operation(operation, self.mode, "ok", elapsed);
             }
             Err(e) => {
+                let gone = e.sqlstate().is_some_and(|code| {
+                    code == crate::sqlstate::LOCK_EXPIRED
+                        || code == crate::sqlstate::INVALID_LOCK_TOKEN
+                });
+                if leased && gone {
+                    self.gate.note_lease_expired();
+                }
                 let retryable = e.is_retryable();
                 span.record("retryable", retryable);
                 span.record("error", tracing::field::display(e));

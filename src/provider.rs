@@ -17,7 +17,6 @@ use duroxide::providers::{
 };
 use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::admission::{AdmissionStats, Gate};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
@@ -25,6 +24,7 @@ use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
 use crate::pooler::Db;
+use crate::recycle::Scope;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
 use crate::{history, orchestration_queue, worker_queue};
@@ -141,14 +141,7 @@ impl PostgresProvider {
     pub async fn connect_with(database_url: &str, options: PostgresOptions) -> Result<Self> {
         let schema = SchemaName::new(&options.schema)?;
         let connect = options.connect_options(database_url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .min_connections(options.min_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(options.idle_timeout)
-            .test_before_acquire(options.test_before_acquire)
-            .connect_with(connect)
-            .await?;
+        let pool = options.pool_options().connect_with(connect).await?;
         Self::build(pool, schema, &options).await
     }
 
@@ -201,10 +194,30 @@ impl PostgresProvider {
             pool,
             options.transaction_pooler.then(|| options.pooled_begin()),
         );
-        let status = match options.migration_mode {
-            MigrationMode::Apply => migrate::migrate_status(&pool, &schema, requested).await?,
-            MigrationMode::Verify => migrate::inspect(&pool, &schema).await?,
+        // A listener on its own URL holds none of the pool's connections.
+        let gate = Gate::of(
+            &pool,
+            options.fetch_slots,
+            options.notifications && listen_pool.is_none(),
+        );
+        let gate_key: Arc<str> = schema.as_str().into();
+        // In the pool's scope: the connections it uses count this tenant.
+        let setup = Scope {
+            gate: gate.clone(),
+            tenant: gate_key.clone(),
+            started: std::time::Instant::now(),
+            leased: false,
         };
+        let status = setup
+            .run(async {
+                match options.migration_mode {
+                    MigrationMode::Apply => {
+                        migrate::migrate_status(&pool, &schema, requested).await
+                    }
+                    MigrationMode::Verify => migrate::inspect(&pool, &schema).await,
+                }
+            })
+            .await?;
         // Rolling upgrades: a newer build's procedures are used only when
         // they are this build's own; otherwise inline SQL.
         let (mode, fallback) = migrate::effective_mode(&schema, requested, &status);
@@ -235,13 +248,6 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
-        // A listener on its own URL holds none of the pool's connections.
-        let gate = Gate::of(
-            &pool,
-            options.fetch_slots,
-            options.notifications && listen_pool.is_none(),
-        );
-        let gate_key: Arc<str> = schema.as_str().into();
         Ok(Self {
             pool,
             schema,

@@ -59,6 +59,8 @@ pub async fn run(
         .notifications(notifications);
     let provider = Arc::new(PostgresProvider::connect_with(url, options.clone()).await?);
     let client_provider = Arc::new(PostgresProvider::connect_with(client_url, options).await?);
+    // The mode in force, which the environment may have overridden.
+    let mode = provider.sql_mode();
     let runtime_role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(provider.pool())
         .await?;

@@ -86,6 +86,8 @@ pub async fn run(
     let enqueuer_pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
 
     let first = provider(&pool, &names[0], mode, true).await?;
+    // The mode in force, which the environment may have overridden.
+    let mode = first.sql_mode();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !first.notification_stats().is_some_and(|s| s.connected) {
         if Instant::now() > deadline {

@@ -106,7 +106,8 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T>> + Send + 'static,
 {
-    tokio::spawn(transaction)
+    // The operation's pool scope goes with it (see `crate::recycle`).
+    tokio::spawn(crate::recycle::carry(transaction))
         .await
         .map_err(|e| PgProviderError::Interrupted {
             reason: e.to_string(),

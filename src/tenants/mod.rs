@@ -223,9 +223,11 @@ async fn is_tenant(pool: &PgPool, schema: &SchemaName) -> Result<bool> {
     has_table(&mut conn, schema, "_duroxide_migrations").await
 }
 
-/// Migrates each of `schemas` for `mode` (see [`migrate::migrate`]), one
-/// after the other, calling `progress` after each. A schema that fails is
-/// reported in its outcome; the others still run.
+/// Migrates each of `schemas` for `mode` (see [`migrate::migrate`]),
+/// several at once ([`default_parallelism`] of the pool), calling `progress`
+/// after each as it finishes. A schema that fails is reported in its
+/// outcome; the others still run. Outcomes come back in the order of
+/// `schemas`.
 pub async fn migrate_many<F>(
     pool: &PgPool,
     schemas: &[SchemaName],
@@ -235,10 +237,71 @@ pub async fn migrate_many<F>(
 where
     F: FnMut(Progress<'_, ()>),
 {
-    for_each(schemas, progress, |schema| {
-        migrate::migrate(pool, schema, mode)
-    })
-    .await
+    migrate_many_with(pool, schemas, mode, default_parallelism(pool), progress).await
+}
+
+/// How many schemas [`migrate_many`] migrates at once on `pool`: half its
+/// connections, at least one and at most eight (more buys little: each
+/// migration's commit waits for the server's WAL flush, and eight at once
+/// already share most flushes; see docs/benchmarks.md).
+pub fn default_parallelism(pool: &PgPool) -> usize {
+    let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
+    (connections / 2).clamp(1, 8)
+}
+
+/// [`migrate_many`] with `parallel` schemas at once (at least one). Each
+/// migration holds one pool connection while it runs.
+pub async fn migrate_many_with<F>(
+    pool: &PgPool,
+    schemas: &[SchemaName],
+    mode: SqlMode,
+    parallel: usize,
+    mut progress: F,
+) -> Vec<TenantOutcome<()>>
+where
+    F: FnMut(Progress<'_, ()>),
+{
+    let parallel = parallel.max(1);
+    let mut results: Vec<Option<TenantOutcome<()>>> = schemas.iter().map(|_| None).collect();
+    let mut running = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::HashMap::new();
+    let mut next = 0;
+    let mut done = 0;
+    loop {
+        while running.len() < parallel && next < schemas.len() {
+            let (pool, schema) = (pool.clone(), schemas[next].clone());
+            let task = running.spawn(async move { migrate::migrate(&pool, &schema, mode).await });
+            index_of.insert(task.id(), next);
+            next += 1;
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(e) => (
+                e.id(),
+                Err(PgProviderError::Interrupted {
+                    reason: format!("migration task: {e}"),
+                }),
+            ),
+        };
+        let Some(i) = index_of.remove(&id) else {
+            continue;
+        };
+        done += 1;
+        let outcome = TenantOutcome {
+            schema: schemas[i].clone(),
+            result,
+        };
+        progress(Progress {
+            done,
+            total: schemas.len(),
+            outcome: &outcome,
+        });
+        results[i] = Some(outcome);
+    }
+    results.into_iter().flatten().collect()
 }
 
 /// Verifies each of `schemas` for `mode` (see [`migrate::verify`]) without

@@ -8,7 +8,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{event, metadata, start};
-use crate::support::{TestSchema, in_both_modes, pool, with_schema};
+use crate::support::{TestSchema, in_both_modes, pool, with_schema, with_schemas};
 
 const LEASE: Duration = Duration::from_secs(5);
 
@@ -136,6 +136,170 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
             shared.close().await;
         })
         .await;
+    })
+    .await;
+}
+
+/// A pool built from `PostgresOptions::pool_options` with one connection,
+/// which may serve `tenants` distinct schemas.
+async fn recycling_pool(tenants: usize) -> PgPool {
+    PostgresOptions::default()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .tenants_per_connection(tenants)
+        .pool_options()
+        .connect_with(crate::support::connect_options())
+        .await
+        .expect("recycling pool")
+}
+
+async fn backend_pid(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("pg_backend_pid")
+}
+
+in_both_modes!(a_connection_that_served_its_share_of_tenants_is_replaced:
+    a_connection_that_served_its_share_of_tenants_is_replaced_procedures,
+    a_connection_that_served_its_share_of_tenants_is_replaced_inline);
+
+/// On a one-connection pool that allows two tenants per connection, the
+/// first two tenants share the connection; the third one's first operation
+/// gets a new server backend, and the old one exits. Tenants keep working
+/// across the switch.
+async fn a_connection_that_served_its_share_of_tenants_is_replaced(mode: SqlMode) {
+    with_schemas("recycle", 3, |schemas| async move {
+        let shared = recycling_pool(2).await;
+        let first = backend_pid(&shared).await;
+        let pa = provider(&shared, &schemas[0], mode).await;
+        let pb = provider(&shared, &schemas[1], mode).await;
+        for (p, id) in [(&pa, "a1"), (&pb, "b1"), (&pa, "a2")] {
+            p.enqueue_for_orchestrator(start(id), None)
+                .await
+                .expect("enqueue");
+        }
+        assert_eq!(
+            backend_pid(&shared).await,
+            first,
+            "{mode}: two tenants, one backend"
+        );
+        assert_eq!(pa.admission_stats().connections_recycled, 0);
+
+        let pc = provider(&shared, &schemas[2], mode).await;
+        pc.enqueue_for_orchestrator(start("c1"), None)
+            .await
+            .expect("enqueue");
+        let second = backend_pid(&shared).await;
+        assert_ne!(second, first, "{mode}: a third tenant on a full connection");
+        assert_eq!(pc.admission_stats().connections_recycled, 1);
+
+        // The old backend is gone from the server.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(first)
+                    .fetch_one(&shared)
+                    .await
+                    .expect("pg_stat_activity");
+            if alive == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: backend {first} still alive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Every tenant still works: c's and a's work on the new connection.
+        let (item, token, _) = pa
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("a claims");
+        pa.ack_orchestration_item(
+            &token,
+            1,
+            vec![event(&item.instance, 1)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack after recycling");
+        assert!(
+            pc.fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .is_some()
+        );
+        assert_eq!(
+            backend_pid(&shared).await,
+            second,
+            "{mode}: c and a share the new backend"
+        );
+        shared.close().await;
+    })
+    .await;
+}
+
+in_both_modes!(an_ack_after_the_lease_ran_out_is_counted:
+    an_ack_after_the_lease_ran_out_is_counted_procedures,
+    an_ack_after_the_lease_ran_out_is_counted_inline);
+
+/// An ack whose lease expired fails, and the pool's stats count it; the
+/// acquire of that ack is timed.
+async fn an_ack_after_the_lease_ran_out_is_counted(mode: SqlMode) {
+    with_schema("expiry", |s| async move {
+        let shared = recycling_pool(0).await;
+        let p = provider(&shared, &s, mode).await;
+        p.enqueue_for_orchestrator(start("e1"), None)
+            .await
+            .expect("enqueue");
+        let (_, token, _) = p
+            .fetch_orchestration_item(Duration::from_millis(200), Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("claimed");
+        assert_eq!(p.admission_stats().lease_expiries, 0);
+        // Wait until the server's clock has passed the lease.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let live: i64 = sqlx::query_scalar(&s.sql(
+                "SELECT count(*) FROM {{schema}}.instance_locks \
+                 WHERE locked_until_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            ))
+            .fetch_one(&shared)
+            .await
+            .expect("instance_locks");
+            if live == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{mode}: the lease never ran out");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ack = p
+            .ack_orchestration_item(
+                &token,
+                1,
+                vec![event("e1", 1)],
+                vec![],
+                vec![],
+                metadata(),
+                vec![],
+            )
+            .await;
+        assert!(ack.is_err(), "{mode}: ack after expiry: {ack:?}");
+        let stats = p.admission_stats();
+        assert_eq!(stats.lease_expiries, 1, "{mode}: {stats:?}");
+        assert!(
+            stats.slowest_leased_acquire > Duration::ZERO,
+            "{mode}: {stats:?}"
+        );
+        shared.close().await;
     })
     .await;
 }

@@ -1,0 +1,296 @@
+//! The `burst` half of the `tenants` scenario (issue 16): one fan-out
+//! orchestration, with the same instance id, started at once in each of
+//! `--tenants` tenants, each tenant with its own runtime (1 orchestration and
+//! 1 worker dispatcher) on one shared pool of 20; then, in the same run, the
+//! same number of orchestrations in ONE tenant with 4 orchestration and 4
+//! worker dispatchers on a pool of 20.
+//!
+//! Times are the database's: from just before the starts to the last
+//! execution's `completed_at_ms`, so the client's status polling adds
+//! nothing. Also reported, from the pool's `AdmissionStats`: leases found
+//! gone by acks and renewals, the slowest pool acquire of leased work, and
+//! connections recycled; and from `/proc` (when the server is local), the
+//! private memory (`RssAnon`: heap, not the shared buffers) of the pool's
+//! backends when the burst ends: the largest and the sum.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
+use duroxide::providers::Provider;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{Client, OrchestrationStatus};
+use duroxide_postgres::{
+    AdmissionStats, PostgresOptions, PostgresProvider, SchemaName, SqlMode, tenants,
+};
+use sqlx::PgPool;
+
+use super::BoxError;
+
+/// The shared pool's size, as in the issue.
+const POOL: u32 = 20;
+/// Each pool's `application_name`, to find its backends.
+const APP: &str = "duroxide_burst";
+
+/// One burst row: the spread burst against the one-tenant run.
+pub struct Row {
+    mode: SqlMode,
+    tenants: usize,
+    tenants_per_connection: usize,
+    burst_s: f64,
+    single_s: f64,
+    failed: usize,
+    stats: AdmissionStats,
+    /// (largest, sum) of the pool backends' private memory, MiB.
+    memory_mib: Option<(f64, f64)>,
+    single_memory_mib: Option<(f64, f64)>,
+}
+
+fn options(mode: SqlMode, schema: &str, tenants_per_connection: usize) -> PostgresOptions {
+    PostgresOptions::default()
+        .schema(schema.to_string())
+        .sql_mode(mode)
+        .max_connections(POOL)
+        .tenants_per_connection(tenants_per_connection)
+}
+
+async fn shared_pool(url: &str, mode: SqlMode, per_connection: usize) -> Result<PgPool, BoxError> {
+    let o = options(mode, "public", per_connection);
+    let connect = o.connect_options(url)?.application_name(APP);
+    Ok(o.pool_options().connect_with(connect).await?)
+}
+
+/// Private memory (`RssAnon`) of every backend of the pools named [`APP`],
+/// MiB: (largest, sum). `None` when `/proc` does not show them.
+async fn backend_memory(admin: &PgPool) -> Option<(f64, f64)> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+    )
+    .bind(APP)
+    .fetch_all(admin)
+    .await
+    .ok()?;
+    let mut sizes = Vec::new();
+    for pid in pids {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue; // exited meanwhile
+        };
+        let kib = status.lines().find_map(|l| {
+            l.strip_prefix("RssAnon:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })?;
+        sizes.push(kib / 1024.0);
+    }
+    if sizes.is_empty() {
+        return None;
+    }
+    Some((
+        sizes.iter().copied().fold(0.0, f64::max),
+        sizes.iter().sum(),
+    ))
+}
+
+/// The database clock, ms.
+async fn now_ms(admin: &PgPool) -> Result<f64, BoxError> {
+    Ok(
+        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8")
+            .fetch_one(admin)
+            .await?,
+    )
+}
+
+/// Starts `ids` on each client at once, waits for all, and returns the
+/// database time from `t0` to the last completion, and how many failed.
+async fn drive(
+    admin: &PgPool,
+    work: &[(Client, String, String)],
+    t0: f64,
+) -> Result<(f64, usize), BoxError> {
+    let input = serde_json::json!({ "task_count": 5 }).to_string();
+    let starts = work.iter().map(|(client, _, id)| {
+        client.start_orchestration(id.clone(), "FanoutOrchestration", input.clone())
+    });
+    for started in futures::future::join_all(starts).await {
+        started?;
+    }
+    let waits = work
+        .iter()
+        .map(|(client, _, id)| client.wait_for_orchestration(id, Duration::from_secs(600)));
+    let failed = futures::future::join_all(waits)
+        .await
+        .into_iter()
+        .filter(|s| !matches!(s, Ok(OrchestrationStatus::Completed { .. })))
+        .count();
+    let mut last = t0;
+    for (_, schema, id) in work {
+        let done: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT max(completed_at_ms) FROM \"{schema}\".executions WHERE instance_id = $1"
+        ))
+        .bind(id)
+        .fetch_one(admin)
+        .await?;
+        last = last.max(done.map_or(last, |d| d as f64));
+    }
+    Ok(((last - t0) / 1000.0, failed))
+}
+
+async fn drop_all(admin: &PgPool, names: &[String]) -> Result<(), BoxError> {
+    for name in names {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+            .execute(admin)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs the burst for one mode.
+pub async fn run(
+    url: &str,
+    admin: &PgPool,
+    mode: SqlMode,
+    tenants: usize,
+    per_connection: usize,
+) -> Result<Row, BoxError> {
+    let names: Vec<String> = (0..tenants)
+        .map(|i| format!("burst_{}_{i}", mode.as_str()))
+        .collect();
+    let single = format!("burst_{}_single", mode.as_str());
+    let mut all = names.clone();
+    all.push(single.clone());
+    drop_all(admin, &all).await?;
+
+    // Provisioned before the clock starts.
+    let provision = PostgresOptions::default()
+        .max_connections(16)
+        .pool_options()
+        .connect_with(PostgresOptions::default().connect_options(url)?)
+        .await?;
+    let schemas = all
+        .iter()
+        .map(|n| SchemaName::new(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    for outcome in tenants::migrate_many_with(&provision, &schemas, mode, 8, |_| {}).await {
+        outcome.result?;
+    }
+    provision.close().await;
+    let clients_pool = PostgresOptions::default()
+        .max_connections(8)
+        .connect_options(url)
+        .map(|c| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .connect_with(c)
+        })?
+        .await?;
+    let client = |schema: &str| {
+        let options = options(mode, schema, 0).notifications(false);
+        let pool = clients_pool.clone();
+        async move {
+            Ok::<_, BoxError>(Client::new(Arc::new(
+                PostgresProvider::from_pool_with(pool, options).await?,
+            )))
+        }
+    };
+
+    // The burst: a runtime per tenant on one shared pool.
+    let pool = shared_pool(url, mode, per_connection).await?;
+    let mut runtimes = Vec::new();
+    let mut work = Vec::new();
+    let mut first = None;
+    for name in &names {
+        let provider =
+            PostgresProvider::from_pool_with(pool.clone(), options(mode, name, per_connection))
+                .await?;
+        if provider.sql_mode() != mode {
+            return Err(format!("{name} runs {} instead of {mode}", provider.sql_mode()).into());
+        }
+        first.get_or_insert_with(|| provider.clone());
+        runtimes.push(start_runtime(Arc::new(provider), 1).await);
+        work.push((client(name).await?, name.clone(), "burst".to_string()));
+    }
+    let first = first.ok_or("no tenants")?;
+    let t0 = now_ms(admin).await?;
+    let (burst_s, failed_burst) = drive(admin, &work, t0).await?;
+    let memory_mib = backend_memory(admin).await;
+    let after = first.admission_stats();
+    eprintln!("[burst {mode} x{tenants}] {burst_s:.1} s, {failed_burst} failed, {after:?}");
+    for rt in runtimes {
+        rt.shutdown(None).await;
+    }
+    pool.close().await;
+
+    // The same orchestrations in one tenant, 4 + 4 dispatchers, pool of 20.
+    let pool = shared_pool(url, mode, per_connection).await?;
+    let provider =
+        PostgresProvider::from_pool_with(pool.clone(), options(mode, &single, per_connection))
+            .await?;
+    let rt = start_runtime(Arc::new(provider), 4).await;
+    let c = client(&single).await?;
+    let work: Vec<_> = (0..tenants)
+        .map(|i| (c.clone(), single.clone(), format!("burst-{i}")))
+        .collect();
+    let t0 = now_ms(admin).await?;
+    let (single_s, failed_single) = drive(admin, &work, t0).await?;
+    let single_memory_mib = backend_memory(admin).await;
+    eprintln!("[burst {mode} one tenant] {single_s:.1} s, {failed_single} failed");
+    rt.shutdown(None).await;
+    pool.close().await;
+    clients_pool.close().await;
+    drop_all(admin, &all).await?;
+    Ok(Row {
+        mode,
+        tenants,
+        tenants_per_connection: per_connection,
+        burst_s,
+        single_s,
+        failed: failed_burst + failed_single,
+        stats: after,
+        memory_mib,
+        single_memory_mib,
+    })
+}
+
+async fn start_runtime(provider: Arc<dyn Provider>, dispatchers: usize) -> Arc<Runtime> {
+    Runtime::start_with_options(
+        provider,
+        create_default_activities(0),
+        create_default_orchestrations(),
+        RuntimeOptions {
+            orchestration_concurrency: dispatchers,
+            worker_concurrency: dispatchers,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Prints the burst table.
+pub fn print(rows: &[Row]) {
+    println!();
+    println!(
+        "| mode | tenants | tenants/connection | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mem = |m: Option<(f64, f64)>| {
+        m.map_or("n/a".to_string(), |(max, sum)| {
+            format!("{max:.0} / {sum:.0}")
+        })
+    };
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} |",
+            r.mode,
+            r.tenants,
+            r.tenants_per_connection,
+            r.burst_s,
+            r.single_s,
+            r.burst_s / r.single_s,
+            r.stats.lease_expiries,
+            r.stats.slowest_leased_acquire.as_secs_f64() * 1000.0,
+            r.stats.connections_recycled,
+            mem(r.memory_mib),
+            mem(r.single_memory_mib),
+            r.failed
+        );
+    }
+}
