@@ -31,4 +31,4 @@ WITH RECURSIVE tree(id) AS (
     SELECT $1::text
     UNION
     SELECT c.instance_id FROM {{schema}}.instances c JOIN tree t ON c.parent_instance_id = t.id)
-SELECT array_agg(tree.id) FROM tree;
+SELECT pg_catalog.array_agg(tree.id) FROM tree;

@@ -47,7 +47,7 @@ BEGIN
             SELECT v_root
             UNION
             SELECT c.instance_id FROM {{schema}}.instances c JOIN tree t ON c.parent_instance_id = t.id)
-        SELECT array_agg(tree.id) INTO v_tree FROM tree;
+        SELECT pg_catalog.array_agg(tree.id) INTO v_tree FROM tree;
         v_ids := v_ids || v_tree;
     END LOOP;
     RETURN QUERY SELECT * FROM {{schema}}.delete_instances(v_ids, true);

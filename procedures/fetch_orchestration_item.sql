@@ -99,7 +99,7 @@ DECLARE
     -- later candidate, so neither a retry nor time queued inside the server
     -- stretches a lease. The inline twin takes each candidate statement's
     -- own start instead, with the caller's remainder computed for it.
-    v_start     bigint := (extract(epoch FROM statement_timestamp()) * 1000)::bigint;
+    v_start     bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_now       bigint;
     v_instance  text;
     v_skip      text[] := '{}';

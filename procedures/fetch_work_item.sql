@@ -39,7 +39,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_token   text := pg_catalog.gen_random_uuid()::text;
-    v_start   bigint := (extract(epoch FROM statement_timestamp()) * 1000)::bigint;
+    v_start   bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_now     bigint;
     v_id      bigint;
     v_session text;

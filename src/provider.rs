@@ -17,6 +17,7 @@ use duroxide::providers::{
 };
 use duroxide::{Event, SystemStats};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::admission::{AdmissionStats, Gate};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};

@@ -84,9 +84,7 @@ fn fault_server() -> &'static ThrowawayPostgres {
 
 /// The fault server's URL for `database`.
 fn url_of(database: &str) -> String {
-    let url = fault_server().url();
-    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-    format!("{base}/{database}")
+    crate::support::url_with_database(fault_server().url(), database)
 }
 
 /// Restarts the fault server with fast shutdown, on the same port (`pg_ctl`

@@ -5,8 +5,8 @@
 
 mod arrivals;
 mod concurrency;
-mod crash;
 mod connectivity;
+mod crash;
 mod deletion_races;
 mod differential;
 mod fairness;

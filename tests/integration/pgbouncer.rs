@@ -58,8 +58,9 @@ impl Bouncer {
             let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("its address").port()
         };
-        // The throwaway server trusts local TCP; a server of your own may
-        // want the password of the URL, passed on in the connection string.
+        // The throwaway server trusts its owner on its socket; a server of
+        // your own may want the password of the URL, passed on in the
+        // connection string.
         let password = std::env::var("PGPASSWORD")
             .ok()
             .or_else(|| url_password(database_url()));
@@ -75,7 +76,11 @@ impl Bouncer {
              pool_mode = transaction\n\
              default_pool_size = {SERVER_CONNECTIONS}\n\
              max_client_conn = 500\n",
-            host = server.get_host(),
+            // A Unix socket's directory (the throwaway server's) or a host.
+            host = server.get_socket().map_or_else(
+                || server.get_host().to_string(),
+                |dir| dir.display().to_string()
+            ),
             server_port = server.get_port(),
             db = server.get_database().unwrap_or("postgres"),
             password = password

@@ -26,6 +26,19 @@ pub fn database_url() -> &'static str {
     })
 }
 
+/// `url` with its database replaced by `database`, whatever else it carries
+/// (a query string such as the throwaway server's `?host=DIR`).
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 /// The connection settings of the provider's own pool, on the test server.
 pub fn connect_options() -> PgConnectOptions {
     PostgresOptions::default()

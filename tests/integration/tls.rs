@@ -97,7 +97,9 @@ fn tls_server() -> &'static (ThrowawayPostgres, PathBuf) {
 }
 
 fn start_tls_server() -> (ThrowawayPostgres, PathBuf) {
-    let server = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("TLS server: {e}"));
+    // TLS needs TCP: the script's default is a Unix socket only.
+    let server = ThrowawayPostgres::start_with_args(&["--tcp"])
+        .unwrap_or_else(|e| panic!("TLS server: {e}"));
     // Inside the server's directory, which its watchdog deletes with it.
     let dir = PathBuf::from(server.dir()).join("tls");
     std::fs::create_dir_all(&dir).expect("certificate directory");
