@@ -9,7 +9,7 @@ use duroxide::providers::{
 
 use crate::codec;
 use crate::deletion;
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 use crate::history;
 use crate::provider::PostgresProvider;
 use crate::sql::statements;
@@ -98,8 +98,8 @@ fn count(field: &str, n: i64) -> Result<u64> {
     codec::to_u64(field, n)
 }
 
-fn not_found(what: String) -> PgProviderError {
-    PgProviderError::rejected(crate::sqlstate::NOT_FOUND, what)
+fn not_found(what: String) -> PostgresProviderError {
+    PostgresProviderError::rejected(crate::sqlstate::NOT_FOUND, what)
 }
 
 impl PostgresProvider {

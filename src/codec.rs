@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use duroxide::Event;
 use duroxide::providers::WorkItem;
 
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 
 /// The longest duration bound into a statement, in milliseconds (about 36
 /// million years). The statements add durations to clock readings (a lease,
@@ -66,21 +66,22 @@ pub(crate) fn delay_millis(d: Option<Duration>) -> i64 {
 
 /// A `u64` id as PostgreSQL `bigint`, rejecting values that do not fit.
 pub(crate) fn to_i64(field: &str, value: u64) -> Result<i64> {
-    i64::try_from(value)
-        .map_err(|_| PgProviderError::invalid_input(field, format!("{value} exceeds bigint range")))
+    i64::try_from(value).map_err(|_| {
+        PostgresProviderError::invalid_input(field, format!("{value} exceeds bigint range"))
+    })
 }
 
 /// A `bigint` read back as `u64`, rejecting negatives.
 pub(crate) fn to_u64(field: &str, value: i64) -> Result<u64> {
     u64::try_from(value)
-        .map_err(|_| PgProviderError::decode(field, format!("negative value {value}")))
+        .map_err(|_| PostgresProviderError::decode(field, format!("negative value {value}")))
 }
 
 /// Rejects strings PostgreSQL `text` cannot hold (the NUL character), naming
 /// the field, before anything is sent.
 pub(crate) fn check_text<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     if value.contains('\0') {
-        return Err(PgProviderError::invalid_input(
+        return Err(PostgresProviderError::invalid_input(
             field,
             "contains a NUL character, which PostgreSQL text cannot store",
         ));
@@ -91,23 +92,23 @@ pub(crate) fn check_text<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 /// Serializes a work item to the JSON text stored in a queue.
 pub(crate) fn encode_work_item(item: &WorkItem) -> Result<String> {
     serde_json::to_string(item)
-        .map_err(|e| PgProviderError::invalid_input("work_item", e.to_string()))
+        .map_err(|e| PostgresProviderError::invalid_input("work_item", e.to_string()))
 }
 
 /// Parses a queued work item.
 pub(crate) fn decode_work_item(text: &str) -> Result<WorkItem> {
-    serde_json::from_str(text).map_err(|e| PgProviderError::decode("work item", e))
+    serde_json::from_str(text).map_err(|e| PostgresProviderError::decode("work item", e))
 }
 
 /// Serializes a history event.
 pub(crate) fn encode_event(event: &Event) -> Result<String> {
     serde_json::to_string(event)
-        .map_err(|e| PgProviderError::invalid_input("history event", e.to_string()))
+        .map_err(|e| PostgresProviderError::invalid_input("history event", e.to_string()))
 }
 
 /// Parses a stored history event.
 pub(crate) fn decode_event(text: &str) -> Result<Event> {
-    serde_json::from_str(text).map_err(|e| PgProviderError::decode("history event", e))
+    serde_json::from_str(text).map_err(|e| PostgresProviderError::decode("history event", e))
 }
 
 /// Parses a list of stored history events, failing on the first bad one.
@@ -146,7 +147,7 @@ pub(crate) fn work_item_kind(item: &WorkItem) -> &'static str {
 /// The instance whose orchestrator queue receives `item`.
 ///
 /// # Errors
-/// [`PgProviderError::InvalidInput`] for `ActivityExecute`, which belongs on
+/// [`PostgresProviderError::InvalidInput`] for `ActivityExecute`, which belongs on
 /// the worker queue.
 pub(crate) fn orchestrator_instance(item: &WorkItem) -> Result<&str> {
     match item {
@@ -164,7 +165,7 @@ pub(crate) fn orchestrator_instance(item: &WorkItem) -> Result<&str> {
         | WorkItem::SubOrchFailed {
             parent_instance, ..
         } => Ok(parent_instance),
-        WorkItem::ActivityExecute { .. } => Err(PgProviderError::invalid_input(
+        WorkItem::ActivityExecute { .. } => Err(PostgresProviderError::invalid_input(
             "orchestrator item",
             "ActivityExecute belongs on the worker queue",
         )),
@@ -221,7 +222,7 @@ impl WorkerRow {
     /// Builds the row for an `ActivityExecute` item.
     ///
     /// # Errors
-    /// [`PgProviderError::InvalidInput`] for any other variant or bad text.
+    /// [`PostgresProviderError::InvalidInput`] for any other variant or bad text.
     pub(crate) fn new(item: &WorkItem) -> Result<Self> {
         let WorkItem::ActivityExecute {
             instance,
@@ -232,7 +233,7 @@ impl WorkerRow {
             ..
         } = item
         else {
-            return Err(PgProviderError::invalid_input(
+            return Err(PostgresProviderError::invalid_input(
                 "worker item",
                 format!("{} cannot go on the worker queue", work_item_kind(item)),
             ));

@@ -61,7 +61,7 @@ impl SqlMode {
     /// `configured`, unless [`SqlMode::ENV_VAR`] names a mode.
     ///
     /// # Errors
-    /// [`crate::PgProviderError::InvalidInput`] when the variable is set to
+    /// [`crate::PostgresProviderError::InvalidInput`] when the variable is set to
     /// something else, so a typo in a rollback is loud rather than ignored.
     pub fn resolve(configured: SqlMode) -> crate::Result<SqlMode> {
         Self::resolve_with(std::env::var(Self::ENV_VAR).ok().as_deref(), configured)
@@ -71,7 +71,7 @@ impl SqlMode {
     fn resolve_with(value: Option<&str>, configured: SqlMode) -> crate::Result<SqlMode> {
         match value {
             Some(value) if !value.trim().is_empty() => value.parse().map_err(|_| {
-                crate::PgProviderError::invalid_input(
+                crate::PostgresProviderError::invalid_input(
                     Self::ENV_VAR,
                     format!("{value:?} is not `procedures` or `inline`"),
                 )
@@ -82,7 +82,7 @@ impl SqlMode {
 }
 
 impl std::str::FromStr for SqlMode {
-    type Err = crate::PgProviderError;
+    type Err = crate::PostgresProviderError;
 
     /// Parses `procedures` / `inline` (case-insensitive, surrounding blanks
     /// ignored; `stored_procedures` and `inline_sql` are accepted too).
@@ -90,7 +90,7 @@ impl std::str::FromStr for SqlMode {
         match text.trim().to_ascii_lowercase().as_str() {
             "procedures" | "stored_procedures" | "procedure" => Ok(SqlMode::StoredProcedures),
             "inline" | "inline_sql" => Ok(SqlMode::InlineSql),
-            _ => Err(crate::PgProviderError::invalid_input(
+            _ => Err(crate::PostgresProviderError::invalid_input(
                 "sql mode",
                 format!("{text:?} is not `procedures` or `inline`"),
             )),
@@ -115,14 +115,14 @@ impl MigrationMode {
 }
 
 impl std::str::FromStr for MigrationMode {
-    type Err = crate::PgProviderError;
+    type Err = crate::PostgresProviderError;
 
     /// Parses `apply` / `verify` (case-insensitive, surrounding blanks ignored).
     fn from_str(text: &str) -> crate::Result<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "apply" => Ok(MigrationMode::Apply),
             "verify" => Ok(MigrationMode::Verify),
-            _ => Err(crate::PgProviderError::invalid_input(
+            _ => Err(crate::PostgresProviderError::invalid_input(
                 "migration mode",
                 format!("{text:?} is not `apply` or `verify`"),
             )),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 
 /// The variables [`PostgresOptions::from_env`] reads, each with the option it
 /// sets (listed in the method's documentation and docs/operations.md).
@@ -54,7 +54,7 @@ impl PostgresOptions {
     /// methods on the result.
     ///
     /// # Errors
-    /// [`PgProviderError::InvalidInput`] naming the variable whose value
+    /// [`PostgresProviderError::InvalidInput`] naming the variable whose value
     /// cannot be read, so a typo fails start-up rather than being ignored.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -70,7 +70,7 @@ impl PostgresOptions {
                 continue;
             }
             let bad = |expected: &str| {
-                PgProviderError::invalid_input(name, format!("{value:?} is not {expected}"))
+                PostgresProviderError::invalid_input(name, format!("{value:?} is not {expected}"))
             };
             let count = || value.parse::<u32>().map_err(|_| bad("a whole number"));
             let millis = || {

@@ -69,10 +69,10 @@ pub mod sqlstate {
 /// Errors returned by `duroxide-postgres`.
 ///
 /// Trait methods convert this into duroxide's [`ProviderError`]; the
-/// retryable flag comes from [`PgProviderError::is_retryable`].
+/// retryable flag comes from [`PostgresProviderError::is_retryable`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PgProviderError {
+pub enum PostgresProviderError {
     /// The schema name is not an identifier we accept.
     #[error("invalid schema name \"{name}\": {reason}")]
     InvalidSchemaName {
@@ -186,10 +186,10 @@ pub enum PgProviderError {
 }
 
 /// Result alias used throughout the crate.
-pub type Result<T, E = PgProviderError> = std::result::Result<T, E>;
+pub type Result<T, E = PostgresProviderError> = std::result::Result<T, E>;
 
-impl PgProviderError {
-    /// Shorthand for [`PgProviderError::InvalidInput`].
+impl PostgresProviderError {
+    /// Shorthand for [`PostgresProviderError::InvalidInput`].
     pub(crate) fn invalid_input(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidInput {
             field: field.into(),
@@ -197,7 +197,7 @@ impl PgProviderError {
         }
     }
 
-    /// Shorthand for [`PgProviderError::Decode`].
+    /// Shorthand for [`PostgresProviderError::Decode`].
     pub(crate) fn decode(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Self::Decode {
             what: what.into(),
@@ -205,7 +205,7 @@ impl PgProviderError {
         }
     }
 
-    /// Shorthand for [`PgProviderError::Rejected`].
+    /// Shorthand for [`PostgresProviderError::Rejected`].
     pub(crate) fn rejected(sqlstate: &'static str, message: impl Into<String>) -> Self {
         Self::Rejected {
             sqlstate,
@@ -289,8 +289,8 @@ fn retryable_sqlstate(code: &str, message: &str) -> bool {
     }
 }
 
-impl From<PgProviderError> for ProviderError {
-    fn from(err: PgProviderError) -> Self {
+impl From<PostgresProviderError> for ProviderError {
+    fn from(err: PostgresProviderError) -> Self {
         err.into_provider_error("postgres")
     }
 }
@@ -338,15 +338,15 @@ mod tests {
         }
     }
 
-    fn server(code: &'static str, message: &'static str) -> PgProviderError {
-        PgProviderError::Database(sqlx::Error::Database(Box::new(ServerError {
+    fn server(code: &'static str, message: &'static str) -> PostgresProviderError {
+        PostgresProviderError::Database(sqlx::Error::Database(Box::new(ServerError {
             code,
             message,
         })))
     }
 
     /// Retryable as duroxide sees it, after the conversion every trait method makes.
-    fn retryable(err: PgProviderError) -> bool {
+    fn retryable(err: PostgresProviderError) -> bool {
         err.into_provider_error("test").is_retryable()
     }
 
@@ -384,10 +384,10 @@ mod tests {
 
     #[test]
     fn a_closed_pool_is_permanent() {
-        assert!(!retryable(PgProviderError::Database(
+        assert!(!retryable(PostgresProviderError::Database(
             sqlx::Error::PoolClosed
         )));
-        assert!(retryable(PgProviderError::Database(
+        assert!(retryable(PostgresProviderError::Database(
             sqlx::Error::PoolTimedOut
         )));
     }

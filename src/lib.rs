@@ -81,7 +81,11 @@ mod worker_queue;
 pub use admin::OrphanedInstance;
 pub use admission::AdmissionStats;
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
-pub use error::{PgProviderError, Result, sqlstate};
+pub use error::{PostgresProviderError, Result, sqlstate};
+
+/// The former name of [`PostgresProviderError`].
+#[deprecated(since = "0.1.0", note = "renamed to PostgresProviderError")]
+pub type PgProviderError = PostgresProviderError;
 pub use migrate::SchemaStatus;
 pub use notify::NotificationStats;
 pub use provider::{HealthReport, PostgresProvider};

@@ -32,14 +32,14 @@
 //!   `migrate/grant_installed.sql`), so a runtime role with `EXECUTE` only
 //!   survives reinstallation. Such a role reads the bookkeeping through
 //!   `schema_state()` ([`verify`], [`inspect`]); [`migrate`] refuses it
-//!   with [`PgProviderError::InsufficientPrivilege`].
+//!   with [`PostgresProviderError::InsufficientPrivilege`].
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SchemaName};
 
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
@@ -251,7 +251,7 @@ const CREATION_ATTEMPTS: usize = 5;
 /// schema costs two reads and no lock.
 ///
 /// # Errors
-/// [`PgProviderError::SchemaTooNew`] or [`PgProviderError::MigrationChanged`]
+/// [`PostgresProviderError::SchemaTooNew`] or [`PostgresProviderError::MigrationChanged`]
 /// when the schema does not belong to this build; database errors otherwise.
 pub async fn migrate(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<()> {
     migrate_status(pool, schema, mode).await.map(|_| ())
@@ -293,7 +293,7 @@ pub(crate) async fn migrate_status(
 /// Whether `e` is another transaction's creation of the same schema or
 /// bookkeeping table winning over ours (`IF NOT EXISTS` does not wait for
 /// an uncommitted one): the next attempt finds it and waits on the lock.
-fn lost_creation_race(e: &PgProviderError) -> bool {
+fn lost_creation_race(e: &PostgresProviderError) -> bool {
     matches!(
         e.sqlstate().as_deref(),
         Some("23505" | "42P06" | "42P07" | "42710")
@@ -511,14 +511,14 @@ fn check_applied(schema: &SchemaName, applied: &[(i64, String, Vec<u8>)]) -> Res
     for (version, name, checksum) in applied {
         match embedded.iter().find(|m| m.version == *version) {
             None if *version > known => {
-                return Err(PgProviderError::SchemaTooNew {
+                return Err(PostgresProviderError::SchemaTooNew {
                     schema: schema.to_string(),
                     found: *version,
                     known,
                 });
             }
             None => {
-                return Err(PgProviderError::SchemaNotReady {
+                return Err(PostgresProviderError::SchemaNotReady {
                     schema: schema.to_string(),
                     reason: format!(
                         "applied migration {version} ({name}) is unknown to this build"
@@ -526,7 +526,7 @@ fn check_applied(schema: &SchemaName, applied: &[(i64, String, Vec<u8>)]) -> Res
                 });
             }
             Some(m) if m.checksum[..] != checksum[..] => {
-                return Err(PgProviderError::MigrationChanged {
+                return Err(PostgresProviderError::MigrationChanged {
                     schema: schema.to_string(),
                     version: *version,
                     name: name.clone(),
@@ -565,7 +565,7 @@ impl Access {
         let exists = schema.render(&format!("{PIN}{EXISTS}"));
         let rows = conn.fetch_all(exists.as_str()).await?;
         let Some(row) = rows.first() else {
-            return Err(PgProviderError::decode("schema access", "no row"));
+            return Err(PostgresProviderError::decode("schema access", "no row"));
         };
         Ok(Self {
             migrated: row.try_get("migrated")?,
@@ -577,7 +577,7 @@ impl Access {
     }
 
     /// The refusal of a migration by a role without the rights it needs.
-    fn cannot_migrate(&self, schema: &SchemaName) -> PgProviderError {
+    fn cannot_migrate(&self, schema: &SchemaName) -> PostgresProviderError {
         let mut missing = Vec::new();
         if !self.can_read {
             missing.push(format!(
@@ -597,9 +597,9 @@ impl Access {
     }
 
     /// `e`, or the clear refusal it means when the server denied a right.
-    fn refused(&self, schema: &SchemaName, e: PgProviderError) -> PgProviderError {
+    fn refused(&self, schema: &SchemaName, e: PostgresProviderError) -> PostgresProviderError {
         match e {
-            PgProviderError::Database(sqlx::Error::Database(db))
+            PostgresProviderError::Database(sqlx::Error::Database(db))
                 if db.code().as_deref() == Some(crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) =>
             {
                 self.insufficient(schema, "migrate", format!("{}{MIGRATE_HINT}", db.message()))
@@ -608,8 +608,13 @@ impl Access {
         }
     }
 
-    fn insufficient(&self, schema: &SchemaName, action: &str, missing: String) -> PgProviderError {
-        PgProviderError::InsufficientPrivilege {
+    fn insufficient(
+        &self,
+        schema: &SchemaName,
+        action: &str,
+        missing: String,
+    ) -> PostgresProviderError {
+        PostgresProviderError::InsufficientPrivilege {
             schema: schema.to_string(),
             role: self.role.clone(),
             action: action.to_string(),
@@ -710,11 +715,11 @@ pub(crate) fn effective_mode(
 /// Checks, for processes that must not run DDL, that `schema` is ready for `mode`.
 ///
 /// # Errors
-/// [`PgProviderError::SchemaNotReady`] when migrations or procedures are pending.
+/// [`PostgresProviderError::SchemaNotReady`] when migrations or procedures are pending.
 pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
     let status = inspect(pool, schema).await?;
     if !status.is_ready_for(mode) {
-        return Err(PgProviderError::SchemaNotReady {
+        return Err(PostgresProviderError::SchemaNotReady {
             schema: schema.to_string(),
             reason: format!(
                 "{} migration(s) pending, {} procedure(s) missing or stale",

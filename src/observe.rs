@@ -34,7 +34,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 use crate::provider::PostgresProvider;
 
 /// What a successful operation returned, as the span's `rows` field counts it.
@@ -118,7 +118,7 @@ impl PostgresProvider {
     /// level DEBUG: operation, schema, mode, then duration, rows and, on
     /// failure, retryable and the error), records its metrics, and converts
     /// its error into duroxide's, retryable or permanent as
-    /// [`PgProviderError::is_retryable`] decides.
+    /// [`PostgresProviderError::is_retryable`] decides.
     pub(crate) async fn observe<T: Rows>(
         &self,
         operation: &'static str,
@@ -228,7 +228,7 @@ fn record_fetch(queue: &'static str, claimed: bool) {
 }
 
 #[cfg(feature = "metrics")]
-fn record_error(operation: &'static str, e: &PgProviderError, retryable: bool) {
+fn record_error(operation: &'static str, e: &PostgresProviderError, retryable: bool) {
     let code = e.sqlstate();
     if code.as_deref() == Some(crate::sqlstate::LOCK_EXPIRED) {
         metrics::counter!("duroxide_postgres_lease_expired_total", "operation" => operation)
@@ -258,7 +258,7 @@ fn record_operation(_: &'static str, _: SqlMode, _: &'static str, _: Duration) {
 fn record_fetch(_: &'static str, _: bool) {}
 
 #[cfg(not(feature = "metrics"))]
-fn record_error(_: &'static str, _: &PgProviderError, _: bool) {}
+fn record_error(_: &'static str, _: &PostgresProviderError, _: bool) {}
 
 #[cfg(not(feature = "metrics"))]
 fn record_acquire(_: SqlMode, _: Duration) {}

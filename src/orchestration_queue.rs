@@ -17,7 +17,7 @@ use sqlx::{FromRow, Row};
 
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::inline;
 use crate::notify::{Polled, Queue};
 use crate::provider::PostgresProvider;
@@ -522,7 +522,7 @@ pub(crate) async fn abandon(
         .fetch_one(&p.pool)
         .await?;
     found.then_some(()).ok_or_else(|| {
-        PgProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, "Invalid lock token")
+        PostgresProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, "Invalid lock token")
     })
 }
 
@@ -538,7 +538,7 @@ pub(crate) async fn renew(
         .fetch_one(&p.pool)
         .await?;
     found.then_some(()).ok_or_else(|| {
-        PgProviderError::rejected(
+        PostgresProviderError::rejected(
             sqlstate::INVALID_LOCK_TOKEN,
             "Invalid lock token: lock token invalid, expired, or already acked",
         )

@@ -72,7 +72,7 @@ impl Limits {
     /// Refuses a payload over [`Limits::max_payload_bytes`], naming `field`.
     pub(crate) fn check_payload(&self, field: &str, value: &str) -> Result<()> {
         if value.len() > self.max_payload_bytes {
-            return Err(crate::PgProviderError::invalid_input(
+            return Err(crate::PostgresProviderError::invalid_input(
                 field,
                 format!(
                     "{} bytes exceeds the payload limit of {} bytes (PostgresOptions::max_payload_bytes)",
@@ -167,7 +167,7 @@ impl PostgresProvider {
     async fn build(pool: PgPool, schema: SchemaName, options: &PostgresOptions) -> Result<Self> {
         let requested = SqlMode::resolve(options.sql_mode)?;
         if options.transaction_pooler && options.notifications && options.listen_url.is_none() {
-            return Err(crate::PgProviderError::invalid_input(
+            return Err(crate::PostgresProviderError::invalid_input(
                 "listen_url",
                 "notifications through a transaction pooler need a direct URL for LISTEN \
                  (PostgresOptions::listen_url), or notifications off",
@@ -223,7 +223,7 @@ impl PostgresProvider {
         // they are this build's own; otherwise inline SQL.
         let (mode, fallback) = migrate::effective_mode(&schema, requested, &status);
         if options.migration_mode == MigrationMode::Verify && !status.is_ready_for(mode) {
-            return Err(crate::PgProviderError::SchemaNotReady {
+            return Err(crate::PostgresProviderError::SchemaNotReady {
                 schema: schema.to_string(),
                 reason: format!(
                     "{} migration(s) pending, {} procedure(s) missing or stale",

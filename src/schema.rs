@@ -1,6 +1,6 @@
 //! Validated, always-quoted schema names: one schema per tenant.
 
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 
 /// The marker every SQL template uses where the tenant's schema goes.
 ///
@@ -47,9 +47,9 @@ impl SchemaName {
     /// Validates `name` and returns it ready for use in SQL.
     ///
     /// # Errors
-    /// [`PgProviderError::InvalidSchemaName`] naming the rule that failed.
+    /// [`PostgresProviderError::InvalidSchemaName`] naming the rule that failed.
     pub fn new(name: &str) -> Result<Self> {
-        let invalid = |reason: &str| PgProviderError::InvalidSchemaName {
+        let invalid = |reason: &str| PostgresProviderError::InvalidSchemaName {
             name: name.escape_debug().to_string(),
             reason: reason.to_string(),
         };
@@ -131,7 +131,7 @@ mod tests {
         ] {
             let err = SchemaName::new(bad).expect_err(bad);
             assert!(
-                matches!(err, PgProviderError::InvalidSchemaName { .. }),
+                matches!(err, PostgresProviderError::InvalidSchemaName { .. }),
                 "{bad}: {err}"
             );
         }

@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 
 const SCRIPT: &str = include_str!("../scripts/pg-throwaway.sh");
 
@@ -27,7 +27,7 @@ impl ThrowawayPostgres {
     /// `spawn_blocking`.
     ///
     /// # Errors
-    /// [`PgProviderError::Throwaway`] carrying the script's output when the
+    /// [`PostgresProviderError::Throwaway`] carrying the script's output when the
     /// server cannot be installed or started.
     pub fn start() -> Result<Self> {
         Self::start_with_args(&[])
@@ -47,7 +47,7 @@ impl ThrowawayPostgres {
             .args(["--owner-pid", &owner])
             .args(args)
             .output()
-            .map_err(|e| PgProviderError::Throwaway {
+            .map_err(|e| PostgresProviderError::Throwaway {
                 reason: format!("cannot run bash: {e}"),
             })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -62,7 +62,7 @@ impl ThrowawayPostgres {
             value("PGTHROWAWAY_DIR="),
         ) {
             (true, Some(url), Some(dir)) => Ok(Self { url, dir }),
-            _ => Err(PgProviderError::Throwaway {
+            _ => Err(PostgresProviderError::Throwaway {
                 reason: format!(
                     "pg-throwaway.sh failed ({}): {}",
                     output.status,

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::inline;
 use crate::notify::{Polled, Queue};
 use crate::provider::PostgresProvider;
@@ -89,7 +89,7 @@ pub(crate) struct FetchParams {
 fn found(found: bool, message: &'static str) -> Result<()> {
     found
         .then_some(())
-        .ok_or_else(|| PgProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, message))
+        .ok_or_else(|| PostgresProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, message))
 }
 
 /// Claims the next activity this worker may run.

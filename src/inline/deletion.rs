@@ -5,7 +5,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::provider::PostgresProvider;
 
 inline_sections! {
@@ -139,7 +139,7 @@ async fn delete_in(
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(id) = running {
-            return Err(PgProviderError::rejected(
+            return Err(PostgresProviderError::rejected(
                 sqlstate::INVALID_STATE,
                 format!(
                     "Instance {id} is still running. Use force=true to delete anyway, or cancel first."
@@ -152,7 +152,7 @@ async fn delete_in(
         .fetch_optional(&mut *conn)
         .await?;
     if let Some((child, parent)) = orphan {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::INVALID_STATE,
             format!(
                 "Cannot delete: instance {parent} has child {child} that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry."
@@ -253,7 +253,7 @@ async fn prune_in(
         .fetch_optional(&mut *conn)
         .await?;
     let Some(current) = current else {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::NOT_FOUND,
             format!("Instance {instance} not found"),
         ));

@@ -21,7 +21,7 @@ use sqlx::{Connection, Executor, PgConnection, Postgres};
 
 use crate::config::SqlMode;
 use crate::embedded::{INLINE_FILES, PROCEDURE_FILES};
-use crate::error::{PgProviderError, Result};
+use crate::error::{PostgresProviderError, Result};
 use crate::pooler::Db;
 use crate::schema::SchemaName;
 
@@ -109,7 +109,7 @@ where
     // The operation's pool scope goes with it (see `crate::recycle`).
     tokio::spawn(crate::recycle::carry(transaction))
         .await
-        .map_err(|e| PgProviderError::Interrupted {
+        .map_err(|e| PostgresProviderError::Interrupted {
             reason: e.to_string(),
         })?
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
 use crate::codec::AttemptClock;
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
 use crate::provider::PostgresProvider;
@@ -60,9 +60,9 @@ fn done(polled: Polled<FetchedRow>) -> Fetched {
 
 /// A failure the server reported for one statement, the session intact:
 /// anything but a lost connection or a server going away.
-fn failed_on_server(e: &PgProviderError) -> bool {
+fn failed_on_server(e: &PostgresProviderError) -> bool {
     match e {
-        PgProviderError::Database(sqlx::Error::Database(db)) => db
+        PostgresProviderError::Database(sqlx::Error::Database(db)) => db
             .code()
             .is_some_and(|code| !code.starts_with("08") && !code.starts_with("57P")),
         _ => false,
@@ -414,7 +414,7 @@ async fn fetch_in(
         {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                let e = PgProviderError::from(e);
+                let e = PostgresProviderError::from(e);
                 if failed_on_server(&e) {
                     let reason = e.to_string();
                     return Ok(Fetched::Unreadable { instance, reason });
@@ -470,13 +470,13 @@ async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Re
         .fetch_optional(&mut *c)
         .await?;
     let Some((instance, until, now, quiet)) = lease else {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::INVALID_LOCK_TOKEN,
             "Invalid lock token",
         ));
     };
     if until <= now {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::LOCK_EXPIRED,
             "Instance lock expired",
         ));

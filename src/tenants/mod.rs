@@ -32,7 +32,7 @@ use std::time::Duration;
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
 
@@ -281,7 +281,7 @@ where
             Ok((id, result)) => (id, result),
             Err(e) => (
                 e.id(),
-                Err(PgProviderError::Interrupted {
+                Err(PostgresProviderError::Interrupted {
                     reason: format!("migration task: {e}"),
                 }),
             ),
@@ -306,7 +306,7 @@ where
 
 /// Verifies each of `schemas` for `mode` (see [`migrate::verify`]) without
 /// changing anything, calling `progress` after each. A schema that is not
-/// ready has [`PgProviderError::SchemaNotReady`] in its outcome.
+/// ready has [`PostgresProviderError::SchemaNotReady`] in its outcome.
 pub async fn verify_many<F>(
     pool: &PgPool,
     schemas: &[SchemaName],
@@ -373,7 +373,7 @@ where
 /// the drop; a drop that loses is tried again, up to three times in all.
 ///
 /// # Errors
-/// The refusals above ([`PgProviderError::Rejected`]), a schema this build
+/// The refusals above ([`PostgresProviderError::Rejected`]), a schema this build
 /// must refuse, or database errors (a lock wait over 10 s among them).
 pub async fn drop_tenant(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
     let mut attempt = 1;
@@ -394,14 +394,14 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
     let mut tx = pool.begin().await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::NOT_FOUND,
             format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing dropped"),
         ));
     }
     let foreign = foreign_objects(&mut tx, schema).await?;
     if !foreign.is_empty() {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::INVALID_STATE,
             format!(
                 "schema \"{schema}\" holds objects duroxide-postgres did not create ({}); \
@@ -418,7 +418,7 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
         Ok(_) if force => None,
         Err(_) if force => None,
         Ok(status) => {
-            return Err(PgProviderError::rejected(
+            return Err(PostgresProviderError::rejected(
                 sqlstate::INVALID_STATE,
                 format!(
                     "tenant \"{schema}\" has {} migration(s) pending, so its leases cannot be checked; \
@@ -430,7 +430,7 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
         Err(e) => return Err(e),
     };
     if let Some(q) = queues.filter(|q| q.live_leases() > 0 && !force) {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::INVALID_STATE,
             format!(
                 "tenant \"{schema}\" has {} live lease(s) ({} instance turn(s), {} activity(ies)): \
@@ -461,13 +461,13 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
 /// (waiting at most 10 s for a migration of the same schema).
 ///
 /// # Errors
-/// [`PgProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
+/// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
 /// has no procedure bookkeeping (it was never migrated); database errors.
 pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<usize> {
     let mut tx = pool.begin().await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::NOT_FOUND,
             format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing uninstalled"),
         ));

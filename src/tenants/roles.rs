@@ -13,7 +13,7 @@ use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use super::{created_tables, has_table, lock_schema, our_functions};
 use crate::config::SqlMode;
-use crate::error::{PgProviderError, Result, sqlstate};
+use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::schema::SchemaName;
 
 const GRANT_RUNTIME: &str = include_str!("../../tenants/grant_runtime.sql");
@@ -67,9 +67,9 @@ pub struct RuntimeRights {
 /// holding the schema's DDL lock, and checks the result.
 ///
 /// # Errors
-/// [`PgProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the
+/// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the
 /// schema holds no tenant, or, in procedure mode, no procedures;
-/// [`PgProviderError::InsufficientPrivilege`] when the grants did not take
+/// [`PostgresProviderError::InsufficientPrivilege`] when the grants did not take
 /// effect (the connecting role does not own the schema's objects); database
 /// errors (an unknown role among them).
 pub async fn grant_runtime_role(
@@ -102,7 +102,7 @@ pub async fn grant_runtime_role(
     }
     let (grantor, rights) = rights(&mut tx, schema, role).await?;
     if mode == SqlMode::StoredProcedures && rights.functions == 0 {
-        return Err(PgProviderError::rejected(
+        return Err(PostgresProviderError::rejected(
             sqlstate::NOT_FOUND,
             format!(
                 "schema \"{schema}\" has no stored procedures; nothing granted: \
@@ -121,7 +121,7 @@ pub async fn grant_runtime_role(
             }
         };
     if !complete {
-        return Err(PgProviderError::InsufficientPrivilege {
+        return Err(PostgresProviderError::InsufficientPrivilege {
             schema: schema.to_string(),
             role: grantor,
             action: "grant rights on".to_string(),
@@ -143,7 +143,7 @@ pub async fn grant_runtime_role(
 /// left. Idempotent; runs in one transaction holding the schema's DDL lock.
 ///
 /// # Errors
-/// [`PgProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the
+/// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the
 /// schema holds no tenant; database errors.
 pub async fn revoke_runtime_role(
     pool: &PgPool,
@@ -199,7 +199,7 @@ async fn rights(
         .ok_or_else(|| not_a_tenant(schema, "no such schema"))?;
     let count = |column: &str| -> Result<usize> {
         let n: i64 = row.try_get(column)?;
-        usize::try_from(n).map_err(|e| PgProviderError::decode(column, e))
+        usize::try_from(n).map_err(|e| PostgresProviderError::decode(column, e))
     };
     let rights = RuntimeRights {
         schema: schema.clone(),
@@ -214,8 +214,8 @@ async fn rights(
     Ok((row.try_get("grantor")?, rights))
 }
 
-fn not_a_tenant(schema: &SchemaName, what: &str) -> PgProviderError {
-    PgProviderError::rejected(
+fn not_a_tenant(schema: &SchemaName, what: &str) -> PostgresProviderError {
+    PostgresProviderError::rejected(
         sqlstate::NOT_FOUND,
         format!("schema \"{schema}\" holds no duroxide-postgres tenant; {what}"),
     )

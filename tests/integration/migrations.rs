@@ -3,7 +3,8 @@
 //! reinstalled when changed and dropped when retired; health reporting.
 
 use duroxide_postgres::{
-    MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, SchemaName, SqlMode, migrate,
+    MigrationMode, PostgresOptions, PostgresProvider, PostgresProviderError, SchemaName, SqlMode,
+    migrate,
 };
 
 use std::time::Duration;
@@ -56,7 +57,10 @@ async fn schema_newer_than_the_binary_is_refused() {
             .await
             .expect_err("a newer schema must be refused");
         assert!(
-            matches!(err, PgProviderError::SchemaTooNew { found: 999999, .. }),
+            matches!(
+                err,
+                PostgresProviderError::SchemaTooNew { found: 999999, .. }
+            ),
             "{err}"
         );
         assert!(!err.is_retryable());
@@ -84,7 +88,10 @@ async fn edited_migration_is_refused() {
             .await
             .expect_err("an edited migration must be refused");
         assert!(
-            matches!(err, PgProviderError::MigrationChanged { version: 1, .. }),
+            matches!(
+                err,
+                PostgresProviderError::MigrationChanged { version: 1, .. }
+            ),
             "{err}"
         );
     })
@@ -101,7 +108,7 @@ async fn verify_mode_runs_no_ddl_and_refuses_an_unmigrated_schema() {
             .await
             .expect_err("verify mode on an empty schema must fail");
         assert!(
-            matches!(err, PgProviderError::SchemaNotReady { .. }),
+            matches!(err, PostgresProviderError::SchemaNotReady { .. }),
             "{err}"
         );
         let exists: bool =

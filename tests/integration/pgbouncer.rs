@@ -23,7 +23,7 @@ use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{
     ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
 };
-use duroxide_postgres::{PgProviderError, PostgresOptions, PostgresProvider, SqlMode};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, PostgresProviderError, SqlMode};
 use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -571,7 +571,7 @@ async fn notifications_through_the_pooler_need_a_direct_url() {
     .await
     .expect_err("refused");
     assert!(
-        matches!(refused, PgProviderError::InvalidInput { .. })
+        matches!(refused, PostgresProviderError::InvalidInput { .. })
             && refused.to_string().contains("listen_url"),
         "{refused}"
     );

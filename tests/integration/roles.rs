@@ -19,7 +19,8 @@ use duroxide::{
     ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
 };
 use duroxide_postgres::{
-    MigrationMode, PgProviderError, PostgresOptions, PostgresProvider, SchemaName, SqlMode, tenants,
+    MigrationMode, PostgresOptions, PostgresProvider, PostgresProviderError, SchemaName, SqlMode,
+    tenants,
 };
 use futures::FutureExt;
 use sqlx::PgPool;
@@ -97,7 +98,7 @@ async fn provider(
     schema: &str,
     mode: SqlMode,
     migrations: MigrationMode,
-) -> Result<PostgresProvider, PgProviderError> {
+) -> Result<PostgresProvider, PostgresProviderError> {
     PostgresProvider::from_pool_with(
         pool.clone(),
         PostgresOptions::default()
@@ -255,7 +256,7 @@ async fn execute_only_role_runs_the_smoke_path_with_verify() {
             .expect_err("Apply as the runtime role must fail");
             let message = refused.to_string();
             assert!(
-                matches!(refused, PgProviderError::InsufficientPrivilege { .. })
+                matches!(refused, PostgresProviderError::InsufficientPrivilege { .. })
                     && message.contains(&role)
                     && message.contains("_duroxide_migrations")
                     && message.contains("MigrationMode::Verify"),
@@ -364,7 +365,7 @@ async fn tenant_role_is_confined_to_its_schema(mode: SqlMode) {
                     .err()
                     .unwrap_or_else(|| panic!("{migrations:?} on B must fail"));
                 assert!(
-                    matches!(refused, PgProviderError::InsufficientPrivilege { .. })
+                    matches!(refused, PostgresProviderError::InsufficientPrivilege { .. })
                         || refused.sqlstate().as_deref() == Some("42501"),
                     "{migrations:?} on B: {refused}"
                 );
@@ -493,7 +494,7 @@ async fn grant_refuses_what_it_cannot_do() {
                     .expect_err("not the owner");
             assert!(
                 denied.sqlstate().as_deref() == Some("42501")
-                    || matches!(denied, PgProviderError::InsufficientPrivilege { .. }),
+                    || matches!(denied, PostgresProviderError::InsufficientPrivilege { .. }),
                 "{denied}"
             );
             runtime_pool.close().await;

@@ -1,7 +1,7 @@
 //! Schema names: validated before anything touches the database, quoted
 //! always, and tenants on one pool kept apart.
 
-use duroxide_postgres::{PgProviderError, PostgresProvider, SchemaName};
+use duroxide_postgres::{PostgresProvider, PostgresProviderError, SchemaName};
 
 use crate::support::pool;
 
@@ -22,7 +22,7 @@ async fn injection_attempts_are_rejected_before_any_sql_runs() {
             .await
             .expect_err("invalid schema name must be refused");
         assert!(
-            matches!(err, PgProviderError::InvalidSchemaName { .. }),
+            matches!(err, PostgresProviderError::InvalidSchemaName { .. }),
             "{bad:?}: {err}"
         );
         assert!(!err.is_retryable());

@@ -17,7 +17,7 @@ use duroxide::{
 };
 use duroxide_postgres::migrate;
 use duroxide_postgres::tenants::{self, TenantOutcome};
-use duroxide_postgres::{PgProviderError, SchemaName, SqlMode, sqlstate};
+use duroxide_postgres::{PostgresProviderError, SchemaName, SqlMode, sqlstate};
 use sqlx::PgPool;
 
 use crate::fixtures::{activity, start};
@@ -55,7 +55,7 @@ async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
         .expect("query namespace")
 }
 
-fn rejection(err: &PgProviderError) -> Option<String> {
+fn rejection(err: &PostgresProviderError) -> Option<String> {
     err.sqlstate()
 }
 
@@ -172,7 +172,7 @@ async fn migrate_and_verify_many(mode: SqlMode) {
         assert!(
             matches!(
                 outcomes[3].result,
-                Err(PgProviderError::SchemaTooNew { .. })
+                Err(PostgresProviderError::SchemaTooNew { .. })
             ),
             "{:?}",
             outcomes[3].result
@@ -198,7 +198,7 @@ async fn migrate_and_verify_many(mode: SqlMode) {
         assert!(
             matches!(
                 refused[0].result,
-                Err(PgProviderError::SchemaNotReady { .. })
+                Err(PostgresProviderError::SchemaNotReady { .. })
             ),
             "{:?}",
             refused[0].result

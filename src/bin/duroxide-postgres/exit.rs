@@ -1,6 +1,6 @@
 //! The command's exit codes, and the failure that carries one.
 
-use duroxide_postgres::{PgProviderError, sqlstate};
+use duroxide_postgres::{PostgresProviderError, sqlstate};
 
 /// Everything worked.
 pub const OK: u8 = 0;
@@ -58,25 +58,28 @@ impl Failure {
     }
 }
 
-impl From<PgProviderError> for Failure {
-    fn from(err: PgProviderError) -> Self {
+impl From<PostgresProviderError> for Failure {
+    fn from(err: PostgresProviderError) -> Self {
         Failure::new(code_of(&err), err.to_string())
     }
 }
 
 /// The exit code a library error maps to.
-pub fn code_of(err: &PgProviderError) -> u8 {
+pub fn code_of(err: &PostgresProviderError) -> u8 {
     match err {
-        PgProviderError::InvalidSchemaName { .. } => INVALID,
-        PgProviderError::SchemaNotReady { .. } => NOT_READY,
-        PgProviderError::SchemaTooNew { .. } | PgProviderError::MigrationChanged { .. } => {
-            INCOMPATIBLE
+        PostgresProviderError::InvalidSchemaName { .. } => INVALID,
+        PostgresProviderError::SchemaNotReady { .. } => NOT_READY,
+        PostgresProviderError::SchemaTooNew { .. }
+        | PostgresProviderError::MigrationChanged { .. } => INCOMPATIBLE,
+        PostgresProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::NOT_FOUND => {
+            NOT_FOUND
         }
-        PgProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::NOT_FOUND => NOT_FOUND,
-        PgProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::INVALID_STATE => {
+        PostgresProviderError::Rejected { sqlstate, .. }
+            if *sqlstate == sqlstate::INVALID_STATE =>
+        {
             REFUSED
         }
-        PgProviderError::Database(err) => connect_code(err).unwrap_or(FAILURE),
+        PostgresProviderError::Database(err) => connect_code(err).unwrap_or(FAILURE),
         _ => FAILURE,
     }
 }
