@@ -17,8 +17,8 @@
 //! * **Peek-lock queues**: activities claimed with `SELECT ... FOR UPDATE SKIP
 //!   LOCKED`, orchestration instances by a per-instance claim row locked the
 //!   same way, and a lease row; sessions pin activities to workers.
-//! * **Embedded, checksummed migrations** serialized per schema by an
-//!   advisory lock.
+//! * **Embedded, checksummed migrations** serialized per schema by a lock
+//!   on the schema's own bookkeeping table (which needs rights on it).
 //! * **Tenant lifecycle** ([`tenants`]): list the tenants of a database with
 //!   their version, SQL-mode readiness and queue depths, migrate or verify
 //!   many at once, drop one, print a schema's install script, uninstall its
