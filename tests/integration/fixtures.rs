@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+use duroxide::ActivityContext;
 use duroxide::providers::{ExecutionMetadata, WorkItem};
+use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::{Event, EventKind};
 
 /// Orchestration name every fixture uses.
@@ -86,4 +88,15 @@ pub fn completion(instance: &str, id: u64) -> WorkItem {
         id,
         result: "\"done\"".to_string(),
     }
+}
+
+/// An activity registry with one activity, `Echo`, that returns its input:
+/// what the runtime-driven tests schedule when the activity itself does not
+/// matter.
+pub fn echo_activities() -> ActivityRegistry {
+    ActivityRegistry::builder()
+        .register("Echo", |_ctx: ActivityContext, input: String| async move {
+            Ok(input)
+        })
+        .build()
 }

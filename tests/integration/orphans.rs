@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::{Provider, ProviderAdmin, WorkItem};
-use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{
-    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
-};
+use duroxide::{Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 use crate::fixtures::{json, start};
@@ -63,11 +60,7 @@ async fn events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
             client.raise_event(&id, "Go", "x").await.expect("raise");
             client.cancel_instance(&id, "gone").await.expect("cancel");
         }
-        let activities = ActivityRegistry::builder()
-            .register("Echo", |_ctx: ActivityContext, input: String| async move {
-                Ok(input)
-            })
-            .build();
+        let activities = crate::fixtures::echo_activities();
         let orchestrations = OrchestrationRegistry::builder()
             .register(
                 "One",

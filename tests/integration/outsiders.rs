@@ -9,9 +9,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
+use duroxide::{Client, OrchestrationContext, OrchestrationRegistry};
 use duroxide_postgres::SqlMode;
 use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -141,11 +140,7 @@ async fn an_outsider_cannot_block_a_tenants_instances(mode: SqlMode) {
             let (mut outsider, keys) = hoard_keys(&schema, &role).await;
             try_the_tables(&mut outsider, &schema).await;
 
-            let activities = ActivityRegistry::builder()
-                .register("Echo", |_ctx: ActivityContext, input: String| async move {
-                    Ok(input)
-                })
-                .build();
+            let activities = crate::fixtures::echo_activities();
             let orchestrations = OrchestrationRegistry::builder()
                 .register(
                     "Two",

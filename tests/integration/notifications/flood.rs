@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{
-    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
-};
+use duroxide::{Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
 use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::time::Instant;
@@ -62,11 +60,7 @@ async fn flood(role: String, channel: String, stop: Arc<AtomicBool>, sent: Arc<A
 }
 
 fn runtime_parts() -> (ActivityRegistry, OrchestrationRegistry) {
-    let activities = ActivityRegistry::builder()
-        .register("Echo", |_ctx: ActivityContext, input: String| async move {
-            Ok(input)
-        })
-        .build();
+    let activities = crate::fixtures::echo_activities();
     let orchestrations = OrchestrationRegistry::builder()
         .register(
             "Real",
