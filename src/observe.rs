@@ -14,7 +14,8 @@
 //! * `duroxide_postgres_fetch_wakeups_total` counter `[queue]`: a waiting
 //!   fetch woken by a notification (or handed a wake-up);
 //! * `duroxide_postgres_lease_expired_total` counter `[operation]`: an ack,
-//!   renewal or abandon refused because the lock's lease had expired;
+//!   renewal or abandon that found its lease gone (expired, `DX002`, or
+//!   taken over, `DX001`), as `AdmissionStats::lease_expiries` counts it;
 //! * `duroxide_postgres_retryable_errors_total` counter
 //!   `[operation, sqlstate]`: failures the runtime will retry, by SQLSTATE
 //!   (`none` for driver errors such as a pool timeout);
@@ -135,14 +136,14 @@ impl PostgresProvider {
             error = Empty,
         );
         let leased = LEASED.contains(&operation);
+        let start = Instant::now();
         // In the pool's scope: its hooks see the tenant (`crate::recycle`).
         let scope = crate::recycle::Scope {
             gate: self.gate.clone(),
             tenant: self.gate_key.clone(),
-            started: Instant::now(),
+            started: start,
             leased,
         };
-        let start = Instant::now();
         let result = scope.run(work.instrument(span.clone())).await;
         let elapsed = start.elapsed();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
@@ -158,11 +159,15 @@ impl PostgresProvider {
                 record_operation(operation, self.mode, "ok", elapsed);
             }
             Err(e) => {
-                let gone = e.sqlstate().is_some_and(|code| {
-                    code == crate::sqlstate::LOCK_EXPIRED
-                        || code == crate::sqlstate::INVALID_LOCK_TOKEN
-                });
-                if leased && gone {
+                // Leased work that found its lease gone: expired (DX002) or
+                // taken over by another dispatcher (DX001). One definition
+                // for the pool's counter and the metric.
+                let lease_gone = leased
+                    && e.sqlstate().is_some_and(|code| {
+                        code == crate::sqlstate::LOCK_EXPIRED
+                            || code == crate::sqlstate::INVALID_LOCK_TOKEN
+                    });
+                if lease_gone {
                     self.gate.note_lease_expired();
                 }
                 let retryable = e.is_retryable();
@@ -172,7 +177,7 @@ impl PostgresProvider {
                 tracing::debug!(retryable, sqlstate = e.sqlstate(), "operation failed: {e}");
                 let outcome = if retryable { "retryable" } else { "permanent" };
                 record_operation(operation, self.mode, outcome, elapsed);
-                record_error(operation, e, retryable);
+                record_error(operation, e, retryable, lease_gone);
             }
         }
         result.map_err(|e| e.into_provider_error(operation))
@@ -228,9 +233,14 @@ fn record_fetch(queue: &'static str, claimed: bool) {
 }
 
 #[cfg(feature = "metrics")]
-fn record_error(operation: &'static str, e: &PostgresProviderError, retryable: bool) {
+fn record_error(
+    operation: &'static str,
+    e: &PostgresProviderError,
+    retryable: bool,
+    lease_gone: bool,
+) {
     let code = e.sqlstate();
-    if code.as_deref() == Some(crate::sqlstate::LOCK_EXPIRED) {
+    if lease_gone {
         metrics::counter!("duroxide_postgres_lease_expired_total", "operation" => operation)
             .increment(1);
     }
@@ -258,7 +268,7 @@ fn record_operation(_: &'static str, _: SqlMode, _: &'static str, _: Duration) {
 fn record_fetch(_: &'static str, _: bool) {}
 
 #[cfg(not(feature = "metrics"))]
-fn record_error(_: &'static str, _: &PostgresProviderError, _: bool) {}
+fn record_error(_: &'static str, _: &PostgresProviderError, _: bool, _: bool) {}
 
 #[cfg(not(feature = "metrics"))]
 fn record_acquire(_: SqlMode, _: Duration) {}

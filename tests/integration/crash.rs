@@ -58,27 +58,9 @@ fn crash_server() -> &'static ThrowawayPostgres {
     })
 }
 
-/// Runs `pg_ctl ACTION` on the crash server as the cluster's owner;
-/// `restart` reuses the options of the first start.
+/// Runs `pg_ctl ACTION` on the crash server (see [`crate::support::pg_ctl`]).
 async fn pg_ctl(action: &[&str]) {
-    let dir = crash_server().dir();
-    let script = r#"dir="$1"; shift
-bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-cmd=("$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 "$@")
-if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "${cmd[@]}"; else "${cmd[@]}"; fi"#;
-    let output = tokio::process::Command::new("bash")
-        .args(["-c", script, "pg_ctl", dir])
-        .args(action)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
-    assert!(
-        output.status.success(),
-        "pg_ctl {action:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::pg_ctl(crash_server().dir(), action).await;
 }
 
 fn expected_output(id: &str) -> String {

@@ -87,25 +87,10 @@ fn url_of(database: &str) -> String {
     crate::support::url_with_database(fault_server().url(), database)
 }
 
-/// Restarts the fault server with fast shutdown, on the same port (`pg_ctl`
-/// reuses the options of the previous start), as the cluster's owner.
+/// Restarts the fault server with fast shutdown, on the same socket or port
+/// (`pg_ctl` reuses the options of the previous start).
 async fn restart_server() {
-    let dir = fault_server().dir();
-    let script = r#"bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-cmd=("$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 -m fast restart)
-if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "${cmd[@]}"; else "${cmd[@]}"; fi"#;
-    let output = tokio::process::Command::new("bash")
-        .args(["-c", script, "restart", dir])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
-    assert!(
-        output.status.success(),
-        "pg_ctl restart failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::pg_ctl(fault_server().dir(), &["-m", "fast", "restart"]).await;
 }
 
 /// A database of its own on the fault server, for one test.

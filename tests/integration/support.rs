@@ -39,6 +39,29 @@ pub fn url_with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Runs `pg_ctl ACTION` on the throwaway cluster in `dir` as its owner (the
+/// `postgres` user when the tests run as root: the server refuses root);
+/// `restart` reuses the options of the previous start.
+pub async fn pg_ctl(dir: &str, action: &[&str]) {
+    let script = r#"dir="$1"; shift
+bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+cmd=("$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 "$@")
+if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "${cmd[@]}"; else "${cmd[@]}"; fi"#;
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", script, "pg_ctl", dir])
+        .args(action)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
+    assert!(
+        output.status.success(),
+        "pg_ctl {action:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The connection settings of the provider's own pool, on the test server.
 pub fn connect_options() -> PgConnectOptions {
     PostgresOptions::default()
