@@ -1,18 +1,14 @@
-//! `ProviderAdmin`: listing, inspection, metrics (here) and deletion and
-//! pruning (delegated to `deletion`). Each method is one procedure call.
+//! The management queries behind `ProviderAdmin`: listing, inspection,
+//! metrics and orphans (deletion and pruning are in `deletion`; the trait's
+//! facade is `provider_admin`). Each function is one procedure call, the
+//! same statement text in both SQL modes.
 
-use duroxide::Event;
-use duroxide::providers::{
-    DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, ProviderAdmin,
-    ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
-};
+use duroxide::providers::{ExecutionInfo, InstanceInfo, QueueDepths, SystemMetrics};
 
 use crate::codec;
-use crate::deletion;
 use crate::error::{PostgresProviderError, Result};
-use crate::history;
-use crate::provider::PostgresProvider;
 use crate::sql::statements;
+use crate::store::Store;
 
 statements! {
     /// Statements of the management API.
@@ -43,7 +39,7 @@ statements! {
 }
 
 /// An instance id that messages were sent to but that has not started (see
-/// [`PostgresProvider::orphaned_instances`]).
+/// [`crate::PostgresProvider::orphaned_instances`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 #[non_exhaustive]
 pub struct OrphanedInstance {
@@ -102,256 +98,126 @@ fn not_found(what: String) -> PostgresProviderError {
     PostgresProviderError::rejected(crate::sqlstate::NOT_FOUND, what)
 }
 
-impl PostgresProvider {
-    /// Instances that messages are parked for, oldest first, at most `limit`:
-    /// events, cancellations or completions sent to an instance id that has
-    /// not started (never started, or deleted). They are delivered with the
-    /// instance's first turn if it starts within
-    /// [`PostgresOptions::orphan_retention`](crate::PostgresOptions::orphan_retention),
-    /// and dropped after it. They also count in `get_queue_depths`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn orphaned_instances(&self, limit: u32) -> Result<Vec<OrphanedInstance>> {
-        Ok(sqlx::query_as(&self.sql.admin.orphans)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn ids(&self, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
-        let mut query = sqlx::query_scalar(sql);
-        if let Some(arg) = arg {
-            query = query.bind(codec::check_text("instance", arg)?);
-        }
-        Ok(query.fetch_all(&self.pool).await?)
-    }
-
-    async fn instance_info(&self, instance: &str) -> Result<InstanceInfo> {
-        let row = sqlx::query_as::<_, InstanceRow>(&self.sql.admin.instance_info)
-            .bind(codec::check_text("instance", instance)?)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| not_found(format!("Instance {instance} not found")))?;
-        Ok(InstanceInfo {
-            instance_id: row.instance_id,
-            orchestration_name: row.orchestration_name,
-            orchestration_version: row
-                .orchestration_version
-                .unwrap_or_else(|| "unknown".to_string()),
-            current_execution_id: count("current_execution_id", row.current_execution_id)?,
-            status: row.status,
-            output: row.output,
-            created_at: count("created_at", row.created_at_ms)?,
-            updated_at: count("updated_at", row.updated_at_ms)?,
-            parent_instance_id: row.parent_instance_id,
-        })
-    }
-
-    async fn execution_info(&self, instance: &str, execution_id: u64) -> Result<ExecutionInfo> {
-        let row = sqlx::query_as::<_, ExecutionRow>(&self.sql.admin.execution_info)
-            .bind(codec::check_text("instance", instance)?)
-            .bind(codec::to_i64("execution_id", execution_id)?)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| {
-                not_found(format!(
-                    "Execution {execution_id} not found for instance {instance}"
-                ))
-            })?;
-        Ok(ExecutionInfo {
-            execution_id: count("execution_id", row.execution_id)?,
-            status: row.status,
-            output: row.output,
-            started_at: count("started_at", row.started_at_ms)?,
-            completed_at: row
-                .completed_at_ms
-                .map(|t| count("completed_at", t))
-                .transpose()?,
-            event_count: usize::try_from(row.event_count).unwrap_or_default(),
-        })
-    }
-
-    async fn metrics(&self) -> Result<SystemMetrics> {
-        let row = sqlx::query_as::<_, MetricsRow>(&self.sql.admin.metrics)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(SystemMetrics {
-            total_instances: count("total_instances", row.total_instances)?,
-            total_executions: count("total_executions", row.total_executions)?,
-            running_instances: count("running_instances", row.running_instances)?,
-            completed_instances: count("completed_instances", row.completed_instances)?,
-            failed_instances: count("failed_instances", row.failed_instances)?,
-            total_events: count("total_events", row.total_events)?,
-        })
-    }
-
-    async fn queue_depths(&self) -> Result<QueueDepths> {
-        let (orchestrator, worker): (i64, i64) = sqlx::query_as(&self.sql.admin.queue_depths)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(QueueDepths {
-            orchestrator_queue: usize::try_from(orchestrator).unwrap_or_default(),
-            worker_queue: usize::try_from(worker).unwrap_or_default(),
-            timer_queue: 0,
-        })
-    }
-
-    async fn execution_ids(&self, instance: &str) -> Result<Vec<u64>> {
-        let ids: Vec<i64> = sqlx::query_scalar(&self.sql.admin.list_executions)
-            .bind(codec::check_text("instance", instance)?)
-            .fetch_all(&self.pool)
-            .await?;
-        ids.into_iter()
-            .map(|id| count("execution_id", id))
-            .collect()
-    }
-
-    async fn latest_execution(&self, instance: &str) -> Result<u64> {
-        let id: i64 = sqlx::query_scalar(&self.sql.admin.latest_execution)
-            .bind(codec::check_text("instance", instance)?)
-            .fetch_one(&self.pool)
-            .await?;
-        count("execution_id", id)
-    }
-
-    async fn parent(&self, instance: &str) -> Result<Option<String>> {
-        let parent: Option<Option<String>> = sqlx::query_scalar(&self.sql.admin.parent)
-            .bind(codec::check_text("instance", instance)?)
-            .fetch_optional(&self.pool)
-            .await?;
-        parent.ok_or_else(|| not_found(format!("Instance {instance} not found")))
-    }
+/// Instances messages are parked for, oldest first, at most `limit`.
+pub(crate) async fn orphaned_instances(s: &Store, limit: u32) -> Result<Vec<OrphanedInstance>> {
+    Ok(sqlx::query_as(&s.sql.admin.orphans)
+        .bind(i64::from(limit))
+        .fetch_all(&s.pool)
+        .await?)
 }
 
-#[async_trait::async_trait]
-impl ProviderAdmin for PostgresProvider {
-    async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
-        self.observe(
-            "list_instances",
-            self.ids(&self.sql.admin.list_instances, None),
-        )
-        .await
+/// The ids a listing statement returns, with its instance argument if any.
+pub(crate) async fn ids(s: &Store, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
+    let mut query = sqlx::query_scalar(sql);
+    if let Some(arg) = arg {
+        query = query.bind(codec::check_text("instance", arg)?);
     }
+    Ok(query.fetch_all(&s.pool).await?)
+}
 
-    async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
-        self.observe(
-            "list_instances_by_status",
-            self.ids(&self.sql.admin.list_by_status, Some(status)),
-        )
-        .await
-    }
+/// One instance's metadata; `NOT_FOUND` if it does not exist.
+pub(crate) async fn instance_info(s: &Store, instance: &str) -> Result<InstanceInfo> {
+    let row = sqlx::query_as::<_, InstanceRow>(&s.sql.admin.instance_info)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_optional(&s.pool)
+        .await?
+        .ok_or_else(|| not_found(format!("Instance {instance} not found")))?;
+    Ok(InstanceInfo {
+        instance_id: row.instance_id,
+        orchestration_name: row.orchestration_name,
+        orchestration_version: row
+            .orchestration_version
+            .unwrap_or_else(|| "unknown".to_string()),
+        current_execution_id: count("current_execution_id", row.current_execution_id)?,
+        status: row.status,
+        output: row.output,
+        created_at: count("created_at", row.created_at_ms)?,
+        updated_at: count("updated_at", row.updated_at_ms)?,
+        parent_instance_id: row.parent_instance_id,
+    })
+}
 
-    async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
-        self.observe("list_executions", self.execution_ids(instance))
-            .await
-    }
+/// One execution's metadata; `NOT_FOUND` if it does not exist.
+pub(crate) async fn execution_info(
+    s: &Store,
+    instance: &str,
+    execution_id: u64,
+) -> Result<ExecutionInfo> {
+    let row = sqlx::query_as::<_, ExecutionRow>(&s.sql.admin.execution_info)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(codec::to_i64("execution_id", execution_id)?)
+        .fetch_optional(&s.pool)
+        .await?
+        .ok_or_else(|| {
+            not_found(format!(
+                "Execution {execution_id} not found for instance {instance}"
+            ))
+        })?;
+    Ok(ExecutionInfo {
+        execution_id: count("execution_id", row.execution_id)?,
+        status: row.status,
+        output: row.output,
+        started_at: count("started_at", row.started_at_ms)?,
+        completed_at: row
+            .completed_at_ms
+            .map(|t| count("completed_at", t))
+            .transpose()?,
+        event_count: usize::try_from(row.event_count).unwrap_or_default(),
+    })
+}
 
-    async fn read_history_with_execution_id(
-        &self,
-        instance: &str,
-        execution_id: u64,
-    ) -> Result<Vec<Event>, ProviderError> {
-        self.observe(
-            "read_history_with_execution_id",
-            history::read_events(self, instance, Some(execution_id)),
-        )
-        .await
-    }
+/// System-wide counts.
+pub(crate) async fn metrics(s: &Store) -> Result<SystemMetrics> {
+    let row = sqlx::query_as::<_, MetricsRow>(&s.sql.admin.metrics)
+        .fetch_one(&s.pool)
+        .await?;
+    Ok(SystemMetrics {
+        total_instances: count("total_instances", row.total_instances)?,
+        total_executions: count("total_executions", row.total_executions)?,
+        running_instances: count("running_instances", row.running_instances)?,
+        completed_instances: count("completed_instances", row.completed_instances)?,
+        failed_instances: count("failed_instances", row.failed_instances)?,
+        total_events: count("total_events", row.total_events)?,
+    })
+}
 
-    async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        self.observe("read_history", history::read_events(self, instance, None))
-            .await
-    }
+/// Visible messages per queue.
+pub(crate) async fn queue_depths(s: &Store) -> Result<QueueDepths> {
+    let (orchestrator, worker): (i64, i64) = sqlx::query_as(&s.sql.admin.queue_depths)
+        .fetch_one(&s.pool)
+        .await?;
+    Ok(QueueDepths {
+        orchestrator_queue: usize::try_from(orchestrator).unwrap_or_default(),
+        worker_queue: usize::try_from(worker).unwrap_or_default(),
+        timer_queue: 0,
+    })
+}
 
-    async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
-        self.observe("latest_execution_id", self.latest_execution(instance))
-            .await
-    }
+/// The execution ids of an instance.
+pub(crate) async fn execution_ids(s: &Store, instance: &str) -> Result<Vec<u64>> {
+    let ids: Vec<i64> = sqlx::query_scalar(&s.sql.admin.list_executions)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_all(&s.pool)
+        .await?;
+    ids.into_iter()
+        .map(|id| count("execution_id", id))
+        .collect()
+}
 
-    async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
-        self.observe("get_instance_info", self.instance_info(instance))
-            .await
-    }
+/// The highest execution id of an instance.
+pub(crate) async fn latest_execution(s: &Store, instance: &str) -> Result<u64> {
+    let id: i64 = sqlx::query_scalar(&s.sql.admin.latest_execution)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_one(&s.pool)
+        .await?;
+    count("execution_id", id)
+}
 
-    async fn get_execution_info(
-        &self,
-        instance: &str,
-        execution_id: u64,
-    ) -> Result<ExecutionInfo, ProviderError> {
-        self.observe(
-            "get_execution_info",
-            self.execution_info(instance, execution_id),
-        )
-        .await
-    }
-
-    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        self.observe("get_system_metrics", self.metrics()).await
-    }
-
-    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        self.observe("get_queue_depths", self.queue_depths()).await
-    }
-
-    async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
-        self.observe(
-            "list_children",
-            self.ids(&self.sql.admin.children, Some(instance_id)),
-        )
-        .await
-    }
-
-    async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
-        self.observe("get_parent_id", self.parent(instance_id))
-            .await
-    }
-
-    // Deletion and pruning live in `deletion`; these are one-line delegations.
-    async fn delete_instances_atomic(
-        &self,
-        ids: &[String],
-        force: bool,
-    ) -> Result<DeleteInstanceResult, ProviderError> {
-        self.observe(
-            "delete_instances_atomic",
-            deletion::delete_instances_atomic(self, ids, force),
-        )
-        .await
-    }
-
-    async fn delete_instance_bulk(
-        &self,
-        filter: InstanceFilter,
-    ) -> Result<DeleteInstanceResult, ProviderError> {
-        self.observe(
-            "delete_instance_bulk",
-            deletion::delete_instance_bulk(self, &filter),
-        )
-        .await
-    }
-
-    async fn prune_executions(
-        &self,
-        instance_id: &str,
-        options: PruneOptions,
-    ) -> Result<PruneResult, ProviderError> {
-        self.observe(
-            "prune_executions",
-            deletion::prune_executions(self, instance_id, &options),
-        )
-        .await
-    }
-
-    async fn prune_executions_bulk(
-        &self,
-        filter: InstanceFilter,
-        options: PruneOptions,
-    ) -> Result<PruneResult, ProviderError> {
-        self.observe(
-            "prune_executions_bulk",
-            deletion::prune_executions_bulk(self, &filter, &options),
-        )
-        .await
-    }
+/// The parent of an instance (`None` for a root); `NOT_FOUND` if it does not exist.
+pub(crate) async fn parent(s: &Store, instance: &str) -> Result<Option<String>> {
+    let parent: Option<Option<String>> = sqlx::query_scalar(&s.sql.admin.parent)
+        .bind(codec::check_text("instance", instance)?)
+        .fetch_optional(&s.pool)
+        .await?;
+    parent.ok_or_else(|| not_found(format!("Instance {instance} not found")))
 }

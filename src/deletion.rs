@@ -1,15 +1,15 @@
 //! Deletion and pruning: atomic tree deletes, bulk deletes, execution pruning.
-//! Each function is one procedure call, or in inline mode the procedure's
-//! statements (`crate::inline::deletion`).
+//! Each function checks and binds its parameters, lets the store's driver
+//! run the procedure (one call, or in inline mode its statements, see
+//! `crate::driver`) and decodes the counts.
 
 use duroxide::providers::{DeleteInstanceResult, InstanceFilter, PruneOptions, PruneResult};
 
 use crate::codec;
-use crate::config::SqlMode;
 use crate::error::Result;
 use crate::inline;
-use crate::provider::PostgresProvider;
 use crate::sql::statements;
+use crate::store::Store;
 
 /// Roots handled by one bulk call when the filter sets no limit.
 const DEFAULT_BULK_LIMIT: u32 = 1000;
@@ -30,7 +30,7 @@ statements! {
 
 /// The row the delete procedures return.
 #[derive(sqlx::FromRow)]
-struct DeletedRow {
+pub(crate) struct DeletedRow {
     instances_deleted: i64,
     executions_deleted: i64,
     events_deleted: i64,
@@ -38,7 +38,8 @@ struct DeletedRow {
 }
 
 impl DeletedRow {
-    fn from_counts(
+    /// The counts the inline driver returns, in the procedure's order.
+    pub(crate) fn from_counts(
         [instances, executions, events, messages]: inline::deletion::DeleteCounts,
     ) -> Self {
         Self {
@@ -64,14 +65,17 @@ impl DeletedRow {
 
 /// The row the prune procedures return.
 #[derive(sqlx::FromRow)]
-struct PrunedRow {
+pub(crate) struct PrunedRow {
     instances_processed: i64,
     executions_deleted: i64,
     events_deleted: i64,
 }
 
 impl PrunedRow {
-    fn from_counts([instances, executions, events]: inline::deletion::PruneCounts) -> Self {
+    /// The counts the inline driver returns, in the procedure's order.
+    pub(crate) fn from_counts(
+        [instances, executions, events]: inline::deletion::PruneCounts,
+    ) -> Self {
         Self {
             instances_processed: instances,
             executions_deleted: executions,
@@ -88,10 +92,6 @@ impl PrunedRow {
     }
 }
 
-fn owned(ids: &[&str]) -> Vec<String> {
-    ids.iter().map(|id| (*id).to_string()).collect()
-}
-
 fn checked_ids(ids: &[String]) -> Result<Vec<&str>> {
     ids.iter()
         .map(|id| codec::check_text("instance id", id))
@@ -99,7 +99,7 @@ fn checked_ids(ids: &[String]) -> Result<Vec<&str>> {
 }
 
 /// An `InstanceFilter` as bound parameters: (ids, completed_before, limit).
-type FilterParams<'a> = (Option<Vec<&'a str>>, Option<i64>, i64);
+pub(crate) type FilterParams<'a> = (Option<Vec<&'a str>>, Option<i64>, i64);
 
 /// The filter as (ids, completed_before, limit) parameters.
 fn filter_params(filter: &InstanceFilter) -> Result<FilterParams<'_>> {
@@ -120,7 +120,10 @@ fn filter_params(filter: &InstanceFilter) -> Result<FilterParams<'_>> {
 }
 
 /// `PruneOptions` as bound parameters: (keep_last, completed_before).
-fn prune_params(options: &PruneOptions) -> Result<(Option<i64>, Option<i64>)> {
+pub(crate) type PruneParams = (Option<i64>, Option<i64>);
+
+/// The options as (keep_last, completed_before) parameters.
+fn prune_params(options: &PruneOptions) -> Result<PruneParams> {
     Ok((
         options.keep_last.map(i64::from),
         options
@@ -132,105 +135,53 @@ fn prune_params(options: &PruneOptions) -> Result<(Option<i64>, Option<i64>)> {
 
 /// Deletes `ids` and all they own, atomically (see `procedures/delete_instances.sql`).
 pub(crate) async fn delete_instances_atomic(
-    p: &PostgresProvider,
+    s: &Store,
     ids: &[String],
     force: bool,
 ) -> Result<DeleteInstanceResult> {
     let ids = checked_ids(ids)?;
-    match p.mode {
-        SqlMode::StoredProcedures => sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete)
-            .bind(ids)
-            .bind(force)
-            .fetch_one(&p.pool)
-            .await?
-            .into_result(),
-        SqlMode::InlineSql => DeletedRow::from_counts(
-            inline::deletion::delete_instances(p, owned(&ids), force).await?,
-        )
-        .into_result(),
-    }
+    s.driver
+        .delete_instances(s, ids, force)
+        .await?
+        .into_result()
 }
 
 /// Deletes terminal root trees matching `filter`.
 pub(crate) async fn delete_instance_bulk(
-    p: &PostgresProvider,
+    s: &Store,
     filter: &InstanceFilter,
 ) -> Result<DeleteInstanceResult> {
-    let (ids, before, limit) = filter_params(filter)?;
-    match p.mode {
-        SqlMode::StoredProcedures => sqlx::query_as::<_, DeletedRow>(&p.sql.deletion.delete_bulk)
-            .bind(ids)
-            .bind(before)
-            .bind(limit)
-            .fetch_one(&p.pool)
-            .await?
-            .into_result(),
-        SqlMode::InlineSql => DeletedRow::from_counts(
-            inline::deletion::delete_instance_bulk(p, ids.as_deref().map(owned), before, limit)
-                .await?,
-        )
-        .into_result(),
-    }
+    let filter = filter_params(filter)?;
+    s.driver
+        .delete_instance_bulk(s, filter)
+        .await?
+        .into_result()
 }
 
 /// Prunes old executions of one instance.
 pub(crate) async fn prune_executions(
-    p: &PostgresProvider,
+    s: &Store,
     instance_id: &str,
     options: &PruneOptions,
 ) -> Result<PruneResult> {
     let instance_id = codec::check_text("instance id", instance_id)?;
-    let (keep_last, completed_before) = prune_params(options)?;
-    match p.mode {
-        SqlMode::StoredProcedures => sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune)
-            .bind(instance_id)
-            .bind(keep_last)
-            .bind(completed_before)
-            .fetch_one(&p.pool)
-            .await?
-            .into_result(),
-        SqlMode::InlineSql => PrunedRow::from_counts(
-            inline::deletion::prune_executions(
-                p,
-                instance_id.to_string(),
-                keep_last,
-                completed_before,
-            )
-            .await?,
-        )
-        .into_result(),
-    }
+    let prune = prune_params(options)?;
+    s.driver
+        .prune_executions(s, instance_id, prune)
+        .await?
+        .into_result()
 }
 
 /// Prunes old executions of every instance matching `filter`.
 pub(crate) async fn prune_executions_bulk(
-    p: &PostgresProvider,
+    s: &Store,
     filter: &InstanceFilter,
     options: &PruneOptions,
 ) -> Result<PruneResult> {
-    let (ids, before, limit) = filter_params(filter)?;
-    let (keep_last, prune_before) = prune_params(options)?;
-    match p.mode {
-        SqlMode::StoredProcedures => sqlx::query_as::<_, PrunedRow>(&p.sql.deletion.prune_bulk)
-            .bind(ids)
-            .bind(before)
-            .bind(limit)
-            .bind(keep_last)
-            .bind(prune_before)
-            .fetch_one(&p.pool)
-            .await?
-            .into_result(),
-        SqlMode::InlineSql => PrunedRow::from_counts(
-            inline::deletion::prune_executions_bulk(
-                p,
-                ids.as_deref().map(owned),
-                before,
-                limit,
-                keep_last,
-                prune_before,
-            )
-            .await?,
-        )
-        .into_result(),
-    }
+    let filter = filter_params(filter)?;
+    let prune = prune_params(options)?;
+    s.driver
+        .prune_executions_bulk(s, filter, prune)
+        .await?
+        .into_result()
 }

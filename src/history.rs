@@ -8,8 +8,8 @@ use duroxide::{Event, EventKind, SystemStats};
 
 use crate::codec;
 use crate::error::Result;
-use crate::provider::PostgresProvider;
 use crate::sql::statements;
+use crate::store::Store;
 
 statements! {
     /// Statements for history, KV, custom status and stats.
@@ -31,38 +31,38 @@ statements! {
 
 /// Reads and decodes the events of `execution_id` (the latest with `None`).
 pub(crate) async fn read_events(
-    p: &PostgresProvider,
+    s: &Store,
     instance: &str,
     execution_id: Option<u64>,
 ) -> Result<Vec<Event>> {
     let execution_id = execution_id
         .map(|id| codec::to_i64("execution_id", id))
         .transpose()?;
-    let rows: Vec<String> = sqlx::query_scalar(&p.sql.history.read)
+    let rows: Vec<String> = sqlx::query_scalar(&s.sql.history.read)
         .bind(codec::check_text("instance", instance)?)
         .bind(execution_id)
-        .fetch_all(&p.pool)
+        .fetch_all(&s.pool)
         .await?;
     codec::decode_events(&rows)
 }
 
 /// Events of the instance's latest execution.
-pub(crate) async fn read(p: &PostgresProvider, instance: &str) -> Result<Vec<Event>> {
-    read_events(p, instance, None).await
+pub(crate) async fn read(s: &Store, instance: &str) -> Result<Vec<Event>> {
+    read_events(s, instance, None).await
 }
 
 /// Events of one execution.
 pub(crate) async fn read_with_execution(
-    p: &PostgresProvider,
+    s: &Store,
     instance: &str,
     execution_id: u64,
 ) -> Result<Vec<Event>> {
-    read_events(p, instance, Some(execution_id)).await
+    read_events(s, instance, Some(execution_id)).await
 }
 
 /// Appends events; duplicates are rejected, never overwritten.
 pub(crate) async fn append_with_execution(
-    p: &PostgresProvider,
+    s: &Store,
     instance: &str,
     execution_id: u64,
     events: &[Event],
@@ -74,57 +74,53 @@ pub(crate) async fn append_with_execution(
         ids.push(codec::to_i64("event_id", event.event_id())?);
         types.push(codec::event_type(event));
         let encoded = codec::encode_event(event)?;
-        p.limits.check_payload("history event", &encoded)?;
+        s.limits.check_payload("history event", &encoded)?;
         data.push(encoded);
     }
-    sqlx::query(&p.sql.history.append)
+    sqlx::query(&s.sql.history.append)
         .bind(codec::check_text("instance", instance)?)
         .bind(codec::to_i64("execution_id", execution_id)?)
         .bind(ids)
         .bind(types)
         .bind(data)
-        .execute(&p.pool)
+        .execute(&s.pool)
         .await?;
     Ok(())
 }
 
 /// The custom status, when its version is newer than `last_seen_version`.
 pub(crate) async fn get_custom_status(
-    p: &PostgresProvider,
+    s: &Store,
     instance: &str,
     last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>> {
-    let row: Option<(Option<String>, i64)> = sqlx::query_as(&p.sql.history.custom_status)
+    let row: Option<(Option<String>, i64)> = sqlx::query_as(&s.sql.history.custom_status)
         .bind(codec::check_text("instance", instance)?)
         .bind(i64::try_from(last_seen_version).unwrap_or(i64::MAX))
-        .fetch_optional(&p.pool)
+        .fetch_optional(&s.pool)
         .await?;
     row.map(|(status, version)| Ok((status, codec::to_u64("custom_status_version", version)?)))
         .transpose()
 }
 
 /// One KV value as the orchestration sees it.
-pub(crate) async fn get_kv_value(
-    p: &PostgresProvider,
-    instance: &str,
-    key: &str,
-) -> Result<Option<String>> {
-    let value: Option<Option<String>> = sqlx::query_scalar(&p.sql.history.kv_value)
+pub(crate) async fn get_kv_value(s: &Store, instance: &str, key: &str) -> Result<Option<String>> {
+    let value: Option<Option<String>> = sqlx::query_scalar(&s.sql.history.kv_value)
         .bind(codec::check_text("instance", instance)?)
         .bind(codec::check_text("key", key)?)
-        .fetch_optional(&p.pool)
+        .fetch_optional(&s.pool)
         .await?;
     Ok(value.flatten())
 }
 
 /// All live KV values.
 pub(crate) async fn get_kv_all_values(
-    p: &PostgresProvider,
+    s: &Store,
     instance: &str,
 ) -> Result<HashMap<String, String>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(&p.sql.history.kv_all)
+    let rows: Vec<(String, String)> = sqlx::query_as(&s.sql.history.kv_all)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_all(&p.pool)
+        .fetch_all(&s.pool)
         .await?;
     Ok(rows.into_iter().collect())
 }
@@ -140,13 +136,10 @@ struct StatsRow {
 }
 
 /// Size statistics of the instance's current execution; `None` if it does not exist.
-pub(crate) async fn get_instance_stats(
-    p: &PostgresProvider,
-    instance: &str,
-) -> Result<Option<SystemStats>> {
-    let Some(row) = sqlx::query_as::<_, StatsRow>(&p.sql.history.stats)
+pub(crate) async fn get_instance_stats(s: &Store, instance: &str) -> Result<Option<SystemStats>> {
+    let Some(row) = sqlx::query_as::<_, StatsRow>(&s.sql.history.stats)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_optional(&p.pool)
+        .fetch_optional(&s.pool)
         .await?
     else {
         return Ok(None);

@@ -1,8 +1,8 @@
 //! Observability in one place: the `tracing` span every provider operation
 //! runs in, and the `metrics` (feature `metrics`) it and the fetch paths
 //! record. The `Provider` and `ProviderAdmin` facades call
-//! [`PostgresProvider::observe`] for every trait method; nothing else in the
-//! crate opens an operation span.
+//! [`Store::observe`] for every trait method; nothing else in the crate
+//! opens an operation span.
 //!
 //! Metric names (labels in brackets; see docs/operations.md "Monitoring"):
 //!
@@ -36,7 +36,7 @@ use tracing::field::Empty;
 
 use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result};
-use crate::provider::PostgresProvider;
+use crate::store::Store;
 
 /// What a successful operation returned, as the span's `rows` field counts it.
 pub(crate) trait Rows {
@@ -114,7 +114,7 @@ const LEASED: [&str; 6] = [
     "renew_work_item_lock",
 ];
 
-impl PostgresProvider {
+impl Store {
     /// Runs one provider operation inside its span (`duroxide_postgres.op`,
     /// level DEBUG: operation, schema, mode, then duration, rows and, on
     /// failure, retryable and the error), records its metrics, and converts
@@ -129,7 +129,7 @@ impl PostgresProvider {
             "duroxide_postgres.op",
             operation,
             schema = %self.schema,
-            mode = %self.mode,
+            mode = %self.mode(),
             duration_ms = Empty,
             rows = Empty,
             retryable = Empty,
@@ -156,7 +156,7 @@ impl PostgresProvider {
                     let claimed = value.rows().is_some_and(|n| n > 0);
                     record_fetch(queue, claimed);
                 }
-                record_operation(operation, self.mode, "ok", elapsed);
+                record_operation(operation, self.mode(), "ok", elapsed);
             }
             Err(e) => {
                 // Leased work that found its lease gone: expired (DX002) or
@@ -176,7 +176,7 @@ impl PostgresProvider {
                 let _entered = span.enter();
                 tracing::debug!(retryable, sqlstate = e.sqlstate(), "operation failed: {e}");
                 let outcome = if retryable { "retryable" } else { "permanent" };
-                record_operation(operation, self.mode, outcome, elapsed);
+                record_operation(operation, self.mode(), outcome, elapsed);
                 record_error(operation, e, retryable, lease_gone);
             }
         }

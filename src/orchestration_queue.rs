@@ -2,8 +2,9 @@
 //! commit a turn atomically, abandon, renew, enqueue.
 //!
 //! Each function builds its parameters once, then makes one call of one
-//! procedure (`procedures/*.sql`) or, in inline mode, runs the procedure's
-//! statements (`crate::inline`); decoding the result is shared.
+//! procedure (`procedures/*.sql`); fetch and ack let the store's driver make
+//! it (`crate::driver`: in inline mode the procedure's statements run from
+//! the client). Decoding the result is shared.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,15 +14,12 @@ use duroxide::providers::{
     ScheduledActivityIdentifier, WorkItem,
 };
 use duroxide::{Event, EventKind};
-use sqlx::{FromRow, Row};
 
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
-use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result, sqlstate};
-use crate::inline;
 use crate::notify::{Polled, Queue};
-use crate::provider::PostgresProvider;
 use crate::sql::statements;
+use crate::store::Store;
 
 statements! {
     /// Statements of the orchestrator queue.
@@ -106,7 +104,7 @@ fn filter_params(filter: Option<&DispatcherCapabilityFilter>) -> Result<(bool, [
 /// With a non-zero `poll_timeout` and notifications on, an empty queue is
 /// waited on (see [`crate::notify`]).
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    s: &Store,
     lock_timeout: Duration,
     poll_timeout: Duration,
     filter: Option<&DispatcherCapabilityFilter>,
@@ -118,62 +116,32 @@ pub(crate) async fn fetch(
         bounds,
         next_due: false,
         settle_ms: 0,
-        orphan_retention_ms: p.limits.orphan_retention_ms,
-        max_history_bytes: p.limits.max_history_bytes,
+        orphan_retention_ms: s.limits.orphan_retention_ms,
+        max_history_bytes: s.limits.max_history_bytes,
     };
-    match &p.long_poll {
+    match &s.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
             params.next_due = true;
             params.settle_ms = codec::millis(long_poll.settle());
             let key = codec::fetch_key(&(has_filter, bounds, params.settle_ms));
             long_poll
                 .fetch(Queue::Orchestrator, key, poll_timeout, || {
-                    fetch_once(p, params)
+                    fetch_once(s, params)
                 })
                 .await
         }
-        _ => Ok(fetch_once(p, params).await?.into_item()),
+        _ => Ok(fetch_once(s, params).await?.into_item()),
     }
 }
 
 /// One claim attempt.
 async fn fetch_once(
-    p: &PostgresProvider,
+    s: &Store,
     params: FetchParams,
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
     let clock = AttemptClock::start();
-    let _slot = p.gate.enter(&p.gate_key).await;
-    let polled = match p.mode {
-        SqlMode::StoredProcedures => {
-            // The lease is counted once a connection is in hand.
-            let conn = crate::observe::acquire(&p.pool, p.mode).await?;
-            let mut query = sqlx::query(&p.sql.orchestration.fetch)
-                .bind(clock.lease_ms(params.lock_timeout))
-                .bind(params.has_filter);
-            for bound in params.bounds {
-                query = query.bind(bound);
-            }
-            let query = query
-                .bind(params.next_due)
-                .bind(params.settle_ms)
-                .bind(params.orphan_retention_ms)
-                .bind(params.max_history_bytes);
-            match p.pool.fetch_optional_on(conn, query).await? {
-                None => Polled::Empty { next_due_ms: None },
-                Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
-                    None => Polled::Empty {
-                        next_due_ms: row.try_get("next_due_ms")?,
-                    },
-                    Some(_) => Polled::Found {
-                        more: row.try_get("more")?,
-                        next_due_ms: row.try_get("next_due_ms")?,
-                        item: FetchedRow::from_row(&row)?,
-                    },
-                },
-            }
-        }
-        SqlMode::InlineSql => inline::orchestration::fetch(p, params, clock).await?,
-    };
+    let _slot = s.gate.enter(&s.gate_key).await;
+    let polled = s.driver.fetch_orchestration(s, params, clock).await?;
     polled.map(decode_fetched)
 }
 
@@ -304,7 +272,7 @@ fn kv_ops(delta: &[Event]) -> Result<KvOps> {
 /// Commits one turn (see `procedures/ack_orchestration_item.sql`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn ack(
-    p: &PostgresProvider,
+    s: &Store,
     lock_token: &str,
     execution_id: u64,
     history_delta: &[Event],
@@ -323,7 +291,7 @@ pub(crate) async fn ack(
         event_ids.push(codec::to_i64("event_id", event.event_id())?);
         event_types.push(codec::event_type(event));
         let encoded = codec::encode_event(event)?;
-        p.limits.check_payload("history event", &encoded)?;
+        s.limits.check_payload("history event", &encoded)?;
         event_data.push(encoded);
     }
 
@@ -337,7 +305,7 @@ pub(crate) async fn ack(
     }
     let (kv_op, kv_key, kv_value, kv_ms) = kv_ops(history_delta)?;
     for value in kv_value.iter().flatten() {
-        p.limits.check_payload("kv value", value)?;
+        s.limits.check_payload("kv value", value)?;
     }
 
     let workers = worker_items
@@ -358,14 +326,14 @@ pub(crate) async fn ack(
     ] {
         if let Some(v) = value {
             codec::check_text(field, v)?;
-            p.limits.check_payload(field, v)?;
+            s.limits.check_payload(field, v)?;
         }
     }
     for w in &workers {
-        p.limits.check_payload("activity work item", &w.json)?;
+        s.limits.check_payload("activity work item", &w.json)?;
     }
     for o in &orchestrator {
-        p.limits.check_payload("orchestrator work item", &o.json)?;
+        s.limits.check_payload("orchestrator work item", &o.json)?;
     }
     let pinned = match &metadata.pinned_duroxide_version {
         Some(v) => [
@@ -427,10 +395,7 @@ pub(crate) async fn ack(
         params.orch_instances.push(o.instance);
         params.orch_items.push(o.json);
     }
-    match p.mode {
-        SqlMode::StoredProcedures => ack_by_procedure(p, &params).await,
-        SqlMode::InlineSql => inline::orchestration::ack(p, params).await,
-    }
+    s.driver.ack_orchestration(s, params).await
 }
 
 /// Everything an ack binds, validated and encoded once for both SQL modes.
@@ -468,58 +433,18 @@ pub(crate) struct AckParams {
     pub cancel_activities: Vec<i64>,
 }
 
-/// One call of `ack_orchestration_item`.
-async fn ack_by_procedure(p: &PostgresProvider, a: &AckParams) -> Result<()> {
-    sqlx::query(&p.sql.orchestration.ack)
-        .bind(&a.lock_token)
-        .bind(a.execution_id)
-        .bind(&a.event_ids)
-        .bind(&a.event_types)
-        .bind(&a.event_data)
-        .bind(&a.name)
-        .bind(&a.version)
-        .bind(&a.parent_instance)
-        .bind(&a.status)
-        .bind(&a.output)
-        .bind(a.pinned[0])
-        .bind(a.pinned[1])
-        .bind(a.pinned[2])
-        .bind(a.custom_status_set)
-        .bind(&a.custom_status)
-        .bind(&a.kv_ops)
-        .bind(&a.kv_keys)
-        .bind(&a.kv_values)
-        .bind(&a.kv_updated_ms)
-        .bind(&a.worker_items)
-        .bind(&a.worker_instances)
-        .bind(&a.worker_executions)
-        .bind(&a.worker_activities)
-        .bind(&a.worker_sessions)
-        .bind(&a.worker_tags)
-        .bind(&a.orch_instances)
-        .bind(&a.orch_kinds)
-        .bind(&a.orch_items)
-        .bind(&a.orch_visible_ms)
-        .bind(&a.cancel_instances)
-        .bind(&a.cancel_executions)
-        .bind(&a.cancel_activities)
-        .execute(&p.pool)
-        .await?;
-    Ok(())
-}
-
 /// Releases a lease (see `procedures/abandon_orchestration_item.sql`).
 pub(crate) async fn abandon(
-    p: &PostgresProvider,
+    s: &Store,
     lock_token: &str,
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    let found: bool = sqlx::query_scalar(&p.sql.orchestration.abandon)
+    let found: bool = sqlx::query_scalar(&s.sql.orchestration.abandon)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     found.then_some(()).ok_or_else(|| {
         PostgresProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, "Invalid lock token")
@@ -527,15 +452,11 @@ pub(crate) async fn abandon(
 }
 
 /// Extends a live lease.
-pub(crate) async fn renew(
-    p: &PostgresProvider,
-    lock_token: &str,
-    extend_for: Duration,
-) -> Result<()> {
-    let found: bool = sqlx::query_scalar(&p.sql.orchestration.renew)
+pub(crate) async fn renew(s: &Store, lock_token: &str, extend_for: Duration) -> Result<()> {
+    let found: bool = sqlx::query_scalar(&s.sql.orchestration.renew)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(codec::millis(extend_for))
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     found.then_some(()).ok_or_else(|| {
         PostgresProviderError::rejected(
@@ -546,20 +467,16 @@ pub(crate) async fn renew(
 }
 
 /// Enqueues one orchestrator message, visible after `delay`.
-pub(crate) async fn enqueue(
-    p: &PostgresProvider,
-    item: &WorkItem,
-    delay: Option<Duration>,
-) -> Result<()> {
+pub(crate) async fn enqueue(s: &Store, item: &WorkItem, delay: Option<Duration>) -> Result<()> {
     let row = OrchestratorRow::new(item)?;
-    p.limits
+    s.limits
         .check_payload("orchestrator work item", &row.json)?;
-    sqlx::query(&p.sql.orchestration.enqueue)
+    sqlx::query(&s.sql.orchestration.enqueue)
         .bind(&row.instance)
         .bind(row.kind)
         .bind(&row.json)
         .bind(codec::delay_millis(delay))
-        .execute(&p.pool)
+        .execute(&s.pool)
         .await?;
     Ok(())
 }

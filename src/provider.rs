@@ -1,11 +1,13 @@
 //! `PostgresProvider`: construction, health, and the `Provider` facade.
 //!
-//! Each trait method is a one-line delegation to the module that owns the
-//! operation (`orchestration_queue`, `worker_queue`, `history`); the
-//! `ProviderAdmin` half lives in `admin`. Each runs through
-//! `PostgresProvider::observe` (`observe`): its span and metrics, and its
+//! The provider builds a [`Store`] (pool, schema, rendered statements,
+//! limits, admission, long poll and the driver of its SQL mode) and holds
+//! it. Each trait method is a one-line delegation to the module that owns
+//! the operation (`orchestration_queue`, `worker_queue`, `history`), given
+//! the store; the `ProviderAdmin` half lives in `provider_admin`. Each runs
+//! through [`Store::observe`] (`observe`): its span and metrics, and its
 //! error turned into duroxide's `ProviderError` with the trait method's name
-//! as the operation.
+//! as the operation. No module below this facade knows the provider.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use crate::notify::{LongPoll, NotificationStats};
 use crate::pooler::Db;
 use crate::recycle::Scope;
 use crate::schema::SchemaName;
-use crate::sql::Statements;
+use crate::store::{Limits, Store};
 use crate::{history, orchestration_queue, worker_queue};
 
 /// A duroxide storage provider backed by one PostgreSQL schema.
@@ -37,19 +39,8 @@ use crate::{history, orchestration_queue, worker_queue};
 /// Cloning is cheap and shares the pool.
 #[derive(Clone)]
 pub struct PostgresProvider {
-    /// The pool, and whether statements reach it through a transaction pooler.
-    pub(crate) pool: Db,
-    pub(crate) schema: SchemaName,
-    pub(crate) sql: Arc<Statements>,
-    pub(crate) mode: SqlMode,
-    /// Long polling, unless notifications are off.
-    pub(crate) long_poll: Option<LongPoll>,
-    /// Limits and retention that bound what one tenant's data can cost.
-    pub(crate) limits: Limits,
-    /// The pool's fetch admission, shared by every provider on it.
-    pub(crate) gate: Arc<Gate>,
-    /// The schema's name, as the gate counts it.
-    pub(crate) gate_key: Arc<str>,
+    /// What every operation runs on.
+    pub(crate) store: Store,
     name: Arc<str>,
     /// The bound on [`PostgresProvider::health`].
     health_timeout: Duration,
@@ -57,38 +48,10 @@ pub struct PostgresProvider {
     fallback: Option<Arc<str>>,
 }
 
-/// The provider's bounds on data, from [`PostgresOptions`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// Milliseconds a parked orphan message is kept.
-    pub orphan_retention_ms: i64,
-    /// Largest serialized payload accepted.
-    pub max_payload_bytes: usize,
-    /// Largest history a fetch reads.
-    pub max_history_bytes: i64,
-}
-
-impl Limits {
-    /// Refuses a payload over [`Limits::max_payload_bytes`], naming `field`.
-    pub(crate) fn check_payload(&self, field: &str, value: &str) -> Result<()> {
-        if value.len() > self.max_payload_bytes {
-            return Err(crate::PostgresProviderError::invalid_input(
-                field,
-                format!(
-                    "{} bytes exceeds the payload limit of {} bytes (PostgresOptions::max_payload_bytes)",
-                    value.len(),
-                    self.max_payload_bytes
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl std::fmt::Debug for PostgresProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresProvider")
-            .field("schema", &self.schema.as_str())
+            .field("schema", &self.store.schema.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -201,11 +164,10 @@ impl PostgresProvider {
             options.fetch_slots,
             options.notifications && listen_pool.is_none(),
         );
-        let gate_key: Arc<str> = schema.as_str().into();
         // In the pool's scope: the connections it uses count this tenant.
         let setup = Scope {
             gate: gate.clone(),
-            tenant: gate_key.clone(),
+            tenant: schema.as_str().into(),
             started: std::time::Instant::now(),
             leased: false,
         };
@@ -231,7 +193,6 @@ impl PostgresProvider {
                 ),
             });
         }
-        let sql = Arc::new(Statements::render(&schema, mode));
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         let long_poll = options.notifications.then(|| {
             LongPoll::new(
@@ -250,18 +211,7 @@ impl PostgresProvider {
             "duroxide-postgres provider ready"
         );
         Ok(Self {
-            pool,
-            schema,
-            sql,
-            mode,
-            long_poll,
-            gate,
-            gate_key,
-            limits: Limits {
-                orphan_retention_ms: crate::codec::millis(options.orphan_retention),
-                max_payload_bytes: options.max_payload_bytes,
-                max_history_bytes: i64::try_from(options.max_history_bytes).unwrap_or(i64::MAX),
-            },
+            store: Store::new(pool, schema, mode, Limits::of(options), gate, long_poll),
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),
@@ -270,35 +220,35 @@ impl PostgresProvider {
 
     /// The SQL mode in force (after the environment override).
     pub fn sql_mode(&self) -> SqlMode {
-        self.mode
+        self.store.mode()
     }
 
     /// Counters of the pool's `LISTEN` connection (shared by every provider
     /// on the pool); `None` when notifications are off.
     pub fn notification_stats(&self) -> Option<NotificationStats> {
-        self.long_poll.as_ref().map(LongPoll::stats)
+        self.store.long_poll.as_ref().map(LongPoll::stats)
     }
 
     /// The fetch admission of the pool (shared by every provider on it):
     /// slots, the share one schema may hold, slots held and fetches waiting.
     pub fn admission_stats(&self) -> AdmissionStats {
-        self.gate.stats()
+        self.store.gate.stats()
     }
 
     /// The pool this provider runs on.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.store.pool
     }
 
     /// Whether statements go through a transaction pooler (see
     /// [`PostgresOptions::transaction_pooler`]).
     pub fn transaction_pooler(&self) -> bool {
-        self.pool.pooled_begin().is_some()
+        self.store.pool.pooled_begin().is_some()
     }
 
     /// The provider's schema.
     pub fn schema(&self) -> &SchemaName {
-        &self.schema
+        &self.store.schema
     }
 
     /// Compares the schema with this build (no changes made).
@@ -306,7 +256,7 @@ impl PostgresProvider {
     /// # Errors
     /// Database errors, or a schema this build must refuse.
     pub async fn schema_status(&self) -> Result<SchemaStatus> {
-        migrate::inspect(&self.pool, &self.schema).await
+        migrate::inspect(&self.store.pool, &self.store.schema).await
     }
 
     /// Reports reachability and migration state; never fails, and returns
@@ -314,11 +264,12 @@ impl PostgresProvider {
     /// has no free connection or the server does not answer: the report then
     /// says unreachable, with the reason.
     pub async fn health(&self) -> HealthReport {
+        let s = &self.store;
         let latest_version = migrate::latest_version();
         let mut report = HealthReport {
             reachable: false,
-            schema: self.schema.to_string(),
-            sql_mode: self.mode,
+            schema: s.schema.to_string(),
+            sql_mode: s.mode(),
             schema_version: None,
             latest_version,
             migrations_pending: true,
@@ -327,8 +278,8 @@ impl PostgresProvider {
         };
         // (connected, outcome): whether a connection was had, then the inspection.
         let probe = async {
-            match self.pool.acquire().await {
-                Ok(mut conn) => (true, migrate::inspect_on(&mut conn, &self.schema).await),
+            match s.pool.acquire().await {
+                Ok(mut conn) => (true, migrate::inspect_on(&mut conn, &s.schema).await),
                 Err(e) => (false, Err(e.into())),
             }
         };
@@ -338,7 +289,7 @@ impl PostgresProvider {
                 match outcome {
                     Ok(status) => {
                         report.schema_version = status.applied_version;
-                        report.migrations_pending = !status.is_ready_for(self.mode);
+                        report.migrations_pending = !status.is_ready_for(s.mode());
                     }
                     Err(e) => report.error = Some(e.to_string()),
                 }
@@ -370,11 +321,12 @@ impl Provider for PostgresProvider {
         poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        self.observe(
-            "fetch_orchestration_item",
-            orchestration_queue::fetch(self, lock_timeout, poll_timeout, filter),
-        )
-        .await
+        self.store
+            .observe(
+                "fetch_orchestration_item",
+                orchestration_queue::fetch(&self.store, lock_timeout, poll_timeout, filter),
+            )
+            .await
     }
 
     async fn ack_orchestration_item(
@@ -387,20 +339,21 @@ impl Provider for PostgresProvider {
         metadata: ExecutionMetadata,
         cancelled_activities: Vec<ScheduledActivityIdentifier>,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "ack_orchestration_item",
-            orchestration_queue::ack(
-                self,
-                lock_token,
-                execution_id,
-                &history_delta,
-                &worker_items,
-                &orchestrator_items,
-                &metadata,
-                &cancelled_activities,
-            ),
-        )
-        .await
+        self.store
+            .observe(
+                "ack_orchestration_item",
+                orchestration_queue::ack(
+                    &self.store,
+                    lock_token,
+                    execution_id,
+                    &history_delta,
+                    &worker_items,
+                    &orchestrator_items,
+                    &metadata,
+                    &cancelled_activities,
+                ),
+            )
+            .await
     }
 
     async fn abandon_orchestration_item(
@@ -409,11 +362,12 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "abandon_orchestration_item",
-            orchestration_queue::abandon(self, lock_token, delay, ignore_attempt),
-        )
-        .await
+        self.store
+            .observe(
+                "abandon_orchestration_item",
+                orchestration_queue::abandon(&self.store, lock_token, delay, ignore_attempt),
+            )
+            .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -421,11 +375,12 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "renew_orchestration_item_lock",
-            orchestration_queue::renew(self, token, extend_for),
-        )
-        .await
+        self.store
+            .observe(
+                "renew_orchestration_item_lock",
+                orchestration_queue::renew(&self.store, token, extend_for),
+            )
+            .await
     }
 
     async fn enqueue_for_orchestrator(
@@ -433,15 +388,18 @@ impl Provider for PostgresProvider {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "enqueue_for_orchestrator",
-            orchestration_queue::enqueue(self, &item, delay),
-        )
-        .await
+        self.store
+            .observe(
+                "enqueue_for_orchestrator",
+                orchestration_queue::enqueue(&self.store, &item, delay),
+            )
+            .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        self.observe("read", history::read(self, instance)).await
+        self.store
+            .observe("read", history::read(&self.store, instance))
+            .await
     }
 
     async fn read_with_execution(
@@ -449,11 +407,12 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        self.observe(
-            "read_with_execution",
-            history::read_with_execution(self, instance, execution_id),
-        )
-        .await
+        self.store
+            .observe(
+                "read_with_execution",
+                history::read_with_execution(&self.store, instance, execution_id),
+            )
+            .await
     }
 
     async fn append_with_execution(
@@ -462,15 +421,20 @@ impl Provider for PostgresProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "append_with_execution",
-            history::append_with_execution(self, instance, execution_id, &new_events),
-        )
-        .await
+        self.store
+            .observe(
+                "append_with_execution",
+                history::append_with_execution(&self.store, instance, execution_id, &new_events),
+            )
+            .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        self.observe("enqueue_for_worker", worker_queue::enqueue(self, &item))
+        self.store
+            .observe(
+                "enqueue_for_worker",
+                worker_queue::enqueue(&self.store, &item),
+            )
             .await
     }
 
@@ -481,11 +445,12 @@ impl Provider for PostgresProvider {
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        self.observe(
-            "fetch_work_item",
-            worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter),
-        )
-        .await
+        self.store
+            .observe(
+                "fetch_work_item",
+                worker_queue::fetch(&self.store, lock_timeout, poll_timeout, session, tag_filter),
+            )
+            .await
     }
 
     async fn ack_work_item(
@@ -493,11 +458,12 @@ impl Provider for PostgresProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "ack_work_item",
-            worker_queue::ack(self, token, completion.as_ref()),
-        )
-        .await
+        self.store
+            .observe(
+                "ack_work_item",
+                worker_queue::ack(&self.store, token, completion.as_ref()),
+            )
+            .await
     }
 
     async fn renew_work_item_lock(
@@ -505,11 +471,12 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "renew_work_item_lock",
-            worker_queue::renew(self, token, extend_for),
-        )
-        .await
+        self.store
+            .observe(
+                "renew_work_item_lock",
+                worker_queue::renew(&self.store, token, extend_for),
+            )
+            .await
     }
 
     async fn abandon_work_item(
@@ -518,11 +485,12 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        self.observe(
-            "abandon_work_item",
-            worker_queue::abandon(self, token, delay, ignore_attempt),
-        )
-        .await
+        self.store
+            .observe(
+                "abandon_work_item",
+                worker_queue::abandon(&self.store, token, delay, ignore_attempt),
+            )
+            .await
     }
 
     async fn renew_session_lock(
@@ -531,22 +499,24 @@ impl Provider for PostgresProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        self.observe(
-            "renew_session_lock",
-            worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout),
-        )
-        .await
+        self.store
+            .observe(
+                "renew_session_lock",
+                worker_queue::renew_sessions(&self.store, owner_ids, extend_for, idle_timeout),
+            )
+            .await
     }
 
     async fn cleanup_orphaned_sessions(
         &self,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        self.observe(
-            "cleanup_orphaned_sessions",
-            worker_queue::cleanup_orphaned_sessions(self, idle_timeout),
-        )
-        .await
+        self.store
+            .observe(
+                "cleanup_orphaned_sessions",
+                worker_queue::cleanup_orphaned_sessions(&self.store, idle_timeout),
+            )
+            .await
     }
 
     fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
@@ -558,11 +528,12 @@ impl Provider for PostgresProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        self.observe(
-            "get_custom_status",
-            history::get_custom_status(self, instance, last_seen_version),
-        )
-        .await
+        self.store
+            .observe(
+                "get_custom_status",
+                history::get_custom_status(&self.store, instance, last_seen_version),
+            )
+            .await
     }
 
     async fn get_kv_value(
@@ -570,7 +541,11 @@ impl Provider for PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        self.observe("get_kv_value", history::get_kv_value(self, instance, key))
+        self.store
+            .observe(
+                "get_kv_value",
+                history::get_kv_value(&self.store, instance, key),
+            )
             .await
     }
 
@@ -578,21 +553,23 @@ impl Provider for PostgresProvider {
         &self,
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
-        self.observe(
-            "get_kv_all_values",
-            history::get_kv_all_values(self, instance),
-        )
-        .await
+        self.store
+            .observe(
+                "get_kv_all_values",
+                history::get_kv_all_values(&self.store, instance),
+            )
+            .await
     }
 
     async fn get_instance_stats(
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        self.observe(
-            "get_instance_stats",
-            history::get_instance_stats(self, instance),
-        )
-        .await
+        self.store
+            .observe(
+                "get_instance_stats",
+                history::get_instance_stats(&self.store, instance),
+            )
+            .await
     }
 }

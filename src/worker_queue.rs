@@ -2,21 +2,18 @@
 //! ack with completion, abandon, renew; session renewal and cleanup.
 //!
 //! Each function is one call of one procedure (`procedures/*.sql`) or, in
-//! inline mode, the same statement inline; only `fetch` has an inline driver
-//! of its own (`crate::inline::worker`).
+//! inline mode, the same statement inline; only `fetch` differs between the
+//! modes, and the store's driver runs it (`crate::driver`).
 
 use std::time::Duration;
 
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
-use sqlx::Row;
 
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
-use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result, sqlstate};
-use crate::inline;
 use crate::notify::{Polled, Queue};
-use crate::provider::PostgresProvider;
 use crate::sql::statements;
+use crate::store::Store;
 
 statements! {
     /// Statements of the worker queue and sessions.
@@ -40,17 +37,17 @@ statements! {
 }
 
 /// Enqueues an `ActivityExecute` item.
-pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<()> {
+pub(crate) async fn enqueue(s: &Store, item: &WorkItem) -> Result<()> {
     let row = WorkerRow::new(item)?;
-    p.limits.check_payload("activity work item", &row.json)?;
-    sqlx::query(&p.sql.worker.enqueue)
+    s.limits.check_payload("activity work item", &row.json)?;
+    sqlx::query(&s.sql.worker.enqueue)
         .bind(&row.json)
         .bind(&row.instance)
         .bind(row.execution_id)
         .bind(row.activity_id)
         .bind(&row.session_id)
         .bind(&row.tag)
-        .execute(&p.pool)
+        .execute(&s.pool)
         .await?;
     Ok(())
 }
@@ -97,7 +94,7 @@ fn found(found: bool, message: &'static str) -> Result<()> {
 /// With a non-zero `poll_timeout` and notifications on, an empty queue is
 /// waited on (see [`crate::notify`]).
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    s: &Store,
     lock_timeout: Duration,
     poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
@@ -119,7 +116,7 @@ pub(crate) async fn fetch(
         session_lock: session.map(|s| s.lock_timeout),
         next_due: false,
     };
-    match &p.long_poll {
+    match &s.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
             let params = FetchParams {
                 next_due: true,
@@ -132,10 +129,10 @@ pub(crate) async fn fetch(
                 params.session_lock.is_some(),
             ));
             long_poll
-                .fetch(Queue::Worker, key, poll_timeout, || fetch_once(p, &params))
+                .fetch(Queue::Worker, key, poll_timeout, || fetch_once(s, &params))
                 .await
         }
-        _ => Ok(fetch_once(p, &params).await?.into_item()),
+        _ => Ok(fetch_once(s, &params).await?.into_item()),
     }
 }
 
@@ -144,44 +141,10 @@ pub(crate) async fn fetch(
 pub(crate) type FetchedItem = (String, String, i32);
 
 /// One claim attempt.
-async fn fetch_once(
-    p: &PostgresProvider,
-    params: &FetchParams,
-) -> Result<Polled<(WorkItem, String, u32)>> {
+async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<(WorkItem, String, u32)>> {
     let clock = AttemptClock::start();
-    let _slot = p.gate.enter(&p.gate_key).await;
-    let polled = match p.mode {
-        SqlMode::StoredProcedures => {
-            // The lease is counted once a connection is in hand.
-            let conn = crate::observe::acquire(&p.pool, p.mode).await?;
-            let query = sqlx::query(&p.sql.worker.fetch)
-                .bind(clock.lease_ms(params.lock_timeout))
-                .bind(params.tag_mode)
-                .bind(&params.tags)
-                .bind(&params.owner)
-                .bind(params.session_lock.map(|d| clock.lease_ms(d)))
-                .bind(params.next_due);
-            let row = p.pool.fetch_optional_on(conn, query).await?;
-            match row {
-                None => Polled::Empty { next_due_ms: None },
-                Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
-                    None => Polled::Empty {
-                        next_due_ms: row.try_get("next_due_ms")?,
-                    },
-                    Some(token) => Polled::Found {
-                        item: (
-                            token,
-                            row.try_get("work_item")?,
-                            row.try_get("attempt_count")?,
-                        ),
-                        more: row.try_get("more")?,
-                        next_due_ms: row.try_get("next_due_ms")?,
-                    },
-                },
-            }
-        }
-        SqlMode::InlineSql => inline::worker::fetch(p, params.clone(), clock).await?,
-    };
+    let _slot = s.gate.enter(&s.gate_key).await;
+    let polled = s.driver.fetch_work(s, params, clock).await?;
     polled.map(|(token, json, attempts): FetchedItem| {
         Ok((
             codec::decode_work_item(&json)?,
@@ -192,21 +155,17 @@ async fn fetch_once(
 }
 
 /// Completes an activity, enqueueing its completion in the same transaction.
-pub(crate) async fn ack(
-    p: &PostgresProvider,
-    token: &str,
-    completion: Option<&WorkItem>,
-) -> Result<()> {
+pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -> Result<()> {
     let row = completion.map(OrchestratorRow::new).transpose()?;
     if let Some(row) = &row {
-        p.limits.check_payload("activity completion", &row.json)?;
+        s.limits.check_payload("activity completion", &row.json)?;
     }
-    let acked: bool = sqlx::query_scalar(&p.sql.worker.ack)
+    let acked: bool = sqlx::query_scalar(&s.sql.worker.ack)
         .bind(codec::check_text("lock_token", token)?)
         .bind(row.as_ref().map(|r| r.instance.as_str()))
         .bind(row.as_ref().map(|r| r.kind))
         .bind(row.as_ref().map(|r| r.json.as_str()))
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     found(
         acked,
@@ -215,11 +174,11 @@ pub(crate) async fn ack(
 }
 
 /// Extends a live activity lock.
-pub(crate) async fn renew(p: &PostgresProvider, token: &str, extend_for: Duration) -> Result<()> {
-    let renewed: bool = sqlx::query_scalar(&p.sql.worker.renew)
+pub(crate) async fn renew(s: &Store, token: &str, extend_for: Duration) -> Result<()> {
+    let renewed: bool = sqlx::query_scalar(&s.sql.worker.renew)
         .bind(codec::check_text("lock_token", token)?)
         .bind(codec::millis(extend_for))
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     found(
         renewed,
@@ -229,23 +188,23 @@ pub(crate) async fn renew(p: &PostgresProvider, token: &str, extend_for: Duratio
 
 /// Releases an activity lock.
 pub(crate) async fn abandon(
-    p: &PostgresProvider,
+    s: &Store,
     token: &str,
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    let released: bool = sqlx::query_scalar(&p.sql.worker.abandon)
+    let released: bool = sqlx::query_scalar(&s.sql.worker.abandon)
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     found(released, "Invalid lock token or already acked")
 }
 
 /// Heartbeats the non-idle sessions of these owners; returns how many.
 pub(crate) async fn renew_sessions(
-    p: &PostgresProvider,
+    s: &Store,
     owner_ids: &[&str],
     extend_for: Duration,
     idle_timeout: Duration,
@@ -257,22 +216,19 @@ pub(crate) async fn renew_sessions(
         .iter()
         .map(|o| codec::check_text("owner_id", o))
         .collect::<Result<Vec<_>>>()?;
-    let renewed: i64 = sqlx::query_scalar(&p.sql.worker.renew_sessions)
+    let renewed: i64 = sqlx::query_scalar(&s.sql.worker.renew_sessions)
         .bind(owners)
         .bind(codec::millis(extend_for))
         .bind(codec::millis(idle_timeout))
-        .fetch_one(&p.pool)
+        .fetch_one(&s.pool)
         .await?;
     Ok(usize::try_from(renewed).unwrap_or_default())
 }
 
 /// Deletes expired sessions no queued activity refers to; returns how many.
-pub(crate) async fn cleanup_orphaned_sessions(
-    p: &PostgresProvider,
-    _idle_timeout: Duration,
-) -> Result<usize> {
-    let removed: i64 = sqlx::query_scalar(&p.sql.worker.cleanup_sessions)
-        .fetch_one(&p.pool)
+pub(crate) async fn cleanup_orphaned_sessions(s: &Store, _idle_timeout: Duration) -> Result<usize> {
+    let removed: i64 = sqlx::query_scalar(&s.sql.worker.cleanup_sessions)
+        .fetch_one(&s.pool)
         .await?;
     Ok(usize::try_from(removed).unwrap_or_default())
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, inline_sections};
 use crate::error::{PostgresProviderError, Result, sqlstate};
-use crate::provider::PostgresProvider;
+use crate::store::Store;
 
 inline_sections! {
     /// Statements of the inline `delete_instances`.
@@ -104,7 +104,7 @@ pub(crate) type PruneCounts = [i64; 3];
 
 /// `delete_instances` in its own (detached) transaction.
 pub(crate) async fn delete_instances(
-    p: &PostgresProvider,
+    p: &Store,
     ids: Vec<String>,
     force: bool,
 ) -> Result<DeleteCounts> {
@@ -120,7 +120,7 @@ pub(crate) async fn delete_instances(
 
 /// `delete_instances` inside a caller's transaction.
 async fn delete_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     ids: &[&str],
     force: bool,
@@ -177,7 +177,7 @@ async fn delete_in(
 
 /// `delete_instance_bulk`: every matching root's tree, force-deleted.
 pub(crate) async fn delete_instance_bulk(
-    p: &PostgresProvider,
+    p: &Store,
     ids: Option<Vec<String>>,
     completed_before: Option<i64>,
     limit: i64,
@@ -195,7 +195,7 @@ pub(crate) async fn delete_instance_bulk(
 }
 
 async fn delete_bulk_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     ids: Option<&[&str]>,
     completed_before: Option<i64>,
@@ -225,7 +225,7 @@ async fn delete_bulk_in(
 
 /// `prune_executions` in its own (detached) transaction.
 pub(crate) async fn prune_executions(
-    p: &PostgresProvider,
+    p: &Store,
     instance: String,
     keep_last: Option<i64>,
     completed_before: Option<i64>,
@@ -241,7 +241,7 @@ pub(crate) async fn prune_executions(
 
 /// `prune_executions` inside a caller's transaction.
 async fn prune_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     instance: &str,
     keep_last: Option<i64>,
@@ -274,7 +274,7 @@ async fn prune_in(
 
 /// `prune_executions_bulk`: every matching instance pruned, counts summed.
 pub(crate) async fn prune_executions_bulk(
-    p: &PostgresProvider,
+    p: &Store,
     ids: Option<Vec<String>>,
     completed_before: Option<i64>,
     limit: i64,
@@ -300,7 +300,7 @@ pub(crate) async fn prune_executions_bulk(
 }
 
 async fn prune_bulk_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     ids: Option<Vec<String>>,
     completed_before: Option<i64>,

@@ -9,7 +9,7 @@ use crate::codec::AttemptClock;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
-use crate::provider::PostgresProvider;
+use crate::store::Store;
 
 /// Candidates tried per fetch, as in the procedure.
 const MAX_CANDIDATES: usize = 16;
@@ -118,7 +118,7 @@ inline_sections! {
 /// The procedure's loop: try up to [`MAX_CANDIDATES`] instances, claim the
 /// first that can run, return its batch, history and KV snapshot.
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    p: &Store,
     params: FetchParams,
     clock: AttemptClock,
 ) -> Result<Polled<FetchedRow>> {
@@ -147,7 +147,7 @@ pub(crate) async fn fetch(
 /// block, as a second transaction (the first rolled back). A fetch that fails
 /// on one instance's history thus still counts toward its poisoning.
 async fn reclaim(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
@@ -311,7 +311,7 @@ async fn lease_and_batch(
 }
 
 async fn fetch_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
@@ -451,7 +451,7 @@ async fn fetch_in(
 }
 
 /// The procedure's steps in order, skipping those whose input is empty.
-pub(crate) async fn ack(p: &PostgresProvider, a: AckParams) -> Result<()> {
+pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<()> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
@@ -461,7 +461,7 @@ pub(crate) async fn ack(p: &PostgresProvider, a: AckParams) -> Result<()> {
     .await
 }
 
-async fn ack_in(p: &PostgresProvider, c: &mut PgConnection, a: &AckParams) -> Result<()> {
+async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<()> {
     let sql = &p.sql.inline.ack_orchestration;
 
     let lease: Option<(String, i64, i64, bool)> = sqlx::query_as(&sql.lease)

@@ -7,7 +7,7 @@ use super::{Tx, detached, inline_sections};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
-use crate::provider::PostgresProvider;
+use crate::store::Store;
 use crate::worker_queue::{FetchParams, FetchedItem};
 
 /// Candidates tried per fetch, as in the procedure.
@@ -27,7 +27,7 @@ inline_sections! {
 
 /// Claims the next item this worker may run: (token, work item, attempts).
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    p: &Store,
     params: FetchParams,
     clock: AttemptClock,
 ) -> Result<Polled<FetchedItem>> {
@@ -41,7 +41,7 @@ pub(crate) async fn fetch(
 }
 
 async fn fetch_in(
-    p: &PostgresProvider,
+    p: &Store,
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,

@@ -1,0 +1,177 @@
+//! The `ProviderAdmin` half of the facade: one-line delegations to the
+//! management queries (`admin`), history reads (`history`) and deletion and
+//! pruning (`deletion`), each run through the store's `observe` (span,
+//! metrics, error mapping), plus [`PostgresProvider::orphaned_instances`].
+
+use duroxide::Event;
+use duroxide::providers::{
+    DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, ProviderAdmin,
+    ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
+};
+
+use crate::admin::{self, OrphanedInstance};
+use crate::error::Result;
+use crate::provider::PostgresProvider;
+use crate::{deletion, history};
+
+impl PostgresProvider {
+    /// Instances that messages are parked for, oldest first, at most `limit`:
+    /// events, cancellations or completions sent to an instance id that has
+    /// not started (never started, or deleted). They are delivered with the
+    /// instance's first turn if it starts within
+    /// [`PostgresOptions::orphan_retention`](crate::PostgresOptions::orphan_retention),
+    /// and dropped after it. They also count in `get_queue_depths`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn orphaned_instances(&self, limit: u32) -> Result<Vec<OrphanedInstance>> {
+        admin::orphaned_instances(&self.store, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderAdmin for PostgresProvider {
+    async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "list_instances",
+            admin::ids(s, &s.sql.admin.list_instances, None),
+        )
+        .await
+    }
+
+    async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "list_instances_by_status",
+            admin::ids(s, &s.sql.admin.list_by_status, Some(status)),
+        )
+        .await
+    }
+
+    async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
+        let s = &self.store;
+        s.observe("list_executions", admin::execution_ids(s, instance))
+            .await
+    }
+
+    async fn read_history_with_execution_id(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "read_history_with_execution_id",
+            history::read_events(s, instance, Some(execution_id)),
+        )
+        .await
+    }
+
+    async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        let s = &self.store;
+        s.observe("read_history", history::read_events(s, instance, None))
+            .await
+    }
+
+    async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
+        let s = &self.store;
+        s.observe("latest_execution_id", admin::latest_execution(s, instance))
+            .await
+    }
+
+    async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
+        let s = &self.store;
+        s.observe("get_instance_info", admin::instance_info(s, instance))
+            .await
+    }
+
+    async fn get_execution_info(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<ExecutionInfo, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "get_execution_info",
+            admin::execution_info(s, instance, execution_id),
+        )
+        .await
+    }
+
+    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
+        let s = &self.store;
+        s.observe("get_system_metrics", admin::metrics(s)).await
+    }
+
+    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
+        let s = &self.store;
+        s.observe("get_queue_depths", admin::queue_depths(s)).await
+    }
+
+    async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "list_children",
+            admin::ids(s, &s.sql.admin.children, Some(instance_id)),
+        )
+        .await
+    }
+
+    async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
+        let s = &self.store;
+        s.observe("get_parent_id", admin::parent(s, instance_id))
+            .await
+    }
+
+    async fn delete_instances_atomic(
+        &self,
+        ids: &[String],
+        force: bool,
+    ) -> Result<DeleteInstanceResult, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "delete_instances_atomic",
+            deletion::delete_instances_atomic(s, ids, force),
+        )
+        .await
+    }
+
+    async fn delete_instance_bulk(
+        &self,
+        filter: InstanceFilter,
+    ) -> Result<DeleteInstanceResult, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "delete_instance_bulk",
+            deletion::delete_instance_bulk(s, &filter),
+        )
+        .await
+    }
+
+    async fn prune_executions(
+        &self,
+        instance_id: &str,
+        options: PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "prune_executions",
+            deletion::prune_executions(s, instance_id, &options),
+        )
+        .await
+    }
+
+    async fn prune_executions_bulk(
+        &self,
+        filter: InstanceFilter,
+        options: PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        let s = &self.store;
+        s.observe(
+            "prune_executions_bulk",
+            deletion::prune_executions_bulk(s, &filter, &options),
+        )
+        .await
+    }
+}

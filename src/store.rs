@@ -1,0 +1,259 @@
+//! The store every operation runs on: one tenant's schema on a pool, the
+//! statements rendered for it, its limits, its fetch admission, its long
+//! poll, and the [`Driver`] of its SQL mode, chosen once when it is built.
+//!
+//! The operation modules (`orchestration_queue`, `worker_queue`, `history`,
+//! `admin`, `deletion`) take a `&Store`; none of them knows the facade
+//! ([`crate::PostgresProvider`]) or branches on the SQL mode: where the SQL
+//! differs between modes they ask the store's driver. A store can be built
+//! and used without a provider (the tests below do).
+
+use std::sync::Arc;
+
+use crate::admission::Gate;
+use crate::config::SqlMode;
+use crate::driver::Driver;
+use crate::error::Result;
+use crate::notify::LongPoll;
+use crate::pooler::Db;
+use crate::schema::SchemaName;
+use crate::sql::Statements;
+
+/// One tenant's schema on a pool, ready for operations (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Store {
+    /// The pool, and whether statements reach it through a transaction pooler.
+    pub pool: Db,
+    /// The tenant's schema.
+    pub schema: SchemaName,
+    /// Every statement, rendered for the schema and the driver's mode.
+    pub sql: Arc<Statements>,
+    /// Runs the operations whose SQL differs between the modes.
+    pub driver: Driver,
+    /// Limits and retention that bound what one tenant's data can cost.
+    pub limits: Limits,
+    /// Long polling, unless notifications are off.
+    pub long_poll: Option<LongPoll>,
+    /// The pool's fetch admission, shared by every store on it.
+    pub gate: Arc<Gate>,
+    /// The schema's name, as the gate counts it.
+    pub gate_key: Arc<str>,
+}
+
+impl Store {
+    /// A store for `schema` on `pool` in `mode`: renders every statement
+    /// once and picks the mode's driver. `gate` is the pool's admission
+    /// ([`Gate::of`]); `long_poll` is `None` without notifications.
+    pub(crate) fn new(
+        pool: Db,
+        schema: SchemaName,
+        mode: SqlMode,
+        limits: Limits,
+        gate: Arc<Gate>,
+        long_poll: Option<LongPoll>,
+    ) -> Self {
+        Self {
+            sql: Arc::new(Statements::render(&schema, mode)),
+            driver: Driver::new(mode),
+            gate_key: schema.as_str().into(),
+            pool,
+            schema,
+            limits,
+            long_poll,
+            gate,
+        }
+    }
+
+    /// The SQL mode the store's driver runs.
+    pub(crate) fn mode(&self) -> SqlMode {
+        self.driver.mode()
+    }
+}
+
+/// The bounds on data, from [`crate::PostgresOptions`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Milliseconds a parked orphan message is kept.
+    pub orphan_retention_ms: i64,
+    /// Largest serialized payload accepted.
+    pub max_payload_bytes: usize,
+    /// Largest history a fetch reads.
+    pub max_history_bytes: i64,
+}
+
+impl Limits {
+    /// The limits `options` set.
+    pub(crate) fn of(options: &crate::PostgresOptions) -> Self {
+        Self {
+            orphan_retention_ms: crate::codec::millis(options.orphan_retention),
+            max_payload_bytes: options.max_payload_bytes,
+            max_history_bytes: i64::try_from(options.max_history_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Refuses a payload over [`Limits::max_payload_bytes`], naming `field`.
+    pub(crate) fn check_payload(&self, field: &str, value: &str) -> Result<()> {
+        if value.len() > self.max_payload_bytes {
+            return Err(crate::PostgresProviderError::invalid_input(
+                field,
+                format!(
+                    "{} bytes exceeds the payload limit of {} bytes (PostgresOptions::max_payload_bytes)",
+                    value.len(),
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The store without a provider: built by hand on a pool, it runs the
+/// operations of each mode, its driver choosing the SQL.
+#[cfg(all(test, feature = "throwaway"))]
+mod tests {
+    use std::time::Duration;
+
+    use duroxide::providers::{TagFilter, WorkItem};
+
+    use super::*;
+    use crate::{PostgresOptions, ThrowawayPostgres};
+    use crate::{deletion, migrate, orchestration_queue, worker_queue};
+
+    /// `DATABASE_URL`, or a throwaway server started for this test.
+    fn database_url() -> String {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => ThrowawayPostgres::start().unwrap().url().to_string(),
+        }
+    }
+
+    /// Migrates `schema` for `mode` (tables only in inline mode) and builds
+    /// a store on it: no `PostgresProvider` involved.
+    async fn store(pool: &sqlx::PgPool, schema: &str, mode: SqlMode) -> Store {
+        let schema = SchemaName::new(schema).unwrap();
+        migrate::migrate_status(pool, &schema, mode).await.unwrap();
+        let options = PostgresOptions::default();
+        let db = Db::new(pool.clone(), None);
+        let gate = Gate::of(&db, None, false);
+        Store::new(db, schema, mode, Limits::of(&options), gate, None)
+    }
+
+    /// Functions in `schema` (the procedures, when installed).
+    async fn functions(pool: &sqlx::PgPool, schema: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p \
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+              WHERE n.nspname = $1",
+        )
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    /// Claims and completes an activity, claims and releases an instance's
+    /// first message, deletes the instance: the driver's fetches and delete.
+    async fn round_trip(s: &Store) {
+        let activity = WorkItem::ActivityExecute {
+            instance: "i1".to_string(),
+            execution_id: 1,
+            id: 1,
+            name: "Work".to_string(),
+            input: "1".to_string(),
+            session_id: None,
+            tag: None,
+        };
+        let lease = Duration::from_secs(30);
+        let untagged = TagFilter::DefaultOnly;
+        worker_queue::enqueue(s, &activity).await.unwrap();
+        let (item, token, attempts) =
+            worker_queue::fetch(s, lease, Duration::ZERO, None, &untagged)
+                .await
+                .unwrap()
+                .expect("the activity is claimed");
+        assert_eq!((item, attempts), (activity, 1));
+        worker_queue::ack(s, &token, None).await.unwrap();
+        let again = worker_queue::fetch(s, lease, Duration::ZERO, None, &untagged).await;
+        assert!(again.unwrap().is_none(), "an acked activity is gone");
+
+        let start = WorkItem::StartOrchestration {
+            instance: "i1".to_string(),
+            orchestration: "Flow".to_string(),
+            input: "{}".to_string(),
+            version: Some("1.0.0".to_string()),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            execution_id: 1,
+        };
+        orchestration_queue::enqueue(s, &start, None).await.unwrap();
+        let (item, token, attempts) = orchestration_queue::fetch(s, lease, Duration::ZERO, None)
+            .await
+            .unwrap()
+            .expect("the instance is claimed");
+        assert_eq!((item.instance.as_str(), attempts), ("i1", 1));
+        assert_eq!(item.orchestration_name, "Flow");
+        assert_eq!(item.messages, vec![start]);
+        orchestration_queue::abandon(s, &token, None, false)
+            .await
+            .unwrap();
+
+        let deleted = deletion::delete_instances_atomic(s, &["i1".to_string()], true)
+            .await
+            .unwrap();
+        assert_eq!(deleted.queue_messages_deleted, 1, "{deleted:?}");
+        let left = orchestration_queue::fetch(s, lease, Duration::ZERO, None).await;
+        assert!(
+            left.unwrap().is_none(),
+            "the deleted instance's message is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_without_a_provider_runs_operations_in_each_mode() {
+        let url = database_url();
+        let options = PostgresOptions::default();
+        let pool = options
+            .pool_options()
+            .max_connections(4)
+            .connect_with(options.connect_options(&url).unwrap())
+            .await
+            .unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let procedures = format!("store_p_{}_{nanos:x}", std::process::id());
+        let inline = format!("store_i_{}_{nanos:x}", std::process::id());
+        let body = {
+            let (pool, procedures, inline) = (pool.clone(), procedures.clone(), inline.clone());
+            async move {
+                let s = store(&pool, &procedures, SqlMode::StoredProcedures).await;
+                assert_eq!(s.driver, Driver::Procedures);
+                round_trip(&s).await;
+                assert!(
+                    functions(&pool, &procedures).await > 0,
+                    "procedures installed"
+                );
+
+                let s = store(&pool, &inline, SqlMode::InlineSql).await;
+                assert_eq!(s.driver, Driver::Inline);
+                round_trip(&s).await;
+                // Nothing to call: the inline driver sent every statement.
+                assert_eq!(functions(&pool, &inline).await, 0);
+            }
+        };
+        // Spawned, so a failure still reaches the cleanup below.
+        let outcome = tokio::spawn(body).await;
+        for schema in [&procedures, &inline] {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
