@@ -107,12 +107,27 @@ pub(crate) async fn orphaned_instances(s: &Store, limit: u32) -> Result<Vec<Orph
 }
 
 /// The ids a listing statement returns, with its instance argument if any.
-pub(crate) async fn ids(s: &Store, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
+async fn ids(s: &Store, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
     let mut query = sqlx::query_scalar(sql);
     if let Some(arg) = arg {
         query = query.bind(codec::check_text("instance", arg)?);
     }
     Ok(query.fetch_all(&s.pool).await?)
+}
+
+/// Every instance id.
+pub(crate) async fn list_instances(s: &Store) -> Result<Vec<String>> {
+    ids(s, &s.sql.admin.list_instances, None).await
+}
+
+/// The ids of the instances whose current status is `status`.
+pub(crate) async fn list_by_status(s: &Store, status: &str) -> Result<Vec<String>> {
+    ids(s, &s.sql.admin.list_by_status, Some(status)).await
+}
+
+/// The direct children of an instance.
+pub(crate) async fn children(s: &Store, instance: &str) -> Result<Vec<String>> {
+    ids(s, &s.sql.admin.children, Some(instance)).await
 }
 
 /// One instance's metadata; `NOT_FOUND` if it does not exist.

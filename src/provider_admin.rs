@@ -33,20 +33,13 @@ impl PostgresProvider {
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe(
-            "list_instances",
-            admin::ids(s, &s.sql.admin.list_instances, None),
-        )
-        .await
+        s.observe("list_instances", admin::list_instances(s)).await
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe(
-            "list_instances_by_status",
-            admin::ids(s, &s.sql.admin.list_by_status, Some(status)),
-        )
-        .await
+        s.observe("list_instances_by_status", admin::list_by_status(s, status))
+            .await
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
@@ -111,11 +104,8 @@ impl ProviderAdmin for PostgresProvider {
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe(
-            "list_children",
-            admin::ids(s, &s.sql.admin.children, Some(instance_id)),
-        )
-        .await
+        s.observe("list_children", admin::children(s, instance_id))
+            .await
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
