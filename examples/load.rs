@@ -16,9 +16,10 @@
 //!   notification, fetches skipped on a quiet queue and fetches that followed
 //!   another waiter's at one due time (see `src/notify/`)
 //!   when long polling is on. `--repeat N` runs the whole matrix N times in
-//!   turn and adds a table of medians, which the ratios then use: on a
-//!   shared, noisy machine a slow spell then hits every configuration alike.
-//! * `latency`: on an idle runtime, p50/p99 end-to-end latency of a
+//!   turn, each round starting one target later than the one before, and
+//!   adds a table of medians, which the ratios then use: on a shared, noisy
+//!   machine a slow spell then hits every configuration alike.
+//! * `latency`: on an idle runtime, p50/p90/p99 end-to-end latency of a
 //!   3-activity sequential orchestration (start to `completed_at_ms` in the
 //!   database, so the client's status polling adds nothing), and the
 //!   statements per second an idle runtime sends over 10 s; for
@@ -747,16 +748,26 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         let client_url = client_url(&url, &admin, own_server, settings.client_superuser).await;
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
-            for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
-                for &extra in &settings.extras {
-                    let target = Target::Extra(extra);
-                    outcomes.push(
-                        run_one(&url, &client_url, &admin, target, true, pair, &settings).await?,
-                    );
-                }
-                for &mode in &settings.modes {
-                    for &notify in &settings.notifications {
-                        let target = Target::Ours(mode);
+            // Every target in the order given: other providers (with their
+            // own notifications), then ours per notifications setting.
+            let targets = settings
+                .extras
+                .iter()
+                .map(|&extra| (Target::Extra(extra), true))
+                .chain(settings.modes.iter().flat_map(|&mode| {
+                    settings
+                        .notifications
+                        .iter()
+                        .map(move |&notify| (Target::Ours(mode), notify))
+                }))
+                .collect::<Vec<_>>();
+            for round in 0..settings.repeat {
+                // Each round starts one target later, so no target always
+                // runs first (on a cold cache) or right after a given one.
+                let mut order = targets.clone();
+                order.rotate_left(round % order.len().max(1));
+                for &pair in &settings.concurrency {
+                    for &(target, notify) in &order {
                         outcomes.push(
                             run_one(&url, &client_url, &admin, target, notify, pair, &settings)
                                 .await?,
