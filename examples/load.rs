@@ -765,7 +765,8 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                 // Each round starts one target later, so no target always
                 // runs first (on a cold cache) or right after a given one.
                 let mut order = targets.clone();
-                order.rotate_left(round % order.len().max(1));
+                let shift = round % order.len().max(1);
+                order.rotate_left(shift);
                 for &pair in &settings.concurrency {
                     for &(target, notify) in &order {
                         outcomes.push(
