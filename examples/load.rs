@@ -302,6 +302,26 @@ async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
     .ok()
 }
 
+/// Drops a run's schema. Another provider's background tasks may outlive
+/// its runtime's shutdown for a moment and deadlock with the drop (seen with
+/// the peer on a durable server): the drop is tried again a few times rather
+/// than losing every figure of the run so far.
+async fn drop_schema(admin: &PgPool, schema: &str) -> Result<(), BoxError> {
+    let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let mut attempt = 1;
+    loop {
+        match sqlx::query(&statement).execute(admin).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                eprintln!("dropping {schema} failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn run_one(
     url: &str,
     client_url: &str,
@@ -313,9 +333,7 @@ async fn run_one(
 ) -> Result<Outcome, BoxError> {
     let mode = target.label();
     let schema = format!("load_{mode}_{orch}_{worker}_{notifications}");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    drop_schema(admin, &schema).await?;
     // The runtime's provider, the client's, and ours again when it is ours
     // (notification counters, turns from our history table).
     let (provider, client_provider, ours): (Arc<dyn Provider>, Arc<dyn Provider>, _) = match target
@@ -462,9 +480,7 @@ async fn run_one(
         .ok(),
         None => None,
     };
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    drop_schema(admin, &schema).await?;
     Ok(Outcome {
         mode,
         notifications,
