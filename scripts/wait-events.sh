@@ -54,7 +54,20 @@ BEGIN
     SELECT n, a.state,
            CASE WHEN a.state = 'active' AND a.wait_event IS NULL THEN 'CPU'
                 ELSE coalesce(a.wait_event_type || ' / ' || a.wait_event, '-') END
+           || coalesce(' (' || l.what || ')', '')
       FROM pg_catalog.pg_stat_activity a
+      LEFT JOIN LATERAL (
+        -- The lock a lock wait is for: an object lock names its catalog
+        -- and object (pg_database 0 is the lock every transaction that
+        -- sent a NOTIFY holds from before its commit record until after
+        -- its flush), a relation lock its table.
+        SELECT CASE WHEN w.locktype = 'object'
+                    THEN w.classid::regclass::text || ' ' || w.objid::text
+                    WHEN w.locktype = 'relation' THEN w.relation::regclass::text
+                    ELSE w.mode END AS what
+          FROM pg_catalog.pg_locks w
+         WHERE w.pid = a.pid AND NOT w.granted AND a.wait_event_type = 'Lock'
+         LIMIT 1) l ON true
      WHERE a.backend_type = 'client backend'
        AND a.pid <> pg_catalog.pg_backend_pid()
        AND a.usename = current_setting('wait.role');
