@@ -11,6 +11,11 @@
 #   flush is done, so such commits cannot share a flush: they are written
 #   and flushed one after another. Commits without a NOTIFY share flushes
 #   (group commit). The provider notifies from every enqueue and ack.
+# * Three variants: `plain` (no NOTIFY), `notify` (pg_notify in the
+#   writing transaction, as the provider does today) and `after` (the
+#   insert commits, then pg_notify runs in a transaction of its own on the
+#   same connection: it writes no WAL, so it holds the queue lock only
+#   briefly and waits for no flush; one more round trip).
 # * Prints per variant and round: transactions/s, mean latency and WAL
 #   flushes (pg_stat_wal.wal_sync) per transaction. Run it on a durable
 #   server nobody else uses (scripts/pg-throwaway.sh --durable): with fsync
@@ -47,17 +52,23 @@ INSERT INTO notify_commit_bench.rows (v) VALUES (1);
 SELECT pg_catalog.pg_notify('notify_commit_bench', 'x');
 SQL
 # Each script file runs as one transaction per pgbench "transaction":
-# wrap it, so both variants commit once per row.
+# wrap it, so every variant commits once per row.
 for f in plain notify; do
   { echo 'BEGIN;'; cat "$work/$f.sql"; echo 'COMMIT;'; } >"$work/$f.tx.sql"
 done
+{ echo 'BEGIN;'; cat "$work/plain.sql"; echo 'COMMIT;'
+  echo "SELECT pg_catalog.pg_notify('notify_commit_bench', 'x');"; } >"$work/after.tx.sql"
 
 wal_sync() { psql "$DATABASE_URL" -X -Atc "SELECT wal_sync FROM pg_catalog.pg_stat_wal"; }
 psql "$DATABASE_URL" -X -Atc "SELECT 'server: fsync = ' || current_setting('fsync') || ', synchronous_commit = ' || current_setting('synchronous_commit')"
 printf '%-6s %-7s %10s %12s %16s\n' round variant 'tx/s' 'latency ms' 'WAL flushes/tx'
 for round in $(seq 1 "$rounds"); do
-  # Alternate which variant runs first.
-  if (( round % 2 )); then order="plain notify"; else order="notify plain"; fi
+  # Rotate which variant runs first.
+  case $((round % 3)) in
+    1) order="plain notify after" ;;
+    2) order="notify after plain" ;;
+    *) order="after plain notify" ;;
+  esac
   for variant in $order; do
     before=$(wal_sync)
     out=$(pgbench -n -c "$clients" -j "$clients" -T "$seconds" -f "$work/$variant.tx.sql" "$DATABASE_URL" 2>&1)
