@@ -16,9 +16,10 @@
 //!   notification, fetches skipped on a quiet queue and fetches that followed
 //!   another waiter's at one due time (see `src/notify/`)
 //!   when long polling is on. `--repeat N` runs the whole matrix N times in
-//!   turn and adds a table of medians, which the ratios then use: on a
-//!   shared, noisy machine a slow spell then hits every configuration alike.
-//! * `latency`: on an idle runtime, p50/p99 end-to-end latency of a
+//!   turn, each round starting one target later than the one before, and
+//!   adds a table of medians, which the ratios then use: on a shared, noisy
+//!   machine a slow spell then hits every configuration alike.
+//! * `latency`: on an idle runtime, p50/p90/p99 end-to-end latency of a
 //!   3-activity sequential orchestration (start to `completed_at_ms` in the
 //!   database, so the client's status polling adds nothing), and the
 //!   statements per second an idle runtime sends over 10 s; for
@@ -111,6 +112,8 @@ mod backend_cpu;
 mod burst;
 #[path = "load/latency.rs"]
 mod latency;
+#[path = "load/table.rs"]
+mod table;
 #[path = "load/tenants.rs"]
 mod tenants;
 
@@ -301,6 +304,26 @@ async fn stat_snapshot(admin: &PgPool, role: &str) -> Option<(f64, f64)> {
     .ok()
 }
 
+/// Drops a run's schema. Another provider's background tasks may outlive
+/// its runtime's shutdown for a moment and deadlock with the drop (seen with
+/// the peer on a durable server): the drop is tried again a few times rather
+/// than losing every figure of the run so far.
+async fn drop_schema(admin: &PgPool, schema: &str) -> Result<(), BoxError> {
+    let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let mut attempt = 1;
+    loop {
+        match sqlx::query(&statement).execute(admin).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                eprintln!("dropping {schema} failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn run_one(
     url: &str,
     client_url: &str,
@@ -312,9 +335,7 @@ async fn run_one(
 ) -> Result<Outcome, BoxError> {
     let mode = target.label();
     let schema = format!("load_{mode}_{orch}_{worker}_{notifications}");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    drop_schema(admin, &schema).await?;
     // The runtime's provider, the client's, and ours again when it is ours
     // (notification counters, turns from our history table).
     let (provider, client_provider, ours): (Arc<dyn Provider>, Arc<dyn Provider>, _) = match target
@@ -461,9 +482,7 @@ async fn run_one(
         .ok(),
         None => None,
     };
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    drop_schema(admin, &schema).await?;
     Ok(Outcome {
         mode,
         notifications,
@@ -550,161 +569,6 @@ fn check_mode_override(modes: &[SqlMode]) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn print_table(outcomes: &[Outcome]) {
-    println!();
-    println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | skipped fetches/orch | followed fetches/orch | completed | failed |"
-    );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for o in outcomes {
-        let (stmts, ms) = o
-            .per_orch()
-            .map_or(("n/a".to_string(), "n/a".to_string()), |(s, m)| {
-                (format!("{s:.1}"), format!("{m:.2}"))
-            });
-        let empty = o.wakes.filter(|(received, ..)| *received > 0).map_or(
-            "n/a".to_string(),
-            |(received, empty, ..)| {
-                format!("{:.2} ({empty}/{received})", empty as f64 / received as f64)
-            },
-        );
-        let skipped = o
-            .wakes
-            .filter(|_| o.completed > 0)
-            .map_or("n/a".to_string(), |(_, _, skips, _)| {
-                format!("{:.2}", skips as f64 / o.completed as f64)
-            });
-        let followed = o
-            .wakes
-            .filter(|_| o.completed > 0)
-            .map_or("n/a".to_string(), |(.., followed)| {
-                format!("{:.2}", followed as f64 / o.completed as f64)
-            });
-        println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {followed} | {} | {} |",
-            o.mode,
-            o.notify_label(),
-            o.orch,
-            o.worker,
-            o.per_sec(),
-            o.per_sec() * o.tasks as f64,
-            o.percentile(0.5),
-            o.percentile(0.99),
-            o.turns_per_orch(),
-            o.cpu_per_orch(),
-            o.completed,
-            o.failed
-        );
-    }
-    let pairs = outcomes
-        .iter()
-        .map(|o| (o.orch, o.worker))
-        .collect::<std::collections::BTreeSet<_>>();
-    // A configuration; other providers' runs are recorded with notifications on.
-    let config = |o: &Outcome| (o.orch, o.worker, o.mode, o.notifications);
-    let runs = |wanted: (usize, usize, &str, bool)| {
-        outcomes
-            .iter()
-            .filter(|o| config(o) == wanted)
-            .collect::<Vec<_>>()
-    };
-    let configs = outcomes.iter().map(config).collect::<Vec<_>>();
-    let distinct = configs.iter().collect::<std::collections::BTreeSet<_>>();
-    if distinct.len() < outcomes.len() {
-        // Rounds run the configurations in turn, so a slow spell of the
-        // machine hits every mode alike; medians are what the ratios use.
-        println!();
-        println!(
-            "| mode | notify | orch:worker | runs | orchestrations/s median (min-max) | p50 ms median | backend CPU ms/orch median |"
-        );
-        println!("|---|---|---|---:|---:|---:|---:|");
-        let mut seen = std::collections::BTreeSet::new();
-        for o in outcomes {
-            if !seen.insert(config(o)) {
-                continue;
-            }
-            let group = runs(config(o));
-            let rates = group.iter().map(|o| o.per_sec()).collect::<Vec<_>>();
-            let (min, max) = rates
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-            let summary = Summary::of(&group);
-            println!(
-                "| {} | {} | {}:{} | {} | {:.1} ({min:.1}-{max:.1}) | {:.1} | {} |",
-                o.mode,
-                o.notify_label(),
-                o.orch,
-                o.worker,
-                group.len(),
-                summary.per_sec,
-                summary.p50,
-                summary.cpu.map_or("n/a".to_string(), |c| format!("{c:.2}")),
-            );
-        }
-    }
-    for &(orch, worker) in &pairs {
-        let summary = |mode: &str| {
-            let group = runs((orch, worker, mode, true));
-            (!group.is_empty()).then(|| Summary::of(&group))
-        };
-        let procedures = summary(SqlMode::StoredProcedures.as_str());
-        let others = outcomes
-            .iter()
-            .map(|o| o.mode)
-            .filter(|m| m.parse::<SqlMode>().is_err())
-            .collect::<std::collections::BTreeSet<_>>();
-        for other in others {
-            if let (Some(p), Some(o)) = (&procedures, summary(other)) {
-                println!(
-                    "ratio procedures/{other} at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x",
-                    p.per_sec / o.per_sec,
-                    p.p50 / o.p50
-                );
-            }
-        }
-        if let (Some(p), Some(i)) = (&procedures, summary(SqlMode::InlineSql.as_str())) {
-            let cpu_ratio = p.cpu.zip(i.cpu).map_or(String::new(), |(p, i)| {
-                format!(", backend CPU/orch {:.2}x", p / i)
-            });
-            println!(
-                "ratio procedures/inline at {orch}:{worker}: throughput {:.2}x, p50 latency {:.2}x{cpu_ratio}",
-                p.per_sec / i.per_sec,
-                p.p50 / i.p50
-            );
-        }
-    }
-}
-
-/// Medians over the runs of one configuration (one run: its own figures).
-struct Summary {
-    per_sec: f64,
-    p50: f64,
-    /// Backend CPU ms per orchestration, where measured.
-    cpu: Option<f64>,
-}
-
-impl Summary {
-    fn of(runs: &[&Outcome]) -> Self {
-        fn median(mut values: Vec<f64>) -> f64 {
-            values.sort_by(f64::total_cmp);
-            match values.len() {
-                0 => f64::NAN,
-                n if n % 2 == 1 => values[n / 2],
-                n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-            }
-        }
-        let cpu = runs
-            .iter()
-            .map(|o| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64))
-            .collect::<Option<Vec<_>>>();
-        Self {
-            per_sec: median(runs.iter().map(|o| o.per_sec()).collect()),
-            p50: median(runs.iter().map(|o| o.percentile(0.5)).collect()),
-            cpu: cpu.map(median),
-        }
-    }
-}
-
 fn main() -> Result<(), BoxError> {
     run(&[])
 }
@@ -747,16 +611,27 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         let client_url = client_url(&url, &admin, own_server, settings.client_superuser).await;
         if settings.scenarios.iter().any(|s| s == "load") {
             let mut outcomes = Vec::new();
-            for pair in (0..settings.repeat).flat_map(|_| settings.concurrency.iter().copied()) {
-                for &extra in &settings.extras {
-                    let target = Target::Extra(extra);
-                    outcomes.push(
-                        run_one(&url, &client_url, &admin, target, true, pair, &settings).await?,
-                    );
-                }
-                for &mode in &settings.modes {
-                    for &notify in &settings.notifications {
-                        let target = Target::Ours(mode);
+            // Every target in the order given: other providers (with their
+            // own notifications), then ours per notifications setting.
+            let targets = settings
+                .extras
+                .iter()
+                .map(|&extra| (Target::Extra(extra), true))
+                .chain(settings.modes.iter().flat_map(|&mode| {
+                    settings
+                        .notifications
+                        .iter()
+                        .map(move |&notify| (Target::Ours(mode), notify))
+                }))
+                .collect::<Vec<_>>();
+            for round in 0..settings.repeat {
+                // Each round starts one target later, so no target always
+                // runs first (on a cold cache) or right after a given one.
+                let mut order = targets.clone();
+                let shift = round % order.len().max(1);
+                order.rotate_left(shift);
+                for &pair in &settings.concurrency {
+                    for &(target, notify) in &order {
                         outcomes.push(
                             run_one(&url, &client_url, &admin, target, notify, pair, &settings)
                                 .await?,
@@ -764,7 +639,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     }
                 }
             }
-            print_table(&outcomes);
+            table::print_table(&outcomes);
         }
         if settings.scenarios.iter().any(|s| s == "latency") {
             let mut rows = Vec::new();

@@ -144,14 +144,17 @@ pub async fn run(
 /// Prints the latency table.
 pub fn print(rows: &[Row]) {
     println!();
-    println!("| mode | notify | 3-step p50 ms | 3-step p99 ms | idle statements/s (one runtime) |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| mode | notify | 3-step p50 ms | 3-step p90 ms | 3-step p99 ms | idle statements/s (one runtime) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {} |",
             r.mode,
             if r.notifications { "on" } else { "off" },
             percentile(&r.latencies_ms, 0.5),
+            percentile(&r.latencies_ms, 0.9),
             percentile(&r.latencies_ms, 0.99),
             r.idle_per_sec
                 .map_or("n/a".to_string(), |v| format!("{v:.2}"))
