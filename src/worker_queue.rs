@@ -143,8 +143,8 @@ pub(crate) async fn fetch(
 /// (lock token, work item JSON, attempts).
 pub(crate) type FetchedItem = (String, String, i32);
 
-/// One claim attempt.
-async fn fetch_once(
+/// One claim attempt (also the test hook's, `crate::probe`).
+pub(crate) async fn fetch_once(
     p: &PostgresProvider,
     params: &FetchParams,
 ) -> Result<Polled<(WorkItem, String, u32)>> {
