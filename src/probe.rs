@@ -73,19 +73,21 @@ impl PostgresProvider {
     }
 
     /// Test hook: one work-item fetch attempt as a long-polling fetch of
-    /// untagged items without a session makes it (next due time asked for),
+    /// untagged items makes it (next due time asked for), for the session
+    /// owner and session lease in `session` (or items without a session),
     /// without waiting and without touching the notification state.
     #[doc(hidden)]
     pub async fn probe_fetch_work_item(
         &self,
         lock_timeout: Duration,
+        session: Option<(&str, Duration)>,
     ) -> Result<FetchProbe<(WorkItem, String, u32)>> {
         let params = worker_queue::FetchParams {
             lock_timeout,
             tag_mode: "default",
             tags: Vec::new(),
-            owner: None,
-            session_lock: None,
+            owner: session.map(|(owner, _)| owner.to_string()),
+            session_lock: session.map(|(_, lease)| lease),
             next_due: true,
         };
         Ok(worker_queue::fetch_once(self, &params).await?.into())

@@ -5,7 +5,8 @@
 //!   test hook (`probe_fetch_*`), as long polling makes it: next due time
 //!   asked for, completions settling for [`SETTLE`]. The hook returns the
 //!   claimed item, whether the statement saw more claimable work, and the
-//!   milliseconds until a delayed item or an expiring lease may make work
+//!   milliseconds until a delayed item or an expiring lease (of an
+//!   instance, an activity or a session) may make work
 //!   claimable: the inputs of the waiting fetch's sleep and of the quiet
 //!   note it leaves (a note is a pure function of these and of the
 //!   notifications). Both modes must report the same item, the same `more`
@@ -35,7 +36,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duroxide::Event;
-use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
+use duroxide::providers::{ExecutionMetadata, Provider, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use proptest::prelude::*;
 use sqlx::PgPool;
@@ -47,6 +48,11 @@ use crate::support::{Kind, Slot, drop_schema, fresh_schema_name, pool};
 
 /// Leases: ten minutes, so only an `Advance` expires one.
 const LOCK: Duration = Duration::from_secs(600);
+/// Session leases: five minutes.
+const SESSION_LOCK: Duration = Duration::from_secs(300);
+/// Sessions activities run in, and the owners that fetch them.
+const SESSIONS: [&str; 2] = ["s0", "s1"];
+const OWNERS: [&str; 2] = ["w0", "w1"];
 /// The providers' `completion_settle`, and the hook's.
 const SETTLE: Duration = Duration::from_secs(120);
 /// The poll timeout of a waiting fetch.
@@ -70,10 +76,12 @@ enum Op {
         instance: usize,
         delay: usize,
     },
-    /// An activity, as a runtime's ack would schedule it.
+    /// An activity, as a runtime's ack would schedule it, in session
+    /// `SESSIONS[n]` or none.
     EnqueueWork {
         instance: usize,
         id: u64,
+        session: Option<usize>,
     },
     /// One fetch attempt through the hook.
     ProbeOrchestration,
@@ -91,8 +99,9 @@ enum Op {
         delay: Option<usize>,
         ignore_attempt: bool,
     },
-    ProbeWork,
-    WaitWork,
+    /// A fetch through the hook, as session owner `OWNERS[n]` or none.
+    ProbeWork(Option<usize>),
+    WaitWork(Option<usize>),
     AckWork {
         token: usize,
         completion: bool,
@@ -113,7 +122,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(Op::EnqueueEvent),
         2 => (0..3usize, 0..DELAYS.len())
             .prop_map(|(instance, delay)| Op::EnqueueLater { instance, delay }),
-        3 => (0..3usize, 0..4u64).prop_map(|(instance, id)| Op::EnqueueWork { instance, id }),
+        3 => (0..3usize, 0..4u64, proptest::option::of(0..SESSIONS.len()))
+            .prop_map(|(instance, id, session)| Op::EnqueueWork { instance, id, session }),
         4 => Just(Op::ProbeOrchestration),
         2 => Just(Op::WaitOrchestration),
         3 => (0..3usize, 0..3u8, 0..4u8, delay(), any::<bool>()).prop_map(
@@ -132,8 +142,8 @@ fn op() -> impl Strategy<Value = Op> {
                 ignore_attempt,
             }
         }),
-        4 => Just(Op::ProbeWork),
-        1 => Just(Op::WaitWork),
+        4 => proptest::option::of(0..OWNERS.len()).prop_map(Op::ProbeWork),
+        1 => proptest::option::of(0..OWNERS.len()).prop_map(Op::WaitWork),
         4 => (0..3usize, proptest::bool::weighted(0.8))
             .prop_map(|(token, completion)| Op::AckWork { token, completion }),
         1 => (0..3usize, delay(), any::<bool>()).prop_map(|(token, delay, ignore_attempt)| {
@@ -250,14 +260,18 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
             p.enqueue_for_orchestrator(start(INSTANCES[*instance]), Some(minutes(DELAYS[*delay])))
                 .await,
         ),
-        Op::EnqueueWork { instance, id } => shown(
+        Op::EnqueueWork {
+            instance,
+            id,
+            session,
+        } => shown(
             p.enqueue_for_worker(WorkItem::ActivityExecute {
                 instance: INSTANCES[*instance].to_string(),
                 execution_id: 1,
                 id: 50 + id,
                 name: "Work".to_string(),
                 input: id.to_string(),
-                session_id: None,
+                session_id: session.map(|n| SESSIONS[n].to_string()),
                 tag: None,
             })
             .await,
@@ -354,7 +368,10 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
                     .await,
             )
         }
-        Op::ProbeWork => match p.probe_fetch_work_item(LOCK).await {
+        Op::ProbeWork(owner) => match p
+            .probe_fetch_work_item(LOCK, owner.map(|n| (OWNERS[n], SESSION_LOCK)))
+            .await
+        {
             Ok(probe) => {
                 let item = match probe.item {
                     Some((item, token, attempts)) => {
@@ -375,8 +392,18 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
             }
             Err(e) => Seen::text(format!("err({e})")),
         },
-        Op::WaitWork => match p
-            .fetch_work_item(LOCK, POLL, None, &TagFilter::DefaultOnly)
+        Op::WaitWork(owner) => match p
+            .fetch_work_item(
+                LOCK,
+                POLL,
+                owner
+                    .map(|n| SessionFetchConfig {
+                        owner_id: OWNERS[n].to_string(),
+                        lock_timeout: SESSION_LOCK,
+                    })
+                    .as_ref(),
+                &TagFilter::DefaultOnly,
+            )
             .await
         {
             Ok(Some((item, token, attempts))) => {
