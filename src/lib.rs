@@ -70,6 +70,7 @@ mod notify;
 mod observe;
 mod orchestration_queue;
 mod pooler;
+mod probe;
 mod provider;
 mod provider_admin;
 mod recycle;
@@ -91,6 +92,8 @@ pub use error::{PostgresProviderError, Result, sqlstate};
 pub type PgProviderError = PostgresProviderError;
 pub use migrate::SchemaStatus;
 pub use notify::NotificationStats;
+#[doc(hidden)]
+pub use probe::FetchProbe;
 pub use provider::{HealthReport, PostgresProvider};
 pub use schema::{MAX_SCHEMA_NAME_BYTES, SchemaName};
 #[cfg(feature = "throwaway")]

@@ -134,8 +134,8 @@ pub(crate) async fn fetch(
     }
 }
 
-/// One claim attempt.
-async fn fetch_once(
+/// One claim attempt (also the test hook's, `crate::probe`).
+pub(crate) async fn fetch_once(
     s: &Store,
     params: FetchParams,
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {

@@ -1,7 +1,8 @@
 //! Differential property test: random sequences of provider operations applied
 //! to two fresh schemas, one per SQL mode, must give the same observable
 //! results and leave the same state behind. Lock tokens and timestamps may
-//! differ; nothing else may.
+//! differ; nothing else may. This module fetches as a short poll does;
+//! `long_poll` compares what a long-polling fetch learns besides its item.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use proptest::prelude::*;
 
 use crate::fixtures::start;
 use crate::support::{Kind, Slot, drop_schema, fresh_schema_name, pool};
+
+mod long_poll;
 
 const INSTANCES: [&str; 3] = ["alpha", "beta", "gamma"];
 const LOCK: Duration = Duration::from_secs(30);
