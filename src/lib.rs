@@ -73,6 +73,7 @@ mod provider;
 mod recycle;
 mod schema;
 mod sql;
+mod statement_file;
 pub mod tenants;
 #[cfg(feature = "throwaway")]
 mod throwaway;
