@@ -31,23 +31,14 @@ DECLARE
     v_tree  text[];
     v_ids   text[] := '{}';
 BEGIN
+    -- The statements are statements/delete_instance_bulk/*.sql, which
+    -- inline mode runs with this loop in Rust (src/inline/deletion.rs).
+    {{> plan_per_call}};
     FOR v_root IN
-        SELECT i.instance_id
-          FROM {{schema}}.instances i
-          JOIN {{schema}}.executions e
-            ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-         WHERE i.parent_instance_id IS NULL
-           AND e.status IN ('Completed', 'Failed', 'ContinuedAsNew')
-           AND (p_ids IS NULL OR i.instance_id = ANY (p_ids))
-           AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
-         ORDER BY i.created_at_ms, i.instance_id
-         LIMIT p_limit
+        {{> roots}}
     LOOP
-        WITH RECURSIVE tree(id) AS (
-            SELECT v_root
-            UNION
-            SELECT c.instance_id FROM {{schema}}.instances c JOIN tree t ON c.parent_instance_id = t.id)
-        SELECT pg_catalog.array_agg(tree.id) INTO v_tree FROM tree;
+        {{> tree}}
+          INTO v_tree;
         v_ids := v_ids || v_tree;
     END LOOP;
     RETURN QUERY SELECT * FROM {{schema}}.delete_instances(v_ids, true);

@@ -41,56 +41,42 @@ DECLARE
     v_executions bigint;
     v_events     bigint;
     v_messages   bigint;
+    v_late       bigint;
 BEGIN
+    -- The statements are statements/delete_instances/*.sql, which inline
+    -- mode runs with these checks in Rust (src/inline/deletion.rs).
     IF coalesce(pg_catalog.array_length(p_ids, 1), 0) = 0 THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint;
         RETURN;
     END IF;
 
-    INSERT INTO {{schema}}.instance_claims AS k (instance_id)
-    SELECT DISTINCT u.id FROM pg_catalog.unnest(p_ids) AS u(id) ORDER BY 1
-    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false;
-    PERFORM 1 FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids) ORDER BY l.instance_id FOR UPDATE;
-    PERFORM 1 FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) ORDER BY q.instance_id, q.id FOR UPDATE;
-    PERFORM 1 FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids) ORDER BY i.instance_id FOR UPDATE;
+    {{> claim}};
+    PERFORM {{> lock_leases}};
+    PERFORM {{> lock_messages}};
+    PERFORM {{> lock}};
 
     IF NOT p_force THEN
-        SELECT i.instance_id INTO v_id
-          FROM {{schema}}.instances i
-          JOIN {{schema}}.executions e
-            ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-         WHERE i.instance_id = ANY (p_ids) AND e.status = 'Running'
-         LIMIT 1;
+        {{> running}}
+          INTO v_id;
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'DX004',
                 MESSAGE = pg_catalog.format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
         END IF;
     END IF;
 
-    SELECT i.instance_id, i.parent_instance_id INTO v_id, v_parent
-      FROM {{schema}}.instances i
-     WHERE i.parent_instance_id = ANY (p_ids) AND NOT (i.instance_id = ANY (p_ids))
-     LIMIT 1;
+    {{> orphan}}
+      INTO v_id, v_parent;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'DX004',
             MESSAGE = pg_catalog.format('Cannot delete: instance %s has child %s that was created after tree traversal (it would be orphaned). Re-fetch the tree and retry.', v_parent, v_id);
     END IF;
 
-    WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RETURNING 1),
-         e AS (DELETE FROM {{schema}}.executions e WHERE e.instance_id = ANY (p_ids) RETURNING 1),
-         q AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1),
-         w AS (DELETE FROM {{schema}}.worker_queue w WHERE w.instance_id = ANY (p_ids) RETURNING 1),
-         l AS (DELETE FROM {{schema}}.instance_locks l WHERE l.instance_id = ANY (p_ids)),
-         s AS (DELETE FROM {{schema}}.kv_store s WHERE s.instance_id = ANY (p_ids)),
-         d AS (DELETE FROM {{schema}}.kv_delta d WHERE d.instance_id = ANY (p_ids)),
-         c AS (DELETE FROM {{schema}}.instance_claims c WHERE c.instance_id = ANY (p_ids)),
-         i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids))
-    SELECT (SELECT pg_catalog.count(*) FROM e), (SELECT pg_catalog.count(*) FROM h), (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w)
+    {{> purge}}
       INTO v_executions, v_events, v_messages;
 
-    WITH late AS (DELETE FROM {{schema}}.orchestrator_queue q WHERE q.instance_id = ANY (p_ids) RETURNING 1)
-    SELECT v_messages + pg_catalog.count(*) INTO v_messages FROM late;
+    {{> sweep}}
+      INTO v_late;
 
-    RETURN QUERY SELECT pg_catalog.array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages;
+    RETURN QUERY SELECT pg_catalog.array_length(p_ids, 1)::bigint, v_executions, v_events, v_messages + v_late;
 END
 $$;

@@ -97,9 +97,10 @@ DECLARE
     -- When the server received this call: leases count from here (the
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server
-    -- stretches a lease. The inline twin takes each candidate statement's
-    -- own start instead, with the caller's remainder computed for it.
+    -- stretches a lease. Inline mode takes each candidate statement's own
+    -- clock instead, with the caller's remainder computed for it.
     v_start     bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
+    v_lazy      text;
     v_now       bigint;
     v_instance  text;
     v_skip      text[] := '{}';
@@ -113,121 +114,35 @@ DECLARE
     v_version   text;
     v_exec      bigint;
     v_known     boolean;
+    v_started   boolean;
     v_claimed   boolean;
     v_has_row   boolean;
+    v_claimed_at bigint;
     v_more      boolean;
     v_due       bigint;
 BEGIN
-    -- A lease (and what a fetch writes with it: attempt counts, parked or
-    -- dropped orphans) lost to a crash is harmless: the messages are
-    -- delivered again (docs/architecture.md, "Durability"). So this
-    -- transaction commits without waiting for its WAL flush; any later
-    -- durable commit (an ack) flushes it with its own.
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    -- The statements are statements/fetch_orchestration_item/*.sql, which
+    -- inline mode runs with this control flow in Rust
+    -- (src/inline/orchestration.rs).
     IF p_filter AND p_min_major IS NULL THEN
         RETURN;
     END IF;
 
     FOR v_try IN 1..16 LOOP
-        -- The oldest visible message (by visibility, then arrival) whose
-        -- instance has no live lease and passes the capability filter; the
-        -- non-blocking claim of its instance (the skip-locked claim, per
-        -- instance: a dispatcher that picked an instance being claimed, or
-        -- written to, moves on instead of queueing behind, and deadlocking
-        -- with, the claimer; the row is the schema's own, so tenants never
-        -- contend); whether
-        -- another instance is ready too; and, when there is no candidate or
-        -- the first one is all there is, the next due time. The inline mode's
-        -- candidate statement.
-        SELECT c.instance_id,
-               -- The claim: the instance's claim row, locked without waiting; and
-               -- whether the row exists at all (messages written without one, by an
-               -- older build or behind the provider's back, have none yet).
-               coalesce((SELECT true FROM {{schema}}.instance_claims k
-                          WHERE k.instance_id = c.instance_id FOR UPDATE SKIP LOCKED), false) AS claimed,
-               EXISTS (SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = c.instance_id) AS has_claim_row,
-               m.more,
-               n.now_ms,
-               CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
-                    least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
-                            WHERE q.visible_at_ms > n.now_ms),
-                          (SELECT pg_catalog.min(l.locked_until_ms) FROM {{schema}}.instance_locks l
-                            WHERE l.locked_until_ms > n.now_ms),
-                          (SELECT pg_catalog.min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
-                             FROM (SELECT pg_catalog.max(q.visible_at_ms) AS newest, pg_catalog.min(q.visible_at_ms) AS oldest
-                                     FROM {{schema}}.orchestrator_queue q
-                                    WHERE q.visible_at_ms > n.now_ms - 5 * p_settle_ms AND q.visible_at_ms <= n.now_ms
-                                    GROUP BY q.instance_id
-                                   HAVING pg_catalog.max(q.visible_at_ms) > n.now_ms - p_settle_ms
-                                      AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
-                          -- The claimed instance's own lease.
-                          CASE WHEN c.instance_id IS NOT NULL THEN v_start + p_lock_timeout_ms END) - n.now_ms
-               END AS next_due_ms
-          INTO v_instance, v_claimed, v_has_row, v_more, v_now, v_due
-          FROM (SELECT {{now_ms}} AS now_ms) n
-          LEFT JOIN LATERAL (
-               SELECT q.instance_id, q.visible_at_ms, q.id
-                 FROM {{schema}}.orchestrator_queue q
-                WHERE q.visible_at_ms <= n.now_ms
-                  AND q.instance_id <> ALL (v_skip)
-                  AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                                   WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)
-                  -- Settling: the messages of an instance that still has activities
-                  -- queued or running wait until its newest message is the settle time
-                  -- old, so one turn takes the completions of a fan-out that trickle in
-                  -- (the window restarts at each), but no longer than five times the
-                  -- settle time after its oldest (the rows are read oldest first, so
-                  -- this row's age is the oldest's when the instance is first met).
-                  -- Long-polling fetches only; 0: off. Scalar subqueries, looked up per
-                  -- row, in order of cost: as EXISTS, under NOT (... AND ...), they were
-                  -- planned as a hash of the whole (churning) queue.
-                  AND NOT (q.visible_at_ms > n.now_ms - 5 * p_settle_ms
-                           AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)
-                           AND (q.visible_at_ms > n.now_ms - p_settle_ms
-                                OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                              WHERE y.instance_id = q.instance_id
-                                                AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
-                                              LIMIT 1), false)))
-                  -- A scalar subquery, looked up per candidate row: an EXISTS here
-                  -- would be planned as a hash of every instance's execution.
-                  AND (NOT p_filter OR coalesce((
-                       SELECT (e.pinned_major, e.pinned_minor, e.pinned_patch)
-                              BETWEEN (p_min_major, p_min_minor, p_min_patch) AND (p_max_major, p_max_minor, p_max_patch)
-                         FROM {{schema}}.instances i
-                         JOIN {{schema}}.executions e
-                           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-                        WHERE i.instance_id = q.instance_id
-                          AND e.pinned_major IS NOT NULL), true))
-                ORDER BY q.visible_at_ms, q.id
-                LIMIT 1) c ON true
-          -- Whether another instance is ready too; a subquery of its own (OFFSET 0
-          -- keeps it one) so the next due time's test does not evaluate it again.
-          CROSS JOIN LATERAL (
-               SELECT (SELECT o.id FROM {{schema}}.orchestrator_queue o
-                        WHERE o.visible_at_ms <= n.now_ms
-                          AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-                          AND o.instance_id <> c.instance_id
-                          AND NOT (o.visible_at_ms > n.now_ms - 5 * p_settle_ms
-                                   AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = o.instance_id LIMIT 1), false)
-                                   AND (o.visible_at_ms > n.now_ms - p_settle_ms
-                                        OR coalesce((SELECT true FROM {{schema}}.orchestrator_queue y
-                                                      WHERE y.instance_id = o.instance_id
-                                                        AND y.visible_at_ms > n.now_ms - p_settle_ms AND y.visible_at_ms <= n.now_ms
-                                                      LIMIT 1), false)))
-                          AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
-                                           WHERE l.instance_id = o.instance_id AND l.locked_until_ms > n.now_ms)
-                        ORDER BY o.visible_at_ms, o.id
-                        LIMIT 1) IS NOT NULL AS more
-               OFFSET 0) m;
+        -- A lease (and what a fetch writes with it: attempt counts, parked
+        -- or dropped orphans) lost to a crash is harmless: the messages are
+        -- delivered again (docs/architecture.md, "Durability"). So the
+        -- candidate statement makes this transaction commit without
+        -- waiting for its WAL flush; any later durable commit (an ack)
+        -- flushes it with its own.
+        {{> candidate}}
+          INTO v_lazy, v_instance, v_claimed, v_has_row, v_more, v_now, v_due;
         IF v_instance IS NOT NULL AND NOT v_claimed AND NOT v_has_row THEN
             -- Messages without a claim row (written by an older build or
-            -- behind the provider's back): create it, then claim it. The
-            -- insert waits only for another transaction creating the same
-            -- row. The inline mode's `create_claim` and `reclaim` statements.
-            INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (v_instance)
-            ON CONFLICT (instance_id) DO NOTHING;
-            v_claimed := coalesce((SELECT true FROM {{schema}}.instance_claims k
-                                    WHERE k.instance_id = v_instance FOR UPDATE SKIP LOCKED), false);
+            -- behind the provider's back): create it, then claim it.
+            {{> create_claim}};
+            {{> reclaim}}
+              INTO v_claimed, v_claimed_at;
         END IF;
         IF v_instance IS NOT NULL AND NOT v_claimed THEN
             v_skip := v_skip || v_instance;
@@ -242,71 +157,33 @@ BEGIN
             RETURN;
         END IF;
 
-        -- Take the lease (or take over an expired one). The candidate query's
-        -- snapshot may predate a lease another dispatcher committed since; this
-        -- statement's fresh snapshot sees it and inserts nothing, instead of
-        -- colliding on the lease row (ON CONFLICT would lock it), so the lease
-        -- holder's ack never waits on this fetch. The lease runs from the
-        -- call's start (v_start); it is taken at v_now, when the candidate
-        -- was read.
-        INSERT INTO {{schema}}.instance_locks AS l (instance_id, lock_token, locked_until_ms, locked_at_ms)
-        SELECT v_instance, v_token, v_start + p_lock_timeout_ms, v_now
-         WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks x
-                            WHERE x.instance_id = v_instance AND x.locked_until_ms > v_now)
-        ON CONFLICT ON CONSTRAINT instance_locks_pkey DO UPDATE
-           SET lock_token = EXCLUDED.lock_token,
-               locked_until_ms = EXCLUDED.locked_until_ms,
-               locked_at_ms = EXCLUDED.locked_at_ms
-         WHERE l.locked_until_ms <= EXCLUDED.locked_at_ms
-        RETURNING l.locked_at_ms INTO v_now;
+        {{> lease}}
+          INTO v_now;
         IF NOT FOUND THEN
             v_skip := v_skip || v_instance;  -- another dispatcher holds it
             CONTINUE;
         END IF;
 
-        -- Every visible or parked message of the instance joins the batch, in
-        -- order. Only the claimer (holding the claim row) locks these rows,
-        -- so this can wait at most for a finishing ack or abandon of an
-        -- expired lease.
-        WITH locked AS (
-            UPDATE {{schema}}.orchestrator_queue q
-               SET lock_token = v_token,
-                   locked_until_ms = v_start + p_lock_timeout_ms,
-                   attempt_count = q.attempt_count + 1
-             WHERE q.instance_id = v_instance
-               AND (q.visible_at_ms <= v_now OR q.orphan_since_ms IS NOT NULL)
-         RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
-        SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id), pg_catalog.max(k.attempt_count),
-               pg_catalog.bool_and(k.item_kind = 'QueueMessage'),
-               pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')),
-               pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL)
-          INTO v_messages, v_attempts, v_all_queue, v_has_start, v_has_parked
-          FROM locked k;
+        {{> batch}}
+          INTO v_messages, v_attempts, v_all_queue, v_has_start, v_has_parked;
         IF v_messages IS NULL THEN
             -- Consumed since the candidate was read: nothing to do here.
-            DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+            {{> release_lease}};
             v_skip := v_skip || v_instance;
             CONTINUE;
         END IF;
 
-        SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
-          INTO v_name, v_version, v_exec
-          FROM {{schema}}.instances i
-         WHERE i.instance_id = v_instance;
+        {{> instance}}
+          INTO v_name, v_version, v_exec;
         v_known := FOUND;
 
         IF NOT v_known THEN
-            SELECT coalesce(pg_catalog.max(h.execution_id), 1) INTO v_exec
-              FROM {{schema}}.history h
-             WHERE h.instance_id = v_instance;
-            IF NOT v_has_start AND NOT EXISTS (
-                   SELECT 1 FROM {{schema}}.history h
-                    WHERE h.instance_id = v_instance AND h.execution_id = v_exec
-                      AND h.event_type = 'OrchestrationStarted') THEN
+            {{> unknown_instance}}
+              INTO v_exec, v_started;
+            IF NOT v_has_start AND NOT v_started THEN
                 IF v_all_queue THEN
                     -- Events queued for an instance that never started are dropped.
-                    DELETE FROM {{schema}}.orchestrator_queue q WHERE q.lock_token = v_token;
-                    DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+                    {{> drop_batch}};
                     IF p_next_due THEN
                         next_due_ms := 0;  -- other work may be waiting: look again now
                         more := false;
@@ -315,20 +192,8 @@ BEGIN
                     RETURN;
                 END IF;
                 -- Nothing to run yet: park the batch (dropping what outlived its
-                -- retention) and try the next instance. The inline mode's
-                -- `park` statement.
-                WITH dropped AS (
-                    DELETE FROM {{schema}}.orchestrator_queue q
-                     WHERE q.lock_token = v_token
-                       AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms <= v_now),
-                parked AS (
-                    UPDATE {{schema}}.orchestrator_queue q
-                       SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1,
-                           orphan_since_ms = coalesce(q.orphan_since_ms, v_now),
-                           visible_at_ms = coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms
-                     WHERE q.lock_token = v_token
-                       AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms > v_now)
-                DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
+                -- retention) and try the next instance.
+                {{> park}};
                 v_skip := v_skip || v_instance;
                 v_parked := true;
                 CONTINUE;
@@ -336,13 +201,19 @@ BEGIN
         END IF;
 
         IF v_has_parked THEN
-            -- Parked messages of an instance that can now run are ordinary
-            -- messages again (visible now, should the turn be abandoned).
-            UPDATE {{schema}}.orchestrator_queue q
-               SET orphan_since_ms = NULL, visible_at_ms = least(q.visible_at_ms, v_now)
-             WHERE q.lock_token = v_token AND q.orphan_since_ms IS NOT NULL;
+            {{> unpark}};
         END IF;
 
+        lock_token := v_token;
+        instance_id := v_instance;
+        orchestration_name := v_name;
+        orchestration_version := v_version;
+        execution_id := v_exec;
+        instance_known := v_known;
+        attempt_count := v_attempts;
+        messages := v_messages;
+        more := v_more;
+        next_due_ms := v_due;
         -- The claim (lease, attempt count) stands whatever happens next: a
         -- history that cannot be read (larger than p_max_history_bytes,
         -- measured from the stored lengths without reading a value; or any
@@ -351,29 +222,16 @@ BEGIN
         -- grow and poison handling ends the instance instead of one
         -- instance failing every fetch that meets it.
         BEGIN
-            RETURN QUERY
-            SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
-                   CASE WHEN b.bytes <= p_max_history_bytes THEN
-                        (SELECT coalesce(pg_catalog.array_agg(h.event_data ORDER BY h.event_id), '{}')
-                           FROM {{schema}}.history h
-                          WHERE h.instance_id = v_instance AND h.execution_id = v_exec) END,
-                   CASE WHEN b.bytes > p_max_history_bytes THEN
-                        pg_catalog.format('history of %s bytes exceeds the %s bytes a fetch reads', b.bytes, p_max_history_bytes) END,
-                   kv.keys, kv.vals, kv.updated, v_more, v_due
-              FROM (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.event_data)), 0) AS bytes
-                      FROM {{schema}}.history h
-                     WHERE h.instance_id = v_instance AND h.execution_id = v_exec) b,
-                   (SELECT coalesce(pg_catalog.array_agg(s.key ORDER BY s.key), '{}') AS keys,
-                           coalesce(pg_catalog.array_agg(s.value ORDER BY s.key), '{}') AS vals,
-                           coalesce(pg_catalog.array_agg(s.last_updated_at_ms ORDER BY s.key), '{}') AS updated
-                      FROM {{schema}}.kv_store s
-                     WHERE s.instance_id = v_instance) kv;
+            {{> snapshot}}
+              INTO history, history_error, kv_keys, kv_values, kv_updated_ms;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
-            RETURN QUERY
-            SELECT v_token, v_instance, v_name, v_version, v_exec, v_known, v_attempts, v_messages,
-                   NULL::text[], pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE),
-                   '{}'::text[], '{}'::text[], '{}'::bigint[], v_more, v_due;
+            history := NULL;
+            history_error := pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+            kv_keys := '{}';
+            kv_values := '{}';
+            kv_updated_ms := '{}';
         END;
+        RETURN NEXT;
         RETURN;
     END LOOP;
     -- Every candidate was leased by others meanwhile (their acks notify) or

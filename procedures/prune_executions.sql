@@ -23,29 +23,15 @@ DECLARE
     v_executions bigint;
     v_events     bigint;
 BEGIN
-    SELECT i.current_execution_id INTO v_current
-      FROM {{schema}}.instances i WHERE i.instance_id = p_instance_id FOR UPDATE;
+    -- The statements are statements/prune_executions/*.sql, which inline
+    -- mode runs with this check in Rust (src/inline/deletion.rs).
+    {{> lock_instance}}
+      INTO v_current;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'DX003', MESSAGE = pg_catalog.format('Instance %s not found', p_instance_id);
     END IF;
 
-    WITH gone AS (
-        DELETE FROM {{schema}}.executions e
-         WHERE e.instance_id = p_instance_id
-           AND e.execution_id <> v_current
-           AND e.status <> 'Running'
-           AND (p_keep_last IS NULL OR e.execution_id NOT IN (
-                SELECT k.execution_id FROM {{schema}}.executions k
-                 WHERE k.instance_id = p_instance_id
-                 ORDER BY k.execution_id DESC
-                 LIMIT p_keep_last))
-           AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
-        RETURNING e.execution_id),
-    events AS (
-        DELETE FROM {{schema}}.history h
-         WHERE h.instance_id = p_instance_id AND h.execution_id IN (SELECT gone.execution_id FROM gone)
-        RETURNING 1)
-    SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM events)
+    {{> prune}}
       INTO v_executions, v_events;
 
     RETURN QUERY SELECT 1::bigint, v_executions, v_events;

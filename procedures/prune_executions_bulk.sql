@@ -31,19 +31,13 @@ DECLARE
     v_exec bigint := 0;
     v_evts bigint := 0;
 BEGIN
-    SELECT pg_catalog.array_agg(t.instance_id) INTO v_ids
-      FROM (SELECT i.instance_id
-              FROM {{schema}}.instances i
-              LEFT JOIN {{schema}}.executions e
-                ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-             WHERE (p_ids IS NULL OR i.instance_id = ANY (p_ids))
-               AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
-             ORDER BY i.created_at_ms, i.instance_id
-             LIMIT p_limit) t;
-
-    SELECT coalesce(pg_catalog.array_agg(l.instance_id ORDER BY l.instance_id), '{}') INTO v_ids
-      FROM (SELECT i.instance_id FROM {{schema}}.instances i
-             WHERE i.instance_id = ANY (v_ids) ORDER BY i.instance_id FOR UPDATE) l;
+    -- The statements are statements/prune_executions_bulk/*.sql, which
+    -- inline mode runs with this loop in Rust (src/inline/deletion.rs).
+    {{> plan_per_call}};
+    {{> targets}}
+      INTO v_ids;
+    {{> lock_targets}}
+      INTO v_ids;
 
     FOREACH v_id IN ARRAY v_ids LOOP
         SELECT * INTO v_one FROM {{schema}}.prune_executions(v_id, p_keep_last, p_prune_completed_before);

@@ -41,7 +41,7 @@ pub enum SqlMode {
     /// procedures in the database (for roles that may not create functions,
     /// or to roll back a procedure release without a rebuild). Single-statement
     /// procedures are sent as their own body; the others run as a short
-    /// transaction of the statements in `inline/NAME.sql`.
+    /// transaction of the procedure's own statements, `statements/NAME/*.sql`.
     InlineSql,
 }
 

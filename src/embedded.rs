@@ -1,4 +1,5 @@
 //! The SQL files compiled into the binary by `build.rs`: `migrations/`,
-//! `procedures/` and `inline/`, each as sorted `(file stem, text)` pairs.
+//! `procedures/` (include markers expanded) and `statements/`, each sorted
+//! by name.
 
 include!(concat!(env!("OUT_DIR"), "/embedded_sql.rs"));

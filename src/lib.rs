@@ -76,6 +76,7 @@ mod provider_admin;
 mod recycle;
 mod schema;
 mod sql;
+mod statement_file;
 mod store;
 pub mod tenants;
 #[cfg(feature = "throwaway")]

@@ -86,6 +86,12 @@ impl Procedure {
     pub(crate) fn checksum_hex(&self) -> String {
         hex(&self.checksum)
     }
+
+    /// SHA-256 of the template, for the unit tests.
+    #[cfg(test)]
+    pub(crate) fn checksum(&self) -> [u8; 32] {
+        self.checksum
+    }
 }
 
 fn sha256(text: &str) -> [u8; 32] {
@@ -120,12 +126,18 @@ pub fn procedures() -> Vec<Procedure> {
         .map(|(name, sql)| Procedure {
             name,
             sql,
-            // Of the text as installed, clock expression included: a change
-            // to NOW_MS_SQL (say, qualifying it) reinstalls every procedure
-            // that uses it, not only those whose file changed.
-            checksum: sha256(&sql.replace(NOW_MS_MARKER, NOW_MS_SQL)),
+            checksum: procedure_checksum(sql),
         })
         .collect()
+}
+
+/// The checksum of a procedure's text as installed: the statements it
+/// includes already expanded (build.rs) and the clock expression rendered,
+/// so a change to an included statement or to NOW_MS_SQL (say, qualifying
+/// it) reinstalls every procedure using it, not only those whose file
+/// changed.
+pub(crate) fn procedure_checksum(sql: &str) -> [u8; 32] {
+    sha256(&sql.replace(NOW_MS_MARKER, NOW_MS_SQL))
 }
 
 /// The version of this crate, as procedure records carry it.

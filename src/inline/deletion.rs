@@ -1,15 +1,15 @@
 //! Inline drivers of `delete_instances`, `delete_instance_bulk`,
 //! `prune_executions` and `prune_executions_bulk`: the procedures' checks and
-//! loops in Rust, their statements from the `inline/` files of the same names.
+//! loops in Rust, their statements the procedures' own, `statements/NAME/*.sql`.
 
 use sqlx::{PgConnection, Row};
 
-use super::{Tx, detached, inline_sections};
+use super::{Tx, detached, procedure_statements};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::store::Store;
 
-inline_sections! {
-    /// Statements of the inline `delete_instances`.
+procedure_statements! {
+    /// Statements of `delete_instances`.
     pub(crate) struct DeleteSql from "delete_instances" {
         /// Wait for fetches that claimed a listed instance.
         claim,
@@ -30,8 +30,8 @@ inline_sections! {
     }
 }
 
-inline_sections! {
-    /// Statements of the inline `delete_instance_bulk`.
+procedure_statements! {
+    /// Statements of `delete_instance_bulk`.
     pub(crate) struct DeleteBulkSql from "delete_instance_bulk" {
         /// Plan this transaction's statements per call.
         plan_per_call,
@@ -42,8 +42,8 @@ inline_sections! {
     }
 }
 
-inline_sections! {
-    /// Statements of the inline `prune_executions`.
+procedure_statements! {
+    /// Statements of `prune_executions`.
     pub(crate) struct PruneSql from "prune_executions" {
         /// The instance's current execution, locked.
         lock_instance,
@@ -52,8 +52,8 @@ inline_sections! {
     }
 }
 
-inline_sections! {
-    /// Statements of the inline `prune_executions_bulk`.
+procedure_statements! {
+    /// Statements of `prune_executions_bulk`.
     pub(crate) struct PruneBulkSql from "prune_executions_bulk" {
         /// Plan this transaction's statements per call.
         plan_per_call,
@@ -74,7 +74,7 @@ pub(crate) struct DeletionSql {
 }
 
 impl DeletionSql {
-    /// Renders every section for `schema`.
+    /// Renders every statement for `schema`.
     pub(crate) fn render(schema: &crate::schema::SchemaName) -> Self {
         Self {
             delete: DeleteSql::render(schema),
@@ -84,13 +84,13 @@ impl DeletionSql {
         }
     }
 
-    /// `(file, section)` of every statement, for the unit tests.
+    /// `(procedure, statement)` of every statement, for the unit tests.
     #[cfg(test)]
-    pub(crate) const SECTIONS: &'static [&'static [(&'static str, &'static str)]] = &[
-        DeleteSql::SECTIONS,
-        DeleteBulkSql::SECTIONS,
-        PruneSql::SECTIONS,
-        PruneBulkSql::SECTIONS,
+    pub(crate) const STATEMENTS: &'static [&'static [(&'static str, &'static str)]] = &[
+        DeleteSql::STATEMENTS,
+        DeleteBulkSql::STATEMENTS,
+        PruneSql::STATEMENTS,
+        PruneBulkSql::STATEMENTS,
     ];
 }
 
@@ -315,11 +315,11 @@ async fn prune_bulk_in(
             .bind(ids)
             .bind(completed_before)
             .bind(limit)
-            .fetch_all(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
         let locked: Vec<String> = sqlx::query_scalar(&sql.lock_targets)
             .bind(&targets)
-            .fetch_all(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
         let mut total = [0i64; 3];
         for id in &locked {

@@ -7,10 +7,12 @@
 //!   `BEGIN [RETURN QUERY] <statement>; END`, or `LANGUAGE sql`) is **derived**: inline mode sends
 //!   the body itself, each `p_name` parameter replaced by `$n::type` from the
 //!   signature. There is no second copy to keep in step.
-//! * A procedure with control flow (loops, early returns, raised errors) has a
-//!   twin `inline/NAME.sql` next to it whose named sections are the statements
-//!   a Rust driver in this module runs, in one transaction, step for step like
-//!   the procedure. A change to one file of the pair is a change to the other.
+//! * A procedure with control flow (loops, early returns, raised errors) is
+//!   plpgsql around include markers; each marker stands for a statement file
+//!   `statements/NAME/STATEMENT.sql` (see [`crate::statement_file`]). A Rust
+//!   driver in this module runs the same statement files, each parameter name
+//!   replaced by `$n::type`, in one transaction, step for step like the
+//!   procedure. Only the control flow exists twice.
 //!
 //! Either way the same tables, the same locks (claim rows included) and the
 //! same `DX...` SQLSTATEs are used, so processes in both modes can serve one
@@ -20,7 +22,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, PgConnection, Postgres};
 
 use crate::config::SqlMode;
-use crate::embedded::{INLINE_FILES, PROCEDURE_FILES};
+use crate::embedded::{PROCEDURE_FILES, STATEMENT_FILES};
 use crate::error::{PostgresProviderError, Result};
 use crate::pooler::Db;
 use crate::schema::SchemaName;
@@ -269,27 +271,25 @@ pub(crate) fn render(template: &str, schema: &SchemaName, mode: SqlMode) -> Stri
     schema.render(template)
 }
 
-/// The named sections of `inline/NAME.sql`: `-- name: section` lines start a
-/// section that runs to the next one. Missing file or section: empty string
-/// (the unit tests below make sure every driver's sections exist).
-pub(crate) fn section(file: &str, section: &str) -> &'static str {
-    let Some((_, text)) = INLINE_FILES.iter().find(|(n, _)| *n == file) else {
-        return "";
-    };
-    let marker = format!("-- name: {section}\n");
-    let Some(start) = text.find(&marker).map(|at| at + marker.len()) else {
-        return "";
-    };
-    let rest = &text[start..];
-    let end = rest.find("-- name: ").unwrap_or(rest.len());
-    rest[..end].trim().trim_end_matches(';')
+/// The statement `statements/PROCEDURE/NAME.sql` as inline mode sends it (a
+/// template: `{{schema}}` not yet rendered), each parameter a typed
+/// placeholder. Missing or malformed file: empty string (the unit tests
+/// below make sure every statement a driver uses exists and parses).
+pub(crate) fn statement(procedure: &str, name: &str) -> String {
+    STATEMENT_FILES
+        .iter()
+        .find(|(p, n, _)| *p == procedure && *n == name)
+        .and_then(|(_, _, text)| crate::statement_file::parse(text).ok())
+        .map(|file| bind_parameters(file.body, &file.params))
+        .unwrap_or_default()
 }
 
-/// Declares the rendered statements of one `inline/NAME.sql` file.
-macro_rules! inline_sections {
+/// Declares the rendered statements of one procedure's statement files
+/// (`statements/PROCEDURE/FIELD.sql`), as inline mode sends them.
+macro_rules! procedure_statements {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident from $file:literal {
+        $vis:vis struct $name:ident from $procedure:literal {
             $( $(#[$field_meta:meta])* $field:ident, )*
         }
     ) => {
@@ -300,19 +300,19 @@ macro_rules! inline_sections {
         }
 
         impl $name {
-            /// Renders every section for `schema`.
+            /// Renders every statement for `schema`.
             pub(crate) fn render(schema: &$crate::schema::SchemaName) -> Self {
-                Self { $( $field: schema.render($crate::inline::section($file, stringify!($field))), )* }
+                Self { $( $field: schema.render(&$crate::inline::statement($procedure, stringify!($field))), )* }
             }
 
-            /// `(file, section)` of every field, for the unit tests.
+            /// `(procedure, statement)` of every field, for the unit tests.
             #[cfg(test)]
-            pub(crate) const SECTIONS: &'static [(&'static str, &'static str)] =
-                &[$( ($file, stringify!($field)), )*];
+            pub(crate) const STATEMENTS: &'static [(&'static str, &'static str)] =
+                &[$( ($procedure, stringify!($field)), )*];
         }
     };
 }
-pub(crate) use inline_sections;
+pub(crate) use procedure_statements;
 
 /// The inline statements of every driver, rendered once per provider.
 #[derive(Debug, Clone)]
@@ -328,7 +328,7 @@ pub(crate) struct InlineSql {
 }
 
 impl InlineSql {
-    /// Renders every section for `schema`.
+    /// Renders every statement for `schema`.
     pub(crate) fn render(schema: &SchemaName) -> Self {
         Self {
             fetch_orchestration: orchestration::FetchSql::render(schema),
@@ -340,99 +340,4 @@ impl InlineSql {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Procedures that have control flow and so an `inline/NAME.sql` twin.
-    const DRIVEN: &[&str] = &[
-        "ack_orchestration_item",
-        "delete_instance_bulk",
-        "delete_instances",
-        "fetch_orchestration_item",
-        "fetch_work_item",
-        "prune_executions",
-        "prune_executions_bulk",
-    ];
-
-    #[test]
-    fn every_procedure_is_derived_or_has_an_inline_twin() {
-        for (name, text) in PROCEDURE_FILES {
-            let sig = parse(name, text).unwrap_or_else(|| panic!("{name}.sql does not parse"));
-            let derivable = single_statement(&sig).is_some();
-            let twin = INLINE_FILES.iter().any(|(n, _)| n == name);
-            assert!(
-                derivable != twin,
-                "{name}: derivable={derivable}, inline twin={twin}; exactly one must hold"
-            );
-            assert_eq!(twin, DRIVEN.contains(name), "{name}: update DRIVEN");
-        }
-        for (name, _) in INLINE_FILES {
-            assert!(
-                PROCEDURE_FILES.iter().any(|(n, _)| n == name),
-                "inline/{name}.sql has no procedure"
-            );
-        }
-    }
-
-    #[test]
-    fn every_section_a_driver_uses_exists() {
-        let all = [
-            orchestration::FetchSql::SECTIONS,
-            orchestration::AckSql::SECTIONS,
-            worker::FetchSql::SECTIONS,
-        ];
-        let deletion = deletion::DeletionSql::SECTIONS.iter().copied();
-        for (file, name) in all.into_iter().chain(deletion).flat_map(|s| s.iter()) {
-            assert!(
-                !section(file, name).is_empty(),
-                "inline/{file}.sql lacks `-- name: {name}`"
-            );
-        }
-    }
-
-    #[test]
-    fn comments_are_copied_untouched() {
-        let bound = bind_parameters(
-            "SELECT p_a -- the token's p_a\n  FROM t WHERE x = p_a",
-            &[("p_a", "text")],
-        );
-        assert_eq!(
-            bound,
-            "SELECT $1::text -- the token's p_a\n  FROM t WHERE x = $1::text"
-        );
-    }
-
-    #[test]
-    fn parameters_become_typed_placeholders() {
-        let params = [("p_id", "text"), ("p_ids", "text[]")];
-        assert_eq!(
-            bind_parameters(
-                "SELECT t.p_id, p_id FROM x WHERE y = ANY (p_ids) AND z = 'p_id'",
-                &params
-            ),
-            "SELECT t.p_id, $1::text FROM x WHERE y = ANY ($2::text[]) AND z = 'p_id'"
-        );
-    }
-
-    #[test]
-    fn derived_statements_reference_no_procedure_and_no_parameter_name() {
-        for (name, text) in PROCEDURE_FILES {
-            let Some(statement) = derived(name) else {
-                continue;
-            };
-            let sig = parse(name, text).unwrap_or_else(|| panic!("{name}"));
-            for (param, _) in &sig.params {
-                assert!(
-                    !statement.contains(param),
-                    "{name}: {param} left in {statement}"
-                );
-            }
-            for (other, _) in PROCEDURE_FILES {
-                assert!(
-                    !statement.contains(&format!("{{{{schema}}}}.{other}(")),
-                    "{name} calls {other}"
-                );
-            }
-        }
-    }
-}
+mod tests;

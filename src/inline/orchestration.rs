@@ -1,10 +1,11 @@
 //! Inline drivers of `fetch_orchestration_item` and `ack_orchestration_item`:
-//! the procedures' control flow in Rust, their statements from
-//! `inline/fetch_orchestration_item.sql` and `inline/ack_orchestration_item.sql`.
+//! the procedures' control flow in Rust, their statements the procedures' own,
+//! `statements/fetch_orchestration_item/*.sql` and
+//! `statements/ack_orchestration_item/*.sql`.
 
 use sqlx::{PgConnection, Row};
 
-use super::{Tx, detached, inline_sections};
+use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
@@ -14,8 +15,8 @@ use crate::store::Store;
 /// Candidates tried per fetch, as in the procedure.
 const MAX_CANDIDATES: usize = 16;
 
-inline_sections! {
-    /// Statements of the inline `fetch_orchestration_item`.
+procedure_statements! {
+    /// Statements of `fetch_orchestration_item`.
     pub(crate) struct FetchSql from "fetch_orchestration_item" {
         /// Next candidate instance and its claim (its claim row, skip-locked).
         candidate,
@@ -69,8 +70,8 @@ fn failed_on_server(e: &PostgresProviderError) -> bool {
     }
 }
 
-inline_sections! {
-    /// Statements of the inline `ack_orchestration_item`.
+procedure_statements! {
+    /// Statements of `ack_orchestration_item`.
     pub(crate) struct AckSql from "ack_orchestration_item" {
         /// Lock and read the lease.
         lease,
@@ -275,6 +276,7 @@ async fn lease_and_batch(
     let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
         .bind(instance)
         .bind(token)
+        .bind(claimed_at)
         .bind(lease_ms)
         .bind(claimed_at)
         .fetch_optional(&mut *conn)
@@ -287,6 +289,7 @@ async fn lease_and_batch(
         .bind(token)
         .bind(now)
         .bind(lease_ms)
+        .bind(now)
         .fetch_one(&mut *conn)
         .await?;
     let Some(messages) = row.try_get::<Option<Vec<String>>, _>("messages")? else {
@@ -332,6 +335,7 @@ async fn fetch_in(
         let row = candidate
             .bind(params.next_due)
             .bind(params.settle_ms)
+            .bind(None::<i64>) // the own lease counts from the candidate's clock
             .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;

@@ -1,9 +1,9 @@
 //! Inline driver of `fetch_work_item`: the procedure's loop in Rust, its
-//! statements from `inline/fetch_work_item.sql`.
+//! statements the procedure's own, `statements/fetch_work_item/*.sql`.
 
 use sqlx::{PgConnection, Row};
 
-use super::{Tx, detached, inline_sections};
+use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
@@ -13,8 +13,8 @@ use crate::worker_queue::{FetchParams, FetchedItem};
 /// Candidates tried per fetch, as in the procedure.
 const MAX_CANDIDATES: usize = 8;
 
-inline_sections! {
-    /// Statements of the inline `fetch_work_item`.
+procedure_statements! {
+    /// Statements of `fetch_work_item`.
     pub(crate) struct FetchSql from "fetch_work_item" {
         /// Next eligible item, row-locked.
         candidate,
@@ -59,6 +59,7 @@ async fn fetch_in(
             .bind(&params.owner)
             .bind(&skip)
             .bind(params.next_due)
+            .bind(None::<i64>) // the own lock counts from the candidate's clock
             .bind(lease_ms)
             .fetch_one(&mut *conn)
             .await?;
@@ -72,14 +73,15 @@ async fn fetch_in(
         let session: Option<String> = row.try_get("session_id")?;
         let now: i64 = row.try_get("now_ms")?;
         if let Some(session) = session {
-            let claimed: Option<i32> = sqlx::query_scalar(&sql.claim_session)
+            let taken: Option<bool> = sqlx::query_scalar(&sql.claim_session)
                 .bind(&session)
                 .bind(&params.owner)
                 .bind(now)
                 .bind(session_lease_ms)
+                .bind(now)
                 .fetch_optional(&mut *conn)
                 .await?;
-            if claimed.is_none() {
+            if taken.is_none() {
                 skip.push(session); // another worker took the session
                 continue;
             }

@@ -4,7 +4,7 @@
 //! The list of built-in names is read from the server's `pg_proc` at test
 //! time, so a function added to a new PostgreSQL release is covered without
 //! touching this file. Scanned: every `.sql` file build.rs embeds
-//! (`migrations/`, `procedures/`, `inline/`), the migration and tenant SQL
+//! (`migrations/`, `procedures/`, `statements/*/`), the migration and tenant SQL
 //! (`migrate/`, `tenants/`), and the SQL string literals of `src/` (the
 //! `statements!` templates, the clock expression, the listener's
 //! statements). A failure names the file and line of each unqualified call.
@@ -14,8 +14,15 @@ use std::path::{Path, PathBuf};
 
 use crate::support::pool;
 
-/// Directories of embedded `.sql` files.
-const SQL_DIRS: [&str; 5] = ["migrations", "procedures", "inline", "migrate", "tenants"];
+/// Directories of embedded `.sql` files (`statements/` with its
+/// subdirectories, one per procedure).
+const SQL_DIRS: [&str; 5] = [
+    "migrations",
+    "procedures",
+    "statements",
+    "migrate",
+    "tenants",
+];
 
 /// Words followed by `(` that are SQL syntax, not calls resolved through
 /// `search_path`: keywords, type names with a modifier, and the special
@@ -320,12 +327,8 @@ fn findings(builtins: &[String]) -> Vec<Finding> {
     };
     let mut found = Vec::new();
     for dir in SQL_DIRS {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-            .unwrap_or_else(|e| panic!("{dir}/: {e}"))
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-            .collect();
+        let mut files = Vec::new();
+        sql_files(&root.join(dir), &mut files);
         files.sort();
         for path in files {
             let name = relative(&path);
@@ -418,4 +421,16 @@ async fn the_guard_finds_unqualified_calls_and_names_their_line() {
         "{}",
         report(&found)
     );
+}
+
+/// Every `.sql` file under `dir`, subdirectories included.
+fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            sql_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "sql") {
+            out.push(path);
+        }
+    }
 }

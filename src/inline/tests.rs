@@ -1,0 +1,274 @@
+//! Structure tests: one source per statement.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::embedded::PROCEDURE_SOURCES;
+use crate::migrate::{procedure_checksum, procedures};
+use crate::statement_file::{INCLUDE_OPEN, expand};
+
+/// Procedures that have control flow, and so statement files and a driver.
+const DRIVEN: &[&str] = &[
+    "ack_orchestration_item",
+    "delete_instance_bulk",
+    "delete_instances",
+    "fetch_orchestration_item",
+    "fetch_work_item",
+    "prune_executions",
+    "prune_executions_bulk",
+];
+
+/// `(procedure, statement)` of every statement an inline driver runs.
+fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
+    let mut all: Vec<&[(&str, &str)]> = vec![
+        orchestration::FetchSql::STATEMENTS,
+        orchestration::AckSql::STATEMENTS,
+        worker::FetchSql::STATEMENTS,
+    ];
+    all.extend(deletion::DeletionSql::STATEMENTS);
+    all.into_iter().flatten().copied().collect()
+}
+
+fn statement_files() -> BTreeSet<(&'static str, &'static str)> {
+    STATEMENT_FILES.iter().map(|(p, n, _)| (*p, *n)).collect()
+}
+
+fn source(procedure: &str) -> &'static str {
+    PROCEDURE_SOURCES
+        .iter()
+        .find(|(n, _)| *n == procedure)
+        .map(|(_, text)| *text)
+        .unwrap_or_else(|| panic!("no procedures/{procedure}.sql"))
+}
+
+fn statement_text(procedure: &str, name: &str) -> Option<&'static str> {
+    STATEMENT_FILES
+        .iter()
+        .find(|(p, n, _)| *p == procedure && *n == name)
+        .map(|(_, _, text)| *text)
+}
+
+/// `procedure`'s source expanded with `lookup`: (text, statements included).
+fn expanded<'s>(
+    procedure: &str,
+    lookup: impl Fn(&str) -> Option<&'s str>,
+) -> (String, Vec<String>) {
+    expand(source(procedure), lookup).unwrap_or_else(|e| panic!("{procedure}: {e}"))
+}
+
+#[test]
+fn every_procedure_is_derived_or_has_statement_files() {
+    for (name, text) in PROCEDURE_FILES {
+        let sig = parse(name, text).unwrap_or_else(|| panic!("{name}.sql does not parse"));
+        let derivable = single_statement(&sig).is_some();
+        let statements = STATEMENT_FILES.iter().any(|(p, _, _)| p == name);
+        assert!(
+            derivable != statements,
+            "{name}: derivable={derivable}, statement files={statements}; exactly one must hold"
+        );
+        assert_eq!(statements, DRIVEN.contains(name), "{name}: update DRIVEN");
+    }
+}
+
+#[test]
+fn the_drivers_run_exactly_the_statement_files() {
+    let files = statement_files();
+    let drivers = driver_statements();
+    let unused: Vec<_> = files.difference(&drivers).collect();
+    let missing: Vec<_> = drivers.difference(&files).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "statement files no driver runs: {unused:?}; driver statements without a file: {missing:?}"
+    );
+    for (procedure, name) in drivers {
+        assert!(
+            !statement(procedure, name).is_empty(),
+            "statements/{procedure}/{name}.sql is missing or does not parse"
+        );
+    }
+}
+
+#[test]
+fn every_statement_file_is_included_by_its_procedure() {
+    for procedure in DRIVEN {
+        let (_, used) = expanded(procedure, |name| statement_text(procedure, name));
+        let used: BTreeSet<&str> = used.iter().map(String::as_str).collect();
+        let files: BTreeSet<&str> = statement_files()
+            .into_iter()
+            .filter(|(p, _)| p == procedure)
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(
+            used, files,
+            "{procedure}: the statements its source includes and its statement files differ"
+        );
+    }
+}
+
+#[test]
+fn procedures_are_embedded_expanded() {
+    for (name, text) in PROCEDURE_FILES {
+        let (expanded, _) = expanded(name, |s| statement_text(name, s));
+        assert_eq!(*text, expanded, "{name}");
+        assert!(!text.contains(INCLUDE_OPEN), "{name}: marker left");
+    }
+}
+
+/// `text` with `--` comments, string literals and include markers removed.
+fn outside_statements(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = line.split("--").next().unwrap_or_default();
+        let line: String = line.split('\'').step_by(2).collect();
+        let mut rest = line.as_str();
+        while let Some(at) = rest.find(INCLUDE_OPEN) {
+            out.push_str(&rest[..at]);
+            rest = rest[at..].split_once("}}").map_or("", |(_, r)| r);
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn procedure_sources_touch_tables_only_through_their_statements() {
+    let procedures: Vec<&str> = PROCEDURE_FILES.iter().map(|(n, _)| *n).collect();
+    for name in DRIVEN {
+        let text = outside_statements(source(name));
+        let body = &text[text.find("AS $$").unwrap_or_else(|| panic!("{name}"))..];
+        let words: Vec<String> = body
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map(str::to_ascii_uppercase)
+            .collect();
+        for dml in ["INSERT", "UPDATE", "DELETE", "MERGE"] {
+            assert!(
+                !words.iter().any(|w| w == dml),
+                "{name}: `{dml}` outside an included statement"
+            );
+        }
+        // Outside its statements a procedure names no table; it may call
+        // another procedure (the bulk deletes do).
+        for (at, _) in body.match_indices("{{schema}}.") {
+            let called = &body[at + "{{schema}}.".len()..];
+            let called = &called[..called.find('(').unwrap_or(0)];
+            assert!(
+                procedures.contains(&called),
+                "{name}: `{{{{schema}}}}.{called}` outside an included statement"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_changed_statement_changes_its_procedures_checksum() {
+    let installed = procedures();
+    for (procedure, name, text) in STATEMENT_FILES {
+        let embedded = installed
+            .iter()
+            .find(|p| p.name == *procedure)
+            .unwrap_or_else(|| panic!("{procedure}"));
+        let (current, _) = expanded(procedure, |s| statement_text(procedure, s));
+        assert_eq!(
+            procedure_checksum(&current),
+            embedded.checksum(),
+            "{procedure}: the installed checksum is not the expanded text's"
+        );
+        let changed_text = format!("{text}\n-- changed");
+        let changed_text: &str = &changed_text;
+        let (changed, _) = expanded(procedure, |s| {
+            if s == *name {
+                Some(changed_text)
+            } else {
+                statement_text(procedure, s)
+            }
+        });
+        assert_ne!(
+            procedure_checksum(&changed),
+            embedded.checksum(),
+            "{procedure}: changing {name}.sql leaves its checksum"
+        );
+    }
+}
+
+#[test]
+fn inline_statements_keep_no_parameter_name() {
+    for (procedure, name, text) in STATEMENT_FILES {
+        let file = crate::statement_file::parse(text)
+            .unwrap_or_else(|e| panic!("{procedure}/{name}: {e}"));
+        let inline = statement(procedure, name);
+        for word in inline.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            assert!(
+                !file.params.iter().any(|(p, _)| *p == word),
+                "{procedure}/{name}: {word} left in the inline statement"
+            );
+            assert!(
+                !(word.starts_with("v_") || word.starts_with("p_")),
+                "{procedure}/{name}: `{word}` is not declared in its params header"
+            );
+        }
+    }
+}
+
+#[test]
+fn expansion_indents_and_performs() {
+    let statement = "-- A test.\n-- params: p_a text\nSELECT x\n  FROM t\n\n WHERE y = p_a;\n";
+    let lookup = |name: &str| (name == "s").then_some(statement);
+    let (text, used) = expand(
+        "BEGIN\n    PERFORM {{> s}};\n    {{> s}} INTO v;\nEND",
+        lookup,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(used, ["s", "s"]);
+    assert_eq!(
+        text,
+        "BEGIN\n    PERFORM x\n      FROM t\n\n     WHERE y = p_a;\n    SELECT x\n      FROM t\n\n     WHERE y = p_a INTO v;\nEND"
+    );
+    assert!(expand("{{> nothing}}", lookup).is_err());
+}
+
+#[test]
+fn comments_are_copied_untouched() {
+    let bound = bind_parameters(
+        "SELECT p_a -- the token's p_a\n  FROM t WHERE x = p_a",
+        &[("p_a", "text")],
+    );
+    assert_eq!(
+        bound,
+        "SELECT $1::text -- the token's p_a\n  FROM t WHERE x = $1::text"
+    );
+}
+
+#[test]
+fn parameters_become_typed_placeholders() {
+    let params = [("p_id", "text"), ("p_ids", "text[]")];
+    assert_eq!(
+        bind_parameters(
+            "SELECT t.p_id, p_id FROM x WHERE y = ANY (p_ids) AND z = 'p_id'",
+            &params
+        ),
+        "SELECT t.p_id, $1::text FROM x WHERE y = ANY ($2::text[]) AND z = 'p_id'"
+    );
+}
+
+#[test]
+fn derived_statements_reference_no_procedure_and_no_parameter_name() {
+    for (name, text) in PROCEDURE_FILES {
+        let Some(statement) = derived(name) else {
+            continue;
+        };
+        let sig = parse(name, text).unwrap_or_else(|| panic!("{name}"));
+        for (param, _) in &sig.params {
+            assert!(
+                !statement.contains(param),
+                "{name}: {param} left in {statement}"
+            );
+        }
+        for (other, _) in PROCEDURE_FILES {
+            assert!(
+                !statement.contains(&format!("{{{{schema}}}}.{other}(")),
+                "{name} calls {other}"
+            );
+        }
+    }
+}

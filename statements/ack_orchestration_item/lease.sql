@@ -1,0 +1,19 @@
+-- The claim rows of the instances the turn sends to, created or locked, in
+-- instance order and before the lease row is locked (the count is complete
+-- before the join emits a row to lock); then the lease, the clock, and the
+-- try of the own instance's claim row without waiting (quiet: no writer of
+-- its queue in flight). ON CONFLICT DO UPDATE ... WHERE false locks an
+-- existing row without writing a new version of it. No row: unknown token.
+-- params: p_lock_token text, p_orch_instances text[]
+WITH claimed AS (
+    INSERT INTO {{schema}}.instance_claims AS c (instance_id)
+    SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id) ORDER BY 1
+    ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
+    RETURNING 1)
+SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
+       coalesce((SELECT true FROM {{schema}}.instance_claims k
+                  WHERE k.instance_id = l.instance_id FOR UPDATE SKIP LOCKED), false) AS quiet
+  FROM (SELECT pg_catalog.count(*) AS n FROM claimed) k,
+       {{schema}}.instance_locks l
+ WHERE l.lock_token = p_lock_token
+   FOR UPDATE OF l;

@@ -1,0 +1,8 @@
+-- A listed instance whose current execution is still running.
+-- params: p_ids text[]
+SELECT i.instance_id
+  FROM {{schema}}.instances i
+  JOIN {{schema}}.executions e
+    ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+ WHERE i.instance_id = ANY (p_ids) AND e.status = 'Running'
+ LIMIT 1;

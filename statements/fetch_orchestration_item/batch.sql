@@ -1,0 +1,21 @@
+-- Every visible (at v_now) or parked message of the instance joins the
+-- batch, in order: stamped with the token, locked until v_start +
+-- p_lock_timeout_ms, its attempt counted. Only the claimer (holding the
+-- claim row) locks these rows, so this can wait at most for a finishing ack
+-- or abandon of an expired lease. messages NULL: consumed since the
+-- candidate was read.
+-- params: v_instance text, v_token text, v_start bigint, p_lock_timeout_ms bigint, v_now bigint
+WITH locked AS (
+    UPDATE {{schema}}.orchestrator_queue q
+       SET lock_token = v_token,
+           locked_until_ms = v_start + p_lock_timeout_ms,
+           attempt_count = q.attempt_count + 1
+     WHERE q.instance_id = v_instance
+       AND (q.visible_at_ms <= v_now OR q.orphan_since_ms IS NOT NULL)
+ RETURNING q.id, q.work_item, q.attempt_count, q.item_kind, q.orphan_since_ms)
+SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id) AS messages,
+       pg_catalog.max(k.attempt_count) AS attempts,
+       pg_catalog.bool_and(k.item_kind = 'QueueMessage') AS all_queue,
+       pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start,
+       pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL) AS has_parked
+  FROM locked k;

@@ -1,0 +1,62 @@
+-- The oldest visible, unlocked (or lock-expired) item this worker may run,
+-- row-locked with SKIP LOCKED; the clock; whether another such item follows
+-- (`more`); and, when p_next_due is set and nothing was found or the first
+-- candidate (no session skipped) is all there is, the time until the next
+-- delayed item, item lock expiry or session lock expiry, the candidate's own
+-- lock counted (from v_start; inline mode passes NULL: from the clock read
+-- here). Always one row (id NULL: nothing found).
+-- lazy_commit: the transaction commits with synchronous_commit off (a lease
+-- lost to a crash is harmless; docs/architecture.md, "Durability").
+-- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint
+SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
+       c.id, c.session_id, n.now_ms,
+       m.more,
+       CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
+            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+                    WHERE q.visible_at_ms > n.now_ms),
+                  (SELECT pg_catalog.min(q.locked_until_ms) FROM {{schema}}.worker_queue q
+                    WHERE q.lock_token IS NOT NULL AND q.locked_until_ms > n.now_ms),
+                  (SELECT pg_catalog.min(s.locked_until_ms) FROM {{schema}}.sessions s
+                    WHERE s.locked_until_ms > n.now_ms),
+                  -- The claimed item's own lock.
+                  CASE WHEN c.id IS NOT NULL THEN coalesce(v_start, n.now_ms) + p_lock_timeout_ms END) - n.now_ms
+       END AS next_due_ms
+  FROM (SELECT {{now_ms}} AS now_ms) n
+  LEFT JOIN LATERAL (
+       SELECT q.id, q.session_id
+         FROM {{schema}}.worker_queue q
+        WHERE q.visible_at_ms <= n.now_ms
+          AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+          AND CASE p_tag_mode
+                  WHEN 'any' THEN true
+                  WHEN 'default' THEN q.tag IS NULL
+                  WHEN 'tags' THEN q.tag = ANY (p_tags)
+                  ELSE q.tag IS NULL OR q.tag = ANY (p_tags)
+              END
+          -- Session checks are scalar lookups per candidate row, not a hash
+          -- of every session.
+          AND (q.session_id IS NULL
+               OR (p_owner_id IS NOT NULL
+                   AND q.session_id <> ALL (v_skip)
+                   AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
+                                   FROM {{schema}}.sessions s
+                                  WHERE s.session_id = q.session_id), true)))
+        ORDER BY q.id
+        LIMIT 1
+          FOR UPDATE OF q SKIP LOCKED) c ON true
+  -- Whether another item follows; a subquery of its own (OFFSET 0 keeps
+  -- it one) so the next due time's test does not evaluate it again.
+  CROSS JOIN LATERAL (
+       SELECT (SELECT o.id FROM {{schema}}.worker_queue o
+                WHERE o.id > c.id
+                  AND o.visible_at_ms <= n.now_ms
+                  AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
+                  AND CASE p_tag_mode
+                          WHEN 'any' THEN true
+                          WHEN 'default' THEN o.tag IS NULL
+                          WHEN 'tags' THEN o.tag = ANY (p_tags)
+                          ELSE o.tag IS NULL OR o.tag = ANY (p_tags)
+                      END
+                ORDER BY o.id
+                LIMIT 1) IS NOT NULL AS more
+       OFFSET 0) m;
