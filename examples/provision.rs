@@ -3,12 +3,13 @@
 //! per second.
 //!
 //! ```text
-//! cargo run --release --example provision -- [--tenants 1000] [--parallel 1] [--mode procedures|inline]
+//! cargo run --release --example provision -- [--tenants 1000] [--parallel 1] [--mode procedures|inline] [--keep]
 //! ```
 //!
 //! Without `DATABASE_URL` it starts its own throwaway server with
 //! `--durable` (fsync on), as a production server would run. The schemas it
-//! creates (`prov_bench_N`) are dropped at the end.
+//! creates (`prov_bench_N`) are dropped at the end, unless `--keep` leaves
+//! them in place (to crowd a server with other tenants' schemas).
 
 use std::time::Instant;
 
@@ -29,6 +30,7 @@ fn arg(name: &str) -> Option<String> {
 fn main() -> Result<(), BoxError> {
     let tenants: usize = arg("--tenants").map_or(Ok(1000), |v| v.parse())?;
     let parallel: usize = arg("--parallel").map_or(Ok(1), |v| v.parse())?;
+    let keep = std::env::args().any(|a| a == "--keep");
     let mode = match arg("--mode").as_deref() {
         None | Some("procedures") => SqlMode::StoredProcedures,
         Some("inline") => SqlMode::InlineSql,
@@ -40,10 +42,16 @@ fn main() -> Result<(), BoxError> {
             .url()
             .to_string(),
     };
-    tokio::runtime::Runtime::new()?.block_on(run(&url, tenants, parallel.max(1), mode))
+    tokio::runtime::Runtime::new()?.block_on(run(&url, tenants, parallel.max(1), mode, keep))
 }
 
-async fn run(url: &str, tenants: usize, parallel: usize, mode: SqlMode) -> Result<(), BoxError> {
+async fn run(
+    url: &str,
+    tenants: usize,
+    parallel: usize,
+    mode: SqlMode,
+    keep: bool,
+) -> Result<(), BoxError> {
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(parallel)?.max(1))
         .connect_with(PostgresOptions::default().connect_options(url)?)
@@ -88,13 +96,15 @@ async fn run(url: &str, tenants: usize, parallel: usize, mode: SqlMode) -> Resul
         "re-checked {tenants} current tenants in {elapsed:.1} s: {:.1} tenants/s",
         tenants as f64 / elapsed
     );
-    for schema in &schemas {
-        sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            schema.quoted()
-        ))
-        .execute(&pool)
-        .await?;
+    if !keep {
+        for schema in &schemas {
+            sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schema.quoted()
+            ))
+            .execute(&pool)
+            .await?;
+        }
     }
     pool.close().await;
     Ok(())

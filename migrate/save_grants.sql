@@ -3,11 +3,17 @@
 -- bookkeeping records, as an oid[] in a transaction-local setting that
 -- grant_installed.sql reads: a reinstall keeps the runtime roles' grants
 -- and extends them to procedures a new build adds.
+-- The schema's functions are found through their dependency on the schema
+-- (pg_depend's index on the referenced object): pg_proc has no index on the
+-- namespace alone, and scanning it costs a read of every tenant's functions.
 SELECT pg_catalog.set_config('duroxide_postgres.executors',
          COALESCE((SELECT pg_catalog.array_agg(DISTINCT a.grantee)
-                     FROM pg_catalog.pg_proc f,
+                     FROM pg_catalog.pg_depend o
+                     JOIN pg_catalog.pg_proc f ON f.oid = o.objid,
                           pg_catalog.aclexplode(f.proacl) a
-                    WHERE f.pronamespace = '{{schema}}'::regnamespace
+                    WHERE o.refclassid = 'pg_catalog.pg_namespace'::regclass
+                      AND o.refobjid = '{{schema}}'::regnamespace
+                      AND o.classid = 'pg_catalog.pg_proc'::regclass
                       AND f.proname IN (SELECT d.name FROM {{schema}}._duroxide_procedures d)
                       AND a.privilege_type = 'EXECUTE'
                       AND a.grantee <> 0::oid

@@ -1,0 +1,269 @@
+//! What a schema records (its applied migrations and installed procedures),
+//! what the connecting role may do with it, and reading both.
+
+use sqlx::postgres::PgRow;
+use sqlx::{Executor, PgConnection, Row};
+
+use super::{
+    EXISTS, PIN, Procedure, STATE, STATE_FUNCTION, SchemaStatus, hex, latest_version, migrations,
+    procedures, version_triple,
+};
+use crate::error::{PostgresProviderError, Result};
+use crate::schema::SchemaName;
+
+/// What a migrated schema records: its applied migrations and installed
+/// procedures.
+pub(super) struct State {
+    /// (version, name, checksum) of every applied migration.
+    pub(super) applied: Vec<(i64, String, Vec<u8>)>,
+    /// (name, checksum) of every recorded procedure whose function exists.
+    installed: Vec<(String, Vec<u8>)>,
+    /// Every recorded procedure's name, present or not.
+    recorded: Vec<String>,
+    /// The crate versions recorded for present procedures.
+    versions: Vec<String>,
+}
+
+impl State {
+    pub(super) fn from_rows(rows: &[PgRow]) -> Result<Self> {
+        let mut state = State {
+            applied: Vec::new(),
+            installed: Vec::new(),
+            recorded: Vec::new(),
+            versions: Vec::new(),
+        };
+        for row in rows {
+            let kind: String = row.try_get("kind")?;
+            let name: String = row.try_get("name")?;
+            let checksum: Vec<u8> = row.try_get("checksum")?;
+            if kind == "migration" {
+                state
+                    .applied
+                    .push((row.try_get("version")?, name, checksum));
+            } else {
+                if row.try_get("present")? {
+                    state.installed.push((name.clone(), checksum));
+                    if let Some(version) = row.try_get::<Option<String>, _>("crate_version")? {
+                        state.versions.push(version);
+                    }
+                }
+                state.recorded.push(name);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Refuses a schema this build must not touch.
+    fn check(&self, schema: &SchemaName) -> Result<()> {
+        check_applied(schema, &self.applied)
+    }
+
+    /// Embedded procedures missing or recorded with another checksum.
+    pub(super) fn stale(&self) -> Vec<Procedure> {
+        procedures()
+            .into_iter()
+            .filter(|p| {
+                self.installed
+                    .iter()
+                    .all(|(name, sum)| name != p.name || sum[..] != p.checksum[..])
+            })
+            .collect()
+    }
+
+    /// Recorded procedures this build no longer embeds.
+    pub(super) fn retired(&self) -> Vec<&str> {
+        let embedded = procedures();
+        self.recorded
+            .iter()
+            .filter(|name| embedded.iter().all(|p| p.name != name.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub(super) fn status(&self, schema: &SchemaName) -> Result<SchemaStatus> {
+        self.check(schema)?;
+        Ok(SchemaStatus {
+            applied_version: self.applied.iter().map(|(v, _, _)| *v).max(),
+            pending_migrations: migrations()
+                .iter()
+                .filter(|m| self.applied.iter().all(|(v, _, _)| *v != m.version))
+                .count(),
+            stale_procedures: self.stale().len(),
+            retired_procedures: self.retired().len(),
+            procedures_version: self.newest_version(),
+        })
+    }
+
+    /// The newest crate version recorded for a present procedure (one this
+    /// build cannot read wins: it counts as newer).
+    fn newest_version(&self) -> Option<String> {
+        self.versions
+            .iter()
+            .max_by_key(|v| (version_triple(v).is_none(), version_triple(v)))
+            .cloned()
+    }
+}
+
+/// Refuses a schema this build must not touch.
+fn check_applied(schema: &SchemaName, applied: &[(i64, String, Vec<u8>)]) -> Result<()> {
+    let embedded = migrations();
+    let known = latest_version();
+    for (version, name, checksum) in applied {
+        match embedded.iter().find(|m| m.version == *version) {
+            None if *version > known => {
+                return Err(PostgresProviderError::SchemaTooNew {
+                    schema: schema.to_string(),
+                    found: *version,
+                    known,
+                });
+            }
+            None => {
+                return Err(PostgresProviderError::SchemaNotReady {
+                    schema: schema.to_string(),
+                    reason: format!(
+                        "applied migration {version} ({name}) is unknown to this build"
+                    ),
+                });
+            }
+            Some(m) if m.checksum[..] != checksum[..] => {
+                return Err(PostgresProviderError::MigrationChanged {
+                    schema: schema.to_string(),
+                    version: *version,
+                    name: name.clone(),
+                    applied: hex(checksum),
+                    embedded: hex(&m.checksum),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// How a refused migration ends its message.
+const MIGRATE_HINT: &str = "; run migrations as the schema's owner, and start runtime roles \
+     with MigrationMode::Verify";
+
+/// What the connecting role finds in a schema (`migrate/exists.sql`).
+pub(super) struct Access {
+    /// Both bookkeeping tables exist.
+    pub(super) migrated: bool,
+    /// The connecting role (`current_user`).
+    role: String,
+    /// SELECT on both bookkeeping tables.
+    pub(super) can_read: bool,
+    /// UPDATE on `_duroxide_migrations`, which its DDL lock needs.
+    pub(super) can_lock: bool,
+    /// EXECUTE on the schema's `schema_state()`.
+    can_call_state: bool,
+}
+
+impl Access {
+    /// One read, in a batch that pins `search_path` first (for the rest of
+    /// the caller's transaction, when there is one).
+    pub(super) async fn probe(conn: &mut PgConnection, schema: &SchemaName) -> Result<Self> {
+        let exists = schema.render(&format!("{PIN}{EXISTS}"));
+        let rows = conn.fetch_all(exists.as_str()).await?;
+        let Some(row) = rows.first() else {
+            return Err(PostgresProviderError::decode("schema access", "no row"));
+        };
+        Ok(Self {
+            migrated: row.try_get("migrated")?,
+            role: row.try_get("role")?,
+            can_read: row.try_get("can_read")?,
+            can_lock: row.try_get("can_lock")?,
+            can_call_state: row.try_get("can_call_state")?,
+        })
+    }
+
+    /// The refusal of a migration by a role without the rights it needs.
+    pub(super) fn cannot_migrate(&self, schema: &SchemaName) -> PostgresProviderError {
+        let mut missing = Vec::new();
+        if !self.can_read {
+            missing.push(format!(
+                "SELECT on {schema}._duroxide_migrations and {schema}._duroxide_procedures"
+            ));
+        }
+        if !self.can_lock {
+            missing.push(format!(
+                "UPDATE on {schema}._duroxide_migrations (the schema's DDL lock)"
+            ));
+        }
+        self.insufficient(
+            schema,
+            "migrate",
+            format!("it lacks {}{MIGRATE_HINT}", missing.join(" and ")),
+        )
+    }
+
+    /// `e`, or the clear refusal it means when the server denied a right.
+    pub(super) fn refused(
+        &self,
+        schema: &SchemaName,
+        e: PostgresProviderError,
+    ) -> PostgresProviderError {
+        match e {
+            PostgresProviderError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) =>
+            {
+                self.insufficient(schema, "migrate", format!("{}{MIGRATE_HINT}", db.message()))
+            }
+            other => other,
+        }
+    }
+
+    fn insufficient(
+        &self,
+        schema: &SchemaName,
+        action: &str,
+        missing: String,
+    ) -> PostgresProviderError {
+        PostgresProviderError::InsufficientPrivilege {
+            schema: schema.to_string(),
+            role: self.role.clone(),
+            action: action.to_string(),
+            missing,
+        }
+    }
+}
+
+/// The schema's bookkeeping, `None` when it has none: two reads, each a
+/// batch that pins `search_path` first (for the rest of the caller's
+/// transaction, when there is one).
+pub(super) async fn read_state(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> Result<Option<State>> {
+    let access = Access::probe(conn, schema).await?;
+    read_state_as(conn, schema, &access).await
+}
+
+/// The schema's bookkeeping as `access` allows reading it: from the tables,
+/// or, for a role with EXECUTE only, through `schema_state()`.
+pub(super) async fn read_state_as(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    access: &Access,
+) -> Result<Option<State>> {
+    if !access.migrated {
+        return Ok(None);
+    }
+    let query = if access.can_read {
+        STATE
+    } else if access.can_call_state {
+        STATE_FUNCTION
+    } else {
+        return Err(access.insufficient(
+            schema,
+            "read the migration state of",
+            format!(
+                "it lacks SELECT on {schema}._duroxide_migrations and \
+                 {schema}._duroxide_procedures, or EXECUTE on {schema}.schema_state() \
+                 (duroxide-postgres grant)"
+            ),
+        ));
+    };
+    let state = schema.render(&format!("{PIN}{query}"));
+    let rows = conn.fetch_all(state.as_str()).await?;
+    Ok(Some(State::from_rows(&rows)?))
+}
