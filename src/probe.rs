@@ -69,7 +69,9 @@ impl PostgresProvider {
             orphan_retention_ms: self.store.limits.orphan_retention_ms,
             max_history_bytes: self.store.limits.max_history_bytes,
         };
-        Ok(orchestration_queue::fetch_once(&self.store, params).await?.into())
+        Ok(orchestration_queue::fetch_once(&self.store, params)
+            .await?
+            .into())
     }
 
     /// Test hook: one work-item fetch attempt as a long-polling fetch of

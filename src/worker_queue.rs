@@ -141,7 +141,10 @@ pub(crate) async fn fetch(
 pub(crate) type FetchedItem = (String, String, i32);
 
 /// One claim attempt (also the test hook's, `crate::probe`).
-pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<(WorkItem, String, u32)>> {
+pub(crate) async fn fetch_once(
+    s: &Store,
+    params: &FetchParams,
+) -> Result<Polled<(WorkItem, String, u32)>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.gate_key).await;
     let polled = s.driver.fetch_work(s, params, clock).await?;

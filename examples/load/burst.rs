@@ -67,13 +67,6 @@ fn options(mode: SqlMode, schema: &str, tenants_per_connection: usize) -> Postgr
         .sql_mode(mode)
         .max_connections(POOL)
         .tenants_per_connection(tenants_per_connection)
-        .tenant_affinity(affinity())
-}
-
-/// `PostgresOptions::tenant_affinity` (`DUROXIDE_LOAD_BURST_AFFINITY=off`
-/// turns it off, for comparisons).
-fn affinity() -> bool {
-    std::env::var("DUROXIDE_LOAD_BURST_AFFINITY").map_or(true, |v| v != "off")
 }
 
 async fn shared_pool(url: &str, mode: SqlMode, per_connection: usize) -> Result<PgPool, BoxError> {
@@ -335,9 +328,9 @@ async fn start_runtime(provider: Arc<dyn Provider>, dispatchers: usize) -> Arc<R
 pub fn print(rows: &[Row]) {
     println!();
     println!(
-        "| mode | tenants | tenants/connection | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | first serves | backend private MiB max / sum (burst) | (one tenant) | failed |"
+        "| mode | tenants | tenants/connection | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mem = |m: Option<(f64, f64)>| {
         m.map_or("n/a".to_string(), |(max, sum)| {
             format!("{max:.0} / {sum:.0}")
@@ -345,7 +338,7 @@ pub fn print(rows: &[Row]) {
     };
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} |",
             r.mode,
             r.tenants,
             r.tenants_per_connection,
@@ -355,7 +348,6 @@ pub fn print(rows: &[Row]) {
             r.stats.lease_expiries,
             r.stats.slowest_leased_acquire.as_secs_f64() * 1000.0,
             r.stats.connections_recycled,
-            r.stats.first_serves,
             mem(r.memory_mib),
             mem(r.single_memory_mib),
             r.failed
