@@ -119,7 +119,9 @@ mod tests {
         assert!(script.contains("\"Tenant_X\".instances"));
         assert!(script.contains("LOCK TABLE \"Tenant_X\"._duroxide_migrations"));
         assert!(script.trim_end().ends_with("COMMIT;"));
-        assert!(script.contains("REVOKE ALL ON FUNCTION %s FROM PUBLIC"));
+        // EXECUTE revoked from PUBLIC on the whole schema (a new schema holds
+        // only these procedures).
+        assert!(script.contains("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA \"Tenant_X\" FROM PUBLIC"));
         for procedure in migrate::procedures() {
             assert!(script.contains(&format!("-- procedure {}\n", procedure.name)));
         }
