@@ -42,7 +42,7 @@ use proptest::prelude::*;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use super::{INSTANCES, history_event, snapshot};
+use super::{INSTANCES, completion_of, history_event, snapshot};
 use crate::fixtures::start;
 use crate::support::{Kind, Slot, drop_schema, fresh_schema_name, pool};
 
@@ -418,24 +418,10 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
             let Some((token, item)) = take(&mut side.work_tokens, *token) else {
                 return Seen::text("no token");
             };
-            let completion = match (completion, item) {
-                (
-                    true,
-                    WorkItem::ActivityExecute {
-                        instance,
-                        execution_id,
-                        id,
-                        ..
-                    },
-                ) => Some(WorkItem::ActivityCompleted {
-                    instance,
-                    execution_id,
-                    id,
-                    result: "r".to_string(),
-                }),
-                _ => None,
-            };
-            shown(p.ack_work_item(&token, completion).await)
+            shown(
+                p.ack_work_item(&token, completion_of(*completion, item))
+                    .await,
+            )
         }
         Op::AbandonWork {
             token,

@@ -222,24 +222,10 @@ async fn apply(side: &mut Side, op: &Op) -> String {
             let Some((token, item)) = pick(&mut side.work_tokens, *token) else {
                 return "no token".to_string();
             };
-            let completion = match (completion, item) {
-                (
-                    true,
-                    WorkItem::ActivityExecute {
-                        instance,
-                        execution_id,
-                        id,
-                        ..
-                    },
-                ) => Some(WorkItem::ActivityCompleted {
-                    instance,
-                    execution_id,
-                    id,
-                    result: "r".to_string(),
-                }),
-                _ => None,
-            };
-            shown(p.ack_work_item(&token, completion).await)
+            shown(
+                p.ack_work_item(&token, completion_of(*completion, item))
+                    .await,
+            )
         }
         Op::AbandonWork {
             token,
@@ -372,5 +358,27 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
             .unwrap_or_else(|e| panic!("runtime: {e}"));
         rt.block_on(run_case(ops))?;
+    }
+}
+
+/// The completion an `AckWork` op sends for `item`: an activity's result
+/// when `complete` asks for one, otherwise none.
+pub(super) fn completion_of(complete: bool, item: WorkItem) -> Option<WorkItem> {
+    match (complete, item) {
+        (
+            true,
+            WorkItem::ActivityExecute {
+                instance,
+                execution_id,
+                id,
+                ..
+            },
+        ) => Some(WorkItem::ActivityCompleted {
+            instance,
+            execution_id,
+            id,
+            result: "r".to_string(),
+        }),
+        _ => None,
     }
 }
