@@ -42,7 +42,7 @@ use proptest::prelude::*;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use super::{INSTANCES, completion_of, history_event, snapshot};
+use super::{INSTANCES, activities_of, completion_of, history_event, snapshot};
 use crate::fixtures::start;
 use crate::support::{Kind, Slot, drop_schema, fresh_schema_name, pool};
 
@@ -177,6 +177,14 @@ impl Seen {
         }
     }
 
+    /// What a probe saw: the item described, `more`, and the due time.
+    fn probed(item: &str, more: bool, due: Option<i64>) -> Self {
+        Self {
+            text: format!("{item}, more {more}, due {}", due_kind(due)),
+            due,
+        }
+    }
+
     fn agrees_with(&self, other: &Seen) -> bool {
         self.text == other.text
             && match (self.due, other.due) {
@@ -287,14 +295,7 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
                     }
                     None => "none".to_string(),
                 };
-                Seen {
-                    text: format!(
-                        "{item}, more {}, due {}",
-                        probe.more,
-                        due_kind(probe.next_due_ms)
-                    ),
-                    due: probe.next_due_ms,
-                }
+                Seen::probed(&item, probe.more, probe.next_due_ms)
             }
             Err(e) => Seen::text(format!("err({e})")),
         },
@@ -322,17 +323,7 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
             let history: Vec<Event> = (first..first + u64::from(*events))
                 .map(|id| history_event(&instance, id))
                 .collect();
-            let work: Vec<WorkItem> = (0..u64::from(*activities))
-                .map(|n| WorkItem::ActivityExecute {
-                    instance: instance.clone(),
-                    execution_id: 1,
-                    id: first + n,
-                    name: "Work".to_string(),
-                    input: n.to_string(),
-                    session_id: None,
-                    tag: None,
-                })
-                .collect();
+            let work = activities_of(&instance, first, *activities);
             let timers: Vec<WorkItem> = timer
                 .iter()
                 .map(|delay| WorkItem::TimerFired {
@@ -381,14 +372,7 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
                     }
                     None => "none".to_string(),
                 };
-                Seen {
-                    text: format!(
-                        "{item}, more {}, due {}",
-                        probe.more,
-                        due_kind(probe.next_due_ms)
-                    ),
-                    due: probe.next_due_ms,
-                }
+                Seen::probed(&item, probe.more, probe.next_due_ms)
             }
             Err(e) => Seen::text(format!("err({e})")),
         },

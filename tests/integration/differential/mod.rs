@@ -165,17 +165,7 @@ async fn apply(side: &mut Side, op: &Op) -> String {
             let history: Vec<Event> = (first..first + u64::from(*events))
                 .map(|id| history_event(&instance, id))
                 .collect();
-            let work: Vec<WorkItem> = (0..u64::from(*activities))
-                .map(|n| WorkItem::ActivityExecute {
-                    instance: instance.clone(),
-                    execution_id: 1,
-                    id: first + n,
-                    name: "Work".to_string(),
-                    input: n.to_string(),
-                    session_id: None,
-                    tag: None,
-                })
-                .collect();
+            let work = activities_of(&instance, first, *activities);
             let metadata = ExecutionMetadata {
                 orchestration_name: Some(crate::fixtures::ORCHESTRATION.to_string()),
                 orchestration_version: Some("1.0.0".to_string()),
@@ -381,4 +371,20 @@ pub(super) fn completion_of(complete: bool, item: WorkItem) -> Option<WorkItem> 
         }),
         _ => None,
     }
+}
+
+/// The activities an `AckOrchestration` op schedules: `count` of them, ids
+/// from `first`.
+pub(super) fn activities_of(instance: &str, first: u64, count: u8) -> Vec<WorkItem> {
+    (0..u64::from(count))
+        .map(|n| WorkItem::ActivityExecute {
+            instance: instance.to_string(),
+            execution_id: 1,
+            id: first + n,
+            name: "Work".to_string(),
+            input: n.to_string(),
+            session_id: None,
+            tag: None,
+        })
+        .collect()
 }
