@@ -252,6 +252,33 @@ impl PostgresProviderError {
         }
     }
 
+    /// Whether the connection or the server went away: the connection
+    /// broke (an I/O error: a closed socket, a broken pipe, a server whose
+    /// Unix socket is gone while it restarts), the server ended the session
+    /// (shutdown, crash, idle time-out, SQLSTATE class 08) or is not
+    /// accepting connections yet. Such an operation may succeed on another
+    /// connection once the server is back; [`crate::store::Store::riding_outages`]
+    /// waits for that on work that holds a lease. A subset of
+    /// [`is_retryable`](Self::is_retryable).
+    pub fn is_connection_lost(&self) -> bool {
+        use sqlstate::*;
+        match self {
+            Self::Database(sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed) => true,
+            Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(
+                        code.as_ref(),
+                        ADMIN_SHUTDOWN
+                            | CRASH_SHUTDOWN
+                            | CANNOT_CONNECT_NOW
+                            | IDLE_SESSION_TIMEOUT
+                            | IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+                    )
+            }),
+            _ => false,
+        }
+    }
+
     /// Converts into duroxide's error for the named trait operation.
     pub(crate) fn into_provider_error(self, operation: &str) -> ProviderError {
         let message = match &self {
@@ -380,6 +407,46 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_lost_connection_or_server_is_told_apart_from_other_retryable_errors() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| PostgresProviderError::Database(sqlx::Error::Io(Error::from(kind)));
+        // A restarting server's Unix socket is gone (NotFound); a pooled
+        // connection it closed breaks on the next write (BrokenPipe).
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset,
+            ErrorKind::UnexpectedEof,
+        ] {
+            let err = io(kind);
+            assert!(err.is_connection_lost(), "{kind:?}");
+            assert!(retryable(io(kind)), "{kind:?}");
+        }
+        for code in [
+            sqlstate::ADMIN_SHUTDOWN,
+            sqlstate::CRASH_SHUTDOWN,
+            sqlstate::CANNOT_CONNECT_NOW,
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "08006",
+        ] {
+            assert!(server(code, "gone").is_connection_lost(), "{code}");
+        }
+        // Retryable on the same connection's server, but not a lost one.
+        for code in [
+            sqlstate::SERIALIZATION_FAILURE,
+            sqlstate::DEADLOCK_DETECTED,
+            sqlstate::READ_ONLY_SQL_TRANSACTION,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            sqlstate::LOCK_EXPIRED,
+        ] {
+            assert!(!server(code, "other").is_connection_lost(), "{code}");
+        }
+        assert!(!PostgresProviderError::Database(sqlx::Error::PoolTimedOut).is_connection_lost());
+        assert!(!PostgresProviderError::Database(sqlx::Error::PoolClosed).is_connection_lost());
     }
 
     #[test]

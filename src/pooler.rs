@@ -53,6 +53,11 @@ impl Db {
         }
     }
 
+    /// How long the pool waits for a connection before it gives up.
+    pub(crate) fn acquire_timeout(&self) -> std::time::Duration {
+        self.pool.options().get_acquire_timeout()
+    }
+
     /// What opens a transaction under a transaction pooler; `None` without one.
     pub(crate) fn pooled_begin(&self) -> Option<&str> {
         self.pooled_begin.as_deref()

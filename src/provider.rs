@@ -342,16 +342,18 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "ack_orchestration_item",
-                orchestration_queue::ack(
-                    &self.store,
-                    lock_token,
-                    execution_id,
-                    &history_delta,
-                    &worker_items,
-                    &orchestrator_items,
-                    &metadata,
-                    &cancelled_activities,
-                ),
+                self.store.riding_outages(|| {
+                    orchestration_queue::ack(
+                        &self.store,
+                        lock_token,
+                        execution_id,
+                        &history_delta,
+                        &worker_items,
+                        &orchestrator_items,
+                        &metadata,
+                        &cancelled_activities,
+                    )
+                }),
             )
             .await
     }
@@ -365,7 +367,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "abandon_orchestration_item",
-                orchestration_queue::abandon(&self.store, lock_token, delay, ignore_attempt),
+                self.store.riding_outages(|| {
+                    orchestration_queue::abandon(&self.store, lock_token, delay, ignore_attempt)
+                }),
             )
             .await
     }
@@ -378,7 +382,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "renew_orchestration_item_lock",
-                orchestration_queue::renew(&self.store, token, extend_for),
+                self.store
+                    .riding_outages(|| orchestration_queue::renew(&self.store, token, extend_for)),
             )
             .await
     }
@@ -461,7 +466,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "ack_work_item",
-                worker_queue::ack(&self.store, token, completion.as_ref()),
+                self.store
+                    .riding_outages(|| worker_queue::ack(&self.store, token, completion.as_ref())),
             )
             .await
     }
@@ -474,7 +480,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "renew_work_item_lock",
-                worker_queue::renew(&self.store, token, extend_for),
+                self.store
+                    .riding_outages(|| worker_queue::renew(&self.store, token, extend_for)),
             )
             .await
     }
@@ -488,7 +495,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "abandon_work_item",
-                worker_queue::abandon(&self.store, token, delay, ignore_attempt),
+                self.store.riding_outages(|| {
+                    worker_queue::abandon(&self.store, token, delay, ignore_attempt)
+                }),
             )
             .await
     }

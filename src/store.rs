@@ -9,6 +9,7 @@
 //! and used without a provider (the tests below do).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::admission::Gate;
 use crate::config::SqlMode;
@@ -67,6 +68,40 @@ impl Store {
     /// The SQL mode the store's driver runs.
     pub(crate) fn mode(&self) -> SqlMode {
         self.driver.mode()
+    }
+
+    /// Runs `work` (an operation on a lease already held: an ack, an
+    /// abandon, a renewal), again while its connection or the server is
+    /// lost ([`PostgresProviderError::is_connection_lost`]), for up to the
+    /// pool's acquire timeout, backing off from 10 ms to 500 ms.
+    ///
+    /// duroxide retries a failed ack only for about 300 ms before it fails
+    /// the orchestration; a server restart, or a pool of connections the
+    /// server closed, takes longer than that. Waiting here keeps the lease's
+    /// work. An attempt whose commit reached the server but whose reply was
+    /// lost is retried too: the retry finds the lease gone (released by that
+    /// commit) and fails permanently, and nothing is written twice.
+    ///
+    /// [`PostgresProviderError::is_connection_lost`]: crate::PostgresProviderError::is_connection_lost
+    pub(crate) async fn riding_outages<T, F, Fut>(&self, mut work: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        const FIRST: Duration = Duration::from_millis(10);
+        const MOST: Duration = Duration::from_millis(500);
+        let deadline = Instant::now() + self.pool.acquire_timeout();
+        let mut backoff = FIRST;
+        loop {
+            match work().await {
+                Err(e) if e.is_connection_lost() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(schema = %self.schema, ?backoff, "connection lost, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MOST);
+                }
+                outcome => return outcome,
+            }
+        }
     }
 }
 

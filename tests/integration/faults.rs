@@ -9,6 +9,9 @@
 //! - `default_transaction_read_only` switched on for two seconds and off
 //!   again.
 //!
+//! [`outage`] stops the server under held leases and acks them while it is
+//! down.
+//!
 //! Afterwards every orchestration completed with its correct output, every
 //! execution's history is event ids 1..n with each scheduled activity, timer
 //! and sub-orchestration completed exactly once, and the server recorded no
@@ -40,6 +43,8 @@ use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
 use crate::support::{Kind, Slot, in_both_modes};
+
+mod outage;
 
 /// The fault tests take turns: each restarts the one fault server.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -91,6 +96,17 @@ fn url_of(database: &str) -> String {
 /// (`pg_ctl` reuses the options of the previous start).
 async fn restart_server() {
     crate::support::pg_ctl(fault_server().dir(), &["-m", "fast", "restart"]).await;
+}
+
+/// Stops the fault server with fast shutdown; [`start_server`] brings it back.
+async fn stop_server() {
+    crate::support::pg_ctl(fault_server().dir(), &["-m", "fast", "stop"]).await;
+}
+
+/// Starts the stopped fault server with the options of its last start
+/// (`pg_ctl restart` on a stopped server starts it from `postmaster.opts`).
+async fn start_server() {
+    crate::support::pg_ctl(fault_server().dir(), &["restart"]).await;
 }
 
 /// A database of its own on the fault server, for one test.

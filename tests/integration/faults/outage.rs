@@ -1,0 +1,94 @@
+//! Leased work rides out a server that is down for a moment.
+//!
+//! duroxide retries a failed ack only five times over about 300 ms, then
+//! fails the orchestration with an infrastructure error. A restart takes
+//! longer than that, and while the server is down its Unix socket is gone:
+//! connecting fails with `NotFound`, which sqlx (unlike a refused TCP
+//! connection) does not wait out. The provider waits for the server, within
+//! the pool's acquire timeout, so an ack issued during the outage commits
+//! once the server is back.
+
+use std::time::Duration;
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+
+use super::{url_of, with_fault_db};
+use crate::fixtures::{activity, completion, event, metadata, start};
+use crate::support::in_both_modes;
+
+const LOCK: Duration = Duration::from_secs(60);
+
+in_both_modes!(acks_during_an_outage:
+    acks_sent_while_the_server_is_down_commit_once_it_is_back_procedures,
+    acks_sent_while_the_server_is_down_commit_once_it_is_back_inline; 4);
+
+/// The server stops with leases held; an orchestration ack and an activity
+/// ack are sent while it is down, then it starts again. Both commit.
+async fn acks_during_an_outage(mode: SqlMode) {
+    with_fault_db(&format!("outage_{mode}"), |db| async move {
+        let provider = PostgresProvider::connect_with(
+            &url_of(&db.name),
+            PostgresOptions::default().sql_mode(mode),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", db.name));
+        let id = "outage-1";
+        provider
+            .enqueue_for_orchestrator(start(id), None)
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        provider
+            .enqueue_for_worker(activity("other", 2))
+            .await
+            .unwrap_or_else(|e| panic!("enqueue activity: {e}"));
+        let (_item, orch_token, _) = provider
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("fetch: {e}"))
+            .unwrap_or_else(|| panic!("{mode}: no orchestration item"));
+        let (_work, work_token, _) = provider
+            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+            .await
+            .unwrap_or_else(|e| panic!("fetch work: {e}"))
+            .unwrap_or_else(|| panic!("{mode}: no work item"));
+
+        super::stop_server().await;
+        let acks = {
+            let provider = provider.clone();
+            tokio::spawn(async move {
+                let orchestration = provider
+                    .ack_orchestration_item(
+                        &orch_token,
+                        1,
+                        vec![event(id, 1), event(id, 2)],
+                        vec![activity(id, 2)],
+                        vec![],
+                        metadata(),
+                        vec![],
+                    )
+                    .await;
+                let work = provider
+                    .ack_work_item(&work_token, Some(completion("other", 2)))
+                    .await;
+                (orchestration, work)
+            })
+        };
+        super::start_server().await;
+        let (orchestration, work) = acks.await.unwrap_or_else(|e| panic!("ack task: {e}"));
+        orchestration.unwrap_or_else(|e| panic!("{mode}: the orchestration ack failed: {e}"));
+        work.unwrap_or_else(|e| panic!("{mode}: the activity ack failed: {e}"));
+
+        let history = provider
+            .read(id)
+            .await
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        assert_eq!(history.len(), 2, "{mode}: the acked turn's events");
+        let scheduled = provider
+            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+            .await
+            .unwrap_or_else(|e| panic!("fetch work after: {e}"));
+        assert!(scheduled.is_some(), "{mode}: the acked turn's activity");
+    })
+    .await;
+}
