@@ -257,8 +257,8 @@ impl PostgresProviderError {
     /// Unix socket is gone while it restarts), the server ended the session
     /// (shutdown, crash, idle time-out, SQLSTATE class 08) or is not
     /// accepting connections yet. Such an operation may succeed on another
-    /// connection once the server is back; [`crate::store::Store::riding_outages`]
-    /// waits for that on work that holds a lease. A subset of
+    /// connection once the server is back; acks, abandons and lock renewals
+    /// wait for that (up to the pool's acquire timeout). A subset of
     /// [`is_retryable`](Self::is_retryable).
     pub fn is_connection_lost(&self) -> bool {
         use sqlstate::*;
