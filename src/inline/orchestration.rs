@@ -51,22 +51,31 @@ enum Fetched {
     /// Claimed, or nothing to claim.
     Done(Box<Polled<FetchedRow>>),
     /// The claimed instance's history could not be read: the transaction
-    /// rolled back, and the instance is claimed again without it.
-    Unreadable { instance: String, reason: String },
+    /// rolled back, and the instance is claimed again without it. `more`
+    /// and `next_due_ms` are what the candidate statement saw, as the
+    /// procedure returns them with such a claim.
+    Unreadable {
+        instance: String,
+        reason: String,
+        more: bool,
+        next_due_ms: Option<i64>,
+    },
 }
 
 fn done(polled: Polled<FetchedRow>) -> Fetched {
     Fetched::Done(Box::new(polled))
 }
 
-/// A failure the server reported for one statement, the session intact:
-/// anything but a lost connection or a server going away.
-fn failed_on_server(e: &PostgresProviderError) -> bool {
+/// A failure the server reported for one statement, the session intact
+/// (anything but a lost connection or a server going away), as the
+/// procedure's exception block words it: the server's message and SQLSTATE.
+fn failed_on_server(e: &PostgresProviderError) -> Option<String> {
     match e {
         PostgresProviderError::Database(sqlx::Error::Database(db)) => db
             .code()
-            .is_some_and(|code| !code.starts_with("08") && !code.starts_with("57P")),
-        _ => false,
+            .filter(|code| !code.starts_with("08") && !code.starts_with("57P"))
+            .map(|code| format!("{} (SQLSTATE {code})", db.message())),
+        _ => None,
     }
 }
 
@@ -133,9 +142,20 @@ pub(crate) async fn fetch(
         let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
-            Fetched::Unreadable { instance, reason } => {
+            Fetched::Unreadable {
+                instance,
+                reason,
+                more,
+                next_due_ms,
+            } => {
                 let mut tx = Tx::begin(&p.pool).await?;
-                let outcome = reclaim(&p, tx.conn(), &params, clock, instance, reason).await;
+                let seen = Seen {
+                    instance,
+                    reason,
+                    more,
+                    next_due_ms,
+                };
+                let outcome = reclaim(&p, tx.conn(), &params, clock, seen).await;
                 tx.finish(outcome).await
             }
         }
@@ -152,9 +172,14 @@ async fn reclaim(
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
-    instance: String,
-    reason: String,
+    seen: Seen,
 ) -> Result<Polled<FetchedRow>> {
+    let Seen {
+        instance,
+        reason,
+        more,
+        next_due_ms,
+    } = seen;
     let sql = &p.sql.inline.fetch_orchestration;
     let look_again = Polled::Empty {
         next_due_ms: Some(0),
@@ -193,9 +218,18 @@ async fn reclaim(
             kv_values: Vec::new(),
             kv_updated_ms: Vec::new(),
         },
-        more: false,
-        next_due_ms: None,
+        more,
+        next_due_ms,
     })
+}
+
+/// What the first, rolled-back transaction of a fetch saw of the instance
+/// whose history it could not read.
+struct Seen {
+    instance: String,
+    reason: String,
+    more: bool,
+    next_due_ms: Option<i64>,
 }
 
 /// What a claim needs to know of its instance.
@@ -419,9 +453,13 @@ async fn fetch_in(
             Ok(snapshot) => snapshot,
             Err(e) => {
                 let e = PostgresProviderError::from(e);
-                if failed_on_server(&e) {
-                    let reason = e.to_string();
-                    return Ok(Fetched::Unreadable { instance, reason });
+                if let Some(reason) = failed_on_server(&e) {
+                    return Ok(Fetched::Unreadable {
+                        instance,
+                        reason,
+                        more,
+                        next_due_ms,
+                    });
                 }
                 return Err(e);
             }

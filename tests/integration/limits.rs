@@ -274,16 +274,29 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
             .execute(&mut *blocker)
             .await
             .expect("lock history");
+        // Another instance waits behind the stuck one: a long-polling fetch
+        // learns, in both modes, that there is more to claim.
+        setup
+            .enqueue_for_orchestrator(start("waiting"), None)
+            .await
+            .expect("enqueue the waiting instance");
         for attempt in 1..=2u32 {
-            let (item, token, attempts) = timed
-                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            let probe = timed
+                .probe_fetch_orchestration_item(LOCK, Duration::ZERO)
                 .await
-                .unwrap_or_else(|e| panic!("{mode}: fetch {attempt} failed: {e}"))
-                .expect("claimed with a history error");
+                .unwrap_or_else(|e| panic!("{mode}: fetch {attempt} failed: {e}"));
+            assert!(probe.more, "{mode}: the waiting instance counts as more");
+            let (item, token, attempts) = probe.item.expect("claimed with a history error");
             assert_eq!(item.instance, "stuck");
             assert_eq!(attempts, attempt, "each failed read counts an attempt");
             let error = item.history_error.expect("a history error");
-            assert!(error.contains("could not be read"), "{error}");
+            // Worded alike in both modes: the server's message and SQLSTATE
+            // (57014, the statement timeout).
+            assert!(
+                error.starts_with("history could not be read: ")
+                    && error.ends_with(" (SQLSTATE 57014)"),
+                "{mode}: {error}"
+            );
             timed
                 .abandon_orchestration_item(&token, None, false)
                 .await
