@@ -181,22 +181,22 @@ async fn reclaim(
         next_due_ms,
     } = seen;
     let sql = &p.sql.inline.fetch_orchestration;
-    let look_again = Polled::Empty {
-        next_due_ms: Some(0),
+    let taken_meanwhile = Polled::Empty {
+        next_due_ms: look_again(params),
     };
     let (claimed, claimed_at): (Option<bool>, i64) = sqlx::query_as(&sql.reclaim)
         .bind(&instance)
         .fetch_one(&mut *conn)
         .await?;
     if claimed != Some(true) {
-        return Ok(look_again);
+        return Ok(taken_meanwhile);
     }
     let token = uuid::Uuid::new_v4().to_string();
     let lease_ms = clock.lease_ms(params.lock_timeout);
     let Some((now, batch)) =
         lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
     else {
-        return Ok(look_again);
+        return Ok(taken_meanwhile);
     };
     let found = instance_of(sql, conn, &instance).await?;
     if batch.has_parked {
@@ -376,7 +376,7 @@ async fn fetch_in(
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
             return Ok(done(Polled::Empty {
                 next_due_ms: if parked {
-                    Some(0)
+                    look_again(params)
                 } else {
                     row.try_get("next_due_ms")?
                 },
@@ -426,7 +426,7 @@ async fn fetch_in(
                     .await?;
                 // Other work may be waiting: look again now.
                 return Ok(done(Polled::Empty {
-                    next_due_ms: Some(0),
+                    next_due_ms: look_again(params),
                 }));
             }
             sqlx::query(&sql.park)
@@ -488,8 +488,15 @@ async fn fetch_in(
     // Every candidate was leased by others meanwhile (their acks notify) or
     // parked (look again now).
     Ok(done(Polled::Empty {
-        next_due_ms: parked.then_some(0),
+        next_due_ms: if parked { look_again(params) } else { None },
     }))
+}
+
+/// "Look again now" (a next due time of 0), for a fetch that asked for its
+/// next due time; nothing for one that did not, as the procedure returns no
+/// row then.
+fn look_again(params: &FetchParams) -> Option<i64> {
+    params.next_due.then_some(0)
 }
 
 /// The procedure's steps in order, skipping those whose input is empty.
