@@ -454,6 +454,35 @@ async fn reinstallation_keeps_grants_and_never_reopens_public() {
     .await;
 }
 
+/// A schema that also holds a function of its own (an operator's helper):
+/// the runtime role gets EXECUTE on every procedure of ours and not on it,
+/// and PUBLIC keeps what it had on it. Without one, the grant is schema-wide
+/// (two statements instead of two per procedure) with the same rights.
+#[tokio::test]
+async fn a_function_of_the_schemas_own_stays_out_of_the_runtime_roles_reach() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_own_function", |schema| async move {
+            schema.provider().await;
+            sqlx::query(&schema.sql(
+                "CREATE FUNCTION {{schema}}.operators_helper() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            ))
+            .execute(&schema.pool)
+            .await
+            .expect("the schema's own function");
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            let functions = duroxide_postgres::migrate::procedures().len() as i64;
+            assert_eq!(
+                executors(&schema).await,
+                vec![("public".to_string(), 1), (role.clone(), functions)],
+                "the role executes every procedure and not the helper; PUBLIC keeps the helper"
+            );
+        })
+        .await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn grant_refuses_what_it_cannot_do() {
     with_roles(1, |roles| async move {
