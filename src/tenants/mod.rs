@@ -473,19 +473,20 @@ pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<
         ));
     }
     let names = our_functions(&mut tx, schema).await?;
-    let drops: Vec<String> = sqlx::query_scalar(FUNCTIONS)
+    let signatures: Vec<String> = sqlx::query_scalar(FUNCTIONS)
         .bind(schema.as_str())
         .bind(&names)
         .fetch_all(&mut *tx)
         .await?;
-    for drop in &drops {
+    if !signatures.is_empty() {
+        let drop = format!("DROP FUNCTION {}", signatures.join(", "));
         tx.execute(drop.as_str()).await?;
     }
     tx.execute(schema.render(FORGET_PROCEDURES).as_str())
         .await?;
     tx.commit().await?;
-    tracing::info!(schema = %schema, dropped = drops.len(), "uninstalled stored procedures");
-    Ok(drops.len())
+    tracing::info!(schema = %schema, dropped = signatures.len(), "uninstalled stored procedures");
+    Ok(signatures.len())
 }
 
 /// Bounds the transaction's lock waits and takes the schema's DDL lock.
