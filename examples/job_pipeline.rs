@@ -220,13 +220,10 @@ async fn run(database_url: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     // `--metrics`: record the provider's metrics and print them at the end.
-    let summary = std::env::args().any(|a| a == "--metrics").then(|| {
-        let summary = metrics_summary::Summary::default();
-        if metrics::set_global_recorder(summary.clone()).is_err() {
-            eprintln!("a metrics recorder was already installed");
-        }
-        summary
-    });
+    let summary = std::env::args()
+        .any(|a| a == "--metrics")
+        .then(metrics_summary::install)
+        .flatten();
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => match ThrowawayPostgres::start() {
@@ -252,7 +249,7 @@ fn main() -> ExitCode {
         Ok(total) if total == expected => {
             println!("job completed: sum over {FAN_OUT} tasks of (i^2 + 1) = {total}");
             if let Some(summary) = &summary {
-                summary.print();
+                metrics_summary::print(summary);
             }
             ExitCode::SUCCESS
         }

@@ -1,100 +1,62 @@
 //! Observability: the `metrics` a provider records during a run (the crate's
-//! tests build with the `metrics` feature), read through a test recorder,
-//! and the `duroxide_postgres.op` span each operation runs in, read through
-//! a capturing `tracing` layer.
+//! tests build with the `metrics` feature), read through `metrics-util`'s
+//! debugging recorder, and the `duroxide_postgres.op` span each operation
+//! runs in, read through a capturing `tracing` layer.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duroxide::providers::{Provider, TagFilter};
 use duroxide_postgres::SqlMode;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 use crate::fixtures;
 use crate::support::with_schema;
 
-/// One metric's handle: a counter's total, or a histogram's sample count.
-#[derive(Default)]
-struct Cell(AtomicU64);
+/// Every metric a run recorded, by `name{label=value,...}` (labels sorted):
+/// a counter's total, or a histogram's sample count.
+struct Totals(BTreeMap<String, u64>);
 
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, _: f64) {}
-    fn decrement(&self, _: f64) {}
-    fn set(&self, _: f64) {}
-}
-
-impl HistogramFn for Cell {
-    fn record(&self, _: f64) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Every metric registered, by `name{label=value,...}` (labels sorted).
-#[derive(Default)]
-struct TestRecorder {
-    cells: Mutex<BTreeMap<String, Arc<Cell>>>,
-}
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        cells.entry(name).or_default().clone()
+impl Totals {
+    /// Reads (and, for histograms, drains) what `snapshotter` holds.
+    fn of(snapshotter: &Snapshotter) -> Self {
+        let mut totals = BTreeMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let n = match value {
+                DebugValue::Counter(n) => n,
+                DebugValue::Histogram(samples) => samples.len() as u64,
+                DebugValue::Gauge(_) => 0,
+            };
+            *totals.entry(name).or_default() += n;
+        }
+        Self(totals)
     }
 
     /// The total of every metric whose name and labels contain all of `parts`.
     fn total(&self, parts: &[&str]) -> u64 {
-        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        cells
+        self.0
             .iter()
             .filter(|(name, _)| parts.iter().all(|p| name.contains(p)))
-            .map(|(_, cell)| cell.0.load(Ordering::Relaxed))
+            .map(|(_, n)| n)
             .sum()
     }
 
     fn names(&self) -> Vec<String> {
-        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        cells.keys().cloned().collect()
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.cell(key))
+        self.0.keys().cloned().collect()
     }
 }
 
 /// Enqueues, claims, acks, fetches an empty queue and acks a bogus token in
 /// `mode`, with `recorder` installed for this (single-threaded) runtime.
-async fn run(mode: SqlMode, recorder: &TestRecorder) {
+async fn run(mode: SqlMode, recorder: &DebuggingRecorder) {
     let prefix = format!("metrics_{mode}");
     with_schema(&prefix, |schema| async move {
         let provider = schema.provider_with(mode, false).await;
@@ -124,11 +86,13 @@ async fn run(mode: SqlMode, recorder: &TestRecorder) {
 #[tokio::test]
 async fn a_run_emits_operation_fetch_and_pool_metrics_in_both_modes() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
-        let recorder = TestRecorder::default();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
         run(mode, &recorder).await;
-        let names = recorder.names();
+        let totals = Totals::of(&snapshotter);
+        let names = totals.names();
         let mode = format!("mode={mode}");
-        let count = |parts: &[&str]| recorder.total(parts);
+        let count = |parts: &[&str]| totals.total(parts);
         assert_eq!(
             count(&[
                 "duroxide_postgres_fetch_total",
