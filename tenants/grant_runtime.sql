@@ -8,8 +8,9 @@
 -- procedure-mode rights are two schema-wide statements: a statement naming
 -- one function resolves its name among every schema's functions of that
 -- name, so on a server of 2,000 tenants the 68 statements took about
--- 315 ms against 49 ms for the two (docs/benchmarks.md, "A crowded server"). A schema holding functions of its own gets one
--- statement per function of ours, so those stay out of the role's reach.
+-- 315 ms against 49 ms for the two (docs/benchmarks.md, "A crowded
+-- server"). A schema holding functions of its own gets one statement per
+-- function of ours, so those stay out of the role's reach.
 WITH ours AS (
     SELECT p.oid, n.nspname, p.proname, p.proname = ANY ($4::text[]) AS named
       FROM pg_catalog.pg_proc p
