@@ -46,24 +46,30 @@ pub(crate) fn tagged_union(part: &str, schemas: &[&SchemaName]) -> String {
 
 /// [`inspect`](super::inspect) of each of `schemas`, in their order, on one
 /// connection: two round trips per [`BATCH`] schemas. One schema's refusal
-/// (too new, edited) is its own result and does not affect the others.
+/// (too new, edited) is its own result and does not affect the others; a
+/// batch in which a schema was dropped meanwhile is read one schema at a
+/// time.
+///
+/// # Errors
+/// Database errors of a batch other than a schema or table gone missing.
 pub(crate) async fn inspect_many(
     conn: &mut PgConnection,
     schemas: &[SchemaName],
-) -> Vec<Result<SchemaStatus>> {
+) -> Result<Vec<Result<SchemaStatus>>> {
     let mut statuses = Vec::with_capacity(schemas.len());
     for batch in schemas.chunks(BATCH) {
         match inspect_batch(conn, batch).await {
             Ok(batch_statuses) => statuses.extend(batch_statuses),
-            Err(e) => {
-                tracing::debug!(error = %e, "a batch of schemas changed while read; reading them one at a time");
+            Err(e) if e.names_a_missing_object() => {
+                tracing::debug!(error = %e, "a schema of the batch was dropped while read; reading them one at a time");
                 for schema in batch {
                     statuses.push(super::inspect_on(conn, schema).await);
                 }
             }
+            Err(e) => return Err(e),
         }
     }
-    statuses
+    Ok(statuses)
 }
 
 async fn inspect_batch(

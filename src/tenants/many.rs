@@ -22,7 +22,7 @@ pub(super) async fn inspect_listed(
     conn: &mut PgConnection,
     schemas: &[SchemaName],
 ) -> Result<Vec<TenantOutcome<SchemaStatus>>> {
-    let statuses = migrate::inspect_many(conn, schemas).await;
+    let statuses = migrate::inspect_many(conn, schemas).await?;
     let mut outcomes = Vec::with_capacity(schemas.len());
     for (schema, result) in schemas.iter().zip(statuses) {
         if result.is_err() && !still_a_tenant(conn, schema).await {
@@ -53,7 +53,7 @@ pub(super) async fn status_of(
         .collect();
     let mut queues = HashMap::new();
     for batch in migrated.chunks(BATCH) {
-        queue_batch(conn, batch, &mut queues).await;
+        queue_batch(conn, batch, &mut queues).await?;
     }
     let mut outcomes = Vec::with_capacity(inspected.len());
     for TenantOutcome { schema, result } in inspected {
@@ -80,12 +80,13 @@ pub(super) async fn status_of(
 }
 
 /// The queues of `batch` into `queues`, by schema name: one statement, or
-/// one per schema when it fails (a schema dropped meanwhile fails alone).
+/// one per schema when a schema of the batch was dropped meanwhile (it then
+/// fails alone).
 async fn queue_batch(
     conn: &mut PgConnection,
     batch: &[&SchemaName],
     queues: &mut HashMap<String, Result<QueueStats>>,
-) {
+) -> Result<()> {
     let statement = migrate::tagged_union(QUEUE_STATS, batch);
     let read: Result<Vec<(String, Result<QueueStats>)>> = async {
         let rows = conn.fetch_all(statement.as_str()).await?;
@@ -96,14 +97,16 @@ async fn queue_batch(
     .await;
     match read {
         Ok(rows) => queues.extend(rows),
-        Err(e) => {
-            tracing::debug!(error = %e, "a batch of tenants' queues failed; reading them one at a time");
+        Err(e) if e.names_a_missing_object() => {
+            tracing::debug!(error = %e, "a tenant of the batch was dropped while read; reading them one at a time");
             for schema in batch {
                 let stats = queue_stats(conn, schema).await;
                 queues.insert(schema.as_str().to_string(), stats);
             }
         }
+        Err(e) => return Err(e),
     }
+    Ok(())
 }
 
 /// Whether `schema` still holds a tenant; when that cannot be read, it is

@@ -322,10 +322,12 @@ pub async fn verify_many<F>(
 where
     F: FnMut(Progress<'_, SchemaStatus>),
 {
-    // In batches on one connection (see `status_all`); without one, each
-    // schema reports the failure to connect.
+    // In batches on one connection (see `status_all`); when that fails,
+    // one schema at a time, each reporting its own failure.
     let mut statuses = match pool.acquire().await {
-        Ok(mut conn) => migrate::inspect_many(&mut conn, schemas).await,
+        Ok(mut conn) => migrate::inspect_many(&mut conn, schemas)
+            .await
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     }
     .into_iter();
