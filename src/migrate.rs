@@ -48,7 +48,7 @@ use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 mod many;
 mod state;
 
-pub(crate) use many::{inspect_many, tagged_union};
+pub(crate) use many::{BATCH, inspect_many, tagged_union};
 use state::{Access, State, read_state, read_state_as};
 
 /// One embedded migration file.

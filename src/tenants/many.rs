@@ -1,8 +1,8 @@
 //! Many tenants' status in a few round trips ([`super::status_all`],
 //! [`super::inspect_all`]): the schemas' bookkeeping through
-//! [`migrate::inspect_many`], then the queues of the migrated ones, 200
-//! schemas per statement (`tenants/queue_stats.sql` once per schema, tagged
-//! with its name), on one connection.
+//! [`migrate::inspect_many`], then the queues of the migrated ones,
+//! [`migrate::BATCH`] schemas per statement (`tenants/queue_stats.sql` once
+//! per schema, tagged with its name), on one connection.
 
 use std::collections::HashMap;
 
@@ -12,9 +12,6 @@ use super::{QUEUE_STATS, QueueStats, TenantOutcome, TenantStatus, has_table, que
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
-
-/// Schemas per queue statement (see `migrate/many.rs`).
-const BATCH: usize = 200;
 
 /// The status of each of `schemas` (found by `list`), leaving out those
 /// that failed because they are no longer tenants.
@@ -52,7 +49,7 @@ pub(super) async fn status_of(
         .map(|o| &o.schema)
         .collect();
     let mut queues = HashMap::new();
-    for batch in migrated.chunks(BATCH) {
+    for batch in migrated.chunks(migrate::BATCH) {
         queue_batch(conn, batch, &mut queues).await?;
     }
     let mut outcomes = Vec::with_capacity(inspected.len());
