@@ -22,8 +22,8 @@
 //! * `latency`: on an idle runtime, p50/p90/p99 end-to-end latency of a
 //!   3-activity sequential orchestration (start to `completed_at_ms` in the
 //!   database, so the client's status polling adds nothing), and the
-//!   statements per second an idle runtime sends over 10 s; for
-//!   notifications on and off.
+//!   statements per second an idle runtime sends over 10 s; for each
+//!   `--notifications` setting (`--notifications on,off` for both).
 //! * `tenants`: `--tenants` schemas join one pool one after another while
 //!   the first has a fetch waiting: listening connections made, waiters
 //!   woken by the joins, and how soon a commit for the last tenant reaches
@@ -644,7 +644,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         if settings.scenarios.iter().any(|s| s == "latency") {
             let mut rows = Vec::new();
             for &mode in &settings.modes {
-                for notify in [true, false] {
+                for &notify in &settings.notifications {
                     rows.push(latency::run(&url, &client_url, &admin, mode, notify).await?);
                 }
             }

@@ -10,4 +10,4 @@ SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text A
        COALESCE(pg_catalog.has_function_privilege(s.oid, 'EXECUTE'), false) AS can_call_state
   FROM (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_migrations') AS oid) m,
        (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_procedures') AS oid) p,
-       (SELECT pg_catalog.to_regprocedure('{{schema}}.schema_state()') AS oid) s;
+       (SELECT pg_catalog.to_regprocedure('{{schema}}.schema_state()') AS oid) s

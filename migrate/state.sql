@@ -18,4 +18,4 @@ SELECT 'procedure', NULL::bigint, d.name, d.checksum,
                      AND o.classid = 'pg_catalog.pg_proc'::regclass),
        pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'crate_version'
   FROM {{schema}}._duroxide_procedures d
- ORDER BY 1, 2, 3;
+ ORDER BY 1, 2, 3

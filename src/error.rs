@@ -60,6 +60,10 @@ pub mod sqlstate {
     pub const INVALID_INPUT: &str = "DX005";
     /// `insufficient_privilege`: the role lacks a right on an object.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// `undefined_table`: a statement named a table that does not exist.
+    pub(crate) const UNDEFINED_TABLE: &str = "42P01";
+    /// `invalid_schema_name`: a statement named a schema that does not exist.
+    pub(crate) const INVALID_SCHEMA_NAME: &str = "3F000";
 
     /// Class prefixes whose every code means the connection is gone (`08`) or
     /// the server ran out of a resource for a while (`53`).
@@ -221,6 +225,16 @@ impl PostgresProviderError {
             Self::Rejected { sqlstate, .. } => Some((*sqlstate).to_string()),
             _ => None,
         }
+    }
+
+    /// Whether the statement named a schema or table that does not exist:
+    /// for a read of many schemas at once, one of them was dropped (or
+    /// half-created) while it ran.
+    pub(crate) fn names_a_missing_object(&self) -> bool {
+        matches!(
+            self.sqlstate().as_deref(),
+            Some(sqlstate::UNDEFINED_TABLE | sqlstate::INVALID_SCHEMA_NAME)
+        )
     }
 
     /// Whether retrying the same operation may succeed.

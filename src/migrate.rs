@@ -34,6 +34,8 @@
 //!   `schema_state()` ([`verify`], [`inspect`]); [`migrate`] refuses it
 //!   with [`PostgresProviderError::InsufficientPrivilege`].
 
+use std::sync::OnceLock;
+
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
@@ -43,8 +45,10 @@ use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SchemaName};
 
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
+mod many;
 mod state;
 
+pub(crate) use many::{BATCH, inspect_many, tagged_union};
 use state::{Access, State, read_state, read_state_as};
 
 /// One embedded migration file.
@@ -107,31 +111,44 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The migrations embedded in this build, in version order.
 pub fn migrations() -> Vec<Migration> {
-    MIGRATION_FILES
-        .iter()
-        .map(|(name, sql)| {
-            let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
-            Migration {
-                // build.rs only embeds files; a malformed name fails the unit test below.
-                version: digits.parse().unwrap_or(0),
-                name,
-                sql,
-                checksum: sha256(sql),
-            }
+    // Hashed once per process: a status of thousands of tenants asks for
+    // them several times per tenant.
+    static MIGRATIONS: OnceLock<Vec<Migration>> = OnceLock::new();
+    MIGRATIONS
+        .get_or_init(|| {
+            MIGRATION_FILES
+                .iter()
+                .map(|(name, sql)| {
+                    let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    Migration {
+                        // build.rs only embeds files; a malformed name fails the unit test below.
+                        version: digits.parse().unwrap_or(0),
+                        name,
+                        sql,
+                        checksum: sha256(sql),
+                    }
+                })
+                .collect()
         })
-        .collect()
+        .clone()
 }
 
 /// The stored procedures embedded in this build, in name order.
 pub fn procedures() -> Vec<Procedure> {
-    PROCEDURE_FILES
-        .iter()
-        .map(|(name, sql)| Procedure {
-            name,
-            sql,
-            checksum: procedure_checksum(sql),
+    // Hashed once per process, as the migrations.
+    static PROCEDURES: OnceLock<Vec<Procedure>> = OnceLock::new();
+    PROCEDURES
+        .get_or_init(|| {
+            PROCEDURE_FILES
+                .iter()
+                .map(|(name, sql)| Procedure {
+                    name,
+                    sql,
+                    checksum: procedure_checksum(sql),
+                })
+                .collect()
         })
-        .collect()
+        .clone()
 }
 
 /// The checksum of a procedure's text as installed: the statements it
@@ -194,6 +211,17 @@ pub struct SchemaStatus {
 }
 
 impl SchemaStatus {
+    /// A schema without bookkeeping: everything pending.
+    fn unmigrated() -> Self {
+        SchemaStatus {
+            applied_version: None,
+            pending_migrations: migrations().len(),
+            stale_procedures: procedures().len(),
+            retired_procedures: 0,
+            procedures_version: None,
+        }
+    }
+
     /// True when nothing needs to be applied or reinstalled.
     pub fn is_current(&self) -> bool {
         self.pending_migrations == 0 && self.stale_procedures == 0
@@ -443,13 +471,7 @@ pub(crate) async fn inspect_on(
 ) -> Result<SchemaStatus> {
     match read_state(conn, schema).await? {
         Some(state) => state.status(schema),
-        None => Ok(SchemaStatus {
-            applied_version: None,
-            pending_migrations: migrations().len(),
-            stale_procedures: procedures().len(),
-            retired_procedures: 0,
-            procedures_version: None,
-        }),
+        None => Ok(SchemaStatus::unmigrated()),
     }
 }
 
@@ -482,7 +504,15 @@ pub(crate) fn effective_mode(
 /// # Errors
 /// [`PostgresProviderError::SchemaNotReady`] when migrations or procedures are pending.
 pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
-    let status = inspect(pool, schema).await?;
+    ready_for(schema, inspect(pool, schema).await?, mode)
+}
+
+/// [`verify`]'s verdict on a status already read.
+pub(crate) fn ready_for(
+    schema: &SchemaName,
+    status: SchemaStatus,
+    mode: SqlMode,
+) -> Result<SchemaStatus> {
     if !status.is_ready_for(mode) {
         return Err(PostgresProviderError::SchemaNotReady {
             schema: schema.to_string(),

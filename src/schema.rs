@@ -23,6 +23,12 @@ pub(crate) const NOW_MS_MARKER: &str = "{{now_ms}}";
 /// channel name and safe inside a string literal).
 pub(crate) const CHANNEL_MARKER: &str = "{{channel}}";
 
+/// The marker templates use for the schema's name as the contents of a
+/// string literal (`'{{schema_name}}'`), for a query over many schemas that
+/// tags each row with its schema. Safe there for the same reason as
+/// [`CHANNEL_MARKER`].
+pub(crate) const NAME_MARKER: &str = "{{schema_name}}";
+
 /// What [`NOW_MS_MARKER`] renders to.
 pub(crate) const NOW_MS_SQL: &str =
     "(extract(epoch FROM pg_catalog.clock_timestamp())::numeric * 1000::numeric)::bigint";
@@ -88,12 +94,13 @@ impl SchemaName {
     }
 
     /// Substitutes this schema (see [`SCHEMA_MARKER`]), its notification
-    /// channel (see [`CHANNEL_MARKER`]) and the clock expression (see
-    /// [`NOW_MS_MARKER`]) into a SQL template.
+    /// channel (see [`CHANNEL_MARKER`]), its name (see [`NAME_MARKER`]) and
+    /// the clock expression (see [`NOW_MS_MARKER`]) into a SQL template.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace(SCHEMA_MARKER, &self.quoted)
             .replace(CHANNEL_MARKER, &self.name)
+            .replace(NAME_MARKER, &self.name)
             .replace(NOW_MS_MARKER, NOW_MS_SQL)
     }
 }

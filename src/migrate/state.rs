@@ -167,6 +167,11 @@ impl Access {
         let Some(row) = rows.first() else {
             return Err(PostgresProviderError::decode("schema access", "no row"));
         };
+        Self::from_row(row)
+    }
+
+    /// One row of `exists.sql`.
+    pub(super) fn from_row(row: &PgRow) -> Result<Self> {
         Ok(Self {
             migrated: row.try_get("migrated")?,
             role: row.try_get("role")?,

@@ -117,6 +117,110 @@ async fn list_and_status_show_each_tenant_with_its_version_readiness_and_queues(
     .await;
 }
 
+/// `tenant` with the ages of its oldest visible messages reduced to whether
+/// there is one: they grow between two reads.
+fn without_ages(tenant: &tenants::TenantStatus) -> tenants::TenantStatus {
+    let mut tenant = tenant.clone();
+    if let Some(q) = tenant.queues.as_mut() {
+        q.orchestrator_oldest_visible = q.orchestrator_oldest_visible.map(|_| Duration::ZERO);
+        q.worker_oldest_visible = q.worker_oldest_visible.map(|_| Duration::ZERO);
+    }
+    tenant
+}
+
+/// The error `outcomes` report for `schema`.
+fn error_of<'a, T>(
+    outcomes: &'a [TenantOutcome<T>],
+    schema: &TestSchema,
+) -> Option<&'a PostgresProviderError> {
+    outcomes
+        .iter()
+        .find(|o| o.schema == name(schema))
+        .and_then(|o| o.result.as_ref().err())
+}
+
+/// `status_all` and `inspect_all` read tenants in batches; what they report
+/// of each tenant is what `status` reports of it alone: queues, stale
+/// procedures, a refusal for a schema a newer build migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
+    with_schemas("ten_batch", 4, |schemas| async move {
+        let [procs, inline, stale, too_new] = &schemas[..] else {
+            unreachable!()
+        };
+        let pool = &procs.pool;
+        let p = procs.provider_in(SqlMode::StoredProcedures).await;
+        inline.provider_in(SqlMode::InlineSql).await;
+        stale.provider_in(SqlMode::StoredProcedures).await;
+        too_new.provider_in(SqlMode::InlineSql).await;
+        p.enqueue_for_orchestrator(start("batched"), None)
+            .await
+            .expect("enqueue");
+        sqlx::query(&format!(
+            "DROP FUNCTION \"{}\".get_queue_depths",
+            stale.name
+        ))
+        .execute(pool)
+        .await
+        .expect("drop one procedure");
+        sqlx::query(&format!(
+            "INSERT INTO \"{}\"._duroxide_migrations (version, name, checksum, execution_ms) \
+             VALUES (999999, 'from_the_future', '\\x00', 0)",
+            too_new.name
+        ))
+        .execute(pool)
+        .await
+        .expect("record a future migration");
+
+        let everything = tenants::status_all(pool).await.expect("status of all");
+        let inspected = tenants::inspect_all(pool).await.expect("inspect all");
+        for schema in [procs, inline, stale] {
+            let alone = tenants::status(pool, &name(schema)).await.expect("status");
+            let batched = everything
+                .iter()
+                .find(|o| o.schema == name(schema))
+                .expect("listed");
+            assert_eq!(
+                batched.result.as_ref().ok().map(without_ages),
+                Some(without_ages(&alone)),
+                "{}",
+                schema.name
+            );
+            let batched = inspected
+                .iter()
+                .find(|o| o.schema == name(schema))
+                .expect("listed");
+            assert_eq!(
+                batched.result.as_ref().ok(),
+                Some(&alone.status),
+                "{}",
+                schema.name
+            );
+        }
+        let stale_status = tenants::status(pool, &name(stale)).await.expect("status");
+        assert_eq!(stale_status.status.stale_procedures, 1);
+        let queues = everything
+            .iter()
+            .find(|o| o.schema == name(procs))
+            .and_then(|o| o.result.as_ref().ok())
+            .and_then(|t| t.queues);
+        assert_eq!(queues.map(|q| q.orchestrator_messages), Some(1));
+        for refusal in [
+            error_of(&everything, too_new),
+            error_of(&inspected, too_new),
+        ] {
+            assert!(
+                matches!(
+                    refusal,
+                    Some(PostgresProviderError::SchemaTooNew { found: 999_999, .. })
+                ),
+                "{refusal:?}"
+            );
+        }
+    })
+    .await;
+}
+
 in_both_modes!(migrate_and_verify_many: migrate_many_in_procedure_mode, migrate_many_in_inline_mode);
 
 async fn migrate_and_verify_many(mode: SqlMode) {

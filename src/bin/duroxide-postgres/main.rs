@@ -240,10 +240,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let pool = connect(url).await?;
             let mut rows = vec![report::LIST_HEADER.map(str::to_string).to_vec()];
-            for outcome in tenants::status_all(&pool).await? {
+            for outcome in tenants::inspect_all(&pool).await? {
                 let mut row = vec![outcome.schema.to_string()];
                 match outcome.result {
-                    Ok(tenant) => row.extend(report::list_row(&tenant.status)),
+                    Ok(status) => row.extend(report::list_row(&status)),
                     Err(e) => {
                         eprintln!("duroxide-postgres: error: {}: {e}", outcome.schema);
                         row.extend(["-".to_string(), "-".to_string(), format!("error: {e}")]);

@@ -341,6 +341,16 @@ async fn waiters_woken_at_one_due_time_send_one_fetch_between_them() {
         with_schemas("quiet_due", 1, |pool, names, _| async move {
             let p = provider_on(&pool, &names[0], mode, true).await;
             subscribed(&p).await;
+            // Warm the provider's connection first: its first fetch
+            // resolves and compiles the fetch, which on a server holding
+            // thousands of other tenants can outlast the delay below. The
+            // timed part is about wake-ups, not that cold start. (The pool's
+            // one idle connection, beside the listener's, serves both.)
+            let warm = p
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("warm-up fetch: {e}"));
+            assert!(warm.is_none(), "{mode}: nothing queued yet");
             // Under the 1 s a note is trusted for: one note covers the wait.
             let delay = Duration::from_millis(900);
             let before = received(&p);

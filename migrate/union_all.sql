@@ -1,0 +1,3 @@
+
+-- union_all: joins two schemas' parts (tagged.sql) of one statement.
+UNION ALL
