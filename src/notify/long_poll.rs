@@ -57,6 +57,7 @@ impl LongPoll {
         let shared = &self.membership.hub.shared;
         for wake in wakes {
             shared.local.fetch_add(1, Ordering::Relaxed);
+            shared.received.fetch_add(1, Ordering::Relaxed);
             shared.deliver(self.waiters.clone(), *wake);
         }
         shared.outbox.post(channel, wakes);

@@ -94,6 +94,8 @@ use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::pooler::Db;
+
 pub(crate) use long_poll::{LongPoll, Polled};
 pub(crate) use outbox::{Outbox, Sender, Wake};
 pub(crate) use waiters::Queue;
@@ -299,12 +301,14 @@ fn later(now: Instant, d: Duration) -> Instant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct NotificationStats {
-    /// Notifications received on the listening connection from other
-    /// sessions (other processes, other pools); the ones it sent itself come
-    /// back too and are counted in `echoes` instead.
+    /// Notifications that reached this pool's waiters: received on the
+    /// listening connection from other sessions (other processes, other
+    /// pools), or posted by this pool's own commits and delivered directly
+    /// (`local`). Its own, coming back to the listening connection, are
+    /// counted in `echoes` instead.
     pub received: u64,
-    /// Wake-ups this pool's own commits delivered to its waiters directly,
-    /// without waiting for their notification to come back.
+    /// Of `received`, the wake-ups this pool's own commits delivered to its
+    /// waiters directly, without a round trip through the server.
     pub local: u64,
     /// Notifications sent to other processes (after folding: identical ones
     /// pending together are sent once).
@@ -368,11 +372,15 @@ pub struct NotificationStats {
 pub(crate) struct Hub {
     shared: Arc<Shared>,
     task: tokio::task::AbortHandle,
+    /// The pool the listening connection comes from (see [`Hub::join`]).
+    listen_on: PgPool,
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.task.abort();
+        // Notifications still unsent: one last try on a pooled connection.
+        outbox::flush_on_drop(&self.shared.outbox, Db::new(self.listen_on.clone(), None));
     }
 }
 
@@ -411,8 +419,13 @@ impl Hub {
                         schemas.insert(schema.to_string(), Arc::default());
                     }
                     let listen_on = listen_pool.unwrap_or(pool).clone();
-                    let task = tokio::spawn(listen(shared.clone(), listen_on)).abort_handle();
-                    let hub = Arc::new(Hub { shared, task });
+                    let task =
+                        tokio::spawn(listen(shared.clone(), listen_on.clone())).abort_handle();
+                    let hub = Arc::new(Hub {
+                        shared,
+                        task,
+                        listen_on,
+                    });
                     all.insert(key, Arc::downgrade(&hub));
                     hub
                 }

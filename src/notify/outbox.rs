@@ -42,7 +42,7 @@ use crate::pooler::Db;
 /// (whose last query it often is) as the listener.
 pub(super) const SEND: &str = "-- duroxide-postgres: LISTEN connection sends notifications\n\
      SELECT pg_catalog.count(pg_catalog.pg_notify(n.channel, n.payload)) \
-     FROM pg_catalog.unnest($1::text[], $2::text[]) AS n(channel, payload), \
+     FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS n(channel, payload), \
      (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) AS lazy_commit";
 
 /// Distinct notifications the outbox holds at most: folding bounds it by
@@ -272,12 +272,35 @@ impl Batch {
 pub(crate) struct Sender {
     outbox: Arc<Outbox>,
     task: tokio::task::AbortHandle,
+    db: Db,
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
         self.task.abort();
+        flush_on_drop(&self.outbox, self.db.clone());
     }
+}
+
+/// How long the last try to send a dropped pool's notifications may take.
+const FLUSH_ON_DROP: Duration = Duration::from_secs(2);
+
+/// The last provider of a pool is gone with notifications unsent: one
+/// last try to send them, on a task of its own (if a runtime is still
+/// there), bounded by [`FLUSH_ON_DROP`]. Best effort: a pool closed at once
+/// refuses it, and waiters in other processes then find the work at their
+/// next due time or poll timeout.
+pub(super) fn flush_on_drop(outbox: &Arc<Outbox>, db: Db) {
+    if outbox.unsent() == 0 || db.is_closed() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let outbox = outbox.clone();
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(FLUSH_ON_DROP, send_on(&db, &outbox)).await;
+    });
 }
 
 /// Senders by pool, so every provider without long polling on a pool shares one.
@@ -300,7 +323,11 @@ impl Sender {
         }
         let outbox = Arc::new(Outbox::default());
         let task = tokio::spawn(send_on_pool(outbox.clone(), db.clone())).abort_handle();
-        let sender = Arc::new(Self { outbox, task });
+        let sender = Arc::new(Self {
+            outbox,
+            task,
+            db: db.clone(),
+        });
         all.insert(key, Arc::downgrade(&sender));
         sender
     }
