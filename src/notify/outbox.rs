@@ -392,3 +392,91 @@ impl Drop for InTransaction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str) -> Arc<str> {
+        name.into()
+    }
+
+    #[test]
+    fn no_procedure_or_statement_notifies_inside_its_transaction() {
+        for (name, text) in crate::embedded::PROCEDURE_FILES {
+            assert!(!text.contains("pg_notify"), "procedures/{name}.sql notifies");
+        }
+        for (procedure, name, text) in crate::embedded::STATEMENT_FILES {
+            assert!(
+                !text.contains("pg_notify"),
+                "statements/{procedure}/{name}.sql notifies"
+            );
+        }
+    }
+
+    #[test]
+    fn identical_pending_notifications_fold_and_the_outbox_is_bounded() {
+        let outbox = Outbox::default();
+        let (a, b) = (channel("a"), channel("b"));
+        outbox.post(&a, &[Wake::Orchestrator, Wake::Worker]);
+        outbox.post(&a, &[Wake::Orchestrator]);
+        outbox.post(&b, &[Wake::Orchestrator]);
+        assert_eq!(outbox.unsent(), 3);
+        assert_eq!(outbox.counters.folded.load(Ordering::Relaxed), 1);
+        let batch = outbox.take();
+        assert_eq!(
+            batch.arrays(),
+            (
+                vec!["a".to_string(), "a".to_string(), "b".to_string()],
+                vec!["orchestrator", "worker", "orchestrator"]
+            ),
+            "in posting order"
+        );
+        // Posted while the batch is being sent: queued anew, not folded
+        // into the batch in flight.
+        outbox.post(&a, &[Wake::Orchestrator]);
+        assert_eq!(outbox.unsent(), 4);
+        outbox.finish(batch, Ok(()));
+        assert_eq!(outbox.unsent(), 1);
+        assert_eq!(outbox.counters.sent.load(Ordering::Relaxed), 3);
+
+        let full = Outbox::default();
+        for i in 0..MAX_PENDING + 10 {
+            full.post(&channel(&format!("s{i}")), &[Wake::Worker]);
+        }
+        assert_eq!(full.unsent(), MAX_PENDING);
+        assert_eq!(full.counters.dropped.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_failed_send_is_retried_then_given_up() {
+        let outbox = Outbox::default();
+        let a = channel("a");
+        outbox.post(&a, &[Wake::Worker]);
+        for attempt in 1..MAX_FAILURES {
+            let batch = outbox.take();
+            // Posted meanwhile: folds into the batch put back.
+            outbox.post(&a, &[Wake::Worker]);
+            outbox.finish(batch, Err(true));
+            assert_eq!(outbox.unsent(), 1, "attempt {attempt}: back in the queue once");
+        }
+        let batch = outbox.take();
+        outbox.finish(batch, Err(true));
+        assert_eq!(outbox.unsent(), 0, "given up after {MAX_FAILURES} failures");
+        assert_eq!(outbox.counters.dropped.load(Ordering::Relaxed), 1);
+
+        outbox.post(&a, &[Wake::Orchestrator]);
+        let batch = outbox.take();
+        outbox.finish(batch, Err(false));
+        assert_eq!(outbox.unsent(), 0, "a permanent failure is not retried");
+        assert_eq!(outbox.counters.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        for wake in [Wake::Orchestrator, Wake::OrchestratorSettle, Wake::Worker] {
+            assert_eq!(Wake::from_payload(wake.payload()), Some(wake));
+        }
+        assert_eq!(Wake::from_payload("marker"), None);
+    }
+}
