@@ -404,7 +404,10 @@ mod tests {
     #[test]
     fn no_procedure_or_statement_notifies_inside_its_transaction() {
         for (name, text) in crate::embedded::PROCEDURE_FILES {
-            assert!(!text.contains("pg_notify"), "procedures/{name}.sql notifies");
+            assert!(
+                !text.contains("pg_notify"),
+                "procedures/{name}.sql notifies"
+            );
         }
         for (procedure, name, text) in crate::embedded::STATEMENT_FILES {
             assert!(
@@ -458,7 +461,11 @@ mod tests {
             // Posted meanwhile: folds into the batch put back.
             outbox.post(&a, &[Wake::Worker]);
             outbox.finish(batch, Err(true));
-            assert_eq!(outbox.unsent(), 1, "attempt {attempt}: back in the queue once");
+            assert_eq!(
+                outbox.unsent(),
+                1,
+                "attempt {attempt}: back in the queue once"
+            );
         }
         let batch = outbox.take();
         outbox.finish(batch, Err(true));

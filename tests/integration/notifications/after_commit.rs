@@ -80,7 +80,10 @@ async fn an_ack_wakes_a_waiter_of_another_process(mode: SqlMode) {
         let sent = acker.notification_stats().unwrap_or_default().sent;
         ack_scheduling(&acker, &token, "woken").await;
         let (found, waited) = fetch.await.unwrap_or_else(|e| panic!("join: {e}"));
-        assert!(found, "{mode}: the ack's activity is claimed by the other process");
+        assert!(
+            found,
+            "{mode}: the ack's activity is claimed by the other process"
+        );
         assert!(
             waited < LONG / 2,
             "{mode}: woken by the ack's notification after {waited:?}, not by the poll timeout"
