@@ -3,12 +3,13 @@
 -- Returns false for an unknown token (the caller reports DX001). The messages become fetchable again, after p_delay_ms
 -- when given; with p_ignore_attempt their attempt counts are decremented
 -- (never below zero) so the abandoned fetch does not count toward poisoning.
--- Orchestrator waiters are woken at commit (to fetch, or to re-time their wait).
+-- Returns what to wake ('orchestrator' when released): the caller wakes
+-- orchestrator waiters after the commit (to fetch, or to re-time their wait).
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)
-RETURNS SETOF boolean
+RETURNS TABLE (acked boolean, wake text[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -36,8 +37,8 @@ BEGIN
         RETURNING 1)
     -- Commits with synchronous_commit off: an abandon lost to a crash is
     -- harmless, the lease then ends on its own (docs/architecture.md, "Durability").
-    SELECT EXISTS (SELECT 1 FROM released)
-      FROM (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'orchestrator') FROM released) x) notified,
-           (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
+    SELECT EXISTS (SELECT 1 FROM released),
+           CASE WHEN EXISTS (SELECT 1 FROM released) THEN ARRAY['orchestrator']::text[] ELSE '{}'::text[] END
+      FROM (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

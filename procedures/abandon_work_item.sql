@@ -1,12 +1,13 @@
 -- abandon_work_item: release an activity's lock without completing it,
 -- visible again at now + p_delay_ms (now when NULL); with p_ignore_attempt the
 -- attempt count is decremented (never below zero). Returns false for an
--- unknown token (the caller reports DX001). Worker waiters are woken at commit.
+-- unknown token (the caller reports DX001). Returns what to wake ('worker' when
+-- released): the caller wakes worker waiters after the commit.
 CREATE OR REPLACE FUNCTION {{schema}}.abandon_work_item(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)
-RETURNS SETOF boolean
+RETURNS TABLE (acked boolean, wake text[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -24,8 +25,8 @@ BEGIN
         RETURNING 1)
     -- Commits with synchronous_commit off: an abandon lost to a crash is
     -- harmless, the lock then ends on its own (docs/architecture.md, "Durability").
-    SELECT EXISTS (SELECT 1 FROM released)
-      FROM (SELECT pg_catalog.count(*) FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'worker') FROM released) x) notified,
-           (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
+    SELECT EXISTS (SELECT 1 FROM released),
+           CASE WHEN EXISTS (SELECT 1 FROM released) THEN ARRAY['worker']::text[] ELSE '{}'::text[] END
+      FROM (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) lazy_commit;
 END
 $$;

@@ -17,7 +17,7 @@
 -- before its last statement. Taken, any writer that has not committed yet
 -- waits for this commit (so its own notification comes after the lease is
 -- gone) and any that committed before is seen by the last statement's
--- snapshot; refused, a writer is in flight and the ack notifies. The rows of
+-- snapshot; refused, a writer is in flight and the ack wakes orchestrators. The rows of
 -- the instances sent to are locked first, in instance order, before any
 -- other row lock, as deletes lock them (see docs/architecture.md, "Lock
 -- order"). Row locks need rights on the table: a role without rights on the
@@ -55,7 +55,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
     p_cancel_instances  text[],
     p_cancel_executions bigint[],
     p_cancel_activities bigint[])
-RETURNS void
+RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -69,7 +69,7 @@ DECLARE
     v_key        text;
     v_value      text;
     v_updated_ms bigint;
-    v_notified   bigint;
+    v_wake       text[];
     v_wake_orchestrators boolean;
     v_wake_workers       boolean;
 BEGIN
@@ -145,12 +145,13 @@ BEGIN
         {{> enqueue_orchestrator}};
     END IF;
 
-    -- Wake waiters at commit: orchestrators for new messages, for messages
-    -- that arrived while the instance was leased or that are arriving now,
-    -- workers for new activities.
+    -- What to wake after the commit (the caller does): orchestrators for new
+    -- messages, for messages that arrived while the instance was leased or
+    -- that are arriving now, workers for new activities.
     v_wake_orchestrators := coalesce(pg_catalog.array_length(p_orch_instances, 1), 0) > 0 OR NOT v_quiet;
     v_wake_workers := coalesce(pg_catalog.array_length(p_worker_items, 1), 0) > 0;
     {{> release}}
-      INTO v_notified;
+      INTO v_wake;
+    RETURN v_wake;
 END
 $$;

@@ -2,19 +2,20 @@
 -- completion for the orchestration, atomically. A token whose lock is gone
 -- (cancelled, stolen, or expired) returns false and nothing changes (the
 -- caller reports DX001). The item's
--- session, if any, records the activity. An enqueued completion wakes the
--- schema's orchestrator waiters at commit; the payload says whether more
--- completions of the instance are on their way ('orchestrator settle').
+-- session, if any, records the activity. Returns whether the token was
+-- found and what to wake: an enqueued completion wakes the schema's
+-- orchestrator waiters (the caller does, after the commit); 'orchestrator
+-- settle' says more completions of the instance are on their way.
 -- The instance's claim row (instance_claims) is created or locked before any
 -- other row lock (`n` reads `claim` before the delete locks a row) and held
 -- until commit, so an ack of the instance committing meanwhile sees the
--- completion or notifies for it (see ack_orchestration_item.sql).
+-- completion or wakes for it (see ack_orchestration_item.sql).
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item(
     p_lock_token    text,
     p_instance_id   text,
     p_item_kind     text,
     p_work_item     text)
-RETURNS SETOF boolean
+RETURNS TABLE (acked boolean, wake text[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -49,16 +50,15 @@ BEGIN
           FROM done d
          WHERE p_work_item IS NOT NULL
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM done)
-      FROM (SELECT pg_catalog.count(*)
-              FROM (SELECT pg_catalog.pg_notify('{{channel}}',
-                               -- 'orchestrator settle': other activities of the
-                               -- instance are still queued or running, so more
-                               -- completions are on their way (see src/notify.rs).
-                               CASE WHEN EXISTS (SELECT 1 FROM {{schema}}.worker_queue w
-                                                  WHERE w.instance_id = p_instance_id
-                                                    AND w.lock_token IS DISTINCT FROM p_lock_token)
-                                    THEN 'orchestrator settle' ELSE 'orchestrator' END)
-                      FROM done WHERE p_work_item IS NOT NULL) x) notified;
+    SELECT EXISTS (SELECT 1 FROM done),
+           ARRAY(SELECT
+                     -- 'orchestrator settle': other activities of the
+                     -- instance are still queued or running, so more
+                     -- completions are on their way (see src/notify/mod.rs).
+                     CASE WHEN EXISTS (SELECT 1 FROM {{schema}}.worker_queue w
+                                        WHERE w.instance_id = p_instance_id
+                                          AND w.lock_token IS DISTINCT FROM p_lock_token)
+                          THEN 'orchestrator settle' ELSE 'orchestrator' END
+                   FROM done WHERE p_work_item IS NOT NULL);
 END
 $$;

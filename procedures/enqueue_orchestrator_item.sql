@@ -1,8 +1,9 @@
 -- enqueue_orchestrator_item: add one message to an instance's orchestrator
 -- queue, visible at now + p_delay_ms (TimerFired items enqueued here follow
 -- the delay too; only an ack makes them visible at their fire_at_ms).
--- Never creates the instance: the first ack does. Wakes the schema's
--- orchestrator waiters at commit (NOTIFY channel = schema name). Creates or
+-- Never creates the instance: the first ack does. Returns what to wake
+-- ('orchestrator'): the caller wakes the schema's orchestrator waiters after
+-- the commit (NOTIFY channel = schema name). Creates or
 -- locks the instance's claim row (instance_claims) before the insert and
 -- holds it until commit, so an ack of the instance committing meanwhile
 -- either sees this message or notifies for it, and a fetch in flight claims
@@ -14,7 +15,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item(
     p_item_kind     text,
     p_work_item     text,
     p_delay_ms      bigint)
-RETURNS SETOF boolean
+RETURNS SETOF text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -31,6 +32,6 @@ BEGIN
         SELECT p_instance_id, p_item_kind, p_work_item, n.now_ms OPERATOR(pg_catalog.+) p_delay_ms, n.now_ms
           FROM (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k) n
         RETURNING 1)
-    SELECT true FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'orchestrator')) notified;
+    SELECT ARRAY['orchestrator']::text[];
 END
 $$;

@@ -1,5 +1,6 @@
 -- enqueue_work_item: add one activity execution to the worker queue, visible
--- now, and wake the schema's worker waiters at commit.
+-- now. Returns what to wake ('worker'): the caller wakes the schema's worker
+-- waiters after the commit (see src/notify/mod.rs).
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
     p_work_item    text,
     p_instance_id  text,
@@ -7,7 +8,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
     p_activity_id  bigint,
     p_session_id   text,
     p_tag          text)
-RETURNS SETOF boolean
+RETURNS SETOF text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -21,6 +22,6 @@ BEGIN
         SELECT p_work_item, n.now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, n.now_ms
           FROM (SELECT {{now_ms}} AS now_ms) n
         RETURNING 1)
-    SELECT true FROM (SELECT pg_catalog.pg_notify('{{channel}}', 'worker')) notified;
+    SELECT ARRAY['worker']::text[];
 END
 $$;

@@ -189,6 +189,8 @@ pub struct PostgresOptions {
     /// non-zero `poll_timeout` waits for committed work, the next due item or
     /// the timeout. Off: every fetch returns at once (short polling), for
     /// poolers in transaction mode (PgBouncer) or servers without `LISTEN`.
+    /// Either way the provider's commits are notified to other processes,
+    /// after the commit (see `docs/architecture.md`, "Long polling").
     pub notifications: bool,
     /// While the listening connection is down, how often waiting fetches
     /// poll instead (default 250 ms).

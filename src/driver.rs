@@ -60,8 +60,12 @@ impl Driver {
         }
     }
 
-    /// Commits one turn.
-    pub(crate) async fn ack_orchestration(self, s: &Store, params: AckParams) -> Result<()> {
+    /// Commits one turn; returns what to wake (see [`Store::woke`]).
+    pub(crate) async fn ack_orchestration(
+        self,
+        s: &Store,
+        params: AckParams,
+    ) -> Result<Vec<String>> {
         match self {
             Self::Procedures => procedures::ack_orchestration(s, &params).await,
             Self::Inline => inline::orchestration::ack(s, params).await,
@@ -216,9 +220,9 @@ mod procedures {
         })
     }
 
-    /// One call of `ack_orchestration_item`.
-    pub(super) async fn ack_orchestration(s: &Store, a: &AckParams) -> Result<()> {
-        sqlx::query(&s.sql.orchestration.ack)
+    /// One call of `ack_orchestration_item`; what to wake.
+    pub(super) async fn ack_orchestration(s: &Store, a: &AckParams) -> Result<Vec<String>> {
+        let wake: Option<Vec<String>> = sqlx::query_scalar(&s.sql.orchestration.ack)
             .bind(&a.lock_token)
             .bind(a.execution_id)
             .bind(&a.event_ids)
@@ -251,9 +255,9 @@ mod procedures {
             .bind(&a.cancel_instances)
             .bind(&a.cancel_executions)
             .bind(&a.cancel_activities)
-            .execute(&s.pool)
+            .fetch_one(&s.pool)
             .await?;
-        Ok(())
+        Ok(wake.unwrap_or_default())
     }
 
     /// One call of `fetch_work_item`.

@@ -13,7 +13,8 @@
 //!   database; both modes can serve one schema at once.
 //! * **Long polling** with `LISTEN`/`NOTIFY` (one listening connection per
 //!   pool, shared by every tenant): an empty fetch waits for committed work,
-//!   the next due item or its `poll_timeout`.
+//!   the next due item or its `poll_timeout`. Notifications are sent after
+//!   the commit, never inside a durable transaction.
 //! * **Peek-lock queues**: activities claimed with `SELECT ... FOR UPDATE SKIP
 //!   LOCKED`, orchestration instances by a per-instance claim row locked the
 //!   same way, and a lease row; sessions pin activities to workers.

@@ -30,7 +30,7 @@ statements! {
         ack = "SELECT {{schema}}.ack_orchestration_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
         /// Release a lease.
-        abandon = "SELECT {{schema}}.abandon_orchestration_item($1, $2, $3)",
+        abandon = "SELECT acked, wake FROM {{schema}}.abandon_orchestration_item($1, $2, $3)",
         /// Extend a lease.
         renew = "SELECT {{schema}}.renew_orchestration_item_lock($1, $2)",
         /// Enqueue one message.
@@ -395,7 +395,9 @@ pub(crate) async fn ack(
         params.orch_instances.push(o.instance);
         params.orch_items.push(o.json);
     }
-    s.driver.ack_orchestration(s, params).await
+    let wake = s.driver.ack_orchestration(s, params).await?;
+    s.woke(&wake);
+    Ok(())
 }
 
 /// Everything an ack binds, validated and encoded once for both SQL modes.
@@ -440,12 +442,13 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    let found: bool = sqlx::query_scalar(&s.sql.orchestration.abandon)
+    let (found, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.orchestration.abandon)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
         .fetch_one(&s.pool)
         .await?;
+    s.woke(&wake);
     found.then_some(()).ok_or_else(|| {
         PostgresProviderError::rejected(sqlstate::INVALID_LOCK_TOKEN, "Invalid lock token")
     })
@@ -471,12 +474,13 @@ pub(crate) async fn enqueue(s: &Store, item: &WorkItem, delay: Option<Duration>)
     let row = OrchestratorRow::new(item)?;
     s.limits
         .check_payload("orchestrator work item", &row.json)?;
-    sqlx::query(&s.sql.orchestration.enqueue)
+    let wake: Vec<String> = sqlx::query_scalar(&s.sql.orchestration.enqueue)
         .bind(&row.instance)
         .bind(row.kind)
         .bind(&row.json)
         .bind(codec::delay_millis(delay))
-        .execute(&s.pool)
+        .fetch_one(&s.pool)
         .await?;
+    s.woke(&wake);
     Ok(())
 }

@@ -94,4 +94,13 @@ impl PostgresProvider {
         };
         Ok(worker_queue::fetch_once(&self.store, &params).await?.into())
     }
+
+    /// Test hook: notifications this provider's pool has posted for other
+    /// processes and not sent yet (queued, or in a send that has not
+    /// returned). Zero means every notification of a commit that returned
+    /// has been sent, so a notification sent afterwards arrives after them.
+    #[doc(hidden)]
+    pub fn probe_unsent_notifications(&self) -> usize {
+        self.store.unsent_notifications()
+    }
 }

@@ -15,7 +15,7 @@ use crate::admission::Gate;
 use crate::config::SqlMode;
 use crate::driver::Driver;
 use crate::error::Result;
-use crate::notify::LongPoll;
+use crate::notify::{LongPoll, Sender, Wake};
 use crate::pooler::Db;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
@@ -35,6 +35,11 @@ pub(crate) struct Store {
     pub limits: Limits,
     /// Long polling, unless notifications are off.
     pub long_poll: Option<LongPoll>,
+    /// Without long polling: sends the notifications of this store's
+    /// commits to other processes (with it, its hub does).
+    pub sender: Option<Arc<Sender>>,
+    /// The schema's notification channel (its name).
+    pub channel: Arc<str>,
     /// The pool's fetch admission, shared by every store on it.
     pub gate: Arc<Gate>,
     /// The schema's name, as the gate counts it.
@@ -53,15 +58,45 @@ impl Store {
         gate: Arc<Gate>,
         long_poll: Option<LongPoll>,
     ) -> Self {
+        let sender = long_poll.is_none().then(|| Sender::of(&pool));
         Self {
             sql: Arc::new(Statements::render(&schema, mode)),
             driver: Driver::new(mode),
             gate_key: schema.as_str().into(),
+            channel: schema.as_str().into(),
+            sender,
             pool,
             schema,
             limits,
             long_poll,
             gate,
+        }
+    }
+
+    /// A transaction of this store committed and returned `wake` (payloads
+    /// of the schema's channel): wakes this pool's waiters at once and posts
+    /// the notification for other processes, sent after the commit without
+    /// holding up the caller (see [`crate::notify`]). Never inside the
+    /// transaction: a durable commit that notifies holds PostgreSQL's
+    /// notification-queue lock through its WAL flush.
+    pub(crate) fn woke(&self, wake: &[String]) {
+        let wakes: Vec<Wake> = wake.iter().filter_map(|p| Wake::from_payload(p)).collect();
+        if wakes.is_empty() {
+            return;
+        }
+        match (&self.long_poll, &self.sender) {
+            (Some(long_poll), _) => long_poll.committed(&self.channel, &wakes),
+            (None, Some(sender)) => sender.outbox().post(&self.channel, &wakes),
+            (None, None) => {}
+        }
+    }
+
+    /// Notifications of this store's pool posted and not sent yet.
+    pub(crate) fn unsent_notifications(&self) -> usize {
+        match (&self.long_poll, &self.sender) {
+            (Some(long_poll), _) => long_poll.unsent(),
+            (None, Some(sender)) => sender.outbox().unsent(),
+            (None, None) => 0,
         }
     }
 

@@ -24,11 +24,11 @@ statements! {
         fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms \
                  FROM {{schema}}.fetch_work_item($1, $2, $3, $4, $5, $6)",
         /// Complete an activity.
-        ack = "SELECT {{schema}}.ack_work_item($1, $2, $3, $4)",
+        ack = "SELECT acked, wake FROM {{schema}}.ack_work_item($1, $2, $3, $4)",
         /// Extend an activity lock.
         renew = "SELECT {{schema}}.renew_work_item_lock($1, $2)",
         /// Release an activity lock.
-        abandon = "SELECT {{schema}}.abandon_work_item($1, $2, $3)",
+        abandon = "SELECT acked, wake FROM {{schema}}.abandon_work_item($1, $2, $3)",
         /// Heartbeat sessions.
         renew_sessions = "SELECT {{schema}}.renew_session_locks($1, $2, $3)",
         /// Sweep orphaned sessions.
@@ -40,15 +40,16 @@ statements! {
 pub(crate) async fn enqueue(s: &Store, item: &WorkItem) -> Result<()> {
     let row = WorkerRow::new(item)?;
     s.limits.check_payload("activity work item", &row.json)?;
-    sqlx::query(&s.sql.worker.enqueue)
+    let wake: Vec<String> = sqlx::query_scalar(&s.sql.worker.enqueue)
         .bind(&row.json)
         .bind(&row.instance)
         .bind(row.execution_id)
         .bind(row.activity_id)
         .bind(&row.session_id)
         .bind(&row.tag)
-        .execute(&s.pool)
+        .fetch_one(&s.pool)
         .await?;
+    s.woke(&wake);
     Ok(())
 }
 
@@ -163,13 +164,14 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
     if let Some(row) = &row {
         s.limits.check_payload("activity completion", &row.json)?;
     }
-    let acked: bool = sqlx::query_scalar(&s.sql.worker.ack)
+    let (acked, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.ack)
         .bind(codec::check_text("lock_token", token)?)
         .bind(row.as_ref().map(|r| r.instance.as_str()))
         .bind(row.as_ref().map(|r| r.kind))
         .bind(row.as_ref().map(|r| r.json.as_str()))
         .fetch_one(&s.pool)
         .await?;
+    s.woke(&wake);
     found(
         acked,
         "Invalid lock token: work item not found (cancelled, stolen, or lock expired)",
@@ -196,12 +198,13 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    let released: bool = sqlx::query_scalar(&s.sql.worker.abandon)
+    let (released, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.abandon)
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
         .fetch_one(&s.pool)
         .await?;
+    s.woke(&wake);
     found(released, "Invalid lock token or already acked")
 }
 

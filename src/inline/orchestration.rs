@@ -499,8 +499,9 @@ fn look_again(params: &FetchParams) -> Option<i64> {
     params.next_due.then_some(0)
 }
 
-/// The procedure's steps in order, skipping those whose input is empty.
-pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<()> {
+/// The procedure's steps in order, skipping those whose input is empty;
+/// what to wake once committed.
+pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
@@ -510,7 +511,7 @@ pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<()> {
     .await
 }
 
-async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<()> {
+async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<String>> {
     let sql = &p.sql.inline.ack_orchestration;
 
     let lease: Option<(String, i64, i64, bool)> = sqlx::query_as(&sql.lease)
@@ -670,12 +671,12 @@ async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<()> {
             .execute(&mut *c)
             .await?;
     }
-    sqlx::query(&sql.release)
+    let wake: Vec<String> = sqlx::query_scalar(&sql.release)
         .bind(&a.lock_token)
         .bind(&instance)
         .bind(!a.orch_instances.is_empty() || !quiet)
         .bind(!a.worker_items.is_empty())
-        .execute(&mut *c)
+        .fetch_one(&mut *c)
         .await?;
-    Ok(())
+    Ok(wake)
 }

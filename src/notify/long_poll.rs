@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 
 use super::waiters::{Queue, QueueWaiters, Registration, SchemaWaiters};
-use super::{Hub, Membership, NotificationStats, Shared};
+use super::{Hub, Membership, NotificationStats, Shared, Wake};
 use crate::error::Result;
 
 /// Long polling for one provider: its pool's hub and its schema's waiters.
@@ -47,6 +47,25 @@ impl LongPoll {
     /// How long fresh completions with siblings in flight settle.
     pub(crate) fn settle(&self) -> Duration {
         Duration::from_millis(self.waiters.settle_ms.load(Ordering::Relaxed))
+    }
+
+    /// This provider's transaction committed and asks to wake `wakes` of
+    /// `channel` (its schema): this pool's waiters are woken now, without a
+    /// round trip through the server, and other processes by a notification
+    /// the hub sends after the commit (its echo is not dispatched again).
+    pub(crate) fn committed(&self, channel: &Arc<str>, wakes: &[Wake]) {
+        let shared = &self.membership.hub.shared;
+        for wake in wakes {
+            shared.local.fetch_add(1, Ordering::Relaxed);
+            shared.received.fetch_add(1, Ordering::Relaxed);
+            shared.deliver(self.waiters.clone(), *wake);
+        }
+        shared.outbox.post(channel, wakes);
+    }
+
+    /// Notifications posted on this provider's pool and not sent yet.
+    pub(crate) fn unsent(&self) -> usize {
+        self.membership.hub.shared.outbox.unsent()
     }
 
     /// The hub's counters, and whether it listens for this provider's schema.

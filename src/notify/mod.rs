@@ -1,11 +1,19 @@
 //! Long polling with `LISTEN`/`NOTIFY`.
 //!
-//! Statements that make work visible call `pg_notify(schema, queue)` inside
-//! their transaction, so a notification is delivered only when the work is
-//! committed, and PostgreSQL folds identical notifications of one
-//! transaction into one. Here, one [`Hub`] per pool holds the single
-//! listening connection for every provider (tenant) on that pool and wakes
-//! the fetches waiting on the notified (schema, queue), one at a time.
+//! Statements that make work visible return what to wake (a list of
+//! [`Wake`]s: the payloads of the schema's channel) instead of calling
+//! `pg_notify` inside their durable transaction (see [`outbox`] for why).
+//! After the commit the provider wakes its own pool's waiters directly
+//! ([`LongPoll::committed`], no round trip) and posts the notification to
+//! the pool's [`Outbox`], which sends it to other processes with
+//! `pg_notify`, batched, outside any durable transaction. Here, one [`Hub`]
+//! per pool holds the single listening connection for every provider
+//! (tenant) on that pool, sends the pool's outbox on it, and wakes the
+//! fetches waiting on the notified (schema, queue), one at a time. A
+//! notification that connection sent itself comes back to it and is
+//! recognised by its sender's process id: its waiters were woken at the
+//! commit, so it is not dispatched again, and each commit reaches each
+//! waiter at most once, as before.
 //!
 //! A waiting fetch ([`LongPoll::fetch`]) sleeps until a notification, the
 //! next due item, or its `poll_timeout`. The fetch statement itself reports
@@ -73,10 +81,11 @@
 //! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
 
 mod long_poll;
+mod outbox;
 mod waiters;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -85,17 +94,23 @@ use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::pooler::Db;
+
 pub(crate) use long_poll::{LongPoll, Polled};
+pub(crate) use outbox::{Outbox, Sender, Wake};
 pub(crate) use waiters::Queue;
 use waiters::{Admit, SchemaWaiters, SettleTimer};
 
 /// The listening connection's first statement: turns the server's
 /// `idle_session_timeout` (PostgreSQL 14 and later) off for this session,
 /// which is idle by design, so the server does not end it every time it has
-/// been silent that long. Every connection the listener uses is made here
-/// (sqlx's `PgListener` reconnects by itself only after `try_recv` has
-/// reported the loss, and the task drops it then), so each one gets it.
-const KEEP_SESSION: &str = "SELECT CASE WHEN pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL \
+/// been silent that long, and reads the session's process id (the notifications
+/// it sends come back to it with that id). Every connection the listener uses
+/// is made here (sqlx's `PgListener` reconnects by itself only after
+/// `try_recv` has reported the loss, and the task drops it then), so each one
+/// gets it.
+const KEEP_SESSION: &str = "SELECT pg_catalog.pg_backend_pid(), \
+     CASE WHEN pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL \
      THEN pg_catalog.set_config('idle_session_timeout', '0', false) END";
 
 /// The keepalive: a query of nothing but a comment, a round trip that runs
@@ -131,6 +146,15 @@ struct Shared {
     keepalives: AtomicU64,
     handed_on: AtomicU64,
     coalesced: AtomicU64,
+    /// Wake-ups of this pool's own commits, delivered without a round trip.
+    local: AtomicU64,
+    /// Notifications this connection sent that came back to it (ignored).
+    echoes: AtomicU64,
+    /// The listening connection's backend process id (0: none yet).
+    own_pid: AtomicU32,
+    /// What this pool's commits still have to tell other processes; sent on
+    /// the listening connection.
+    outbox: Arc<Outbox>,
     /// The listening connection's keepalive interval in milliseconds
     /// (`u64::MAX`: none asked for).
     keepalive_ms: AtomicU64,
@@ -159,21 +183,35 @@ impl Shared {
         }
     }
 
-    fn dispatch(self: &Arc<Self>, channel: &str, payload: &str) {
+    /// A notification received on the listening connection from `pid`:
+    /// dispatched unless this connection sent it (its waiters were woken at
+    /// the commit already, see [`LongPoll::committed`]).
+    fn received(self: &Arc<Self>, channel: &str, payload: &str, pid: u32) {
+        if pid != 0 && pid == self.own_pid.load(Ordering::SeqCst) {
+            self.echoes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.received.fetch_add(1, Ordering::Relaxed);
-        let (queue, settle) = match payload {
-            "orchestrator" => (Queue::Orchestrator, false),
-            "orchestrator settle" => (Queue::Orchestrator, true),
-            "worker" => (Queue::Worker, false),
-            _ => return,
+        let Some(wake) = Wake::from_payload(payload) else {
+            return;
         };
         let waiters = self
             .schemas
             .lock()
             .ok()
             .and_then(|m| m.get(channel).cloned());
-        let Some(waiters) = waiters else {
-            return;
+        if let Some(waiters) = waiters {
+            self.deliver(waiters, wake);
+        }
+    }
+
+    /// Wakes a waiter of `waiters` for `wake`, at once or, for a settling
+    /// completion, after the settle time.
+    fn deliver(self: &Arc<Self>, waiters: Arc<SchemaWaiters>, wake: Wake) {
+        let (queue, settle) = match wake {
+            Wake::Orchestrator => (Queue::Orchestrator, false),
+            Wake::OrchestratorSettle => (Queue::Orchestrator, true),
+            Wake::Worker => (Queue::Worker, false),
         };
         let settle_ms = waiters.settle_ms.load(Ordering::Relaxed);
         if !settle || settle_ms == 0 {
@@ -255,11 +293,35 @@ fn later(now: Instant, d: Duration) -> Instant {
 
 /// Counters of a hub (shared by every provider on its pool), and whether it
 /// listens for one provider's schema; for tests, operators and the load tool.
+///
+/// A commit's wake-ups reach this pool's waiters directly (`local`) and
+/// other processes through a notification sent after the commit (`sent`);
+/// other processes' notifications arrive on the listening connection
+/// (`received`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct NotificationStats {
-    /// Notifications received on the listening connection.
+    /// Notifications that reached this pool's waiters: received on the
+    /// listening connection from other sessions (other processes, other
+    /// pools), or posted by this pool's own commits and delivered directly
+    /// (`local`). Its own, coming back to the listening connection, are
+    /// counted in `echoes` instead.
     pub received: u64,
+    /// Of `received`, the wake-ups this pool's own commits delivered to its
+    /// waiters directly, without a round trip through the server.
+    pub local: u64,
+    /// Notifications sent to other processes (after folding: identical ones
+    /// pending together are sent once).
+    pub sent: u64,
+    /// Notifications folded into an identical one waiting to be sent.
+    pub folded: u64,
+    /// Notifications given up: posted while the outbox was full, or whose
+    /// sending failed too often in a row. Waiters in other processes find
+    /// such work at their next due time or poll timeout.
+    pub dropped: u64,
+    /// Notifications the listening connection sent that came back to it,
+    /// not dispatched again.
+    pub echoes: u64,
     /// Times the listening connection was (re)established.
     pub connections: u64,
     /// Whether the listening connection is up now.
@@ -310,11 +372,15 @@ pub struct NotificationStats {
 pub(crate) struct Hub {
     shared: Arc<Shared>,
     task: tokio::task::AbortHandle,
+    /// The pool the listening connection comes from (see [`Hub::join`]).
+    listen_on: PgPool,
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.task.abort();
+        // Notifications still unsent: one last try on a pooled connection.
+        outbox::flush_on_drop(&self.shared.outbox, Db::new(self.listen_on.clone(), None));
     }
 }
 
@@ -353,8 +419,13 @@ impl Hub {
                         schemas.insert(schema.to_string(), Arc::default());
                     }
                     let listen_on = listen_pool.unwrap_or(pool).clone();
-                    let task = tokio::spawn(listen(shared.clone(), listen_on)).abort_handle();
-                    let hub = Arc::new(Hub { shared, task });
+                    let task =
+                        tokio::spawn(listen(shared.clone(), listen_on.clone())).abort_handle();
+                    let hub = Arc::new(Hub {
+                        shared,
+                        task,
+                        listen_on,
+                    });
                     all.insert(key, Arc::downgrade(&hub));
                     hub
                 }
@@ -400,6 +471,11 @@ impl Hub {
             keepalives: self.shared.keepalives.load(Ordering::Relaxed),
             handed_on: self.shared.handed_on.load(Ordering::Relaxed),
             coalesced: self.shared.coalesced.load(Ordering::Relaxed),
+            local: self.shared.local.load(Ordering::Relaxed),
+            sent: self.shared.outbox.counters.sent.load(Ordering::Relaxed),
+            folded: self.shared.outbox.counters.folded.load(Ordering::Relaxed),
+            dropped: self.shared.outbox.counters.dropped.load(Ordering::Relaxed),
+            echoes: self.shared.echoes.load(Ordering::Relaxed),
         }
     }
 }
@@ -455,7 +531,13 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.eager_reconnect(false);
-            listener.execute(KEEP_SESSION).await?;
+            let pid: i32 = sqlx::query_scalar(KEEP_SESSION)
+                .fetch_one(&mut listener)
+                .await?;
+            // Known before this connection sends anything.
+            shared
+                .own_pid
+                .store(u32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
             listener
                 .listen_all(schemas.iter().map(|(name, _)| name.as_str()))
                 .await?;
@@ -489,7 +571,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 message = listener.try_recv() => match message {
                     Ok(Some(n)) => {
                         heard = Instant::now();
-                        shared.dispatch(n.channel(), n.payload());
+                        shared.received(n.channel(), n.payload(), n.process_id());
                     }
                     Ok(None) => break "connection lost".to_string(),
                     Err(e) => break e.to_string(),
@@ -507,6 +589,15 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         }
                         Ok(Err(e)) => break e.to_string(),
                         Err(_) => break format!("no answer to a keepalive within {wait:?}"),
+                    }
+                }
+                // This pool's commits posted notifications for other
+                // processes: send them, batched, on this connection.
+                _ = shared.outbox.wait() => {
+                    match shared.outbox.flush(&mut listener).await {
+                        Ok(()) => heard = Instant::now(),
+                        Err(e) if e.is_retryable() => break e.to_string(),
+                        Err(e) => tracing::warn!(error = %e, "duroxide-postgres: notifications not sent"),
                     }
                 }
                 // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a

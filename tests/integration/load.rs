@@ -47,7 +47,7 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_lis
             // Halfway: kill the listening backend while work is in flight.
             let pid: Option<i32> = sqlx::query_scalar(
                 "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
-                   AND (query LIKE 'LISTEN %' OR query = '-- duroxide-postgres: LISTEN connection keepalive')",
+                   AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
             )
             .bind(&db)
             .fetch_optional(&admin)

@@ -19,6 +19,7 @@ use crate::support::{
     database_url, drop_schema, fresh_schema_name, provider_on, settling_provider,
 };
 
+mod after_commit;
 mod flood;
 mod handoff;
 mod listener;
@@ -104,7 +105,7 @@ async fn claimed(fetch: JoinHandle<Result<Option<String>, ProviderError>>) -> Op
 async fn listeners(pool: &PgPool, application_name: &str) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
-           AND (query LIKE 'LISTEN %' OR query = '-- duroxide-postgres: LISTEN connection keepalive')",
+           AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
     )
     .bind(application_name)
     .fetch_all(pool)
@@ -350,11 +351,16 @@ async fn a_tenant_joining_a_listening_pool_subscribes_on_the_same_connection() {
         let begun = Instant::now();
         let b_waiter = waiting_fetch(&b, LONG);
         for (schema, instance) in [(&names[1], "for-b"), (&names[0], "for-a")] {
-            provider_on(&other_pool, schema, SqlMode::StoredProcedures, false)
-                .await
+            let enqueuer = provider_on(&other_pool, schema, SqlMode::StoredProcedures, false).await;
+            enqueuer
                 .enqueue_for_orchestrator(start(instance), None)
                 .await
                 .unwrap_or_else(|e| panic!("enqueue {instance}: {e}"));
+            // Sent after the commit: not lost to the pool closing below.
+            eventually("the enqueue's notification sent", || async {
+                enqueuer.probe_unsent_notifications() == 0
+            })
+            .await;
         }
         other_pool.close().await;
         assert_eq!(claimed(b_waiter).await.as_deref(), Some("for-b"));
@@ -374,14 +380,16 @@ async fn tenants_joining_while_notifications_stream_in_lose_none() {
         subscribed(&a).await;
         let before = a.notification_stats().unwrap_or_default();
         let other_pool = tagged_pool("notify_stream_other").await;
-        let sender = provider_on(&other_pool, &names[0], SqlMode::StoredProcedures, false).await;
-        // One transaction, so one notification, per enqueue.
+        // One transaction, so one notification, per statement (a provider's
+        // own would fold identical ones pending together).
+        let (sender, channel) = (other_pool.clone(), names[0].clone());
         let flood = tokio::spawn(async move {
             for i in 0..SENT {
-                sender
-                    .enqueue_for_orchestrator(start(&format!("stream-{i}")), None)
+                sqlx::query("SELECT pg_catalog.pg_notify($1, 'orchestrator')")
+                    .bind(&channel)
+                    .execute(&sender)
                     .await
-                    .unwrap_or_else(|e| panic!("enqueue {i}: {e}"));
+                    .unwrap_or_else(|e| panic!("notify {i}: {e}"));
             }
         });
         let mut joined = Vec::new();
@@ -521,28 +529,37 @@ async fn tenants_on_one_pool_share_a_listener_and_do_not_wake_each_other() {
     .await;
 }
 
+/// The procedures say what to wake and leave the notifying to the provider,
+/// after the commit: called directly, in one transaction that commits,
+/// they return the wake-ups and no notification arrives (a marker sent
+/// after the commit arrives, and nothing before it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_enqueues_in_one_transaction_send_one_notification() {
+async fn a_committed_procedure_call_sends_no_notification_itself() {
     with_schemas("notify_fold", 1, |pool, names, _| async move {
         let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
-        eventually("listener up", || async {
-            p.notification_stats().is_some_and(|s| s.connected)
-        })
-        .await;
+        subscribed(&p).await;
         let before = p.notification_stats().map_or(0, |s| s.received);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         for i in 0..5 {
-            sqlx::query(&format!(
+            let wake: Vec<String> = sqlx::query_scalar(&format!(
                 "SELECT \"{}\".enqueue_orchestrator_item($1, 'StartOrchestration', 'x', 0)",
                 names[0]
             ))
             .bind(format!("fold-{i}"))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .unwrap_or_else(|e| panic!("enqueue {i}: {e}"));
+            assert_eq!(wake, ["orchestrator"], "what to wake, returned");
         }
         tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-        eventually("the notification", || async {
+        // Notifications arrive in commit order: the marker comes after any
+        // the enqueues' transaction sent.
+        sqlx::query("SELECT pg_catalog.pg_notify($1, 'marker')")
+            .bind(&names[0])
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("marker: {e}"));
+        eventually("the marker", || async {
             p.notification_stats().map_or(0, |s| s.received) > before
         })
         .await;
@@ -551,7 +568,7 @@ async fn many_enqueues_in_one_transaction_send_one_notification() {
         assert_eq!(
             p.notification_stats().map_or(0, |s| s.received),
             before + 1,
-            "five enqueues, one commit, one notification"
+            "the marker only: five enqueues committed, none notified inside"
         );
     })
     .await;

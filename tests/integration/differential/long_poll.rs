@@ -442,8 +442,9 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
 }
 
 /// Waits for the notifications both sides' operation sent: reads the
-/// listener up to the marker `step` sent after both (notifications arrive
-/// in commit order), returning each side's payloads, sorted.
+/// listener up to the marker `step` sent after both have sent theirs
+/// (notifications arrive in commit order), returning each side's payloads,
+/// sorted.
 async fn notifications(
     listener: &mut PgListener,
     control: &PgPool,
@@ -474,6 +475,24 @@ async fn notifications(
         payloads.sort();
     }
     Ok(seen)
+}
+
+/// Waits until a provider has sent every notification its commits posted
+/// (they go out after the commit, from its pool's outbox), so a marker sent
+/// afterwards arrives after them.
+async fn sent(provider: &PostgresProvider) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    while provider.probe_unsent_notifications() > 0 {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{} still has {} notifications unsent",
+                provider.schema(),
+                provider.probe_unsent_notifications()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 /// Waits until a long-polling provider's listener has received `count`
@@ -519,6 +538,9 @@ async fn run_ops(
         let now = now_ms();
         let a = apply(&mut sides[0], op, now).await;
         let b = apply(&mut sides[1], op, now).await;
+        for side in sides.iter() {
+            sent(&side.provider).await?;
+        }
         let [na, nb] = notifications(
             &mut listener,
             control,
