@@ -18,15 +18,10 @@ pub(crate) const SCHEMA_MARKER: &str = "{{schema}}";
 /// not when the surrounding transaction began.
 pub(crate) const NOW_MS_MARKER: &str = "{{now_ms}}";
 
-/// The marker templates use for the schema's `NOTIFY` channel: the schema's
-/// name itself (a validated identifier of at most 63 bytes, so it is a valid
-/// channel name and safe inside a string literal).
-pub(crate) const CHANNEL_MARKER: &str = "{{channel}}";
-
 /// The marker templates use for the schema's name as the contents of a
 /// string literal (`'{{schema_name}}'`), for a query over many schemas that
-/// tags each row with its schema. Safe there for the same reason as
-/// [`CHANNEL_MARKER`].
+/// tags each row with its schema. Safe there: a validated identifier of at
+/// most 63 bytes holds no quote.
 pub(crate) const NAME_MARKER: &str = "{{schema_name}}";
 
 /// What [`NOW_MS_MARKER`] renders to.
@@ -93,13 +88,12 @@ impl SchemaName {
         &self.quoted
     }
 
-    /// Substitutes this schema (see [`SCHEMA_MARKER`]), its notification
-    /// channel (see [`CHANNEL_MARKER`]), its name (see [`NAME_MARKER`]) and
-    /// the clock expression (see [`NOW_MS_MARKER`]) into a SQL template.
+    /// Substitutes this schema (see [`SCHEMA_MARKER`]), its name (see
+    /// [`NAME_MARKER`]) and the clock expression (see [`NOW_MS_MARKER`]) into
+    /// a SQL template.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace(SCHEMA_MARKER, &self.quoted)
-            .replace(CHANNEL_MARKER, &self.name)
             .replace(NAME_MARKER, &self.name)
             .replace(NOW_MS_MARKER, NOW_MS_SQL)
     }

@@ -30,8 +30,8 @@ const PART_MARKER: &str = "{{part}}";
 /// Schemas per statement. Planning a `UNION ALL` grows faster than its
 /// branches: on a server of 2,000 tenants, 200 schemas' `state.sql` took
 /// 266 ms in one statement and 126 ms in eight of 25 (115 ms in twenty of
-/// 10), and each schema alone 184 ms (docs/benchmarks.md, "A tenant on a
-/// crowded server").
+/// 10), and each schema alone 184 ms (docs/benchmarks-history.md, "A
+/// tenant on a crowded server").
 pub(crate) const BATCH: usize = 25;
 
 /// `part`, a single-schema query without its final semicolon, once for each
