@@ -203,6 +203,9 @@ async fn notifications_come_from_the_listener_not_the_transaction(mode: SqlMode)
                 == arrived.len() as u64
         })
         .await;
+        // The listener holds one of the control pool's connections, and a
+        // pool's close waits for every connection it lent out.
+        drop(watch);
         control.close().await;
     })
     .await;
