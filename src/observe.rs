@@ -140,7 +140,7 @@ impl Store {
         // In the pool's scope: its hooks see the tenant (`crate::recycle`).
         let scope = crate::recycle::Scope {
             gate: self.gate.clone(),
-            tenant: self.gate_key.clone(),
+            tenant: self.name.clone(),
             started: start,
             leased,
         };

@@ -140,7 +140,7 @@ pub(crate) async fn fetch_once(
     params: FetchParams,
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
     let clock = AttemptClock::start();
-    let _slot = s.gate.enter(&s.gate_key).await;
+    let _slot = s.gate.enter(&s.name).await;
     let polled = s.driver.fetch_orchestration(s, params, clock).await?;
     polled.map(decode_fetched)
 }

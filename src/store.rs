@@ -38,12 +38,11 @@ pub(crate) struct Store {
     /// Without long polling: sends the notifications of this store's
     /// commits to other processes (with it, its hub does).
     pub sender: Option<Arc<Sender>>,
-    /// The schema's notification channel (its name).
-    pub channel: Arc<str>,
     /// The pool's fetch admission, shared by every store on it.
     pub gate: Arc<Gate>,
-    /// The schema's name, as the gate counts it.
-    pub gate_key: Arc<str>,
+    /// The schema's name, shared: the gate's key for the tenant and the
+    /// schema's notification channel.
+    pub name: Arc<str>,
 }
 
 impl Store {
@@ -62,8 +61,7 @@ impl Store {
         Self {
             sql: Arc::new(Statements::render(&schema, mode)),
             driver: Driver::new(mode),
-            gate_key: schema.as_str().into(),
-            channel: schema.as_str().into(),
+            name: schema.as_str().into(),
             sender,
             pool,
             schema,
@@ -85,8 +83,8 @@ impl Store {
             return;
         }
         match (&self.long_poll, &self.sender) {
-            (Some(long_poll), _) => long_poll.committed(&self.channel, &wakes),
-            (None, Some(sender)) => sender.outbox().post(&self.channel, &wakes),
+            (Some(long_poll), _) => long_poll.committed(&self.name, &wakes),
+            (None, Some(sender)) => sender.outbox().post(&self.name, &wakes),
             (None, None) => {}
         }
     }

@@ -147,7 +147,7 @@ pub(crate) async fn fetch_once(
     params: &FetchParams,
 ) -> Result<Polled<(WorkItem, String, u32)>> {
     let clock = AttemptClock::start();
-    let _slot = s.gate.enter(&s.gate_key).await;
+    let _slot = s.gate.enter(&s.name).await;
     let polled = s.driver.fetch_work(s, params, clock).await?;
     polled.map(|(token, json, attempts): FetchedItem| {
         Ok((
