@@ -2,12 +2,18 @@
 -- connecting role may do with them: read them directly (SELECT on both),
 -- take the schema's DDL lock (lock.sql: UPDATE on _duroxide_migrations),
 -- or only read them through the schema_state() function (a runtime role
--- with EXECUTE only). The privilege checks on a missing object are NULL.
+-- with EXECUTE only; can_call_legacy_state: only the function of that name
+-- a build before the per-schema procedure suffix installed, on a schema
+-- this build has not migrated yet). The privilege checks on a missing
+-- object are NULL.
 SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text AS role,
        COALESCE(pg_catalog.has_table_privilege(m.oid, 'SELECT')
                 AND pg_catalog.has_table_privilege(p.oid, 'SELECT'), false) AS can_read,
        COALESCE(pg_catalog.has_table_privilege(m.oid, 'UPDATE'), false) AS can_lock,
-       COALESCE(pg_catalog.has_function_privilege(s.oid, 'EXECUTE'), false) AS can_call_state
+       COALESCE(pg_catalog.has_function_privilege(s.oid, 'EXECUTE'), false) AS can_call_state,
+       COALESCE(s.oid IS NULL
+                AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('{{schema}}.schema_state()'),
+                                                      'EXECUTE'), false) AS can_call_legacy_state
   FROM (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_migrations') AS oid) m,
        (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_procedures') AS oid) p,
-       (SELECT pg_catalog.to_regprocedure('{{schema}}.schema_state()') AS oid) s
+       (SELECT pg_catalog.to_regprocedure('{{schema}}.schema_state{{suffix}}()') AS oid) s

@@ -1,6 +1,7 @@
 -- save_grants: before procedures are dropped to be reinstalled, the roles
 -- (other than their owners) holding EXECUTE on any function the schema's
--- bookkeeping records, as an oid[] in a transaction-local setting that
+-- bookkeeping records (under its suffixed name or, installed by a build
+-- before the per-schema suffix, its plain one), as an oid[] in a transaction-local setting that
 -- grant_installed.sql reads: a reinstall keeps the runtime roles' grants
 -- and extends them to procedures a new build adds.
 -- The schema's functions are found through their dependency on the schema
@@ -14,7 +15,9 @@ SELECT pg_catalog.set_config('duroxide_postgres.executors',
                     WHERE o.refclassid = 'pg_catalog.pg_namespace'::regclass
                       AND o.refobjid = '{{schema}}'::regnamespace
                       AND o.classid = 'pg_catalog.pg_proc'::regclass
-                      AND f.proname IN (SELECT d.name FROM {{schema}}._duroxide_procedures d)
+                      AND f.proname IN (SELECT r.name
+                                          FROM {{schema}}._duroxide_procedures d,
+                                               LATERAL (VALUES (d.name), (d.name || '{{suffix}}')) r (name))
                       AND a.privilege_type = 'EXECUTE'
                       AND a.grantee <> 0::oid
                       AND a.grantee <> f.proowner), '{}'::oid[])::text,

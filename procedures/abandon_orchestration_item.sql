@@ -5,7 +5,7 @@
 -- (never below zero) so the abandoned fetch does not count toward poisoning.
 -- Returns what to wake ('orchestrator' when released): the caller wakes
 -- orchestrator waiters after the commit (to fetch, or to re-time their wait).
-CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item(
+CREATE OR REPLACE FUNCTION {{schema}}.abandon_orchestration_item{{suffix}}(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)

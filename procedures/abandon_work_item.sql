@@ -3,7 +3,7 @@
 -- attempt count is decremented (never below zero). Returns false for an
 -- unknown token (the caller reports DX001). Returns what to wake ('worker' when
 -- released): the caller wakes worker waiters after the commit.
-CREATE OR REPLACE FUNCTION {{schema}}.abandon_work_item(
+CREATE OR REPLACE FUNCTION {{schema}}.abandon_work_item{{suffix}}(
     p_lock_token     text,
     p_delay_ms       bigint,
     p_ignore_attempt boolean)

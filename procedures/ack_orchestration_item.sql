@@ -22,7 +22,7 @@
 -- other row lock, as deletes lock them (see docs/architecture.md, "Lock
 -- order"). Row locks need rights on the table: a role without rights on the
 -- schema cannot hold any of them (advisory keys it could).
-CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item(
+CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item{{suffix}}(
     p_lock_token        text,
     p_execution_id      bigint,
     p_event_ids         bigint[],

@@ -10,7 +10,7 @@
 -- other row lock (`n` reads `claim` before the delete locks a row) and held
 -- until commit, so an ack of the instance committing meanwhile sees the
 -- completion or wakes for it (see ack_orchestration_item.sql).
-CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item(
+CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item{{suffix}}(
     p_lock_token    text,
     p_instance_id   text,
     p_item_kind     text,

@@ -2,7 +2,7 @@
 -- duplicate (instance, execution, event_id) violates the primary key and the
 -- whole append is rejected. The events of one append share one time
 -- (created_at_ms), as the events of one turn do.
-CREATE OR REPLACE FUNCTION {{schema}}.append_history(
+CREATE OR REPLACE FUNCTION {{schema}}.append_history{{suffix}}(
     p_instance_id  text,
     p_execution_id bigint,
     p_event_ids    bigint[],

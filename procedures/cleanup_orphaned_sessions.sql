@@ -1,6 +1,6 @@
 -- cleanup_orphaned_sessions: delete sessions whose lock has expired and that
 -- no queued activity refers to. Returns how many were deleted.
-CREATE OR REPLACE FUNCTION {{schema}}.cleanup_orphaned_sessions()
+CREATE OR REPLACE FUNCTION {{schema}}.cleanup_orphaned_sessions{{suffix}}()
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -12,7 +12,7 @@
 -- the one order over all of them at once. (Deleted tree by tree, the claim
 -- keys and rows of one tree were held while the next tree's were taken: a
 -- delete of instances from two trees could hold one and wait for the other.)
-CREATE OR REPLACE FUNCTION {{schema}}.delete_instance_bulk(
+CREATE OR REPLACE FUNCTION {{schema}}.delete_instance_bulk{{suffix}}(
     p_ids              text[],
     p_completed_before bigint,
     p_limit            bigint)
@@ -41,6 +41,6 @@ BEGIN
           INTO v_tree;
         v_ids := v_ids || v_tree;
     END LOOP;
-    RETURN QUERY SELECT * FROM {{schema}}.delete_instances(v_ids, true);
+    RETURN QUERY SELECT * FROM {{schema}}.delete_instances{{suffix}}(v_ids, true);
 END
 $$;

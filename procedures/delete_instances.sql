@@ -24,7 +24,7 @@
 -- deletes the activity and queues its completion in one statement), whose
 -- completion its snapshot cannot see: a last statement sweeps the queue
 -- again, so no message outlives its instance.
-CREATE OR REPLACE FUNCTION {{schema}}.delete_instances(p_ids text[], p_force boolean)
+CREATE OR REPLACE FUNCTION {{schema}}.delete_instances{{suffix}}(p_ids text[], p_force boolean)
 RETURNS TABLE (
     instances_deleted      bigint,
     executions_deleted     bigint,

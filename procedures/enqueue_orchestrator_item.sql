@@ -10,7 +10,7 @@
 -- the instance before or after, never while (see ack_orchestration_item.sql).
 -- ON CONFLICT DO UPDATE ... WHERE false locks an existing row without
 -- writing a new version of it.
-CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item(
+CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item{{suffix}}(
     p_instance_id   text,
     p_item_kind     text,
     p_work_item     text,

@@ -1,7 +1,7 @@
 -- enqueue_work_item: add one activity execution to the worker queue, visible
 -- now. Returns what to wake ('worker'): the caller wakes the schema's worker
 -- waiters after the commit (see src/notify/mod.rs).
-CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item(
+CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item{{suffix}}(
     p_work_item    text,
     p_instance_id  text,
     p_execution_id bigint,

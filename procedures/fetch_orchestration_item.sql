@@ -57,7 +57,7 @@
 -- oldest, so the completions of a fan-out are taken in one turn rather than
 -- one turn each even when they trickle in (the window restarts at each), and
 -- a steady trickle cannot hold an instance back; the next due time covers it.
-CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item(
+CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
     p_min_major       bigint,

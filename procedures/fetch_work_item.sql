@@ -23,7 +23,7 @@
 -- following it reports the same time too, its own new lock counted, so the
 -- caller knows the queue holds nothing else for it until then or a
 -- notification (src/notify.rs); any other claim reports NULL.
-CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item(
+CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
     p_tags             text[],

@@ -1,6 +1,6 @@
 -- get_custom_status: the instance's custom status and its version, only when
 -- the version is newer than p_last_seen_version (no row otherwise).
-CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status(
+CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status{{suffix}}(
     p_instance_id       text,
     p_last_seen_version bigint)
 RETURNS TABLE (custom_status text, custom_status_version bigint)

@@ -1,6 +1,6 @@
 -- get_execution_info: one execution's status, output, times and event count.
 -- No row: not found.
-CREATE OR REPLACE FUNCTION {{schema}}.get_execution_info(p_instance_id text, p_execution_id bigint)
+CREATE OR REPLACE FUNCTION {{schema}}.get_execution_info{{suffix}}(p_instance_id text, p_execution_id bigint)
 RETURNS TABLE (
     execution_id    bigint,
     status          text,

@@ -1,6 +1,6 @@
 -- get_instance_info: an instance's metadata with its current execution's
 -- status and output. No row: not found.
-CREATE OR REPLACE FUNCTION {{schema}}.get_instance_info(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.get_instance_info{{suffix}}(p_instance_id text)
 RETURNS TABLE (
     instance_id           text,
     orchestration_name    text,

@@ -2,7 +2,7 @@
 -- KV state (delta over store, tombstones excluded), plus the execution's first
 -- event so the caller can count carried-forward queue messages. No row when
 -- the instance does not exist.
-CREATE OR REPLACE FUNCTION {{schema}}.get_instance_stats(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.get_instance_stats{{suffix}}(p_instance_id text)
 RETURNS TABLE (
     history_event_count  bigint,
     history_size_bytes   bigint,

@@ -1,6 +1,6 @@
 -- get_kv_all_values: every live KV entry of an instance: the merged store
 -- overlaid with the current execution's delta, tombstones removed.
-CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values{{suffix}}(p_instance_id text)
 RETURNS TABLE (key text, value text)
 LANGUAGE plpgsql
 STABLE

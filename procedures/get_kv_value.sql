@@ -1,7 +1,7 @@
 -- get_kv_value: one KV entry as the orchestration sees it: the current
 -- execution's delta (a NULL value is a tombstone) over the merged store.
 -- No row: the key was never set.
-CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value(
+CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value{{suffix}}(
     p_instance_id text,
     p_key         text)
 RETURNS TABLE (value text)

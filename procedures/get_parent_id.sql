@@ -1,5 +1,5 @@
 -- get_parent_id: an instance's parent (NULL for a root). No row: not found.
-CREATE OR REPLACE FUNCTION {{schema}}.get_parent_id(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.get_parent_id{{suffix}}(p_instance_id text)
 RETURNS TABLE (parent_instance_id text)
 LANGUAGE plpgsql
 STABLE

@@ -1,5 +1,5 @@
 -- get_queue_depths: unlocked messages in the orchestrator and worker queues.
-CREATE OR REPLACE FUNCTION {{schema}}.get_queue_depths()
+CREATE OR REPLACE FUNCTION {{schema}}.get_queue_depths{{suffix}}()
 RETURNS TABLE (orchestrator_queue bigint, worker_queue bigint)
 LANGUAGE plpgsql
 STABLE

@@ -1,6 +1,6 @@
 -- get_system_metrics: instance counts by the status of their current
 -- execution, total executions and total history events.
-CREATE OR REPLACE FUNCTION {{schema}}.get_system_metrics()
+CREATE OR REPLACE FUNCTION {{schema}}.get_system_metrics{{suffix}}()
 RETURNS TABLE (
     total_instances     bigint,
     total_executions    bigint,

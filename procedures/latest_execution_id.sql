@@ -1,5 +1,5 @@
 -- latest_execution_id: an instance's highest execution id, 1 when it has none.
-CREATE OR REPLACE FUNCTION {{schema}}.latest_execution_id(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.latest_execution_id{{suffix}}(p_instance_id text)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 STABLE

@@ -1,5 +1,5 @@
 -- list_children: the direct sub-orchestrations of an instance.
-CREATE OR REPLACE FUNCTION {{schema}}.list_children(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.list_children{{suffix}}(p_instance_id text)
 RETURNS TABLE (instance_id text)
 LANGUAGE plpgsql
 STABLE

@@ -1,5 +1,5 @@
 -- list_executions: an instance's execution ids, ascending.
-CREATE OR REPLACE FUNCTION {{schema}}.list_executions(p_instance_id text)
+CREATE OR REPLACE FUNCTION {{schema}}.list_executions{{suffix}}(p_instance_id text)
 RETURNS TABLE (execution_id bigint)
 LANGUAGE plpgsql
 STABLE

@@ -1,5 +1,5 @@
 -- list_instances: every instance id, newest first.
-CREATE OR REPLACE FUNCTION {{schema}}.list_instances()
+CREATE OR REPLACE FUNCTION {{schema}}.list_instances{{suffix}}()
 RETURNS TABLE (instance_id text)
 LANGUAGE plpgsql
 STABLE

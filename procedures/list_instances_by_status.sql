@@ -1,5 +1,5 @@
 -- list_instances_by_status: instances whose current execution has p_status, newest first.
-CREATE OR REPLACE FUNCTION {{schema}}.list_instances_by_status(p_status text)
+CREATE OR REPLACE FUNCTION {{schema}}.list_instances_by_status{{suffix}}(p_status text)
 RETURNS TABLE (instance_id text)
 LANGUAGE plpgsql
 STABLE

@@ -3,7 +3,7 @@
 -- procedures/fetch_orchestration_item.sql), oldest first: how many messages
 -- each has, when the first was parked and when the last will be dropped
 -- unless the instance starts.
-CREATE OR REPLACE FUNCTION {{schema}}.list_orphaned_instances(p_limit bigint)
+CREATE OR REPLACE FUNCTION {{schema}}.list_orphaned_instances{{suffix}}(p_limit bigint)
 RETURNS TABLE (instance_id text, messages bigint, orphan_since_ms bigint, drop_at_ms bigint)
 LANGUAGE plpgsql
 STABLE

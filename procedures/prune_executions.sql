@@ -8,7 +8,7 @@
 -- its executions, then their history. No claim or lease is taken: pruning
 -- touches no message and never the current or a running execution, the
 -- only one an ack writes.
-CREATE OR REPLACE FUNCTION {{schema}}.prune_executions(
+CREATE OR REPLACE FUNCTION {{schema}}.prune_executions{{suffix}}(
     p_instance_id      text,
     p_keep_last        bigint,
     p_completed_before bigint)

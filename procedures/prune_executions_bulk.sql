@@ -11,7 +11,7 @@
 -- locks them, then each instance's executions and history are pruned. (Taken
 -- one instance at a time, oldest first, they deadlocked with a delete of the
 -- same instances.) An instance deleted since it was chosen is skipped.
-CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk(
+CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk{{suffix}}(
     p_ids                    text[],
     p_completed_before       bigint,
     p_limit                  bigint,
@@ -40,7 +40,7 @@ BEGIN
       INTO v_ids;
 
     FOREACH v_id IN ARRAY v_ids LOOP
-        SELECT * INTO v_one FROM {{schema}}.prune_executions(v_id, p_keep_last, p_prune_completed_before);
+        SELECT * INTO v_one FROM {{schema}}.prune_executions{{suffix}}(v_id, p_keep_last, p_prune_completed_before);
         v_inst := v_inst + v_one.instances_processed;
         v_exec := v_exec + v_one.executions_deleted;
         v_evts := v_evts + v_one.events_deleted;

@@ -1,7 +1,7 @@
 -- read_history: the events of one execution in event_id order; with
 -- p_execution_id NULL, of the instance's latest execution (highest
 -- execution_id, 1 when the instance has none).
-CREATE OR REPLACE FUNCTION {{schema}}.read_history(
+CREATE OR REPLACE FUNCTION {{schema}}.read_history{{suffix}}(
     p_instance_id  text,
     p_execution_id bigint)
 RETURNS TABLE (event_data text)

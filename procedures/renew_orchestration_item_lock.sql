@@ -1,7 +1,7 @@
 -- renew_orchestration_item_lock: extend a live instance lease to now + p_extend_ms.
 -- Returns false for an unknown, expired or already released token (the
 -- caller reports DX001).
-CREATE OR REPLACE FUNCTION {{schema}}.renew_orchestration_item_lock(
+CREATE OR REPLACE FUNCTION {{schema}}.renew_orchestration_item_lock{{suffix}}(
     p_lock_token text,
     p_extend_ms  bigint)
 RETURNS SETOF boolean

@@ -1,7 +1,7 @@
 -- renew_session_locks: heartbeat the sessions owned by any of p_owner_ids that
 -- are still held and not idle (activity within p_idle_timeout_ms); idle
 -- sessions are left to expire. Returns how many were renewed.
-CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks(
+CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks{{suffix}}(
     p_owner_ids       text[],
     p_extend_ms       bigint,
     p_idle_timeout_ms bigint)

@@ -1,7 +1,7 @@
 -- renew_work_item_lock: extend a live activity lock to now + p_extend_ms. A
 -- missing or expired lock returns false (the caller reports DX001): that is
 -- how a worker learns its activity was cancelled. The item's session, if any, records the activity.
-CREATE OR REPLACE FUNCTION {{schema}}.renew_work_item_lock(
+CREATE OR REPLACE FUNCTION {{schema}}.renew_work_item_lock{{suffix}}(
     p_lock_token text,
     p_extend_ms  bigint)
 RETURNS SETOF boolean

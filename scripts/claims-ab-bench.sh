@@ -47,7 +47,10 @@ cleanup() {
 trap cleanup EXIT
 
 render() {  # schema
-  sed -e "s/{{schema}}/\"$1\"/g" -e "s/{{now_ms}}/$now_ms/g" -e "s/{{channel}}/$1/g"
+  # Plain procedure names ({{suffix}} empty): each schema is installed
+  # here, from its revision's files, and called by the calls below.
+  sed -e "s/{{schema}}/\"$1\"/g" -e "s/{{now_ms}}/$now_ms/g" -e "s/{{channel}}/$1/g" \
+      -e "s/{{suffix}}//g"
 }
 
 install() {  # schema, revision ('' = working tree)

@@ -68,7 +68,7 @@ DECLARE f record;
 BEGIN
   FOR f IN SELECT p.oid, p.proname, p.prosrc FROM pg_proc p
             WHERE p.pronamespace = '$schema'::regnamespace
-              AND p.proname = ANY ('{$(IFS=,; echo "${functions[*]}")}') LOOP
+              AND p.proname = ANY ('{$(IFS=,; printf '%s' "${functions[*]/%/$fn}")}') LOOP
     EXECUTE format(
       'CREATE OR REPLACE FUNCTION $schema.%I(%s) RETURNS %s LANGUAGE sql STABLE AS %L',
       f.proname || '_sql', pg_get_function_arguments(f.oid),
@@ -87,7 +87,7 @@ form() {
   for f in "${functions[@]}"; do
     signature=$(psql -qAtX "$DATABASE_URL" -c \
       "SELECT '$schema.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
-         FROM pg_proc p WHERE p.pronamespace = '$schema'::regnamespace AND p.proname = '${f}_sql'")
+         FROM pg_proc p WHERE p.pronamespace = '$schema'::regnamespace AND p.proname = '${f}${fn}_sql'")
     sql+="ALTER FUNCTION $signature $1;"
   done
   psql -qX "$DATABASE_URL" -c "$sql" >/dev/null
@@ -114,10 +114,10 @@ results=$(mktemp)
 calls() {
   local form=$1 suffix=$2 line="" f ms
   declare -A sql=(
-    [get_instance_info]="SELECT * FROM $schema.get_instance_info$suffix(:id);"
-    [read_history]="SELECT event_data FROM $schema.read_history$suffix(:id, 1);"
-    [get_kv_value]="SELECT value FROM $schema.get_kv_value$suffix(:id, :key);"
-    [list_executions]="SELECT execution_id FROM $schema.list_executions$suffix(:id);"
+    [get_instance_info]="SELECT * FROM $schema.get_instance_info$fn$suffix(:id);"
+    [read_history]="SELECT event_data FROM $schema.read_history$fn$suffix(:id, 1);"
+    [get_kv_value]="SELECT value FROM $schema.get_kv_value$fn$suffix(:id, :key);"
+    [list_executions]="SELECT execution_id FROM $schema.list_executions$fn$suffix(:id);"
   )
   for f in "${functions[@]}"; do
     ms=$(latency "${sql[$f]}")

@@ -29,10 +29,10 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/bench-schema.sh
 source scripts/lib/bench-schema.sh
 
-fw="SELECT * FROM $schema.fetch_work_item(30000, 'any', '{}', 'bench', 30000, true);"
-fo="SELECT * FROM $schema.fetch_orchestration_item(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10);"
-signature_fw="$schema.fetch_work_item(bigint, text, text[], text, bigint, boolean)"
-signature_fo="$schema.fetch_orchestration_item(bigint, boolean, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint)"
+fw="SELECT * FROM $schema.fetch_work_item$fn(30000, 'any', '{}', 'bench', 30000, true);"
+fo="SELECT * FROM $schema.fetch_orchestration_item$fn(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10);"
+signature_fw="$schema.fetch_work_item$fn(bigint, text, text[], text, bigint, boolean)"
+signature_fo="$schema.fetch_orchestration_item$fn(bigint, boolean, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint)"
 
 trap drop_bench_schema EXIT
 fresh_bench_schema

@@ -14,27 +14,27 @@ statements! {
     /// Statements of the management API.
     pub(crate) struct AdminSql {
         /// All instance ids.
-        list_instances = "SELECT instance_id FROM {{schema}}.list_instances()",
+        list_instances = "SELECT instance_id FROM {{schema}}.list_instances{{suffix}}()",
         /// Instance ids by current status.
-        list_by_status = "SELECT instance_id FROM {{schema}}.list_instances_by_status($1)",
+        list_by_status = "SELECT instance_id FROM {{schema}}.list_instances_by_status{{suffix}}($1)",
         /// Execution ids of an instance.
-        list_executions = "SELECT execution_id FROM {{schema}}.list_executions($1)",
+        list_executions = "SELECT execution_id FROM {{schema}}.list_executions{{suffix}}($1)",
         /// Highest execution id.
-        latest_execution = "SELECT * FROM {{schema}}.latest_execution_id($1)",
+        latest_execution = "SELECT * FROM {{schema}}.latest_execution_id{{suffix}}($1)",
         /// Instance metadata.
-        instance_info = "SELECT * FROM {{schema}}.get_instance_info($1)",
+        instance_info = "SELECT * FROM {{schema}}.get_instance_info{{suffix}}($1)",
         /// Execution metadata.
-        execution_info = "SELECT * FROM {{schema}}.get_execution_info($1, $2)",
+        execution_info = "SELECT * FROM {{schema}}.get_execution_info{{suffix}}($1, $2)",
         /// System-wide counts.
-        metrics = "SELECT * FROM {{schema}}.get_system_metrics()",
+        metrics = "SELECT * FROM {{schema}}.get_system_metrics{{suffix}}()",
         /// Queue depths.
-        queue_depths = "SELECT * FROM {{schema}}.get_queue_depths()",
+        queue_depths = "SELECT * FROM {{schema}}.get_queue_depths{{suffix}}()",
         /// Direct children.
-        children = "SELECT instance_id FROM {{schema}}.list_children($1)",
+        children = "SELECT instance_id FROM {{schema}}.list_children{{suffix}}($1)",
         /// Parent of an instance.
-        parent = "SELECT parent_instance_id FROM {{schema}}.get_parent_id($1)",
+        parent = "SELECT parent_instance_id FROM {{schema}}.get_parent_id{{suffix}}($1)",
         /// Instances with parked messages.
-        orphans = "SELECT * FROM {{schema}}.list_orphaned_instances($1)",
+        orphans = "SELECT * FROM {{schema}}.list_orphaned_instances{{suffix}}($1)",
     }
 }
 

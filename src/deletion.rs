@@ -18,13 +18,13 @@ statements! {
     /// Statements of deletion and pruning.
     pub(crate) struct DeletionSql {
         /// Delete a set of instances atomically.
-        delete = "SELECT * FROM {{schema}}.delete_instances($1, $2)",
+        delete = "SELECT * FROM {{schema}}.delete_instances{{suffix}}($1, $2)",
         /// Delete terminal root trees matching a filter.
-        delete_bulk = "SELECT * FROM {{schema}}.delete_instance_bulk($1, $2, $3)",
+        delete_bulk = "SELECT * FROM {{schema}}.delete_instance_bulk{{suffix}}($1, $2, $3)",
         /// Prune one instance's executions.
-        prune = "SELECT * FROM {{schema}}.prune_executions($1, $2, $3)",
+        prune = "SELECT * FROM {{schema}}.prune_executions{{suffix}}($1, $2, $3)",
         /// Prune executions of every instance matching a filter.
-        prune_bulk = "SELECT * FROM {{schema}}.prune_executions_bulk($1, $2, $3, $4, $5)",
+        prune_bulk = "SELECT * FROM {{schema}}.prune_executions_bulk{{suffix}}($1, $2, $3, $4, $5)",
     }
 }
 

@@ -15,17 +15,17 @@ statements! {
     /// Statements for history, KV, custom status and stats.
     pub(crate) struct HistorySql {
         /// Events of one execution (or the latest with NULL).
-        read = "SELECT event_data FROM {{schema}}.read_history($1, $2)",
+        read = "SELECT event_data FROM {{schema}}.read_history{{suffix}}($1, $2)",
         /// Append events to one execution.
-        append = "SELECT {{schema}}.append_history($1, $2, $3, $4, $5)",
+        append = "SELECT {{schema}}.append_history{{suffix}}($1, $2, $3, $4, $5)",
         /// Custom status newer than a version.
-        custom_status = "SELECT custom_status, custom_status_version FROM {{schema}}.get_custom_status($1, $2)",
+        custom_status = "SELECT custom_status, custom_status_version FROM {{schema}}.get_custom_status{{suffix}}($1, $2)",
         /// One KV value.
-        kv_value = "SELECT value FROM {{schema}}.get_kv_value($1, $2)",
+        kv_value = "SELECT value FROM {{schema}}.get_kv_value{{suffix}}($1, $2)",
         /// All KV values.
-        kv_all = "SELECT key, value FROM {{schema}}.get_kv_all_values($1)",
+        kv_all = "SELECT key, value FROM {{schema}}.get_kv_all_values{{suffix}}($1)",
         /// Instance statistics.
-        stats = "SELECT * FROM {{schema}}.get_instance_stats($1)",
+        stats = "SELECT * FROM {{schema}}.get_instance_stats{{suffix}}($1)",
     }
 }
 

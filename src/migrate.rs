@@ -41,7 +41,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result};
-use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SchemaName};
+use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SUFFIX_MARKER, SchemaName};
 
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
@@ -201,6 +201,14 @@ pub struct SchemaStatus {
     /// Procedures an earlier build installed that this one no longer has:
     /// harmless, dropped by the next [`migrate`] in stored-procedure mode.
     pub retired_procedures: usize,
+    /// Functions still holding a procedure's plain name, as builds before
+    /// names unique per schema ([`SchemaName::procedure_suffix`]) installed
+    /// them. [`migrate`] leaves them, so that processes of such a build keep
+    /// working through a rolling upgrade; once none runs, drop them with
+    /// [`crate::tenants::drop_legacy_procedures`] (`duroxide-postgres
+    /// migrate --drop-legacy`). Harmless otherwise, but every one is
+    /// another entry in the lookup of its name on every tenant's first call.
+    pub legacy_procedures: usize,
     /// The newest crate version recorded for the installed procedures
     /// (`None`: none installed, or installed before versions were recorded).
     /// When it is newer than this build ([`SchemaStatus::procedures_are_newer`]),
@@ -218,6 +226,7 @@ impl SchemaStatus {
             pending_migrations: migrations().len(),
             stale_procedures: procedures().len(),
             retired_procedures: 0,
+            legacy_procedures: 0,
             procedures_version: None,
         }
     }
@@ -267,14 +276,15 @@ pub(crate) const LOCK: &str = include_str!("../migrate/lock.sql");
 const EXISTS: &str = include_str!("../migrate/exists.sql");
 const STATE: &str = include_str!("../migrate/state.sql");
 const STATE_FUNCTION: &str = include_str!("../migrate/state_function.sql");
+const STATE_FUNCTION_LEGACY: &str = include_str!("../migrate/state_function_legacy.sql");
 const MIGRATION_START: &str = include_str!("../migrate/migration_start.sql");
 const RECORD_MIGRATION: &str = include_str!("../migrate/record_migration.sql");
-const DROP_FUNCTIONS: &str = include_str!("../migrate/drop_functions.sql");
+pub(crate) const DROP_FUNCTIONS: &str = include_str!("../migrate/drop_functions.sql");
 /// Saves who may execute the schema's procedures before a reinstall.
 pub(crate) const SAVE_GRANTS: &str = include_str!("../migrate/save_grants.sql");
 /// Revokes `PUBLIC` and restores the saved grants on reinstalled procedures.
 pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installed.sql");
-const RECORD_PROCEDURE: &str = include_str!("../migrate/record_procedure.sql");
+pub(crate) const RECORD_PROCEDURE: &str = include_str!("../migrate/record_procedure.sql");
 
 /// How often a migration that lost the race to create a brand-new schema's
 /// bookkeeping (to another process doing the same) starts over.
@@ -380,6 +390,17 @@ async fn migrate_locked(
         pending_migrations: 0,
         stale_procedures: before.stale_procedures - stale.len(),
         retired_procedures: before.retired_procedures - retired,
+        // The retired procedures' plain-named functions go with them.
+        legacy_procedures: if retired > 0 {
+            let retired = state.retired();
+            state
+                .legacy
+                .iter()
+                .filter(|name| !retired.contains(&name.as_str()))
+                .count()
+        } else {
+            before.legacy_procedures
+        },
         procedures_version: if stale.is_empty() {
             before.procedures_version.clone()
         } else {
@@ -402,17 +423,19 @@ async fn migrate_locked(
         );
     }
     if !stale.is_empty() || retired > 0 {
-        let names = |list: &[Procedure]| -> String {
+        // `{{names}}`: the functions' names in the schema (suffixed);
+        // `{{embedded}}`: the procedures' names as recorded.
+        let names = |list: &[Procedure], suffix: &str| -> String {
             list.iter()
-                .map(|p| format!("'{}'", p.name))
+                .map(|p| format!("'{}{suffix}'", p.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         batch.push_str(SAVE_GRANTS);
         batch.push_str(
             &DROP_FUNCTIONS
-                .replace("{{names}}", &names(&stale))
-                .replace("{{embedded}}", &names(&procedures())),
+                .replace("{{names}}", &names(&stale, SUFFIX_MARKER))
+                .replace("{{embedded}}", &names(&procedures(), "")),
         );
         for procedure in &stale {
             push(&mut batch, procedure.sql);
@@ -424,7 +447,7 @@ async fn migrate_locked(
             );
         }
         if !stale.is_empty() {
-            batch.push_str(&GRANT_INSTALLED.replace("{{names}}", &names(&stale)));
+            batch.push_str(&GRANT_INSTALLED.replace("{{names}}", &names(&stale, SUFFIX_MARKER)));
         }
     }
     let batch = schema.render(&batch);
@@ -551,7 +574,10 @@ mod tests {
     #[test]
     fn every_procedure_file_defines_its_namesake_in_the_schema() {
         for p in procedures() {
-            let header = format!("CREATE OR REPLACE FUNCTION {{{{schema}}}}.{}(", p.name);
+            let header = format!(
+                "CREATE OR REPLACE FUNCTION {{{{schema}}}}.{}{{{{suffix}}}}(",
+                p.name
+            );
             assert!(
                 p.sql.contains(&header),
                 "{}.sql must contain `{header}`",

@@ -17,7 +17,7 @@ use crate::schema::SchemaName;
 ///     /// Statements of the worker queue.
 ///     pub(crate) struct WorkerSql {
 ///         /// Claim the next work item.
-///         fetch = "SELECT * FROM {{schema}}.fetch_work_item($1, $2)",
+///         fetch = "SELECT * FROM {{schema}}.fetch_work_item{{suffix}}($1, $2)",
 ///     }
 /// }
 /// ```

@@ -19,20 +19,20 @@ statements! {
     /// Statements of the worker queue and sessions.
     pub(crate) struct WorkerSql {
         /// Add an activity.
-        enqueue = "SELECT {{schema}}.enqueue_work_item($1, $2, $3, $4, $5, $6)",
+        enqueue = "SELECT {{schema}}.enqueue_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
         /// Claim an activity.
         fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms \
-                 FROM {{schema}}.fetch_work_item($1, $2, $3, $4, $5, $6)",
+                 FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
         /// Complete an activity.
-        ack = "SELECT acked, wake FROM {{schema}}.ack_work_item($1, $2, $3, $4)",
+        ack = "SELECT acked, wake FROM {{schema}}.ack_work_item{{suffix}}($1, $2, $3, $4)",
         /// Extend an activity lock.
-        renew = "SELECT {{schema}}.renew_work_item_lock($1, $2)",
+        renew = "SELECT {{schema}}.renew_work_item_lock{{suffix}}($1, $2)",
         /// Release an activity lock.
-        abandon = "SELECT acked, wake FROM {{schema}}.abandon_work_item($1, $2, $3)",
+        abandon = "SELECT acked, wake FROM {{schema}}.abandon_work_item{{suffix}}($1, $2, $3)",
         /// Heartbeat sessions.
-        renew_sessions = "SELECT {{schema}}.renew_session_locks($1, $2, $3)",
+        renew_sessions = "SELECT {{schema}}.renew_session_locks{{suffix}}($1, $2, $3)",
         /// Sweep orphaned sessions.
-        cleanup_sessions = "SELECT {{schema}}.cleanup_orphaned_sessions()",
+        cleanup_sessions = "SELECT {{schema}}.cleanup_orphaned_sessions{{suffix}}()",
     }
 }
 

@@ -71,8 +71,10 @@ impl Probe {
         // Give backends a moment to flush their function statistics.
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT funcname::text, sum(calls)::int8 FROM pg_catalog.pg_stat_user_functions \
-             WHERE schemaname LIKE 'burst%' GROUP BY funcname",
+            // Each schema's procedures carry its suffix; counted by procedure.
+            "SELECT pg_catalog.regexp_replace(funcname, '__[0-9a-f]{8}$', '') AS procedure, \
+                    sum(calls)::int8 FROM pg_catalog.pg_stat_user_functions \
+             WHERE schemaname LIKE 'burst%' GROUP BY 1",
         )
         .fetch_all(admin)
         .await?;

@@ -9,7 +9,10 @@
 #   autovacuum off on its tables, so nothing changes the picture mid-run.
 # * `drop_bench_schema`: drops it (for an EXIT trap).
 #
-# Expects DATABASE_URL; sets `schema`.
+# Expects DATABASE_URL; sets `schema` and `fn`, the suffix of every
+# procedure's name in it (`__` and eight hex digits of the SHA-256 of the
+# schema's name; SchemaName::procedure_suffix), so a call reads
+# `$schema.fetch_work_item$fn(...)`.
 
 for dir in /usr/lib/postgresql/*/bin; do
   [[ -d $dir ]] && PATH="$PATH:$dir"
@@ -18,6 +21,7 @@ command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
 
 export PGOPTIONS='-c client_min_messages=warning'
 schema=job_pipeline
+fn="__$(printf %s "$schema" | sha256sum | cut -c1-8)"
 
 fresh_bench_schema() {
   psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null

@@ -127,9 +127,10 @@ pub(crate) struct Signature<'a> {
     pub body: &'a str,
 }
 
-/// Parses the `CREATE OR REPLACE FUNCTION {{schema}}.NAME(...)` file of `name`.
+/// Parses the `CREATE OR REPLACE FUNCTION {{schema}}.NAME{{suffix}}(...)`
+/// file of `name`.
 pub(crate) fn parse<'a>(name: &str, text: &'a str) -> Option<Signature<'a>> {
-    let header = format!("CREATE OR REPLACE FUNCTION {{{{schema}}}}.{name}(");
+    let header = format!("CREATE OR REPLACE FUNCTION {{{{schema}}}}.{name}{{{{suffix}}}}(");
     let start = text.find(&header)? + header.len();
     let rest = &text[start..];
     let mut depth = 0usize;
@@ -253,11 +254,12 @@ pub(crate) fn derived(name: &str) -> Option<String> {
     Some(bind_parameters(statement, &sig.params))
 }
 
-/// The procedure a call template invokes: `name` in `{{schema}}.name(`.
+/// The procedure a call template invokes: `name` in
+/// `{{schema}}.name{{suffix}}(`.
 fn called_procedure(template: &str) -> Option<&str> {
     let at = template.find("{{schema}}.")? + "{{schema}}.".len();
     let rest = &template[at..];
-    Some(&rest[..rest.find('(')?])
+    rest[..rest.find('(')?].strip_suffix(crate::schema::SUFFIX_MARKER)
 }
 
 /// Renders a statement template for `schema` in `mode`: in inline mode a

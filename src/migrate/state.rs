@@ -5,8 +5,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, Row};
 
 use super::{
-    EXISTS, PIN, Procedure, STATE, STATE_FUNCTION, SchemaStatus, hex, latest_version, migrations,
-    procedures, version_triple,
+    EXISTS, PIN, Procedure, STATE, STATE_FUNCTION, STATE_FUNCTION_LEGACY, SchemaStatus, hex,
+    latest_version, migrations, procedures, version_triple,
 };
 use crate::error::{PostgresProviderError, Result};
 use crate::schema::SchemaName;
@@ -22,6 +22,9 @@ pub(super) struct State {
     recorded: Vec<String>,
     /// The crate versions recorded for present procedures.
     versions: Vec<String>,
+    /// Recorded procedures whose plain name (without the schema's suffix)
+    /// a function still holds: a build before the suffix installed it.
+    pub(super) legacy: Vec<String>,
 }
 
 impl State {
@@ -31,10 +34,15 @@ impl State {
             installed: Vec::new(),
             recorded: Vec::new(),
             versions: Vec::new(),
+            legacy: Vec::new(),
         };
         for row in rows {
             let kind: String = row.try_get("kind")?;
             let name: String = row.try_get("name")?;
+            if kind == "legacy" {
+                state.legacy.push(name);
+                continue;
+            }
             let checksum: Vec<u8> = row.try_get("checksum")?;
             if kind == "migration" {
                 state
@@ -90,6 +98,7 @@ impl State {
                 .count(),
             stale_procedures: self.stale().len(),
             retired_procedures: self.retired().len(),
+            legacy_procedures: self.legacy.len(),
             procedures_version: self.newest_version(),
         })
     }
@@ -156,6 +165,9 @@ pub(super) struct Access {
     pub(super) can_lock: bool,
     /// EXECUTE on the schema's `schema_state()`.
     can_call_state: bool,
+    /// EXECUTE on the `schema_state()` of a build before the per-schema
+    /// procedure suffix, the schema's only one.
+    can_call_legacy_state: bool,
 }
 
 impl Access {
@@ -178,6 +190,7 @@ impl Access {
             can_read: row.try_get("can_read")?,
             can_lock: row.try_get("can_lock")?,
             can_call_state: row.try_get("can_call_state")?,
+            can_call_legacy_state: row.try_get("can_call_legacy_state")?,
         })
     }
 
@@ -257,14 +270,17 @@ pub(super) async fn read_state_as(
         STATE
     } else if access.can_call_state {
         STATE_FUNCTION
+    } else if access.can_call_legacy_state {
+        STATE_FUNCTION_LEGACY
     } else {
         return Err(access.insufficient(
             schema,
             "read the migration state of",
             format!(
                 "it lacks SELECT on {schema}._duroxide_migrations and \
-                 {schema}._duroxide_procedures, or EXECUTE on {schema}.schema_state() \
-                 (duroxide-postgres grant)"
+                 {schema}._duroxide_procedures, or EXECUTE on {schema}.{}() \
+                 (duroxide-postgres grant)",
+                schema.procedure_name("schema_state")
             ),
         ));
     };

@@ -509,6 +509,41 @@ pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<
     Ok(signatures.len())
 }
 
+/// Drops the functions a build before names unique per schema
+/// ([`SchemaName::procedure_suffix`]) left under the procedures' plain
+/// names ([`SchemaStatus::legacy_procedures`](crate::SchemaStatus)), and
+/// returns how many. Run it once no process of such a build runs: they call
+/// those names. The schema's own procedures, their records and the runtime
+/// roles' rights on them stay. Holds the schema's DDL lock (waiting at most
+/// 10 s for a migration of the same schema).
+///
+/// # Errors
+/// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
+/// has no procedure bookkeeping (it was never migrated); database errors.
+pub async fn drop_legacy_procedures(pool: &PgPool, schema: &SchemaName) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    lock_schema(&mut tx, schema).await?;
+    if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
+        return Err(PostgresProviderError::rejected(
+            sqlstate::NOT_FOUND,
+            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing dropped"),
+        ));
+    }
+    let names = procedure_names(&mut tx, schema).await?;
+    let signatures: Vec<String> = sqlx::query_scalar(FUNCTIONS)
+        .bind(schema.as_str())
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+    if !signatures.is_empty() {
+        let drop = format!("DROP FUNCTION {}", signatures.join(", "));
+        tx.execute(drop.as_str()).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(schema = %schema, dropped = signatures.len(), "dropped legacy procedure names");
+    Ok(signatures.len())
+}
+
 /// Bounds the transaction's lock waits and takes the schema's DDL lock.
 async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()> {
     conn.execute(LOCK_TIMEOUT).await?;
@@ -528,8 +563,18 @@ async fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) ->
 }
 
 /// The functions this crate may have put in `schema`: this build's
-/// procedures and those recorded as installed.
+/// procedures and those recorded as installed, under the schema's suffixed
+/// names and under the plain names builds before the suffix used.
 async fn our_functions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+    Ok(procedure_names(conn, schema)
+        .await?
+        .into_iter()
+        .flat_map(|name| [schema.procedure_name(&name), name])
+        .collect())
+}
+
+/// This build's procedures and those recorded as installed, by file name.
+async fn procedure_names(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
     let mut names: Vec<String> = migrate::procedures()
         .iter()
         .map(|p| p.name.to_string())
@@ -538,7 +583,11 @@ async fn our_functions(conn: &mut PgConnection, schema: &SchemaName) -> Result<V
         let recorded: Vec<String> = sqlx::query_scalar(&schema.render(RECORDED_PROCEDURES))
             .fetch_all(&mut *conn)
             .await?;
-        names.extend(recorded);
+        for name in recorded {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
     }
     Ok(names)
 }

@@ -6,8 +6,6 @@ use crate::schema::SchemaName;
 
 const BEGIN: &str = include_str!("../../tenants/script_begin.sql");
 const RECORD_MIGRATION: &str = include_str!("../../tenants/script_record_migration.sql");
-const DROP_PROCEDURES: &str = include_str!("../../tenants/script_drop_procedures.sql");
-const RECORD_PROCEDURE: &str = include_str!("../../tenants/script_record_procedure.sql");
 const END: &str = include_str!("../../tenants/script_end.sql");
 
 /// The SQL a starting provider would run on `schema`, as one script: the
@@ -65,12 +63,23 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
         );
     }
     if !procedures.is_empty() {
-        let names: Vec<String> = procedures.iter().map(|p| format!("'{}'", p.name)).collect();
+        // The functions' names in the schema, and the procedures' names as
+        // recorded: the script drops what a provider's migration would
+        // (every procedure it installs, and those recorded but retired).
+        let names: Vec<String> = procedures
+            .iter()
+            .map(|p| format!("'{}{{{{suffix}}}}'", p.name))
+            .collect();
+        let embedded: Vec<String> = procedures.iter().map(|p| format!("'{}'", p.name)).collect();
         out.push('\n');
         push(&mut out, &schema.render(migrate::SAVE_GRANTS));
         push(
             &mut out,
-            &schema.render(&DROP_PROCEDURES.replace("{{names}}", &names.join(", "))),
+            &schema.render(
+                &migrate::DROP_FUNCTIONS
+                    .replace("{{names}}", &names.join(", "))
+                    .replace("{{embedded}}", &embedded.join(", ")),
+            ),
         );
         for procedure in &procedures {
             out.push_str(&format!("\n-- procedure {}\n", procedure.name));
@@ -78,7 +87,7 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
             push(
                 &mut out,
                 &schema.render(
-                    &RECORD_PROCEDURE
+                    &migrate::RECORD_PROCEDURE
                         .replace("{{name}}", procedure.name)
                         .replace("{{checksum}}", &procedure.checksum_hex())
                         .replace("{{crate_version}}", migrate::CRATE_VERSION),
@@ -124,6 +133,10 @@ mod tests {
         assert!(script.contains("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA \"Tenant_X\" FROM PUBLIC"));
         for procedure in migrate::procedures() {
             assert!(script.contains(&format!("-- procedure {}\n", procedure.name)));
+            assert!(script.contains(&format!(
+                "CREATE OR REPLACE FUNCTION \"Tenant_X\".{}(",
+                schema.procedure_name(procedure.name)
+            )));
         }
         let tables_only = install_script(&schema, SqlMode::InlineSql, Some(1));
         assert!(!tables_only.contains("CREATE OR REPLACE FUNCTION"));

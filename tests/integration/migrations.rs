@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::support::{connect_options, drop_schema, fresh_schema_name, with_schema};
+use crate::support::{connect_options, drop_schema, fresh_schema_name, with_schema, with_schemas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_providers_starting_together_migrate_once() {
@@ -144,7 +144,7 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
         .await
         .expect("stale checksum");
         // ... and one dropped by hand.
-        sqlx::query(&schema.sql("DROP FUNCTION {{schema}}.get_kv_value(text, text)"))
+        sqlx::query(&schema.sql("DROP FUNCTION {{schema}}.get_kv_value{{suffix}}(text, text)"))
             .execute(&schema.pool)
             .await
             .expect("drop function");
@@ -154,7 +154,7 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
         let again = schema.provider().await;
         assert!(again.health().await.is_ready());
         let rows: i64 = sqlx::query_scalar(&schema.sql(
-            "SELECT count(*) FROM {{schema}}.get_kv_value('nobody', 'k')",
+            "SELECT count(*) FROM {{schema}}.get_kv_value{{suffix}}('nobody', 'k')",
         ))
         .fetch_one(&schema.pool)
         .await
@@ -308,6 +308,40 @@ async fn a_session_holding_the_old_advisory_key_does_not_block_start_up() {
         }
         assert!(schema.provider().await.health().await.is_ready());
         holder.close().await.expect("release the key");
+    })
+    .await;
+}
+
+/// Each tenant's procedures have names of their own: PostgreSQL resolves a
+/// function name by reading every function of that name in the database,
+/// so names shared by a thousand tenants made every backend's first call of
+/// each procedure read a thousand entries (docs/benchmarks.md, "A crowded
+/// server").
+#[tokio::test]
+async fn no_two_tenants_share_a_procedure_name() {
+    with_schemas("mig_unique_names", 2, |schemas| async move {
+        let mut names = Vec::new();
+        for schema in &schemas {
+            schema.provider().await;
+            let mine: Vec<String> = sqlx::query_scalar(
+                "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                  WHERE n.nspname = $1 ORDER BY 1",
+            )
+            .bind(&schema.name)
+            .fetch_all(&schema.pool)
+            .await
+            .expect("functions");
+            let expected: Vec<String> = migrate::procedures()
+                .iter()
+                .map(|p| schema.procedure(p.name))
+                .collect();
+            assert_eq!(mine, expected);
+            names.push(mine);
+        }
+        assert!(
+            names[0].iter().all(|n| !names[1].contains(n)),
+            "{names:?}"
+        );
     })
     .await;
 }

@@ -161,8 +161,11 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
         let fetch = waiting_fetch(&waiter, poll);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         sqlx::query(&format!(
-            "SELECT \"{}\".enqueue_orchestrator_item('ghost', 'StartOrchestration', 'x', 0)",
-            names[0]
+            "SELECT \"{}\".{}('ghost', 'StartOrchestration', 'x', 0)",
+            names[0],
+            duroxide_postgres::SchemaName::new(&names[0])
+                .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                .unwrap_or_else(|e| panic!("{e}"))
         ))
         .execute(&mut *tx)
         .await
@@ -542,8 +545,11 @@ async fn a_committed_procedure_call_sends_no_notification_itself() {
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         for i in 0..5 {
             let wake: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT \"{}\".enqueue_orchestrator_item($1, 'StartOrchestration', 'x', 0)",
-                names[0]
+                "SELECT \"{}\".{}($1, 'StartOrchestration', 'x', 0)",
+                names[0],
+                duroxide_postgres::SchemaName::new(&names[0])
+                    .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                    .unwrap_or_else(|e| panic!("{e}"))
             ))
             .bind(format!("fold-{i}"))
             .fetch_one(&mut *tx)

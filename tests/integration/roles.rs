@@ -311,11 +311,12 @@ async fn execute_only_role_cannot_touch_a_table() {
                 }
             }
             // Its procedures work (the call above all ran as the owner).
-            let depths: (i64, i64) =
-                sqlx::query_as(&schema.sql("SELECT * FROM {{schema}}.get_queue_depths()"))
-                    .fetch_one(&runtime_pool)
-                    .await
-                    .expect("a procedure call");
+            let depths: (i64, i64) = sqlx::query_as(
+                &schema.sql("SELECT * FROM {{schema}}.get_queue_depths{{suffix}}()"),
+            )
+            .fetch_one(&runtime_pool)
+            .await
+            .expect("a procedure call");
             assert_eq!(depths, (0, 0));
             runtime_pool.close().await;
         })
@@ -345,9 +346,9 @@ async fn tenant_role_is_confined_to_its_schema(mode: SqlMode) {
 
             // B: nothing.
             for sql in [
-                "SELECT * FROM {{schema}}.get_queue_depths()",
-                "SELECT {{schema}}.enqueue_work_item('x', 1, 1, '{}', NULL, NULL)",
-                "SELECT * FROM {{schema}}.schema_state()",
+                "SELECT * FROM {{schema}}.get_queue_depths{{suffix}}()",
+                "SELECT {{schema}}.enqueue_work_item{{suffix}}('x', 1, 1, '{}', NULL, NULL)",
+                "SELECT * FROM {{schema}}.schema_state{{suffix}}()",
                 "SELECT * FROM {{schema}}.instances",
                 "SELECT * FROM {{schema}}._duroxide_migrations",
                 "LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE",
@@ -422,7 +423,7 @@ async fn reinstallation_keeps_grants_and_never_reopens_public() {
             .expect("stale");
             sqlx::raw_sql(&schema.sql(
                 "DELETE FROM {{schema}}._duroxide_procedures WHERE name = 'get_parent_id'; \
-                 DROP FUNCTION {{schema}}.get_parent_id(text)",
+                 DROP FUNCTION {{schema}}.get_parent_id{{suffix}}(text)",
             ))
             .execute(&schema.pool)
             .await
@@ -525,6 +526,87 @@ async fn grant_refuses_what_it_cannot_do() {
                 denied.sqlstate().as_deref() == Some("42501")
                     || matches!(denied, PostgresProviderError::InsufficientPrivilege { .. }),
                 "{denied}"
+            );
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A runtime role granted on a schema a build before names unique per
+/// schema installed: the upgrade extends its `EXECUTE` to the new set (a
+/// provider of this build started with `Verify` runs on it), keeps it on
+/// the old names an older process still calls, and reopens nothing to
+/// `PUBLIC`; before the upgrade, such a provider reads the schema's state
+/// through the old `schema_state()` and finds the procedures stale.
+#[tokio::test]
+async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
+    with_roles(1, |roles| async move {
+        let role = roles[0].clone();
+        with_schema("roles_upgrade", |schema| async move {
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            crate::upgrades::as_before_the_suffix(&schema).await;
+            let runtime_pool = pool_as(&role, 4).await;
+            let status = duroxide_postgres::migrate::verify(
+                &runtime_pool,
+                &schema_name(&schema),
+                SqlMode::InlineSql,
+            )
+            .await
+            .expect("the old schema_state() reads the state for the runtime role");
+            assert_eq!(
+                status.stale_procedures,
+                duroxide_postgres::migrate::procedures().len(),
+                "{status:?}"
+            );
+
+            schema.provider().await; // the owner upgrades
+            let rights = tenants::runtime_rights(&schema.pool, &schema_name(&schema), &role)
+                .await
+                .expect("rights");
+            let both = 2 * duroxide_postgres::migrate::procedures().len();
+            assert_eq!(
+                (
+                    rights.functions,
+                    rights.executable_functions,
+                    rights.public_functions
+                ),
+                (both, both, 0),
+                "{rights:?}"
+            );
+            let store = provider(
+                &runtime_pool,
+                &schema.name,
+                SqlMode::StoredProcedures,
+                MigrationMode::Verify,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
+            assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
+            smoke_path(Arc::new(store)).await;
+            let old: (i64, i64) =
+                sqlx::query_as(&schema.sql("SELECT * FROM {{schema}}.get_queue_depths()"))
+                    .fetch_one(&runtime_pool)
+                    .await
+                    .expect("an older process's call");
+            assert_eq!(old.0, 0);
+
+            tenants::drop_legacy_procedures(&schema.pool, &schema_name(&schema))
+                .await
+                .expect("drop legacy");
+            let rights = tenants::runtime_rights(&schema.pool, &schema_name(&schema), &role)
+                .await
+                .expect("rights");
+            let one = duroxide_postgres::migrate::procedures().len();
+            assert_eq!(
+                (
+                    rights.functions,
+                    rights.executable_functions,
+                    rights.public_functions
+                ),
+                (one, one, 0),
+                "{rights:?}"
             );
             runtime_pool.close().await;
         })

@@ -169,11 +169,22 @@ impl TestSchema {
         provider_on(&self.pool, &self.name, mode, notifications).await
     }
 
-    /// `{{schema}}` in `template` replaced by the quoted schema.
+    /// The schema as the library names it.
+    pub fn schema_name(&self) -> duroxide_postgres::SchemaName {
+        duroxide_postgres::SchemaName::new(&self.name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The name stored procedure `procedure` has in this schema (unquoted).
+    pub fn procedure(&self, procedure: &str) -> String {
+        self.schema_name().procedure_name(procedure)
+    }
+
+    /// `{{schema}}` in `template` replaced by the quoted schema, and
+    /// `{{suffix}}` by its procedure suffix.
     pub fn sql(&self, template: &str) -> String {
         template
             .replace("{{schema}}", &format!("\"{}\"", self.name))
-            .replace("{{channel}}", &self.name)
+            .replace("{{suffix}}", self.schema_name().procedure_suffix())
             .replace(
                 "{{now_ms}}",
                 "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",

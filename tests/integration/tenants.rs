@@ -157,8 +157,9 @@ async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
             .await
             .expect("enqueue");
         sqlx::query(&format!(
-            "DROP FUNCTION \"{}\".get_queue_depths",
-            stale.name
+            "DROP FUNCTION \"{}\".{}",
+            stale.name,
+            stale.procedure("get_queue_depths")
         ))
         .execute(pool)
         .await

@@ -1,13 +1,16 @@
 //! Rolling upgrades: procedures record the crate version that installed
 //! them; a build never replaces a newer build's procedure set, and runs
 //! inline SQL beside it unless the set is its own; a newer build replaces
-//! an older set. The "other build" is simulated by editing the records (and
-//! a procedure) the way that build would have left them.
+//! an older set. An upgrade from a build before names unique per schema
+//! installs the suffixed set beside the plain-named one, which the older
+//! build's processes still call, and drops the old names only on request.
+//! The "other build" is simulated by editing the records (and procedures)
+//! the way that build would have left them.
 
 use std::time::Duration;
 
 use duroxide::providers::{Provider, TagFilter};
-use duroxide_postgres::{PostgresProvider, SchemaName, SqlMode, migrate};
+use duroxide_postgres::{PostgresProvider, SchemaName, SqlMode, migrate, tenants};
 
 use crate::fixtures;
 use crate::support::{TestSchema, with_schema};
@@ -17,9 +20,10 @@ async fn ack_definition(schema: &TestSchema) -> String {
     sqlx::query_scalar(
         "SELECT pg_catalog.pg_get_functiondef(p.oid) FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-         WHERE n.nspname = $1 AND p.proname = 'ack_work_item'",
+         WHERE n.nspname = $1 AND p.proname = $2",
     )
     .bind(&schema.name)
+    .bind(schema.procedure("ack_work_item"))
     .fetch_one(&schema.pool)
     .await
     .expect("definition")
@@ -170,6 +174,123 @@ async fn this_build_replaces_an_older_or_unversioned_set_and_records_its_version
             );
             hand_over(&provider, &provider, id).await;
         }
+    })
+    .await;
+}
+
+/// Leaves `schema`'s procedures as a build before names unique per schema
+/// installed them: every function renamed to its procedure's plain name,
+/// and the set recorded as an older build's.
+pub async fn as_before_the_suffix(schema: &TestSchema) {
+    execute(
+        schema,
+        "DO $rename$ DECLARE f record; BEGIN \
+           FOR f IN SELECT p.oid::regprocedure AS signature, p.proname::text AS name \
+                      FROM pg_catalog.pg_proc p \
+                     WHERE p.pronamespace = '{{schema}}'::regnamespace LOOP \
+             EXECUTE format('ALTER FUNCTION %s RENAME TO %I', f.signature, \
+                            replace(f.name, '{{suffix}}', '')); \
+           END LOOP; \
+         END $rename$; \
+         UPDATE {{schema}}._duroxide_procedures SET crate_version = '0.0.1'",
+    )
+    .await;
+}
+
+/// The queue depths as a process of a build before the suffix reads them.
+async fn depths_by_plain_name(schema: &TestSchema) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(&schema.sql("SELECT * FROM {{schema}}.get_queue_depths()"))
+        .fetch_one(&schema.pool)
+        .await
+}
+
+#[tokio::test]
+async fn an_upgrade_from_plain_names_installs_the_schemas_own_beside_them_until_told() {
+    with_schema("upg_suffix", |schema| async move {
+        schema.provider().await;
+        as_before_the_suffix(&schema).await;
+        let name = schema.schema_name();
+        let embedded = migrate::procedures().len();
+        let before = migrate::inspect(&schema.pool, &name)
+            .await
+            .expect("inspect");
+        assert_eq!(
+            (before.stale_procedures, before.legacy_procedures),
+            (embedded, embedded),
+            "{before:?}"
+        );
+        assert_eq!(
+            depths_by_plain_name(&schema).await.expect("old call"),
+            (0, 0)
+        );
+
+        // This build installs its set beside the old one and runs on it.
+        let provider = schema.provider().await;
+        assert_eq!(provider.sql_mode(), SqlMode::StoredProcedures);
+        let after = migrate::inspect(&schema.pool, &name)
+            .await
+            .expect("inspect");
+        assert!(after.is_current(), "{after:?}");
+        assert_eq!(after.legacy_procedures, embedded, "{after:?}");
+        assert_eq!(
+            ack_record(&schema).await.0.as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+
+        // A process of the older build still reads the same queues.
+        provider
+            .enqueue_for_worker(fixtures::activity("upgrade", 1))
+            .await
+            .expect("enqueue");
+        assert_eq!(
+            depths_by_plain_name(&schema).await.expect("old call"),
+            (0, 1)
+        );
+        // Migrating again changes nothing.
+        migrate::migrate(&schema.pool, &name, SqlMode::StoredProcedures)
+            .await
+            .expect("migrate");
+        assert_eq!(
+            migrate::inspect(&schema.pool, &name)
+                .await
+                .expect("inspect"),
+            after
+        );
+
+        // Told that no older process runs, the old names go, and only they.
+        let dropped = tenants::drop_legacy_procedures(&schema.pool, &name)
+            .await
+            .expect("drop legacy");
+        assert_eq!(dropped, embedded);
+        let gone = depths_by_plain_name(&schema)
+            .await
+            .expect_err("old name gone");
+        assert_eq!(
+            gone.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("42883"),
+            "{gone}"
+        );
+        let last = migrate::inspect(&schema.pool, &name)
+            .await
+            .expect("inspect");
+        assert!(last.is_current() && last.legacy_procedures == 0, "{last:?}");
+        let (_, token, _) = provider
+            .fetch_work_item(
+                Duration::from_secs(30),
+                Duration::ZERO,
+                None,
+                &TagFilter::default(),
+            )
+            .await
+            .expect("fetch")
+            .expect("the item enqueued before");
+        provider.ack_work_item(&token, None).await.expect("ack");
+        assert_eq!(
+            tenants::drop_legacy_procedures(&schema.pool, &name)
+                .await
+                .expect("again"),
+            0
+        );
     })
     .await;
 }

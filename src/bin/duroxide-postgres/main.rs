@@ -41,6 +41,11 @@ enum Command {
         target: Target,
         #[command(flatten)]
         mode: ModeArg,
+        /// Then drop the functions left under the procedures' plain names
+        /// by builds before names unique per schema. Only once no process
+        /// of such a build runs: they call those names.
+        #[arg(long)]
+        drop_legacy: bool,
     },
     /// Check, changing nothing, that schemas are ready for a SQL mode
     /// (exit code 5 when one is not).
@@ -193,14 +198,33 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
-        Command::Migrate { target, mode } => {
+        Command::Migrate {
+            target,
+            mode,
+            drop_legacy,
+        } => {
             let pool = connect(url).await?;
             let schemas = resolve(&pool, &target).await?;
             let outcomes = tenants::migrate_many(&pool, &schemas, mode.sql_mode, |p| {
                 progress(&p, |()| format!("current for {}", mode.sql_mode))
             })
             .await;
-            Ok(first_failure(&outcomes))
+            let mut code = first_failure(&outcomes);
+            if drop_legacy {
+                for outcome in outcomes.iter().filter(|o| o.result.is_ok()) {
+                    let schema = &outcome.schema;
+                    match tenants::drop_legacy_procedures(&pool, schema).await {
+                        Ok(n) => println!("{schema}: dropped {n} legacy procedure name(s)"),
+                        Err(e) => {
+                            eprintln!("duroxide-postgres: error: {schema}: {e}");
+                            if code == exit::OK {
+                                code = exit::code_of(&e);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(code)
         }
         Command::Verify { target, mode } => {
             let pool = connect(url).await?;

@@ -130,6 +130,13 @@ fn procedures(status: &SchemaStatus) -> String {
     if status.retired_procedures > 0 {
         let _ = write!(text, ", {} retired", status.retired_procedures);
     }
+    if status.legacy_procedures > 0 {
+        let _ = write!(
+            text,
+            ", {} under legacy names (migrate --drop-legacy once no older build runs)",
+            status.legacy_procedures
+        );
+    }
     text
 }
 
