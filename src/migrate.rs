@@ -284,7 +284,7 @@ pub(crate) const DROP_FUNCTIONS: &str = include_str!("../migrate/drop_functions.
 pub(crate) const SAVE_GRANTS: &str = include_str!("../migrate/save_grants.sql");
 /// Revokes `PUBLIC` and restores the saved grants on reinstalled procedures.
 pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installed.sql");
-pub(crate) const RECORD_PROCEDURE: &str = include_str!("../migrate/record_procedure.sql");
+const RECORD_PROCEDURES: &str = include_str!("../migrate/record_procedures.sql");
 
 /// How often a migration that lost the race to create a brand-new schema's
 /// bookkeeping (to another process doing the same) starts over.
@@ -431,22 +431,22 @@ async fn migrate_locked(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        batch.push_str(SAVE_GRANTS);
-        batch.push_str(
-            &DROP_FUNCTIONS
-                .replace("{{names}}", &names(&stale, SUFFIX_MARKER))
-                .replace("{{embedded}}", &names(&procedures(), "")),
-        );
-        for procedure in &stale {
-            push(&mut batch, procedure.sql);
+        // A schema that records no procedure has none of ours to drop and
+        // no runtime role's grants on them to keep (uninstalling forgets
+        // the records with the functions): a new tenant skips both steps.
+        if !state.records_nothing() {
+            batch.push_str(SAVE_GRANTS);
             batch.push_str(
-                &RECORD_PROCEDURE
-                    .replace("{{name}}", procedure.name)
-                    .replace("{{checksum}}", &procedure.checksum_hex())
-                    .replace("{{crate_version}}", CRATE_VERSION),
+                &DROP_FUNCTIONS
+                    .replace("{{names}}", &names(&stale, SUFFIX_MARKER))
+                    .replace("{{embedded}}", &names(&procedures(), "")),
             );
         }
+        for procedure in &stale {
+            push(&mut batch, procedure.sql);
+        }
         if !stale.is_empty() {
+            push(&mut batch, &record_procedures(&stale));
             batch.push_str(&GRANT_INSTALLED.replace("{{names}}", &names(&stale, SUFFIX_MARKER)));
         }
     }
@@ -465,6 +465,22 @@ async fn migrate_locked(
         );
     }
     Ok(after)
+}
+
+/// One statement recording `installed` (each name with its checksum and
+/// this build's version), replacing earlier records of the same names.
+pub(crate) fn record_procedures(installed: &[Procedure]) -> String {
+    let rows: Vec<String> = installed
+        .iter()
+        .map(|p| {
+            format!(
+                "('{}', pg_catalog.decode('{}', 'hex'), '{CRATE_VERSION}')",
+                p.name,
+                p.checksum_hex()
+            )
+        })
+        .collect();
+    RECORD_PROCEDURES.replace("{{rows}}", &rows.join(",\n       "))
 }
 
 /// Appends `sql` to a batch, ending it with a `;` and a newline if it has none.

@@ -61,6 +61,12 @@ impl State {
         Ok(state)
     }
 
+    /// True when the schema records no procedure (new, inline-only, or
+    /// uninstalled): none of ours is installed.
+    pub(super) fn records_nothing(&self) -> bool {
+        self.recorded.is_empty()
+    }
+
     /// Refuses a schema this build must not touch.
     fn check(&self, schema: &SchemaName) -> Result<()> {
         check_applied(schema, &self.applied)

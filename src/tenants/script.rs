@@ -84,17 +84,12 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
         for procedure in &procedures {
             out.push_str(&format!("\n-- procedure {}\n", procedure.name));
             push(&mut out, &schema.render(procedure.template()));
-            push(
-                &mut out,
-                &schema.render(
-                    &migrate::RECORD_PROCEDURE
-                        .replace("{{name}}", procedure.name)
-                        .replace("{{checksum}}", &procedure.checksum_hex())
-                        .replace("{{crate_version}}", migrate::CRATE_VERSION),
-                ),
-            );
         }
         out.push('\n');
+        push(
+            &mut out,
+            &schema.render(&migrate::record_procedures(&procedures)),
+        );
         push(
             &mut out,
             &schema.render(&migrate::GRANT_INSTALLED.replace("{{names}}", &names.join(", "))),
