@@ -484,29 +484,14 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
 /// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
 /// has no procedure bookkeeping (it was never migrated); database errors.
 pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<usize> {
-    let mut tx = pool.begin().await?;
-    lock_schema(&mut tx, schema).await?;
-    if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
-        return Err(PostgresProviderError::rejected(
-            sqlstate::NOT_FOUND,
-            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing uninstalled"),
-        ));
-    }
+    let mut tx = locked_tenant(pool, schema, "nothing uninstalled").await?;
     let names = our_functions(&mut tx, schema).await?;
-    let signatures: Vec<String> = sqlx::query_scalar(FUNCTIONS)
-        .bind(schema.as_str())
-        .bind(&names)
-        .fetch_all(&mut *tx)
-        .await?;
-    if !signatures.is_empty() {
-        let drop = format!("DROP FUNCTION {}", signatures.join(", "));
-        tx.execute(drop.as_str()).await?;
-    }
+    let dropped = drop_functions(&mut tx, schema, &names).await?;
     tx.execute(schema.render(FORGET_PROCEDURES).as_str())
         .await?;
     tx.commit().await?;
-    tracing::info!(schema = %schema, dropped = signatures.len(), "uninstalled stored procedures");
-    Ok(signatures.len())
+    tracing::info!(schema = %schema, dropped, "uninstalled stored procedures");
+    Ok(dropped)
 }
 
 /// Drops the functions a build before names unique per schema
@@ -521,26 +506,49 @@ pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<
 /// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the schema
 /// has no procedure bookkeeping (it was never migrated); database errors.
 pub async fn drop_legacy_procedures(pool: &PgPool, schema: &SchemaName) -> Result<usize> {
+    let mut tx = locked_tenant(pool, schema, "nothing dropped").await?;
+    let names = procedure_names(&mut tx, schema).await?;
+    let dropped = drop_functions(&mut tx, schema, &names).await?;
+    tx.commit().await?;
+    tracing::info!(schema = %schema, dropped, "dropped legacy procedure names");
+    Ok(dropped)
+}
+
+/// A transaction holding `schema`'s DDL lock, refused (ending with
+/// `nothing`) when the schema has no procedure bookkeeping.
+async fn locked_tenant(
+    pool: &PgPool,
+    schema: &SchemaName,
+    nothing: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
         return Err(PostgresProviderError::rejected(
             sqlstate::NOT_FOUND,
-            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing dropped"),
+            format!("schema \"{schema}\" holds no duroxide-postgres tenant; {nothing}"),
         ));
     }
-    let names = procedure_names(&mut tx, schema).await?;
+    Ok(tx)
+}
+
+/// Drops every overload in `schema` of the functions `names` names, in one
+/// statement (a statement per function would resolve each name among every
+/// function of that name afresh), and returns how many.
+async fn drop_functions(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    names: &[String],
+) -> Result<usize> {
     let signatures: Vec<String> = sqlx::query_scalar(FUNCTIONS)
         .bind(schema.as_str())
-        .bind(&names)
-        .fetch_all(&mut *tx)
+        .bind(names)
+        .fetch_all(&mut *conn)
         .await?;
     if !signatures.is_empty() {
         let drop = format!("DROP FUNCTION {}", signatures.join(", "));
-        tx.execute(drop.as_str()).await?;
+        conn.execute(drop.as_str()).await?;
     }
-    tx.commit().await?;
-    tracing::info!(schema = %schema, dropped = signatures.len(), "dropped legacy procedure names");
     Ok(signatures.len())
 }
 

@@ -52,6 +52,11 @@ async fn hand_over(from: &PostgresProvider, to: &PostgresProvider, id: u64) {
     from.enqueue_for_worker(fixtures::activity("upgrade", id))
         .await
         .expect("enqueue");
+    claim_and_ack(to).await;
+}
+
+/// The work item waiting in the queue is claimed and acked through `to`.
+async fn claim_and_ack(to: &PostgresProvider) {
     let (_, token, _) = to
         .fetch_work_item(
             Duration::from_secs(30),
@@ -61,7 +66,7 @@ async fn hand_over(from: &PostgresProvider, to: &PostgresProvider, id: u64) {
         )
         .await
         .expect("fetch")
-        .expect("the item just enqueued");
+        .expect("the item waiting");
     to.ack_work_item(&token, None).await.expect("ack");
 }
 
@@ -274,17 +279,7 @@ async fn an_upgrade_from_plain_names_installs_the_schemas_own_beside_them_until_
             .await
             .expect("inspect");
         assert!(last.is_current() && last.legacy_procedures == 0, "{last:?}");
-        let (_, token, _) = provider
-            .fetch_work_item(
-                Duration::from_secs(30),
-                Duration::ZERO,
-                None,
-                &TagFilter::default(),
-            )
-            .await
-            .expect("fetch")
-            .expect("the item enqueued before");
-        provider.ack_work_item(&token, None).await.expect("ack");
+        claim_and_ack(&provider).await;
         assert_eq!(
             tenants::drop_legacy_procedures(&schema.pool, &name)
                 .await
