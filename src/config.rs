@@ -280,6 +280,21 @@ pub struct PostgresOptions {
     /// [`PostgresOptions::pool_options`], as `PostgresProvider::connect_with`
     /// builds its own.
     pub tenants_per_connection: usize,
+    /// Tenant affinity on a shared pool (default 0: off): each schema's
+    /// operations run on its own share of about this many of the pool's
+    /// connections, so a tenant meets a few server backends instead of all
+    /// of them, and each backend compiles the procedures and plans of fewer
+    /// tenants (a first call in a schema costs a backend milliseconds, a
+    /// warm one a fraction of one). The first provider on a pool that sets
+    /// it splits the pool's connections (less the `LISTEN` connection's)
+    /// into shards of this size; schemas are spread evenly over them, and
+    /// one tenant's fetches, acks and reads then share its shard's
+    /// connections. For pools shared by many more tenants than
+    /// connections; a pool too small to hold two shards is not split.
+    /// The shared pool itself still serves migrations and the listener,
+    /// so it may hold a connection or two beyond the shards'. See
+    /// docs/architecture.md, "Tenant affinity".
+    pub connections_per_tenant: u32,
 }
 
 impl Default for PostgresOptions {
@@ -307,6 +322,7 @@ impl Default for PostgresOptions {
             listen_url: None,
             health_timeout: Duration::from_secs(5),
             tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
+            connections_per_tenant: 0,
         }
     }
 }
@@ -320,6 +336,13 @@ impl PostgresOptions {
     /// it is replaced (see the `tenants_per_connection` field).
     pub fn tenants_per_connection(mut self, tenants: usize) -> Self {
         self.tenants_per_connection = tenants;
+        self
+    }
+
+    /// Sets how many of a shared pool's connections each tenant's
+    /// operations use (see the `connections_per_tenant` field; 0: any).
+    pub fn connections_per_tenant(mut self, connections: u32) -> Self {
+        self.connections_per_tenant = connections;
         self
     }
 
