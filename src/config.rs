@@ -295,6 +295,19 @@ pub struct PostgresOptions {
     /// so it may hold a connection or two beyond the shards'. See
     /// docs/architecture.md, "Tenant affinity".
     pub connections_per_tenant: u32,
+    /// Prepared statements each connection keeps (sqlx's statement cache;
+    /// default [`PostgresOptions::DEFAULT_STATEMENT_CACHE_CAPACITY`], where
+    /// sqlx's own is 100), set by [`PostgresOptions::connect_options`].
+    /// Every tenant's statements are its own text (they name its schema),
+    /// so a connection serving many tenants needs room for all of theirs:
+    /// past the capacity, each statement is parsed, planned and closed
+    /// again on every call, which in inline mode (about fifty statements
+    /// per tenant) cost a 200-tenant burst more than half of the server's
+    /// CPU. Each kept statement costs the server backend some memory (about
+    /// 14 KiB in inline mode, measured in the burst). Unused with
+    /// [`PostgresOptions::transaction_pooler`], which sends no named
+    /// statements.
+    pub statement_cache_capacity: usize,
 }
 
 impl Default for PostgresOptions {
@@ -323,6 +336,7 @@ impl Default for PostgresOptions {
             health_timeout: Duration::from_secs(5),
             tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
             connections_per_tenant: 0,
+            statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
         }
     }
 }
@@ -336,6 +350,18 @@ impl PostgresOptions {
     /// it is replaced (see the `tenants_per_connection` field).
     pub fn tenants_per_connection(mut self, tenants: usize) -> Self {
         self.tenants_per_connection = tenants;
+        self
+    }
+
+    /// The default of [`PostgresOptions::statement_cache_capacity`]: the
+    /// statements of about twenty tenants in inline mode, a hundred in
+    /// procedure mode.
+    pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 1024;
+
+    /// Sets how many prepared statements each connection keeps (see the
+    /// `statement_cache_capacity` field).
+    pub fn statement_cache_capacity(mut self, statements: usize) -> Self {
+        self.statement_cache_capacity = statements;
         self
     }
 
@@ -400,8 +426,8 @@ impl PostgresOptions {
     /// pool with: `database_url`; the `application_name` it names (or
     /// `PGAPPNAME`), else `duroxide-postgres/SCHEMA` (as `pg_stat_activity`
     /// shows it, so an operator can tell tenants apart; the server cuts it
-    /// at 63 bytes); the statement timeout; and generic plans unless turned
-    /// off. Build a pool you pass to [`PostgresProvider::from_pool`] from
+    /// at 63 bytes); the statement timeout; generic plans unless turned
+    /// off; and the statement cache's capacity. Build a pool you pass to [`PostgresProvider::from_pool`] from
     /// them to get the same. With [`PostgresOptions::transaction_pooler`]
     /// they carry no startup `options` and no `extra_float_digits` (the
     /// provider sets the statement timeout and generic plans in each
@@ -433,6 +459,7 @@ impl PostgresOptions {
             // PgBouncer refuses startup parameters it does not track.
             return Ok(connect.extra_float_digits(None));
         }
+        connect = connect.statement_cache_capacity(self.statement_cache_capacity);
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }

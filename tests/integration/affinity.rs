@@ -1,13 +1,15 @@
-//! Tenant affinity (`PostgresOptions::connections_per_tenant`): on a pool
-//! shared by many tenants, each tenant's operations stay on its own few
-//! server backends, and closing the shared pool closes them.
+//! A pool shared by many tenants. Tenant affinity
+//! (`PostgresOptions::connections_per_tenant`): each tenant's operations
+//! stay on its own few server backends, and closing the shared pool closes
+//! them. The statement cache (`PostgresOptions::statement_cache_capacity`):
+//! a connection keeps the prepared statements of many tenants.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::fixtures::{event, metadata, start};
 use crate::support::{TestSchema, connect_options, in_both_modes, with_schemas};
@@ -140,4 +142,48 @@ async fn a_tenant_stays_on_its_share_of_the_pool(mode: SqlMode) {
         plain.close().await;
     })
     .await;
+}
+
+/// `statements` distinct statements on one connection made with
+/// `connect`, then how many it still has prepared.
+async fn prepared_after(connect: sqlx::postgres::PgConnectOptions, statements: i32) -> i64 {
+    let mut conn = PgConnection::connect_with(&connect)
+        .await
+        .expect("connection");
+    for i in 0..statements {
+        // Distinct texts, as each tenant's statements are.
+        let _: i32 = sqlx::query_scalar(&format!("SELECT $1::int4 + {i}"))
+            .bind(1)
+            .fetch_one(&mut conn)
+            .await
+            .expect("statement");
+    }
+    let kept = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_prepared_statements");
+    conn.close().await.expect("close");
+    kept
+}
+
+/// A connection from `PostgresOptions::connect_options` keeps 300 distinct
+/// statements prepared (the statements of a few inline tenants); sqlx's
+/// default keeps 100 and prepares the rest again on every use.
+#[tokio::test]
+async fn a_connection_keeps_many_tenants_statements() {
+    let options = PostgresOptions::default();
+    let kept = prepared_after(
+        options
+            .connect_options(crate::support::database_url())
+            .expect("url"),
+        300,
+    )
+    .await;
+    assert!(kept >= 300, "kept {kept} of 300");
+    let small = options
+        .statement_cache_capacity(100)
+        .connect_options(crate::support::database_url())
+        .expect("url");
+    let kept = prepared_after(small, 300).await;
+    assert!(kept <= 101, "a capacity of 100 kept {kept}");
 }
