@@ -301,10 +301,11 @@ pub struct PostgresOptions {
     /// Every tenant's statements are its own text (they name its schema),
     /// so a connection serving many tenants needs room for all of theirs:
     /// past the capacity, each statement is parsed, planned and closed
-    /// again on every call, which in inline mode (about fifty statements
-    /// per tenant) cost a 200-tenant burst more than half of the server's
-    /// CPU. Each kept statement costs the server backend some memory (about
-    /// 14 KiB in inline mode, measured in the burst). Unused with
+    /// again on every call, which in inline mode (a few dozen statements
+    /// per tenant) cost a 200-tenant burst with one connection per tenant
+    /// more than half of the server's CPU. Each kept statement costs the
+    /// server backend some memory (in that burst, ten inline tenants per
+    /// connection, about 6 MiB per backend). Unused with
     /// [`PostgresOptions::transaction_pooler`], which sends no named
     /// statements.
     pub statement_cache_capacity: usize,
@@ -353,9 +354,9 @@ impl PostgresOptions {
         self
     }
 
-    /// The default of [`PostgresOptions::statement_cache_capacity`]: the
-    /// statements of about twenty tenants in inline mode, a hundred in
-    /// procedure mode.
+    /// The default of [`PostgresOptions::statement_cache_capacity`]: room
+    /// for the statements of a few dozen inline tenants, or of the
+    /// recycling bound's 64 in procedure mode (about ten each).
     pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 1024;
 
     /// Sets how many prepared statements each connection keeps (see the
