@@ -81,10 +81,15 @@ const CLOSE_ATTEMPTS: usize = 50;
 
 impl Shards {
     /// The shards of `pool` for `per_tenant` connections per tenant, made by
-    /// the first caller; `None` when the pool is too small to split.
+    /// the first caller that asks for affinity (later callers share them,
+    /// whatever `per_tenant` they give); `None` for a caller that asks for
+    /// none (0) or when the pool is too small to split.
     /// `listening`: the `LISTEN` connection holds one of the pool's
     /// connections.
     pub(crate) fn of(pool: &PgPool, per_tenant: u32, listening: bool) -> Option<Arc<Shards>> {
+        if per_tenant == 0 {
+            return None; // this provider asked for no affinity
+        }
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|_, shards| shards.strong_count() > 0);
@@ -163,7 +168,55 @@ impl Shards {
 
 #[cfg(test)]
 mod tests {
-    use super::sizes;
+    use std::sync::Arc;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    use super::{Shards, sizes};
+
+    /// Which pool: its connect options' address, as the registry keys it.
+    fn id(pool: &sqlx::PgPool) -> usize {
+        Arc::as_ptr(&pool.connect_options()) as usize
+    }
+
+    #[tokio::test]
+    async fn schemas_spread_over_one_set_of_shards_per_pool() {
+        // Lazy: no server is reached.
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&pool, 0, false).is_none(), "0 asks for none");
+        let shards = Shards::of(&pool, 2, false).expect("four shards of two");
+        let again = Shards::of(&pool, 3, false).expect("the same shards");
+        assert!(Arc::ptr_eq(&shards, &again));
+        // A provider asking for none still gets the shared pool.
+        assert!(Shards::of(&pool, 0, false).is_none());
+        let first: Vec<usize> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| id(&shards.pool_for(s)))
+            .collect();
+        let distinct: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(distinct.len(), 4, "four schemas, four shards");
+        assert!(!first.contains(&id(&pool)));
+        // A schema keeps its shard; a fifth shares the least loaded one.
+        assert_eq!(id(&again.pool_for("c")), first[2]);
+        assert!(first.contains(&id(&shards.pool_for("e"))));
+        assert_eq!(
+            shards.pool_for("a").options().get_max_connections(),
+            2,
+            "a shard's size"
+        );
+        // Too small to split: one shard would be the pool itself.
+        let small = PgPoolOptions::new()
+            .max_connections(3)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&small, 2, false).is_none());
+        // The listener's connection is not the shards'.
+        let listened = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&listened, 2, true).is_none(), "3 connections");
+    }
 
     #[test]
     fn shards_cover_the_connections_in_near_equal_parts() {

@@ -287,9 +287,11 @@ pub struct PostgresOptions {
     /// tenants (a first call in a schema costs a backend milliseconds, a
     /// warm one a fraction of one). The first provider on a pool that sets
     /// it splits the pool's connections (less the `LISTEN` connection's)
-    /// into shards of this size; schemas are spread evenly over them, and
-    /// one tenant's fetches, acks and reads then share its shard's
-    /// connections. For pools shared by many more tenants than
+    /// into shards of this size (later providers that set it share them);
+    /// schemas are spread evenly over them, and one tenant's fetches, acks
+    /// and reads then share its shard's connections. A provider that
+    /// leaves it at 0 runs on the shared pool itself, whose connections
+    /// count apart from the shards'. For pools shared by many more tenants than
     /// connections; a pool too small to hold two shards is not split.
     /// The shared pool itself still serves migrations and the listener,
     /// so it may hold a connection or two beyond the shards'. See
