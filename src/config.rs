@@ -294,7 +294,16 @@ pub struct PostgresOptions {
     /// count apart from the shards'. For pools shared by many more tenants than
     /// connections; a pool too small to hold two shards is not split.
     /// The shared pool itself still serves migrations and the listener,
-    /// so it may hold a connection or two beyond the shards'. See
+    /// so it may hold a connection or two beyond the shards'. Memory: a
+    /// backend then holds every procedure of each tenant it serves (about
+    /// 3.5 MiB a tenant in procedure mode, against the fraction a tenant
+    /// leaves on each of many backends without affinity), so the default
+    /// `tenants_per_connection` of 64 no longer keeps a backend near
+    /// 100 MiB: with 1,000 tenants and one connection each, 53 tenants a
+    /// connection, the largest backend held 156 MiB and the 20 held
+    /// 2.9 GiB; a bound of 32 kept them at 36 and 356 MiB but recycled the
+    /// shards' connections so often that the burst lost the gain (see
+    /// docs/benchmarks.md, "The 200-tenant burst"). See
     /// docs/architecture.md, "Tenant affinity".
     pub connections_per_tenant: u32,
     /// Prepared statements each connection keeps (sqlx's statement cache;
