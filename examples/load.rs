@@ -7,6 +7,7 @@
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
 //!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
 //!                                        [--tenants 200] [--tenants-per-connection 64]
+//!                                        [--connections-per-tenant 0]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -136,6 +137,9 @@ struct Settings {
     tenants: usize,
     /// `PostgresOptions::tenants_per_connection` in the burst.
     tenants_per_connection: usize,
+    /// `PostgresOptions::connections_per_tenant` of the burst's tenants
+    /// (not of the one-tenant run, which a shard would confine).
+    connections_per_tenant: u32,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
@@ -156,6 +160,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         repeat: 1,
         tenants: 200,
         tenants_per_connection: PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION,
+        connections_per_tenant: 0,
         durable: false,
         client_superuser: false,
     };
@@ -204,6 +209,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--tasks" => settings.tasks = value()?.parse()?,
             "--tenants" => settings.tenants = value()?.parse()?,
             "--tenants-per-connection" => settings.tenants_per_connection = value()?.parse()?,
+            "--connections-per-tenant" => settings.connections_per_tenant = value()?.parse()?,
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
             "--settle-ms" => {
@@ -211,7 +217,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -664,9 +670,12 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
         {
             let mut bursts = Vec::new();
             for &mode in &settings.modes {
-                let per_connection = settings.tenants_per_connection;
-                bursts
-                    .push(burst::run(&url, &admin, mode, settings.tenants, per_connection).await?);
+                let shape = burst::Shape {
+                    tenants: settings.tenants,
+                    tenants_per_connection: settings.tenants_per_connection,
+                    connections_per_tenant: settings.connections_per_tenant,
+                };
+                bursts.push(burst::run(&url, &admin, mode, shape).await?);
             }
             burst::print(&bursts);
         }

@@ -280,6 +280,46 @@ pub struct PostgresOptions {
     /// [`PostgresOptions::pool_options`], as `PostgresProvider::connect_with`
     /// builds its own.
     pub tenants_per_connection: usize,
+    /// Tenant affinity on a shared pool (default 0: off): each schema's
+    /// operations run on its own share of about this many of the pool's
+    /// connections, so a tenant meets a few server backends instead of all
+    /// of them, and each backend compiles the procedures and plans of fewer
+    /// tenants (a first call in a schema costs a backend milliseconds, a
+    /// warm one a fraction of one). The first provider on a pool that sets
+    /// it splits the pool's connections (less the `LISTEN` connection's)
+    /// into shards of this size (later providers that set it share them);
+    /// schemas are spread evenly over them, and one tenant's fetches, acks
+    /// and reads then share its shard's connections. A provider that
+    /// leaves it at 0 runs on the shared pool itself, whose connections
+    /// count apart from the shards'. For pools shared by many more tenants than
+    /// connections; a pool too small to hold two shards is not split.
+    /// The shared pool itself still serves migrations and the listener,
+    /// so it may hold a connection or two beyond the shards'. Memory: a
+    /// backend then holds every procedure of each tenant it serves (about
+    /// 3.5 MiB a tenant in procedure mode, against the fraction a tenant
+    /// leaves on each of many backends without affinity), so the default
+    /// `tenants_per_connection` of 64 no longer keeps a backend near
+    /// 100 MiB: with 1,000 tenants and one connection each, 53 tenants a
+    /// connection, the largest backend held 156 MiB and the 20 held
+    /// 2.9 GiB; a bound of 32 kept them at 36 and 356 MiB but recycled the
+    /// shards' connections so often that the burst lost the gain (see
+    /// docs/benchmarks.md, "The 200-tenant burst"). See
+    /// docs/architecture.md, "Tenant affinity".
+    pub connections_per_tenant: u32,
+    /// Prepared statements each connection keeps (sqlx's statement cache;
+    /// default [`PostgresOptions::DEFAULT_STATEMENT_CACHE_CAPACITY`], where
+    /// sqlx's own is 100), set by [`PostgresOptions::connect_options`].
+    /// Every tenant's statements are its own text (they name its schema),
+    /// so a connection serving many tenants needs room for all of theirs:
+    /// past the capacity, each statement is parsed, planned and closed
+    /// again on every call, which in inline mode (a few dozen statements
+    /// per tenant) cost a 200-tenant burst with one connection per tenant
+    /// more than half of the server's CPU. Each kept statement costs the
+    /// server backend some memory (in that burst, ten inline tenants per
+    /// connection, about 6 MiB per backend). Unused with
+    /// [`PostgresOptions::transaction_pooler`], which sends no named
+    /// statements.
+    pub statement_cache_capacity: usize,
 }
 
 impl Default for PostgresOptions {
@@ -307,6 +347,8 @@ impl Default for PostgresOptions {
             listen_url: None,
             health_timeout: Duration::from_secs(5),
             tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
+            connections_per_tenant: 0,
+            statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
         }
     }
 }
@@ -320,6 +362,25 @@ impl PostgresOptions {
     /// it is replaced (see the `tenants_per_connection` field).
     pub fn tenants_per_connection(mut self, tenants: usize) -> Self {
         self.tenants_per_connection = tenants;
+        self
+    }
+
+    /// The default of [`PostgresOptions::statement_cache_capacity`]: room
+    /// for the statements of a few dozen inline tenants, or of the
+    /// recycling bound's 64 in procedure mode (about ten each).
+    pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 1024;
+
+    /// Sets how many prepared statements each connection keeps (see the
+    /// `statement_cache_capacity` field).
+    pub fn statement_cache_capacity(mut self, statements: usize) -> Self {
+        self.statement_cache_capacity = statements;
+        self
+    }
+
+    /// Sets how many of a shared pool's connections each tenant's
+    /// operations use (see the `connections_per_tenant` field; 0: any).
+    pub fn connections_per_tenant(mut self, connections: u32) -> Self {
+        self.connections_per_tenant = connections;
         self
     }
 
@@ -377,8 +438,8 @@ impl PostgresOptions {
     /// pool with: `database_url`; the `application_name` it names (or
     /// `PGAPPNAME`), else `duroxide-postgres/SCHEMA` (as `pg_stat_activity`
     /// shows it, so an operator can tell tenants apart; the server cuts it
-    /// at 63 bytes); the statement timeout; and generic plans unless turned
-    /// off. Build a pool you pass to [`PostgresProvider::from_pool`] from
+    /// at 63 bytes); the statement timeout; generic plans unless turned
+    /// off; and the statement cache's capacity. Build a pool you pass to [`PostgresProvider::from_pool`] from
     /// them to get the same. With [`PostgresOptions::transaction_pooler`]
     /// they carry no startup `options` and no `extra_float_digits` (the
     /// provider sets the statement timeout and generic plans in each
@@ -410,6 +471,7 @@ impl PostgresOptions {
             // PgBouncer refuses startup parameters it does not track.
             return Ok(connect.extra_float_digits(None));
         }
+        connect = connect.statement_cache_capacity(self.statement_cache_capacity);
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }

@@ -57,6 +57,7 @@
 
 mod admin;
 mod admission;
+mod affinity;
 mod codec;
 mod config;
 mod deletion;

@@ -41,6 +41,9 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Arc<str>>,
+    /// With tenant affinity, the shared pool's shards, `pool` being one of
+    /// them: held so the pool's next providers find the same shards.
+    _shards: Option<Arc<crate::affinity::Shards>>,
 }
 
 impl Db {
@@ -50,6 +53,16 @@ impl Db {
         Self {
             pool,
             pooled_begin: pooled_begin.map(Into::into),
+            _shards: None,
+        }
+    }
+
+    /// The same, on `schema`'s shard of `shards` instead of the pool.
+    pub(crate) fn on_shard(&self, shards: Arc<crate::affinity::Shards>, schema: &str) -> Self {
+        Self {
+            pool: shards.pool_for(schema),
+            pooled_begin: self.pooled_begin.clone(),
+            _shards: Some(shards),
         }
     }
 

@@ -193,6 +193,14 @@ impl PostgresProvider {
                 ),
             });
         }
+        // Operations run on the tenant's shard of the pool, if it has one;
+        // the gate and the listener stay the pool's.
+        let listening = options.notifications && listen_pool.is_none();
+        let work_pool =
+            match crate::affinity::Shards::of(&pool, options.connections_per_tenant, listening) {
+                Some(shards) => pool.on_shard(shards, schema.as_str()),
+                None => pool.clone(),
+            };
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         let long_poll = options.notifications.then(|| {
             LongPoll::new(
@@ -211,7 +219,14 @@ impl PostgresProvider {
             "duroxide-postgres provider ready"
         );
         Ok(Self {
-            store: Store::new(pool, schema, mode, Limits::of(options), gate, long_poll),
+            store: Store::new(
+                work_pool,
+                schema,
+                mode,
+                Limits::of(options),
+                gate,
+                long_poll,
+            ),
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),

@@ -47,11 +47,23 @@ const POOL: u32 = 20;
 /// Each pool's `application_name`, to find its backends.
 const APP: &str = "duroxide_burst";
 
+/// The burst's tenants and how they share the pool.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Tenants, one orchestration each.
+    pub tenants: usize,
+    /// `PostgresOptions::tenants_per_connection`.
+    pub tenants_per_connection: usize,
+    /// `PostgresOptions::connections_per_tenant` of the burst's tenants.
+    pub connections_per_tenant: u32,
+}
+
 /// One burst row: the spread burst against the one-tenant run.
 pub struct Row {
     mode: SqlMode,
     tenants: usize,
     tenants_per_connection: usize,
+    connections_per_tenant: u32,
     burst_s: f64,
     single_s: f64,
     failed: usize,
@@ -180,13 +192,8 @@ async fn drop_all(admin: &PgPool, names: &[String]) -> Result<(), BoxError> {
 }
 
 /// Runs the burst for one mode.
-pub async fn run(
-    url: &str,
-    admin: &PgPool,
-    mode: SqlMode,
-    tenants: usize,
-    per_connection: usize,
-) -> Result<Row, BoxError> {
+pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Result<Row, BoxError> {
+    let (tenants, per_connection) = (shape.tenants, shape.tenants_per_connection);
     let names: Vec<String> = (0..tenants)
         .map(|i| format!("burst_{}_{i}", mode.as_str()))
         .collect();
@@ -234,9 +241,12 @@ pub async fn run(
     let mut work = Vec::new();
     let mut first = None;
     for name in &names {
-        let provider =
-            PostgresProvider::from_pool_with(pool.clone(), options(mode, name, per_connection))
-                .await?;
+        let provider = PostgresProvider::from_pool_with(
+            pool.clone(),
+            options(mode, name, per_connection)
+                .connections_per_tenant(shape.connections_per_tenant),
+        )
+        .await?;
         if provider.sql_mode() != mode {
             return Err(format!("{name} runs {} instead of {mode}", provider.sql_mode()).into());
         }
@@ -301,6 +311,7 @@ pub async fn run(
         mode,
         tenants,
         tenants_per_connection: per_connection,
+        connections_per_tenant: shape.connections_per_tenant,
         burst_s,
         single_s,
         failed: failed_burst + failed_single,
@@ -328,9 +339,9 @@ async fn start_runtime(provider: Arc<dyn Provider>, dispatchers: usize) -> Arc<R
 pub fn print(rows: &[Row]) {
     println!();
     println!(
-        "| mode | tenants | tenants/connection | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
+        "| mode | tenants | tenants/connection | connections/tenant | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mem = |m: Option<(f64, f64)>| {
         m.map_or("n/a".to_string(), |(max, sum)| {
             format!("{max:.0} / {sum:.0}")
@@ -338,10 +349,11 @@ pub fn print(rows: &[Row]) {
     };
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} |",
             r.mode,
             r.tenants,
             r.tenants_per_connection,
+            r.connections_per_tenant,
             r.burst_s,
             r.single_s,
             r.burst_s / r.single_s,

@@ -3,6 +3,7 @@
 //! Every test runs against a real PostgreSQL: `DATABASE_URL` when set,
 //! otherwise a throwaway server this process starts (scripts/pg-throwaway.sh).
 
+mod affinity;
 mod arrivals;
 mod concurrency;
 mod connectivity;

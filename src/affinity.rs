@@ -1,0 +1,235 @@
+//! Tenant affinity: each tenant's operations on a few of a shared pool's
+//! connections ([`crate::PostgresOptions::connections_per_tenant`]).
+//!
+//! A server backend compiles a tenant's procedures, plans its statements and
+//! loads its tables' catalog entries the first time it serves that tenant:
+//! a few milliseconds, against a fraction of one for the same call warm.
+//! sqlx's pool hands out its idle connections in turn, so on a pool shared
+//! by many tenants every tenant meets every connection, and with
+//! `tenants_per_connection` recycling them, meets the replacements again.
+//! Preferring a "home" connection is not enough: under load it is busy and
+//! the operation takes whichever frees first.
+//!
+//! So the pool is split. The first provider on a pool that asks for
+//! affinity divides the pool's connections (less the one the `LISTEN`
+//! connection holds, when it holds one) into shards of about `k`
+//! connections each: pools of their own, built from the shared pool's
+//! options and connect options (the same hooks, so recycling and the
+//! leased-acquire counters still apply). Each schema is assigned the shard
+//! with the fewest schemas so far, once, and every provider of that schema
+//! on the pool runs its operations there; the shared pool itself keeps
+//! serving migrations, the listener and anything else. Closing the shared
+//! pool closes the shards.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use sqlx::PgPool;
+
+/// The shards of one pool.
+#[derive(Debug)]
+pub(crate) struct Shards {
+    pools: Vec<PgPool>,
+    assigned: Mutex<Assigned>,
+    /// Keeps the shared pool (and so the registry key) alive.
+    parent: PgPool,
+}
+
+/// The shard of each schema assigned so far, and schemas per shard.
+#[derive(Debug)]
+struct Assigned {
+    by_schema: HashMap<Arc<str>, usize>,
+    counts: Vec<usize>,
+}
+
+/// Shards by pool (the address of its connect options, as the gate's key).
+fn registry() -> &'static Mutex<HashMap<usize, Weak<Shards>>> {
+    static SHARDS: OnceLock<Mutex<HashMap<usize, Weak<Shards>>>> = OnceLock::new();
+    SHARDS.get_or_init(Default::default)
+}
+
+/// Sizes of the shards `connections` split into, about `per_tenant` each
+/// (the remainder spread one by one over the first): empty when affinity
+/// would leave a single shard.
+fn sizes(connections: u32, per_tenant: u32) -> Vec<u32> {
+    if per_tenant == 0 || connections < 2 * per_tenant {
+        return Vec::new();
+    }
+    let count = connections / per_tenant;
+    let extra = connections % per_tenant;
+    (0..count)
+        .map(|i| per_tenant + u32::from(i < extra % count) + extra / count)
+        .collect()
+}
+
+/// Closes `pool` and every connection it lent out. sqlx's `close` misses a
+/// connection whose return to the pool had begun before the close (it is
+/// back among the idle ones after the close looked for them), so the close
+/// is repeated, a few times at most, until none is left.
+async fn close(pool: &PgPool) {
+    for _ in 0..CLOSE_ATTEMPTS {
+        pool.close().await;
+        if pool.size() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How many times [`close`] tries.
+const CLOSE_ATTEMPTS: usize = 50;
+
+impl Shards {
+    /// The shards of `pool` for `per_tenant` connections per tenant, made by
+    /// the first caller that asks for affinity (later callers share them,
+    /// whatever `per_tenant` they give); `None` for a caller that asks for
+    /// none (0) or when the pool is too small to split.
+    /// `listening`: the `LISTEN` connection holds one of the pool's
+    /// connections.
+    pub(crate) fn of(pool: &PgPool, per_tenant: u32, listening: bool) -> Option<Arc<Shards>> {
+        if per_tenant == 0 {
+            return None; // this provider asked for no affinity
+        }
+        let key = Arc::as_ptr(&pool.connect_options()) as usize;
+        let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, shards| shards.strong_count() > 0);
+        if let Some(shards) = all.get(&key).and_then(Weak::upgrade) {
+            return Some(shards);
+        }
+        let connections = pool
+            .options()
+            .get_max_connections()
+            .saturating_sub(u32::from(listening));
+        let sizes = sizes(connections, per_tenant);
+        if sizes.is_empty() {
+            return None;
+        }
+        let connect = (*pool.connect_options()).clone();
+        let pools: Vec<PgPool> = sizes
+            .iter()
+            .map(|&n| {
+                pool.options()
+                    .clone()
+                    .max_connections(n)
+                    .min_connections(0)
+                    .connect_lazy_with(connect.clone())
+            })
+            .collect();
+        let shards = Arc::new(Shards {
+            assigned: Mutex::new(Assigned {
+                by_schema: HashMap::new(),
+                counts: vec![0; pools.len()],
+            }),
+            pools,
+            parent: pool.clone(),
+        });
+        // The shards close with the shared pool.
+        let closed = pool.close_event();
+        let watched = Arc::downgrade(&shards);
+        tokio::spawn(async move {
+            closed.await;
+            if let Some(shards) = watched.upgrade() {
+                for shard in &shards.pools {
+                    close(shard).await;
+                }
+            }
+        });
+        all.insert(key, Arc::downgrade(&shards));
+        Some(shards)
+    }
+
+    /// The shard `schema` runs on: the one it was given, or, the first time,
+    /// the one with the fewest schemas.
+    pub(crate) fn pool_for(&self, schema: &str) -> PgPool {
+        let mut guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let Assigned { by_schema, counts } = &mut *guard;
+        let index = match by_schema.get(schema) {
+            Some(&i) => i,
+            None => {
+                let i = counts
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, n)| **n)
+                    .map_or(0, |(i, _)| i);
+                by_schema.insert(schema.into(), i);
+                if let Some(n) = counts.get_mut(i) {
+                    *n += 1;
+                }
+                i
+            }
+        };
+        self.pools
+            .get(index)
+            .or_else(|| self.pools.first())
+            .cloned()
+            .unwrap_or_else(|| self.parent.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    use super::{Shards, sizes};
+
+    /// Which pool: its connect options' address, as the registry keys it.
+    fn id(pool: &sqlx::PgPool) -> usize {
+        Arc::as_ptr(&pool.connect_options()) as usize
+    }
+
+    #[tokio::test]
+    async fn schemas_spread_over_one_set_of_shards_per_pool() {
+        // Lazy: no server is reached.
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&pool, 0, false).is_none(), "0 asks for none");
+        let shards = Shards::of(&pool, 2, false).expect("four shards of two");
+        let again = Shards::of(&pool, 3, false).expect("the same shards");
+        assert!(Arc::ptr_eq(&shards, &again));
+        // A provider asking for none still gets the shared pool.
+        assert!(Shards::of(&pool, 0, false).is_none());
+        let first: Vec<usize> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| id(&shards.pool_for(s)))
+            .collect();
+        let distinct: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(distinct.len(), 4, "four schemas, four shards");
+        assert!(!first.contains(&id(&pool)));
+        // A schema keeps its shard; a fifth shares the least loaded one.
+        assert_eq!(id(&again.pool_for("c")), first[2]);
+        assert!(first.contains(&id(&shards.pool_for("e"))));
+        assert_eq!(
+            shards.pool_for("a").options().get_max_connections(),
+            2,
+            "a shard's size"
+        );
+        // Too small to split: one shard would be the pool itself.
+        let small = PgPoolOptions::new()
+            .max_connections(3)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&small, 2, false).is_none());
+        // The listener's connection is not the shards'.
+        let listened = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(PgConnectOptions::new());
+        assert!(Shards::of(&listened, 2, true).is_none(), "3 connections");
+    }
+
+    #[test]
+    fn shards_cover_the_connections_in_near_equal_parts() {
+        assert_eq!(sizes(20, 2), vec![2; 10]);
+        assert_eq!(sizes(19, 2), [vec![3], vec![2; 8]].concat());
+        assert_eq!(sizes(20, 3), vec![4, 4, 3, 3, 3, 3]);
+        assert_eq!(sizes(20, 0), Vec::<u32>::new());
+        // One shard would be the pool itself.
+        assert_eq!(sizes(3, 2), Vec::<u32>::new());
+        for (connections, per_tenant) in [(20, 2), (19, 2), (20, 3), (100, 7), (8, 4)] {
+            let s = sizes(connections, per_tenant);
+            assert_eq!(s.iter().sum::<u32>(), connections);
+            assert!(s.iter().all(|&n| n >= per_tenant && n < 2 * per_tenant));
+        }
+    }
+}
