@@ -11,7 +11,7 @@ use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{claim_and_ack_turn, start};
 use crate::support::{TestSchema, connect_options, in_both_modes, with_schemas};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -93,22 +93,7 @@ async fn a_tenant_stays_on_its_share_of_the_pool(mode: SqlMode) {
 
         // A whole turn on the first tenant's share.
         let p = &providers[0];
-        let (item, token, _) = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
-            .await
-            .expect("fetch")
-            .expect("claimed");
-        p.ack_orchestration_item(
-            &token,
-            1,
-            vec![event(&item.instance, 1)],
-            vec![],
-            vec![],
-            metadata(),
-            vec![],
-        )
-        .await
-        .expect("ack");
+        claim_and_ack_turn(p, LEASE).await;
 
         shared.close().await;
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -7,7 +7,7 @@ use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, pool, with_schema, with_schemas};
 
 const LEASE: Duration = Duration::from_secs(5);
@@ -214,22 +214,7 @@ async fn a_connection_that_served_its_share_of_tenants_is_replaced(mode: SqlMode
         }
 
         // Every tenant still works: c's and a's work on the new connection.
-        let (item, token, _) = pa
-            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
-            .await
-            .expect("fetch")
-            .expect("a claims");
-        pa.ack_orchestration_item(
-            &token,
-            1,
-            vec![event(&item.instance, 1)],
-            vec![],
-            vec![],
-            metadata(),
-            vec![],
-        )
-        .await
-        .expect("ack after recycling");
+        claim_and_ack_turn(&pa, LEASE).await;
         assert!(
             pc.fetch_orchestration_item(LEASE, Duration::ZERO, None)
                 .await

@@ -100,3 +100,30 @@ pub fn echo_activities() -> ActivityRegistry {
         })
         .build()
 }
+
+/// Claims the next orchestration turn on `provider` (leased for `lease`)
+/// and acks it with one history event; panics when there is none or a
+/// call fails. Returns the instance.
+pub async fn claim_and_ack_turn<P: duroxide::providers::Provider + ?Sized>(
+    provider: &P,
+    lease: std::time::Duration,
+) -> String {
+    let (item, token, _) = provider
+        .fetch_orchestration_item(lease, std::time::Duration::ZERO, None)
+        .await
+        .expect("fetch")
+        .expect("a turn to claim");
+    provider
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![event(&item.instance, 1)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack");
+    item.instance
+}
