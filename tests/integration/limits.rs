@@ -14,7 +14,7 @@ use duroxide::{
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
 use crate::support::{Kind, Slot, TestSchema, database_url, in_both_modes, with_schema};
 
 const LOCK: Duration = Duration::from_secs(30);
@@ -237,23 +237,7 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
             .enqueue_for_orchestrator(start("stuck"), None)
             .await
             .expect("enqueue");
-        let (_, token, _) = setup
-            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-            .await
-            .expect("fetch")
-            .expect("claimed");
-        setup
-            .ack_orchestration_item(
-                &token,
-                1,
-                vec![event("stuck", 1)],
-                vec![],
-                vec![],
-                metadata(),
-                vec![],
-            )
-            .await
-            .expect("ack");
+        assert_eq!(claim_and_ack_turn(&setup, LOCK).await, "stuck");
         setup
             .enqueue_for_orchestrator(raised("stuck", "1".to_string()), None)
             .await

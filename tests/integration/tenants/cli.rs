@@ -7,7 +7,7 @@ use duroxide::providers::Provider;
 use duroxide_postgres::{MigrationMode, PostgresOptions, PostgresProvider, SqlMode, migrate};
 
 use super::{leftovers, schema_exists};
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{claim_and_ack_turn, start};
 use crate::support::{TestSchema, database_url, with_schemas};
 
 /// What a run of the command left.
@@ -72,23 +72,8 @@ async fn one_turn(provider: &PostgresProvider, instance: &str) {
         .enqueue_for_orchestrator(start(instance), None)
         .await
         .expect("enqueue");
-    let (_, token, _) = provider
-        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
-        .await
-        .expect("fetch")
-        .expect("an item");
-    provider
-        .ack_orchestration_item(
-            &token,
-            1,
-            vec![event(instance, 1)],
-            vec![],
-            vec![],
-            metadata(),
-            vec![],
-        )
-        .await
-        .expect("ack");
+    let claimed = claim_and_ack_turn(provider, Duration::from_secs(30)).await;
+    assert_eq!(claimed, instance);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
