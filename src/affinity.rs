@@ -1,5 +1,6 @@
 //! Tenant affinity: each tenant's operations on a few of a shared pool's
-//! connections ([`crate::PostgresOptions::connections_per_tenant`]).
+//! connections ([`crate::PostgresOptions::connections_per_tenant`]), and
+//! the others' idle ones only while nobody waits for them.
 //!
 //! A server backend compiles a tenant's procedures, plans its statements and
 //! loads its tables' catalog entries the first time it serves that tenant:
@@ -7,29 +8,43 @@
 //! sqlx's pool hands out its idle connections in turn, so on a pool shared
 //! by many tenants every tenant meets every connection, and with
 //! `tenants_per_connection` recycling them, meets the replacements again.
-//! Preferring a "home" connection is not enough: under load it is busy and
-//! the operation takes whichever frees first.
+//! Preferring a "home" connection is not enough if a call whose home is busy
+//! takes whichever connection frees first: under load, that is any.
 //!
 //! So the pool is split. The first provider on a pool that asks for
-//! affinity divides the pool's connections (less the one the `LISTEN`
-//! connection holds, when it holds one) into shards of about `k`
-//! connections each: pools of their own, built from the shared pool's
-//! options and connect options (the same hooks, so recycling and the
-//! leased-acquire counters still apply). Each schema is assigned the shard
-//! with the fewest schemas so far, once, and every provider of that schema
-//! on the pool runs its operations there; the shared pool itself keeps
-//! serving migrations, the listener and anything else. Closing the shared
-//! pool closes the shards.
+//! affinity divides the pool's connections (less those the shared pool
+//! keeps for itself: one, the `LISTEN` connection's or the application's,
+//! or its `min_connections`)
+//! into shards of about `k` connections each: pools of their own, built
+//! from the shared pool's options and connect options (the same hooks, so
+//! recycling and the leased-acquire counters still apply). Each schema is
+//! assigned the shard with the fewest schemas so far, once, and every
+//! provider of that schema on the pool runs its operations there; the
+//! shared pool itself keeps serving the listener and anything else.
+//! Closing the shared pool closes the shards.
+//!
+//! A tenant is not confined to its shard ([`Shards::acquire`]). When its
+//! own shard has no idle connection and no room to open one, it borrows
+//! from another shard that nobody is waiting for: an idle connection, or
+//! room to open one. When every shard is busy it waits for its own, in
+//! line (sqlx's pools are fair), and a shard's own tenants are never
+//! queued behind borrowers that arrive after them: a borrower only takes a
+//! connection no one waits for. So a lone tenant uses the whole pool, and a
+//! burst of many tenants runs each tenant on its own backends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 
 /// The shards of one pool.
 #[derive(Debug)]
 pub(crate) struct Shards {
     pools: Vec<PgPool>,
+    /// Operations waiting for a connection of each shard, their own.
+    waiting: Vec<AtomicUsize>,
     assigned: Mutex<Assigned>,
     /// Keeps the shared pool (and so the registry key) alive.
     parent: PgPool,
@@ -84,9 +99,11 @@ impl Shards {
     /// the first caller that asks for affinity (later callers share them,
     /// whatever `per_tenant` they give); `None` for a caller that asks for
     /// none (0) or when the pool is too small to split.
-    /// `listening`: the `LISTEN` connection holds one of the pool's
-    /// connections.
-    pub(crate) fn of(pool: &PgPool, per_tenant: u32, listening: bool) -> Option<Arc<Shards>> {
+    /// The shared pool keeps one connection out of the shards (the
+    /// listener's, or else the one a pool opens when it is built with
+    /// `connect_with`, free for the application's own statements), or its
+    /// `min_connections` if more.
+    pub(crate) fn of(pool: &PgPool, per_tenant: u32) -> Option<Arc<Shards>> {
         if per_tenant == 0 {
             return None; // this provider asked for no affinity
         }
@@ -96,10 +113,8 @@ impl Shards {
         if let Some(shards) = all.get(&key).and_then(Weak::upgrade) {
             return Some(shards);
         }
-        let connections = pool
-            .options()
-            .get_max_connections()
-            .saturating_sub(u32::from(listening));
+        let kept = pool.options().get_min_connections().max(1);
+        let connections = pool.options().get_max_connections().saturating_sub(kept);
         let sizes = sizes(connections, per_tenant);
         if sizes.is_empty() {
             return None;
@@ -116,6 +131,7 @@ impl Shards {
             })
             .collect();
         let shards = Arc::new(Shards {
+            waiting: pools.iter().map(|_| AtomicUsize::new(0)).collect(),
             assigned: Mutex::new(Assigned {
                 by_schema: HashMap::new(),
                 counts: vec![0; pools.len()],
@@ -140,10 +156,10 @@ impl Shards {
 
     /// The shard `schema` runs on: the one it was given, or, the first time,
     /// the one with the fewest schemas.
-    pub(crate) fn pool_for(&self, schema: &str) -> PgPool {
+    pub(crate) fn home(&self, schema: &str) -> usize {
         let mut guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         let Assigned { by_schema, counts } = &mut *guard;
-        let index = match by_schema.get(schema) {
+        match by_schema.get(schema) {
             Some(&i) => i,
             None => {
                 let i = counts
@@ -157,12 +173,80 @@ impl Shards {
                 }
                 i
             }
-        };
-        self.pools
-            .get(index)
-            .or_else(|| self.pools.first())
-            .cloned()
-            .unwrap_or_else(|| self.parent.clone())
+        }
+    }
+
+    /// Shard `index`'s pool (the shared pool for an index out of range).
+    pub(crate) fn pool(&self, index: usize) -> &PgPool {
+        self.pools.get(index).unwrap_or(&self.parent)
+    }
+
+    /// The pool the shards were split from.
+    pub(crate) fn shared(&self) -> &PgPool {
+        &self.parent
+    }
+
+    /// A connection for a tenant whose shard is `home`: its own shard's
+    /// when one is idle or can be opened; else another shard's that nobody
+    /// waits for ([`Shards::lender`]); else its own shard's, in line.
+    /// Fails once the shared pool is closed.
+    pub(crate) async fn acquire(
+        &self,
+        home: usize,
+    ) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        if self.parent.is_closed() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        let own = self.pool(home);
+        if own.num_idle() == 0 && own.size() >= own.options().get_max_connections() {
+            if let Some(lender) = self.lender(home) {
+                return self.pool(lender).acquire().await;
+            }
+        }
+        let _in_line = InLine::new(self.waiting.get(home));
+        own.acquire().await
+    }
+
+    /// Another shard than `home` that nobody waits for and that has an idle
+    /// connection, or failing that room to open one, looking from the
+    /// shard after `home` round; `None` when every other shard is busy.
+    fn lender(&self, home: usize) -> Option<usize> {
+        let n = self.pools.len();
+        let mut room = None;
+        for i in (1..n).map(|step| (home + step) % n) {
+            if self.waiting[i].load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            let pool = &self.pools[i];
+            if pool.num_idle() > 0 {
+                return Some(i);
+            }
+            if room.is_none() && pool.size() < pool.options().get_max_connections() {
+                room = Some(i);
+            }
+        }
+        room
+    }
+}
+
+/// Counts an operation waiting for its own shard while it waits (and when
+/// the wait is cancelled, no longer).
+struct InLine<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> InLine<'a> {
+    fn new(counter: Option<&'a AtomicUsize>) -> Self {
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
+        InLine(counter)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -183,26 +267,29 @@ mod tests {
     async fn schemas_spread_over_one_set_of_shards_per_pool() {
         // Lazy: no server is reached.
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(9)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&pool, 0, false).is_none(), "0 asks for none");
-        let shards = Shards::of(&pool, 2, false).expect("four shards of two");
-        let again = Shards::of(&pool, 3, false).expect("the same shards");
+        assert!(Shards::of(&pool, 0).is_none(), "0 asks for none");
+        let shards = Shards::of(&pool, 2).expect("four shards of two");
+        let again = Shards::of(&pool, 3).expect("the same shards");
         assert!(Arc::ptr_eq(&shards, &again));
         // A provider asking for none still gets the shared pool.
-        assert!(Shards::of(&pool, 0, false).is_none());
+        assert!(Shards::of(&pool, 0).is_none());
         let first: Vec<usize> = ["a", "b", "c", "d"]
             .iter()
-            .map(|s| id(&shards.pool_for(s)))
+            .map(|s| id(shards.pool(shards.home(s))))
             .collect();
         let distinct: std::collections::HashSet<_> = first.iter().collect();
         assert_eq!(distinct.len(), 4, "four schemas, four shards");
         assert!(!first.contains(&id(&pool)));
         // A schema keeps its shard; a fifth shares the least loaded one.
-        assert_eq!(id(&again.pool_for("c")), first[2]);
-        assert!(first.contains(&id(&shards.pool_for("e"))));
+        assert_eq!(id(again.pool(again.home("c"))), first[2]);
+        assert!(first.contains(&id(shards.pool(shards.home("e")))));
         assert_eq!(
-            shards.pool_for("a").options().get_max_connections(),
+            shards
+                .pool(shards.home("a"))
+                .options()
+                .get_max_connections(),
             2,
             "a shard's size"
         );
@@ -210,12 +297,12 @@ mod tests {
         let small = PgPoolOptions::new()
             .max_connections(3)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&small, 2, false).is_none());
-        // The listener's connection is not the shards'.
-        let listened = PgPoolOptions::new()
+        assert!(Shards::of(&small, 2).is_none());
+        // The connection the shared pool keeps is not the shards'.
+        let kept = PgPoolOptions::new()
             .max_connections(4)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&listened, 2, true).is_none(), "3 connections");
+        assert!(Shards::of(&kept, 2).is_none(), "3 connections");
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
-use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -186,7 +185,7 @@ impl Store {
 
 /// A pooled connection, its wait recorded as `pool_acquire_seconds`.
 pub(crate) async fn acquire(
-    pool: &PgPool,
+    pool: &crate::pooler::Db,
     mode: SqlMode,
 ) -> Result<PoolConnection<sqlx::Postgres>> {
     let start = Instant::now();

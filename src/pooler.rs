@@ -41,9 +41,9 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Arc<str>>,
-    /// With tenant affinity, the shared pool's shards, `pool` being one of
-    /// them: held so the pool's next providers find the same shards.
-    _shards: Option<Arc<crate::affinity::Shards>>,
+    /// With tenant affinity: the shared pool's shards and this tenant's,
+    /// `pool` being that one. Connections come from [`Db::acquire`].
+    home: Option<(Arc<crate::affinity::Shards>, usize)>,
 }
 
 impl Db {
@@ -53,16 +53,36 @@ impl Db {
         Self {
             pool,
             pooled_begin: pooled_begin.map(Into::into),
-            _shards: None,
+            home: None,
         }
     }
 
     /// The same, on `schema`'s shard of `shards` instead of the pool.
     pub(crate) fn on_shard(&self, shards: Arc<crate::affinity::Shards>, schema: &str) -> Self {
+        let index = shards.home(schema);
         Self {
-            pool: shards.pool_for(schema),
+            pool: shards.pool(index).clone(),
             pooled_begin: self.pooled_begin.clone(),
-            _shards: Some(shards),
+            home: Some((shards, index)),
+        }
+    }
+
+    /// A connection: from the pool, or with tenant affinity, from this
+    /// tenant's shard or an idle one it may borrow
+    /// ([`crate::affinity::Shards::acquire`]).
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        match &self.home {
+            None => self.pool.acquire().await,
+            Some((shards, index)) => shards.acquire(*index).await,
+        }
+    }
+
+    /// The pool the application gave: the shared pool with tenant affinity,
+    /// else the pool itself.
+    pub(crate) fn shared(&self) -> &PgPool {
+        match &self.home {
+            None => &self.pool,
+            Some((shards, _)) => shards.shared(),
         }
     }
 
@@ -195,11 +215,14 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match self.pooled_begin.as_deref() {
-            None => self.pool.fetch_many(query),
-            Some(begin) => stream::once(async move {
-                let conn = self.pool.acquire().await?;
-                self.pinned(conn, begin, query).await
+        match (self.pooled_begin.as_deref(), &self.home) {
+            (None, None) => self.pool.fetch_many(query),
+            (begin, _) => stream::once(async move {
+                let mut conn = self.acquire().await?;
+                match begin {
+                    None => (&mut *conn).fetch_many(query).try_collect().await,
+                    Some(begin) => self.pinned(conn, begin, query).await,
+                }
             })
             .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
             .try_flatten()
@@ -215,10 +238,14 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match self.pooled_begin.as_deref() {
-            None => self.pool.fetch_optional(query),
-            Some(begin) => Box::pin(async move {
-                let conn = self.pool.acquire().await?;
+        match (self.pooled_begin.as_deref(), &self.home) {
+            (None, None) => self.pool.fetch_optional(query),
+            (None, Some(_)) => Box::pin(async move {
+                let mut conn = self.acquire().await?;
+                (&mut *conn).fetch_optional(query).await
+            }),
+            (Some(begin), _) => Box::pin(async move {
+                let conn = self.acquire().await?;
                 Ok(first_row(self.pinned(conn, begin, query).await?))
             }),
         }

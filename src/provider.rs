@@ -159,11 +159,14 @@ impl PostgresProvider {
             options.transaction_pooler.then(|| options.pooled_begin()),
         );
         // A listener on its own URL holds none of the pool's connections.
-        let gate = Gate::of(
-            &pool,
-            options.fetch_slots,
-            options.notifications && listen_pool.is_none(),
-        );
+        let listening = options.notifications && listen_pool.is_none();
+        let gate = Gate::of(&pool, options.fetch_slots, listening);
+        // Operations (and the migration check) run on the tenant's shard of
+        // the pool, if it has one; the gate and the listener stay the pool's.
+        let work_pool = match crate::affinity::Shards::of(&pool, options.connections_per_tenant) {
+            Some(shards) => pool.on_shard(shards, schema.as_str()),
+            None => pool.clone(),
+        };
         // In the pool's scope: the connections it uses count this tenant.
         let setup = Scope {
             gate: gate.clone(),
@@ -175,9 +178,9 @@ impl PostgresProvider {
             .run(async {
                 match options.migration_mode {
                     MigrationMode::Apply => {
-                        migrate::migrate_status(&pool, &schema, requested).await
+                        migrate::migrate_status(&work_pool, &schema, requested).await
                     }
-                    MigrationMode::Verify => migrate::inspect(&pool, &schema).await,
+                    MigrationMode::Verify => migrate::inspect(&work_pool, &schema).await,
                 }
             })
             .await?;
@@ -193,14 +196,6 @@ impl PostgresProvider {
                 ),
             });
         }
-        // Operations run on the tenant's shard of the pool, if it has one;
-        // the gate and the listener stay the pool's.
-        let listening = options.notifications && listen_pool.is_none();
-        let work_pool =
-            match crate::affinity::Shards::of(&pool, options.connections_per_tenant, listening) {
-                Some(shards) => pool.on_shard(shards, schema.as_str()),
-                None => pool.clone(),
-            };
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         let long_poll = options.notifications.then(|| {
             LongPoll::new(
@@ -250,9 +245,10 @@ impl PostgresProvider {
         self.store.gate.stats()
     }
 
-    /// The pool this provider runs on.
+    /// The pool this provider runs on: the one it was given or built (with
+    /// tenant affinity, the shared pool its shard was split from).
     pub fn pool(&self) -> &PgPool {
-        &self.store.pool
+        self.store.pool.shared()
     }
 
     /// Whether statements go through a transaction pooler (see

@@ -5,6 +5,7 @@
 //! a connection keeps the prepared statements of many tenants.
 
 use std::collections::HashSet;
+
 use std::time::{Duration, Instant};
 
 use duroxide::providers::Provider;
@@ -59,37 +60,36 @@ async fn burst(p: &PostgresProvider, prefix: &str, n: usize) {
     }
 }
 
-in_both_modes!(a_tenant_stays_on_its_share_of_the_pool:
-    a_tenant_stays_on_its_share_of_the_pool_procedures,
-    a_tenant_stays_on_its_share_of_the_pool_inline; 4);
+in_both_modes!(the_shares_together_stay_within_the_pool:
+    the_shares_together_stay_within_the_pool_procedures,
+    the_shares_together_stay_within_the_pool_inline; 4);
 
-/// Four tenants on a pool of 8 with 2 connections each: forty operations of
-/// one tenant at once open at most two backends (without affinity they
-/// spread over the pool: see the control), the next tenant's forty open two
-/// others, and a tenant's turn runs on its share. Closing the shared pool
-/// closes every backend.
-async fn a_tenant_stays_on_its_share_of_the_pool(mode: SqlMode) {
-    with_schemas("affinity", 5, |schemas| async move {
+/// Four tenants on a pool of 9 with 2 connections each (four shards of two,
+/// and the one connection the shared pool keeps), all four busy at once:
+/// the pool opens its nine backends and no more, borrowing included, and a
+/// tenant's turn runs on its share. Closing the shared pool closes every
+/// backend.
+async fn the_shares_together_stay_within_the_pool(mode: SqlMode) {
+    with_schemas("affinity", 4, |schemas| async move {
         let observer = schemas[0].pool.clone();
         let app = format!("affinity_{}", schemas[0].name);
-        let shared = shared_pool(8, &app).await;
+        let shared = shared_pool(9, &app).await;
         let mut providers = Vec::new();
-        for s in &schemas[..4] {
+        for s in &schemas {
             providers.push(provider(&shared, s, mode, 2).await);
         }
 
-        let mut seen = backends(&observer, &app).await;
-        for (i, p) in providers.iter().take(2).enumerate() {
-            burst(p, &format!("t{i}-"), 40).await;
-            let now = backends(&observer, &app).await;
-            let new: HashSet<i32> = now.difference(&seen).copied().collect();
-            assert!(
-                !new.is_empty() && new.len() <= 2,
-                "{mode}: tenant {i}'s 40 operations opened {} backends",
-                new.len()
-            );
-            seen.extend(new);
-        }
+        let all = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| async move { burst(p, &format!("t{i}-"), 40).await });
+        futures::future::join_all(all).await;
+        let opened = backends(&observer, &app).await;
+        assert!(
+            opened.len() <= 9,
+            "{mode}: four busy tenants opened {} backends on a pool of 9",
+            opened.len()
+        );
 
         // A whole turn on the first tenant's share.
         let p = &providers[0];
@@ -112,21 +112,182 @@ async fn a_tenant_stays_on_its_share_of_the_pool(mode: SqlMode) {
         }
         let closed = p.enqueue_for_orchestrator(start("late"), None).await;
         assert!(closed.is_err(), "{mode}: a shard served after the close");
-
-        // The control: without affinity one tenant's operations spread.
-        let control_app = format!("{app}_control");
-        let plain = shared_pool(8, &control_app).await;
-        let p = provider(&plain, &schemas[4], mode, 0).await;
-        let before = backends(&observer, &control_app).await;
-        burst(&p, "c-", 40).await;
-        let after = backends(&observer, &control_app).await;
-        assert!(
-            after.difference(&before).count() > 2,
-            "{mode}: the control did not spread ({before:?} -> {after:?})"
-        );
-        plain.close().await;
     })
     .await;
+}
+
+in_both_modes!(a_lone_tenant_borrows_the_idle_shares:
+    a_lone_tenant_borrows_the_idle_shares_procedures,
+    a_lone_tenant_borrows_the_idle_shares_inline; 4);
+
+/// A tenant alone on a pool of 9 with 2 connections each: while its own
+/// share is busy it borrows the others, so forty operations at once open
+/// more than its two backends. Affinity does not confine a lone tenant.
+async fn a_lone_tenant_borrows_the_idle_shares(mode: SqlMode) {
+    with_schemas("affinity", 1, |schemas| async move {
+        let observer = schemas[0].pool.clone();
+        let app = format!("affinity_{}", schemas[0].name);
+        let shared = shared_pool(9, &app).await;
+        let p = provider(&shared, &schemas[0], mode, 2).await;
+        let before = backends(&observer, &app).await;
+        burst(&p, "lone-", 40).await;
+        let after = backends(&observer, &app).await;
+        assert!(
+            after.difference(&before).count() > 2,
+            "{mode}: a lone tenant kept to its two connections ({before:?} -> {after:?})"
+        );
+        shared.close().await;
+    })
+    .await;
+}
+
+/// The app's backends now: (busy, of which waiting on a lock).
+async fn blocked(observer: &PgPool, app: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state <> 'idle'), \
+                count(*) FILTER (WHERE wait_event_type = 'Lock') \
+         FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(app)
+    .fetch_one(observer)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// Waits until exactly `n` of the app's backends are busy, all of them
+/// waiting on a lock (0: all of them idle, returned to their pools).
+async fn until_blocked(observer: &PgPool, app: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (busy, waiting) = blocked(observer, app).await;
+        if busy == n && waiting == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{busy} busy backends, {waiting} waiting on the lock, never {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the neighbour's operation gets a connection while a busy
+/// tenant's backlog still holds every other: on a pool of three (with
+/// affinity, `k` = 1: two shards of one, and the one the shared pool
+/// keeps; `k` = 0, the control: three for anyone), tenant A's twenty
+/// enqueues wait on a lock of A's queue table, A holding `held` backends
+/// (its own shard's and the neighbour's borrowed one; the control, all
+/// three). The neighbour B's enqueue starts, and the newest of A's
+/// backends (the borrowed one: B's shard opened it to migrate B) has its
+/// statement cancelled, freeing it. With affinity B gets it, ahead of A's
+/// backlog, and finishes while the lock still holds every other enqueue
+/// of A. Without, the freed connection goes to A's next enqueue, which
+/// waits on the lock in turn, and B is still waiting.
+async fn neighbour_served_past_the_backlog(mode: SqlMode, k: u32, held: i64) -> bool {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcome = served.clone();
+    with_schemas("affinity", 2, |schemas| async move {
+        let observer = schemas[0].pool.clone();
+        let app = format!("affinity_{}_{k}", schemas[0].name);
+        let shared = shared_pool(3, &app).await;
+        let a = std::sync::Arc::new(provider(&shared, &schemas[0], mode, k).await);
+        let b = std::sync::Arc::new(provider(&shared, &schemas[1], mode, k).await);
+        // B's shard keeps the connection that migrated B, idle.
+        until_blocked(&observer, &app, 0).await;
+
+        let mut lock = observer.begin().await.expect("begin");
+        sqlx::query(&format!(
+            "LOCK TABLE \"{}\".orchestrator_queue IN EXCLUSIVE MODE",
+            schemas[0].name
+        ))
+        .execute(&mut *lock)
+        .await
+        .expect("lock A's queue");
+
+        let a_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backlog = tokio::spawn({
+            let (a, a_done) = (a.clone(), a_done.clone());
+            async move {
+                futures::future::join_all((0..20).map(|i| {
+                    let (a, a_done) = (&a, &a_done);
+                    async move {
+                        // One of them is cancelled below.
+                        if a.enqueue_for_orchestrator(start(&format!("a{i}")), None)
+                            .await
+                            .is_ok()
+                        {
+                            a_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }))
+                .await;
+            }
+        });
+        until_blocked(&observer, &app, held).await;
+
+        let neighbour = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.enqueue_for_orchestrator(start("b"), None)
+                    .await
+                    .expect("B's enqueue");
+            }
+        });
+        let cancelled: bool = sqlx::query_scalar(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock' \
+             ORDER BY backend_start DESC LIMIT 1",
+        )
+        .bind(&app)
+        .fetch_one(&observer)
+        .await
+        .expect("cancel the newest");
+        assert!(cancelled, "{mode}: no backend to cancel");
+
+        if k > 0 {
+            tokio::time::timeout(Duration::from_secs(20), neighbour)
+                .await
+                .expect("B's enqueue waited behind A's backlog")
+                .expect("B's task");
+            outcome.store(
+                a_done.load(std::sync::atomic::Ordering::SeqCst) == 0,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        } else {
+            // The freed connection went to A's next enqueue, now waiting too.
+            until_blocked(&observer, &app, held).await;
+            outcome.store(neighbour.is_finished(), std::sync::atomic::Ordering::SeqCst);
+            lock.commit().await.expect("release the lock");
+            neighbour.await.expect("B's task");
+            backlog.await.expect("A's task");
+            shared.close().await;
+            return;
+        }
+        lock.commit().await.expect("release the lock");
+        backlog.await.expect("A's task");
+        shared.close().await;
+    })
+    .await;
+    served.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+in_both_modes!(a_busy_tenant_leaves_its_neighbours_share_to_it:
+    a_busy_tenant_leaves_its_neighbours_share_to_it_procedures,
+    a_busy_tenant_leaves_its_neighbours_share_to_it_inline; 4);
+
+/// A tenant with a backlog borrows its idle neighbour's connection, but
+/// the neighbour's next operation takes it back as soon as the borrowed
+/// one is done, ahead of the backlog; without affinity the neighbour
+/// queues behind the whole backlog (the control).
+async fn a_busy_tenant_leaves_its_neighbours_share_to_it(mode: SqlMode) {
+    assert!(
+        neighbour_served_past_the_backlog(mode, 1, 2).await,
+        "{mode}: the neighbour waited behind the busy tenant's backlog"
+    );
+    assert!(
+        !neighbour_served_past_the_backlog(mode, 0, 3).await,
+        "{mode}: without affinity the neighbour was served past the backlog"
+    );
 }
 
 /// `statements` distinct statements on one connection made with
