@@ -7,7 +7,7 @@
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
 //!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
 //!                                        [--tenants 200] [--tenants-per-connection 64]
-//!                                        [--connections-per-tenant 0]
+//!                                        [--connections-per-tenant N]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -137,8 +137,8 @@ struct Settings {
     tenants: usize,
     /// `PostgresOptions::tenants_per_connection` in the burst.
     tenants_per_connection: usize,
-    /// `PostgresOptions::connections_per_tenant` of the burst's tenants
-    /// (not of the one-tenant run, which a shard would confine).
+    /// `PostgresOptions::connections_per_tenant` in the burst and in its
+    /// one-tenant run (the library's default unless given).
     connections_per_tenant: u32,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
@@ -160,7 +160,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         repeat: 1,
         tenants: 200,
         tenants_per_connection: PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION,
-        connections_per_tenant: 0,
+        connections_per_tenant: PostgresOptions::default().connections_per_tenant,
         durable: false,
         client_superuser: false,
     };

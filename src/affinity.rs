@@ -23,14 +23,18 @@
 //! shared pool itself keeps serving the listener and anything else.
 //! Closing the shared pool closes the shards.
 //!
-//! A tenant is not confined to its shard ([`Shards::acquire`]). When its
-//! own shard has no idle connection and no room to open one, it borrows
-//! from another shard that nobody is waiting for: an idle connection, or
-//! room to open one. When every shard is busy it waits for its own, in
-//! line (sqlx's pools are fair), and a shard's own tenants are never
-//! queued behind borrowers that arrive after them: a borrower only takes a
-//! connection no one waits for. So a lone tenant uses the whole pool, and a
-//! burst of many tenants runs each tenant on its own backends.
+//! While the pool has fewer tenants than shards, a tenant's share is more
+//! than its home shard ([`Shards::acquire`]): the shards no other tenant
+//! calls home are dealt out among the tenants (a lone tenant's share is
+//! the whole pool). When its home shard has no idle connection and no room
+//! to open one, a tenant borrows from the rest of its share, a shard
+//! nobody is waiting for, with an idle connection or room to open one;
+//! when none is free it waits for its home shard, in line (sqlx's pools
+//! are fair). It never borrows another tenant's home: there the
+//! connection would be cold for it (a first call of each procedure costs
+//! milliseconds, a warm one a fraction of one), and in a 200-tenant burst
+//! borrowing any idle shard spent more on such first calls than it saved
+//! in waiting (docs/benchmarks.md, "The 200-tenant burst").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +49,8 @@ pub(crate) struct Shards {
     pools: Vec<PgPool>,
     /// Operations waiting for a connection of each shard, their own.
     waiting: Vec<AtomicUsize>,
+    /// Schemas assigned a shard so far.
+    tenants: AtomicUsize,
     assigned: Mutex<Assigned>,
     /// Keeps the shared pool (and so the registry key) alive.
     parent: PgPool,
@@ -132,6 +138,7 @@ impl Shards {
             .collect();
         let shards = Arc::new(Shards {
             waiting: pools.iter().map(|_| AtomicUsize::new(0)).collect(),
+            tenants: AtomicUsize::new(0),
             assigned: Mutex::new(Assigned {
                 by_schema: HashMap::new(),
                 counts: vec![0; pools.len()],
@@ -168,6 +175,7 @@ impl Shards {
                     .min_by_key(|(_, n)| **n)
                     .map_or(0, |(i, _)| i);
                 by_schema.insert(schema.into(), i);
+                self.tenants.store(by_schema.len(), Ordering::Release);
                 if let Some(n) = counts.get_mut(i) {
                     *n += 1;
                 }
@@ -187,9 +195,9 @@ impl Shards {
     }
 
     /// A connection for a tenant whose shard is `home`: its own shard's
-    /// when one is idle or can be opened; else another shard's that nobody
-    /// waits for ([`Shards::lender`]); else its own shard's, in line.
-    /// Fails once the shared pool is closed.
+    /// when one is idle or can be opened; else another shard's of its
+    /// share that nobody waits for ([`Shards::lender`]); else its own
+    /// shard's, in line. Fails once the shared pool is closed.
     pub(crate) async fn acquire(
         &self,
         home: usize,
@@ -207,14 +215,21 @@ impl Shards {
         own.acquire().await
     }
 
-    /// Another shard than `home` that nobody waits for and that has an idle
-    /// connection, or failing that room to open one, looking from the
-    /// shard after `home` round; `None` when every other shard is busy.
+    /// A shard of `home`'s share, other than `home`, that nobody waits for
+    /// and that has an idle connection, or failing that room to open one;
+    /// `None` when there is none. With `t` tenants on `s` shards, a
+    /// tenant's share is the shards whose index is its home's modulo `t`:
+    /// all of them for a lone tenant, about `s / t` each while tenants are
+    /// fewer than shards (homes are handed out in order, so the shares do
+    /// not overlap), only its home once they are as many. A tenant never
+    /// borrows a shard another tenant calls home, whose connections are
+    /// warm for that tenant and cold for it.
     fn lender(&self, home: usize) -> Option<usize> {
+        let tenants = self.tenants.load(Ordering::Acquire).max(1);
         let n = self.pools.len();
         let mut room = None;
-        for i in (1..n).map(|step| (home + step) % n) {
-            if self.waiting[i].load(Ordering::Acquire) > 0 {
+        for i in (home % tenants..n).step_by(tenants) {
+            if i == home || self.waiting[i].load(Ordering::Acquire) > 0 {
                 continue;
             }
             let pool = &self.pools[i];
@@ -303,6 +318,35 @@ mod tests {
             .max_connections(4)
             .connect_lazy_with(PgConnectOptions::new());
         assert!(Shards::of(&kept, 2).is_none(), "3 connections");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_borrows_only_from_its_share_of_the_shards() {
+        // Lazy: no server is reached, and every shard has room to open one.
+        let pool = PgPoolOptions::new()
+            .max_connections(9)
+            .connect_lazy_with(PgConnectOptions::new());
+        let shards = Shards::of(&pool, 2).expect("four shards of two");
+        let a = shards.home("a");
+        assert_eq!(
+            shards.lender(a),
+            Some(1),
+            "a lone tenant's share is every shard"
+        );
+        let b = shards.home("b");
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(shards.lender(a), Some(2), "two tenants: shards 0 and 2");
+        assert_eq!(shards.lender(b), Some(3), "and 1 and 3");
+        let c = shards.home("c");
+        assert_eq!(shards.lender(a), Some(3), "three: 0 and 3");
+        assert_eq!(shards.lender(b), None, "1 alone");
+        assert_eq!(shards.lender(c), None, "2 alone");
+        shards.home("d");
+        assert_eq!(
+            shards.lender(a),
+            None,
+            "as many tenants as shards: homes only"
+        );
     }
 
     #[test]

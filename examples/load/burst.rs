@@ -286,11 +286,14 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
     }
     pool.close().await;
 
-    // The same orchestrations in one tenant, 4 + 4 dispatchers, pool of 20.
+    // The same orchestrations in one tenant, 4 + 4 dispatchers, pool of 20,
+    // with the same tenant affinity (a lone tenant's share is the pool).
     let pool = shared_pool(url, mode, per_connection).await?;
-    let provider =
-        PostgresProvider::from_pool_with(pool.clone(), options(mode, &single, per_connection))
-            .await?;
+    let provider = PostgresProvider::from_pool_with(
+        pool.clone(),
+        options(mode, &single, per_connection).connections_per_tenant(shape.connections_per_tenant),
+    )
+    .await?;
     let rt = start_runtime(Arc::new(provider), 4).await;
     let c = client(&single).await?;
     let work: Vec<_> = (0..tenants)

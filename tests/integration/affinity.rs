@@ -171,28 +171,24 @@ async fn until_blocked(observer: &PgPool, app: &str, n: i64) {
     }
 }
 
-/// Whether the neighbour's operation gets a connection while a busy
-/// tenant's backlog still holds every other: on a pool of three (with
-/// affinity, `k` = 1: two shards of one, and the one the shared pool
-/// keeps; `k` = 0, the control: three for anyone), tenant A's twenty
-/// enqueues wait on a lock of A's queue table, A holding `held` backends
-/// (its own shard's and the neighbour's borrowed one; the control, all
-/// three). The neighbour B's enqueue starts, and the newest of A's
-/// backends (the borrowed one: B's shard opened it to migrate B) has its
-/// statement cancelled, freeing it. With affinity B gets it, ahead of A's
-/// backlog, and finishes while the lock still holds every other enqueue
-/// of A. Without, the freed connection goes to A's next enqueue, which
-/// waits on the lock in turn, and B is still waiting.
-async fn neighbour_served_past_the_backlog(mode: SqlMode, k: u32, held: i64) -> bool {
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outcome = served.clone();
+/// How many of a busy tenant's operations finish before its neighbour's
+/// one: on a pool of three (with affinity, `k` = 1: two shards of one, a
+/// tenant's each, and the one connection the shared pool keeps; `k` = 0,
+/// the control: three for anyone), tenant A's twenty enqueues wait on a
+/// lock of A's queue table, holding `held` backends (with affinity, its
+/// own shard's; the control, all three), and the neighbour B enqueues one.
+/// With affinity B's shard is B's alone, and B's enqueue must finish while
+/// the lock still holds A's backlog; the control releases the lock first,
+/// B's enqueue being behind A's in the pool's queue.
+async fn ahead_of_the_neighbour(mode: SqlMode, k: u32, held: i64) -> usize {
+    let ahead = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let outcome = ahead.clone();
     with_schemas("affinity", 2, |schemas| async move {
         let observer = schemas[0].pool.clone();
         let app = format!("affinity_{}_{k}", schemas[0].name);
         let shared = shared_pool(3, &app).await;
         let a = std::sync::Arc::new(provider(&shared, &schemas[0], mode, k).await);
         let b = std::sync::Arc::new(provider(&shared, &schemas[1], mode, k).await);
-        // B's shard keeps the connection that migrated B, idle.
         until_blocked(&observer, &app, 0).await;
 
         let mut lock = observer.begin().await.expect("begin");
@@ -211,13 +207,10 @@ async fn neighbour_served_past_the_backlog(mode: SqlMode, k: u32, held: i64) -> 
                 futures::future::join_all((0..20).map(|i| {
                     let (a, a_done) = (&a, &a_done);
                     async move {
-                        // One of them is cancelled below.
-                        if a.enqueue_for_orchestrator(start(&format!("a{i}")), None)
+                        a.enqueue_for_orchestrator(start(&format!("a{i}")), None)
                             .await
-                            .is_ok()
-                        {
-                            a_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
+                            .expect("A's enqueue");
+                        a_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                 }))
                 .await;
@@ -226,68 +219,81 @@ async fn neighbour_served_past_the_backlog(mode: SqlMode, k: u32, held: i64) -> 
         until_blocked(&observer, &app, held).await;
 
         let neighbour = tokio::spawn({
-            let b = b.clone();
+            let (b, a_done) = (b.clone(), a_done.clone());
             async move {
                 b.enqueue_for_orchestrator(start("b"), None)
                     .await
                     .expect("B's enqueue");
+                a_done.load(std::sync::atomic::Ordering::SeqCst)
             }
         });
-        let cancelled: bool = sqlx::query_scalar(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1 AND wait_event_type = 'Lock' \
-             ORDER BY backend_start DESC LIMIT 1",
-        )
-        .bind(&app)
-        .fetch_one(&observer)
-        .await
-        .expect("cancel the newest");
-        assert!(cancelled, "{mode}: no backend to cancel");
-
-        if k > 0 {
-            tokio::time::timeout(Duration::from_secs(20), neighbour)
+        let before_b = if k > 0 {
+            let before_b = tokio::time::timeout(Duration::from_secs(20), neighbour)
                 .await
-                .expect("B's enqueue waited behind A's backlog")
+                .expect("B's enqueue waited for A's backlog")
                 .expect("B's task");
-            outcome.store(
-                a_done.load(std::sync::atomic::Ordering::SeqCst) == 0,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-        } else {
-            // The freed connection went to A's next enqueue, now waiting too.
-            until_blocked(&observer, &app, held).await;
-            outcome.store(neighbour.is_finished(), std::sync::atomic::Ordering::SeqCst);
             lock.commit().await.expect("release the lock");
-            neighbour.await.expect("B's task");
-            backlog.await.expect("A's task");
-            shared.close().await;
-            return;
-        }
-        lock.commit().await.expect("release the lock");
+            before_b
+        } else {
+            lock.commit().await.expect("release the lock");
+            neighbour.await.expect("B's task")
+        };
+        outcome.store(before_b, std::sync::atomic::Ordering::SeqCst);
         backlog.await.expect("A's task");
         shared.close().await;
     })
     .await;
-    served.load(std::sync::atomic::Ordering::SeqCst)
+    ahead.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 in_both_modes!(a_busy_tenant_leaves_its_neighbours_share_to_it:
     a_busy_tenant_leaves_its_neighbours_share_to_it_procedures,
     a_busy_tenant_leaves_its_neighbours_share_to_it_inline; 4);
 
-/// A tenant with a backlog borrows its idle neighbour's connection, but
-/// the neighbour's next operation takes it back as soon as the borrowed
-/// one is done, ahead of the backlog; without affinity the neighbour
-/// queues behind the whole backlog (the control).
+/// A tenant with a backlog has its share of the pool and no more: its
+/// neighbour's operation runs on the neighbour's own share while the
+/// backlog waits. Without affinity the neighbour queues behind the backlog
+/// (the control).
 async fn a_busy_tenant_leaves_its_neighbours_share_to_it(mode: SqlMode) {
-    assert!(
-        neighbour_served_past_the_backlog(mode, 1, 2).await,
-        "{mode}: the neighbour waited behind the busy tenant's backlog"
+    let with_affinity = ahead_of_the_neighbour(mode, 1, 1).await;
+    assert_eq!(
+        with_affinity, 0,
+        "{mode}: the neighbour waited for the busy tenant's backlog"
     );
+    let without = ahead_of_the_neighbour(mode, 0, 3).await;
     assert!(
-        !neighbour_served_past_the_backlog(mode, 0, 3).await,
-        "{mode}: without affinity the neighbour was served past the backlog"
+        without >= 10,
+        "{mode}: the control's neighbour waited for only {without} operations"
     );
+}
+
+in_both_modes!(two_tenants_split_the_idle_shards:
+    two_tenants_split_the_idle_shards_procedures,
+    two_tenants_split_the_idle_shards_inline; 4);
+
+/// Two tenants on a pool of 9 with 2 connections each (four shards of two):
+/// each tenant's share is two shards, its home and a shard nobody calls
+/// home. One tenant's forty operations at once borrow the second shard,
+/// and open no backend beyond the share's four (one of which, its home's
+/// first, was opened when the provider was built).
+async fn two_tenants_split_the_idle_shards(mode: SqlMode) {
+    with_schemas("affinity", 2, |schemas| async move {
+        let observer = schemas[0].pool.clone();
+        let app = format!("affinity_{}", schemas[0].name);
+        let shared = shared_pool(9, &app).await;
+        let p = provider(&shared, &schemas[0], mode, 2).await;
+        let _neighbour = provider(&shared, &schemas[1], mode, 2).await;
+        let before = backends(&observer, &app).await;
+        burst(&p, "share-", 40).await;
+        let after = backends(&observer, &app).await;
+        let opened = after.difference(&before).count();
+        assert!(
+            (2..=3).contains(&opened),
+            "{mode}: one of two tenants opened {opened} backends ({before:?} -> {after:?})"
+        );
+        shared.close().await;
+    })
+    .await;
 }
 
 /// `statements` distinct statements on one connection made with
