@@ -195,9 +195,13 @@ impl Shards {
     }
 
     /// A connection for a tenant whose shard is `home`: its own shard's
-    /// when one is idle or can be opened; else another shard's of its
-    /// share that nobody waits for ([`Shards::lender`]); else its own
-    /// shard's, in line. Fails once the shared pool is closed.
+    /// when one is idle for it (more idle connections than operations in
+    /// line there) or can be opened; else another shard's of its share
+    /// that nobody waits for ([`Shards::lender`]); else its own shard's,
+    /// in line. Fails once the shared pool is closed. The counts are read
+    /// without a lock, so two operations arriving at once may both wait
+    /// in line where one could have borrowed: a lost borrow costs a wait,
+    /// never a connection someone else waits for.
     pub(crate) async fn acquire(
         &self,
         home: usize,
@@ -206,12 +210,19 @@ impl Shards {
             return Err(sqlx::Error::PoolClosed);
         }
         let own = self.pool(home);
-        if own.num_idle() == 0 && own.size() >= own.options().get_max_connections() {
+        // In line first, so operations arriving together see each other:
+        // the home's idle connections go to those already in line.
+        let in_line = InLine::new(self.waiting.get(home));
+        let queued = self
+            .waiting
+            .get(home)
+            .map_or(1, |w| w.load(Ordering::Acquire));
+        if idle(own) < queued && own.size() >= own.options().get_max_connections() {
             if let Some(lender) = self.lender(home) {
+                drop(in_line);
                 return self.pool(lender).acquire().await;
             }
         }
-        let _in_line = InLine::new(self.waiting.get(home));
         own.acquire().await
     }
 
@@ -233,7 +244,7 @@ impl Shards {
                 continue;
             }
             let pool = &self.pools[i];
-            if pool.num_idle() > 0 {
+            if idle(pool) > 0 {
                 return Some(i);
             }
             if room.is_none() && pool.size() < pool.options().get_max_connections() {
@@ -242,6 +253,13 @@ impl Shards {
         }
         room
     }
+}
+
+/// `pool`'s idle connections, as far as they can be read: sqlx's count
+/// dips below zero (wrapping) for a moment while one is taken.
+fn idle(pool: &PgPool) -> usize {
+    pool.num_idle()
+        .min(usize::try_from(pool.size()).unwrap_or(usize::MAX))
 }
 
 /// Counts an operation waiting for its own shard while it waits (and when

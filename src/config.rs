@@ -274,37 +274,35 @@ pub struct PostgresOptions {
     /// Distinct schemas one pooled connection serves before it is closed and
     /// replaced (default [`PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION`];
     /// zero: no limit). A server backend keeps the compiled procedures,
-    /// plans and catalog entries of every schema it served (about 1 MiB per
-    /// schema in procedure mode), so this bounds each backend's memory on a
-    /// pool shared by many tenants. Applies to pools built from
+    /// plans and catalog entries of every schema it served (about 3 MiB
+    /// per schema whose procedures it has all run, in procedure mode), so
+    /// this bounds each backend's memory on a pool shared by many tenants. Applies to pools built from
     /// [`PostgresOptions::pool_options`], as `PostgresProvider::connect_with`
     /// builds its own.
     pub tenants_per_connection: usize,
-    /// Tenant affinity on a shared pool (default 0: off): each schema's
-    /// operations run on its own share of about this many of the pool's
-    /// connections, so a tenant meets a few server backends instead of all
-    /// of them, and each backend compiles the procedures and plans of fewer
-    /// tenants (a first call in a schema costs a backend milliseconds, a
-    /// warm one a fraction of one). The first provider on a pool that sets
-    /// it splits the pool's connections (less the `LISTEN` connection's)
-    /// into shards of this size (later providers that set it share them);
-    /// schemas are spread evenly over them, and one tenant's fetches, acks
-    /// and reads then share its shard's connections. A provider that
-    /// leaves it at 0 runs on the shared pool itself, whose connections
-    /// count apart from the shards'. For pools shared by many more tenants than
-    /// connections; a pool too small to hold two shards is not split.
-    /// The shared pool itself still serves migrations and the listener,
-    /// so it may hold a connection or two beyond the shards'. Memory: a
-    /// backend then holds every procedure of each tenant it serves (about
-    /// 3.5 MiB a tenant in procedure mode, against the fraction a tenant
-    /// leaves on each of many backends without affinity), so the default
-    /// `tenants_per_connection` of 64 no longer keeps a backend near
-    /// 100 MiB: with 1,000 tenants and one connection each, 53 tenants a
-    /// connection, the largest backend held 156 MiB and the 20 held
-    /// 2.9 GiB; a bound of 32 kept them at 36 and 356 MiB but recycled the
-    /// shards' connections so often that the burst lost the gain (see
-    /// docs/benchmarks.md, "The 200-tenant burst"). See
-    /// docs/architecture.md, "Tenant affinity".
+    /// Tenant affinity (default 1; 0: off): the first provider on a pool
+    /// splits the pool's connections, less one the pool keeps (the
+    /// `LISTEN` connection's, or the application's) or its
+    /// `min_connections` if more, into shards of about this many (later
+    /// providers share them, whatever they set, unless they set 0 and run
+    /// on the pool itself). Each schema is given a home shard, the one
+    /// with the fewest schemas, and its operations run on its share: its
+    /// home, plus, while the pool holds fewer tenants than shards, the
+    /// shards no tenant calls home dealt out among them (a lone tenant's
+    /// share is the whole pool). A busy tenant borrows from its share only
+    /// a connection nobody waits for, and otherwise waits for its home.
+    /// So a tenant meets few server backends and each backend compiles
+    /// the procedures and plans of few tenants: a backend's first call in
+    /// a schema costs milliseconds, a warm one a fraction of one, and a
+    /// pool handing out its connections in turn made nearly every call of
+    /// a 200-tenant burst a first call (the burst took 4–6× the one-tenant
+    /// run without affinity, 1.4–1.7× with it; docs/benchmarks.md, "The
+    /// 200-tenant burst"). A busy tenant cannot take a neighbour's home
+    /// either. A pool too small for two shards is not split. Memory: a
+    /// backend holds every procedure of each tenant it serves (about
+    /// 3 MiB a tenant in procedure mode), bounded by
+    /// `tenants_per_connection`. See docs/architecture.md, "Tenant
+    /// affinity".
     pub connections_per_tenant: u32,
     /// Prepared statements each connection keeps (sqlx's statement cache;
     /// default [`PostgresOptions::DEFAULT_STATEMENT_CACHE_CAPACITY`], where
@@ -347,7 +345,7 @@ impl Default for PostgresOptions {
             listen_url: None,
             health_timeout: Duration::from_secs(5),
             tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
-            connections_per_tenant: 0,
+            connections_per_tenant: 1,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
         }
     }
@@ -355,8 +353,10 @@ impl Default for PostgresOptions {
 
 impl PostgresOptions {
     /// The default of [`PostgresOptions::tenants_per_connection`]: with
-    /// about 1 MiB per schema, a backend stays under about 100 MiB.
-    pub const DEFAULT_TENANTS_PER_CONNECTION: usize = 64;
+    /// about 3 MiB per schema a backend serves in full (with tenant
+    /// affinity, each of a backend's tenants runs all its procedures
+    /// there), a backend stays under about 100 MiB.
+    pub const DEFAULT_TENANTS_PER_CONNECTION: usize = 32;
 
     /// Sets how many distinct schemas one pooled connection serves before
     /// it is replaced (see the `tenants_per_connection` field).
@@ -366,8 +366,8 @@ impl PostgresOptions {
     }
 
     /// The default of [`PostgresOptions::statement_cache_capacity`]: room
-    /// for the statements of a few dozen inline tenants, or of the
-    /// recycling bound's 64 in procedure mode (about ten each).
+    /// for the statements of a few dozen inline tenants, or of many more
+    /// than the recycling bound's 32 in procedure mode (about ten each).
     pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 1024;
 
     /// Sets how many prepared statements each connection keeps (see the
@@ -377,8 +377,9 @@ impl PostgresOptions {
         self
     }
 
-    /// Sets how many of a shared pool's connections each tenant's
-    /// operations use (see the `connections_per_tenant` field; 0: any).
+    /// Sets the size of the shards a shared pool is split into, one a
+    /// tenant's home (see the `connections_per_tenant` field; 0: no
+    /// affinity, any connection).
     pub fn connections_per_tenant(mut self, connections: u32) -> Self {
         self.connections_per_tenant = connections;
         self

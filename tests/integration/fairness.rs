@@ -13,12 +13,29 @@ use crate::support::{TestSchema, in_both_modes, pool, with_schema, with_schemas}
 const LEASE: Duration = Duration::from_secs(5);
 
 async fn provider(pool: &PgPool, schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
+    provider_with(
+        pool,
+        schema,
+        mode,
+        PostgresOptions::default().connections_per_tenant,
+    )
+    .await
+}
+
+/// [`provider`] with `k` connections per tenant (0: no tenant affinity).
+async fn provider_with(
+    pool: &PgPool,
+    schema: &TestSchema,
+    mode: SqlMode,
+    k: u32,
+) -> PostgresProvider {
     PostgresProvider::from_pool_with(
         pool.clone(),
         PostgresOptions::default()
             .schema(schema.name.clone())
             .sql_mode(mode)
-            .notifications(false),
+            .notifications(false)
+            .connections_per_tenant(k),
     )
     .await
     .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", schema.name))
@@ -42,13 +59,20 @@ in_both_modes!(a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connect
 /// Tenant B's fetches all block on a lock (a stand-in for any slow fetch:
 /// a huge history, a burst on a busy server). On a pool of five, tenant A
 /// must still commit the turn it holds before its lease ends, and claim new
-/// work.
+/// work: with tenant affinity (the default), and on a plain pool, where
+/// only the fetch slots keep a connection free.
 async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(mode: SqlMode) {
+    stuck_neighbour(mode, PostgresOptions::default().connections_per_tenant).await;
+    stuck_neighbour(mode, 0).await;
+}
+
+/// The stuck-tenant check with `k` connections per tenant.
+async fn stuck_neighbour(mode: SqlMode, k: u32) {
     with_schema("fair_a", |a| async move {
         with_schema("fair_b", |b| async move {
             let shared = pool(5).await;
-            let pa = provider(&shared, &a, mode).await;
-            let pb = provider(&shared, &b, mode).await;
+            let pa = provider_with(&shared, &a, mode, k).await;
+            let pb = provider_with(&shared, &b, mode, k).await;
             for id in ["a1", "a2"] {
                 pa.enqueue_for_orchestrator(start(id), None)
                     .await
@@ -81,19 +105,29 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
                     })
                 })
                 .collect();
-            // B holds its share of the fetch slots, every one stuck; its other
-            // fetches wait for a slot.
+            // B holds its share of the fetch slots, its other fetches
+            // waiting for a slot. On a plain pool each slot's fetch holds a
+            // connection, stuck on the lock. With tenant affinity (four
+            // shards of one connection, two tenants) B's share of the pool
+            // is two connections: its fetches hold one or both, stuck, and
+            // those with a slot but no connection wait for them.
             let cap = pb.admission_stats().per_schema;
+            let b_connections = if k == 0 { cap as i64 } else { 1 };
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 let blocked = blocked_on_queue(&a.pool, &b).await;
                 let stats = pb.admission_stats();
-                if blocked == cap as i64 && stats.waiting == 10 - cap {
+                let settled = if k == 0 {
+                    blocked == b_connections
+                } else {
+                    blocked >= b_connections
+                };
+                if settled && stats.held == cap && stats.waiting == 10 - cap {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "B never settled: {blocked} blocked, {stats:?}"
+                    "k = {k}: B never settled: {blocked} blocked, {stats:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -123,7 +157,7 @@ async fn a_stuck_tenant_leaves_leased_work_and_other_tenants_their_connections(m
             .await;
             match next {
                 Ok(Ok(Some((item, _, _)))) => assert_eq!(item.instance, "a2"),
-                other => panic!("{mode}: A could not fetch beside stuck B: {other:?}"),
+                other => panic!("{mode}, k = {k}: A could not fetch beside stuck B: {other:?}"),
             }
 
             blocker.rollback().await.expect("unlock");
