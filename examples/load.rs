@@ -6,7 +6,7 @@
 //! cargo run --release --example load -- [--modes procedures,inline] [--concurrency 1:1,2:2,4:4]
 //!                                        [--duration 10] [--in-flight 20] [--tasks 5]
 //!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
-//!                                        [--tenants 200] [--tenants-per-connection 64]
+//!                                        [--tenants 200] [--tenants-per-connection 32]
 //!                                        [--connections-per-tenant N]
 //!                                        [--durable] [--client-superuser]
 //! ```
@@ -137,8 +137,8 @@ struct Settings {
     tenants: usize,
     /// `PostgresOptions::tenants_per_connection` in the burst.
     tenants_per_connection: usize,
-    /// `PostgresOptions::connections_per_tenant` in the burst and in its
-    /// one-tenant run (the library's default unless given).
+    /// `PostgresOptions::connections_per_tenant` of every provider of ours
+    /// (the library's default unless given).
     connections_per_tenant: u32,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
@@ -351,7 +351,8 @@ async fn run_one(
                 .schema(schema.clone())
                 .sql_mode(sql_mode)
                 .notifications(notifications)
-                .max_connections(u32::try_from(orch + worker + 4)?);
+                .max_connections(u32::try_from(orch + worker + 4)?)
+                .connections_per_tenant(settings.connections_per_tenant);
             if let Some(settle) = settings.settle {
                 options = options.completion_settle(settle);
             }

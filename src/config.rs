@@ -295,9 +295,9 @@ pub struct PostgresOptions {
     /// the procedures and plans of few tenants: a backend's first call in
     /// a schema costs milliseconds, a warm one a fraction of one, and a
     /// pool handing out its connections in turn made nearly every call of
-    /// a 200-tenant burst a first call (the burst took 4–6× the one-tenant
-    /// run without affinity, 1.4–1.7× with it; docs/benchmarks.md, "The
-    /// 200-tenant burst"). A busy tenant cannot take a neighbour's home
+    /// a 200-tenant burst a first call (the burst took 5.5× the one-tenant
+    /// run without affinity, 1.4× with it, in procedure mode;
+    /// docs/benchmarks.md, "The 200-tenant burst"). A busy tenant cannot take a neighbour's home
     /// either. A pool too small for two shards is not split. Memory: a
     /// backend holds every procedure of each tenant it serves (about
     /// 3 MiB a tenant in procedure mode), bounded by
