@@ -12,19 +12,19 @@
 //! takes whichever connection frees first: under load, that is any.
 //!
 //! So the pool is split. The first provider on a pool that asks for
-//! affinity divides the pool's connections (less those the shared pool
-//! keeps for itself: one, the `LISTEN` connection's or the application's,
-//! or its `min_connections`)
-//! into shards of about `k` connections each: pools of their own, built
-//! from the shared pool's options and connect options (the same hooks, so
-//! recycling and the leased-acquire counters still apply). Each schema is
-//! assigned the shard with the fewest schemas so far, once, and every
-//! provider of that schema on the pool runs its operations there; the
-//! shared pool itself keeps serving the listener and anything else.
-//! Closing the shared pool closes the shards.
+//! affinity divides the pool's connections, less those the shared pool
+//! keeps for itself (one, the `LISTEN` connection's or the application's,
+//! or its `min_connections`), into shards of about `k` connections each:
+//! pools of their own, built from the shared pool's options and connect
+//! options (the same hooks, so recycling and the leased-acquire counters
+//! still apply). Each schema is assigned a home shard, the one with the
+//! fewest schemas so far, once; every provider of that schema on the pool
+//! runs its operations on its share ([`Shards::acquire`]); the shared pool
+//! itself keeps serving the listener and anything else. Closing the shared
+//! pool closes the shards.
 //!
 //! While the pool has fewer tenants than shards, a tenant's share is more
-//! than its home shard ([`Shards::acquire`]): the shards no other tenant
+//! than its home shard: the shards no other tenant
 //! calls home are dealt out among the tenants (a lone tenant's share is
 //! the whole pool). When its home shard has no idle connection and no room
 //! to open one, a tenant borrows from the rest of its share, a shard

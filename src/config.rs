@@ -276,9 +276,9 @@ pub struct PostgresOptions {
     /// zero: no limit). A server backend keeps the compiled procedures,
     /// plans and catalog entries of every schema it served (about 3 MiB
     /// per schema whose procedures it has all run, in procedure mode), so
-    /// this bounds each backend's memory on a pool shared by many tenants. Applies to pools built from
-    /// [`PostgresOptions::pool_options`], as `PostgresProvider::connect_with`
-    /// builds its own.
+    /// this bounds each backend's memory on a pool shared by many tenants.
+    /// Applies to pools built from [`PostgresOptions::pool_options`], as
+    /// `PostgresProvider::connect_with` builds its own.
     pub tenants_per_connection: usize,
     /// Tenant affinity (default 1; 0: off): the first provider on a pool
     /// splits the pool's connections, less one the pool keeps (the
@@ -297,8 +297,9 @@ pub struct PostgresOptions {
     /// pool handing out its connections in turn made nearly every call of
     /// a 200-tenant burst a first call (the burst took 5.5× the one-tenant
     /// run without affinity, 1.4× with it, in procedure mode;
-    /// docs/benchmarks.md, "The 200-tenant burst"). A busy tenant cannot take a neighbour's home
-    /// either. A pool too small for two shards is not split. Memory: a
+    /// docs/benchmarks.md, "The 200-tenant burst"). A busy tenant cannot
+    /// take a neighbour's home either. A pool too small for two shards is
+    /// not split. Memory: a
     /// backend holds every procedure of each tenant it serves (about
     /// 3 MiB a tenant in procedure mode), bounded by
     /// `tenants_per_connection`. See docs/architecture.md, "Tenant

@@ -13,7 +13,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::fixtures::{claim_and_ack_turn, start};
-use crate::support::{TestSchema, connect_options, in_both_modes, with_schemas};
+use crate::support::{TestSchema, affine_provider, connect_options, in_both_modes, with_schemas};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -29,16 +29,7 @@ async fn shared_pool(connections: u32, app: &str) -> PgPool {
 }
 
 async fn provider(pool: &PgPool, schema: &TestSchema, mode: SqlMode, k: u32) -> PostgresProvider {
-    PostgresProvider::from_pool_with(
-        pool.clone(),
-        PostgresOptions::default()
-            .schema(schema.name.clone())
-            .sql_mode(mode)
-            .notifications(false)
-            .connections_per_tenant(k),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", schema.name))
+    affine_provider(pool, &schema.name, mode, k).await
 }
 
 /// The server backends named `app` now.
@@ -121,8 +112,6 @@ async fn the_shares_together_stay_within_the_pool(mode: SqlMode) {
 /// backends the first tenant's forty operations at once open beyond those
 /// open before (its home's first, opened when its provider was built).
 async fn opened_by_the_first_of(mode: SqlMode, tenants: usize) -> usize {
-    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let outcome = opened.clone();
     with_schemas("affinity", tenants, |schemas| async move {
         let observer = schemas[0].pool.clone();
         let app = format!("affinity_{}", schemas[0].name);
@@ -134,14 +123,10 @@ async fn opened_by_the_first_of(mode: SqlMode, tenants: usize) -> usize {
         let before = backends(&observer, &app).await;
         burst(&providers[0], "first-", 40).await;
         let after = backends(&observer, &app).await;
-        outcome.store(
-            after.difference(&before).count(),
-            std::sync::atomic::Ordering::SeqCst,
-        );
         shared.close().await;
+        after.difference(&before).count()
     })
-    .await;
-    opened.load(std::sync::atomic::Ordering::SeqCst)
+    .await
 }
 
 in_both_modes!(a_lone_tenant_borrows_the_idle_shares:
@@ -215,8 +200,6 @@ async fn until_blocked(observer: &PgPool, app: &str, n: i64) {
 /// the lock still holds A's backlog; the control releases the lock first,
 /// B's enqueue being behind A's in the pool's queue.
 async fn ahead_of_the_neighbour(mode: SqlMode, k: u32, held: i64) -> usize {
-    let ahead = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
-    let outcome = ahead.clone();
     with_schemas("affinity", 2, |schemas| async move {
         let observer = schemas[0].pool.clone();
         let app = format!("affinity_{}_{k}", schemas[0].name);
@@ -272,12 +255,11 @@ async fn ahead_of_the_neighbour(mode: SqlMode, k: u32, held: i64) -> usize {
             lock.commit().await.expect("release the lock");
             neighbour.await.expect("B's task")
         };
-        outcome.store(before_b, std::sync::atomic::Ordering::SeqCst);
         backlog.await.expect("A's task");
         shared.close().await;
+        before_b
     })
-    .await;
-    ahead.load(std::sync::atomic::Ordering::SeqCst)
+    .await
 }
 
 in_both_modes!(a_busy_tenant_leaves_its_neighbours_share_to_it:

@@ -8,7 +8,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
-use crate::support::{TestSchema, in_both_modes, pool, with_schema, with_schemas};
+use crate::support::{TestSchema, affine_provider, in_both_modes, pool, with_schema, with_schemas};
 
 const LEASE: Duration = Duration::from_secs(5);
 
@@ -29,16 +29,7 @@ async fn provider_with(
     mode: SqlMode,
     k: u32,
 ) -> PostgresProvider {
-    PostgresProvider::from_pool_with(
-        pool.clone(),
-        PostgresOptions::default()
-            .schema(schema.name.clone())
-            .sql_mode(mode)
-            .notifications(false)
-            .connections_per_tenant(k),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", schema.name))
+    affine_provider(pool, &schema.name, mode, k).await
 }
 
 /// Backends waiting for a lock on `schema`'s orchestrator queue.

@@ -92,6 +92,20 @@ pub async fn provider_on(
     provider_with_options(pool, schema, mode, options).await
 }
 
+/// A provider in `mode` on `schema` over a shared `pool`, without long
+/// polling, with `k` connections per tenant (tenant affinity; 0: none).
+pub async fn affine_provider(
+    pool: &PgPool,
+    schema: &str,
+    mode: SqlMode,
+    k: u32,
+) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .notifications(false)
+        .connections_per_tenant(k);
+    provider_with_options(pool, schema, mode, options).await
+}
+
 /// A long-polling provider in `mode` on `schema` over `pool`, with `settle`
 /// as its `completion_settle`.
 pub async fn settling_provider(
@@ -213,11 +227,12 @@ where
 }
 
 /// Runs `body` with `n` fresh schema names on one pool (none created yet),
-/// then drops every one of them whatever happened.
-pub async fn with_schemas<F, Fut>(prefix: &str, n: usize, body: F)
+/// then drops every one of them whatever happened; returns what `body`
+/// returned.
+pub async fn with_schemas<F, Fut, T>(prefix: &str, n: usize, body: F) -> T
 where
     F: FnOnce(Vec<TestSchema>) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = T>,
 {
     let pool = pool(16).await;
     let schemas: Vec<TestSchema> = (0..n)
@@ -232,9 +247,7 @@ where
         drop_schema(&pool, name).await;
     }
     pool.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// duroxide's `ProviderFactory` for one suite test.
