@@ -8,6 +8,7 @@
 //!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
 //!                                        [--tenants 200] [--tenants-per-connection 32]
 //!                                        [--connections-per-tenant N]
+//!                                        [--connection-reuse-ms MS]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -140,6 +141,9 @@ struct Settings {
     /// `PostgresOptions::connections_per_tenant` of every provider of ours
     /// (the library's default unless given).
     connections_per_tenant: u32,
+    /// `PostgresOptions::connection_reuse` of every provider of ours (the
+    /// library's default unless given).
+    connection_reuse: Duration,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
@@ -161,6 +165,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         tenants: 200,
         tenants_per_connection: PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION,
         connections_per_tenant: PostgresOptions::default().connections_per_tenant,
+        connection_reuse: PostgresOptions::DEFAULT_CONNECTION_REUSE,
         durable: false,
         client_superuser: false,
     };
@@ -210,6 +215,9 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--tenants" => settings.tenants = value()?.parse()?,
             "--tenants-per-connection" => settings.tenants_per_connection = value()?.parse()?,
             "--connections-per-tenant" => settings.connections_per_tenant = value()?.parse()?,
+            "--connection-reuse-ms" => {
+                settings.connection_reuse = Duration::from_millis(value()?.parse()?);
+            }
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
             "--settle-ms" => {
@@ -217,7 +225,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -352,7 +360,8 @@ async fn run_one(
                 .sql_mode(sql_mode)
                 .notifications(notifications)
                 .max_connections(u32::try_from(orch + worker + 4)?)
-                .connections_per_tenant(settings.connections_per_tenant);
+                .connections_per_tenant(settings.connections_per_tenant)
+                .connection_reuse(settings.connection_reuse);
             if let Some(settle) = settings.settle {
                 options = options.completion_settle(settle);
             }
@@ -675,6 +684,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     tenants: settings.tenants,
                     tenants_per_connection: settings.tenants_per_connection,
                     connections_per_tenant: settings.connections_per_tenant,
+                    connection_reuse: settings.connection_reuse,
                 };
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);
             }

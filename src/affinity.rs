@@ -40,8 +40,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
+
+use crate::reuse::Kept;
 
 /// The shards of one pool.
 #[derive(Debug)]
@@ -54,6 +58,8 @@ pub(crate) struct Shards {
     assigned: Mutex<Assigned>,
     /// Keeps the shared pool (and so the registry key) alive.
     parent: PgPool,
+    /// Connections kept for their tenant's next operation ([`crate::reuse`]).
+    kept: Kept,
 }
 
 /// The shard of each schema assigned so far, and schemas per shard.
@@ -108,8 +114,10 @@ impl Shards {
     /// The shared pool keeps one connection out of the shards (the
     /// listener's, or else the one a pool opens when it is built with
     /// `connect_with`, free for the application's own statements), or its
-    /// `min_connections` if more.
-    pub(crate) fn of(pool: &PgPool, per_tenant: u32) -> Option<Arc<Shards>> {
+    /// `min_connections` if more. A connection an operation finished with
+    /// is kept up to `reuse` for its tenant's next one ([`crate::reuse`]),
+    /// unless the pool tests connections before handing them out.
+    pub(crate) fn of(pool: &PgPool, per_tenant: u32, reuse: Duration) -> Option<Arc<Shards>> {
         if per_tenant == 0 {
             return None; // this provider asked for no affinity
         }
@@ -136,7 +144,13 @@ impl Shards {
                     .connect_lazy_with(connect.clone())
             })
             .collect();
+        let reuse = if pool.options().get_test_before_acquire() {
+            Duration::ZERO
+        } else {
+            reuse
+        };
         let shards = Arc::new(Shards {
+            kept: Kept::new(pools.len(), reuse),
             waiting: pools.iter().map(|_| AtomicUsize::new(0)).collect(),
             tenants: AtomicUsize::new(0),
             assigned: Mutex::new(Assigned {
@@ -152,11 +166,31 @@ impl Shards {
         tokio::spawn(async move {
             closed.await;
             if let Some(shards) = watched.upgrade() {
+                shards.kept.sweep(true);
                 for shard in &shards.pools {
                     close(shard).await;
                 }
             }
         });
+        // What is kept longer than the window goes back to the pool.
+        if !reuse.is_zero() {
+            let watched = Arc::downgrade(&shards);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(reuse);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(shards) = watched.upgrade() else {
+                        break;
+                    };
+                    let closed = shards.parent.is_closed();
+                    shards.kept.sweep(closed);
+                    if closed {
+                        break;
+                    }
+                }
+            });
+        }
         all.insert(key, Arc::downgrade(&shards));
         Some(shards)
     }
@@ -194,25 +228,31 @@ impl Shards {
         &self.parent
     }
 
-    /// A connection for a tenant whose shard is `home`: its own shard's
-    /// when one is idle for it (more idle connections than operations in
-    /// line there) or can be opened; else another shard's of its share
-    /// that nobody waits for ([`Shards::lender`]); else its own shard's,
-    /// in line. Fails once the shared pool is closed. The counts are read
-    /// without a lock, so two operations arriving at once may both wait
-    /// in line where one could have borrowed: a lost borrow costs a wait,
-    /// never a connection someone else waits for.
+    /// A connection for `tenant`, whose shard is `home`, and the shard it
+    /// came from: the one kept for it on its home ([`crate::reuse`]); else
+    /// its own shard's when one is idle for it (more idle connections than
+    /// operations in line there) or can be opened; else another shard's of
+    /// its share that nobody waits for ([`Shards::lender`]); else its own
+    /// shard's, in line. Fails once the shared pool is closed. The counts
+    /// are read without a lock, so two operations arriving at once may
+    /// both wait in line where one could have borrowed: a lost borrow costs
+    /// a wait, never a connection someone else waits for.
     pub(crate) async fn acquire(
         &self,
         home: usize,
-    ) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        tenant: &str,
+    ) -> Result<(PoolConnection<sqlx::Postgres>, usize), sqlx::Error> {
         if self.parent.is_closed() {
             return Err(sqlx::Error::PoolClosed);
         }
         let own = self.pool(home);
         // In line first, so operations arriving together see each other:
-        // the home's idle connections go to those already in line.
+        // the home's idle connections go to those already in line, and
+        // nothing is kept on the home while anyone is in line for it.
         let in_line = InLine::new(self.waiting.get(home));
+        if let Some(conn) = self.kept.take(home, tenant) {
+            return Ok((conn, home));
+        }
         let queued = self
             .waiting
             .get(home)
@@ -220,10 +260,32 @@ impl Shards {
         if idle(own) < queued && own.size() >= own.options().get_max_connections() {
             if let Some(lender) = self.lender(home) {
                 drop(in_line);
-                return self.pool(lender).acquire().await;
+                if let Some(conn) = self.kept.take(lender, tenant) {
+                    return Ok((conn, lender));
+                }
+                return Ok((self.pool(lender).acquire().await?, lender));
             }
         }
-        own.acquire().await
+        Ok((own.acquire().await?, home))
+    }
+
+    /// Hands back `conn`, from `shard`, that an operation of `tenant`
+    /// finished with cleanly: kept for the tenant's next operation while
+    /// nobody waits for the shard and the pool is open, else returned to
+    /// the pool ([`crate::reuse`]).
+    pub(crate) fn release(
+        &self,
+        shard: usize,
+        tenant: &Arc<str>,
+        conn: PoolConnection<sqlx::Postgres>,
+    ) {
+        self.kept.keep(shard, tenant, conn, || {
+            self.parent.is_closed()
+                || self
+                    .waiting
+                    .get(shard)
+                    .is_none_or(|w| w.load(Ordering::Acquire) > 0)
+        });
     }
 
     /// A shard of `home`'s share, other than `home`, that nobody waits for
@@ -244,7 +306,7 @@ impl Shards {
                 continue;
             }
             let pool = &self.pools[i];
-            if idle(pool) > 0 {
+            if idle(pool) > 0 || self.kept.holds(i) {
                 return Some(i);
             }
             if room.is_none() && pool.size() < pool.options().get_max_connections() {
@@ -302,12 +364,15 @@ mod tests {
         let pool = PgPoolOptions::new()
             .max_connections(9)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&pool, 0).is_none(), "0 asks for none");
-        let shards = Shards::of(&pool, 2).expect("four shards of two");
-        let again = Shards::of(&pool, 3).expect("the same shards");
+        assert!(
+            Shards::of(&pool, 0, std::time::Duration::ZERO).is_none(),
+            "0 asks for none"
+        );
+        let shards = Shards::of(&pool, 2, std::time::Duration::ZERO).expect("four shards of two");
+        let again = Shards::of(&pool, 3, std::time::Duration::ZERO).expect("the same shards");
         assert!(Arc::ptr_eq(&shards, &again));
         // A provider asking for none still gets the shared pool.
-        assert!(Shards::of(&pool, 0).is_none());
+        assert!(Shards::of(&pool, 0, std::time::Duration::ZERO).is_none());
         let first: Vec<usize> = ["a", "b", "c", "d"]
             .iter()
             .map(|s| id(shards.pool(shards.home(s))))
@@ -330,12 +395,15 @@ mod tests {
         let small = PgPoolOptions::new()
             .max_connections(3)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&small, 2).is_none());
+        assert!(Shards::of(&small, 2, std::time::Duration::ZERO).is_none());
         // The connection the shared pool keeps is not the shards'.
         let kept = PgPoolOptions::new()
             .max_connections(4)
             .connect_lazy_with(PgConnectOptions::new());
-        assert!(Shards::of(&kept, 2).is_none(), "3 connections");
+        assert!(
+            Shards::of(&kept, 2, std::time::Duration::ZERO).is_none(),
+            "3 connections"
+        );
     }
 
     #[tokio::test]
@@ -344,7 +412,7 @@ mod tests {
         let pool = PgPoolOptions::new()
             .max_connections(9)
             .connect_lazy_with(PgConnectOptions::new());
-        let shards = Shards::of(&pool, 2).expect("four shards of two");
+        let shards = Shards::of(&pool, 2, std::time::Duration::ZERO).expect("four shards of two");
         let a = shards.home("a");
         assert_eq!(
             shards.lender(a),

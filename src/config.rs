@@ -305,6 +305,19 @@ pub struct PostgresOptions {
     /// `tenants_per_connection`. See docs/architecture.md, "Tenant
     /// affinity".
     pub connections_per_tenant: u32,
+    /// With tenant affinity, how long a connection an operation finished
+    /// with is kept for the same tenant's next operation instead of going
+    /// back to the pool (default 100 ms; zero: never kept). sqlx tests
+    /// every connection it takes back with a round trip to the server
+    /// before anyone can have it again; a kept connection skips that test,
+    /// which on a busy server is a tenth of procedure mode's throughput
+    /// (docs/benchmarks.md, "Where the time goes"). A connection is kept
+    /// only while nobody waits for its shard, and only after its statement
+    /// or transaction ended cleanly; another tenant or a borrower wanting
+    /// the shard sends it back to the pool first. Off when the pool tests
+    /// connections before handing them out (`test_before_acquire`). Like
+    /// the shard sizes, fixed by the first provider on the pool.
+    pub connection_reuse: Duration,
     /// Prepared statements each connection keeps (sqlx's statement cache;
     /// default [`PostgresOptions::DEFAULT_STATEMENT_CACHE_CAPACITY`], where
     /// sqlx's own is 100), set by [`PostgresOptions::connect_options`].
@@ -347,6 +360,7 @@ impl Default for PostgresOptions {
             health_timeout: Duration::from_secs(5),
             tenants_per_connection: Self::DEFAULT_TENANTS_PER_CONNECTION,
             connections_per_tenant: 1,
+            connection_reuse: Self::DEFAULT_CONNECTION_REUSE,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
         }
     }
@@ -383,6 +397,16 @@ impl PostgresOptions {
     /// affinity, any connection).
     pub fn connections_per_tenant(mut self, connections: u32) -> Self {
         self.connections_per_tenant = connections;
+        self
+    }
+
+    /// The default of [`PostgresOptions::connection_reuse`].
+    pub const DEFAULT_CONNECTION_REUSE: Duration = Duration::from_millis(100);
+
+    /// Sets how long a connection is kept for its tenant's next operation
+    /// (see the `connection_reuse` field; zero: never kept).
+    pub fn connection_reuse(mut self, window: Duration) -> Self {
+        self.connection_reuse = window;
         self
     }
 

@@ -76,6 +76,7 @@ mod probe;
 mod provider;
 mod provider_admin;
 mod recycle;
+mod reuse;
 mod schema;
 mod sql;
 mod statement_file;

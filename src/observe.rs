@@ -29,7 +29,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
-use sqlx::pool::PoolConnection;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -187,7 +186,7 @@ impl Store {
 pub(crate) async fn acquire(
     pool: &crate::pooler::Db,
     mode: SqlMode,
-) -> Result<PoolConnection<sqlx::Postgres>> {
+) -> Result<crate::pooler::Conn> {
     let start = Instant::now();
     let conn = pool.acquire().await;
     record_acquire(mode, start.elapsed());

@@ -24,7 +24,7 @@
 //!
 //! [`PostgresOptions::transaction_pooler`]: crate::PostgresOptions::transaction_pooler
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -32,7 +32,7 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
+use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres};
 
 /// The pool operations run on, and whether a transaction pooler is in front
 /// of the server.
@@ -41,9 +41,41 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Arc<str>>,
-    /// With tenant affinity: the shared pool's shards and this tenant's,
-    /// `pool` being that one. Connections come from [`Db::acquire`].
-    home: Option<(Arc<crate::affinity::Shards>, usize)>,
+    /// With tenant affinity: the shared pool's shards, this tenant's
+    /// (`pool` being that one) and the tenant. Connections come from
+    /// [`Db::acquire`] and go back through [`Db::release`].
+    home: Option<(Arc<crate::affinity::Shards>, usize, Arc<str>)>,
+}
+
+/// A connection an operation runs on, and the shard it came from (with
+/// tenant affinity). Dropped, it goes back to its pool as any pooled
+/// connection; an operation that finished cleanly hands it to
+/// [`Db::release`] instead.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    conn: PoolConnection<Postgres>,
+    shard: Option<usize>,
+}
+
+impl Conn {
+    /// Closes the connection when dropped, instead of returning it.
+    pub(crate) fn close_on_drop(&mut self) {
+        self.conn.close_on_drop();
+    }
+}
+
+impl Deref for Conn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }
 
 impl Db {
@@ -63,17 +95,36 @@ impl Db {
         Self {
             pool: shards.pool(index).clone(),
             pooled_begin: self.pooled_begin.clone(),
-            home: Some((shards, index)),
+            home: Some((shards, index, schema.into())),
         }
     }
 
-    /// A connection: from the pool, or with tenant affinity, from this
-    /// tenant's shard or an idle one it may borrow
+    /// A connection: from the pool, or with tenant affinity, the one kept
+    /// for this tenant, or one from its shard or an idle one it may borrow
     /// ([`crate::affinity::Shards::acquire`]).
-    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    pub(crate) async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         match &self.home {
-            None => self.pool.acquire().await,
-            Some((shards, index)) => shards.acquire(*index).await,
+            None => Ok(Conn {
+                conn: self.pool.acquire().await?,
+                shard: None,
+            }),
+            Some((shards, index, tenant)) => {
+                let (conn, shard) = shards.acquire(*index, tenant).await?;
+                Ok(Conn {
+                    conn,
+                    shard: Some(shard),
+                })
+            }
+        }
+    }
+
+    /// Hands back a connection whose last statement, or transaction, an
+    /// operation saw to its end: with tenant affinity it may be kept for
+    /// this tenant's next operation ([`crate::reuse`]); otherwise it goes
+    /// back to the pool.
+    pub(crate) fn release(&self, conn: Conn) {
+        if let (Some((shards, _, tenant)), Some(shard)) = (&self.home, conn.shard) {
+            shards.release(shard, tenant, conn.conn);
         }
     }
 
@@ -82,7 +133,7 @@ impl Db {
     pub(crate) fn shared(&self) -> &PgPool {
         match &self.home {
             None => &self.pool,
-            Some((shards, _)) => shards.shared(),
+            Some((shards, _, _)) => shards.shared(),
         }
     }
 
@@ -102,14 +153,18 @@ impl Db {
     /// end of a wait for a connection).
     pub(crate) async fn fetch_optional_on<'q, E>(
         &self,
-        mut conn: PoolConnection<Postgres>,
+        mut conn: Conn,
         query: E,
     ) -> Result<Option<PgRow>, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
     {
         match self.pooled_begin.as_deref() {
-            None => (&mut *conn).fetch_optional(query).await,
+            None => {
+                let row = (&mut *conn).fetch_optional(query).await?;
+                self.release(conn);
+                Ok(row)
+            }
             Some(begin) => Ok(first_row(self.pinned(conn, begin, query).await?)),
         }
     }
@@ -118,7 +173,7 @@ impl Db {
     /// collects its results.
     async fn pinned<'q, E>(
         &self,
-        conn: PoolConnection<Postgres>,
+        conn: Conn,
         begin: &str,
         query: E,
     ) -> Result<Vec<Either<PgQueryResult, PgRow>>, sqlx::Error>
@@ -138,7 +193,9 @@ impl Db {
             "ROLLBACK"
         };
         (&mut **conn).execute(sqlx::raw_sql(end)).await?;
-        guard.finish();
+        if let Some(conn) = guard.finish() {
+            self.release(conn);
+        }
         outcome
     }
 }
@@ -162,16 +219,16 @@ impl Deref for Db {
 /// A connection inside a transaction: closed rather than returned to the
 /// pool if dropped before the transaction ended (a cancelled call), so the
 /// server rolls it back and no other caller inherits it.
-struct Pinned(Option<PoolConnection<Postgres>>);
+struct Pinned(Option<Conn>);
 
 impl Pinned {
-    fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
+    fn conn(&mut self) -> Result<&mut Conn, sqlx::Error> {
         self.0.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
-    /// The transaction ended: the connection may go back to the pool.
-    fn finish(&mut self) {
-        self.0 = None;
+    /// The transaction ended: the connection may be reused.
+    fn finish(&mut self) -> Option<Conn> {
+        self.0.take()
     }
 }
 
@@ -220,7 +277,11 @@ impl<'c> Executor<'c> for &'c Db {
             (begin, _) => stream::once(async move {
                 let mut conn = self.acquire().await?;
                 match begin {
-                    None => (&mut *conn).fetch_many(query).try_collect().await,
+                    None => {
+                        let results: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
+                        self.release(conn);
+                        Ok(results)
+                    }
                     Some(begin) => self.pinned(conn, begin, query).await,
                 }
             })
@@ -241,8 +302,8 @@ impl<'c> Executor<'c> for &'c Db {
         match (self.pooled_begin.as_deref(), &self.home) {
             (None, None) => self.pool.fetch_optional(query),
             (None, Some(_)) => Box::pin(async move {
-                let mut conn = self.acquire().await?;
-                (&mut *conn).fetch_optional(query).await
+                let conn = self.acquire().await?;
+                self.fetch_optional_on(conn, query).await
             }),
             (Some(begin), _) => Box::pin(async move {
                 let conn = self.acquire().await?;

@@ -163,7 +163,11 @@ impl PostgresProvider {
         let gate = Gate::of(&pool, options.fetch_slots, listening);
         // Operations (and the migration check) run on the tenant's shard of
         // the pool, if it has one; the gate and the listener stay the pool's.
-        let work_pool = match crate::affinity::Shards::of(&pool, options.connections_per_tenant) {
+        let work_pool = match crate::affinity::Shards::of(
+            &pool,
+            options.connections_per_tenant,
+            options.connection_reuse,
+        ) {
             Some(shards) => pool.on_shard(shards, schema.as_str()),
             None => pool.clone(),
         };

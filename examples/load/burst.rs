@@ -56,6 +56,8 @@ pub struct Shape {
     pub tenants_per_connection: usize,
     /// `PostgresOptions::connections_per_tenant` of the burst's tenants.
     pub connections_per_tenant: u32,
+    /// `PostgresOptions::connection_reuse` of the burst's tenants.
+    pub connection_reuse: std::time::Duration,
 }
 
 /// One burst row: the spread burst against the one-tenant run.
@@ -244,7 +246,8 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
         let provider = PostgresProvider::from_pool_with(
             pool.clone(),
             options(mode, name, per_connection)
-                .connections_per_tenant(shape.connections_per_tenant),
+                .connections_per_tenant(shape.connections_per_tenant)
+                .connection_reuse(shape.connection_reuse),
         )
         .await?;
         if provider.sql_mode() != mode {
@@ -291,7 +294,9 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
     let pool = shared_pool(url, mode, per_connection).await?;
     let provider = PostgresProvider::from_pool_with(
         pool.clone(),
-        options(mode, &single, per_connection).connections_per_tenant(shape.connections_per_tenant),
+        options(mode, &single, per_connection)
+            .connections_per_tenant(shape.connections_per_tenant)
+            .connection_reuse(shape.connection_reuse),
     )
     .await?;
     let rt = start_runtime(Arc::new(provider), 4).await;

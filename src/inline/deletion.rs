@@ -112,7 +112,7 @@ pub(crate) async fn delete_instances(
     detached(async move {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = delete_in(&p, tx.conn(), &ids, force).await;
+        let outcome = delete_in(&p, tx.conn()?, &ids, force).await;
         tx.finish(outcome).await
     })
     .await
@@ -188,7 +188,7 @@ pub(crate) async fn delete_instance_bulk(
             .as_ref()
             .map(|ids| ids.iter().map(String::as_str).collect());
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = delete_bulk_in(&p, tx.conn(), ids.as_deref(), completed_before, limit).await;
+        let outcome = delete_bulk_in(&p, tx.conn()?, ids.as_deref(), completed_before, limit).await;
         tx.finish(outcome).await
     })
     .await
@@ -233,7 +233,7 @@ pub(crate) async fn prune_executions(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = prune_in(&p, tx.conn(), &instance, keep_last, completed_before).await;
+        let outcome = prune_in(&p, tx.conn()?, &instance, keep_last, completed_before).await;
         tx.finish(outcome).await
     })
     .await
@@ -286,7 +286,7 @@ pub(crate) async fn prune_executions_bulk(
         let mut tx = Tx::begin(&p.pool).await?;
         let outcome = prune_bulk_in(
             &p,
-            tx.conn(),
+            tx.conn()?,
             ids,
             completed_before,
             limit,

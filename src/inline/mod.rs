@@ -18,13 +18,12 @@
 //! same `DX...` SQLSTATEs are used, so processes in both modes can serve one
 //! schema at the same time.
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Executor, PgConnection, Postgres};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::config::SqlMode;
 use crate::embedded::{PROCEDURE_FILES, STATEMENT_FILES};
 use crate::error::{PostgresProviderError, Result};
-use crate::pooler::Db;
+use crate::pooler::{Conn, Db};
 use crate::schema::SchemaName;
 
 pub(crate) mod deletion;
@@ -40,7 +39,10 @@ pub(crate) mod worker;
 /// committed nor rolled back when dropped closes its connection instead: the
 /// server rolls it back.
 pub(crate) struct Tx {
-    conn: PoolConnection<Postgres>,
+    /// The connection, until the transaction ends and it is released.
+    conn: Option<Conn>,
+    /// Where the connection is released to.
+    db: Db,
     finished: bool,
     /// Behind a transaction pooler: statements prepared in the transaction
     /// are closed before it ends (see [`crate::pooler`]).
@@ -51,20 +53,24 @@ impl Tx {
     /// Acquires a connection and starts a transaction on it.
     pub(crate) async fn begin(pool: &Db) -> Result<Self> {
         let mut tx = Self {
-            conn: crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?,
+            conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
+            db: pool.clone(),
             finished: false,
             pooled: pool.pooled_begin().is_some(),
         };
         match pool.pooled_begin() {
-            None => sqlx::query("BEGIN").execute(tx.conn()).await?,
-            Some(begin) => tx.conn().execute(sqlx::raw_sql(begin)).await?,
+            None => sqlx::query("BEGIN").execute(tx.conn()?).await?,
+            Some(begin) => tx.conn()?.execute(sqlx::raw_sql(begin)).await?,
         };
         Ok(tx)
     }
 
-    /// The transaction's connection.
-    pub(crate) fn conn(&mut self) -> &mut PgConnection {
-        &mut self.conn
+    /// The transaction's connection (there until the transaction ends).
+    pub(crate) fn conn(&mut self) -> Result<&mut PgConnection> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok(conn),
+            None => Err(sqlx::Error::PoolClosed.into()),
+        }
     }
 
     /// Commits when `outcome` is `Ok`, rolls back otherwise, and returns it.
@@ -77,12 +83,15 @@ impl Tx {
         if self.pooled {
             // The next transaction may be on another server connection:
             // leave no named statement behind, here or in sqlx's cache.
-            self.conn.clear_cached_statements().await?;
-            self.conn().execute(sqlx::raw_sql(end)).await?;
+            self.conn()?.clear_cached_statements().await?;
+            self.conn()?.execute(sqlx::raw_sql(end)).await?;
         } else {
-            sqlx::query(end).execute(self.conn()).await?;
+            sqlx::query(end).execute(self.conn()?).await?;
         }
         self.finished = true;
+        if let Some(conn) = self.conn.take() {
+            self.db.release(conn);
+        }
         outcome
     }
 }
@@ -92,7 +101,9 @@ impl Drop for Tx {
         if !self.finished {
             // Dropped mid-transaction: close the connection rather than
             // return it to the pool inside an open transaction.
-            self.conn.close_on_drop();
+            if let Some(conn) = self.conn.as_mut() {
+                conn.close_on_drop();
+            }
         }
     }
 }

@@ -139,7 +139,7 @@ pub(crate) async fn fetch(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
+        let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
             Fetched::Unreadable {
@@ -155,7 +155,7 @@ pub(crate) async fn fetch(
                     more,
                     next_due_ms,
                 };
-                let outcome = reclaim(&p, tx.conn(), &params, clock, seen).await;
+                let outcome = reclaim(&p, tx.conn()?, &params, clock, seen).await;
                 tx.finish(outcome).await
             }
         }
@@ -505,7 +505,7 @@ pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = ack_in(&p, tx.conn(), &a).await;
+        let outcome = ack_in(&p, tx.conn()?, &a).await;
         tx.finish(outcome).await
     })
     .await

@@ -34,7 +34,7 @@ pub(crate) async fn fetch(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn(), &params, clock).await;
+        let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
         tx.finish(outcome).await
     })
     .await

@@ -373,17 +373,17 @@ async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> 
     let Some(conn) = open.0.as_mut() else {
         return Ok(());
     };
-    conn.execute(sqlx::raw_sql(begin)).await?;
+    (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
     let sent = outbox.flush(&mut **conn).await;
     let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.execute(sqlx::raw_sql(end)).await?;
+    (&mut **conn).execute(sqlx::raw_sql(end)).await?;
     open.0 = None;
     sent
 }
 
 /// A pooled connection inside a transaction: closed if dropped before the
 /// transaction ended.
-struct InTransaction(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+struct InTransaction(Option<crate::pooler::Conn>);
 
 impl Drop for InTransaction {
     fn drop(&mut self) {

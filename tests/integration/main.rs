@@ -24,6 +24,7 @@ mod orphans;
 mod outsiders;
 mod pgbouncer;
 mod plans;
+mod reuse;
 mod roles;
 mod schema_names;
 mod support;

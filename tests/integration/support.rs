@@ -119,7 +119,7 @@ pub async fn settling_provider(
 }
 
 /// A provider in `mode` on `schema` over `pool`, with `options` otherwise.
-async fn provider_with_options(
+pub async fn provider_with_options(
     pool: &PgPool,
     schema: &str,
     mode: SqlMode,
