@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use duroxide::providers::{Provider, WorkItem};
 use duroxide_postgres::{PostgresProvider, SqlMode};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::{
     LOCK, LONG, claimed, eventually, subscribed, tagged_pool, waiting_fetch, with_schemas,
@@ -21,9 +22,19 @@ const SHORT: Duration = Duration::from_millis(50);
 
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+/// A connection held for the silent writes, taken before the fetch whose
+/// note they must fall within: a quiet note holds for at most a second, and
+/// a write that first waited for a pooled connection could outlast it on a
+/// loaded machine (the suite's first seconds saw 6–8 s acquires).
+async fn writer(pool: &PgPool) -> PoolConnection<Postgres> {
+    pool.acquire()
+        .await
+        .unwrap_or_else(|e| panic!("writer connection: {e}"))
+}
+
 /// Writes a claimable start of `instance` behind the provider's back: no
 /// notification.
-async fn silent_start(pool: &PgPool, schema: &str, instance: &str) {
+async fn silent_start(conn: &mut PgConnection, schema: &str, instance: &str) {
     let json = fixtures::json(&start(instance));
     sqlx::query(&format!(
         "INSERT INTO \"{schema}\".orchestrator_queue \
@@ -32,13 +43,13 @@ async fn silent_start(pool: &PgPool, schema: &str, instance: &str) {
     ))
     .bind(instance)
     .bind(json)
-    .execute(pool)
+    .execute(conn)
     .await
     .unwrap_or_else(|e| panic!("silent insert: {e}"));
 }
 
 /// Writes a claimable activity of `instance` behind the provider's back.
-async fn silent_activity(pool: &PgPool, schema: &str, instance: &str) {
+async fn silent_activity(conn: &mut PgConnection, schema: &str, instance: &str) {
     let json = fixtures::json(&activity(instance, 2));
     sqlx::query(&format!(
         "INSERT INTO \"{schema}\".worker_queue \
@@ -47,7 +58,7 @@ async fn silent_activity(pool: &PgPool, schema: &str, instance: &str) {
     ))
     .bind(json)
     .bind(instance)
-    .execute(pool)
+    .execute(conn)
     .await
     .unwrap_or_else(|e| panic!("silent insert: {e}"));
 }
@@ -86,6 +97,7 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
             let waiter = std::sync::Arc::new(provider_on(&pool, &names[0], mode, true).await);
             let other_pool = tagged_pool("notify_quiet_other").await;
             let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
+            let mut writer = writer(&other_pool).await;
             eventually("listener up", || async {
                 waiter.notification_stats().is_some_and(|s| s.connected)
             })
@@ -111,7 +123,7 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
                 .unwrap_or_else(|e| panic!("fetch: {e}"));
             assert!(none.is_none(), "{mode}: nothing claimable yet");
             // Work written behind the provider's back: no notification.
-            silent_start(&other_pool, &names[0], "silent").await;
+            silent_start(&mut writer, &names[0], "silent").await;
             let skips = stats().quiet_skips;
             let unseen = waiter
                 .fetch_orchestration_item(LOCK, short, None)
@@ -156,6 +168,7 @@ async fn a_fetch_after_an_empty_one_waits_without_a_query_until_notified() {
                 stats().wakeups > wakeups,
                 "{mode}: woken by the notification"
             );
+            drop(writer);
             other_pool.close().await;
         })
         .await;
@@ -175,6 +188,7 @@ async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies
             let waiter = provider_on(&pool, &names[0], mode, true).await;
             let other_pool = tagged_pool("quiet_claim_other").await;
             let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
+            let mut writer = writer(&other_pool).await;
             subscribed(&waiter).await;
 
             let before = received(&waiter);
@@ -190,7 +204,7 @@ async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies
                 .unwrap_or_else(|| panic!("{mode}: the only instance is claimed"));
             assert_eq!(item.instance, "only", "{mode}");
 
-            silent_start(&other_pool, &names[0], "silent").await;
+            silent_start(&mut writer, &names[0], "silent").await;
             let skips = quiet_skips(&waiter);
             let unseen = waiter
                 .fetch_orchestration_item(LOCK, SHORT, None)
@@ -256,6 +270,7 @@ async fn a_fetch_after_a_lone_claim_waits_without_a_query_until_its_ack_notifies
                 skips,
                 "{mode}: the ack's notification voided the note"
             );
+            drop(writer);
             other_pool.close().await;
         })
         .await;
@@ -272,6 +287,7 @@ async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() 
             let waiter = std::sync::Arc::new(provider_on(&pool, &names[0], mode, true).await);
             let other_pool = tagged_pool("quiet_work_other").await;
             let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
+            let mut writer = writer(&other_pool).await;
             subscribed(&waiter).await;
             let tags = Default::default();
 
@@ -290,7 +306,7 @@ async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() 
                 "{mode}: the only activity is claimed"
             );
 
-            silent_activity(&other_pool, &names[0], "silent").await;
+            silent_activity(&mut writer, &names[0], "silent").await;
             let skips = quiet_skips(&waiter);
             let unseen = waiter
                 .fetch_work_item(LOCK, SHORT, None, &tags)
@@ -322,6 +338,7 @@ async fn a_work_fetch_after_a_lone_claim_waits_without_a_query_until_notified() 
                 .unwrap_or_else(|e| panic!("join: {e}"))
                 .unwrap_or_else(|e| panic!("fetch: {e}"));
             assert!(woken.is_some(), "{mode}: woken by the enqueue");
+            drop(writer);
             other_pool.close().await;
         })
         .await;
