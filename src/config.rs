@@ -309,9 +309,9 @@ pub struct PostgresOptions {
     /// with is kept for the same tenant's next operation instead of going
     /// back to the pool (default 100 ms; zero: never kept). sqlx tests
     /// every connection it takes back with a round trip to the server
-    /// before anyone can have it again; a kept connection skips that test,
-    /// which on a busy server is a tenth of procedure mode's throughput
-    /// (docs/benchmarks.md, "Where the time goes"). A connection is kept
+    /// before anyone can have it again; a kept connection skips that test
+    /// (1.21× procedure mode's throughput and 1.13× inline's on a busy
+    /// durable server; docs/benchmarks.md, "Where the time goes"). A connection is kept
     /// only while nobody waits for its shard, and only after its statement
     /// or transaction ended cleanly; another tenant or a borrower wanting
     /// the shard sends it back to the pool first. Off when the pool tests
