@@ -285,6 +285,9 @@ pub(crate) const SAVE_GRANTS: &str = include_str!("../migrate/save_grants.sql");
 /// Revokes `PUBLIC` and restores the saved grants on reinstalled procedures.
 pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installed.sql");
 const RECORD_PROCEDURES: &str = include_str!("../migrate/record_procedures.sql");
+/// Turns off PostgreSQL's check of function bodies for the rest of the
+/// transaction, ahead of the procedure files.
+pub(crate) const SKIP_BODY_CHECKS: &str = include_str!("../migrate/skip_body_checks.sql");
 
 /// How often a migration that lost the race to create a brand-new schema's
 /// bookkeeping (to another process doing the same) starts over.
@@ -441,6 +444,9 @@ async fn migrate_locked(
                     .replace("{{names}}", &names(&stale, SUFFIX_MARKER))
                     .replace("{{embedded}}", &names(&procedures(), "")),
             );
+        }
+        if !stale.is_empty() {
+            batch.push_str(SKIP_BODY_CHECKS);
         }
         for procedure in &stale {
             push(&mut batch, procedure.sql);

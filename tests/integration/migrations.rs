@@ -345,3 +345,56 @@ async fn no_two_tenants_share_a_procedure_name() {
     })
     .await;
 }
+
+/// Procedures are installed without PostgreSQL's body check
+/// (`check_function_bodies = off`, as `pg_dump` restores): every procedure
+/// a provider installed still passes its language's validator, and the
+/// validator call does reject a body that does not parse.
+#[tokio::test]
+async fn every_installed_procedure_passes_its_languages_validator() {
+    with_schema("mig_validated", |schema| async move {
+        schema.provider().await;
+        let installed: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT p.proname::text, p.oid::int8, l.lanvalidator::regproc::text \
+               FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_language l ON l.oid = p.prolang \
+              WHERE n.nspname = $1 ORDER BY 1",
+        )
+        .bind(&schema.name)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("installed procedures");
+        assert_eq!(installed.len(), migrate::procedures().len());
+        let mut conn = schema.pool.acquire().await.expect("connection");
+        for (name, oid, validator) in &installed {
+            sqlx::query(&format!("SELECT {validator}($1::oid)"))
+                .bind(oid)
+                .execute(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("{name} fails {validator}: {e}"));
+        }
+
+        let broken = schema.sql(
+            "SET check_function_bodies = off; \
+             CREATE FUNCTION {{schema}}.broken() RETURNS int LANGUAGE plpgsql \
+             AS $$ BEGIN RETURN SELEC 1; END $$; \
+             RESET check_function_bodies",
+        );
+        sqlx::raw_sql(&broken)
+            .execute(&mut *conn)
+            .await
+            .expect("a broken body installs unchecked");
+        let oid: i64 =
+            sqlx::query_scalar(&schema.sql("SELECT '{{schema}}.broken'::regproc::oid::int8"))
+                .fetch_one(&mut *conn)
+                .await
+                .expect("oid");
+        let refused = sqlx::query("SELECT plpgsql_validator($1::oid)")
+            .bind(oid)
+            .execute(&mut *conn)
+            .await;
+        assert!(refused.is_err(), "the validator accepted a broken body");
+    })
+    .await;
+}
