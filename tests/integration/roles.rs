@@ -457,8 +457,7 @@ async fn reinstallation_keeps_grants_and_never_reopens_public() {
 
 /// A schema that also holds a function of its own (an operator's helper):
 /// the runtime role gets EXECUTE on every procedure of ours and not on it,
-/// and PUBLIC keeps what it had on it. Without one, the grant is schema-wide
-/// (two statements instead of two per procedure) with the same rights.
+/// and PUBLIC keeps what it had on it.
 #[tokio::test]
 async fn a_function_of_the_schemas_own_stays_out_of_the_runtime_roles_reach() {
     with_roles(1, |roles| async move {
@@ -478,6 +477,90 @@ async fn a_function_of_the_schemas_own_stays_out_of_the_runtime_roles_reach() {
                 vec![("public".to_string(), 1), (role.clone(), functions)],
                 "the role executes every procedure and not the helper; PUBLIC keeps the helper"
             );
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Revoking takes every right the role holds in the schema, on every kind
+/// of object (a procedure, an aggregate, a view, a sequence, a table of the
+/// operator's), including those granted by hand, and leaves other roles'
+/// rights alone.
+#[tokio::test]
+async fn revoke_takes_every_right_on_every_kind_of_object() {
+    with_roles(2, |roles| async move {
+        let (role, other) = (roles[0].clone(), roles[1].clone());
+        with_schema("roles_revoke_all", |schema| async move {
+            owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
+            owner_installs_and_grants(&schema, &other, SqlMode::InlineSql).await;
+            sqlx::raw_sql(&schema.sql(&format!(
+                "CREATE FUNCTION {{{{schema}}}}.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+                 CREATE PROCEDURE {{{{schema}}}}.chore() LANGUAGE sql AS 'SELECT 1'; \
+                 CREATE AGGREGATE {{{{schema}}}}.total(int) (SFUNC = int4pl, STYPE = int); \
+                 CREATE TABLE {{{{schema}}}}.notes (id int GENERATED ALWAYS AS IDENTITY, body text); \
+                 CREATE SEQUENCE {{{{schema}}}}.ticket; \
+                 CREATE VIEW {{{{schema}}}}.recent AS SELECT instance_id FROM {{{{schema}}}}.instances; \
+                 GRANT EXECUTE ON ROUTINE {{{{schema}}}}.helper(), {{{{schema}}}}.chore(), \
+                       {{{{schema}}}}.total(int) TO \"{role}\"; \
+                 GRANT ALL ON {{{{schema}}}}.notes, {{{{schema}}}}.recent, {{{{schema}}}}.instances TO \"{role}\"; \
+                 GRANT ALL ON SEQUENCE {{{{schema}}}}.ticket, {{{{schema}}}}.notes_id_seq TO \"{role}\""
+            )))
+            .execute(&schema.pool)
+            .await
+            .expect("objects of the operator's, granted by hand");
+            let held = |who: String| {
+                // Rights granted to the role itself, read from the ACLs.
+                let sql = schema.sql(
+                    "SELECT (SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a \
+                              WHERE p.pronamespace = '{{schema}}'::regnamespace \
+                                AND a.grantee = $1::regrole AND a.privilege_type = 'EXECUTE') \
+                          + (SELECT count(DISTINCT c.oid) FROM pg_class c, aclexplode(c.relacl) a \
+                              WHERE c.relnamespace = '{{schema}}'::regnamespace \
+                                AND a.grantee = $1::regrole)",
+                );
+                let pool = schema.pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>(&sql)
+                        .bind(who)
+                        .fetch_one(&pool)
+                        .await
+                        .expect("rights held")
+                }
+            };
+            let functions = duroxide_postgres::migrate::procedures().len() as i64;
+            let tables_of_ours = sqlx::query_scalar::<_, i64>(&schema.sql(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = '{{schema}}'::regnamespace AND relkind = 'r'",
+            ))
+            .fetch_one(&schema.pool)
+            .await
+            .expect("tables")
+                - 1; // notes
+            assert_eq!(
+                held(role.clone()).await,
+                functions + 3 + 3 + 2,
+                "the procedures, three routines, three relations and two sequences"
+            );
+            let others_before = held(other.clone()).await;
+            assert_eq!(others_before, tables_of_ours, "the inline role's tables");
+
+            let left = tenants::revoke_runtime_role(&schema.pool, &schema_name(&schema), &role)
+                .await
+                .expect("revoke");
+            assert!(
+                !left.usage && left.executable_functions == 0 && left.readable_tables == 0,
+                "{left:?}"
+            );
+            assert_eq!(held(role.clone()).await, 0, "nothing left on any object");
+            assert_eq!(held(other.clone()).await, others_before, "the other role keeps its rights");
+            let usage: bool = sqlx::query_scalar(&schema.sql(
+                "SELECT has_schema_privilege($1, '{{schema}}'::regnamespace, 'USAGE')",
+            ))
+            .bind(&other)
+            .fetch_one(&schema.pool)
+            .await
+            .expect("usage");
+            assert!(usage, "the other role keeps USAGE");
         })
         .await;
     })
