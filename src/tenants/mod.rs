@@ -1,7 +1,8 @@
 //! Tenant lifecycle: list the tenant schemas of a database with their state,
 //! migrate or verify many at once, drop one, roll a schema back to inline
-//! SQL by uninstalling its procedures, and grant or revoke a least-privilege
-//! runtime role.
+//! SQL by uninstalling its procedures, grant or revoke a least-privilege
+//! runtime role, and name what holds back the cleanup every tenant's queues
+//! share ([`cleanup_horizon`]).
 //!
 //! A tenant is a schema holding this crate's `_duroxide_migrations`
 //! bookkeeping table. Every function here takes a pool and works on any
@@ -24,6 +25,7 @@
 //! # }
 //! ```
 
+mod horizon;
 mod many;
 mod roles;
 mod script;
@@ -37,6 +39,7 @@ use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
 
+pub use horizon::{CleanupHolder, HolderKind, cleanup_horizon};
 pub use roles::{RuntimeRights, grant_runtime_role, revoke_runtime_role, runtime_rights};
 pub use script::install_script;
 

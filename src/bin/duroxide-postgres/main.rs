@@ -56,7 +56,9 @@ enum Command {
         mode: ModeArg,
     },
     /// A table per tenant: version, pending migrations, procedures, queue
-    /// depths, oldest visible message age, leases.
+    /// depths, oldest visible message age, leases; then what holds back the
+    /// cleanup of delivered messages in the whole database (the oldest
+    /// snapshot), which slows every tenant's fetches while it lasts.
     Status {
         #[command(flatten)]
         target: Target,
@@ -257,7 +259,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     outcomes.push((schema, result));
                 }
             }
-            Ok(print_status(outcomes))
+            let code = print_status(outcomes);
+            let holder = tenants::cleanup_horizon(&pool).await?;
+            println!();
+            print!("{}", report::horizon_block(holder.as_ref()));
+            Ok(code)
         }
         Command::Tenants {
             command: TenantsCommand::List,

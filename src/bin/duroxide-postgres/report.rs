@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use duroxide_postgres::SqlMode;
 use duroxide_postgres::migrate::{self, SchemaStatus};
-use duroxide_postgres::tenants::{QueueStats, TenantStatus};
+use duroxide_postgres::tenants::{CleanupHolder, QueueStats, TenantStatus};
 
 /// `status`: one tenant as a two-column table.
 pub fn status_table(tenant: &TenantStatus) -> String {
@@ -71,6 +71,43 @@ fn queue_rows(q: &QueueStats) -> Vec<(&'static str, String)> {
             ),
         ),
     ]
+}
+
+/// A snapshot held this long is worth a warning: by then a busy tenant's
+/// queues hold tens of thousands of rows no fetch can skip.
+const HELD_TOO_LONG: Duration = Duration::from_secs(60);
+
+/// `status`: the database's cleanup horizon, which every tenant shares.
+pub fn horizon_block(holder: Option<&CleanupHolder>) -> String {
+    let mut out = String::from("database\n");
+    let Some(h) = holder else {
+        out.push_str("  cleanup held back by  nothing\n");
+        return out;
+    };
+    let details: Vec<String> = [
+        h.role.as_ref().map(|r| format!("role {r}")),
+        h.application.as_ref().map(|a| format!("application {a}")),
+        h.state.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut line = format!("{} {}", h.kind, h.holder);
+    if !details.is_empty() {
+        let _ = write!(line, " ({})", details.join(", "));
+    }
+    if let Some(held) = h.held_for {
+        let _ = write!(line, " for {:.1}s", held.as_secs_f64());
+    }
+    let _ = write!(line, ", {} transaction(s) behind", h.transactions_behind);
+    let _ = writeln!(out, "  cleanup held back by  {line}");
+    if h.held_for.is_some_and(|held| held >= HELD_TOO_LONG) {
+        out.push_str(
+            "  warning               no tenant's delivered messages can be cleaned up while \
+             it is held, so every fetch slows down (docs/operations.md, \"Long transactions\")\n",
+        );
+    }
+    out
 }
 
 /// `tenants list`: the header line.

@@ -345,3 +345,94 @@ async fn bad_input_gives_a_clear_message_and_its_own_exit_code() {
     let help = expect(0, &["--help"]).await;
     assert!(help.stdout.contains("Exit codes:"), "{help:#?}");
 }
+
+/// `url` with its database replaced by `database`.
+fn url_of_database(url: &str, database: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let path = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let end = url[path..].find('?').map_or(url.len(), |i| path + i);
+    format!("{}/{database}{}", &url[..path], &url[end..])
+}
+
+/// A session that holds a snapshot (a transaction left open) keeps every
+/// tenant's delivered messages from being cleaned up: the library and
+/// `status` name it, with its role, application, state and age, and report
+/// nothing once it ends. In a database of its own, so no other test's
+/// session is older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_session_that_holds_back_cleanup() {
+    use futures::FutureExt;
+    use sqlx::Connection;
+
+    let scratch =
+        crate::support::ScratchDatabase::create(&format!("dx_horizon_{}", std::process::id()), 2)
+            .await;
+    let pool = scratch.pool.clone();
+    let url = url_of_database(database_url(), &scratch.name);
+    let outcome = std::panic::AssertUnwindSafe(async move {
+        assert_eq!(
+            duroxide_postgres::tenants::cleanup_horizon(&pool)
+                .await
+                .expect("horizon"),
+            None,
+            "nothing holds a snapshot yet"
+        );
+        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+        let mut holder =
+            sqlx::PgConnection::connect_with(&options.application_name("forgotten-report"))
+                .await
+                .expect("holder");
+        let (pid, role): (i32, String) =
+            sqlx::query_as("SELECT pg_backend_pid(), current_user::text")
+                .fetch_one(&mut holder)
+                .await
+                .expect("pid");
+        sqlx::raw_sql(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_catalog.pg_class",
+        )
+        .execute(&mut holder)
+        .await
+        .expect("snapshot");
+        for _ in 0..3 {
+            sqlx::query("SELECT pg_catalog.txid_current()")
+                .execute(&pool)
+                .await
+                .expect("a transaction after the snapshot");
+        }
+        let held = duroxide_postgres::tenants::cleanup_horizon(&pool)
+            .await
+            .expect("horizon")
+            .expect("the open transaction holds the horizon");
+        assert_eq!(held.kind, duroxide_postgres::tenants::HolderKind::Session);
+        assert_eq!(held.holder, pid.to_string());
+        assert_eq!(held.application.as_deref(), Some("forgotten-report"));
+        assert_eq!(held.state.as_deref(), Some("idle in transaction"));
+        assert!(held.transactions_behind >= 3, "{held:?}");
+        assert!(held.held_for.is_some(), "{held:?}");
+
+        let status = run_with(Some(&url), &["status", "--all"]).await;
+        assert_eq!(status.code, Some(0), "{status:#?}");
+        let line = format!(
+            "cleanup held back by  session {pid} (role {role}, application forgotten-report, \
+             idle in transaction) for "
+        );
+        assert!(status.stdout.contains(&line), "{line:?} in {status:#?}");
+
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("end the transaction");
+        let status = run_with(Some(&url), &["status", "--all"]).await;
+        assert!(
+            status.stdout.contains("cleanup held back by  nothing"),
+            "{status:#?}"
+        );
+        holder.close().await.expect("close");
+    })
+    .catch_unwind()
+    .await;
+    scratch.finish().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
