@@ -122,7 +122,9 @@ async fn a_waiter_wakes_for_a_commit_from_another_connection() {
             let other_pool = tagged_pool("notify_wake_other").await;
             let enqueuer = provider_on(&other_pool, &names[0], mode, false).await;
             eventually("listener up", || async {
-                waiter.notification_stats().is_some_and(|s| s.connected)
+                waiter
+                    .notification_stats()
+                    .is_some_and(|s| s.connected && s.subscribed)
             })
             .await;
 
@@ -151,7 +153,9 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
     with_schemas("notify_rollback", 1, |pool, names, _| async move {
         let waiter = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
-            waiter.notification_stats().is_some_and(|s| s.connected)
+            waiter
+                .notification_stats()
+                .is_some_and(|s| s.connected && s.subscribed)
         })
         .await;
         let received_before = waiter.notification_stats().map_or(0, |s| s.received);
@@ -230,7 +234,8 @@ async fn a_pools_first_provider_listens_from_the_first_connection() {
     with_schemas("notify_first", 1, |pool, names, app| async move {
         let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
-            p.notification_stats().is_some_and(|s| s.connected)
+            p.notification_stats()
+                .is_some_and(|s| s.connected && s.subscribed)
         })
         .await;
         assert_eq!(listeners(&pool, &app).await.len(), 1, "listening once up");
@@ -259,7 +264,8 @@ async fn waiters_recover_after_the_listener_backend_is_terminated() {
     with_schemas("notify_kill", 1, |pool, names, app| async move {
         let p = provider_on(&pool, &names[0], SqlMode::StoredProcedures, true).await;
         eventually("listener up", || async {
-            p.notification_stats().is_some_and(|s| s.connected)
+            p.notification_stats()
+                .is_some_and(|s| s.connected && s.subscribed)
         })
         .await;
         let connections = p.notification_stats().map_or(0, |s| s.connections);
