@@ -1,7 +1,8 @@
 //! Bounds on what one instance's data can do to a tenant: payloads over the
-//! limit are refused before they reach the server, and an instance whose
+//! limit are refused before they reach the server, an instance whose
 //! history cannot be read (too large, or a failure reading it) counts its
-//! attempts until the runtime poisons it, without holding the queue.
+//! attempts until the runtime poisons it, without holding the queue, and an
+//! id too long to index fails only what wrote it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -296,6 +297,112 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
         assert_eq!(item.history.len(), 1);
         assert_eq!(attempts, 3);
         timed.pool().close().await;
+    })
+    .await;
+}
+
+/// `len` letters and digits from a fixed pseudo-random sequence: text that
+/// PostgreSQL cannot compress, so its size in an index is its length.
+fn noise(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let index = usize::try_from(state >> 33).unwrap_or(0) % ALPHABET.len();
+            char::from(ALPHABET[index])
+        })
+        .collect()
+}
+
+in_both_modes!(an_id_too_long_to_index_fails_only_what_sent_it:
+    an_id_too_long_to_index_fails_only_what_sent_it_procedures,
+    an_id_too_long_to_index_fails_only_what_sent_it_inline);
+
+/// An instance id longer than a btree index entry can hold (2,704 bytes,
+/// after compression) is refused where it is written: by the client, with
+/// a permanent error; inside an orchestration's turn, by failing that
+/// orchestration, whose ack cannot be committed. Nothing is left in the
+/// queues and a neighbour runs.
+async fn an_id_too_long_to_index_fails_only_what_sent_it(mode: SqlMode) {
+    with_schema("limit_long_id", |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = Arc::new(provider(&schema, PostgresOptions::default().sql_mode(mode)).await);
+        let long = noise(3000);
+        let refused = p
+            .enqueue_for_orchestrator(start(&long), None)
+            .await
+            .expect_err("an id the index cannot hold is refused");
+        assert!(!refused.is_retryable(), "{mode}: {refused}");
+        assert!(
+            refused.to_string().contains("index row size"),
+            "{mode}: the error says why: {refused}"
+        );
+
+        let child = long.clone();
+        let orchestrations = OrchestrationRegistry::builder()
+            .register(
+                "Spawner",
+                move |ctx: OrchestrationContext, _input: String| {
+                    let child = child.clone();
+                    async move {
+                        ctx.schedule_orchestration("Plain", child, "");
+                        Ok("spawned".to_string())
+                    }
+                },
+            )
+            .register(
+                "Plain",
+                |_ctx: OrchestrationContext, input: String| async move { Ok(input) },
+            )
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            max_attempts: 3,
+            ..Default::default()
+        };
+        let rt = Runtime::start_with_options(
+            p.clone(),
+            ActivityRegistry::builder().build(),
+            orchestrations,
+            options,
+        )
+        .await;
+        let client = Client::new(p.clone());
+        client
+            .start_orchestration("spawner", "Spawner", "")
+            .await
+            .expect("start");
+        let spawner = client
+            .wait_for_orchestration("spawner", Duration::from_secs(60))
+            .await;
+        client
+            .start_orchestration("plain", "Plain", "fine")
+            .await
+            .expect("start");
+        let plain = client
+            .wait_for_orchestration("plain", Duration::from_secs(30))
+            .await;
+        rt.shutdown(None).await;
+        assert!(
+            matches!(spawner, Ok(OrchestrationStatus::Failed { .. })),
+            "{mode}: the orchestration that named the id fails: {spawner:?}"
+        );
+        assert!(
+            matches!(&plain, Ok(OrchestrationStatus::Completed { output, .. }) if output == "fine"),
+            "{mode}: the neighbour completes: {plain:?}"
+        );
+        let left: i64 = sqlx::query_scalar(&schema.sql(
+            "SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue) \
+                  + (SELECT count(*) FROM {{schema}}.worker_queue) \
+                  + (SELECT count(*) FROM {{schema}}.instance_locks)",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("queues");
+        assert_eq!(left, 0, "{mode}: nothing left in the queues");
     })
     .await;
 }
