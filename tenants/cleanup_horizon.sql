@@ -7,9 +7,10 @@
 -- fetch of every tenant walks further over them (docs/operations.md, "Long
 -- transactions"). Its age is counted in transactions begun since the
 -- snapshot and, where the server records it, in time since its
--- transaction (or the prepared transaction) began. Other roles' sessions
--- show their snapshot only to a role with pg_read_all_stats (or the same
--- role), as pg_stat_activity does.
+-- transaction (or the prepared transaction) began. pg_stat_activity shows
+-- every session's snapshot to any role, but another role's session's state
+-- and start times only to members of that role, pg_read_all_stats and
+-- superusers: for the others, state and held_ms are NULL.
 WITH db AS (
     SELECT d.oid, d.datname FROM pg_catalog.pg_database d
      WHERE d.datname = pg_catalog.current_database()

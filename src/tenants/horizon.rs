@@ -71,9 +71,11 @@ pub struct CleanupHolder {
 
 /// The session, prepared transaction, replication slot or standby holding
 /// the oldest snapshot in the database `pool` connects to (the caller's own
-/// connection left out), or `None` when nothing holds one. Other roles'
-/// sessions are seen only by a role with `pg_read_all_stats` (or a
-/// superuser), as in `pg_stat_activity`.
+/// connection left out), or `None` when nothing holds one. Any role sees
+/// every session's snapshot, but of another role's session only a member
+/// of that role, `pg_read_all_stats` or a superuser sees its state and how
+/// long it has been open (`state` and `held_for` are `None` otherwise), as
+/// in `pg_stat_activity`.
 ///
 /// # Errors
 /// Database errors.
