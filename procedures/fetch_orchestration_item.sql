@@ -42,11 +42,11 @@
 -- Returns the claimed instance, with `more` telling whether another instance
 -- had a visible message and no lease (a long-polling caller wakes one more
 -- waiter).
--- When nothing is claimed and p_next_due is set, returns one row whose
--- lock_token is NULL and whose next_due_ms is the time until the earliest
--- delayed message or lease expiry (NULL: nothing is due; 0: look again now),
+-- When nothing is claimed, returns one row whose lock_token is NULL; with
+-- p_next_due set, its next_due_ms is the time until the earliest delayed
+-- message or lease expiry (NULL: nothing is due; 0: look again now),
 -- measured from the same clock reading as the scan, so nothing that comes due
--- in between is slept past; without p_next_due, no row. A claim of the first
+-- in between is slept past (without p_next_due, NULL). A claim of the first
 -- candidate with nothing more ready reports the same time too, its own new
 -- lease counted, so the caller knows the queue holds nothing else for it
 -- until then or a notification (src/notify.rs); any other claim reports NULL.
@@ -57,6 +57,11 @@
 -- oldest, so the completions of a fan-out are taken in one turn rather than
 -- one turn each even when they trickle in (the window restarts at each), and
 -- a steady trickle cannot hold an instance back; the next due time covers it.
+--
+-- p_floor_ms: where the scan for candidates starts, a lower bound on every
+-- message's visibility (src/scan_floor.rs; NULL: the whole queue). Every
+-- row returned carries the next floor, scan_floor_ms (p_floor_margin_ms
+-- below what the first candidate's scan saw), claimed or not.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -69,7 +74,9 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_next_due        boolean,
     p_settle_ms       bigint,
     p_orphan_retention_ms bigint,
-    p_max_history_bytes   bigint)
+    p_max_history_bytes   bigint,
+    p_floor_ms            bigint,
+    p_floor_margin_ms     bigint)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -85,7 +92,8 @@ RETURNS TABLE (
     kv_values              text[],
     kv_updated_ms          bigint[],
     more                   boolean,
-    next_due_ms            bigint)
+    next_due_ms            bigint,
+    scan_floor_ms          bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -120,6 +128,8 @@ DECLARE
     v_claimed_at bigint;
     v_more      boolean;
     v_due       bigint;
+    v_floor     bigint := p_floor_ms;
+    v_scan_floor bigint;
 BEGIN
     -- The statements are statements/fetch_orchestration_item/*.sql, which
     -- inline mode runs with this control flow in Rust
@@ -136,7 +146,12 @@ BEGIN
         -- waiting for its WAL flush; any later durable commit (an ack)
         -- flushes it with its own.
         {{> candidate}}
-          INTO v_lazy, v_instance, v_claimed, v_has_row, v_more, v_now, v_due;
+          INTO v_lazy, v_instance, v_claimed, v_has_row, v_more, v_now, v_due, v_scan_floor;
+        -- The first candidate's next floor is returned for the caller's
+        -- next calls; after a full scan it serves this call's later
+        -- candidates too (src/scan_floor.rs).
+        scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
+        v_floor := coalesce(v_floor, v_scan_floor);
         IF v_instance IS NOT NULL AND NOT v_claimed AND NOT v_has_row THEN
             -- Messages without a claim row (written by an older build or
             -- behind the provider's back): create it, then claim it.
@@ -149,11 +164,9 @@ BEGIN
             CONTINUE;
         END IF;
         IF v_instance IS NULL THEN
-            IF p_next_due THEN
-                next_due_ms := CASE WHEN v_parked THEN 0 ELSE v_due END;
-                more := false;
-                RETURN NEXT;
-            END IF;
+            next_due_ms := CASE WHEN p_next_due THEN CASE WHEN v_parked THEN 0 ELSE v_due END END;
+            more := false;
+            RETURN NEXT;
             RETURN;
         END IF;
 
@@ -184,11 +197,10 @@ BEGIN
                 IF v_all_queue THEN
                     -- Events queued for an instance that never started are dropped.
                     {{> drop_batch}};
-                    IF p_next_due THEN
-                        next_due_ms := 0;  -- other work may be waiting: look again now
-                        more := false;
-                        RETURN NEXT;
-                    END IF;
+                    -- Other work may be waiting: look again now.
+                    next_due_ms := CASE WHEN p_next_due THEN 0 END;
+                    more := false;
+                    RETURN NEXT;
                     RETURN;
                 END IF;
                 -- Nothing to run yet: park the batch (dropping what outlived its
@@ -236,10 +248,8 @@ BEGIN
     END LOOP;
     -- Every candidate was leased by others meanwhile (their acks notify) or
     -- parked (look again now).
-    IF p_next_due THEN
-        more := false;
-        next_due_ms := CASE WHEN v_parked THEN 0 END;
-        RETURN NEXT;
-    END IF;
+    more := false;
+    next_due_ms := CASE WHEN p_next_due AND v_parked THEN 0 END;
+    RETURN NEXT;
 END
 $$;

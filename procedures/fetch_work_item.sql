@@ -1,5 +1,6 @@
--- fetch_work_item: claim the oldest visible, unlocked (or lock-expired)
--- activity this worker may run, in one call.
+-- fetch_work_item: claim the activity this worker may run that became
+-- visible first (then the first to arrive), unlocked or lock-expired, in one
+-- call.
 --
 -- Tag routing: p_tag_mode 'default' (untagged only), 'tags' (tag in p_tags),
 -- 'default_and' (untagged or tag in p_tags), 'any'.
@@ -15,22 +16,30 @@
 --
 -- Returns the claimed item, with `more` telling whether another visible,
 -- unlocked item for this worker's tags follows it (a long-polling caller
--- wakes one more waiter). When nothing is claimed and p_next_due is set,
--- returns one row whose lock_token is NULL and whose next_due_ms is the time
--- until the earliest delayed item, item lock expiry or session lock expiry
--- (NULL: nothing is due), measured from the same clock reading as the scan;
--- without p_next_due, no row. A claim of the first candidate with nothing
--- following it reports the same time too, its own new lock counted, so the
--- caller knows the queue holds nothing else for it until then or a
--- notification (src/notify.rs); any other claim reports NULL.
+-- wakes one more waiter). When nothing is claimed, returns one row whose
+-- lock_token is NULL; with p_next_due set, its next_due_ms is the time until
+-- the earliest delayed item, item lock expiry or session lock expiry (NULL:
+-- nothing is due), measured from the same clock reading as the scan (without
+-- p_next_due, NULL). A claim of the first candidate with nothing following
+-- it reports the same time too, its own new lock counted, so the caller
+-- knows the queue holds nothing else for it until then or a notification
+-- (src/notify.rs); any other claim reports NULL.
+--
+-- p_floor_ms: where the scan for candidates starts, a lower bound on every
+-- item's visibility (src/scan_floor.rs; NULL: the whole queue). Every row
+-- returned carries the next floor, scan_floor_ms (p_floor_margin_ms below
+-- what the first candidate's scan saw), claimed or not.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
     p_tags             text[],
     p_owner_id         text,
     p_session_lock_ms  bigint,
-    p_next_due         boolean)
-RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint)
+    p_next_due         boolean,
+    p_floor_ms         bigint,
+    p_floor_margin_ms  bigint)
+RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint,
+               scan_floor_ms bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -48,6 +57,8 @@ DECLARE
     v_more    boolean;
     v_due     bigint;
     v_taken   boolean;
+    v_floor   bigint := p_floor_ms;
+    v_scan_floor bigint;
 BEGIN
     -- The statements are statements/fetch_work_item/*.sql, which inline
     -- mode runs with this loop in Rust (src/inline/worker.rs).
@@ -58,13 +69,16 @@ BEGIN
         -- makes this transaction commit without waiting for its WAL flush;
         -- any later durable commit flushes it with its own.
         {{> candidate}}
-          INTO v_lazy, v_id, v_session, v_now, v_more, v_due;
+          INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+        -- The first candidate's next floor is returned for the caller's
+        -- next calls; after a full scan it serves this call's later
+        -- candidates too (src/scan_floor.rs).
+        scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
+        v_floor := coalesce(v_floor, v_scan_floor);
         IF v_id IS NULL THEN
-            IF p_next_due THEN
-                next_due_ms := v_due;
-                more := false;
-                RETURN NEXT;
-            END IF;
+            next_due_ms := CASE WHEN p_next_due THEN v_due END;
+            more := false;
+            RETURN NEXT;
             RETURN;
         END IF;
 
@@ -85,9 +99,7 @@ BEGIN
         RETURN;
     END LOOP;
     -- Every candidate's session was taken by others meanwhile.
-    IF p_next_due THEN
-        more := false;
-        RETURN NEXT;
-    END IF;
+    more := false;
+    RETURN NEXT;
 END
 $$;

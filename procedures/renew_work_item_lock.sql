@@ -15,7 +15,9 @@ BEGIN
     WITH n AS (SELECT {{now_ms}} AS now_ms),
     renewed AS (
         UPDATE {{schema}}.worker_queue q
-           SET locked_until_ms = n.now_ms + p_extend_ms
+           SET locked_until_ms = n.now_ms + p_extend_ms,
+               -- Visible again when the lock ends (statements/fetch_work_item/claim.sql).
+               visible_at_ms = n.now_ms + p_extend_ms
           FROM n
          WHERE q.lock_token = p_lock_token AND q.locked_until_ms > n.now_ms
         RETURNING q.session_id, n.now_ms),

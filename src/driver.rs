@@ -183,6 +183,7 @@ mod procedures {
     use crate::error::Result;
     use crate::notify::Polled;
     use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
+    use crate::scan_floor;
     use crate::store::Store;
     use crate::worker_queue::{self, FetchedItem};
 
@@ -200,12 +201,21 @@ mod procedures {
         for bound in params.bounds {
             query = query.bind(bound);
         }
+        let scan = s.floors.orchestrator.start();
         let query = query
             .bind(params.next_due)
             .bind(params.settle_ms)
             .bind(params.orphan_retention_ms)
-            .bind(params.max_history_bytes);
-        Ok(match s.pool.fetch_optional_on(conn, query).await? {
+            .bind(params.max_history_bytes)
+            .bind(scan.floor)
+            .bind(scan_floor::MARGIN_MS);
+        let row = s.pool.fetch_optional_on(conn, query).await?;
+        if let Some(row) = &row {
+            s.floors
+                .orchestrator
+                .set(scan, row.try_get("scan_floor_ms")?);
+        }
+        Ok(match row {
             None => Polled::Empty { next_due_ms: None },
             Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
                 None => Polled::Empty {
@@ -268,14 +278,21 @@ mod procedures {
     ) -> Result<Polled<FetchedItem>> {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
+        let scan = s.floors.worker.start();
         let query = sqlx::query(&s.sql.worker.fetch)
             .bind(clock.lease_ms(params.lock_timeout))
             .bind(params.tag_mode)
             .bind(&params.tags)
             .bind(&params.owner)
             .bind(params.session_lock.map(|d| clock.lease_ms(d)))
-            .bind(params.next_due);
-        Ok(match s.pool.fetch_optional_on(conn, query).await? {
+            .bind(params.next_due)
+            .bind(scan.floor)
+            .bind(scan_floor::MARGIN_MS);
+        let row = s.pool.fetch_optional_on(conn, query).await?;
+        if let Some(row) = &row {
+            s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
+        }
+        Ok(match row {
             None => Polled::Empty { next_due_ms: None },
             Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
                 None => Polled::Empty {

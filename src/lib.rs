@@ -77,6 +77,7 @@ mod provider;
 mod provider_admin;
 mod recycle;
 mod reuse;
+mod scan_floor;
 mod schema;
 mod sql;
 mod statement_file;

@@ -25,7 +25,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",

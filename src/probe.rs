@@ -95,6 +95,15 @@ impl PostgresProvider {
         Ok(worker_queue::fetch_once(&self.store, &params).await?.into())
     }
 
+    /// Test hook: forgets both queues' scan floors, so the next fetch of
+    /// each scans its whole queue (for tests that move visibility times
+    /// back behind the provider's back; `crate::scan_floor`).
+    #[doc(hidden)]
+    pub fn probe_forget_scan_floors(&self) {
+        self.store.floors.orchestrator.forget();
+        self.store.floors.worker.forget();
+    }
+
     /// Test hook: notifications this provider's pool has posted for other
     /// processes and not sent yet (queued, or in a send that has not
     /// returned). Zero means every notification of a commit that returned

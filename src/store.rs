@@ -17,6 +17,7 @@ use crate::driver::Driver;
 use crate::error::Result;
 use crate::notify::{LongPoll, Sender, Wake};
 use crate::pooler::Db;
+use crate::scan_floor::ScanFloors;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
 
@@ -43,6 +44,8 @@ pub(crate) struct Store {
     /// The schema's name, shared: the gate's key for the tenant and the
     /// schema's notification channel.
     pub name: Arc<str>,
+    /// Where the fetches' scans of the two queues start ([`crate::scan_floor`]).
+    pub floors: Arc<ScanFloors>,
 }
 
 impl Store {
@@ -68,6 +71,7 @@ impl Store {
             limits,
             long_poll,
             gate,
+            floors: Arc::default(),
         }
     }
 

@@ -21,8 +21,8 @@ statements! {
         /// Add an activity.
         enqueue = "SELECT {{schema}}.enqueue_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
         /// Claim an activity.
-        fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms \
-                 FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
+        fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms, scan_floor_ms \
+                 FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8)",
         /// Complete an activity.
         ack = "SELECT acked, wake FROM {{schema}}.ack_work_item{{suffix}}($1, $2, $3, $4)",
         /// Extend an activity lock.

@@ -10,6 +10,7 @@ use crate::codec::AttemptClock;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
+use crate::scan_floor;
 use crate::store::Store;
 
 /// Candidates tried per fetch, as in the procedure.
@@ -357,6 +358,9 @@ async fn fetch_in(
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     let mut parked = false;
+    let scan = p.floors.orchestrator.start();
+    let mut floor = scan.floor;
+    let mut first = true;
     for _ in 0..MAX_CANDIDATES {
         // The lease counts from the attempt's start; `claimed_at` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
@@ -371,8 +375,18 @@ async fn fetch_in(
             .bind(params.settle_ms)
             .bind(None::<i64>) // the own lease counts from the candidate's clock
             .bind(lease_ms)
+            .bind(floor)
+            .bind(scan_floor::MARGIN_MS)
             .fetch_one(&mut *conn)
             .await?;
+        if first {
+            // The next floor; after a full scan it serves the later
+            // candidates too.
+            first = false;
+            let next = row.try_get("scan_floor_ms")?;
+            p.floors.orchestrator.set(scan, next);
+            floor = floor.or(next);
+        }
         let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? else {
             return Ok(done(Polled::Empty {
                 next_due_ms: if parked {
@@ -493,8 +507,8 @@ async fn fetch_in(
 }
 
 /// "Look again now" (a next due time of 0), for a fetch that asked for its
-/// next due time; nothing for one that did not, as the procedure returns no
-/// row then.
+/// next due time; nothing for one that did not, as the procedure returns
+/// then.
 fn look_again(params: &FetchParams) -> Option<i64> {
     params.next_due.then_some(0)
 }

@@ -7,6 +7,7 @@ use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
+use crate::scan_floor;
 use crate::store::Store;
 use crate::worker_queue::{FetchParams, FetchedItem};
 
@@ -49,6 +50,9 @@ async fn fetch_in(
     let sql = &p.sql.inline.fetch_work;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
+    let scan = p.floors.worker.start();
+    let mut floor = scan.floor;
+    let mut first = true;
     for _ in 0..MAX_CANDIDATES {
         // The leases count from the attempt's start; `now` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
@@ -61,8 +65,18 @@ async fn fetch_in(
             .bind(params.next_due)
             .bind(None::<i64>) // the own lock counts from the candidate's clock
             .bind(lease_ms)
+            .bind(floor)
+            .bind(scan_floor::MARGIN_MS)
             .fetch_one(&mut *conn)
             .await?;
+        if first {
+            // The next floor; after a full scan it serves the later
+            // candidates too.
+            first = false;
+            let next = row.try_get("scan_floor_ms")?;
+            p.floors.worker.set(scan, next);
+            floor = floor.or(next);
+        }
         let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
             return Ok(Polled::Empty {
                 next_due_ms: row.try_get("next_due_ms")?,

@@ -12,9 +12,13 @@
 -- delayed message, lease expiry or end of a settle window, the candidate's
 -- own lease counted (from v_start; inline mode passes NULL: from the clock
 -- read here). Always one row (instance_id NULL: no candidate).
+-- The scan starts at v_floor, a lower bound on every message's visibility
+-- (src/scan_floor.rs; NULL: the whole index). Returns the next floor
+-- (scan_floor_ms): the least of the oldest message's visibility at or above
+-- v_floor and the clock, minus p_floor_margin_ms.
 -- lazy_commit: the transaction commits with synchronous_commit off (a
 -- lease lost to a crash is harmless; docs/architecture.md, "Durability").
--- params: v_skip text[], p_filter boolean, p_min_major bigint, p_min_minor bigint, p_min_patch bigint, p_max_major bigint, p_max_minor bigint, p_max_patch bigint, p_next_due boolean, p_settle_ms bigint, v_start bigint, p_lock_timeout_ms bigint
+-- params: v_skip text[], p_filter boolean, p_min_major bigint, p_min_minor bigint, p_min_patch bigint, p_max_major bigint, p_max_minor bigint, p_max_patch bigint, p_next_due boolean, p_settle_ms bigint, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_floor_margin_ms bigint
 SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        c.instance_id,
        coalesce((SELECT true FROM {{schema}}.instance_claims k
@@ -36,12 +40,16 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                               AND coalesce((SELECT true FROM {{schema}}.worker_queue w WHERE w.instance_id = q.instance_id LIMIT 1), false)) g),
                   -- The claimed instance's own lease.
                   CASE WHEN c.instance_id IS NOT NULL THEN coalesce(v_start, n.now_ms) + p_lock_timeout_ms END) - n.now_ms
-       END AS next_due_ms
+       END AS next_due_ms,
+       least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+               WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
+             n.now_ms) - p_floor_margin_ms AS scan_floor_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
        SELECT q.instance_id, q.visible_at_ms, q.id
          FROM {{schema}}.orchestrator_queue q
         WHERE q.visible_at_ms <= n.now_ms
+          AND q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)
           AND q.instance_id <> ALL (v_skip)
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)

@@ -13,6 +13,7 @@ mod differential;
 mod fairness;
 mod faults;
 mod fixtures;
+mod held_snapshot;
 mod hostile_search_path;
 mod limits;
 mod load;

@@ -743,6 +743,10 @@ async fn a_settle_window_restarts_at_each_completion_up_to_a_cap() {
                 .await
                 .unwrap_or_else(|e| panic!("age the completions: {e}"));
                 assert_eq!(aged.rows_affected(), 2, "{mode}, {case}: two completions queued");
+                // Aged behind the provider's back, the completions now lie
+                // below the scan floor `p` keeps, which only its next full
+                // scan, up to 10 s later, would look under (src/scan_floor.rs).
+                p.probe_forget_scan_floors();
                 let fetched = p
                     .fetch_orchestration_item(LOCK, LONG, None)
                     .await

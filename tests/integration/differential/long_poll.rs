@@ -433,6 +433,8 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
                  SELECT pg_catalog.pg_notify('{s}', 'orchestrator'), pg_catalog.pg_notify('{s}', 'worker');",
                 s = side.schema
             );
+            // Times moved back lie below the fetches' scan floors.
+            p.probe_forget_scan_floors();
             match sqlx::raw_sql(&sql).execute(&side.pool).await {
                 Ok(_) => Seen::text("advanced"),
                 Err(e) => Seen::text(format!("advance failed: {e}")),
