@@ -59,9 +59,10 @@
 -- a steady trickle cannot hold an instance back; the next due time covers it.
 --
 -- p_floor_ms: where the scan for candidates starts, a lower bound on every
--- message's visibility (src/scan_floor.rs; NULL: the whole queue). Every
--- row returned carries the next floor, scan_floor_ms (p_floor_margin_ms
--- below what the first candidate's scan saw), claimed or not.
+-- message's visibility (src/scan_floor.rs; NULL: the whole queue). With
+-- p_next_floor_margin_ms set, every row returned carries the next floor,
+-- scan_floor_ms (that margin below what the first candidate's scan saw),
+-- claimed or not.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -76,7 +77,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_orphan_retention_ms bigint,
     p_max_history_bytes   bigint,
     p_floor_ms            bigint,
-    p_floor_margin_ms     bigint)
+    p_next_floor_margin_ms bigint)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,

@@ -26,9 +26,10 @@
 -- (src/notify.rs); any other claim reports NULL.
 --
 -- p_floor_ms: where the scan for candidates starts, a lower bound on every
--- item's visibility (src/scan_floor.rs; NULL: the whole queue). Every row
--- returned carries the next floor, scan_floor_ms (p_floor_margin_ms below
--- what the first candidate's scan saw), claimed or not.
+-- item's visibility (src/scan_floor.rs; NULL: the whole queue). With
+-- p_next_floor_margin_ms set, every row returned carries the next floor,
+-- scan_floor_ms (that margin below what the first candidate's scan saw),
+-- claimed or not.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
@@ -37,7 +38,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_session_lock_ms  bigint,
     p_next_due         boolean,
     p_floor_ms         bigint,
-    p_floor_margin_ms  bigint)
+    p_next_floor_margin_ms bigint)
 RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint,
                scan_floor_ms bigint)
 LANGUAGE plpgsql

@@ -183,7 +183,6 @@ mod procedures {
     use crate::error::Result;
     use crate::notify::Polled;
     use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
-    use crate::scan_floor;
     use crate::store::Store;
     use crate::worker_queue::{self, FetchedItem};
 
@@ -208,7 +207,7 @@ mod procedures {
             .bind(params.orphan_retention_ms)
             .bind(params.max_history_bytes)
             .bind(scan.floor)
-            .bind(scan_floor::MARGIN_MS);
+            .bind(scan.next_floor_margin_ms());
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors
@@ -287,7 +286,7 @@ mod procedures {
             .bind(params.session_lock.map(|d| clock.lease_ms(d)))
             .bind(params.next_due)
             .bind(scan.floor)
-            .bind(scan_floor::MARGIN_MS);
+            .bind(scan.next_floor_margin_ms());
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);

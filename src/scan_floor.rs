@@ -10,10 +10,12 @@
 //! fetch of every tenant (docs/benchmarks.md, "A snapshot held in the
 //! database").
 //!
-//! So a fetch starts at a floor instead. Each fetch also returns the next
-//! floor: the least of the oldest message's visibility time at or above
-//! the floor it scanned from and its own clock, minus [`MARGIN`]. Every
-//! [`RESCAN`], a fetch scans from the index's first entry instead.
+//! So a fetch starts at a floor instead. A fetch made once the floor is
+//! [`MOVE`] old also returns the next floor: the least of the oldest
+//! message's visibility time at or above the floor it scanned from and its
+//! own clock, minus [`MARGIN`] (one more walk from the floor, so not every
+//! fetch makes it). Every [`RESCAN`], a fetch scans from the index's first
+//! entry instead.
 //!
 //! Why no message is lost, and none waits long:
 //!
@@ -35,7 +37,8 @@
 //!   by a full scan is never raised past what it found.
 //!
 //! While a snapshot is held, a fetch walks what was delivered in the last
-//! [`MARGIN`] or so (since the oldest message still queued, if older),
+//! [`MARGIN`] and [`MOVE`] or so (since the oldest message still queued, if
+//! older),
 //! instead of everything delivered since the snapshot began; a full scan
 //! every [`RESCAN`] still walks it all.
 //!
@@ -56,20 +59,24 @@ use std::time::{Duration, Instant};
 /// that read the clock before that scan and commit after it.
 pub(crate) const MARGIN: Duration = Duration::from_secs(1);
 
+/// How old a floor is when a fetch computes the next one.
+pub(crate) const MOVE: Duration = Duration::from_secs(1);
+
 /// How often a fetch scans the whole queue, for what slipped below a floor.
 pub(crate) const RESCAN: Duration = Duration::from_secs(10);
 
 /// [`MARGIN`] in milliseconds, as the candidate statements take it.
-pub(crate) const MARGIN_MS: i64 = MARGIN.as_millis() as i64;
+const MARGIN_MS: i64 = MARGIN.as_millis() as i64;
 
-/// One queue's floor (ms since the epoch), and when the last full scan
-/// started.
+/// One queue's floor (ms since the epoch), when it was set, and when the
+/// last full scan started.
 #[derive(Default)]
 pub(crate) struct ScanFloor(Mutex<Option<State>>);
 
 #[derive(Clone, Copy)]
 struct State {
     floor: i64,
+    moved: Instant,
     full_scan: Instant,
 }
 
@@ -78,10 +85,17 @@ impl ScanFloor {
     pub(crate) fn start(&self) -> Scan {
         let now = Instant::now();
         let state = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Scan {
-            floor: state
-                .and_then(|s| (now.duration_since(s.full_scan) < RESCAN).then_some(s.floor)),
-            started: now,
+        match state {
+            Some(s) if now.duration_since(s.full_scan) < RESCAN => Scan {
+                floor: Some(s.floor),
+                next: now.duration_since(s.moved) >= MOVE,
+                started: now,
+            },
+            _ => Scan {
+                floor: None,
+                next: true,
+                started: now,
+            },
         }
     }
 
@@ -104,6 +118,7 @@ impl ScanFloor {
             (Some(from), Some(current)) if current.floor == from => {
                 *state = Some(State {
                     floor: next,
+                    moved: scan.started,
                     ..current
                 });
                 return;
@@ -112,6 +127,7 @@ impl ScanFloor {
         }
         *state = Some(State {
             floor: next,
+            moved: scan.started,
             full_scan: scan.started,
         });
     }
@@ -122,7 +138,17 @@ impl ScanFloor {
 pub(crate) struct Scan {
     /// Where the scan starts (`None`: at the index's first entry).
     pub floor: Option<i64>,
+    /// Whether the fetch computes the next floor.
+    next: bool,
     started: Instant,
+}
+
+impl Scan {
+    /// The candidate statements' `p_next_floor_margin_ms`: the margin when
+    /// this fetch computes the next floor, else `None`.
+    pub(crate) fn next_floor_margin_ms(&self) -> Option<i64> {
+        self.next.then_some(MARGIN_MS)
+    }
 }
 
 /// The floors of a store's two queues.
@@ -146,6 +172,11 @@ mod tests {
         floors.set(first, Some(1_000));
         let second = floors.start();
         assert_eq!(second.floor, Some(1_000));
+        assert_eq!(
+            second.next_floor_margin_ms(),
+            None,
+            "moved less than MOVE ago"
+        );
         floors.set(second, Some(1_500));
         assert_eq!(floors.start().floor, Some(1_500), "a floored scan moves it");
         floors.set(floors.start(), None);
@@ -162,6 +193,7 @@ mod tests {
         floors.set(
             Scan {
                 floor: None,
+                next: true,
                 started: long_ago,
             },
             Some(5),
@@ -178,6 +210,7 @@ mod tests {
         // A full scan finds a message below the floor and lowers it ...
         let full = Scan {
             floor: None,
+            next: true,
             started: Instant::now(),
         };
         floors.set(full, Some(400));
@@ -191,10 +224,12 @@ mod tests {
         let floors = ScanFloor::default();
         let older = Scan {
             floor: None,
+            next: true,
             started: Instant::now(),
         };
         let newer = Scan {
             floor: None,
+            next: true,
             started: older.started + Duration::from_millis(1),
         };
         floors.set(newer, Some(2_000));

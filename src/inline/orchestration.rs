@@ -10,7 +10,6 @@ use crate::codec::AttemptClock;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
-use crate::scan_floor;
 use crate::store::Store;
 
 /// Candidates tried per fetch, as in the procedure.
@@ -376,7 +375,7 @@ async fn fetch_in(
             .bind(None::<i64>) // the own lease counts from the candidate's clock
             .bind(lease_ms)
             .bind(floor)
-            .bind(scan_floor::MARGIN_MS)
+            .bind(scan.next_floor_margin_ms())
             .fetch_one(&mut *conn)
             .await?;
         if first {

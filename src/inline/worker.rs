@@ -7,7 +7,6 @@ use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
-use crate::scan_floor;
 use crate::store::Store;
 use crate::worker_queue::{FetchParams, FetchedItem};
 
@@ -66,7 +65,7 @@ async fn fetch_in(
             .bind(None::<i64>) // the own lock counts from the candidate's clock
             .bind(lease_ms)
             .bind(floor)
-            .bind(scan_floor::MARGIN_MS)
+            .bind(scan.next_floor_margin_ms())
             .fetch_one(&mut *conn)
             .await?;
         if first {

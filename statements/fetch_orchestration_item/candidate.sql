@@ -13,12 +13,12 @@
 -- own lease counted (from v_start; inline mode passes NULL: from the clock
 -- read here). Always one row (instance_id NULL: no candidate).
 -- The scan starts at v_floor, a lower bound on every message's visibility
--- (src/scan_floor.rs; NULL: the whole index). Returns the next floor
--- (scan_floor_ms): the least of the oldest message's visibility at or above
--- v_floor and the clock, minus p_floor_margin_ms.
+-- (src/scan_floor.rs; NULL: the whole index). With p_next_floor_margin_ms
+-- set, also returns the next floor (scan_floor_ms): the least of the oldest
+-- message's visibility at or above v_floor and the clock, minus that margin.
 -- lazy_commit: the transaction commits with synchronous_commit off (a
 -- lease lost to a crash is harmless; docs/architecture.md, "Durability").
--- params: v_skip text[], p_filter boolean, p_min_major bigint, p_min_minor bigint, p_min_patch bigint, p_max_major bigint, p_max_minor bigint, p_max_patch bigint, p_next_due boolean, p_settle_ms bigint, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_floor_margin_ms bigint
+-- params: v_skip text[], p_filter boolean, p_min_major bigint, p_min_minor bigint, p_min_patch bigint, p_max_major bigint, p_max_minor bigint, p_max_patch bigint, p_next_due boolean, p_settle_ms bigint, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
 SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        c.instance_id,
        coalesce((SELECT true FROM {{schema}}.instance_claims k
@@ -41,9 +41,11 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                   -- The claimed instance's own lease.
                   CASE WHEN c.instance_id IS NOT NULL THEN coalesce(v_start, n.now_ms) + p_lock_timeout_ms END) - n.now_ms
        END AS next_due_ms,
-       least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
-               WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
-             n.now_ms) - p_floor_margin_ms AS scan_floor_ms
+       CASE WHEN p_next_floor_margin_ms IS NOT NULL THEN
+            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
+                    WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
+                  n.now_ms) - p_next_floor_margin_ms
+       END AS scan_floor_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
        SELECT q.instance_id, q.visible_at_ms, q.id

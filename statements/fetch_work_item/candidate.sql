@@ -7,12 +7,12 @@
 -- here). Always one row (id NULL: nothing found).
 -- Items are taken in the order they became visible, then of arrival. The
 -- scan starts at v_floor, a lower bound on every item's visibility
--- (src/scan_floor.rs; NULL: the whole index). Returns the next floor
--- (scan_floor_ms): the least of the oldest item's visibility at or above
--- v_floor and the clock, minus p_floor_margin_ms.
+-- (src/scan_floor.rs; NULL: the whole index). With p_next_floor_margin_ms
+-- set, also returns the next floor (scan_floor_ms): the least of the oldest
+-- item's visibility at or above v_floor and the clock, minus that margin.
 -- lazy_commit: the transaction commits with synchronous_commit off (a lease
 -- lost to a crash is harmless; docs/architecture.md, "Durability").
--- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_floor_margin_ms bigint
+-- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
 SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        c.id, c.session_id, n.now_ms,
        m.more,
@@ -26,9 +26,11 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                   -- The claimed item's own lock.
                   CASE WHEN c.id IS NOT NULL THEN coalesce(v_start, n.now_ms) + p_lock_timeout_ms END) - n.now_ms
        END AS next_due_ms,
-       least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
-               WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
-             n.now_ms) - p_floor_margin_ms AS scan_floor_ms
+       CASE WHEN p_next_floor_margin_ms IS NOT NULL THEN
+            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
+                    WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
+                  n.now_ms) - p_next_floor_margin_ms
+       END AS scan_floor_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
   LEFT JOIN LATERAL (
        SELECT q.id, q.visible_at_ms, q.session_id
