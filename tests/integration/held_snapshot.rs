@@ -151,6 +151,21 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
     );
 }
 
+/// One empty fetch of each queue, which sets its lower bound.
+async fn set_floors(provider: &PostgresProvider) {
+    let lease = Duration::from_secs(30);
+    let turn = provider
+        .fetch_orchestration_item(lease, Duration::ZERO, None)
+        .await
+        .expect("fetch");
+    assert!(turn.is_none(), "nothing is queued");
+    let activity = provider
+        .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .expect("fetch");
+    assert!(activity.is_none(), "nothing is queued");
+}
+
 /// A timer whose fire time the runtime computed before the fetch's lower
 /// bound (its clock behind the database's, or a long turn) is delivered by
 /// the next fetch, not held back until the bound is recomputed.
@@ -160,14 +175,7 @@ async fn a_timer_that_fired_before_the_scan_floor_is_delivered_at_once() {
         with_schema("floor_timer", |schema| async move {
             let provider = schema.provider_with(mode, false).await;
             let lease = Duration::from_secs(30);
-            // An empty fetch sets the lower bound.
-            assert!(
-                provider
-                    .fetch_orchestration_item(lease, Duration::ZERO, None)
-                    .await
-                    .expect("fetch")
-                    .is_none()
-            );
+            set_floors(&provider).await;
             provider
                 .enqueue_for_orchestrator(start("timer"), None)
                 .await
@@ -223,20 +231,7 @@ async fn a_message_written_below_the_scan_floor_is_delivered_after_the_next_full
         with_schema("floor_rescan", |schema| async move {
             let provider = schema.provider_with(mode, false).await;
             let lease = Duration::from_secs(30);
-            assert!(
-                provider
-                    .fetch_orchestration_item(lease, Duration::ZERO, None)
-                    .await
-                    .expect("fetch")
-                    .is_none()
-            );
-            assert!(
-                provider
-                    .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
-                    .await
-                    .expect("fetch")
-                    .is_none()
-            );
+            set_floors(&provider).await;
             let an_hour_ago = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 3600000";
             sqlx::query(&schema.sql(&format!(
                 "INSERT INTO {{{{schema}}}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
