@@ -27,13 +27,13 @@ pub fn start(instance: &str) -> WorkItem {
     }
 }
 
-/// An `ActivityExecute` of `instance`'s execution 1 with scheduling event `id`.
 /// `item` as the provider stores it (`work_item` columns), for rows written
 /// behind the provider's back.
 pub fn json(item: &WorkItem) -> String {
     serde_json::to_string(item).unwrap_or_else(|e| panic!("serialize {item:?}: {e}"))
 }
 
+/// An `ActivityExecute` of `instance`'s execution 1 with scheduling event `id`.
 pub fn activity(instance: &str, id: u64) -> WorkItem {
     WorkItem::ActivityExecute {
         instance: instance.to_string(),

@@ -27,16 +27,13 @@ pub fn database_url() -> &'static str {
 }
 
 /// `url` with its database replaced by `database`, whatever else it carries
-/// (a query string such as the throwaway server's `?host=DIR`).
+/// (a query string such as the throwaway server's `?host=DIR`), or added
+/// when it names none.
 pub fn url_with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let path = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let end = url[path..].find('?').map_or(url.len(), |i| path + i);
+    format!("{}/{database}{}", &url[..path], &url[end..])
 }
 
 /// Runs `pg_ctl ACTION` on the throwaway cluster in `dir` as its owner (the

@@ -8,7 +8,7 @@ use duroxide_postgres::{MigrationMode, PostgresOptions, PostgresProvider, SqlMod
 
 use super::{leftovers, schema_exists};
 use crate::fixtures::{claim_and_ack_turn, start};
-use crate::support::{TestSchema, database_url, with_schemas};
+use crate::support::{TestSchema, database_url, url_with_database, with_schemas};
 
 /// What a run of the command left.
 #[derive(Debug)]
@@ -346,14 +346,6 @@ async fn bad_input_gives_a_clear_message_and_its_own_exit_code() {
     assert!(help.stdout.contains("Exit codes:"), "{help:#?}");
 }
 
-/// `url` with its database replaced by `database`.
-fn url_of_database(url: &str, database: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let path = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let end = url[path..].find('?').map_or(url.len(), |i| path + i);
-    format!("{}/{database}{}", &url[..path], &url[end..])
-}
-
 /// A session that holds a snapshot (a transaction left open) keeps every
 /// tenant's delivered messages from being cleaned up: the library and
 /// `status` name it, with its role, application, state and age, and report
@@ -368,7 +360,7 @@ async fn status_names_the_session_that_holds_back_cleanup() {
         crate::support::ScratchDatabase::create(&format!("dx_horizon_{}", std::process::id()), 2)
             .await;
     let pool = scratch.pool.clone();
-    let url = url_of_database(database_url(), &scratch.name);
+    let url = url_with_database(database_url(), &scratch.name);
     let outcome = std::panic::AssertUnwindSafe(async move {
         assert_eq!(
             duroxide_postgres::tenants::cleanup_horizon(&pool)
