@@ -31,16 +31,16 @@
 //!   (`statements/ack_orchestration_item/enqueue_orchestrator.sql`);
 //! * what slips below the floor anyway (a stalled writer, a row written
 //!   behind the provider's back, the server's clock stepped back) is found
-//!   by the next full scan, at most [`RESCAN`] later, and stays above the
-//!   floors computed after it. A fetch that scanned from a floor another
+//!   by the next full scan (the first fetch once the last one is [`RESCAN`]
+//!   old; a long-polling fetcher may sleep until its poll timeout or a
+//!   notification first), and stays above the floors computed after it. A fetch that scanned from a floor another
 //!   fetch has replaced meanwhile does not set its own, so a floor lowered
 //!   by a full scan is never raised past what it found.
 //!
 //! While a snapshot is held, a fetch walks what was delivered in the last
 //! [`MARGIN`] and [`MOVE`] or so (since the oldest message still queued, if
-//! older),
-//! instead of everything delivered since the snapshot began; a full scan
-//! every [`RESCAN`] still walks it all.
+//! older), instead of everything delivered since the snapshot began; a full
+//! scan every [`RESCAN`] still walks it all.
 //!
 //! A message that stays in the queue (the messages of an instance leased by
 //! a long turn, a message no dispatcher's capability filter or tags match)
