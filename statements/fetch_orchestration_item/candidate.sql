@@ -9,7 +9,8 @@
 -- yet); whether another instance is ready too (`more`); the clock (the
 -- claim time); and, when p_next_due is set and there is no candidate or the
 -- first one (nothing skipped) is all there is, the time until the next
--- delayed message, lease expiry or end of a settle window, the candidate's
+-- delayed message, expiry of a lease on queued messages or end of a
+-- settle window, the candidate's
 -- own lease counted (from v_start; inline mode passes NULL: from the clock
 -- read here). Always one row (instance_id NULL: no candidate).
 -- The scan starts at v_floor, a lower bound on every message's visibility
@@ -29,8 +30,15 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        CASE WHEN p_next_due AND NOT m.more AND (c.instance_id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
             least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.orchestrator_queue q
                     WHERE q.visible_at_ms > n.now_ms),
-                  (SELECT pg_catalog.min(l.locked_until_ms) FROM {{schema}}.instance_locks l
-                    WHERE l.locked_until_ms > n.now_ms),
+                  -- A lease's expiry, if its instance has messages queued
+                  -- (every live lease does: its batch stays queued until the
+                  -- ack). Looked up per message from the floor: every lease
+                  -- row, read whole, grows with a held snapshot's age.
+                  (SELECT pg_catalog.min((SELECT l.locked_until_ms FROM {{schema}}.instance_locks l
+                                           WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms))
+                     FROM {{schema}}.orchestrator_queue q
+                    WHERE q.visible_at_ms <= n.now_ms
+                      AND q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
                   (SELECT pg_catalog.min(least(g.newest + p_settle_ms, g.oldest + 5 * p_settle_ms))
                      FROM (SELECT pg_catalog.max(q.visible_at_ms) AS newest, pg_catalog.min(q.visible_at_ms) AS oldest
                              FROM {{schema}}.orchestrator_queue q

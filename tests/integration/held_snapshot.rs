@@ -35,6 +35,20 @@ async fn index_entries_read(pool: &PgPool, schema: &str, table: &str) -> i64 {
     .expect("index statistics")
 }
 
+/// Heap blocks of `table` read by scans so far (from shared buffers or
+/// not), as the statistics have them.
+async fn heap_blocks_read(pool: &PgPool, schema: &str, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0))::bigint \
+           FROM pg_catalog.pg_statio_user_tables WHERE schemaname = $1 AND relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .expect("table statistics")
+}
+
 /// Makes the provider's one backend report its statistics now (it does as
 /// it goes idle after this call).
 async fn flush_statistics(provider_pool: &PgPool) {
@@ -47,7 +61,10 @@ async fn flush_statistics(provider_pool: &PgPool) {
 /// With a snapshot held and `DELIVERED` messages delivered from each queue
 /// since it was taken, twenty empty fetches of each queue read fewer index
 /// entries than four full walks over them (they read at least twenty
-/// walks' worth when every fetch starts at the index's first entry).
+/// walks' worth when every fetch starts at the index's first entry); and
+/// with as many leases taken and released, twenty empty long-polling
+/// fetches read fewer blocks of the lease table than two reads of it
+/// (their next due time read it whole before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_snapshot_does_not_make_every_fetch_walk_what_was_delivered() {
     for mode in MODES {
@@ -135,12 +152,48 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
         index_entries_read(&admin, schema, "orchestrator_queue").await - orchestrator_before;
     let worker = index_entries_read(&admin, schema, "worker_queue").await - worker_before;
 
+    // Leases taken and released while the snapshot is held: an empty
+    // long-polling fetch's next due time looks only at the leases of
+    // instances with queued messages, not at every lease row.
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {schema}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
+         SELECT 'gone-' || g, 'token-' || g, {now_ms} + 60000, {now_ms} \
+           FROM generate_series(1, {DELIVERED}) g; \
+         DELETE FROM {schema}.instance_locks;"
+    ))
+    .execute(&admin)
+    .await
+    .expect("leases");
+    flush_statistics(&provider_pool).await;
+    let lease_blocks_before = heap_blocks_read(&admin, schema, "instance_locks").await;
+    for _ in 0..20 {
+        let probe = provider
+            .probe_fetch_orchestration_item(Duration::from_secs(30), Duration::from_millis(10))
+            .await
+            .expect("fetch");
+        assert!(probe.item.is_none(), "{mode}: nothing is queued");
+        assert_eq!(probe.next_due_ms, None, "{mode}: nothing is pending");
+    }
+    flush_statistics(&provider_pool).await;
+    let lease_blocks =
+        heap_blocks_read(&admin, schema, "instance_locks").await - lease_blocks_before;
+    let lease_table_blocks: i64 = sqlx::query_scalar(&format!(
+        "SELECT pg_catalog.pg_relation_size('{schema}.instance_locks') / 8192"
+    ))
+    .fetch_one(&admin)
+    .await
+    .expect("table size");
+
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
         .await
         .expect("end");
     holder.close().await.expect("close");
     provider_pool.close().await;
+    assert!(
+        lease_blocks < 2 * lease_table_blocks,
+        "{mode}: 20 next due times read {lease_blocks} blocks of a {lease_table_blocks}-block lease table"
+    );
     assert!(
         orchestrator < 4 * DELIVERED,
         "{mode}: 20 orchestrator fetches read {orchestrator} index entries over {DELIVERED} delivered messages"
