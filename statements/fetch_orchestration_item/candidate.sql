@@ -59,7 +59,11 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        SELECT q.instance_id, q.visible_at_ms, q.id
          FROM {{schema}}.orchestrator_queue q
         WHERE q.visible_at_ms <= n.now_ms
-          AND q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)
+          -- The floor as a row comparison: two plain bounds on
+          -- visible_at_ms, neither known to a generic plan, look a few rows
+          -- wide to the planner, which then sorts every visible row
+          -- instead of reading the index from the floor.
+          AND (q.visible_at_ms, q.id) >= (coalesce(v_floor, -9223372036854775807), -9223372036854775807)
           AND q.instance_id <> ALL (v_skip)
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks l
                            WHERE l.instance_id = q.instance_id AND l.locked_until_ms > n.now_ms)

@@ -36,7 +36,11 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
        SELECT q.id, q.visible_at_ms, q.session_id
          FROM {{schema}}.worker_queue q
         WHERE q.visible_at_ms <= n.now_ms
-          AND q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)
+          -- The floor as a row comparison: two plain bounds on
+          -- visible_at_ms, neither known to a generic plan, look a few rows
+          -- wide to the planner, which then sorts every visible row
+          -- instead of reading the index from the floor.
+          AND (q.visible_at_ms, q.id) >= (coalesce(v_floor, -9223372036854775807), -9223372036854775807)
           AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
           AND CASE p_tag_mode
                   WHEN 'any' THEN true
