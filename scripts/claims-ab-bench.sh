@@ -5,9 +5,10 @@
 #
 #   DATABASE_URL=postgres://... scripts/claims-ab-bench.sh [BASE_REV] [ROUNDS] [SECONDS]
 #
-# * Installs BASE_REV's (default main) migrations and procedures in schema
-#   `claims_base` and the working tree's in `claims_cur`, rendered as the
-#   crate renders them (no Rust build needed).
+# * Installs BASE_REV's (default main) schema in `claims_base` and the
+#   working tree's in `claims_cur`, each with its build's own `print-sql`
+#   (scripts/lib/ab.sh builds BASE_REV's command under target/ab/). Each
+#   call names its arguments, so the two builds may declare different ones.
 # * One pgbench transaction script is one orchestration with one activity,
 #   the calls a runtime makes in procedure mode: enqueue the start, fetch
 #   the instance, ack the turn (history, one activity), fetch the activity,
@@ -19,7 +20,7 @@
 #   orchestration (the server's counter, read around the run: run it on a
 #   server nobody else uses; on a server with fsync off, wal_sync stays 0).
 #
-# Needs git, psql and pgbench (postgresql-client) on PATH or in
+# Needs git, cargo, psql and pgbench (postgresql-client) on PATH or in
 # /usr/lib/postgresql/*/bin.
 set -euo pipefail
 
@@ -29,15 +30,9 @@ rounds=${2:-3}
 seconds=${3:-10}
 cd "$(dirname "$0")/.."
 
-for dir in /usr/lib/postgresql/*/bin; do
-  [[ -d $dir ]] && PATH="$PATH:$dir"
-done
-command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
-export PGOPTIONS='-c client_min_messages=warning'
+# shellcheck source=lib/ab.sh
+source scripts/lib/ab.sh
 
-git rev-parse --verify -q "$base^{commit}" >/dev/null || { echo "unknown revision: $base" >&2; exit 1; }
-
-now_ms="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 work=$(mktemp -d)
 q() { psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 cleanup() {
@@ -46,43 +41,59 @@ cleanup() {
 }
 trap cleanup EXIT
 
-render() {  # schema
-  # Plain procedure names ({{suffix}} empty): each schema is installed
-  # here, from its revision's files, and called by the calls below.
-  sed -e "s/{{schema}}/\"$1\"/g" -e "s/{{now_ms}}/$now_ms/g" -e "s/{{channel}}/$1/g" \
-      -e "s/{{suffix}}//g"
-}
+ab_install claims_base "$(ab_cli "$base")"
+ab_install claims_cur "$(ab_cli '')"
 
-install() {  # schema, revision ('' = working tree)
-  local schema=$1 rev=$2 files f
-  q "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
-  for dir in migrations procedures; do
-    if [[ -n $rev ]]; then
-      files=$(git ls-tree --name-only "$rev" "$dir/" | grep '\.sql$' | sort)
-    else
-      files=$(ls "$dir"/*.sql | sort)
-    fi
-    for f in $files; do
-      if [[ -n $rev ]]; then git show "$rev:$f"; else cat "$f"; fi \
-        | render "$schema" | psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" >/dev/null
-    done
-  done
+declare -A AB_ARGS
+# call SCHEMA PROCEDURE [name=value]...: the call with these arguments.
+call() {
+  local schema=$1 procedure=$2 kv
+  shift 2
+  AB_ARGS=()
+  for kv in "$@"; do AB_ARGS[${kv%%=*}]=${kv#*=}; done
+  ab_call "$schema" "$procedure"
 }
-
-install claims_base "$base"
-install claims_cur ""
+fetch_turn=(p_lock_timeout_ms=30000 p_filter=false p_min_major=NULL p_min_minor=NULL
+  p_min_patch=NULL p_max_major=NULL p_max_minor=NULL p_max_patch=NULL p_next_due=false
+  p_settle_ms=0 p_orphan_retention_ms=3600000 p_max_history_bytes=268435456
+  p_floor_ms=NULL p_next_floor_margin_ms=NULL)
+# An ack's arguments with nothing in them but the lease's token.
+ack_turn=(p_lock_token=:t p_execution_id=1 p_name="'Orch'" p_version="'1.0.0'"
+  p_parent_instance=NULL p_status=NULL p_output=NULL p_pinned_major=NULL
+  p_pinned_minor=NULL p_pinned_patch=NULL p_custom_status_set=false p_custom_status=NULL)
+for a in p_event_ids p_event_types p_event_data p_kv_ops p_kv_keys p_kv_values p_kv_updated_ms \
+         p_worker_items p_worker_instances p_worker_executions p_worker_activities \
+         p_worker_sessions p_worker_tags p_orch_instances p_orch_kinds p_orch_items \
+         p_orch_visible_ms p_cancel_instances p_cancel_executions p_cancel_activities; do
+  ack_turn+=("$a='{}'")
+done
 
 script() {  # schema
-  local s=$1
+  local s=$1 enqueue fetch first fetch_work ack_work last
+  enqueue=$(call "$s" enqueue_orchestrator_item p_instance_id="'o-' || :client_id || '-' || :n" \
+    p_item_kind="'StartOrchestration'" p_work_item="'{}'" p_delay_ms=0)
+  fetch=$(call "$s" fetch_orchestration_item "${fetch_turn[@]}")
+  first=$(call "$s" ack_orchestration_item "${ack_turn[@]}" p_event_ids="'{1,2}'" \
+    p_event_types="'{OrchestrationStarted,ActivityScheduled}'" p_event_data="'{\"{}\",\"{}\"}'" \
+    p_worker_items="'{\"{}\"}'" p_worker_instances="ARRAY[:i]" p_worker_executions="'{1}'" \
+    p_worker_activities="'{1}'" p_worker_sessions="'{NULL}'" p_worker_tags="'{NULL}'")
+  fetch_work=$(call "$s" fetch_work_item p_lock_timeout_ms=30000 p_tag_mode="'any'" p_tags="'{}'" \
+    p_owner_id="'bench'" p_session_lock_ms=30000 p_next_due=false p_floor_ms=NULL \
+    p_next_floor_margin_ms=NULL)
+  ack_work=$(call "$s" ack_work_item p_lock_token=:w p_instance_id=:i \
+    p_item_kind="'ActivityCompleted'" p_work_item="'{}'")
+  last=$(call "$s" ack_orchestration_item "${ack_turn[@]}" p_event_ids="'{3,4}'" \
+    p_event_types="'{ActivityCompleted,OrchestrationCompleted}'" p_event_data="'{\"{}\",\"{}\"}'" \
+    p_status="'Completed'" p_output="'\"done\"'")
   cat <<SQL
 \\set n random(1, 2000000000)
-SELECT * FROM $s.enqueue_orchestrator_item('o-' || :client_id || '-' || :n, 'StartOrchestration', '{}', 0);
-SELECT lock_token AS t, instance_id AS i FROM $s.fetch_orchestration_item(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, false, 0, 3600000, 268435456) \\gset
-SELECT $s.ack_orchestration_item(:t, 1, '{1,2}', '{OrchestrationStarted,ActivityScheduled}', '{"{}","{}"}', 'Orch', '1.0.0', NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, '{}', '{}', '{}', '{}', '{"{}"}', ARRAY[:i], '{1}', '{1}', '{NULL}', '{NULL}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
-SELECT lock_token AS w FROM $s.fetch_work_item(30000, 'any', '{}', 'bench', 30000, false) \\gset
-SELECT * FROM $s.ack_work_item(:w, :i, 'ActivityCompleted', '{}');
-SELECT lock_token AS t FROM $s.fetch_orchestration_item(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, false, 0, 3600000, 268435456) \\gset
-SELECT $s.ack_orchestration_item(:t, 1, '{3,4}', '{ActivityCompleted,OrchestrationCompleted}', '{"{}","{}"}', 'Orch', '1.0.0', NULL, 'Completed', '"done"', NULL, NULL, NULL, false, NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT * FROM $enqueue;
+SELECT lock_token AS t, instance_id AS i FROM $fetch \\gset
+SELECT $first;
+SELECT lock_token AS w FROM $fetch_work \\gset
+SELECT * FROM $ack_work;
+SELECT lock_token AS t FROM $fetch \\gset
+SELECT $last;
 SQL
 }
 script claims_base >"$work/base.sql"

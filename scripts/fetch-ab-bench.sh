@@ -4,22 +4,24 @@
 #
 #   DATABASE_URL=postgres://... scripts/fetch-ab-bench.sh [BASE_REV] [ROUNDS] [SECONDS]
 #
-# * Runs the main job (`cargo run --release --example job_pipeline`, the
-#   working tree's build) on a fresh `job_pipeline` schema, which installs
-#   the working tree's procedures; then installs BASE_REV's (default HEAD)
-#   fetch_work_item and fetch_orchestration_item beside them as
-#   `*_base`. Autovacuum is off on the schema's tables for the run.
+# * Installs BASE_REV's (default HEAD) schema in `fetch_base` and the
+#   working tree's in `fetch_cur`, each with its build's own `print-sql`
+#   (scripts/lib/ab.sh builds BASE_REV's command under target/ab/), so each
+#   side runs its own procedures on its own tables. Each call names its
+#   arguments, so the two builds may declare different ones. Autovacuum is
+#   off on both schemas' tables for the run; neither is ever analyzed, as a
+#   new tenant's are not.
 # * For each procedure and queue state (empty; one ready item, so the
-#   claim is all there is; four ready items, so more follows), one pgbench
-#   run (one connection, prepared statements) draws the base and the current
-#   call at random, so both see the same machine. Claims run inside
-#   BEGIN ... ROLLBACK, so every call finds the same queue; the table is
-#   vacuumed before each run.
+#   claim is all there is; four ready items, so more follows), both queues
+#   are filled alike and one pgbench run (one connection, prepared
+#   statements) draws the base and the current call at random, so both see
+#   the same machine. Claims run inside BEGIN ... ROLLBACK, so every call
+#   finds the same queue; the tables are vacuumed before each run.
 # * Prints one line per round, procedure and state: average latency per
 #   transaction in ms of the base and the current procedure. The
 #   transaction's own round trips are in both; compare within a line.
 #
-# Needs git, psql and pgbench (postgresql-client) on PATH or in
+# Needs git, cargo, psql and pgbench (postgresql-client) on PATH or in
 # /usr/lib/postgresql/*/bin.
 set -euo pipefail
 
@@ -29,57 +31,70 @@ rounds=${2:-3}
 seconds=${3:-3}
 cd "$(dirname "$0")/.."
 
-# shellcheck source=lib/bench-schema.sh
-source scripts/lib/bench-schema.sh
+# shellcheck source=lib/ab.sh
+source scripts/lib/ab.sh
 
-git rev-parse --verify -q "$base^{commit}" >/dev/null || { echo "unknown revision: $base" >&2; exit 1; }
-
-now_ms="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 work=$(mktemp -d)
-sql() { psql -qX "$DATABASE_URL" -c "$1" >/dev/null; }
+sql() { psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1" >/dev/null; }
 cleanup() {
-  drop_bench_schema
+  for s in fetch_base fetch_cur; do sql "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-fresh_bench_schema
-
-for procedure in fetch_work_item fetch_orchestration_item; do
-  git show "$base:procedures/$procedure.sql" \
-    | sed -e "s/{{schema}}\.$procedure(/{{schema}}.${procedure}_base(/" \
-          -e "s/{{schema}}/\"$schema\"/g" \
-          -e "s/{{now_ms}}/$now_ms/g" \
-    | psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" >/dev/null
+ab_install fetch_base "$(ab_cli "$base")"
+ab_install fetch_cur "$(ab_cli '')"
+for s in fetch_base fetch_cur; do
+  sql "DO \$\$
+       DECLARE r record;
+       BEGIN
+         FOR r IN SELECT relname FROM pg_class
+                   WHERE relnamespace = '$s'::regnamespace AND relkind = 'r' LOOP
+           EXECUTE format('ALTER TABLE $s.%I SET (autovacuum_enabled = false)', r.relname);
+         END LOOP;
+       END \$\$"
 done
 
-declare -A args=(
-  [fetch_work_item]="30000, 'any', '{}', 'bench', 30000, true"
-  [fetch_orchestration_item]="30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10"
-)
+# Long-polling calls (next due time asked for), as a runtime's dispatchers
+# make them; no scan floor yet.
+declare -A AB_ARGS
+declare -A calls
+AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
+  [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
+for s in fetch_base fetch_cur; do calls[fetch_work_item,$s]=$(ab_call "$s" fetch_work_item); done
+AB_ARGS=([p_lock_timeout_ms]=30000 [p_filter]=false [p_min_major]=NULL [p_min_minor]=NULL
+  [p_min_patch]=NULL [p_max_major]=NULL [p_max_minor]=NULL [p_max_patch]=NULL [p_next_due]=true
+  [p_settle_ms]=10 [p_orphan_retention_ms]=3600000 [p_max_history_bytes]=268435456
+  [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
+for s in fetch_base fetch_cur; do
+  calls[fetch_orchestration_item,$s]=$(ab_call "$s" fetch_orchestration_item)
+done
 declare -A table=([fetch_work_item]=worker_queue [fetch_orchestration_item]=orchestrator_queue)
 
 fill() {  # procedure, number of ready items
-  local t=${table[$1]}
-  sql "DELETE FROM $schema.$t"
-  if [[ $1 == fetch_work_item ]]; then
-    sql "INSERT INTO $schema.$t (work_item, visible_at_ms, created_at_ms)
-         SELECT '{}', 0, 0 FROM generate_series(1, $2)"
-  else
-    sql "INSERT INTO $schema.$t (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
-         SELECT 'bench-' || g, 'StartOrchestration', '{}', 0, 0 FROM generate_series(1, $2) g"
-  fi
-  sql "VACUUM $schema.$t"
+  local t=${table[$1]} s
+  for s in fetch_base fetch_cur; do
+    sql "DELETE FROM $s.$t"
+    if [[ $1 == fetch_work_item ]]; then
+      sql "INSERT INTO $s.$t (work_item, visible_at_ms, created_at_ms)
+           SELECT '{}', 0, 0 FROM generate_series(1, $2)"
+    else
+      sql "INSERT INTO $s.instance_claims (instance_id)
+           SELECT 'bench-' || g FROM generate_series(1, $2) g ON CONFLICT DO NOTHING"
+      sql "INSERT INTO $s.$t (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
+           SELECT 'bench-' || g, 'StartOrchestration', '{}', 0, 0 FROM generate_series(1, $2) g"
+    fi
+    sql "VACUUM $s.$t"
+  done
 }
 
 compare() {  # procedure
-  for variant in base current; do
-    local name=$1
-    [[ $variant == base ]] && name=${1}_base
-    printf 'BEGIN;\nSELECT * FROM %s.%s(%s);\nROLLBACK;\n' "$schema" "$name" "${args[$1]}" >"$work/$variant.sql"
+  local variant
+  for variant in base cur; do
+    printf 'BEGIN;\nSELECT * FROM %s;\nROLLBACK;\n' "${calls[$1,fetch_$variant]}" >"$work/$variant.sql"
   done
-  PGOPTIONS= pgbench -n -M prepared -c 1 -T "$seconds" \
-      -f "$work/base.sql@1" -f "$work/current.sql@1" "$DATABASE_URL" 2>/dev/null \
+  pgbench -n -M prepared -c 1 -T "$seconds" \
+      -f "$work/base.sql@1" -f "$work/cur.sql@1" "$DATABASE_URL" 2>/dev/null \
     | awk '/^ - latency average/ {v[++n] = $(NF-1)} END {printf "base=%s  current=%s\n", v[1], v[2]}'
 }
 

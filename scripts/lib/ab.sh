@@ -1,0 +1,80 @@
+# Shared by the A/B pgbench scripts (scripts/*-ab-bench.sh); source it, do
+# not run it. Each side of a comparison is a whole schema installed by that
+# build's own `duroxide-postgres print-sql`, so it gets that build's tables,
+# procedures and procedure names, however they were rendered; calls name
+# their arguments, so each build gets the argument list it declares.
+#
+# * `ab_cli REV`: prints the path of REV's `duroxide-postgres` command,
+#   building it first: the working tree's for an empty REV, otherwise a copy
+#   of REV's files (`git archive`) built under target/ab/ and kept there by
+#   commit for the next run. REV must have `print-sql` (the operator command
+#   has had it since its first version).
+# * `ab_install SCHEMA CLI`: drops SCHEMA and installs CLI's script for it.
+# * `ab_call SCHEMA PROCEDURE`: prints a call of PROCEDURE as SCHEMA has it
+#   (its name, with or without the per-schema suffix, read from the
+#   catalog), each parameter named and given the value AB_ARGS[parameter]
+#   (an associative array the caller declares; values are SQL, psql
+#   variables allowed). A parameter with no entry in AB_ARGS stops the run
+#   with its name, so a build that adds a parameter is never called with a
+#   guessed value.
+#
+# Puts psql and pgbench on PATH (Debian keeps them in
+# /usr/lib/postgresql/*/bin) and fails when pgbench is missing. Expects
+# DATABASE_URL and the repository root as the working directory.
+
+for dir in /usr/lib/postgresql/*/bin; do
+  [[ -d $dir ]] && PATH="$PATH:$dir"
+done
+command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
+export PGOPTIONS='-c client_min_messages=warning'
+
+ab_cli() {  # REV ('' = working tree)
+  local rev=$1
+  if [[ -z $rev ]]; then
+    cargo build -q --release --bin duroxide-postgres >&2
+    echo "$PWD/target/release/duroxide-postgres"
+    return
+  fi
+  local sha
+  sha=$(git rev-parse --verify -q "$rev^{commit}") || { echo "unknown revision: $rev" >&2; exit 1; }
+  local root="$PWD/target/ab" bin="$PWD/target/ab/bin/duroxide-postgres-${sha:0:12}"
+  if [[ ! -x $bin ]]; then
+    local src="$root/src-${sha:0:12}"
+    rm -rf "$src" && mkdir -p "$src" "$root/bin"
+    git archive "$sha" | tar -x -C "$src"
+    echo "building duroxide-postgres at ${sha:0:12} (target/ab/)" >&2
+    CARGO_TARGET_DIR="$root/target" cargo build -q --release --bin duroxide-postgres \
+      --manifest-path "$src/Cargo.toml" >&2
+    cp "$root/target/release/duroxide-postgres" "$bin"
+    rm -rf "$src"
+  fi
+  echo "$bin"
+}
+
+ab_install() {  # SCHEMA CLI
+  psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS \"$1\" CASCADE" >/dev/null
+  "$2" print-sql --schema "$1" | psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" >/dev/null
+}
+
+ab_call() {  # SCHEMA PROCEDURE
+  local row name params arg call=''
+  # One row: the function's name, then its input parameters' names.
+  # (unnest of two arrays is FROM-clause syntax and cannot be qualified.)
+  row=$(psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "
+    SELECT p.proname || ' ' || pg_catalog.array_to_string(ARRAY(
+             SELECT a.name
+               FROM unnest(p.proargnames, coalesce(p.proargmodes::text[],
+                      pg_catalog.array_fill('i'::text, ARRAY[pg_catalog.cardinality(p.proargnames)])))
+                    AS a(name, mode)
+              WHERE a.mode IN ('i', 'b')), ' ')
+      FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = '\"$1\"'::regnamespace
+       AND (p.proname = '$2' OR p.proname ~ '^$2__[0-9a-f]{8}\$')")
+  [[ -n $row ]] || { echo "no $2 in schema $1" >&2; exit 1; }
+  read -r name params <<<"$row"
+  for arg in $params; do
+    [[ -v "AB_ARGS[$arg]" ]] || { echo "$1.$name: no value for parameter $arg in AB_ARGS" >&2; exit 1; }
+    call+="${call:+, }$arg => ${AB_ARGS[$arg]}"
+  done
+  echo "\"$1\".$name($call)"
+}
