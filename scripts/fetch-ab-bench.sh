@@ -44,16 +44,8 @@ trap cleanup EXIT
 
 ab_install fetch_base "$(ab_cli "$base")"
 ab_install fetch_cur "$(ab_cli '')"
-for s in fetch_base fetch_cur; do
-  sql "DO \$\$
-       DECLARE r record;
-       BEGIN
-         FOR r IN SELECT relname FROM pg_class
-                   WHERE relnamespace = '$s'::regnamespace AND relkind = 'r' LOOP
-           EXECUTE format('ALTER TABLE $s.%I SET (autovacuum_enabled = false)', r.relname);
-         END LOOP;
-       END \$\$"
-done
+autovacuum_off fetch_base
+autovacuum_off fetch_cur
 
 # Long-polling calls (next due time asked for), as a runtime's dispatchers
 # make them; no scan floor yet.

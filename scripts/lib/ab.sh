@@ -18,15 +18,12 @@
 #   with its name, so a build that adds a parameter is never called with a
 #   guessed value.
 #
-# Puts psql and pgbench on PATH (Debian keeps them in
-# /usr/lib/postgresql/*/bin) and fails when pgbench is missing. Expects
-# DATABASE_URL and the repository root as the working directory.
+# Sources scripts/lib/bench-schema.sh (psql and pgbench on PATH,
+# `autovacuum_off`). Expects DATABASE_URL and the repository root as the
+# working directory.
 
-for dir in /usr/lib/postgresql/*/bin; do
-  [[ -d $dir ]] && PATH="$PATH:$dir"
-done
-command -v pgbench >/dev/null || { echo "pgbench not found" >&2; exit 1; }
-export PGOPTIONS='-c client_min_messages=warning'
+# shellcheck source=bench-schema.sh
+source scripts/lib/bench-schema.sh
 
 ab_cli() {  # REV ('' = working tree)
   local rev=$1

@@ -8,6 +8,7 @@
 #   (tables never analyzed, the working tree's procedures), and turns
 #   autovacuum off on its tables, so nothing changes the picture mid-run.
 # * `drop_bench_schema`: drops it (for an EXIT trap).
+# * `autovacuum_off SCHEMA`: the same autovacuum setting for another schema.
 #
 # Expects DATABASE_URL; sets `schema` and `fn`, the suffix of every
 # procedure's name in it (`__` and eight hex digits of the SHA-256 of the
@@ -23,20 +24,25 @@ export PGOPTIONS='-c client_min_messages=warning'
 schema=job_pipeline
 fn="__$(printf %s "$schema" | sha256sum | cut -c1-8)"
 
-fresh_bench_schema() {
-  psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
-  cargo run -q --release --example job_pipeline >/dev/null
+# autovacuum_off SCHEMA: turns autovacuum off on SCHEMA's tables.
+autovacuum_off() {
   psql -qX "$DATABASE_URL" >/dev/null <<SQL
 DO \$\$
 DECLARE r record;
 BEGIN
   FOR r IN SELECT relname FROM pg_class
-            WHERE relnamespace = '$schema'::regnamespace AND relkind = 'r' LOOP
-    EXECUTE format('ALTER TABLE $schema.%I SET (autovacuum_enabled = false)', r.relname);
+            WHERE relnamespace = '$1'::regnamespace AND relkind = 'r' LOOP
+    EXECUTE format('ALTER TABLE $1.%I SET (autovacuum_enabled = false)', r.relname);
   END LOOP;
 END
 \$\$;
 SQL
+}
+
+fresh_bench_schema() {
+  psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
+  cargo run -q --release --example job_pipeline >/dev/null
+  autovacuum_off "$schema"
 }
 
 drop_bench_schema() {
