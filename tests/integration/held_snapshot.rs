@@ -14,7 +14,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 
 use crate::fixtures::{self, event, json, metadata, start};
-use crate::support::{ScratchDatabase, database_url, url_with_database, with_schema};
+use crate::support::{
+    ScratchDatabase, database_url, fetch_both_queues_empty, url_with_database, with_schema,
+};
 
 const MODES: [SqlMode; 2] = [SqlMode::StoredProcedures, SqlMode::InlineSql];
 
@@ -204,21 +206,6 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
     );
 }
 
-/// One empty fetch of each queue, which sets its lower bound.
-async fn set_floors(provider: &PostgresProvider) {
-    let lease = Duration::from_secs(30);
-    let turn = provider
-        .fetch_orchestration_item(lease, Duration::ZERO, None)
-        .await
-        .expect("fetch");
-    assert!(turn.is_none(), "nothing is queued");
-    let activity = provider
-        .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
-        .await
-        .expect("fetch");
-    assert!(activity.is_none(), "nothing is queued");
-}
-
 /// A timer whose fire time the runtime computed before the fetch's lower
 /// bound (its clock behind the database's, or a long turn) is delivered by
 /// the next fetch, not held back until the bound is recomputed.
@@ -228,7 +215,7 @@ async fn a_timer_that_fired_before_the_scan_floor_is_delivered_at_once() {
         with_schema("floor_timer", |schema| async move {
             let provider = schema.provider_with(mode, false).await;
             let lease = Duration::from_secs(30);
-            set_floors(&provider).await;
+            fetch_both_queues_empty(&provider).await;
             provider
                 .enqueue_for_orchestrator(start("timer"), None)
                 .await
@@ -284,7 +271,7 @@ async fn a_message_written_below_the_scan_floor_is_delivered_after_the_next_full
         with_schema("floor_rescan", |schema| async move {
             let provider = schema.provider_with(mode, false).await;
             let lease = Duration::from_secs(30);
-            set_floors(&provider).await;
+            fetch_both_queues_empty(&provider).await;
             let an_hour_ago = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 3600000";
             sqlx::query(&schema.sql(&format!(
                 "INSERT INTO {{{{schema}}}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \

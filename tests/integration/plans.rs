@@ -20,7 +20,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures;
 use crate::support::{
-    TestSchema, database_url, in_both_modes, pool, provider_on, settling_provider, with_schema,
+    TestSchema, database_url, fetch_both_queues_empty, in_both_modes, pool, provider_on,
+    settling_provider, with_schema,
 };
 
 /// One test per SQL mode, `$procedures` and `$inline`, each running
@@ -394,16 +395,7 @@ async fn a_backlog_queued_after_the_first_fetch_is_read_from_its_head(mode: SqlM
     with_schema(&format!("grown_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |_| async {}).await;
         // Plans made on the pool's one connection, on empty queues.
-        let nothing = provider
-            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-            .await
-            .expect("fetch");
-        assert!(nothing.is_none(), "{mode}: nothing is queued yet");
-        let nothing = provider
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
-            .await
-            .expect("fetch work");
-        assert!(nothing.is_none(), "{mode}: nothing is queued yet");
+        fetch_both_queues_empty(&provider).await;
         fill_backlog(&schema, BACKLOG).await;
         read_backlog_head(&schema, pool, provider, BACKLOG).await;
     })

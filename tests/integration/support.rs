@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use duroxide::provider_validation::ProviderFactory;
-use duroxide::providers::Provider;
+use duroxide::providers::{Provider, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode, ThrowawayPostgres};
 use futures::FutureExt;
 use sqlx::PgPool;
@@ -87,6 +87,23 @@ pub async fn provider_on(
 ) -> PostgresProvider {
     let options = PostgresOptions::default().notifications(notifications);
     provider_with_options(pool, schema, mode, options).await
+}
+
+/// One fetch of each queue, each finding nothing: sets the queues' scan
+/// floors, and caches the fetch statements' plans on the connection that
+/// ran them.
+pub async fn fetch_both_queues_empty(provider: &PostgresProvider) {
+    let lease = Duration::from_secs(30);
+    let turn = provider
+        .fetch_orchestration_item(lease, Duration::ZERO, None)
+        .await
+        .expect("fetch");
+    assert!(turn.is_none(), "nothing is queued");
+    let activity = provider
+        .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .expect("fetch work");
+    assert!(activity.is_none(), "nothing is queued");
 }
 
 /// A provider in `mode` on `schema` over a shared `pool`, without long
