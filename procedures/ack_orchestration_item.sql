@@ -59,6 +59,8 @@ RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE

@@ -24,16 +24,19 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
+SET enable_seqscan = on
 SECURITY DEFINER
 AS $$
 DECLARE
+    v_settings record;
     v_root  text;
     v_tree  text[];
     v_ids   text[] := '{}';
 BEGIN
     -- The statements are statements/delete_instance_bulk/*.sql, which
     -- inline mode runs with this loop in Rust (src/inline/deletion.rs).
-    {{> plan_per_call}};
+    {{> plan_per_call}}
+      INTO v_settings;
     FOR v_root IN
         {{> roots}}
     LOOP

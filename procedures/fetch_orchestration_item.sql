@@ -98,6 +98,8 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET jit = off
 SECURITY DEFINER
 AS $$
 #variable_conflict use_column

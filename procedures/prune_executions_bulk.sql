@@ -21,9 +21,11 @@ RETURNS TABLE (instances_processed bigint, executions_deleted bigint, events_del
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
+SET enable_seqscan = on
 SECURITY DEFINER
 AS $$
 DECLARE
+    v_settings record;
     v_ids  text[];
     v_id   text;
     v_one  record;
@@ -33,7 +35,8 @@ DECLARE
 BEGIN
     -- The statements are statements/prune_executions_bulk/*.sql, which
     -- inline mode runs with this loop in Rust (src/inline/deletion.rs).
-    {{> plan_per_call}};
+    {{> plan_per_call}}
+      INTO v_settings;
     {{> targets}}
       INTO v_ids;
     {{> lock_targets}}

@@ -8,6 +8,8 @@ RETURNS SETOF boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET jit = off
 SECURITY DEFINER
 AS $$
 BEGIN

@@ -4,6 +4,23 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
+/// The planner settings of the provider's connections with
+/// [`PostgresOptions::generic_plans`] on, the ones the procedures pin for
+/// their own statements (procedures/*.sql). A statement is planned once per
+/// connection and the plan kept for the connection's life, so the plan must
+/// suit the table at any size: planned while a queue was empty or nearly so,
+/// as an idle tenant's queues are, PostgreSQL would choose to read the queue
+/// whole (cheapest on one page) and keep doing so for every fetch and ack
+/// of the backlog that follows, until autovacuum next analyzes the table.
+/// Sequential scans are therefore off; a table without a usable index is
+/// still read whole. JIT is off with them: a scan that has no alternative
+/// costs as much as a disabled one, which would compile the statement.
+const PLAN_SETTINGS: [(&str, &str); 3] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("jit", "off"),
+];
+
 /// Whether a provider may change the schema when it starts.
 ///
 /// Parses from `apply` / `verify` ([`std::str::FromStr`]).
@@ -165,7 +182,10 @@ pub struct PostgresOptions {
     pub statement_timeout: Option<Duration>,
     /// Run the provider's own pool with `plan_cache_mode = force_generic_plan`
     /// (default on), the mode the plpgsql procedures pin for their own
-    /// statements.
+    /// statements, and with the planner settings that keep a plan made once
+    /// right as tables grow: `enable_seqscan = off` (a plan made while a
+    /// queue was empty would otherwise read the whole queue on every fetch of
+    /// a later backlog) and `jit = off`, both pinned by the procedures too.
     /// PostgreSQL's default plans each prepared statement afresh on every
     /// execution when its first five custom plans looked cheaper than a
     /// generic one, as they do on a tenant schema not yet analyzed; the
@@ -502,7 +522,7 @@ impl PostgresOptions {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }
         if self.generic_plans {
-            connect = connect.options([("plan_cache_mode", "force_generic_plan")]);
+            connect = connect.options(PLAN_SETTINGS);
         }
         Ok(connect)
     }
@@ -593,7 +613,9 @@ impl PostgresOptions {
             ));
         }
         if self.generic_plans {
-            begin.push_str("; SET LOCAL plan_cache_mode = force_generic_plan");
+            for (name, value) in PLAN_SETTINGS {
+                begin.push_str(&format!("; SET LOCAL {name} = {value}"));
+            }
         }
         begin
     }
@@ -647,6 +669,7 @@ mod tests {
             .expect("direct");
         let startup = direct.get_options().unwrap_or_default();
         assert!(startup.contains("plan_cache_mode") && startup.contains("statement_timeout"));
+        assert!(startup.contains("enable_seqscan=off") && startup.contains("jit=off"));
         let pooled = options
             .clone()
             .transaction_pooler(true)
@@ -660,7 +683,8 @@ mod tests {
         assert_eq!(
             options.pooled_begin(),
             "BEGIN; SET LOCAL statement_timeout = 5000; \
-             SET LOCAL plan_cache_mode = force_generic_plan"
+             SET LOCAL plan_cache_mode = force_generic_plan; \
+             SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
         );
         assert_eq!(
             PostgresOptions::default()

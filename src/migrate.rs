@@ -635,6 +635,21 @@ mod tests {
                     "{}.sql must pin plan_cache_mode = {mode}",
                     p.name
                 );
+                // A generic plan is kept for the connection's life, so it
+                // must not read a table whole because the table was small
+                // when planned (config.rs, PLAN_SETTINGS); plans per call
+                // see the table as it is and may.
+                let pins = if mode == "auto" {
+                    "SET enable_seqscan = on\n"
+                } else {
+                    "SET enable_seqscan = off\nSET jit = off\n"
+                };
+                assert!(
+                    p.sql
+                        .contains(&format!("SET plan_cache_mode = {mode}\n{pins}")),
+                    "{}.sql must pin {pins:?} after its plan_cache_mode",
+                    p.name
+                );
             } else {
                 assert!(
                     p.sql.contains("\nLANGUAGE sql\nSTABLE\n")
