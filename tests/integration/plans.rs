@@ -394,18 +394,84 @@ async fn a_backlog_queued_after_the_first_fetch_is_read_from_its_head(mode: SqlM
     const BACKLOG: i64 = 2_000;
     with_schema(&format!("grown_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |_| async {}).await;
-        // Plans made on the pool's one connection, on empty queues.
-        fetch_both_queues_empty(&provider).await;
-        fill_backlog(&schema, BACKLOG).await;
-        read_backlog_head(&schema, pool, provider, BACKLOG).await;
+        read_backlog_after_empty_fetches(&schema, pool, provider, BACKLOG).await;
     })
     .await;
+}
+
+/// Plans made on the pool's one connection, on empty queues; then a
+/// `backlog`-row backlog queued and its head read (`read_backlog_head`).
+async fn read_backlog_after_empty_fetches(
+    schema: &TestSchema,
+    pool: PgPool,
+    provider: PostgresProvider,
+    backlog: i64,
+) {
+    fetch_both_queues_empty(&provider).await;
+    fill_backlog(schema, backlog).await;
+    read_backlog_head(schema, pool, provider, backlog).await;
 }
 
 in_both_modes!(
     a_backlog_queued_after_the_first_fetch_is_read_from_its_head:
     procedures_a_backlog_queued_after_the_first_fetch_is_read_from_its_head,
     inline_a_backlog_queued_after_the_first_fetch_is_read_from_its_head
+);
+
+/// The same with plans made while the queues were empty after work had
+/// been done and vacuumed away, as autovacuum leaves an idle tenant's
+/// queues (analyzed, zero pages), and as statistics taken while a queue
+/// held a few rows leave it: the cached plans must still read a backlog
+/// queued afterwards from its head. In procedure mode also on a pool
+/// without the provider's connection settings: the procedures pin theirs.
+async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMode) {
+    const BACKLOG: i64 = 2_000;
+    let mut cases = vec![(0_i64, false), (20, false)];
+    if mode == SqlMode::StoredProcedures {
+        cases.push((0, true));
+    }
+    for (few, bare) in cases {
+        with_schema(&format!("idle_plan_{mode}_{few}"), |schema| async move {
+            set_up(&schema, |setup| async move {
+                setup.provider_with(mode, false).await; // migrate
+                fill_backlog(&setup, 20).await;
+                // Empty and vacuumed (zero pages), or analyzed while 20
+                // rows were queued and emptied since.
+                let statements: &[&str] = if few == 0 {
+                    &["DELETE FROM {{schema}}.T", "VACUUM ANALYZE {{schema}}.T"]
+                } else {
+                    &["ANALYZE {{schema}}.T", "DELETE FROM {{schema}}.T"]
+                };
+                for table in ["orchestrator_queue", "worker_queue"] {
+                    for statement in statements {
+                        sqlx::query(&setup.sql(&statement.replace(".T", &format!(".{table}"))))
+                            .execute(&setup.pool)
+                            .await
+                            .expect("statistics");
+                    }
+                }
+            })
+            .await;
+            let pool = if bare {
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(database_url())
+                    .await
+                    .expect("a pool without the provider's settings")
+            } else {
+                pool(1).await
+            };
+            let provider = provider_on(&pool, &schema.name, mode, false).await;
+            read_backlog_after_empty_fetches(&schema, pool, provider, BACKLOG).await;
+        })
+        .await;
+    }
+}
+
+in_both_modes!(
+    a_backlog_queued_after_an_idle_spell_is_read_from_its_head:
+    procedures_a_backlog_queued_after_an_idle_spell_is_read_from_its_head,
+    inline_a_backlog_queued_after_an_idle_spell_is_read_from_its_head
 );
 
 /// A long-polling fetch passes over young messages of instances with
@@ -710,61 +776,3 @@ async fn generic_plans_are_the_default_and_can_be_turned_off() {
         pool.close().await;
     }
 }
-
-/// The same with plans made while the queues were empty after work had
-/// been done and vacuumed away, as autovacuum leaves an idle tenant's
-/// queues (analyzed, zero pages), and as statistics taken while a queue
-/// held a few rows leave it: the cached plans must still read a backlog
-/// queued afterwards from its head. In procedure mode also on a pool
-/// without the provider's connection settings: the procedures pin theirs.
-async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMode) {
-    const BACKLOG: i64 = 2_000;
-    let mut cases = vec![(0_i64, false), (20, false)];
-    if mode == SqlMode::StoredProcedures {
-        cases.push((0, true));
-    }
-    for (few, bare) in cases {
-        with_schema(&format!("idle_plan_{mode}_{few}"), |schema| async move {
-            set_up(&schema, |setup| async move {
-                setup.provider_with(mode, false).await; // migrate
-                fill_backlog(&setup, 20).await;
-                // Empty and vacuumed (zero pages), or analyzed while 20
-                // rows were queued and emptied since.
-                let statements: &[&str] = if few == 0 {
-                    &["DELETE FROM {{schema}}.T", "VACUUM ANALYZE {{schema}}.T"]
-                } else {
-                    &["ANALYZE {{schema}}.T", "DELETE FROM {{schema}}.T"]
-                };
-                for table in ["orchestrator_queue", "worker_queue"] {
-                    for statement in statements {
-                        sqlx::query(&setup.sql(&statement.replace(".T", &format!(".{table}"))))
-                            .execute(&setup.pool)
-                            .await
-                            .expect("statistics");
-                    }
-                }
-            })
-            .await;
-            let pool = if bare {
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(database_url())
-                    .await
-                    .expect("a pool without the provider's settings")
-            } else {
-                pool(1).await
-            };
-            let provider = provider_on(&pool, &schema.name, mode, false).await;
-            fetch_both_queues_empty(&provider).await;
-            fill_backlog(&schema, BACKLOG).await;
-            read_backlog_head(&schema, pool, provider, BACKLOG).await;
-        })
-        .await;
-    }
-}
-
-in_both_modes!(
-    a_backlog_queued_after_an_idle_spell_is_read_from_its_head:
-    procedures_a_backlog_queued_after_an_idle_spell_is_read_from_its_head,
-    inline_a_backlog_queued_after_an_idle_spell_is_read_from_its_head
-);
