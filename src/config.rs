@@ -21,6 +21,15 @@ const PLAN_SETTINGS: [(&str, &str); 3] = [
     ("jit", "off"),
 ];
 
+/// Whether connections made with `connect` carry [`PLAN_SETTINGS`] as
+/// startup options, as [`PostgresOptions::connect_options`] gives them.
+pub(crate) fn carries_plan_settings(connect: &PgConnectOptions) -> bool {
+    let startup = connect.get_options().unwrap_or_default();
+    PLAN_SETTINGS
+        .iter()
+        .all(|(name, value)| startup.contains(&format!("{name}={value}")))
+}
+
 /// Whether a provider may change the schema when it starts.
 ///
 /// Parses from `apply` / `verify` ([`std::str::FromStr`]).
@@ -659,6 +668,19 @@ mod tests {
         let err =
             SqlMode::resolve_with(Some("inlined"), StoredProcedures).expect_err("typo must fail");
         assert!(err.to_string().contains(SqlMode::ENV_VAR), "{err}");
+    }
+
+    #[test]
+    fn a_pool_is_told_apart_by_whether_it_carries_the_plan_settings() {
+        let url = "postgres://u@h/db";
+        let provider = PostgresOptions::default()
+            .connect_options(url)
+            .expect("options");
+        assert!(carries_plan_settings(&provider));
+        let plain: PgConnectOptions = url.parse().expect("url");
+        assert!(!carries_plan_settings(&plain));
+        let older = plain.options([("plan_cache_mode", "force_generic_plan")]);
+        assert!(!carries_plan_settings(&older), "generic plans alone");
     }
 
     #[test]

@@ -699,9 +699,10 @@ in_both_modes!(
 
 /// The procedures plan their own statements as their files say whatever the
 /// connection's setting (a pool the caller built, or `generic_plans(false)`):
-/// every installed plpgsql procedure carries a `plan_cache_mode`, as it
-/// carries `search_path` (which mode each file pins is checked on the files,
-/// in `migrate`'s unit tests), and the pin does not leak into the session.
+/// every installed plpgsql procedure carries a `plan_cache_mode` and the
+/// planner settings that go with it, as it carries `search_path` (which
+/// mode each file pins is checked on the files, in `migrate`'s unit
+/// tests), and the pin does not leak into the session.
 /// Their inner statements are not visible in `pg_prepared_statements`, so the
 /// check reads the setting the server applies to each call.
 #[tokio::test]
@@ -718,6 +719,20 @@ async fn plpgsql_procedures_pin_their_plan_cache_mode() {
                 config.iter().any(|c| c.starts_with("plan_cache_mode=")),
                 "{name} does not pin plan_cache_mode: {config:?}"
             );
+            // Plans kept per connection use indexes at any table size; plans
+            // made per call may read a table whole.
+            let generic = config.iter().any(|c| c == "plan_cache_mode=force_generic_plan");
+            let pins: &[&str] = if generic {
+                &["enable_seqscan=off", "jit=off"]
+            } else {
+                &["enable_seqscan=on"]
+            };
+            for pin in pins {
+                assert!(
+                    config.iter().any(|c| c == pin),
+                    "{name} does not pin {pin}: {config:?}"
+                );
+            }
         }
         // The pin applies for the call only: a session of a pool the caller
         // built keeps its own setting.
