@@ -493,9 +493,11 @@ impl PostgresOptions {
     /// pool with: `database_url`; the `application_name` it names (or
     /// `PGAPPNAME`), else `duroxide-postgres/SCHEMA` (as `pg_stat_activity`
     /// shows it, so an operator can tell tenants apart; the server cuts it
-    /// at 63 bytes); the statement timeout; generic plans unless turned
-    /// off; and the statement cache's capacity. Build a pool you pass to [`PostgresProvider::from_pool`] from
-    /// them to get the same. With [`PostgresOptions::transaction_pooler`]
+    /// at 63 bytes); the statement timeout; generic plans and their planner
+    /// settings (`enable_seqscan = off`, `jit = off`) unless turned off; and
+    /// the statement cache's capacity. Build a pool you pass to
+    /// [`PostgresProvider::from_pool`] from them to get the same (in inline
+    /// mode a pool without the planner settings is warned about once). With [`PostgresOptions::transaction_pooler`]
     /// they carry no startup `options` and no `extra_float_digits` (the
     /// provider sets the statement timeout and generic plans in each
     /// transaction instead).

@@ -51,6 +51,20 @@ async fn heap_blocks_read(pool: &PgPool, schema: &str, table: &str) -> i64 {
     .expect("table statistics")
 }
 
+/// Runs `sql` on one connection of `admin` and makes that backend report
+/// its statistics before returning, as `flush_statistics` does for the
+/// provider's: a backend reports lazily (within a second, as it goes
+/// idle), so the block reads of these writes (about two per row) could
+/// otherwise land between a test's two readings of the counters.
+async fn write_and_report(admin: &PgPool, sql: &str) {
+    let mut conn = admin.acquire().await.expect("admin connection");
+    sqlx::raw_sql(sql).execute(&mut *conn).await.expect("write");
+    sqlx::query("SELECT pg_catalog.pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .expect("flush statistics");
+}
+
 /// Makes the provider's one backend report its statistics now (it does as
 /// it goes idle after this call).
 async fn flush_statistics(provider_pool: &PgPool) {
@@ -116,7 +130,7 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
 
     // Delivered a minute ago: inserted and deleted, as fetch and ack would.
     let now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
-    sqlx::raw_sql(&format!(
+    write_and_report(&admin, &format!(
         "INSERT INTO {schema}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
          SELECT 'gone-' || g, 'ExternalRaised', '{{}}', {now_ms} - 60000 + g, {now_ms} \
            FROM generate_series(1, {DELIVERED}) g; \
@@ -125,9 +139,7 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
          SELECT '{{}}', {now_ms} - 60000 + g, {now_ms} FROM generate_series(1, {DELIVERED}) g; \
          DELETE FROM {schema}.worker_queue;"
     ))
-    .execute(&admin)
-    .await
-    .expect("deliver");
+    .await;
 
     flush_statistics(&provider_pool).await;
     let orchestrator_before = index_entries_read(&admin, schema, "orchestrator_queue").await;
@@ -157,15 +169,13 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
     // Leases taken and released while the snapshot is held: an empty
     // long-polling fetch's next due time looks only at the leases of
     // instances with queued messages, not at every lease row.
-    sqlx::raw_sql(&format!(
+    write_and_report(&admin, &format!(
         "INSERT INTO {schema}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
          SELECT 'gone-' || g, 'token-' || g, {now_ms} + 60000, {now_ms} \
            FROM generate_series(1, {DELIVERED}) g; \
          DELETE FROM {schema}.instance_locks;"
     ))
-    .execute(&admin)
-    .await
-    .expect("leases");
+    .await;
     flush_statistics(&provider_pool).await;
     let lease_blocks_before = heap_blocks_read(&admin, schema, "instance_locks").await;
     for _ in 0..20 {
