@@ -33,16 +33,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/ab.sh
 source scripts/lib/ab.sh
 
-work=$(mktemp -d)
 q() { psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
-cleanup() {
-  for s in claims_base claims_cur; do q "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ab_install claims_base "$(ab_cli "$base")"
-ab_install claims_cur "$(ab_cli '')"
+ab_pair claims "$base"
 
 declare -A AB_ARGS
 # call SCHEMA PROCEDURE [name=value]...: the call with these arguments.

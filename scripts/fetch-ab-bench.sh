@@ -34,25 +34,14 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/ab.sh
 source scripts/lib/ab.sh
 
-work=$(mktemp -d)
-sql() { psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1" >/dev/null; }
-cleanup() {
-  for s in fetch_base fetch_cur; do sql "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ab_install fetch_base "$(ab_cli "$base")"
-ab_install fetch_cur "$(ab_cli '')"
-autovacuum_off fetch_base
-autovacuum_off fetch_cur
+ab_pair fetch "$base"
+for s in "${ab_sides[@]}"; do autovacuum_off "$s"; done
 
 # Long-polling calls (next due time asked for), as a runtime's dispatchers
 # make them; no scan floor yet.
 declare -A AB_ARGS
 declare -A calls
-AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
-  [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
+ab_worker_fetch_args
 for s in fetch_base fetch_cur; do calls[fetch_work_item,$s]=$(ab_call "$s" fetch_work_item); done
 AB_ARGS=([p_lock_timeout_ms]=30000 [p_filter]=false [p_min_major]=NULL [p_min_minor]=NULL
   [p_min_patch]=NULL [p_max_major]=NULL [p_max_minor]=NULL [p_max_patch]=NULL [p_next_due]=true
@@ -66,17 +55,17 @@ declare -A table=([fetch_work_item]=worker_queue [fetch_orchestration_item]=orch
 fill() {  # procedure, number of ready items
   local t=${table[$1]} s
   for s in fetch_base fetch_cur; do
-    sql "DELETE FROM $s.$t"
+    ab_sql "DELETE FROM $s.$t"
     if [[ $1 == fetch_work_item ]]; then
-      sql "INSERT INTO $s.$t (work_item, visible_at_ms, created_at_ms)
+      ab_sql "INSERT INTO $s.$t (work_item, visible_at_ms, created_at_ms)
            SELECT '{}', 0, 0 FROM generate_series(1, $2)"
     else
-      sql "INSERT INTO $s.instance_claims (instance_id)
+      ab_sql "INSERT INTO $s.instance_claims (instance_id)
            SELECT 'bench-' || g FROM generate_series(1, $2) g ON CONFLICT DO NOTHING"
-      sql "INSERT INTO $s.$t (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
+      ab_sql "INSERT INTO $s.$t (instance_id, item_kind, work_item, visible_at_ms, created_at_ms)
            SELECT 'bench-' || g, 'StartOrchestration', '{}', 0, 0 FROM generate_series(1, $2) g"
     fi
-    sql "VACUUM $s.$t"
+    ab_sql "VACUUM $s.$t"
   done
 }
 

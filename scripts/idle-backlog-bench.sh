@@ -34,35 +34,26 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/ab.sh
 source scripts/lib/ab.sh
 
-sql() { psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1" >/dev/null; }
-cleanup() {
-  for s in idle_base idle_cur; do sql "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-ab_install idle_base "$(ab_cli "$base")"
-ab_install idle_cur "$(ab_cli '')"
-autovacuum_off idle_base
-autovacuum_off idle_cur
+ab_pair idle "$base"
+for s in "${ab_sides[@]}"; do autovacuum_off "$s"; done
 
 # A worker's long-polling claim, as a runtime's dispatcher makes it.
 declare -A AB_ARGS
 declare -A calls
-AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
-  [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
-for s in idle_base idle_cur; do calls[$s]=$(ab_call "$s" fetch_work_item); done
+ab_worker_fetch_args
+for s in "${ab_sides[@]}"; do calls[$s]=$(ab_call "$s" fetch_work_item); done
 
 queue() {  # SCHEMA N: N visible activities
-  sql "INSERT INTO \"$1\".worker_queue (work_item, visible_at_ms, instance_id, execution_id,
+  ab_sql "INSERT INTO \"$1\".worker_queue (work_item, visible_at_ms, instance_id, execution_id,
          activity_id, created_at_ms)
        SELECT '{}', 0, 'idle-' || g, 1, 1, 0 FROM generate_series(1, $2) g"
 }
 
 for round in $(seq 1 "$rounds"); do
-  for s in idle_base idle_cur; do
+  for s in "${ab_sides[@]}"; do
     queue "$s" 20
-    sql "DELETE FROM \"$s\".worker_queue"
-    sql "VACUUM ANALYZE \"$s\".worker_queue"
+    ab_sql "DELETE FROM \"$s\".worker_queue"
+    ab_sql "VACUUM ANALYZE \"$s\".worker_queue"
     result=$(psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" 2>&1 <<SQL
 SELECT count(*) FROM ${calls[$s]} WHERE lock_token IS NOT NULL;
 INSERT INTO "$s".worker_queue (work_item, visible_at_ms, instance_id, execution_id,
@@ -91,6 +82,6 @@ SQL
     read -r claimed ms per <<<"$(grep -o 'WARNING: .*' <<<"$result" | cut -d' ' -f2-)"
     [[ $claimed == "$items" ]] || { echo "$s: claimed $claimed of $items: $result" >&2; exit 1; }
     printf 'round %s %-9s %6s claims %10s ms %8s ms/claim\n' "$round" "$s" "$claimed" "$ms" "$per"
-    sql "DELETE FROM \"$s\".worker_queue"
+    ab_sql "DELETE FROM \"$s\".worker_queue"
   done
 done

@@ -10,6 +10,13 @@
 #   commit for the next run. REV must have `print-sql` (the operator command
 #   has had it since its first version).
 # * `ab_install SCHEMA CLI`: drops SCHEMA and installs CLI's script for it.
+# * `ab_pair PREFIX BASE_REV`: both sides of a comparison: BASE_REV's schema
+#   installed as PREFIX_base and the working tree's as PREFIX_cur, their
+#   names in `ab_sides`; `work`, a scratch directory; both schemas and the
+#   directory dropped when the script exits (an EXIT trap).
+# * `ab_sql SQL`: runs SQL, stopping on its first error, output discarded.
+# * `ab_worker_fetch_args`: sets AB_ARGS to a worker's long-polling claim,
+#   as a runtime's dispatcher makes its first (no scan floor yet).
 # * `ab_call SCHEMA PROCEDURE`: prints a call of PROCEDURE as SCHEMA has it
 #   (its name, with or without the per-schema suffix, read from the
 #   catalog), each parameter named and given the value AB_ARGS[parameter]
@@ -51,6 +58,31 @@ ab_cli() {  # REV ('' = working tree)
 ab_install() {  # SCHEMA CLI
   psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS \"$1\" CASCADE" >/dev/null
   "$2" print-sql --schema "$1" | psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" >/dev/null
+}
+
+ab_sql() {  # SQL
+  psql -qX -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1" >/dev/null
+}
+
+ab_pair() {  # PREFIX BASE_REV
+  ab_sides=("$1_base" "$1_cur")
+  work=$(mktemp -d)
+  trap ab_pair_cleanup EXIT
+  ab_install "${ab_sides[0]}" "$(ab_cli "$2")"
+  ab_install "${ab_sides[1]}" "$(ab_cli '')"
+}
+
+ab_pair_cleanup() {
+  local s
+  for s in "${ab_sides[@]}"; do
+    psql -qX "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS \"$s\" CASCADE" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+
+ab_worker_fetch_args() {
+  AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
+    [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
 }
 
 ab_call() {  # SCHEMA PROCEDURE

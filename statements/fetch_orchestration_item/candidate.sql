@@ -11,7 +11,8 @@
 -- first one (nothing skipped) is all there is, the time until the next
 -- delayed message, expiry of a lease on queued messages or end of a
 -- settle window, the candidate's own lease counted (from v_start; inline
--- mode passes NULL: from the clock read here). Always one row (instance_id NULL: no candidate).
+-- mode passes NULL: from the clock read here). Always one row (instance_id
+-- NULL: no candidate).
 -- The scan starts at v_floor, a lower bound on every message's visibility
 -- (src/scan_floor.rs; NULL: the whole index). With p_next_floor_margin_ms
 -- set, also returns the next floor (scan_floor_ms): the least of the oldest

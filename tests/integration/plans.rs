@@ -28,6 +28,8 @@ use crate::support::{
 /// `$check(mode)`.
 const ROWS: i64 = 20_000;
 const LOCK: Duration = Duration::from_secs(30);
+/// The backlog queued after plans were made on small queues.
+const BACKLOG: i64 = 2_000;
 
 /// Sequential scans so far of the tables a fetch or an ack must not scan.
 async fn seq_scans(pool: &PgPool, schema: &str) -> i64 {
@@ -391,7 +393,6 @@ in_both_modes!(
 /// the scan floor and above by the clock looked a few rows wide to the
 /// planner).
 async fn a_backlog_queued_after_the_first_fetch_is_read_from_its_head(mode: SqlMode) {
-    const BACKLOG: i64 = 2_000;
     with_schema(&format!("grown_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |_| async {}).await;
         read_backlog_after_empty_fetches(&schema, pool, provider, BACKLOG).await;
@@ -425,7 +426,6 @@ in_both_modes!(
 /// queued afterwards from its head. In procedure mode also on a pool
 /// without the provider's connection settings: the procedures pin theirs.
 async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMode) {
-    const BACKLOG: i64 = 2_000;
     let mut cases = vec![(0_i64, false), (20, false)];
     if mode == SqlMode::StoredProcedures {
         cases.push((0, true));
