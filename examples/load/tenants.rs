@@ -82,8 +82,17 @@ pub async fn run(
             .execute(admin)
             .await?;
     }
-    let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-    let enqueuer_pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+    // Both pools carry the provider's connection settings (generic plans,
+    // statement cache), as a pool built for tenants should.
+    let connect = PostgresOptions::default().connect_options(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(connect.clone())
+        .await?;
+    let enqueuer_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(connect)
+        .await?;
 
     let first = provider(&pool, &names[0], mode, true).await?;
     // The mode in force, which the environment may have overridden.

@@ -546,6 +546,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         .await;
         let mut listener = match connected {
             Ok(listener) => listener,
+            Err(_) if pool.is_closed() => continue,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "duroxide-postgres: LISTEN connection failed");
                 tokio::time::sleep(backoff).await;
@@ -632,6 +633,12 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
             waiters.wake_all();
         }
         drop(listener);
+        if pool.is_closed() {
+            // The application closed the pool: nothing was lost, and
+            // nothing will come back.
+            tracing::debug!(%reason, "duroxide-postgres: pool closed; listener stopped");
+            return;
+        }
         tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF.1);

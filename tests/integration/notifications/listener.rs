@@ -1,6 +1,7 @@
 //! The listening connection stays up through the server's
 //! `idle_session_timeout`, and a listener whose server stops answering is
-//! noticed by its keepalive and replaced.
+//! noticed by its keepalive and replaced; closing the pool stops its
+//! listener without a warning.
 
 use std::time::Duration;
 
@@ -176,4 +177,76 @@ async fn a_listener_that_stops_answering_is_replaced() {
         other_pool.close().await;
     })
     .await;
+}
+
+/// The warnings the provider's crate logs, as they are emitted.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn taken(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        if *meta.level() <= tracing::Level::WARN && meta.target().starts_with("duroxide_postgres") {
+            let mut fields = String::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    fields.push_str(&format!("{}={value:?} ", field.name()));
+                },
+            );
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{}: {fields}", meta.target()));
+        }
+    }
+}
+
+/// An application closing its pool stops the pool's listener without a
+/// warning: nothing was lost and nothing will come back. Before, it logged
+/// "LISTEN connection lost; polling until it is back". The runtime is
+/// single-threaded, so the listener's events reach this test's subscriber,
+/// and it has logged whatever it logs on the way down once it reports
+/// itself disconnected (it stores that just before, without yielding).
+#[tokio::test]
+async fn closing_the_pool_stops_its_listener_without_a_warning() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        let warnings = Warnings::default();
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        with_schemas("close_listen", 1, |_, names, app| async move {
+            // Built as the provider advises, so the only warning there could
+            // be is the listener's.
+            let options = PostgresOptions::default()
+                .connect_options(database_url())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .application_name(&app);
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let p = listening_provider(&pool, &names[0], mode, Duration::from_secs(30)).await;
+            subscribed(&p).await;
+            pool.close().await;
+            eventually("the listener stopped", || async {
+                p.notification_stats().is_some_and(|s| !s.connected)
+            })
+            .await;
+        })
+        .await;
+        assert_eq!(warnings.taken(), Vec::<String>::new(), "{mode}");
+    }
 }
