@@ -189,25 +189,27 @@ async fn run(database_url: &str) -> Result<u64, String> {
                 custom_status,
                 custom_status_version,
             } => {
-                if let Some(progress) = custom_status {
-                    println!(
-                        "job {instance}: {progress} ({} ms)",
-                        started.elapsed().as_millis()
-                    );
-                }
+                report(
+                    &instance,
+                    custom_status,
+                    custom_status_version,
+                    seen,
+                    started,
+                );
                 seen = custom_status_version;
             }
             OrchestrationStatus::Completed {
                 output,
                 custom_status,
-                ..
+                custom_status_version,
             } => {
-                if let Some(progress) = custom_status {
-                    println!(
-                        "job {instance}: {progress} ({} ms)",
-                        started.elapsed().as_millis()
-                    );
-                }
+                report(
+                    &instance,
+                    custom_status,
+                    custom_status_version,
+                    seen,
+                    started,
+                );
                 break parse::<u64>(&output);
             }
             OrchestrationStatus::Failed { details, .. } => break Err(details.display_message()),
@@ -216,6 +218,25 @@ async fn run(database_url: &str) -> Result<u64, String> {
     };
     runtime.shutdown(None).await;
     outcome
+}
+
+/// Prints the job's progress as last set, noting the updates that came and
+/// went between two polls (a stage can finish within one): the status holds
+/// only the latest, and its version counts every update.
+fn report(instance: &str, progress: Option<String>, version: u64, seen: u64, started: Instant) {
+    let Some(progress) = progress else {
+        return;
+    };
+    let missed = version.saturating_sub(seen).saturating_sub(1);
+    let note = match missed {
+        0 => String::new(),
+        1 => "; 1 earlier update came and went between polls".to_string(),
+        n => format!("; {n} earlier updates came and went between polls"),
+    };
+    println!(
+        "job {instance}: {progress} ({} ms{note})",
+        started.elapsed().as_millis()
+    );
 }
 
 fn main() -> ExitCode {

@@ -249,9 +249,10 @@ where
 }
 
 /// How many schemas [`migrate_many`] migrates at once on `pool`: half its
-/// connections, at least one and at most eight (more buys little: each
-/// migration's commit waits for the server's WAL flush, and eight at once
-/// already share most flushes; see docs/benchmarks.md).
+/// connections, at least one and at most eight (more buys little: installing
+/// a tenant is bound by the server's CPU, not its WAL flushes, and every
+/// installing backend also processes the others' catalog invalidations;
+/// see docs/benchmarks.md, "Provisioning").
 pub fn default_parallelism(pool: &PgPool) -> usize {
     let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
     (connections / 2).clamp(1, 8)
