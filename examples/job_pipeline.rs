@@ -186,30 +186,18 @@ async fn run(database_url: &str) -> Result<u64, String> {
             .map_err(|e| format!("status: {e}"))?;
         match status {
             OrchestrationStatus::Running {
-                custom_status,
-                custom_status_version,
+                custom_status: progress,
+                custom_status_version: version,
             } => {
-                report(
-                    &instance,
-                    custom_status,
-                    custom_status_version,
-                    seen,
-                    started,
-                );
-                seen = custom_status_version;
+                report(&instance, progress, version, seen, started);
+                seen = version;
             }
             OrchestrationStatus::Completed {
                 output,
-                custom_status,
-                custom_status_version,
+                custom_status: progress,
+                custom_status_version: version,
             } => {
-                report(
-                    &instance,
-                    custom_status,
-                    custom_status_version,
-                    seen,
-                    started,
-                );
+                report(&instance, progress, version, seen, started);
                 break parse::<u64>(&output);
             }
             OrchestrationStatus::Failed { details, .. } => break Err(details.display_message()),
