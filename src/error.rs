@@ -293,6 +293,21 @@ impl PostgresProviderError {
         }
     }
 
+    /// Whether the server refused a write because it is read-only
+    /// (SQLSTATE `25006`): a standby, as right after a failover before the
+    /// new primary is reached, or a database with
+    /// `default_transaction_read_only` on for a while. Like a lost
+    /// connection, something acks, abandons and lock renewals wait out (up
+    /// to the pool's acquire timeout). A subset of
+    /// [`is_retryable`](Self::is_retryable).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(sqlstate::READ_ONLY_SQL_TRANSACTION)
+        )
+    }
+
     /// Converts into duroxide's error for the named trait operation.
     pub(crate) fn into_provider_error(self, operation: &str) -> ProviderError {
         let message = match &self {
@@ -406,6 +421,10 @@ mod tests {
     fn a_read_only_server_is_retryable() {
         let message = "cannot execute INSERT in a read-only transaction";
         assert!(retryable(server(READ_ONLY_SQL_TRANSACTION, message)));
+        // Leased work waits it out; it is not a lost connection.
+        assert!(server(READ_ONLY_SQL_TRANSACTION, message).is_read_only());
+        assert!(!server(READ_ONLY_SQL_TRANSACTION, message).is_connection_lost());
+        assert!(!server(SERIALIZATION_FAILURE, "could not serialize access").is_read_only());
     }
 
     #[test]

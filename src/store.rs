@@ -109,17 +109,20 @@ impl Store {
 
     /// Runs `work` (an operation on a lease already held: an ack, an
     /// abandon, a renewal), again while its connection or the server is
-    /// lost ([`PostgresProviderError::is_connection_lost`]), for up to the
+    /// lost ([`PostgresProviderError::is_connection_lost`]) or the server
+    /// is read-only ([`PostgresProviderError::is_read_only`]), for up to the
     /// pool's acquire timeout, backing off from 10 ms to 500 ms.
     ///
     /// duroxide retries a failed ack only for about 300 ms before it fails
-    /// the orchestration; a server restart, or a pool of connections the
-    /// server closed, takes longer than that. Waiting here keeps the lease's
-    /// work. An attempt whose commit reached the server but whose reply was
+    /// the orchestration; a server restart, a pool of connections the
+    /// server closed, or a failover that leaves clients on a read-only
+    /// server for a moment, takes longer than that. Waiting here keeps the
+    /// lease's work. An attempt whose commit reached the server but whose reply was
     /// lost is retried too: the retry finds the lease gone (released by that
     /// commit) and fails permanently, and nothing is written twice.
     ///
     /// [`PostgresProviderError::is_connection_lost`]: crate::PostgresProviderError::is_connection_lost
+    /// [`PostgresProviderError::is_read_only`]: crate::PostgresProviderError::is_read_only
     pub(crate) async fn riding_outages<T, F, Fut>(&self, mut work: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -131,8 +134,11 @@ impl Store {
         let mut backoff = FIRST;
         loop {
             match work().await {
-                Err(e) if e.is_connection_lost() && Instant::now() + backoff < deadline => {
-                    tracing::debug!(schema = %self.schema, ?backoff, "connection lost, retrying: {e}");
+                Err(e)
+                    if (e.is_connection_lost() || e.is_read_only())
+                        && Instant::now() + backoff < deadline =>
+                {
+                    tracing::debug!(schema = %self.schema, ?backoff, "connection lost or server read-only, retrying: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MOST);
                 }

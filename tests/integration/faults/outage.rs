@@ -6,11 +6,12 @@
 //! connecting fails with `NotFound`, which sqlx (unlike a refused TCP
 //! connection) does not wait out. The provider waits for the server, within
 //! the pool's acquire timeout, so an ack issued during the outage commits
-//! once the server is back.
+//! once the server is back. A database that is read-only for a while (a
+//! server demoted to a standby) is waited out the same way.
 
 use std::time::Duration;
 
-use duroxide::providers::{Provider, TagFilter};
+use duroxide::providers::{Provider, ProviderError, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 use super::{url_of, with_fault_db};
@@ -27,85 +28,143 @@ in_both_modes!(acks_during_an_outage:
     acks_sent_while_the_server_is_down_commit_once_it_is_back_procedures,
     acks_sent_while_the_server_is_down_commit_once_it_is_back_inline; 4);
 
+in_both_modes!(acks_while_read_only:
+    acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_procedures,
+    acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_inline; 4);
+
+const ID: &str = "outage-1";
+
+/// A provider on `db` holding a lease on an orchestration turn and on an
+/// activity, with the two lock tokens.
+async fn leases_held(db: &super::FaultDb, mode: SqlMode) -> (PostgresProvider, String, String) {
+    let provider = PostgresProvider::connect_with(
+        &url_of(&db.name),
+        PostgresOptions::default().sql_mode(mode),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", db.name));
+    provider
+        .enqueue_for_orchestrator(start(ID), None)
+        .await
+        .unwrap_or_else(|e| panic!("enqueue: {e}"));
+    provider
+        .enqueue_for_worker(activity("other", 2))
+        .await
+        .unwrap_or_else(|e| panic!("enqueue activity: {e}"));
+    let (_item, orch_token, _) = provider
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap_or_else(|e| panic!("fetch: {e}"))
+        .unwrap_or_else(|| panic!("{mode}: no orchestration item"));
+    let (_work, work_token, _) = provider
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+        .await
+        .unwrap_or_else(|e| panic!("fetch work: {e}"))
+        .unwrap_or_else(|| panic!("{mode}: no work item"));
+    (provider, orch_token, work_token)
+}
+
+/// Both acks, sent from a task of their own, the orchestration's first.
+fn acks(
+    provider: &PostgresProvider,
+    orch_token: String,
+    work_token: String,
+) -> tokio::task::JoinHandle<(Result<(), ProviderError>, Result<(), ProviderError>)> {
+    let provider = provider.clone();
+    tokio::spawn(async move {
+        let orchestration = provider
+            .ack_orchestration_item(
+                &orch_token,
+                1,
+                vec![event(ID, 1), event(ID, 2)],
+                vec![activity(ID, 2)],
+                vec![],
+                metadata(),
+                vec![],
+            )
+            .await;
+        let work = provider
+            .ack_work_item(&work_token, Some(completion("other", 2)))
+            .await;
+        (orchestration, work)
+    })
+}
+
+/// Both acks committed: the turn's two events are in the history and its
+/// activity is queued.
+async fn assert_acks_committed(
+    provider: &PostgresProvider,
+    mode: SqlMode,
+    acks: tokio::task::JoinHandle<(Result<(), ProviderError>, Result<(), ProviderError>)>,
+) {
+    let (orchestration, work) = acks.await.unwrap_or_else(|e| panic!("ack task: {e}"));
+    orchestration.unwrap_or_else(|e| panic!("{mode}: the orchestration ack failed: {e}"));
+    work.unwrap_or_else(|e| panic!("{mode}: the activity ack failed: {e}"));
+
+    // Other idle connections of the pool (with tenant affinity, on
+    // other shards) died with the server or were terminated: each fails
+    // one operation with a retryable error, which the runtime retries, as
+    // here.
+    let mut history = provider.read(ID).await;
+    for _ in 0..STALE_CONNECTIONS {
+        match &history {
+            Err(e) if e.is_retryable() => history = provider.read(ID).await,
+            _ => break,
+        }
+    }
+    let history = history.unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(history.len(), 2, "{mode}: the acked turn's events");
+    let any = TagFilter::default();
+    let fetch = || provider.fetch_work_item(LOCK, Duration::ZERO, None, &any);
+    let mut scheduled = fetch().await;
+    for _ in 0..STALE_CONNECTIONS {
+        match &scheduled {
+            Err(e) if e.is_retryable() => scheduled = fetch().await,
+            _ => break,
+        }
+    }
+    let scheduled = scheduled.unwrap_or_else(|e| panic!("fetch work after: {e}"));
+    assert!(scheduled.is_some(), "{mode}: the acked turn's activity");
+}
+
 /// The server stops with leases held; an orchestration ack and an activity
 /// ack are sent while it is down, then it starts again. Both commit.
 async fn acks_during_an_outage(mode: SqlMode) {
     with_fault_db(&format!("outage_{mode}"), |db| async move {
-        let provider = PostgresProvider::connect_with(
-            &url_of(&db.name),
-            PostgresOptions::default().sql_mode(mode),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", db.name));
-        let id = "outage-1";
-        provider
-            .enqueue_for_orchestrator(start(id), None)
-            .await
-            .unwrap_or_else(|e| panic!("enqueue: {e}"));
-        provider
-            .enqueue_for_worker(activity("other", 2))
-            .await
-            .unwrap_or_else(|e| panic!("enqueue activity: {e}"));
-        let (_item, orch_token, _) = provider
-            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-            .await
-            .unwrap_or_else(|e| panic!("fetch: {e}"))
-            .unwrap_or_else(|| panic!("{mode}: no orchestration item"));
-        let (_work, work_token, _) = provider
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
-            .await
-            .unwrap_or_else(|e| panic!("fetch work: {e}"))
-            .unwrap_or_else(|| panic!("{mode}: no work item"));
-
+        let (provider, orch_token, work_token) = leases_held(&db, mode).await;
         super::stop_server().await;
-        let acks = {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                let orchestration = provider
-                    .ack_orchestration_item(
-                        &orch_token,
-                        1,
-                        vec![event(id, 1), event(id, 2)],
-                        vec![activity(id, 2)],
-                        vec![],
-                        metadata(),
-                        vec![],
-                    )
-                    .await;
-                let work = provider
-                    .ack_work_item(&work_token, Some(completion("other", 2)))
-                    .await;
-                (orchestration, work)
-            })
-        };
+        let acks = acks(&provider, orch_token, work_token);
         super::start_server().await;
-        let (orchestration, work) = acks.await.unwrap_or_else(|e| panic!("ack task: {e}"));
-        orchestration.unwrap_or_else(|e| panic!("{mode}: the orchestration ack failed: {e}"));
-        work.unwrap_or_else(|e| panic!("{mode}: the activity ack failed: {e}"));
+        assert_acks_committed(&provider, mode, acks).await;
+    })
+    .await;
+}
 
-        // Other idle connections of the pool (with tenant affinity, on
-        // other shards) died with the server: each fails one operation with
-        // a retryable error, which the runtime retries, as here.
-        let mut history = provider.read(id).await;
-        for _ in 0..STALE_CONNECTIONS {
-            match &history {
-                Err(e) if e.is_retryable() => history = provider.read(id).await,
-                _ => break,
-            }
-        }
-        let history = history.unwrap_or_else(|e| panic!("read: {e}"));
-        assert_eq!(history.len(), 2, "{mode}: the acked turn's events");
-        let any = TagFilter::default();
-        let fetch = || provider.fetch_work_item(LOCK, Duration::ZERO, None, &any);
-        let mut scheduled = fetch().await;
-        for _ in 0..STALE_CONNECTIONS {
-            match &scheduled {
-                Err(e) if e.is_retryable() => scheduled = fetch().await,
-                _ => break,
-            }
-        }
-        let scheduled = scheduled.unwrap_or_else(|e| panic!("fetch work after: {e}"));
-        assert!(scheduled.is_some(), "{mode}: the acked turn's activity");
+/// The database turns read-only with leases held (as when the server is
+/// demoted to a standby, or `default_transaction_read_only` is set for a
+/// while; sessions take the setting up when they start, so they are
+/// terminated at both switches). Acks sent meanwhile wait for it to be
+/// writable again and commit. Before, each failed at once with SQLSTATE
+/// 25006, which duroxide retries for about 300 ms and then fails the
+/// orchestration with an infrastructure error.
+async fn acks_while_read_only(mode: SqlMode) {
+    with_fault_db(&format!("ro_acks_{mode}"), |db| async move {
+        let (provider, orch_token, work_token) = leases_held(&db, mode).await;
+        db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
+            .await;
+        db.terminate_backends().await;
+        let acks = acks(&provider, orch_token, work_token);
+        // The outage: how long it lasts, not a synchronization.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !acks.is_finished(),
+            "{mode}: the acks returned while the database was read-only: {:?}",
+            acks.await
+        );
+        db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
+            .await;
+        db.terminate_backends().await;
+        assert_acks_committed(&provider, mode, acks).await;
     })
     .await;
 }
