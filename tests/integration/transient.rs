@@ -13,6 +13,10 @@ use crate::fixtures::{event, metadata, start};
 use crate::support::{connect_options, database_url, with_schema};
 
 const LOCK: Duration = Duration::from_secs(30);
+/// The acquire timeout of [`provider_with_setting`]'s pool: how long leased
+/// work (an ack) waits out a lost connection or a read-only server there
+/// before it returns the error; well within [`LOCK`].
+const RIDE: Duration = Duration::from_secs(2);
 
 /// A provider on `schema` whose own one-connection pool opens every
 /// connection with `setting = value` (a server setting, as `-c` would).
@@ -25,6 +29,7 @@ async fn provider_with_setting(
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
+        .acquire_timeout(RIDE)
         .connect_with(connect_options().options([(setting, value)]))
         .await
         .unwrap_or_else(|e| panic!("pool with {setting} = {value}: {e}"));
@@ -44,8 +49,10 @@ fn assert_retryable(what: &str, result: Result<(), ProviderError>) {
 }
 
 /// Writes refused by a read-only server (`25006`) are retryable, for an
-/// enqueue and for an orchestration turn's ack, in both SQL modes; once the
-/// server takes writes again the same ack succeeds.
+/// enqueue and for an orchestration turn's ack, in both SQL modes. The ack,
+/// on a lease already held, first waits the state out for the pool's
+/// acquire timeout ([`RIDE`]); the lease is still held after, and the same
+/// ack succeeds once the server takes writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_server_fails_writes_with_a_retryable_error() {
     with_schema("read_only", |schema| async move {
@@ -86,9 +93,16 @@ async fn a_read_only_server_fails_writes_with_a_retryable_error() {
                     .await
                 }
             };
+            let began = std::time::Instant::now();
             assert_retryable(
                 &format!("{mode}: ack on a read-only server"),
                 ack(read_only.clone()).await,
+            );
+            // It stops at most one back-off (500 ms) before the deadline.
+            assert!(
+                began.elapsed() >= RIDE / 2,
+                "{mode}: the ack gave up after {:?}, without waiting the read-only server out",
+                began.elapsed()
             );
             ack(writable.clone())
                 .await
