@@ -296,9 +296,9 @@ impl PostgresProviderError {
     /// Whether the server refused a write because it is read-only
     /// (SQLSTATE `25006`): a standby, as right after a failover before the
     /// new primary is reached, or a database with
-    /// `default_transaction_read_only` on for a while. Like a lost
-    /// connection, something acks, abandons and lock renewals wait out (up
-    /// to the pool's acquire timeout). A subset of
+    /// `default_transaction_read_only` on for a while. Acks, abandons and
+    /// lock renewals wait it out as they wait out a lost connection (up to
+    /// the pool's acquire timeout). A subset of
     /// [`is_retryable`](Self::is_retryable).
     pub fn is_read_only(&self) -> bool {
         matches!(
