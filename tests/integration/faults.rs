@@ -254,6 +254,16 @@ impl FaultDb {
         self.observer.close().await;
         self.admin("DROP DATABASE IF EXISTS {{db}} WITH (FORCE)")
             .await;
+        // Roles a test created for this database are named after it.
+        let roles: Vec<String> =
+            sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
+                .bind(format!("{}_", self.name))
+                .fetch_all(&self.admin)
+                .await
+                .unwrap_or_else(|e| panic!("roles of {}: {e}", self.name));
+        for role in roles {
+            self.admin(&format!("DROP ROLE \"{role}\"")).await;
+        }
         self.admin.close().await;
     }
 }

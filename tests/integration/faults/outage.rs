@@ -7,7 +7,9 @@
 //! connection) does not wait out. The provider waits for the server, within
 //! the pool's acquire timeout, so an ack issued during the outage commits
 //! once the server is back. A database that is read-only for a while (a
-//! server demoted to a standby) is waited out the same way.
+//! server demoted to a standby) is waited out the same way, and so is a
+//! server that refuses new connections because it is full (sqlx itself
+//! retries `too_many_connections` while it connects).
 
 use std::time::Duration;
 
@@ -32,6 +34,10 @@ in_both_modes!(acks_while_read_only:
     acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_procedures,
     acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_inline; 4);
 
+in_both_modes!(acks_while_full:
+    acks_sent_while_the_database_is_full_commit_once_it_admits_them_procedures,
+    acks_sent_while_the_database_is_full_commit_once_it_admits_them_inline; 4);
+
 const ID: &str = "outage-1";
 
 /// A provider on `db` holding a lease on an orchestration turn and on an
@@ -43,6 +49,15 @@ async fn leases_held(db: &super::FaultDb, mode: SqlMode) -> (PostgresProvider, S
     )
     .await
     .unwrap_or_else(|e| panic!("{mode} provider on {}: {e}", db.name));
+    leases_held_by(provider, mode).await
+}
+
+/// `provider` once it holds a lease on an orchestration turn and on an
+/// activity, with the two lock tokens.
+async fn leases_held_by(
+    provider: PostgresProvider,
+    mode: SqlMode,
+) -> (PostgresProvider, String, String) {
     provider
         .enqueue_for_orchestrator(start(ID), None)
         .await
@@ -165,6 +180,51 @@ async fn acks_while_read_only(mode: SqlMode) {
             .await;
         db.terminate_backends().await;
         assert_acks_committed(&provider, mode, acks).await;
+    })
+    .await;
+}
+
+/// The database refuses every new connection of the provider's role with
+/// SQLSTATE 53300 (`too_many_connections`, as a full server does: here the
+/// database's connection limit is 0, which binds every role but a
+/// superuser) while leases are held, and the pool's connections are
+/// terminated. Acks sent meanwhile wait for a connection and commit once
+/// the database admits one, instead of failing within duroxide's ~300 ms
+/// of ack retries.
+async fn acks_while_full(mode: SqlMode) {
+    with_fault_db(&format!("full_acks_{mode}"), |db| async move {
+        let role = format!("{}_runtime", db.name);
+        db.admin(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
+        db.admin(&format!("ALTER DATABASE {{{{db}}}} OWNER TO \"{role}\""))
+            .await;
+        let options = PostgresOptions::default().sql_mode(mode);
+        let connect = options
+            .connect_options(&url_of(&db.name))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .username(&role);
+        let pool = options
+            .pool_options()
+            .connect_with(connect)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {role}: {e}"));
+        let provider = PostgresProvider::from_pool_with(pool, options)
+            .await
+            .unwrap_or_else(|e| panic!("{mode} provider as {role}: {e}"));
+        let (provider, orch_token, work_token) = leases_held_by(provider, mode).await;
+
+        db.admin("ALTER DATABASE {{db}} CONNECTION LIMIT 0").await;
+        db.terminate_backends().await;
+        let acks = acks(&provider, orch_token, work_token);
+        // The outage: how long it lasts, not a synchronization.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !acks.is_finished(),
+            "{mode}: the acks returned while the database was full: {:?}",
+            acks.await
+        );
+        db.admin("ALTER DATABASE {{db}} CONNECTION LIMIT -1").await;
+        assert_acks_committed(&provider, mode, acks).await;
+        provider.pool().close().await;
     })
     .await;
 }
