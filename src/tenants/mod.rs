@@ -249,10 +249,11 @@ where
 }
 
 /// How many schemas [`migrate_many`] migrates at once on `pool`: half its
-/// connections, at least one and at most eight (more buys little: installing
-/// a tenant is bound by the server's CPU, not its WAL flushes, and every
-/// installing backend also processes the others' catalog invalidations;
-/// see docs/benchmarks.md, "Provisioning").
+/// connections, at least one and at most eight. Installing a tenant is bound
+/// by the server's CPU, not its WAL flushes, and every installing backend
+/// also processes the others' catalog invalidations: where creating files
+/// is cheap, about the server's core count is fastest; more installers hide
+/// a slow file system (see docs/benchmarks.md, "Provisioning").
 pub fn default_parallelism(pool: &PgPool) -> usize {
     let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
     (connections / 2).clamp(1, 8)
