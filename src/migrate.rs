@@ -285,9 +285,9 @@ pub(crate) const SAVE_GRANTS: &str = include_str!("../migrate/save_grants.sql");
 /// Revokes `PUBLIC` and restores the saved grants on reinstalled procedures.
 pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installed.sql");
 const RECORD_PROCEDURES: &str = include_str!("../migrate/record_procedures.sql");
-/// Turns off PostgreSQL's check of function bodies for the rest of the
-/// transaction, ahead of the procedure files.
-pub(crate) const SKIP_BODY_CHECKS: &str = include_str!("../migrate/skip_body_checks.sql");
+/// Settings for the rest of the transaction, ahead of the procedure files:
+/// no check of function bodies, and lz4 for their stored source text.
+pub(crate) const INSTALL_SETTINGS: &str = include_str!("../migrate/install_settings.sql");
 
 /// How often a migration that lost the race to create a brand-new schema's
 /// bookkeeping (to another process doing the same) starts over.
@@ -446,7 +446,7 @@ async fn migrate_locked(
             );
         }
         if !stale.is_empty() {
-            batch.push_str(SKIP_BODY_CHECKS);
+            batch.push_str(INSTALL_SETTINGS);
         }
         for procedure in &stale {
             push(&mut batch, procedure.sql);

@@ -81,7 +81,7 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
                     .replace("{{embedded}}", &embedded.join(", ")),
             ),
         );
-        push(&mut out, migrate::SKIP_BODY_CHECKS);
+        push(&mut out, migrate::INSTALL_SETTINGS);
         for procedure in &procedures {
             out.push_str(&format!("\n-- procedure {}\n", procedure.name));
             push(&mut out, &schema.render(procedure.template()));
