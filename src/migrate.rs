@@ -46,6 +46,7 @@ use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SUFFIX_MARKER, SchemaName};
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
 mod many;
+mod relations;
 mod state;
 
 pub(crate) use many::{BATCH, inspect_many, tagged_union};
@@ -548,8 +549,44 @@ pub(crate) fn effective_mode(
 ///
 /// # Errors
 /// [`PostgresProviderError::SchemaNotReady`] when migrations or procedures are pending.
+/// [`PostgresProviderError::SchemaNotReady`] too when a table or index the
+/// migrations create is missing (dropped by hand) or an index is invalid,
+/// naming them.
 pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
-    ready_for(schema, inspect(pool, schema).await?, mode)
+    let mut conn = pool.acquire().await?;
+    let status = ready_for(schema, inspect_on(&mut conn, schema).await?, mode)?;
+    match missing_relations(&mut conn, &[schema])
+        .await?
+        .remove(schema.as_str())
+    {
+        Some(lacking) => Err(lacks(schema, &lacking)),
+        None => Ok(status),
+    }
+}
+
+/// The tables and indexes a fully migrated schema holds (its TOAST tables
+/// and identity sequences aside), as the embedded migrations create them:
+/// named indexes, primary keys (`TABLE_pkey`) and `UNIQUE` columns'
+/// constraints (`TABLE_COLUMN_key`). [`verify`] checks that each is there.
+pub fn expected_relations() -> &'static [String] {
+    relations::expected()
+}
+
+/// For each of `schemas` lacking a table or index of a fully migrated
+/// schema (or holding an invalid index), by schema name, what it lacks.
+pub(crate) async fn missing_relations(
+    conn: &mut PgConnection,
+    schemas: &[&SchemaName],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    relations::missing(conn, schemas).await
+}
+
+/// [`verify`]'s refusal of `schema`, which lacks `relations`.
+pub(crate) fn lacks(schema: &SchemaName, relations: &[String]) -> PostgresProviderError {
+    PostgresProviderError::SchemaNotReady {
+        schema: schema.to_string(),
+        reason: relations::reason(relations),
+    }
 }
 
 /// [`verify`]'s verdict on a status already read.

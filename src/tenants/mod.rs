@@ -326,21 +326,36 @@ pub async fn verify_many<F>(
 where
     F: FnMut(Progress<'_, SchemaStatus>),
 {
-    // In batches on one connection (see `status_all`); when that fails,
-    // one schema at a time, each reporting its own failure.
-    let mut statuses = match pool.acquire().await {
-        Ok(mut conn) => migrate::inspect_many(&mut conn, schemas)
-            .await
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
-    .into_iter();
+    // In batches on one connection (see `status_all`), with one look for
+    // missing tables and indexes for all of them; when that fails, one
+    // schema at a time, each reporting its own failure.
+    let (statuses, mut lacking) = match pool.acquire().await {
+        Ok(mut conn) => {
+            let statuses = migrate::inspect_many(&mut conn, schemas)
+                .await
+                .unwrap_or_default();
+            let all: Vec<&SchemaName> = schemas.iter().collect();
+            match migrate::missing_relations(&mut conn, &all).await {
+                Ok(lacking) => (statuses, lacking),
+                Err(_) => (Vec::new(), Default::default()),
+            }
+        }
+        Err(_) => (Vec::new(), Default::default()),
+    };
+    let mut statuses = statuses.into_iter();
     for_each(schemas, progress, |schema| {
         let status = statuses.next();
+        let lacks = lacking.remove(schema.as_str());
         async move {
-            match status {
-                Some(status) => migrate::ready_for(schema, status?, mode),
-                None => migrate::verify(pool, schema, mode).await,
+            match (status, lacks) {
+                (Some(status), lacks) => {
+                    let status = migrate::ready_for(schema, status?, mode)?;
+                    match lacks {
+                        Some(relations) => Err(migrate::lacks(schema, &relations)),
+                        None => Ok(status),
+                    }
+                }
+                (None, _) => migrate::verify(pool, schema, mode).await,
             }
         }
     })

@@ -4,7 +4,7 @@
 
 use duroxide_postgres::{
     MigrationMode, PostgresOptions, PostgresProvider, PostgresProviderError, SchemaName, SqlMode,
-    migrate,
+    migrate, tenants,
 };
 
 use std::time::Duration;
@@ -124,6 +124,101 @@ async fn verify_mode_runs_no_ddl_and_refuses_an_unmigrated_schema() {
             .await
             .expect("verify mode accepts a current schema");
         assert!(verified.health().await.is_ready());
+    })
+    .await;
+}
+
+/// `migrate::expected_relations`, read from the migrations' text, names
+/// exactly the tables and indexes a migrated schema holds (TOAST tables
+/// and identity sequences aside): `verify` checks neither more nor less.
+#[tokio::test]
+async fn the_expected_relations_are_exactly_a_migrated_schemas() {
+    with_schema("mig_relations", |schema| async move {
+        schema.provider().await;
+        let mut held: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'i')",
+        )
+        .bind(&schema.name)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("the schema's relations");
+        held.sort();
+        let mut expected = migrate::expected_relations().to_vec();
+        expected.sort();
+        assert_eq!(expected, held);
+    })
+    .await;
+}
+
+/// An index or a table dropped by hand (or an index left invalid) fails
+/// `verify` in both SQL modes, and `tenants::verify_many`, naming it,
+/// while a neighbour schema stays verified. Before, both schemas passed:
+/// the bookkeeping still recorded every migration.
+#[tokio::test]
+async fn verify_names_a_table_or_index_dropped_by_hand() {
+    with_schemas("mig_drift", 2, |schemas| async move {
+        let [drifted, intact] = &schemas[..] else {
+            unreachable!()
+        };
+        drifted.provider().await;
+        intact.provider().await;
+        let (name, neighbour) = (drifted.schema_name(), intact.schema_name());
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            migrate::verify(&drifted.pool, &name, mode)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: a migrated schema verifies: {e}"));
+        }
+
+        sqlx::raw_sql(&drifted.sql(
+            "DROP INDEX {{schema}}.orchestrator_queue_visible_idx; \
+             DROP TABLE {{schema}}.kv_delta; \
+             UPDATE pg_index SET indisvalid = false \
+              WHERE indexrelid = '{{schema}}.worker_queue_visible_idx'::regclass",
+        ))
+        .execute(&drifted.pool)
+        .await
+        .expect("drift");
+        for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+            let err = migrate::verify(&drifted.pool, &name, mode)
+                .await
+                .expect_err("verify must refuse a schema missing a table and an index");
+            let PostgresProviderError::SchemaNotReady { reason, .. } = &err else {
+                panic!("{mode}: {err}");
+            };
+            for lacking in [
+                "orchestrator_queue_visible_idx",
+                "kv_delta,",
+                "kv_delta_pkey",
+                "worker_queue_visible_idx (invalid)",
+            ] {
+                assert!(reason.contains(lacking), "{mode}: {lacking} in {reason}");
+            }
+            migrate::verify(&intact.pool, &neighbour, mode)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: the neighbour still verifies: {e}"));
+
+            let outcomes = tenants::verify_many(
+                &drifted.pool,
+                &[name.clone(), neighbour.clone()],
+                mode,
+                |_| {},
+            )
+            .await;
+            let [drift, intact] = &outcomes[..] else {
+                panic!("{mode}: two outcomes");
+            };
+            match &drift.result {
+                Err(PostgresProviderError::SchemaNotReady { reason, .. }) => {
+                    assert!(
+                        reason.contains("orchestrator_queue_visible_idx"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{mode}: verify_many on the drifted schema: {other:?}"),
+            }
+            assert!(intact.result.is_ok(), "{mode}: {:?}", intact.result);
+        }
     })
     .await;
 }

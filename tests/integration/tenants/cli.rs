@@ -93,6 +93,25 @@ async fn migrate_verify_status_and_list() {
         let not_ready = expect(5, &["verify", "--schema", &never.name]).await;
         assert!(not_ready.stderr.contains(&never.name), "{not_ready:#?}");
 
+        // An index dropped by hand: verify names it, and recovers once it is back.
+        let index = "DROP INDEX {{schema}}.worker_queue_session_idx";
+        sqlx::raw_sql(&b.sql(index))
+            .execute(&b.pool)
+            .await
+            .expect("drop an index");
+        let drifted = expect(5, &["verify", "--schema", &b.name]).await;
+        assert!(
+            drifted.stderr.contains("worker_queue_session_idx"),
+            "{drifted:#?}"
+        );
+        let recreate = "CREATE INDEX worker_queue_session_idx ON {{schema}}.worker_queue (session_id) \
+                        WHERE session_id IS NOT NULL";
+        sqlx::raw_sql(&b.sql(recreate))
+            .execute(&b.pool)
+            .await
+            .expect("recreate the index");
+        expect(0, &["verify", "--schema", &b.name]).await;
+
         one_turn(
             &verified_provider(a, SqlMode::StoredProcedures).await,
             "cli-status",
