@@ -40,6 +40,9 @@ in_both_modes!(acks_while_full:
 
 const ID: &str = "outage-1";
 
+/// The task sending both acks: the orchestration's outcome, the activity's.
+type Acks = tokio::task::JoinHandle<(Result<(), ProviderError>, Result<(), ProviderError>)>;
+
 /// A provider on `db` holding a lease on an orchestration turn and on an
 /// activity, with the two lock tokens.
 async fn leases_held(db: &super::FaultDb, mode: SqlMode) -> (PostgresProvider, String, String) {
@@ -80,11 +83,7 @@ async fn leases_held_by(
 }
 
 /// Both acks, sent from a task of their own, the orchestration's first.
-fn acks(
-    provider: &PostgresProvider,
-    orch_token: String,
-    work_token: String,
-) -> tokio::task::JoinHandle<(Result<(), ProviderError>, Result<(), ProviderError>)> {
+fn acks(provider: &PostgresProvider, orch_token: String, work_token: String) -> Acks {
     let provider = provider.clone();
     tokio::spawn(async move {
         let orchestration = provider
@@ -105,13 +104,22 @@ fn acks(
     })
 }
 
+/// `acks` once an outage of a second has passed, which they must still be
+/// waiting out (the database was `state` all along).
+async fn still_waiting_after_an_outage(acks: Acks, state: &str) -> Acks {
+    // The outage: how long it lasts, not a synchronization.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !acks.is_finished(),
+        "{state}: the acks returned during the outage: {:?}",
+        acks.await
+    );
+    acks
+}
+
 /// Both acks committed: the turn's two events are in the history and its
 /// activity is queued.
-async fn assert_acks_committed(
-    provider: &PostgresProvider,
-    mode: SqlMode,
-    acks: tokio::task::JoinHandle<(Result<(), ProviderError>, Result<(), ProviderError>)>,
-) {
+async fn assert_acks_committed(provider: &PostgresProvider, mode: SqlMode, acks: Acks) {
     let (orchestration, work) = acks.await.unwrap_or_else(|e| panic!("ack task: {e}"));
     orchestration.unwrap_or_else(|e| panic!("{mode}: the orchestration ack failed: {e}"));
     work.unwrap_or_else(|e| panic!("{mode}: the activity ack failed: {e}"));
@@ -168,14 +176,11 @@ async fn acks_while_read_only(mode: SqlMode) {
         db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
             .await;
         db.terminate_backends().await;
-        let acks = acks(&provider, orch_token, work_token);
-        // The outage: how long it lasts, not a synchronization.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(
-            !acks.is_finished(),
-            "{mode}: the acks returned while the database was read-only: {:?}",
-            acks.await
-        );
+        let acks = still_waiting_after_an_outage(
+            acks(&provider, orch_token, work_token),
+            &format!("{mode}: read-only"),
+        )
+        .await;
         db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
             .await;
         db.terminate_backends().await;
@@ -214,14 +219,11 @@ async fn acks_while_full(mode: SqlMode) {
 
         db.admin("ALTER DATABASE {{db}} CONNECTION LIMIT 0").await;
         db.terminate_backends().await;
-        let acks = acks(&provider, orch_token, work_token);
-        // The outage: how long it lasts, not a synchronization.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(
-            !acks.is_finished(),
-            "{mode}: the acks returned while the database was full: {:?}",
-            acks.await
-        );
+        let acks = still_waiting_after_an_outage(
+            acks(&provider, orch_token, work_token),
+            &format!("{mode}: full"),
+        )
+        .await;
         db.admin("ALTER DATABASE {{db}} CONNECTION LIMIT -1").await;
         assert_acks_committed(&provider, mode, acks).await;
         provider.pool().close().await;
