@@ -52,6 +52,7 @@ pub(super) async fn status_of(
     for batch in migrated.chunks(migrate::BATCH) {
         queue_batch(conn, batch, &mut queues).await?;
     }
+    let mut missing = migrate::missing_relations(conn, &migrated).await?;
     let mut outcomes = Vec::with_capacity(inspected.len());
     for TenantOutcome { schema, result } in inspected {
         let result = match (result, queues.remove(schema.as_str())) {
@@ -59,12 +60,14 @@ pub(super) async fn status_of(
                 schema: schema.clone(),
                 status,
                 queues: Some(stats),
+                missing_relations: missing.remove(schema.as_str()).unwrap_or_default(),
             }),
             (Ok(_), Some(Err(e))) => Err(e),
             (Ok(status), None) => Ok(TenantStatus {
                 schema: schema.clone(),
                 status,
                 queues: None,
+                missing_relations: Vec::new(),
             }),
             (Err(e), _) => Err(e),
         };

@@ -123,6 +123,11 @@ pub struct TenantStatus {
     pub status: SchemaStatus,
     /// Queue depths and leases; `None` until every migration is applied.
     pub queues: Option<QueueStats>,
+    /// The tables and indexes of the migrations
+    /// ([`migrate::expected_relations`]) the schema lacks, or holds as
+    /// invalid indexes (`"name (invalid)"`), as [`migrate::verify`] names
+    /// them; empty when all are there, and until every migration is applied.
+    pub missing_relations: Vec<String>,
 }
 
 /// The outcome of an operation on one schema of a many-schema call.
@@ -191,15 +196,21 @@ pub async fn list(pool: &PgPool) -> Result<Vec<SchemaName>> {
 pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> {
     let mut conn = pool.acquire().await?;
     let status = migrate::inspect_on(&mut conn, schema).await?;
-    let queues = if status.applied_version.is_some() && status.pending_migrations == 0 {
-        Some(queue_stats(&mut conn, schema).await?)
-    } else {
-        None
-    };
+    let (queues, missing_relations) =
+        if status.applied_version.is_some() && status.pending_migrations == 0 {
+            let missing = migrate::missing_relations(&mut conn, &[schema])
+                .await?
+                .remove(schema.as_str())
+                .unwrap_or_default();
+            (Some(queue_stats(&mut conn, schema).await?), missing)
+        } else {
+            (None, Vec::new())
+        };
     Ok(TenantStatus {
         schema: schema.clone(),
         status,
         queues,
+        missing_relations,
     })
 }
 

@@ -172,11 +172,24 @@ async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
         .execute(pool)
         .await
         .expect("record a future migration");
+        sqlx::query(&format!(
+            "DROP INDEX \"{}\".instances_created_idx",
+            inline.name
+        ))
+        .execute(pool)
+        .await
+        .expect("drop one index");
 
         let everything = tenants::status_all(pool).await.expect("status of all");
         let inspected = tenants::inspect_all(pool).await.expect("inspect all");
         for schema in [procs, inline, stale] {
             let alone = tenants::status(pool, &name(schema)).await.expect("status");
+            let lacking: &[&str] = if schema.name == inline.name {
+                &["instances_created_idx"]
+            } else {
+                &[]
+            };
+            assert_eq!(alone.missing_relations, lacking, "{}", schema.name);
             let batched = everything
                 .iter()
                 .find(|o| o.schema == name(schema))

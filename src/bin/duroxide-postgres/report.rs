@@ -15,10 +15,13 @@ pub fn status_table(tenant: &TenantStatus) -> String {
         ("schema version", version(status)),
         ("pending migrations", status.pending_migrations.to_string()),
         ("procedures", procedures(status)),
-        ("ready for", ready_for(status)),
+        ("ready for", ready_for(tenant)),
     ];
     match &tenant.queues {
-        Some(q) => rows.extend(queue_rows(q)),
+        Some(q) => {
+            rows.push(("tables and indexes", relations(tenant)));
+            rows.extend(queue_rows(q));
+        }
         None => rows.push(("queues", "(not migrated yet)".to_string())),
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -177,16 +180,31 @@ fn procedures(status: &SchemaStatus) -> String {
     text
 }
 
-fn ready_for(status: &SchemaStatus) -> String {
+fn ready_for(tenant: &TenantStatus) -> String {
+    if !tenant.missing_relations.is_empty() {
+        return "nothing: a table or index is missing".to_string();
+    }
     let modes: Vec<&str> = [SqlMode::StoredProcedures, SqlMode::InlineSql]
         .into_iter()
-        .filter(|m| status.is_ready_for(*m))
+        .filter(|m| tenant.status.is_ready_for(*m))
         .map(SqlMode::as_str)
         .collect();
     if modes.is_empty() {
         "nothing: run `duroxide-postgres migrate`".to_string()
     } else {
         modes.join(", ")
+    }
+}
+
+/// The migrations' tables and indexes: all there, or those missing.
+fn relations(tenant: &TenantStatus) -> String {
+    if tenant.missing_relations.is_empty() {
+        format!("all {} present", migrate::expected_relations().len())
+    } else {
+        format!(
+            "missing or invalid: {} (`print-sql` has their DDL)",
+            tenant.missing_relations.join(", ")
+        )
     }
 }
 

@@ -104,6 +104,13 @@ async fn migrate_verify_status_and_list() {
             drifted.stderr.contains("worker_queue_session_idx"),
             "{drifted:#?}"
         );
+        let status = expect(0, &["status", "--schema", &b.name]).await;
+        for line in [
+            "ready for           nothing: a table or index is missing\n",
+            "tables and indexes  missing or invalid: worker_queue_session_idx ",
+        ] {
+            assert!(status.stdout.contains(line), "{line:?} in {status:#?}");
+        }
         let recreate = "CREATE INDEX worker_queue_session_idx ON {{schema}}.worker_queue (session_id) \
                         WHERE session_id IS NOT NULL";
         sqlx::raw_sql(&b.sql(recreate))
@@ -111,6 +118,12 @@ async fn migrate_verify_status_and_list() {
             .await
             .expect("recreate the index");
         expect(0, &["verify", "--schema", &b.name]).await;
+        let status = expect(0, &["status", "--schema", &b.name]).await;
+        let all = format!(
+            "tables and indexes  all {} present\n",
+            migrate::expected_relations().len()
+        );
+        assert!(status.stdout.contains(&all), "{all:?} in {status:#?}");
 
         one_turn(
             &verified_provider(a, SqlMode::StoredProcedures).await,
