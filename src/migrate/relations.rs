@@ -32,7 +32,9 @@ pub(crate) fn expected() -> &'static [String] {
 /// The relations `sql` creates. Recognizes the forms the migrations use:
 /// `CREATE TABLE [IF NOT EXISTS] {{schema}}.name (` with one column or
 /// constraint per line, `PRIMARY KEY` on a column or as a table
-/// constraint, `UNIQUE` on a column, and `CREATE [UNIQUE] INDEX name`.
+/// constraint, `UNIQUE` on a column, and `CREATE [UNIQUE] INDEX
+/// [CONCURRENTLY] [IF NOT EXISTS] name`. A form it misses fails
+/// `migrations::the_expected_relations_are_exactly_a_migrated_schemas`.
 fn parse(sql: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut table: Option<String> = None;
@@ -50,8 +52,13 @@ fn parse(sql: &str) -> Vec<String> {
                     table = Some(name.to_string());
                 }
             }
-            ["CREATE", "INDEX", name, ..] | ["CREATE", "UNIQUE", "INDEX", name, ..] => {
-                names.push((*name).to_string());
+            ["CREATE", "INDEX", rest @ ..] | ["CREATE", "UNIQUE", "INDEX", rest @ ..] => {
+                let name = rest
+                    .iter()
+                    .find(|w| !matches!(**w, "CONCURRENTLY" | "IF" | "NOT" | "EXISTS"));
+                if let Some(name) = name {
+                    names.push((*name).to_string());
+                }
             }
             [first, ..] if first.starts_with(')') => table = None,
             [column, ..] => {
@@ -129,6 +136,10 @@ mod tests {
         ] {
             assert!(all.iter().any(|n| n == name), "{name} not in {all:?}");
         }
+        assert_eq!(
+            parse("CREATE INDEX CONCURRENTLY IF NOT EXISTS q_idx ON {{schema}}.q (a);"),
+            ["q_idx"]
+        );
         let mut unique = all.to_vec();
         unique.sort();
         unique.dedup();
