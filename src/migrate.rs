@@ -46,7 +46,7 @@ use crate::schema::{NOW_MS_MARKER, NOW_MS_SQL, SUFFIX_MARKER, SchemaName};
 use crate::embedded::{MIGRATION_FILES, PROCEDURE_FILES};
 
 mod many;
-mod relations;
+pub(crate) mod relations;
 mod state;
 
 pub(crate) use many::{BATCH, inspect_many, tagged_union};
@@ -588,11 +588,11 @@ pub(crate) fn effective_mode(
 pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result<SchemaStatus> {
     let mut conn = pool.acquire().await?;
     let status = ready_for(schema, inspect_on(&mut conn, schema).await?, mode)?;
-    match missing_relations(&mut conn, &[schema])
+    match relations::missing(&mut conn, &[schema])
         .await?
         .remove(schema.as_str())
     {
-        Some(lacking) => Err(lacks(schema, &lacking)),
+        Some(lacking) => Err(relations::lacks(schema, &lacking)),
         None => Ok(status),
     }
 }
@@ -603,23 +603,6 @@ pub async fn verify(pool: &PgPool, schema: &SchemaName, mode: SqlMode) -> Result
 /// constraints (`TABLE_COLUMN_key`). [`verify`] checks that each is there.
 pub fn expected_relations() -> &'static [String] {
     relations::expected()
-}
-
-/// For each of `schemas` lacking a table or index of a fully migrated
-/// schema (or holding an invalid index), by schema name, what it lacks.
-pub(crate) async fn missing_relations(
-    conn: &mut PgConnection,
-    schemas: &[&SchemaName],
-) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-    relations::missing(conn, schemas).await
-}
-
-/// [`verify`]'s refusal of `schema`, which lacks `relations`.
-pub(crate) fn lacks(schema: &SchemaName, relations: &[String]) -> PostgresProviderError {
-    PostgresProviderError::SchemaNotReady {
-        schema: schema.to_string(),
-        reason: relations::reason(relations),
-    }
 }
 
 /// [`verify`]'s verdict on a status already read.

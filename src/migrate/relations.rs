@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use sqlx::{PgConnection, Row};
 
 use super::{BOOKKEEPING, migrations};
-use crate::error::Result;
+use crate::error::{PostgresProviderError, Result};
 use crate::schema::SchemaName;
 
 const MISSING_RELATIONS: &str = include_str!("../../migrate/missing_relations.sql");
@@ -103,14 +103,17 @@ pub(crate) async fn missing(
     Ok(missing)
 }
 
-/// The reason [`super::verify`] gives for a schema lacking `relations`.
-pub(crate) fn reason(relations: &[String]) -> String {
-    format!(
-        "{} table(s) or index(es) missing or invalid: {} (recreate them from \
-         `duroxide-postgres print-sql`)",
-        relations.len(),
-        relations.join(", ")
-    )
+/// [`super::verify`]'s refusal of `schema`, which lacks `relations`.
+pub(crate) fn lacks(schema: &SchemaName, relations: &[String]) -> PostgresProviderError {
+    PostgresProviderError::SchemaNotReady {
+        schema: schema.to_string(),
+        reason: format!(
+            "{} table(s) or index(es) missing or invalid: {} (recreate them from \
+             `duroxide-postgres print-sql`)",
+            relations.len(),
+            relations.join(", ")
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub(super) async fn status_of(
     for batch in migrated.chunks(migrate::BATCH) {
         queue_batch(conn, batch, &mut queues).await?;
     }
-    let mut missing = migrate::missing_relations(conn, &migrated).await?;
+    let mut missing = migrate::relations::missing(conn, &migrated).await?;
     let mut outcomes = Vec::with_capacity(inspected.len());
     for TenantOutcome { schema, result } in inspected {
         let result = match (result, queues.remove(schema.as_str())) {

@@ -198,7 +198,7 @@ pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> 
     let status = migrate::inspect_on(&mut conn, schema).await?;
     let (queues, missing_relations) =
         if status.applied_version.is_some() && status.pending_migrations == 0 {
-            let missing = migrate::missing_relations(&mut conn, &[schema])
+            let missing = migrate::relations::missing(&mut conn, &[schema])
                 .await?
                 .remove(schema.as_str())
                 .unwrap_or_default();
@@ -346,7 +346,7 @@ where
                 .await
                 .unwrap_or_default();
             let all: Vec<&SchemaName> = schemas.iter().collect();
-            match migrate::missing_relations(&mut conn, &all).await {
+            match migrate::relations::missing(&mut conn, &all).await {
                 Ok(lacking) => (statuses, lacking),
                 Err(_) => (Vec::new(), Default::default()),
             }
@@ -362,7 +362,7 @@ where
                 (Some(status), lacks) => {
                     let status = migrate::ready_for(schema, status?, mode)?;
                     match lacks {
-                        Some(relations) => Err(migrate::lacks(schema, &relations)),
+                        Some(relations) => Err(migrate::relations::lacks(schema, &relations)),
                         None => Ok(status),
                     }
                 }
