@@ -4,5 +4,5 @@
 -- the function just created, whatever else the schema holds. A schema that
 -- records no procedure has no runtime role's grants to restore, so this one
 -- plain REVOKE does what grant_installed.sql's block does for a reinstall,
--- for less than half its cost (1.2-1.4 ms against 3.0-3.1 ms a tenant).
+-- for less than half its cost (docs/benchmarks.md, "Provisioning").
 REVOKE ALL ON FUNCTION {{signatures}} FROM PUBLIC;
