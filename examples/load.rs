@@ -685,6 +685,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     tenants_per_connection: settings.tenants_per_connection,
                     connections_per_tenant: settings.connections_per_tenant,
                     connection_reuse: settings.connection_reuse,
+                    settle: settings.settle,
                 };
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);
             }

@@ -58,6 +58,9 @@ pub struct Shape {
     pub connections_per_tenant: u32,
     /// `PostgresOptions::connection_reuse` of the burst's tenants.
     pub connection_reuse: std::time::Duration,
+    /// `PostgresOptions::completion_settle` of every tenant, the one-tenant
+    /// run's included; `None` keeps the default.
+    pub settle: Option<Duration>,
 }
 
 /// One burst row: the spread burst against the one-tenant run.
@@ -81,6 +84,17 @@ fn options(mode: SqlMode, schema: &str, tenants_per_connection: usize) -> Postgr
         .sql_mode(mode)
         .max_connections(POOL)
         .tenants_per_connection(tenants_per_connection)
+}
+
+/// A runtime tenant's options: [`options`] and the burst's shape.
+fn tenant_options(mode: SqlMode, schema: &str, shape: &Shape) -> PostgresOptions {
+    let options = options(mode, schema, shape.tenants_per_connection)
+        .connections_per_tenant(shape.connections_per_tenant)
+        .connection_reuse(shape.connection_reuse);
+    match shape.settle {
+        Some(settle) => options.completion_settle(settle),
+        None => options,
+    }
 }
 
 async fn shared_pool(url: &str, mode: SqlMode, per_connection: usize) -> Result<PgPool, BoxError> {
@@ -243,13 +257,9 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
     let mut work = Vec::new();
     let mut first = None;
     for name in &names {
-        let provider = PostgresProvider::from_pool_with(
-            pool.clone(),
-            options(mode, name, per_connection)
-                .connections_per_tenant(shape.connections_per_tenant)
-                .connection_reuse(shape.connection_reuse),
-        )
-        .await?;
+        let provider =
+            PostgresProvider::from_pool_with(pool.clone(), tenant_options(mode, name, &shape))
+                .await?;
         if provider.sql_mode() != mode {
             return Err(format!("{name} runs {} instead of {mode}", provider.sql_mode()).into());
         }
@@ -292,13 +302,9 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
     // The same orchestrations in one tenant, 4 + 4 dispatchers, pool of 20,
     // with the same tenant affinity (a lone tenant's share is the pool).
     let pool = shared_pool(url, mode, per_connection).await?;
-    let provider = PostgresProvider::from_pool_with(
-        pool.clone(),
-        options(mode, &single, per_connection)
-            .connections_per_tenant(shape.connections_per_tenant)
-            .connection_reuse(shape.connection_reuse),
-    )
-    .await?;
+    let provider =
+        PostgresProvider::from_pool_with(pool.clone(), tenant_options(mode, &single, &shape))
+            .await?;
     let rt = start_runtime(Arc::new(provider), 4).await;
     let c = client(&single).await?;
     let work: Vec<_> = (0..tenants)
