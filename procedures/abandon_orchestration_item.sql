@@ -34,8 +34,12 @@ BEGIN
                attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END,
                visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
                                     ELSE n.now_ms + p_delay_ms END
-          FROM released r, n
-         WHERE q.lock_token = p_lock_token AND q.instance_id = r.instance_id
+          FROM n
+         -- The instance as a value (at most one lease has the token), so the
+         -- messages are read through orchestrator_queue_instance_idx: the
+         -- queue has no index on lock_token.
+         WHERE q.instance_id = (SELECT r.instance_id FROM released r)
+           AND q.lock_token = p_lock_token
         RETURNING 1)
     -- Commits with synchronous_commit off: an abandon lost to a crash is
     -- harmless, the lease then ends on its own (docs/architecture.md, "Durability").

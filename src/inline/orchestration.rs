@@ -200,7 +200,7 @@ async fn reclaim(
     };
     let found = instance_of(sql, conn, &instance).await?;
     if batch.has_parked {
-        unpark(sql, conn, &token, now).await?;
+        unpark(sql, conn, &token, now, &instance).await?;
     }
     Ok(Polled::Found {
         item: FetchedRow {
@@ -277,10 +277,17 @@ async fn instance_of(
 }
 
 /// Makes the parked messages of the claimed batch ordinary again.
-async fn unpark(sql: &FetchSql, conn: &mut PgConnection, token: &str, now: i64) -> Result<()> {
+async fn unpark(
+    sql: &FetchSql,
+    conn: &mut PgConnection,
+    token: &str,
+    now: i64,
+    instance: &str,
+) -> Result<()> {
     sqlx::query(&sql.unpark)
         .bind(token)
         .bind(now)
+        .bind(instance)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -435,6 +442,7 @@ async fn fetch_in(
             if all_queue {
                 sqlx::query(&sql.drop_batch)
                     .bind(&token)
+                    .bind(&instance)
                     .execute(&mut *conn)
                     .await?;
                 // Other work may be waiting: look again now.
@@ -446,6 +454,7 @@ async fn fetch_in(
                 .bind(&token)
                 .bind(now)
                 .bind(params.orphan_retention_ms)
+                .bind(&instance)
                 .execute(&mut *conn)
                 .await?;
             skip.push(instance);
@@ -453,7 +462,7 @@ async fn fetch_in(
             continue;
         }
         if has_parked {
-            unpark(sql, conn, &token, now).await?;
+            unpark(sql, conn, &token, now, &instance).await?;
         }
 
         let snapshot = match sqlx::query(&sql.snapshot)
@@ -546,6 +555,7 @@ async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<St
     }
     sqlx::query(&sql.consume)
         .bind(&a.lock_token)
+        .bind(&instance)
         .execute(&mut *c)
         .await?;
     if let (Some(name), Some(version)) = (&a.name, &a.version) {

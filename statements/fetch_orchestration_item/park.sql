@@ -1,16 +1,16 @@
 -- Nothing to run yet: park the batch until its retention ends (counted from
 -- when it was first parked), dropping what outlived it, and give the lease
 -- back.
--- params: v_token text, v_now bigint, p_orphan_retention_ms bigint
+-- params: v_token text, v_now bigint, p_orphan_retention_ms bigint, v_instance text
 WITH dropped AS (
     DELETE FROM {{schema}}.orchestrator_queue q
-     WHERE q.lock_token = v_token
+     WHERE q.instance_id = v_instance AND q.lock_token = v_token
        AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms <= v_now),
 parked AS (
     UPDATE {{schema}}.orchestrator_queue q
        SET lock_token = NULL, locked_until_ms = NULL, attempt_count = q.attempt_count - 1,
            orphan_since_ms = coalesce(q.orphan_since_ms, v_now),
            visible_at_ms = coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms
-     WHERE q.lock_token = v_token
+     WHERE q.instance_id = v_instance AND q.lock_token = v_token
        AND coalesce(q.orphan_since_ms, v_now) + p_orphan_retention_ms > v_now)
 DELETE FROM {{schema}}.instance_locks l WHERE l.lock_token = v_token;
