@@ -21,22 +21,23 @@ const MISSING_RELATIONS: &str = include_str!("../../migrate/missing_relations.sq
 pub(crate) fn expected() -> &'static [String] {
     static EXPECTED: OnceLock<Vec<String>> = OnceLock::new();
     EXPECTED.get_or_init(|| {
-        let mut names = parse(BOOKKEEPING);
+        let mut names = Vec::new();
+        parse(BOOKKEEPING, &mut names);
         for migration in migrations() {
-            names.extend(parse(migration.sql));
+            parse(migration.sql, &mut names);
         }
         names
     })
 }
 
-/// The relations `sql` creates. Recognizes the forms the migrations use:
-/// `CREATE TABLE [IF NOT EXISTS] {{schema}}.name (` with one column or
-/// constraint per line, `PRIMARY KEY` on a column or as a table
-/// constraint, `UNIQUE` on a column, and `CREATE [UNIQUE] INDEX
-/// [CONCURRENTLY] [IF NOT EXISTS] name`. A form it misses fails
+/// Applies to `names` the relations `sql` creates and drops. Recognizes the
+/// forms the migrations use: `CREATE TABLE [IF NOT EXISTS] {{schema}}.name (`
+/// with one column or constraint per line, `PRIMARY KEY` on a column or as
+/// a table constraint, `UNIQUE` on a column, `CREATE [UNIQUE] INDEX
+/// [CONCURRENTLY] [IF NOT EXISTS] name` and `DROP INDEX [CONCURRENTLY] [IF
+/// EXISTS] {{schema}}.name`. A form it misses fails
 /// `migrations::the_expected_relations_are_exactly_a_migrated_schemas`.
-fn parse(sql: &str) -> Vec<String> {
-    let mut names = Vec::new();
+fn parse(sql: &str, names: &mut Vec<String>) {
     let mut table: Option<String> = None;
     for line in sql.lines() {
         let line = line.split("--").next().unwrap_or_default().trim();
@@ -60,6 +61,15 @@ fn parse(sql: &str) -> Vec<String> {
                     names.push((*name).to_string());
                 }
             }
+            ["DROP", "INDEX", rest @ ..] => {
+                let name = rest
+                    .iter()
+                    .find(|w| !matches!(**w, "CONCURRENTLY" | "IF" | "EXISTS"))
+                    .map(|w| w.trim_start_matches("{{schema}}.").trim_end_matches(';'));
+                if let Some(name) = name {
+                    names.retain(|n| n != name);
+                }
+            }
             [first, ..] if first.starts_with(')') => table = None,
             [column, ..] => {
                 if let Some(table) = &table {
@@ -73,7 +83,6 @@ fn parse(sql: &str) -> Vec<String> {
             [] => {}
         }
     }
-    names
 }
 
 /// For each of `schemas` that lacks any of [`expected`] (or holds one of
@@ -139,10 +148,19 @@ mod tests {
         ] {
             assert!(all.iter().any(|n| n == name), "{name} not in {all:?}");
         }
-        assert_eq!(
-            parse("CREATE INDEX CONCURRENTLY IF NOT EXISTS q_idx ON {{schema}}.q (a);"),
-            ["q_idx"]
+        assert!(
+            !all.iter().any(|n| n == "orchestrator_queue_lock_idx"),
+            "dropped by 0004: {all:?}"
         );
+        let mut names = Vec::new();
+        parse(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS q_idx ON {{schema}}.q (a);\n\
+             CREATE INDEX r_idx ON {{schema}}.q (b);",
+            &mut names,
+        );
+        assert_eq!(names, ["q_idx", "r_idx"]);
+        parse("DROP INDEX IF EXISTS {{schema}}.q_idx;", &mut names);
+        assert_eq!(names, ["r_idx"]);
         let mut unique = all.to_vec();
         unique.sort();
         unique.dedup();

@@ -1,0 +1,12 @@
+-- The orchestrator queue without an index on lock_token.
+--
+-- Every claim stamps each message of its batch (lock_token, locked_until_ms,
+-- attempt_count). With lock_token indexed, no such update could be done in
+-- place: PostgreSQL wrote a new row version and a new entry in each of the
+-- queue's indexes for every message claimed (no HOT update), and the
+-- candidate scans then walked past the old entries until vacuum. With the
+-- index gone the stamp changes no indexed column, so it can stay on its page
+-- with no new index entries. The statements that looked messages up by token
+-- (the ack's consume; a fetch's park, unpark and drop of an orphaned batch)
+-- name the instance too and read orchestrator_queue_instance_idx.
+DROP INDEX IF EXISTS {{schema}}.orchestrator_queue_lock_idx;
