@@ -611,3 +611,73 @@ async fn forced_drop_of_a_busy_tenant(mode: SqlMode) {
     })
     .await;
 }
+
+/// A drop or migration of one tenant can lock its tables in another order
+/// than `status_all` reads them (the orchestrator queue, then the worker
+/// queue) and deadlock with the batched read. `status_all` then reads that
+/// batch one tenant at a time and reports every tenant, rather than fail
+/// as a whole (it did: a CI run's `status_all` failed with 40P01 beside
+/// another test's DDL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
+    with_schemas("ten_deadlock", 1, |schemas| async move {
+        let schema = &schemas[0];
+        let pool = &schema.pool;
+        schema.provider_in(SqlMode::InlineSql).await;
+        let table = |t: &str| format!("\"{}\".{t}", schema.name);
+
+        // The DDL's transaction takes the worker queue first.
+        let mut ddl = pool.begin().await.expect("begin");
+        sqlx::query(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            table("worker_queue")
+        ))
+        .execute(&mut *ddl)
+        .await
+        .expect("lock the worker queue");
+        let status = tokio::spawn({
+            let pool = pool.clone();
+            async move { tenants::status_all(&pool).await }
+        });
+        // The read holds the orchestrator queue once it waits for the
+        // worker queue.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                 WHERE NOT granted AND relation = $1::regclass)",
+            )
+            .bind(table("worker_queue"))
+            .fetch_one(pool)
+            .await
+            .expect("read pg_locks");
+            if waiting {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the read never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The DDL now asks for the orchestrator queue: a deadlock, which the
+        // server breaks by failing the read (it waited first).
+        sqlx::query(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            table("orchestrator_queue")
+        ))
+        .execute(&mut *ddl)
+        .await
+        .expect("lock the orchestrator queue");
+        ddl.commit().await.expect("commit");
+
+        let everything = status
+            .await
+            .expect("status task")
+            .expect("status of all past the deadlock");
+        let ours = everything
+            .iter()
+            .find(|o| o.schema == name(schema))
+            .expect("listed");
+        let status = ours.result.as_ref().expect("our tenant's status");
+        assert!(status.queues.is_some(), "{status:?}");
+    })
+    .await;
+}
