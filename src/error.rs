@@ -237,6 +237,16 @@ impl PostgresProviderError {
         )
     }
 
+    /// Whether a read of many schemas at once met DDL on one of them: a
+    /// schema dropped while it ran ([`Self::names_a_missing_object`]), or a
+    /// deadlock with a drop or a migration that locks the tables it reads
+    /// in another order. Read one schema at a time, it then fails, at
+    /// most, for that schema alone.
+    pub(crate) fn met_ddl_on_a_schema(&self) -> bool {
+        self.names_a_missing_object()
+            || self.sqlstate().as_deref() == Some(sqlstate::DEADLOCK_DETECTED)
+    }
+
     /// Whether retrying the same operation may succeed.
     ///
     /// Retryable: serialization failures, deadlocks, lost or refused

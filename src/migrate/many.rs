@@ -62,8 +62,8 @@ pub(crate) async fn inspect_many(
     for batch in schemas.chunks(BATCH) {
         match inspect_batch(conn, batch).await {
             Ok(batch_statuses) => statuses.extend(batch_statuses),
-            Err(e) if e.names_a_missing_object() => {
-                tracing::debug!(error = %e, "a schema of the batch was dropped while read; reading them one at a time");
+            Err(e) if e.met_ddl_on_a_schema() => {
+                tracing::debug!(error = %e, "a schema of the batch was dropped or changed while read; reading them one at a time");
                 for schema in batch {
                     statuses.push(super::inspect_on(conn, schema).await);
                 }

@@ -80,8 +80,9 @@ pub(super) async fn status_of(
 }
 
 /// The queues of `batch` into `queues`, by schema name: one statement, or
-/// one per schema when a schema of the batch was dropped meanwhile (it then
-/// fails alone).
+/// one per schema when a schema of the batch was dropped meanwhile, or a
+/// drop or migration of one deadlocked with the read (it then fails, at
+/// most, alone).
 async fn queue_batch(
     conn: &mut PgConnection,
     batch: &[&SchemaName],
@@ -97,8 +98,8 @@ async fn queue_batch(
     .await;
     match read {
         Ok(rows) => queues.extend(rows),
-        Err(e) if e.names_a_missing_object() => {
-            tracing::debug!(error = %e, "a tenant of the batch was dropped while read; reading them one at a time");
+        Err(e) if e.met_ddl_on_a_schema() => {
+            tracing::debug!(error = %e, "a tenant of the batch was dropped or changed while read; reading them one at a time");
             for schema in batch {
                 let stats = queue_stats(conn, schema).await;
                 queues.insert(schema.as_str().to_string(), stats);
