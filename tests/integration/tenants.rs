@@ -625,16 +625,14 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         let pool = &schema.pool;
         schema.provider_in(SqlMode::InlineSql).await;
         let table = |t: &str| format!("\"{}\".{t}", schema.name);
+        let lock = |t: &str| format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table(t));
 
         // The DDL's transaction takes the worker queue first.
         let mut ddl = pool.begin().await.expect("begin");
-        sqlx::query(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            table("worker_queue")
-        ))
-        .execute(&mut *ddl)
-        .await
-        .expect("lock the worker queue");
+        sqlx::query(&lock("worker_queue"))
+            .execute(&mut *ddl)
+            .await
+            .expect("lock the worker queue");
         let status = tokio::spawn({
             let pool = pool.clone();
             async move { tenants::status_all(&pool).await }
@@ -659,13 +657,10 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         }
         // The DDL now asks for the orchestrator queue: a deadlock, which the
         // server breaks by failing the read (it waited first).
-        sqlx::query(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            table("orchestrator_queue")
-        ))
-        .execute(&mut *ddl)
-        .await
-        .expect("lock the orchestrator queue");
+        sqlx::query(&lock("orchestrator_queue"))
+            .execute(&mut *ddl)
+            .await
+            .expect("lock the orchestrator queue");
         ddl.commit().await.expect("commit");
 
         let everything = status
