@@ -243,8 +243,14 @@ impl PostgresProviderError {
     /// in another order. Read one schema at a time, it then fails, at
     /// most, for that schema alone.
     pub(crate) fn met_ddl_on_a_schema(&self) -> bool {
-        self.names_a_missing_object()
-            || self.sqlstate().as_deref() == Some(sqlstate::DEADLOCK_DETECTED)
+        self.names_a_missing_object() || self.is_deadlock()
+    }
+
+    /// Whether the server broke a deadlock by failing this statement: its
+    /// locks are gone, so the same read once more waits for the other
+    /// transaction instead.
+    pub(crate) fn is_deadlock(&self) -> bool {
+        self.sqlstate().as_deref() == Some(sqlstate::DEADLOCK_DETECTED)
     }
 
     /// Whether retrying the same operation may succeed.

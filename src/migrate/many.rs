@@ -65,7 +65,12 @@ pub(crate) async fn inspect_many(
             Err(e) if e.met_ddl_on_a_schema() => {
                 tracing::debug!(error = %e, "a schema of the batch was dropped or changed while read; reading them one at a time");
                 for schema in batch {
-                    statuses.push(super::inspect_on(conn, schema).await);
+                    let mut status = super::inspect_on(conn, schema).await;
+                    // A read of one schema can meet the same DDL again.
+                    if status.as_ref().is_err_and(|e| e.is_deadlock()) {
+                        status = super::inspect_on(conn, schema).await;
+                    }
+                    statuses.push(status);
                 }
             }
             Err(e) => return Err(e),

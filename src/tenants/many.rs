@@ -101,7 +101,11 @@ async fn queue_batch(
         Err(e) if e.met_ddl_on_a_schema() => {
             tracing::debug!(error = %e, "a tenant of the batch was dropped or changed while read; reading them one at a time");
             for schema in batch {
-                let stats = queue_stats(conn, schema).await;
+                let mut stats = queue_stats(conn, schema).await;
+                // A read of one tenant can meet the same DDL again.
+                if stats.as_ref().is_err_and(|e| e.is_deadlock()) {
+                    stats = queue_stats(conn, schema).await;
+                }
                 queues.insert(schema.as_str().to_string(), stats);
             }
         }
