@@ -1,38 +1,20 @@
 //! A message that arrives while its instance's turn commits wakes a waiting
 //! fetch as soon as the lease is gone, not when the old lease would have
-//! ended. The interleaving is driven exactly: the ack is held at its commit
-//! by a deferred trigger waiting on an advisory lock the test holds.
+//! ended; messages for one instance arriving together do not wait for each
+//! other's commit. The interleavings are driven exactly: a commit is held by
+//! a deferred trigger waiting on an advisory lock the test holds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, WorkItem};
+use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
-use crate::fixtures::{event, metadata, start};
+use crate::fixtures::{activity, completion, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, provider_on, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
-
-/// A trigger that holds every commit that released a lease of this schema
-/// until the test lets go of advisory key `gate`.
-async fn hold_lease_releases_at_commit(schema: &TestSchema, gate: i64) {
-    sqlx::query(&schema.sql(&format!(
-        "CREATE FUNCTION {{{{schema}}}}.test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
-    )))
-    .execute(&schema.pool)
-    .await
-    .expect("gate function");
-    sqlx::query(&schema.sql(
-        "CREATE CONSTRAINT TRIGGER test_gate AFTER DELETE ON {{schema}}.instance_locks \
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {{schema}}.test_gate()",
-    ))
-    .execute(&schema.pool)
-    .await
-    .expect("gate trigger");
-}
 
 /// Whether some backend waits for a lock of this database's advisory `key`
 /// (`pg_locks` spells a bigint key as its two halves).
@@ -87,18 +69,9 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
             .expect("fetch")
             .expect("claimed");
 
-        let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
-            .bind(&schema.name)
-            .fetch_one(&schema.pool)
-            .await
-            .expect("gate key");
-        hold_lease_releases_at_commit(&schema, gate).await;
-        let mut holder = schema.pool.acquire().await.expect("holder");
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(gate)
-            .execute(&mut *holder)
-            .await
-            .expect("hold gate");
+        let (mut holder, gate) = close_gate(&schema).await;
+        // Every commit that releases a lease is held.
+        hold_commits(&schema, gate, "DELETE", "instance_locks", "true").await;
 
         // A dispatcher waits for work; the instance is leased for 30 s.
         let fetch = tokio::spawn(async move {
@@ -150,7 +123,7 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
 
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(gate)
-            .execute(&mut *holder)
+            .execute(&mut holder)
             .await
             .expect("release gate");
         ack.await.expect("ack task").expect("ack");
@@ -163,6 +136,192 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
             waited < Duration::from_secs(5),
             "{mode}: the waiting fetch slept {waited:?}, towards the old lease's end"
         );
+    })
+    .await;
+}
+
+/// A trigger that holds the commit of every transaction that runs `event`
+/// on this schema's `table` for a row matching `when` (a trigger `WHEN`
+/// condition), until the test lets go of advisory key `gate`.
+async fn hold_commits(schema: &TestSchema, gate: i64, event: &str, table: &str, when: &str) {
+    sqlx::query(&schema.sql(&format!(
+        "CREATE FUNCTION {{{{schema}}}}.test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
+    )))
+    .execute(&schema.pool)
+    .await
+    .expect("gate function");
+    sqlx::query(&schema.sql(&format!(
+        "CREATE CONSTRAINT TRIGGER test_gate AFTER {event} ON {{{{schema}}}}.{table} \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) \
+         EXECUTE FUNCTION {{{{schema}}}}.test_gate()"
+    )))
+    .execute(&schema.pool)
+    .await
+    .expect("gate trigger");
+}
+
+/// The test's gate key for `schema`, held by the connection returned (taken
+/// out of the pool, so a test that fails drops it and the server lets every
+/// held commit go).
+async fn close_gate(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
+    let mut holder = schema.pool.acquire().await.expect("holder").detach();
+    let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
+        .bind(&schema.name)
+        .fetch_one(&mut holder)
+        .await
+        .expect("gate key");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(gate)
+        .execute(&mut holder)
+        .await
+        .expect("hold gate");
+    (holder, gate)
+}
+
+in_both_modes!(a_completion_does_not_wait_for_a_sibling_committing:
+    a_completion_does_not_wait_for_a_sibling_committing_procedures,
+    a_completion_does_not_wait_for_a_sibling_committing_inline; 4);
+
+/// Workers finishing activities of one fan-out at once: each ack commits on
+/// its own, instead of after the sibling's commit (with its WAL flush, on a
+/// durable server). Both completions reach the instance.
+async fn a_completion_does_not_wait_for_a_sibling_committing(mode: SqlMode) {
+    with_schema("arrival_siblings", |schema| async move {
+        let p: Arc<PostgresProvider> =
+            Arc::new(provider_on(&schema.pool, &schema.name, mode, true).await);
+        p.enqueue_for_orchestrator(start("fan"), None)
+            .await
+            .expect("start");
+        let mut tokens = Vec::new();
+        for id in [1, 2] {
+            p.enqueue_for_worker(activity("fan", id))
+                .await
+                .expect("activity");
+            let (item, token, _) = p
+                .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+                .await
+                .expect("fetch work")
+                .expect("an activity");
+            assert!(matches!(item, WorkItem::ActivityExecute { id: got, .. } if got == id));
+            tokens.push(token);
+        }
+        let (mut holder, gate) = close_gate(&schema).await;
+        hold_commits(
+            &schema,
+            gate,
+            "DELETE",
+            "worker_queue",
+            "OLD.activity_id = 1",
+        )
+        .await;
+
+        let first = {
+            let (p, token) = (p.clone(), tokens[0].clone());
+            tokio::spawn(async move { p.ack_work_item(&token, Some(completion("fan", 1))).await })
+        };
+        until("the first completion is held at its commit", async || {
+            someone_waits_on(&schema.pool, gate).await
+        })
+        .await;
+        let second = {
+            let (p, token) = (p.clone(), tokens[1].clone());
+            tokio::spawn(async move { p.ack_work_item(&token, Some(completion("fan", 2))).await })
+        };
+        until("the second completion commits or waits", async || {
+            second.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await
+        })
+        .await;
+        assert!(
+            second.is_finished(),
+            "{mode}: the second completion waits for the first one's commit"
+        );
+        assert!(!first.is_finished(), "{mode}: the first completion is held");
+        second.await.expect("second task").expect("second ack");
+
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("release gate");
+        first.await.expect("first task").expect("first ack");
+        let (item, _, _) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the instance is claimed");
+        assert_eq!(
+            item.messages.len(),
+            3,
+            "{mode}: the start and both completions"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(an_event_does_not_wait_for_another_event_committing:
+    an_event_does_not_wait_for_another_event_committing_procedures,
+    an_event_does_not_wait_for_another_event_committing_inline; 4);
+
+/// Events raised to one started instance at once (a burst of webhooks) each
+/// commit on their own, and all of them reach the instance.
+async fn an_event_does_not_wait_for_another_event_committing(mode: SqlMode) {
+    with_schema("arrival_events", |schema| async move {
+        let p: Arc<PostgresProvider> =
+            Arc::new(provider_on(&schema.pool, &schema.name, mode, true).await);
+        p.enqueue_for_orchestrator(start("hook"), None)
+            .await
+            .expect("start");
+        let raised = |name: &str| WorkItem::ExternalRaised {
+            instance: "hook".to_string(),
+            name: name.to_string(),
+            data: "1".to_string(),
+        };
+        let (mut holder, gate) = close_gate(&schema).await;
+        hold_commits(
+            &schema,
+            gate,
+            "INSERT",
+            "orchestrator_queue",
+            "NEW.work_item LIKE '%Held%'",
+        )
+        .await;
+
+        let first = {
+            let (p, item) = (p.clone(), raised("Held"));
+            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
+        };
+        until("the first event is held at its commit", async || {
+            someone_waits_on(&schema.pool, gate).await
+        })
+        .await;
+        let second = {
+            let (p, item) = (p.clone(), raised("Free"));
+            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
+        };
+        until("the second event commits or waits", async || {
+            second.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await
+        })
+        .await;
+        assert!(
+            second.is_finished(),
+            "{mode}: the second event waits for the first one's commit"
+        );
+        assert!(!first.is_finished(), "{mode}: the first event is held");
+        second.await.expect("second task").expect("second event");
+
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("release gate");
+        first.await.expect("first task").expect("first event");
+        let (item, _, _) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the instance is claimed");
+        assert_eq!(item.messages.len(), 3, "{mode}: the start and both events");
     })
     .await;
 }
