@@ -29,16 +29,20 @@ async fn someone_waits_on(pool: &PgPool, key: i64) -> bool {
     .expect("pg_locks")
 }
 
-/// Whether a backend of this database waits for a row lock (an instance's
-/// claim row, held by a transaction not yet committed).
-async fn someone_waits_on_an_instance_claim(pool: &PgPool) -> bool {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
-           AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple'))",
-    )
-    .fetch_one(pool)
+/// Whether a backend waits for a row lock on this schema's `instance_claims`
+/// (an instance's claim row, held by a transaction not yet committed): it
+/// holds or waits for the row's tuple lock while it waits for the holder's
+/// transaction. Other tests' waits on the same server do not count.
+async fn someone_waits_on_an_instance_claim(schema: &TestSchema) -> bool {
+    sqlx::query_scalar(&schema.sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks t \
+           WHERE t.locktype = 'tuple' AND t.relation = '{{schema}}.instance_claims'::regclass \
+             AND (NOT t.granted OR EXISTS (SELECT 1 FROM pg_locks x WHERE x.pid = t.pid \
+                                             AND x.locktype = 'transactionid' AND NOT x.granted)))",
+    ))
+    .fetch_one(&schema.pool)
     .await
-    .expect("pg_stat_activity")
+    .expect("pg_locks")
 }
 
 async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
@@ -114,7 +118,7 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
                 .await
         });
         let sent_or_waiting =
-            async || send.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await;
+            async || send.is_finished() || someone_waits_on_an_instance_claim(&schema).await;
         until(
             "the event is committed or waits for the turn",
             sent_or_waiting,
@@ -229,7 +233,7 @@ async fn a_completion_does_not_wait_for_a_sibling_committing(mode: SqlMode) {
             tokio::spawn(async move { p.ack_work_item(&token, Some(completion("fan", 2))).await })
         };
         until("the second completion commits or waits", async || {
-            second.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await
+            second.is_finished() || someone_waits_on_an_instance_claim(&schema).await
         })
         .await;
         assert!(
@@ -300,7 +304,7 @@ async fn an_event_does_not_wait_for_another_event_committing(mode: SqlMode) {
             tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
         };
         until("the second event commits or waits", async || {
-            second.is_finished() || someone_waits_on_an_instance_claim(&schema.pool).await
+            second.is_finished() || someone_waits_on_an_instance_claim(&schema).await
         })
         .await;
         assert!(
