@@ -6,10 +6,13 @@
 -- found and what to wake: an enqueued completion wakes the schema's
 -- orchestrator waiters (the caller does, after the commit); 'orchestrator
 -- settle' says more completions of the instance are on their way.
--- The instance's claim row (instance_claims) is created or locked before any
--- other row lock (`n` reads `claim` before the delete locks a row) and held
--- until commit, so an ack of the instance committing meanwhile sees the
--- completion or wakes for it (see ack_orchestration_item.sql).
+-- The instance's claim row (instance_claims) is share-locked (created and
+-- locked when missing) before any other row lock (`n` reads `claim`, which
+-- reads `shared`, before the delete locks a row) and held until commit, so
+-- an ack of the instance committing meanwhile sees the completion or wakes
+-- for it (see ack_orchestration_item.sql). A share lock lets the
+-- completions of sibling activities commit together instead of one after
+-- the other.
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item{{suffix}}(
     p_lock_token    text,
     p_instance_id   text,
@@ -25,10 +28,15 @@ SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY
-    WITH claim AS (
+    WITH shared AS MATERIALIZED (
         -- Only when a completion is queued (without one, there is no instance).
+        -- A row deleted meanwhile (the instance purged) is not returned.
+        SELECT 1 FROM {{schema}}.instance_claims k
+         WHERE k.instance_id = p_instance_id AND p_work_item IS NOT NULL
+           FOR SHARE),
+    claim AS (
         INSERT INTO {{schema}}.instance_claims AS k (instance_id)
-        SELECT p_instance_id WHERE p_work_item IS NOT NULL
+        SELECT p_instance_id WHERE p_work_item IS NOT NULL AND NOT EXISTS (SELECT 1 FROM shared)
         ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
         RETURNING 1),
     n AS (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k),

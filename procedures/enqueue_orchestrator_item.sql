@@ -3,13 +3,14 @@
 -- the delay too; only an ack makes them visible at their fire_at_ms).
 -- Never creates the instance: the first ack does. Returns what to wake
 -- ('orchestrator'): the caller wakes the schema's orchestrator waiters after
--- the commit (NOTIFY channel = schema name). Creates or
--- locks the instance's claim row (instance_claims) before the insert and
--- holds it until commit, so an ack of the instance committing meanwhile
--- either sees this message or notifies for it, and a fetch in flight claims
--- the instance before or after, never while (see ack_orchestration_item.sql).
--- ON CONFLICT DO UPDATE ... WHERE false locks an existing row without
--- writing a new version of it.
+-- the commit (NOTIFY channel = schema name). Share-locks the instance's
+-- claim row (instance_claims) before the insert, creating and locking it
+-- when missing, and holds it until commit, so an ack of the instance
+-- committing meanwhile either sees this message or notifies for it, and a
+-- fetch in flight claims the instance before or after, never while (see
+-- ack_orchestration_item.sql). ON CONFLICT DO UPDATE ... WHERE false locks
+-- a row another writer created meanwhile without writing a new version of
+-- it.
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item{{suffix}}(
     p_instance_id   text,
     p_item_kind     text,
@@ -25,8 +26,14 @@ SECURITY DEFINER
 AS $$
 BEGIN
     RETURN QUERY
-    WITH claim AS (
-        INSERT INTO {{schema}}.instance_claims AS k (instance_id) VALUES (p_instance_id)
+    WITH shared AS MATERIALIZED (
+        -- A started instance's claim row exists: share-locked, so writers of
+        -- one instance do not wait for each other's commit. A row deleted
+        -- meanwhile (the instance purged) is not returned.
+        SELECT 1 FROM {{schema}}.instance_claims k WHERE k.instance_id = p_instance_id FOR SHARE),
+    claim AS (
+        INSERT INTO {{schema}}.instance_claims AS k (instance_id)
+        SELECT p_instance_id WHERE NOT EXISTS (SELECT 1 FROM shared)
         ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
         RETURNING 1),
     queued AS (
