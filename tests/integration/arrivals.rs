@@ -329,3 +329,94 @@ async fn an_event_does_not_wait_for_another_event_committing(mode: SqlMode) {
     })
     .await;
 }
+
+in_both_modes!(a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers:
+    a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers_procedures,
+    a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers_inline; 4);
+
+/// A turn that sends to one other instance (a child's result for its
+/// parent, an event for a sibling) while another writer of that instance
+/// commits does not wait for it: children finishing together commit
+/// together.
+async fn a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers(mode: SqlMode) {
+    with_schema("arrival_sends", |schema| async move {
+        let p: Arc<PostgresProvider> =
+            Arc::new(provider_on(&schema.pool, &schema.name, mode, true).await);
+        let raised = |name: &str| WorkItem::ExternalRaised {
+            instance: "parent".to_string(),
+            name: name.to_string(),
+            data: "1".to_string(),
+        };
+        p.enqueue_for_orchestrator(start("child"), None)
+            .await
+            .expect("start");
+        let (item, token, _) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the child is claimed");
+        assert_eq!(item.instance, "child");
+        // The parent's queue was written to before (its claim row exists).
+        p.enqueue_for_orchestrator(raised("Early"), None)
+            .await
+            .expect("early event");
+        let (mut holder, gate) = close_gate(&schema).await;
+        hold_commits(
+            &schema,
+            gate,
+            "INSERT",
+            "orchestrator_queue",
+            "NEW.work_item LIKE '%Held%'",
+        )
+        .await;
+
+        let held = {
+            let (p, item) = (p.clone(), raised("Held"));
+            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
+        };
+        until("the parent's event is held at its commit", async || {
+            someone_waits_on(&schema.pool, gate).await
+        })
+        .await;
+        let ack = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![event("child", 1)],
+                    vec![],
+                    vec![raised("Free")],
+                    metadata(),
+                    vec![],
+                )
+                .await
+            })
+        };
+        until("the turn commits or waits", async || {
+            ack.is_finished() || someone_waits_on_an_instance_claim(&schema).await
+        })
+        .await;
+        assert!(
+            ack.is_finished(),
+            "{mode}: the turn waits for the parent's other writer to commit"
+        );
+        assert!(!held.is_finished(), "{mode}: the parent's event is held");
+        ack.await.expect("ack task").expect("ack");
+
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("release gate");
+        held.await.expect("held task").expect("held event");
+        let queued: i64 = sqlx::query_scalar(&schema.sql(
+            "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = 'parent'",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("parent's queue");
+        assert_eq!(queued, 3, "{mode}: the parent's three messages are queued");
+    })
+    .await;
+}
