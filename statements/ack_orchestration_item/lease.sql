@@ -3,11 +3,25 @@
 -- before the join emits a row to lock); then the lease, the clock, and the
 -- try of the own instance's claim row without waiting (quiet: no writer of
 -- its queue in flight). ON CONFLICT DO UPDATE ... WHERE false locks an
--- existing row without writing a new version of it. No row: unknown token.
+-- existing row without writing a new version of it. A turn that sends to
+-- one instance share-locks its row when the row is in the snapshot, as
+-- the other writers of one instance's queue do, so children finishing
+-- together do not wait for each other; sends to several instances lock
+-- them all exclusively, in one ordered pass (a share pass then an
+-- exclusive one would lock out of order). No row: unknown token.
 -- params: p_lock_token text, p_orch_instances text[]
-WITH claimed AS (
+WITH targets AS (
+    SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id)),
+shared AS MATERIALIZED (
+    SELECT c.instance_id FROM {{schema}}.instance_claims c
+     WHERE c.instance_id IN (SELECT t.id FROM targets t)
+       AND (SELECT pg_catalog.count(*) FROM targets) = 1
+       FOR SHARE OF c),
+claimed AS (
     INSERT INTO {{schema}}.instance_claims AS c (instance_id)
-    SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id) ORDER BY 1
+    SELECT t.id FROM targets t
+     WHERE NOT EXISTS (SELECT 1 FROM shared s WHERE s.instance_id = t.id)
+     ORDER BY 1
     ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
     RETURNING 1)
 SELECT l.instance_id, l.locked_until_ms, {{now_ms}} AS now_ms,
