@@ -33,7 +33,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/ab.sh
 source scripts/lib/ab.sh
 
-q() { psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 ab_pair claims "$base"
 
 declare -A AB_ARGS
@@ -91,17 +90,4 @@ SQL
 script claims_base >"$work/base.sql"
 script claims_cur >"$work/cur.sql"
 
-wal_sync() { q "SELECT wal_sync FROM pg_stat_wal"; }
-printf '%-5s %-8s %10s %12s %14s\n' round variant 'orch/s' 'ms/orch' 'wal_sync/orch'
-for round in $(seq 1 "$rounds"); do
-  for variant in base cur; do
-    before=$(wal_sync)
-    out=$(pgbench -n -M prepared -c 1 -T "$seconds" -f "$work/$variant.sql" "$DATABASE_URL" 2>&1) \
-      || { echo "$out" >&2; exit 1; }
-    after=$(wal_sync)
-    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
-    awk -v r="$round" -v v="$variant" -v tx="$tx" -v s="$seconds" -v lat="$lat" -v w=$((after - before)) \
-      'BEGIN { printf "%-5s %-8s %10.1f %12.3f %14.2f\n", r, v, tx / s, lat, (tx > 0 ? w / tx : 0) }'
-  done
-done
+ab_rounds orch "$rounds" "$seconds" 1

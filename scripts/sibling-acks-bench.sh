@@ -55,18 +55,5 @@ for s in "${ab_sides[@]}"; do
     >"$work/${s#siblings_}.sql"
 done
 
-wal_sync() { q "SELECT wal_sync FROM pg_stat_wal"; }
 echo "$clients clients acking one instance's activities; $(q 'SHOW fsync') fsync, $(q 'SHOW synchronous_commit') synchronous_commit"
-printf '%-5s %-8s %10s %12s %13s\n' round variant 'acks/s' 'ms/ack' 'wal_sync/ack'
-for round in $(seq 1 "$rounds"); do
-  for variant in base cur; do
-    before=$(wal_sync)
-    out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$seconds" -f "$work/$variant.sql" \
-      "$DATABASE_URL" 2>&1) || { echo "$out" >&2; exit 1; }
-    after=$(wal_sync)
-    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
-    awk -v r="$round" -v v="$variant" -v tx="$tx" -v s="$seconds" -v lat="$lat" -v w=$((after - before)) \
-      'BEGIN { printf "%-5s %-8s %10.1f %12.3f %13.2f\n", r, v, tx / s, lat, (tx > 0 ? w / tx : 0) }'
-  done
-done
+ab_rounds ack "$rounds" "$seconds" "$clients"

@@ -24,6 +24,12 @@
 #   variables allowed). A parameter with no entry in AB_ARGS stops the run
 #   with its name, so a build that adds a parameter is never called with a
 #   guessed value.
+# * `ab_rounds UNIT ROUNDS SECONDS CLIENTS`: ROUNDS rounds, each running
+#   `$work/base.sql` then `$work/cur.sql` (pgbench scripts, one UNIT per
+#   transaction) for SECONDS with CLIENTS clients, printing per variant
+#   UNITs per second, ms per UNIT and WAL flushes per UNIT (the server's
+#   pg_stat_wal.wal_sync read around the run: run it on a server nobody
+#   else uses).
 #
 # Sources scripts/lib/bench-schema.sh (psql and pgbench on PATH,
 # `autovacuum_off`). Expects DATABASE_URL and the repository root as the
@@ -106,4 +112,25 @@ ab_call() {  # SCHEMA PROCEDURE
     call+="${call:+, }$arg => ${AB_ARGS[$arg]}"
   done
   echo "\"$1\".$name($call)"
+}
+
+ab_rounds() {  # UNIT ROUNDS SECONDS CLIENTS
+  local unit=$1 rounds=$2 seconds=$3 clients=$4 round variant before after out tx lat
+  printf '%-5s %-8s %10s %12s %14s\n' round variant "$unit/s" "ms/$unit" "wal_sync/$unit"
+  for round in $(seq 1 "$rounds"); do
+    for variant in base cur; do
+      before=$(ab_wal_sync)
+      out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$seconds" -f "$work/$variant.sql" \
+        "$DATABASE_URL" 2>&1) || { echo "$out" >&2; exit 1; }
+      after=$(ab_wal_sync)
+      tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+      lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+      awk -v r="$round" -v v="$variant" -v tx="$tx" -v s="$seconds" -v lat="$lat" -v w=$((after - before)) \
+        'BEGIN { printf "%-5s %-8s %10.1f %12.3f %14.2f\n", r, v, tx / s, lat, (tx > 0 ? w / tx : 0) }'
+    done
+  done
+}
+
+ab_wal_sync() {
+  psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "SELECT wal_sync FROM pg_stat_wal"
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, TagFilter, WorkItem};
+use duroxide::providers::{Provider, ProviderError, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
@@ -183,6 +183,45 @@ async fn close_gate(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
     (holder, gate)
 }
 
+/// Runs `first` until the gate (closed by [`close_gate`], with a
+/// [`hold_commits`] trigger that holds `first` and not `second`) holds it at
+/// its commit, then `second`, which must commit without waiting for it (it
+/// returns and is never seen waiting on a claim row). Then the gate opens
+/// and `first` commits too.
+async fn second_commits_while_first_is_held(
+    schema: &TestSchema,
+    (mut holder, gate): (sqlx::PgConnection, i64),
+    mode: SqlMode,
+    what: &str,
+    first: impl Future<Output = Result<(), ProviderError>> + Send + 'static,
+    second: impl Future<Output = Result<(), ProviderError>> + Send + 'static,
+) {
+    let first = tokio::spawn(first);
+    until(
+        &format!("the first {what} is held at its commit"),
+        async || someone_waits_on(&schema.pool, gate).await,
+    )
+    .await;
+    let second = tokio::spawn(second);
+    until(&format!("the second {what} commits or waits"), async || {
+        second.is_finished() || someone_waits_on_an_instance_claim(schema).await
+    })
+    .await;
+    assert!(
+        second.is_finished(),
+        "{mode}: the second {what} waits for the first one's commit"
+    );
+    assert!(!first.is_finished(), "{mode}: the first {what} is held");
+    second.await.expect("second task").expect("second write");
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(gate)
+        .execute(&mut holder)
+        .await
+        .expect("release gate");
+    first.await.expect("first task").expect("first write");
+}
+
 in_both_modes!(a_completion_does_not_wait_for_a_sibling_committing:
     a_completion_does_not_wait_for_a_sibling_committing_procedures,
     a_completion_does_not_wait_for_a_sibling_committing_inline; 4);
@@ -210,45 +249,28 @@ async fn a_completion_does_not_wait_for_a_sibling_committing(mode: SqlMode) {
             assert!(matches!(item, WorkItem::ActivityExecute { id: got, .. } if got == id));
             tokens.push(token);
         }
-        let (mut holder, gate) = close_gate(&schema).await;
+        let gate = close_gate(&schema).await;
         hold_commits(
             &schema,
-            gate,
+            gate.1,
             "DELETE",
             "worker_queue",
             "OLD.activity_id = 1",
         )
         .await;
-
-        let first = {
-            let (p, token) = (p.clone(), tokens[0].clone());
-            tokio::spawn(async move { p.ack_work_item(&token, Some(completion("fan", 1))).await })
+        let ack = |token: &String, id| {
+            let (p, token) = (p.clone(), token.clone());
+            async move { p.ack_work_item(&token, Some(completion("fan", id))).await }
         };
-        until("the first completion is held at its commit", async || {
-            someone_waits_on(&schema.pool, gate).await
-        })
+        second_commits_while_first_is_held(
+            &schema,
+            gate,
+            mode,
+            "completion",
+            ack(&tokens[0], 1),
+            ack(&tokens[1], 2),
+        )
         .await;
-        let second = {
-            let (p, token) = (p.clone(), tokens[1].clone());
-            tokio::spawn(async move { p.ack_work_item(&token, Some(completion("fan", 2))).await })
-        };
-        until("the second completion commits or waits", async || {
-            second.is_finished() || someone_waits_on_an_instance_claim(&schema).await
-        })
-        .await;
-        assert!(
-            second.is_finished(),
-            "{mode}: the second completion waits for the first one's commit"
-        );
-        assert!(!first.is_finished(), "{mode}: the first completion is held");
-        second.await.expect("second task").expect("second ack");
-
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(gate)
-            .execute(&mut holder)
-            .await
-            .expect("release gate");
-        first.await.expect("first task").expect("first ack");
         let (item, _, _) = p
             .fetch_orchestration_item(LEASE, Duration::ZERO, None)
             .await
@@ -281,45 +303,28 @@ async fn an_event_does_not_wait_for_another_event_committing(mode: SqlMode) {
             name: name.to_string(),
             data: "1".to_string(),
         };
-        let (mut holder, gate) = close_gate(&schema).await;
+        let gate = close_gate(&schema).await;
         hold_commits(
             &schema,
-            gate,
+            gate.1,
             "INSERT",
             "orchestrator_queue",
             "NEW.work_item LIKE '%Held%'",
         )
         .await;
-
-        let first = {
-            let (p, item) = (p.clone(), raised("Held"));
-            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
+        let send = |name: &str| {
+            let (p, item) = (p.clone(), raised(name));
+            async move { p.enqueue_for_orchestrator(item, None).await }
         };
-        until("the first event is held at its commit", async || {
-            someone_waits_on(&schema.pool, gate).await
-        })
+        second_commits_while_first_is_held(
+            &schema,
+            gate,
+            mode,
+            "event",
+            send("Held"),
+            send("Free"),
+        )
         .await;
-        let second = {
-            let (p, item) = (p.clone(), raised("Free"));
-            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
-        };
-        until("the second event commits or waits", async || {
-            second.is_finished() || someone_waits_on_an_instance_claim(&schema).await
-        })
-        .await;
-        assert!(
-            second.is_finished(),
-            "{mode}: the second event waits for the first one's commit"
-        );
-        assert!(!first.is_finished(), "{mode}: the first event is held");
-        second.await.expect("second task").expect("second event");
-
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(gate)
-            .execute(&mut holder)
-            .await
-            .expect("release gate");
-        first.await.expect("first task").expect("first event");
         let (item, _, _) = p
             .fetch_orchestration_item(LEASE, Duration::ZERO, None)
             .await
@@ -360,56 +365,36 @@ async fn a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers(mode:
         p.enqueue_for_orchestrator(raised("Early"), None)
             .await
             .expect("early event");
-        let (mut holder, gate) = close_gate(&schema).await;
+        let gate = close_gate(&schema).await;
         hold_commits(
             &schema,
-            gate,
+            gate.1,
             "INSERT",
             "orchestrator_queue",
             "NEW.work_item LIKE '%Held%'",
         )
         .await;
-
         let held = {
             let (p, item) = (p.clone(), raised("Held"));
-            tokio::spawn(async move { p.enqueue_for_orchestrator(item, None).await })
+            async move { p.enqueue_for_orchestrator(item, None).await }
         };
-        until("the parent's event is held at its commit", async || {
-            someone_waits_on(&schema.pool, gate).await
-        })
-        .await;
-        let ack = {
-            let p = p.clone();
-            tokio::spawn(async move {
+        let turn = {
+            let (p, item) = (p.clone(), raised("Free"));
+            async move {
                 p.ack_orchestration_item(
                     &token,
                     1,
                     vec![event("child", 1)],
                     vec![],
-                    vec![raised("Free")],
+                    vec![item],
                     metadata(),
                     vec![],
                 )
                 .await
-            })
+            }
         };
-        until("the turn commits or waits", async || {
-            ack.is_finished() || someone_waits_on_an_instance_claim(&schema).await
-        })
-        .await;
-        assert!(
-            ack.is_finished(),
-            "{mode}: the turn waits for the parent's other writer to commit"
-        );
-        assert!(!held.is_finished(), "{mode}: the parent's event is held");
-        ack.await.expect("ack task").expect("ack");
-
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(gate)
-            .execute(&mut holder)
-            .await
-            .expect("release gate");
-        held.await.expect("held task").expect("held event");
+        second_commits_while_first_is_held(&schema, gate, mode, "writer of the parent", held, turn)
+            .await;
         let queued: i64 = sqlx::query_scalar(&schema.sql(
             "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = 'parent'",
         ))
