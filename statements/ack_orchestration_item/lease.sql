@@ -4,11 +4,13 @@
 -- try of the own instance's claim row without waiting (quiet: no writer of
 -- its queue in flight). ON CONFLICT DO UPDATE ... WHERE false locks an
 -- existing row without writing a new version of it. A turn that sends to
--- one instance share-locks its row when the row is in the snapshot, as
--- the other writers of one instance's queue do, so children finishing
+-- one other instance share-locks its row when the row is in the snapshot,
+-- as the other writers of one instance's queue do, so children finishing
 -- together do not wait for each other; sends to several instances lock
 -- them all exclusively, in one ordered pass (a share pass then an
--- exclusive one would lock out of order). No row: unknown token.
+-- exclusive one would lock out of order), and so do sends to the turn's
+-- own instance (a timer), which the try below would otherwise upgrade,
+-- one more lock record. No row: unknown token.
 -- params: p_lock_token text, p_orch_instances text[]
 WITH targets AS (
     SELECT DISTINCT u.id FROM pg_catalog.unnest(p_orch_instances) AS u(id)),
@@ -16,6 +18,8 @@ shared AS MATERIALIZED (
     SELECT c.instance_id FROM {{schema}}.instance_claims c
      WHERE c.instance_id IN (SELECT t.id FROM targets t)
        AND (SELECT pg_catalog.count(*) FROM targets) = 1
+       AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_locks o
+                        WHERE o.lock_token = p_lock_token AND o.instance_id = c.instance_id)
        FOR SHARE OF c),
 claimed AS (
     INSERT INTO {{schema}}.instance_claims AS c (instance_id)
