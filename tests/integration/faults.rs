@@ -532,10 +532,20 @@ impl Fleet {
         );
         for (instance, execution) in executions {
             let execution = u64::try_from(execution).unwrap_or_default();
-            let events = self.providers[0]
-                .read_with_execution(&instance, execution)
-                .await
-                .unwrap_or_else(|e| panic!("read {instance}/{execution}: {e}"));
+            // The faults may have ended the pooled connection this read
+            // gets (idle_session_timeout): a retryable error, which the
+            // runtime would try again, and so does the check (a few times).
+            let mut attempt = 1;
+            let events = loop {
+                match self.providers[0]
+                    .read_with_execution(&instance, execution)
+                    .await
+                {
+                    Ok(events) => break events,
+                    Err(e) if e.is_retryable() && attempt < 5 => attempt += 1,
+                    Err(e) => panic!("read {instance}/{execution}: {e}"),
+                }
+            };
             let mut scheduled: BTreeMap<u64, (&str, usize)> = BTreeMap::new();
             let mut stray = Vec::new();
             for event in &events {
