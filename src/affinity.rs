@@ -232,11 +232,15 @@ impl Shards {
     /// came from: the one kept for it on its home ([`crate::reuse`]); else
     /// its own shard's when one is idle for it (more idle connections than
     /// operations in line there) or can be opened; else another shard's of
-    /// its share that nobody waits for ([`Shards::lender`]); else its own
-    /// shard's, in line. Fails once the shared pool is closed. The counts
-    /// are read without a lock, so two operations arriving at once may
-    /// both wait in line where one could have borrowed: a lost borrow costs
-    /// a wait, never a connection someone else waits for.
+    /// its share that nobody waits for ([`Shards::lender`]), in line there;
+    /// else its own shard's, in line. Fails once the shared pool is closed.
+    /// The counts are read without a lock, so two operations arriving at
+    /// once may both wait in line where one could have borrowed, or pick
+    /// the same lender: the one that does not get the lender's connection
+    /// waits in line for it there, and a connection released on a shard
+    /// with anyone in line goes back to the pool for them rather than into
+    /// a keep. A lost borrow costs a wait, never a connection someone else
+    /// waits for.
     pub(crate) async fn acquire(
         &self,
         home: usize,
@@ -260,6 +264,12 @@ impl Shards {
         if idle(own) < queued && own.size() >= own.options().get_max_connections() {
             if let Some(lender) = self.lender(home) {
                 drop(in_line);
+                // In line on the lender as on a home: a connection released
+                // there while this operation waits goes back to the pool
+                // for it instead of being kept for the next operation (which
+                // would leave this one waiting until the keep's window ends),
+                // and one kept there before it got in line is taken now.
+                let _in_line = InLine::new(self.waiting.get(lender));
                 if let Some(conn) = self.kept.take(lender, tenant) {
                     return Ok((conn, lender));
                 }
