@@ -284,10 +284,14 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_migrations (
 CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
     name          text PRIMARY KEY,
     checksum      bytea NOT NULL,
-    installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    crate_version text
 );
-ALTER TABLE {{schema}}._duroxide_procedures ADD COLUMN IF NOT EXISTS crate_version text;
 "#;
+
+/// Brings older bookkeeping up to [`BOOKKEEPING`]'s columns; sent after
+/// [`LOCK`], and changes a table only where a column is missing.
+pub(crate) const BOOKKEEPING_UPGRADE: &str = include_str!("../migrate/bookkeeping_upgrade.sql");
 
 /// Pins `search_path` for the rest of the transaction; starts every batch.
 const PIN: &str = include_str!("../migrate/pin.sql");
@@ -384,7 +388,9 @@ async fn migrate_locked(
     mode: SqlMode,
 ) -> Result<SchemaStatus> {
     let mut tx = conn.begin().await?;
-    let setup = schema.render(&format!("{PIN}{BOOKKEEPING}\n{LOCK}{STATE}"));
+    let setup = schema.render(&format!(
+        "{PIN}{BOOKKEEPING}\n{LOCK}{BOOKKEEPING_UPGRADE}{STATE}"
+    ));
     let rows = tx.fetch_all(setup.as_str()).await?;
     let state = State::from_rows(&rows)?;
     let before = state.status(schema)?;

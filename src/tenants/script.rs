@@ -49,6 +49,7 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
     );
     push(&mut out, &schema.render(migrate::BOOKKEEPING));
     push(&mut out, &schema.render(migrate::LOCK));
+    push(&mut out, &schema.render(migrate::BOOKKEEPING_UPGRADE));
     for migration in &migrations {
         out.push_str(&format!("\n-- migration {}\n", migration.name));
         push(&mut out, &schema.render(migration.template()));

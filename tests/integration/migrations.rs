@@ -12,7 +12,9 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::support::{connect_options, drop_schema, fresh_schema_name, with_schema, with_schemas};
+use crate::support::{
+    TestSchema, connect_options, drop_schema, fresh_schema_name, with_schema, with_schemas,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_providers_starting_together_migrate_once() {
@@ -403,6 +405,144 @@ async fn a_session_holding_the_old_advisory_key_does_not_block_start_up() {
         }
         assert!(schema.provider().await.health().await.is_ready());
         holder.close().await.expect("release the key");
+    })
+    .await;
+}
+
+/// Puts `schema` (migrated) back to before migration 0004: its index is
+/// there again and 0004 is not recorded, so the next migration drops the
+/// index, which needs an `ACCESS EXCLUSIVE` lock on the orchestrator queue.
+async fn with_0004_pending(schema: &TestSchema) {
+    for statement in [
+        "CREATE INDEX orchestrator_queue_lock_idx ON {{schema}}.orchestrator_queue (lock_token)",
+        "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 4",
+    ] {
+        sqlx::query(&schema.sql(statement))
+            .execute(&schema.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// A connection of its own holding `ACCESS SHARE` on the orchestrator queue
+/// in an open transaction, as any transaction that read the queue does.
+async fn hold_the_queue(schema: &TestSchema) -> PgConnection {
+    let mut holder = PgConnection::connect_with(&connect_options())
+        .await
+        .expect("holder connection");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query(&schema.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS SHARE MODE"))
+        .execute(&mut holder)
+        .await
+        .expect("hold the queue");
+    holder
+}
+
+/// Starts migrating `schema` and returns once the migration waits for the
+/// orchestrator queue (it holds its own locks by then).
+async fn migration_waiting_for_the_queue(
+    schema: &TestSchema,
+) -> tokio::task::JoinHandle<Result<(), PostgresProviderError>> {
+    let name = SchemaName::new(&schema.name).expect("valid name");
+    let pool = schema.pool.clone();
+    let migration =
+        tokio::spawn(
+            async move { migrate::migrate(&pool, &name, SqlMode::StoredProcedures).await },
+        );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+              WHERE NOT l.granted AND c.relname = 'orchestrator_queue' \
+                AND c.relnamespace = $1::regnamespace)",
+        )
+        .bind(&schema.name)
+        .fetch_one(&schema.pool)
+        .await
+        .expect("pg_locks");
+        if waiting {
+            return migration;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never waited for the orchestrator queue"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Inspecting a schema never waits for its migration: the DDL lock
+/// conflicts only with other DDL, and the migration takes no other lock on
+/// the bookkeeping that inspections read. A migration held up by the
+/// queue (as a long one would be by its own work) used to hold an `ACCESS
+/// EXCLUSIVE` lock on the procedure records from its first statement (an
+/// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, run every time), so
+/// `inspect` (and `verify`, `status`, `health`, a starting provider's check)
+/// waited for the whole migration.
+#[tokio::test]
+async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
+    with_schema("mig_inspect", |schema| async move {
+        assert!(schema.provider().await.health().await.is_ready());
+        with_0004_pending(&schema).await;
+        let mut holder = hold_the_queue(&schema).await;
+        let migration = migration_waiting_for_the_queue(&schema).await;
+
+        let name = SchemaName::new(&schema.name).expect("valid name");
+        let status = tokio::time::timeout(
+            Duration::from_secs(20),
+            migrate::inspect(&schema.pool, &name),
+        )
+        .await
+        .expect("the inspection answers while the migration is in progress")
+        .expect("inspect");
+        assert_eq!(status.pending_migrations, 1, "{status:?}");
+
+        sqlx::query("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("rollback");
+        holder.close().await.expect("close holder");
+        migration
+            .await
+            .expect("migration task")
+            .expect("the migration completes");
+        let status = migrate::inspect(&schema.pool, &name)
+            .await
+            .expect("inspect");
+        assert_eq!(status.pending_migrations, 0, "{status:?}");
+    })
+    .await;
+}
+
+/// Bookkeeping from before the procedure records had a `crate_version`
+/// column gets it (after the DDL lock, the only case that alters the
+/// table), and a reinstalled procedure's record carries this build's
+/// version.
+#[tokio::test]
+async fn bookkeeping_without_the_version_column_is_upgraded() {
+    with_schema("mig_bookkeeping", |schema| async move {
+        assert!(schema.provider().await.health().await.is_ready());
+        for statement in [
+            "ALTER TABLE {{schema}}._duroxide_procedures DROP COLUMN crate_version",
+            "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
+        ] {
+            sqlx::query(&schema.sql(statement))
+                .execute(&schema.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        assert!(schema.provider().await.health().await.is_ready());
+        let version: Option<String> = sqlx::query_scalar(&schema.sql(
+            "SELECT crate_version FROM {{schema}}._duroxide_procedures WHERE name = 'get_custom_status'",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("the reinstalled procedure's record");
+        assert_eq!(version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     })
     .await;
 }
