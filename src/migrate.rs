@@ -315,9 +315,14 @@ const REVOKE_PUBLIC: &str = include_str!("../migrate/revoke_public.sql");
 /// no check of function bodies, and lz4 for their stored source text.
 pub(crate) const INSTALL_SETTINGS: &str = include_str!("../migrate/install_settings.sql");
 
-/// How often a migration that lost the race to create a brand-new schema's
-/// bookkeeping (to another process doing the same) starts over.
-const CREATION_ATTEMPTS: usize = 5;
+/// How often a migration starts over after losing the race to create a
+/// brand-new schema's bookkeeping (to another process doing the same), or
+/// a deadlock (PostgreSQL aborted its transaction to break a cycle of lock
+/// waits with another session: a process of another build running the
+/// tenant's inline SQL, an operator's batched read of many tenants, a
+/// script). Either way the transaction rolled back whole, and the next
+/// attempt waits for the lock it lost.
+const ATTEMPTS: usize = 5;
 
 /// Brings `schema` up to date for `mode`: applies pending migrations and, for
 /// stored procedures, (re)installs changed procedures and drops retired ones.
@@ -363,8 +368,12 @@ pub(crate) async fn migrate_status(
     let mut attempt = 1;
     loop {
         match migrate_locked(&mut conn, schema, mode).await {
-            Err(e) if attempt < CREATION_ATTEMPTS && lost_creation_race(&e) => {
+            Err(e) if attempt < ATTEMPTS && lost_creation_race(&e) => {
                 tracing::debug!(schema = %schema, attempt, "another process created the schema first; starting over");
+                attempt += 1;
+            }
+            Err(e) if attempt < ATTEMPTS && e.is_deadlock() => {
+                tracing::warn!(schema = %schema, attempt, "the migration lost a deadlock; starting over");
                 attempt += 1;
             }
             outcome => return outcome.map_err(|e| access.refused(schema, e)),

@@ -518,6 +518,45 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
     .await;
 }
 
+/// A migration that loses a deadlock starts over instead of failing the
+/// provider's start. A session holds a table the migration needs (the
+/// orchestrator queue, as any transaction that read it does), the
+/// migration takes its DDL lock and waits for that session, which then asks
+/// for the DDL lock: the migration, waiting first, is the one PostgreSQL's
+/// deadlock check aborts (after `deadlock_timeout`, 1 s by default). It used
+/// to fail with `40P01`; now it is tried again, waits for the session to
+/// end, and completes.
+#[tokio::test]
+async fn a_migration_that_loses_a_deadlock_starts_over() {
+    with_schema("mig_deadlock", |schema| async move {
+        assert!(schema.provider().await.health().await.is_ready());
+        with_0004_pending(&schema).await;
+        let mut holder = hold_the_queue(&schema).await;
+        let migration = migration_waiting_for_the_queue(&schema).await;
+        // Granted once the deadlock check has aborted the migration's first try.
+        sqlx::query(
+            &schema.sql("LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE"),
+        )
+        .execute(&mut holder)
+        .await
+        .expect("the session gets the DDL lock once the migration gave way");
+        sqlx::query("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("rollback");
+        holder.close().await.expect("close holder");
+
+        tokio::time::timeout(Duration::from_secs(30), migration)
+            .await
+            .expect("the migration ends")
+            .expect("migration task")
+            .expect("the migration starts over after losing the deadlock");
+        let health = schema.provider().await.health().await;
+        assert!(health.is_ready(), "{health:?}");
+    })
+    .await;
+}
+
 /// Bookkeeping from before the procedure records had a `crate_version`
 /// column gets it (after the DDL lock, the only case that alters the
 /// table), and a reinstalled procedure's record carries this build's
