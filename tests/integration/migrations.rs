@@ -413,10 +413,19 @@ async fn a_session_holding_the_old_advisory_key_does_not_block_start_up() {
 /// there again and 0004 is not recorded, so the next migration drops the
 /// index, which needs an `ACCESS EXCLUSIVE` lock on the orchestrator queue.
 async fn with_0004_pending(schema: &TestSchema) {
-    for statement in [
-        "CREATE INDEX orchestrator_queue_lock_idx ON {{schema}}.orchestrator_queue (lock_token)",
-        "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 4",
-    ] {
+    run_all(
+        schema,
+        &[
+            "CREATE INDEX orchestrator_queue_lock_idx ON {{schema}}.orchestrator_queue (lock_token)",
+            "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 4",
+        ],
+    )
+    .await;
+}
+
+/// Runs each of `statements` on `schema`, in order.
+async fn run_all(schema: &TestSchema, statements: &[&str]) {
+    for statement in statements {
         sqlx::query(&schema.sql(statement))
             .execute(&schema.pool)
             .await
@@ -475,6 +484,21 @@ async fn migration_waiting_for_the_queue(
     }
 }
 
+/// A migrated `schema` with 0004 pending, a session holding its
+/// orchestrator queue, and a migration started and waiting for that
+/// session (holding its own locks by then).
+async fn migration_held_by_the_queue(
+    schema: &TestSchema,
+) -> (
+    PgConnection,
+    tokio::task::JoinHandle<Result<(), PostgresProviderError>>,
+) {
+    assert!(schema.provider().await.health().await.is_ready());
+    with_0004_pending(schema).await;
+    let holder = hold_the_queue(schema).await;
+    (holder, migration_waiting_for_the_queue(schema).await)
+}
+
 /// Inspecting a schema never waits for its migration: the DDL lock
 /// conflicts only with other DDL, and the migration takes no other lock on
 /// the bookkeeping that inspections read. A migration held up by the
@@ -486,10 +510,7 @@ async fn migration_waiting_for_the_queue(
 #[tokio::test]
 async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
     with_schema("mig_inspect", |schema| async move {
-        assert!(schema.provider().await.health().await.is_ready());
-        with_0004_pending(&schema).await;
-        let mut holder = hold_the_queue(&schema).await;
-        let migration = migration_waiting_for_the_queue(&schema).await;
+        let (mut holder, migration) = migration_held_by_the_queue(&schema).await;
 
         let name = SchemaName::new(&schema.name).expect("valid name");
         let status = tokio::time::timeout(
@@ -529,10 +550,7 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
 #[tokio::test]
 async fn a_migration_that_loses_a_deadlock_starts_over() {
     with_schema("mig_deadlock", |schema| async move {
-        assert!(schema.provider().await.health().await.is_ready());
-        with_0004_pending(&schema).await;
-        let mut holder = hold_the_queue(&schema).await;
-        let migration = migration_waiting_for_the_queue(&schema).await;
+        let (mut holder, migration) = migration_held_by_the_queue(&schema).await;
         // Granted once the deadlock check has aborted the migration's first try.
         sqlx::query(
             &schema.sql("LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE"),
@@ -565,15 +583,14 @@ async fn a_migration_that_loses_a_deadlock_starts_over() {
 async fn bookkeeping_without_the_version_column_is_upgraded() {
     with_schema("mig_bookkeeping", |schema| async move {
         assert!(schema.provider().await.health().await.is_ready());
-        for statement in [
-            "ALTER TABLE {{schema}}._duroxide_procedures DROP COLUMN crate_version",
-            "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
-        ] {
-            sqlx::query(&schema.sql(statement))
-                .execute(&schema.pool)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        }
+        run_all(
+            &schema,
+            &[
+                "ALTER TABLE {{schema}}._duroxide_procedures DROP COLUMN crate_version",
+                "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
+            ],
+        )
+        .await;
         assert!(schema.provider().await.health().await.is_ready());
         let version: Option<String> = sqlx::query_scalar(&schema.sql(
             "SELECT crate_version FROM {{schema}}._duroxide_procedures WHERE name = 'get_custom_status'",
