@@ -13,7 +13,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::{
-    TestSchema, connect_options, drop_schema, fresh_schema_name, with_schema, with_schemas,
+    TestSchema, connect_options, drop_schema, fresh_schema_name, in_both_modes, with_schema,
+    with_schemas,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -450,17 +451,24 @@ async fn hold_the_queue(schema: &TestSchema) -> PgConnection {
     holder
 }
 
+/// Ends `holder`'s transaction and closes it.
+async fn release(mut holder: PgConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+    holder.close().await.expect("close holder");
+}
+
 /// Starts migrating `schema` and returns once the migration waits for the
 /// orchestrator queue (it holds its own locks by then).
 async fn migration_waiting_for_the_queue(
     schema: &TestSchema,
+    mode: SqlMode,
 ) -> tokio::task::JoinHandle<Result<(), PostgresProviderError>> {
-    let name = SchemaName::new(&schema.name).expect("valid name");
+    let name = schema.schema_name();
     let pool = schema.pool.clone();
-    let migration =
-        tokio::spawn(
-            async move { migrate::migrate(&pool, &name, SqlMode::StoredProcedures).await },
-        );
+    let migration = tokio::spawn(async move { migrate::migrate(&pool, &name, mode).await });
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: bool = sqlx::query_scalar(
@@ -484,20 +492,25 @@ async fn migration_waiting_for_the_queue(
     }
 }
 
-/// A migrated `schema` with 0004 pending, a session holding its
-/// orchestrator queue, and a migration started and waiting for that
-/// session (holding its own locks by then).
+/// A `schema` migrated in `mode` with 0004 pending, a session holding its
+/// orchestrator queue, and a migration in `mode` started and waiting for
+/// that session (holding its own locks by then).
 async fn migration_held_by_the_queue(
     schema: &TestSchema,
+    mode: SqlMode,
 ) -> (
     PgConnection,
     tokio::task::JoinHandle<Result<(), PostgresProviderError>>,
 ) {
-    assert!(schema.provider().await.health().await.is_ready());
+    assert!(schema.provider_in(mode).await.health().await.is_ready());
     with_0004_pending(schema).await;
     let holder = hold_the_queue(schema).await;
-    (holder, migration_waiting_for_the_queue(schema).await)
+    (holder, migration_waiting_for_the_queue(schema, mode).await)
 }
+
+in_both_modes!(an_inspection_does_not_wait_for_a_migration_in_progress:
+    an_inspection_does_not_wait_for_a_migration_in_progress_procedures,
+    an_inspection_does_not_wait_for_a_migration_in_progress_inline);
 
 /// Inspecting a schema never waits for its migration: the DDL lock
 /// conflicts only with other DDL, and the migration takes no other lock on
@@ -507,12 +520,11 @@ async fn migration_held_by_the_queue(
 /// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, run every time), so
 /// `inspect` (and `verify`, `status`, `health`, a starting provider's check)
 /// waited for the whole migration.
-#[tokio::test]
-async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
-    with_schema("mig_inspect", |schema| async move {
-        let (mut holder, migration) = migration_held_by_the_queue(&schema).await;
+async fn an_inspection_does_not_wait_for_a_migration_in_progress(mode: SqlMode) {
+    with_schema(&format!("mig_inspect_{mode}"), |schema| async move {
+        let (holder, migration) = migration_held_by_the_queue(&schema, mode).await;
 
-        let name = SchemaName::new(&schema.name).expect("valid name");
+        let name = schema.schema_name();
         let status = tokio::time::timeout(
             Duration::from_secs(20),
             migrate::inspect(&schema.pool, &name),
@@ -522,11 +534,7 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
         .expect("inspect");
         assert_eq!(status.pending_migrations, 1, "{status:?}");
 
-        sqlx::query("ROLLBACK")
-            .execute(&mut holder)
-            .await
-            .expect("rollback");
-        holder.close().await.expect("close holder");
+        release(holder).await;
         migration
             .await
             .expect("migration task")
@@ -547,10 +555,9 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress() {
 /// deadlock check aborts (after `deadlock_timeout`, 1 s by default). It used
 /// to fail with `40P01`; now it is tried again, waits for the session to
 /// end, and completes.
-#[tokio::test]
-async fn a_migration_that_loses_a_deadlock_starts_over() {
-    with_schema("mig_deadlock", |schema| async move {
-        let (mut holder, migration) = migration_held_by_the_queue(&schema).await;
+async fn a_migration_that_loses_a_deadlock_starts_over(mode: SqlMode) {
+    with_schema(&format!("mig_deadlock_{mode}"), |schema| async move {
+        let (mut holder, migration) = migration_held_by_the_queue(&schema, mode).await;
         // Granted once the deadlock check has aborted the migration's first try.
         sqlx::query(
             &schema.sql("LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE"),
@@ -558,22 +565,22 @@ async fn a_migration_that_loses_a_deadlock_starts_over() {
         .execute(&mut holder)
         .await
         .expect("the session gets the DDL lock once the migration gave way");
-        sqlx::query("ROLLBACK")
-            .execute(&mut holder)
-            .await
-            .expect("rollback");
-        holder.close().await.expect("close holder");
+        release(holder).await;
 
         tokio::time::timeout(Duration::from_secs(30), migration)
             .await
             .expect("the migration ends")
             .expect("migration task")
             .expect("the migration starts over after losing the deadlock");
-        let health = schema.provider().await.health().await;
+        let health = schema.provider_in(mode).await.health().await;
         assert!(health.is_ready(), "{health:?}");
     })
     .await;
 }
+
+in_both_modes!(a_migration_that_loses_a_deadlock_starts_over:
+    a_migration_that_loses_a_deadlock_starts_over_procedures,
+    a_migration_that_loses_a_deadlock_starts_over_inline);
 
 /// Bookkeeping from before the procedure records had a `crate_version`
 /// column gets it (after the DDL lock, the only case that alters the
