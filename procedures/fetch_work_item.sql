@@ -30,6 +30,10 @@
 -- p_next_floor_margin_ms set, every row returned carries the next floor,
 -- scan_floor_ms (that margin below what the first candidate's scan saw),
 -- claimed or not.
+--
+-- p_history_bytes: with a claim, prefetched_history is the history of the
+-- item's instance's latest execution up to that many bytes (claim.sql;
+-- NULL or zero: not read).
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
@@ -38,9 +42,10 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_session_lock_ms  bigint,
     p_next_due         boolean,
     p_floor_ms         bigint,
-    p_next_floor_margin_ms bigint)
+    p_next_floor_margin_ms bigint,
+    p_history_bytes    bigint)
 RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint,
-               scan_floor_ms bigint)
+               scan_floor_ms bigint, prefetched_history text[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -95,7 +100,7 @@ BEGIN
         END IF;
 
         {{> claim}}
-          INTO lock_token, work_item, attempt_count;
+          INTO lock_token, work_item, attempt_count, prefetched_history;
         more := v_more;
         next_due_ms := v_due;
         RETURN NEXT;

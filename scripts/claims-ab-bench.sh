@@ -70,7 +70,7 @@ script() {  # schema
     p_worker_activities="'{1}'" p_worker_sessions="'{NULL}'" p_worker_tags="'{NULL}'")
   fetch_work=$(call "$s" fetch_work_item p_lock_timeout_ms=30000 p_tag_mode="'any'" p_tags="'{}'" \
     p_owner_id="'bench'" p_session_lock_ms=30000 p_next_due=false p_floor_ms=NULL \
-    p_next_floor_margin_ms=NULL)
+    p_next_floor_margin_ms=NULL p_history_bytes=NULL)
   ack_work=$(call "$s" ack_work_item p_lock_token=:w p_instance_id=:i \
     p_item_kind="'ActivityCompleted'" p_work_item="'{}'")
   last=$(call "$s" ack_orchestration_item "${ack_turn[@]}" p_event_ids="'{3,4}'" \

@@ -361,6 +361,18 @@ pub struct PostgresOptions {
     /// [`PostgresOptions::transaction_pooler`], which sends no named
     /// statements.
     pub statement_cache_capacity: usize,
+    /// How long after a worker fetch the history it returned answers a read
+    /// (default [`PostgresOptions::DEFAULT_HISTORY_PREFETCH_WINDOW`]; zero:
+    /// off, and fetches do not read the history). duroxide's worker reads
+    /// an activity's instance history right after claiming it, to name its
+    /// orchestration, so the fetch returns that history (up to
+    /// [`PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`]) and the provider
+    /// answers that read from it: one round trip fewer per activity. Only
+    /// the first read of that instance from the task that fetched is
+    /// answered so, and never after this provider wrote the instance's
+    /// history; it returns the history as it stood at the claim
+    /// (docs/architecture.md, "The history a worker fetch returns").
+    pub history_prefetch_window: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -391,6 +403,7 @@ impl Default for PostgresOptions {
             connections_per_tenant: 1,
             connection_reuse: Self::DEFAULT_CONNECTION_REUSE,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
+            history_prefetch_window: Self::DEFAULT_HISTORY_PREFETCH_WINDOW,
         }
     }
 }
@@ -436,6 +449,23 @@ impl PostgresOptions {
     /// (see the `connection_reuse` field; zero: never kept).
     pub fn connection_reuse(mut self, window: Duration) -> Self {
         self.connection_reuse = window;
+        self
+    }
+
+    /// The default of [`PostgresOptions::history_prefetch_window`]: the
+    /// runtime reads at once, so this only bounds how long an unread
+    /// history is kept.
+    pub const DEFAULT_HISTORY_PREFETCH_WINDOW: Duration = Duration::from_millis(100);
+
+    /// The largest history (the events' stored bytes) a worker fetch
+    /// returns for the read that follows it; a larger one is read from the
+    /// server as without the prefetch.
+    pub const HISTORY_PREFETCH_MAX_BYTES: usize = 1024 * 1024;
+
+    /// Sets how long a worker fetch's history answers the read that
+    /// follows it (see the `history_prefetch_window` field; zero: off).
+    pub fn history_prefetch_window(mut self, window: Duration) -> Self {
+        self.history_prefetch_window = window;
         self
     }
 

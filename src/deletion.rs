@@ -140,10 +140,9 @@ pub(crate) async fn delete_instances_atomic(
     force: bool,
 ) -> Result<DeleteInstanceResult> {
     let ids = checked_ids(ids)?;
-    s.driver
-        .delete_instances(s, ids, force)
-        .await?
-        .into_result()
+    let outcome = s.driver.delete_instances(s, ids, force).await;
+    s.prefetch.wrote_all();
+    outcome?.into_result()
 }
 
 /// Deletes terminal root trees matching `filter`.
@@ -152,10 +151,9 @@ pub(crate) async fn delete_instance_bulk(
     filter: &InstanceFilter,
 ) -> Result<DeleteInstanceResult> {
     let filter = filter_params(filter)?;
-    s.driver
-        .delete_instance_bulk(s, filter)
-        .await?
-        .into_result()
+    let outcome = s.driver.delete_instance_bulk(s, filter).await;
+    s.prefetch.wrote_all();
+    outcome?.into_result()
 }
 
 /// Prunes old executions of one instance.
@@ -166,10 +164,9 @@ pub(crate) async fn prune_executions(
 ) -> Result<PruneResult> {
     let instance_id = codec::check_text("instance id", instance_id)?;
     let prune = prune_params(options)?;
-    s.driver
-        .prune_executions(s, instance_id, prune)
-        .await?
-        .into_result()
+    let outcome = s.driver.prune_executions(s, instance_id, prune).await;
+    s.prefetch.wrote_all();
+    outcome?.into_result()
 }
 
 /// Prunes old executions of every instance matching `filter`.
@@ -180,8 +177,7 @@ pub(crate) async fn prune_executions_bulk(
 ) -> Result<PruneResult> {
     let filter = filter_params(filter)?;
     let prune = prune_params(options)?;
-    s.driver
-        .prune_executions_bulk(s, filter, prune)
-        .await?
-        .into_result()
+    let outcome = s.driver.prune_executions_bulk(s, filter, prune).await;
+    s.prefetch.wrote_all();
+    outcome?.into_result()
 }

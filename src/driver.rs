@@ -286,7 +286,8 @@ mod procedures {
             .bind(params.session_lock.map(|d| clock.lease_ms(d)))
             .bind(params.next_due)
             .bind(scan.floor)
-            .bind(scan.next_floor_margin_ms());
+            .bind(scan.next_floor_margin_ms())
+            .bind(params.history_bytes);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
@@ -302,6 +303,7 @@ mod procedures {
                         token,
                         row.try_get("work_item")?,
                         row.try_get("attempt_count")?,
+                        row.try_get("prefetched_history")?,
                     ),
                     more: row.try_get("more")?,
                     next_due_ms: row.try_get("next_due_ms")?,

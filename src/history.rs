@@ -46,9 +46,14 @@ pub(crate) async fn read_events(
     codec::decode_events(&rows)
 }
 
-/// Events of the instance's latest execution.
+/// Events of the instance's latest execution: what this task's worker
+/// fetch read for it, when that qualifies ([`crate::prefetch`]), or else
+/// from the server.
 pub(crate) async fn read(s: &Store, instance: &str) -> Result<Vec<Event>> {
-    read_events(s, instance, None).await
+    match s.prefetch.take(instance) {
+        Some(events) => codec::decode_events(&events),
+        None => read_events(s, instance, None).await,
+    }
 }
 
 /// Events of one execution.
@@ -85,6 +90,7 @@ pub(crate) async fn append_with_execution(
         .bind(data)
         .execute(&s.pool)
         .await?;
+    s.prefetch.wrote(instance);
     Ok(())
 }
 

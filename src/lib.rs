@@ -72,6 +72,7 @@ mod notify;
 mod observe;
 mod orchestration_queue;
 mod pooler;
+mod prefetch;
 mod probe;
 mod provider;
 mod provider_admin;

@@ -395,8 +395,13 @@ pub(crate) async fn ack(
         params.orch_instances.push(o.instance);
         params.orch_items.push(o.json);
     }
-    let wake = s.driver.ack_orchestration(s, params).await?;
-    s.woke(&wake);
+    let acked = s.driver.ack_orchestration(s, params).await;
+    // Whether or not it committed, the history may have changed: a read
+    // answered from an earlier fetch would hide it (`crate::prefetch`).
+    for instance in history_delta.iter().map(|e| e.instance_id.as_str()) {
+        s.prefetch.wrote(instance);
+    }
+    s.woke(&acked?);
     Ok(())
 }
 

@@ -91,8 +91,12 @@ impl PostgresProvider {
             owner: session.map(|(owner, _)| owner.to_string()),
             session_lock: session.map(|(_, lease)| lease),
             next_due: true,
+            history_bytes: None,
         };
-        Ok(worker_queue::fetch_once(&self.store, &params).await?.into())
+        Ok(worker_queue::fetch_once(&self.store, &params)
+            .await?
+            .map(|c| Ok((c.item, c.token, c.attempts)))?
+            .into())
     }
 
     /// Test hook: forgets both queues' scan floors, so the next fetch of

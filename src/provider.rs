@@ -232,7 +232,8 @@ impl PostgresProvider {
                 Limits::of(options),
                 gate,
                 long_poll,
-            ),
+            )
+            .prefetching(options.history_prefetch_window),
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),

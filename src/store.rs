@@ -17,6 +17,7 @@ use crate::driver::Driver;
 use crate::error::Result;
 use crate::notify::{LongPoll, Sender, Wake};
 use crate::pooler::Db;
+use crate::prefetch::Prefetched;
 use crate::scan_floor::ScanFloors;
 use crate::schema::SchemaName;
 use crate::sql::Statements;
@@ -46,6 +47,9 @@ pub(crate) struct Store {
     pub name: Arc<str>,
     /// Where the fetches' scans of the two queues start ([`crate::scan_floor`]).
     pub floors: Arc<ScanFloors>,
+    /// The histories worker fetches returned, kept for the reads that
+    /// follow them ([`crate::prefetch`]; off unless [`Store::prefetching`]).
+    pub prefetch: Arc<Prefetched>,
 }
 
 impl Store {
@@ -72,7 +76,15 @@ impl Store {
             long_poll,
             gate,
             floors: Arc::default(),
+            prefetch: Arc::default(),
         }
+    }
+
+    /// This store with worker fetches returning their instance's history
+    /// for the read that follows, kept for `window` (zero: off).
+    pub(crate) fn prefetching(mut self, window: Duration) -> Self {
+        self.prefetch = Arc::new(Prefetched::new(window));
+        self
     }
 
     /// A transaction of this store committed and returned `wake` (payloads

@@ -21,8 +21,8 @@ statements! {
         /// Add an activity.
         enqueue = "SELECT {{schema}}.enqueue_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
         /// Claim an activity.
-        fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms, scan_floor_ms \
-                 FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8)",
+        fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms, scan_floor_ms, \
+                 prefetched_history FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         /// Complete an activity.
         ack = "SELECT acked, wake FROM {{schema}}.ack_work_item{{suffix}}($1, $2, $3, $4)",
         /// Extend an activity lock.
@@ -81,6 +81,9 @@ pub(crate) struct FetchParams {
     pub session_lock: Option<Duration>,
     /// Report the next due time when nothing is claimed (long polling).
     pub next_due: bool,
+    /// Return the claimed item's instance history up to this many bytes
+    /// (`None`: not at all; [`crate::prefetch`]).
+    pub history_bytes: Option<i64>,
 }
 
 /// Turns the boolean a lock-token procedure returns into DX001 when false.
@@ -116,8 +119,11 @@ pub(crate) async fn fetch(
         owner: owner.map(str::to_string),
         session_lock: session.map(|s| s.lock_timeout),
         next_due: false,
+        history_bytes: s.prefetch.enabled().then_some(HISTORY_PREFETCH_MAX_BYTES),
     };
-    match &s.long_poll {
+    // A write that ends after this makes what the fetch reads unusable.
+    let began = s.prefetch.now();
+    let claimed = match &s.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {
             let params = FetchParams {
                 next_due: true,
@@ -131,30 +137,48 @@ pub(crate) async fn fetch(
             ));
             long_poll
                 .fetch(Queue::Worker, key, poll_timeout, || fetch_once(s, &params))
-                .await
+                .await?
         }
-        _ => Ok(fetch_once(s, &params).await?.into_item()),
-    }
+        _ => fetch_once(s, &params).await?.into_item(),
+    };
+    Ok(claimed.map(|c| {
+        if let (Some(history), WorkItem::ActivityExecute { instance, .. }) = (c.history, &c.item) {
+            // Kept for this task's read of the instance, which follows.
+            s.prefetch.keep(instance, history, began);
+        }
+        (c.item, c.token, c.attempts)
+    }))
 }
 
 /// A claimed item as the procedure and the inline driver return it:
-/// (lock token, work item JSON, attempts).
-pub(crate) type FetchedItem = (String, String, i32);
+/// (lock token, work item JSON, attempts, the instance's history when
+/// [`FetchParams::history_bytes`] asked for it and it fit).
+pub(crate) type FetchedItem = (String, String, i32, Option<Vec<String>>);
+
+/// [`crate::PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`] as the fetch's parameter.
+const HISTORY_PREFETCH_MAX_BYTES: i64 = crate::PostgresOptions::HISTORY_PREFETCH_MAX_BYTES as i64;
+
+/// A claimed activity: the item, its lock token, its attempt count and the
+/// history the fetch read for the runtime's next read ([`crate::prefetch`]).
+pub(crate) struct Claimed {
+    pub item: WorkItem,
+    pub token: String,
+    pub attempts: u32,
+    pub history: Option<Vec<String>>,
+}
 
 /// One claim attempt (also the test hook's, `crate::probe`).
-pub(crate) async fn fetch_once(
-    s: &Store,
-    params: &FetchParams,
-) -> Result<Polled<(WorkItem, String, u32)>> {
+pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<Claimed>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.name).await;
     let polled = s.driver.fetch_work(s, params, clock).await?;
-    polled.map(|(token, json, attempts): FetchedItem| {
-        Ok((
-            codec::decode_work_item(&json)?,
+    polled.map(|(token, json, attempts, history): FetchedItem| {
+        Ok(Claimed {
+            item: codec::decode_work_item(&json)?,
             token,
-            u32::try_from(attempts).unwrap_or_default(),
-        ))
+            attempts: u32::try_from(attempts).unwrap_or_default(),
+            history,
+        })
     })
 }
 

@@ -88,7 +88,8 @@ ab_pair_cleanup() {
 
 ab_worker_fetch_args() {
   AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
-    [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL)
+    [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL
+    [p_history_bytes]=NULL)
 }
 
 ab_call() {  # SCHEMA PROCEDURE

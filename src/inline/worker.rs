@@ -25,7 +25,8 @@ procedure_statements! {
     }
 }
 
-/// Claims the next item this worker may run: (token, work item, attempts).
+/// Claims the next item this worker may run: (token, work item, attempts,
+/// the instance's history when asked for).
 pub(crate) async fn fetch(
     p: &Store,
     params: FetchParams,
@@ -104,6 +105,7 @@ async fn fetch_in(
             .bind(&token)
             .bind(now)
             .bind(lease_ms)
+            .bind(params.history_bytes)
             .fetch_one(&mut *conn)
             .await?;
         return Ok(Polled::Found {

@@ -25,6 +25,7 @@ mod orphans;
 mod outsiders;
 mod pgbouncer;
 mod plans;
+mod prefetch;
 mod reuse;
 mod roles;
 mod schema_names;

@@ -1,0 +1,386 @@
+//! The history a worker fetch returns: duroxide reads an activity's instance
+//! history right after claiming the activity (to name its orchestration), so
+//! the fetch returns that history and the provider answers the read that
+//! follows in the same task from it, within `history_prefetch_window`,
+//! instead of a round trip.
+//!
+//! Each test proves where a read was answered by holding the history table
+//! locked: a read sent to the server waits, one answered from the fetch
+//! does not.
+
+use std::time::Duration;
+
+use duroxide::Event;
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
+
+use crate::fixtures;
+use crate::support::{self, TestSchema, connect_options, in_both_modes, with_schema};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A window no test run comes near, so that what a test shows does not
+/// depend on how fast the machine is.
+const LONG_WINDOW: Duration = Duration::from_secs(600);
+
+/// A provider in `mode` with the history prefetch window set to `window`.
+async fn provider(schema: &TestSchema, mode: SqlMode, window: Duration) -> PostgresProvider {
+    support::provider_with_options(
+        &schema.pool,
+        &schema.name,
+        mode,
+        PostgresOptions::default().history_prefetch_window(window),
+    )
+    .await
+}
+
+/// Starts `instance` and acks its first turn with `events` history events
+/// (the start and activities scheduled) and one activity queued; returns the
+/// history as a read from the server gives it.
+async fn instance_with_an_activity(
+    provider: &PostgresProvider,
+    instance: &str,
+    events: u64,
+) -> Vec<Event> {
+    provider
+        .enqueue_for_orchestrator(fixtures::start(instance), None)
+        .await
+        .expect("enqueue the start");
+    let (_, token, _) = provider
+        .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+        .await
+        .expect("fetch the turn")
+        .expect("a turn");
+    provider
+        .ack_orchestration_item(
+            &token,
+            1,
+            (1..=events)
+                .map(|id| fixtures::event(instance, id))
+                .collect(),
+            vec![fixtures::activity(instance, 2)],
+            vec![],
+            fixtures::metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack the turn");
+    provider.read(instance).await.expect("read")
+}
+
+/// Takes the history table's strongest lock on a connection of its own:
+/// every read of the history waits until [`release`].
+async fn lock_history(schema: &TestSchema) -> PgConnection {
+    let mut holder = PgConnection::connect_with(&connect_options())
+        .await
+        .expect("holder connection");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query(&schema.sql("LOCK TABLE {{schema}}.history IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut holder)
+        .await
+        .expect("lock the history");
+    holder
+}
+
+/// Ends `holder`'s transaction and closes it.
+async fn release(mut holder: PgConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+    holder.close().await.expect("close holder");
+}
+
+/// Waits until some backend waits for the lock [`lock_history`] holds.
+async fn a_read_waits_for_the_history(schema: &TestSchema) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+              WHERE NOT l.granted AND c.relname = 'history' \
+                AND c.relnamespace = $1::regnamespace)",
+        )
+        .bind(&schema.name)
+        .fetch_one(&schema.pool)
+        .await
+        .expect("pg_locks");
+        if waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read ever waited for the locked history"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a task that fetched an activity saw, in order: the fetch, then its
+/// read of the activity's instance, made once the test says so.
+struct Worker {
+    fetched: oneshot::Receiver<String>,
+    go: oneshot::Sender<()>,
+    read: tokio::task::JoinHandle<Vec<Event>>,
+}
+
+/// Spawns a task that claims the next activity, reports its instance, and
+/// reads that instance's history when told to (after `before_read`, run in
+/// the same task, has written through the provider if it wants).
+fn worker<F, Fut>(provider: &PostgresProvider, before_read: F) -> Worker
+where
+    F: FnOnce(PostgresProvider, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let provider = provider.clone();
+    let (report, fetched) = oneshot::channel();
+    let (go, wait) = oneshot::channel();
+    let read = tokio::spawn(async move {
+        let (item, _, _) = provider
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+            .await
+            .expect("fetch the activity")
+            .expect("an activity");
+        let duroxide::providers::WorkItem::ActivityExecute { instance, .. } = item else {
+            panic!("not an activity: {item:?}");
+        };
+        report.send(instance.clone()).expect("report");
+        wait.await.expect("go");
+        before_read(provider.clone(), instance.clone()).await;
+        provider.read(&instance).await.expect("read")
+    });
+    Worker { fetched, go, read }
+}
+
+/// The read that follows a fetch in the same task is answered from what
+/// the fetch read: it does not wait for the locked history, and it is what
+/// the server returns. A read from another task goes to the server.
+async fn a_read_after_a_fetch_is_answered_from_the_fetch(mode: SqlMode) {
+    with_schema(&format!("prefetch_hit_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let expected = instance_with_an_activity(&provider, "i1", 3).await;
+        assert_eq!(expected.len(), 3);
+
+        let worker = worker(&provider, |_, _| async {});
+        let instance = worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        let read = tokio::time::timeout(Duration::from_secs(20), worker.read)
+            .await
+            .expect("the read after the fetch waited for the locked history")
+            .expect("worker task");
+        assert_eq!(read, expected);
+
+        // Any other task's read is the server's.
+        let other = {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.read(&instance).await.expect("read") })
+        };
+        a_read_waits_for_the_history(&schema).await;
+        release(holder).await;
+        assert_eq!(other.await.expect("other task"), expected);
+        support::fetch_both_queues_empty(&provider).await;
+    })
+    .await;
+}
+in_both_modes!(a_read_after_a_fetch_is_answered_from_the_fetch: a_read_after_a_fetch_is_answered_from_the_fetch_procedures, a_read_after_a_fetch_is_answered_from_the_fetch_inline);
+
+/// What the fetch read is used once: a second read in the same task goes to
+/// the server.
+async fn what_a_fetch_read_answers_one_read(mode: SqlMode) {
+    with_schema(&format!("prefetch_once_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let expected = instance_with_an_activity(&provider, "i1", 2).await;
+        let worker = worker(&provider, |provider, instance| async move {
+            provider.read(&instance).await.expect("first read");
+        });
+        worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        a_read_waits_for_the_history(&schema).await;
+        release(holder).await;
+        assert_eq!(worker.read.await.expect("worker task"), expected);
+    })
+    .await;
+}
+in_both_modes!(what_a_fetch_read_answers_one_read: what_a_fetch_read_answers_one_read_procedures, what_a_fetch_read_answers_one_read_inline);
+
+/// A history this provider appends to after the fetch is read again from
+/// the server, so the task sees its own write.
+async fn a_write_through_the_provider_is_never_hidden(mode: SqlMode) {
+    with_schema(&format!("prefetch_write_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let before = instance_with_an_activity(&provider, "i1", 2).await;
+        let worker = worker(&provider, |provider, instance| async move {
+            provider
+                .append_with_execution(&instance, 1, vec![fixtures::event(&instance, 3)])
+                .await
+                .expect("append");
+        });
+        worker.fetched.await.expect("fetched");
+        worker.go.send(()).expect("go");
+        let read = worker.read.await.expect("worker task");
+        assert_eq!(
+            read.len(),
+            before.len() + 1,
+            "the appended event is missing"
+        );
+        assert_eq!(read, provider.read("i1").await.expect("read"));
+    })
+    .await;
+}
+in_both_modes!(a_write_through_the_provider_is_never_hidden: a_write_through_the_provider_is_never_hidden_procedures, a_write_through_the_provider_is_never_hidden_inline);
+
+/// The same for a turn of the instance that this provider acks after the
+/// fetch: the read sees the turn's events.
+async fn a_turn_acked_through_the_provider_is_never_hidden(mode: SqlMode) {
+    with_schema(&format!("prefetch_turn_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let before = instance_with_an_activity(&provider, "i1", 2).await;
+        let worker = worker(&provider, |provider, instance| async move {
+            provider
+                .enqueue_for_orchestrator(fixtures::completion(&instance, 2), None)
+                .await
+                .expect("enqueue a completion");
+            let (_, token, _) = provider
+                .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                .await
+                .expect("fetch the turn")
+                .expect("a turn");
+            provider
+                .ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![fixtures::event(&instance, 3)],
+                    vec![],
+                    vec![],
+                    Default::default(),
+                    vec![],
+                )
+                .await
+                .expect("ack the turn");
+        });
+        worker.fetched.await.expect("fetched");
+        worker.go.send(()).expect("go");
+        let read = worker.read.await.expect("worker task");
+        assert_eq!(read.len(), before.len() + 1, "the turn's event is missing");
+        assert_eq!(read, provider.read("i1").await.expect("read"));
+    })
+    .await;
+}
+in_both_modes!(a_turn_acked_through_the_provider_is_never_hidden: a_turn_acked_through_the_provider_is_never_hidden_procedures, a_turn_acked_through_the_provider_is_never_hidden_inline);
+
+/// With the window zero the fetch returns no history and every read goes to
+/// the server.
+async fn a_zero_window_turns_the_prefetch_off(mode: SqlMode) {
+    with_schema(&format!("prefetch_off_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, Duration::ZERO).await;
+        let expected = instance_with_an_activity(&provider, "i1", 2).await;
+        let worker = worker(&provider, |_, _| async {});
+        worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        a_read_waits_for_the_history(&schema).await;
+        release(holder).await;
+        assert_eq!(worker.read.await.expect("worker task"), expected);
+    })
+    .await;
+}
+in_both_modes!(a_zero_window_turns_the_prefetch_off: a_zero_window_turns_the_prefetch_off_procedures, a_zero_window_turns_the_prefetch_off_inline);
+
+/// A history larger than the fetch returns
+/// ([`PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`]) is read from the
+/// server.
+async fn a_large_history_is_read_from_the_server(mode: SqlMode) {
+    with_schema(&format!("prefetch_large_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let _ = instance_with_an_activity(&provider, "i1", 2).await;
+        let mut large = fixtures::event("i1", 3);
+        if let duroxide::EventKind::ActivityScheduled { input, .. } = &mut large.kind {
+            *input = "x".repeat(PostgresOptions::HISTORY_PREFETCH_MAX_BYTES + 1);
+        }
+        provider
+            .append_with_execution("i1", 1, vec![large])
+            .await
+            .expect("append a large event");
+        let expected = provider.read("i1").await.expect("read");
+        let worker = worker(&provider, |_, _| async {});
+        worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        a_read_waits_for_the_history(&schema).await;
+        release(holder).await;
+        assert_eq!(worker.read.await.expect("worker task"), expected);
+    })
+    .await;
+}
+in_both_modes!(a_large_history_is_read_from_the_server: a_large_history_is_read_from_the_server_procedures, a_large_history_is_read_from_the_server_inline);
+
+/// An activity of an instance with no history (enqueued by hand) reads as
+/// the server's read does: no events, answered from the fetch.
+async fn an_activity_without_history_reads_empty(mode: SqlMode) {
+    with_schema(&format!("prefetch_empty_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        provider
+            .enqueue_for_worker(fixtures::activity("ghost", 2))
+            .await
+            .expect("enqueue an activity");
+        let worker = worker(&provider, |_, _| async {});
+        worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        let read = tokio::time::timeout(Duration::from_secs(20), worker.read)
+            .await
+            .expect("the read after the fetch waited for the locked history")
+            .expect("worker task");
+        release(holder).await;
+        assert!(read.is_empty(), "{read:?}");
+        assert!(provider.read("ghost").await.expect("read").is_empty());
+    })
+    .await;
+}
+in_both_modes!(an_activity_without_history_reads_empty: an_activity_without_history_reads_empty_procedures, an_activity_without_history_reads_empty_inline);
+
+/// The fetch reads the instance's latest execution, as `read` does, not the
+/// activity's own.
+async fn the_fetch_reads_the_latest_execution(mode: SqlMode) {
+    with_schema(&format!("prefetch_latest_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let first = instance_with_an_activity(&provider, "i1", 2).await;
+        // A second execution, written behind the provider's back.
+        sqlx::query(&schema.sql(
+            "INSERT INTO {{schema}}.executions (instance_id, execution_id, started_at_ms) \
+             VALUES ('i1', 2, 0)",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("a second execution");
+        let mut second = fixtures::event("i1", 1);
+        second.execution_id = 2;
+        provider
+            .append_with_execution("i1", 2, vec![second])
+            .await
+            .expect("append to execution 2");
+        let expected = provider.read("i1").await.expect("read");
+        assert_eq!(expected.len(), 1);
+        assert_ne!(expected, first);
+
+        let worker = worker(&provider, |_, _| async {});
+        worker.fetched.await.expect("fetched");
+        let holder = lock_history(&schema).await;
+        worker.go.send(()).expect("go");
+        let read = tokio::time::timeout(Duration::from_secs(20), worker.read)
+            .await
+            .expect("the read after the fetch waited for the locked history")
+            .expect("worker task");
+        release(holder).await;
+        assert_eq!(read, expected);
+    })
+    .await;
+}
+in_both_modes!(the_fetch_reads_the_latest_execution: the_fetch_reads_the_latest_execution_procedures, the_fetch_reads_the_latest_execution_inline);
