@@ -8,7 +8,7 @@
 //!                                        [--notifications on,off] [--repeat N] [--scenario load,latency,tenants,burst]
 //!                                        [--tenants 200] [--tenants-per-connection 32]
 //!                                        [--connections-per-tenant N]
-//!                                        [--connection-reuse-ms MS] [--history-prefetch-ms MS]
+//!                                        [--connection-reuse-ms MS] [--prefetch-ms MS]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -144,9 +144,9 @@ struct Settings {
     /// `PostgresOptions::connection_reuse` of every provider of ours (the
     /// library's default unless given).
     connection_reuse: Duration,
-    /// `PostgresOptions::history_prefetch_window` of every provider of ours
+    /// `PostgresOptions::prefetch_window` of every provider of ours
     /// (the library's default unless given).
-    history_prefetch: Duration,
+    prefetch: Duration,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
@@ -169,7 +169,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         tenants_per_connection: PostgresOptions::DEFAULT_TENANTS_PER_CONNECTION,
         connections_per_tenant: PostgresOptions::default().connections_per_tenant,
         connection_reuse: PostgresOptions::DEFAULT_CONNECTION_REUSE,
-        history_prefetch: PostgresOptions::DEFAULT_HISTORY_PREFETCH_WINDOW,
+        prefetch: PostgresOptions::DEFAULT_PREFETCH_WINDOW,
         durable: false,
         client_superuser: false,
     };
@@ -222,8 +222,8 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--connection-reuse-ms" => {
                 settings.connection_reuse = Duration::from_millis(value()?.parse()?);
             }
-            "--history-prefetch-ms" => {
-                settings.history_prefetch = Duration::from_millis(value()?.parse()?);
+            "--prefetch-ms" => {
+                settings.prefetch = Duration::from_millis(value()?.parse()?);
             }
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
@@ -232,7 +232,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--history-prefetch-ms MS] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -369,7 +369,7 @@ async fn run_one(
                 .max_connections(u32::try_from(orch + worker + 4)?)
                 .connections_per_tenant(settings.connections_per_tenant)
                 .connection_reuse(settings.connection_reuse)
-                .history_prefetch_window(settings.history_prefetch);
+                .prefetch_window(settings.prefetch);
             if let Some(settle) = settings.settle {
                 options = options.completion_settle(settle);
             }
@@ -693,7 +693,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     tenants_per_connection: settings.tenants_per_connection,
                     connections_per_tenant: settings.connections_per_tenant,
                     connection_reuse: settings.connection_reuse,
-                    history_prefetch: settings.history_prefetch,
+                    prefetch: settings.prefetch,
                     settle: settings.settle,
                 };
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);

@@ -1,10 +1,14 @@
 -- read_history: the events of one execution in event_id order; with
 -- p_execution_id NULL, of the instance's latest execution (highest
--- execution_id, 1 when the instance has none).
+-- execution_id, 1 when the instance has none). Every row also carries the
+-- instance's custom status and its version as of the same snapshot (NULL
+-- when the instance has no row): duroxide's client asks for the custom
+-- status right after reading the history, and the provider answers that
+-- call from these (src/prefetch.rs).
 CREATE OR REPLACE FUNCTION {{schema}}.read_history{{suffix}}(
     p_instance_id  text,
     p_execution_id bigint)
-RETURNS TABLE (event_data text)
+RETURNS TABLE (event_data text, custom_status text, custom_status_version bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -16,8 +20,9 @@ AS $$
 #variable_conflict use_column
 BEGIN
 RETURN QUERY
-    SELECT h.event_data
+    SELECT h.event_data, i.custom_status, i.custom_status_version
       FROM {{schema}}.history h
+      LEFT JOIN {{schema}}.instances i ON i.instance_id = p_instance_id
      WHERE h.instance_id = p_instance_id
        AND h.execution_id = coalesce(p_execution_id,
              (SELECT coalesce(pg_catalog.max(e.execution_id), 1)

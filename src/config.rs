@@ -361,18 +361,21 @@ pub struct PostgresOptions {
     /// [`PostgresOptions::transaction_pooler`], which sends no named
     /// statements.
     pub statement_cache_capacity: usize,
-    /// How long after a worker fetch the history it returned answers a read
-    /// (default [`PostgresOptions::DEFAULT_HISTORY_PREFETCH_WINDOW`]; zero:
-    /// off, and fetches do not read the history). duroxide's worker reads
-    /// an activity's instance history right after claiming it, to name its
-    /// orchestration, so the fetch returns that history (up to
-    /// [`PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`]) and the provider
-    /// answers that read from it: one round trip fewer per activity. Only
-    /// the first read of that instance from the task that fetched is
-    /// answered so, and never after this provider wrote the instance's
-    /// history; it returns the history as it stood at the claim
-    /// (docs/architecture.md, "The history a worker fetch returns").
-    pub history_prefetch_window: Duration,
+    /// How long what one call read answers the call its task makes right
+    /// after it (default [`PostgresOptions::DEFAULT_PREFETCH_WINDOW`];
+    /// zero: off, and the first calls read nothing extra). Two of
+    /// duroxide's calls come in such pairs: the worker claims an activity
+    /// and reads its instance's history (to name its orchestration), and
+    /// the client's status reads the history and then the custom status.
+    /// So a worker fetch returns the instance's history (up to
+    /// [`PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`]) and a history read
+    /// the custom status, and the provider answers the second call from
+    /// them: one round trip fewer per activity and per status poll. Only
+    /// the next such call of the same task about the same instance is
+    /// answered so, and never after this provider wrote that instance; it
+    /// answers as of the first call's snapshot (docs/architecture.md,
+    /// "What one call reads for the next").
+    pub prefetch_window: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -403,7 +406,7 @@ impl Default for PostgresOptions {
             connections_per_tenant: 1,
             connection_reuse: Self::DEFAULT_CONNECTION_REUSE,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
-            history_prefetch_window: Self::DEFAULT_HISTORY_PREFETCH_WINDOW,
+            prefetch_window: Self::DEFAULT_PREFETCH_WINDOW,
         }
     }
 }
@@ -452,20 +455,20 @@ impl PostgresOptions {
         self
     }
 
-    /// The default of [`PostgresOptions::history_prefetch_window`]: the
-    /// runtime reads at once, so this only bounds how long an unread
-    /// history is kept.
-    pub const DEFAULT_HISTORY_PREFETCH_WINDOW: Duration = Duration::from_millis(100);
+    /// The default of [`PostgresOptions::prefetch_window`]: duroxide makes
+    /// the second call at once, so this only bounds how long what nobody
+    /// asked for is kept.
+    pub const DEFAULT_PREFETCH_WINDOW: Duration = Duration::from_millis(100);
 
     /// The largest history (the events' stored bytes) a worker fetch
     /// returns for the read that follows it; a larger one is read from the
     /// server as without the prefetch.
     pub const HISTORY_PREFETCH_MAX_BYTES: usize = 1024 * 1024;
 
-    /// Sets how long a worker fetch's history answers the read that
-    /// follows it (see the `history_prefetch_window` field; zero: off).
-    pub fn history_prefetch_window(mut self, window: Duration) -> Self {
-        self.history_prefetch_window = window;
+    /// Sets how long what one call read answers the call its task makes
+    /// next (see the `prefetch_window` field; zero: off).
+    pub fn prefetch_window(mut self, window: Duration) -> Self {
+        self.prefetch_window = window;
         self
     }
 

@@ -15,7 +15,8 @@ statements! {
     /// Statements for history, KV, custom status and stats.
     pub(crate) struct HistorySql {
         /// Events of one execution (or the latest with NULL).
-        read = "SELECT event_data FROM {{schema}}.read_history{{suffix}}($1, $2)",
+        read = "SELECT event_data, custom_status, custom_status_version \
+                FROM {{schema}}.read_history{{suffix}}($1, $2)",
         /// Append events to one execution.
         append = "SELECT {{schema}}.append_history{{suffix}}($1, $2, $3, $4, $5)",
         /// Custom status newer than a version.
@@ -29,31 +30,57 @@ statements! {
     }
 }
 
+/// A history read's rows: each event, with the instance's custom status
+/// and its version (`None`: no instance row) as of the same snapshot.
+type ReadRow = (String, Option<String>, Option<i64>);
+
+/// Reads the events of `execution_id` (the latest with `None`), and the
+/// instance's custom status as of the same snapshot when there is any event.
+async fn read_rows(
+    s: &Store,
+    instance: &str,
+    execution_id: Option<u64>,
+) -> Result<(Vec<String>, Option<(Option<String>, Option<i64>)>)> {
+    let execution_id = execution_id
+        .map(|id| codec::to_i64("execution_id", id))
+        .transpose()?;
+    let rows: Vec<ReadRow> = sqlx::query_as(&s.sql.history.read)
+        .bind(codec::check_text("instance", instance)?)
+        .bind(execution_id)
+        .fetch_all(&s.pool)
+        .await?;
+    let status = rows
+        .first()
+        .map(|(_, status, version)| (status.clone(), *version));
+    Ok((
+        rows.into_iter().map(|(event, _, _)| event).collect(),
+        status,
+    ))
+}
+
 /// Reads and decodes the events of `execution_id` (the latest with `None`).
 pub(crate) async fn read_events(
     s: &Store,
     instance: &str,
     execution_id: Option<u64>,
 ) -> Result<Vec<Event>> {
-    let execution_id = execution_id
-        .map(|id| codec::to_i64("execution_id", id))
-        .transpose()?;
-    let rows: Vec<String> = sqlx::query_scalar(&s.sql.history.read)
-        .bind(codec::check_text("instance", instance)?)
-        .bind(execution_id)
-        .fetch_all(&s.pool)
-        .await?;
-    codec::decode_events(&rows)
+    codec::decode_events(&read_rows(s, instance, execution_id).await?.0)
 }
 
 /// Events of the instance's latest execution: what this task's worker
 /// fetch read for it, when that qualifies ([`crate::prefetch`]), or else
-/// from the server.
+/// from the server, keeping the custom status read with them for this
+/// task's next [`get_custom_status`] of the instance.
 pub(crate) async fn read(s: &Store, instance: &str) -> Result<Vec<Event>> {
-    match s.prefetch.take(instance) {
-        Some(events) => codec::decode_events(&events),
-        None => read_events(s, instance, None).await,
+    if let Some(events) = s.prefetch.take_history(instance) {
+        return codec::decode_events(&events);
     }
+    let began = s.prefetch.now();
+    let (events, status) = read_rows(s, instance, None).await?;
+    if let Some((status, version)) = status {
+        s.prefetch.keep_status(instance, status, version, began);
+    }
+    codec::decode_events(&events)
 }
 
 /// Events of one execution.
@@ -100,9 +127,17 @@ pub(crate) async fn get_custom_status(
     instance: &str,
     last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>> {
+    let last_seen = i64::try_from(last_seen_version).unwrap_or(i64::MAX);
+    if let Some((status, version)) = s.prefetch.take_status(instance) {
+        // As the procedure answers: a row only for a newer version.
+        return version
+            .filter(|v| *v > last_seen)
+            .map(|v| Ok((status, codec::to_u64("custom_status_version", v)?)))
+            .transpose();
+    }
     let row: Option<(Option<String>, i64)> = sqlx::query_as(&s.sql.history.custom_status)
         .bind(codec::check_text("instance", instance)?)
-        .bind(i64::try_from(last_seen_version).unwrap_or(i64::MAX))
+        .bind(last_seen)
         .fetch_optional(&s.pool)
         .await?;
     row.map(|(status, version)| Ok((status, codec::to_u64("custom_status_version", version)?)))

@@ -1,28 +1,38 @@
-//! The history a worker fetch returns, kept for the read that follows it.
+//! What one call read, kept for the call its task makes next.
 //!
-//! duroxide's worker reads the whole history of an activity's instance
-//! right after claiming the activity, to give the activity its
-//! orchestration's name and version: one more round trip, a connection and
-//! a statement for every activity. The fetch therefore returns that history
-//! with the claim (`statements/fetch_work_item/claim.sql`, up to
-//! [`crate::PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`]), and the store
-//! answers the read from it when:
+//! Two of duroxide's calls always come in pairs, the second right after the
+//! first in the same task:
 //!
-//! * the read comes from the **task that fetched** (a tokio task id): the
-//!   runtime's worker fetches and reads in one task with nothing between
-//!   them; a client's status poll or any other task reads from the server;
-//! * it reads the **same instance**, and it is the first read since the
-//!   fetch (what was kept is taken, never answered twice);
-//! * it comes within the **window** ([`crate::PostgresOptions::history_prefetch_window`]);
-//! * no write of that instance's history through this store **ended after
-//!   the fetch began** (an orchestration turn's ack with events, an
-//!   append, a deletion, a pruning): a task that saw its write finish, or
-//!   heard of it from the task that made it, reads it.
+//! * the **worker** claims an activity (`fetch_work_item`) and reads the
+//!   whole history of its instance (`read`), to give the activity its
+//!   orchestration's name and version;
+//! * the **client**'s status (`Client::get_orchestration_status`, which
+//!   `wait_for_orchestration` polls) reads the history (`read`) and then
+//!   the custom status (`get_custom_status`).
 //!
-//! The read then returns the history as it stood when the fetch claimed
-//! the activity, as if it had run then. Another process's turn committed
-//! in between is not in it; without the prefetch a read sent at that
-//! moment could not have seen it either.
+//! Each second call was a round trip, a connection and a statement of its
+//! own. So the first returns what the second needs (the claim statement the
+//! instance's history up to
+//! [`crate::PostgresOptions::HISTORY_PREFETCH_MAX_BYTES`],
+//! `statements/fetch_work_item/claim.sql`; the history read the custom
+//! status, `procedures/read_history.sql`), and the store answers the second
+//! from it when:
+//!
+//! * it comes from the **same tokio task**: everything else (another
+//!   dispatcher, another client poll) goes to the server;
+//! * it is about the **same instance**, and it is the task's next such call
+//!   (what was kept is taken, never answered twice);
+//! * it comes within the **window** ([`crate::PostgresOptions::prefetch_window`]);
+//! * no write of that instance through this store **ended after the first
+//!   call began** (an orchestration turn's ack with events, an append, a
+//!   deletion, a pruning): a task that saw its write finish, or heard of it
+//!   from the task that made it, reads it.
+//!
+//! The second call then answers as of the first one's snapshot, as if it
+//! had run then. Another process's commit in between is not in it; a call
+//! sent to the server at that moment could have missed it as well. For the
+//! client's status the history and the custom status now come from one
+//! snapshot, where two calls could straddle a turn.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -36,16 +46,25 @@ use tokio::task::Id;
 /// sharing one only cost a read answered by the server.
 const SLOTS: usize = 64;
 
-/// One fetch's history, kept for its task's next read.
+/// What one call read, kept for the call its task makes next.
+enum Payload {
+    /// A worker fetch's history of the claimed activity's instance (the
+    /// events as stored, JSON), for the worker's `read`.
+    History(Vec<String>),
+    /// A history read's custom status and version of the instance (`None`
+    /// version: no instance row), for the client's `get_custom_status`.
+    Status(Option<String>, Option<i64>),
+}
+
+/// One call's read, kept for its task's next call.
 struct Kept {
     instance: String,
-    /// The events as stored (JSON), decoded by the read that takes them.
-    events: Vec<String>,
-    /// When the fetch began ([`Prefetched::now`]).
+    payload: Payload,
+    /// When the call that read it began ([`Prefetched::now`]).
     began: u64,
 }
 
-/// What the store's worker fetches read, by the task that fetched.
+/// What the store's calls read for the next call of the same task.
 pub(crate) struct Prefetched {
     /// How long a kept history answers a read; zero: nothing is kept (the
     /// fetch is not asked for the history).
@@ -97,22 +116,40 @@ impl Prefetched {
         usize::try_from(hash % SLOTS as u64).unwrap_or_default()
     }
 
-    /// Keeps `events`, the history of `instance` a fetch of the current task
-    /// that began at `began` ([`Prefetched::now`]) returned, replacing what
-    /// an earlier fetch of this task left. Nothing is kept outside a task.
-    pub(crate) fn keep(&self, instance: &str, events: Vec<String>, began: u64) {
+    /// Keeps `events`, the history of `instance` a worker fetch of the
+    /// current task that began at `began` ([`Prefetched::now`]) returned.
+    pub(crate) fn keep_history(&self, instance: &str, events: Vec<String>, began: u64) {
+        self.keep(instance, Payload::History(events), began);
+    }
+
+    /// Keeps the custom status and version (`None`: no instance row) a
+    /// history read of `instance` by the current task that began at `began`
+    /// returned.
+    pub(crate) fn keep_status(
+        &self,
+        instance: &str,
+        status: Option<String>,
+        version: Option<i64>,
+        began: u64,
+    ) {
+        self.keep(instance, Payload::Status(status, version), began);
+    }
+
+    /// Keeps `payload` for the current task's next call, replacing what it
+    /// kept before. Nothing is kept outside a task.
+    fn keep(&self, instance: &str, payload: Payload, began: u64) {
         let Some(task) = tokio::task::try_id().filter(|_| self.enabled()) else {
             return;
         };
         let mut kept = self.lock();
-        // Entries of tasks that never read (or ended) go when they expire.
+        // Entries of tasks that never came back (or ended) go when they expire.
         let oldest = self.now().saturating_sub(self.window_nanos());
         kept.retain(|_, k| k.began > oldest);
         kept.insert(
             task,
             Kept {
                 instance: instance.to_string(),
-                events,
+                payload,
                 began,
             },
         );
@@ -120,7 +157,27 @@ impl Prefetched {
 
     /// The history kept for the current task's read of `instance`, if it
     /// qualifies; whatever this task kept is discarded either way.
-    pub(crate) fn take(&self, instance: &str) -> Option<Vec<String>> {
+    pub(crate) fn take_history(&self, instance: &str) -> Option<Vec<String>> {
+        match self.take(instance)? {
+            Payload::History(events) => Some(events),
+            Payload::Status(..) => None,
+        }
+    }
+
+    /// The custom status and version kept for the current task's status
+    /// read of `instance`, if it qualifies; whatever this task kept is
+    /// discarded either way.
+    pub(crate) fn take_status(&self, instance: &str) -> Option<(Option<String>, Option<i64>)> {
+        match self.take(instance)? {
+            Payload::Status(status, version) => Some((status, version)),
+            Payload::History(_) => None,
+        }
+    }
+
+    /// What the current task kept for `instance`, if still good: taken
+    /// within the window, and no write of the instance ended since the
+    /// call that read it began.
+    fn take(&self, instance: &str) -> Option<Payload> {
         if !self.enabled() {
             return None;
         }
@@ -136,7 +193,7 @@ impl Prefetched {
             && self.now().saturating_sub(k.began) < self.window_nanos()
             && self.written[Self::slot(instance)].load(Ordering::Acquire) < k.began
             && self.written_all.load(Ordering::Acquire) < k.began;
-        fresh.then_some(k.events)
+        fresh.then_some(k.payload)
     }
 
     /// A write of `instance`'s history through this store ended.
@@ -175,9 +232,9 @@ mod tests {
     async fn a_task_reads_what_it_fetched_once() {
         let p = window();
         tokio::spawn(async move {
-            p.keep("a", vec!["e1".into()], p.now());
-            assert_eq!(p.take("a"), Some(vec!["e1".to_string()]));
-            assert_eq!(p.take("a"), None);
+            p.keep_history("a", vec!["e1".into()], p.now());
+            assert_eq!(p.take_history("a"), Some(vec!["e1".to_string()]));
+            assert_eq!(p.take_history("a"), None);
         })
         .await
         .unwrap();
@@ -188,13 +245,15 @@ mod tests {
         let p = std::sync::Arc::new(window());
         let q = p.clone();
         tokio::spawn(async move {
-            q.keep("a", vec!["e1".into()], q.now());
+            q.keep_history("a", vec!["e1".into()], q.now());
             let r = q.clone();
-            let other = tokio::spawn(async move { r.take("a") }).await.unwrap();
+            let other = tokio::spawn(async move { r.take_history("a") })
+                .await
+                .unwrap();
             assert_eq!(other, None);
             // A read of another instance discards what was kept.
-            assert_eq!(q.take("b"), None);
-            assert_eq!(q.take("a"), None);
+            assert_eq!(q.take_history("b"), None);
+            assert_eq!(q.take_history("a"), None);
         })
         .await
         .unwrap();
@@ -208,17 +267,17 @@ mod tests {
             p.wrote("a");
             p.wrote_all();
             let began = p.now();
-            p.keep("a", vec!["e1".into()], began);
-            assert_eq!(p.take("a"), Some(vec!["e1".to_string()]));
+            p.keep_history("a", vec!["e1".into()], began);
+            assert_eq!(p.take_history("a"), Some(vec!["e1".to_string()]));
             // Written while the fetch ran, kept after.
             let began = p.now();
             p.wrote("a");
-            p.keep("a", vec!["e1".into()], began);
-            assert_eq!(p.take("a"), None);
+            p.keep_history("a", vec!["e1".into()], began);
+            assert_eq!(p.take_history("a"), None);
             let began = p.now();
             p.wrote_all();
-            p.keep("a", vec!["e1".into()], began);
-            assert_eq!(p.take("a"), None);
+            p.keep_history("a", vec!["e1".into()], began);
+            assert_eq!(p.take_history("a"), None);
         })
         .await
         .unwrap();
@@ -229,8 +288,23 @@ mod tests {
         let off = Prefetched::new(Duration::ZERO);
         assert!(!off.enabled());
         tokio::spawn(async move {
-            off.keep("a", vec!["e1".into()], off.now());
-            assert_eq!(off.take("a"), None);
+            off.keep_history("a", vec!["e1".into()], off.now());
+            assert_eq!(off.take_history("a"), None);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_status_answers_only_a_status_read() {
+        let p = window();
+        tokio::spawn(async move {
+            p.keep_status("a", Some("s".into()), Some(2), p.now());
+            assert_eq!(p.take_history("a"), None);
+            p.keep_status("a", Some("s".into()), Some(2), p.now());
+            assert_eq!(p.take_status("a"), Some((Some("s".to_string()), Some(2))));
+            p.keep_history("a", vec!["e1".into()], p.now());
+            assert_eq!(p.take_status("a"), None);
         })
         .await
         .unwrap();
@@ -239,8 +313,8 @@ mod tests {
     #[test]
     fn nothing_is_kept_outside_a_task() {
         let p = window();
-        p.keep("a", vec!["e1".into()], p.now());
+        p.keep_history("a", vec!["e1".into()], p.now());
         assert!(p.lock().is_empty());
-        assert_eq!(p.take("a"), None);
+        assert_eq!(p.take_history("a"), None);
     }
 }

@@ -233,7 +233,7 @@ impl PostgresProvider {
                 gate,
                 long_poll,
             )
-            .prefetching(options.history_prefetch_window),
+            .prefetching(options.prefetch_window),
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),

@@ -144,7 +144,7 @@ pub(crate) async fn fetch(
     Ok(claimed.map(|c| {
         if let (Some(history), WorkItem::ActivityExecute { instance, .. }) = (c.history, &c.item) {
             // Kept for this task's read of the instance, which follows.
-            s.prefetch.keep(instance, history, began);
+            s.prefetch.keep_history(instance, history, began);
         }
         (c.item, c.token, c.attempts)
     }))

@@ -58,9 +58,9 @@ pub struct Shape {
     pub connections_per_tenant: u32,
     /// `PostgresOptions::connection_reuse` of the burst's tenants.
     pub connection_reuse: std::time::Duration,
-    /// `PostgresOptions::history_prefetch_window` of every tenant, the
+    /// `PostgresOptions::prefetch_window` of every tenant, the
     /// one-tenant run's included.
-    pub history_prefetch: std::time::Duration,
+    pub prefetch: std::time::Duration,
     /// `PostgresOptions::completion_settle` of every tenant, the one-tenant
     /// run's included; `None` keeps the default.
     pub settle: Option<Duration>,
@@ -94,7 +94,7 @@ fn tenant_options(mode: SqlMode, schema: &str, shape: &Shape) -> PostgresOptions
     let options = options(mode, schema, shape.tenants_per_connection)
         .connections_per_tenant(shape.connections_per_tenant)
         .connection_reuse(shape.connection_reuse)
-        .history_prefetch_window(shape.history_prefetch);
+        .prefetch_window(shape.prefetch);
     match shape.settle {
         Some(settle) => options.completion_settle(settle),
         None => options,

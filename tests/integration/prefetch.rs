@@ -1,7 +1,7 @@
 //! The history a worker fetch returns: duroxide reads an activity's instance
 //! history right after claiming the activity (to name its orchestration), so
 //! the fetch returns that history and the provider answers the read that
-//! follows in the same task from it, within `history_prefetch_window`,
+//! follows in the same task from it, within `prefetch_window`,
 //! instead of a round trip.
 //!
 //! Each test proves where a read was answered by holding the history table
@@ -31,7 +31,7 @@ async fn provider(schema: &TestSchema, mode: SqlMode, window: Duration) -> Postg
         &schema.pool,
         &schema.name,
         mode,
-        PostgresOptions::default().history_prefetch_window(window),
+        PostgresOptions::default().prefetch_window(window),
     )
     .await
 }
@@ -73,6 +73,12 @@ async fn instance_with_an_activity(
 /// Takes the history table's strongest lock on a connection of its own:
 /// every read of the history waits until [`release`].
 async fn lock_history(schema: &TestSchema) -> PgConnection {
+    lock(schema, "history").await
+}
+
+/// Takes `table`'s strongest lock on a connection of its own: every read
+/// of it waits until [`release`].
+async fn lock(schema: &TestSchema, table: &str) -> PgConnection {
     let mut holder = PgConnection::connect_with(&connect_options())
         .await
         .expect("holder connection");
@@ -80,10 +86,12 @@ async fn lock_history(schema: &TestSchema) -> PgConnection {
         .execute(&mut holder)
         .await
         .expect("begin");
-    sqlx::query(&schema.sql("LOCK TABLE {{schema}}.history IN ACCESS EXCLUSIVE MODE"))
-        .execute(&mut holder)
-        .await
-        .expect("lock the history");
+    sqlx::query(&schema.sql(&format!(
+        "LOCK TABLE {{{{schema}}}}.{table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut holder)
+    .await
+    .expect("lock the table");
     holder
 }
 
@@ -98,15 +106,21 @@ async fn release(mut holder: PgConnection) {
 
 /// Waits until some backend waits for the lock [`lock_history`] holds.
 async fn a_read_waits_for_the_history(schema: &TestSchema) {
+    a_read_waits_for(schema, "history").await;
+}
+
+/// Waits until some backend waits for a lock on `table`.
+async fn a_read_waits_for(schema: &TestSchema, table: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
                JOIN pg_catalog.pg_class c ON c.oid = l.relation \
-              WHERE NOT l.granted AND c.relname = 'history' \
+              WHERE NOT l.granted AND c.relname = $2 \
                 AND c.relnamespace = $1::regnamespace)",
         )
         .bind(&schema.name)
+        .bind(table)
         .fetch_one(&schema.pool)
         .await
         .expect("pg_locks");
@@ -115,7 +129,7 @@ async fn a_read_waits_for_the_history(schema: &TestSchema) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no read ever waited for the locked history"
+            "no read ever waited for the locked {table}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -384,3 +398,124 @@ async fn the_fetch_reads_the_latest_execution(mode: SqlMode) {
     .await;
 }
 in_both_modes!(the_fetch_reads_the_latest_execution: the_fetch_reads_the_latest_execution_procedures, the_fetch_reads_the_latest_execution_inline);
+
+/// Acks a turn of `instance` (a completion of activity 2 enqueued for it)
+/// whose one event, `event_id`, sets the custom status to `status`.
+async fn set_custom_status(
+    provider: &PostgresProvider,
+    instance: &str,
+    event_id: u64,
+    status: &str,
+) {
+    provider
+        .enqueue_for_orchestrator(fixtures::completion(instance, 2), None)
+        .await
+        .expect("enqueue a completion");
+    let (_, token, _) = provider
+        .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+        .await
+        .expect("fetch the turn")
+        .expect("a turn");
+    let event = Event::with_event_id(
+        event_id,
+        instance.to_string(),
+        1,
+        None,
+        duroxide::EventKind::CustomStatusUpdated {
+            status: Some(status.to_string()),
+        },
+    );
+    provider
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![event],
+            vec![],
+            vec![],
+            Default::default(),
+            vec![],
+        )
+        .await
+        .expect("ack the turn");
+}
+
+/// The client's status: the custom status read right after the history, in
+/// the same task, is answered from what the history read returned (it does
+/// not wait for the locked instances table), and as the server answers: a
+/// newer version only. Another task's status read goes to the server.
+async fn a_status_read_after_a_history_read_is_answered_from_it(mode: SqlMode) {
+    with_schema(&format!("prefetch_status_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        let _ = instance_with_an_activity(&provider, "i1", 2).await;
+        set_custom_status(&provider, "i1", 3, "busy").await;
+        let expected = provider
+            .get_custom_status("i1", 0)
+            .await
+            .expect("status from the server");
+        assert_eq!(expected, Some((Some("busy".to_string()), 1)));
+
+        let (report_read, wait_read) = oneshot::channel::<()>();
+        let (send_go, wait_go) = oneshot::channel::<()>();
+        let (report_first, first) = oneshot::channel();
+        let client = {
+            let provider = provider.clone();
+            tokio::spawn(async move {
+                provider.read("i1").await.expect("read");
+                report_read.send(()).expect("report");
+                wait_go.await.expect("go");
+                let status = provider.get_custom_status("i1", 0).await.expect("status");
+                report_first.send(status).expect("report the status");
+                provider.read("i1").await.expect("read again");
+                provider.get_custom_status("i1", 1).await.expect("status")
+            })
+        };
+        wait_read.await.expect("read");
+        let holder = lock(&schema, "instances").await;
+        send_go.send(()).expect("go");
+        let first = tokio::time::timeout(Duration::from_secs(20), first)
+            .await
+            .expect("the status read after the history read waited for the locked instances")
+            .expect("first status");
+        assert_eq!(first, expected);
+        // The client's next history read goes to the server and waits (it
+        // joins the instances table), as does another task's status read.
+        a_read_waits_for(&schema, "instances").await;
+        let other = {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.get_custom_status("i1", 0).await.expect("status") })
+        };
+        release(holder).await;
+        let second = client.await.expect("client task");
+        assert_eq!(second, None, "version 1 was seen: no newer status");
+        assert_eq!(other.await.expect("other task"), expected);
+    })
+    .await;
+}
+in_both_modes!(a_status_read_after_a_history_read_is_answered_from_it: a_status_read_after_a_history_read_is_answered_from_it_procedures, a_status_read_after_a_history_read_is_answered_from_it_inline);
+
+/// A custom status this provider changes between the history read and the
+/// status read of one task is read again from the server.
+async fn a_status_changed_through_the_provider_is_never_hidden(mode: SqlMode) {
+    with_schema(
+        &format!("prefetch_status_write_{mode}"),
+        |schema| async move {
+            let provider = provider(&schema, mode, LONG_WINDOW).await;
+            let _ = instance_with_an_activity(&provider, "i1", 2).await;
+            set_custom_status(&provider, "i1", 3, "one").await;
+            let task = {
+                let provider = provider.clone();
+                tokio::spawn(async move {
+                    provider.read("i1").await.expect("read");
+                    set_custom_status(&provider, "i1", 4, "two").await;
+                    provider.get_custom_status("i1", 0).await.expect("status")
+                })
+            };
+            assert_eq!(
+                task.await.expect("task"),
+                Some((Some("two".to_string()), 2))
+            );
+        },
+    )
+    .await;
+}
+in_both_modes!(a_status_changed_through_the_provider_is_never_hidden: a_status_changed_through_the_provider_is_never_hidden_procedures, a_status_changed_through_the_provider_is_never_hidden_inline);
