@@ -77,6 +77,8 @@ pub(crate) struct Prefetched {
     /// When a write of any instance's history (a deletion or pruning by
     /// filter) last ended.
     written_all: AtomicU64,
+    /// When entries nobody came back for were last dropped.
+    swept: AtomicU64,
 }
 
 impl Default for Prefetched {
@@ -94,6 +96,7 @@ impl Prefetched {
             origin: Instant::now(),
             written: std::array::from_fn(|_| AtomicU64::new(0)),
             written_all: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
         }
     }
 
@@ -141,10 +144,16 @@ impl Prefetched {
         let Some(task) = tokio::task::try_id().filter(|_| self.enabled()) else {
             return;
         };
+        let now = self.now();
         let mut kept = self.lock();
-        // Entries of tasks that never came back (or ended) go when they expire.
-        let oldest = self.now().saturating_sub(self.window_nanos());
-        kept.retain(|_, k| k.began > oldest);
+        // Entries of tasks that never came back (or ended) are dropped once
+        // a window, so a keep costs a scan of the map only that often.
+        let window = self.window_nanos();
+        if now.saturating_sub(self.swept.load(Ordering::Relaxed)) >= window {
+            self.swept.store(now, Ordering::Relaxed);
+            let oldest = now.saturating_sub(window);
+            kept.retain(|_, k| k.began > oldest);
+        }
         kept.insert(
             task,
             Kept {
@@ -308,6 +317,23 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_nobody_came_back_for_is_dropped() {
+        let p = std::sync::Arc::new(Prefetched::new(Duration::from_millis(1)));
+        for _ in 0..3 {
+            let q = p.clone();
+            tokio::spawn(async move { q.keep_history("a", vec!["e1".into()], q.now()) })
+                .await
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let q = p.clone();
+        tokio::spawn(async move { q.keep_history("b", vec!["e1".into()], q.now()) })
+            .await
+            .unwrap();
+        assert_eq!(p.lock().len(), 1, "the three expired entries are dropped");
     }
 
     #[test]
