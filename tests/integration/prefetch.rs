@@ -171,6 +171,45 @@ where
     Worker { fetched, go, read }
 }
 
+/// Where a read was answered.
+#[derive(Debug, PartialEq)]
+enum Answered {
+    /// From what the fetch before it read: it did not wait for the locked
+    /// history.
+    FromTheFetch,
+    /// By the server: it waited for the locked history.
+    ByTheServer,
+}
+
+/// Claims the next activity in a task of its own ([`worker`]), locks the
+/// history, and lets the task read (after `before_read`): where the read
+/// was answered, and what it returned.
+async fn read_after_a_fetch<F, Fut>(
+    schema: &TestSchema,
+    provider: &PostgresProvider,
+    before_read: F,
+) -> (Answered, Vec<Event>)
+where
+    F: FnOnce(PostgresProvider, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let worker = worker(provider, before_read);
+    worker.fetched.await.expect("fetched");
+    let holder = lock_history(schema).await;
+    worker.go.send(()).expect("go");
+    let mut read = worker.read;
+    let (answered, events) = tokio::select! {
+        done = &mut read => (Answered::FromTheFetch, Some(done.expect("worker task"))),
+        () = a_read_waits_for_the_history(schema) => (Answered::ByTheServer, None),
+    };
+    release(holder).await;
+    let events = match events {
+        Some(events) => events,
+        None => read.await.expect("worker task"),
+    };
+    (answered, events)
+}
+
 /// The read that follows a fetch in the same task is answered from what
 /// the fetch read: it does not wait for the locked history, and it is what
 /// the server returns. A read from another task goes to the server.
@@ -210,15 +249,11 @@ async fn what_a_fetch_read_answers_one_read(mode: SqlMode) {
     with_schema(&format!("prefetch_once_{mode}"), |schema| async move {
         let provider = provider(&schema, mode, LONG_WINDOW).await;
         let expected = instance_with_an_activity(&provider, "i1", 2).await;
-        let worker = worker(&provider, |provider, instance| async move {
+        let second = read_after_a_fetch(&schema, &provider, |provider, instance| async move {
             provider.read(&instance).await.expect("first read");
-        });
-        worker.fetched.await.expect("fetched");
-        let holder = lock_history(&schema).await;
-        worker.go.send(()).expect("go");
-        a_read_waits_for_the_history(&schema).await;
-        release(holder).await;
-        assert_eq!(worker.read.await.expect("worker task"), expected);
+        })
+        .await;
+        assert_eq!(second, (Answered::ByTheServer, expected));
     })
     .await;
 }
@@ -295,13 +330,8 @@ async fn a_zero_window_turns_the_prefetch_off(mode: SqlMode) {
     with_schema(&format!("prefetch_off_{mode}"), |schema| async move {
         let provider = provider(&schema, mode, Duration::ZERO).await;
         let expected = instance_with_an_activity(&provider, "i1", 2).await;
-        let worker = worker(&provider, |_, _| async {});
-        worker.fetched.await.expect("fetched");
-        let holder = lock_history(&schema).await;
-        worker.go.send(()).expect("go");
-        a_read_waits_for_the_history(&schema).await;
-        release(holder).await;
-        assert_eq!(worker.read.await.expect("worker task"), expected);
+        let read = read_after_a_fetch(&schema, &provider, |_, _| async {}).await;
+        assert_eq!(read, (Answered::ByTheServer, expected));
     })
     .await;
 }
@@ -323,13 +353,8 @@ async fn a_large_history_is_read_from_the_server(mode: SqlMode) {
             .await
             .expect("append a large event");
         let expected = provider.read("i1").await.expect("read");
-        let worker = worker(&provider, |_, _| async {});
-        worker.fetched.await.expect("fetched");
-        let holder = lock_history(&schema).await;
-        worker.go.send(()).expect("go");
-        a_read_waits_for_the_history(&schema).await;
-        release(holder).await;
-        assert_eq!(worker.read.await.expect("worker task"), expected);
+        let read = read_after_a_fetch(&schema, &provider, |_, _| async {}).await;
+        assert_eq!(read, (Answered::ByTheServer, expected));
     })
     .await;
 }
@@ -344,16 +369,8 @@ async fn an_activity_without_history_reads_empty(mode: SqlMode) {
             .enqueue_for_worker(fixtures::activity("ghost", 2))
             .await
             .expect("enqueue an activity");
-        let worker = worker(&provider, |_, _| async {});
-        worker.fetched.await.expect("fetched");
-        let holder = lock_history(&schema).await;
-        worker.go.send(()).expect("go");
-        let read = tokio::time::timeout(Duration::from_secs(20), worker.read)
-            .await
-            .expect("the read after the fetch waited for the locked history")
-            .expect("worker task");
-        release(holder).await;
-        assert!(read.is_empty(), "{read:?}");
+        let read = read_after_a_fetch(&schema, &provider, |_, _| async {}).await;
+        assert_eq!(read, (Answered::FromTheFetch, Vec::new()));
         assert!(provider.read("ghost").await.expect("read").is_empty());
     })
     .await;
@@ -384,16 +401,8 @@ async fn the_fetch_reads_the_latest_execution(mode: SqlMode) {
         assert_eq!(expected.len(), 1);
         assert_ne!(expected, first);
 
-        let worker = worker(&provider, |_, _| async {});
-        worker.fetched.await.expect("fetched");
-        let holder = lock_history(&schema).await;
-        worker.go.send(()).expect("go");
-        let read = tokio::time::timeout(Duration::from_secs(20), worker.read)
-            .await
-            .expect("the read after the fetch waited for the locked history")
-            .expect("worker task");
-        release(holder).await;
-        assert_eq!(read, expected);
+        let read = read_after_a_fetch(&schema, &provider, |_, _| async {}).await;
+        assert_eq!(read, (Answered::FromTheFetch, expected));
     })
     .await;
 }
