@@ -33,7 +33,8 @@
 --
 -- p_history_bytes: with a claim, prefetched_history is the history of the
 -- item's instance's latest execution up to that many bytes (claim.sql;
--- NULL or zero: not read).
+-- NULL or zero: not read). It has a default so that a build before it,
+-- calling with eight arguments, still claims during a rolling upgrade.
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
@@ -43,7 +44,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_next_due         boolean,
     p_floor_ms         bigint,
     p_next_floor_margin_ms bigint,
-    p_history_bytes    bigint)
+    p_history_bytes    bigint DEFAULT NULL)
 RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint,
                scan_floor_ms bigint, prefetched_history text[])
 LANGUAGE plpgsql

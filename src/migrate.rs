@@ -97,17 +97,32 @@ impl Procedure {
 
     /// The function as `GRANT` and `REVOKE` name it: `{{schema}}.` and the
     /// name with `{{suffix}}`, then the argument list as the file declares
-    /// it (names and types). `None` when the file's `CREATE ... FUNCTION`
-    /// header is not of that form, or an argument has a default.
+    /// it (names and types; comments and defaults left out). `None` when the
+    /// file's `CREATE ... FUNCTION` header is not of that form.
     pub(crate) fn signature(&self) -> Option<String> {
         let head = format!("FUNCTION {{{{schema}}}}.{}{SUFFIX_MARKER}(", self.name);
         let start = self.sql.find(&head)? + head.len();
         let arguments = &self.sql[start..];
         let arguments = &arguments[..arguments.find(')')?];
-        if arguments.contains('(') || arguments.to_ascii_uppercase().contains("DEFAULT") {
+        if arguments.contains('(') || arguments.contains('\'') {
             return None;
         }
-        let arguments = arguments.split_whitespace().collect::<Vec<_>>().join(" ");
+        let arguments = arguments
+            .lines()
+            .map(|line| line.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let arguments = arguments
+            .split(',')
+            .map(|argument| {
+                let words: Vec<&str> = argument
+                    .split_whitespace()
+                    .take_while(|w| !w.eq_ignore_ascii_case("DEFAULT"))
+                    .collect();
+                words.join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         Some(format!(
             "{{{{schema}}}}.{}{SUFFIX_MARKER}({arguments})",
             self.name
@@ -663,6 +678,20 @@ mod tests {
                 "{{schema}}.ack_work_item{{suffix}}(p_lock_token text, p_instance_id text, \
                  p_item_kind text, p_work_item text)"
             )
+        );
+        // Comments and defaults are not part of a function's name.
+        let fetch = procedures()
+            .into_iter()
+            .find(|p| p.name == "fetch_work_item")
+            .and_then(|p| p.signature())
+            .unwrap_or_default();
+        assert!(
+            fetch.ends_with("p_next_floor_margin_ms bigint, p_history_bytes bigint)"),
+            "{fetch}"
+        );
+        assert!(
+            !fetch.contains("DEFAULT") && !fetch.contains("--"),
+            "{fetch}"
         );
     }
 

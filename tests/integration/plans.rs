@@ -743,7 +743,7 @@ async fn plpgsql_procedures_pin_their_plan_cache_mode() {
             .expect("set");
         sqlx::query(
             &schema.sql(
-                "SELECT * FROM {{schema}}.fetch_work_item{{suffix}}(1000, 'any', '{}', NULL, 1000, false, NULL, 10000, NULL)",
+                "SELECT * FROM {{schema}}.fetch_work_item{{suffix}}(1000, 'any', '{}', NULL, 1000, false, NULL, 10000)",
             ),
         )
         .execute(&mut *connection)

@@ -289,3 +289,48 @@ async fn an_upgrade_from_plain_names_installs_the_schemas_own_beside_them_until_
     })
     .await;
 }
+
+/// A process of the build before `fetch_work_item`'s history argument and
+/// `read_history`'s status columns, still running when this build installs
+/// its procedures, keeps claiming activities and reading histories with
+/// its own statements (eight arguments; the event column only).
+#[tokio::test]
+async fn an_earlier_builds_fetch_and_read_still_work_after_this_build_installs() {
+    with_schema("upgrade_calls", |schema| async move {
+        let provider = schema.provider().await;
+        provider
+            .enqueue_for_worker(fixtures::activity("upgrade", 2))
+            .await
+            .expect("enqueue");
+        let (token, item): (Option<String>, Option<String>) = sqlx::query_as(&schema.sql(
+            "SELECT lock_token, work_item FROM {{schema}}.fetch_work_item{{suffix}}\
+             ($1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
+        .bind(30_000_i64)
+        .bind("any")
+        .bind(Vec::<String>::new())
+        .bind(None::<String>)
+        .bind(None::<i64>)
+        .bind(false)
+        .bind(None::<i64>)
+        .bind(None::<i64>)
+        .fetch_one(&schema.pool)
+        .await
+        .expect("the earlier build's fetch");
+        assert!(token.is_some(), "nothing claimed");
+        assert_eq!(
+            item.as_deref(),
+            Some(fixtures::json(&fixtures::activity("upgrade", 2)).as_str())
+        );
+        let events: Vec<String> = sqlx::query_scalar(
+            &schema.sql("SELECT event_data FROM {{schema}}.read_history{{suffix}}($1, $2)"),
+        )
+        .bind("upgrade")
+        .bind(None::<i64>)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("the earlier build's read");
+        assert!(events.is_empty());
+    })
+    .await;
+}
