@@ -20,9 +20,14 @@ AS $$
 #variable_conflict use_column
 BEGIN
 RETURN QUERY
-    SELECT h.event_data, i.custom_status, i.custom_status_version
+    -- The status as two uncorrelated subqueries: each runs once per call
+    -- (an init plan), where a join looked the instance up again per event.
+    SELECT h.event_data,
+           (SELECT i.custom_status FROM {{schema}}.instances i
+             WHERE i.instance_id = p_instance_id) AS custom_status,
+           (SELECT i.custom_status_version FROM {{schema}}.instances i
+             WHERE i.instance_id = p_instance_id) AS custom_status_version
       FROM {{schema}}.history h
-      LEFT JOIN {{schema}}.instances i ON i.instance_id = p_instance_id
      WHERE h.instance_id = p_instance_id
        AND h.execution_id = coalesce(p_execution_id,
              (SELECT coalesce(pg_catalog.max(e.execution_id), 1)

@@ -398,8 +398,12 @@ pub(crate) async fn ack(
     let acked = s.driver.ack_orchestration(s, params).await;
     // Whether or not it committed, the history may have changed: a read
     // answered from an earlier fetch would hide it (`crate::prefetch`).
+    let mut marked: Option<&str> = None;
     for instance in history_delta.iter().map(|e| e.instance_id.as_str()) {
-        s.prefetch.wrote(instance);
+        if marked != Some(instance) {
+            s.prefetch.wrote(instance);
+            marked = Some(instance);
+        }
     }
     s.woke(&acked?);
     Ok(())

@@ -66,8 +66,8 @@ struct Kept {
 
 /// What the store's calls read for the next call of the same task.
 pub(crate) struct Prefetched {
-    /// How long a kept history answers a read; zero: nothing is kept (the
-    /// fetch is not asked for the history).
+    /// How long what was kept answers the next call; zero: nothing is
+    /// kept (and the first calls are not asked for anything extra).
     window: Duration,
     kept: Mutex<HashMap<Id, Kept>>,
     /// The clock's origin: times are nanoseconds since.
@@ -100,7 +100,7 @@ impl Prefetched {
         }
     }
 
-    /// Whether fetches should return the history at all.
+    /// Whether the first calls should read anything for the second.
     pub(crate) fn enabled(&self) -> bool {
         !self.window.is_zero()
     }

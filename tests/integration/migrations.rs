@@ -13,7 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::{
-    TestSchema, connect_options, drop_schema, fresh_schema_name, in_both_modes, with_schema,
+    self, TestSchema, connect_options, drop_schema, fresh_schema_name, in_both_modes, with_schema,
     with_schemas,
 };
 
@@ -437,27 +437,7 @@ async fn run_all(schema: &TestSchema, statements: &[&str]) {
 /// A connection of its own holding `ACCESS SHARE` on the orchestrator queue
 /// in an open transaction, as any transaction that read the queue does.
 async fn hold_the_queue(schema: &TestSchema) -> PgConnection {
-    let mut holder = PgConnection::connect_with(&connect_options())
-        .await
-        .expect("holder connection");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query(&schema.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS SHARE MODE"))
-        .execute(&mut holder)
-        .await
-        .expect("hold the queue");
-    holder
-}
-
-/// Ends `holder`'s transaction and closes it.
-async fn release(mut holder: PgConnection) {
-    sqlx::query("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("rollback");
-    holder.close().await.expect("close holder");
+    support::hold_table(schema, "orchestrator_queue", "ACCESS SHARE").await
 }
 
 /// Starts migrating `schema` and returns once the migration waits for the
@@ -469,27 +449,8 @@ async fn migration_waiting_for_the_queue(
     let name = schema.schema_name();
     let pool = schema.pool.clone();
     let migration = tokio::spawn(async move { migrate::migrate(&pool, &name, mode).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
-               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
-              WHERE NOT l.granted AND c.relname = 'orchestrator_queue' \
-                AND c.relnamespace = $1::regnamespace)",
-        )
-        .bind(&schema.name)
-        .fetch_one(&schema.pool)
-        .await
-        .expect("pg_locks");
-        if waiting {
-            return migration;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migration never waited for the orchestrator queue"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::until_a_backend_waits_for(schema, "orchestrator_queue", "the migration").await;
+    migration
 }
 
 /// A `schema` migrated in `mode` with 0004 pending, a session holding its
@@ -534,7 +495,7 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress(mode: SqlMode) 
         .expect("inspect");
         assert_eq!(status.pending_migrations, 1, "{status:?}");
 
-        release(holder).await;
+        support::release_table(holder).await;
         migration
             .await
             .expect("migration task")
@@ -565,7 +526,7 @@ async fn a_migration_that_loses_a_deadlock_starts_over(mode: SqlMode) {
         .execute(&mut holder)
         .await
         .expect("the session gets the DDL lock once the migration gave way");
-        release(holder).await;
+        support::release_table(holder).await;
 
         tokio::time::timeout(Duration::from_secs(30), migration)
             .await

@@ -13,11 +13,11 @@ use std::time::Duration;
 use duroxide::Event;
 use duroxide::providers::{Provider, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tokio::sync::oneshot;
 
 use crate::fixtures;
-use crate::support::{self, TestSchema, connect_options, in_both_modes, with_schema};
+use crate::support::{self, TestSchema, in_both_modes, with_schema};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -70,38 +70,16 @@ async fn instance_with_an_activity(
     provider.read(instance).await.expect("read")
 }
 
-/// Takes the history table's strongest lock on a connection of its own:
-/// every read of the history waits until [`release`].
+/// Takes the history table's strongest lock: every read of the history
+/// waits until [`support::release_table`].
 async fn lock_history(schema: &TestSchema) -> PgConnection {
     lock(schema, "history").await
 }
 
-/// Takes `table`'s strongest lock on a connection of its own: every read
-/// of it waits until [`release`].
+/// Takes `table`'s strongest lock: every read of it waits until
+/// [`support::release_table`].
 async fn lock(schema: &TestSchema, table: &str) -> PgConnection {
-    let mut holder = PgConnection::connect_with(&connect_options())
-        .await
-        .expect("holder connection");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query(&schema.sql(&format!(
-        "LOCK TABLE {{{{schema}}}}.{table} IN ACCESS EXCLUSIVE MODE"
-    )))
-    .execute(&mut holder)
-    .await
-    .expect("lock the table");
-    holder
-}
-
-/// Ends `holder`'s transaction and closes it.
-async fn release(mut holder: PgConnection) {
-    sqlx::query("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("rollback");
-    holder.close().await.expect("close holder");
+    support::hold_table(schema, table, "ACCESS EXCLUSIVE").await
 }
 
 /// Waits until some backend waits for the lock [`lock_history`] holds.
@@ -111,28 +89,7 @@ async fn a_read_waits_for_the_history(schema: &TestSchema) {
 
 /// Waits until some backend waits for a lock on `table`.
 async fn a_read_waits_for(schema: &TestSchema, table: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
-               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
-              WHERE NOT l.granted AND c.relname = $2 \
-                AND c.relnamespace = $1::regnamespace)",
-        )
-        .bind(&schema.name)
-        .bind(table)
-        .fetch_one(&schema.pool)
-        .await
-        .expect("pg_locks");
-        if waiting {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no read ever waited for the locked {table}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::until_a_backend_waits_for(schema, table, "a read").await;
 }
 
 /// What a task that fetched an activity saw, in order: the fetch, then its
@@ -202,7 +159,7 @@ where
         done = &mut read => (Answered::FromTheFetch, Some(done.expect("worker task"))),
         () = a_read_waits_for_the_history(schema) => (Answered::ByTheServer, None),
     };
-    release(holder).await;
+    support::release_table(holder).await;
     let events = match events {
         Some(events) => events,
         None => read.await.expect("worker task"),
@@ -235,7 +192,7 @@ async fn a_read_after_a_fetch_is_answered_from_the_fetch(mode: SqlMode) {
             tokio::spawn(async move { provider.read(&instance).await.expect("read") })
         };
         a_read_waits_for_the_history(&schema).await;
-        release(holder).await;
+        support::release_table(holder).await;
         assert_eq!(other.await.expect("other task"), expected);
         support::fetch_both_queues_empty(&provider).await;
     })
@@ -493,7 +450,7 @@ async fn a_status_read_after_a_history_read_is_answered_from_it(mode: SqlMode) {
             let provider = provider.clone();
             tokio::spawn(async move { provider.get_custom_status("i1", 0).await.expect("status") })
         };
-        release(holder).await;
+        support::release_table(holder).await;
         let second = client.await.expect("client task");
         assert_eq!(second, None, "version 1 was seen: no newer status");
         assert_eq!(other.await.expect("other task"), expected);

@@ -220,6 +220,62 @@ impl TestSchema {
     }
 }
 
+/// A connection of its own holding a `mode` lock (`ACCESS SHARE`, `ACCESS
+/// EXCLUSIVE`, ...) on `table` of `schema` in an open transaction, until
+/// [`release_table`].
+pub async fn hold_table(schema: &TestSchema, table: &str, mode: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect_with(&connect_options())
+        .await
+        .expect("holder connection");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query(&schema.sql(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE")))
+        .execute(&mut holder)
+        .await
+        .unwrap_or_else(|e| panic!("lock {table}: {e}"));
+    holder
+}
+
+/// Ends the transaction of a [`hold_table`] holder and closes it.
+pub async fn release_table(mut holder: sqlx::PgConnection) {
+    use sqlx::Connection;
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+    holder.close().await.expect("close holder");
+}
+
+/// Returns once some backend waits for a lock on `table` of `schema`;
+/// panics, naming `who`, after 20 s.
+pub async fn until_a_backend_waits_for(schema: &TestSchema, table: &str, who: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+              WHERE NOT l.granted AND c.relname = $2 \
+                AND c.relnamespace = $1::regnamespace)",
+        )
+        .bind(&schema.name)
+        .bind(table)
+        .fetch_one(&schema.pool)
+        .await
+        .expect("pg_locks");
+        if waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who} never waited for {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `body` with a fresh schema, then drops the schema whatever happened.
 pub async fn with_schema<F, Fut>(prefix: &str, body: F)
 where
