@@ -9,6 +9,7 @@
 //!                                        [--tenants 200] [--tenants-per-connection 32]
 //!                                        [--connections-per-tenant N]
 //!                                        [--connection-reuse-ms MS] [--prefetch-ms MS]
+//!                                        [--claim-ahead on|off]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -147,6 +148,9 @@ struct Settings {
     /// `PostgresOptions::prefetch_window` of every provider of ours
     /// (the library's default unless given).
     prefetch: Duration,
+    /// `PostgresOptions::claim_ahead` of every provider of ours (the
+    /// library's default unless given).
+    claim_ahead: bool,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
@@ -170,6 +174,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         connections_per_tenant: PostgresOptions::default().connections_per_tenant,
         connection_reuse: PostgresOptions::DEFAULT_CONNECTION_REUSE,
         prefetch: PostgresOptions::DEFAULT_PREFETCH_WINDOW,
+        claim_ahead: PostgresOptions::default().claim_ahead,
         durable: false,
         client_superuser: false,
     };
@@ -225,6 +230,13 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--prefetch-ms" => {
                 settings.prefetch = Duration::from_millis(value()?.parse()?);
             }
+            "--claim-ahead" => {
+                settings.claim_ahead = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--claim-ahead: on or off, not {other}").into()),
+                };
+            }
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
             "--settle-ms" => {
@@ -232,7 +244,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -369,7 +381,8 @@ async fn run_one(
                 .max_connections(u32::try_from(orch + worker + 4)?)
                 .connections_per_tenant(settings.connections_per_tenant)
                 .connection_reuse(settings.connection_reuse)
-                .prefetch_window(settings.prefetch);
+                .prefetch_window(settings.prefetch)
+                .claim_ahead(settings.claim_ahead);
             if let Some(settle) = settings.settle {
                 options = options.completion_settle(settle);
             }
@@ -694,6 +707,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     connections_per_tenant: settings.connections_per_tenant,
                     connection_reuse: settings.connection_reuse,
                     prefetch: settings.prefetch,
+                    claim_ahead: settings.claim_ahead,
                     settle: settings.settle,
                 };
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);

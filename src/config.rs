@@ -376,6 +376,17 @@ pub struct PostgresOptions {
     /// answers as of the first call's snapshot (docs/architecture.md,
     /// "What one call reads for the next").
     pub prefetch_window: Duration,
+    /// Whether a worker's ack also claims the activity its task will ask
+    /// for next (default `true`; off as well when
+    /// [`PostgresOptions::prefetch_window`] is zero, which is how long the
+    /// claimed item waits for its task). duroxide's worker dispatcher acks
+    /// an activity and fetches the next at once, in the same task; the ack
+    /// then runs the fetch in its own call and transaction, and the fetch
+    /// is answered without a round trip. Only the same task's next fetch
+    /// with the same parameters takes the item; anything else gives it
+    /// back (visible again, the attempt not counted), as does the window's
+    /// end (docs/architecture.md, "What one call reads for the next").
+    pub claim_ahead: bool,
 }
 
 impl Default for PostgresOptions {
@@ -407,6 +418,7 @@ impl Default for PostgresOptions {
             connection_reuse: Self::DEFAULT_CONNECTION_REUSE,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             prefetch_window: Self::DEFAULT_PREFETCH_WINDOW,
+            claim_ahead: true,
         }
     }
 }
@@ -469,6 +481,13 @@ impl PostgresOptions {
     /// next (see the `prefetch_window` field; zero: off).
     pub fn prefetch_window(mut self, window: Duration) -> Self {
         self.prefetch_window = window;
+        self
+    }
+
+    /// Sets whether a worker's ack claims its task's next activity (see
+    /// the `claim_ahead` field).
+    pub fn claim_ahead(mut self, on: bool) -> Self {
+        self.claim_ahead = on;
         self
     }
 

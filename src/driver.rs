@@ -18,7 +18,7 @@ use crate::inline;
 use crate::notify::Polled;
 use crate::orchestration_queue::{self, AckParams, FetchedRow};
 use crate::store::Store;
-use crate::worker_queue::{self, FetchedItem};
+use crate::worker_queue::{self, FetchedItem, WorkAck};
 
 /// How a store runs the operations whose SQL differs between the modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,30 @@ impl Driver {
         match self {
             Self::Procedures => procedures::fetch_work(s, params, clock).await,
             Self::Inline => inline::worker::fetch(s, params.clone(), clock).await,
+        }
+    }
+
+    /// Acks an activity and, when the ack found its token, claims the next
+    /// with `params` ([`crate::claim_ahead`]): (acked, what to wake, the
+    /// claim attempt when acked).
+    pub(crate) async fn ack_work_and_claim(
+        self,
+        s: &Store,
+        ack: WorkAck<'_>,
+        params: &worker_queue::FetchParams,
+        clock: AttemptClock,
+    ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
+        match self {
+            Self::Procedures => procedures::ack_work_and_claim(s, ack, params, clock).await,
+            Self::Inline => {
+                // The ack and the fetch as the two calls would run them.
+                let (acked, wake) = ack.run(s).await?;
+                let claimed = match acked {
+                    true => Some(inline::worker::fetch(s, params.clone(), clock).await?),
+                    false => None,
+                };
+                Ok((acked, wake, claimed))
+            }
         }
     }
 
@@ -184,7 +208,7 @@ mod procedures {
     use crate::notify::Polled;
     use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
     use crate::store::Store;
-    use crate::worker_queue::{self, FetchedItem};
+    use crate::worker_queue::{self, FetchedItem, WorkAck};
 
     /// One call of `fetch_orchestration_item`.
     pub(super) async fn fetch_orchestration(
@@ -289,25 +313,64 @@ mod procedures {
             .bind(scan.next_floor_margin_ms())
             .bind(params.history_bytes);
         let row = s.pool.fetch_optional_on(conn, query).await?;
-        if let Some(row) = &row {
-            s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
+        let Some(row) = row else {
+            return Ok(Polled::Empty { next_due_ms: None });
+        };
+        s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
+        work_claim(&row)
+    }
+
+    /// One call of `ack_work_item_and_claim`.
+    pub(super) async fn ack_work_and_claim(
+        s: &Store,
+        ack: WorkAck<'_>,
+        params: &worker_queue::FetchParams,
+        clock: AttemptClock,
+    ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
+        let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
+        let scan = s.floors.worker.start();
+        let query = sqlx::query(&s.sql.worker.ack_and_claim)
+            .bind(ack.token)
+            .bind(ack.instance)
+            .bind(ack.kind)
+            .bind(ack.json)
+            .bind(clock.lease_ms(params.lock_timeout))
+            .bind(params.tag_mode)
+            .bind(&params.tags)
+            .bind(&params.owner)
+            .bind(params.session_lock.map(|d| clock.lease_ms(d)))
+            .bind(params.next_due)
+            .bind(scan.floor)
+            .bind(scan.next_floor_margin_ms())
+            .bind(params.history_bytes);
+        let row = s.pool.fetch_optional_on(conn, query).await?;
+        let Some(row) = row else {
+            return Ok((false, Vec::new(), None));
+        };
+        let acked: bool = row.try_get("acked")?;
+        let wake: Vec<String> = row.try_get("wake")?;
+        if !acked {
+            return Ok((false, wake, None));
         }
-        Ok(match row {
-            None => Polled::Empty { next_due_ms: None },
-            Some(row) => match row.try_get::<Option<String>, _>("lock_token")? {
-                None => Polled::Empty {
-                    next_due_ms: row.try_get("next_due_ms")?,
-                },
-                Some(token) => Polled::Found {
-                    item: (
-                        token,
-                        row.try_get("work_item")?,
-                        row.try_get("attempt_count")?,
-                        row.try_get("prefetched_history")?,
-                    ),
-                    more: row.try_get("more")?,
-                    next_due_ms: row.try_get("next_due_ms")?,
-                },
+        s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
+        Ok((true, wake, Some(work_claim(&row)?)))
+    }
+
+    /// The claim attempt in a row of `fetch_work_item`'s columns.
+    fn work_claim(row: &sqlx::postgres::PgRow) -> Result<Polled<FetchedItem>> {
+        Ok(match row.try_get::<Option<String>, _>("lock_token")? {
+            None => Polled::Empty {
+                next_due_ms: row.try_get("next_due_ms")?,
+            },
+            Some(token) => Polled::Found {
+                item: (
+                    token,
+                    row.try_get("work_item")?,
+                    row.try_get("attempt_count")?,
+                    row.try_get("prefetched_history")?,
+                ),
+                more: row.try_get("more")?,
+                next_due_ms: row.try_get("next_due_ms")?,
             },
         })
     }

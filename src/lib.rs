@@ -58,6 +58,7 @@
 mod admin;
 mod admission;
 mod affinity;
+mod claim_ahead;
 mod codec;
 mod config;
 mod deletion;

@@ -233,7 +233,12 @@ impl PostgresProvider {
                 gate,
                 long_poll,
             )
-            .prefetching(options.prefetch_window),
+            .prefetching(options.prefetch_window)
+            .claiming_ahead(if options.claim_ahead {
+                options.prefetch_window
+            } else {
+                Duration::ZERO
+            }),
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admission::Gate;
+use crate::claim_ahead::ClaimAhead;
 use crate::config::SqlMode;
 use crate::driver::Driver;
 use crate::error::Result;
@@ -50,6 +51,9 @@ pub(crate) struct Store {
     /// The histories worker fetches returned, kept for the reads that
     /// follow them ([`crate::prefetch`]; off unless [`Store::prefetching`]).
     pub prefetch: Arc<Prefetched>,
+    /// The activities worker acks claimed for their tasks' next fetches
+    /// ([`crate::claim_ahead`]; off unless [`Store::claiming_ahead`]).
+    pub ahead: Arc<ClaimAhead>,
 }
 
 impl Store {
@@ -77,6 +81,7 @@ impl Store {
             gate,
             floors: Arc::default(),
             prefetch: Arc::default(),
+            ahead: Arc::default(),
         }
     }
 
@@ -84,6 +89,13 @@ impl Store {
     /// for the read that follows, kept for `window` (zero: off).
     pub(crate) fn prefetching(mut self, window: Duration) -> Self {
         self.prefetch = Arc::new(Prefetched::new(window));
+        self
+    }
+
+    /// This store with worker acks claiming their task's next activity,
+    /// held `window` for it (zero: off).
+    pub(crate) fn claiming_ahead(mut self, window: Duration) -> Self {
+        self.ahead = Arc::new(ClaimAhead::new(window));
         self
     }
 

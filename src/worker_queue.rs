@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 
+use crate::claim_ahead::{ClaimAhead, Kept};
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::{Polled, Queue};
@@ -25,6 +26,11 @@ statements! {
                  prefetched_history FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         /// Complete an activity.
         ack = "SELECT acked, wake FROM {{schema}}.ack_work_item{{suffix}}($1, $2, $3, $4)",
+        /// Complete an activity and claim the next ([`crate::claim_ahead`]).
+        ack_and_claim = "SELECT acked, wake, lock_token, work_item, attempt_count, more, next_due_ms, \
+                         scan_floor_ms, prefetched_history \
+                         FROM {{schema}}.ack_work_item_and_claim{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13)",
         /// Extend an activity lock.
         renew = "SELECT {{schema}}.renew_work_item_lock{{suffix}}($1, $2)",
         /// Release an activity lock.
@@ -112,42 +118,99 @@ pub(crate) async fn fetch(
     let owner = session
         .map(|s| codec::check_text("owner_id", &s.owner_id))
         .transpose()?;
+    let long_poll = s.long_poll.as_ref().filter(|_| !poll_timeout.is_zero());
     let params = FetchParams {
         lock_timeout,
         tag_mode: mode,
         tags: tags.into_iter().map(str::to_string).collect(),
         owner: owner.map(str::to_string),
         session_lock: session.map(|s| s.lock_timeout),
-        next_due: false,
+        // Long polling waits until the next due time when nothing is claimed.
+        next_due: long_poll.is_some(),
         history_bytes: s.prefetch.enabled().then_some(HISTORY_PREFETCH_MAX_BYTES),
     };
+    // What this task's ack claimed for this fetch, if anything.
+    match s.ahead.take(&params) {
+        Some(Kept::Item(claimed, began, at)) => {
+            extend_later(s, &claimed.token, at, lock_timeout);
+            return Ok(Some(deliver(s, &params, *claimed, began)));
+        }
+        Some(Kept::GiveBack(token)) => give_back(s, &token).await,
+        None => {}
+    }
     // A write that ends after this makes what the fetch reads unusable.
     let began = s.prefetch.now();
-    let claimed = match &s.long_poll {
-        Some(long_poll) if !poll_timeout.is_zero() => {
-            let params = FetchParams {
-                next_due: true,
-                ..params
-            };
-            let key = codec::fetch_key(&(
-                params.tag_mode,
-                &params.tags,
-                &params.owner,
-                params.session_lock.is_some(),
-            ));
+    let claimed = match long_poll {
+        Some(long_poll) => {
             long_poll
-                .fetch(Queue::Worker, key, poll_timeout, || fetch_once(s, &params))
+                .fetch(Queue::Worker, poll_key(&params), poll_timeout, || {
+                    fetch_once(s, &params)
+                })
                 .await?
         }
-        _ => fetch_once(s, &params).await?.into_item(),
+        None => fetch_once(s, &params).await?.into_item(),
     };
-    Ok(claimed.map(|c| {
-        if let (Some(history), WorkItem::ActivityExecute { instance, .. }) = (c.history, &c.item) {
-            // Kept for this task's read of the instance, which follows.
-            s.prefetch.keep_history(instance, history, began);
+    Ok(claimed.map(|c| deliver(s, &params, c, began)))
+}
+
+/// The long poll's key of a fetch's parameters: fetches with equal keys
+/// may claim the same items.
+fn poll_key(params: &FetchParams) -> u64 {
+    codec::fetch_key(&(
+        params.tag_mode,
+        &params.tags,
+        &params.owner,
+        params.session_lock.is_some(),
+    ))
+}
+
+/// Hands a claimed item to the caller: its history is kept for the read
+/// that follows ([`crate::prefetch`]), its token for the ack that may claim
+/// the next ([`crate::claim_ahead`]). `began`: when the call that claimed
+/// it began, on the prefetch clock.
+fn deliver(s: &Store, params: &FetchParams, c: Claimed, began: u64) -> (WorkItem, String, u32) {
+    let session = matches!(
+        &c.item,
+        WorkItem::ActivityExecute {
+            session_id: Some(_),
+            ..
         }
-        (c.item, c.token, c.attempts)
-    }))
+    );
+    if let (Some(history), WorkItem::ActivityExecute { instance, .. }) = (c.history, &c.item) {
+        s.prefetch.keep_history(instance, history, began);
+    }
+    s.ahead.fetched(&c.token, params, session);
+    (c.item, c.token, c.attempts)
+}
+
+/// An item an ack claimed at `at` on a short lease ([`ClaimAhead::lease`])
+/// was taken: half way through that lease, unless the item was acked or
+/// abandoned by then, its lease is extended to `lock_timeout` from `at`.
+fn extend_later(s: &Store, token: &str, at: std::time::Instant, lock_timeout: Duration) {
+    let lease = ClaimAhead::lease(lock_timeout);
+    if lease >= lock_timeout {
+        return;
+    }
+    s.ahead.on_short_lease(token);
+    let (s, token) = (s.clone(), token.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep_until((at + lease / 2).into()).await;
+        if s.ahead.settled(&token) {
+            let left = lock_timeout.saturating_sub(at.elapsed());
+            if let Err(e) = s.riding_outages(|| renew(&s, &token, left)).await {
+                tracing::debug!(target: "duroxide_postgres", error = %e, "extending an item claimed ahead failed");
+            }
+        }
+    });
+}
+
+/// Gives back an item claimed ahead that its task did not take: visible
+/// again at once, its attempt not counted. A failure leaves it to its
+/// lease's end, as a fetch's lost reply would.
+async fn give_back(s: &Store, token: &str) {
+    if let Err(e) = abandon(s, token, None, true).await {
+        tracing::debug!(target: "duroxide_postgres", error = %e, "giving back an item claimed ahead failed");
+    }
 }
 
 /// A claimed item as the procedure and the inline driver return it:
@@ -182,24 +245,116 @@ pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled
     })
 }
 
-/// Completes an activity, enqueueing its completion in the same transaction.
+/// An activity's ack: its lock token and, when given, its completion for
+/// the orchestration.
+pub(crate) struct WorkAck<'a> {
+    pub token: &'a str,
+    pub instance: Option<&'a str>,
+    pub kind: Option<&'static str>,
+    pub json: Option<&'a str>,
+}
+
+impl WorkAck<'_> {
+    /// The ack alone: (acked, what to wake).
+    pub(crate) async fn run(&self, s: &Store) -> Result<(bool, Vec<String>)> {
+        Ok(sqlx::query_as(&s.sql.worker.ack)
+            .bind(self.token)
+            .bind(self.instance)
+            .bind(self.kind)
+            .bind(self.json)
+            .fetch_one(&s.pool)
+            .await?)
+    }
+}
+
+const ACK_NOT_FOUND: &str =
+    "Invalid lock token: work item not found (cancelled, stolen, or lock expired)";
+
+/// Completes an activity, enqueueing its completion in the same
+/// transaction; when the current task fetched it, also claims the task's
+/// next activity ([`crate::claim_ahead`]).
 pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -> Result<()> {
     let row = completion.map(OrchestratorRow::new).transpose()?;
     if let Some(row) = &row {
         s.limits.check_payload("activity completion", &row.json)?;
     }
-    let (acked, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.ack)
-        .bind(codec::check_text("lock_token", token)?)
-        .bind(row.as_ref().map(|r| r.instance.as_str()))
-        .bind(row.as_ref().map(|r| r.kind))
-        .bind(row.as_ref().map(|r| r.json.as_str()))
-        .fetch_one(&s.pool)
-        .await?;
+    // Its lease needs no extension any more.
+    s.ahead.settled(token);
+    let ack = WorkAck {
+        token: codec::check_text("lock_token", token)?,
+        instance: row.as_ref().map(|r| r.instance.as_str()),
+        kind: row.as_ref().map(|r| r.kind),
+        json: row.as_ref().map(|r| r.json.as_str()),
+    };
+    let Some(params) = s.ahead.params_for_ack(token) else {
+        let (acked, wake) = ack.run(s).await?;
+        s.woke(&wake);
+        return found(acked, ACK_NOT_FOUND);
+    };
+    // As a fetch of its own would: what it reads is as of now, and its
+    // outcome tells the long poll about the queue.
+    let began = s.prefetch.now();
+    let mark = s
+        .long_poll
+        .as_ref()
+        .filter(|_| params.next_due)
+        .map(|lp| (lp, lp.mark(Queue::Worker)));
+    let clock = AttemptClock::start();
+    let short = FetchParams {
+        lock_timeout: ClaimAhead::lease(params.lock_timeout),
+        ..params.clone()
+    };
+    let (acked, wake, claim) = s.driver.ack_work_and_claim(s, ack, &short, clock).await?;
     s.woke(&wake);
-    found(
-        acked,
-        "Invalid lock token: work item not found (cancelled, stolen, or lock expired)",
-    )
+    if let Some(polled) = claim {
+        if let Some((long_poll, mark)) = mark {
+            long_poll.fetched_elsewhere(Queue::Worker, poll_key(&params), mark, &polled);
+        }
+        if let Polled::Found {
+            item: (token, json, attempts, history),
+            ..
+        } = polled
+        {
+            hold(s, token, &json, attempts, history, params, began).await;
+        }
+    }
+    found(acked, ACK_NOT_FOUND)
+}
+
+/// Keeps an item an ack claimed for its task's next fetch, giving it back
+/// when the window ends untaken (or at once if it cannot be kept).
+async fn hold(
+    s: &Store,
+    token: String,
+    json: &str,
+    attempts: i32,
+    history: Option<Vec<String>>,
+    params: FetchParams,
+    began: u64,
+) {
+    // An item that does not decode is given back: the task's own fetch
+    // claims it again and reports the error.
+    let (Ok(item), Some(task)) = (codec::decode_work_item(json), tokio::task::try_id()) else {
+        give_back(s, &token).await;
+        return;
+    };
+    let claimed = Claimed {
+        item,
+        token: token.clone(),
+        attempts: u32::try_from(attempts).unwrap_or_default(),
+        history,
+    };
+    if !s.ahead.keep(claimed, params, began) {
+        give_back(s, &token).await;
+        return;
+    }
+    let s = s.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(s.ahead.window()).await;
+        if s.ahead.expired(task, &token) {
+            give_back(&s, &token).await;
+        }
+    });
 }
 
 /// Extends a live activity lock.
@@ -222,6 +377,7 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
+    s.ahead.settled(token);
     let (released, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.abandon)
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))

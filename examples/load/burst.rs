@@ -61,6 +61,9 @@ pub struct Shape {
     /// `PostgresOptions::prefetch_window` of every tenant, the
     /// one-tenant run's included.
     pub prefetch: std::time::Duration,
+    /// `PostgresOptions::claim_ahead` of every tenant, the one-tenant run's
+    /// too.
+    pub claim_ahead: bool,
     /// `PostgresOptions::completion_settle` of every tenant, the one-tenant
     /// run's included; `None` keeps the default.
     pub settle: Option<Duration>,
@@ -94,7 +97,8 @@ fn tenant_options(mode: SqlMode, schema: &str, shape: &Shape) -> PostgresOptions
     let options = options(mode, schema, shape.tenants_per_connection)
         .connections_per_tenant(shape.connections_per_tenant)
         .connection_reuse(shape.connection_reuse)
-        .prefetch_window(shape.prefetch);
+        .prefetch_window(shape.prefetch)
+        .claim_ahead(shape.claim_ahead);
     match shape.settle {
         Some(settle) => options.completion_settle(settle),
         None => options,

@@ -18,6 +18,11 @@ const DRIVEN: &[&str] = &[
     "prune_executions_bulk",
 ];
 
+/// Procedures made of calls of other procedures only: no statement of
+/// their own, so no statement files; their inline driver makes the same
+/// calls' statements (`crate::driver`).
+const COMPOSED: &[&str] = &["ack_work_item_and_claim"];
+
 /// `(procedure, statement)` of every statement an inline driver runs.
 fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
     let mut all: Vec<&[(&str, &str)]> = vec![
@@ -62,6 +67,13 @@ fn every_procedure_is_derived_or_has_statement_files() {
         let sig = parse(name, text).unwrap_or_else(|| panic!("{name}.sql does not parse"));
         let derivable = single_statement(&sig).is_some();
         let statements = STATEMENT_FILES.iter().any(|(p, _, _)| p == name);
+        if COMPOSED.contains(name) {
+            assert!(
+                !derivable && !statements,
+                "{name}: composed, yet {derivable}/{statements}"
+            );
+            continue;
+        }
         assert!(
             derivable != statements,
             "{name}: derivable={derivable}, statement files={statements}; exactly one must hold"
@@ -134,7 +146,7 @@ fn outside_statements(text: &str) -> String {
 #[test]
 fn procedure_sources_touch_tables_only_through_their_statements() {
     let procedures: Vec<&str> = PROCEDURE_FILES.iter().map(|(n, _)| *n).collect();
-    for name in DRIVEN {
+    for name in DRIVEN.iter().chain(COMPOSED) {
         let text = outside_statements(source(name));
         let body = &text[text.find("AS $$").unwrap_or_else(|| panic!("{name}"))..];
         let words: Vec<String> = body

@@ -76,6 +76,47 @@ impl LongPoll {
         }
     }
 
+    /// Where `queue`'s notifications stand before a fetch made outside
+    /// [`LongPoll::fetch`] (a worker's ack that claims the next item,
+    /// [`crate::claim_ahead`]), for [`LongPoll::fetched_elsewhere`].
+    pub(crate) fn mark(&self, queue: Queue) -> FetchMark {
+        FetchMark {
+            epoch: self.waiters.queue(queue).epoch.load(Ordering::SeqCst),
+            subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Records what such a fetch with `key` found, as a fetch of the long
+    /// poll's own would: work it saw beyond its claim wakes a waiter, and a
+    /// claim that was all there was or an empty queue leaves a quiet note
+    /// (see [`LongPoll::fetch`]).
+    pub(crate) fn fetched_elsewhere<T>(
+        &self,
+        queue: Queue,
+        key: u64,
+        mark: FetchMark,
+        polled: &Polled<T>,
+    ) {
+        let waiters = self.waiters.queue(queue);
+        let next_due_ms = match polled {
+            Polled::Found {
+                more, next_due_ms, ..
+            } => {
+                waiters.claimed();
+                if *more {
+                    waiters.wake_one();
+                    return;
+                }
+                *next_due_ms
+            }
+            Polled::Empty { next_due_ms } => *next_due_ms,
+        };
+        if mark.subscribed {
+            waiters.note_quiet_for(key, mark.epoch, mark.at, next_due_ms);
+        }
+    }
+
     /// Runs `fetch` until it finds work or `poll_timeout` has passed, waiting
     /// in between for a notification on `queue`, the next due time the fetch
     /// reported, or the fallback interval while the listener is down. `key`
@@ -214,6 +255,15 @@ impl LongPoll {
             }
         }
     }
+}
+
+/// Where a queue's notifications stood before a fetch made outside the
+/// long poll ([`LongPoll::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchMark {
+    epoch: u64,
+    subscribed: bool,
+    at: Instant,
 }
 
 /// A woken fetch found nothing (or skipped on a quiet note): the work

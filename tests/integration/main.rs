@@ -5,6 +5,7 @@
 
 mod affinity;
 mod arrivals;
+mod claim_ahead;
 mod concurrency;
 mod connectivity;
 mod crash;

@@ -1,0 +1,414 @@
+//! A worker's ack claims the activity its task asks for next.
+//!
+//! duroxide's worker dispatcher is a loop in one tokio task: fetch an
+//! activity, run it, ack it, fetch again at once with the same parameters.
+//! The fetch after an ack is a round trip of its own, on the critical path
+//! of every activity when one worker slot runs them. So an ack of the item
+//! the same task fetched last also claims the next item with that fetch's
+//! parameters, in the same call and transaction
+//! (`procedures/ack_work_item_and_claim.sql`), and keeps it for the task's
+//! next fetch:
+//!
+//! * only the **same task** gets it, and only if its next fetch asks with
+//!   the **same parameters** (lease, tags, session owner and lease): any
+//!   other fetch gives it back first and then fetches as usual;
+//! * within the **window** ([`crate::PostgresOptions::prefetch_window`]):
+//!   a task that does not come back (a dispatcher shutting down) has it
+//!   given back when the window ends, so it waits for nobody's lease;
+//! * only after acking an item **without a session**: the ack of a session's
+//!   item touches the session's row, and a claim in that transaction could
+//!   then wait for another session's row while holding it.
+//!
+//! Giving an item back is `abandon_work_item` without counting the attempt:
+//! the item is visible again at once, its attempt count as before the claim.
+//! The claim is the fetch the task would have made a moment later: the
+//! oldest item it may run at that moment, its lease counted from the ack.
+//!
+//! A process that stops right after an ack (a runtime shut down, then the
+//! process's exit) runs no timer. So the claim's lease is short,
+//! [`AHEAD_LEASE`] at most: an item nobody took is claimable again soon
+//! after. When the task takes the item, its lease is extended to the full
+//! lock timeout (counted from the claim) half way through the short one,
+//! unless the activity was acked or abandoned by then: a short activity
+//! costs no statement for it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::task::Id;
+
+use crate::worker_queue::{Claimed, FetchParams};
+
+/// What a task's last worker call left for its next.
+enum Entry {
+    /// The task fetched this token with these parameters at `at`: its ack
+    /// may claim the next item with them.
+    Fetched {
+        token: String,
+        params: FetchParams,
+        at: Instant,
+    },
+    /// The task's ack claimed this item with these parameters, at `at`;
+    /// `began` is when that ack began on the prefetch clock (what the
+    /// claimed history is as of, [`crate::prefetch`]).
+    Claimed {
+        claimed: Box<Claimed>,
+        params: FetchParams,
+        at: Instant,
+        began: u64,
+    },
+}
+
+/// What a task's fetch finds kept for it.
+pub(crate) enum Kept {
+    /// An item claimed for this fetch at the instant given (its parameters
+    /// matched, in time), and when the ack that claimed it began on the
+    /// prefetch clock.
+    Item(Box<Claimed>, u64, Instant),
+    /// An item claimed with other parameters, or too long ago: give it back
+    /// (its lock token) before fetching.
+    GiveBack(String),
+}
+
+/// The longest lease an ack's claim takes: how long an item claimed for a
+/// task that never came back (its process gone) stays out of reach.
+pub(crate) const AHEAD_LEASE: Duration = Duration::from_secs(2);
+
+/// Entries past which a keep drops those of tasks that never came back.
+const SWEEP_ABOVE: usize = 256;
+
+/// The per-task claims of one store.
+pub(crate) struct ClaimAhead {
+    /// How long a claimed item waits for its task; zero: acks claim nothing.
+    window: Duration,
+    tasks: Mutex<HashMap<Id, Entry>>,
+    /// Tokens of items taken on a short lease whose extension is due and
+    /// whose ack or abandon has not come yet.
+    short: Mutex<HashSet<String>>,
+}
+
+impl Default for ClaimAhead {
+    fn default() -> Self {
+        Self::new(Duration::ZERO)
+    }
+}
+
+impl ClaimAhead {
+    /// Claims ahead, holding each item `window` for its task (zero: off).
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            tasks: Mutex::default(),
+            short: Mutex::default(),
+        }
+    }
+
+    /// Whether acks claim ahead at all.
+    pub(crate) fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    /// How long a claimed item waits for its task.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The current task fetched `token` with `params`; `session` says the
+    /// item belongs to a session (its ack then claims nothing).
+    pub(crate) fn fetched(&self, token: &str, params: &FetchParams, session: bool) {
+        let Some(task) = self.task() else {
+            return;
+        };
+        let mut tasks = self.lock();
+        if session {
+            tasks.remove(&task);
+        } else {
+            self.sweep(&mut tasks);
+            tasks.insert(
+                task,
+                Entry::Fetched {
+                    token: token.to_string(),
+                    params: params.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// The parameters to claim the next item with, if the current task's
+    /// last fetch claimed `token` (which is being acked) and no claim of
+    /// its own is waiting.
+    pub(crate) fn params_for_ack(&self, token: &str) -> Option<FetchParams> {
+        let task = self.task()?;
+        let mut tasks = self.lock();
+        match tasks.get(&task)? {
+            Entry::Fetched { token: t, .. } if t == token => match tasks.remove(&task) {
+                Some(Entry::Fetched { params, .. }) => Some(params),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Keeps `claimed`, claimed with `params` by an ack of the current task
+    /// that began at `began` (prefetch clock), for the task's next fetch.
+    /// `false` outside a task: the caller gives the item back.
+    pub(crate) fn keep(&self, claimed: Claimed, params: FetchParams, began: u64) -> bool {
+        let Some(task) = self.task() else {
+            return false;
+        };
+        let mut tasks = self.lock();
+        self.sweep(&mut tasks);
+        tasks.insert(
+            task,
+            Entry::Claimed {
+                claimed: Box::new(claimed),
+                params,
+                at: Instant::now(),
+                began,
+            },
+        );
+        true
+    }
+
+    /// What the current task's fetch with `params` finds kept for it.
+    pub(crate) fn take(&self, params: &FetchParams) -> Option<Kept> {
+        let task = self.task()?;
+        let mut tasks = self.lock();
+        if !matches!(tasks.get(&task)?, Entry::Claimed { .. }) {
+            return None;
+        }
+        let Some(Entry::Claimed {
+            claimed,
+            params: claimed_with,
+            at,
+            began,
+        }) = tasks.remove(&task)
+        else {
+            return None;
+        };
+        Some(
+            if at.elapsed() < self.window && same(params, &claimed_with) {
+                Kept::Item(claimed, began, at)
+            } else {
+                Kept::GiveBack(claimed.token)
+            },
+        )
+    }
+
+    /// The lease an ack's claim takes for a fetch asking `lock_timeout`.
+    pub(crate) fn lease(lock_timeout: Duration) -> Duration {
+        lock_timeout.min(AHEAD_LEASE)
+    }
+
+    /// An item taken on a short lease: its extension is due unless
+    /// [`ClaimAhead::settled`] comes first.
+    pub(crate) fn on_short_lease(&self, token: &str) {
+        self.short_lock().insert(token.to_string());
+    }
+
+    /// The item of `token` was acked or abandoned (or its extension is
+    /// being sent): `true` if its extension was still due.
+    pub(crate) fn settled(&self, token: &str) -> bool {
+        let mut short = self.short_lock();
+        !short.is_empty() && short.remove(token)
+    }
+
+    /// The token of an item claimed for `task` at least a window ago and
+    /// not taken, removed: the caller gives it back.
+    pub(crate) fn expired(&self, task: Id, token: &str) -> bool {
+        let mut tasks = self.lock();
+        let stale = matches!(
+            tasks.get(&task),
+            Some(Entry::Claimed { claimed, .. }) if claimed.token == token
+        );
+        if stale {
+            tasks.remove(&task);
+        }
+        stale
+    }
+
+    /// Drops, once there are many, the entries of tasks that did not come
+    /// back: fetches whose lease has ended (their ack cannot succeed).
+    /// Claims stay: their timer gives them back.
+    fn sweep(&self, tasks: &mut HashMap<Id, Entry>) {
+        if tasks.len() < SWEEP_ABOVE {
+            return;
+        }
+        tasks.retain(|_, e| match e {
+            Entry::Fetched { params, at, .. } => at.elapsed() < params.lock_timeout,
+            Entry::Claimed { .. } => true,
+        });
+    }
+
+    fn task(&self) -> Option<Id> {
+        tokio::task::try_id().filter(|_| self.enabled())
+    }
+
+    fn short_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.short
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry>> {
+        // Nothing here can leave the map inconsistent.
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether a fetch with `a` may take what one with `b` claimed.
+fn same(a: &FetchParams, b: &FetchParams) -> bool {
+    a.lock_timeout == b.lock_timeout
+        && a.tag_mode == b.tag_mode
+        && a.tags == b.tags
+        && a.owner == b.owner
+        && a.session_lock == b.session_lock
+        && a.history_bytes == b.history_bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duroxide::providers::WorkItem;
+
+    fn params(lock_ms: u64) -> FetchParams {
+        FetchParams {
+            lock_timeout: Duration::from_millis(lock_ms),
+            tag_mode: "default",
+            tags: Vec::new(),
+            owner: Some("w".into()),
+            session_lock: Some(Duration::from_secs(1)),
+            next_due: true,
+            history_bytes: None,
+        }
+    }
+
+    fn claimed(token: &str) -> Claimed {
+        Claimed {
+            item: WorkItem::ActivityExecute {
+                instance: "i".into(),
+                execution_id: 1,
+                id: 1,
+                name: "a".into(),
+                input: String::new(),
+                session_id: None,
+                tag: None,
+            },
+            token: token.into(),
+            attempts: 1,
+            history: None,
+        }
+    }
+
+    fn ahead() -> std::sync::Arc<ClaimAhead> {
+        std::sync::Arc::new(ClaimAhead::new(Duration::from_secs(60)))
+    }
+
+    #[tokio::test]
+    async fn only_an_ack_of_the_tasks_last_fetch_claims() {
+        let a = ahead();
+        tokio::spawn(async move {
+            a.fetched("t1", &params(1000), false);
+            assert!(a.params_for_ack("other").is_none());
+            assert!(a.params_for_ack("t1").is_some());
+            // Used once.
+            assert!(a.params_for_ack("t1").is_none());
+            // A session's item: its ack claims nothing.
+            a.fetched("t2", &params(1000), true);
+            assert!(a.params_for_ack("t2").is_none());
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_task_neither_claims_nor_takes() {
+        let a = ahead();
+        let b = a.clone();
+        tokio::spawn(async move {
+            b.fetched("t1", &params(1000), false);
+            assert!(b.keep(claimed("c1"), params(1000), 1));
+            let c = b.clone();
+            let (acked, taken) = tokio::spawn(async move {
+                (
+                    c.params_for_ack("t1").is_some(),
+                    c.take(&params(1000)).is_some(),
+                )
+            })
+            .await
+            .unwrap();
+            assert!(!acked && !taken);
+            assert!(matches!(b.take(&params(1000)), Some(Kept::Item(c, 1, _)) if c.token == "c1"));
+            assert!(b.take(&params(1000)).is_none(), "taken once");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn other_parameters_or_a_late_fetch_give_it_back() {
+        let a = ahead();
+        tokio::spawn(async move {
+            assert!(a.keep(claimed("c1"), params(1000), 1));
+            assert!(matches!(a.take(&params(2000)), Some(Kept::GiveBack(t)) if t == "c1"));
+        })
+        .await
+        .unwrap();
+        let late = std::sync::Arc::new(ClaimAhead::new(Duration::from_millis(1)));
+        tokio::spawn(async move {
+            assert!(late.keep(claimed("c2"), params(1000), 1));
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(matches!(late.take(&params(1000)), Some(Kept::GiveBack(t)) if t == "c2"));
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_timer_gives_back_only_what_is_still_kept() {
+        let a = ahead();
+        let b = a.clone();
+        let task = tokio::spawn(async move {
+            assert!(b.keep(claimed("c1"), params(1000), 1));
+            tokio::task::id()
+        })
+        .await
+        .unwrap();
+        assert!(!a.expired(task, "c0"));
+        assert!(a.expired(task, "c1"));
+        assert!(!a.expired(task, "c1"), "given back once");
+    }
+
+    #[test]
+    fn a_short_lease_is_extended_unless_settled_first() {
+        let a = ClaimAhead::new(Duration::from_secs(60));
+        assert_eq!(ClaimAhead::lease(Duration::from_secs(30)), AHEAD_LEASE);
+        assert_eq!(
+            ClaimAhead::lease(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
+        a.on_short_lease("t1");
+        assert!(
+            a.settled("t1"),
+            "the first to settle it sends the extension"
+        );
+        assert!(!a.settled("t1"));
+        assert!(!a.settled("t2"));
+    }
+
+    #[tokio::test]
+    async fn off_claims_nothing() {
+        let off = ClaimAhead::new(Duration::ZERO);
+        tokio::spawn(async move {
+            off.fetched("t1", &params(1000), false);
+            assert!(off.params_for_ack("t1").is_none());
+            assert!(!off.keep(claimed("c1"), params(1000), 1));
+        })
+        .await
+        .unwrap();
+    }
+}
