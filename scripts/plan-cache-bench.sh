@@ -29,10 +29,18 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/bench-schema.sh
 source scripts/lib/bench-schema.sh
 
-fw="SELECT * FROM $schema.fetch_work_item$fn(30000, 'any', '{}', 'bench', 30000, true);"
-fo="SELECT * FROM $schema.fetch_orchestration_item$fn(30000, false, NULL, NULL, NULL, NULL, NULL, NULL, true, 10);"
-signature_fw="$schema.fetch_work_item$fn(bigint, text, text[], text, bigint, boolean)"
-signature_fo="$schema.fetch_orchestration_item$fn(bigint, boolean, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint)"
+# Arguments by name, so a parameter added with a default does not stale the
+# calls; ALTER FUNCTION by name alone (each is the only one of its name).
+fw="SELECT * FROM $schema.fetch_work_item$fn(p_lock_timeout_ms => 30000, p_tag_mode => 'any', \
+p_tags => '{}', p_owner_id => 'bench', p_session_lock_ms => 30000, p_next_due => true, \
+p_floor_ms => NULL, p_next_floor_margin_ms => NULL);"
+fo="SELECT * FROM $schema.fetch_orchestration_item$fn(p_lock_timeout_ms => 30000, p_filter => false, \
+p_min_major => NULL, p_min_minor => NULL, p_min_patch => NULL, p_max_major => NULL, \
+p_max_minor => NULL, p_max_patch => NULL, p_next_due => true, p_settle_ms => 10, \
+p_orphan_retention_ms => 3600000, p_max_history_bytes => 268435456, p_floor_ms => NULL, \
+p_next_floor_margin_ms => NULL);"
+signature_fw="$schema.fetch_work_item$fn"
+signature_fo="$schema.fetch_orchestration_item$fn"
 
 trap drop_bench_schema EXIT
 fresh_bench_schema
