@@ -43,6 +43,11 @@ macro_rules! statements {
             ) -> Self {
                 Self { $( $field: $crate::inline::render($sql, schema, mode), )* }
             }
+
+            /// `(field, template)` of every statement, for the unit tests.
+            #[cfg(test)]
+            pub(crate) const TEMPLATES: &'static [(&'static str, &'static str)] =
+                &[$( (stringify!($field), $sql), )*];
         }
     };
 }
@@ -76,5 +81,54 @@ impl Statements {
             deletion: crate::deletion::DeletionSql::render(schema, mode),
             inline: crate::inline::InlineSql::render(schema),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every call this build sends in procedure mode, as `group.field =
+    /// template` lines, sorted.
+    fn calls() -> String {
+        let groups: [(&str, &[(&str, &str)]); 5] = [
+            (
+                "orchestration",
+                crate::orchestration_queue::OrchestrationSql::TEMPLATES,
+            ),
+            ("worker", crate::worker_queue::WorkerSql::TEMPLATES),
+            ("history", crate::history::HistorySql::TEMPLATES),
+            ("admin", crate::admin::AdminSql::TEMPLATES),
+            ("deletion", crate::deletion::DeletionSql::TEMPLATES),
+        ];
+        let mut lines: Vec<String> = groups
+            .iter()
+            .flat_map(|(group, templates)| {
+                templates
+                    .iter()
+                    .map(move |(field, sql)| format!("{group}.{field} = {sql}"))
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n") + "\n"
+    }
+
+    /// `tests/calls/current.sql` records every call this build sends, so a
+    /// change of one shows in review, and so a release can keep its calls
+    /// (as `tests/calls/previous.sql`) for the rolling-upgrade test
+    /// (`upgrades::every_call_of_the_previous_build_still_parses`). With
+    /// `UPDATE_CALLS=1` the test rewrites the file instead of failing.
+    #[test]
+    fn the_recorded_calls_are_this_builds() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/calls/current.sql");
+        let want = calls();
+        if std::env::var_os("UPDATE_CALLS").is_some() {
+            std::fs::write(path, &want).expect("write tests/calls/current.sql");
+            return;
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "tests/calls/current.sql differs from this build's calls; \
+             run `UPDATE_CALLS=1 cargo test --lib sql::tests` and review the diff"
+        );
     }
 }

@@ -334,3 +334,37 @@ async fn an_earlier_builds_fetch_and_read_still_work_after_this_build_installs()
     })
     .await;
 }
+
+/// Processes of the previous build keep running during a rolling upgrade
+/// and keep sending their calls (`tests/calls/previous.sql`, that build's
+/// `tests/calls/current.sql`) after this build installed its procedures:
+/// every one must still parse against them, with the same arguments and
+/// the result columns it names. A procedure whose signature or result
+/// changed without keeping the old call valid fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_of_the_previous_build_still_parses() {
+    use sqlx::Executor;
+    with_schema("upgrade_calls", |schema| async move {
+        let _provider = schema.provider().await;
+        let calls = include_str!("../calls/previous.sql");
+        let mut checked = 0;
+        let mut failed = Vec::new();
+        for line in calls
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+        {
+            let (name, template) = line.split_once(" = ").expect("`name = template` lines");
+            if let Err(e) = schema.pool.describe(schema.sql(template).as_str()).await {
+                failed.push(format!("{name}: {e}"));
+            }
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} calls recorded");
+        assert!(
+            failed.is_empty(),
+            "calls of the previous build that no longer parse:\n{}",
+            failed.join("\n")
+        );
+    })
+    .await;
+}
