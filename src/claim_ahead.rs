@@ -24,15 +24,13 @@
 //! The claim is the fetch the task would have made a moment later: the
 //! oldest item it may run at that moment, its lease counted from the ack.
 //!
-//! A process that stops right after an ack (a runtime shut down, then the
-//! process's exit) runs no timer. So the claim's lease is short,
-//! [`AHEAD_LEASE`] at most: an item nobody took is claimable again soon
-//! after. When the task takes the item, its lease is extended to the full
-//! lock timeout (counted from the claim) half way through the short one,
-//! unless the activity was acked or abandoned by then: a short activity
-//! costs no statement for it.
+//! A runtime shut down right after an ack runs no timer: the timer's task
+//! is dropped with the tokio runtime, and dropping it gives the item back
+//! at once on a connection of its own ([`give_back_blocking`]), so a
+//! graceful shutdown leaves nothing leased. Only a process that dies
+//! (crash, kill) leaves the item to its lease, as it leaves any claim.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,18 +60,13 @@ enum Entry {
 
 /// What a task's fetch finds kept for it.
 pub(crate) enum Kept {
-    /// An item claimed for this fetch at the instant given (its parameters
-    /// matched, in time), and when the ack that claimed it began on the
-    /// prefetch clock.
-    Item(Box<Claimed>, u64, Instant),
+    /// An item claimed for this fetch (its parameters matched, in time),
+    /// and when the ack that claimed it began on the prefetch clock.
+    Item(Box<Claimed>, u64),
     /// An item claimed with other parameters, or too long ago: give it back
     /// (its lock token) before fetching.
     GiveBack(String),
 }
-
-/// The longest lease an ack's claim takes: how long an item claimed for a
-/// task that never came back (its process gone) stays out of reach.
-pub(crate) const AHEAD_LEASE: Duration = Duration::from_secs(2);
 
 /// Entries past which a keep drops those of tasks that never came back.
 const SWEEP_ABOVE: usize = 256;
@@ -83,9 +76,6 @@ pub(crate) struct ClaimAhead {
     /// How long a claimed item waits for its task; zero: acks claim nothing.
     window: Duration,
     tasks: Mutex<HashMap<Id, Entry>>,
-    /// Tokens of items taken on a short lease whose extension is due and
-    /// whose ack or abandon has not come yet.
-    short: Mutex<HashSet<String>>,
 }
 
 impl Default for ClaimAhead {
@@ -100,7 +90,6 @@ impl ClaimAhead {
         Self {
             window,
             tasks: Mutex::default(),
-            short: Mutex::default(),
         }
     }
 
@@ -190,29 +179,11 @@ impl ClaimAhead {
         };
         Some(
             if at.elapsed() < self.window && same(params, &claimed_with) {
-                Kept::Item(claimed, began, at)
+                Kept::Item(claimed, began)
             } else {
                 Kept::GiveBack(claimed.token)
             },
         )
-    }
-
-    /// The lease an ack's claim takes for a fetch asking `lock_timeout`.
-    pub(crate) fn lease(lock_timeout: Duration) -> Duration {
-        lock_timeout.min(AHEAD_LEASE)
-    }
-
-    /// An item taken on a short lease: its extension is due unless
-    /// [`ClaimAhead::settled`] comes first.
-    pub(crate) fn on_short_lease(&self, token: &str) {
-        self.short_lock().insert(token.to_string());
-    }
-
-    /// The item of `token` was acked or abandoned (or its extension is
-    /// being sent): `true` if its extension was still due.
-    pub(crate) fn settled(&self, token: &str) -> bool {
-        let mut short = self.short_lock();
-        !short.is_empty() && short.remove(token)
     }
 
     /// The token of an item claimed for `task` at least a window ago and
@@ -244,12 +215,6 @@ impl ClaimAhead {
 
     fn task(&self) -> Option<Id> {
         tokio::task::try_id().filter(|_| self.enabled())
-    }
-
-    fn short_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.short
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry>> {
@@ -342,7 +307,7 @@ mod tests {
             .await
             .unwrap();
             assert!(!acked && !taken);
-            assert!(matches!(b.take(&params(1000)), Some(Kept::Item(c, 1, _)) if c.token == "c1"));
+            assert!(matches!(b.take(&params(1000)), Some(Kept::Item(c, 1)) if c.token == "c1"));
             assert!(b.take(&params(1000)).is_none(), "taken once");
         })
         .await
@@ -381,23 +346,6 @@ mod tests {
         assert!(!a.expired(task, "c0"));
         assert!(a.expired(task, "c1"));
         assert!(!a.expired(task, "c1"), "given back once");
-    }
-
-    #[test]
-    fn a_short_lease_is_extended_unless_settled_first() {
-        let a = ClaimAhead::new(Duration::from_secs(60));
-        assert_eq!(ClaimAhead::lease(Duration::from_secs(30)), AHEAD_LEASE);
-        assert_eq!(
-            ClaimAhead::lease(Duration::from_millis(500)),
-            Duration::from_millis(500)
-        );
-        a.on_short_lease("t1");
-        assert!(
-            a.settled("t1"),
-            "the first to settle it sends the extension"
-        );
-        assert!(!a.settled("t1"));
-        assert!(!a.settled("t2"));
     }
 
     #[tokio::test]

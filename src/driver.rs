@@ -199,7 +199,9 @@ fn owned(ids: &[&str]) -> Vec<String> {
 
 /// [`Driver::Procedures`]: each operation one call of its procedure.
 mod procedures {
-    use sqlx::{FromRow, Row};
+    use sqlx::postgres::PgArguments;
+    use sqlx::query::Query;
+    use sqlx::{FromRow, Postgres, Row};
 
     use crate::codec::AttemptClock;
     use crate::config::SqlMode;
@@ -207,6 +209,7 @@ mod procedures {
     use crate::error::Result;
     use crate::notify::Polled;
     use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
+    use crate::scan_floor::Scan;
     use crate::store::Store;
     use crate::worker_queue::{self, FetchedItem, WorkAck};
 
@@ -302,16 +305,7 @@ mod procedures {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
         let scan = s.floors.worker.start();
-        let query = sqlx::query(&s.sql.worker.fetch)
-            .bind(clock.lease_ms(params.lock_timeout))
-            .bind(params.tag_mode)
-            .bind(&params.tags)
-            .bind(&params.owner)
-            .bind(params.session_lock.map(|d| clock.lease_ms(d)))
-            .bind(params.next_due)
-            .bind(scan.floor)
-            .bind(scan.next_floor_margin_ms())
-            .bind(params.history_bytes);
+        let query = bind_fetch(sqlx::query(&s.sql.worker.fetch), params, clock, &scan);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
             return Ok(Polled::Empty { next_due_ms: None });
@@ -329,20 +323,12 @@ mod procedures {
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
         let scan = s.floors.worker.start();
-        let query = sqlx::query(&s.sql.worker.ack_and_claim)
+        let ack_query = sqlx::query(&s.sql.worker.ack_and_claim)
             .bind(ack.token)
             .bind(ack.instance)
             .bind(ack.kind)
-            .bind(ack.json)
-            .bind(clock.lease_ms(params.lock_timeout))
-            .bind(params.tag_mode)
-            .bind(&params.tags)
-            .bind(&params.owner)
-            .bind(params.session_lock.map(|d| clock.lease_ms(d)))
-            .bind(params.next_due)
-            .bind(scan.floor)
-            .bind(scan.next_floor_margin_ms())
-            .bind(params.history_bytes);
+            .bind(ack.json);
+        let query = bind_fetch(ack_query, params, clock, &scan);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
             return Ok((false, Vec::new(), None));
@@ -354,6 +340,26 @@ mod procedures {
         }
         s.floors.worker.set(scan, row.try_get("scan_floor_ms")?);
         Ok((true, wake, Some(work_claim(&row)?)))
+    }
+
+    /// `query` with a worker fetch's parameters bound after what it has:
+    /// `fetch_work_item`'s arguments, in order.
+    fn bind_fetch<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        params: &'q worker_queue::FetchParams,
+        clock: AttemptClock,
+        scan: &Scan,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(clock.lease_ms(params.lock_timeout))
+            .bind(params.tag_mode)
+            .bind(&params.tags)
+            .bind(&params.owner)
+            .bind(params.session_lock.map(|d| clock.lease_ms(d)))
+            .bind(params.next_due)
+            .bind(scan.floor)
+            .bind(scan.next_floor_margin_ms())
+            .bind(params.history_bytes)
     }
 
     /// The claim attempt in a row of `fetch_work_item`'s columns.

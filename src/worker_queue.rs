@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 
-use crate::claim_ahead::{ClaimAhead, Kept};
+use crate::claim_ahead::Kept;
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::{Polled, Queue};
@@ -131,10 +131,7 @@ pub(crate) async fn fetch(
     };
     // What this task's ack claimed for this fetch, if anything.
     match s.ahead.take(&params) {
-        Some(Kept::Item(claimed, began, at)) => {
-            extend_later(s, &claimed.token, at, lock_timeout);
-            return Ok(Some(deliver(s, &params, *claimed, began)));
-        }
+        Some(Kept::Item(claimed, began)) => return Ok(Some(deliver(s, &params, *claimed, began))),
         Some(Kept::GiveBack(token)) => give_back(s, &token).await,
         None => {}
     }
@@ -181,27 +178,6 @@ fn deliver(s: &Store, params: &FetchParams, c: Claimed, began: u64) -> (WorkItem
     }
     s.ahead.fetched(&c.token, params, session);
     (c.item, c.token, c.attempts)
-}
-
-/// An item an ack claimed at `at` on a short lease ([`ClaimAhead::lease`])
-/// was taken: half way through that lease, unless the item was acked or
-/// abandoned by then, its lease is extended to `lock_timeout` from `at`.
-fn extend_later(s: &Store, token: &str, at: std::time::Instant, lock_timeout: Duration) {
-    let lease = ClaimAhead::lease(lock_timeout);
-    if lease >= lock_timeout {
-        return;
-    }
-    s.ahead.on_short_lease(token);
-    let (s, token) = (s.clone(), token.to_string());
-    tokio::spawn(async move {
-        tokio::time::sleep_until((at + lease / 2).into()).await;
-        if s.ahead.settled(&token) {
-            let left = lock_timeout.saturating_sub(at.elapsed());
-            if let Err(e) = s.riding_outages(|| renew(&s, &token, left)).await {
-                tracing::debug!(target: "duroxide_postgres", error = %e, "extending an item claimed ahead failed");
-            }
-        }
-    });
 }
 
 /// Gives back an item claimed ahead that its task did not take: visible
@@ -278,8 +254,6 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
     if let Some(row) = &row {
         s.limits.check_payload("activity completion", &row.json)?;
     }
-    // Its lease needs no extension any more.
-    s.ahead.settled(token);
     let ack = WorkAck {
         token: codec::check_text("lock_token", token)?,
         instance: row.as_ref().map(|r| r.instance.as_str()),
@@ -300,11 +274,7 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
         .filter(|_| params.next_due)
         .map(|lp| (lp, lp.mark(Queue::Worker)));
     let clock = AttemptClock::start();
-    let short = FetchParams {
-        lock_timeout: ClaimAhead::lease(params.lock_timeout),
-        ..params.clone()
-    };
-    let (acked, wake, claim) = s.driver.ack_work_and_claim(s, ack, &short, clock).await?;
+    let (acked, wake, claim) = s.driver.ack_work_and_claim(s, ack, &params, clock).await?;
     s.woke(&wake);
     if let Some(polled) = claim {
         if let Some((long_poll, mark)) = mark {
@@ -348,13 +318,76 @@ async fn hold(
         give_back(s, &token).await;
         return;
     }
-    let s = s.clone();
+    let mut pending = Pending {
+        held: Some((s.clone(), task, token)),
+    };
     tokio::spawn(async move {
-        tokio::time::sleep(s.ahead.window()).await;
-        if s.ahead.expired(task, &token) {
+        let window = pending.held.as_ref().map(|(s, ..)| s.ahead.window());
+        tokio::time::sleep(window.unwrap_or_default()).await;
+        if let Some((s, task, token)) = pending.held.take()
+            && s.ahead.expired(task, &token)
+        {
             give_back(&s, &token).await;
         }
     });
+}
+
+/// The give-back timer's hold on an item claimed ahead. Dropped before the
+/// timer ran (the tokio runtime shut down right after the ack: a runtime's
+/// graceful shutdown, then the process's end), it gives the item back at
+/// once if its task has not taken it, rather than leave it to its lease.
+struct Pending {
+    held: Option<(Store, tokio::task::Id, String)>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((s, task, token)) = self.held.take()
+            && s.ahead.expired(task, &token)
+        {
+            give_back_blocking(&s, token);
+        }
+    }
+}
+
+/// How long a give-back at a runtime's end may take: connecting and one
+/// statement.
+const GIVE_BACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gives an item back from a thread of its own, on a connection of its own
+/// (the pool's belong to the runtime that is ending), waiting at most
+/// [`GIVE_BACK_TIMEOUT`]. A failure leaves the item to its lease.
+fn give_back_blocking(s: &Store, token: String) {
+    let options = s.pool.shared().connect_options();
+    let sql = s.sql.worker.abandon.clone();
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            tokio::time::timeout(GIVE_BACK_TIMEOUT, async move {
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                // Unnamed: nothing is left prepared (a transaction pooler
+                // may stand in between).
+                sqlx::query(&sql)
+                    .persistent(false)
+                    .bind(&token)
+                    .bind(None::<i64>)
+                    .bind(true)
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+            .await
+            .map_err(|_| std::io::Error::other("timed out"))?
+            .map_err(std::io::Error::other)
+        })
+    })
+    .join();
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::debug!(target: "duroxide_postgres", "giving back an item claimed ahead at the runtime's end failed");
+    }
 }
 
 /// Extends a live activity lock.
@@ -377,7 +410,6 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<()> {
-    s.ahead.settled(token);
     let (released, wake): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.abandon)
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))

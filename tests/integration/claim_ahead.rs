@@ -76,6 +76,28 @@ async fn fetch(provider: &PostgresProvider, filter: &TagFilter) -> Option<(WorkI
         .expect("fetch")
 }
 
+/// Fetches the next activity (no session, untagged) and acks it, in the
+/// current task: what the dispatcher does before its next fetch.
+async fn fetch_and_ack(provider: &PostgresProvider) {
+    let (_, token, _) = fetch(provider, &TagFilter::DefaultOnly)
+        .await
+        .expect("an activity");
+    provider.ack_work_item(&token, None).await.expect("ack");
+}
+
+/// Fetches until an activity is claimable, for up to 20 s (`never`: the
+/// failure's message).
+async fn until_claimable(provider: &PostgresProvider, never: &str) -> (WorkItem, String, u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(next) = fetch(provider, &TagFilter::DefaultOnly).await {
+            return next;
+        }
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The dispatcher's loop: the ack of the item a task fetched claims its
 /// next, which the task's next fetch takes without a statement (it does
 /// not wait for the locked queue), with its attempt counted once. The
@@ -132,10 +154,7 @@ async fn other_parameters_give_it_back(mode: SqlMode) {
         enqueue(&provider, 2).await;
         let provider2 = provider.clone();
         let next = tokio::spawn(async move {
-            let (_, token, _) = fetch(&provider2, &TagFilter::DefaultOnly)
-                .await
-                .expect("the first activity");
-            provider2.ack_work_item(&token, None).await.expect("ack");
+            fetch_and_ack(&provider2).await;
             provider2
                 .fetch_work_item(
                     Duration::from_secs(30),
@@ -167,10 +186,7 @@ async fn an_item_nobody_takes_goes_back_when_the_window_ends(mode: SqlMode) {
         enqueue(&provider, 2).await;
         let p = provider.clone();
         tokio::spawn(async move {
-            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
-                .await
-                .expect("the first activity");
-            p.ack_work_item(&token, None).await.expect("ack");
+            fetch_and_ack(&p).await;
         })
         .await
         .expect("task");
@@ -180,14 +196,7 @@ async fn an_item_nobody_takes_goes_back_when_the_window_ends(mode: SqlMode) {
             "claimed by the ack"
         );
         // Another task: nothing until the window ends, then the item.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let next = loop {
-            if let Some(next) = fetch(&provider, &TagFilter::DefaultOnly).await {
-                break next;
-            }
-            assert!(std::time::Instant::now() < deadline, "never given back");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let next = until_claimable(&provider, "never given back").await;
         assert_eq!(activity_id(&next.0), 3);
         assert_eq!(next.2, 1, "the given-back claim is not an attempt");
     })
@@ -276,10 +285,7 @@ async fn only_the_fetching_tasks_ack_of_a_sessionless_item_claims(mode: SqlMode)
         enqueue(&off, 1).await;
         let p = off.clone();
         tokio::spawn(async move {
-            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
-                .await
-                .expect("an activity");
-            p.ack_work_item(&token, None).await.expect("ack");
+            fetch_and_ack(&p).await;
         })
         .await
         .expect("task");
@@ -362,14 +368,16 @@ async fn lease_left_ms(schema: &TestSchema) -> i64 {
     .expect("one locked item")
 }
 
-/// A process that stops right after an ack runs no timer to give its claim
-/// back: the claim's lease is short, so the item is claimable again within
-/// `AHEAD_LEASE` (2 s) rather than the fetch's lock timeout, as after a
-/// crash (its attempt counted).
-async fn a_claim_outlives_its_process_only_briefly(mode: SqlMode) {
+/// A runtime shut down right after an ack (then the process's end) runs no
+/// give-back timer: the timer's task is dropped with the tokio runtime,
+/// and that gives the claimed item back at once, unattempted. The claim
+/// took the fetch's whole lease until then.
+async fn a_runtime_that_ends_gives_its_claim_back(mode: SqlMode) {
     with_schema(&format!("ahead_gone_{mode}"), |schema| async move {
         let name = schema.name.clone();
-        std::thread::spawn(move || {
+        let (acked_tx, acked) = std::sync::mpsc::channel();
+        let (end_tx, end) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -379,77 +387,34 @@ async fn a_claim_outlives_its_process_only_briefly(mode: SqlMode) {
                 let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
                 let p = support::provider_with_options(&pool, &name, mode, options).await;
                 enqueue(&p, 2).await;
-                tokio::spawn(async move {
-                    let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
-                        .await
-                        .expect("the first activity");
-                    p.ack_work_item(&token, None).await.expect("ack");
-                })
-                .await
-                .expect("task");
+                tokio::spawn(async move { fetch_and_ack(&p).await })
+                    .await
+                    .expect("task");
             });
-            // The runtime goes, and the give-back timer with it.
+            acked_tx.send(()).expect("report");
+            end.recv().expect("end");
+            // The runtime ends, and the give-back timer with it.
             drop(rt);
-        })
-        .join()
-        .expect("the other process");
-        let left = lease_left_ms(&schema).await;
-        assert!(left <= 2000, "the claim's lease is short: {left} ms left");
-        let provider = provider(&schema, mode, PostgresOptions::default()).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let next = loop {
-            if let Some(next) = fetch(&provider, &TagFilter::DefaultOnly).await {
-                break next;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never claimable again"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert_eq!(activity_id(&next.0), 3);
+        });
+        acked.recv().expect("acked");
         assert_eq!(
-            next.2, 2,
-            "the lost claim counted an attempt, as a crash's would"
+            queue(&schema).await,
+            vec![(3, true, 1)],
+            "claimed by the ack"
         );
-    })
-    .await;
-}
-in_both_modes!(a_claim_outlives_its_process_only_briefly: a_claim_outlives_its_process_only_briefly_procedures, a_claim_outlives_its_process_only_briefly_inline);
-
-/// An item taken on the claim's short lease and still running half way
-/// through it gets the fetch's whole lease, counted from the claim.
-async fn a_taken_claim_gets_the_whole_lease(mode: SqlMode) {
-    with_schema(&format!("ahead_extend_{mode}"), |schema| async move {
-        let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
-        let provider = provider(&schema, mode, options).await;
-        enqueue(&provider, 2).await;
-        let p = provider.clone();
-        let next = tokio::spawn(async move {
-            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
-                .await
-                .expect("the first activity");
-            p.ack_work_item(&token, None).await.expect("ack");
-            fetch(&p, &TagFilter::DefaultOnly)
-                .await
-                .expect("the second activity")
-        })
-        .await
-        .expect("task");
-        assert_eq!(activity_id(&next.0), 3);
-        assert!(
-            lease_left_ms(&schema).await <= 2000,
-            "taken on the short lease"
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while lease_left_ms(&schema).await <= 2000 {
-            assert!(std::time::Instant::now() < deadline, "never extended");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let left = lease_left_ms(&schema).await;
-        assert!(left > 50_000, "the whole 60 s lease: {left} ms left");
-        provider.ack_work_item(&next.1, None).await.expect("ack");
+        assert!(
+            left > 50_000,
+            "the fetch's whole 60 s lease: {left} ms left"
+        );
+        end_tx.send(()).expect("end");
+        other.join().expect("the other runtime");
+        assert_eq!(
+            queue(&schema).await,
+            vec![(3, false, 0)],
+            "given back, its attempt not counted"
+        );
     })
     .await;
 }
-in_both_modes!(a_taken_claim_gets_the_whole_lease: a_taken_claim_gets_the_whole_lease_procedures, a_taken_claim_gets_the_whole_lease_inline);
+in_both_modes!(a_runtime_that_ends_gives_its_claim_back: a_runtime_that_ends_gives_its_claim_back_procedures, a_runtime_that_ends_gives_its_claim_back_inline);
