@@ -249,27 +249,8 @@ async fn a_turn_acked_through_the_provider_is_never_hidden(mode: SqlMode) {
         let provider = provider(&schema, mode, LONG_WINDOW).await;
         let before = instance_with_an_activity(&provider, "i1", 2).await;
         let worker = worker(&provider, |provider, instance| async move {
-            provider
-                .enqueue_for_orchestrator(fixtures::completion(&instance, 2), None)
-                .await
-                .expect("enqueue a completion");
-            let (_, token, _) = provider
-                .fetch_orchestration_item(LEASE, Duration::ZERO, None)
-                .await
-                .expect("fetch the turn")
-                .expect("a turn");
-            provider
-                .ack_orchestration_item(
-                    &token,
-                    1,
-                    vec![fixtures::event(&instance, 3)],
-                    vec![],
-                    vec![],
-                    Default::default(),
-                    vec![],
-                )
-                .await
-                .expect("ack the turn");
+            let event = fixtures::event(&instance, 3);
+            ack_a_turn_with(&provider, &instance, event).await;
         });
         worker.fetched.await.expect("fetched");
         worker.go.send(()).expect("go");
@@ -366,13 +347,8 @@ async fn the_fetch_reads_the_latest_execution(mode: SqlMode) {
 in_both_modes!(the_fetch_reads_the_latest_execution: the_fetch_reads_the_latest_execution_procedures, the_fetch_reads_the_latest_execution_inline);
 
 /// Acks a turn of `instance` (a completion of activity 2 enqueued for it)
-/// whose one event, `event_id`, sets the custom status to `status`.
-async fn set_custom_status(
-    provider: &PostgresProvider,
-    instance: &str,
-    event_id: u64,
-    status: &str,
-) {
+/// whose one history event is `event`.
+async fn ack_a_turn_with(provider: &PostgresProvider, instance: &str, event: Event) {
     provider
         .enqueue_for_orchestrator(fixtures::completion(instance, 2), None)
         .await
@@ -382,15 +358,6 @@ async fn set_custom_status(
         .await
         .expect("fetch the turn")
         .expect("a turn");
-    let event = Event::with_event_id(
-        event_id,
-        instance.to_string(),
-        1,
-        None,
-        duroxide::EventKind::CustomStatusUpdated {
-            status: Some(status.to_string()),
-        },
-    );
     provider
         .ack_orchestration_item(
             &token,
@@ -403,6 +370,26 @@ async fn set_custom_status(
         )
         .await
         .expect("ack the turn");
+}
+
+/// Acks a turn of `instance` whose one event, `event_id`, sets the custom
+/// status to `status`.
+async fn set_custom_status(
+    provider: &PostgresProvider,
+    instance: &str,
+    event_id: u64,
+    status: &str,
+) {
+    let event = Event::with_event_id(
+        event_id,
+        instance.to_string(),
+        1,
+        None,
+        duroxide::EventKind::CustomStatusUpdated {
+            status: Some(status.to_string()),
+        },
+    );
+    ack_a_turn_with(provider, instance, event).await;
 }
 
 /// The client's status: the custom status read right after the history, in
