@@ -3,7 +3,8 @@
 //! `--tenants` tenants, each tenant with its own runtime (1 orchestration and
 //! 1 worker dispatcher) on one shared pool of 20; then, in the same run, the
 //! same number of orchestrations in ONE tenant with 4 orchestration and 4
-//! worker dispatchers on a pool of 20.
+//! worker dispatchers on a pool of 20. The burst runs twice on the same
+//! runtimes (cold, then warm; see [`rounds`]).
 //!
 //! Times are the database's: from just before the starts to the last
 //! execution's `completed_at_ms`, so the client's status polling adds
@@ -32,13 +33,16 @@ mod probe;
 use probe::Probe;
 
 /// Rounds of the burst on the same runtimes and pool
-/// (`DUROXIDE_LOAD_BURST_ROUNDS`, default 1): the second and later rounds
-/// find every backend's caches warm, the first finds them cold.
+/// (`DUROXIDE_LOAD_BURST_ROUNDS`, default 2): the first finds every
+/// backend cold for its tenants (each tenant's procedures compiled, its
+/// statements planned and its tables' catalog entries loaded on its
+/// connection), the second and later ones find them warm. The table shows
+/// the first and the second.
 fn rounds() -> usize {
     std::env::var("DUROXIDE_LOAD_BURST_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1usize)
+        .unwrap_or(2usize)
         .max(1)
 }
 
@@ -76,6 +80,8 @@ pub struct Row {
     tenants_per_connection: usize,
     connections_per_tenant: u32,
     burst_s: f64,
+    /// The second round on the same runtimes and pool, if run.
+    warm_s: Option<f64>,
     single_s: f64,
     failed: usize,
     stats: AdmissionStats,
@@ -150,8 +156,42 @@ async fn now_ms(admin: &PgPool) -> Result<f64, BoxError> {
     )
 }
 
+/// What [`drive`] measured.
+struct Driven {
+    /// From `t0` to the last completion, s.
+    seconds: f64,
+    /// Orchestrations that did not complete.
+    failed: usize,
+    /// Each orchestration's first turn (its first history event's commit)
+    /// and completion, ms after `t0`, sorted.
+    first_turn: Vec<f64>,
+    done: Vec<f64>,
+}
+
+impl Driven {
+    /// The timeline, one line: when the first turns and the completions
+    /// came, ms after the starts began.
+    fn timeline(&self) -> String {
+        let at = |v: &[f64], q: f64| {
+            v.get(((v.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .map_or("n/a".to_string(), |t| format!("{t:.0}"))
+        };
+        format!(
+            "first turn p10 {} p50 {} max {} ms; done p10 {} p50 {} max {} ms",
+            at(&self.first_turn, 0.1),
+            at(&self.first_turn, 0.5),
+            at(&self.first_turn, 1.0),
+            at(&self.done, 0.1),
+            at(&self.done, 0.5),
+            at(&self.done, 1.0),
+        )
+    }
+}
+
 /// Starts `ids` on each client at once, waits for all, and returns the
-/// database time from `t0` to the last completion, and how many failed.
+/// database time from `t0` to the last completion, how many failed, and
+/// each orchestration's first turn and completion (from the commit times
+/// the provider records).
 ///
 /// It waits by polling the executions tables itself, one statement for all
 /// the orchestrations every 100 ms, then reads each one's status once:
@@ -163,7 +203,7 @@ async fn drive(
     admin: &PgPool,
     work: &[(Client, String, String)],
     t0: f64,
-) -> Result<(f64, usize), BoxError> {
+) -> Result<Driven, BoxError> {
     let input = serde_json::json!({ "task_count": 5 }).to_string();
     let starts = work.iter().map(|(client, _, id)| {
         client.start_orchestration(id.clone(), "FanoutOrchestration", input.clone())
@@ -203,7 +243,30 @@ async fn drive(
             failed += 1;
         }
     }
-    Ok(((last - t0) / 1000.0, failed))
+    let times_sql = work
+        .iter()
+        .map(|(_, schema, id)| {
+            format!(
+                "SELECT (SELECT min(h.created_at_ms) FROM \"{schema}\".history h \
+                          WHERE h.instance_id = '{id}')::float8 - {t0}, \
+                        (SELECT max(e.completed_at_ms) FROM \"{schema}\".executions e \
+                          WHERE e.instance_id = '{id}')::float8 - {t0}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let times: Vec<(Option<f64>, Option<f64>)> =
+        sqlx::query_as(&times_sql).fetch_all(admin).await?;
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    Ok(Driven {
+        seconds: (last - t0) / 1000.0,
+        failed,
+        first_turn: sorted(times.iter().filter_map(|t| t.0).collect()),
+        done: sorted(times.iter().filter_map(|t| t.1).collect()),
+    })
 }
 
 async fn drop_all(admin: &PgPool, names: &[String]) -> Result<(), BoxError> {
@@ -278,24 +341,34 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
     let first = first.ok_or("no tenants")?;
     let before = Probe::now(admin).await?;
     let t0 = now_ms(admin).await?;
-    let (burst_s, mut failed_burst) = drive(admin, &work, t0).await?;
+    let driven = drive(admin, &work, t0).await?;
+    let (burst_s, mut failed_burst) = (driven.seconds, driven.failed);
     let memory_mib = backend_memory(admin).await;
     let after = first.admission_stats();
     let used = before.until(&Probe::now(admin).await?);
     eprintln!("[burst {mode} x{tenants}] {burst_s:.1} s, {failed_burst} failed, {after:?}");
+    eprintln!("[burst {mode} x{tenants}] {}", driven.timeline());
     eprintln!("[burst {mode} x{tenants}] {}", used.describe(tenants));
+    let mut warm_s = None;
     for round in 2..=rounds() {
         for (_, _, id) in &mut work {
             *id = format!("burst-{round}");
         }
         let before = Probe::now(admin).await?;
         let t0 = now_ms(admin).await?;
-        let (s, failed) = drive(admin, &work, t0).await?;
-        failed_burst += failed;
+        let driven = drive(admin, &work, t0).await?;
+        failed_burst += driven.failed;
+        warm_s.get_or_insert(driven.seconds);
         let used = before.until(&Probe::now(admin).await?);
         eprintln!(
-            "[burst {mode} x{tenants} round {round}] {s:.1} s, {failed} failed, {:?}",
+            "[burst {mode} x{tenants} round {round}] {:.1} s, {} failed, {:?}",
+            driven.seconds,
+            driven.failed,
             first.admission_stats()
+        );
+        eprintln!(
+            "[burst {mode} x{tenants} round {round}] {}",
+            driven.timeline()
         );
         eprintln!(
             "[burst {mode} x{tenants} round {round}] {}",
@@ -320,10 +393,12 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
         .collect();
     let before = Probe::now(admin).await?;
     let t0 = now_ms(admin).await?;
-    let (single_s, failed_single) = drive(admin, &work, t0).await?;
+    let driven = drive(admin, &work, t0).await?;
+    let (single_s, failed_single) = (driven.seconds, driven.failed);
     let single_memory_mib = backend_memory(admin).await;
     let used = before.until(&Probe::now(admin).await?);
     eprintln!("[burst {mode} one tenant] {single_s:.1} s, {failed_single} failed");
+    eprintln!("[burst {mode} one tenant] {}", driven.timeline());
     eprintln!("[burst {mode} one tenant] {}", used.describe(tenants));
     rt.shutdown(None).await;
     pool.close().await;
@@ -335,6 +410,7 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
         tenants_per_connection: per_connection,
         connections_per_tenant: shape.connections_per_tenant,
         burst_s,
+        warm_s,
         single_s,
         failed: failed_burst + failed_single,
         stats: after,
@@ -361,9 +437,9 @@ async fn start_runtime(provider: Arc<dyn Provider>, dispatchers: usize) -> Arc<R
 pub fn print(rows: &[Row]) {
     println!();
     println!(
-        "| mode | tenants | tenants/connection | connections/tenant | burst s | one tenant 4:4 s | ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
+        "| mode | tenants | tenants/connection | connections/tenant | burst s | warm burst s | one tenant 4:4 s | ratio | warm ratio | lease expiries | slowest leased acquire ms | connections recycled | backend private MiB max / sum (burst) | (one tenant) | failed |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mem = |m: Option<(f64, f64)>| {
         m.map_or("n/a".to_string(), |(max, sum)| {
             format!("{max:.0} / {sum:.0}")
@@ -371,14 +447,17 @@ pub fn print(rows: &[Row]) {
     };
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2}x | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {:.2}x | {} | {} | {:.0} | {} | {} | {} | {} |",
             r.mode,
             r.tenants,
             r.tenants_per_connection,
             r.connections_per_tenant,
             r.burst_s,
+            r.warm_s.map_or("n/a".to_string(), |w| format!("{w:.1}")),
             r.single_s,
             r.burst_s / r.single_s,
+            r.warm_s
+                .map_or("n/a".to_string(), |w| format!("{:.2}x", w / r.single_s)),
             r.stats.lease_expiries,
             r.stats.slowest_leased_acquire.as_secs_f64() * 1000.0,
             r.stats.connections_recycled,
