@@ -178,10 +178,12 @@ in_both_modes!(other_parameters_give_it_back: other_parameters_give_it_back_proc
 
 /// A task that does not fetch again (a dispatcher shutting down) leaves
 /// nothing leased: the claimed item is given back when the window ends,
-/// and another task claims it with one attempt.
+/// and another task claims it with one attempt. The window (2 s) is long
+/// enough for the queue to be read while the item is still claimed on a
+/// machine running the whole suite (with 200 ms it once ended first).
 async fn an_item_nobody_takes_goes_back_when_the_window_ends(mode: SqlMode) {
     with_schema(&format!("ahead_timer_{mode}"), |schema| async move {
-        let options = PostgresOptions::default().prefetch_window(Duration::from_millis(200));
+        let options = PostgresOptions::default().prefetch_window(Duration::from_secs(2));
         let provider = provider(&schema, mode, options).await;
         enqueue(&provider, 2).await;
         let p = provider.clone();
