@@ -13,6 +13,8 @@ use crate::store::Store;
 statements! {
     /// Statements of the management API.
     pub(crate) struct AdminSql {
+        /// Warm the tenant's connection ([`crate::warm_up`]).
+        warm_up = "SELECT {{schema}}.warm_up{{suffix}}()",
         /// All instance ids.
         list_instances = "SELECT instance_id FROM {{schema}}.list_instances{{suffix}}()",
         /// Instance ids by current status.

@@ -49,6 +49,8 @@ pub(crate) struct Gate {
     slowest_leased_acquire_us: AtomicU64,
     /// Connections closed because they had served their share of tenants.
     recycled: AtomicU64,
+    /// Home connections warmed by a provider's build.
+    warmed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -106,6 +108,10 @@ pub struct AdmissionStats {
     /// `PostgresOptions::tenants_per_connection` distinct schemas (pools
     /// built from `PostgresOptions::pool_options` only).
     pub connections_recycled: u64,
+    /// Tenants whose home connection a provider's build warmed
+    /// (`PostgresOptions::warm_up`): the whole sequence ran and was rolled
+    /// back.
+    pub connections_warmed: u64,
 }
 
 /// Gates by pool.
@@ -156,6 +162,7 @@ impl Gate {
             lease_expiries: AtomicU64::new(0),
             slowest_leased_acquire_us: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
+            warmed: AtomicU64::new(0),
         }
     }
 
@@ -174,6 +181,11 @@ impl Gate {
     /// Counts a connection recycled by the tenant bound.
     pub(crate) fn note_recycled(&self) {
         self.recycled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a tenant's home connection warmed.
+    pub(crate) fn note_warmed(&self) {
+        self.warmed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Waits for a slot for a fetch of `schema`.
@@ -273,6 +285,7 @@ impl Gate {
                 self.slowest_leased_acquire_us.load(Ordering::Relaxed),
             ),
             connections_recycled: self.recycled.load(Ordering::Relaxed),
+            connections_warmed: self.warmed.load(Ordering::Relaxed),
         }
     }
 }

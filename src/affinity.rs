@@ -218,6 +218,12 @@ impl Shards {
         }
     }
 
+    /// Schemas whose home is shard `index`.
+    pub(crate) fn homed(&self, index: usize) -> usize {
+        let guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        guard.counts.get(index).copied().unwrap_or(0)
+    }
+
     /// Shard `index`'s pool (the shared pool for an index out of range).
     pub(crate) fn pool(&self, index: usize) -> &PgPool {
         self.pools.get(index).unwrap_or(&self.parent)

@@ -387,6 +387,21 @@ pub struct PostgresOptions {
     /// back (visible again, the attempt not counted), as does the window's
     /// end (docs/architecture.md, "What one call reads for the next").
     pub claim_ahead: bool,
+    /// Whether building a provider warms its tenant's home connection
+    /// (default `true`; procedure mode with tenant affinity only). A server
+    /// backend's first calls in a schema compile its procedures, plan their
+    /// statements and load its tables' catalog entries: about ten
+    /// milliseconds of server CPU per tenant, paid by its first
+    /// orchestration on each connection. The provider pays it in the
+    /// background instead, once, with one call that runs a client's start,
+    /// a turn, an activity and the status reads on an instance of its own
+    /// and rolls them back (`procedures/warm_up.sql`). Skipped when the
+    /// home shard holds more tenants than `tenants_per_connection`, whose
+    /// recycling would close the warmed connection; where tenants will
+    /// outnumber the shards times that bound, the first ones are warmed
+    /// and then recycled, so turning it off saves the startup cost. See
+    /// docs/architecture.md, "Warming a tenant's connection".
+    pub warm_up: bool,
 }
 
 impl Default for PostgresOptions {
@@ -419,6 +434,7 @@ impl Default for PostgresOptions {
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             prefetch_window: Self::DEFAULT_PREFETCH_WINDOW,
             claim_ahead: true,
+            warm_up: true,
         }
     }
 }
@@ -488,6 +504,13 @@ impl PostgresOptions {
     /// the `claim_ahead` field).
     pub fn claim_ahead(mut self, on: bool) -> Self {
         self.claim_ahead = on;
+        self
+    }
+
+    /// Sets whether building a provider warms its tenant's home connection
+    /// (see the `warm_up` field).
+    pub fn warm_up(mut self, on: bool) -> Self {
+        self.warm_up = on;
         self
     }
 

@@ -87,6 +87,7 @@ mod store;
 pub mod tenants;
 #[cfg(feature = "throwaway")]
 mod throwaway;
+mod warm_up;
 mod worker_queue;
 
 pub use admin::OrphanedInstance;

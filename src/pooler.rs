@@ -118,6 +118,20 @@ impl Db {
         }
     }
 
+    /// A connection of this tenant's home shard, never one borrowed from
+    /// another shard: for work that should leave its effects on the
+    /// connections the tenant's operations will use ([`crate::warm_up`]).
+    /// Without affinity, [`Db::acquire`].
+    pub(crate) async fn acquire_home(&self) -> Result<Conn, sqlx::Error> {
+        match &self.home {
+            None => self.acquire().await,
+            Some((shards, index, _)) => Ok(Conn {
+                conn: shards.pool(*index).acquire().await?,
+                shard: Some(*index),
+            }),
+        }
+    }
+
     /// Hands back a connection whose last statement, or transaction, an
     /// operation saw to its end: with tenant affinity it may be kept for
     /// this tenant's next operation ([`crate::reuse`]); otherwise it goes
@@ -126,6 +140,14 @@ impl Db {
         if let (Some((shards, _, tenant)), Some(shard)) = (&self.home, conn.shard) {
             shards.release(shard, tenant, conn.conn);
         }
+    }
+
+    /// With tenant affinity, how many schemas share this tenant's home
+    /// shard (its own included); `None` without affinity.
+    pub(crate) fn tenants_at_home(&self) -> Option<usize> {
+        self.home
+            .as_ref()
+            .map(|(shards, index, _)| shards.homed(*index))
     }
 
     /// The pool the application gave: the shared pool with tenant affinity,

@@ -224,21 +224,25 @@ impl PostgresProvider {
             notifications = options.notifications,
             "duroxide-postgres provider ready"
         );
+        let store = Store::new(
+            work_pool,
+            schema,
+            mode,
+            Limits::of(options),
+            gate,
+            long_poll,
+        )
+        .prefetching(options.prefetch_window)
+        .claiming_ahead(if options.claim_ahead {
+            options.prefetch_window
+        } else {
+            Duration::ZERO
+        });
+        if crate::warm_up::wanted(options, mode, store.pool.tenants_at_home()) {
+            crate::warm_up::spawn(&store);
+        }
         Ok(Self {
-            store: Store::new(
-                work_pool,
-                schema,
-                mode,
-                Limits::of(options),
-                gate,
-                long_poll,
-            )
-            .prefetching(options.prefetch_window)
-            .claiming_ahead(if options.claim_ahead {
-                options.prefetch_window
-            } else {
-                Duration::ZERO
-            }),
+            store,
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),

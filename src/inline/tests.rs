@@ -19,9 +19,11 @@ const DRIVEN: &[&str] = &[
 ];
 
 /// Procedures made of calls of other procedures only: no statement of
-/// their own, so no statement files; their inline driver makes the same
-/// calls' statements (`crate::driver`).
-const COMPOSED: &[&str] = &["ack_work_item_and_claim"];
+/// their own, so no statement files. The inline driver of
+/// `ack_work_item_and_claim` makes the same calls' statements
+/// (`crate::driver`); `warm_up` has no inline counterpart, inline mode
+/// having no procedures to warm (`crate::warm_up`).
+const COMPOSED: &[&str] = &["ack_work_item_and_claim", "warm_up"];
 
 /// `(procedure, statement)` of every statement an inline driver runs.
 fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {

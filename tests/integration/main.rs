@@ -36,3 +36,4 @@ mod tls;
 mod transient;
 mod upgrades;
 mod validation;
+mod warm_up;

@@ -1,0 +1,88 @@
+//! Warming a tenant's home connection when its provider is built
+//! ([`crate::PostgresOptions::warm_up`]).
+//!
+//! A server backend's first calls in a schema compile the schema's
+//! procedures, plan their statements and load its tables' catalog entries:
+//! about ten milliseconds of server CPU per tenant, against a fraction of
+//! one for the same calls warm. With tenant affinity a tenant's calls run on
+//! its home shard's connections, so those costs fall on each tenant's first
+//! orchestration: a burst that starts one orchestration in each of 200
+//! tenants ran warm at the one-tenant run's speed, and cold at about twice
+//! its time (docs/benchmarks.md, "The 200-tenant burst").
+//!
+//! A provider built in procedure mode with affinity therefore calls
+//! `warm_up` once, in a task of its own, on its home shard: one round trip
+//! that runs what a client and a runtime call for one orchestration on an
+//! instance of its own and rolls it all back (`procedures/warm_up.sql`).
+//! Not when the home shard holds more tenants than `tenants_per_connection`:
+//! recycling would close the warmed connection. Inline mode has no such
+//! call: its statements are the connection's prepared statements, planned
+//! at their own first executions.
+
+use crate::config::{PostgresOptions, SqlMode};
+use crate::store::Store;
+
+/// Whether a provider with these settings warms its home connection:
+/// asked for, procedure mode, tenant affinity (`tenants_at_home` known), no
+/// transaction pooler (its server backends are not the provider's own to
+/// warm), and a home shard within the recycling bound
+/// (`tenants_per_connection`, 0: none).
+pub(crate) fn wanted(
+    options: &PostgresOptions,
+    mode: SqlMode,
+    tenants_at_home: Option<usize>,
+) -> bool {
+    let bound = options.tenants_per_connection;
+    options.warm_up
+        && mode == SqlMode::StoredProcedures
+        && !options.transaction_pooler
+        && tenants_at_home.is_some_and(|n| bound == 0 || n <= bound)
+}
+
+/// Warms `store`'s home connection in a task of its own, on a connection of
+/// its home shard (never a borrowed one), which then goes straight back to
+/// the shard: kept for the tenant ([`crate::reuse`]), it would hold the
+/// shard's connection from a neighbour whose provider is being built (the
+/// migration check takes a connection from the shard's pool). A failure is
+/// logged and otherwise ignored: the calls it would have made warm are
+/// made cold instead.
+pub(crate) fn spawn(store: &Store) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let warmed = store
+            .observe("warm_up", async {
+                let mut conn = store.pool.acquire_home().await?;
+                let ran: bool = sqlx::query_scalar(&store.sql.admin.warm_up)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                drop(conn);
+                Ok(ran.then_some(()))
+            })
+            .await;
+        match warmed {
+            Ok(Some(())) => store.gate.note_warmed(),
+            Ok(None) => tracing::debug!(schema = %store.schema, "warm-up ran in part"),
+            Err(e) => tracing::debug!(schema = %store.schema, error = %e, "warm-up failed"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_procedure_mode_with_affinity_within_the_bound_warms() {
+        let p = SqlMode::StoredProcedures;
+        let on = PostgresOptions::default().tenants_per_connection(32);
+        assert!(wanted(&on, p, Some(10)));
+        assert!(wanted(&on, p, Some(32)));
+        assert!(!wanted(&on, p, Some(33)), "recycling would undo it");
+        assert!(!wanted(&on, p, None), "no affinity");
+        assert!(!wanted(&on, SqlMode::InlineSql, Some(1)));
+        assert!(!wanted(&on.clone().warm_up(false), p, Some(1)));
+        assert!(!wanted(&on.clone().transaction_pooler(true), p, Some(1)));
+        let unbounded = PostgresOptions::default().tenants_per_connection(0);
+        assert!(wanted(&unbounded, p, Some(500)));
+    }
+}

@@ -1,0 +1,175 @@
+//! Warming a tenant's home connection (`PostgresOptions::warm_up`,
+//! `procedures/warm_up.sql`): the call runs a client's start, a turn, an
+//! activity and the status reads on an instance of its own, and rolls it
+//! all back. It must leave nothing behind and touch no real message or
+//! activity, whatever the tenant has queued; a provider built in procedure
+//! mode with tenant affinity makes it once, in the background.
+
+use std::time::{Duration, Instant};
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
+
+use crate::fixtures::{self, start};
+use crate::support::{TestSchema, connect_options, provider_with_options, with_schema};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Every row of the tenant's tables, as text, table by table: what the
+/// warm-up must leave as it found it.
+async fn contents(schema: &TestSchema) -> Vec<String> {
+    let mut all = Vec::new();
+    for table in [
+        "orchestrator_queue",
+        "worker_queue",
+        "instances",
+        "executions",
+        "history",
+        "instance_locks",
+        "instance_claims",
+        "sessions",
+        "kv_store",
+        "kv_delta",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(&schema.sql(&format!(
+            "SELECT t::text FROM {{{{schema}}}}.{table} t ORDER BY t::text"
+        )))
+        .fetch_all(&schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("read {table}: {e}"));
+        all.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    all
+}
+
+/// The warm-up procedure, called directly.
+async fn warm_up(schema: &TestSchema) -> bool {
+    sqlx::query_scalar(&schema.sql("SELECT {{schema}}.warm_up{{suffix}}()"))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("warm_up")
+}
+
+/// With a start message, an instance mid-turn (leased), an activity and a
+/// delayed message queued, the call runs its whole sequence, and afterwards
+/// every table holds exactly what it held before: no row added, none
+/// locked, no attempt counted. The real work is then claimed as if the
+/// call had never run.
+#[tokio::test]
+async fn the_warm_up_leaves_every_table_as_it_found_it() {
+    with_schema("warm_up_clean", |schema| async move {
+        let p = schema.provider_in(SqlMode::StoredProcedures).await;
+        p.enqueue_for_orchestrator(start("leased"), None)
+            .await
+            .expect("enqueue");
+        let (leased, _, _) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the leased instance's turn");
+        p.enqueue_for_orchestrator(start("waiting"), None)
+            .await
+            .expect("enqueue");
+        p.enqueue_for_orchestrator(start("later"), Some(Duration::from_secs(600)))
+            .await
+            .expect("enqueue");
+        p.enqueue_for_worker(fixtures::activity("waiting", 2))
+            .await
+            .expect("enqueue activity");
+        let before = contents(&schema).await;
+
+        assert!(warm_up(&schema).await, "the whole sequence ran");
+        assert!(warm_up(&schema).await, "and runs again");
+
+        assert_eq!(contents(&schema).await, before, "nothing left behind");
+        let (turn, _, attempts) = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the waiting instance's turn");
+        assert_eq!(
+            (turn.instance.as_str(), attempts),
+            ("waiting", 1),
+            "the real start is claimed first, its first attempt"
+        );
+        let (item, _, attempts) = p
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+            .await
+            .expect("fetch work")
+            .expect("the real activity");
+        assert_eq!(
+            (item, attempts),
+            (fixtures::activity("waiting", 2), 1),
+            "the real activity, its first attempt"
+        );
+        assert_ne!(leased.instance, turn.instance);
+    })
+    .await;
+}
+
+/// A shared pool of `connections` built from `PostgresOptions::pool_options`.
+async fn shared_pool(connections: u32) -> PgPool {
+    PostgresOptions::default()
+        .max_connections(connections)
+        .pool_options()
+        .connect_with(connect_options())
+        .await
+        .expect("shared pool")
+}
+
+async fn provider(pool: &PgPool, schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
+    let options = PostgresOptions::default()
+        .notifications(false)
+        .connections_per_tenant(1);
+    provider_with_options(pool, &schema.name, mode, options).await
+}
+
+/// Waits until the pool counts `n` warmed connections.
+async fn until_warmed(p: &PostgresProvider, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.admission_stats().connections_warmed < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} warm-ups not done: {:?}",
+            p.admission_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A procedure-mode provider with tenant affinity warms its home
+/// connection once it is built (the pool counts it), leaving nothing
+/// behind, and works as before; an inline-mode provider on the same pool,
+/// whose tenant is warmed by nothing, adds no count.
+#[tokio::test]
+async fn a_provider_in_procedure_mode_warms_its_home_connection() {
+    with_schema("warm_up_provider", |inline_schema| async move {
+        with_schema("warm_up_provider", |schema| async move {
+            // Inline mode first: its tables only.
+            let shared = shared_pool(4).await;
+            let i = provider(&shared, &inline_schema, SqlMode::InlineSql).await;
+            let p = provider(&shared, &schema, SqlMode::StoredProcedures).await;
+            until_warmed(&p, 1).await;
+            assert_eq!(
+                i.admission_stats().connections_warmed,
+                1,
+                "one pool, one count"
+            );
+            assert!(contents(&schema).await.is_empty(), "nothing left behind");
+
+            p.enqueue_for_orchestrator(start("i1"), None)
+                .await
+                .expect("enqueue");
+            let (turn, _, attempts) = p
+                .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("a turn");
+            assert_eq!((turn.instance.as_str(), attempts), ("i1", 1));
+            shared.close().await;
+        })
+        .await;
+    })
+    .await;
+}
