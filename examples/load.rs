@@ -9,7 +9,7 @@
 //!                                        [--tenants 200] [--tenants-per-connection 32]
 //!                                        [--connections-per-tenant N]
 //!                                        [--connection-reuse-ms MS] [--prefetch-ms MS]
-//!                                        [--claim-ahead on|off]
+//!                                        [--claim-ahead on|off] [--warm-up on|off]
 //!                                        [--durable] [--client-superuser]
 //! ```
 //!
@@ -151,6 +151,9 @@ struct Settings {
     /// `PostgresOptions::claim_ahead` of every provider of ours (the
     /// library's default unless given).
     claim_ahead: bool,
+    /// `PostgresOptions::warm_up` of every provider of ours (the library's
+    /// default unless given).
+    warm_up: bool,
     /// Start the throwaway server durable (`--durable`).
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
@@ -175,6 +178,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         connection_reuse: PostgresOptions::DEFAULT_CONNECTION_REUSE,
         prefetch: PostgresOptions::DEFAULT_PREFETCH_WINDOW,
         claim_ahead: PostgresOptions::default().claim_ahead,
+        warm_up: PostgresOptions::default().warm_up,
         durable: false,
         client_superuser: false,
     };
@@ -237,6 +241,13 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
                     other => return Err(format!("--claim-ahead: on or off, not {other}").into()),
                 };
             }
+            "--warm-up" => {
+                settings.warm_up = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--warm-up: on or off, not {other}").into()),
+                };
+            }
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
             "--settle-ms" => {
@@ -244,7 +255,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--warm-up on|off] [--durable] [--client-superuser]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -382,7 +393,8 @@ async fn run_one(
                 .connections_per_tenant(settings.connections_per_tenant)
                 .connection_reuse(settings.connection_reuse)
                 .prefetch_window(settings.prefetch)
-                .claim_ahead(settings.claim_ahead);
+                .claim_ahead(settings.claim_ahead)
+                .warm_up(settings.warm_up);
             if let Some(settle) = settings.settle {
                 options = options.completion_settle(settle);
             }
@@ -708,6 +720,7 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                     connection_reuse: settings.connection_reuse,
                     prefetch: settings.prefetch,
                     claim_ahead: settings.claim_ahead,
+                    warm_up: settings.warm_up,
                     settle: settings.settle,
                 };
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);

@@ -68,6 +68,9 @@ pub struct Shape {
     /// `PostgresOptions::claim_ahead` of every tenant, the one-tenant run's
     /// too.
     pub claim_ahead: bool,
+    /// `PostgresOptions::warm_up` of every provider, clients' and the
+    /// one-tenant run's included.
+    pub warm_up: bool,
     /// `PostgresOptions::completion_settle` of every tenant, the one-tenant
     /// run's included; `None` keeps the default.
     pub settle: Option<Duration>,
@@ -104,7 +107,8 @@ fn tenant_options(mode: SqlMode, schema: &str, shape: &Shape) -> PostgresOptions
         .connections_per_tenant(shape.connections_per_tenant)
         .connection_reuse(shape.connection_reuse)
         .prefetch_window(shape.prefetch)
-        .claim_ahead(shape.claim_ahead);
+        .claim_ahead(shape.claim_ahead)
+        .warm_up(shape.warm_up);
     match shape.settle {
         Some(settle) => options.completion_settle(settle),
         None => options,
@@ -313,7 +317,9 @@ pub async fn run(url: &str, admin: &PgPool, mode: SqlMode, shape: Shape) -> Resu
         })?
         .await?;
     let client = |schema: &str| {
-        let options = options(mode, schema, 0).notifications(false);
+        let options = options(mode, schema, 0)
+            .notifications(false)
+            .warm_up(shape.warm_up);
         let pool = clients_pool.clone();
         async move {
             Ok::<_, BoxError>(Client::new(Arc::new(
