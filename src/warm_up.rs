@@ -41,9 +41,10 @@ pub(crate) fn wanted(
 
 /// Warms `store`'s home connection in a task of its own, on a connection of
 /// its home shard (never a borrowed one), which then goes straight back to
-/// the shard: kept for the tenant ([`crate::reuse`]), it would hold the
-/// shard's connection from a neighbour whose provider is being built (the
-/// migration check takes a connection from the shard's pool). A failure is
+/// the shard: kept for the tenant ([`crate::reuse`]), it held a shard of
+/// one from a neighbour whose provider was being built at the same moment
+/// (the migration check waits in the shard's pool, not in the shard's
+/// line, which is what a keep looks at). A failure is
 /// logged and otherwise ignored: the calls it would have made warm are
 /// made cold instead.
 pub(crate) fn spawn(store: &Store) {
