@@ -519,6 +519,14 @@ async fn an_inspection_does_not_wait_for_a_migration_in_progress(mode: SqlMode) 
 async fn a_migration_that_loses_a_deadlock_starts_over(mode: SqlMode) {
     with_schema(&format!("mig_deadlock_{mode}"), |schema| async move {
         let (mut holder, migration) = migration_held_by_the_queue(&schema, mode).await;
+        // The session checks for a deadlock only long after the migration
+        // does, so the migration is the one aborted even when a busy
+        // machine runs the two checks late (once, in a full suite run, the
+        // session's ran first and it was the one aborted).
+        sqlx::query("SET deadlock_timeout = '30s'")
+            .execute(&mut holder)
+            .await
+            .expect("the session's deadlock_timeout");
         // Granted once the deadlock check has aborted the migration's first try.
         sqlx::query(
             &schema.sql("LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE"),
