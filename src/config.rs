@@ -392,10 +392,11 @@ pub struct PostgresOptions {
     /// backend's first calls in a schema compile its procedures, plan their
     /// statements and load its tables' catalog entries: about ten
     /// milliseconds of server CPU per tenant, paid by its first
-    /// orchestration on each connection. The provider pays it in the
-    /// background instead, once, with one call that runs a client's start,
-    /// a turn, an activity and the status reads on an instance of its own
-    /// and rolls them back (`procedures/warm_up.sql`). Skipped when the
+    /// orchestration on each connection. The provider's build pays it
+    /// instead, once (a few tens of milliseconds more per build), with one
+    /// call that runs a client's start, a turn, an activity and the status
+    /// reads on an instance of its own and rolls them back
+    /// (`procedures/warm_up.sql`). Skipped when the
     /// home shard holds more tenants than `tenants_per_connection`, whose
     /// recycling would close the warmed connection; where tenants will
     /// outnumber the shards times that bound, the first ones are warmed

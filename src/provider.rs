@@ -239,7 +239,7 @@ impl PostgresProvider {
             Duration::ZERO
         });
         if crate::warm_up::wanted(options, mode, store.pool.tenants_at_home()) {
-            crate::warm_up::spawn(&store);
+            crate::warm_up::run(&store).await;
         }
         Ok(Self {
             store,

@@ -11,13 +11,15 @@
 //! its time (docs/benchmarks.md, "The 200-tenant burst").
 //!
 //! A provider built in procedure mode with affinity therefore calls
-//! `warm_up` once, in a task of its own, on its home shard: one round trip
+//! `warm_up` once, before its build returns, on its home shard: one round trip
 //! that runs what a client and a runtime call for one orchestration on an
 //! instance of its own and rolls it all back (`procedures/warm_up.sql`).
 //! Not when the home shard holds more tenants than `tenants_per_connection`:
 //! recycling would close the warmed connection. Inline mode has no such
 //! call: its statements are the connection's prepared statements, planned
 //! at their own first executions.
+
+use std::time::Duration;
 
 use crate::config::{PostgresOptions, SqlMode};
 use crate::store::Store;
@@ -39,33 +41,39 @@ pub(crate) fn wanted(
         && tenants_at_home.is_some_and(|n| bound == 0 || n <= bound)
 }
 
-/// Warms `store`'s home connection in a task of its own, on a connection of
-/// its home shard (never a borrowed one), which then goes straight back to
-/// the shard: kept for the tenant ([`crate::reuse`]), it held a shard of
-/// one from a neighbour whose provider was being built at the same moment
-/// (the migration check waits in the shard's pool, not in the shard's
-/// line, which is what a keep looks at). A failure is
-/// logged and otherwise ignored: the calls it would have made warm are
-/// made cold instead.
-pub(crate) fn spawn(store: &Store) {
-    let store = store.clone();
-    tokio::spawn(async move {
-        let warmed = store
-            .observe("warm_up", async {
-                let mut conn = store.pool.acquire_home().await?;
-                let ran: bool = sqlx::query_scalar(&store.sql.admin.warm_up)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                drop(conn);
-                Ok(ran.then_some(()))
-            })
-            .await;
-        match warmed {
-            Ok(Some(())) => store.gate.note_warmed(),
-            Ok(None) => tracing::debug!(schema = %store.schema, "warm-up ran in part"),
-            Err(e) => tracing::debug!(schema = %store.schema, error = %e, "warm-up failed"),
-        }
-    });
+/// How long the warm-up waits for a connection of the home shard before
+/// it gives up: a shard busy with a neighbour's work is left cold rather
+/// than the build held up.
+const ACQUIRE: Duration = Duration::from_secs(1);
+
+/// Warms `store`'s home connection, before the provider's build returns: on
+/// a connection of its home shard (never a borrowed one), which then goes
+/// straight back to the shard. Kept for the tenant ([`crate::reuse`]), it
+/// held a shard of one from a neighbour whose provider was being built at
+/// the same moment (the migration check waits in the shard's pool, not in
+/// the shard's line, which is what a keep looks at). Run in the background
+/// instead, it held the tenant's own first operations up behind it. A
+/// failure, or no connection within [`ACQUIRE`], is logged and otherwise
+/// ignored: the calls it would have made warm are made cold instead.
+pub(crate) async fn run(store: &Store) {
+    let warmed = store
+        .observe("warm_up", async {
+            let Ok(conn) = tokio::time::timeout(ACQUIRE, store.pool.acquire_home()).await else {
+                return Ok(None);
+            };
+            let mut conn = conn?;
+            let ran: bool = sqlx::query_scalar(&store.sql.admin.warm_up)
+                .fetch_one(&mut *conn)
+                .await?;
+            drop(conn);
+            Ok(ran.then_some(()))
+        })
+        .await;
+    match warmed {
+        Ok(Some(())) => store.gate.note_warmed(),
+        Ok(None) => tracing::debug!(schema = %store.schema, "warm-up skipped or ran in part"),
+        Err(e) => tracing::debug!(schema = %store.schema, error = %e, "warm-up failed"),
+    }
 }
 
 #[cfg(test)]
