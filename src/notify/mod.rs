@@ -595,7 +595,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 // This pool's commits posted notifications for other
                 // processes: send them, batched, on this connection.
                 _ = shared.outbox.wait() => {
-                    match shared.outbox.flush(&mut listener).await {
+                    match shared.outbox.flush(&mut listener, true).await {
                         Ok(()) => heard = Instant::now(),
                         Err(e) if e.is_retryable() => break e.to_string(),
                         Err(e) => tracing::warn!(error = %e, "duroxide-postgres: notifications not sent"),

@@ -221,7 +221,18 @@ impl Outbox {
     /// Sends what is queued, a batch at a time, on `conn`. A failure puts
     /// the batch back unless it is permanent (see [`Outbox::finish`]) and is
     /// returned: the caller decides whether its connection is still good.
-    pub(super) async fn flush<C>(&self, conn: &mut C) -> Result<(), PostgresProviderError>
+    ///
+    /// `prepared`: [`SEND`] is prepared once on `conn` and reused (the
+    /// listening connection, which is always a direct one, and pooled
+    /// connections without a transaction pooler); otherwise it is sent
+    /// unnamed, parsed and planned again at every batch, since behind a
+    /// transaction pooler a named statement would outlive the server
+    /// connection it was prepared on.
+    pub(super) async fn flush<C>(
+        &self,
+        conn: &mut C,
+        prepared: bool,
+    ) -> Result<(), PostgresProviderError>
     where
         for<'c> &'c mut C: sqlx::Executor<'c, Database = sqlx::Postgres>,
     {
@@ -231,10 +242,8 @@ impl Outbox {
                 return Ok(());
             }
             let (channels, payloads) = batch.arrays();
-            // Unnamed: behind a transaction pooler a named statement would
-            // outlive the server connection it was prepared on.
             let sent = sqlx::query(SEND)
-                .persistent(false)
+                .persistent(prepared)
                 .bind(channels)
                 .bind(payloads)
                 .execute(&mut *conn)
@@ -367,14 +376,14 @@ async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> 
     use sqlx::Executor as _;
     let mut conn = db.acquire().await?;
     let Some(begin) = db.pooled_begin() else {
-        return outbox.flush(&mut *conn).await;
+        return outbox.flush(&mut *conn, true).await;
     };
     let mut open = InTransaction(Some(conn));
     let Some(conn) = open.0.as_mut() else {
         return Ok(());
     };
     (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
-    let sent = outbox.flush(&mut **conn).await;
+    let sent = outbox.flush(&mut **conn, false).await;
     let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
     (&mut **conn).execute(sqlx::raw_sql(end)).await?;
     open.0 = None;
