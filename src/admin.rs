@@ -83,7 +83,7 @@ struct ExecutionRow {
 
 /// The row `get_system_metrics` returns.
 #[derive(sqlx::FromRow)]
-struct MetricsRow {
+pub(crate) struct MetricsRow {
     total_instances: i64,
     total_executions: i64,
     running_instances: i64,
@@ -185,9 +185,7 @@ pub(crate) async fn execution_info(
 
 /// System-wide counts.
 pub(crate) async fn metrics(s: &Store) -> Result<SystemMetrics> {
-    let row = sqlx::query_as::<_, MetricsRow>(&s.sql.admin.metrics)
-        .fetch_one(&s.pool)
-        .await?;
+    let row = s.driver.system_metrics(s).await?;
     Ok(SystemMetrics {
         total_instances: count("total_instances", row.total_instances)?,
         total_executions: count("total_executions", row.total_executions)?,

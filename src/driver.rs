@@ -2,7 +2,7 @@
 //!
 //! Most operations send the same statement text in both modes (in inline
 //! mode a single-statement procedure's call renders as its body, see
-//! [`crate::inline::render`]), so they need no driver. The seven procedures
+//! [`crate::inline::render`]), so they need no driver. The eight procedures
 //! with control flow do: in procedure mode each is one call
 //! ([`procedures`], below), in inline mode a transaction driven from Rust
 //! ([`crate::inline`]). [`Driver`] picks one of the two for each of them;
@@ -10,6 +10,7 @@
 //! their store's driver for the part in between. Nothing else in the crate
 //! branches on the mode to run an operation.
 
+use crate::admin::MetricsRow;
 use crate::codec::AttemptClock;
 use crate::config::SqlMode;
 use crate::deletion::{DeletedRow, FilterParams, PruneParams, PrunedRow};
@@ -159,6 +160,16 @@ impl Driver {
                 )
                 .await?,
             )),
+        }
+    }
+
+    /// The system-wide counts, planned for the tables as they are.
+    pub(crate) async fn system_metrics(self, s: &Store) -> Result<MetricsRow> {
+        match self {
+            Self::Procedures => Ok(sqlx::query_as(&s.sql.admin.metrics)
+                .fetch_one(&s.pool)
+                .await?),
+            Self::Inline => inline::metrics::system_metrics(s).await,
         }
     }
 

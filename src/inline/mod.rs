@@ -27,6 +27,7 @@ use crate::pooler::{Conn, Db};
 use crate::schema::SchemaName;
 
 pub(crate) mod deletion;
+pub(crate) mod metrics;
 pub(crate) mod orchestration;
 pub(crate) mod worker;
 
@@ -338,6 +339,8 @@ pub(crate) struct InlineSql {
     pub fetch_work: worker::FetchSql,
     /// `delete_instances`, `delete_instance_bulk`, `prune_executions(_bulk)`.
     pub deletion: deletion::DeletionSql,
+    /// `get_system_metrics`.
+    pub metrics: metrics::MetricsSql,
 }
 
 impl InlineSql {
@@ -348,6 +351,7 @@ impl InlineSql {
             ack_orchestration: orchestration::AckSql::render(schema),
             fetch_work: worker::FetchSql::render(schema),
             deletion: deletion::DeletionSql::render(schema),
+            metrics: metrics::MetricsSql::render(schema),
         }
     }
 }

@@ -14,6 +14,7 @@ const DRIVEN: &[&str] = &[
     "delete_instances",
     "fetch_orchestration_item",
     "fetch_work_item",
+    "get_system_metrics",
     "prune_executions",
     "prune_executions_bulk",
 ];
@@ -31,6 +32,7 @@ fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
         orchestration::FetchSql::STATEMENTS,
         orchestration::AckSql::STATEMENTS,
         worker::FetchSql::STATEMENTS,
+        metrics::MetricsSql::STATEMENTS,
     ];
     all.extend(deletion::DeletionSql::STATEMENTS);
     all.into_iter().flatten().copied().collect()

@@ -287,6 +287,56 @@ in_both_modes!(
     inline_bulk_deletes_by_id_read_only_the_named_instances
 );
 
+/// The system-wide counts read every table whole, so they are planned per
+/// call with sequential scans, whatever the pool's generic plans (which
+/// have them off): with thousands of analyzed rows, one call scans
+/// `instances`, `executions` and `history` sequentially, and counts right.
+async fn system_metrics_read_their_tables_sequentially(mode: SqlMode) {
+    with_schema(&format!("metrics_plan_{mode}"), |schema| async move {
+        let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
+            grow(&setup).await;
+            sqlx::query(&setup.sql(
+                "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
+                 event_data, created_at_ms) \
+                 SELECT 'old-' || g, 1, e, 'Event', '{}', 0 \
+                 FROM generate_series(1, $1::bigint) g, generate_series(1, 2) e",
+            ))
+            .bind(ROWS)
+            .execute(&setup.pool)
+            .await
+            .expect("history");
+            sqlx::query(&setup.sql("ANALYZE {{schema}}.history"))
+                .execute(&setup.pool)
+                .await
+                .expect("analyze");
+        })
+        .await;
+        let tables = ["instances", "executions", "history"];
+        let before = seq_scans_of(&schema.pool, &schema.name, &tables).await;
+        let metrics = provider.get_system_metrics().await.expect("metrics");
+        drop(provider);
+        report_and_close(pool, 1).await;
+        let rows = u64::try_from(ROWS).expect("rows");
+        assert_eq!(metrics.total_instances, rows);
+        assert_eq!(metrics.total_executions, rows);
+        assert_eq!(metrics.completed_instances, rows);
+        assert_eq!(metrics.running_instances + metrics.failed_instances, 0);
+        assert_eq!(metrics.total_events, 2 * rows);
+        let scans = seq_scans_of(&schema.pool, &schema.name, &tables).await - before;
+        assert!(
+            scans >= 3,
+            "get_system_metrics scanned {scans} of its three tables sequentially"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(
+    system_metrics_read_their_tables_sequentially:
+    procedures_system_metrics_read_their_tables_sequentially,
+    inline_system_metrics_read_their_tables_sequentially
+);
+
 /// A backlog is read from its head: with 20,000 visible messages and
 /// activities queued (analyzed), fetching, abandoning and acking a few reads
 /// a few rows of each queue, in both modes, on the provider's own pool
