@@ -20,8 +20,13 @@
 -- reads anyway; the locks taken are on the new rows only. Nothing is
 -- notified (the procedures return what to wake; this ignores it).
 --
+-- It waits at most a second for a table lock (lock_timeout): a table
+-- locked by someone else, an operator's DDL say, would otherwise hold up
+-- the provider's build that calls this, for an optional saving.
+--
 -- Returns whether the whole sequence ran (false: the fetch met another
--- instance first, or a call failed; what ran stays warm).
+-- instance first, or a call failed, a lock wait included; what ran stays
+-- warm).
 CREATE OR REPLACE FUNCTION {{schema}}.warm_up{{suffix}}()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -29,6 +34,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

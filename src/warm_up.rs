@@ -53,7 +53,8 @@ const ACQUIRE: Duration = Duration::from_secs(1);
 /// the same moment (the migration check waits in the shard's pool, not in
 /// the shard's line, which is what a keep looks at). Run in the background
 /// instead, it held the tenant's own first operations up behind it. A
-/// failure, or no connection within [`ACQUIRE`], is logged and otherwise
+/// failure, no connection within [`ACQUIRE`], or a table lock not granted
+/// within a second (the procedure's `lock_timeout`) is logged and otherwise
 /// ignored: the calls it would have made warm are made cold instead.
 pub(crate) async fn run(store: &Store) {
     let warmed = store

@@ -160,3 +160,36 @@ async fn a_provider_in_procedure_mode_warms_its_home_connection() {
     })
     .await;
 }
+
+/// A table of the tenant locked by someone else (an operator's DDL, say)
+/// does not hold the provider's build up: the warm-up waits a second at
+/// most for a lock and gives up, leaving the connection cold, and the build
+/// returns.
+#[tokio::test]
+async fn a_locked_table_does_not_hold_up_the_build() {
+    with_schema("warm_up_locked", |schema| async move {
+        // Migrated first, by a provider of its own.
+        let first = shared_pool(2).await;
+        drop(provider(&first, &schema, SqlMode::StoredProcedures).await);
+        first.close().await;
+
+        let mut holder = schema.pool.begin().await.expect("begin");
+        sqlx::query(
+            &schema.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE"),
+        )
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+        let shared = shared_pool(4).await;
+        let built = tokio::time::timeout(
+            Duration::from_secs(15),
+            provider(&shared, &schema, SqlMode::StoredProcedures),
+        )
+        .await;
+        holder.rollback().await.expect("release");
+        let p = built.expect("the build returned while the table was locked");
+        assert_eq!(p.admission_stats().connections_warmed, 0, "left cold");
+        shared.close().await;
+    })
+    .await;
+}
