@@ -128,11 +128,15 @@ impl Drop for Resume {
 /// stopped with SIGSTOP: the TCP connection stays up, nothing comes back,
 /// as when a network drops packets) is noticed by the keepalive within its
 /// bounded wait and replaced; a commit then wakes a waiting fetch again.
+/// The keepalive is a second: a keepalive waits as long as its interval
+/// for the reply, and under the whole suite's load on two cores a reply
+/// took longer than the 300 ms this test once used, so the "answered
+/// keepalives" never added up before the server was stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_stops_answering_is_replaced() {
     with_schemas("mute_listen", 1, |pool, names, app| async move {
         let mode = SqlMode::StoredProcedures;
-        let p = listening_provider(&pool, &names[0], mode, Duration::from_millis(300)).await;
+        let p = listening_provider(&pool, &names[0], mode, Duration::from_secs(1)).await;
         subscribed(&p).await;
         let pids = listeners(&pool, &app).await;
         assert_eq!(pids.len(), 1, "one listener");
