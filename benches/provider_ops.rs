@@ -54,10 +54,12 @@ async fn provider(url: &str, schema: &str, mode: SqlMode) -> Arc<PostgresProvide
         .connect_with(connect)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let options = PostgresOptions::default().schema(schema).sql_mode(mode);
     Arc::new(
         PostgresProvider::from_pool_with(pool, options)
@@ -205,10 +207,12 @@ async fn round_trips(p: &PostgresProvider, mode: SqlMode) {
     count!("read_history(100)", (), |_: ()| async {
         p.read("hist-100").await.unwrap_or_else(|e| panic!("{e}"));
     });
-    sqlx::query(&format!("TRUNCATE \"bench_{mode}\".orchestrator_queue"))
-        .execute(p.pool())
-        .await
-        .ok();
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("TRUNCATE \"bench_{mode}\".orchestrator_queue").to_string(),
+    ))
+    .execute(p.pool())
+    .await
+    .ok();
     count!(
         "abandon_orchestration_item",
         { lease(p, "rt-abandon").await },
@@ -250,10 +254,12 @@ fn bench_mode(c: &mut Criterion, rt: &Runtime, url: &str, mode: SqlMode) {
         })
     });
     rt.block_on(async {
-        sqlx::query(&format!("TRUNCATE \"{schema}\".orchestrator_queue"))
-            .execute(p.pool())
-            .await
-            .ok();
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("TRUNCATE \"{schema}\".orchestrator_queue").to_string(),
+        ))
+        .execute(p.pool())
+        .await
+        .ok();
     });
 
     group.bench_function("orchestration_turn", |b| {
@@ -292,10 +298,12 @@ fn bench_mode(c: &mut Criterion, rt: &Runtime, url: &str, mode: SqlMode) {
         })
     });
     rt.block_on(async {
-        sqlx::query(&format!("TRUNCATE \"{schema}\".orchestrator_queue"))
-            .execute(p.pool())
-            .await
-            .ok();
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("TRUNCATE \"{schema}\".orchestrator_queue").to_string(),
+        ))
+        .execute(p.pool())
+        .await
+        .ok();
     });
 
     for events in [10u64, 100, 1000] {

@@ -356,7 +356,10 @@ async fn drop_schema(admin: &PgPool, schema: &str) -> Result<(), BoxError> {
     let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
     let mut attempt = 1;
     loop {
-        match sqlx::query(&statement).execute(admin).await {
+        match sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(admin)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if attempt < 5 => {
                 eprintln!("dropping {schema} failed ({e}); trying again");
@@ -523,9 +526,9 @@ async fn run_one(
     // Every turn appends history in one transaction, stamped with one time:
     // distinct stamps per execution count the turns.
     let turns: Option<i64> = match ours {
-        Some(_) => sqlx::query_scalar(&format!(
+        Some(_) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(DISTINCT (instance_id, execution_id, created_at_ms)) FROM \"{schema}\".history"
-        ))
+        ).to_string()))
         .fetch_one(admin)
         .await
         .ok(),
@@ -583,7 +586,7 @@ async fn client_url(url: &str, admin: &PgPool, own_server: bool, create_on_their
 /// Prints the server's durability settings.
 async fn print_server_settings(admin: &PgPool, durable_asked: bool, own_server: bool) {
     let show = |name: &'static str| async move {
-        sqlx::query_scalar::<_, String>(&format!("SHOW {name}"))
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {name}").to_string()))
             .fetch_one(admin)
             .await
             .unwrap_or_else(|e| format!("unknown ({e})"))

@@ -129,10 +129,12 @@ async fn main() {
             let mut conn = sqlx::PgConnection::connect_with(&connect)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("drop {schema}: {e}"));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(
+                format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("drop {schema}: {e}"));
             conn.close().await.unwrap_or_else(|e| panic!("{name}: {e}"));
             let p = PostgresProvider::connect_with(url, options)
                 .await
@@ -148,10 +150,12 @@ async fn main() {
                 cell(&mut s.ack),
                 cell(&mut s.read)
             );
-            sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .execute(p.pool())
-                .await
-                .unwrap_or_else(|e| panic!("drop {schema}: {e}"));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(
+                format!("DROP SCHEMA \"{schema}\" CASCADE").to_string(),
+            ))
+            .execute(p.pool())
+            .await
+            .unwrap_or_else(|e| panic!("drop {schema}: {e}"));
         }
     }
 }

@@ -60,9 +60,8 @@ async fn run(
         .map(|i| SchemaName::new(&format!("prov_bench_{i}")))
         .collect::<Result<_, _>>()?;
     for schema in &schemas {
-        sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            schema.quoted()
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()).to_string(),
         ))
         .execute(&pool)
         .await?;
@@ -98,9 +97,8 @@ async fn run(
     );
     if !keep {
         for schema in &schemas {
-            sqlx::query(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                schema.quoted()
+            sqlx::query(sqlx::AssertSqlSafe(
+                format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()).to_string(),
             ))
             .execute(&pool)
             .await?;

@@ -41,9 +41,11 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
         .max_connections(10)
         .connect_with(PostgresOptions::default().connect_options(url)?)
         .await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(&pool)
+    .await?;
     let provider = Arc::new(
         PostgresProvider::from_pool_with(
             pool.clone(),
@@ -97,9 +99,11 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
         (sync_after - sync_before) as f64 / n as f64,
         (write_after - write_before) as f64 / n as f64,
     );
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(&pool)
+    .await?;
     pool.close().await;
     Ok(())
 }

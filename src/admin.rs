@@ -110,7 +110,7 @@ pub(crate) async fn orphaned_instances(s: &Store, limit: u32) -> Result<Vec<Orph
 
 /// The ids a listing statement returns, with its instance argument if any.
 async fn ids(s: &Store, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
-    let mut query = sqlx::query_scalar(sql);
+    let mut query = sqlx::query_scalar(crate::sql::audited(sql));
     if let Some(arg) = arg {
         query = query.bind(codec::check_text("instance", arg)?);
     }

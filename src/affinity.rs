@@ -267,20 +267,21 @@ impl Shards {
             .waiting
             .get(home)
             .map_or(1, |w| w.load(Ordering::Acquire));
-        if idle(own) < queued && own.size() >= own.options().get_max_connections() {
-            if let Some(lender) = self.lender(home) {
-                drop(in_line);
-                // In line on the lender as on a home: a connection released
-                // there while this operation waits goes back to the pool
-                // for it instead of being kept for the next operation (which
-                // would leave this one waiting until the keep's window ends),
-                // and one kept there before it got in line is taken now.
-                let _in_line = InLine::new(self.waiting.get(lender));
-                if let Some(conn) = self.kept.take(lender, tenant) {
-                    return Ok((conn, lender));
-                }
-                return Ok((self.pool(lender).acquire().await?, lender));
+        if idle(own) < queued
+            && own.size() >= own.options().get_max_connections()
+            && let Some(lender) = self.lender(home)
+        {
+            drop(in_line);
+            // In line on the lender as on a home: a connection released
+            // there while this operation waits goes back to the pool
+            // for it instead of being kept for the next operation (which
+            // would leave this one waiting until the keep's window ends),
+            // and one kept there before it got in line is taken now.
+            let _in_line = InLine::new(self.waiting.get(lender));
+            if let Some(conn) = self.kept.take(lender, tenant) {
+                return Ok((conn, lender));
             }
+            return Ok((self.pool(lender).acquire().await?, lender));
         }
         Ok((own.acquire().await?, home))
     }

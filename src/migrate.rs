@@ -415,7 +415,7 @@ async fn migrate_locked(
     let setup = schema.render(&format!(
         "{PIN}{BOOKKEEPING}\n{LOCK}{BOOKKEEPING_UPGRADE}{STATE}"
     ));
-    let rows = tx.fetch_all(setup.as_str()).await?;
+    let rows = tx.fetch_all(crate::sql::audited(&setup)).await?;
     let state = State::from_rows(&rows)?;
     let before = state.status(schema)?;
     // A newer build's procedures are never replaced nor dropped.
@@ -521,7 +521,7 @@ async fn migrate_locked(
         }
     }
     let batch = schema.render(&batch);
-    tx.execute(batch.as_str()).await?;
+    tx.execute(crate::sql::audited(&batch)).await?;
     tx.commit().await?;
     for migration in &pending {
         tracing::info!(schema = %schema, version = migration.version, name = migration.name, "applied migration");

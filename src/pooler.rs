@@ -32,7 +32,7 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres};
+use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, SqlStr};
 
 /// The pool operations run on, and whether a transaction pooler is in front
 /// of the server.
@@ -206,7 +206,9 @@ impl Db {
         let conn = guard.conn()?;
         // The executor's own boxed futures and streams: sqlx's `async fn`
         // helpers over a borrowed connection would not prove `Send` here.
-        (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
+        (&mut **conn)
+            .execute(sqlx::raw_sql(crate::sql::audited(begin)))
+            .await?;
         let outcome: Result<Vec<_>, sqlx::Error> =
             (&mut **conn).fetch_many(Unnamed(query)).try_collect().await;
         let end = if outcome.is_ok() {
@@ -266,11 +268,11 @@ impl Drop for Pinned {
 struct Unnamed<E>(E);
 
 impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Unnamed<E> {
-    fn sql(&self) -> &'q str {
+    fn sql(self) -> SqlStr {
         self.0.sql()
     }
 
-    fn statement(&self) -> Option<&PgStatement<'q>> {
+    fn statement(&self) -> Option<&PgStatement> {
         self.0.statement()
     }
 
@@ -334,21 +336,21 @@ impl<'c> Executor<'c> for &'c Db {
         }
     }
 
-    fn prepare_with<'e, 'q: 'e>(
+    fn prepare_with<'e>(
         self,
-        sql: &'q str,
+        sql: SqlStr,
         parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
     where
         'c: 'e,
     {
         self.pool.prepare_with(sql, parameters)
     }
 
-    fn describe<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    // sqlx declares this only with its `offline` feature, which the crate
+    // turns on (through `macros`) so that the impl compiles whatever
+    // features other crates in a build ask of sqlx.
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {

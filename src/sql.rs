@@ -7,8 +7,63 @@
 //! prepares once per connection and reuses. In inline mode a call of a
 //! single-statement procedure renders as that statement (see [`crate::inline`]).
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
 use crate::config::SqlMode;
 use crate::schema::SchemaName;
+
+/// A statement rendered from the crate's own SQL templates: its only
+/// dynamic part is the tenant's schema name, validated and quoted
+/// ([`SchemaName`]); values always travel as bind parameters. Shared, so
+/// handing it to sqlx (which owns the text of every query it runs) copies
+/// no text.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Sql(Arc<str>);
+
+impl Sql {
+    /// Wraps a rendered statement.
+    pub(crate) fn new(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+}
+
+impl Deref for Sql {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Sql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl SqlSafeStr for &Sql {
+    fn into_sql_str(self) -> SqlStr {
+        AssertSqlSafe(self.0.clone()).into_sql_str()
+    }
+}
+
+/// Text built by the crate itself from its own templates, validated
+/// identifiers (quoted) and constants, never from data: the statements
+/// that are not rendered once per provider (DDL, admin and test helpers).
+/// Copies the text, as sqlx owns the text of every query it runs.
+pub(crate) fn audited(text: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(text.to_owned())
+}
 
 /// Declares a struct of rendered statements and its `render` constructor.
 ///
@@ -31,7 +86,7 @@ macro_rules! statements {
         $(#[$meta])*
         #[derive(Debug, Clone)]
         $vis struct $name {
-            $( $(#[$field_meta])* pub(crate) $field: String, )*
+            $( $(#[$field_meta])* pub(crate) $field: $crate::sql::Sql, )*
         }
 
         impl $name {
@@ -41,7 +96,7 @@ macro_rules! statements {
                 schema: &$crate::schema::SchemaName,
                 mode: $crate::config::SqlMode,
             ) -> Self {
-                Self { $( $field: $crate::inline::render($sql, schema, mode), )* }
+                Self { $( $field: $crate::sql::Sql::new($crate::inline::render($sql, schema, mode)), )* }
             }
 
             /// `(field, template)` of every statement, for the unit tests.

@@ -348,10 +348,12 @@ mod tests {
         // Spawned, so a failure still reaches the cleanup below.
         let outcome = tokio::spawn(body).await;
         for schema in [&procedures, &inline] {
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(
+                format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
         }
         pool.close().await;
         if let Err(e) = outcome {

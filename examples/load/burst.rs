@@ -231,7 +231,10 @@ async fn drive(
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let last = loop {
-        let (done, last): (i64, Option<i64>) = sqlx::query_as(&done_sql).fetch_one(admin).await?;
+        let (done, last): (i64, Option<i64>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(done_sql.to_string()))
+                .fetch_one(admin)
+                .await?;
         if done as usize >= work.len() {
             break last.map_or(t0, |d| d as f64);
         }
@@ -260,7 +263,9 @@ async fn drive(
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let times: Vec<(Option<f64>, Option<f64>)> =
-        sqlx::query_as(&times_sql).fetch_all(admin).await?;
+        sqlx::query_as(sqlx::AssertSqlSafe(times_sql.to_string()))
+            .fetch_all(admin)
+            .await?;
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v
@@ -275,9 +280,11 @@ async fn drive(
 
 async fn drop_all(admin: &PgPool, names: &[String]) -> Result<(), BoxError> {
     for name in names {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-            .execute(admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
+        ))
+        .execute(admin)
+        .await?;
     }
     Ok(())
 }

@@ -50,9 +50,11 @@ pub async fn run(
     notifications: bool,
 ) -> Result<Row, BoxError> {
     let schema = format!("latency_{}_{notifications}", mode.as_str());
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(admin)
+    .await?;
     let options = PostgresOptions::default()
         .schema(schema.clone())
         .sql_mode(mode)
@@ -113,9 +115,9 @@ pub async fn run(
             .await?;
         // Completion time as the database recorded it, so the client's own
         // status polling interval does not inflate the figure.
-        let completed: Option<i64> = sqlx::query_scalar(&format!(
+        let completed: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT completed_at_ms FROM \"{schema}\".executions WHERE instance_id = $1 AND execution_id = 1"
-        ))
+        ).to_string()))
         .bind(&instance)
         .fetch_one(admin)
         .await?;
@@ -125,9 +127,11 @@ pub async fn run(
     }
     rt.shutdown(None).await;
     latencies_ms.sort_by(f64::total_cmp);
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(admin)
+    .await?;
     eprintln!(
         "[latency {mode} notify {}] p50 {:.1} ms",
         if notifications { "on" } else { "off" },

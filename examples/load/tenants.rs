@@ -78,9 +78,11 @@ pub async fn run(
         .map(|i| format!("tenant_{}_{i}", mode.as_str()))
         .collect();
     for name in &names {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-            .execute(admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
+        ))
+        .execute(admin)
+        .await?;
     }
     // Both pools carry the provider's connection settings (generic plans,
     // statement cache), as a pool built for tenants should.
@@ -139,9 +141,11 @@ pub async fn run(
     pool.close().await;
     enqueuer_pool.close().await;
     for name in &names {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-            .execute(admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
+        ))
+        .execute(admin)
+        .await?;
     }
     eprintln!(
         "[tenants {mode} x{tenants}] {} listening connection(s), {} wake-up(s) while joining",

@@ -61,7 +61,11 @@ impl Tx {
         };
         match pool.pooled_begin() {
             None => sqlx::query("BEGIN").execute(tx.conn()?).await?,
-            Some(begin) => tx.conn()?.execute(sqlx::raw_sql(begin)).await?,
+            Some(begin) => {
+                tx.conn()?
+                    .execute(sqlx::raw_sql(crate::sql::audited(begin)))
+                    .await?
+            }
         };
         Ok(tx)
     }
@@ -310,13 +314,13 @@ macro_rules! procedure_statements {
         $(#[$meta])*
         #[derive(Debug, Clone)]
         $vis struct $name {
-            $( $(#[$field_meta])* pub(crate) $field: String, )*
+            $( $(#[$field_meta])* pub(crate) $field: $crate::sql::Sql, )*
         }
 
         impl $name {
             /// Renders every statement for `schema`.
             pub(crate) fn render(schema: &$crate::schema::SchemaName) -> Self {
-                Self { $( $field: schema.render(&$crate::inline::statement($procedure, stringify!($field))), )* }
+                Self { $( $field: $crate::sql::Sql::new(schema.render(&$crate::inline::statement($procedure, stringify!($field)))), )* }
             }
 
             /// `(procedure, statement)` of every field, for the unit tests.

@@ -86,7 +86,7 @@ async fn inspect_batch(
     let all: Vec<&SchemaName> = batch.iter().collect();
     let exists = format!("{PIN}{}", tagged_union(EXISTS, &all));
     let mut access = HashMap::new();
-    for row in conn.fetch_all(exists.as_str()).await? {
+    for row in conn.fetch_all(crate::sql::audited(&exists)).await? {
         let schema: String = row.try_get("schema")?;
         access.insert(schema, Access::from_row(&row)?);
     }
@@ -101,7 +101,7 @@ async fn inspect_batch(
     let mut rows: HashMap<String, Vec<PgRow>> = HashMap::new();
     if !readable.is_empty() {
         let state = format!("{PIN}{}", tagged_union(STATE, &readable));
-        for row in conn.fetch_all(state.as_str()).await? {
+        for row in conn.fetch_all(crate::sql::audited(&state)).await? {
             let schema: String = row.try_get("schema")?;
             rows.entry(schema).or_default().push(row);
         }

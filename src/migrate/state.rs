@@ -181,7 +181,7 @@ impl Access {
     /// the caller's transaction, when there is one).
     pub(super) async fn probe(conn: &mut PgConnection, schema: &SchemaName) -> Result<Self> {
         let exists = schema.render(&format!("{PIN}{EXISTS}"));
-        let rows = conn.fetch_all(exists.as_str()).await?;
+        let rows = conn.fetch_all(crate::sql::audited(&exists)).await?;
         let Some(row) = rows.first() else {
             return Err(PostgresProviderError::decode("schema access", "no row"));
         };
@@ -291,6 +291,6 @@ pub(super) async fn read_state_as(
         ));
     };
     let state = schema.render(&format!("{PIN}{query}"));
-    let rows = conn.fetch_all(state.as_str()).await?;
+    let rows = conn.fetch_all(crate::sql::audited(&state)).await?;
     Ok(Some(State::from_rows(&rows)?))
 }

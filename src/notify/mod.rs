@@ -601,7 +601,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         Err(e) => tracing::warn!(error = %e, "duroxide-postgres: notifications not sent"),
                     }
                 }
-                // Cancelling `try_recv` loses nothing: sqlx 0.8 leaves a
+                // Cancelling `try_recv` loses nothing: sqlx (0.8, 0.9) leaves a
                 // partly read message in the connection's buffer, and
                 // notifications arriving during the `LISTEN` or `UNLISTEN`
                 // are buffered for the next `try_recv`.

@@ -90,7 +90,7 @@ async fn queue_batch(
 ) -> Result<()> {
     let statement = migrate::tagged_union(QUEUE_STATS, batch);
     let read: Result<Vec<(String, Result<QueueStats>)>> = async {
-        let rows = conn.fetch_all(statement.as_str()).await?;
+        let rows = conn.fetch_all(crate::sql::audited(&statement)).await?;
         rows.iter()
             .map(|row| Ok((row.try_get("schema")?, super::queue_stats_of(row))))
             .collect()

@@ -463,7 +463,8 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
     }
     let queues = match migrate::inspect_on(&mut tx, schema).await {
         Ok(status) if status.pending_migrations == 0 => {
-            tx.execute(schema.render(FREEZE).as_str()).await?;
+            tx.execute(crate::sql::audited(&schema.render(FREEZE)))
+                .await?;
             Some(queue_stats(&mut tx, schema).await?)
         }
         Ok(_) if force => None,
@@ -492,7 +493,8 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
             ),
         ));
     }
-    tx.execute(schema.render(DROP_SCHEMA).as_str()).await?;
+    tx.execute(crate::sql::audited(&schema.render(DROP_SCHEMA)))
+        .await?;
     tx.commit().await?;
     tracing::info!(schema = %schema, force, "dropped tenant");
     Ok(DroppedTenant {
@@ -518,7 +520,7 @@ pub async fn uninstall_procedures(pool: &PgPool, schema: &SchemaName) -> Result<
     let mut tx = locked_tenant(pool, schema, "nothing uninstalled").await?;
     let names = our_functions(&mut tx, schema).await?;
     let dropped = drop_functions(&mut tx, schema, &names).await?;
-    tx.execute(schema.render(FORGET_PROCEDURES).as_str())
+    tx.execute(crate::sql::audited(&schema.render(FORGET_PROCEDURES)))
         .await?;
     tx.commit().await?;
     tracing::info!(schema = %schema, dropped, "uninstalled stored procedures");
@@ -578,7 +580,7 @@ async fn drop_functions(
         .await?;
     if !signatures.is_empty() {
         let drop = format!("DROP FUNCTION {}", signatures.join(", "));
-        conn.execute(drop.as_str()).await?;
+        conn.execute(crate::sql::audited(&drop)).await?;
     }
     Ok(signatures.len())
 }
@@ -588,7 +590,8 @@ async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()>
     conn.execute(LOCK_TIMEOUT).await?;
     // A schema without bookkeeping has no migration to wait for.
     if has_table(conn, schema, "_duroxide_migrations").await? {
-        conn.execute(schema.render(migrate::LOCK).as_str()).await?;
+        conn.execute(crate::sql::audited(&schema.render(migrate::LOCK)))
+            .await?;
     }
     Ok(())
 }
@@ -619,9 +622,10 @@ async fn procedure_names(conn: &mut PgConnection, schema: &SchemaName) -> Result
         .map(|p| p.name.to_string())
         .collect();
     if has_table(conn, schema, "_duroxide_procedures").await? {
-        let recorded: Vec<String> = sqlx::query_scalar(&schema.render(RECORDED_PROCEDURES))
-            .fetch_all(&mut *conn)
-            .await?;
+        let recorded: Vec<String> =
+            sqlx::query_scalar(crate::sql::audited(&schema.render(RECORDED_PROCEDURES)))
+                .fetch_all(&mut *conn)
+                .await?;
         for name in recorded {
             if !names.contains(&name) {
                 names.push(name);
@@ -677,7 +681,7 @@ fn created_tables() -> Vec<String> {
 
 /// Queue depths and leases of a fully migrated `schema`.
 async fn queue_stats(conn: &mut PgConnection, schema: &SchemaName) -> Result<QueueStats> {
-    let row = sqlx::query(&schema.render(QUEUE_STATS))
+    let row = sqlx::query(crate::sql::audited(&schema.render(QUEUE_STATS)))
         .fetch_one(&mut *conn)
         .await?;
     queue_stats_of(&row)

@@ -98,7 +98,7 @@ pub async fn grant_runtime_role(
         .fetch_all(&mut *tx)
         .await?;
     for statement in &statements {
-        tx.execute(statement.as_str()).await?;
+        tx.execute(crate::sql::audited(statement)).await?;
     }
     let (grantor, rights) = rights(&mut tx, schema, role).await?;
     if mode == SqlMode::StoredProcedures && rights.functions == 0 {
@@ -161,7 +161,7 @@ pub async fn revoke_runtime_role(
         .fetch_all(&mut *tx)
         .await?;
     for statement in &statements {
-        tx.execute(statement.as_str()).await?;
+        tx.execute(crate::sql::audited(statement)).await?;
     }
     let (_, rights) = rights(&mut tx, schema, role).await?;
     tx.commit().await?;

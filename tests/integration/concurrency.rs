@@ -134,11 +134,14 @@ async fn ack_racing_renewal_and_another_fetch_never_double_processes() {
                 "round {round}: exactly one turn committed"
             );
         }
-        let depth: i64 =
-            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}.orchestrator_queue"))
-                .fetch_one(&schema.pool)
-                .await
-                .expect("count");
+        let depth: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
+            schema
+                .sql("SELECT count(*) FROM {{schema}}.orchestrator_queue")
+                .to_string(),
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
         assert_eq!(depth, 0, "every message consumed exactly once");
     })
     .await;
@@ -195,11 +198,14 @@ async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
             .expect_err("NUL must be refused");
         assert!(!err.is_retryable());
         assert!(err.message.contains("instance"), "{err}");
-        let depth: i64 =
-            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}.orchestrator_queue"))
-                .fetch_one(&schema.pool)
-                .await
-                .expect("count");
+        let depth: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
+            schema
+                .sql("SELECT count(*) FROM {{schema}}.orchestrator_queue")
+                .to_string(),
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
         assert_eq!(depth, 0);
     })
     .await;
@@ -272,7 +278,7 @@ async fn a_lease_counts_from_the_call_not_from_a_late_connection() {
                 let sql = schema.sql(&format!(
                     "SELECT max(locked_until_ms) FROM {{{{schema}}}}.{table}"
                 ));
-                let until: Option<i64> = sqlx::query_scalar(&sql)
+                let until: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
                     .fetch_one(&schema.pool)
                     .await
                     .expect("lease row");
@@ -310,17 +316,17 @@ async fn a_lease_is_not_stretched_by_a_candidate_lost_to_another_dispatcher() {
             }
             // Another dispatcher's lease on `first`, not committed yet.
             let mut other = schema.pool.begin().await.expect("begin");
-            sqlx::query(&schema.sql(
+            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
                 "INSERT INTO {{schema}}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
                  VALUES ($1, $2, {{now_ms}} + 60000, {{now_ms}})",
-            ))
+            ).to_string()))
             .bind(&first)
             .bind(format!("other-{mode}"))
             .execute(&mut *other)
             .await
             .expect("the other dispatcher's lease");
 
-            let called_ms: i64 = sqlx::query_scalar(&schema.sql("SELECT {{now_ms}}"))
+            let called_ms: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql("SELECT {{now_ms}}").to_string()))
                 .fetch_one(&schema.pool)
                 .await
                 .expect("server clock");
@@ -352,9 +358,9 @@ async fn a_lease_is_not_stretched_by_a_candidate_lost_to_another_dispatcher() {
                 .expect("fetch")
                 .expect("the second instance is claimed");
             assert_eq!(item.instance, second, "{mode}");
-            let until: i64 = sqlx::query_scalar(&schema.sql(
+            let until: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
                 "SELECT locked_until_ms FROM {{schema}}.instance_locks WHERE instance_id = $1",
-            ))
+            ).to_string()))
             .bind(&second)
             .fetch_one(&schema.pool)
             .await
@@ -419,9 +425,9 @@ async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
                         .await
                         .expect("the retry gets a new connection");
                 }
-                let queued: i64 = sqlx::query_scalar(&schema.sql(
+                let queued: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
                     "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-                ))
+                ).to_string()))
                 .bind(&instance)
                 .fetch_one(&schema.pool)
                 .await
@@ -514,10 +520,11 @@ async fn an_appended_batch_of_events_shares_one_time() {
                 .append_with_execution("appended", 1, events)
                 .await
                 .expect("append");
-            let (rows, times): (i64, i64) = sqlx::query_as(
-                &schema
-                    .sql("SELECT count(*), count(DISTINCT created_at_ms) FROM {{schema}}.history"),
-            )
+            let (rows, times): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(
+                schema
+                    .sql("SELECT count(*), count(DISTINCT created_at_ms) FROM {{schema}}.history")
+                    .to_string(),
+            ))
             .fetch_one(&schema.pool)
             .await
             .expect("history times");
@@ -563,10 +570,11 @@ async fn an_abandoned_batch_comes_due_at_one_time() {
                 .abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
                 .await
                 .expect("abandon");
-            let times: i64 = sqlx::query_scalar(
-                &schema
-                    .sql("SELECT count(DISTINCT visible_at_ms) FROM {{schema}}.orchestrator_queue"),
-            )
+            let times: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                schema
+                    .sql("SELECT count(DISTINCT visible_at_ms) FROM {{schema}}.orchestrator_queue")
+                    .to_string(),
+            ))
             .fetch_one(&schema.pool)
             .await
             .expect("visibility times");

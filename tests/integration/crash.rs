@@ -222,9 +222,11 @@ async fn crash_loses_nothing_acked(mode: SqlMode) {
     })
     .catch_unwind()
     .await;
-    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(&pool)
+    .await;
     pool.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);

@@ -131,7 +131,7 @@ impl FaultDb {
             format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
             format!("CREATE DATABASE \"{name}\""),
         ] {
-            sqlx::query(&sql)
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
                 .execute(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -157,7 +157,7 @@ impl FaultDb {
     /// Runs `sql` (with `{{db}}` the quoted database name) on the server.
     async fn admin(&self, sql: &str) {
         let sql = sql.replace("{{db}}", &format!("\"{}\"", self.name));
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(&self.admin)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));

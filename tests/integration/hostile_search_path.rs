@@ -133,7 +133,7 @@ impl Hostile {
             format!("CREATE ROLE \"{role}\" NOLOGIN"),
             format!("CREATE SCHEMA \"{schema}\" AUTHORIZATION \"{role}\""),
         ] {
-            sqlx::query(&ddl)
+            sqlx::query(sqlx::AssertSqlSafe(ddl.to_string()))
                 .execute(admin)
                 .await
                 .unwrap_or_else(|e| panic!("{ddl}: {e}"));
@@ -144,7 +144,7 @@ impl Hostile {
             "SET ROLE \"{role}\";\n{}\nRESET ROLE;",
             DECOYS.replace("{{hostile}}", &format!("\"{schema}\""))
         );
-        sqlx::raw_sql(&plant)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(plant.to_string()))
             .execute(&mut *conn)
             .await
             .unwrap_or_else(|e| panic!("plant decoys: {e}"));
@@ -184,27 +184,33 @@ impl Hostile {
 
     /// The decoys that ran so far.
     async fn fired(&self) -> BTreeSet<String> {
-        sqlx::query_scalar::<_, String>(&format!("SELECT decoy FROM \"{}\".calls", self.schema))
-            .fetch_all(&self.admin)
-            .await
-            .expect("read the audit table")
-            .into_iter()
-            .collect()
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(
+            format!("SELECT decoy FROM \"{}\".calls", self.schema).to_string(),
+        ))
+        .fetch_all(&self.admin)
+        .await
+        .expect("read the audit table")
+        .into_iter()
+        .collect()
     }
 
     async fn clear(&self) {
-        sqlx::query(&format!("TRUNCATE \"{}\".calls", self.schema))
-            .execute(&self.admin)
-            .await
-            .expect("clear the audit table");
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("TRUNCATE \"{}\".calls", self.schema).to_string(),
+        ))
+        .execute(&self.admin)
+        .await
+        .expect("clear the audit table");
     }
 
     async fn remove(self) {
         self.pool.close().await;
         drop_schema(&self.admin, &self.schema).await;
-        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{}\"", self.role))
-            .execute(&self.admin)
-            .await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP ROLE IF EXISTS \"{}\"", self.role).to_string(),
+        ))
+        .execute(&self.admin)
+        .await;
     }
 }
 
@@ -338,10 +344,12 @@ async fn nothing_planted_ever_runs(mode: SqlMode) {
         assert!(tenants::list(pool).await.expect("list").contains(&name));
         tenants::status(pool, &name).await.expect("status");
         tenants::status_all(pool).await.expect("status all");
-        sqlx::raw_sql(&tenants::install_script(&second, mode, None))
-            .execute(pool)
-            .await
-            .expect("run the install script");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            tenants::install_script(&second, mode, None).to_string(),
+        ))
+        .execute(pool)
+        .await
+        .expect("run the install script");
         for outcome in
             tenants::verify_many(pool, &[name.clone(), second.clone()], mode, |_| {}).await
         {

@@ -26,6 +26,7 @@ mod orphans;
 mod outsiders;
 mod pgbouncer;
 mod plans;
+mod pool_churn;
 mod prefetch;
 mod reuse;
 mod roles;

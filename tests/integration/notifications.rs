@@ -164,12 +164,15 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
         let begun = Instant::now();
         let fetch = waiting_fetch(&waiter, poll);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query(&format!(
-            "SELECT \"{}\".{}('ghost', 'StartOrchestration', 'x', 0)",
-            names[0],
-            duroxide_postgres::SchemaName::new(&names[0])
-                .map(|n| n.procedure_name("enqueue_orchestrator_item"))
-                .unwrap_or_else(|e| panic!("{e}"))
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!(
+                "SELECT \"{}\".{}('ghost', 'StartOrchestration', 'x', 0)",
+                names[0],
+                duroxide_postgres::SchemaName::new(&names[0])
+                    .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            )
+            .to_string(),
         ))
         .execute(&mut *tx)
         .await
@@ -550,12 +553,15 @@ async fn a_committed_procedure_call_sends_no_notification_itself() {
         let before = p.notification_stats().map_or(0, |s| s.received);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         for i in 0..5 {
-            let wake: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT \"{}\".{}($1, 'StartOrchestration', 'x', 0)",
-                names[0],
-                duroxide_postgres::SchemaName::new(&names[0])
-                    .map(|n| n.procedure_name("enqueue_orchestrator_item"))
-                    .unwrap_or_else(|e| panic!("{e}"))
+            let wake: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                format!(
+                    "SELECT \"{}\".{}($1, 'StartOrchestration', 'x', 0)",
+                    names[0],
+                    duroxide_postgres::SchemaName::new(&names[0])
+                        .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                        .unwrap_or_else(|e| panic!("{e}"))
+                )
+                .to_string(),
             ))
             .bind(format!("fold-{i}"))
             .fetch_one(&mut *tx)
@@ -731,12 +737,12 @@ async fn a_settle_window_restarts_at_each_completion_up_to_a_cap() {
                     .await
                     .unwrap_or_else(|e| panic!("ack work: {e}"));
                 let updated = Instant::now();
-                let aged = sqlx::query(&format!(
+                let aged = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE \"{schema}\".orchestrator_queue q \
                         SET visible_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
                                             - CASE WHEN q.id = (SELECT min(id) FROM \"{schema}\".orchestrator_queue) \
                                                    THEN $1::bigint ELSE $2::bigint END"
-                ))
+                ).to_string()))
                 .bind(i64::try_from(oldest).unwrap_or(i64::MAX))
                 .bind(i64::try_from(newest).unwrap_or(i64::MAX))
                 .execute(&pool)

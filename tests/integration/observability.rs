@@ -187,19 +187,19 @@ where
         values: &tracing::span::Record<'_>,
         ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
-                values.record(fields);
-            }
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+        {
+            values.record(fields);
         }
     }
 
     fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if let Some(span) = ctx.span(&id) {
-            if let Some(fields) = span.extensions_mut().remove::<Fields>() {
-                let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-                closed.push(fields.0);
-            }
+        if let Some(span) = ctx.span(&id)
+            && let Some(fields) = span.extensions_mut().remove::<Fields>()
+        {
+            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            closed.push(fields.0);
         }
     }
 }

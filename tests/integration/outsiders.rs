@@ -115,7 +115,10 @@ async fn try_the_tables(outsider: &mut PgConnection, schema: &TestSchema) {
                 .execute(&mut *outsider)
                 .await
                 .expect("savepoint");
-            match sqlx::query(&statement).execute(&mut *outsider).await {
+            match sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut *outsider)
+                .await
+            {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
                 other => panic!("{statement}: expected a refusal, got {other:?}"),
             }
@@ -132,7 +135,7 @@ async fn an_outsider_cannot_block_a_tenants_instances(mode: SqlMode) {
         let _slot = Slot::acquire(Kind::Runtime);
         let p = Arc::new(schema.provider_in(mode).await);
         let role = format!("{}_role", schema.name);
-        sqlx::query(&format!("CREATE ROLE \"{role}\" LOGIN"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN").to_string()))
             .execute(&schema.pool)
             .await
             .expect("create role");
@@ -195,7 +198,7 @@ async fn an_outsider_cannot_block_a_tenants_instances(mode: SqlMode) {
             .connect_with(crate::support::connect_options())
             .await
             .expect("admin");
-        sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"").to_string()))
             .execute(&admin)
             .await
             .expect("drop role");

@@ -60,9 +60,12 @@ async fn table_counter(pool: &PgPool, schema: &str, tables: &[&str], counter: &s
         .execute(&mut *conn)
         .await
         .expect("fresh statistics");
-    sqlx::query_scalar(&format!(
-        "SELECT coalesce(sum({counter}), 0)::bigint FROM pg_stat_user_tables \
+    sqlx::query_scalar(sqlx::AssertSqlSafe(
+        format!(
+            "SELECT coalesce(sum({counter}), 0)::bigint FROM pg_stat_user_tables \
          WHERE schemaname = $1 AND relname = ANY ($2)"
+        )
+        .to_string(),
     ))
     .bind(schema)
     .bind(tables)
@@ -124,17 +127,21 @@ async fn grow(schema: &TestSchema) {
         "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
          SELECT 'old-' || g, 'gone', 0, 0 FROM generate_series(1, $1::bigint) g",
     ] {
-        sqlx::query(&schema.sql(statement))
+        sqlx::query(sqlx::AssertSqlSafe(schema.sql(statement).to_string()))
             .bind(ROWS)
             .execute(&schema.pool)
             .await
             .expect("rows");
     }
     for table in ["instances", "executions", "sessions"] {
-        sqlx::query(&schema.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
-            .execute(&schema.pool)
-            .await
-            .expect("analyze");
+        sqlx::query(sqlx::AssertSqlSafe(
+            schema
+                .sql(&format!("ANALYZE {{{{schema}}}}.{table}"))
+                .to_string(),
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("analyze");
     }
 }
 
@@ -295,20 +302,22 @@ async fn system_metrics_read_their_tables_sequentially(mode: SqlMode) {
     with_schema(&format!("metrics_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             grow(&setup).await;
-            sqlx::query(&setup.sql(
+            sqlx::query(sqlx::AssertSqlSafe(setup.sql(
                 "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
                  event_data, created_at_ms) \
                  SELECT 'old-' || g, 1, e, 'Event', '{}', 0 \
                  FROM generate_series(1, $1::bigint) g, generate_series(1, 2) e",
-            ))
+            ).to_string()))
             .bind(ROWS)
             .execute(&setup.pool)
             .await
             .expect("history");
-            sqlx::query(&setup.sql("ANALYZE {{schema}}.history"))
-                .execute(&setup.pool)
-                .await
-                .expect("analyze");
+            sqlx::query(sqlx::AssertSqlSafe(
+                setup.sql("ANALYZE {{schema}}.history").to_string(),
+            ))
+            .execute(&setup.pool)
+            .await
+            .expect("analyze");
         })
         .await;
         let tables = ["instances", "executions", "history"];
@@ -346,10 +355,14 @@ async fn a_backlog_is_read_from_its_head(mode: SqlMode) {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             fill_backlog(&setup, ROWS).await;
             for table in ["orchestrator_queue", "worker_queue"] {
-                sqlx::query(&setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
-                    .execute(&setup.pool)
-                    .await
-                    .expect("analyze");
+                sqlx::query(sqlx::AssertSqlSafe(
+                    setup
+                        .sql(&format!("ANALYZE {{{{schema}}}}.{table}"))
+                        .to_string(),
+                ))
+                .execute(&setup.pool)
+                .await
+                .expect("analyze");
             }
         })
         .await;
@@ -379,7 +392,7 @@ async fn fill_backlog(schema: &TestSchema, rows: i64) {
             work,
         ),
     ] {
-        sqlx::query(&schema.sql(statement))
+        sqlx::query(sqlx::AssertSqlSafe(schema.sql(statement).to_string()))
             .bind(rows)
             .bind(item)
             .execute(&schema.pool)
@@ -494,10 +507,14 @@ async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMod
                 };
                 for table in ["orchestrator_queue", "worker_queue"] {
                     for statement in statements {
-                        sqlx::query(&setup.sql(&statement.replace(".T", &format!(".{table}"))))
-                            .execute(&setup.pool)
-                            .await
-                            .expect("statistics");
+                        sqlx::query(sqlx::AssertSqlSafe(
+                            setup
+                                .sql(&statement.replace(".T", &format!(".{table}")))
+                                .to_string(),
+                        ))
+                        .execute(&setup.pool)
+                        .await
+                        .expect("statistics");
                     }
                 }
             })
@@ -546,14 +563,14 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
                 "INSERT INTO {{schema}}.worker_queue (work_item, visible_at_ms, instance_id, created_at_ms) \
                  SELECT '{}', {{now_ms}} + 3600000, 'old-' || g, 0 FROM generate_series(1, 500) g",
             ] {
-                sqlx::query(&setup.sql(statement))
+                sqlx::query(sqlx::AssertSqlSafe(setup.sql(statement).to_string()))
                     .bind(5_000_i64)
                     .execute(&setup.pool)
                     .await
                     .expect("rows");
             }
             for table in ["orchestrator_queue", "instance_locks", "worker_queue"] {
-                sqlx::query(&setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")))
+                sqlx::query(sqlx::AssertSqlSafe(setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")).to_string()))
                     .execute(&setup.pool)
                     .await
                     .expect("analyze");
@@ -661,7 +678,7 @@ async fn procedures_run_as_their_owner_with_a_pinned_search_path() {
             let explain = schema.sql(&format!(
                 "EXPLAIN SELECT * FROM {{{{schema}}}}.{name}({args})"
             ));
-            let plan: Vec<String> = sqlx::query_scalar(&explain)
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain.to_string()))
                 .fetch_all(&schema.pool)
                 .await
                 .unwrap_or_else(|e| panic!("{explain}: {e}"));
@@ -792,9 +809,9 @@ async fn plpgsql_procedures_pin_their_plan_cache_mode() {
             .await
             .expect("set");
         sqlx::query(
-            &schema.sql(
+            sqlx::AssertSqlSafe(schema.sql(
                 "SELECT * FROM {{schema}}.fetch_work_item{{suffix}}(1000, 'any', '{}', NULL, 1000, false, NULL, 10000)",
-            ),
+            ).to_string()),
         )
         .execute(&mut *connection)
         .await

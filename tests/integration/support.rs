@@ -161,7 +161,10 @@ pub fn fresh_schema_name(prefix: &str) -> String {
 pub async fn drop_schema(pool: &PgPool, schema: &str) {
     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
     for _ in 0..3 {
-        match sqlx::query(&sql).execute(pool).await {
+        match sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(pool)
+            .await
+        {
             Ok(_) => return,
             Err(e) => {
                 eprintln!("drop schema {schema} failed, retrying: {e}");
@@ -232,10 +235,14 @@ pub async fn hold_table(schema: &TestSchema, table: &str, mode: &str) -> sqlx::P
         .execute(&mut holder)
         .await
         .expect("begin");
-    sqlx::query(&schema.sql(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE")))
-        .execute(&mut holder)
-        .await
-        .unwrap_or_else(|e| panic!("lock {table}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(
+        schema
+            .sql(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE"))
+            .to_string(),
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap_or_else(|e| panic!("lock {table}: {e}"));
     holder
 }
 
@@ -388,9 +395,9 @@ impl ProviderFactory for PgFactory {
 
     async fn corrupt_instance_history(&self, instance: &str) {
         let schema = self.current();
-        sqlx::query(&schema.sql(
+        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
             "UPDATE {{schema}}.history SET event_data = 'NOT_VALID_JSON{{{' WHERE instance_id = $1",
-        ))
+        ).to_string()))
         .bind(instance)
         .execute(&schema.pool)
         .await
@@ -399,9 +406,9 @@ impl ProviderFactory for PgFactory {
 
     async fn get_max_attempt_count(&self, instance: &str) -> u32 {
         let schema = self.current();
-        let max: Option<i32> = sqlx::query_scalar(&schema.sql(
+        let max: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
             "SELECT max(attempt_count) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-        ))
+        ).to_string()))
         .bind(instance)
         .fetch_one(&schema.pool)
         .await
@@ -687,7 +694,7 @@ impl ScratchDatabase {
             format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
             format!("CREATE DATABASE \"{name}\""),
         ] {
-            sqlx::query(&ddl)
+            sqlx::query(sqlx::AssertSqlSafe(ddl.to_string()))
                 .execute(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("{ddl}: {e}"));
@@ -744,9 +751,8 @@ impl ScratchDatabase {
                 .await
                 .expect("deadlock counter");
         drop(conn);
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).to_string(),
         ))
         .execute(&self.admin)
         .await

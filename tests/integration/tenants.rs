@@ -156,25 +156,30 @@ async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
         p.enqueue_for_orchestrator(start("batched"), None)
             .await
             .expect("enqueue");
-        sqlx::query(&format!(
-            "DROP FUNCTION \"{}\".{}",
-            stale.name,
-            stale.procedure("get_queue_depths")
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!(
+                "DROP FUNCTION \"{}\".{}",
+                stale.name,
+                stale.procedure("get_queue_depths")
+            )
+            .to_string(),
         ))
         .execute(pool)
         .await
         .expect("drop one procedure");
-        sqlx::query(&format!(
-            "INSERT INTO \"{}\"._duroxide_migrations (version, name, checksum, execution_ms) \
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!(
+                "INSERT INTO \"{}\"._duroxide_migrations (version, name, checksum, execution_ms) \
              VALUES (999999, 'from_the_future', '\\x00', 0)",
-            too_new.name
+                too_new.name
+            )
+            .to_string(),
         ))
         .execute(pool)
         .await
         .expect("record a future migration");
-        sqlx::query(&format!(
-            "DROP INDEX \"{}\".instances_created_idx",
-            inline.name
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP INDEX \"{}\".instances_created_idx", inline.name).to_string(),
         ))
         .execute(pool)
         .await
@@ -243,10 +248,10 @@ async fn migrate_and_verify_many(mode: SqlMode) {
         // One schema this build must refuse: the others still migrate.
         let newer = &schemas[3];
         newer.provider_in(mode).await;
-        sqlx::query(&newer.sql(
+        sqlx::query(sqlx::AssertSqlSafe(newer.sql(
             "INSERT INTO {{schema}}._duroxide_migrations (version, name, checksum, execution_ms) \
              VALUES (999999, '999999_future', '\\x00', 0)",
-        ))
+        ).to_string()))
         .execute(&pool)
         .await
         .expect("record a future migration");
@@ -430,10 +435,14 @@ async fn drop_refuses_what_is_not_a_tenant_or_not_only_ours() {
         };
         let pool = mixed.pool.clone();
         mixed.provider().await;
-        sqlx::query(&mixed.sql("CREATE TABLE {{schema}}.users (id int)"))
-            .execute(&pool)
-            .await
-            .expect("a user's table");
+        sqlx::query(sqlx::AssertSqlSafe(
+            mixed
+                .sql("CREATE TABLE {{schema}}.users (id int)")
+                .to_string(),
+        ))
+        .execute(&pool)
+        .await
+        .expect("a user's table");
         let err = tenants::drop_tenant(&pool, &name(mixed), true)
             .await
             .expect_err("a user's table is never dropped with a tenant");
@@ -445,10 +454,12 @@ async fn drop_refuses_what_is_not_a_tenant_or_not_only_ours() {
         assert!(err.to_string().contains("table users"), "{err}");
         assert!(schema_exists(&pool, &mixed.name).await);
 
-        sqlx::query(&plain.sql("CREATE SCHEMA {{schema}}"))
-            .execute(&pool)
-            .await
-            .expect("a plain schema");
+        sqlx::query(sqlx::AssertSqlSafe(
+            plain.sql("CREATE SCHEMA {{schema}}").to_string(),
+        ))
+        .execute(&pool)
+        .await
+        .expect("a plain schema");
         let err = tenants::drop_tenant(&pool, &name(plain), true)
             .await
             .expect_err("not a tenant");
@@ -482,11 +493,14 @@ async fn uninstall_then_inline(mode: SqlMode) {
             0,
             "no function left"
         );
-        let recorded: i64 =
-            sqlx::query_scalar(&schema.sql("SELECT count(*) FROM {{schema}}._duroxide_procedures"))
-                .fetch_one(&pool)
-                .await
-                .expect("count records");
+        let recorded: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
+            schema
+                .sql("SELECT count(*) FROM {{schema}}._duroxide_procedures")
+                .to_string(),
+        ))
+        .fetch_one(&pool)
+        .await
+        .expect("count records");
         assert_eq!(recorded, 0);
         let status = tenants::status(&pool, &name(schema)).await.expect("status");
         assert!(status.status.is_ready_for(SqlMode::InlineSql));
@@ -629,7 +643,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
 
         // The DDL's transaction takes the worker queue first.
         let mut ddl = pool.begin().await.expect("begin");
-        sqlx::query(&lock("worker_queue"))
+        sqlx::query(sqlx::AssertSqlSafe(lock("worker_queue").to_string()))
             .execute(&mut *ddl)
             .await
             .expect("lock the worker queue");
@@ -657,7 +671,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         }
         // The DDL now asks for the orchestrator queue: a deadlock, which the
         // server breaks by failing the read (it waited first).
-        sqlx::query(&lock("orchestrator_queue"))
+        sqlx::query(sqlx::AssertSqlSafe(lock("orchestrator_queue").to_string()))
             .execute(&mut *ddl)
             .await
             .expect("lock the orchestrator queue");

@@ -180,10 +180,12 @@ async fn provider_over_tls(query: &str) {
         .unwrap_or_else(|e| panic!("provider over TLS ({query}): {e}"));
     assert!(provider.health().await.is_ready());
     assert!(encrypted(&provider).await, "{query}: session not encrypted");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(provider.pool())
-        .await
-        .expect("drop schema");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        format!("DROP SCHEMA \"{schema}\" CASCADE").to_string(),
+    ))
+    .execute(provider.pool())
+    .await
+    .expect("drop schema");
     provider.pool().close().await;
 }
 

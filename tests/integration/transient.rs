@@ -153,14 +153,17 @@ async fn a_connection_ended_as_idle_costs_one_retryable_failure() {
                     .await
                     .unwrap_or_else(|e| panic!("{mode}: the retry: {e}"));
             }
-            let queued: i64 =
-                sqlx::query_scalar(&schema.sql(
-                    "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-                ))
-                .bind(&instance)
-                .fetch_one(&schema.pool)
-                .await
-                .unwrap_or_else(|e| panic!("count: {e}"));
+            let queued: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                schema
+                    .sql(
+                        "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
+                    )
+                    .to_string(),
+            ))
+            .bind(&instance)
+            .fetch_one(&schema.pool)
+            .await
+            .unwrap_or_else(|e| panic!("count: {e}"));
             assert_eq!(queued, 1, "{mode}: the start is queued once");
             p.pool().close().await;
         }

@@ -435,7 +435,10 @@ async fn apply(side: &mut Side, op: &Op, now_ms: u64) -> Seen {
             );
             // Times moved back lie below the fetches' scan floors.
             p.probe_forget_scan_floors();
-            match sqlx::raw_sql(&sql).execute(&side.pool).await {
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&side.pool)
+                .await
+            {
                 Ok(_) => Seen::text("advanced"),
                 Err(e) => Seen::text(format!("advance failed: {e}")),
             }

@@ -268,8 +268,8 @@ async fn snapshot(p: &PostgresProvider) -> String {
             "{{now_ms}}",
             "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
         );
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
-            "SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+            format!("SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t").to_string(),
         ))
         .fetch_one(p.pool())
         .await

@@ -247,11 +247,11 @@ fn sql_literals(text: &str) -> Vec<(usize, String)> {
                 i += 3;
                 continue;
             }
-            if bytes.get(i + 1) == Some(&b'\\') {
-                if let Some(end) = text[i + 2..].find('\'') {
-                    i += end + 3;
-                    continue;
-                }
+            if bytes.get(i + 1) == Some(&b'\\')
+                && let Some(end) = text[i + 2..].find('\'')
+            {
+                i += end + 3;
+                continue;
             }
             i += 1;
             continue;

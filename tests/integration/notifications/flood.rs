@@ -49,10 +49,12 @@ async fn flood(role: String, channel: String, stop: Arc<AtomicBool>, sent: Arc<A
     ];
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
-        sqlx::raw_sql(&statements[i % statements.len()])
-            .execute(&conn)
-            .await
-            .unwrap_or_else(|e| panic!("notify: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            (statements[i % statements.len()]).to_string(),
+        ))
+        .execute(&conn)
+        .await
+        .unwrap_or_else(|e| panic!("notify: {e}"));
         sent.fetch_add(1, Ordering::Relaxed);
         i += 1;
     }
@@ -80,10 +82,12 @@ async fn a_flood_costs_few_fetches(mode: SqlMode) {
         let schema = names[0].clone();
         let provider = Arc::new(provider_on(&pool, &schema, mode, true).await);
         let role = format!("{schema}_flooder");
-        sqlx::query(&format!("CREATE ROLE \"{role}\" LOGIN"))
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("create role: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(
+            format!("CREATE ROLE \"{role}\" LOGIN").to_string(),
+        ))
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("create role: {e}"));
         let (activities, orchestrations) = runtime_parts();
         let options = RuntimeOptions {
             orchestration_concurrency: SLOTS,
@@ -142,9 +146,11 @@ async fn a_flood_costs_few_fetches(mode: SqlMode) {
             flooder.await.expect("flooder");
         }
         runtime.shutdown(None).await;
-        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&pool)
-            .await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(
+            format!("DROP ROLE IF EXISTS \"{role}\"").to_string(),
+        ))
+        .execute(&pool)
+        .await;
 
         match status {
             OrchestrationStatus::Completed { output, .. } => assert_eq!(output, "payload"),

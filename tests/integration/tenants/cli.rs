@@ -95,7 +95,7 @@ async fn migrate_verify_status_and_list() {
 
         // An index dropped by hand: verify names it, and recovers once it is back.
         let index = "DROP INDEX {{schema}}.worker_queue_session_idx";
-        sqlx::raw_sql(&b.sql(index))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(b.sql(index).to_string()))
             .execute(&b.pool)
             .await
             .expect("drop an index");
@@ -113,7 +113,7 @@ async fn migrate_verify_status_and_list() {
         }
         let recreate = "CREATE INDEX worker_queue_session_idx ON {{schema}}.worker_queue (session_id) \
                         WHERE session_id IS NOT NULL";
-        sqlx::raw_sql(&b.sql(recreate))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(b.sql(recreate).to_string()))
             .execute(&b.pool)
             .await
             .expect("recreate the index");
@@ -200,7 +200,7 @@ async fn print_sql_applied_by_hand_gives_a_schema_providers_accept() {
                 .contains(&format!("\"{}\".instances", by_hand.name))
         );
         assert!(!script.stdout.contains("{{"), "every marker substituted");
-        sqlx::raw_sql(&script.stdout)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script.stdout.to_string()))
             .execute(&pool)
             .await
             .expect("the script runs as written");
@@ -223,7 +223,7 @@ async fn print_sql_applied_by_hand_gives_a_schema_providers_accept() {
         )
         .await;
         assert!(!script.stdout.contains("CREATE OR REPLACE FUNCTION"));
-        sqlx::raw_sql(&script.stdout)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script.stdout.to_string()))
             .execute(&pool)
             .await
             .expect("the tables-only script runs");
