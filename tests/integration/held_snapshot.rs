@@ -14,6 +14,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 
 use crate::fixtures::{self, event, json, metadata, start};
+use crate::support::counting_own_table_reads;
 use crate::support::{
     ScratchDatabase, database_url, fetch_both_queues_empty, url_with_database, with_schema,
 };
@@ -86,6 +87,7 @@ async fn flush_statistics(provider_pool: &PgPool) {
 /// (their next due time read it whole before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_snapshot_does_not_make_every_fetch_walk_what_was_delivered() {
+    let _counting = counting_own_table_reads().await;
     for mode in MODES {
         let name = format!("dx_snapshot_{}_{}", std::process::id(), mode.as_str());
         let scratch = ScratchDatabase::create(&name, 2).await;
@@ -224,6 +226,7 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
 /// the next fetch, not held back until the bound is recomputed.
 #[tokio::test]
 async fn a_timer_that_fired_before_the_scan_floor_is_delivered_at_once() {
+    let _counting = counting_own_table_reads().await;
     for mode in MODES {
         with_schema("floor_timer", |schema| async move {
             let provider = schema.provider_with(mode, false).await;
@@ -280,6 +283,7 @@ async fn a_timer_that_fired_before_the_scan_floor_is_delivered_at_once() {
 /// recomputed from the whole queue every few seconds.
 #[tokio::test]
 async fn a_message_written_below_the_scan_floor_is_delivered_after_the_next_full_scan() {
+    let _counting = counting_own_table_reads().await;
     for mode in MODES {
         with_schema("floor_rescan", |schema| async move {
             let provider = schema.provider_with(mode, false).await;

@@ -20,8 +20,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures;
 use crate::support::{
-    TestSchema, database_url, fetch_both_queues_empty, in_both_modes, pool, provider_on,
-    settling_provider, with_schema,
+    TestSchema, counting_own_table_reads, database_url, fetch_both_queues_empty, in_both_modes,
+    pool, provider_on, settling_provider, with_schema,
 };
 
 /// One test per SQL mode, `$procedures` and `$inline`, each running
@@ -170,6 +170,7 @@ where
 }
 
 async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("plans_{mode}"), |schema| async move {
         let (pool, provider) =
             provider_after(&schema, mode, 2, |setup| async move { grow(&setup).await }).await;
@@ -243,6 +244,7 @@ in_both_modes!(
 /// (`ids IS NULL OR instance_id = ANY (ids)`) has no generic plan that uses
 /// the primary key, so they plan per call (`plan_cache_mode = auto`).
 async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("bulk_plan_{mode}"), |schema| async move {
         let (pool, provider) =
             provider_after(&schema, mode, 1, |setup| async move { grow(&setup).await }).await;
@@ -299,6 +301,7 @@ in_both_modes!(
 /// have them off): with thousands of analyzed rows, one call scans
 /// `instances`, `executions` and `history` sequentially, and counts right.
 async fn system_metrics_read_their_tables_sequentially(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("metrics_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             grow(&setup).await;
@@ -351,6 +354,7 @@ in_both_modes!(
 /// a few rows of each queue, in both modes, on the provider's own pool
 /// settings (generic plans, which cannot see that "now" is past every row).
 async fn a_backlog_is_read_from_its_head(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("backlog_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             fill_backlog(&setup, ROWS).await;
@@ -456,6 +460,7 @@ in_both_modes!(
 /// the scan floor and above by the clock looked a few rows wide to the
 /// planner).
 async fn a_backlog_queued_after_the_first_fetch_is_read_from_its_head(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("grown_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |_| async {}).await;
         read_backlog_after_empty_fetches(&schema, pool, provider, BACKLOG).await;
@@ -489,6 +494,7 @@ in_both_modes!(
 /// queued afterwards from its head. In procedure mode also on a pool
 /// without the provider's connection settings: the procedures pin theirs.
 async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     let mut cases = vec![(0_i64, false), (20, false)];
     if mode == SqlMode::StoredProcedures {
         cases.push((0, true));
@@ -549,6 +555,7 @@ in_both_modes!(
 /// Thousands of young, leased messages ahead of the one to claim and a few
 /// hundred queued activities make the hash the planner's cheaper choice.
 async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
     with_schema(&format!("settle_plan_{mode}"), |schema| async move {
         set_up(&schema, |setup| async move {
             setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)

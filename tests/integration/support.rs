@@ -761,3 +761,27 @@ impl ScratchDatabase {
         deadlocks
     }
 }
+
+/// Whole-database tenant reads against tests that count reads of their
+/// own tables. `tenants::status_all` (and the CLI's `status --all`) reads
+/// every tenant's queues on the database, other tests' schemas included, and
+/// PostgreSQL counts those reads in the same per-table counters
+/// (`pg_stat_user_tables`) that `plans` and `held_snapshot` read to prove
+/// the provider's fetches read a few rows: a `status_all` of another test
+/// between two readings made a 20,000-row backlog look read whole.
+fn tenant_reads() -> &'static tokio::sync::RwLock<()> {
+    static READS: OnceLock<tokio::sync::RwLock<()>> = OnceLock::new();
+    READS.get_or_init(Default::default)
+}
+
+/// Held by a test for as long as it reads its own tables' counters: no
+/// whole-database tenant read runs meanwhile. Shared among such tests.
+pub async fn counting_own_table_reads() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    tenant_reads().read().await
+}
+
+/// Held around a read of every tenant on the test database: waits for the
+/// tests counting their own table reads, and keeps new ones waiting.
+pub async fn reading_every_tenant() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    tenant_reads().write().await
+}

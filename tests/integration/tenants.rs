@@ -21,7 +21,7 @@ use duroxide_postgres::{PostgresProviderError, SchemaName, SqlMode, sqlstate};
 use sqlx::PgPool;
 
 use crate::fixtures::{activity, start};
-use crate::support::{Kind, Slot, TestSchema, in_both_modes, with_schemas};
+use crate::support::{Kind, Slot, TestSchema, in_both_modes, reading_every_tenant, with_schemas};
 
 /// Long enough that no lease taken in a test runs out during it.
 const LEASE: Duration = Duration::from_secs(60);
@@ -106,7 +106,10 @@ async fn list_and_status_show_each_tenant_with_its_version_readiness_and_queues(
         assert_eq!(status.status.applied_version, None);
         assert_eq!(status.queues, None);
 
-        let everything = tenants::status_all(pool).await.expect("status of all");
+        let everything = {
+            let _every = reading_every_tenant().await;
+            tenants::status_all(pool).await.expect("status of all")
+        };
         let mine: Vec<&TenantOutcome<_>> = everything
             .iter()
             .filter(|o| o.schema == name(procs) || o.schema == name(inline))
@@ -185,6 +188,7 @@ async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
         .await
         .expect("drop one index");
 
+        let _every = reading_every_tenant().await;
         let everything = tenants::status_all(pool).await.expect("status of all");
         let inspected = tenants::inspect_all(pool).await.expect("inspect all");
         for schema in [procs, inline, stale] {
@@ -647,6 +651,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
             .execute(&mut *ddl)
             .await
             .expect("lock the worker queue");
+        let _every = reading_every_tenant().await;
         let status = tokio::spawn({
             let pool = pool.clone();
             async move { tenants::status_all(&pool).await }

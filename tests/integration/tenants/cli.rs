@@ -8,7 +8,9 @@ use duroxide_postgres::{MigrationMode, PostgresOptions, PostgresProvider, SqlMod
 
 use super::{leftovers, schema_exists};
 use crate::fixtures::{claim_and_ack_turn, start};
-use crate::support::{TestSchema, database_url, url_with_database, with_schemas};
+use crate::support::{
+    TestSchema, database_url, reading_every_tenant, url_with_database, with_schemas,
+};
 
 /// What a run of the command left.
 #[derive(Debug)]
@@ -174,7 +176,10 @@ async fn migrate_verify_status_and_list() {
             );
         }
         assert!(!list.stdout.contains(&never.name), "{list:#?}");
-        let all = run(&["status", "--all"]).await;
+        let all = {
+            let _every = reading_every_tenant().await;
+            run(&["status", "--all"]).await
+        };
         assert!(
             all.stdout.contains(&format!("tenant {}\n", b.name)),
             "{all:#?}"
