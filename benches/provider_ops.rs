@@ -54,9 +54,9 @@ async fn provider(url: &str, schema: &str, mode: SqlMode) -> Arc<PostgresProvide
         .connect_with(connect)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(&pool)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -207,9 +207,9 @@ async fn round_trips(p: &PostgresProvider, mode: SqlMode) {
     count!("read_history(100)", (), |_: ()| async {
         p.read("hist-100").await.unwrap_or_else(|e| panic!("{e}"));
     });
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("TRUNCATE \"bench_{mode}\".orchestrator_queue").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "TRUNCATE \"bench_{mode}\".orchestrator_queue"
+    )))
     .execute(p.pool())
     .await
     .ok();
@@ -254,9 +254,9 @@ fn bench_mode(c: &mut Criterion, rt: &Runtime, url: &str, mode: SqlMode) {
         })
     });
     rt.block_on(async {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("TRUNCATE \"{schema}\".orchestrator_queue").to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "TRUNCATE \"{schema}\".orchestrator_queue"
+        )))
         .execute(p.pool())
         .await
         .ok();
@@ -298,9 +298,9 @@ fn bench_mode(c: &mut Criterion, rt: &Runtime, url: &str, mode: SqlMode) {
         })
     });
     rt.block_on(async {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("TRUNCATE \"{schema}\".orchestrator_queue").to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "TRUNCATE \"{schema}\".orchestrator_queue"
+        )))
         .execute(p.pool())
         .await
         .ok();

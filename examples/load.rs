@@ -528,7 +528,7 @@ async fn run_one(
     let turns: Option<i64> = match ours {
         Some(_) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(DISTINCT (instance_id, execution_id, created_at_ms)) FROM \"{schema}\".history"
-        ).to_string()))
+        )))
         .fetch_one(admin)
         .await
         .ok(),
@@ -586,7 +586,7 @@ async fn client_url(url: &str, admin: &PgPool, own_server: bool, create_on_their
 /// Prints the server's durability settings.
 async fn print_server_settings(admin: &PgPool, durable_asked: bool, own_server: bool) {
     let show = |name: &'static str| async move {
-        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {name}").to_string()))
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {name}")))
             .fetch_one(admin)
             .await
             .unwrap_or_else(|e| format!("unknown ({e})"))

@@ -129,9 +129,9 @@ async fn main() {
             let mut conn = sqlx::PgConnection::connect_with(&connect)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(
-                format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-            ))
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("drop {schema}: {e}"));
@@ -150,9 +150,9 @@ async fn main() {
                 cell(&mut s.ack),
                 cell(&mut s.read)
             );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(
-                format!("DROP SCHEMA \"{schema}\" CASCADE").to_string(),
-            ))
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
             .execute(p.pool())
             .await
             .unwrap_or_else(|e| panic!("drop {schema}: {e}"));

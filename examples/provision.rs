@@ -60,9 +60,10 @@ async fn run(
         .map(|i| SchemaName::new(&format!("prov_bench_{i}")))
         .collect::<Result<_, _>>()?;
     for schema in &schemas {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()).to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            schema.quoted()
+        )))
         .execute(&pool)
         .await?;
     }
@@ -97,9 +98,10 @@ async fn run(
     );
     if !keep {
         for schema in &schemas {
-            sqlx::query(sqlx::AssertSqlSafe(
-                format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()).to_string(),
-            ))
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schema.quoted()
+            )))
             .execute(&pool)
             .await?;
         }

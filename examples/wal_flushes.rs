@@ -41,9 +41,9 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
         .max_connections(10)
         .connect_with(PostgresOptions::default().connect_options(url)?)
         .await?;
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(&pool)
     .await?;
     let provider = Arc::new(
@@ -99,9 +99,9 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
         (sync_after - sync_before) as f64 / n as f64,
         (write_after - write_before) as f64 / n as f64,
     );
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(&pool)
     .await?;
     pool.close().await;

@@ -280,9 +280,9 @@ async fn drive(
 
 async fn drop_all(admin: &PgPool, names: &[String]) -> Result<(), BoxError> {
     for name in names {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+        )))
         .execute(admin)
         .await?;
     }

@@ -50,9 +50,9 @@ pub async fn run(
     notifications: bool,
 ) -> Result<Row, BoxError> {
     let schema = format!("latency_{}_{notifications}", mode.as_str());
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(admin)
     .await?;
     let options = PostgresOptions::default()
@@ -117,7 +117,7 @@ pub async fn run(
         // status polling interval does not inflate the figure.
         let completed: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT completed_at_ms FROM \"{schema}\".executions WHERE instance_id = $1 AND execution_id = 1"
-        ).to_string()))
+        )))
         .bind(&instance)
         .fetch_one(admin)
         .await?;
@@ -127,9 +127,9 @@ pub async fn run(
     }
     rt.shutdown(None).await;
     latencies_ms.sort_by(f64::total_cmp);
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(admin)
     .await?;
     eprintln!(

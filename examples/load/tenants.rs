@@ -78,9 +78,9 @@ pub async fn run(
         .map(|i| format!("tenant_{}_{i}", mode.as_str()))
         .collect();
     for name in &names {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+        )))
         .execute(admin)
         .await?;
     }
@@ -141,9 +141,9 @@ pub async fn run(
     pool.close().await;
     enqueuer_pool.close().await;
     for name in &names {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+        )))
         .execute(admin)
         .await?;
     }

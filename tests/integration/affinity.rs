@@ -220,13 +220,10 @@ async fn ahead_of_the_neighbour(mode: SqlMode, k: u32, held: i64) -> usize {
         until_blocked(&observer, &app, 0).await;
 
         let mut lock = observer.begin().await.expect("begin");
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!(
-                "LOCK TABLE \"{}\".orchestrator_queue IN EXCLUSIVE MODE",
-                schemas[0].name
-            )
-            .to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{}\".orchestrator_queue IN EXCLUSIVE MODE",
+            schemas[0].name
+        )))
         .execute(&mut *lock)
         .await
         .expect("lock A's queue");
@@ -305,13 +302,11 @@ async fn prepared_after(connect: sqlx::postgres::PgConnectOptions, statements: i
         .expect("connection");
     for i in 0..statements {
         // Distinct texts, as each tenant's statements are.
-        let _: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            format!("SELECT $1::int4 + {i}").to_string(),
-        ))
-        .bind(1)
-        .fetch_one(&mut conn)
-        .await
-        .expect("statement");
+        let _: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT $1::int4 + {i}")))
+            .bind(1)
+            .fetch_one(&mut conn)
+            .await
+            .expect("statement");
     }
     let kept = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
         .fetch_one(&mut conn)

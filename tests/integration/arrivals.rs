@@ -34,15 +34,11 @@ async fn someone_waits_on(pool: &PgPool, key: i64) -> bool {
 /// holds or waits for the row's tuple lock while it waits for the holder's
 /// transaction. Other tests' waits on the same server do not count.
 async fn someone_waits_on_an_instance_claim(schema: &TestSchema) -> bool {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(
-        schema
-            .sql(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks t \
+    sqlx::query_scalar(schema.statement(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks t \
            WHERE t.locktype = 'tuple' AND t.relation = '{{schema}}.instance_claims'::regclass \
              AND (NOT t.granted OR EXISTS (SELECT 1 FROM pg_locks x WHERE x.pid = t.pid \
                                              AND x.locktype = 'transactionid' AND NOT x.granted)))",
-            )
-            .to_string(),
     ))
     .fetch_one(&schema.pool)
     .await
@@ -152,26 +148,18 @@ async fn an_event_arriving_while_a_turn_commits_is_fetched_at_once(mode: SqlMode
 /// on this schema's `table` for a row matching `when` (a trigger `WHEN`
 /// condition), until the test lets go of advisory key `gate`.
 async fn hold_commits(schema: &TestSchema, gate: i64, event: &str, table: &str, when: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(
-        schema
-            .sql(&format!(
-                "CREATE FUNCTION {{{{schema}}}}.test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
+    sqlx::query(schema.statement(&format!(
+        "CREATE FUNCTION {{{{schema}}}}.test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
-            ))
-            .to_string(),
-    ))
+    )))
     .execute(&schema.pool)
     .await
     .expect("gate function");
-    sqlx::query(sqlx::AssertSqlSafe(
-        schema
-            .sql(&format!(
-                "CREATE CONSTRAINT TRIGGER test_gate AFTER {event} ON {{{{schema}}}}.{table} \
+    sqlx::query(schema.statement(&format!(
+        "CREATE CONSTRAINT TRIGGER test_gate AFTER {event} ON {{{{schema}}}}.{table} \
          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) \
          EXECUTE FUNCTION {{{{schema}}}}.test_gate()"
-            ))
-            .to_string(),
-    ))
+    )))
     .execute(&schema.pool)
     .await
     .expect("gate trigger");
@@ -407,9 +395,9 @@ async fn a_turn_sending_to_an_instance_does_not_wait_for_its_other_writers(mode:
         };
         second_commits_while_first_is_held(&schema, gate, mode, "writer of the parent", held, turn)
             .await;
-        let queued: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+        let queued: i64 = sqlx::query_scalar(schema.statement(
             "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = 'parent'",
-        ).to_string()))
+        ))
         .fetch_one(&schema.pool)
         .await
         .expect("parent's queue");

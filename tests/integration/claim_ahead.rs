@@ -42,13 +42,9 @@ async fn enqueue(provider: &PostgresProvider, n: u64) {
 /// Each queued activity's id (its scheduling event), whether it is locked,
 /// and its attempt count, oldest first.
 async fn queue(schema: &TestSchema) -> Vec<(u64, bool, i32)> {
-    sqlx::query(sqlx::AssertSqlSafe(
-        schema
-            .sql(
-                "SELECT work_item, lock_token IS NOT NULL AS locked, attempt_count \
+    sqlx::query(schema.statement(
+        "SELECT work_item, lock_token IS NOT NULL AS locked, attempt_count \
            FROM {{schema}}.worker_queue ORDER BY id",
-            )
-            .to_string(),
     ))
     .fetch_all(&schema.pool)
     .await
@@ -257,14 +253,10 @@ async fn only_the_fetching_tasks_ack_of_a_sessionless_item_claims(mode: SqlMode)
             session_id: Some("s1".into()),
             tag: None,
         };
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql("DELETE FROM {{schema}}.worker_queue")
-                .to_string(),
-        ))
-        .execute(&schema.pool)
-        .await
-        .expect("empty the queue");
+        sqlx::query(schema.statement("DELETE FROM {{schema}}.worker_queue"))
+            .execute(&schema.pool)
+            .await
+            .expect("empty the queue");
         provider.enqueue_for_worker(session).await.expect("enqueue");
         enqueue(&provider, 1).await;
         let p = provider.clone();
@@ -334,23 +326,19 @@ async fn the_ack_that_claims_commits_durably() {
             .execute(&mut *tx)
             .await
             .expect("set");
-        let row = sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        let row = sqlx::query(schema.statement(
             "SELECT acked, lock_token, pg_catalog.current_setting('synchronous_commit') AS sync \
                FROM {{schema}}.ack_work_item_and_claim{{suffix}}($1, NULL, NULL, NULL, 60000, \
                     'default', '{}', NULL, NULL, false, NULL, NULL, NULL)",
-        ).to_string()))
+        ))
         .bind(&token)
         .fetch_one(&mut *tx)
         .await
         .expect("ack and claim");
-        let lazy_alone: String = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql(
-                    "SELECT pg_catalog.current_setting('synchronous_commit') \
+        let lazy_alone: String = sqlx::query_scalar(schema.statement(
+            "SELECT pg_catalog.current_setting('synchronous_commit') \
                FROM {{schema}}.fetch_work_item{{suffix}}(60000, 'default', '{}', NULL, NULL, \
                     false, NULL, NULL) LIMIT 1",
-                )
-                .to_string(),
         ))
         .fetch_one(&mut *tx)
         .await
@@ -373,13 +361,9 @@ async fn the_ack_that_claims_commits_durably() {
 
 /// Milliseconds until the lease of the queue's only locked item ends.
 async fn lease_left_ms(schema: &TestSchema) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(
-        schema
-            .sql(
-                "SELECT locked_until_ms - {{now_ms}} FROM {{schema}}.worker_queue \
+    sqlx::query_scalar(schema.statement(
+        "SELECT locked_until_ms - {{now_ms}} FROM {{schema}}.worker_queue \
           WHERE lock_token IS NOT NULL",
-            )
-            .to_string(),
     ))
     .fetch_one(&schema.pool)
     .await

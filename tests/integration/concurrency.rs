@@ -134,11 +134,9 @@ async fn ack_racing_renewal_and_another_fetch_never_double_processes() {
                 "round {round}: exactly one turn committed"
             );
         }
-        let depth: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT count(*) FROM {{schema}}.orchestrator_queue")
-                .to_string(),
-        ))
+        let depth: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
         .fetch_one(&schema.pool)
         .await
         .expect("count");
@@ -198,11 +196,9 @@ async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
             .expect_err("NUL must be refused");
         assert!(!err.is_retryable());
         assert!(err.message.contains("instance"), "{err}");
-        let depth: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT count(*) FROM {{schema}}.orchestrator_queue")
-                .to_string(),
-        ))
+        let depth: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
         .fetch_one(&schema.pool)
         .await
         .expect("count");
@@ -316,17 +312,17 @@ async fn a_lease_is_not_stretched_by_a_candidate_lost_to_another_dispatcher() {
             }
             // Another dispatcher's lease on `first`, not committed yet.
             let mut other = schema.pool.begin().await.expect("begin");
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+            sqlx::query(schema.statement(
                 "INSERT INTO {{schema}}.instance_locks (instance_id, lock_token, locked_until_ms, locked_at_ms) \
                  VALUES ($1, $2, {{now_ms}} + 60000, {{now_ms}})",
-            ).to_string()))
+            ))
             .bind(&first)
             .bind(format!("other-{mode}"))
             .execute(&mut *other)
             .await
             .expect("the other dispatcher's lease");
 
-            let called_ms: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql("SELECT {{now_ms}}").to_string()))
+            let called_ms: i64 = sqlx::query_scalar(schema.statement("SELECT {{now_ms}}"))
                 .fetch_one(&schema.pool)
                 .await
                 .expect("server clock");
@@ -358,9 +354,9 @@ async fn a_lease_is_not_stretched_by_a_candidate_lost_to_another_dispatcher() {
                 .expect("fetch")
                 .expect("the second instance is claimed");
             assert_eq!(item.instance, second, "{mode}");
-            let until: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+            let until: i64 = sqlx::query_scalar(schema.statement(
                 "SELECT locked_until_ms FROM {{schema}}.instance_locks WHERE instance_id = $1",
-            ).to_string()))
+            ))
             .bind(&second)
             .fetch_one(&schema.pool)
             .await
@@ -425,9 +421,9 @@ async fn a_connection_killed_while_idle_costs_one_retryable_failure() {
                         .await
                         .expect("the retry gets a new connection");
                 }
-                let queued: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+                let queued: i64 = sqlx::query_scalar(schema.statement(
                     "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-                ).to_string()))
+                ))
                 .bind(&instance)
                 .fetch_one(&schema.pool)
                 .await
@@ -520,10 +516,8 @@ async fn an_appended_batch_of_events_shares_one_time() {
                 .append_with_execution("appended", 1, events)
                 .await
                 .expect("append");
-            let (rows, times): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(
-                schema
-                    .sql("SELECT count(*), count(DISTINCT created_at_ms) FROM {{schema}}.history")
-                    .to_string(),
+            let (rows, times): (i64, i64) = sqlx::query_as(schema.statement(
+                "SELECT count(*), count(DISTINCT created_at_ms) FROM {{schema}}.history",
             ))
             .fetch_one(&schema.pool)
             .await
@@ -570,10 +564,8 @@ async fn an_abandoned_batch_comes_due_at_one_time() {
                 .abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
                 .await
                 .expect("abandon");
-            let times: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-                schema
-                    .sql("SELECT count(DISTINCT visible_at_ms) FROM {{schema}}.orchestrator_queue")
-                    .to_string(),
+            let times: i64 = sqlx::query_scalar(schema.statement(
+                "SELECT count(DISTINCT visible_at_ms) FROM {{schema}}.orchestrator_queue",
             ))
             .fetch_one(&schema.pool)
             .await

@@ -222,9 +222,9 @@ async fn crash_loses_nothing_acked(mode: SqlMode) {
     })
     .catch_unwind()
     .await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-    ))
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
     .execute(&pool)
     .await;
     pool.close().await;

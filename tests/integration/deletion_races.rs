@@ -67,7 +67,7 @@ async fn hold_rows<'a>(
     instance: &str,
 ) -> Transaction<'a, Postgres> {
     let mut tx = schema.pool.begin().await.expect("begin the helper");
-    let held: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(select).to_string()))
+    let held: Vec<i32> = sqlx::query_scalar(schema.statement(select))
         .bind(instance)
         .fetch_all(&mut *tx)
         .await
@@ -357,21 +357,21 @@ async fn bulk_prune_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
         // "b" is the older and has a finished execution 1 to prune under
         // its current execution 2.
         for (instance, created) in [(&b, 1), (&a, 2)] {
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+            sqlx::query(schema.statement(
                 "UPDATE {{schema}}.instances SET created_at_ms = $2, current_execution_id = 2 \
                  WHERE instance_id = $1",
-            ).to_string()))
+            ))
             .bind(instance)
             .bind(created as i64)
             .execute(&schema.pool)
             .await
             .expect("age the instance");
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+            sqlx::query(schema.statement(
                 "WITH done AS (UPDATE {{schema}}.executions SET status = 'Completed', completed_at_ms = 1 \
                                 WHERE instance_id = $1) \
                  INSERT INTO {{schema}}.executions (instance_id, execution_id, status, started_at_ms) \
                  VALUES ($1, 2, 'Running', 2)",
-            ).to_string()))
+            ))
             .bind(instance)
             .execute(&schema.pool)
             .await
@@ -455,11 +455,11 @@ async fn bulk_delete_racing_a_delete_does_not_deadlock(mode: SqlMode) {
         };
         for (instance, created) in [(&first, 1_i64), (&second, 2)] {
             started(&provider, instance, false).await;
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+            sqlx::query(schema.statement(
                 "WITH done AS (UPDATE {{schema}}.executions SET status = 'Completed', completed_at_ms = 1 \
                                 WHERE instance_id = $1) \
                  UPDATE {{schema}}.instances SET created_at_ms = $2 WHERE instance_id = $1",
-            ).to_string()))
+            ))
             .bind(instance)
             .bind(created)
             .execute(&schema.pool)

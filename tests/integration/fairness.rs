@@ -34,13 +34,9 @@ async fn provider_with(
 
 /// Backends waiting for a lock on `schema`'s orchestrator queue.
 async fn blocked_on_queue(pool: &PgPool, schema: &TestSchema) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(
-        schema
-            .sql(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted \
+    sqlx::query_scalar(schema.statement(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted \
            AND relation = '{{schema}}.orchestrator_queue'::regclass",
-            )
-            .to_string(),
     ))
     .fetch_one(pool)
     .await
@@ -85,10 +81,9 @@ async fn stuck_neighbour(mode: SqlMode, k: u32) {
             }
 
             let mut blocker = b.pool.begin().await.expect("begin");
-            sqlx::query(sqlx::AssertSqlSafe(
-                b.sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE")
-                    .to_string(),
-            ))
+            sqlx::query(
+                b.statement("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE"),
+            )
             .execute(&mut *blocker)
             .await
             .expect("lock");
@@ -283,12 +278,9 @@ async fn an_ack_after_the_lease_ran_out_is_counted(mode: SqlMode) {
         // Wait until the server's clock has passed the lease.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let live: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-                s.sql(
-                    "SELECT count(*) FROM {{schema}}.instance_locks \
+            let live: i64 = sqlx::query_scalar(s.statement(
+                "SELECT count(*) FROM {{schema}}.instance_locks \
                  WHERE locked_until_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-                )
-                .to_string(),
             ))
             .fetch_one(&shared)
             .await

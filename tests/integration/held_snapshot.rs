@@ -194,9 +194,9 @@ async fn walks_in(admin: PgPool, url: String, mode: SqlMode) {
     flush_statistics(&provider_pool).await;
     let lease_blocks =
         heap_blocks_read(&admin, schema, "instance_locks").await - lease_blocks_before;
-    let lease_table_blocks: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-        format!("SELECT pg_catalog.pg_relation_size('{schema}.instance_locks') / 8192").to_string(),
-    ))
+    let lease_table_blocks: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_catalog.pg_relation_size('{schema}.instance_locks') / 8192"
+    )))
     .fetch_one(&admin)
     .await
     .expect("table size");
@@ -290,18 +290,18 @@ async fn a_message_written_below_the_scan_floor_is_delivered_after_the_next_full
             let lease = Duration::from_secs(30);
             fetch_both_queues_empty(&provider).await;
             let an_hour_ago = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 3600000";
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(&format!(
+            sqlx::query(schema.statement(&format!(
                 "INSERT INTO {{{{schema}}}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
                  VALUES ('below', 'StartOrchestration', $1, {an_hour_ago}, {an_hour_ago})"
-            )).to_string()))
+            )))
             .bind(json(&start("below")))
             .execute(&schema.pool)
             .await
             .expect("orchestrator message");
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(&format!(
+            sqlx::query(schema.statement(&format!(
                 "INSERT INTO {{{{schema}}}}.worker_queue (work_item, visible_at_ms, instance_id, execution_id, activity_id, created_at_ms) \
                  VALUES ($1, {an_hour_ago}, 'below', 1, 1, {an_hour_ago})"
-            )).to_string()))
+            )))
             .bind(json(&fixtures::activity("below", 1)))
             .execute(&schema.pool)
             .await

@@ -185,9 +185,10 @@ impl Hostile {
 
     /// The decoys that ran so far.
     async fn fired(&self) -> BTreeSet<String> {
-        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(
-            format!("SELECT decoy FROM \"{}\".calls", self.schema).to_string(),
-        ))
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT decoy FROM \"{}\".calls",
+            self.schema
+        )))
         .fetch_all(&self.admin)
         .await
         .expect("read the audit table")
@@ -196,9 +197,10 @@ impl Hostile {
     }
 
     async fn clear(&self) {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("TRUNCATE \"{}\".calls", self.schema).to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "TRUNCATE \"{}\".calls",
+            self.schema
+        )))
         .execute(&self.admin)
         .await
         .expect("clear the audit table");
@@ -207,9 +209,10 @@ impl Hostile {
     async fn remove(self) {
         self.pool.close().await;
         drop_schema(&self.admin, &self.schema).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP ROLE IF EXISTS \"{}\"", self.role).to_string(),
-        ))
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS \"{}\"",
+            self.role
+        )))
         .execute(&self.admin)
         .await;
     }

@@ -255,14 +255,10 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
         .await
         .expect("provider with a statement timeout");
         let mut blocker = schema.pool.begin().await.expect("begin");
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql("LOCK TABLE {{schema}}.history IN ACCESS EXCLUSIVE MODE")
-                .to_string(),
-        ))
-        .execute(&mut *blocker)
-        .await
-        .expect("lock history");
+        sqlx::query(schema.statement("LOCK TABLE {{schema}}.history IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *blocker)
+            .await
+            .expect("lock history");
         // Another instance waits behind the stuck one: a long-polling fetch
         // learns, in both modes, that there is more to claim.
         setup
@@ -398,14 +394,10 @@ async fn an_id_too_long_to_index_fails_only_what_sent_it(mode: SqlMode) {
             matches!(&plain, Ok(OrchestrationStatus::Completed { output, .. }) if output == "fine"),
             "{mode}: the neighbour completes: {plain:?}"
         );
-        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql(
-                    "SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue) \
+        let left: i64 = sqlx::query_scalar(schema.statement(
+            "SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue) \
                   + (SELECT count(*) FROM {{schema}}.worker_queue) \
                   + (SELECT count(*) FROM {{schema}}.instance_locks)",
-                )
-                .to_string(),
         ))
         .fetch_one(&schema.pool)
         .await

@@ -29,20 +29,16 @@ async fn eight_providers_starting_together_migrate_once() {
             let provider = outcome.expect("task").expect("every provider starts");
             assert!(provider.health().await.is_ready());
         }
-        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT count(*) FROM {{schema}}._duroxide_migrations")
-                .to_string(),
-        ))
+        let applied: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}._duroxide_migrations"),
+        )
         .fetch_one(&schema.pool)
         .await
         .expect("count migrations");
         assert_eq!(applied, migrate::migrations().len() as i64);
-        let installed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT count(*) FROM {{schema}}._duroxide_procedures")
-                .to_string(),
-        ))
+        let installed: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}._duroxide_procedures"),
+        )
         .fetch_one(&schema.pool)
         .await
         .expect("count procedures");
@@ -55,10 +51,10 @@ async fn eight_providers_starting_together_migrate_once() {
 async fn schema_newer_than_the_binary_is_refused() {
     with_schema("mig_newer", |schema| async move {
         let provider = schema.provider().await;
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "INSERT INTO {{schema}}._duroxide_migrations (version, name, checksum, execution_ms) \
              VALUES (999999, '999999_future', '\\x00', 0)",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("record a future migration");
@@ -87,9 +83,9 @@ async fn schema_newer_than_the_binary_is_refused() {
 async fn edited_migration_is_refused() {
     with_schema("mig_edited", |schema| async move {
         schema.provider().await;
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "UPDATE {{schema}}._duroxide_migrations SET checksum = '\\xdeadbeef' WHERE version = 1",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("tamper with checksum");
@@ -179,15 +175,11 @@ async fn verify_names_a_table_or_index_dropped_by_hand() {
                 .unwrap_or_else(|e| panic!("{mode}: a migrated schema verifies: {e}"));
         }
 
-        sqlx::raw_sql(sqlx::AssertSqlSafe(
-            drifted
-                .sql(
-                    "DROP INDEX {{schema}}.orchestrator_queue_visible_idx; \
+        sqlx::raw_sql(drifted.statement(
+            "DROP INDEX {{schema}}.orchestrator_queue_visible_idx; \
              DROP TABLE {{schema}}.kv_delta; \
              UPDATE pg_index SET indisvalid = false \
               WHERE indexrelid = '{{schema}}.worker_queue_visible_idx'::regclass",
-                )
-                .to_string(),
         ))
         .execute(&drifted.pool)
         .await
@@ -245,14 +237,14 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
         assert_eq!(health.schema_version, Some(migrate::latest_version()));
 
         // A procedure whose recorded checksum differs (as after an upgrade) ...
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("stale checksum");
         // ... and one dropped by hand.
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql("DROP FUNCTION {{schema}}.get_kv_value{{suffix}}(text, text)").to_string()))
+        sqlx::query(schema.statement("DROP FUNCTION {{schema}}.get_kv_value{{suffix}}(text, text)"))
             .execute(&schema.pool)
             .await
             .expect("drop function");
@@ -261,9 +253,9 @@ async fn changed_or_dropped_procedures_are_reinstalled() {
 
         let again = schema.provider().await;
         assert!(again.health().await.is_ready());
-        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+        let rows: i64 = sqlx::query_scalar(schema.statement(
             "SELECT count(*) FROM {{schema}}.get_kv_value{{suffix}}('nobody', 'k')",
-        ).to_string()))
+        ))
         .fetch_one(&schema.pool)
         .await
         .expect("reinstalled function answers");
@@ -278,15 +270,15 @@ async fn procedures_a_newer_build_retired_are_dropped() {
         schema.provider().await;
         // As an earlier build would have left it: a recorded procedure this
         // build no longer embeds.
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "CREATE FUNCTION {{schema}}.next_orchestration_due() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint'",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("old procedure");
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ('next_orchestration_due', '\\x00')",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("recorded");
@@ -357,7 +349,7 @@ async fn migrations_never_call_functions_planted_on_the_search_path() {
             .expect("the hostile schema is on the path");
         assert_eq!(planted, 0);
         let calls = || async {
-            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SELECT fn FROM \"{hostile}\".calls").to_string()))
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SELECT fn FROM \"{hostile}\".calls")))
                 .fetch_all(&schema.pool)
                 .await
                 .expect("read calls")
@@ -372,11 +364,11 @@ async fn migrations_never_call_functions_planted_on_the_search_path() {
             assert_eq!(calls().await, Vec::<String>::new(), "{mode}");
         }
         // A stale and a retired procedure: the reinstall path too.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::raw_sql(schema.statement(
             "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status';
              CREATE FUNCTION {{schema}}.next_orchestration_due() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint';
              INSERT INTO {{schema}}._duroxide_procedures (name, checksum) VALUES ('next_orchestration_due', '\\x00');",
-        ).to_string()))
+        ))
         .execute(&schema.pool)
         .await
         .expect("stale and retired procedures");
@@ -437,7 +429,7 @@ async fn with_0004_pending(schema: &TestSchema) {
 /// Runs each of `statements` on `schema`, in order.
 async fn run_all(schema: &TestSchema, statements: &[&str]) {
     for statement in statements {
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(statement).to_string()))
+        sqlx::query(schema.statement(statement))
             .execute(&schema.pool)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
@@ -538,11 +530,11 @@ async fn a_migration_that_loses_a_deadlock_starts_over(mode: SqlMode) {
             .await
             .expect("the session's deadlock_timeout");
         // Granted once the deadlock check has aborted the migration's first try.
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql("LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE")
-                .to_string(),
-        ))
+        sqlx::query(
+            schema.statement(
+                "LOCK TABLE {{schema}}._duroxide_migrations IN SHARE ROW EXCLUSIVE MODE",
+            ),
+        )
         .execute(&mut holder)
         .await
         .expect("the session gets the DDL lock once the migration gave way");
@@ -580,9 +572,9 @@ async fn bookkeeping_without_the_version_column_is_upgraded() {
         )
         .await;
         assert!(schema.provider().await.health().await.is_ready());
-        let version: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+        let version: Option<String> = sqlx::query_scalar(schema.statement(
             "SELECT crate_version FROM {{schema}}._duroxide_procedures WHERE name = 'get_custom_status'",
-        ).to_string()))
+        ))
         .fetch_one(&schema.pool)
         .await
         .expect("the reinstalled procedure's record");
@@ -647,13 +639,11 @@ async fn every_installed_procedure_passes_its_languages_validator() {
         assert_eq!(installed.len(), migrate::procedures().len());
         let mut conn = schema.pool.acquire().await.expect("connection");
         for (name, oid, validator) in &installed {
-            sqlx::query(sqlx::AssertSqlSafe(
-                format!("SELECT {validator}($1::oid)").to_string(),
-            ))
-            .bind(oid)
-            .execute(&mut *conn)
-            .await
-            .unwrap_or_else(|e| panic!("{name} fails {validator}: {e}"));
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {validator}($1::oid)")))
+                .bind(oid)
+                .execute(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("{name} fails {validator}: {e}"));
         }
 
         let broken = schema.sql(
@@ -666,14 +656,11 @@ async fn every_installed_procedure_passes_its_languages_validator() {
             .execute(&mut *conn)
             .await
             .expect("a broken body installs unchecked");
-        let oid: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT '{{schema}}.broken'::regproc::oid::int8")
-                .to_string(),
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .expect("oid");
+        let oid: i64 =
+            sqlx::query_scalar(schema.statement("SELECT '{{schema}}.broken'::regproc::oid::int8"))
+                .fetch_one(&mut *conn)
+                .await
+                .expect("oid");
         let refused = sqlx::query("SELECT plpgsql_validator($1::oid)")
             .bind(oid)
             .execute(&mut *conn)

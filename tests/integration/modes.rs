@@ -142,11 +142,11 @@ async fn runtimes_in_both_modes_share_one_schema() {
         run_workload(&[procedures.clone(), inline], "mixed", 20).await;
         // Nothing lost or duplicated: 20 instances, queues empty, each with one
         // ActivityScheduled per task in its history.
-        let (instances, queued, scheduled): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(schema.sql(
+        let (instances, queued, scheduled): (i64, i64, i64) = sqlx::query_as(schema.statement(
             "SELECT (SELECT count(*) FROM {{schema}}.instances), \
                     (SELECT count(*) FROM {{schema}}.orchestrator_queue) + (SELECT count(*) FROM {{schema}}.worker_queue), \
                     (SELECT count(*) FROM {{schema}}.history WHERE event_type = 'ActivityScheduled')",
-        ).to_string()))
+        ))
         .fetch_one(&schema.pool)
         .await
         .expect("counts");

@@ -164,16 +164,13 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
         let begun = Instant::now();
         let fetch = waiting_fetch(&waiter, poll);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!(
-                "SELECT \"{}\".{}('ghost', 'StartOrchestration', 'x', 0)",
-                names[0],
-                duroxide_postgres::SchemaName::new(&names[0])
-                    .map(|n| n.procedure_name("enqueue_orchestrator_item"))
-                    .unwrap_or_else(|e| panic!("{e}"))
-            )
-            .to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT \"{}\".{}('ghost', 'StartOrchestration', 'x', 0)",
+            names[0],
+            duroxide_postgres::SchemaName::new(&names[0])
+                .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        )))
         .execute(&mut *tx)
         .await
         .unwrap_or_else(|e| panic!("enqueue in transaction: {e}"));
@@ -553,16 +550,13 @@ async fn a_committed_procedure_call_sends_no_notification_itself() {
         let before = p.notification_stats().map_or(0, |s| s.received);
         let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
         for i in 0..5 {
-            let wake: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
-                format!(
-                    "SELECT \"{}\".{}($1, 'StartOrchestration', 'x', 0)",
-                    names[0],
-                    duroxide_postgres::SchemaName::new(&names[0])
-                        .map(|n| n.procedure_name("enqueue_orchestrator_item"))
-                        .unwrap_or_else(|e| panic!("{e}"))
-                )
-                .to_string(),
-            ))
+            let wake: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT \"{}\".{}($1, 'StartOrchestration', 'x', 0)",
+                names[0],
+                duroxide_postgres::SchemaName::new(&names[0])
+                    .map(|n| n.procedure_name("enqueue_orchestrator_item"))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            )))
             .bind(format!("fold-{i}"))
             .fetch_one(&mut *tx)
             .await

@@ -108,11 +108,11 @@ async fn ten_thousand_orphans_stay_out_of_the_way(mode: SqlMode) {
         let p = provider(&schema, mode, Duration::from_secs(3600)).await;
         // Written behind the provider's back: 10,000 enqueues one by one
         // would be the slow part of this test.
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
              SELECT 'ghost-' || g, 'ExternalRaised', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
                FROM generate_series(1, 10000) g",
-        ).to_string()))
+        ))
         .bind(json(&raised("ghost")))
         .execute(&schema.pool)
         .await
@@ -165,9 +165,9 @@ async fn ten_thousand_orphans_stay_out_of_the_way(mode: SqlMode) {
         }
         claimed.sort();
         assert_eq!(claimed, ["first", "second"]);
-        let unparked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+        let unparked: i64 = sqlx::query_scalar(schema.statement(
             "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE orphan_since_ms IS NULL AND instance_id LIKE 'ghost-%'",
-        ).to_string()))
+        ))
         .fetch_one(&schema.pool)
         .await
         .expect("count");

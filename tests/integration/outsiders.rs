@@ -135,7 +135,7 @@ async fn an_outsider_cannot_block_a_tenants_instances(mode: SqlMode) {
         let _slot = Slot::acquire(Kind::Runtime);
         let p = Arc::new(schema.provider_in(mode).await);
         let role = format!("{}_role", schema.name);
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN").to_string()))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN")))
             .execute(&schema.pool)
             .await
             .expect("create role");
@@ -198,7 +198,7 @@ async fn an_outsider_cannot_block_a_tenants_instances(mode: SqlMode) {
             .connect_with(crate::support::connect_options())
             .await
             .expect("admin");
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"").to_string()))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"")))
             .execute(&admin)
             .await
             .expect("drop role");

@@ -60,13 +60,10 @@ async fn table_counter(pool: &PgPool, schema: &str, tables: &[&str], counter: &s
         .execute(&mut *conn)
         .await
         .expect("fresh statistics");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(
-        format!(
-            "SELECT coalesce(sum({counter}), 0)::bigint FROM pg_stat_user_tables \
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT coalesce(sum({counter}), 0)::bigint FROM pg_stat_user_tables \
          WHERE schemaname = $1 AND relname = ANY ($2)"
-        )
-        .to_string(),
-    ))
+    )))
     .bind(schema)
     .bind(tables)
     .fetch_one(&mut *conn)
@@ -127,21 +124,17 @@ async fn grow(schema: &TestSchema) {
         "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
          SELECT 'old-' || g, 'gone', 0, 0 FROM generate_series(1, $1::bigint) g",
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(statement).to_string()))
+        sqlx::query(schema.statement(statement))
             .bind(ROWS)
             .execute(&schema.pool)
             .await
             .expect("rows");
     }
     for table in ["instances", "executions", "sessions"] {
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql(&format!("ANALYZE {{{{schema}}}}.{table}"))
-                .to_string(),
-        ))
-        .execute(&schema.pool)
-        .await
-        .expect("analyze");
+        sqlx::query(schema.statement(&format!("ANALYZE {{{{schema}}}}.{table}")))
+            .execute(&schema.pool)
+            .await
+            .expect("analyze");
     }
 }
 
@@ -305,22 +298,20 @@ async fn system_metrics_read_their_tables_sequentially(mode: SqlMode) {
     with_schema(&format!("metrics_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             grow(&setup).await;
-            sqlx::query(sqlx::AssertSqlSafe(setup.sql(
+            sqlx::query(setup.statement(
                 "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
                  event_data, created_at_ms) \
                  SELECT 'old-' || g, 1, e, 'Event', '{}', 0 \
                  FROM generate_series(1, $1::bigint) g, generate_series(1, 2) e",
-            ).to_string()))
+            ))
             .bind(ROWS)
             .execute(&setup.pool)
             .await
             .expect("history");
-            sqlx::query(sqlx::AssertSqlSafe(
-                setup.sql("ANALYZE {{schema}}.history").to_string(),
-            ))
-            .execute(&setup.pool)
-            .await
-            .expect("analyze");
+            sqlx::query(setup.statement("ANALYZE {{schema}}.history"))
+                .execute(&setup.pool)
+                .await
+                .expect("analyze");
         })
         .await;
         let tables = ["instances", "executions", "history"];
@@ -359,14 +350,10 @@ async fn a_backlog_is_read_from_its_head(mode: SqlMode) {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             fill_backlog(&setup, ROWS).await;
             for table in ["orchestrator_queue", "worker_queue"] {
-                sqlx::query(sqlx::AssertSqlSafe(
-                    setup
-                        .sql(&format!("ANALYZE {{{{schema}}}}.{table}"))
-                        .to_string(),
-                ))
-                .execute(&setup.pool)
-                .await
-                .expect("analyze");
+                sqlx::query(setup.statement(&format!("ANALYZE {{{{schema}}}}.{table}")))
+                    .execute(&setup.pool)
+                    .await
+                    .expect("analyze");
             }
         })
         .await;
@@ -396,7 +383,7 @@ async fn fill_backlog(schema: &TestSchema, rows: i64) {
             work,
         ),
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(statement).to_string()))
+        sqlx::query(schema.statement(statement))
             .bind(rows)
             .bind(item)
             .execute(&schema.pool)
@@ -513,11 +500,9 @@ async fn a_backlog_queued_after_an_idle_spell_is_read_from_its_head(mode: SqlMod
                 };
                 for table in ["orchestrator_queue", "worker_queue"] {
                     for statement in statements {
-                        sqlx::query(sqlx::AssertSqlSafe(
-                            setup
-                                .sql(&statement.replace(".T", &format!(".{table}")))
-                                .to_string(),
-                        ))
+                        sqlx::query(
+                            setup.statement(&statement.replace(".T", &format!(".{table}"))),
+                        )
                         .execute(&setup.pool)
                         .await
                         .expect("statistics");
@@ -570,14 +555,14 @@ async fn settling_fetch_probes_the_worker_queue_per_message(mode: SqlMode) {
                 "INSERT INTO {{schema}}.worker_queue (work_item, visible_at_ms, instance_id, created_at_ms) \
                  SELECT '{}', {{now_ms}} + 3600000, 'old-' || g, 0 FROM generate_series(1, 500) g",
             ] {
-                sqlx::query(sqlx::AssertSqlSafe(setup.sql(statement).to_string()))
+                sqlx::query(setup.statement(statement))
                     .bind(5_000_i64)
                     .execute(&setup.pool)
                     .await
                     .expect("rows");
             }
             for table in ["orchestrator_queue", "instance_locks", "worker_queue"] {
-                sqlx::query(sqlx::AssertSqlSafe(setup.sql(&format!("ANALYZE {{{{schema}}}}.{table}")).to_string()))
+                sqlx::query(setup.statement(&format!("ANALYZE {{{{schema}}}}.{table}")))
                     .execute(&setup.pool)
                     .await
                     .expect("analyze");
@@ -816,9 +801,9 @@ async fn plpgsql_procedures_pin_their_plan_cache_mode() {
             .await
             .expect("set");
         sqlx::query(
-            sqlx::AssertSqlSafe(schema.sql(
+            schema.statement(
                 "SELECT * FROM {{schema}}.fetch_work_item{{suffix}}(1000, 'any', '{}', NULL, 1000, false, NULL, 10000)",
-            ).to_string()),
+            ),
         )
         .execute(&mut *connection)
         .await

@@ -322,13 +322,9 @@ async fn the_fetch_reads_the_latest_execution(mode: SqlMode) {
         let provider = provider(&schema, mode, LONG_WINDOW).await;
         let first = instance_with_an_activity(&provider, "i1", 2).await;
         // A second execution, written behind the provider's back.
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql(
-                    "INSERT INTO {{schema}}.executions (instance_id, execution_id, started_at_ms) \
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.executions (instance_id, execution_id, started_at_ms) \
              VALUES ('i1', 2, 0)",
-                )
-                .to_string(),
         ))
         .execute(&schema.pool)
         .await

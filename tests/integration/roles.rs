@@ -43,12 +43,10 @@ where
         .map(|i| fresh_schema_name(&format!("role{i}")))
         .collect();
     for role in &roles {
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("CREATE ROLE \"{role}\" LOGIN").to_string(),
-        ))
-        .execute(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("create role {role}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create role {role}: {e}"));
     }
     let outcome = AssertUnwindSafe(body(roles.clone())).catch_unwind().await;
     for role in &roles {
@@ -318,11 +316,9 @@ async fn execute_only_role_cannot_touch_a_table() {
                 }
             }
             // Its procedures work (the call above all ran as the owner).
-            let depths: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(
-                schema
-                    .sql("SELECT * FROM {{schema}}.get_queue_depths{{suffix}}()")
-                    .to_string(),
-            ))
+            let depths: (i64, i64) = sqlx::query_as(
+                schema.statement("SELECT * FROM {{schema}}.get_queue_depths{{suffix}}()"),
+            )
             .fetch_one(&runtime_pool)
             .await
             .expect("a procedure call");
@@ -424,21 +420,15 @@ async fn reinstallation_keeps_grants_and_never_reopens_public() {
 
             // Every procedure stale (a new build), and one missing (a
             // procedure the new build adds): all reinstalled by the owner.
-            sqlx::query(sqlx::AssertSqlSafe(
-                schema
-                    .sql("UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00'")
-                    .to_string(),
-            ))
+            sqlx::query(
+                schema.statement("UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00'"),
+            )
             .execute(&schema.pool)
             .await
             .expect("stale");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(
-                schema
-                    .sql(
-                        "DELETE FROM {{schema}}._duroxide_procedures WHERE name = 'get_parent_id'; \
+            sqlx::raw_sql(schema.statement(
+                "DELETE FROM {{schema}}._duroxide_procedures WHERE name = 'get_parent_id'; \
                  DROP FUNCTION {{schema}}.get_parent_id{{suffix}}(text)",
-                    )
-                    .to_string(),
             ))
             .execute(&schema.pool)
             .await
@@ -479,9 +469,9 @@ async fn a_function_of_the_schemas_own_stays_out_of_the_runtime_roles_reach() {
         let role = roles[0].clone();
         with_schema("roles_own_function", |schema| async move {
             schema.provider().await;
-            sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+            sqlx::query(schema.statement(
                 "CREATE FUNCTION {{schema}}.operators_helper() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-            ).to_string()))
+            ))
             .execute(&schema.pool)
             .await
             .expect("the schema's own function");
@@ -509,7 +499,7 @@ async fn revoke_takes_every_right_on_every_kind_of_object() {
         with_schema("roles_revoke_all", |schema| async move {
             owner_installs_and_grants(&schema, &role, SqlMode::StoredProcedures).await;
             owner_installs_and_grants(&schema, &other, SqlMode::InlineSql).await;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(schema.sql(&format!(
+            sqlx::raw_sql(schema.statement(&format!(
                 "CREATE FUNCTION {{{{schema}}}}.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
                  CREATE PROCEDURE {{{{schema}}}}.chore() LANGUAGE sql AS 'SELECT 1'; \
                  CREATE AGGREGATE {{{{schema}}}}.total(int) (SFUNC = int4pl, STYPE = int); \
@@ -520,7 +510,7 @@ async fn revoke_takes_every_right_on_every_kind_of_object() {
                        {{{{schema}}}}.total(int) TO \"{role}\"; \
                  GRANT ALL ON {{{{schema}}}}.notes, {{{{schema}}}}.recent, {{{{schema}}}}.instances TO \"{role}\"; \
                  GRANT ALL ON SEQUENCE {{{{schema}}}}.ticket, {{{{schema}}}}.notes_id_seq TO \"{role}\""
-            )).to_string()))
+            )))
             .execute(&schema.pool)
             .await
             .expect("objects of the operator's, granted by hand");
@@ -544,9 +534,9 @@ async fn revoke_takes_every_right_on_every_kind_of_object() {
                 }
             };
             let functions = duroxide_postgres::migrate::procedures().len() as i64;
-            let tables_of_ours = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(schema.sql(
+            let tables_of_ours = sqlx::query_scalar::<_, i64>(schema.statement(
                 "SELECT count(*) FROM pg_class WHERE relnamespace = '{{schema}}'::regnamespace AND relkind = 'r'",
-            ).to_string()))
+            ))
             .fetch_one(&schema.pool)
             .await
             .expect("tables")
@@ -568,9 +558,9 @@ async fn revoke_takes_every_right_on_every_kind_of_object() {
             );
             assert_eq!(held(role.clone()).await, 0, "nothing left on any object");
             assert_eq!(held(other.clone()).await, others_before, "the other role keeps its rights");
-            let usage: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+            let usage: bool = sqlx::query_scalar(schema.statement(
                 "SELECT has_schema_privilege($1, '{{schema}}'::regnamespace, 'USAGE')",
-            ).to_string()))
+            ))
             .bind(&other)
             .fetch_one(&schema.pool)
             .await
@@ -683,14 +673,11 @@ async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
             .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
             assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
             smoke_path(Arc::new(store)).await;
-            let old: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(
-                schema
-                    .sql("SELECT * FROM {{schema}}.get_queue_depths()")
-                    .to_string(),
-            ))
-            .fetch_one(&runtime_pool)
-            .await
-            .expect("an older process's call");
+            let old: (i64, i64) =
+                sqlx::query_as(schema.statement("SELECT * FROM {{schema}}.get_queue_depths()"))
+                    .fetch_one(&runtime_pool)
+                    .await
+                    .expect("an older process's call");
             assert_eq!(old.0, 0);
 
             tenants::drop_legacy_procedures(&schema.pool, &schema_name(&schema))

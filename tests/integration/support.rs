@@ -221,6 +221,13 @@ impl TestSchema {
                 "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
             )
     }
+
+    /// [`TestSchema::sql`] of `template`, as sqlx's query functions take
+    /// text that is not a literal: the tests' own SQL, with the schema's
+    /// quoted name as its only dynamic part.
+    pub fn statement(&self, template: &str) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(self.sql(template))
+    }
 }
 
 /// A connection of its own holding a `mode` lock (`ACCESS SHARE`, `ACCESS
@@ -235,14 +242,10 @@ pub async fn hold_table(schema: &TestSchema, table: &str, mode: &str) -> sqlx::P
         .execute(&mut holder)
         .await
         .expect("begin");
-    sqlx::query(sqlx::AssertSqlSafe(
-        schema
-            .sql(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE"))
-            .to_string(),
-    ))
-    .execute(&mut holder)
-    .await
-    .unwrap_or_else(|e| panic!("lock {table}: {e}"));
+    sqlx::query(schema.statement(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE")))
+        .execute(&mut holder)
+        .await
+        .unwrap_or_else(|e| panic!("lock {table}: {e}"));
     holder
 }
 
@@ -395,9 +398,9 @@ impl ProviderFactory for PgFactory {
 
     async fn corrupt_instance_history(&self, instance: &str) {
         let schema = self.current();
-        sqlx::query(sqlx::AssertSqlSafe(schema.sql(
+        sqlx::query(schema.statement(
             "UPDATE {{schema}}.history SET event_data = 'NOT_VALID_JSON{{{' WHERE instance_id = $1",
-        ).to_string()))
+        ))
         .bind(instance)
         .execute(&schema.pool)
         .await
@@ -406,9 +409,9 @@ impl ProviderFactory for PgFactory {
 
     async fn get_max_attempt_count(&self, instance: &str) -> u32 {
         let schema = self.current();
-        let max: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(schema.sql(
+        let max: Option<i32> = sqlx::query_scalar(schema.statement(
             "SELECT max(attempt_count) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-        ).to_string()))
+        ))
         .bind(instance)
         .fetch_one(&schema.pool)
         .await
@@ -751,9 +754,10 @@ impl ScratchDatabase {
                 .await
                 .expect("deadlock counter");
         drop(conn);
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
         .execute(&self.admin)
         .await
         .expect("drop db");

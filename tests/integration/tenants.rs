@@ -159,31 +159,26 @@ async fn status_of_all_tenants_at_once_matches_each_tenant_alone() {
         p.enqueue_for_orchestrator(start("batched"), None)
             .await
             .expect("enqueue");
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!(
-                "DROP FUNCTION \"{}\".{}",
-                stale.name,
-                stale.procedure("get_queue_depths")
-            )
-            .to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP FUNCTION \"{}\".{}",
+            stale.name,
+            stale.procedure("get_queue_depths")
+        )))
         .execute(pool)
         .await
         .expect("drop one procedure");
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!(
-                "INSERT INTO \"{}\"._duroxide_migrations (version, name, checksum, execution_ms) \
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO \"{}\"._duroxide_migrations (version, name, checksum, execution_ms) \
              VALUES (999999, 'from_the_future', '\\x00', 0)",
-                too_new.name
-            )
-            .to_string(),
-        ))
+            too_new.name
+        )))
         .execute(pool)
         .await
         .expect("record a future migration");
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP INDEX \"{}\".instances_created_idx", inline.name).to_string(),
-        ))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX \"{}\".instances_created_idx",
+            inline.name
+        )))
         .execute(pool)
         .await
         .expect("drop one index");
@@ -252,10 +247,10 @@ async fn migrate_and_verify_many(mode: SqlMode) {
         // One schema this build must refuse: the others still migrate.
         let newer = &schemas[3];
         newer.provider_in(mode).await;
-        sqlx::query(sqlx::AssertSqlSafe(newer.sql(
+        sqlx::query(newer.statement(
             "INSERT INTO {{schema}}._duroxide_migrations (version, name, checksum, execution_ms) \
              VALUES (999999, '999999_future', '\\x00', 0)",
-        ).to_string()))
+        ))
         .execute(&pool)
         .await
         .expect("record a future migration");
@@ -439,14 +434,10 @@ async fn drop_refuses_what_is_not_a_tenant_or_not_only_ours() {
         };
         let pool = mixed.pool.clone();
         mixed.provider().await;
-        sqlx::query(sqlx::AssertSqlSafe(
-            mixed
-                .sql("CREATE TABLE {{schema}}.users (id int)")
-                .to_string(),
-        ))
-        .execute(&pool)
-        .await
-        .expect("a user's table");
+        sqlx::query(mixed.statement("CREATE TABLE {{schema}}.users (id int)"))
+            .execute(&pool)
+            .await
+            .expect("a user's table");
         let err = tenants::drop_tenant(&pool, &name(mixed), true)
             .await
             .expect_err("a user's table is never dropped with a tenant");
@@ -458,12 +449,10 @@ async fn drop_refuses_what_is_not_a_tenant_or_not_only_ours() {
         assert!(err.to_string().contains("table users"), "{err}");
         assert!(schema_exists(&pool, &mixed.name).await);
 
-        sqlx::query(sqlx::AssertSqlSafe(
-            plain.sql("CREATE SCHEMA {{schema}}").to_string(),
-        ))
-        .execute(&pool)
-        .await
-        .expect("a plain schema");
+        sqlx::query(plain.statement("CREATE SCHEMA {{schema}}"))
+            .execute(&pool)
+            .await
+            .expect("a plain schema");
         let err = tenants::drop_tenant(&pool, &name(plain), true)
             .await
             .expect_err("not a tenant");
@@ -497,11 +486,9 @@ async fn uninstall_then_inline(mode: SqlMode) {
             0,
             "no function left"
         );
-        let recorded: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT count(*) FROM {{schema}}._duroxide_procedures")
-                .to_string(),
-        ))
+        let recorded: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}._duroxide_procedures"),
+        )
         .fetch_one(&pool)
         .await
         .expect("count records");

@@ -180,9 +180,9 @@ async fn provider_over_tls(query: &str) {
         .unwrap_or_else(|e| panic!("provider over TLS ({query}): {e}"));
     assert!(provider.health().await.is_ready());
     assert!(encrypted(&provider).await, "{query}: session not encrypted");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(
-        format!("DROP SCHEMA \"{schema}\" CASCADE").to_string(),
-    ))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
     .execute(provider.pool())
     .await
     .expect("drop schema");

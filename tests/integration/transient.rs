@@ -153,12 +153,8 @@ async fn a_connection_ended_as_idle_costs_one_retryable_failure() {
                     .await
                     .unwrap_or_else(|e| panic!("{mode}: the retry: {e}"));
             }
-            let queued: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(
-                schema
-                    .sql(
-                        "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
-                    )
-                    .to_string(),
+            let queued: i64 = sqlx::query_scalar(schema.statement(
+                "SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1",
             ))
             .bind(&instance)
             .fetch_one(&schema.pool)

@@ -31,13 +31,9 @@ async fn ack_definition(schema: &TestSchema) -> String {
 
 /// `ack_work_item`'s record: (crate version, checksum).
 async fn ack_record(schema: &TestSchema) -> (Option<String>, Vec<u8>) {
-    sqlx::query_as(sqlx::AssertSqlSafe(
-        schema
-            .sql(
-                "SELECT crate_version, checksum FROM {{schema}}._duroxide_procedures \
+    sqlx::query_as(schema.statement(
+        "SELECT crate_version, checksum FROM {{schema}}._duroxide_procedures \
          WHERE name = 'ack_work_item'",
-            )
-            .to_string(),
     ))
     .fetch_one(&schema.pool)
     .await
@@ -45,7 +41,7 @@ async fn ack_record(schema: &TestSchema) -> (Option<String>, Vec<u8>) {
 }
 
 async fn execute(schema: &TestSchema, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema.sql(sql).to_string()))
+    sqlx::raw_sql(schema.statement(sql))
         .execute(&schema.pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -208,13 +204,9 @@ pub async fn as_before_the_suffix(schema: &TestSchema) {
 
 /// The queue depths as a process of a build before the suffix reads them.
 async fn depths_by_plain_name(schema: &TestSchema) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(
-        schema
-            .sql("SELECT * FROM {{schema}}.get_queue_depths()")
-            .to_string(),
-    ))
-    .fetch_one(&schema.pool)
-    .await
+    sqlx::query_as(schema.statement("SELECT * FROM {{schema}}.get_queue_depths()"))
+        .fetch_one(&schema.pool)
+        .await
 }
 
 #[tokio::test]
@@ -310,13 +302,9 @@ async fn an_earlier_builds_fetch_and_read_still_work_after_this_build_installs()
             .enqueue_for_worker(fixtures::activity("upgrade", 2))
             .await
             .expect("enqueue");
-        let (token, item): (Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(
-            schema
-                .sql(
-                    "SELECT lock_token, work_item FROM {{schema}}.fetch_work_item{{suffix}}\
+        let (token, item): (Option<String>, Option<String>) = sqlx::query_as(schema.statement(
+            "SELECT lock_token, work_item FROM {{schema}}.fetch_work_item{{suffix}}\
              ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .to_string(),
         ))
         .bind(30_000_i64)
         .bind("any")
@@ -334,11 +322,9 @@ async fn an_earlier_builds_fetch_and_read_still_work_after_this_build_installs()
             item.as_deref(),
             Some(fixtures::json(&fixtures::activity("upgrade", 2)).as_str())
         );
-        let events: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql("SELECT event_data FROM {{schema}}.read_history{{suffix}}($1, $2)")
-                .to_string(),
-        ))
+        let events: Vec<String> = sqlx::query_scalar(
+            schema.statement("SELECT event_data FROM {{schema}}.read_history{{suffix}}($1, $2)"),
+        )
         .bind("upgrade")
         .bind(None::<i64>)
         .fetch_all(&schema.pool)
@@ -370,9 +356,7 @@ async fn every_call_of_the_previous_build_still_parses() {
             let (name, template) = line.split_once(" = ").expect("`name = template` lines");
             if let Err(e) = schema
                 .pool
-                .describe(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
-                    schema.sql(template),
-                )))
+                .describe(sqlx::SqlSafeStr::into_sql_str(schema.statement(template)))
                 .await
             {
                 failed.push(format!("{name}: {e}"));

@@ -32,13 +32,9 @@ async fn contents(schema: &TestSchema) -> Vec<String> {
     assert!(tables.len() >= 10, "the tenant's tables: {tables:?}");
     let mut all = Vec::new();
     for table in tables {
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            schema
-                .sql(&format!(
-                    "SELECT t::text FROM {{{{schema}}}}.\"{table}\" t ORDER BY t::text"
-                ))
-                .to_string(),
-        ))
+        let rows: Vec<String> = sqlx::query_scalar(schema.statement(&format!(
+            "SELECT t::text FROM {{{{schema}}}}.\"{table}\" t ORDER BY t::text"
+        )))
         .fetch_all(&schema.pool)
         .await
         .unwrap_or_else(|e| panic!("read {table}: {e}"));
@@ -49,14 +45,10 @@ async fn contents(schema: &TestSchema) -> Vec<String> {
 
 /// The warm-up procedure, called directly.
 async fn warm_up(schema: &TestSchema) -> bool {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(
-        schema
-            .sql("SELECT {{schema}}.warm_up{{suffix}}()")
-            .to_string(),
-    ))
-    .fetch_one(&schema.pool)
-    .await
-    .expect("warm_up")
+    sqlx::query_scalar(schema.statement("SELECT {{schema}}.warm_up{{suffix}}()"))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("warm_up")
 }
 
 /// With a start message, an instance mid-turn (leased), an activity and a
@@ -182,11 +174,9 @@ async fn a_locked_table_does_not_hold_up_the_build() {
         first.close().await;
 
         let mut holder = schema.pool.begin().await.expect("begin");
-        sqlx::query(sqlx::AssertSqlSafe(
-            schema
-                .sql("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE")
-                .to_string(),
-        ))
+        sqlx::query(
+            schema.statement("LOCK TABLE {{schema}}.orchestrator_queue IN ACCESS EXCLUSIVE MODE"),
+        )
         .execute(&mut *holder)
         .await
         .expect("lock");

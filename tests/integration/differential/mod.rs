@@ -268,9 +268,9 @@ async fn snapshot(p: &PostgresProvider) -> String {
             "{{now_ms}}",
             "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
         );
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(
-            format!("SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t").to_string(),
-        ))
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"
+        )))
         .fetch_one(p.pool())
         .await
         .map(|v: serde_json::Value| v.as_array().cloned().unwrap_or_default())

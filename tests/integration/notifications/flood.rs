@@ -82,12 +82,10 @@ async fn a_flood_costs_few_fetches(mode: SqlMode) {
         let schema = names[0].clone();
         let provider = Arc::new(provider_on(&pool, &schema, mode, true).await);
         let role = format!("{schema}_flooder");
-        sqlx::query(sqlx::AssertSqlSafe(
-            format!("CREATE ROLE \"{role}\" LOGIN").to_string(),
-        ))
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|e| panic!("create role: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN")))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("create role: {e}"));
         let (activities, orchestrations) = runtime_parts();
         let options = RuntimeOptions {
             orchestration_concurrency: SLOTS,
@@ -146,9 +144,9 @@ async fn a_flood_costs_few_fetches(mode: SqlMode) {
             flooder.await.expect("flooder");
         }
         runtime.shutdown(None).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(
-            format!("DROP ROLE IF EXISTS \"{role}\"").to_string(),
-        ))
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS \"{role}\""
+        )))
         .execute(&pool)
         .await;
 

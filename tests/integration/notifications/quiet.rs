@@ -39,14 +39,11 @@ async fn writer(pool: &PgPool) -> PoolConnection<Postgres> {
 /// notification.
 async fn silent_start(conn: &mut PgConnection, schema: &str, instance: &str) {
     let json = fixtures::json(&start(instance));
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!(
-            "INSERT INTO \"{schema}\".orchestrator_queue \
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".orchestrator_queue \
          (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
          VALUES ($1, 'StartOrchestration', $2, {NOW_MS}, {NOW_MS})"
-        )
-        .to_string(),
-    ))
+    )))
     .bind(instance)
     .bind(json)
     .execute(conn)
@@ -57,14 +54,11 @@ async fn silent_start(conn: &mut PgConnection, schema: &str, instance: &str) {
 /// Writes a claimable activity of `instance` behind the provider's back.
 async fn silent_activity(conn: &mut PgConnection, schema: &str, instance: &str) {
     let json = fixtures::json(&activity(instance, 2));
-    sqlx::query(sqlx::AssertSqlSafe(
-        format!(
-            "INSERT INTO \"{schema}\".worker_queue \
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".worker_queue \
          (work_item, visible_at_ms, instance_id, execution_id, activity_id, created_at_ms) \
          VALUES ($1, {NOW_MS}, $2, 1, 2, {NOW_MS})"
-        )
-        .to_string(),
-    ))
+    )))
     .bind(json)
     .bind(instance)
     .execute(conn)

@@ -97,7 +97,7 @@ async fn migrate_verify_status_and_list() {
 
         // An index dropped by hand: verify names it, and recovers once it is back.
         let index = "DROP INDEX {{schema}}.worker_queue_session_idx";
-        sqlx::raw_sql(sqlx::AssertSqlSafe(b.sql(index).to_string()))
+        sqlx::raw_sql(b.statement(index))
             .execute(&b.pool)
             .await
             .expect("drop an index");
@@ -115,7 +115,7 @@ async fn migrate_verify_status_and_list() {
         }
         let recreate = "CREATE INDEX worker_queue_session_idx ON {{schema}}.worker_queue (session_id) \
                         WHERE session_id IS NOT NULL";
-        sqlx::raw_sql(sqlx::AssertSqlSafe(b.sql(recreate).to_string()))
+        sqlx::raw_sql(b.statement(recreate))
             .execute(&b.pool)
             .await
             .expect("recreate the index");
