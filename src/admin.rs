@@ -7,7 +7,7 @@ use duroxide::providers::{ExecutionInfo, InstanceInfo, QueueDepths, SystemMetric
 
 use crate::codec;
 use crate::error::{PostgresProviderError, Result};
-use crate::sql::statements;
+use crate::sql::{Sql, statements};
 use crate::store::Store;
 
 statements! {
@@ -109,8 +109,8 @@ pub(crate) async fn orphaned_instances(s: &Store, limit: u32) -> Result<Vec<Orph
 }
 
 /// The ids a listing statement returns, with its instance argument if any.
-async fn ids(s: &Store, sql: &str, arg: Option<&str>) -> Result<Vec<String>> {
-    let mut query = sqlx::query_scalar(crate::sql::audited(sql));
+async fn ids(s: &Store, sql: &Sql, arg: Option<&str>) -> Result<Vec<String>> {
+    let mut query = sqlx::query_scalar(sql);
     if let Some(arg) = arg {
         query = query.bind(codec::check_text("instance", arg)?);
     }

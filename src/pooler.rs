@@ -27,6 +27,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use crate::sql::Sql;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
@@ -40,7 +41,7 @@ use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, 
 pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
-    pooled_begin: Option<Arc<str>>,
+    pooled_begin: Option<Sql>,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant. Connections come from
     /// [`Db::acquire`] and go back through [`Db::release`].
@@ -84,7 +85,7 @@ impl Db {
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
         Self {
             pool,
-            pooled_begin: pooled_begin.map(Into::into),
+            pooled_begin: pooled_begin.map(Sql::new),
             home: None,
         }
     }
@@ -165,8 +166,8 @@ impl Db {
     }
 
     /// What opens a transaction under a transaction pooler; `None` without one.
-    pub(crate) fn pooled_begin(&self) -> Option<&str> {
-        self.pooled_begin.as_deref()
+    pub(crate) fn pooled_begin(&self) -> Option<&Sql> {
+        self.pooled_begin.as_ref()
     }
 
     /// `query`'s first row, on `conn`, a connection of this pool acquired by
@@ -181,7 +182,7 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match self.pooled_begin.as_deref() {
+        match self.pooled_begin.as_ref() {
             None => {
                 let row = (&mut *conn).fetch_optional(query).await?;
                 self.release(conn);
@@ -196,7 +197,7 @@ impl Db {
     async fn pinned<'q, E>(
         &self,
         conn: Conn,
-        begin: &str,
+        begin: &Sql,
         query: E,
     ) -> Result<Vec<Either<PgQueryResult, PgRow>>, sqlx::Error>
     where
@@ -206,9 +207,7 @@ impl Db {
         let conn = guard.conn()?;
         // The executor's own boxed futures and streams: sqlx's `async fn`
         // helpers over a borrowed connection would not prove `Send` here.
-        (&mut **conn)
-            .execute(sqlx::raw_sql(crate::sql::audited(begin)))
-            .await?;
+        (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
         let outcome: Result<Vec<_>, sqlx::Error> =
             (&mut **conn).fetch_many(Unnamed(query)).try_collect().await;
         let end = if outcome.is_ok() {
@@ -296,7 +295,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match (self.pooled_begin.as_deref(), &self.home) {
+        match (self.pooled_begin.as_ref(), &self.home) {
             (None, None) => self.pool.fetch_many(query),
             (begin, _) => stream::once(async move {
                 let mut conn = self.acquire().await?;
@@ -323,7 +322,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match (self.pooled_begin.as_deref(), &self.home) {
+        match (self.pooled_begin.as_ref(), &self.home) {
             (None, None) => self.pool.fetch_optional(query),
             (None, Some(_)) => Box::pin(async move {
                 let conn = self.acquire().await?;

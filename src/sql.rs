@@ -21,7 +21,7 @@ use crate::schema::SchemaName;
 /// ([`SchemaName`]); values always travel as bind parameters. Shared, so
 /// handing it to sqlx (which owns the text of every query it runs) copies
 /// no text.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Sql(Arc<str>);
 
 impl Sql {
@@ -42,12 +42,6 @@ impl Deref for Sql {
 impl fmt::Debug for Sql {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for Sql {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

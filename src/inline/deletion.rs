@@ -131,10 +131,7 @@ async fn delete_in(
     }
     // The procedure's locks, in its order, one statement each.
     for lock in [&sql.claim, &sql.lock_leases, &sql.lock_messages, &sql.lock] {
-        sqlx::query(crate::sql::audited(lock))
-            .bind(ids)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(lock).bind(ids).execute(&mut *conn).await?;
     }
     if !force {
         let running: Option<String> = sqlx::query_scalar(&sql.running)

@@ -61,11 +61,7 @@ impl Tx {
         };
         match pool.pooled_begin() {
             None => sqlx::query("BEGIN").execute(tx.conn()?).await?,
-            Some(begin) => {
-                tx.conn()?
-                    .execute(sqlx::raw_sql(crate::sql::audited(begin)))
-                    .await?
-            }
+            Some(begin) => tx.conn()?.execute(sqlx::raw_sql(begin)).await?,
         };
         Ok(tx)
     }

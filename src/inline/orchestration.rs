@@ -640,7 +640,7 @@ async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<St
             }
             _ => {
                 for statement in [&sql.kv_clear_all_delta, &sql.kv_clear_all_store] {
-                    sqlx::query(crate::sql::audited(statement))
+                    sqlx::query(statement)
                         .bind(&instance)
                         .bind(now)
                         .execute(&mut *c)
@@ -658,7 +658,7 @@ async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<St
             &sql.kv_merge_delete,
             &sql.kv_merge_clear,
         ] {
-            sqlx::query(crate::sql::audited(statement))
+            sqlx::query(statement)
                 .bind(&instance)
                 .execute(&mut *c)
                 .await?;

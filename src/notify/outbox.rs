@@ -382,9 +382,7 @@ async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> 
     let Some(conn) = open.0.as_mut() else {
         return Ok(());
     };
-    (&mut **conn)
-        .execute(sqlx::raw_sql(crate::sql::audited(begin)))
-        .await?;
+    (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
     let sent = outbox.flush(&mut **conn, false).await;
     let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
     (&mut **conn).execute(sqlx::raw_sql(end)).await?;
