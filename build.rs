@@ -5,7 +5,8 @@
 //! * `MIGRATION_FILES`: `(name, text)` of every `migrations/*.sql`;
 //! * `PROCEDURE_FILES`: `(name, text)` of every `procedures/*.sql`, its
 //!   include markers already replaced by the statements of
-//!   `statements/NAME/` (see `src/statement_file.rs`), so what is installed,
+//!   `statements/NAME/` or, for a marker `OTHER/STATEMENT`, of
+//!   `statements/OTHER/` (see `src/statement_file.rs`), so what is installed,
 //!   and checksummed, is the expanded text;
 //! * `STATEMENT_FILES`: `(procedure, statement, text)` of every
 //!   `statements/PROCEDURE/STATEMENT.sql`, which inline mode renders;
@@ -100,10 +101,11 @@ fn main() {
     );
     for (name, path) in &procedures {
         let source = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let lookup = |statement: &str| {
+        let lookup = |marker: &str| {
+            let (procedure, statement) = statement_file::target(name, marker);
             texts
                 .iter()
-                .find(|(p, s, _)| p == name && s == statement)
+                .find(|(p, s, _)| p == procedure && s == statement)
                 .map(|(_, _, text)| text.as_str())
         };
         let (expanded, _) = statement_file::expand(&source, lookup)

@@ -1,17 +1,22 @@
 -- ack_work_item_and_claim: ack_work_item, then, when the ack found its
 -- token, fetch_work_item with the given parameters, in one call and one
 -- transaction: a worker that completes an activity claims the next one it
--- will ask for (src/claim_ahead.rs). Each part is the procedure itself, so
--- this one holds no statement of its own.
+-- will ask for (src/claim_ahead.rs). It runs those procedures' statements
+-- (statements/ack_work_item/, statements/fetch_work_item/), not the
+-- procedures: a nested call of a SECURITY DEFINER function with settings
+-- costs about as much server time as the statement it wraps. The fetch
+-- loop below is fetch_work_item's, returning by leaving the loop; change
+-- both together (the structure tests compare them).
 --
 -- The result is ack_work_item's row (acked, wake) followed by
 -- fetch_work_item's columns, all NULL when nothing was fetched (the ack did
 -- not find its token); lock_token is NULL when the fetch claimed nothing.
 --
--- The ack is durable: fetch_work_item makes its own transaction commit
--- without waiting for the WAL flush (a lease lost to a crash is harmless),
--- so the setting the transaction began with is put back after it, and the
--- commit waits for the flush as the ack alone would.
+-- The ack is durable: the fetch's candidate statement makes the
+-- transaction commit without waiting for the WAL flush (a lease lost to a
+-- crash is harmless), so the setting the transaction began with is put
+-- back after the fetch, and the commit waits for the flush as the ack
+-- alone would.
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item_and_claim{{suffix}}(
     p_lock_token       text,
     p_instance_id      text,
@@ -37,17 +42,50 @@ SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_sync text := pg_catalog.current_setting('synchronous_commit');
+    v_sync    text := pg_catalog.current_setting('synchronous_commit');
+    v_token   text := pg_catalog.gen_random_uuid()::text;
+    v_start   bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
+    v_lazy    text;
+    v_now     bigint;
+    v_id      bigint;
+    v_session text;
+    v_skip    text[] := '{}';
+    v_more    boolean;
+    v_due     bigint;
+    v_taken   boolean;
+    v_floor   bigint := p_floor_ms;
+    v_scan_floor bigint;
 BEGIN
-    SELECT a.acked, a.wake INTO acked, wake
-      FROM {{schema}}.ack_work_item{{suffix}}(p_lock_token, p_instance_id, p_item_kind, p_work_item) a;
+    {{> ack_work_item/ack}}
+      INTO acked, wake;
     IF acked THEN
-        SELECT f.lock_token, f.work_item, f.attempt_count, f.more, f.next_due_ms, f.scan_floor_ms,
-               f.prefetched_history
-          INTO lock_token, work_item, attempt_count, more, next_due_ms, scan_floor_ms, prefetched_history
-          FROM {{schema}}.fetch_work_item{{suffix}}(p_lock_timeout_ms, p_tag_mode, p_tags, p_owner_id,
-                                                    p_session_lock_ms, p_next_due, p_floor_ms,
-                                                    p_next_floor_margin_ms, p_history_bytes) f;
+        -- fetch_work_item's loop.
+        more := false;
+        FOR v_try IN 1..8 LOOP
+            {{> fetch_work_item/candidate}}
+              INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+            scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
+            v_floor := coalesce(v_floor, v_scan_floor);
+            IF v_id IS NULL THEN
+                next_due_ms := CASE WHEN p_next_due THEN v_due END;
+                EXIT;
+            END IF;
+
+            IF v_session IS NOT NULL THEN
+                {{> fetch_work_item/claim_session}}
+                  INTO v_taken;
+                IF NOT FOUND THEN
+                    v_skip := v_skip || v_session;  -- another worker took the session
+                    CONTINUE;
+                END IF;
+            END IF;
+
+            {{> fetch_work_item/claim}}
+              INTO lock_token, work_item, attempt_count, prefetched_history;
+            more := v_more;
+            next_due_ms := v_due;
+            EXIT;
+        END LOOP;
         PERFORM pg_catalog.set_config('synchronous_commit', v_sync, true);
     END IF;
     RETURN NEXT;

@@ -3,8 +3,10 @@
 //!
 //! A procedure with control flow is written as plpgsql around include
 //! markers, `{{> NAME}}`, each standing for the statement in
-//! `statements/PROCEDURE/NAME.sql`. The same file is what inline mode sends
-//! for that step. A statement file is a header of `--` comment lines, one of
+//! `statements/PROCEDURE/NAME.sql`; `{{> OTHER/NAME}}` stands for another
+//! procedure's statement, `statements/OTHER/NAME.sql` (a procedure that does
+//! the work of two, such as `ack_work_item_and_claim`, runs theirs). The
+//! same file is what inline mode sends for that step. A statement file is a header of `--` comment lines, one of
 //! which may be `-- params: name type, name type, ...`, then the statement.
 //! The statement is written with the procedure's own parameter and variable
 //! names; the header lists them in binding order with their types.
@@ -30,6 +32,14 @@ pub const PARAMS_HEADER: &str = "-- params:";
 /// Opens an include marker in a procedure file; `}}` closes it.
 #[cfg_attr(not(test), allow(dead_code))] // build.rs and the unit tests
 pub const INCLUDE_OPEN: &str = "{{> ";
+
+/// The `(procedure, statement)` an include marker naming `name` stands for
+/// in `procedure`'s file: `NAME` is the procedure's own statement,
+/// `OTHER/NAME` another procedure's.
+#[cfg_attr(not(test), allow(dead_code))] // build.rs and the unit tests
+pub fn target<'a>(procedure: &'a str, name: &'a str) -> (&'a str, &'a str) {
+    name.split_once('/').unwrap_or((procedure, name))
+}
 
 /// A statement file, taken apart.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::embedded::PROCEDURE_SOURCES;
 use crate::migrate::{procedure_checksum, procedures};
-use crate::statement_file::{INCLUDE_OPEN, expand};
+use crate::statement_file::{INCLUDE_OPEN, expand, target};
 
 /// Procedures that have control flow, and so statement files and a driver.
 const DRIVEN: &[&str] = &[
@@ -19,12 +19,17 @@ const DRIVEN: &[&str] = &[
     "prune_executions_bulk",
 ];
 
-/// Procedures made of calls of other procedures only: no statement of
-/// their own, so no statement files. The inline driver of
-/// `ack_work_item_and_claim` makes the same calls' statements
-/// (`crate::driver`); `warm_up` has no inline counterpart, inline mode
-/// having no procedures to warm (`crate::warm_up`).
+/// Procedures with no statement of their own, so no statement files: they
+/// run other procedures' statements (`ack_work_item_and_claim`, whose
+/// inline driver runs the same statements, `crate::driver`) or call other
+/// procedures (`warm_up`, which has no inline counterpart, inline mode
+/// having no procedures to warm: `crate::warm_up`).
 const COMPOSED: &[&str] = &["ack_work_item_and_claim", "warm_up"];
+
+/// Single-statement procedures whose statement is a statement file, because
+/// a composed procedure runs it too. Inline mode derives their statement
+/// from the expanded procedure, which is the file's.
+const SHARED: &[&str] = &["ack_work_item"];
 
 /// `(procedure, statement)` of every statement an inline driver runs.
 fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
@@ -35,7 +40,15 @@ fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
         metrics::MetricsSql::STATEMENTS,
     ];
     all.extend(deletion::DeletionSql::STATEMENTS);
-    all.into_iter().flatten().copied().collect()
+    let mut run: BTreeSet<_> = all.into_iter().flatten().copied().collect();
+    // Derived: inline mode sends the procedure's single statement.
+    run.extend(
+        STATEMENT_FILES
+            .iter()
+            .filter(|(p, _, _)| SHARED.contains(p))
+            .map(|(p, n, _)| (*p, *n)),
+    );
+    run
 }
 
 fn statement_files() -> BTreeSet<(&'static str, &'static str)> {
@@ -57,12 +70,34 @@ fn statement_text(procedure: &str, name: &str) -> Option<&'static str> {
         .map(|(_, _, text)| *text)
 }
 
-/// `procedure`'s source expanded with `lookup`: (text, statements included).
-fn expanded<'s>(
+/// `procedure`'s source expanded as `build.rs` does, except that
+/// `replace(procedure, statement)` may give a statement another text:
+/// (text, markers included).
+fn expanded_with(
     procedure: &str,
-    lookup: impl Fn(&str) -> Option<&'s str>,
+    replace: impl Fn(&str, &str) -> Option<String>,
 ) -> (String, Vec<String>) {
+    let texts: Vec<(String, String)> = STATEMENT_FILES
+        .iter()
+        .map(|(p, n, text)| {
+            let text = replace(p, n).unwrap_or_else(|| (*text).to_string());
+            (format!("{p}/{n}"), text)
+        })
+        .collect();
+    let lookup = |marker: &str| {
+        let (p, n) = target(procedure, marker);
+        let key = format!("{p}/{n}");
+        texts
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, text)| text.as_str())
+    };
     expand(source(procedure), lookup).unwrap_or_else(|e| panic!("{procedure}: {e}"))
+}
+
+/// `procedure`'s source expanded as `build.rs` does.
+fn expanded(procedure: &str) -> (String, Vec<String>) {
+    expanded_with(procedure, |_, _| None)
 }
 
 #[test]
@@ -75,6 +110,25 @@ fn every_procedure_is_derived_or_has_statement_files() {
             assert!(
                 !derivable && !statements,
                 "{name}: composed, yet {derivable}/{statements}"
+            );
+            continue;
+        }
+        if SHARED.contains(name) {
+            let (_, used) = expanded(name);
+            assert!(
+                derivable && used.len() == 1,
+                "{name}: shared, yet derivable={derivable}, includes {used:?}"
+            );
+            // The same statement; the procedure's copy is indented.
+            let lines = |text: String| {
+                text.lines()
+                    .map(|l| l.trim().to_string())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                lines(derived(name).unwrap_or_default()),
+                lines(statement(name, &used[0])),
+                "{name}"
             );
             continue;
         }
@@ -106,9 +160,13 @@ fn the_drivers_run_exactly_the_statement_files() {
 
 #[test]
 fn every_statement_file_is_included_by_its_procedure() {
-    for procedure in DRIVEN {
-        let (_, used) = expanded(procedure, |name| statement_text(procedure, name));
-        let used: BTreeSet<&str> = used.iter().map(String::as_str).collect();
+    for procedure in DRIVEN.iter().chain(SHARED) {
+        let (_, used) = expanded(procedure);
+        let used: BTreeSet<&str> = used
+            .iter()
+            .filter(|marker| !marker.contains('/'))
+            .map(String::as_str)
+            .collect();
         let files: BTreeSet<&str> = statement_files()
             .into_iter()
             .filter(|(p, _)| p == procedure)
@@ -124,7 +182,7 @@ fn every_statement_file_is_included_by_its_procedure() {
 #[test]
 fn procedures_are_embedded_expanded() {
     for (name, text) in PROCEDURE_FILES {
-        let (expanded, _) = expanded(name, |s| statement_text(name, s));
+        let (expanded, _) = expanded(name);
         assert_eq!(*text, expanded, "{name}");
         assert!(!text.contains(INCLUDE_OPEN), "{name}: marker left");
     }
@@ -182,30 +240,76 @@ fn procedure_sources_touch_tables_only_through_their_statements() {
 #[test]
 fn a_changed_statement_changes_its_procedures_checksum() {
     let installed = procedures();
-    for (procedure, name, text) in STATEMENT_FILES {
+    let mut checked = BTreeSet::new();
+    for (procedure, _) in PROCEDURE_FILES {
         let embedded = installed
             .iter()
             .find(|p| p.name == *procedure)
             .unwrap_or_else(|| panic!("{procedure}"));
-        let (current, _) = expanded(procedure, |s| statement_text(procedure, s));
+        let (current, used) = expanded(procedure);
         assert_eq!(
             procedure_checksum(&current),
             embedded.checksum(),
             "{procedure}: the installed checksum is not the expanded text's"
         );
-        let changed_text = format!("{text}\n-- changed");
-        let changed_text: &str = &changed_text;
-        let (changed, _) = expanded(procedure, |s| {
-            if s == *name {
-                Some(changed_text)
-            } else {
-                statement_text(procedure, s)
-            }
-        });
-        assert_ne!(
-            procedure_checksum(&changed),
-            embedded.checksum(),
-            "{procedure}: changing {name}.sql leaves its checksum"
+        for marker in used {
+            let (owner, name) = target(procedure, &marker);
+            let (changed, _) = expanded_with(procedure, |p, n| {
+                (p == owner && n == name)
+                    .then(|| statement_text(p, n).map(|t| format!("{t}\n-- changed")))
+                    .flatten()
+            });
+            assert_ne!(
+                procedure_checksum(&changed),
+                embedded.checksum(),
+                "{procedure}: changing {owner}/{name}.sql leaves its checksum"
+            );
+            checked.insert((owner.to_string(), name.to_string()));
+        }
+    }
+    for (procedure, name, _) in STATEMENT_FILES {
+        assert!(
+            checked.contains(&(procedure.to_string(), name.to_string())),
+            "{procedure}/{name}.sql is included by no procedure"
+        );
+    }
+}
+
+/// The tokens of `text` between `from` and `to`, comments left out.
+fn tokens_between<'t>(text: &'t str, from: &str, to: &str) -> Vec<&'t str> {
+    let start = text.find(from).map_or(0, |i| i + from.len());
+    let end = text[start..].find(to).map_or(text.len(), |i| start + i);
+    text[start..end]
+        .lines()
+        .map(|line| line.split("--").next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
+        .collect()
+}
+
+#[test]
+fn the_composed_claim_runs_fetch_work_items_loop() {
+    let fetch = source("fetch_work_item");
+    let composed = source("ack_work_item_and_claim");
+    // fetch_work_item returns from inside its loop; the composed procedure
+    // leaves the loop instead (it has the ack's setting to put back after
+    // it), with `more` false from the start.
+    let fetch_loop = tokens_between(fetch, "FOR v_try IN 1..8 LOOP", "END LOOP;")
+        .join(" ")
+        .replace("more := false; RETURN NEXT; RETURN;", "EXIT;")
+        .replace("RETURN NEXT; RETURN;", "EXIT;");
+    let composed_loop = tokens_between(composed, "FOR v_try IN 1..8 LOOP", "END LOOP;")
+        .join(" ")
+        .replace("{{> fetch_work_item/", "{{> ");
+    assert_eq!(composed_loop, fetch_loop);
+    // Every variable of the fetch is declared the same way.
+    let composed_declared = tokens_between(composed, "DECLARE", "BEGIN").join(" ");
+    for declaration in tokens_between(fetch, "DECLARE", "BEGIN")
+        .join(" ")
+        .split_inclusive(';')
+    {
+        assert!(
+            composed_declared.contains(declaration.trim()),
+            "ack_work_item_and_claim does not declare `{declaration}`"
         );
     }
 }
