@@ -143,6 +143,7 @@ mod tests {
             "orchestrator_queue_visible_idx",
             "orchestrator_queue_orphan_idx",
             "worker_queue_session_idx",
+            "sessions_locked_until_idx",
             "instance_claims",
             "instance_claims_pkey",
         ] {

@@ -230,6 +230,84 @@ in_both_modes!(
     inline_scans_no_table_that_grows_with_instances_or_sessions
 );
 
+/// A long-polling worker fetch asks when the queue next has something for it,
+/// session lock expiries included: with many sessions held, finding the
+/// earliest expiry must not read them all, on an empty fetch nor on the
+/// claim of the last item (which reports the time too).
+async fn long_polls_read_no_session_table(mode: SqlMode) {
+    let _counting = counting_own_table_reads().await;
+    with_schema(&format!("session_due_{mode}"), |schema| async move {
+        set_up(&schema, |setup| async move {
+            setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
+            // Held by other workers for an hour, and long expired.
+            sqlx::query(setup.statement(
+                "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
+                 SELECT 'held-' || g, 'other-' || (g % 16), \
+                        CASE WHEN g % 2 = 0 THEN {{now_ms}} + 3600000 ELSE 0 END, 0 \
+                 FROM generate_series(1, $1::bigint) g",
+            ))
+            .bind(ROWS)
+            .execute(&setup.pool)
+            .await
+            .expect("sessions");
+            sqlx::query(setup.statement("ANALYZE {{schema}}.sessions"))
+                .execute(&setup.pool)
+                .await
+                .expect("analyze");
+        })
+        .await;
+        let pool = pool(3).await;
+        let provider = settling_provider(&pool, &schema.name, mode, Duration::ZERO).await;
+        let sessions = ["sessions"];
+        let before = rows_read(&schema.pool, &schema.name, &sessions).await;
+        let session = SessionFetchConfig {
+            owner_id: "worker-1".to_string(),
+            lock_timeout: LOCK,
+        };
+        let poll = Duration::from_millis(50);
+        for n in 0..3 {
+            // Nothing queued: the fetch asks when to look again.
+            let none = provider
+                .fetch_work_item(LOCK, poll, Some(&session), &TagFilter::DefaultOnly)
+                .await
+                .expect("empty fetch");
+            assert!(none.is_none(), "nothing is queued");
+            // The only item: its claim reports the time too.
+            let instance = format!("new-{n}");
+            let mut work = fixtures::activity(&instance, 2);
+            if let WorkItem::ActivityExecute { session_id, .. } = &mut work {
+                *session_id = Some(format!("session-{n}"));
+            }
+            provider.enqueue_for_worker(work).await.expect("enqueue");
+            let (_, token, _) = provider
+                .fetch_work_item(LOCK, poll, Some(&session), &TagFilter::DefaultOnly)
+                .await
+                .expect("fetch work")
+                .expect("the activity");
+            provider
+                .ack_work_item(&token, Some(fixtures::completion(&instance, 2)))
+                .await
+                .expect("ack");
+        }
+        drop(provider);
+        report_and_close(pool, 3).await;
+        let read = rows_read(&schema.pool, &schema.name, &sessions).await - before;
+        // Per fetch: its own session's row (looked up, taken, touched by the
+        // ack) and the earliest expiry, a handful of rows, not thousands.
+        assert!(
+            read < 100,
+            "six long-polling fetches read {read} rows of {ROWS} sessions"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(
+    long_polls_read_no_session_table:
+    procedures_long_polls_read_no_session_table,
+    inline_long_polls_read_no_session_table
+);
+
 /// Bulk deletes and prunes by instance id read those instances only (counted
 /// in rows read: a scan in `created_at_ms` order reads them all by index), on the
 /// provider's own pool settings (generic plans) and past the five custom

@@ -1,0 +1,13 @@
+-- 0005_sessions_expiry_index: session lock expiries in an index.
+--
+-- A long-polling worker fetch that finds nothing, or claims the last item,
+-- reports when the queue next has something for it, and a session lock's
+-- expiry is such a time (fetch_work_item's candidate statement). Without an
+-- index on locked_until_ms, finding the earliest live expiry read every
+-- session row, on every such fetch. With it the answer is one index entry.
+--
+-- Session claims and renewals change locked_until_ms, so they update this
+-- index too (no HOT update); last_activity_at_ms, which an activity's ack
+-- touches, stays unindexed. The build locks the sessions table against
+-- writes for as long as it takes, which grows with the number of sessions.
+CREATE INDEX sessions_locked_until_idx ON {{schema}}.sessions (locked_until_ms);
