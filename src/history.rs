@@ -16,7 +16,7 @@ statements! {
     pub(crate) struct HistorySql {
         /// Events of one execution (or the latest with NULL).
         read = "SELECT event_data, custom_status, custom_status_version \
-                FROM {{schema}}.read_history{{suffix}}($1, $2)",
+                FROM {{schema}}.read_history{{suffix}}($1, $2, $3)",
         /// Append events to one execution.
         append = "SELECT {{schema}}.append_history{{suffix}}($1, $2, $3, $4, $5)",
         /// Custom status newer than a version.
@@ -31,11 +31,12 @@ statements! {
 }
 
 /// A history read's rows: each event, with the instance's custom status
-/// and its version (`None`: no instance row) as of the same snapshot.
-type ReadRow = (String, Option<String>, Option<i64>);
+/// and its version (`None`: no instance row) as of the same snapshot; with
+/// no event, one row without one.
+type ReadRow = (Option<String>, Option<String>, Option<i64>);
 
 /// Reads the events of `execution_id` (the latest with `None`), and the
-/// instance's custom status as of the same snapshot when there is any event.
+/// instance's custom status as of the same snapshot.
 async fn read_rows(
     s: &Store,
     instance: &str,
@@ -47,13 +48,14 @@ async fn read_rows(
     let rows: Vec<ReadRow> = sqlx::query_as(&s.sql.history.read)
         .bind(codec::check_text("instance", instance)?)
         .bind(execution_id)
+        .bind(true) // with no event, a row with the status
         .fetch_all(&s.pool)
         .await?;
     let status = rows
         .first()
         .map(|(_, status, version)| (status.clone(), *version));
     Ok((
-        rows.into_iter().map(|(event, _, _)| event).collect(),
+        rows.into_iter().filter_map(|(event, _, _)| event).collect(),
         status,
     ))
 }

@@ -163,7 +163,8 @@ pub(crate) fn parse<'a>(name: &str, text: &'a str) -> Option<Signature<'a>> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once(char::is_whitespace))
-        .map(|p| p.map(|(n, t)| (n.trim(), t.trim())))
+        // A default (`p_x boolean DEFAULT false`) is not part of the type.
+        .map(|p| p.map(|(n, t)| (n.trim(), t.split(" DEFAULT ").next().unwrap_or(t).trim())))
         .collect::<Option<Vec<_>>>()?;
     let language = rest
         .lines()

@@ -395,3 +395,15 @@ fn derived_statements_reference_no_procedure_and_no_parameter_name() {
         }
     }
 }
+
+#[test]
+fn a_defaulted_parameter_binds_by_its_type() {
+    let text = "CREATE OR REPLACE FUNCTION {{schema}}.f{{suffix}}(\n    p_a text,\n    p_b boolean DEFAULT false)\nRETURNS TABLE (x text)\nLANGUAGE plpgsql\nAS $$\nBEGIN\nRETURN QUERY SELECT p_a WHERE p_b;\nEND\n$$;";
+    let sig = parse("f", text).unwrap_or_else(|| panic!("does not parse"));
+    assert_eq!(sig.params, [("p_a", "text"), ("p_b", "boolean")]);
+    let read = derived("read_history").unwrap_or_default();
+    assert!(
+        read.contains("$3::boolean") && !read.contains("DEFAULT"),
+        "{read}"
+    );
+}

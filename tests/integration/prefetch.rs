@@ -446,6 +446,52 @@ async fn a_status_read_after_a_history_read_is_answered_from_it(mode: SqlMode) {
 }
 in_both_modes!(a_status_read_after_a_history_read_is_answered_from_it: a_status_read_after_a_history_read_is_answered_from_it_procedures, a_status_read_after_a_history_read_is_answered_from_it_inline);
 
+/// The client polls an instance before its first turn (its start still
+/// queued) and one that does not exist: the history read finds no event,
+/// and the custom status read after it is answered from that read too (it
+/// does not wait for the locked instances table), as the server answers:
+/// no status.
+async fn a_status_read_after_an_empty_history_read_is_answered_from_it(mode: SqlMode) {
+    with_schema(&format!("prefetch_empty_{mode}"), |schema| async move {
+        let provider = provider(&schema, mode, LONG_WINDOW).await;
+        provider
+            .enqueue_for_orchestrator(fixtures::start("queued"), None)
+            .await
+            .expect("enqueue");
+        for instance in ["queued", "nowhere"] {
+            let (report_read, wait_read) = oneshot::channel::<()>();
+            let (send_go, wait_go) = oneshot::channel::<()>();
+            let client = {
+                let provider = provider.clone();
+                tokio::spawn(async move {
+                    let events = provider.read(instance).await.expect("read");
+                    report_read.send(()).expect("report");
+                    wait_go.await.expect("go");
+                    let status = provider
+                        .get_custom_status(instance, 0)
+                        .await
+                        .expect("status");
+                    (events, status)
+                })
+            };
+            wait_read.await.expect("read");
+            let holder = lock(&schema, "instances").await;
+            send_go.send(()).expect("go");
+            let (events, status) = tokio::time::timeout(Duration::from_secs(20), client)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{instance}: the status read waited for the locked instances")
+                })
+                .expect("client task");
+            assert!(events.is_empty(), "{instance}: {events:?}");
+            assert_eq!(status, None, "{instance}");
+            support::release_table(holder).await;
+        }
+    })
+    .await;
+}
+in_both_modes!(a_status_read_after_an_empty_history_read_is_answered_from_it: a_status_read_after_an_empty_history_read_is_answered_from_it_procedures, a_status_read_after_an_empty_history_read_is_answered_from_it_inline);
+
 /// A custom status this provider changes between the history read and the
 /// status read of one task is read again from the server.
 async fn a_status_changed_through_the_provider_is_never_hidden(mode: SqlMode) {
