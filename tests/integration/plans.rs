@@ -112,6 +112,20 @@ async fn report_and_close(pool: PgPool, connections: u32) {
     pool.close().await;
 }
 
+/// Runs `insert` (its `$1` bound to [`ROWS`]) on `schema`, then analyzes
+/// `table`.
+async fn fill(schema: &TestSchema, table: &str, insert: &str) {
+    sqlx::query(schema.statement(insert))
+        .bind(ROWS)
+        .execute(&schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"));
+    sqlx::query(schema.statement(&format!("ANALYZE {{{{schema}}}}.{table}")))
+        .execute(&schema.pool)
+        .await
+        .expect("analyze");
+}
+
 /// Fills the tables a fetch or an ack could be tempted to scan, and analyzes them.
 async fn grow(schema: &TestSchema) {
     for statement in [
@@ -240,20 +254,15 @@ async fn long_polls_read_no_session_table(mode: SqlMode) {
         set_up(&schema, |setup| async move {
             setup.provider_with(mode, false).await; // migrate (no listener to outlive the pool)
             // Held by other workers for an hour, and long expired.
-            sqlx::query(setup.statement(
+            fill(
+                &setup,
+                "sessions",
                 "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
                  SELECT 'held-' || g, 'other-' || (g % 16), \
                         CASE WHEN g % 2 = 0 THEN {{now_ms}} + 3600000 ELSE 0 END, 0 \
                  FROM generate_series(1, $1::bigint) g",
-            ))
-            .bind(ROWS)
-            .execute(&setup.pool)
-            .await
-            .expect("sessions");
-            sqlx::query(setup.statement("ANALYZE {{schema}}.sessions"))
-                .execute(&setup.pool)
-                .await
-                .expect("analyze");
+            )
+            .await;
         })
         .await;
         let pool = pool(3).await;
@@ -376,20 +385,15 @@ async fn system_metrics_read_their_tables_sequentially(mode: SqlMode) {
     with_schema(&format!("metrics_plan_{mode}"), |schema| async move {
         let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
             grow(&setup).await;
-            sqlx::query(setup.statement(
+            fill(
+                &setup,
+                "history",
                 "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
                  event_data, created_at_ms) \
                  SELECT 'old-' || g, 1, e, 'Event', '{}', 0 \
                  FROM generate_series(1, $1::bigint) g, generate_series(1, 2) e",
-            ))
-            .bind(ROWS)
-            .execute(&setup.pool)
-            .await
-            .expect("history");
-            sqlx::query(setup.statement("ANALYZE {{schema}}.history"))
-                .execute(&setup.pool)
-                .await
-                .expect("analyze");
+            )
+            .await;
         })
         .await;
         let tables = ["instances", "executions", "history"];
