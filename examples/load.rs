@@ -10,7 +10,7 @@
 //!                                        [--connections-per-tenant N]
 //!                                        [--connection-reuse-ms MS] [--prefetch-ms MS]
 //!                                        [--claim-ahead on|off] [--warm-up on|off]
-//!                                        [--durable] [--client-superuser]
+//!                                        [--durable] [--client-superuser] [--spans]
 //! ```
 //!
 //! Three scenarios (the first two by default):
@@ -50,6 +50,10 @@
 //! It prints the server's `fsync` and `synchronous_commit` settings and the
 //! SQL mode each provider actually runs in; it refuses to compare modes
 //! while `DUROXIDE_POSTGRES_SQL_MODE` would force them all to one.
+//!
+//! `--spans` adds a table of every provider operation's durations (p50, p90,
+//! p99, mean) per schema, that is per configuration, from the provider's
+//! own operation spans (`load/spans.rs`).
 //!
 //! The client connects as a role of its own, `duroxide_load_client`, created
 //! as a superuser on the tool's own server. On a server you supply
@@ -115,6 +119,8 @@ mod backend_cpu;
 mod burst;
 #[path = "load/latency.rs"]
 mod latency;
+#[path = "load/spans.rs"]
+mod spans;
 #[path = "load/table.rs"]
 mod table;
 #[path = "load/tenants.rs"]
@@ -158,6 +164,8 @@ struct Settings {
     durable: bool,
     /// Create the client's superuser role on a server the user supplied.
     client_superuser: bool,
+    /// Print each operation's durations per schema (`--spans`).
+    spans: bool,
 }
 
 fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
@@ -181,6 +189,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         warm_up: PostgresOptions::default().warm_up,
         durable: false,
         client_superuser: false,
+        spans: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -250,12 +259,13 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             }
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
+            "--spans" => settings.spans = true,
             "--settle-ms" => {
                 settings.settle = Some(Duration::from_millis(value()?.parse()?));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--warm-up on|off] [--durable] [--client-superuser]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--warm-up on|off] [--durable] [--client-superuser] [--spans]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -630,6 +640,9 @@ fn main() -> Result<(), BoxError> {
 pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
     let settings = parse_args(extras)?;
     check_mode_override(&settings.modes)?;
+    if settings.spans {
+        spans::install()?;
+    }
     let (url, own_server) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => (url, false),
         _ => {
@@ -729,6 +742,9 @@ pub fn run(extras: &[Extra]) -> Result<(), BoxError> {
                 bursts.push(burst::run(&url, &admin, mode, shape).await?);
             }
             burst::print(&bursts);
+        }
+        if settings.spans {
+            spans::print();
         }
         Ok(())
     })
