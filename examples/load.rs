@@ -11,6 +11,7 @@
 //!                                        [--connection-reuse-ms MS] [--prefetch-ms MS]
 //!                                        [--claim-ahead on|off] [--warm-up on|off]
 //!                                        [--durable] [--client-superuser] [--spans]
+//!                                        [--activity sleep|yield]
 //! ```
 //!
 //! Three scenarios (the first two by default):
@@ -50,6 +51,12 @@
 //! It prints the server's `fsync` and `synchronous_commit` settings and the
 //! SQL mode each provider actually runs in; it refuses to compare modes
 //! while `DUROXIDE_POSTGRES_SQL_MODE` would force them all to one.
+//!
+//! `--activity yield` runs activities that yield to the scheduler once
+//! instead of duroxide's stress activities, which sleep 0 ms: tokio rounds
+//! that sleep up to its next 1 ms timer tick, so with one worker slot the
+//! activity cycle is a whole number of ticks and the provider's speed shows
+//! only where it moves a cycle across a tick.
 //!
 //! `--spans` adds a table of every provider operation's durations (p50, p90,
 //! p99, mean) per schema, that is per configuration, from the provider's
@@ -166,6 +173,9 @@ struct Settings {
     client_superuser: bool,
     /// Print each operation's durations per schema (`--spans`).
     spans: bool,
+    /// Activities that yield once instead of sleeping 0 ms
+    /// (`--activity yield`).
+    yield_activities: bool,
 }
 
 fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
@@ -190,6 +200,7 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
         durable: false,
         client_superuser: false,
         spans: false,
+        yield_activities: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -260,12 +271,19 @@ fn parse_args(extras: &[Extra]) -> Result<Settings, BoxError> {
             "--durable" => settings.durable = true,
             "--client-superuser" => settings.client_superuser = true,
             "--spans" => settings.spans = true,
+            "--activity" => {
+                settings.yield_activities = match value()?.as_str() {
+                    "sleep" => false,
+                    "yield" => true,
+                    other => return Err(format!("--activity: sleep or yield, not {other}").into()),
+                };
+            }
             "--settle-ms" => {
                 settings.settle = Some(Duration::from_millis(value()?.parse()?));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--warm-up on|off] [--durable] [--client-superuser] [--spans]",
+                    "usage: load [--modes procedures,inline{}] [--concurrency 1:1,2:2,4:4] [--duration SECS] [--in-flight N] [--tasks N] [--notifications on,off] [--settle-ms MS] [--repeat N] [--scenario load,latency,tenants,burst] [--tenants N] [--tenants-per-connection N] [--connections-per-tenant N] [--connection-reuse-ms MS] [--prefetch-ms MS] [--claim-ahead on|off] [--warm-up on|off] [--durable] [--client-superuser] [--spans] [--activity sleep|yield]",
                     extras
                         .iter()
                         .map(|e| format!(",{}", e.name))
@@ -431,7 +449,7 @@ async fn run_one(
 
     let rt = Runtime::start_with_options(
         provider.clone(),
-        create_default_activities(0),
+        activities(settings.yield_activities),
         create_default_orchestrations(),
         RuntimeOptions {
             dispatcher_min_poll_interval: Duration::from_millis(100),
@@ -633,6 +651,23 @@ fn check_mode_override(modes: &[SqlMode]) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     run(&[])
+}
+
+/// The activities the runtime runs: duroxide's stress activities (a 0 ms
+/// sleep), or with `yield_once` the same activity yielding once instead.
+fn activities(yield_once: bool) -> duroxide::runtime::registry::ActivityRegistry {
+    if !yield_once {
+        return create_default_activities(0);
+    }
+    duroxide::runtime::registry::ActivityRegistry::builder()
+        .register(
+            "ProcessTask",
+            |_ctx: duroxide::ActivityContext, input: String| async move {
+                tokio::task::yield_now().await;
+                Ok(format!("processed: {input}"))
+            },
+        )
+        .build()
 }
 
 /// The tool's body; `extras` adds modes served by other providers (see
