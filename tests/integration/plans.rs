@@ -112,6 +112,31 @@ async fn report_and_close(pool: PgPool, connections: u32) {
     pool.close().await;
 }
 
+/// Queues an activity of `instance` in session `session-{n}`, claims it with
+/// `session` (waiting up to `poll`) and acks it with its completion.
+async fn run_session_activity(
+    provider: &PostgresProvider,
+    instance: &str,
+    n: usize,
+    session: &SessionFetchConfig,
+    poll: Duration,
+) {
+    let mut work = fixtures::activity(instance, 2);
+    if let WorkItem::ActivityExecute { session_id, .. } = &mut work {
+        *session_id = Some(format!("session-{n}"));
+    }
+    provider.enqueue_for_worker(work).await.expect("enqueue");
+    let (_, token, _) = provider
+        .fetch_work_item(LOCK, poll, Some(session), &TagFilter::DefaultOnly)
+        .await
+        .expect("fetch work")
+        .expect("the activity");
+    provider
+        .ack_work_item(&token, Some(fixtures::completion(instance, 2)))
+        .await
+        .expect("ack");
+}
+
 /// Runs `insert` (its `$1` bound to [`ROWS`]) on `schema`, then analyzes
 /// `table`.
 async fn fill(schema: &TestSchema, table: &str, insert: &str) {
@@ -205,25 +230,7 @@ async fn turns_and_activities_scan_nothing_big(mode: SqlMode) {
                 .await
                 .expect("abandon");
 
-            let mut work = fixtures::activity(&instance, 2);
-            if let WorkItem::ActivityExecute { session_id, .. } = &mut work {
-                *session_id = Some(format!("session-{n}"));
-            }
-            provider.enqueue_for_worker(work).await.expect("enqueue");
-            let (_, token, _) = provider
-                .fetch_work_item(
-                    LOCK,
-                    Duration::ZERO,
-                    Some(&session),
-                    &TagFilter::DefaultOnly,
-                )
-                .await
-                .expect("fetch work")
-                .expect("the activity");
-            provider
-                .ack_work_item(&token, Some(fixtures::completion(&instance, 2)))
-                .await
-                .expect("ack");
+            run_session_activity(&provider, &instance, n, &session, Duration::ZERO).await;
         }
         drop(provider);
         report_and_close(pool, 2).await;
@@ -282,21 +289,7 @@ async fn long_polls_read_no_session_table(mode: SqlMode) {
                 .expect("empty fetch");
             assert!(none.is_none(), "nothing is queued");
             // The only item: its claim reports the time too.
-            let instance = format!("new-{n}");
-            let mut work = fixtures::activity(&instance, 2);
-            if let WorkItem::ActivityExecute { session_id, .. } = &mut work {
-                *session_id = Some(format!("session-{n}"));
-            }
-            provider.enqueue_for_worker(work).await.expect("enqueue");
-            let (_, token, _) = provider
-                .fetch_work_item(LOCK, poll, Some(&session), &TagFilter::DefaultOnly)
-                .await
-                .expect("fetch work")
-                .expect("the activity");
-            provider
-                .ack_work_item(&token, Some(fixtures::completion(&instance, 2)))
-                .await
-                .expect("ack");
+            run_session_activity(&provider, &format!("new-{n}"), n, &session, poll).await;
         }
         drop(provider);
         report_and_close(pool, 3).await;
