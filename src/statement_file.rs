@@ -6,8 +6,9 @@
 //! `statements/PROCEDURE/NAME.sql`; `{{> OTHER/NAME}}` stands for another
 //! procedure's statement, `statements/OTHER/NAME.sql` (a procedure that does
 //! the work of two, such as `ack_work_item_and_claim`, runs theirs). The
-//! same file is what inline mode sends for that step. A statement file is a header of `--` comment lines, one of
-//! which may be `-- params: name type, name type, ...`, then the statement.
+//! same file is what inline mode sends for that step. A statement file is a
+//! header of `--` comment lines, one of which may be
+//! `-- params: name type, name type, ...`, then the statement.
 //! The statement is written with the procedure's own parameter and variable
 //! names; the header lists them in binding order with their types.
 //!

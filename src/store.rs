@@ -348,9 +348,9 @@ mod tests {
         // Spawned, so a failure still reaches the cleanup below.
         let outcome = tokio::spawn(body).await;
         for schema in [&procedures, &inline] {
-            sqlx::query(sqlx::AssertSqlSafe(
-                format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").to_string(),
-            ))
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
             .execute(&pool)
             .await
             .unwrap();

@@ -333,7 +333,7 @@ CREATE OPERATOR {{hostile}}.* (LEFTARG = numeric, RIGHTARG = integer, FUNCTION =
 async fn migrations_never_call_functions_planted_on_the_search_path() {
     with_schema("mig_hostile", |schema| async move {
         let hostile = fresh_schema_name("hostile");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(HOSTILE.replace("{{hostile}}", &format!("\"{hostile}\"")).to_string()))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(HOSTILE.replace("{{hostile}}", &format!("\"{hostile}\""))))
             .execute(&schema.pool)
             .await
             .expect("plant hostile functions");
