@@ -80,6 +80,7 @@ impl LongPoll {
     /// [`LongPoll::fetch`] (a worker's ack that claims the next item,
     /// [`crate::claim_ahead`]), for [`LongPoll::fetched_elsewhere`].
     pub(crate) fn mark(&self, queue: Queue) -> FetchMark {
+        self.membership.hub.shared.wants_wakes();
         FetchMark {
             epoch: self.waiters.queue(queue).epoch.load(Ordering::SeqCst),
             subscribed: self.waiters.subscribed.load(Ordering::SeqCst),
@@ -137,6 +138,7 @@ impl LongPoll {
         let deadline = Instant::now() + poll_timeout;
         let waiters = self.waiters.queue(queue);
         let shared = &self.membership.hub.shared;
+        shared.wants_wakes();
         let registration = Registration::new(waiters, key);
         let mut woken = false;
         // The due time the last wait ended at, when a due time ended it.

@@ -82,6 +82,7 @@
 
 mod long_poll;
 mod outbox;
+mod presence;
 mod waiters;
 
 use std::collections::{HashMap, HashSet};
@@ -152,6 +153,15 @@ struct Shared {
     echoes: AtomicU64,
     /// The listening connection's backend process id (0: none yet).
     own_pid: AtomicU32,
+    /// A fetch on this pool has waited for notifications: the listening
+    /// connection tells other processes that it listens (see [`presence`]).
+    wants_wakes: AtomicBool,
+    /// Times the hub looked whether other processes listen.
+    presence_checks: AtomicU64,
+    /// Batches sent while no other process was known to listen.
+    batches_alone: AtomicU64,
+    /// Other listening connections that announced themselves.
+    hellos: AtomicU64,
     /// What this pool's commits still have to tell other processes; sent on
     /// the listening connection.
     outbox: Arc<Outbox>,
@@ -177,6 +187,14 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// A fetch waits for notifications: from now on the listening
+    /// connection tells other processes that this one listens.
+    fn wants_wakes(&self) {
+        if !self.wants_wakes.swap(true, Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
     fn wake_all(&self) {
         for (_, waiters) in self.schemas() {
             waiters.wake_all();
@@ -189,6 +207,9 @@ impl Shared {
     fn received(self: &Arc<Self>, channel: &str, payload: &str, pid: u32) {
         if pid != 0 && pid == self.own_pid.load(Ordering::SeqCst) {
             self.echoes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if payload == presence::HELLO {
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +368,17 @@ pub struct NotificationStats {
     /// fetch with the same parameters, begun since, instead of querying
     /// (every waiter learns the same due times and wakes at them together).
     pub followed: u64,
+    /// Times the hub looked whether another process listens (at most once
+    /// a second, and only while it has notifications to send).
+    pub presence_checks: u64,
+    /// Batches of notifications sent while no other process was known to
+    /// listen: at most one per 100 ms, identical notifications folded
+    /// meanwhile (this pool's own waiters were woken at the commit).
+    pub batches_alone: u64,
+    /// Other processes' listening connections that announced themselves on
+    /// a channel this one listens to (from then on, notifications go to
+    /// them at once).
+    pub hellos: u64,
     /// Fetch statements sent by long-polling fetches (each one's first
     /// included): what quiet notes and following spare shows as fewer.
     pub queries: u64,
@@ -467,6 +499,9 @@ impl Hub {
             empty_wakeups: self.shared.empty_wakeups.load(Ordering::Relaxed),
             quiet_skips: self.shared.quiet_skips.load(Ordering::Relaxed),
             followed: self.shared.followed.load(Ordering::Relaxed),
+            presence_checks: self.shared.presence_checks.load(Ordering::Relaxed),
+            batches_alone: self.shared.batches_alone.load(Ordering::Relaxed),
+            hellos: self.shared.hellos.load(Ordering::Relaxed),
             queries: self.shared.queries.load(Ordering::Relaxed),
             keepalives: self.shared.keepalives.load(Ordering::Relaxed),
             handed_on: self.shared.handed_on.load(Ordering::Relaxed),
@@ -521,6 +556,7 @@ impl Drop for Membership {
 /// check again.
 async fn listen(shared: Arc<Shared>, pool: PgPool) {
     let mut backoff = BACKOFF.0;
+    let mut presence = presence::Presence::default();
     loop {
         if pool.is_closed() {
             shared.connected.store(false, Ordering::Relaxed);
@@ -562,7 +598,25 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         // Subscribed now: whatever was committed before is fetched right away.
         subscribed(&schemas);
         let mut heard = Instant::now();
+        // Whether this connection holds the presence key (see `presence`).
+        let mut announced = false;
         let reason = loop {
+            if !announced && shared.wants_wakes.load(Ordering::SeqCst) {
+                let channels: Vec<String> = listening.iter().cloned().collect();
+                if let Err(e) = presence::announce(&mut listener, true, &channels).await {
+                    break e.to_string();
+                }
+                announced = true;
+            }
+            // While nobody else is known to listen, batches are spaced.
+            let hold = presence.hold_until();
+            let outbox = &shared.outbox;
+            let ready = async move {
+                outbox.wait().await;
+                if let Some(at) = hold {
+                    tokio::time::sleep_until(at).await;
+                }
+            };
             let keepalive = shared.keepalive();
             let keepalive_at = keepalive.map_or_else(
                 || later(heard, Duration::MAX),
@@ -572,6 +626,12 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 message = listener.try_recv() => match message {
                     Ok(Some(n)) => {
                         heard = Instant::now();
+                        if n.payload() == presence::HELLO
+                            && n.process_id() != shared.own_pid.load(Ordering::SeqCst)
+                        {
+                            presence.heard(heard);
+                            shared.hellos.fetch_add(1, Ordering::Relaxed);
+                        }
                         shared.received(n.channel(), n.payload(), n.process_id());
                     }
                     Ok(None) => break "connection lost".to_string(),
@@ -594,8 +654,26 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 }
                 // This pool's commits posted notifications for other
                 // processes: send them, batched, on this connection.
-                _ = shared.outbox.wait() => {
-                    match shared.outbox.flush(&mut listener, true).await {
+                _ = ready => {
+                    match presence::look(&mut listener, &mut presence).await {
+                        Ok(looked) => {
+                            if looked {
+                                shared.presence_checks.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => break e.to_string(),
+                    }
+                    // Just learned that nobody else listens: wait for the spacing.
+                    if presence.hold_until().is_some_and(|at| at > Instant::now()) {
+                        continue;
+                    }
+                    let alone = presence.alone();
+                    if alone {
+                        shared.batches_alone.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let flushed = shared.outbox.flush(&mut listener, true, alone).await;
+                    presence.sent(Instant::now());
+                    match flushed {
                         Ok(()) => heard = Instant::now(),
                         Err(e) if e.is_retryable() => break e.to_string(),
                         Err(e) => tracing::warn!(error = %e, "duroxide-postgres: notifications not sent"),
@@ -618,6 +696,15 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         .collect();
                     if let Err(e) = resubscribe(&mut listener, &mut listening, &left, &joined).await {
                         break e.to_string();
+                    }
+                    // A listener that announced itself says hello on the
+                    // channels it joins (one that has not yet does so on all
+                    // of them at the top of the loop).
+                    if announced && !joined.is_empty() {
+                        let channels: Vec<String> = joined.iter().map(|(name, _)| name.clone()).collect();
+                        if let Err(e) = presence::announce(&mut listener, false, &channels).await {
+                            break e.to_string();
+                        }
                     }
                     shared.channels.store(listening.len(), Ordering::Relaxed);
                     heard = Instant::now();

@@ -169,11 +169,11 @@ impl Outbox {
         pending.order.is_empty()
     }
 
-    /// Takes up to [`BATCH`] queued notifications for one send, as the two
-    /// arrays [`SEND`] binds.
-    fn take(&self) -> Batch {
+    /// Takes up to [`BATCH`] (and at most `max`) queued notifications for
+    /// one send, as the two arrays [`SEND`] binds.
+    fn take(&self, max: usize) -> Batch {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let n = pending.order.len().min(BATCH);
+        let n = pending.order.len().min(BATCH).min(max);
         let taken: Vec<(Arc<str>, Wake)> = pending.order.drain(..n).collect();
         for key in &taken {
             pending.set.remove(key);
@@ -218,9 +218,11 @@ impl Outbox {
         }
     }
 
-    /// Sends what is queued, a batch at a time, on `conn`. A failure puts
-    /// the batch back unless it is permanent (see [`Outbox::finish`]) and is
-    /// returned: the caller decides whether its connection is still good.
+    /// Sends what is queued, a batch at a time, on `conn` (with `once`,
+    /// only what was queued when it began: what is posted while it sends
+    /// waits for the next call). A failure puts the batch back unless it is permanent (see
+    /// [`Outbox::finish`]) and is returned: the caller decides whether its
+    /// connection is still good.
     ///
     /// `prepared`: [`SEND`] is prepared once on `conn` and reused (the
     /// listening connection, which is always a direct one, and pooled
@@ -232,15 +234,23 @@ impl Outbox {
         &self,
         conn: &mut C,
         prepared: bool,
+        once: bool,
     ) -> Result<(), PostgresProviderError>
     where
         for<'c> &'c mut C: sqlx::Executor<'c, Database = sqlx::Postgres>,
     {
+        let mut budget = if once {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.order.len()
+        } else {
+            usize::MAX
+        };
         loop {
-            let batch = self.take();
+            let batch = self.take(budget);
             if batch.taken.is_empty() {
                 return Ok(());
             }
+            budget = budget.saturating_sub(batch.taken.len());
             let (channels, payloads) = batch.arrays();
             let sent = sqlx::query(SEND)
                 .persistent(prepared)
@@ -376,14 +386,14 @@ async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> 
     use sqlx::Executor as _;
     let mut conn = db.acquire().await?;
     let Some(begin) = db.pooled_begin() else {
-        return outbox.flush(&mut *conn, true).await;
+        return outbox.flush(&mut *conn, true, false).await;
     };
     let mut open = InTransaction(Some(conn));
     let Some(conn) = open.0.as_mut() else {
         return Ok(());
     };
     (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
-    let sent = outbox.flush(&mut **conn, false).await;
+    let sent = outbox.flush(&mut **conn, false, false).await;
     let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
     (&mut **conn).execute(sqlx::raw_sql(end)).await?;
     open.0 = None;
@@ -435,7 +445,7 @@ mod tests {
         outbox.post(&b, &[Wake::Orchestrator]);
         assert_eq!(outbox.unsent(), 3);
         assert_eq!(outbox.counters.folded.load(Ordering::Relaxed), 1);
-        let batch = outbox.take();
+        let batch = outbox.take(usize::MAX);
         assert_eq!(
             batch.arrays(),
             (
@@ -466,7 +476,7 @@ mod tests {
         let a = channel("a");
         outbox.post(&a, &[Wake::Worker]);
         for attempt in 1..MAX_FAILURES {
-            let batch = outbox.take();
+            let batch = outbox.take(usize::MAX);
             // Posted meanwhile: folds into the batch put back.
             outbox.post(&a, &[Wake::Worker]);
             outbox.finish(batch, Err(true));
@@ -476,13 +486,13 @@ mod tests {
                 "attempt {attempt}: back in the queue once"
             );
         }
-        let batch = outbox.take();
+        let batch = outbox.take(usize::MAX);
         outbox.finish(batch, Err(true));
         assert_eq!(outbox.unsent(), 0, "given up after {MAX_FAILURES} failures");
         assert_eq!(outbox.counters.dropped.load(Ordering::Relaxed), 1);
 
         outbox.post(&a, &[Wake::Orchestrator]);
-        let batch = outbox.take();
+        let batch = outbox.take(usize::MAX);
         outbox.finish(batch, Err(false));
         assert_eq!(outbox.unsent(), 0, "a permanent failure is not retried");
         assert_eq!(outbox.counters.dropped.load(Ordering::Relaxed), 2);

@@ -23,6 +23,7 @@ mod after_commit;
 mod flood;
 mod handoff;
 mod listener;
+mod presence;
 mod quiet;
 
 const LOCK: Duration = Duration::from_secs(30);

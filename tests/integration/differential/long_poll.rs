@@ -472,6 +472,11 @@ async fn notifications(
         if n.channel() == marker && n.payload() == step.to_string() {
             break;
         }
+        // A side's listener announcing itself (its first waiting fetch)
+        // says `hello`: not a wake-up of any operation.
+        if n.payload() == "hello" {
+            continue;
+        }
         if let Some(i) = channels.iter().position(|c| *c == n.channel()) {
             seen[i].push(n.payload().to_string());
         }
