@@ -60,6 +60,20 @@ where
     }
 }
 
+/// Two providers of `schema` on pools of their own on `database` (two hubs,
+/// as two processes would have), both subscribed.
+async fn two_hubs(
+    database: &str,
+    schema: &str,
+) -> (PgPool, PostgresProvider, PgPool, PostgresProvider) {
+    let (pool_a, pool_b) = (pool_on(database).await, pool_on(database).await);
+    let a = provider_on(&pool_a, schema, SqlMode::StoredProcedures, true).await;
+    let b = provider_on(&pool_b, schema, SqlMode::StoredProcedures, true).await;
+    subscribed(&a).await;
+    subscribed(&b).await;
+    (pool_a, a, pool_b, b)
+}
+
 /// Waits until `p` has sent every notification of the commits that returned.
 async fn all_sent(p: &PostgresProvider) {
     eventually("every notification sent", || async {
@@ -139,11 +153,7 @@ async fn a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_hub_announces_itself_and_is_notified_at_once() {
     in_own_database("presence_found", |database, control, schema| async move {
-        let (pool_a, pool_b) = (pool_on(&database).await, pool_on(&database).await);
-        let a = provider_on(&pool_a, &schema, SqlMode::StoredProcedures, true).await;
-        let b = provider_on(&pool_b, &schema, SqlMode::StoredProcedures, true).await;
-        subscribed(&a).await;
-        subscribed(&b).await;
+        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema).await;
         let holders = || async {
             sqlx::query_scalar::<_, i64>(HOLDERS)
                 .fetch_one(&control)
@@ -180,11 +190,7 @@ async fn a_waiting_hub_announces_itself_and_is_notified_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_that_was_alone_hears_an_announcement() {
     in_own_database("presence_hello", |database, _control, schema| async move {
-        let (pool_a, pool_b) = (pool_on(&database).await, pool_on(&database).await);
-        let a = provider_on(&pool_a, &schema, SqlMode::StoredProcedures, true).await;
-        let b = provider_on(&pool_b, &schema, SqlMode::StoredProcedures, true).await;
-        subscribed(&a).await;
-        subscribed(&b).await;
+        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema).await;
         a.enqueue_for_orchestrator(start("first"), None)
             .await
             .unwrap_or_else(|e| panic!("enqueue: {e}"));
