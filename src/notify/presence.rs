@@ -24,8 +24,8 @@
 //! never left to its poll timeout.
 //!
 //! The lock is only ever read, never waited for: a role that takes the key
-//! itself (any role can) makes the hubs send at once, as before; nothing
-//! can make a hub believe it is alone while another listens.
+//! itself (any role can), or forges a `HELLO`, makes the hubs send at once,
+//! as before; no other session can hide a listener that announced itself.
 
 use std::time::Duration;
 
