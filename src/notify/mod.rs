@@ -209,9 +209,6 @@ impl Shared {
             self.echoes.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if payload == presence::HELLO {
-            return;
-        }
         self.received.fetch_add(1, Ordering::Relaxed);
         let Some(wake) = Wake::from_payload(payload) else {
             return;
@@ -626,13 +623,16 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 message = listener.try_recv() => match message {
                     Ok(Some(n)) => {
                         heard = Instant::now();
+                        // Another listener announcing itself: no wake-up
+                        // (its own, coming back, is an echo like any other).
                         if n.payload() == presence::HELLO
                             && n.process_id() != shared.own_pid.load(Ordering::SeqCst)
                         {
                             presence.heard(heard);
                             shared.hellos.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            shared.received(n.channel(), n.payload(), n.process_id());
                         }
-                        shared.received(n.channel(), n.payload(), n.process_id());
                     }
                     Ok(None) => break "connection lost".to_string(),
                     Err(e) => break e.to_string(),

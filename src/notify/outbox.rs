@@ -220,9 +220,9 @@ impl Outbox {
 
     /// Sends what is queued, a batch at a time, on `conn` (with `once`,
     /// only what was queued when it began: what is posted while it sends
-    /// waits for the next call). A failure puts the batch back unless it is permanent (see
-    /// [`Outbox::finish`]) and is returned: the caller decides whether its
-    /// connection is still good.
+    /// waits for the next call). A failure puts the batch back unless it is
+    /// permanent (see [`Outbox::finish`]) and is returned: the caller
+    /// decides whether its connection is still good.
     ///
     /// `prepared`: [`SEND`] is prepared once on `conn` and reused (the
     /// listening connection, which is always a direct one, and pooled

@@ -125,54 +125,57 @@ impl Presence {
     }
 }
 
+/// A statement's outcome on the listening connection: the connection's
+/// loss is an error (the caller reconnects); any other refusal (a right
+/// revoked) is logged as `what` and read as no answer (`None`).
+fn unless_refused<T>(
+    outcome: std::result::Result<T, sqlx::Error>,
+    what: &str,
+) -> Result<Option<T>, PostgresProviderError> {
+    match outcome.map_err(PostgresProviderError::from) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "duroxide-postgres: {what}");
+            Ok(None)
+        }
+    }
+}
+
 /// Takes [`KEY`] on the listening connection (`take`) and says [`HELLO`]
-/// on `channels`. A refusal other than the connection's (the function's
-/// right revoked) is logged and skipped: the hub then listens unannounced,
-/// and others' notifications reach it at the pace of [`ALONE_INTERVAL`].
+/// on `channels`. A refusal other than the connection's is logged and
+/// skipped: the hub then listens unannounced, and others' notifications
+/// reach it at the pace of [`ALONE_INTERVAL`].
 pub(super) async fn announce(
     listener: &mut PgListener,
     take: bool,
     channels: &[String],
 ) -> Result<(), PostgresProviderError> {
+    const REFUSED: &str = "the listener cannot announce itself";
     if take {
         let taken = sqlx::query_scalar::<_, bool>(ADVERTISE)
             .bind(KEY.0)
             .bind(KEY.1)
             .fetch_one(&mut *listener)
-            .await
-            .map_err(PostgresProviderError::from);
-        match taken {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!("duroxide-postgres: the listener key is held exclusively"),
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "duroxide-postgres: the listener cannot announce itself")
-            }
+            .await;
+        if unless_refused(taken, REFUSED)? == Some(false) {
+            tracing::debug!("duroxide-postgres: the listener key is held exclusively");
         }
     }
-    if channels.is_empty() {
-        return Ok(());
+    if !channels.is_empty() {
+        let said = sqlx::query(super::outbox::SEND)
+            .bind(channels)
+            .bind(vec![HELLO; channels.len()])
+            .execute(&mut *listener)
+            .await;
+        unless_refused(said, REFUSED)?;
     }
-    let hellos = vec![HELLO; channels.len()];
-    let said = sqlx::query(super::outbox::SEND)
-        .bind(channels)
-        .bind(hellos)
-        .execute(&mut *listener)
-        .await
-        .map_err(PostgresProviderError::from);
-    match said {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_retryable() => Err(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "duroxide-postgres: the listener cannot announce itself");
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 /// Asks [`OTHERS`] on the listening connection when `presence` is stale
-/// and records the answer. Only the connection's loss is an error; a
-/// refusal makes the hub send at once from then on.
+/// and records the answer; whether it asked. Only the connection's loss is
+/// an error; a refusal makes the hub send at once from then on.
 pub(super) async fn look(
     listener: &mut PgListener,
     presence: &mut Presence,
@@ -185,15 +188,11 @@ pub(super) async fn look(
         .bind(KEY.0)
         .bind(KEY.1)
         .fetch_one(&mut *listener)
-        .await
-        .map_err(PostgresProviderError::from);
-    match others {
-        Ok(others) => presence.looked(others, now),
-        Err(e) if e.is_retryable() => return Err(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "duroxide-postgres: cannot tell whether other processes listen; notifying at once");
-            presence.give_up();
-        }
+        .await;
+    let refused = "cannot tell whether other processes listen; notifying at once";
+    match unless_refused(others, refused)? {
+        Some(others) => presence.looked(others, now),
+        None => presence.give_up(),
     }
     Ok(true)
 }

@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use super::{LOCK, LONG, claimed, eventually, subscribed, waiting_fetch};
 use crate::fixtures::{activity, start};
-use crate::support::{ScratchDatabase, database_url, fresh_schema_name, provider_on};
+use crate::support::{
+    ScratchDatabase, database_url, fresh_schema_name, in_both_modes, provider_on,
+};
 
 /// Backends holding the listeners' presence key in this database.
 const HOLDERS: &str = "SELECT count(*) FROM pg_catalog.pg_locks \
@@ -60,15 +62,16 @@ where
     }
 }
 
-/// Two providers of `schema` on pools of their own on `database` (two hubs,
+/// Two providers of `schema` (in `mode`) on pools of their own on `database` (two hubs,
 /// as two processes would have), both subscribed.
 async fn two_hubs(
     database: &str,
     schema: &str,
+    mode: SqlMode,
 ) -> (PgPool, PostgresProvider, PgPool, PostgresProvider) {
     let (pool_a, pool_b) = (pool_on(database).await, pool_on(database).await);
-    let a = provider_on(&pool_a, schema, SqlMode::StoredProcedures, true).await;
-    let b = provider_on(&pool_b, schema, SqlMode::StoredProcedures, true).await;
+    let a = provider_on(&pool_a, schema, mode, true).await;
+    let b = provider_on(&pool_b, schema, mode, true).await;
     subscribed(&a).await;
     subscribed(&b).await;
     (pool_a, a, pool_b, b)
@@ -86,11 +89,12 @@ async fn all_sent(p: &PostgresProvider) {
 /// twenty commits in a row cost a couple of notifications, not twenty.
 /// A plain `LISTEN` on the channel, which announces nothing (as an earlier
 /// build's listener), still hears the commits, the last one included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_them() {
+async fn a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_them(
+    mode: SqlMode,
+) {
     in_own_database("presence_alone", |database, control, schema| async move {
         let pool = pool_on(&database).await;
-        let p = provider_on(&pool, &schema, SqlMode::StoredProcedures, true).await;
+        let p = provider_on(&pool, &schema, mode, true).await;
         subscribed(&p).await;
         let mut old_build = PgListener::connect_with(&control)
             .await
@@ -150,10 +154,9 @@ async fn a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_
 /// A hub whose fetch waits announces itself (it holds the presence key);
 /// another hub, finding it, sends its notifications at once, and the
 /// waiting fetch claims the work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_hub_announces_itself_and_is_notified_at_once() {
+async fn a_waiting_hub_announces_itself_and_is_notified_at_once(mode: SqlMode) {
     in_own_database("presence_found", |database, control, schema| async move {
-        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema).await;
+        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema, mode).await;
         let holders = || async {
             sqlx::query_scalar::<_, i64>(HOLDERS)
                 .fetch_one(&control)
@@ -187,10 +190,9 @@ async fn a_waiting_hub_announces_itself_and_is_notified_at_once() {
 
 /// A hub that found itself alone hears another hub announce itself and
 /// notifies it at once from then on, without waiting to look again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_that_was_alone_hears_an_announcement() {
+async fn a_hub_that_was_alone_hears_an_announcement(mode: SqlMode) {
     in_own_database("presence_hello", |database, _control, schema| async move {
-        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema).await;
+        let (pool_a, a, pool_b, b) = two_hubs(&database, &schema, mode).await;
         a.enqueue_for_orchestrator(start("first"), None)
             .await
             .unwrap_or_else(|e| panic!("enqueue: {e}"));
@@ -229,3 +231,15 @@ async fn a_hub_that_was_alone_hears_an_announcement() {
     })
     .await;
 }
+
+in_both_modes!(a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_them:
+    a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_them_procedures,
+    a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_them_inline);
+
+in_both_modes!(a_waiting_hub_announces_itself_and_is_notified_at_once:
+    a_waiting_hub_announces_itself_and_is_notified_at_once_procedures,
+    a_waiting_hub_announces_itself_and_is_notified_at_once_inline);
+
+in_both_modes!(a_hub_that_was_alone_hears_an_announcement:
+    a_hub_that_was_alone_hears_an_announcement_procedures,
+    a_hub_that_was_alone_hears_an_announcement_inline);
