@@ -102,23 +102,22 @@ pub(crate) use outbox::{Outbox, Sender, Wake};
 pub(crate) use waiters::Queue;
 use waiters::{Admit, SchemaWaiters, SettleTimer};
 
-/// The listening connection's first statement: turns the server's
-/// `idle_session_timeout` (PostgreSQL 14 and later) off for this session,
-/// which is idle by design, so the server does not end it every time it has
-/// been silent that long, and reads the session's process id (the notifications
-/// it sends come back to it with that id). Every connection the listener uses
-/// is made here (sqlx's `PgListener` reconnects by itself only after
-/// `try_recv` has reported the loss, and the task drops it then), so each one
-/// gets it.
-const KEEP_SESSION: &str = "SELECT pg_catalog.pg_backend_pid(), \
-     CASE WHEN pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL \
-     THEN pg_catalog.set_config('idle_session_timeout', '0', false) END";
+/// The listening connection's first statement (`notify/keep_session.sql`):
+/// turns the server's `idle_session_timeout` (PostgreSQL 14 and later) off
+/// for this session, which is idle by design, so the server does not end it
+/// every time it has been silent that long, and reads the session's process
+/// id (the notifications it sends come back to it with that id). Every
+/// connection the listener uses is made here (sqlx's `PgListener`
+/// reconnects by itself only after `try_recv` has reported the loss, and the
+/// task drops it then), so each one gets it.
+const KEEP_SESSION: &str = include_str!("../../notify/keep_session.sql");
 
-/// The keepalive: a query of nothing but a comment, a round trip that runs
-/// no statement (the server answers `EmptyQueryResponse`;
-/// `pg_stat_statements` does not count it), and that names itself in
-/// `pg_stat_activity`, where the listener's last `LISTEN` showed before.
-const KEEPALIVE: &str = "-- duroxide-postgres: LISTEN connection keepalive";
+/// The keepalive (`notify/keepalive.sql`): a query of nothing but a comment,
+/// a round trip that runs no statement (the server answers
+/// `EmptyQueryResponse`; `pg_stat_statements` does not count it), and that
+/// names itself in `pg_stat_activity`, where the listener's last `LISTEN`
+/// showed before.
+const KEEPALIVE: &str = include_str!("../../notify/keepalive.sql");
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));

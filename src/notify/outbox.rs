@@ -34,16 +34,14 @@ use tokio::sync::Notify;
 use crate::error::PostgresProviderError;
 use crate::pooler::Db;
 
-/// The statement that sends a batch: one notification per (channel, payload)
-/// pair, in one transaction, which commits with `synchronous_commit` off (a
-/// notification is not durable anyway, and waiting for a flush while holding
-/// the notification-queue lock is what made notifying commits queue). It
-/// names itself first, so `pg_stat_activity` shows the listening connection
-/// (whose last query it often is) as the listener.
-pub(super) const SEND: &str = "-- duroxide-postgres: LISTEN connection sends notifications\n\
-     SELECT pg_catalog.count(pg_catalog.pg_notify(n.channel, n.payload)) \
-     FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS n(channel, payload), \
-     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) AS lazy_commit";
+/// The statement that sends a batch (`notify/send.sql`): one notification
+/// per (channel, payload) pair, in one transaction, which commits with
+/// `synchronous_commit` off (a notification is not durable anyway, and
+/// waiting for a flush while holding the notification-queue lock is what
+/// made notifying commits queue). It names itself first, so
+/// `pg_stat_activity` shows the listening connection (whose last query it
+/// often is) as the listener.
+pub(super) const SEND: &str = include_str!("../../notify/send.sql");
 
 /// Distinct notifications the outbox holds at most: folding bounds it by
 /// three per schema on the pool; past this (only while sending fails for

@@ -40,20 +40,15 @@ pub(super) const KEY: (i32, i32) = (0x4458_5047, 1);
 
 /// Takes the key, shared, for the session, if no session holds it
 /// exclusively (any role may take a key: waiting for it would let one stop
-/// this connection from listening); whether it was taken.
-pub(super) const ADVERTISE: &str = "-- duroxide-postgres: LISTEN connection announces itself\n\
-     SELECT pg_catalog.pg_try_advisory_lock_shared($1, $2)";
+/// this connection from listening); whether it was taken
+/// (`notify/advertise.sql`).
+pub(super) const ADVERTISE: &str = include_str!("../../notify/advertise.sql");
 
 /// Whether a backend other than this one holds the key (`$1`, `$2`) in
-/// this database. Like every statement of the listening connection, it
-/// names itself first (`pg_stat_activity` shows it as the listener).
-pub(super) const OTHERS: &str = "-- duroxide-postgres: LISTEN connection looks for other listeners\n\
-     SELECT EXISTS (\
-     SELECT 1 FROM pg_catalog.pg_locks l \
-      WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = 2 \
-        AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
-        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
-                           WHERE d.datname = pg_catalog.current_database()))";
+/// this database (`notify/others.sql`). Like every statement of the
+/// listening connection, it names itself first (`pg_stat_activity` shows
+/// it as the listener).
+pub(super) const OTHERS: &str = include_str!("../../notify/others.sql");
 
 /// The payload a hub sends on its channels when it starts to need
 /// notifications (earlier builds ignore it: not a wake-up they know).

@@ -5,9 +5,9 @@
 //! time, so a function added to a new PostgreSQL release is covered without
 //! touching this file. Scanned: every `.sql` file build.rs embeds
 //! (`migrations/`, `procedures/`, `statements/*/`), the migration and tenant SQL
-//! (`migrate/`, `tenants/`), and the SQL string literals of `src/` (the
-//! `statements!` templates, the clock expression, the listener's
-//! statements). A failure names the file and line of each unqualified call.
+//! (`migrate/`, `tenants/`), the listening connection's statements
+//! (`notify/`), and the SQL string literals of `src/` (the `statements!`
+//! templates, the clock expression). A failure names the file and line of each unqualified call.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,12 +16,13 @@ use crate::support::pool;
 
 /// Directories of embedded `.sql` files (`statements/` with its
 /// subdirectories, one per procedure).
-const SQL_DIRS: [&str; 5] = [
+const SQL_DIRS: [&str; 6] = [
     "migrations",
     "procedures",
     "statements",
     "migrate",
     "tenants",
+    "notify",
 ];
 
 /// Words followed by `(` that are SQL syntax, not calls resolved through

@@ -1,0 +1,1 @@
+-- duroxide-postgres: LISTEN connection keepalive
