@@ -388,15 +388,17 @@ pub struct PostgresOptions {
     /// end (docs/architecture.md, "What one call reads for the next").
     pub claim_ahead: bool,
     /// Whether building a provider warms its tenant's home connection
-    /// (default `true`; procedure mode with tenant affinity only). A server
+    /// (default `true`; with tenant affinity, in either SQL mode). A server
     /// backend's first calls in a schema compile its procedures, plan their
     /// statements and load its tables' catalog entries: about ten
     /// milliseconds of server CPU per tenant, paid by its first
     /// orchestration on each connection. The provider's build pays it
-    /// instead, once (a few tens of milliseconds more per build), with one
-    /// call that runs a client's start, a turn, an activity and the status
-    /// reads on an instance of its own and rolls them back
-    /// (`procedures/warm_up.sql`). Skipped when the
+    /// instead, once (a few tens of milliseconds more per build), running a
+    /// client's start, a turn, an activity and the status reads on an
+    /// instance of its own and rolling them back: one call in procedure
+    /// mode (`procedures/warm_up.sql`), the same steps with inline mode's
+    /// statements in inline mode (some thirty round trips in one
+    /// transaction). Skipped behind a transaction pooler, and when the
     /// home shard holds more tenants than `tenants_per_connection`, whose
     /// recycling would close the warmed connection; where tenants will
     /// outnumber the shards times that bound, the first ones are warmed

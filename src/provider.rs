@@ -238,7 +238,7 @@ impl PostgresProvider {
         } else {
             Duration::ZERO
         });
-        if crate::warm_up::wanted(options, mode, store.pool.tenants_at_home()) {
+        if crate::warm_up::wanted(options, store.pool.tenants_at_home()) {
             crate::warm_up::run(&store).await;
         }
         Ok(Self {

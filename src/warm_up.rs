@@ -10,14 +10,15 @@
 //! tenants ran warm at the one-tenant run's speed, and cold at about twice
 //! its time (docs/benchmarks.md, "The 200-tenant burst").
 //!
-//! A provider built in procedure mode with affinity therefore calls
-//! `warm_up` once, before its build returns, on its home shard: one round trip
-//! that runs what a client and a runtime call for one orchestration on an
-//! instance of its own and rolls it all back (`procedures/warm_up.sql`).
+//! A provider built with affinity therefore warms its home connection once,
+//! before its build returns: it runs what a client and a runtime call for
+//! one orchestration on an instance of its own and rolls it all back. In
+//! procedure mode that is one round trip, the procedure `warm_up`
+//! (`procedures/warm_up.sql`); in inline mode the same steps with inline
+//! mode's statements, which stay prepared and planned on the connection
+//! (`src/inline/warm_up.rs`, a round trip per statement, some thirty).
 //! Not when the home shard holds more tenants than `tenants_per_connection`:
-//! recycling would close the warmed connection. Inline mode has no such
-//! call: its statements are the connection's prepared statements, planned
-//! at their own first executions.
+//! recycling would close the warmed connection.
 
 use std::time::Duration;
 
@@ -25,18 +26,13 @@ use crate::config::{PostgresOptions, SqlMode};
 use crate::store::Store;
 
 /// Whether a provider with these settings warms its home connection:
-/// asked for, procedure mode, tenant affinity (`tenants_at_home` known), no
-/// transaction pooler (its server backends are not the provider's own to
-/// warm), and a home shard within the recycling bound
-/// (`tenants_per_connection`, 0: none).
-pub(crate) fn wanted(
-    options: &PostgresOptions,
-    mode: SqlMode,
-    tenants_at_home: Option<usize>,
-) -> bool {
+/// asked for, tenant affinity (`tenants_at_home` known), no transaction
+/// pooler (its server backends are not the provider's own to warm), and a
+/// home shard within the recycling bound (`tenants_per_connection`, 0:
+/// none). Either SQL mode.
+pub(crate) fn wanted(options: &PostgresOptions, tenants_at_home: Option<usize>) -> bool {
     let bound = options.tenants_per_connection;
     options.warm_up
-        && mode == SqlMode::StoredProcedures
         && !options.transaction_pooler
         && tenants_at_home.is_some_and(|n| bound == 0 || n <= bound)
 }
@@ -54,7 +50,7 @@ const ACQUIRE: Duration = Duration::from_secs(1);
 /// the shard's line, which is what a keep looks at). Run in the background
 /// instead, it held the tenant's own first operations up behind it. A
 /// failure, no connection within [`ACQUIRE`], or a table lock not granted
-/// within a second (the procedure's `lock_timeout`) is logged and otherwise
+/// within a second (the warm-up's `lock_timeout`) is logged and otherwise
 /// ignored: the calls it would have made warm are made cold instead.
 pub(crate) async fn run(store: &Store) {
     let warmed = store
@@ -63,9 +59,14 @@ pub(crate) async fn run(store: &Store) {
                 return Ok(None);
             };
             let mut conn = conn?;
-            let ran: bool = sqlx::query_scalar(&store.sql.admin.warm_up)
-                .fetch_one(&mut *conn)
-                .await?;
+            let ran: bool = match store.mode() {
+                SqlMode::StoredProcedures => {
+                    sqlx::query_scalar(&store.sql.admin.warm_up)
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+                SqlMode::InlineSql => crate::inline::warm_up::run(store, &mut conn).await?,
+            };
             drop(conn);
             Ok(ran.then_some(()))
         })
@@ -82,17 +83,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_procedure_mode_with_affinity_within_the_bound_warms() {
-        let p = SqlMode::StoredProcedures;
+    fn affinity_within_the_bound_warms_in_either_mode() {
         let on = PostgresOptions::default().tenants_per_connection(32);
-        assert!(wanted(&on, p, Some(10)));
-        assert!(wanted(&on, p, Some(32)));
-        assert!(!wanted(&on, p, Some(33)), "recycling would undo it");
-        assert!(!wanted(&on, p, None), "no affinity");
-        assert!(!wanted(&on, SqlMode::InlineSql, Some(1)));
-        assert!(!wanted(&on.clone().warm_up(false), p, Some(1)));
-        assert!(!wanted(&on.clone().transaction_pooler(true), p, Some(1)));
+        assert!(wanted(&on, Some(10)));
+        assert!(wanted(&on, Some(32)));
+        assert!(!wanted(&on, Some(33)), "recycling would undo it");
+        assert!(!wanted(&on, None), "no affinity");
+        assert!(!wanted(&on.clone().warm_up(false), Some(1)));
+        assert!(!wanted(&on.clone().transaction_pooler(true), Some(1)));
         let unbounded = PostgresOptions::default().tenants_per_connection(0);
-        assert!(wanted(&unbounded, p, Some(500)));
+        assert!(wanted(&unbounded, Some(500)));
     }
 }

@@ -354,6 +354,25 @@ async fn lease_and_batch(
     )))
 }
 
+/// The claim of the oldest message's instance on `conn`, in the caller's
+/// transaction (the warm-up's fetch, `super::warm_up`): the claimed row, or
+/// `None` when nothing was claimed or its history could not be read.
+pub(super) async fn fetch_on(
+    p: &Store,
+    conn: &mut PgConnection,
+    params: &FetchParams,
+) -> Result<Option<FetchedRow>> {
+    Ok(
+        match fetch_in(p, conn, params, AttemptClock::start()).await? {
+            Fetched::Done(polled) => match *polled {
+                Polled::Found { item, .. } => Some(item),
+                Polled::Empty { .. } => None,
+            },
+            Fetched::Unreadable { .. } => None,
+        },
+    )
+}
+
 async fn fetch_in(
     p: &Store,
     conn: &mut PgConnection,
@@ -533,7 +552,7 @@ pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     .await
 }
 
-async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<String>> {
+pub(super) async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Result<Vec<String>> {
     let sql = &p.sql.inline.ack_orchestration;
 
     let lease: Option<(String, i64, i64, bool)> = sqlx::query_as(&sql.lease)

@@ -35,24 +35,29 @@ pub(crate) async fn fetch(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
+        let outcome = fetch_in(&p, tx.conn()?, &params, clock, None).await;
         tx.finish(outcome).await
     })
     .await
 }
 
-async fn fetch_in(
+/// The fetch's loop on `conn`, in the caller's transaction. The scan starts
+/// at the queue's floor ([`crate::scan_floor`]), which the first candidate
+/// moves; or, with `from`, at `from`, leaving the floor alone (the warm-up's
+/// look for its own activity, `super::warm_up`).
+pub(super) async fn fetch_in(
     p: &Store,
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
+    from: Option<i64>,
 ) -> Result<Polled<FetchedItem>> {
     let sql = &p.sql.inline.fetch_work;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     let scan = p.floors.worker.start();
-    let mut floor = scan.floor;
-    let mut first = true;
+    let mut floor = from.or(scan.floor);
+    let mut first = from.is_none();
     for _ in 0..MAX_CANDIDATES {
         // The leases count from the attempt's start; `now` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);

@@ -1,9 +1,10 @@
-//! Warming a tenant's home connection (`PostgresOptions::warm_up`,
-//! `procedures/warm_up.sql`): the call runs a client's start, a turn, an
-//! activity and the status reads on an instance of its own, and rolls it
-//! all back. It must leave nothing behind and touch no real message or
-//! activity, whatever the tenant has queued; a provider built in procedure
-//! mode with tenant affinity makes it once, before its build returns.
+//! Warming a tenant's home connection (`PostgresOptions::warm_up`;
+//! `procedures/warm_up.sql` in procedure mode, `src/inline/warm_up.rs` in
+//! inline mode): a client's start, a turn, an activity and the status reads
+//! on an instance of its own, all rolled back. It must leave nothing behind
+//! and touch no real message or activity, whatever the tenant has queued;
+//! a provider built with tenant affinity does it once, before its build
+//! returns, in either mode.
 
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{self, start};
-use crate::support::{TestSchema, connect_options, provider_with_options, with_schema};
+use crate::support::{
+    TestSchema, connect_options, in_both_modes, provider_with_options, with_schema,
+};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -43,23 +46,38 @@ async fn contents(schema: &TestSchema) -> Vec<String> {
     all
 }
 
-/// The warm-up procedure, called directly.
-async fn warm_up(schema: &TestSchema) -> bool {
-    sqlx::query_scalar(schema.statement("SELECT {{schema}}.warm_up{{suffix}}()"))
-        .fetch_one(&schema.pool)
-        .await
-        .expect("warm_up")
+/// Runs the warm-up once on `schema` in `mode`; whether the whole sequence
+/// ran. Procedure mode calls the procedure directly; inline mode has no
+/// call of its own, so a provider with tenant affinity is built on a pool
+/// of its own, and its pool's count of warmed connections tells.
+async fn warm_up(schema: &TestSchema, mode: SqlMode) -> bool {
+    match mode {
+        SqlMode::StoredProcedures => {
+            sqlx::query_scalar(schema.statement("SELECT {{schema}}.warm_up{{suffix}}()"))
+                .fetch_one(&schema.pool)
+                .await
+                .expect("warm_up")
+        }
+        _ => {
+            let pool = shared_pool(4).await;
+            let warmed = provider(&pool, schema, mode)
+                .await
+                .admission_stats()
+                .connections_warmed;
+            pool.close().await;
+            warmed == 1
+        }
+    }
 }
 
 /// With a start message, an instance mid-turn (leased), an activity and a
-/// delayed message queued, the call runs its whole sequence, and afterwards
-/// every table holds exactly what it held before: no row added, none
-/// locked, no attempt counted. The real work is then claimed as if the
-/// call had never run.
-#[tokio::test]
-async fn the_warm_up_leaves_every_table_as_it_found_it() {
-    with_schema("warm_up_clean", |schema| async move {
-        let p = schema.provider_in(SqlMode::StoredProcedures).await;
+/// delayed message queued, the warm-up runs its whole sequence, and
+/// afterwards every table holds exactly what it held before: no row added,
+/// none locked, no attempt counted. The real work is then claimed as if it
+/// had never run.
+async fn the_warm_up_leaves_every_table_as_it_found_it(mode: SqlMode) {
+    with_schema(&format!("warm_up_clean_{mode}"), |schema| async move {
+        let p = schema.provider_in(mode).await;
         p.enqueue_for_orchestrator(start("leased"), None)
             .await
             .expect("enqueue");
@@ -79,8 +97,8 @@ async fn the_warm_up_leaves_every_table_as_it_found_it() {
             .expect("enqueue activity");
         let before = contents(&schema).await;
 
-        assert!(warm_up(&schema).await, "the whole sequence ran");
-        assert!(warm_up(&schema).await, "and runs again");
+        assert!(warm_up(&schema, mode).await, "the whole sequence ran");
+        assert!(warm_up(&schema, mode).await, "and runs again");
 
         assert_eq!(contents(&schema).await, before, "nothing left behind");
         let (turn, _, attempts) = p
@@ -108,6 +126,12 @@ async fn the_warm_up_leaves_every_table_as_it_found_it() {
     .await;
 }
 
+in_both_modes!(
+    the_warm_up_leaves_every_table_as_it_found_it:
+    procedures_the_warm_up_leaves_every_table_as_it_found_it,
+    inline_the_warm_up_leaves_every_table_as_it_found_it
+);
+
 /// A shared pool of `connections` built from `PostgresOptions::pool_options`.
 async fn shared_pool(connections: u32) -> PgPool {
     PostgresOptions::default()
@@ -125,35 +149,40 @@ async fn provider(pool: &PgPool, schema: &TestSchema, mode: SqlMode) -> Postgres
     provider_with_options(pool, &schema.name, mode, options).await
 }
 
-/// A procedure-mode provider with tenant affinity has warmed its home
-/// connection by the time its build returns (the pool counts it), leaving
-/// nothing behind, and works as before; an inline-mode provider on the
-/// same pool adds no count.
+/// A provider with tenant affinity has warmed its home connection by the
+/// time its build returns (the pool counts it), in either mode, leaving
+/// nothing behind, and works as before.
 #[tokio::test]
-async fn a_provider_in_procedure_mode_warms_its_home_connection() {
+async fn a_provider_warms_its_home_connection_in_either_mode() {
     with_schema("warm_up_provider", |inline_schema| async move {
         with_schema("warm_up_provider", |schema| async move {
-            // Inline mode first: its tables only.
             let shared = shared_pool(4).await;
             let i = provider(&shared, &inline_schema, SqlMode::InlineSql).await;
-            assert_eq!(i.admission_stats().connections_warmed, 0, "inline mode");
+            assert_eq!(i.admission_stats().connections_warmed, 1, "inline mode");
+            assert!(
+                contents(&inline_schema).await.is_empty(),
+                "nothing left behind"
+            );
             let p = provider(&shared, &schema, SqlMode::StoredProcedures).await;
             assert_eq!(
                 p.admission_stats().connections_warmed,
-                1,
+                2,
                 "warmed in the build"
             );
             assert!(contents(&schema).await.is_empty(), "nothing left behind");
 
-            p.enqueue_for_orchestrator(start("i1"), None)
-                .await
-                .expect("enqueue");
-            let (turn, _, attempts) = p
-                .fetch_orchestration_item(LEASE, Duration::ZERO, None)
-                .await
-                .expect("fetch")
-                .expect("a turn");
-            assert_eq!((turn.instance.as_str(), attempts), ("i1", 1));
+            for (provider, id) in [(&i, "i1"), (&p, "p1")] {
+                provider
+                    .enqueue_for_orchestrator(start(id), None)
+                    .await
+                    .expect("enqueue");
+                let (turn, _, attempts) = provider
+                    .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                    .await
+                    .expect("fetch")
+                    .expect("a turn");
+                assert_eq!((turn.instance.as_str(), attempts), (id, 1));
+            }
             shared.close().await;
         })
         .await;
@@ -165,12 +194,11 @@ async fn a_provider_in_procedure_mode_warms_its_home_connection() {
 /// does not hold the provider's build up: the warm-up waits a second at
 /// most for a lock and gives up, leaving the connection cold, and the build
 /// returns.
-#[tokio::test]
-async fn a_locked_table_does_not_hold_up_the_build() {
-    with_schema("warm_up_locked", |schema| async move {
+async fn a_locked_table_does_not_hold_up_the_build(mode: SqlMode) {
+    with_schema(&format!("warm_up_locked_{mode}"), |schema| async move {
         // Migrated first, by a provider of its own.
         let first = shared_pool(2).await;
-        drop(provider(&first, &schema, SqlMode::StoredProcedures).await);
+        drop(provider(&first, &schema, mode).await);
         first.close().await;
 
         let mut holder = schema.pool.begin().await.expect("begin");
@@ -181,11 +209,8 @@ async fn a_locked_table_does_not_hold_up_the_build() {
         .await
         .expect("lock");
         let shared = shared_pool(4).await;
-        let built = tokio::time::timeout(
-            Duration::from_secs(15),
-            provider(&shared, &schema, SqlMode::StoredProcedures),
-        )
-        .await;
+        let built =
+            tokio::time::timeout(Duration::from_secs(15), provider(&shared, &schema, mode)).await;
         holder.rollback().await.expect("release");
         let p = built.expect("the build returned while the table was locked");
         assert_eq!(p.admission_stats().connections_warmed, 0, "left cold");
@@ -193,3 +218,9 @@ async fn a_locked_table_does_not_hold_up_the_build() {
     })
     .await;
 }
+
+in_both_modes!(
+    a_locked_table_does_not_hold_up_the_build:
+    procedures_a_locked_table_does_not_hold_up_the_build,
+    inline_a_locked_table_does_not_hold_up_the_build
+);

@@ -6,7 +6,7 @@
 //! touching this file. Scanned: every `.sql` file build.rs embeds
 //! (`migrations/`, `procedures/`, `statements/*/`), the migration and tenant SQL
 //! (`migrate/`, `tenants/`), the listening connection's statements
-//! (`notify/`), and the SQL string literals of `src/` (the `statements!`
+//! (`notify/`), inline mode's own (`inline/`), and the SQL string literals of `src/` (the `statements!`
 //! templates, the clock expression). A failure names the file and line of each unqualified call.
 
 use std::fmt::Write as _;
@@ -16,13 +16,14 @@ use crate::support::pool;
 
 /// Directories of embedded `.sql` files (`statements/` with its
 /// subdirectories, one per procedure).
-const SQL_DIRS: [&str; 6] = [
+const SQL_DIRS: [&str; 7] = [
     "migrations",
     "procedures",
     "statements",
     "migrate",
     "tenants",
     "notify",
+    "inline",
 ];
 
 /// Words followed by `(` that are SQL syntax, not calls resolved through
