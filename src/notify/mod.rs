@@ -189,7 +189,11 @@ impl Shared {
     /// A fetch waits for notifications: from now on the listening
     /// connection tells other processes that this one listens.
     fn wants_wakes(&self) {
-        if !self.wants_wakes.swap(true, Ordering::SeqCst) {
+        // Read first: every fetch calls this, and after the first one the
+        // flag is set for good, so a plain load spares the write.
+        if !self.wants_wakes.load(Ordering::Relaxed)
+            && !self.wants_wakes.swap(true, Ordering::SeqCst)
+        {
             self.changed.notify_one();
         }
     }

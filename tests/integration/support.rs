@@ -677,6 +677,16 @@ macro_rules! in_both_modes {
 }
 pub(crate) use in_both_modes;
 
+/// A pool of `max_connections` on database `name` of the test server.
+pub async fn pool_on_database(name: &str, max_connections: u32) -> PgPool {
+    let options: PgConnectOptions = database_url().parse().expect("url");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options.database(name))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {name}: {e}"))
+}
+
 /// A database of its own on the test server, for a test that reads the
 /// server's per-database counters: created empty, dropped by
 /// [`ScratchDatabase::finish`].
@@ -702,12 +712,7 @@ impl ScratchDatabase {
                 .await
                 .unwrap_or_else(|e| panic!("{ddl}: {e}"));
         }
-        let options: PgConnectOptions = database_url().parse().expect("url");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .connect_with(options.database(name))
-            .await
-            .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+        let pool = pool_on_database(name, max_connections).await;
         ScratchDatabase {
             admin,
             name: name.to_string(),

@@ -12,32 +12,19 @@
 use duroxide::providers::{Provider, TagFilter};
 use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::PgListener;
 use tokio::time::Instant;
 
 use super::{LOCK, LONG, claimed, eventually, subscribed, waiting_fetch};
 use crate::fixtures::{activity, start};
 use crate::support::{
-    ScratchDatabase, database_url, fresh_schema_name, in_both_modes, provider_on,
+    ScratchDatabase, fresh_schema_name, in_both_modes, pool_on_database, provider_on,
 };
 
 /// Backends holding the listeners' presence key in this database.
 const HOLDERS: &str = "SELECT count(*) FROM pg_catalog.pg_locks \
      WHERE locktype = 'advisory' AND classid = 1146638407 AND objid = 1 AND objsubid = 2 \
        AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())";
-
-/// A pool of its own (so a hub of its own) on database `name`.
-async fn pool_on(name: &str) -> PgPool {
-    let options: PgConnectOptions = database_url()
-        .parse::<PgConnectOptions>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .database(name);
-    PgPoolOptions::new()
-        .max_connections(6)
-        .connect_with(options)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {name}: {e}"))
-}
 
 /// Runs `body` with a fresh database (its name, and a pool on it for
 /// control statements) and a schema name, dropping the database afterwards
@@ -69,7 +56,10 @@ async fn two_hubs(
     schema: &str,
     mode: SqlMode,
 ) -> (PgPool, PostgresProvider, PgPool, PostgresProvider) {
-    let (pool_a, pool_b) = (pool_on(database).await, pool_on(database).await);
+    let (pool_a, pool_b) = (
+        pool_on_database(database, 6).await,
+        pool_on_database(database, 6).await,
+    );
     let a = provider_on(&pool_a, schema, mode, true).await;
     let b = provider_on(&pool_b, schema, mode, true).await;
     subscribed(&a).await;
@@ -93,7 +83,7 @@ async fn a_hub_alone_spaces_its_batches_and_an_unannounced_listener_still_hears_
     mode: SqlMode,
 ) {
     in_own_database("presence_alone", |database, control, schema| async move {
-        let pool = pool_on(&database).await;
+        let pool = pool_on_database(&database, 6).await;
         let p = provider_on(&pool, &schema, mode, true).await;
         subscribed(&p).await;
         let mut old_build = PgListener::connect_with(&control)
