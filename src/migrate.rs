@@ -78,6 +78,12 @@ impl Migration {
         self.sql
     }
 
+    /// The tables the migration creates, read from its `CREATE TABLE`
+    /// statements.
+    pub(crate) fn created_tables(&self) -> Vec<String> {
+        tables_created_by(self.sql)
+    }
+
     /// SHA-256 of the template, in hex, as `_duroxide_migrations` records it.
     pub(crate) fn checksum_hex(&self) -> String {
         hex(&self.checksum)
@@ -304,6 +310,29 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 );
 "#;
 
+/// The tables `template` creates, in order, each once: the names after its
+/// `CREATE TABLE {{schema}}.` (or `CREATE TABLE IF NOT EXISTS`) statements.
+pub(crate) fn tables_created_by(template: &str) -> Vec<String> {
+    const PREFIXES: [&str; 2] = [
+        "CREATE TABLE {{schema}}.",
+        "CREATE TABLE IF NOT EXISTS {{schema}}.",
+    ];
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for prefix in PREFIXES {
+        for (at, _) in template.match_indices(prefix) {
+            let name: String = template[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && found.iter().all(|(_, n)| *n != name) {
+                found.push((at, name));
+            }
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, name)| name).collect()
+}
+
 /// Brings older bookkeeping up to [`BOOKKEEPING`]'s columns; sent after
 /// [`LOCK`], and changes a table only where a column is missing.
 pub(crate) const BOOKKEEPING_UPGRADE: &str = include_str!("../migrate/bookkeeping_upgrade.sql");
@@ -326,6 +355,8 @@ pub(crate) const GRANT_INSTALLED: &str = include_str!("../migrate/grant_installe
 const RECORD_PROCEDURES: &str = include_str!("../migrate/record_procedures.sql");
 /// Revokes `PUBLIC` from a new tenant's procedures (no grants to restore).
 const REVOKE_PUBLIC: &str = include_str!("../migrate/revoke_public.sql");
+/// Extends the inline runtime roles' table rights to new tables.
+const GRANT_NEW_TABLES: &str = include_str!("../migrate/grant_new_tables.sql");
 /// Settings for the rest of the transaction, ahead of the procedure files:
 /// no check of function bodies, and lz4 for their stored source text.
 pub(crate) const INSTALL_SETTINGS: &str = include_str!("../migrate/install_settings.sql");
@@ -476,6 +507,16 @@ async fn migrate_locked(
                 .replace("{{name}}", migration.name)
                 .replace("{{checksum}}", &migration.checksum_hex()),
         );
+    }
+    // An upgrade that creates tables gives them to the roles that write the
+    // schema's tables already (inline runtime roles); a new tenant has none.
+    let new_tables: Vec<String> = pending
+        .iter()
+        .flat_map(Migration::created_tables)
+        .map(|table| format!("{{{{schema}}}}.{table}"))
+        .collect();
+    if !state.applied.is_empty() && !new_tables.is_empty() {
+        batch.push_str(&GRANT_NEW_TABLES.replace("{{tables}}", &new_tables.join(", ")));
     }
     if !stale.is_empty() || retired > 0 {
         // `{{names}}`: the functions' names in the schema (suffixed);

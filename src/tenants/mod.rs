@@ -656,23 +656,13 @@ async fn foreign_objects(conn: &mut PgConnection, schema: &SchemaName) -> Result
 /// The tables the bookkeeping and the embedded migrations create, read from
 /// their `CREATE TABLE` statements so a new migration's tables count at once.
 fn created_tables() -> Vec<String> {
-    const PREFIXES: [&str; 2] = [
-        "CREATE TABLE {{schema}}.",
-        "CREATE TABLE IF NOT EXISTS {{schema}}.",
-    ];
+    let mut tables = Vec::new();
     let templates = std::iter::once(migrate::BOOKKEEPING)
         .chain(migrate::migrations().into_iter().map(|m| m.template()));
-    let mut tables = Vec::new();
     for template in templates {
-        for prefix in PREFIXES {
-            for (at, _) in template.match_indices(prefix) {
-                let name: String = template[at + prefix.len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() && !tables.contains(&name) {
-                    tables.push(name);
-                }
+        for name in migrate::tables_created_by(template) {
+            if !tables.contains(&name) {
+                tables.push(name);
             }
         }
     }

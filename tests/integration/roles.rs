@@ -702,3 +702,91 @@ async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
     })
     .await;
 }
+
+/// The table rights `role` holds on `table` of `schema`, as
+/// `(select, insert, update, delete)`.
+async fn table_rights(schema: &TestSchema, table: &str, role: &str) -> (bool, bool, bool, bool) {
+    let target = format!("\"{}\".{table}", schema.name);
+    sqlx::query_as(
+        "SELECT has_table_privilege($1, $2, 'SELECT'), has_table_privilege($1, $2, 'INSERT'), \
+                has_table_privilege($1, $2, 'UPDATE'), has_table_privilege($1, $2, 'DELETE')",
+    )
+    .bind(role)
+    .bind(&target)
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap_or_else(|e| panic!("rights of {role} on {target}: {e}"))
+}
+
+/// An upgrade whose migration creates a table keeps an inline runtime
+/// role working: the role granted with `grant --inline` before gets the
+/// same rights on the new table (a procedure-mode role gets none, nor does
+/// a role that only reads, nor PUBLIC), so its runtime, started with
+/// `Verify`, runs as before.
+/// The schema is put back to before `0003_instance_claims.sql`, the last
+/// migration that created a table: an inline role granted by a build of
+/// then lost the use of its tenant until someone ran `grant` again.
+#[tokio::test]
+async fn an_upgrade_that_creates_a_table_extends_the_inline_roles_rights_to_it() {
+    with_roles(3, |roles| async move {
+        let (inline, procedures, reader) = (roles[0].clone(), roles[1].clone(), roles[2].clone());
+        with_schema("roles_new_table", |schema| async move {
+            owner_installs_and_grants(&schema, &inline, SqlMode::InlineSql).await;
+            tenants::grant_runtime_role(
+                &schema.pool,
+                &schema_name(&schema),
+                &procedures,
+                SqlMode::StoredProcedures,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("grant {procedures}: {e}"));
+            let read_only =
+                format!("GRANT SELECT ON TABLE {{{{schema}}}}.instances TO \"{reader}\"");
+            for statement in [
+                read_only.as_str(),
+                "DROP TABLE {{schema}}.instance_claims",
+                "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 3",
+            ] {
+                sqlx::query(schema.statement(statement))
+                    .execute(&schema.pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+
+            schema.provider().await; // the owner upgrades
+            assert_eq!(
+                table_rights(&schema, "instance_claims", &inline).await,
+                (true, true, true, true),
+                "the inline role's rights reach the new table"
+            );
+            assert_eq!(
+                table_rights(&schema, "instance_claims", &procedures).await,
+                (false, false, false, false),
+                "a procedure-mode role gets no table"
+            );
+            assert_eq!(
+                table_rights(&schema, "instance_claims", &reader).await,
+                (false, false, false, false),
+                "a role that only reads the instances gets no table"
+            );
+            assert_eq!(
+                table_rights(&schema, "instance_claims", "public").await,
+                (false, false, false, false),
+                "PUBLIC gets nothing"
+            );
+            let runtime_pool = pool_as(&inline, 8).await;
+            let store = provider(
+                &runtime_pool,
+                &schema.name,
+                SqlMode::InlineSql,
+                MigrationMode::Verify,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Verify as the inline role: {e}"));
+            smoke_path(Arc::new(store)).await;
+            runtime_pool.close().await;
+        })
+        .await;
+    })
+    .await;
+}
