@@ -18,6 +18,7 @@ mod held_snapshot;
 mod hostile_search_path;
 mod limits;
 mod load;
+mod metrics;
 mod migrations;
 mod modes;
 mod notifications;
