@@ -223,3 +223,48 @@ async fn the_migration_counts_the_history_already_there() {
     })
     .await;
 }
+
+/// The recount docs/operations.md gives an operator ("Upgrading to
+/// migration 0006") puts counts that read low (events appended by a build
+/// that did not count) back to the history's row count.
+#[tokio::test]
+async fn the_documented_recount_restores_the_total() {
+    with_schema("event_total_recount", |schema| async move {
+        let p = schema.provider_in(SqlMode::InlineSql).await;
+        p.enqueue_for_orchestrator(start("a"), None)
+            .await
+            .expect("start");
+        turn(&p, 1, vec![event("a", 1), event("a", 2)], metadata()).await;
+        p.append_with_execution("stray", 1, vec![event_of("stray", 1, 1)])
+            .await
+            .expect("append");
+        // What an earlier build's statements leave: events nobody counted.
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
+             event_data, created_at_ms) VALUES ('a', 1, 3, 'Event', '{}', 0), \
+             ('stray', 1, 2, 'Event', '{}', 0), ('other', 7, 1, 'Event', '{}', 0)",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("uncounted events");
+        assert_eq!(
+            p.get_system_metrics().await.expect("metrics").total_events,
+            3
+        );
+
+        let doc = include_str!("../../docs/operations.md");
+        let start_at = doc
+            .find("-- recount tenant_a's events")
+            .expect("the recount in docs/operations.md");
+        let block = &doc[start_at..];
+        let block = &block[..block.find("```").expect("the end of the block")];
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            block.replace("tenant_a.", &format!("\"{}\".", schema.name)),
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("the documented recount");
+        check(&schema, &p, "the recount", 6).await;
+    })
+    .await;
+}
