@@ -35,8 +35,8 @@ BEGIN
          WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id
            AND c.events > 0
         RETURNING 1)
-    UPDATE {{schema}}.events_without_execution w
-       SET events = w.events + c.events
+    INSERT INTO {{schema}}.events_without_execution (events)
+    SELECT c.events
       FROM c
      WHERE c.events > 0 AND NOT EXISTS (SELECT 1 FROM counted);
 END

@@ -13,10 +13,8 @@ WITH h AS (DELETE FROM {{schema}}.history h WHERE h.instance_id = ANY (p_ids) RE
      i AS (DELETE FROM {{schema}}.instances i WHERE i.instance_id = ANY (p_ids)),
      u AS (SELECT (SELECT pg_catalog.count(*) FROM h)
                 - (SELECT coalesce(pg_catalog.sum(e.event_count), 0) FROM e) AS events),
-     r AS (UPDATE {{schema}}.events_without_execution w
-              SET events = w.events - u.events
-             FROM u
-            WHERE u.events <> 0)
+     r AS (INSERT INTO {{schema}}.events_without_execution (events)
+           SELECT -u.events FROM u WHERE u.events <> 0)
 SELECT (SELECT pg_catalog.count(*) FROM e) AS executions_deleted,
        (SELECT pg_catalog.count(*) FROM h) AS events_deleted,
        (SELECT pg_catalog.count(*) FROM q) + (SELECT pg_catalog.count(*) FROM w) AS queue_messages_deleted;

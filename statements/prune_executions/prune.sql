@@ -24,9 +24,7 @@ uncounted AS (
     SELECT (SELECT pg_catalog.count(*) FROM events)
          - (SELECT coalesce(pg_catalog.sum(gone.event_count), 0) FROM gone) AS events),
 recount AS (
-    UPDATE {{schema}}.events_without_execution w
-       SET events = w.events - u.events
-      FROM uncounted u
-     WHERE u.events <> 0)
+    INSERT INTO {{schema}}.events_without_execution (events)
+    SELECT -u.events FROM uncounted u WHERE u.events <> 0)
 SELECT (SELECT pg_catalog.count(*) FROM gone) AS executions_deleted,
        (SELECT pg_catalog.count(*) FROM events) AS events_deleted;
