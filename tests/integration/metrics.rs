@@ -29,6 +29,15 @@ fn event_of(instance: &str, execution: u64, id: u64) -> Event {
     )
 }
 
+/// `base` with the execution ending in `status` (and an output).
+fn ending(status: &str, base: ExecutionMetadata) -> ExecutionMetadata {
+    ExecutionMetadata {
+        status: Some(status.to_string()),
+        output: Some("\"out\"".to_string()),
+        ..base
+    }
+}
+
 /// The history's rows, counted.
 async fn history_rows(schema: &TestSchema) -> u64 {
     let n: i64 = sqlx::query_scalar(schema.statement("SELECT count(*) FROM {{schema}}.history"))
@@ -83,11 +92,7 @@ async fn the_event_total_is_the_history_through_every_write_and_delete(mode: Sql
         p.enqueue_for_orchestrator(start("a"), None)
             .await
             .expect("start");
-        let continued = ExecutionMetadata {
-            status: Some("ContinuedAsNew".to_string()),
-            output: Some("\"again\"".to_string()),
-            ..metadata()
-        };
+        let continued = ending("ContinuedAsNew", metadata());
         turn(&p, 1, vec![event("a", 1), event("a", 2)], continued).await;
         check(&schema, &p, "a turn of two events", 2).await;
 
@@ -122,21 +127,13 @@ async fn the_event_total_is_the_history_through_every_write_and_delete(mode: Sql
         p.enqueue_for_orchestrator(completion("a", 2), None)
             .await
             .expect("a message");
-        let continued = ExecutionMetadata {
-            status: Some("ContinuedAsNew".to_string()),
-            output: Some("\"again\"".to_string()),
-            ..ExecutionMetadata::default()
-        };
+        let continued = ending("ContinuedAsNew", ExecutionMetadata::default());
         turn(&p, 2, vec![event_of("a", 2, 3)], continued).await;
         check(&schema, &p, "a turn that creates the execution's row", 7).await;
         p.enqueue_for_orchestrator(completion("a", 3), None)
             .await
             .expect("a message");
-        let done = ExecutionMetadata {
-            status: Some("Completed".to_string()),
-            output: Some("\"done\"".to_string()),
-            ..ExecutionMetadata::default()
-        };
+        let done = ending("Completed", ExecutionMetadata::default());
         turn(&p, 3, vec![event_of("a", 3, 1)], done).await;
         check(&schema, &p, "a turn on execution 3", 8).await;
 
@@ -152,11 +149,7 @@ async fn the_event_total_is_the_history_through_every_write_and_delete(mode: Sql
         p.enqueue_for_orchestrator(start("b"), None)
             .await
             .expect("start");
-        let completed = ExecutionMetadata {
-            status: Some("Completed".to_string()),
-            output: Some("\"done\"".to_string()),
-            ..metadata()
-        };
+        let completed = ending("Completed", metadata());
         turn(&p, 1, vec![event("b", 1)], completed).await;
         p.append_with_execution("b", 3, vec![event_of("b", 3, 1)])
             .await
