@@ -190,16 +190,13 @@ async fn the_migration_counts_the_history_already_there() {
         .await
         .expect("append");
         drop(p);
-        for statement in [
-            "ALTER TABLE {{schema}}.executions DROP COLUMN event_count",
-            "DROP TABLE {{schema}}.events_without_execution",
-            "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 6",
-        ] {
-            sqlx::query(schema.statement(statement))
-                .execute(&schema.pool)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        }
+        schema
+            .run_all(&[
+                "ALTER TABLE {{schema}}.executions DROP COLUMN event_count",
+                "DROP TABLE {{schema}}.events_without_execution",
+                "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 6",
+            ])
+            .await;
         let name = schema.schema_name();
         migrate::migrate(&schema.pool, &name, SqlMode::StoredProcedures)
             .await

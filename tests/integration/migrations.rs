@@ -416,24 +416,12 @@ async fn a_session_holding_the_old_advisory_key_does_not_block_start_up() {
 /// there again and 0004 is not recorded, so the next migration drops the
 /// index, which needs an `ACCESS EXCLUSIVE` lock on the orchestrator queue.
 async fn with_0004_pending(schema: &TestSchema) {
-    run_all(
-        schema,
-        &[
+    schema
+        .run_all(&[
             "CREATE INDEX orchestrator_queue_lock_idx ON {{schema}}.orchestrator_queue (lock_token)",
             "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 4",
-        ],
-    )
-    .await;
-}
-
-/// Runs each of `statements` on `schema`, in order.
-async fn run_all(schema: &TestSchema, statements: &[&str]) {
-    for statement in statements {
-        sqlx::query(schema.statement(statement))
-            .execute(&schema.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+        ])
+        .await;
 }
 
 /// A connection of its own holding `ACCESS SHARE` on the orchestrator queue
@@ -563,14 +551,12 @@ in_both_modes!(a_migration_that_loses_a_deadlock_starts_over:
 async fn bookkeeping_without_the_version_column_is_upgraded() {
     with_schema("mig_bookkeeping", |schema| async move {
         assert!(schema.provider().await.health().await.is_ready());
-        run_all(
-            &schema,
-            &[
+        schema
+            .run_all(&[
                 "ALTER TABLE {{schema}}._duroxide_procedures DROP COLUMN crate_version",
                 "UPDATE {{schema}}._duroxide_procedures SET checksum = '\\x00' WHERE name = 'get_custom_status'",
-            ],
-        )
-        .await;
+            ])
+            .await;
         assert!(schema.provider().await.health().await.is_ready());
         let version: Option<String> = sqlx::query_scalar(schema.statement(
             "SELECT crate_version FROM {{schema}}._duroxide_procedures WHERE name = 'get_custom_status'",

@@ -742,16 +742,13 @@ async fn an_upgrade_that_creates_a_table_extends_the_inline_roles_rights_to_it()
             .unwrap_or_else(|e| panic!("grant {procedures}: {e}"));
             let read_only =
                 format!("GRANT SELECT ON TABLE {{{{schema}}}}.instances TO \"{reader}\"");
-            for statement in [
-                read_only.as_str(),
-                "DROP TABLE {{schema}}.instance_claims",
-                "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 3",
-            ] {
-                sqlx::query(schema.statement(statement))
-                    .execute(&schema.pool)
-                    .await
-                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
-            }
+            schema
+                .run_all(&[
+                    read_only.as_str(),
+                    "DROP TABLE {{schema}}.instance_claims",
+                    "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 3",
+                ])
+                .await;
 
             schema.provider().await; // the owner upgrades
             assert_eq!(

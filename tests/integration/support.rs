@@ -228,6 +228,17 @@ impl TestSchema {
     pub fn statement(&self, template: &str) -> sqlx::AssertSqlSafe<String> {
         sqlx::AssertSqlSafe(self.sql(template))
     }
+
+    /// Runs each of `templates` ([`TestSchema::statement`]) on the
+    /// schema's pool, in order; panics naming the one that fails.
+    pub async fn run_all(&self, templates: &[&str]) {
+        for template in templates {
+            sqlx::query(self.statement(template))
+                .execute(&self.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{template}: {e}"));
+        }
+    }
 }
 
 /// A connection of its own holding a `mode` lock (`ACCESS SHARE`, `ACCESS
