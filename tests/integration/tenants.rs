@@ -19,9 +19,12 @@ use duroxide_postgres::migrate;
 use duroxide_postgres::tenants::{self, TenantOutcome};
 use duroxide_postgres::{PostgresProviderError, SchemaName, SqlMode, sqlstate};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::fixtures::{activity, start};
-use crate::support::{Kind, Slot, TestSchema, in_both_modes, reading_every_tenant, with_schemas};
+use crate::support::{
+    Kind, Slot, TestSchema, connect_options, in_both_modes, reading_every_tenant, with_schemas,
+};
 
 /// Long enough that no lease taken in a test runs out during it.
 const LEASE: Duration = Duration::from_secs(60);
@@ -632,16 +635,32 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         let table = |t: &str| format!("\"{}\".{t}", schema.name);
         let lock = |t: &str| format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table(t));
 
-        // The DDL's transaction takes the worker queue first.
+        // The DDL's transaction takes the worker queue first. Of the two,
+        // the server aborts the first whose deadlock check (once, its
+        // deadlock_timeout after it began to wait) finds the cycle. The
+        // read waits first; its connections check after 5 s and the DDL's
+        // after a minute, so the read is the one aborted however long the
+        // DDL takes to join (with the server's 1 s for both, a DDL that
+        // joined over a second late on a loaded machine was aborted
+        // instead, twice).
         let mut ddl = pool.begin().await.expect("begin");
+        sqlx::query("SET LOCAL deadlock_timeout = '60s'")
+            .execute(&mut *ddl)
+            .await
+            .expect("the DDL's deadlock_timeout");
         sqlx::query(sqlx::AssertSqlSafe(lock("worker_queue").to_string()))
             .execute(&mut *ddl)
             .await
             .expect("lock the worker queue");
+        let reader = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(connect_options().options([("deadlock_timeout", "5s")]))
+            .await
+            .expect("the read's pool");
         let _every = reading_every_tenant().await;
         let status = tokio::spawn({
-            let pool = pool.clone();
-            async move { tenants::status_all(&pool).await }
+            let reader = reader.clone();
+            async move { tenants::status_all(&reader).await }
         });
         // The read holds the orchestrator queue once it waits for the
         // worker queue.
@@ -652,7 +671,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
                  WHERE NOT granted AND relation = $1::regclass)",
             )
             .bind(table("worker_queue"))
-            .fetch_one(pool)
+            .fetch_one(&mut *ddl)
             .await
             .expect("read pg_locks");
             if waiting {
@@ -679,6 +698,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
             .expect("listed");
         let status = ours.result.as_ref().expect("our tenant's status");
         assert!(status.queues.is_some(), "{status:?}");
+        reader.close().await;
     })
     .await;
 }
