@@ -3,5 +3,6 @@
 -- most a second for a table lock from here on (as procedures/warm_up.sql
 -- pins lock_timeout), and reads the database clock: the warm-up's start
 -- message is visible from the epoch on, its activity looked for from now on.
+-- Rendered once per provider (crate::inline::InlineSql).
 SELECT pg_catalog.set_config('lock_timeout', '1s', true) AS lock_timeout,
-       (extract(epoch FROM pg_catalog.clock_timestamp())::numeric * 1000::numeric)::bigint AS now_ms
+       {{now_ms}} AS now_ms

@@ -5,10 +5,14 @@
 //! [`crate::inline::render`]), so they need no driver. The eight procedures
 //! with control flow do: in procedure mode each is one call
 //! ([`procedures`], below), in inline mode a transaction driven from Rust
-//! ([`crate::inline`]). [`Driver`] picks one of the two for each of them;
+//! ([`crate::inline`]). [`Driver`] picks one of the two for each of them,
+//! and for the warm-up (the procedure `warm_up`, or
+//! [`crate::inline::warm_up`]);
 //! the operation modules build parameters and decode results once and ask
 //! their store's driver for the part in between. Nothing else in the crate
 //! branches on the mode to run an operation.
+
+use sqlx::PgConnection;
 
 use crate::admin::MetricsRow;
 use crate::codec::AttemptClock;
@@ -107,6 +111,17 @@ impl Driver {
                 };
                 Ok((acked, wake, claimed))
             }
+        }
+    }
+
+    /// Runs the warm-up on `conn` ([`crate::warm_up`]); whether all of it
+    /// ran.
+    pub(crate) async fn warm_up(self, s: &Store, conn: &mut PgConnection) -> Result<bool> {
+        match self {
+            Self::Procedures => Ok(sqlx::query_scalar(&s.sql.admin.warm_up)
+                .fetch_one(&mut *conn)
+                .await?),
+            Self::Inline => inline::warm_up::run(s, conn).await,
         }
     }
 

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use crate::config::{PostgresOptions, SqlMode};
+use crate::config::PostgresOptions;
 use crate::store::Store;
 
 /// Whether a provider with these settings warms its home connection:
@@ -59,14 +59,7 @@ pub(crate) async fn run(store: &Store) {
                 return Ok(None);
             };
             let mut conn = conn?;
-            let ran: bool = match store.mode() {
-                SqlMode::StoredProcedures => {
-                    sqlx::query_scalar(&store.sql.admin.warm_up)
-                        .fetch_one(&mut *conn)
-                        .await?
-                }
-                SqlMode::InlineSql => crate::inline::warm_up::run(store, &mut conn).await?,
-            };
+            let ran = store.driver.warm_up(store, &mut conn).await?;
             drop(conn);
             Ok(ran.then_some(()))
         })

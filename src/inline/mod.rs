@@ -343,6 +343,8 @@ pub(crate) struct InlineSql {
     pub deletion: deletion::DeletionSql,
     /// `get_system_metrics`.
     pub metrics: metrics::MetricsSql,
+    /// The first statement of the warm-up's transaction (`warm_up`).
+    pub warm_up_begin: crate::sql::Sql,
 }
 
 impl InlineSql {
@@ -354,6 +356,7 @@ impl InlineSql {
             fetch_work: worker::FetchSql::render(schema),
             deletion: deletion::DeletionSql::render(schema),
             metrics: metrics::MetricsSql::render(schema),
+            warm_up_begin: crate::sql::Sql::new(schema.render(warm_up::BEGIN)),
         }
     }
 }

@@ -31,8 +31,9 @@ use crate::orchestration_queue::{AckParams, FetchParams};
 use crate::store::Store;
 use crate::worker_queue;
 
-/// The transaction's first statement: its lock timeout and the clock.
-const BEGIN: &str = include_str!("../../inline/warm_up_begin.sql");
+/// The transaction's first statement: its lock timeout and the clock
+/// (rendered once per provider, [`super::InlineSql::warm_up_begin`]).
+pub(super) const BEGIN: &str = include_str!("../../inline/warm_up_begin.sql");
 
 /// The lease the warm-up's claims ask for (never outlived: rolled back).
 const LEASE: Duration = Duration::from_secs(30);
@@ -53,7 +54,9 @@ pub(crate) async fn run(s: &Store, conn: &mut PgConnection) -> Result<bool> {
 }
 
 async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
-    let (_, now): (String, i64) = sqlx::query_as(BEGIN).fetch_one(&mut *c).await?;
+    let (_, now): (String, i64) = sqlx::query_as(&s.sql.inline.warm_up_begin)
+        .fetch_one(&mut *c)
+        .await?;
     let instance = format!("duroxide-postgres warm-up {}", uuid::Uuid::new_v4());
 
     // The client's start, visible since the epoch.
