@@ -154,13 +154,14 @@ impl Store {
     {
         const FIRST: Duration = Duration::from_millis(10);
         const MOST: Duration = Duration::from_millis(500);
-        let deadline = Instant::now() + self.pool.acquire_timeout();
+        // No deadline when the pool's acquire timeout does not fit the clock.
+        let deadline = Instant::now().checked_add(self.pool.acquire_timeout());
         let mut backoff = FIRST;
         loop {
             match work().await {
                 Err(e)
                     if (e.is_connection_lost() || e.is_read_only())
-                        && Instant::now() + backoff < deadline =>
+                        && deadline.is_none_or(|d| Instant::now() + backoff < d) =>
                 {
                     tracing::debug!(schema = %self.schema, ?backoff, "connection lost or server read-only, retrying: {e}");
                     tokio::time::sleep(backoff).await;

@@ -135,7 +135,7 @@ impl LongPoll {
         F: FnMut() -> FFut,
         FFut: Future<Output = Result<Polled<T>>>,
     {
-        let deadline = Instant::now() + poll_timeout;
+        let deadline = super::later(Instant::now(), poll_timeout);
         let waiters = self.waiters.queue(queue);
         let shared = &self.membership.hub.shared;
         shared.wants_wakes();

@@ -306,8 +306,9 @@ impl Shared {
 }
 
 /// `now + d`, or a time a century away when that does not fit in an
-/// [`Instant`] (a settle time can be as long as a caller likes).
-fn later(now: Instant, d: Duration) -> Instant {
+/// [`Instant`] (a settle time or a fetch's `poll_timeout` can be as long as
+/// a caller likes: `Duration::MAX` is "wait for good").
+pub(super) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

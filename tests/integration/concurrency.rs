@@ -503,6 +503,53 @@ async fn durations_beyond_the_clock_saturate() {
     }
 }
 
+/// A fetch may wait "forever" (`poll_timeout = Duration::MAX`, as a
+/// runtime's `dispatcher_long_poll_timeout` can ask): it waits for work
+/// instead of overflowing the clock, on both queues.
+#[tokio::test]
+async fn a_poll_timeout_beyond_the_clock_waits_for_work() {
+    const FOREVER: Duration = Duration::MAX;
+    const LOCK: Duration = Duration::from_secs(30);
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        with_schema(&format!("forever_poll_{mode}"), |schema| async move {
+            let p = Arc::new(schema.provider_in(mode).await);
+            let fetcher = p.clone();
+            let orchestration = tokio::spawn(async move {
+                fetcher
+                    .fetch_orchestration_item(LOCK, FOREVER, None)
+                    .await
+                    .map(|item| item.map(|(item, ..)| item.instance))
+            });
+            let fetcher = p.clone();
+            let work = tokio::spawn(async move {
+                fetcher
+                    .fetch_work_item(LOCK, FOREVER, None, &TagFilter::default())
+                    .await
+                    .map(|item| item.is_some())
+            });
+            p.enqueue_for_orchestrator(start("waited"), None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e}"));
+            p.enqueue_for_worker(activity("waited", 2))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue work: {e}"));
+            let claimed = tokio::time::timeout(Duration::from_secs(20), orchestration)
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: the waiting fetch never claimed the start"))
+                .unwrap_or_else(|e| panic!("{mode}: the fetch task failed: {e}"))
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"));
+            assert_eq!(claimed.as_deref(), Some("waited"), "{mode}");
+            let claimed = tokio::time::timeout(Duration::from_secs(20), work)
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: the waiting fetch never claimed the activity"))
+                .unwrap_or_else(|e| panic!("{mode}: the work fetch task failed: {e}"))
+                .unwrap_or_else(|e| panic!("{mode}: fetch work: {e}"));
+            assert!(claimed, "{mode}: the activity");
+        })
+        .await;
+    }
+}
+
 /// The events of one `append_with_execution` share one time, as the events
 /// of one turn do (read per row, a large append spread over milliseconds).
 #[tokio::test]
