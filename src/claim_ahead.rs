@@ -17,7 +17,17 @@
 //!   given back when the window ends, so it waits for nobody's lease;
 //! * only after acking an item **without a session**: the ack of a session's
 //!   item touches the session's row, and a claim in that transaction could
-//!   then wait for another session's row while holding it.
+//!   then wait for another session's row while holding it;
+//! * it claims only items **without a session**, whatever owner the fetch
+//!   named: taking a session means writing the session's row, which another
+//!   transaction may hold (the ack would wait for it, and in procedure mode
+//!   fail with it, its activity then run again), and a session taken for an
+//!   item given back unused would stay taken by this worker. The session's
+//!   items wait for the task's own fetch.
+//!
+//! In inline mode the ack commits before the claim runs: a claim that fails
+//! is a claim not made (logged), and the ack is reported done. In procedure
+//! mode both are one transaction, and an error in either fails the call.
 //!
 //! Giving an item back is `abandon_work_item` without counting the attempt:
 //! the item is visible again at once, its attempt count as before the claim.

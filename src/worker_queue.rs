@@ -92,6 +92,21 @@ pub(crate) struct FetchParams {
     pub history_bytes: Option<i64>,
 }
 
+impl FetchParams {
+    /// These parameters without a session owner, for the claim an ack makes
+    /// ahead ([`crate::claim_ahead`]): that claim takes only items without
+    /// a session, so it never waits for a session's row, nor takes a
+    /// session it might then give back unused, nor fails (and with it the
+    /// ack) on such a wait.
+    fn without_sessions(&self) -> Self {
+        Self {
+            owner: None,
+            session_lock: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// Turns the boolean a lock-token procedure returns into DX001 when false.
 fn found(found: bool, message: &'static str) -> Result<()> {
     found
@@ -274,11 +289,19 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
         .filter(|_| params.next_due)
         .map(|lp| (lp, lp.mark(Queue::Worker)));
     let clock = AttemptClock::start();
-    let (acked, wake, claim) = s.driver.ack_work_and_claim(s, ack, &params, clock).await?;
+    let claim_params = params.without_sessions();
+    let (acked, wake, claim) = s
+        .driver
+        .ack_work_and_claim(s, ack, &claim_params, clock)
+        .await?;
     s.woke(&wake);
     if let Some(polled) = claim {
         if let Some((long_poll, mark)) = mark {
-            long_poll.fetched_elsewhere(Queue::Worker, poll_key(&params), mark, &polled);
+            // A claim that left sessions out cannot vouch for the queue as
+            // the task's fetch sees it; work it saw beyond its claim still
+            // wakes a waiter.
+            let vouches = params.owner.is_none();
+            long_poll.fetched_elsewhere(Queue::Worker, poll_key(&params), mark, &polled, vouches);
         }
         if let Polled::Found {
             item: (token, json, attempts, history),

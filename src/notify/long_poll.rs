@@ -91,13 +91,15 @@ impl LongPoll {
     /// Records what such a fetch with `key` found, as a fetch of the long
     /// poll's own would: work it saw beyond its claim wakes a waiter, and a
     /// claim that was all there was or an empty queue leaves a quiet note
-    /// (see [`LongPoll::fetch`]).
+    /// (see [`LongPoll::fetch`]) when `vouches`: the fetch looked at all
+    /// the work a fetch with `key` may take.
     pub(crate) fn fetched_elsewhere<T>(
         &self,
         queue: Queue,
         key: u64,
         mark: FetchMark,
         polled: &Polled<T>,
+        vouches: bool,
     ) {
         let waiters = self.waiters.queue(queue);
         let next_due_ms = match polled {
@@ -113,7 +115,7 @@ impl LongPoll {
             }
             Polled::Empty { next_due_ms } => *next_due_ms,
         };
-        if mark.subscribed {
+        if mark.subscribed && vouches {
             waiters.note_quiet_for(key, mark.epoch, mark.at, next_due_ms);
         }
     }

@@ -420,3 +420,244 @@ async fn a_runtime_that_ends_gives_its_claim_back(mode: SqlMode) {
     .await;
 }
 in_both_modes!(a_runtime_that_ends_gives_its_claim_back: a_runtime_that_ends_gives_its_claim_back_procedures, a_runtime_that_ends_gives_its_claim_back_inline);
+
+/// The claim an ack makes takes no session's item and touches no session
+/// row: a session another transaction holds does not hold up the ack (nor
+/// could the ack fail, and its activity run again, because of it), and the
+/// worker's session stays as it was (a claimed item given back would
+/// otherwise leave the session taken). The session's item stays for a
+/// fetch of its own.
+async fn an_acks_claim_takes_no_session(mode: SqlMode) {
+    with_schema(&format!("ahead_no_session_{mode}"), |schema| async move {
+        let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
+        let provider = provider(&schema, mode, options).await;
+        enqueue(&provider, 1).await;
+        provider
+            .enqueue_for_worker(WorkItem::ActivityExecute {
+                instance: "i1".into(),
+                execution_id: 1,
+                id: 9,
+                name: "Work".into(),
+                input: String::new(),
+                session_id: Some("s1".into()),
+                tag: None,
+            })
+            .await
+            .expect("enqueue the session's activity");
+        provider
+            .enqueue_for_worker(fixtures::activity("i1", 3))
+            .await
+            .expect("enqueue");
+        // Session s1: expired, so worker w1 may take it; held by another
+        // transaction while the ack runs.
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
+             VALUES ('s1', 'gone', 0, 0)",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("an expired session");
+        let mut holder = schema.pool.begin().await.expect("begin");
+        sqlx::query(schema.statement(
+            "SELECT 1 FROM {{schema}}.sessions WHERE session_id = 's1' FOR UPDATE",
+        ))
+        .execute(&mut *holder)
+        .await
+        .expect("hold the session's row");
+
+        let config = SessionFetchConfig {
+            owner_id: "w1".into(),
+            lock_timeout: LEASE,
+        };
+        let p = provider.clone();
+        let (acked_tx, acked) = tokio::sync::oneshot::channel();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let dispatcher = tokio::spawn(async move {
+            let fetch = |p: PostgresProvider, config: SessionFetchConfig| async move {
+                p.fetch_work_item(LEASE, Duration::ZERO, Some(&config), &TagFilter::DefaultOnly)
+                    .await
+                    .expect("fetch")
+                    .map(|(item, token, _)| (activity_id(&item), token))
+            };
+            let (first, token) = fetch(p.clone(), config.clone()).await.expect("the oldest");
+            assert_eq!(first, 2);
+            let ack = tokio::time::timeout(Duration::from_secs(10), p.ack_work_item(&token, None))
+                .await;
+            acked_tx.send(ack.map(|r| r.is_ok())).expect("report");
+            wait.await.expect("go");
+            let (second, _) = fetch(p.clone(), config.clone()).await.expect("the next");
+            let (third, _) = fetch(p, config).await.expect("the session's");
+            (second, third)
+        });
+        let acked = acked.await.expect("the ack's outcome");
+        assert_eq!(
+            acked,
+            Ok(true),
+            "{mode}: the ack commits at once, the session's row held elsewhere (Err: it waited 10 s)"
+        );
+        holder.rollback().await.expect("let the session go");
+        let owner: String = sqlx::query_scalar(schema.statement(
+            "SELECT owner_id FROM {{schema}}.sessions WHERE session_id = 's1'",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("the session");
+        assert_eq!(owner, "gone", "{mode}: the ack's claim took no session");
+        go.send(()).expect("go");
+        let (second, third) = dispatcher.await.expect("the dispatcher");
+        assert_eq!(
+            (second, third),
+            (3, 9),
+            "{mode}: the claim took the next item without a session; the session's item followed"
+        );
+    })
+    .await;
+}
+in_both_modes!(an_acks_claim_takes_no_session: an_acks_claim_takes_no_session_procedures, an_acks_claim_takes_no_session_inline);
+
+/// What an ack reports is what it committed, when the claim it makes ahead
+/// fails (here a trigger refuses every claim): inline mode commits the ack
+/// before it claims, so the ack is done and says so (its completion queued,
+/// its wake-ups sent); procedure mode runs both in one transaction, so the
+/// ack fails as a whole and leaves the activity leased to its worker.
+async fn a_failed_claim_ahead_reports_what_the_ack_committed(mode: SqlMode) {
+    with_schema(&format!("ahead_claim_fails_{mode}"), |schema| async move {
+        let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
+        let provider = provider(&schema, mode, options).await;
+        enqueue(&provider, 2).await;
+        schema
+            .run_all(&[
+                "CREATE FUNCTION {{schema}}.refuse_claims() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'claims refused'; END $$",
+                "CREATE TRIGGER refuse_claims BEFORE UPDATE ON {{schema}}.worker_queue \
+                 FOR EACH ROW WHEN (NEW.lock_token IS NOT NULL AND OLD.lock_token IS NULL) \
+                 EXECUTE FUNCTION {{schema}}.refuse_claims()",
+            ])
+            .await;
+        // The first claim happens before the trigger: fetched directly.
+        sqlx::query(
+            schema.statement("ALTER TABLE {{schema}}.worker_queue DISABLE TRIGGER refuse_claims"),
+        )
+        .execute(&schema.pool)
+        .await
+        .expect("disable");
+        let p = provider.clone();
+        let pool = schema.pool.clone();
+        let enable = schema.sql("ALTER TABLE {{schema}}.worker_queue ENABLE TRIGGER refuse_claims");
+        let outcome = tokio::spawn(async move {
+            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
+                .await
+                .expect("the first activity");
+            sqlx::query(sqlx::AssertSqlSafe(enable))
+                .execute(&pool)
+                .await
+                .expect("enable");
+            p.ack_work_item(&token, Some(fixtures::completion("i1", 2)))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .expect("task");
+        let completions: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        let left = queue(&schema).await;
+        match mode {
+            SqlMode::InlineSql => {
+                assert_eq!(
+                    outcome,
+                    Ok(()),
+                    "inline: the ack committed before the claim"
+                );
+                assert_eq!(completions, 1, "inline: the completion is queued");
+                assert_eq!(left, vec![(3, false, 0)], "inline: acked, nothing claimed");
+            }
+            _ => {
+                assert!(outcome.is_err(), "procedures: one transaction, failed");
+                assert_eq!(completions, 0, "procedures: nothing committed");
+                assert_eq!(
+                    left,
+                    vec![(2, true, 1), (3, false, 0)],
+                    "procedures: still leased"
+                );
+            }
+        }
+    })
+    .await;
+}
+in_both_modes!(a_failed_claim_ahead_reports_what_the_ack_committed: a_failed_claim_ahead_reports_what_the_ack_committed_procedures, a_failed_claim_ahead_reports_what_the_ack_committed_inline);
+
+/// An ack's claim leaves sessions out, so finding nothing it does not tell
+/// the task's long-polling fetch the queue is quiet (until a delayed item's
+/// time): that fetch still sends its statement, and takes the session's
+/// item waiting there.
+async fn a_claim_without_sessions_does_not_quiet_the_long_poll(mode: SqlMode) {
+    with_schema(&format!("ahead_not_quiet_{mode}"), |schema| async move {
+        let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
+        let provider = provider(&schema, mode, options).await;
+        // A delayed item: the claim's empty answer carries its due time.
+        provider
+            .enqueue_for_worker(fixtures::activity("i1", 3))
+            .await
+            .expect("enqueue");
+        let (_, token, _) = fetch(&provider, &TagFilter::DefaultOnly)
+            .await
+            .expect("the item to delay");
+        provider
+            .abandon_work_item(&token, Some(Duration::from_secs(600)), true)
+            .await
+            .expect("delay it");
+        enqueue(&provider, 1).await;
+        provider
+            .enqueue_for_worker(WorkItem::ActivityExecute {
+                instance: "i1".into(),
+                execution_id: 1,
+                id: 9,
+                name: "Work".into(),
+                input: String::new(),
+                session_id: Some("s1".into()),
+                tag: None,
+            })
+            .await
+            .expect("enqueue the session's activity");
+        // Quiet notes are kept only while the listener is subscribed.
+        support::eventually("the listener subscribed", || async {
+            provider.notification_stats().is_some_and(|s| s.subscribed)
+        })
+        .await;
+        let skips = || provider.notification_stats().map_or(0, |s| s.quiet_skips);
+        let skipped_before = skips();
+        let p = provider.clone();
+        let next = tokio::spawn(async move {
+            let config = SessionFetchConfig {
+                owner_id: "w1".into(),
+                lock_timeout: LEASE,
+            };
+            let poll = Duration::from_secs(60);
+            let (first, token, _) = p
+                .fetch_work_item(LEASE, poll, Some(&config), &TagFilter::DefaultOnly)
+                .await
+                .expect("fetch")
+                .expect("the oldest");
+            assert_eq!(activity_id(&first), 2);
+            p.ack_work_item(&token, None).await.expect("ack");
+            p.fetch_work_item(LEASE, poll, Some(&config), &TagFilter::DefaultOnly)
+                .await
+                .expect("fetch")
+                .map(|(item, ..)| activity_id(&item))
+        })
+        .await
+        .expect("task");
+        assert_eq!(next, Some(9), "{mode}: the session's item");
+        assert_eq!(
+            skips(),
+            skipped_before,
+            "{mode}: the fetch after the ack sent its statement (no quiet note from the claim)"
+        );
+    })
+    .await;
+}
+in_both_modes!(a_claim_without_sessions_does_not_quiet_the_long_poll: a_claim_without_sessions_does_not_quiet_the_long_poll_procedures, a_claim_without_sessions_does_not_quiet_the_long_poll_inline);

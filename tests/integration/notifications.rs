@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::fixtures::start;
 use crate::support::{
-    database_url, drop_schema, fresh_schema_name, provider_on, settling_provider,
+    database_url, drop_schema, eventually, fresh_schema_name, provider_on, settling_provider,
 };
 
 mod after_commit;
@@ -63,19 +63,6 @@ where
     pool.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
-    }
-}
-
-/// Waits (bounded) until `condition` holds.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -805,3 +805,20 @@ pub async fn counting_own_table_reads() -> tokio::sync::RwLockReadGuard<'static,
 pub async fn reading_every_tenant() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     tenant_reads().write().await
 }
+
+/// Waits (bounded: 20 s) until `condition` holds; `what` names it in the
+/// failure.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
