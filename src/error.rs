@@ -64,6 +64,9 @@ pub mod sqlstate {
     pub(crate) const UNDEFINED_TABLE: &str = "42P01";
     /// `invalid_schema_name`: a statement named a schema that does not exist.
     pub(crate) const INVALID_SCHEMA_NAME: &str = "3F000";
+    /// `dependent_objects_still_exist`: a `RESTRICT` drop met an object
+    /// that depends on what it drops.
+    pub(crate) const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
 
     /// Class prefixes whose every code means the connection is gone (`08`) or
     /// the server ran out of a resource for a while (`53`).

@@ -400,12 +400,16 @@ where
 }
 
 /// Drops a tenant: its schema with every table, row and function in it
-/// (`DROP SCHEMA ... CASCADE`). The crate creates no roles, so none is left.
+/// (`tenants/drop_schema.sql`: each dropped `RESTRICT`, then the schema).
+/// The crate creates no roles, so none is left.
 ///
 /// Refused, with [`sqlstate::INVALID_STATE`], while the tenant has live
 /// leases (a runtime is working on one of its instances or activities)
 /// unless `force` is set; also when the schema holds objects this crate did
-/// not create (so a user's tables never go with it), or, unless `force` is
+/// not create (so a user's tables never go with it), when an object of
+/// another schema depends on the tenant's (a view over its tables, a
+/// foreign key to them, a function taking their row type: named in the
+/// error, and kept, force or not), or, unless `force` is
 /// set, when its leases cannot be checked because its migrations are not all
 /// applied. A schema that is no tenant is refused with
 /// [`sqlstate::NOT_FOUND`]. The check and the drop happen in one transaction
@@ -439,6 +443,29 @@ pub async fn drop_tenant(pool: &PgPool, schema: &SchemaName, force: bool) -> Res
             outcome => return outcome,
         }
     }
+}
+
+/// The error of a drop that met objects of other schemas depending on the
+/// tenant's: a refusal naming them (the server's detail), or `e` itself.
+fn built_on(schema: &SchemaName, e: sqlx::Error) -> PostgresProviderError {
+    let sqlx::Error::Database(db) = &e else {
+        return e.into();
+    };
+    if db.code().as_deref() != Some(sqlstate::DEPENDENT_OBJECTS_STILL_EXIST) {
+        return e.into();
+    }
+    let detail = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.detail())
+        .unwrap_or_else(|| db.message())
+        .replace('\n', "; ");
+    PostgresProviderError::rejected(
+        sqlstate::INVALID_STATE,
+        format!(
+            "schema \"{schema}\" has objects in other schemas built on it ({detail}); \
+             nothing dropped: drop or change them first"
+        ),
+    )
 }
 
 async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
@@ -493,8 +520,12 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
             ),
         ));
     }
-    tx.execute(crate::sql::audited(&schema.render(DROP_SCHEMA)))
-        .await?;
+    if let Err(e) = tx
+        .execute(crate::sql::audited(&schema.render(DROP_SCHEMA)))
+        .await
+    {
+        return Err(built_on(schema, e));
+    }
     tx.commit().await?;
     tracing::info!(schema = %schema, force, "dropped tenant");
     Ok(DroppedTenant {

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "cli")]
 mod cli;
+mod outside;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
