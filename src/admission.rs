@@ -31,7 +31,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -51,7 +51,16 @@ pub(crate) struct Gate {
     recycled: AtomicU64,
     /// Home connections warmed by a provider's build.
     warmed: AtomicU64,
+    /// When an operation last met a read-only server (SQLSTATE 25006), if
+    /// ever: connections opened before then are closed rather than handed
+    /// out again ([`Gate::opened_before_read_only`]).
+    read_only_at: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, meeting a read-only server marks the connections
+/// opened so far for replacement: while the server stays read-only, the
+/// connections opened since are replaced at that pace, not at every error.
+const READ_ONLY_GENERATION: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct State {
@@ -163,7 +172,31 @@ impl Gate {
             slowest_leased_acquire_us: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             warmed: AtomicU64::new(0),
+            read_only_at: Mutex::new(None),
         }
+    }
+
+    /// An operation met a read-only server (a failover's old primary, now a
+    /// standby, keeps the sessions made to it read-only for as long as they
+    /// live): the connections opened until now are to be replaced.
+    pub(crate) fn note_read_only(&self) {
+        let now = Instant::now();
+        let mut at = self.read_only_at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.is_none_or(|t| now.saturating_duration_since(t) >= READ_ONLY_GENERATION) {
+            *at = Some(now);
+        }
+    }
+
+    /// Whether a connection of this `age` was opened before an operation
+    /// last met a read-only server: the pool's hook closes it instead of
+    /// handing it out (`crate::recycle`).
+    pub(crate) fn opened_before_read_only(&self, age: Duration) -> bool {
+        let at = *self.read_only_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.is_some_and(|at| {
+            Instant::now()
+                .checked_sub(age)
+                .is_none_or(|opened| opened < at)
+        })
     }
 
     /// Counts an ack, abandon or renewal that found its lease gone.

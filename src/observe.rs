@@ -168,6 +168,9 @@ impl Store {
                 if lease_gone {
                     self.gate.note_lease_expired();
                 }
+                if e.is_read_only() {
+                    self.gate.note_read_only();
+                }
                 let retryable = e.is_retryable();
                 span.record("retryable", retryable);
                 span.record("error", tracing::field::display(e));

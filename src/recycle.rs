@@ -24,7 +24,12 @@
 //! other share one record, which only makes them recycle sooner.
 //!
 //! The same hooks time how long leased work (acks, abandons, renewals)
-//! waited for its connection, for [`crate::AdmissionStats`].
+//! waited for its connection, for [`crate::AdmissionStats`], and close the
+//! connections opened before an operation met a read-only server (SQLSTATE
+//! 25006): such a session stays read-only for as long as it lives (a
+//! failover's old primary, now a standby, keeps the connections made to
+//! it), so the pool opens new ones, which reach the writable server
+//! ([`Gate::note_read_only`]).
 //!
 //! Pools built without these hooks (a plain `PgPoolOptions`) do not
 //! recycle; build shared pools from [`PostgresOptions::pool_options`].
@@ -179,6 +184,9 @@ impl Table {
         let Ok(scope) = SCOPE.try_with(Scope::clone) else {
             return true; // not a provider operation
         };
+        if !fresh && scope.gate.opened_before_read_only(meta.age) {
+            return false; // may still be a session of a read-only server
+        }
         let verdict = self.serve(Self::key(meta.age), &scope.tenant, fresh);
         if verdict == Verdict::Recycle {
             scope.gate.note_recycled();

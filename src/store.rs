@@ -163,6 +163,9 @@ impl Store {
                     if (e.is_connection_lost() || e.is_read_only())
                         && deadline.is_none_or(|d| Instant::now() + backoff < d) =>
                 {
+                    if e.is_read_only() {
+                        self.gate.note_read_only();
+                    }
                     tracing::debug!(schema = %self.schema, ?backoff, "connection lost or server read-only, retrying: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MOST);

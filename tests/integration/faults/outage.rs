@@ -34,6 +34,10 @@ in_both_modes!(acks_while_read_only:
     acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_procedures,
     acks_sent_while_the_database_is_read_only_commit_once_it_is_writable_inline; 4);
 
+in_both_modes!(acks_after_read_only_sessions:
+    acks_commit_when_the_database_is_writable_again_though_its_read_only_sessions_live_on_procedures,
+    acks_commit_when_the_database_is_writable_again_though_its_read_only_sessions_live_on_inline; 4);
+
 in_both_modes!(acks_while_full:
     acks_sent_while_the_database_is_full_commit_once_it_admits_them_procedures,
     acks_sent_while_the_database_is_full_commit_once_it_admits_them_inline; 4);
@@ -184,6 +188,31 @@ async fn acks_while_read_only(mode: SqlMode) {
         db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
             .await;
         db.terminate_backends().await;
+        assert_acks_committed(&provider, mode, acks).await;
+    })
+    .await;
+}
+
+/// As [`acks_while_read_only`], but the sessions opened while the database
+/// was read-only stay (as after a failover whose old primary, now a
+/// standby, keeps the connections made to it): they refuse every write
+/// for as long as they live. The provider replaces the connections that met
+/// a read-only server instead of handing them out again, so the acks
+/// commit once new sessions are writable. Before, they kept failing with
+/// 25006 until the pool's connections aged out.
+async fn acks_after_read_only_sessions(mode: SqlMode) {
+    with_fault_db(&format!("ro_live_{mode}"), |db| async move {
+        let (provider, orch_token, work_token) = leases_held(&db, mode).await;
+        db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
+            .await;
+        db.terminate_backends().await;
+        let acks = still_waiting_after_an_outage(
+            acks(&provider, orch_token, work_token),
+            &format!("{mode}: read-only"),
+        )
+        .await;
+        db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
+            .await;
         assert_acks_committed(&provider, mode, acks).await;
     })
     .await;
