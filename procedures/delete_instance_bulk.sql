@@ -1,5 +1,6 @@
--- delete_instance_bulk: delete terminal root instances (Completed, Failed or
--- ContinuedAsNew; never Running, never sub-orchestrations) with their whole
+-- delete_instance_bulk: delete finished root instances (Completed or
+-- Failed; never Running or ContinuedAsNew, which is between two executions
+-- of a running instance, never sub-orchestrations) with their whole
 -- sub-orchestration trees, in one transaction. Filters are ANDed: p_ids
 -- (NULL: any), p_completed_before (ms; NULL: any), then p_limit roots.
 --

@@ -1,0 +1,140 @@
+//! Deleting, pruning and counting what is left, in both SQL modes: which
+//! instances a delete or a bulk delete may take, which a bulk prune
+//! reaches, what the counts read after a delete, and what an ack that
+//! arrives after a delete leaves behind. Turns are driven through the
+//! provider directly, as in `deletion_races`.
+
+use duroxide::providers::{ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, WorkItem};
+use duroxide_postgres::SqlMode;
+
+use crate::deletion_races::{LEASE, rows_left};
+use crate::fixtures::{ORCHESTRATION, event, metadata, start};
+use crate::support::{TestSchema, in_both_modes, with_schema};
+
+/// The `ContinueAsNew` a turn of `instance` queues to end its execution.
+fn continue_as_new(instance: &str) -> WorkItem {
+    WorkItem::ContinueAsNew {
+        instance: instance.to_string(),
+        orchestration: ORCHESTRATION.to_string(),
+        input: "{}".to_string(),
+        version: Some("1.0.0".to_string()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        carry_forward_events: vec![],
+        initial_custom_status: None,
+    }
+}
+
+/// Metadata of a turn that ends its execution with `status`.
+fn ending(status: &str) -> ExecutionMetadata {
+    ExecutionMetadata {
+        status: Some(status.to_string()),
+        output: Some("{}".to_string()),
+        ..metadata()
+    }
+}
+
+/// Messages queued for `instance` in the orchestrator queue.
+async fn queued(schema: &TestSchema, instance: &str) -> i64 {
+    sqlx::query_scalar(
+        schema
+            .statement("SELECT count(*) FROM {{schema}}.orchestrator_queue WHERE instance_id = $1"),
+    )
+    .bind(instance)
+    .fetch_one(&schema.pool)
+    .await
+    .expect("count the queue")
+}
+
+/// Fetches the next turn, which must be `instance`'s, and acks it as
+/// `execution_id` with one history event, `sends` and `meta`.
+async fn turn(
+    provider: &impl Provider,
+    instance: &str,
+    execution_id: u64,
+    sends: Vec<WorkItem>,
+    meta: ExecutionMetadata,
+) {
+    let (item, token, _) = provider
+        .fetch_orchestration_item(LEASE, std::time::Duration::ZERO, None)
+        .await
+        .expect("fetch")
+        .expect("a turn is ready");
+    assert_eq!(item.instance, instance);
+    let mut first = event(instance, 1);
+    first.execution_id = execution_id;
+    provider
+        .ack_orchestration_item(
+            &token,
+            execution_id,
+            vec![first],
+            vec![],
+            sends,
+            meta,
+            vec![],
+        )
+        .await
+        .expect("ack the turn");
+}
+
+/// An instance between the turn that ends execution 1 with ContinueAsNew
+/// and the turn that starts execution 2 is still running: its current
+/// execution's status is `ContinuedAsNew` and its next turn is queued. A
+/// bulk delete used to take it as finished (purging the queued
+/// ContinueAsNew with it), and a delete without force let it go; both now
+/// treat it as running (duroxide: only Completed and Failed are eligible).
+async fn a_continuing_instance_is_not_deleted_as_finished(mode: SqlMode) {
+    with_schema(&format!("ret_can_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let instance = format!("continuing-{mode}");
+        provider
+            .enqueue_for_orchestrator(start(&instance), None)
+            .await
+            .expect("enqueue the start");
+        turn(
+            &provider,
+            &instance,
+            1,
+            vec![continue_as_new(&instance)],
+            ending("ContinuedAsNew"),
+        )
+        .await;
+
+        let bulk = provider
+            .delete_instance_bulk(InstanceFilter {
+                instance_ids: Some(vec![instance.clone()]),
+                completed_before: None,
+                limit: None,
+            })
+            .await
+            .expect("bulk delete");
+        assert_eq!(bulk.instances_deleted, 0, "{mode}: the bulk delete took it");
+        let refused = provider.delete_instance(&instance, false).await;
+        assert!(
+            refused.is_err(),
+            "{mode}: a delete without force took it: {refused:?}"
+        );
+        assert_eq!(queued(&schema, &instance).await, 1, "{mode}: its next turn");
+
+        // Its next turn starts execution 2.
+        turn(&provider, &instance, 2, vec![], metadata()).await;
+        let info = provider
+            .get_instance_info(&instance)
+            .await
+            .expect("instance info");
+        assert_eq!(
+            (info.current_execution_id, info.status.as_str()),
+            (2, "Running")
+        );
+        provider
+            .delete_instance(&instance, true)
+            .await
+            .expect("a forced delete");
+        let left = rows_left(&schema.pool, &schema, &instance).await;
+        assert!(left.is_empty(), "{mode}: rows left: {left:?}");
+    })
+    .await;
+}
+
+in_both_modes!(a_continuing_instance_is_not_deleted_as_finished: a_continuing_instance_is_not_deleted_as_finished_procedures, a_continuing_instance_is_not_deleted_as_finished_inline);
