@@ -138,3 +138,94 @@ async fn a_continuing_instance_is_not_deleted_as_finished(mode: SqlMode) {
 }
 
 in_both_modes!(a_continuing_instance_is_not_deleted_as_finished: a_continuing_instance_is_not_deleted_as_finished_procedures, a_continuing_instance_is_not_deleted_as_finished_inline);
+
+/// The `StartOrchestration` of child `child` that `parent`'s execution 1
+/// schedules with event `id`.
+fn child_start(child: &str, parent: &str, id: u64) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: child.to_string(),
+        orchestration: ORCHESTRATION.to_string(),
+        input: "{}".to_string(),
+        version: Some("1.0.0".to_string()),
+        parent_instance: Some(parent.to_string()),
+        parent_id: Some(id),
+        parent_execution_id: Some(1),
+        execution_id: 1,
+    }
+}
+
+/// A parent deleted while its children's starts were still queued (the
+/// tree it was deleted with was the parent alone): each child's first turn
+/// then creates an instance whose parent no longer exists. Such a child was
+/// left for good: a delete refused it as a sub-orchestration and a bulk
+/// delete took only instances without a parent. A child whose parent is
+/// gone is now a root to both.
+async fn a_child_whose_parent_was_deleted_can_be_deleted(mode: SqlMode) {
+    with_schema(&format!("ret_child_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let parent = format!("parent-{mode}");
+        let children = [format!("child-a-{mode}"), format!("child-b-{mode}")];
+        provider
+            .enqueue_for_orchestrator(start(&parent), None)
+            .await
+            .expect("enqueue the start");
+        let sends = vec![
+            child_start(&children[0], &parent, 2),
+            child_start(&children[1], &parent, 3),
+        ];
+        turn(&provider, &parent, 1, sends, metadata()).await;
+        let deleted = provider
+            .delete_instance(&parent, true)
+            .await
+            .expect("delete the parent");
+        assert_eq!(deleted.instances_deleted, 1, "{mode}: the parent alone");
+
+        // The children start (in either order) and finish.
+        for _ in &children {
+            let (item, token, _) = provider
+                .fetch_orchestration_item(LEASE, std::time::Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("a child's start");
+            let meta = ExecutionMetadata {
+                parent_instance_id: Some(parent.clone()),
+                ..ending("Completed")
+            };
+            provider
+                .ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![event(&item.instance, 1)],
+                    vec![],
+                    vec![],
+                    meta,
+                    vec![],
+                )
+                .await
+                .expect("ack the child's turn");
+        }
+
+        let bulk = provider
+            .delete_instance_bulk(InstanceFilter {
+                instance_ids: Some(vec![children[0].clone()]),
+                completed_before: None,
+                limit: None,
+            })
+            .await
+            .expect("bulk delete");
+        assert_eq!(bulk.instances_deleted, 1, "{mode}: the bulk delete");
+        let single = provider.delete_instance(&children[1], false).await;
+        assert_eq!(
+            single.map(|d| d.instances_deleted).ok(),
+            Some(1),
+            "{mode}: the delete"
+        );
+        for child in &children {
+            let left = rows_left(&schema.pool, &schema, child).await;
+            assert!(left.is_empty(), "{mode}: rows left of {child}: {left:?}");
+        }
+    })
+    .await;
+}
+
+in_both_modes!(a_child_whose_parent_was_deleted_can_be_deleted: a_child_whose_parent_was_deleted_can_be_deleted_procedures, a_child_whose_parent_was_deleted_can_be_deleted_inline);
