@@ -4,10 +4,12 @@
 //! arrives after a delete leaves behind. Turns are driven through the
 //! provider directly, as in `deletion_races`.
 
-use duroxide::providers::{ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, WorkItem};
+use duroxide::providers::{
+    ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, PruneOptions, WorkItem,
+};
 use duroxide_postgres::SqlMode;
 
-use crate::deletion_races::{LEASE, rows_left};
+use crate::deletion_races::{LEASE, rows_left, started};
 use crate::fixtures::{ORCHESTRATION, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, with_schema};
 
@@ -229,3 +231,64 @@ async fn a_child_whose_parent_was_deleted_can_be_deleted(mode: SqlMode) {
 }
 
 in_both_modes!(a_child_whose_parent_was_deleted_can_be_deleted: a_child_whose_parent_was_deleted_can_be_deleted_procedures, a_child_whose_parent_was_deleted_can_be_deleted_inline);
+
+/// A bulk prune limited to `limit` instances chose the oldest `limit`
+/// instances whether or not they had anything to prune (and locked them
+/// all): with old single-execution instances ahead of the ContinueAsNew
+/// ones, every bulk prune pruned nothing. It now chooses only instances
+/// with an execution the options prune, and counts those.
+async fn a_bulk_prune_reaches_past_instances_with_nothing_to_prune(mode: SqlMode) {
+    with_schema(&format!("ret_prune_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let ids = [
+            format!("oldest-{mode}"),
+            format!("older-{mode}"),
+            format!("newest-{mode}"),
+        ];
+        for (created, instance) in ids.iter().enumerate() {
+            started(&provider, instance, false).await;
+            sqlx::query(
+                schema.statement("UPDATE {{schema}}.instances SET created_at_ms = $2 WHERE instance_id = $1"),
+            )
+            .bind(instance)
+            .bind(created as i64 + 1)
+            .execute(&schema.pool)
+            .await
+            .expect("age the instance");
+        }
+        // The newest continued as new: execution 1 finished, 2 current.
+        sqlx::query(schema.statement(
+            "WITH done AS (UPDATE {{schema}}.executions SET status = 'ContinuedAsNew', completed_at_ms = 1 \
+                            WHERE instance_id = $1), \
+                  next AS (INSERT INTO {{schema}}.executions (instance_id, execution_id, status, started_at_ms) \
+                           VALUES ($1, 2, 'Running', 2)) \
+             UPDATE {{schema}}.instances SET current_execution_id = 2 WHERE instance_id = $1",
+        ))
+        .bind(&ids[2])
+        .execute(&schema.pool)
+        .await
+        .expect("a second execution");
+
+        let pruned = provider
+            .prune_executions_bulk(
+                InstanceFilter {
+                    instance_ids: None,
+                    completed_before: None,
+                    limit: Some(2),
+                },
+                PruneOptions::default(),
+            )
+            .await
+            .expect("bulk prune");
+        assert_eq!(
+            (pruned.instances_processed, pruned.executions_deleted, pruned.events_deleted),
+            (1, 1, 1),
+            "{mode}: {pruned:?}"
+        );
+        let left = provider.list_executions(&ids[2]).await.expect("executions");
+        assert_eq!(left, vec![2], "{mode}");
+    })
+    .await;
+}
+
+in_both_modes!(a_bulk_prune_reaches_past_instances_with_nothing_to_prune: a_bulk_prune_reaches_past_instances_with_nothing_to_prune_procedures, a_bulk_prune_reaches_past_instances_with_nothing_to_prune_inline);
