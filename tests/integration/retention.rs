@@ -292,3 +292,43 @@ async fn a_bulk_prune_reaches_past_instances_with_nothing_to_prune(mode: SqlMode
 }
 
 in_both_modes!(a_bulk_prune_reaches_past_instances_with_nothing_to_prune: a_bulk_prune_reaches_past_instances_with_nothing_to_prune_procedures, a_bulk_prune_reaches_past_instances_with_nothing_to_prune_inline);
+
+/// History an earlier build wrote without counting it
+/// (docs/operations.md, "Upgrading to migration 0006"), deleted with its
+/// instance, takes more off the event total than was ever counted: the
+/// total went negative and `get_system_metrics` failed on it. It now reads
+/// 0 (and the provider warns, naming the recount).
+async fn uncounted_history_deleted_leaves_the_metrics_readable(mode: SqlMode) {
+    with_schema(&format!("ret_count_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let instance = format!("uncounted-{mode}");
+        started(&provider, &instance, false).await;
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, \
+             event_data, created_at_ms) \
+             SELECT $1, 1, g, 'Event', '{}', 0 FROM generate_series(2, 4) g",
+        ))
+        .bind(&instance)
+        .execute(&schema.pool)
+        .await
+        .expect("uncounted events");
+        let deleted = provider
+            .delete_instance(&instance, true)
+            .await
+            .expect("delete");
+        assert_eq!(deleted.events_deleted, 4, "{mode}");
+
+        let metrics = provider.get_system_metrics().await;
+        assert_eq!(
+            metrics
+                .as_ref()
+                .map(|m| (m.total_instances, m.total_events))
+                .ok(),
+            Some((0, 0)),
+            "{mode}: {metrics:?}"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(uncounted_history_deleted_leaves_the_metrics_readable: uncounted_history_deleted_leaves_the_metrics_readable_procedures, uncounted_history_deleted_leaves_the_metrics_readable_inline);
