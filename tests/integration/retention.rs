@@ -4,13 +4,16 @@
 //! arrives after a delete leaves behind. Turns are driven through the
 //! provider directly, as in `deletion_races`.
 
-use duroxide::providers::{
-    ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, PruneOptions, WorkItem,
-};
-use duroxide_postgres::SqlMode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::deletion_races::{LEASE, rows_left, started};
-use crate::fixtures::{ORCHESTRATION, event, metadata, start};
+use duroxide::providers::{
+    ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, PruneOptions, TagFilter, WorkItem,
+};
+use duroxide_postgres::{PostgresProvider, SqlMode};
+
+use crate::deletion_races::{LEASE, await_waiters, hold_rows, rows_left, started};
+use crate::fixtures::{ORCHESTRATION, activity, completion, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, with_schema};
 
 /// The `ContinueAsNew` a turn of `instance` queues to end its execution.
@@ -59,7 +62,7 @@ async fn turn(
     meta: ExecutionMetadata,
 ) {
     let (item, token, _) = provider
-        .fetch_orchestration_item(LEASE, std::time::Duration::ZERO, None)
+        .fetch_orchestration_item(LEASE, Duration::ZERO, None)
         .await
         .expect("fetch")
         .expect("a turn is ready");
@@ -185,7 +188,7 @@ async fn a_child_whose_parent_was_deleted_can_be_deleted(mode: SqlMode) {
         // The children start (in either order) and finish.
         for _ in &children {
             let (item, token, _) = provider
-                .fetch_orchestration_item(LEASE, std::time::Duration::ZERO, None)
+                .fetch_orchestration_item(LEASE, Duration::ZERO, None)
                 .await
                 .expect("fetch")
                 .expect("a child's start");
@@ -332,3 +335,105 @@ async fn uncounted_history_deleted_leaves_the_metrics_readable(mode: SqlMode) {
 }
 
 in_both_modes!(uncounted_history_deleted_leaves_the_metrics_readable: uncounted_history_deleted_leaves_the_metrics_readable_procedures, uncounted_history_deleted_leaves_the_metrics_readable_inline);
+
+/// Fetches `instance`'s activity, queued with scheduling event 2.
+async fn fetched_activity(provider: &PostgresProvider, instance: &str) -> String {
+    provider
+        .enqueue_for_worker(activity(instance, 2))
+        .await
+        .expect("enqueue an activity");
+    let (_, token, _) = provider
+        .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .expect("fetch the activity")
+        .expect("the activity is ready");
+    token
+}
+
+/// A worker's completion arriving after its instance was force-deleted:
+/// the ack fails (its activity is gone) and used to commit a new claim
+/// row for the deleted instance all the same (the ack creates the row
+/// when it finds none). A failed ack now writes nothing.
+async fn an_ack_after_a_force_delete_leaves_nothing(mode: SqlMode) {
+    with_schema(&format!("ret_ack_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let instance = format!("acked-late-{mode}");
+        started(&provider, &instance, false).await;
+        let token = fetched_activity(&provider, &instance).await;
+        provider
+            .delete_instances_atomic(std::slice::from_ref(&instance), true)
+            .await
+            .expect("the force delete");
+
+        let acked = provider
+            .ack_work_item(&token, Some(completion(&instance, 2)))
+            .await;
+        let left = rows_left(&schema.pool, &schema, &instance).await;
+        assert!(
+            acked
+                .as_ref()
+                .is_err_and(|e| e.message.contains("work item not found")),
+            "{mode}: the ack: {acked:?}; rows left: {left:?}"
+        );
+        assert!(left.is_empty(), "{mode}: rows left after the ack: {left:?}");
+    })
+    .await;
+}
+
+in_both_modes!(an_ack_after_a_force_delete_leaves_nothing: an_ack_after_a_force_delete_leaves_nothing_procedures, an_ack_after_a_force_delete_leaves_nothing_inline);
+
+/// The same ack arriving while the force delete runs: it waits for the
+/// claim row the delete holds, which the delete's purge then removes, so
+/// the ack finds no row (as if the instance had never had one) and used to
+/// create it.
+async fn an_ack_waiting_for_a_force_delete_leaves_nothing(mode: SqlMode) {
+    with_schema(&format!("ret_ack_race_{mode}"), |schema| async move {
+        let provider = Arc::new(schema.provider_in(mode).await);
+        let instance = format!("acked-meanwhile-{mode}");
+        started(&provider, &instance, false).await;
+        let token = fetched_activity(&provider, &instance).await;
+
+        // The delete stops at the instance row, on this lock, holding the
+        // instance's claim row.
+        let helper = hold_rows(
+            &schema,
+            "SELECT 1 FROM {{schema}}.instances WHERE instance_id = $1 FOR UPDATE",
+            &instance,
+        )
+        .await;
+        let delete = {
+            let provider = provider.clone();
+            let ids = vec![instance.clone()];
+            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
+        };
+        await_waiters(&schema, 1, &[&delete]).await;
+        let ack = {
+            let provider = provider.clone();
+            let instance = instance.clone();
+            tokio::spawn(async move {
+                provider
+                    .ack_work_item(&token, Some(completion(&instance, 2)))
+                    .await
+            })
+        };
+        await_waiters(&schema, 2, &[&ack]).await;
+        helper.rollback().await.expect("let the delete go");
+
+        delete
+            .await
+            .expect("delete task")
+            .expect("the force delete, first in line, commits");
+        let acked = ack.await.expect("ack task");
+        let left = rows_left(&schema.pool, &schema, &instance).await;
+        assert!(
+            acked
+                .as_ref()
+                .is_err_and(|e| e.message.contains("work item not found")),
+            "{mode}: the ack: {acked:?}; rows left: {left:?}"
+        );
+        assert!(left.is_empty(), "{mode}: rows left after the ack: {left:?}");
+    })
+    .await;
+}
+
+in_both_modes!(an_ack_waiting_for_a_force_delete_leaves_nothing: an_ack_waiting_for_a_force_delete_leaves_nothing_procedures, an_ack_waiting_for_a_force_delete_leaves_nothing_inline);
