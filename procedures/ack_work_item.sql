@@ -7,8 +7,10 @@
 -- orchestrator waiters (the caller does, after the commit); 'orchestrator
 -- settle' says more completions of the instance are on their way.
 -- The instance's claim row (instance_claims) is share-locked (created and
--- locked when missing) before any other row lock (`n` reads `claim`, which
--- reads `shared`, before the delete locks a row) and held until commit, so
+-- locked when missing while the activity is there: not for an instance
+-- deleted before or meanwhile, whose ack fails and so writes nothing)
+-- before any other row lock (`n` reads `claim`, which reads `shared`,
+-- before the delete locks a row) and held until commit, so
 -- an ack of the instance committing meanwhile sees the completion or wakes
 -- for it (see ack_orchestration_item.sql). A share lock lets the
 -- completions of sibling activities commit together instead of one after

@@ -1,8 +1,9 @@
 -- delete_instances: delete a set of instances and everything they own, all
 -- or nothing.
 --
--- Without p_force, any instance whose current execution is Running is
--- refused (DX004). A child of a listed instance that is not itself listed
+-- Without p_force, any instance whose current execution is Running or
+-- ContinuedAsNew (the instance is between two executions, its next turn
+-- queued) is refused (DX004). A child of a listed instance that is not itself listed
 -- (spawned after the caller walked the tree) is refused too (DX004), so no
 -- orphan is ever left. Counts: listed instances, executions, history
 -- events, and orchestrator plus worker queue messages.

@@ -1,6 +1,11 @@
--- prune_executions_bulk: prune_executions over every instance matching the
--- filter (p_ids, p_completed_before on the current execution, p_limit),
--- whatever its status, in one transaction; counts are summed.
+-- prune_executions_bulk: prune_executions over the instances matching the
+-- filter (p_ids, p_completed_before on the current execution), whatever
+-- their status, that have an execution the options prune (p_keep_last,
+-- p_prune_completed_before), oldest first, at most p_limit of them, in one
+-- transaction; counts are summed, instances_processed counting the
+-- instances pruned. (Chosen without asking whether they had anything to
+-- prune, the oldest p_limit instances were taken again and again, and
+-- the prunable ones behind them never reached.)
 --
 -- Plans per call (plan_cache_mode = auto, where every other procedure pins
 -- generic plans): a generic plan of the optional id filter cannot use the

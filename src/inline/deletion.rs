@@ -57,7 +57,7 @@ procedure_statements! {
     pub(crate) struct PruneBulkSql from "prune_executions_bulk" {
         /// Plan this transaction's statements per call.
         plan_per_call,
-        /// Instances matching the filter.
+        /// Instances matching the filter with something to prune.
         targets,
         /// Lock the targets' instance rows, in id order.
         lock_targets,
@@ -315,6 +315,8 @@ async fn prune_bulk_in(
             .bind(ids)
             .bind(completed_before)
             .bind(limit)
+            .bind(keep_last)
+            .bind(prune_completed_before)
             .fetch_one(&mut *conn)
             .await?;
         let locked: Vec<String> = sqlx::query_scalar(&sql.lock_targets)

@@ -11,8 +11,20 @@ WITH shared AS MATERIALIZED (
      WHERE k.instance_id = p_instance_id AND p_work_item IS NOT NULL
        FOR SHARE),
 claim AS (
+    -- Only when no row was found to share-lock (the conditions are
+    -- evaluated in order, the later ones only then): a row this
+    -- statement's snapshot sees was purged by a delete the lock waited
+    -- for, and with no row and no activity under the token, the instance
+    -- was deleted before. Either way the ack fails and must write nothing.
+    -- What is left is an activity whose instance never had a row (written
+    -- by an older build, or behind the provider's back).
     INSERT INTO {{schema}}.instance_claims AS k (instance_id)
-    SELECT p_instance_id WHERE p_work_item IS NOT NULL AND NOT EXISTS (SELECT 1 FROM shared)
+    SELECT p_instance_id
+     WHERE p_work_item IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM shared)
+       AND NOT EXISTS (SELECT 1 FROM {{schema}}.instance_claims v WHERE v.instance_id = p_instance_id)
+       AND EXISTS (SELECT 1 FROM {{schema}}.worker_queue w
+                    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > {{now_ms}})
     ON CONFLICT (instance_id) DO UPDATE SET instance_id = EXCLUDED.instance_id WHERE false
     RETURNING 1),
 n AS (SELECT {{now_ms}} AS now_ms FROM (SELECT pg_catalog.count(*) FROM claim) k),

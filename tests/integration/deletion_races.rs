@@ -21,13 +21,13 @@ use tokio::task::JoinHandle;
 use crate::fixtures::{activity, completion, event, metadata, start};
 use crate::support::{Kind, ScratchDatabase, Slot, TestSchema, in_both_modes, with_schema};
 
-const LEASE: Duration = Duration::from_secs(30);
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
 /// Runs a turn of `instance` through the provider: its start is fetched and
 /// acked with `OrchestrationStarted`, so the instance, execution 1
 /// (Running) and one history event exist. With `next_turn`, an activity
 /// completion is then queued for a second turn.
-async fn started(provider: &PostgresProvider, instance: &str, next_turn: bool) {
+pub(crate) async fn started(provider: &PostgresProvider, instance: &str, next_turn: bool) {
     provider
         .enqueue_for_orchestrator(start(instance), None)
         .await
@@ -61,7 +61,7 @@ async fn started(provider: &PostgresProvider, instance: &str, next_turn: bool) {
 /// A transaction on its own connection holding row locks on the rows
 /// `select` (a `SELECT ... FOR UPDATE` of `{{schema}}` tables, `$1` the
 /// instance) returns.
-async fn hold_rows<'a>(
+pub(crate) async fn hold_rows<'a>(
     schema: &'a TestSchema,
     select: &str,
     instance: &str,
@@ -79,7 +79,7 @@ async fn hold_rows<'a>(
 /// Waits until `n` backends are waiting on a lock in a statement of this
 /// schema, or until every task in `done` has finished (a call that did not
 /// need to wait), for at most 20 s.
-async fn await_waiters<T>(schema: &TestSchema, n: i64, done: &[&JoinHandle<T>]) {
+pub(crate) async fn await_waiters<T>(schema: &TestSchema, n: i64, done: &[&JoinHandle<T>]) {
     let waiting = "SELECT count(*) FROM pg_stat_activity \
                    WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0";
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -101,7 +101,11 @@ async fn await_waiters<T>(schema: &TestSchema, n: i64, done: &[&JoinHandle<T>]) 
 }
 
 /// Rows left for `instance` in each table an instance owns.
-async fn rows_left(pool: &PgPool, schema: &TestSchema, instance: &str) -> Vec<(String, i64)> {
+pub(crate) async fn rows_left(
+    pool: &PgPool,
+    schema: &TestSchema,
+    instance: &str,
+) -> Vec<(String, i64)> {
     let mut left = Vec::new();
     for table in [
         "instances",

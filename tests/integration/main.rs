@@ -29,6 +29,7 @@ mod pgbouncer;
 mod plans;
 mod pool_churn;
 mod prefetch;
+mod retention;
 mod reuse;
 mod roles;
 mod schema_names;

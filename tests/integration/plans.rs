@@ -323,8 +323,21 @@ in_both_modes!(
 async fn bulk_deletes_by_id_read_only_the_named_instances(mode: SqlMode) {
     let _counting = counting_own_table_reads().await;
     with_schema(&format!("bulk_plan_{mode}"), |schema| async move {
-        let (pool, provider) =
-            provider_after(&schema, mode, 1, |setup| async move { grow(&setup).await }).await;
+        let (pool, provider) = provider_after(&schema, mode, 1, |setup| async move {
+            grow(&setup).await;
+            // The instances pruned below continued as new: execution 1
+            // finished, 2 current (a bulk prune chooses only instances
+            // with something to prune).
+            setup
+                .run_all(&[
+                    "INSERT INTO {{schema}}.executions (instance_id, execution_id, status, started_at_ms) \
+                     SELECT 'old-' || g, 2, 'Running', 0 FROM generate_series(100, 107) g",
+                    "UPDATE {{schema}}.instances SET current_execution_id = 2 \
+                     WHERE instance_id IN (SELECT 'old-' || g FROM generate_series(100, 107) g)",
+                ])
+                .await;
+        })
+        .await;
         let read = ["instances", "executions"];
         let before = rows_read(&schema.pool, &schema.name, &read).await;
         for n in 0..8 {
