@@ -136,7 +136,11 @@ impl PostgresProvider {
                  (PostgresOptions::listen_url), or notifications off",
             ));
         }
-        // The listener's own connection, straight to the server (made on first use).
+        // The listener's own connection, straight to the server (made on
+        // first use). Room for two: a listener given up on (no answer to a
+        // keepalive) goes back to its pool only once the old backend
+        // answers, which a dead network or a hung backend delays until TCP
+        // gives up, and the new listener must not wait for it.
         let listen_pool = match (&options.listen_url, options.notifications) {
             (Some(url), true) => {
                 let connect = PostgresOptions {
@@ -146,7 +150,7 @@ impl PostgresProvider {
                 .connect_options(url)?;
                 Some(
                     PgPoolOptions::new()
-                        .max_connections(1)
+                        .max_connections(2)
                         .acquire_timeout(options.acquire_timeout)
                         .idle_timeout(None)
                         .connect_lazy_with(connect),

@@ -183,6 +183,48 @@ async fn a_listener_that_stops_answering_is_replaced() {
     .await;
 }
 
+/// The same with the listener on a connection of its own (`listen_url`, as
+/// behind PgBouncer): the mute connection's return to that pool waits for
+/// an answer that does not come (until TCP gives up, or the backend
+/// resumes), and the reconnect must not wait for it. Before, the listen
+/// pool held one connection, and the provider polled until the old backend
+/// answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_listener_that_stops_answering_is_replaced() {
+    with_schemas("mute_own", 1, |pool, names, app| async move {
+        let url = format!("{}&application_name={app}", database_url());
+        let url = if database_url().contains('?') {
+            url
+        } else {
+            url.replacen('&', "?", 1)
+        };
+        let options = PostgresOptions::default()
+            .schema(&names[0])
+            .sql_mode(SqlMode::StoredProcedures)
+            .listener_keepalive(Duration::from_secs(1))
+            .listen_url(url);
+        let p = PostgresProvider::from_pool_with(pool.clone(), options)
+            .await
+            .unwrap_or_else(|e| panic!("provider: {e}"));
+        subscribed(&p).await;
+        let pids = listeners(&pool, &app).await;
+        assert_eq!(pids.len(), 1, "one listener");
+        let connections = p.notification_stats().unwrap_or_default().connections;
+        if !signal(pids[0], "STOP") {
+            eprintln!("note: cannot signal the server's processes; skipped");
+            return;
+        }
+        let resume = Resume(pids[0]);
+        eventually("a new listening connection", || async {
+            p.notification_stats()
+                .is_some_and(|s| s.connected && s.subscribed && s.connections > connections)
+        })
+        .await;
+        drop(resume);
+    })
+    .await;
+}
+
 /// The warnings the provider's crate logs, as they are emitted.
 #[derive(Clone, Default)]
 struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
