@@ -24,7 +24,9 @@
 --
 -- Orphans (an instance with no row, no started history and no start message
 -- in its batch): a batch of QueueMessage items only is dropped, as duroxide
--- expects. Any other batch (an event or cancellation raised just before the
+-- expects, unless a start is queued for the instance at a later visibility
+-- (held back by an abandon with a delay): the instance will start, so the
+-- batch is parked like any other and delivered with that start. Any other batch (an event or cancellation raised just before the
 -- start, the completion of a force-deleted instance's child, a webhook for an
 -- id that does not exist) is parked: it keeps its attempt counts, records
 -- when it was first parked (orphan_since_ms) and becomes visible again only
@@ -126,6 +128,7 @@ DECLARE
     v_exec      bigint;
     v_known     boolean;
     v_started   boolean;
+    v_start_queued boolean;
     v_claimed   boolean;
     v_has_row   boolean;
     v_claimed_at bigint;
@@ -195,10 +198,11 @@ BEGIN
 
         IF NOT v_known THEN
             {{> unknown_instance}}
-              INTO v_exec, v_started;
+              INTO v_exec, v_started, v_start_queued;
             IF NOT v_has_start AND NOT v_started THEN
-                IF v_all_queue THEN
-                    -- Events queued for an instance that never started are dropped.
+                IF v_all_queue AND NOT v_start_queued THEN
+                    -- Events queued for an instance that never started, and
+                    -- will not (no start is queued), are dropped.
                     {{> drop_batch}};
                     -- Other work may be waiting: look again now.
                     next_due_ms := CASE WHEN p_next_due THEN 0 END;

@@ -28,7 +28,8 @@ procedure_statements! {
         release_lease,
         /// The instance row.
         instance,
-        /// Latest execution of an instance without a row.
+        /// Latest execution of an instance without a row, and whether a
+        /// start is queued for it.
         unknown_instance,
         /// Drop queued events of a never-started instance.
         drop_batch,
@@ -241,6 +242,8 @@ struct InstanceOf {
     execution_id: i64,
     /// An instance without a row whose latest execution has started.
     started: bool,
+    /// An instance without a row with a start queued at any visibility.
+    start_queued: bool,
 }
 
 /// The instance row of `instance`, or for one without a row its latest
@@ -261,18 +264,21 @@ async fn instance_of(
             version: Some(version),
             execution_id,
             started: true,
+            start_queued: false,
         });
     }
-    let (execution_id, started): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
-        .bind(instance)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (execution_id, started, start_queued): (i64, bool, bool) =
+        sqlx::query_as(&sql.unknown_instance)
+            .bind(instance)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(InstanceOf {
         known: false,
         name: None,
         version: None,
         execution_id,
         started,
+        start_queued,
     })
 }
 
@@ -458,7 +464,9 @@ async fn fetch_in(
 
         let found = instance_of(sql, conn, &instance).await?;
         if !found.known && !has_start && !found.started {
-            if all_queue {
+            // Events queued for an instance that never started, and will
+            // not (no start is queued), are dropped.
+            if all_queue && !found.start_queued {
                 sqlx::query(&sql.drop_batch)
                     .bind(&token)
                     .bind(&instance)

@@ -262,3 +262,67 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
     })
     .await;
 }
+
+fn queued(instance: &str, data: &str) -> WorkItem {
+    WorkItem::QueueMessage {
+        instance: instance.to_string(),
+        name: "Config".to_string(),
+        data: data.to_string(),
+    }
+}
+
+in_both_modes!(an_event_queued_while_the_start_is_held_back_is_delivered_with_it:
+    an_event_queued_while_the_start_is_held_back_is_delivered_with_it_procedures,
+    an_event_queued_while_the_start_is_held_back_is_delivered_with_it_inline);
+
+/// A start abandoned with a delay (duroxide's backoff for an orchestration
+/// this node does not know, on a rolling deploy), then an `enqueue_event`
+/// for the same id: the event waits for the start and comes with it, rather
+/// than being dropped as one for an instance that will never start.
+async fn an_event_queued_while_the_start_is_held_back_is_delivered_with_it(mode: SqlMode) {
+    with_schema("orphan_held_start", |schema| async move {
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        p.enqueue_for_orchestrator(start("held"), None)
+            .await
+            .expect("start");
+        let (_, token, _) = fetch_now(&p).await.expect("the start is claimed");
+        p.abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
+            .await
+            .expect("abandon with a delay");
+        p.enqueue_for_orchestrator(queued("held", "v1"), None)
+            .await
+            .expect("enqueue_event");
+
+        assert!(fetch_now(&p).await.is_none(), "{mode}: the start is held back");
+        let kinds: Vec<String> = sqlx::query_scalar(schema.statement(
+            "SELECT item_kind FROM {{schema}}.orchestrator_queue WHERE instance_id = 'held' ORDER BY id",
+        ))
+        .fetch_all(&schema.pool)
+        .await
+        .expect("queue");
+        assert_eq!(kinds, ["StartOrchestration", "QueueMessage"], "{mode}");
+
+        // The backoff ends (moved to now rather than waited for).
+        sqlx::query(schema.statement(
+            "UPDATE {{schema}}.orchestrator_queue \
+                SET visible_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+              WHERE instance_id = 'held' AND item_kind = 'StartOrchestration'",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("the backoff ends");
+        let (item, _, _) = fetch_now(&p).await.expect("the start is claimed again");
+        assert_eq!(item.instance, "held");
+        assert_eq!(item.messages.len(), 2, "{mode}: {:?}", item.messages);
+        assert!(matches!(
+            item.messages[0],
+            WorkItem::StartOrchestration { .. }
+        ));
+        assert!(
+            matches!(&item.messages[1], WorkItem::QueueMessage { data, .. } if data == "v1"),
+            "{mode}: {:?}",
+            item.messages
+        );
+    })
+    .await;
+}
