@@ -34,8 +34,9 @@
 -- by a fetch before that. A claim of the instance (its start arrived) takes
 -- the parked messages with the rest, so an event raised before its start is
 -- still delivered, in the first turn. A parked message still orphaned at the
--- end of its retention is dropped. A fetch that parked something and claimed
--- nothing reports a next due time of 0 (look again now).
+-- end of its retention is dropped. Either way the fetch goes on to the next
+-- candidate. A fetch that parked or dropped something and claimed nothing
+-- reports a next due time of 0 (look again now).
 --
 -- p_filter: a capability filter was given; p_min_* / p_max_* bound the pinned
 -- duroxide version of the instance's current execution (NULL pins match);
@@ -122,7 +123,7 @@ DECLARE
     v_all_queue boolean;
     v_has_start boolean;
     v_has_parked boolean;
-    v_parked    boolean := false;
+    v_parked    boolean := false;  -- parked or dropped an orphan's batch
     v_name      text;
     v_version   text;
     v_exec      bigint;
@@ -202,17 +203,16 @@ BEGIN
             IF NOT v_has_start AND NOT v_started THEN
                 IF v_all_queue AND NOT v_start_queued THEN
                     -- Events queued for an instance that never started, and
-                    -- will not (no start is queued), are dropped.
+                    -- will not (no start is queued), are dropped; then, as
+                    -- after parking, the next instance is tried, so a flood
+                    -- of them costs a fetch per 16, not one each.
                     {{> drop_batch}};
-                    -- Other work may be waiting: look again now.
-                    next_due_ms := CASE WHEN p_next_due THEN 0 END;
-                    more := false;
-                    RETURN NEXT;
-                    RETURN;
+                ELSE
+                    -- Nothing to run yet: park the batch (dropping what
+                    -- outlived its retention).
+                    {{> park}};
                 END IF;
-                -- Nothing to run yet: park the batch (dropping what outlived its
-                -- retention) and try the next instance.
-                {{> park}};
+                -- Try the next instance.
                 v_skip := v_skip || v_instance;
                 v_parked := true;
                 CONTINUE;

@@ -388,6 +388,7 @@ async fn fetch_in(
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
+    // An orphan's batch was parked or dropped: "look again now" if nothing is claimed.
     let mut parked = false;
     let scan = p.floors.orchestrator.start();
     let mut floor = scan.floor;
@@ -466,24 +467,22 @@ async fn fetch_in(
         if !found.known && !has_start && !found.started {
             // Events queued for an instance that never started, and will
             // not (no start is queued), are dropped.
+            // Then, as after parking, the next instance is tried.
             if all_queue && !found.start_queued {
                 sqlx::query(&sql.drop_batch)
                     .bind(&token)
                     .bind(&instance)
                     .execute(&mut *conn)
                     .await?;
-                // Other work may be waiting: look again now.
-                return Ok(done(Polled::Empty {
-                    next_due_ms: look_again(params),
-                }));
+            } else {
+                sqlx::query(&sql.park)
+                    .bind(&token)
+                    .bind(now)
+                    .bind(params.orphan_retention_ms)
+                    .bind(&instance)
+                    .execute(&mut *conn)
+                    .await?;
             }
-            sqlx::query(&sql.park)
-                .bind(&token)
-                .bind(now)
-                .bind(params.orphan_retention_ms)
-                .bind(&instance)
-                .execute(&mut *conn)
-                .await?;
             skip.push(instance);
             parked = true;
             continue;

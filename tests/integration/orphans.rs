@@ -326,3 +326,55 @@ async fn an_event_queued_while_the_start_is_held_back_is_delivered_with_it(mode:
     })
     .await;
 }
+
+in_both_modes!(queued_events_for_unknown_ids_do_not_stall_the_queue:
+    queued_events_for_unknown_ids_do_not_stall_the_queue_procedures,
+    queued_events_for_unknown_ids_do_not_stall_the_queue_inline);
+
+/// 2,000 `enqueue_event`s for ids that never started, queued ahead of real
+/// work: each fetch drops up to 16 of them, as it parks up to 16 other
+/// orphans, so the real instance is reached within n / 16 + 2 fetches.
+async fn queued_events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
+    with_schema("orphan_queued_flood", |schema| async move {
+        const ORPHANS: usize = 2_000;
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        // Written behind the provider's back, as in the flood above.
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
+             SELECT 'ghost-' || g, 'QueueMessage', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
+               FROM generate_series(1, $2) g",
+        ))
+        .bind(json(&queued("ghost", "x")))
+        .bind(i32::try_from(ORPHANS).expect("count"))
+        .execute(&schema.pool)
+        .await
+        .expect("insert orphans");
+        p.enqueue_for_orchestrator(start("first"), None)
+            .await
+            .expect("enqueue");
+
+        let _slot = Slot::acquire(Kind::Runtime);
+        let mut calls = 0;
+        let item = loop {
+            calls += 1;
+            if let Some((item, _, _)) = fetch_now(&p).await {
+                break item;
+            }
+            assert!(
+                calls <= ORPHANS / 16 + 2,
+                "{mode}: the start was not reached in {calls} fetches"
+            );
+        };
+        assert_eq!(item.instance, "first");
+        // Dropped, not parked: only the (claimed) start is left.
+        assert!(p.orphaned_instances(10).await.expect("orphans").is_empty());
+        let left: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(left, 1, "{mode}");
+    })
+    .await;
+}
