@@ -112,7 +112,9 @@ DECLARE
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server
     -- stretches a lease. Inline mode takes each candidate statement's own
-    -- clock instead, with the caller's remainder computed for it.
+    -- clock instead, with the caller's remainder computed for it. A claim
+    -- that took long is the exception: its lease runs from its end
+    -- (extend_lease), or it would be handed out spent.
     v_start     bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_lazy      text;
     v_now       bigint;
@@ -250,6 +252,13 @@ BEGIN
             kv_values := '{}';
             kv_updated_ms := '{}';
         END;
+        -- The lease counts from the call's start: a claim slowed by a lock
+        -- wait or a large history read would hand it out (nearly) spent,
+        -- so past a tenth of it (100 ms at most) it runs from now instead.
+        -- A fast claim (nearly all) skips the write.
+        IF {{now_ms}} - v_start > least(p_lock_timeout_ms / 10, 100) THEN
+            {{> extend_lease}};
+        END IF;
         RETURN NEXT;
         RETURN;
     END LOOP;

@@ -3,10 +3,12 @@
 //! `statements/fetch_orchestration_item/*.sql` and
 //! `statements/ack_orchestration_item/*.sql`.
 
+use std::time::{Duration, Instant};
+
 use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, procedure_statements};
-use crate::codec::AttemptClock;
+use crate::codec::{self, AttemptClock};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
@@ -39,6 +41,8 @@ procedure_statements! {
         unpark,
         /// History and KV snapshot.
         snapshot,
+        /// Run the lease from now after a slow claim.
+        extend_lease,
         /// Create the claim row of a candidate that has none.
         create_claim,
         /// Claim a known instance again after a failed snapshot, or a
@@ -393,6 +397,10 @@ async fn fetch_in(
     let scan = p.floors.orchestrator.start();
     let mut floor = scan.floor;
     let mut first = true;
+    // The procedure's `v_start` and `p_lock_timeout_ms`: when the
+    // transaction had its connection, and the lease left at that point.
+    let started = Instant::now();
+    let call_lease_ms = clock.lease_ms(params.lock_timeout);
     for _ in 0..MAX_CANDIDATES {
         // The lease counts from the attempt's start; `claimed_at` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
@@ -512,6 +520,18 @@ async fn fetch_in(
                 return Err(e);
             }
         };
+        // The lease counts from the attempt's start: a claim slowed by a
+        // lock wait, a lost candidate or a large history read would hand it
+        // out (nearly) spent, so past a tenth of it (100 ms at most) it runs
+        // from now instead, as in the procedure.
+        if lease_worn(started.elapsed(), call_lease_ms) {
+            sqlx::query(&sql.extend_lease)
+                .bind(&instance)
+                .bind(&token)
+                .bind(call_lease_ms)
+                .execute(&mut *conn)
+                .await?;
+        }
         let row = FetchedRow {
             lock_token: token,
             instance_id: instance,
@@ -538,6 +558,13 @@ async fn fetch_in(
     Ok(done(Polled::Empty {
         next_due_ms: if parked { look_again(params) } else { None },
     }))
+}
+
+/// Whether a claim spent more of its `lease_ms` lease between the lease's
+/// start and the handing over than a tenth of it, or 100 ms: the
+/// procedure's test before `extend_lease`. A fast claim skips the write.
+fn lease_worn(elapsed: Duration, lease_ms: i64) -> bool {
+    codec::millis(elapsed) > (lease_ms / 10).min(100)
 }
 
 /// "Look again now" (a next due time of 0), for a fetch that asked for its
@@ -728,4 +755,20 @@ pub(super) async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Re
         .fetch_one(&mut *c)
         .await?;
     Ok(wake)
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_slow_claim_extends_its_lease() {
+        let ms = Duration::from_millis;
+        assert!(!lease_worn(ms(5), 30_000));
+        assert!(!lease_worn(ms(100), 30_000));
+        assert!(lease_worn(ms(101), 30_000));
+        assert!(!lease_worn(ms(50), 1_000));
+        assert!(lease_worn(ms(150), 1_000));
+        assert!(lease_worn(ms(21), 200));
+    }
 }
