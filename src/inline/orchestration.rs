@@ -257,7 +257,9 @@ async fn instance_of(
     conn: &mut PgConnection,
     instance: &str,
 ) -> Result<InstanceOf> {
-    let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
+    // The version column allows NULL (a row written by another tool): the
+    // runtime then gets "unknown", as from the procedure.
+    let known: Option<(String, Option<String>, i64)> = sqlx::query_as(&sql.instance)
         .bind(instance)
         .fetch_optional(&mut *conn)
         .await?;
@@ -265,7 +267,7 @@ async fn instance_of(
         return Ok(InstanceOf {
             known: true,
             name: Some(name),
-            version: Some(version),
+            version,
             execution_id,
             started: true,
             start_queued: false,
