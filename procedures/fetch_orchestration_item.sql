@@ -24,7 +24,9 @@
 --
 -- Orphans (an instance with no row, no started history and no start message
 -- in its batch): a batch of QueueMessage items only is dropped, as duroxide
--- expects. Any other batch (an event or cancellation raised just before the
+-- expects, unless a start is queued for the instance at a later visibility
+-- (held back by an abandon with a delay): the instance will start, so the
+-- batch is parked like any other and delivered with that start. Any other batch (an event or cancellation raised just before the
 -- start, the completion of a force-deleted instance's child, a webhook for an
 -- id that does not exist) is parked: it keeps its attempt counts, records
 -- when it was first parked (orphan_since_ms) and becomes visible again only
@@ -32,8 +34,9 @@
 -- by a fetch before that. A claim of the instance (its start arrived) takes
 -- the parked messages with the rest, so an event raised before its start is
 -- still delivered, in the first turn. A parked message still orphaned at the
--- end of its retention is dropped. A fetch that parked something and claimed
--- nothing reports a next due time of 0 (look again now).
+-- end of its retention is dropped. Either way the fetch goes on to the next
+-- candidate. A fetch that parked or dropped something and claimed nothing
+-- reports a next due time of 0 (look again now).
 --
 -- p_filter: a capability filter was given; p_min_* / p_max_* bound the pinned
 -- duroxide version of the instance's current execution (NULL pins match);
@@ -109,7 +112,9 @@ DECLARE
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server
     -- stretches a lease. Inline mode takes each candidate statement's own
-    -- clock instead, with the caller's remainder computed for it.
+    -- clock instead, with the caller's remainder computed for it. A claim
+    -- that took long is the exception: its lease runs from its end
+    -- (extend_lease), or it would be handed out spent.
     v_start     bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_lazy      text;
     v_now       bigint;
@@ -120,12 +125,13 @@ DECLARE
     v_all_queue boolean;
     v_has_start boolean;
     v_has_parked boolean;
-    v_parked    boolean := false;
+    v_parked    boolean := false;  -- parked or dropped an orphan's batch
     v_name      text;
     v_version   text;
     v_exec      bigint;
     v_known     boolean;
     v_started   boolean;
+    v_start_queued boolean;
     v_claimed   boolean;
     v_has_row   boolean;
     v_claimed_at bigint;
@@ -195,20 +201,20 @@ BEGIN
 
         IF NOT v_known THEN
             {{> unknown_instance}}
-              INTO v_exec, v_started;
+              INTO v_exec, v_started, v_start_queued;
             IF NOT v_has_start AND NOT v_started THEN
-                IF v_all_queue THEN
-                    -- Events queued for an instance that never started are dropped.
+                IF v_all_queue AND NOT v_start_queued THEN
+                    -- Events queued for an instance that never started, and
+                    -- will not (no start is queued), are dropped; then, as
+                    -- after parking, the next instance is tried, so a flood
+                    -- of them costs a fetch per 16, not one each.
                     {{> drop_batch}};
-                    -- Other work may be waiting: look again now.
-                    next_due_ms := CASE WHEN p_next_due THEN 0 END;
-                    more := false;
-                    RETURN NEXT;
-                    RETURN;
+                ELSE
+                    -- Nothing to run yet: park the batch (dropping what
+                    -- outlived its retention).
+                    {{> park}};
                 END IF;
-                -- Nothing to run yet: park the batch (dropping what outlived its
-                -- retention) and try the next instance.
-                {{> park}};
+                -- Try the next instance.
                 v_skip := v_skip || v_instance;
                 v_parked := true;
                 CONTINUE;
@@ -246,6 +252,13 @@ BEGIN
             kv_values := '{}';
             kv_updated_ms := '{}';
         END;
+        -- The lease counts from the call's start: a claim slowed by a lock
+        -- wait or a large history read would hand it out (nearly) spent,
+        -- so past a tenth of it (100 ms at most) it runs from now instead.
+        -- A fast claim (nearly all) skips the write.
+        IF {{now_ms}} - v_start > least(p_lock_timeout_ms / 10, 100) THEN
+            {{> extend_lease}};
+        END IF;
         RETURN NEXT;
         RETURN;
     END LOOP;

@@ -241,7 +241,9 @@ pub struct PostgresOptions {
     /// first turn should its start arrive within this time, and dropped
     /// after it. Events sent with `enqueue_event` (duroxide's
     /// `QueueMessage`) to a never-started instance are dropped at once, as
-    /// duroxide expects. See [`crate::PostgresProvider::orphaned_instances`].
+    /// duroxide expects, unless its start is queued but held back (abandoned
+    /// with a delay): they are parked then, and delivered with the start.
+    /// See [`crate::PostgresProvider::orphaned_instances`].
     pub orphan_retention: Duration,
     /// Largest serialized payload accepted (default 16 MiB): a work item
     /// enqueued, a history event, an activity result, an orchestration

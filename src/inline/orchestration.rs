@@ -3,10 +3,12 @@
 //! `statements/fetch_orchestration_item/*.sql` and
 //! `statements/ack_orchestration_item/*.sql`.
 
+use std::time::{Duration, Instant};
+
 use sqlx::{PgConnection, Row};
 
 use super::{Tx, detached, procedure_statements};
-use crate::codec::AttemptClock;
+use crate::codec::{self, AttemptClock};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
@@ -28,7 +30,8 @@ procedure_statements! {
         release_lease,
         /// The instance row.
         instance,
-        /// Latest execution of an instance without a row.
+        /// Latest execution of an instance without a row, and whether a
+        /// start is queued for it.
         unknown_instance,
         /// Drop queued events of a never-started instance.
         drop_batch,
@@ -38,6 +41,8 @@ procedure_statements! {
         unpark,
         /// History and KV snapshot.
         snapshot,
+        /// Run the lease from now after a slow claim.
+        extend_lease,
         /// Create the claim row of a candidate that has none.
         create_claim,
         /// Claim a known instance again after a failed snapshot, or a
@@ -241,6 +246,8 @@ struct InstanceOf {
     execution_id: i64,
     /// An instance without a row whose latest execution has started.
     started: bool,
+    /// An instance without a row with a start queued at any visibility.
+    start_queued: bool,
 }
 
 /// The instance row of `instance`, or for one without a row its latest
@@ -250,7 +257,9 @@ async fn instance_of(
     conn: &mut PgConnection,
     instance: &str,
 ) -> Result<InstanceOf> {
-    let known: Option<(String, String, i64)> = sqlx::query_as(&sql.instance)
+    // The version column allows NULL (a row written by another tool): the
+    // runtime then gets "unknown", as from the procedure.
+    let known: Option<(String, Option<String>, i64)> = sqlx::query_as(&sql.instance)
         .bind(instance)
         .fetch_optional(&mut *conn)
         .await?;
@@ -258,21 +267,24 @@ async fn instance_of(
         return Ok(InstanceOf {
             known: true,
             name: Some(name),
-            version: Some(version),
+            version,
             execution_id,
             started: true,
+            start_queued: false,
         });
     }
-    let (execution_id, started): (i64, bool) = sqlx::query_as(&sql.unknown_instance)
-        .bind(instance)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (execution_id, started, start_queued): (i64, bool, bool) =
+        sqlx::query_as(&sql.unknown_instance)
+            .bind(instance)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(InstanceOf {
         known: false,
         name: None,
         version: None,
         execution_id,
         started,
+        start_queued,
     })
 }
 
@@ -382,10 +394,15 @@ async fn fetch_in(
     let sql = &p.sql.inline.fetch_orchestration;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
+    // An orphan's batch was parked or dropped: "look again now" if nothing is claimed.
     let mut parked = false;
     let scan = p.floors.orchestrator.start();
     let mut floor = scan.floor;
     let mut first = true;
+    // The procedure's `v_start` and `p_lock_timeout_ms`: when the
+    // transaction had its connection, and the lease left at that point.
+    let started = Instant::now();
+    let call_lease_ms = clock.lease_ms(params.lock_timeout);
     for _ in 0..MAX_CANDIDATES {
         // The lease counts from the attempt's start; `claimed_at` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
@@ -458,24 +475,24 @@ async fn fetch_in(
 
         let found = instance_of(sql, conn, &instance).await?;
         if !found.known && !has_start && !found.started {
-            if all_queue {
+            // Events queued for an instance that never started, and will
+            // not (no start is queued), are dropped.
+            // Then, as after parking, the next instance is tried.
+            if all_queue && !found.start_queued {
                 sqlx::query(&sql.drop_batch)
                     .bind(&token)
                     .bind(&instance)
                     .execute(&mut *conn)
                     .await?;
-                // Other work may be waiting: look again now.
-                return Ok(done(Polled::Empty {
-                    next_due_ms: look_again(params),
-                }));
+            } else {
+                sqlx::query(&sql.park)
+                    .bind(&token)
+                    .bind(now)
+                    .bind(params.orphan_retention_ms)
+                    .bind(&instance)
+                    .execute(&mut *conn)
+                    .await?;
             }
-            sqlx::query(&sql.park)
-                .bind(&token)
-                .bind(now)
-                .bind(params.orphan_retention_ms)
-                .bind(&instance)
-                .execute(&mut *conn)
-                .await?;
             skip.push(instance);
             parked = true;
             continue;
@@ -505,6 +522,18 @@ async fn fetch_in(
                 return Err(e);
             }
         };
+        // The lease counts from the attempt's start: a claim slowed by a
+        // lock wait, a lost candidate or a large history read would hand it
+        // out (nearly) spent, so past a tenth of it (100 ms at most) it runs
+        // from now instead, as in the procedure.
+        if lease_worn(started.elapsed(), call_lease_ms) {
+            sqlx::query(&sql.extend_lease)
+                .bind(&instance)
+                .bind(&token)
+                .bind(call_lease_ms)
+                .execute(&mut *conn)
+                .await?;
+        }
         let row = FetchedRow {
             lock_token: token,
             instance_id: instance,
@@ -531,6 +560,13 @@ async fn fetch_in(
     Ok(done(Polled::Empty {
         next_due_ms: if parked { look_again(params) } else { None },
     }))
+}
+
+/// Whether a claim spent more of its `lease_ms` lease between the lease's
+/// start and the handing over than a tenth of it, or 100 ms: the
+/// procedure's test before `extend_lease`. A fast claim skips the write.
+fn lease_worn(elapsed: Duration, lease_ms: i64) -> bool {
+    codec::millis(elapsed) > (lease_ms / 10).min(100)
 }
 
 /// "Look again now" (a next due time of 0), for a fetch that asked for its
@@ -721,4 +757,20 @@ pub(super) async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Re
         .fetch_one(&mut *c)
         .await?;
     Ok(wake)
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_slow_claim_extends_its_lease() {
+        let ms = Duration::from_millis;
+        assert!(!lease_worn(ms(5), 30_000));
+        assert!(!lease_worn(ms(100), 30_000));
+        assert!(lease_worn(ms(101), 30_000));
+        assert!(!lease_worn(ms(50), 1_000));
+        assert!(lease_worn(ms(150), 1_000));
+        assert!(lease_worn(ms(21), 200));
+    }
 }

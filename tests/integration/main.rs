@@ -13,6 +13,7 @@ mod deletion_races;
 mod differential;
 mod fairness;
 mod faults;
+mod fetch_lease;
 mod fixtures;
 mod held_snapshot;
 mod hostile_search_path;

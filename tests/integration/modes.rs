@@ -154,3 +154,39 @@ async fn runtimes_in_both_modes_share_one_schema() {
     })
     .await;
 }
+
+crate::support::in_both_modes!(an_instance_row_without_a_version_is_fetched_alike:
+    an_instance_row_without_a_version_is_fetched_alike_procedures,
+    an_instance_row_without_a_version_is_fetched_alike_inline);
+
+/// `instances.orchestration_version` allows NULL (a row written by another
+/// tool, or by hand): both modes hand the instance's next turn over with
+/// version "unknown", as for any item whose version is not known.
+async fn an_instance_row_without_a_version_is_fetched_alike(mode: SqlMode) {
+    with_schema("mode_null_version", |schema| async move {
+        let p = provider(&schema, mode).await;
+        p.enqueue_for_orchestrator(crate::fixtures::start("unversioned"), None)
+            .await
+            .expect("start");
+        crate::fixtures::claim_and_ack_turn(&p, Duration::from_secs(30)).await;
+        sqlx::query(schema.statement(
+            "UPDATE {{schema}}.instances SET orchestration_version = NULL WHERE instance_id = 'unversioned'",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("no version");
+        p.enqueue_for_orchestrator(crate::fixtures::completion("unversioned", 2), None)
+            .await
+            .expect("an event");
+        let (item, _, _) = p
+            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
+            .expect("the next turn is claimed");
+        assert_eq!(item.instance, "unversioned");
+        assert_eq!(item.orchestration_name, crate::fixtures::ORCHESTRATION);
+        assert_eq!(item.version, "unknown", "{mode}");
+        assert_eq!(item.history.len(), 1);
+    })
+    .await;
+}

@@ -262,3 +262,119 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
     })
     .await;
 }
+
+fn queued(instance: &str, data: &str) -> WorkItem {
+    WorkItem::QueueMessage {
+        instance: instance.to_string(),
+        name: "Config".to_string(),
+        data: data.to_string(),
+    }
+}
+
+in_both_modes!(an_event_queued_while_the_start_is_held_back_is_delivered_with_it:
+    an_event_queued_while_the_start_is_held_back_is_delivered_with_it_procedures,
+    an_event_queued_while_the_start_is_held_back_is_delivered_with_it_inline);
+
+/// A start abandoned with a delay (duroxide's backoff for an orchestration
+/// this node does not know, on a rolling deploy), then an `enqueue_event`
+/// for the same id: the event waits for the start and comes with it, rather
+/// than being dropped as one for an instance that will never start.
+async fn an_event_queued_while_the_start_is_held_back_is_delivered_with_it(mode: SqlMode) {
+    with_schema("orphan_held_start", |schema| async move {
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        p.enqueue_for_orchestrator(start("held"), None)
+            .await
+            .expect("start");
+        let (_, token, _) = fetch_now(&p).await.expect("the start is claimed");
+        p.abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
+            .await
+            .expect("abandon with a delay");
+        p.enqueue_for_orchestrator(queued("held", "v1"), None)
+            .await
+            .expect("enqueue_event");
+
+        assert!(fetch_now(&p).await.is_none(), "{mode}: the start is held back");
+        let kinds: Vec<String> = sqlx::query_scalar(schema.statement(
+            "SELECT item_kind FROM {{schema}}.orchestrator_queue WHERE instance_id = 'held' ORDER BY id",
+        ))
+        .fetch_all(&schema.pool)
+        .await
+        .expect("queue");
+        assert_eq!(kinds, ["StartOrchestration", "QueueMessage"], "{mode}");
+
+        // The backoff ends (moved to now rather than waited for).
+        sqlx::query(schema.statement(
+            "UPDATE {{schema}}.orchestrator_queue \
+                SET visible_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+              WHERE instance_id = 'held' AND item_kind = 'StartOrchestration'",
+        ))
+        .execute(&schema.pool)
+        .await
+        .expect("the backoff ends");
+        let (item, _, _) = fetch_now(&p).await.expect("the start is claimed again");
+        assert_eq!(item.instance, "held");
+        assert_eq!(item.messages.len(), 2, "{mode}: {:?}", item.messages);
+        assert!(matches!(
+            item.messages[0],
+            WorkItem::StartOrchestration { .. }
+        ));
+        assert!(
+            matches!(&item.messages[1], WorkItem::QueueMessage { data, .. } if data == "v1"),
+            "{mode}: {:?}",
+            item.messages
+        );
+    })
+    .await;
+}
+
+in_both_modes!(queued_events_for_unknown_ids_do_not_stall_the_queue:
+    queued_events_for_unknown_ids_do_not_stall_the_queue_procedures,
+    queued_events_for_unknown_ids_do_not_stall_the_queue_inline);
+
+/// 2,000 `enqueue_event`s for ids that never started, queued ahead of real
+/// work: each fetch drops up to 16 of them, as it parks up to 16 other
+/// orphans, so the real instance is reached within n / 16 + 2 fetches.
+async fn queued_events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
+    with_schema("orphan_queued_flood", |schema| async move {
+        const ORPHANS: usize = 2_000;
+        let p = provider(&schema, mode, Duration::from_secs(3600)).await;
+        // Written behind the provider's back, as in the flood above.
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
+             SELECT 'ghost-' || g, 'QueueMessage', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
+               FROM generate_series(1, $2) g",
+        ))
+        .bind(json(&queued("ghost", "x")))
+        .bind(i32::try_from(ORPHANS).expect("count"))
+        .execute(&schema.pool)
+        .await
+        .expect("insert orphans");
+        p.enqueue_for_orchestrator(start("first"), None)
+            .await
+            .expect("enqueue");
+
+        let _slot = Slot::acquire(Kind::Runtime);
+        let mut calls = 0;
+        let item = loop {
+            calls += 1;
+            if let Some((item, _, _)) = fetch_now(&p).await {
+                break item;
+            }
+            assert!(
+                calls <= ORPHANS / 16 + 2,
+                "{mode}: the start was not reached in {calls} fetches"
+            );
+        };
+        assert_eq!(item.instance, "first");
+        // Dropped, not parked: only the (claimed) start is left.
+        assert!(p.orphaned_instances(10).await.expect("orphans").is_empty());
+        let left: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(left, 1, "{mode}");
+    })
+    .await;
+}

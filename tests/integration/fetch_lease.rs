@@ -1,0 +1,76 @@
+//! The lease a fetch hands out: one slowed inside the server (a lock wait,
+//! a large history read) still hands out a lease the runtime can renew and
+//! ack under, not one that ran out while the fetch waited.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::Provider;
+use duroxide_postgres::SqlMode;
+
+use crate::fixtures::{claim_and_ack_turn, completion, event, metadata, start};
+use crate::support::{
+    hold_table, in_both_modes, release_table, until_a_backend_waits_for, with_schema,
+};
+
+/// The lease the slowed fetch asks for.
+const LEASE: Duration = Duration::from_secs(1);
+
+in_both_modes!(a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease:
+    a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease_procedures,
+    a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease_inline);
+
+/// A fetch of an instance's second turn waits for its history (another
+/// session holds the table) for longer than the lease it asked for; once it
+/// returns, the lease is renewed and the turn acked, as the runtime would.
+async fn a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease(mode: SqlMode) {
+    with_schema("slow_fetch_lease", |schema| async move {
+        let p = Arc::new(schema.provider_in(mode).await);
+        p.enqueue_for_orchestrator(start("slow"), None)
+            .await
+            .expect("start");
+        claim_and_ack_turn(&*p, Duration::from_secs(30)).await;
+        p.enqueue_for_orchestrator(completion("slow", 2), None)
+            .await
+            .expect("an event");
+
+        let holder = hold_table(&schema, "history", "ACCESS EXCLUSIVE").await;
+        let asked = Instant::now();
+        let fetch = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                    .await
+            })
+        };
+        until_a_backend_waits_for(&schema, "history", "the fetch").await;
+        // The fetch waits: hold the table past the whole lease it asked for.
+        tokio::time::sleep_until((asked + LEASE * 3 / 2).into()).await;
+        release_table(holder).await;
+        let (item, token, _) = fetch
+            .await
+            .expect("fetch task")
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
+            .expect("the second turn is claimed");
+        assert!(asked.elapsed() > LEASE, "the fetch did not wait");
+        assert_eq!(item.instance, "slow");
+        assert!(item.history_error.is_none(), "{:?}", item.history_error);
+        assert_eq!(item.history.len(), 1);
+
+        p.renew_orchestration_item_lock(&token, LEASE)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: renewing the lease a slow fetch handed out: {e}"));
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![event("slow", 2)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: acking the turn a slow fetch handed out: {e}"));
+    })
+    .await;
+}
