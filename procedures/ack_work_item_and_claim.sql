@@ -53,6 +53,8 @@ DECLARE
     v_more    boolean;
     v_due     bigint;
     v_taken   boolean;
+    v_retry_ms bigint;
+    v_retry   bigint;
     v_floor   bigint := p_floor_ms;
     v_scan_floor bigint;
 BEGIN
@@ -67,22 +69,28 @@ BEGIN
             scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
             v_floor := coalesce(v_floor, v_scan_floor);
             IF v_id IS NULL THEN
-                next_due_ms := CASE WHEN p_next_due THEN v_due END;
+                next_due_ms := CASE WHEN p_next_due THEN least(v_due, v_retry) END;
                 EXIT;
             END IF;
 
             IF v_session IS NOT NULL THEN
                 {{> fetch_work_item/claim_session}}
-                  INTO v_taken;
-                IF NOT FOUND THEN
-                    v_skip := v_skip || v_session;  -- another worker took the session
+                  INTO v_taken, v_retry_ms;
+                IF NOT v_taken THEN
+                    -- Another owner holds the session, or another transaction
+                    -- its row: passed over, never waited for; when its row
+                    -- was held, the session may be free in a moment.
+                    v_skip := v_skip || v_session;
+                    v_retry := least(v_retry, v_retry_ms);
                     CONTINUE;
                 END IF;
             END IF;
 
             {{> fetch_work_item/claim}}
               INTO lock_token, work_item, attempt_count, prefetched_history;
-            more := v_more;
+            -- A session passed over while its row was held may be free
+            -- now: another waiter looks.
+            more := v_more OR v_retry IS NOT NULL;
             next_due_ms := v_due;
             EXIT;
         END LOOP;

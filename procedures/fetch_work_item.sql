@@ -8,19 +8,24 @@
 -- eligible; otherwise also items of sessions this owner holds and of sessions
 -- nobody holds (no row, or lock expired). Claiming such an item takes the
 -- session for p_owner_id for p_session_lock_ms. If another worker wins
--- the session in between, the next candidate is tried.
+-- the session in between, or another transaction holds the session's row
+-- (never waited for: statements/fetch_work_item/claim_session.sql), the
+-- next candidate is tried.
 -- The item is locked until p_lock_timeout_ms after the server received the
 -- call (the caller passes what is left of its timeout then; a retry or time
 -- queued inside the server does not stretch the lock), and its attempt count
 -- is bumped. The session lock counts the same way.
 --
 -- Returns the claimed item, with `more` telling whether another visible,
--- unlocked item for this worker's tags follows it (a long-polling caller
+-- unlocked item for this worker's tags follows it, or a session was passed
+-- over because another transaction held its row (a long-polling caller
 -- wakes one more waiter). When nothing is claimed, returns one row whose
 -- lock_token is NULL; with p_next_due set, its next_due_ms is the time until
 -- the earliest delayed item, item lock expiry or session lock expiry (NULL:
 -- nothing is due), measured from the same clock reading as the scan (without
--- p_next_due, NULL). A claim of the first candidate with nothing following
+-- p_next_due, NULL); at most 10 ms after a session was passed over because
+-- another transaction held its row (that transaction notifies nobody when
+-- it ends). A claim of the first candidate with nothing following
 -- it reports the same time too, its own new lock counted, so the caller
 -- knows the queue holds nothing else for it until then or a notification
 -- (src/notify.rs); any other claim reports NULL.
@@ -66,6 +71,8 @@ DECLARE
     v_more    boolean;
     v_due     bigint;
     v_taken   boolean;
+    v_retry_ms bigint;
+    v_retry   bigint;
     v_floor   bigint := p_floor_ms;
     v_scan_floor bigint;
 BEGIN
@@ -85,7 +92,7 @@ BEGIN
         scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
         v_floor := coalesce(v_floor, v_scan_floor);
         IF v_id IS NULL THEN
-            next_due_ms := CASE WHEN p_next_due THEN v_due END;
+            next_due_ms := CASE WHEN p_next_due THEN least(v_due, v_retry) END;
             more := false;
             RETURN NEXT;
             RETURN;
@@ -93,22 +100,30 @@ BEGIN
 
         IF v_session IS NOT NULL THEN
             {{> claim_session}}
-              INTO v_taken;
-            IF NOT FOUND THEN
-                v_skip := v_skip || v_session;  -- another worker took the session
+              INTO v_taken, v_retry_ms;
+            IF NOT v_taken THEN
+                -- Another owner holds the session, or another transaction
+                -- its row: passed over, never waited for; when its row
+                -- was held, the session may be free in a moment.
+                v_skip := v_skip || v_session;
+                v_retry := least(v_retry, v_retry_ms);
                 CONTINUE;
             END IF;
         END IF;
 
         {{> claim}}
           INTO lock_token, work_item, attempt_count, prefetched_history;
-        more := v_more;
+        -- A session passed over while its row was held may be free
+        -- now: another waiter looks.
+        more := v_more OR v_retry IS NOT NULL;
         next_due_ms := v_due;
         RETURN NEXT;
         RETURN;
     END LOOP;
-    -- Every candidate's session was taken by others meanwhile.
+    -- Every candidate's session was taken by others meanwhile (or its row
+    -- held: look again soon).
     more := false;
+    next_due_ms := CASE WHEN p_next_due THEN v_retry END;
     RETURN NEXT;
 END
 $$;

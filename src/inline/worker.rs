@@ -55,6 +55,9 @@ pub(super) async fn fetch_in(
     let sql = &p.sql.inline.fetch_work;
     let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
+    // Set once a session was passed over because another transaction held
+    // its row: how soon to look again (claim_session.sql).
+    let mut retry: Option<i64> = None;
     let scan = p.floors.worker.start();
     let mut floor = from.or(scan.floor);
     let mut first = from.is_none();
@@ -83,8 +86,13 @@ pub(super) async fn fetch_in(
             floor = floor.or(next);
         }
         let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+            let due: Option<i64> = row.try_get("next_due_ms")?;
             return Ok(Polled::Empty {
-                next_due_ms: row.try_get("next_due_ms")?,
+                next_due_ms: if params.next_due {
+                    least(due, retry)
+                } else {
+                    None
+                },
             });
         };
         let more: bool = row.try_get("more")?;
@@ -92,16 +100,20 @@ pub(super) async fn fetch_in(
         let session: Option<String> = row.try_get("session_id")?;
         let now: i64 = row.try_get("now_ms")?;
         if let Some(session) = session {
-            let taken: Option<bool> = sqlx::query_scalar(&sql.claim_session)
+            let claimed = sqlx::query(&sql.claim_session)
                 .bind(&session)
                 .bind(&params.owner)
                 .bind(now)
                 .bind(session_lease_ms)
                 .bind(now)
-                .fetch_optional(&mut *conn)
+                .fetch_one(&mut *conn)
                 .await?;
-            if taken.is_none() {
-                skip.push(session); // another worker took the session
+            if !claimed.try_get::<bool, _>("taken")? {
+                // Another owner holds the session, or another transaction
+                // its row: passed over, never waited for; when its row was
+                // held, the session may be free in a moment.
+                skip.push(session);
+                retry = least(retry, claimed.try_get("retry_ms")?);
                 continue;
             }
         }
@@ -115,10 +127,23 @@ pub(super) async fn fetch_in(
             .await?;
         return Ok(Polled::Found {
             item: claimed,
-            more,
+            // A session passed over while its row was held may be free
+            // now: another waiter looks.
+            more: more || retry.is_some(),
             next_due_ms,
         });
     }
-    // Every candidate's session was taken by others meanwhile.
-    Ok(Polled::Empty { next_due_ms: None })
+    // Every candidate's session was taken by others meanwhile (or its row
+    // held: look again soon).
+    Ok(Polled::Empty {
+        next_due_ms: retry.filter(|_| params.next_due),
+    })
+}
+
+/// SQL's `least`: the smaller of two, `None` ignored.
+fn least(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

@@ -34,6 +34,7 @@ mod retention;
 mod reuse;
 mod roles;
 mod schema_names;
+mod sessions;
 mod support;
 mod tenants;
 mod tls;
