@@ -244,15 +244,7 @@ async fn only_the_fetching_tasks_ack_of_a_sessionless_item_claims(mode: SqlMode)
         assert_eq!(queue(&schema).await, vec![(3, false, 0)]);
 
         // A session's item.
-        let session = WorkItem::ActivityExecute {
-            instance: "i1".into(),
-            execution_id: 1,
-            id: 9,
-            name: "Work".into(),
-            input: String::new(),
-            session_id: Some("s1".into()),
-            tag: None,
-        };
+        let session = fixtures::session_activity("i1", 9, "s1");
         sqlx::query(schema.statement("DELETE FROM {{schema}}.worker_queue"))
             .execute(&schema.pool)
             .await
@@ -433,15 +425,7 @@ async fn an_acks_claim_takes_no_session(mode: SqlMode) {
         let provider = provider(&schema, mode, options).await;
         enqueue(&provider, 1).await;
         provider
-            .enqueue_for_worker(WorkItem::ActivityExecute {
-                instance: "i1".into(),
-                execution_id: 1,
-                id: 9,
-                name: "Work".into(),
-                input: String::new(),
-                session_id: Some("s1".into()),
-                tag: None,
-            })
+            .enqueue_for_worker(fixtures::session_activity("i1", 9, "s1"))
             .await
             .expect("enqueue the session's activity");
         provider
@@ -612,15 +596,7 @@ async fn a_claim_without_sessions_does_not_quiet_the_long_poll(mode: SqlMode) {
             .expect("delay it");
         enqueue(&provider, 1).await;
         provider
-            .enqueue_for_worker(WorkItem::ActivityExecute {
-                instance: "i1".into(),
-                execution_id: 1,
-                id: 9,
-                name: "Work".into(),
-                input: String::new(),
-                session_id: Some("s1".into()),
-                tag: None,
-            })
+            .enqueue_for_worker(fixtures::session_activity("i1", 9, "s1"))
             .await
             .expect("enqueue the session's activity");
         // Quiet notes are kept only while the listener is subscribed.

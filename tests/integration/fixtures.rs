@@ -46,6 +46,30 @@ pub fn activity(instance: &str, id: u64) -> WorkItem {
     }
 }
 
+/// [`activity`] `id` of `instance`, in session `session`.
+pub fn session_activity(instance: &str, id: u64, session: &str) -> WorkItem {
+    match activity(instance, id) {
+        WorkItem::ActivityExecute {
+            instance,
+            execution_id,
+            id,
+            name,
+            input,
+            tag,
+            ..
+        } => WorkItem::ActivityExecute {
+            instance,
+            execution_id,
+            id,
+            name,
+            input,
+            session_id: Some(session.to_string()),
+            tag,
+        },
+        other => other,
+    }
+}
+
 /// History event `id` of execution 1: `OrchestrationStarted` for id 1,
 /// `ActivityScheduled` after that.
 pub fn event(instance: &str, id: u64) -> Event {

@@ -13,15 +13,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// An activity of instance `i1` with scheduling id `id`, in `session`.
 fn in_session(id: u64, session: &str) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: "i1".into(),
-        execution_id: 1,
-        id,
-        name: "Work".into(),
-        input: String::new(),
-        session_id: Some(session.into()),
-        tag: None,
-    }
+    crate::fixtures::session_activity("i1", id, session)
 }
 
 /// One fetch by session owner `owner` (no long poll): the claimed
