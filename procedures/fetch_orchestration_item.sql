@@ -9,8 +9,9 @@
 -- The claim is the instance's row in instance_claims, locked FOR UPDATE SKIP
 -- LOCKED (the skip-locked claim, per instance rather than per message; a row
 -- lock needs rights on the table, so a role without rights on the schema
--- cannot hold it, as it could an advisory key: issue 17). Every writer of
--- the instance's queue creates that row (migrations/0003_instance_claims.sql).
+-- cannot hold it, as it could an advisory key; tests/integration/outsiders.rs).
+-- Every writer of the instance's queue creates that row
+-- (migrations/0003_instance_claims.sql).
 -- Candidate message rows are read without row locks on purpose: a
 -- dispatcher that skips an instance must not keep one of its messages locked,
 -- or the claimer would wait on it (deadlocks under load) or split the batch

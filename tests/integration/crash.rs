@@ -1,4 +1,4 @@
-//! A crash under load loses nothing an ack committed (issue 18): a runtime
+//! A crash under load loses nothing an ack committed: a runtime
 //! runs orchestrations on a durable server (fsync and `synchronous_commit`
 //! on) of this module's own; the server is killed (`pg_ctl stop -m
 //! immediate`: no checkpoint, WAL not yet flushed is gone, as in a crash)

@@ -1,5 +1,4 @@
-//! Deletion and pruning racing the orchestration turn (issue 15, points 2
-//! and 7), in both SQL modes.
+//! Deletion and pruning racing the orchestration turn, in both SQL modes.
 //!
 //! Each race is driven into its exact interleaving with separate
 //! connections: a helper connection holds a row lock the real fetch, ack or

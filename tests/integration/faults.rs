@@ -1,4 +1,4 @@
-//! The fault suite (issue 15): duroxide runtimes on a PostgreSQL server this
+//! The fault suite: duroxide runtimes on a PostgreSQL server this
 //! module starts itself, so that it can restart it, while the test breaks the
 //! database under them:
 //!

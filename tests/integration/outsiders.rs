@@ -1,5 +1,5 @@
 //! A role with no rights on a tenant's schema cannot block or starve that
-//! tenant's instances (issue 17): it takes every lock it can reach — every
+//! tenant's instances: it takes every lock it can reach — every
 //! advisory key it could compute from the schema and instance ids (the
 //! claim keys used before migration 0003, halves swapped, and 64-bit keys),
 //! and tries the tenant's tables directly, which it may not — while the

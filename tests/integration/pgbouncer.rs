@@ -1,4 +1,4 @@
-//! Behind PgBouncer in transaction pooling mode (issue 16): a real
+//! Behind PgBouncer in transaction pooling mode: a real
 //! `pgbouncer` (Debian's package) started per test, with a pool of three
 //! server connections shared by every client, in front of the test server.
 //! Providers set `transaction_pooler`; with notifications on, their `LISTEN`
