@@ -45,6 +45,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
 
+use crate::admission::Share;
 use crate::reuse::Kept;
 
 /// The shards of one pool.
@@ -222,6 +223,21 @@ impl Shards {
     pub(crate) fn homed(&self, index: usize) -> usize {
         let guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         guard.counts.get(index).copied().unwrap_or(0)
+    }
+
+    /// The share of the tenants whose home is shard `home`, as the fetch
+    /// gate counts it: the home, and the connections of every shard of the
+    /// share ([`Shards::lender`]), the most fetches of those tenants that
+    /// can run at once.
+    pub(crate) fn share(&self, home: usize) -> Share {
+        let tenants = self.tenants.load(Ordering::Acquire).max(1);
+        let n = self.pools.len();
+        let connections = (home % tenants..n)
+            .step_by(tenants)
+            .filter_map(|i| self.pools.get(i))
+            .map(|pool| usize::try_from(pool.options().get_max_connections()).unwrap_or(1))
+            .sum();
+        Share { home, connections }
     }
 
     /// Shard `index`'s pool (the shared pool for an index out of range).

@@ -42,6 +42,9 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Sql>,
+    /// What opens an inline fetch's transaction: `BEGIN` (or
+    /// `pooled_begin`) and the fetch's lock timeout, in one round trip.
+    fetch_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant. Connections come from
     /// [`Db::acquire`] and go back through [`Db::release`].
@@ -83,9 +86,14 @@ impl Db {
     /// `pool`, reached directly (`pooled_begin` `None`) or through a
     /// transaction pooler, each transaction opened with `pooled_begin`.
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
+        let fetch_begin = Sql::new(format!(
+            "{}; {FETCH_LOCK_TIMEOUT}",
+            pooled_begin.as_deref().unwrap_or("BEGIN")
+        ));
         Self {
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
+            fetch_begin,
             home: None,
         }
     }
@@ -96,6 +104,7 @@ impl Db {
         Self {
             pool: shards.pool(index).clone(),
             pooled_begin: self.pooled_begin.clone(),
+            fetch_begin: self.fetch_begin.clone(),
             home: Some((shards, index, schema.into())),
         }
     }
@@ -165,6 +174,23 @@ impl Db {
         self.pool.options().get_acquire_timeout()
     }
 
+    /// What opens an inline fetch's transaction, with or without a
+    /// transaction pooler: the fetch waits at most a second for a lock
+    /// (`inline/fetch_lock_timeout.sql`).
+    pub(crate) fn fetch_begin(&self) -> &Sql {
+        &self.fetch_begin
+    }
+
+    /// The group of connections this tenant's fetches run on, for the
+    /// fetch gate ([`crate::admission::Gate::enter`]): with tenant
+    /// affinity, its home shard and its share's connections
+    /// ([`crate::affinity::Shards::share`]); `None` without.
+    pub(crate) fn fetch_share(&self) -> Option<crate::admission::Share> {
+        self.home
+            .as_ref()
+            .map(|(shards, index, _)| shards.share(*index))
+    }
+
     /// What opens a transaction under a transaction pooler; `None` without one.
     pub(crate) fn pooled_begin(&self) -> Option<&Sql> {
         self.pooled_begin.as_ref()
@@ -222,6 +248,9 @@ impl Db {
         outcome
     }
 }
+
+/// Set by an inline fetch's first round trip ([`Db::fetch_begin`]).
+const FETCH_LOCK_TIMEOUT: &str = include_str!("../inline/fetch_lock_timeout.sql");
 
 /// The first row among a statement's results.
 fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {
