@@ -27,6 +27,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use crate::affinity::Tenancy;
 use crate::sql::Sql;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
@@ -46,9 +47,10 @@ pub(crate) struct Db {
     /// `pooled_begin`) and the fetch's lock timeout, in one round trip.
     fetch_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
-    /// (`pool` being that one) and the tenant. Connections come from
-    /// [`Db::acquire`] and go back through [`Db::release`].
-    home: Option<(Arc<crate::affinity::Shards>, usize, Arc<str>)>,
+    /// (`pool` being that one) and the tenant, held while any clone of this
+    /// `Db` lives. Connections come from [`Db::acquire`] and go back
+    /// through [`Db::release`].
+    home: Option<Arc<Tenancy>>,
 }
 
 /// A connection an operation runs on, and the shard it came from (with
@@ -98,14 +100,15 @@ impl Db {
         }
     }
 
-    /// The same, on `schema`'s shard of `shards` instead of the pool.
-    pub(crate) fn on_shard(&self, shards: Arc<crate::affinity::Shards>, schema: &str) -> Self {
-        let index = shards.home(schema);
+    /// The same, on `schema`'s shard of `shards` instead of the pool: the
+    /// schema keeps that home until every clone of the `Db` is dropped.
+    pub(crate) fn on_shard(&self, shards: &Arc<crate::affinity::Shards>, schema: &str) -> Self {
+        let tenancy = shards.join(schema);
         Self {
-            pool: shards.pool(index).clone(),
+            pool: shards.pool(tenancy.home()).clone(),
             pooled_begin: self.pooled_begin.clone(),
             fetch_begin: self.fetch_begin.clone(),
-            home: Some((shards, index, schema.into())),
+            home: Some(Arc::new(tenancy)),
         }
     }
 
@@ -118,8 +121,8 @@ impl Db {
                 conn: self.pool.acquire().await?,
                 shard: None,
             }),
-            Some((shards, index, tenant)) => {
-                let (conn, shard) = shards.acquire(*index, tenant).await?;
+            Some(t) => {
+                let (conn, shard) = t.shards().acquire(t.home(), t.tenant()).await?;
                 Ok(Conn {
                     conn,
                     shard: Some(shard),
@@ -135,9 +138,9 @@ impl Db {
     pub(crate) async fn acquire_home(&self) -> Result<Conn, sqlx::Error> {
         match &self.home {
             None => self.acquire().await,
-            Some((shards, index, _)) => Ok(Conn {
-                conn: shards.pool(*index).acquire().await?,
-                shard: Some(*index),
+            Some(t) => Ok(Conn {
+                conn: t.shards().pool(t.home()).acquire().await?,
+                shard: Some(t.home()),
             }),
         }
     }
@@ -147,17 +150,15 @@ impl Db {
     /// this tenant's next operation ([`crate::reuse`]); otherwise it goes
     /// back to the pool.
     pub(crate) fn release(&self, conn: Conn) {
-        if let (Some((shards, _, tenant)), Some(shard)) = (&self.home, conn.shard) {
-            shards.release(shard, tenant, conn.conn);
+        if let (Some(t), Some(shard)) = (&self.home, conn.shard) {
+            t.shards().release(shard, t.tenant(), conn.conn);
         }
     }
 
     /// With tenant affinity, how many schemas share this tenant's home
     /// shard (its own included); `None` without affinity.
     pub(crate) fn tenants_at_home(&self) -> Option<usize> {
-        self.home
-            .as_ref()
-            .map(|(shards, index, _)| shards.homed(*index))
+        self.home.as_ref().map(|t| t.shards().homed(t.home()))
     }
 
     /// The pool the application gave: the shared pool with tenant affinity,
@@ -165,7 +166,7 @@ impl Db {
     pub(crate) fn shared(&self) -> &PgPool {
         match &self.home {
             None => &self.pool,
-            Some((shards, _, _)) => shards.shared(),
+            Some(t) => t.shards().shared(),
         }
     }
 
@@ -186,9 +187,7 @@ impl Db {
     /// affinity, its home shard and its share's connections
     /// ([`crate::affinity::Shards::share`]); `None` without.
     pub(crate) fn fetch_share(&self) -> Option<crate::admission::Share> {
-        self.home
-            .as_ref()
-            .map(|(shards, index, _)| shards.share(*index))
+        self.home.as_ref().map(|t| t.shards().share(t.home()))
     }
 
     /// What opens a transaction under a transaction pooler; `None` without one.
