@@ -67,6 +67,14 @@
 -- p_next_floor_margin_ms set, every row returned carries the next floor,
 -- scan_floor_ms (that margin below what the first candidate's scan saw),
 -- claimed or not.
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable, when it gives up): the claim skips locked rows, so a long
+-- wait is for a lock someone else holds on a whole table (an operator's
+-- VACUUM FULL or LOCK TABLE, a long migration of this tenant), and while
+-- it waits it holds a connection of its tenant's home shard, which other
+-- tenants' acks may need (docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_lock_timeout_ms bigint,
     p_filter          boolean,
@@ -104,6 +112,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 #variable_conflict use_column
@@ -246,7 +255,12 @@ BEGIN
         BEGIN
             {{> snapshot}}
               INTO history, history_error, kv_keys, kv_values, kv_updated_ms;
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
+        EXCEPTION WHEN lock_not_available THEN
+            -- Waited a second for a lock (lock_timeout): not the history's
+            -- fault, so no attempt counted. The call fails, retryable, and
+            -- its claim rolls back.
+            RAISE;
+        WHEN OTHERS OR query_canceled THEN
             history := NULL;
             history_error := pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
             kv_keys := '{}';

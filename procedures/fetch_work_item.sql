@@ -40,6 +40,14 @@
 -- item's instance's latest execution up to that many bytes (claim.sql;
 -- NULL or zero: not read). It has a default so that a build before it,
 -- calling with eight arguments, still claims during a rolling upgrade.
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable, when it gives up): the claim skips locked rows, so a long
+-- wait is for a lock someone else holds on a whole table (an operator's
+-- VACUUM FULL or LOCK TABLE, a long migration of this tenant), and while
+-- it waits it holds a connection of its tenant's home shard, which other
+-- tenants' acks may need (docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_lock_timeout_ms  bigint,
     p_tag_mode         text,
@@ -57,6 +65,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 #variable_conflict use_column

@@ -19,6 +19,14 @@
 //!   are slow or stuck (a locked table, a huge history) leaves the others
 //!   slots to fetch with. A waiter whose schema is at its cap lets later
 //!   waiters of other schemas pass.
+//! * **No fetch waits for a connection with a slot.** With tenant
+//!   affinity, the fetches of the tenants on one home shard together hold
+//!   at most as many slots as that tenant's share has connections
+//!   ([`Share`]): the rest wait here, holding nothing, instead of in the
+//!   shard's line, where they would hold slots other tenants could use and
+//!   stand ahead of their shard-mates' acks. With the fetches' lock
+//!   timeout, an ack waits for at most one fetch per connection of its
+//!   home, however stuck its shard-mate's table.
 //!
 //! `PostgresOptions::fetch_slots` overrides the number of slots; the first
 //! provider on a pool sets the gate up.
@@ -62,16 +70,70 @@ pub(crate) struct Gate {
 /// connections opened since are replaced at that pace, not at every error.
 const READ_ONLY_GENERATION: Duration = Duration::from_secs(1);
 
+/// The connections a fetch runs on, with tenant affinity: its tenant's
+/// home shard (`home`, the key: every tenant on that shard has the same
+/// share) and how many connections its share has (`connections`). The
+/// fetches of one home hold at most that many slots at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Share {
+    /// The home shard's index.
+    pub home: usize,
+    /// The share's connections: the most fetches of that home that can run.
+    pub connections: usize,
+}
+
+/// A fetch waiting for a slot: its schema, its share, where to send it.
+type Waiter = (Arc<str>, Option<Share>, oneshot::Sender<Slot>);
+
 #[derive(Default)]
 struct State {
     free: usize,
     held: HashMap<Arc<str>, usize>,
-    waiting: VecDeque<(Arc<str>, oneshot::Sender<Slot>)>,
+    /// Slots held by the fetches of each home shard.
+    by_home: HashMap<usize, usize>,
+    waiting: VecDeque<Waiter>,
 }
 
 impl State {
     fn held(&self, schema: &str) -> usize {
         self.held.get(schema).copied().unwrap_or(0)
+    }
+
+    /// Whether a fetch of `schema` on `share` may take a free slot: below
+    /// its schema's cap and its share's connections.
+    fn may_take(&self, schema: &str, share: Option<Share>, per_schema: usize) -> bool {
+        self.held(schema) < per_schema
+            && share.is_none_or(|s| {
+                self.by_home.get(&s.home).copied().unwrap_or(0) < s.connections.max(1)
+            })
+    }
+
+    /// Counts a slot taken by a fetch of `schema` on `share`.
+    fn take(&mut self, schema: &Arc<str>, share: Option<Share>) {
+        self.free -= 1;
+        *self.held.entry(schema.clone()).or_default() += 1;
+        if let Some(s) = share {
+            *self.by_home.entry(s.home).or_default() += 1;
+        }
+    }
+
+    /// Counts a slot given back by a fetch of `schema` on `share`.
+    fn give_back(&mut self, schema: &str, share: Option<Share>) {
+        if let Some(held) = self.held.get_mut(schema) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.held.remove(schema);
+            }
+        }
+        if let Some(s) = share
+            && let Some(held) = self.by_home.get_mut(&s.home)
+        {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.by_home.remove(&s.home);
+            }
+        }
+        self.free += 1;
     }
 }
 
@@ -79,12 +141,13 @@ impl State {
 pub(crate) struct Slot {
     gate: Option<Arc<Gate>>,
     schema: Arc<str>,
+    share: Option<Share>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(gate) = self.gate.take() {
-            gate.release(&self.schema);
+            gate.release(&self.schema, self.share);
         }
     }
 }
@@ -221,22 +284,24 @@ impl Gate {
         self.warmed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits for a slot for a fetch of `schema`.
-    pub(crate) async fn enter(self: &Arc<Self>, schema: &Arc<str>) -> Slot {
+    /// Waits for a slot for a fetch of `schema`, running on `share` (with
+    /// tenant affinity; `None` without).
+    pub(crate) async fn enter(self: &Arc<Self>, schema: &Arc<str>, share: Option<Share>) -> Slot {
         let waiting = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            // Whenever a slot is free, every waiter is at its schema's cap,
-            // so taking it jumps no one who could have had it.
-            if state.free > 0 && state.held(schema) < self.per_schema {
-                state.free -= 1;
-                *state.held.entry(schema.clone()).or_default() += 1;
+            // Whenever a slot is free, every waiter is at its schema's cap
+            // or its share's, so taking it jumps no one who could have had
+            // it.
+            if state.free > 0 && state.may_take(schema, share, self.per_schema) {
+                state.take(schema, share);
                 return Slot {
                     gate: Some(self.clone()),
                     schema: schema.clone(),
+                    share,
                 };
             }
             let (tx, rx) = oneshot::channel();
-            state.waiting.push_back((schema.clone(), tx));
+            state.waiting.push_back((schema.clone(), share, tx));
             rx
         };
         match waiting.await {
@@ -245,29 +310,24 @@ impl Gate {
             Err(_) => Slot {
                 gate: None,
                 schema: schema.clone(),
+                share,
             },
         }
     }
 
-    /// Gives `schema`'s slot back and hands free slots to the first waiters
-    /// whose schemas are below their cap.
-    fn release(self: &Arc<Self>, schema: &str) {
+    /// Gives `schema`'s slot, on `share`, back and hands free slots to the
+    /// first waiters below their schema's cap and their share's.
+    fn release(self: &Arc<Self>, schema: &str, share: Option<Share>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = state.held.get_mut(schema) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
-                state.held.remove(schema);
-            }
-        }
-        state.free += 1;
+        state.give_back(schema, share);
         let mut i = 0;
         while state.free > 0 && i < state.waiting.len() {
             let eligible = {
-                let (waiter, tx) = &state.waiting[i];
+                let (waiter, share, tx) = &state.waiting[i];
                 if tx.is_closed() {
                     None // a cancelled fetch
                 } else {
-                    Some(state.held(waiter) < self.per_schema)
+                    Some(state.may_take(waiter, *share, self.per_schema))
                 }
             };
             match eligible {
@@ -276,25 +336,19 @@ impl Gate {
                 }
                 Some(false) => i += 1,
                 Some(true) => {
-                    let Some((waiter, tx)) = state.waiting.remove(i) else {
+                    let Some((waiter, share, tx)) = state.waiting.remove(i) else {
                         break;
                     };
-                    state.free -= 1;
-                    *state.held.entry(waiter.clone()).or_default() += 1;
+                    state.take(&waiter, share);
                     let slot = Slot {
                         gate: Some(self.clone()),
                         schema: waiter.clone(),
+                        share,
                     };
                     if let Err(mut slot) = tx.send(slot) {
                         // Cancelled in between: undo without re-entering.
                         slot.gate = None;
-                        state.free += 1;
-                        if let Some(held) = state.held.get_mut(&*waiter) {
-                            *held = held.saturating_sub(1);
-                            if *held == 0 {
-                                state.held.remove(&*waiter);
-                            }
-                        }
+                        state.give_back(&waiter, share);
                     }
                 }
             }
@@ -311,7 +365,7 @@ impl Gate {
             waiting: state
                 .waiting
                 .iter()
-                .filter(|(_, tx)| !tx.is_closed())
+                .filter(|(_, _, tx)| !tx.is_closed())
                 .count(),
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
             slowest_leased_acquire: Duration::from_micros(
@@ -347,16 +401,16 @@ mod tests {
         let b: Arc<str> = "b".into();
         let mut held = Vec::new();
         for _ in 0..3 {
-            held.push(gate.enter(&a).await);
+            held.push(gate.enter(&a, None).await);
         }
         // `a` is at its cap of 3: its next fetch waits, `b` takes the last slot.
         let a_waits = tokio::spawn({
             let gate = gate.clone();
             let a = a.clone();
-            async move { gate.enter(&a).await }
+            async move { gate.enter(&a, None).await }
         });
         tokio::task::yield_now().await;
-        let b_slot = gate.enter(&b).await;
+        let b_slot = gate.enter(&b, None).await;
         assert_eq!(gate.stats().held, 4);
         drop(b_slot);
         // Freed by `b`, but `a` is still at its cap.
@@ -371,21 +425,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_fetches_of_one_home_hold_no_more_slots_than_its_share_has_connections() {
+        let gate = Arc::new(Gate::new(7));
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        let c: Arc<str> = "c".into();
+        // `a` and `b` share home shard 0, of one connection; `c` is on 1.
+        let home = Some(Share {
+            home: 0,
+            connections: 1,
+        });
+        let other = Some(Share {
+            home: 1,
+            connections: 1,
+        });
+        let a_slot = gate.enter(&a, home).await;
+        let b_waits = tokio::spawn({
+            let gate = gate.clone();
+            let b = b.clone();
+            async move { gate.enter(&b, home).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            gate.stats().waiting,
+            1,
+            "b waits for a's fetch, holding nothing"
+        );
+        // Another home passes, and the waiter keeps its place.
+        let c_slot = gate.enter(&c, other).await;
+        assert_eq!(gate.stats().held, 2);
+        drop(c_slot);
+        assert_eq!(gate.stats().waiting, 1);
+        drop(a_slot);
+        let b_slot = b_waits.await.expect("task");
+        assert_eq!((gate.stats().held, gate.stats().waiting), (1, 0));
+        drop(b_slot);
+        assert_eq!(gate.stats().held, 0);
+        // Without affinity only the schema's cap applies.
+        let held: Vec<_> =
+            futures_util::future::join_all((0..5).map(|_| gate.enter(&a, None))).await;
+        assert_eq!(gate.stats().held, 5);
+        drop(held);
+    }
+
+    #[tokio::test]
     async fn a_cancelled_waiter_loses_no_slot() {
         let gate = Arc::new(Gate::new(1));
         let s: Arc<str> = "s".into();
-        let first = gate.enter(&s).await;
+        let first = gate.enter(&s, None).await;
         let waiter = tokio::spawn({
             let gate = gate.clone();
             let s = s.clone();
-            async move { gate.enter(&s).await }
+            async move { gate.enter(&s, None).await }
         });
         tokio::task::yield_now().await;
         waiter.abort();
         let _ = waiter.await;
         drop(first);
         assert_eq!(gate.stats().held, 0);
-        let again = gate.enter(&s).await;
+        let again = gate.enter(&s, None).await;
         assert_eq!(gate.stats().held, 1);
         drop(again);
     }

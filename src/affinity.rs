@@ -18,10 +18,14 @@
 //! pools of their own, built from the shared pool's options and connect
 //! options (the same hooks, so recycling and the leased-acquire counters
 //! still apply). Each schema is assigned a home shard, the one with the
-//! fewest schemas so far, once; every provider of that schema on the pool
-//! runs its operations on its share ([`Shards::acquire`]); the shared pool
+//! fewest schemas then, for as long as it has a provider there; every
+//! provider of that schema on the pool runs its operations on its share
+//! ([`Shards::acquire`]); the shared pool
 //! itself keeps serving the listener and anything else. Closing the shared
-//! pool closes the shards.
+//! pool closes the shards. When the last provider of a schema on the pool
+//! is dropped, the schema leaves its home ([`Tenancy`]): the tenant count
+//! the shares are cut by, and the counts new homes are chosen by, are the
+//! live tenants'.
 //!
 //! While the pool has fewer tenants than shards, a tenant's share is more
 //! than its home shard: the shards no other tenant
@@ -45,6 +49,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
 
+use crate::admission::Share;
 use crate::reuse::Kept;
 
 /// The shards of one pool.
@@ -53,20 +58,59 @@ pub(crate) struct Shards {
     pools: Vec<PgPool>,
     /// Operations waiting for a connection of each shard, their own.
     waiting: Vec<AtomicUsize>,
-    /// Schemas assigned a shard so far.
+    /// Schemas with a provider on the pool, each with a home shard.
     tenants: AtomicUsize,
+    /// Schemas whose home is each shard (written under `assigned`'s lock).
+    homed: Vec<AtomicUsize>,
     assigned: Mutex<Assigned>,
     /// Keeps the shared pool (and so the registry key) alive.
     parent: PgPool,
     /// Connections kept for their tenant's next operation ([`crate::reuse`]).
     kept: Kept,
+    /// Dropped with the shards: ends the task that waits for the shared
+    /// pool's close to close them, which has nothing left to close.
+    _dropped: tokio::sync::oneshot::Sender<()>,
 }
 
-/// The shard of each schema assigned so far, and schemas per shard.
+/// The home shard of each schema with a provider on the pool, and how many
+/// of its providers hold it ([`Tenancy`]).
 #[derive(Debug)]
 struct Assigned {
-    by_schema: HashMap<Arc<str>, usize>,
-    counts: Vec<usize>,
+    by_schema: HashMap<Arc<str>, (usize, usize)>,
+}
+
+/// A provider's hold on its schema's home shard: the schema keeps its home
+/// while any provider of it on the pool (any clone of its store) holds
+/// one, and leaves it when the last is dropped, so a pool's shards are cut
+/// by its live tenants, not by every schema it ever served.
+#[derive(Debug)]
+pub(crate) struct Tenancy {
+    shards: Arc<Shards>,
+    home: usize,
+    tenant: Arc<str>,
+}
+
+impl Tenancy {
+    /// The shards.
+    pub(crate) fn shards(&self) -> &Arc<Shards> {
+        &self.shards
+    }
+
+    /// The schema's home shard.
+    pub(crate) fn home(&self) -> usize {
+        self.home
+    }
+
+    /// The schema.
+    pub(crate) fn tenant(&self) -> &Arc<str> {
+        &self.tenant
+    }
+}
+
+impl Drop for Tenancy {
+    fn drop(&mut self) {
+        self.shards.leave(&self.tenant);
+    }
 }
 
 /// Shards by pool (the address of its connect options, as the gate's key).
@@ -149,22 +193,29 @@ impl Shards {
         } else {
             reuse
         };
+        let (dropped, gone) = tokio::sync::oneshot::channel::<()>();
         let shards = Arc::new(Shards {
             kept: Kept::new(pools.len(), reuse),
             waiting: pools.iter().map(|_| AtomicUsize::new(0)).collect(),
             tenants: AtomicUsize::new(0),
+            homed: pools.iter().map(|_| AtomicUsize::new(0)).collect(),
             assigned: Mutex::new(Assigned {
                 by_schema: HashMap::new(),
-                counts: vec![0; pools.len()],
             }),
             pools,
             parent: pool.clone(),
+            _dropped: dropped,
         });
-        // The shards close with the shared pool.
+        // The shards close with the shared pool; the task ends with them
+        // if they are dropped first (their last provider gone), rather
+        // than wait for the close of a pool that may outlive many of them.
         let closed = pool.close_event();
         let watched = Arc::downgrade(&shards);
         tokio::spawn(async move {
-            closed.await;
+            tokio::select! {
+                () = closed => {}
+                _ = gone => return,
+            }
             if let Some(shards) = watched.upgrade() {
                 shards.kept.sweep(true);
                 for shard in &shards.pools {
@@ -195,33 +246,81 @@ impl Shards {
         Some(shards)
     }
 
-    /// The shard `schema` runs on: the one it was given, or, the first time,
-    /// the one with the fewest schemas.
-    pub(crate) fn home(&self, schema: &str) -> usize {
-        let mut guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-        let Assigned { by_schema, counts } = &mut *guard;
-        match by_schema.get(schema) {
-            Some(&i) => i,
-            None => {
-                let i = counts
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, n)| **n)
-                    .map_or(0, |(i, _)| i);
-                by_schema.insert(schema.into(), i);
-                self.tenants.store(by_schema.len(), Ordering::Release);
-                if let Some(n) = counts.get_mut(i) {
-                    *n += 1;
-                }
-                i
-            }
+    /// A provider of `schema` joins the pool: its hold on the schema's home
+    /// shard, which it keeps until dropped ([`Tenancy`]).
+    pub(crate) fn join(self: &Arc<Self>, schema: &str) -> Tenancy {
+        Tenancy {
+            home: self.home(schema),
+            shards: self.clone(),
+            tenant: schema.into(),
         }
+    }
+
+    /// The shard `schema` runs on, counting one more holder of it: the one
+    /// it has while any provider of it holds it, or else the one with the
+    /// fewest schemas. [`Shards::leave`] undoes it.
+    fn home(&self, schema: &str) -> usize {
+        let mut guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let by_schema = &mut guard.by_schema;
+        if let Some((i, holders)) = by_schema.get_mut(schema) {
+            *holders += 1;
+            return *i;
+        }
+        let i = self
+            .homed
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.load(Ordering::Acquire))
+            .map_or(0, |(i, _)| i);
+        by_schema.insert(schema.into(), (i, 1));
+        if let Some(n) = self.homed.get(i) {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+        self.tenants.store(by_schema.len(), Ordering::Release);
+        i
+    }
+
+    /// One holder of `schema`'s home is gone; with the last, the schema
+    /// leaves its home.
+    fn leave(&self, schema: &str) {
+        let mut guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let by_schema = &mut guard.by_schema;
+        let Some((i, holders)) = by_schema.get_mut(schema) else {
+            return;
+        };
+        *holders = holders.saturating_sub(1);
+        if *holders > 0 {
+            return;
+        }
+        let i = *i;
+        by_schema.remove(schema);
+        if let Some(n) = self.homed.get(i) {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.tenants.store(by_schema.len(), Ordering::Release);
     }
 
     /// Schemas whose home is shard `index`.
     pub(crate) fn homed(&self, index: usize) -> usize {
-        let guard = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-        guard.counts.get(index).copied().unwrap_or(0)
+        self.homed
+            .get(index)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    /// The share of the tenants whose home is shard `home`, as the fetch
+    /// gate counts it: the home, and the connections of every shard of the
+    /// share ([`Shards::lender`]), the most fetches of those tenants that
+    /// can run at once.
+    pub(crate) fn share(&self, home: usize) -> Share {
+        let tenants = self.tenants.load(Ordering::Acquire).max(1);
+        let n = self.pools.len();
+        let connections = (home % tenants..n)
+            .step_by(tenants)
+            .filter(|&i| i == home || self.homed(i) == 0)
+            .filter_map(|i| self.pools.get(i))
+            .map(|pool| usize::try_from(pool.options().get_max_connections()).unwrap_or(1))
+            .sum();
+        Share { home, connections }
     }
 
     /// Shard `index`'s pool (the shared pool for an index out of range).
@@ -308,18 +407,20 @@ impl Shards {
     /// A shard of `home`'s share, other than `home`, that nobody waits for
     /// and that has an idle connection, or failing that room to open one;
     /// `None` when there is none. With `t` tenants on `s` shards, a
-    /// tenant's share is the shards whose index is its home's modulo `t`:
-    /// all of them for a lone tenant, about `s / t` each while tenants are
-    /// fewer than shards (homes are handed out in order, so the shares do
-    /// not overlap), only its home once they are as many. A tenant never
-    /// borrows a shard another tenant calls home, whose connections are
-    /// warm for that tenant and cold for it.
+    /// tenant's share is the shards whose index is its home's modulo `t`
+    /// that no other tenant calls home: all of them for a lone tenant,
+    /// about `s / t` each while tenants are fewer than shards (homes are
+    /// handed out in order, so the shares do not overlap; after tenants
+    /// have left, the homes of those that stay need not be in order, and
+    /// shares may overlap or leave a shard out), only its home once they
+    /// are as many. A tenant never borrows a shard another tenant calls
+    /// home, whose connections are warm for that tenant and cold for it.
     fn lender(&self, home: usize) -> Option<usize> {
         let tenants = self.tenants.load(Ordering::Acquire).max(1);
         let n = self.pools.len();
         let mut room = None;
         for i in (home % tenants..n).step_by(tenants) {
-            if i == home || self.waiting[i].load(Ordering::Acquire) > 0 {
+            if i == home || self.waiting[i].load(Ordering::Acquire) > 0 || self.homed(i) > 0 {
                 continue;
             }
             let pool = &self.pools[i];
@@ -365,6 +466,8 @@ impl Drop for InLine<'_> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use std::sync::atomic::Ordering;
 
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -450,6 +553,48 @@ mod tests {
             None,
             "as many tenants as shards: homes only"
         );
+    }
+
+    #[tokio::test]
+    async fn a_schema_whose_last_provider_is_gone_leaves_its_home() {
+        // Lazy: no server is reached, and every shard has room to open one.
+        let pool = PgPoolOptions::new()
+            .max_connections(9)
+            .connect_lazy_with(PgConnectOptions::new());
+        let shards = Shards::of(&pool, 2, std::time::Duration::ZERO).expect("four shards of two");
+        let a = shards.join("a");
+        let a_again = shards.join("a");
+        assert_eq!(a.home(), a_again.home(), "one home per schema");
+        // Twenty tenants come and go while `a` stays.
+        for i in 0..20 {
+            let gone = shards.join(&format!("gone{i}"));
+            assert_ne!(gone.home(), a.home(), "the emptiest shard");
+        }
+        assert_eq!(shards.tenants.load(Ordering::Acquire), 1);
+        assert_eq!((0..4).map(|i| shards.homed(i)).sum::<usize>(), 1);
+        drop(a_again);
+        assert_eq!(shards.homed(a.home()), 1, "a provider of `a` remains");
+        // A new tenant is homed by the live ones: the two split the shards.
+        let b = shards.join("b");
+        assert_eq!((a.home(), b.home()), (0, 1));
+        assert_eq!(shards.lender(a.home()), Some(2));
+        assert_eq!(shards.lender(b.home()), Some(3));
+        assert_eq!(shards.share(b.home()).connections, 4);
+        drop(a);
+        assert_eq!(shards.tenants.load(Ordering::Acquire), 1);
+        // After churn the homes of those left need not be in order: with
+        // homes 1 and 3 left, each one's share by index holds the other's
+        // home, which neither borrows.
+        let c = shards.join("c");
+        let d = shards.join("d");
+        let e = shards.join("e");
+        assert_eq!((c.home(), d.home(), e.home()), (0, 2, 3));
+        drop(c);
+        drop(d);
+        assert_eq!((b.home(), e.home()), (1, 3));
+        assert_eq!(shards.lender(b.home()), None);
+        assert_eq!(shards.lender(e.home()), None);
+        assert_eq!(shards.share(e.home()).connections, 2);
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub(crate) async fn fetch_once(
     params: FetchParams,
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
     let clock = AttemptClock::start();
-    let _slot = s.gate.enter(&s.name).await;
+    let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
     let polled = s.driver.fetch_orchestration(s, params, clock).await?;
     polled.map(decode_fetched)
 }

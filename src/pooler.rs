@@ -27,6 +27,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use crate::affinity::Tenancy;
 use crate::sql::Sql;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
@@ -42,10 +43,14 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Sql>,
+    /// What opens an inline fetch's transaction: `BEGIN` (or
+    /// `pooled_begin`) and the fetch's lock timeout, in one round trip.
+    fetch_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
-    /// (`pool` being that one) and the tenant. Connections come from
-    /// [`Db::acquire`] and go back through [`Db::release`].
-    home: Option<(Arc<crate::affinity::Shards>, usize, Arc<str>)>,
+    /// (`pool` being that one) and the tenant, held while any clone of this
+    /// `Db` lives. Connections come from [`Db::acquire`] and go back
+    /// through [`Db::release`].
+    home: Option<Arc<Tenancy>>,
 }
 
 /// A connection an operation runs on, and the shard it came from (with
@@ -83,20 +88,27 @@ impl Db {
     /// `pool`, reached directly (`pooled_begin` `None`) or through a
     /// transaction pooler, each transaction opened with `pooled_begin`.
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
+        let fetch_begin = Sql::new(format!(
+            "{}; {FETCH_LOCK_TIMEOUT}",
+            pooled_begin.as_deref().unwrap_or("BEGIN")
+        ));
         Self {
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
+            fetch_begin,
             home: None,
         }
     }
 
-    /// The same, on `schema`'s shard of `shards` instead of the pool.
-    pub(crate) fn on_shard(&self, shards: Arc<crate::affinity::Shards>, schema: &str) -> Self {
-        let index = shards.home(schema);
+    /// The same, on `schema`'s shard of `shards` instead of the pool: the
+    /// schema keeps that home until every clone of the `Db` is dropped.
+    pub(crate) fn on_shard(&self, shards: &Arc<crate::affinity::Shards>, schema: &str) -> Self {
+        let tenancy = shards.join(schema);
         Self {
-            pool: shards.pool(index).clone(),
+            pool: shards.pool(tenancy.home()).clone(),
             pooled_begin: self.pooled_begin.clone(),
-            home: Some((shards, index, schema.into())),
+            fetch_begin: self.fetch_begin.clone(),
+            home: Some(Arc::new(tenancy)),
         }
     }
 
@@ -109,8 +121,8 @@ impl Db {
                 conn: self.pool.acquire().await?,
                 shard: None,
             }),
-            Some((shards, index, tenant)) => {
-                let (conn, shard) = shards.acquire(*index, tenant).await?;
+            Some(t) => {
+                let (conn, shard) = t.shards().acquire(t.home(), t.tenant()).await?;
                 Ok(Conn {
                     conn,
                     shard: Some(shard),
@@ -126,9 +138,9 @@ impl Db {
     pub(crate) async fn acquire_home(&self) -> Result<Conn, sqlx::Error> {
         match &self.home {
             None => self.acquire().await,
-            Some((shards, index, _)) => Ok(Conn {
-                conn: shards.pool(*index).acquire().await?,
-                shard: Some(*index),
+            Some(t) => Ok(Conn {
+                conn: t.shards().pool(t.home()).acquire().await?,
+                shard: Some(t.home()),
             }),
         }
     }
@@ -138,17 +150,15 @@ impl Db {
     /// this tenant's next operation ([`crate::reuse`]); otherwise it goes
     /// back to the pool.
     pub(crate) fn release(&self, conn: Conn) {
-        if let (Some((shards, _, tenant)), Some(shard)) = (&self.home, conn.shard) {
-            shards.release(shard, tenant, conn.conn);
+        if let (Some(t), Some(shard)) = (&self.home, conn.shard) {
+            t.shards().release(shard, t.tenant(), conn.conn);
         }
     }
 
     /// With tenant affinity, how many schemas share this tenant's home
     /// shard (its own included); `None` without affinity.
     pub(crate) fn tenants_at_home(&self) -> Option<usize> {
-        self.home
-            .as_ref()
-            .map(|(shards, index, _)| shards.homed(*index))
+        self.home.as_ref().map(|t| t.shards().homed(t.home()))
     }
 
     /// The pool the application gave: the shared pool with tenant affinity,
@@ -156,13 +166,28 @@ impl Db {
     pub(crate) fn shared(&self) -> &PgPool {
         match &self.home {
             None => &self.pool,
-            Some((shards, _, _)) => shards.shared(),
+            Some(t) => t.shards().shared(),
         }
     }
 
     /// How long the pool waits for a connection before it gives up.
     pub(crate) fn acquire_timeout(&self) -> std::time::Duration {
         self.pool.options().get_acquire_timeout()
+    }
+
+    /// What opens an inline fetch's transaction, with or without a
+    /// transaction pooler: the fetch waits at most a second for a lock
+    /// (`inline/fetch_lock_timeout.sql`).
+    pub(crate) fn fetch_begin(&self) -> &Sql {
+        &self.fetch_begin
+    }
+
+    /// The group of connections this tenant's fetches run on, for the
+    /// fetch gate ([`crate::admission::Gate::enter`]): with tenant
+    /// affinity, its home shard and its share's connections
+    /// ([`crate::affinity::Shards::share`]); `None` without.
+    pub(crate) fn fetch_share(&self) -> Option<crate::admission::Share> {
+        self.home.as_ref().map(|t| t.shards().share(t.home()))
     }
 
     /// What opens a transaction under a transaction pooler; `None` without one.
@@ -222,6 +247,9 @@ impl Db {
         outcome
     }
 }
+
+/// Set by an inline fetch's first round trip ([`Db::fetch_begin`]).
+const FETCH_LOCK_TIMEOUT: &str = include_str!("../inline/fetch_lock_timeout.sql");
 
 /// The first row among a statement's results.
 fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {

@@ -176,7 +176,7 @@ impl PostgresProvider {
             options.connections_per_tenant,
             options.connection_reuse,
         ) {
-            Some(shards) => pool.on_shard(shards, schema.as_str()),
+            Some(shards) => pool.on_shard(&shards, schema.as_str()),
             None => pool.clone(),
         };
         // In the pool's scope: the connections it uses count this tenant.

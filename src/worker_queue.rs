@@ -224,7 +224,7 @@ pub(crate) struct Claimed {
 /// One claim attempt (also the test hook's, `crate::probe`).
 pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<Claimed>> {
     let clock = AttemptClock::start();
-    let _slot = s.gate.enter(&s.name).await;
+    let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
     let polled = s.driver.fetch_work(s, params, clock).await?;
     polled.map(|(token, json, attempts, history): FetchedItem| {
         Ok(Claimed {

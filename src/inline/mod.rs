@@ -52,6 +52,21 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
+    /// Acquires a connection and starts a fetch's transaction on it: one
+    /// that waits at most a second for a lock ([`Db::fetch_begin`]).
+    pub(crate) async fn begin_fetch(pool: &Db) -> Result<Self> {
+        let mut tx = Self {
+            conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
+            db: pool.clone(),
+            finished: false,
+            pooled: pool.pooled_begin().is_some(),
+        };
+        tx.conn()?
+            .execute(sqlx::raw_sql(pool.fetch_begin()))
+            .await?;
+        Ok(tx)
+    }
+
     /// Acquires a connection and starts a transaction on it.
     pub(crate) async fn begin(pool: &Db) -> Result<Self> {
         let mut tx = Self {

@@ -74,11 +74,17 @@ fn done(polled: Polled<FetchedRow>) -> Fetched {
 /// A failure the server reported for one statement, the session intact
 /// (anything but a lost connection or a server going away), as the
 /// procedure's exception block words it: the server's message and SQLSTATE.
+/// Not a lock wait given up (`lock_timeout`), which the procedure re-raises:
+/// the fetch fails, retryable, and its claim rolls back.
 fn failed_on_server(e: &PostgresProviderError) -> Option<String> {
     match e {
         PostgresProviderError::Database(sqlx::Error::Database(db)) => db
             .code()
-            .filter(|code| !code.starts_with("08") && !code.starts_with("57P"))
+            .filter(|code| {
+                !code.starts_with("08")
+                    && !code.starts_with("57P")
+                    && code != crate::error::sqlstate::LOCK_NOT_AVAILABLE
+            })
             .map(|code| format!("{} (SQLSTATE {code})", db.message())),
         _ => None,
     }
@@ -143,7 +149,7 @@ pub(crate) async fn fetch(
     }
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin(&p.pool).await?;
+        let mut tx = Tx::begin_fetch(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
@@ -153,7 +159,7 @@ pub(crate) async fn fetch(
                 more,
                 next_due_ms,
             } => {
-                let mut tx = Tx::begin(&p.pool).await?;
+                let mut tx = Tx::begin_fetch(&p.pool).await?;
                 let seen = Seen {
                     instance,
                     reason,

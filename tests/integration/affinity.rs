@@ -337,3 +337,59 @@ async fn a_connection_keeps_many_tenants_statements() {
     let kept = prepared_after(small, 300).await;
     assert!(kept <= 101, "a capacity of 100 kept {kept}");
 }
+
+/// A long-lived pool whose tenants come and go: one tenant stays while
+/// twenty others are built and dropped, then a new one is built. The
+/// departed twenty no longer count, so the new tenant's share is half the
+/// shards (its home and one nobody calls home, two connections each): its
+/// forty enqueues, held on a lock of its queue, occupy more than its home's
+/// two backends. Before, the shards were cut by every tenant ever built
+/// (22 on 4 shards: its home alone), and they occupied two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn departed_tenants_leave_their_homes_to_the_live_ones() {
+    with_schemas("churn", 22, |schemas| async move {
+        let observer = schemas[0].pool.clone();
+        let app = format!("churn_{}", schemas[0].name);
+        let shared = shared_pool(9, &app).await;
+        // With notifications on: without, a dropped provider's wake-ups
+        // are flushed by a task of its own, which holds its home a moment
+        // longer.
+        let options = PostgresOptions::default()
+            .connections_per_tenant(2)
+            .warm_up(false);
+        let mode = SqlMode::StoredProcedures;
+        let stays = provider_with_options(&shared, &schemas[0].name, mode, options.clone()).await;
+        for s in &schemas[1..21] {
+            let gone = provider_with_options(&shared, &s.name, mode, options.clone()).await;
+            drop(gone);
+        }
+        let new = std::sync::Arc::new(
+            provider_with_options(&shared, &schemas[21].name, mode, options).await,
+        );
+        until_blocked(&observer, &app, 0).await;
+
+        let mut lock = observer.begin().await.expect("begin");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{}\".orchestrator_queue IN EXCLUSIVE MODE",
+            schemas[21].name
+        )))
+        .execute(&mut *lock)
+        .await
+        .expect("lock the new tenant's queue");
+        let backlog = tokio::spawn({
+            let new = new.clone();
+            async move { burst(&new, "new-", 40).await }
+        });
+        // A departed tenant's home that nobody calls home now is lent: more
+        // than the home's two backends wait on the lock.
+        crate::support::eventually("the new tenant to borrow", || async {
+            blocked(&observer, &app).await.1 > 2
+        })
+        .await;
+        lock.commit().await.expect("release the lock");
+        backlog.await.expect("the new tenant's enqueues");
+        drop(stays);
+        shared.close().await;
+    })
+    .await;
+}

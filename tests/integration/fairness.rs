@@ -8,7 +8,10 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
-use crate::support::{TestSchema, affine_provider, in_both_modes, pool, with_schema, with_schemas};
+use crate::support::{
+    TestSchema, affine_provider, eventually, hold_table, in_both_modes, pool,
+    provider_with_options, release_table, until_a_backend_waits_for, with_schema, with_schemas,
+};
 
 const LEASE: Duration = Duration::from_secs(5);
 
@@ -96,24 +99,20 @@ async fn stuck_neighbour(mode: SqlMode, k: u32) {
                     })
                 })
                 .collect();
-            // B holds its share of the fetch slots, its other fetches
+            // B holds what it may of the fetch slots, its other fetches
             // waiting for a slot. On a plain pool each slot's fetch holds a
             // connection, stuck on the lock. With tenant affinity (four
             // shards of one connection, two tenants) B's share of the pool
-            // is two connections: its fetches hold one or both, stuck, and
-            // those with a slot but no connection wait for them.
-            let cap = pb.admission_stats().per_schema;
-            let b_connections = if k == 0 { cap as i64 } else { 1 };
+            // is two connections, and its fetches hold at most two slots,
+            // each a connection, stuck. A stuck fetch gives up a second
+            // after it began to wait (its lock timeout), and the next takes
+            // its place.
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 let blocked = blocked_on_queue(&a.pool, &b).await;
                 let stats = pb.admission_stats();
-                let settled = if k == 0 {
-                    blocked == b_connections
-                } else {
-                    blocked >= b_connections
-                };
-                if settled && stats.held == cap && stats.waiting == 10 - cap {
+                let done = stuck.iter().filter(|t| t.is_finished()).count();
+                if blocked >= 1 && stats.held + stats.waiting + done == 10 {
                     break;
                 }
                 assert!(
@@ -152,10 +151,12 @@ async fn stuck_neighbour(mode: SqlMode, k: u32) {
             }
 
             blocker.rollback().await.expect("unlock");
+            // Each of B's fetches claimed, found nothing, or gave up on the
+            // lock with an error the runtime retries.
             for task in stuck {
-                task.await
-                    .expect("task")
-                    .expect("B's fetch completes once unblocked");
+                if let Err(e) = task.await.expect("task") {
+                    assert!(e.is_retryable(), "{mode}, k = {k}: B's fetch: {e:?}");
+                }
             }
             assert_eq!(pb.admission_stats().held, 0);
             shared.close().await;
@@ -309,6 +310,141 @@ async fn an_ack_after_the_lease_ran_out_is_counted(mode: SqlMode) {
             stats.slowest_leased_acquire > Duration::ZERO,
             "{mode}: {stats:?}"
         );
+        shared.close().await;
+    })
+    .await;
+}
+
+in_both_modes!(a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches:
+    a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches_procedures,
+    a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches_inline; 4);
+
+/// Ten tenants on a pool of ten with the default options: nine shards of
+/// one connection (and the one the shared pool keeps), so the first and
+/// the last tenant share shard 0, and neither may borrow. The last one's
+/// orchestrator queue is locked (an operator's `VACUUM FULL`, a long
+/// migration of that tenant) while its fetches and the first tenant's
+/// wait: the first tenant's ack of the turn it holds must still commit
+/// well within its lease (before, it waited behind the stuck fetch for the
+/// shard's one connection for as long as the lock lasted), and a third
+/// tenant must claim its work (before, the stuck fetches and those waiting
+/// behind them for shard 0 held every fetch slot of the pool). The stuck
+/// fetches give up, retryably, a second after they began to wait.
+async fn a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches(mode: SqlMode) {
+    with_schemas("mates", 10, |schemas| async move {
+        let shared = pool(PostgresOptions::default().max_connections).await;
+        let mut providers = Vec::new();
+        for s in &schemas {
+            let options = PostgresOptions::default().notifications(false);
+            providers.push(provider_with_options(&shared, &s.name, mode, options).await);
+        }
+        let (first, third, last) = (&providers[0], &providers[2], &providers[9]);
+        for id in ["a1", "a2"] {
+            first
+                .enqueue_for_orchestrator(start(id), None)
+                .await
+                .expect("enqueue");
+        }
+        let (_, token, _) = first
+            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("a1 claimed");
+        third
+            .enqueue_for_orchestrator(start("c1"), None)
+            .await
+            .expect("enqueue");
+        last.enqueue_for_orchestrator(start("z1"), None)
+            .await
+            .expect("enqueue");
+
+        let holder = hold_table(&schemas[9], "orchestrator_queue", "ACCESS EXCLUSIVE").await;
+        let cap = last.admission_stats().per_schema;
+        let fetches = |p: &PostgresProvider, n: usize| {
+            (0..n)
+                .map(|_| {
+                    let p = p.clone();
+                    tokio::spawn(async move {
+                        p.fetch_orchestration_item(LEASE, Duration::ZERO, None)
+                            .await
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        // As many of the last tenant's fetches as it may hold slots, and
+        // enough of the first's to take the rest.
+        let stuck = fetches(last, cap);
+        until_a_backend_waits_for(&schemas[9], "orchestrator_queue", "the last tenant's fetch")
+            .await;
+        let slots = last.admission_stats().slots;
+        let mates = fetches(first, slots - cap);
+        // Every fetch at the gate, holding a slot, or (given up) done.
+        eventually("every fetch to reach the gate", || async {
+            let stats = last.admission_stats();
+            let done = stuck
+                .iter()
+                .chain(&mates)
+                .filter(|t| t.is_finished())
+                .count();
+            stats.held + stats.waiting + done == slots
+        })
+        .await;
+
+        let began = Instant::now();
+        let ack = tokio::time::timeout(
+            LEASE,
+            first.ack_orchestration_item(
+                &token,
+                1,
+                vec![event("a1", 1)],
+                vec![],
+                vec![],
+                metadata(),
+                vec![],
+            ),
+        )
+        .await;
+        let took = began.elapsed();
+        assert!(
+            matches!(ack, Ok(Ok(()))),
+            "{mode}: the first tenant's ack behind its shard-mate's stuck fetch: {ack:?}"
+        );
+        assert!(
+            took < LEASE / 2,
+            "{mode}: the first tenant's ack took {took:?} of its {LEASE:?} lease"
+        );
+        let claimed = tokio::time::timeout(
+            LEASE / 2,
+            third.fetch_orchestration_item(LEASE, Duration::ZERO, None),
+        )
+        .await;
+        match claimed {
+            Ok(Ok(Some((item, _, _)))) => assert_eq!(item.instance, "c1"),
+            other => {
+                panic!("{mode}: a third tenant could not fetch beside the stuck one: {other:?}")
+            }
+        }
+
+        release_table(holder).await;
+        for task in stuck {
+            match task.await.expect("task") {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    e.is_retryable(),
+                    "{mode}: a stuck fetch failed for good: {e:?}"
+                ),
+            }
+        }
+        let mut a2 = 0;
+        for task in mates {
+            if let Some((item, _, _)) = task.await.expect("task").expect("the first tenant's fetch")
+            {
+                assert_eq!(item.instance, "a2");
+                a2 += 1;
+            }
+        }
+        assert!(a2 <= 1, "{mode}: a2 claimed twice");
+        assert_eq!(last.admission_stats().held, 0);
         shared.close().await;
     })
     .await;

@@ -13,8 +13,9 @@ use crate::support::{
     hold_table, in_both_modes, release_table, until_a_backend_waits_for, with_schema,
 };
 
-/// The lease the slowed fetch asks for.
-const LEASE: Duration = Duration::from_secs(1);
+/// The lease the slowed fetch asks for: its wait, one and a half of it,
+/// stays under the second a fetch waits for a lock before it gives up.
+const LEASE: Duration = Duration::from_millis(500);
 
 in_both_modes!(a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease:
     a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease_procedures,
@@ -71,6 +72,76 @@ async fn a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease(mode: SqlMode) {
         )
         .await
         .unwrap_or_else(|e| panic!("{mode}: acking the turn a slow fetch handed out: {e}"));
+    })
+    .await;
+}
+
+in_both_modes!(a_fetch_that_waits_a_second_for_a_lock_gives_up_and_counts_no_attempt:
+    a_fetch_that_waits_a_second_for_a_lock_gives_up_and_counts_no_attempt_procedures,
+    a_fetch_that_waits_a_second_for_a_lock_gives_up_and_counts_no_attempt_inline);
+
+/// A fetch whose instance's history is locked for longer than a second
+/// (an operator's `VACUUM FULL`, a migration) gives up with a retryable
+/// error (`lock_timeout`, SQLSTATE 55P03), so it does not hold its
+/// connection, and its fetch slot, for as long as the lock lasts; and its
+/// claim rolls back: once the lock is gone the turn is claimed at its
+/// first attempt, with its history, not handed out as unreadable.
+async fn a_fetch_that_waits_a_second_for_a_lock_gives_up_and_counts_no_attempt(mode: SqlMode) {
+    with_schema("lock_gives_up", |schema| async move {
+        let p = schema.provider_in(mode).await;
+        p.enqueue_for_orchestrator(start("held"), None)
+            .await
+            .expect("start");
+        claim_and_ack_turn(&p, Duration::from_secs(30)).await;
+        p.enqueue_for_orchestrator(completion("held", 2), None)
+            .await
+            .expect("an event");
+
+        let holder = hold_table(&schema, "history", "ACCESS EXCLUSIVE").await;
+        let asked = Instant::now();
+        let fetched = tokio::time::timeout(
+            Duration::from_secs(20),
+            p.fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None),
+        )
+        .await
+        .expect("the fetch gave up");
+        let waited = asked.elapsed();
+        release_table(holder).await;
+        match fetched {
+            Err(e) => assert!(e.is_retryable(), "{mode}: {e:?}"),
+            Ok(other) => panic!("{mode}: a fetch blocked on a lock returned {other:?}"),
+        }
+        assert!(
+            waited >= Duration::from_secs(1),
+            "{mode}: gave up after {waited:?}"
+        );
+
+        let (item, token, attempts) = p
+            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
+            .expect("the second turn");
+        assert_eq!(
+            attempts, 1,
+            "{mode}: the fetch that gave up counted an attempt"
+        );
+        assert!(
+            item.history_error.is_none(),
+            "{mode}: {:?}",
+            item.history_error
+        );
+        assert_eq!(item.history.len(), 1);
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![event("held", 2)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: ack: {e}"));
     })
     .await;
 }
