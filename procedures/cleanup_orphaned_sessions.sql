@@ -1,5 +1,9 @@
 -- cleanup_orphaned_sessions: delete sessions whose lock has expired and that
--- no queued activity refers to. Returns how many were deleted.
+-- no queued activity refers to. Returns how many were deleted. A session
+-- whose row another transaction holds (a fetch taking it, a renewal) is
+-- passed over, as fetches pass over it, and swept next time: the sweep
+-- never waits for one, so it cannot deadlock with a renewal over rows that
+-- expired between their clocks.
 CREATE OR REPLACE FUNCTION {{schema}}.cleanup_orphaned_sessions{{suffix}}()
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -13,8 +17,11 @@ BEGIN
     RETURN QUERY
     WITH removed AS (
         DELETE FROM {{schema}}.sessions s
-         WHERE s.locked_until_ms < {{now_ms}}
-           AND NOT EXISTS (SELECT 1 FROM {{schema}}.worker_queue q WHERE q.session_id = s.session_id)
+         WHERE s.session_id IN (
+               SELECT o.session_id FROM {{schema}}.sessions o
+                WHERE o.locked_until_ms < {{now_ms}}
+                  AND NOT EXISTS (SELECT 1 FROM {{schema}}.worker_queue q WHERE q.session_id = o.session_id)
+                  FOR UPDATE SKIP LOCKED)
         RETURNING 1)
     SELECT pg_catalog.count(*) FROM removed;
 END

@@ -183,3 +183,46 @@ async fn a_held_session_row_is_passed_over_and_looked_at_again(mode: SqlMode) {
 }
 
 in_both_modes!(a_held_session_row_is_passed_over_and_looked_at_again: a_held_session_row_is_passed_over_and_looked_at_again_procedures, a_held_session_row_is_passed_over_and_looked_at_again_inline);
+
+/// The sweep of orphaned sessions passes over a session row another
+/// transaction holds (a fetch taking it, a renewal), as fetches do, and
+/// takes it on a later sweep: it never waits for one, so it cannot join a
+/// renewal in a deadlock over rows that expired between their clocks.
+async fn the_sweep_passes_over_a_held_session_row(mode: SqlMode) {
+    with_schema(&format!("sess_sweep_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        schema
+            .run_all(&[
+                "INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
+                 VALUES ('held', 'gone', 0, 0), ('free', 'gone', 0, 0)",
+            ])
+            .await;
+        let mut holder = schema.pool.begin().await.expect("begin");
+        sqlx::query(schema.statement(
+            "SELECT 1 FROM {{schema}}.sessions WHERE session_id = 'held' FOR UPDATE",
+        ))
+        .execute(&mut *holder)
+        .await
+        .expect("hold a session's row");
+        let swept = tokio::time::timeout(
+            Duration::from_secs(10),
+            provider.cleanup_orphaned_sessions(Duration::from_secs(300)),
+        )
+        .await
+        .map(|r| r.expect("sweep"));
+        assert_eq!(swept, Ok(1), "{mode}: the free one, at once (Err: the sweep waited)");
+        holder.rollback().await.expect("let go");
+        let swept = provider
+            .cleanup_orphaned_sessions(Duration::from_secs(300))
+            .await
+            .expect("sweep again");
+        assert_eq!(swept, 1, "{mode}: the held one, once let go");
+        let left: i64 = sqlx::query_scalar(schema.statement("SELECT count(*) FROM {{schema}}.sessions"))
+            .fetch_one(&schema.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 0, "{mode}");
+    })
+    .await;
+}
+in_both_modes!(the_sweep_passes_over_a_held_session_row: the_sweep_passes_over_a_held_session_row_procedures, the_sweep_passes_over_a_held_session_row_inline);
