@@ -159,6 +159,8 @@ const RECORD_PROCEDURES: &str = include_str!("../migrate/record_procedures.sql")
 const REVOKE_PUBLIC: &str = include_str!("../migrate/revoke_public.sql");
 /// Extends the inline runtime roles' table rights to new tables.
 const GRANT_NEW_TABLES: &str = include_str!("../migrate/grant_new_tables.sql");
+/// Whether the connecting role may run inline SQL on a schema.
+const INLINE_RIGHTS: &str = include_str!("../migrate/inline_rights.sql");
 /// Settings for the rest of the transaction, ahead of the procedure files:
 /// no check of function bodies, and lz4 for their stored source text.
 pub(crate) const INSTALL_SETTINGS: &str = include_str!("../migrate/install_settings.sql");
@@ -449,6 +451,19 @@ pub(crate) fn effective_mode(
         return (SqlMode::InlineSql, Some(reason));
     }
     (requested, None)
+}
+
+/// Whether the connecting role may run inline SQL on `schema` (the DML
+/// rights `grant --inline` gives): a runtime role with `EXECUTE` only may
+/// not, and so keeps calling a newer build's procedures rather than fall
+/// back to inline SQL ([`effective_mode`]).
+pub(crate) async fn can_run_inline(pool: &PgPool, schema: &SchemaName) -> Result<bool> {
+    let sql = schema.render(&format!("{PIN}{INLINE_RIGHTS}"));
+    let rows = pool.fetch_all(crate::sql::audited(&sql)).await?;
+    Ok(rows
+        .iter()
+        .find_map(|row| sqlx::Row::try_get::<bool, _>(row, "inline_rights").ok())
+        .unwrap_or(false))
 }
 
 /// Checks, for processes that must not run DDL, that `schema` is ready for `mode`.

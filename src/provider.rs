@@ -46,6 +46,9 @@ pub struct PostgresProvider {
     health_timeout: Duration,
     /// Why the provider runs inline SQL though it asked for stored procedures.
     fallback: Option<Arc<str>>,
+    /// It calls a newer build's procedures (its role may not run inline
+    /// SQL): they answer its calls, so health counts them as ready.
+    calls_newer: bool,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -197,9 +200,26 @@ impl PostgresProvider {
             })
             .await?;
         // Rolling upgrades: a newer build's procedures are used only when
-        // they are this build's own; otherwise inline SQL.
-        let (mode, fallback) = migrate::effective_mode(&schema, requested, &status);
-        if options.migration_mode == MigrationMode::Verify && !status.is_ready_for(mode) {
+        // they are this build's own; otherwise inline SQL, if the role may
+        // run it: a runtime role with EXECUTE only keeps calling them (a
+        // release keeps the previous build's calls valid, and processes
+        // already running call them anyway).
+        let (mut mode, mut fallback) = migrate::effective_mode(&schema, requested, &status);
+        let mut calls_newer = false;
+        if fallback.is_some() && !migrate::can_run_inline(&work_pool, &schema).await? {
+            tracing::warn!(
+                schema = %schema,
+                "a newer build's procedures are installed and this role has no rights on the tables \
+                 for inline SQL (EXECUTE only): calling the newer procedures"
+            );
+            mode = requested;
+            fallback = None;
+            calls_newer = true;
+        }
+        // Procedures a newer build installed are not this build's, but they
+        // answer its calls.
+        let ready = status.is_ready_for(mode) || answers(calls_newer, &status);
+        if options.migration_mode == MigrationMode::Verify && !ready {
             return Err(crate::PostgresProviderError::SchemaNotReady {
                 schema: schema.to_string(),
                 reason: format!(
@@ -250,6 +270,7 @@ impl PostgresProvider {
             name,
             health_timeout: options.health_timeout,
             fallback: fallback.map(Into::into),
+            calls_newer,
         })
     }
 
@@ -325,7 +346,8 @@ impl PostgresProvider {
                 match outcome {
                     Ok(status) => {
                         report.schema_version = status.applied_version;
-                        report.migrations_pending = !status.is_ready_for(s.mode());
+                        report.migrations_pending =
+                            !(status.is_ready_for(s.mode()) || answers(self.calls_newer, &status));
                     }
                     Err(e) => report.error = Some(e.to_string()),
                 }
@@ -339,6 +361,14 @@ impl PostgresProvider {
         }
         report
     }
+}
+
+/// Whether a provider that calls a newer build's procedures (`calls_newer`)
+/// finds `status` able to answer it: every migration applied and the
+/// procedures still a newer build's (a release keeps the previous build's
+/// calls valid).
+fn answers(calls_newer: bool, status: &migrate::SchemaStatus) -> bool {
+    calls_newer && status.pending_migrations == 0 && status.procedures_are_newer()
 }
 
 /// Warns, once per process, that inline SQL runs on a pool built without

@@ -8,6 +8,8 @@
 //! Roles are global to the server: each test creates its own, uniquely
 //! named, and drops them (`DROP OWNED`, `DROP ROLE`) whatever happened.
 
+mod rolling;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
