@@ -314,13 +314,8 @@ async fn migrate_locked(
     }
     // An upgrade that creates tables gives them to the roles that write the
     // schema's tables already (inline runtime roles); a new tenant has none.
-    let new_tables: Vec<String> = pending
-        .iter()
-        .flat_map(Migration::created_tables)
-        .map(|table| format!("{{{{schema}}}}.{table}"))
-        .collect();
-    if !state.applied.is_empty() && !new_tables.is_empty() {
-        batch.push_str(&GRANT_NEW_TABLES.replace("{{tables}}", &new_tables.join(", ")));
+    if let Some(grant) = grant_new_tables(&pending).filter(|_| !state.applied.is_empty()) {
+        batch.push_str(&grant);
     }
     if !stale.is_empty() || retired > 0 {
         // `{{names}}`: the functions' names in the schema (suffixed);
@@ -380,6 +375,20 @@ async fn migrate_locked(
         );
     }
     Ok(after)
+}
+
+/// `migrate/grant_new_tables.sql` for the tables `applied` create (a
+/// template: `{{schema}}` not yet substituted), `None` when they create
+/// none. Sent after them when they upgrade a schema migrated before
+/// ([`migrate`], and the install script after a version); a new tenant has
+/// no runtime role to extend.
+pub(crate) fn grant_new_tables(applied: &[Migration]) -> Option<String> {
+    let tables: Vec<String> = applied
+        .iter()
+        .flat_map(Migration::created_tables)
+        .map(|table| format!("{{{{schema}}}}.{table}"))
+        .collect();
+    (!tables.is_empty()).then(|| GRANT_NEW_TABLES.replace("{{tables}}", &tables.join(", ")))
 }
 
 /// One statement recording `installed` (each name with its checksum and

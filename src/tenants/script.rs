@@ -14,7 +14,10 @@ const END: &str = include_str!("../../tenants/script_end.sql");
 /// for [`SqlMode::StoredProcedures`], every procedure (old overloads dropped
 /// first) recorded likewise, with `EXECUTE` revoked from `PUBLIC` and kept
 /// for the roles that held it before (see [`grant_runtime_role`](super::grant_runtime_role)).
-/// Every `{{schema}}` is substituted.
+/// After a version, the tables the migrations create go to the inline
+/// runtime roles as [`migrate`](crate::migrate::migrate) gives them (`SELECT`,
+/// `INSERT`, `UPDATE`, `DELETE` to each role other than the owner holding
+/// all four on `instances`). Every `{{schema}}` is substituted.
 ///
 /// The script is one transaction that takes the schema's DDL lock as a
 /// provider does. Once it has run, providers find the schema current and
@@ -62,6 +65,13 @@ pub fn install_script(schema: &SchemaName, mode: SqlMode, after_version: Option<
                     .replace("{{checksum}}", &migration.checksum_hex()),
             ),
         );
+    }
+    // An upgrade (`after_version` given) that creates tables gives them to
+    // the inline runtime roles, as `migrate` does; a new schema has none.
+    if let Some(grant) = migrate::grant_new_tables(&migrations).filter(|_| after_version.is_some())
+    {
+        out.push('\n');
+        push(&mut out, &schema.render(&grant));
     }
     if !procedures.is_empty() {
         // The functions' names in the schema, and the procedures' names as
@@ -141,5 +151,30 @@ mod tests {
         assert!(!tables_only.contains("CREATE OR REPLACE FUNCTION"));
         assert!(!tables_only.contains("-- migration 0001_initial"));
         assert!(tables_only.contains("-- migration 0002_parked_orphans"));
+    }
+
+    #[test]
+    fn an_upgrade_script_extends_the_inline_roles_rights_to_its_new_tables() {
+        let schema = SchemaName::new("Tenant_X").unwrap_or_else(|e| panic!("{e}"));
+        let grant = "-- grant_new_tables:";
+        let upgrade = install_script(&schema, SqlMode::InlineSql, Some(5));
+        assert!(upgrade.contains(grant), "{upgrade}");
+        assert!(upgrade.contains("ON TABLE \"Tenant_X\".events_without_execution TO "));
+        let older = install_script(&schema, SqlMode::StoredProcedures, Some(2));
+        assert!(older.contains(
+            "ON TABLE \"Tenant_X\".instance_claims, \"Tenant_X\".events_without_execution TO "
+        ));
+        // Granted after the migrations that create the tables.
+        let at = |text: &str| older.find(text).unwrap_or(usize::MAX);
+        assert!(at("-- migration 0006_event_counts") < at(grant));
+        assert!(at(grant) < at("-- procedure "));
+        // A new schema has no role to extend; no new table, nothing to grant.
+        for none in [
+            install_script(&schema, SqlMode::InlineSql, None),
+            install_script(&schema, SqlMode::InlineSql, Some(6)),
+            install_script(&schema, SqlMode::StoredProcedures, None),
+        ] {
+            assert!(!none.contains(grant));
+        }
     }
 }

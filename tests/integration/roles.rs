@@ -33,6 +33,8 @@ use crate::support::{
     with_schemas,
 };
 
+mod script;
+
 /// Runs `body` with `n` new login roles (no rights), then drops them
 /// whatever happened.
 async fn with_roles<F, Fut>(n: usize, body: F)
