@@ -26,6 +26,8 @@ use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+mod grants;
+
 use crate::support::{
     Kind, Slot, TestSchema, connect_options, fresh_schema_name, in_both_modes, pool, with_schema,
     with_schemas,
