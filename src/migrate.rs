@@ -27,10 +27,12 @@
 //!   (`migrate/pin.sql`), so nothing this module sends resolves a function or
 //!   operator outside `pg_catalog` and the schema it names.
 //! * Procedures are `SECURITY DEFINER`; installing one revokes `EXECUTE`
-//!   from `PUBLIC` and grants it to the roles that held it on the schema's
-//!   procedures before (`migrate/save_grants.sql`,
+//!   from `PUBLIC` and grants it to the roles that held it on the
+//!   procedure's previous version, or, for a procedure new to the schema,
+//!   on every procedure recorded before (`migrate/save_grants.sql`,
 //!   `migrate/grant_installed.sql`), so a runtime role with `EXECUTE` only
-//!   survives reinstallation. Such a role reads the bookkeeping through
+//!   survives reinstallation and a role granted some procedures gains no
+//!   other. Such a role reads the bookkeeping through
 //!   `schema_state()` ([`verify`], [`inspect`]); [`migrate`] refuses it
 //!   with [`PostgresProviderError::InsufficientPrivilege`].
 

@@ -8,7 +8,9 @@
 //! Roles are global to the server: each test creates its own, uniquely
 //! named, and drops them (`DROP OWNED`, `DROP ROLE`) whatever happened.
 
+mod grants;
 mod rolling;
+mod script;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -32,8 +34,6 @@ use crate::support::{
     Kind, Slot, TestSchema, connect_options, fresh_schema_name, in_both_modes, pool, with_schema,
     with_schemas,
 };
-
-mod script;
 
 /// Runs `body` with `n` new login roles (no rights), then drops them
 /// whatever happened.
