@@ -89,6 +89,32 @@ pub(crate) fn check_text<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     Ok(value)
 }
 
+/// The longest id accepted, in bytes: instance ids (and a parent's), session
+/// ids and KV keys, the text columns that sit in btree indexes.
+///
+/// A btree entry holds at most 2,704 bytes; the narrowest index here, the
+/// history key `(instance_id, execution_id, event_id)`, refuses incompressible
+/// ids from about 2,676 bytes, the others at slightly different lengths. An id
+/// between those bounds would be accepted by one write and refused by a later
+/// one (a turn's history insert), failing that turn forever. 1,024 bytes keeps
+/// every index, including `kv_store (instance_id, key)` with both at the limit,
+/// well clear of the bound, and is checked before anything is written.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// [`check_text`], and refuses an id over [`MAX_ID_BYTES`], naming the field.
+pub(crate) fn check_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(PostgresProviderError::invalid_input(
+            field,
+            format!(
+                "{} bytes exceeds the id limit of {MAX_ID_BYTES} bytes (duroxide_postgres::MAX_ID_BYTES)",
+                value.len()
+            ),
+        ));
+    }
+    check_text(field, value)
+}
+
 /// Serializes a work item to the JSON text stored in a queue.
 pub(crate) fn encode_work_item(item: &WorkItem) -> Result<String> {
     serde_json::to_string(item)
@@ -188,7 +214,7 @@ pub(crate) struct OrchestratorRow {
 impl OrchestratorRow {
     /// Builds the row for `item`, validating its text fields.
     pub(crate) fn new(item: &WorkItem) -> Result<Self> {
-        let instance = check_text("instance", orchestrator_instance(item)?)?.to_string();
+        let instance = check_id("instance_id", orchestrator_instance(item)?)?.to_string();
         let fire_at_ms = match item {
             WorkItem::TimerFired { fire_at_ms, .. } => Some(to_i64("fire_at_ms", *fire_at_ms)?),
             _ => None,
@@ -239,14 +265,14 @@ impl WorkerRow {
             ));
         };
         if let Some(s) = session_id {
-            check_text("session_id", s)?;
+            check_id("session_id", s)?;
         }
         if let Some(t) = tag {
             check_text("tag", t)?;
         }
         Ok(Self {
             json: encode_work_item(item)?,
-            instance: check_text("instance", instance)?.to_string(),
+            instance: check_id("instance_id", instance)?.to_string(),
             execution_id: to_i64("execution_id", *execution_id)?,
             activity_id: to_i64("activity_id", *id)?,
             session_id: session_id.clone(),
@@ -258,6 +284,15 @@ impl WorkerRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_over_the_limit_are_refused_naming_the_field() {
+        let edge = "a".repeat(MAX_ID_BYTES);
+        assert!(check_id("instance_id", &edge).is_ok());
+        let err = check_id("instance_id", &format!("{edge}a")).expect_err("too long");
+        assert!(err.to_string().contains("instance_id"), "{err}");
+        assert!(check_id("session_id", "a\0b").is_err());
+    }
 
     #[test]
     fn a_lease_is_what_is_left_of_the_timeout_but_at_least_half() {

@@ -112,7 +112,7 @@ pub(crate) async fn append_with_execution(
         data.push(encoded);
     }
     sqlx::query(&s.sql.history.append)
-        .bind(codec::check_text("instance", instance)?)
+        .bind(codec::check_id("instance_id", instance)?)
         .bind(codec::to_i64("execution_id", execution_id)?)
         .bind(ids)
         .bind(types)

@@ -92,6 +92,7 @@ mod worker_queue;
 
 pub use admin::OrphanedInstance;
 pub use admission::AdmissionStats;
+pub use codec::MAX_ID_BYTES;
 pub use config::{MigrationMode, PostgresOptions, SqlMode};
 pub use error::{PostgresProviderError, Result, sqlstate};
 

@@ -257,7 +257,7 @@ fn kv_ops(delta: &[Event]) -> Result<KvOps> {
             EventKind::KeyValuesCleared => ("clear_all", String::new(), None, 0),
             _ => continue,
         };
-        codec::check_text("kv key", &key)?;
+        codec::check_id("kv key", &key)?;
         if let Some(v) = &value {
             codec::check_text("kv value", v)?;
         }
@@ -317,6 +317,9 @@ pub(crate) async fn ack(
         .map(OrchestratorRow::new)
         .collect::<Result<Vec<_>>>()?;
 
+    if let Some(parent) = &metadata.parent_instance_id {
+        codec::check_id("parent_instance_id", parent)?;
+    }
     for (field, value) in [
         ("orchestration_name", &metadata.orchestration_name),
         ("orchestration_version", &metadata.orchestration_version),

@@ -13,7 +13,7 @@ use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{
     ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
 };
-use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use duroxide_postgres::{MAX_ID_BYTES, PostgresOptions, PostgresProvider, SqlMode};
 
 use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
 use crate::support::{Kind, Slot, TestSchema, database_url, in_both_modes, with_schema};
@@ -321,23 +321,23 @@ in_both_modes!(an_id_too_long_to_index_fails_only_what_sent_it:
     an_id_too_long_to_index_fails_only_what_sent_it_procedures,
     an_id_too_long_to_index_fails_only_what_sent_it_inline);
 
-/// An instance id longer than a btree index entry can hold (2,704 bytes,
-/// after compression) is refused where it is written: by the client, with
-/// a permanent error; inside an orchestration's turn, by failing that
-/// orchestration, whose ack cannot be committed. Nothing is left in the
-/// queues and a neighbour runs.
+/// An instance id over `MAX_ID_BYTES` (here 2,680 bytes: short enough for
+/// some indexes, too long for the history key) is refused where it is
+/// written: by the client, with a permanent error; inside an orchestration's
+/// turn, by failing that orchestration, whose ack is refused before writing.
+/// Nothing is left in the queues and a neighbour runs.
 async fn an_id_too_long_to_index_fails_only_what_sent_it(mode: SqlMode) {
     with_schema("limit_long_id", |schema| async move {
         let _slot = Slot::acquire(Kind::Runtime);
         let p = Arc::new(provider(&schema, PostgresOptions::default().sql_mode(mode)).await);
-        let long = noise(3000);
+        let long = noise(2680);
         let refused = p
             .enqueue_for_orchestrator(start(&long), None)
             .await
             .expect_err("an id the index cannot hold is refused");
         assert!(!refused.is_retryable(), "{mode}: {refused}");
         assert!(
-            refused.to_string().contains("index row size"),
+            refused.to_string().contains("instance_id") && refused.to_string().contains("1024"),
             "{mode}: the error says why: {refused}"
         );
 
@@ -403,6 +403,95 @@ async fn an_id_too_long_to_index_fails_only_what_sent_it(mode: SqlMode) {
         .await
         .expect("queues");
         assert_eq!(left, 0, "{mode}: nothing left in the queues");
+    })
+    .await;
+}
+
+in_both_modes!(ids_are_bounded_before_anything_is_written:
+    ids_are_bounded_before_anything_is_written_procedures,
+    ids_are_bounded_before_anything_is_written_inline);
+
+/// An id over `MAX_ID_BYTES` is refused at enqueue and in a turn's items to
+/// other instances, naming the field, with nothing written; an id of exactly
+/// the limit is fetched and acked like any other.
+async fn ids_are_bounded_before_anything_is_written(mode: SqlMode) {
+    with_schema("limit_id_bytes", |schema| async move {
+        let p = provider(&schema, PostgresOptions::default().sql_mode(mode)).await;
+        let long = noise(2680);
+        let err = p
+            .enqueue_for_orchestrator(start(&long), None)
+            .await
+            .expect_err("a 2,680-byte instance id is refused");
+        assert!(!err.is_retryable(), "{mode}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("instance_id") && text.contains("1024"),
+            "{mode}: {text}"
+        );
+        let rows: i64 = sqlx::query_scalar(schema.statement(
+            "SELECT (SELECT count(*) FROM {{schema}}.orchestrator_queue) \
+                  + (SELECT count(*) FROM {{schema}}.instance_claims) \
+                  + (SELECT count(*) FROM {{schema}}.instances)",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(rows, 0, "{mode}: nothing written");
+
+        // A turn that starts a child with the long id: refused, nothing written,
+        // and the same lease then commits a turn without it.
+        let edge = noise(MAX_ID_BYTES);
+        p.enqueue_for_orchestrator(start(&edge), None)
+            .await
+            .expect("an id of exactly the limit is accepted");
+        let (item, token, _) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("claimed");
+        assert_eq!(item.instance, edge);
+        let err = p
+            .ack_orchestration_item(
+                &token,
+                1,
+                vec![event(&edge, 1)],
+                vec![],
+                vec![start(&long)],
+                metadata(),
+                vec![],
+            )
+            .await
+            .expect_err("a child with a 2,680-byte id is refused");
+        assert!(!err.is_retryable(), "{mode}: {err}");
+        assert!(err.to_string().contains("instance_id"), "{mode}: {err}");
+        assert!(p.read(&edge).await.expect("read").is_empty(), "{mode}");
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![event(&edge, 1)],
+            vec![],
+            vec![start(&edge[1..])],
+            metadata(),
+            vec![],
+        )
+        .await
+        .expect("an id at the limit commits");
+        assert_eq!(p.read(&edge).await.expect("read").len(), 1, "{mode}");
+        let queued: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(
+            queued, 1,
+            "{mode}: only the child within the limit is queued"
+        );
+        assert_eq!(
+            claim_and_ack_turn(&p, LOCK).await,
+            edge[1..],
+            "{mode}: the child is fetched and acked"
+        );
     })
     .await;
 }
