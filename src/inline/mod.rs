@@ -55,27 +55,24 @@ impl Tx {
     /// Acquires a connection and starts a fetch's transaction on it: one
     /// that waits at most a second for a lock ([`Db::fetch_begin`]).
     pub(crate) async fn begin_fetch(pool: &Db) -> Result<Self> {
-        let mut tx = Self {
-            conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
-            db: pool.clone(),
-            finished: false,
-            pooled: pool.pooled_begin().is_some(),
-        };
-        tx.conn()?
-            .execute(sqlx::raw_sql(pool.fetch_begin()))
-            .await?;
-        Ok(tx)
+        Self::open(pool, Some(pool.fetch_begin())).await
     }
 
     /// Acquires a connection and starts a transaction on it.
     pub(crate) async fn begin(pool: &Db) -> Result<Self> {
+        Self::open(pool, pool.pooled_begin()).await
+    }
+
+    /// Acquires a connection and opens the transaction with `begin` (a
+    /// plain `BEGIN` when `None`).
+    async fn open(pool: &Db, begin: Option<&crate::sql::Sql>) -> Result<Self> {
         let mut tx = Self {
             conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
             db: pool.clone(),
             finished: false,
             pooled: pool.pooled_begin().is_some(),
         };
-        match pool.pooled_begin() {
+        match begin {
             None => sqlx::query("BEGIN").execute(tx.conn()?).await?,
             Some(begin) => tx.conn()?.execute(sqlx::raw_sql(begin)).await?,
         };
