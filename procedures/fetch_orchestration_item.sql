@@ -62,6 +62,10 @@
 -- one turn each even when they trickle in (the window restarts at each), and
 -- a steady trickle cannot hold an instance back; the next due time covers it.
 --
+-- p_max_batch_bytes: most bytes of the instance's messages the batch takes
+-- (the first message, and any start, always; the rest wait for its next
+-- turns), so no amount queued for one instance can make the fetch fail.
+--
 -- p_floor_ms: where the scan for candidates starts, a lower bound on every
 -- message's visibility (src/scan_floor.rs; NULL: the whole queue). With
 -- p_next_floor_margin_ms set, every row returned carries the next floor,
@@ -89,7 +93,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_orphan_retention_ms bigint,
     p_max_history_bytes   bigint,
     p_floor_ms            bigint,
-    p_next_floor_margin_ms bigint)
+    p_next_floor_margin_ms bigint,
+    p_max_batch_bytes     bigint DEFAULT 268435456)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,

@@ -131,6 +131,14 @@ pub struct PostgresOptions {
     /// attempts, fails as poison, rather than failing every fetch that meets
     /// the instance.
     pub max_history_bytes: usize,
+    /// Most bytes of one instance's queued messages a turn takes (default
+    /// 256 MiB; the messages as stored, counted in queue order). The first
+    /// message is always taken, and a start (`StartOrchestration`,
+    /// `ContinueAsNew`) is never left behind; the messages past the limit
+    /// come in the instance's next turns, in order. Without a bound, more
+    /// than PostgreSQL's 1 GB limit on one value queued for one instance
+    /// would fail every fetch that met it, for every instance behind it.
+    pub max_batch_bytes: usize,
     /// Fetch statements the pool runs at once, shared by every provider on
     /// the pool (default `None`: all but a quarter of the pool's
     /// connections, less the one the `LISTEN` connection holds with
@@ -300,6 +308,7 @@ impl Default for PostgresOptions {
             orphan_retention: Duration::from_secs(3600),
             max_payload_bytes: 16 * 1024 * 1024,
             max_history_bytes: 256 * 1024 * 1024,
+            max_batch_bytes: 256 * 1024 * 1024,
             fetch_slots: None,
             listener_keepalive: Duration::from_secs(30),
             transaction_pooler: false,
@@ -533,6 +542,13 @@ impl PostgresOptions {
     /// field).
     pub fn max_history_bytes(mut self, bytes: usize) -> Self {
         self.max_history_bytes = bytes;
+        self
+    }
+
+    /// Sets how many bytes of one instance's messages a turn takes (see the
+    /// `max_batch_bytes` field).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
         self
     }
 

@@ -270,7 +270,8 @@ mod procedures {
             .bind(params.orphan_retention_ms)
             .bind(params.max_history_bytes)
             .bind(scan.floor)
-            .bind(scan.next_floor_margin_ms());
+            .bind(scan.next_floor_margin_ms())
+            .bind(params.max_batch_bytes);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors

@@ -25,7 +25,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -76,6 +76,8 @@ pub(crate) struct FetchParams {
     pub orphan_retention_ms: i64,
     /// Largest history a fetch reads.
     pub max_history_bytes: i64,
+    /// Most bytes of the instance's messages the batch takes.
+    pub max_batch_bytes: i64,
 }
 
 /// Version bounds bound as eight parameters (see the procedure's header).
@@ -118,6 +120,7 @@ pub(crate) async fn fetch(
         settle_ms: 0,
         orphan_retention_ms: s.limits.orphan_retention_ms,
         max_history_bytes: s.limits.max_history_bytes,
+        max_batch_bytes: s.limits.max_batch_bytes,
     };
     match &s.long_poll {
         Some(long_poll) if !poll_timeout.is_zero() => {

@@ -68,6 +68,7 @@ impl PostgresProvider {
             settle_ms: codec::millis(settle),
             orphan_retention_ms: self.store.limits.orphan_retention_ms,
             max_history_bytes: self.store.limits.max_history_bytes,
+            max_batch_bytes: self.store.limits.max_batch_bytes,
         };
         Ok(orchestration_queue::fetch_once(&self.store, params)
             .await?

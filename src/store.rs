@@ -185,6 +185,8 @@ pub(crate) struct Limits {
     pub max_payload_bytes: usize,
     /// Largest history a fetch reads.
     pub max_history_bytes: i64,
+    /// Most bytes of one instance's messages a turn takes.
+    pub max_batch_bytes: i64,
 }
 
 impl Limits {
@@ -194,6 +196,7 @@ impl Limits {
             orphan_retention_ms: crate::codec::millis(options.orphan_retention),
             max_payload_bytes: options.max_payload_bytes,
             max_history_bytes: i64::try_from(options.max_history_bytes).unwrap_or(i64::MAX),
+            max_batch_bytes: i64::try_from(options.max_batch_bytes).unwrap_or(i64::MAX),
         }
     }
 

@@ -204,8 +204,16 @@ async fn reclaim(
     }
     let token = uuid::Uuid::new_v4().to_string();
     let lease_ms = clock.lease_ms(params.lock_timeout);
-    let Some((now, batch)) =
-        lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
+    let Some((now, batch)) = lease_and_batch(
+        sql,
+        conn,
+        &instance,
+        &token,
+        lease_ms,
+        claimed_at,
+        params.max_batch_bytes,
+    )
+    .await?
     else {
         return Ok(taken_meanwhile);
     };
@@ -320,7 +328,8 @@ struct Batch {
     has_parked: bool,
 }
 
-/// Takes the lease of `instance` from `claimed_at` and stamps its batch:
+/// Takes the lease of `instance` from `claimed_at` and stamps its batch (at
+/// most `max_batch_bytes` of its messages, see the statement):
 /// the claim time and the batch, or `None` when another dispatcher holds a
 /// live lease or the batch was consumed since the candidate was read (the
 /// lease is given back then).
@@ -331,6 +340,7 @@ async fn lease_and_batch(
     token: &str,
     lease_ms: i64,
     claimed_at: i64,
+    max_batch_bytes: i64,
 ) -> Result<Option<(i64, Batch)>> {
     let leased: Option<i64> = sqlx::query_scalar(&sql.lease)
         .bind(instance)
@@ -349,6 +359,7 @@ async fn lease_and_batch(
         .bind(now)
         .bind(lease_ms)
         .bind(now)
+        .bind(max_batch_bytes)
         .fetch_one(&mut *conn)
         .await?;
     let Some(messages) = row.try_get::<Option<Vec<String>>, _>("messages")? else {
@@ -465,8 +476,16 @@ async fn fetch_in(
         let more: bool = row.try_get("more")?;
         let next_due_ms: Option<i64> = row.try_get("next_due_ms")?;
         let claimed_at: i64 = row.try_get("now_ms")?;
-        let Some((now, batch)) =
-            lease_and_batch(sql, conn, &instance, &token, lease_ms, claimed_at).await?
+        let Some((now, batch)) = lease_and_batch(
+            sql,
+            conn,
+            &instance,
+            &token,
+            lease_ms,
+            claimed_at,
+            params.max_batch_bytes,
+        )
+        .await?
         else {
             skip.push(instance); // another dispatcher holds it, or nothing is left
             continue;

@@ -77,6 +77,7 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
         settle_ms: 50,
         orphan_retention_ms: 60_000,
         max_history_bytes: HISTORY_BYTES,
+        max_batch_bytes: HISTORY_BYTES,
     };
     let Some(turn) = orchestration::fetch_on(s, c, &fetch).await? else {
         return Ok(false);

@@ -495,3 +495,101 @@ async fn ids_are_bounded_before_anything_is_written(mode: SqlMode) {
     })
     .await;
 }
+
+in_both_modes!(a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns:
+    a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns_procedures,
+    a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns_inline);
+
+/// One instance's queued messages are delivered at most `max_batch_bytes`
+/// a turn (the first always, however large), the rest in the turns after,
+/// in order: a flood to one instance can make no fetch fail (more than
+/// 1 GB in one batch would, every time, for every instance behind it).
+async fn a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns(mode: SqlMode) {
+    with_schema("limit_batch", |schema| async move {
+        let p = provider(
+            &schema,
+            PostgresOptions::default()
+                .sql_mode(mode)
+                .max_batch_bytes(4096),
+        )
+        .await;
+        p.enqueue_for_orchestrator(start("flood"), None)
+            .await
+            .expect("enqueue start");
+        claim_and_ack_turn(&p, LOCK).await;
+        let sent: Vec<String> = (0..10)
+            .map(|i| format!("{i:02}{}", "x".repeat(1000)))
+            .collect();
+        for data in &sent {
+            p.enqueue_for_orchestrator(raised("flood", data.clone()), None)
+                .await
+                .expect("enqueue event");
+        }
+        let mut delivered = Vec::new();
+        let mut turns = Vec::new();
+        let mut next_event = 2;
+        while let Some((item, token, _)) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+        {
+            assert_eq!(item.instance, "flood");
+            turns.push(item.messages.len());
+            for message in item.messages {
+                match message {
+                    WorkItem::ExternalRaised { data, .. } => delivered.push(data),
+                    other => panic!("unexpected message {other:?}"),
+                }
+            }
+            p.ack_orchestration_item(
+                &token,
+                1,
+                vec![event("flood", next_event)],
+                vec![],
+                vec![],
+                metadata(),
+                vec![],
+            )
+            .await
+            .expect("ack");
+            next_event += 1;
+            assert!(turns.len() <= 10, "turns {turns:?}");
+        }
+        assert_eq!(delivered, sent, "every event once, in order");
+        // About 1 KB each: four fit under 4 KiB (the fourth starts below it).
+        assert_eq!(turns, vec![4, 4, 2], "messages per turn");
+
+        // A start is never left behind: events raised before it (parked)
+        // fill the budget, and the start comes with the first of them.
+        for data in &sent[..6] {
+            p.enqueue_for_orchestrator(raised("late", data.clone()), None)
+                .await
+                .expect("enqueue early event");
+        }
+        assert!(
+            p.fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .expect("fetch parks")
+                .is_none(),
+            "nothing to run before the start"
+        );
+        p.enqueue_for_orchestrator(start("late"), None)
+            .await
+            .expect("enqueue start");
+        let (item, _, _) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the start is claimed");
+        assert_eq!(item.instance, "late");
+        assert_eq!(item.messages.len(), 5, "{:?}", item.messages);
+        assert!(
+            item.messages
+                .iter()
+                .any(|m| matches!(m, WorkItem::StartOrchestration { .. })),
+            "{:?}",
+            item.messages
+        );
+    })
+    .await;
+}
