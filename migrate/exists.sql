@@ -5,8 +5,10 @@
 -- with EXECUTE only; can_call_legacy_state: only the function of that name
 -- a build before the per-schema procedure suffix installed, on a schema
 -- this build has not migrated yet). The privilege checks on a missing
--- object are NULL.
+-- object are NULL. Also the database's encoding, which must hold any text
+-- a payload carries (src/migrate/state.rs, Access::probe).
 SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text AS role,
+       pg_catalog.current_setting('server_encoding') AS encoding,
        COALESCE(pg_catalog.has_table_privilege(m.oid, 'SELECT')
                 AND pg_catalog.has_table_privilege(p.oid, 'SELECT'), false) AS can_read,
        COALESCE(pg_catalog.has_table_privilege(m.oid, 'UPDATE'), false) AS can_lock,

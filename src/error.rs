@@ -179,6 +179,15 @@ pub enum PostgresProviderError {
         reason: String,
     },
 
+    /// The database cannot hold what the provider stores (an encoding other
+    /// than UTF8 or SQL_ASCII). Permanent: found when a provider starts or
+    /// a schema is migrated or inspected, before anything is written.
+    #[error("the database is not supported: {reason}")]
+    UnsupportedDatabase {
+        /// What it lacks, and what to do about it.
+        reason: String,
+    },
+
     /// A throwaway server (feature `throwaway`) could not be installed or
     /// started. Permanent.
     #[error("throwaway PostgreSQL server: {reason}")]

@@ -176,6 +176,12 @@ pub(super) struct Access {
     can_call_legacy_state: bool,
 }
 
+/// Database encodings that store any text the provider is sent: UTF8, and
+/// SQL_ASCII, which stores the bytes unchecked. Any other (LATIN1, say)
+/// refuses, with SQLSTATE 22P05, every payload holding a character it
+/// lacks: a permanent failure of that one item, found only when it comes.
+const ENCODINGS: [&str; 2] = ["UTF8", "SQL_ASCII"];
+
 impl Access {
     /// One read, in a batch that pins `search_path` first (for the rest of
     /// the caller's transaction, when there is one).
@@ -185,6 +191,15 @@ impl Access {
         let Some(row) = rows.first() else {
             return Err(PostgresProviderError::decode("schema access", "no row"));
         };
+        let encoding: String = row.try_get("encoding")?;
+        if !ENCODINGS.contains(&encoding.as_str()) {
+            return Err(PostgresProviderError::UnsupportedDatabase {
+                reason: format!(
+                    "its encoding is {encoding}, which cannot store every character a payload \
+                     may hold; the provider needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')"
+                ),
+            });
+        }
         Self::from_row(row)
     }
 

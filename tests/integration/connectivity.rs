@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use duroxide::providers::{Provider, WorkItem};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{database_url, with_schema};
+use crate::support::{ScratchDatabase, database_url, with_schema};
 
 /// `url` with `application_name=name` added to its query string.
 fn with_application_name(url: &str, name: &str) -> String {
@@ -98,5 +99,108 @@ async fn health_answers_within_its_bound_when_the_pool_has_no_free_connection() 
         assert!(provider.health().await.is_ready());
         pool.close().await;
     })
+    .await;
+}
+
+/// Runs `body` on a database of its own created with `options`, dropping
+/// it afterwards even when `body` panics.
+async fn in_database<F, Fut>(tag: &str, options: &str, body: F)
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    let database =
+        ScratchDatabase::create_with(&format!("dx_{tag}_{}", std::process::id()), 2, options).await;
+    let outcome = std::panic::AssertUnwindSafe(body(database.pool.clone()))
+        .catch_unwind()
+        .await;
+    database.finish().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A database whose encoding cannot hold every character (LATIN1) is
+/// refused when a provider starts, naming the encoding, before anything is
+/// written: on it every payload with a character outside LATIN1 would fail
+/// its write with SQLSTATE 22P05, permanently, one item at a time.
+#[tokio::test]
+async fn a_database_that_cannot_store_every_character_is_refused_at_start() {
+    in_database(
+        "latin1",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        |pool| async move {
+            for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+                let err = PostgresProvider::from_pool_with(
+                    pool.clone(),
+                    PostgresOptions::default()
+                        .schema("tenant")
+                        .sql_mode(mode)
+                        .notifications(false),
+                )
+                .await
+                .expect_err("a LATIN1 database is refused");
+                assert!(!err.is_retryable(), "{err}");
+                let text = err.to_string();
+                assert!(text.contains("LATIN1") && text.contains("UTF8"), "{text}");
+                let created: bool =
+                    sqlx::query_scalar("SELECT to_regnamespace('tenant') IS NOT NULL")
+                        .fetch_one(&pool)
+                        .await
+                        .expect("schema check");
+                assert!(!created, "nothing is written to a refused database");
+            }
+        },
+    )
+    .await;
+}
+
+/// A `SQL_ASCII` database stores the bytes it is sent, unchecked: the
+/// provider accepts it, and text outside ASCII comes back as it went in.
+#[tokio::test]
+async fn a_sql_ascii_database_keeps_text_as_it_was_sent() {
+    in_database(
+        "sqlascii",
+        "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        |pool| async move {
+            let provider = PostgresProvider::from_pool_with(
+                pool.clone(),
+                PostgresOptions::default()
+                    .schema("tenant")
+                    .notifications(false),
+            )
+            .await
+            .expect("a SQL_ASCII database is accepted");
+            let data = "Grüße, 世界 🎉".to_string();
+            provider
+                .enqueue_for_orchestrator(
+                    WorkItem::ExternalRaised {
+                        instance: "i".to_string(),
+                        name: "Go".to_string(),
+                        data: data.clone(),
+                    },
+                    None,
+                )
+                .await
+                .expect("enqueue");
+            provider
+                .enqueue_for_orchestrator(crate::fixtures::start("i"), None)
+                .await
+                .expect("enqueue start");
+            let (item, _, _) = provider
+                .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("claimed");
+            assert!(
+                item.messages
+                    .iter()
+                    .any(|m| matches!(m, WorkItem::ExternalRaised { data: d, .. } if *d == data)),
+                "{:?}",
+                item.messages
+            );
+        },
+    )
     .await;
 }

@@ -713,10 +713,16 @@ impl ScratchDatabase {
     /// Creates database `name` (dropping a leftover of that name) and a
     /// pool of `max_connections` on it.
     pub async fn create(name: &str, max_connections: u32) -> Self {
+        Self::create_with(name, max_connections, "").await
+    }
+
+    /// [`ScratchDatabase::create`] with `options` after `CREATE DATABASE
+    /// name` (an encoding, say).
+    pub async fn create_with(name: &str, max_connections: u32, options: &str) -> Self {
         let admin = pool(2).await;
         for ddl in [
             format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            format!("CREATE DATABASE \"{name}\""),
+            format!("CREATE DATABASE \"{name}\" {options}"),
         ] {
             sqlx::query(sqlx::AssertSqlSafe(ddl.to_string()))
                 .execute(&admin)
