@@ -11,6 +11,7 @@
 mod grants;
 mod rolling;
 mod script;
+mod tables;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -29,6 +30,11 @@ use duroxide_postgres::{
 use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+use tables::{
+    assert_only_the_inline_role_reaches, owner_installs_an_inline_and_a_procedures_role,
+    table_rights, tables_of,
+};
 
 use crate::support::{
     Kind, Slot, TestSchema, connect_options, fresh_schema_name, in_both_modes, pool, with_schema,
@@ -116,6 +122,19 @@ async fn provider(
     .await
 }
 
+/// A provider started with `Verify` on `schema` in `mode` over `pool`,
+/// which connects as a runtime role; `who` names that role in a failure.
+async fn verify_as(
+    pool: &PgPool,
+    schema: &TestSchema,
+    mode: SqlMode,
+    who: &str,
+) -> PostgresProvider {
+    provider(pool, &schema.name, mode, MigrationMode::Verify)
+        .await
+        .unwrap_or_else(|e| panic!("Verify as {who}: {e}"))
+}
+
 /// The SQLSTATE of running `sql` in a transaction on `pool` that is rolled
 /// back, `None` when it succeeded.
 async fn sqlstate_of(pool: &PgPool, sql: &str) -> Option<String> {
@@ -129,21 +148,6 @@ async fn sqlstate_of(pool: &PgPool, sql: &str) -> Option<String> {
         Err(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
         Err(e) => panic!("{sql}: {e}"),
     }
-}
-
-/// The tables of `schema`, each with a column that is no identity.
-async fn tables_of(schema: &TestSchema) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT c.relname::text, (SELECT a.attname::text FROM pg_attribute a \
-                                  WHERE a.attrelid = c.oid AND a.attnum > 0 \
-                                    AND a.attidentity = '' ORDER BY a.attnum LIMIT 1) \
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
-    )
-    .bind(&schema.name)
-    .fetch_all(&schema.pool)
-    .await
-    .expect("tables")
 }
 
 /// Start, activities, a timer, a sub-orchestration, an external event, then
@@ -271,14 +275,13 @@ async fn execute_only_role_runs_the_smoke_path_with_verify() {
                     && message.contains("MigrationMode::Verify"),
                 "{message}"
             );
-            let store = provider(
+            let store = verify_as(
                 &runtime_pool,
-                &schema.name,
+                &schema,
                 SqlMode::StoredProcedures,
-                MigrationMode::Verify,
+                "the runtime role",
             )
-            .await
-            .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
+            .await;
             let health = store.health().await;
             assert!(health.is_ready(), "{health:?}");
             assert_eq!(
@@ -667,14 +670,13 @@ async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
                 (both, both, 0),
                 "{rights:?}"
             );
-            let store = provider(
+            let store = verify_as(
                 &runtime_pool,
-                &schema.name,
+                &schema,
                 SqlMode::StoredProcedures,
-                MigrationMode::Verify,
+                "the runtime role",
             )
-            .await
-            .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
+            .await;
             assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
             smoke_path(Arc::new(store)).await;
             let old: (i64, i64) =
@@ -707,21 +709,6 @@ async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
     .await;
 }
 
-/// The table rights `role` holds on `table` of `schema`, as
-/// `(select, insert, update, delete)`.
-async fn table_rights(schema: &TestSchema, table: &str, role: &str) -> (bool, bool, bool, bool) {
-    let target = format!("\"{}\".{table}", schema.name);
-    sqlx::query_as(
-        "SELECT has_table_privilege($1, $2, 'SELECT'), has_table_privilege($1, $2, 'INSERT'), \
-                has_table_privilege($1, $2, 'UPDATE'), has_table_privilege($1, $2, 'DELETE')",
-    )
-    .bind(role)
-    .bind(&target)
-    .fetch_one(&schema.pool)
-    .await
-    .unwrap_or_else(|e| panic!("rights of {role} on {target}: {e}"))
-}
-
 /// An upgrade whose migration creates a table keeps an inline runtime
 /// role working: the role granted with `grant --inline` before gets the
 /// same rights on the new table (a procedure-mode role gets none, nor does
@@ -735,15 +722,7 @@ async fn an_upgrade_that_creates_a_table_extends_the_inline_roles_rights_to_it()
     with_roles(3, |roles| async move {
         let (inline, procedures, reader) = (roles[0].clone(), roles[1].clone(), roles[2].clone());
         with_schema("roles_new_table", |schema| async move {
-            owner_installs_and_grants(&schema, &inline, SqlMode::InlineSql).await;
-            tenants::grant_runtime_role(
-                &schema.pool,
-                &schema_name(&schema),
-                &procedures,
-                SqlMode::StoredProcedures,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("grant {procedures}: {e}"));
+            owner_installs_an_inline_and_a_procedures_role(&schema, &inline, &procedures).await;
             let read_only =
                 format!("GRANT SELECT ON TABLE {{{{schema}}}}.instances TO \"{reader}\"");
             schema
@@ -755,35 +734,21 @@ async fn an_upgrade_that_creates_a_table_extends_the_inline_roles_rights_to_it()
                 .await;
 
             schema.provider().await; // the owner upgrades
-            assert_eq!(
-                table_rights(&schema, "instance_claims", &inline).await,
-                (true, true, true, true),
-                "the inline role's rights reach the new table"
-            );
-            assert_eq!(
-                table_rights(&schema, "instance_claims", &procedures).await,
-                (false, false, false, false),
-                "a procedure-mode role gets no table"
-            );
+            assert_only_the_inline_role_reaches(&schema, "instance_claims", &inline, &procedures)
+                .await;
             assert_eq!(
                 table_rights(&schema, "instance_claims", &reader).await,
                 (false, false, false, false),
                 "a role that only reads the instances gets no table"
             );
-            assert_eq!(
-                table_rights(&schema, "instance_claims", "public").await,
-                (false, false, false, false),
-                "PUBLIC gets nothing"
-            );
             let runtime_pool = pool_as(&inline, 8).await;
-            let store = provider(
+            let store = verify_as(
                 &runtime_pool,
-                &schema.name,
+                &schema,
                 SqlMode::InlineSql,
-                MigrationMode::Verify,
+                "the inline role",
             )
-            .await
-            .unwrap_or_else(|e| panic!("Verify as the inline role: {e}"));
+            .await;
             smoke_path(Arc::new(store)).await;
             runtime_pool.close().await;
         })

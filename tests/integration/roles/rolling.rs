@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use duroxide_postgres::{MigrationMode, SqlMode};
+use duroxide_postgres::SqlMode;
 
-use super::{owner_installs_and_grants, pool_as, provider, smoke_path, with_roles};
+use super::{owner_installs_and_grants, pool_as, smoke_path, verify_as, with_roles};
 use crate::support::with_schema;
 
 /// A build meeting a newer build's procedures runs inline SQL beside them,
@@ -29,14 +29,13 @@ async fn an_execute_only_role_of_the_previous_build_keeps_calling_the_newer_proc
                 ])
                 .await;
             let runtime_pool = pool_as(&role, 8).await;
-            let store = provider(
+            let store = verify_as(
                 &runtime_pool,
-                &schema.name,
+                &schema,
                 SqlMode::StoredProcedures,
-                MigrationMode::Verify,
+                "the runtime role",
             )
-            .await
-            .unwrap_or_else(|e| panic!("Verify as the runtime role: {e}"));
+            .await;
             assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
             let health = store.health().await;
             assert!(health.is_ready(), "{health:?}");

@@ -4,9 +4,12 @@
 //! migrations create included.
 
 use duroxide::providers::ProviderAdmin;
-use duroxide_postgres::{MigrationMode, SqlMode, tenants};
+use duroxide_postgres::{SqlMode, tenants};
 
-use super::{owner_installs_and_grants, pool_as, provider, schema_name, table_rights, with_roles};
+use super::tables::{
+    assert_only_the_inline_role_reaches, owner_installs_an_inline_and_a_procedures_role,
+};
+use super::{pool_as, schema_name, verify_as, with_roles};
 use crate::support::with_schema;
 
 /// A schema put back to before `0006_event_counts.sql` (which creates
@@ -20,15 +23,7 @@ async fn the_upgrade_script_extends_the_inline_roles_rights_to_the_tables_it_cre
     with_roles(2, |roles| async move {
         let (inline, procedures) = (roles[0].clone(), roles[1].clone());
         with_schema("roles_script_new_table", |schema| async move {
-            owner_installs_and_grants(&schema, &inline, SqlMode::InlineSql).await;
-            tenants::grant_runtime_role(
-                &schema.pool,
-                &schema_name(&schema),
-                &procedures,
-                SqlMode::StoredProcedures,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("grant {procedures}: {e}"));
+            owner_installs_an_inline_and_a_procedures_role(&schema, &inline, &procedures).await;
             schema
                 .run_all(&[
                     "DROP TABLE {{schema}}.events_without_execution",
@@ -47,31 +42,22 @@ async fn the_upgrade_script_extends_the_inline_roles_rights_to_the_tables_it_cre
                 .execute(&schema.pool)
                 .await
                 .unwrap_or_else(|e| panic!("the upgrade script: {e}"));
-            assert_eq!(
-                table_rights(&schema, "events_without_execution", &inline).await,
-                (true, true, true, true),
-                "the inline role's rights reach the new table"
-            );
-            assert_eq!(
-                table_rights(&schema, "events_without_execution", &procedures).await,
-                (false, false, false, false),
-                "a procedure-mode role gets no table"
-            );
-            assert_eq!(
-                table_rights(&schema, "events_without_execution", "public").await,
-                (false, false, false, false),
-                "PUBLIC gets nothing"
-            );
+            assert_only_the_inline_role_reaches(
+                &schema,
+                "events_without_execution",
+                &inline,
+                &procedures,
+            )
+            .await;
 
             let runtime_pool = pool_as(&inline, 4).await;
-            let store = provider(
+            let store = verify_as(
                 &runtime_pool,
-                &schema.name,
+                &schema,
                 SqlMode::InlineSql,
-                MigrationMode::Verify,
+                "the inline role",
             )
-            .await
-            .unwrap_or_else(|e| panic!("Verify as the inline role: {e}"));
+            .await;
             store
                 .get_system_metrics()
                 .await
