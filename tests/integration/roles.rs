@@ -123,16 +123,11 @@ async fn provider(
 }
 
 /// A provider started with `Verify` on `schema` in `mode` over `pool`,
-/// which connects as a runtime role; `who` names that role in a failure.
-async fn verify_as(
-    pool: &PgPool,
-    schema: &TestSchema,
-    mode: SqlMode,
-    who: &str,
-) -> PostgresProvider {
+/// which connects as a runtime role.
+async fn verify_as(pool: &PgPool, schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
     provider(pool, &schema.name, mode, MigrationMode::Verify)
         .await
-        .unwrap_or_else(|e| panic!("Verify as {who}: {e}"))
+        .unwrap_or_else(|e| panic!("Verify as the runtime role in {mode}: {e}"))
 }
 
 /// The SQLSTATE of running `sql` in a transaction on `pool` that is rolled
@@ -275,13 +270,7 @@ async fn execute_only_role_runs_the_smoke_path_with_verify() {
                     && message.contains("MigrationMode::Verify"),
                 "{message}"
             );
-            let store = verify_as(
-                &runtime_pool,
-                &schema,
-                SqlMode::StoredProcedures,
-                "the runtime role",
-            )
-            .await;
+            let store = verify_as(&runtime_pool, &schema, SqlMode::StoredProcedures).await;
             let health = store.health().await;
             assert!(health.is_ready(), "{health:?}");
             assert_eq!(
@@ -670,13 +659,7 @@ async fn an_upgrade_from_plain_names_keeps_the_runtime_roles_rights() {
                 (both, both, 0),
                 "{rights:?}"
             );
-            let store = verify_as(
-                &runtime_pool,
-                &schema,
-                SqlMode::StoredProcedures,
-                "the runtime role",
-            )
-            .await;
+            let store = verify_as(&runtime_pool, &schema, SqlMode::StoredProcedures).await;
             assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
             smoke_path(Arc::new(store)).await;
             let old: (i64, i64) =
@@ -742,13 +725,7 @@ async fn an_upgrade_that_creates_a_table_extends_the_inline_roles_rights_to_it()
                 "a role that only reads the instances gets no table"
             );
             let runtime_pool = pool_as(&inline, 8).await;
-            let store = verify_as(
-                &runtime_pool,
-                &schema,
-                SqlMode::InlineSql,
-                "the inline role",
-            )
-            .await;
+            let store = verify_as(&runtime_pool, &schema, SqlMode::InlineSql).await;
             smoke_path(Arc::new(store)).await;
             runtime_pool.close().await;
         })

@@ -29,13 +29,7 @@ async fn an_execute_only_role_of_the_previous_build_keeps_calling_the_newer_proc
                 ])
                 .await;
             let runtime_pool = pool_as(&role, 8).await;
-            let store = verify_as(
-                &runtime_pool,
-                &schema,
-                SqlMode::StoredProcedures,
-                "the runtime role",
-            )
-            .await;
+            let store = verify_as(&runtime_pool, &schema, SqlMode::StoredProcedures).await;
             assert_eq!(store.sql_mode(), SqlMode::StoredProcedures);
             let health = store.health().await;
             assert!(health.is_ready(), "{health:?}");

@@ -51,13 +51,7 @@ async fn the_upgrade_script_extends_the_inline_roles_rights_to_the_tables_it_cre
             .await;
 
             let runtime_pool = pool_as(&inline, 4).await;
-            let store = verify_as(
-                &runtime_pool,
-                &schema,
-                SqlMode::InlineSql,
-                "the inline role",
-            )
-            .await;
+            let store = verify_as(&runtime_pool, &schema, SqlMode::InlineSql).await;
             store
                 .get_system_metrics()
                 .await
