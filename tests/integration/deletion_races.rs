@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::{
-    InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions, TagFilter,
+    DeleteInstanceResult, InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions,
+    TagFilter,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -55,6 +56,45 @@ pub(crate) async fn started(provider: &PostgresProvider, instance: &str, next_tu
             .await
             .expect("enqueue a completion");
     }
+}
+
+/// Queues an activity of `instance` (scheduled by event 2) and fetches
+/// it: the token its completion is acked with.
+pub(crate) async fn fetched_activity(provider: &PostgresProvider, instance: &str) -> String {
+    provider
+        .enqueue_for_worker(activity(instance, 2))
+        .await
+        .expect("enqueue an activity");
+    let (_, token, _) = provider
+        .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .expect("fetch the activity")
+        .expect("the activity is ready");
+    token
+}
+
+/// A force delete of `ids`, started on a task of its own.
+pub(crate) fn spawn_force_delete(
+    provider: &Arc<PostgresProvider>,
+    ids: &[String],
+) -> JoinHandle<Result<DeleteInstanceResult, ProviderError>> {
+    let (provider, ids) = (provider.clone(), ids.to_vec());
+    tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
+}
+
+/// The ack of `instance`'s activity (fetched as `token`) with its
+/// completion, started on a task of its own.
+pub(crate) fn spawn_completion(
+    provider: &Arc<PostgresProvider>,
+    token: String,
+    instance: &str,
+) -> JoinHandle<Result<(), ProviderError>> {
+    let (provider, instance) = (provider.clone(), instance.to_string());
+    tokio::spawn(async move {
+        provider
+            .ack_work_item(&token, Some(completion(&instance, 2)))
+            .await
+    })
 }
 
 /// A transaction on its own connection holding row locks on the rows
@@ -165,11 +205,7 @@ async fn force_delete_racing_a_fetch_leaves_nothing_to_ack(mode: SqlMode) {
             })
         };
         await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = {
-            let provider = provider.clone();
-            let ids = vec![instance.clone()];
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
         await_waiters(&schema, 2, &[&delete]).await;
         helper.rollback().await.expect("let the fetch go");
 
@@ -218,15 +254,7 @@ async fn force_delete_racing_a_completion_leaves_no_message(mode: SqlMode) {
         let provider = Arc::new(schema.provider_in(mode).await);
         let instance = format!("working-{mode}");
         started(&provider, &instance, false).await;
-        provider
-            .enqueue_for_worker(activity(&instance, 2))
-            .await
-            .expect("enqueue an activity");
-        let (_, token, _) = provider
-            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
-            .await
-            .expect("fetch the activity")
-            .expect("the activity is ready");
+        let token = fetched_activity(&provider, &instance).await;
 
         // The completion stops at deleting the activity row, on this lock.
         let helper = hold_rows(
@@ -235,21 +263,9 @@ async fn force_delete_racing_a_completion_leaves_no_message(mode: SqlMode) {
             &instance,
         )
         .await;
-        let done = {
-            let provider = provider.clone();
-            let instance = instance.clone();
-            tokio::spawn(async move {
-                provider
-                    .ack_work_item(&token, Some(completion(&instance, 2)))
-                    .await
-            })
-        };
+        let done = spawn_completion(&provider, token, &instance);
         await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = {
-            let provider = provider.clone();
-            let ids = vec![instance.clone()];
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
         await_waiters(&schema, 2, &[&delete]).await;
         helper.rollback().await.expect("let the completion go");
 
@@ -318,11 +334,7 @@ async fn ack_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
             })
         };
         await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = {
-            let provider = provider.clone();
-            let ids = vec![instance.clone()];
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
         await_waiters(&schema, 2, &[&delete]).await;
         helper.rollback().await.expect("let the ack go");
 
@@ -406,11 +418,7 @@ async fn bulk_prune_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
             })
         };
         await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = {
-            let provider = provider.clone();
-            let ids = vec![a.clone(), b.clone()];
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, &[a.clone(), b.clone()]);
         await_waiters(&schema, 2, &[&delete]).await;
         helper.rollback().await.expect("let the prune go");
 
@@ -493,10 +501,7 @@ async fn bulk_delete_racing_a_delete_does_not_deadlock(mode: SqlMode) {
             })
         };
         await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = {
-            let provider = provider.clone();
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, &ids);
         await_waiters(&schema, 2, &[&delete]).await;
         helper.rollback().await.expect("let the bulk delete go");
 

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide::providers::{
-    ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, PruneOptions, TagFilter, WorkItem,
+    ExecutionMetadata, InstanceFilter, Provider, ProviderAdmin, ProviderError, PruneOptions,
+    WorkItem,
 };
-use duroxide_postgres::{PostgresProvider, SqlMode};
+use duroxide_postgres::SqlMode;
 
-use crate::deletion_races::{LEASE, await_waiters, hold_rows, rows_left, started};
-use crate::fixtures::{ORCHESTRATION, activity, completion, event, metadata, start};
+use crate::deletion_races::{
+    LEASE, await_waiters, fetched_activity, hold_rows, rows_left, spawn_completion,
+    spawn_force_delete, started,
+};
+use crate::fixtures::{ORCHESTRATION, completion, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, with_schema};
 
 /// The `ContinueAsNew` a turn of `instance` queues to end its execution.
@@ -336,18 +340,22 @@ async fn uncounted_history_deleted_leaves_the_metrics_readable(mode: SqlMode) {
 
 in_both_modes!(uncounted_history_deleted_leaves_the_metrics_readable: uncounted_history_deleted_leaves_the_metrics_readable_procedures, uncounted_history_deleted_leaves_the_metrics_readable_inline);
 
-/// Fetches `instance`'s activity, queued with scheduling event 2.
-async fn fetched_activity(provider: &PostgresProvider, instance: &str) -> String {
-    provider
-        .enqueue_for_worker(activity(instance, 2))
-        .await
-        .expect("enqueue an activity");
-    let (_, token, _) = provider
-        .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
-        .await
-        .expect("fetch the activity")
-        .expect("the activity is ready");
-    token
+/// Asserts that the ack of `instance`'s completion, arriving once a force
+/// delete took the instance, failed (`acked`) and left no row behind.
+async fn assert_the_late_ack_left_nothing(
+    schema: &TestSchema,
+    instance: &str,
+    mode: SqlMode,
+    acked: Result<(), ProviderError>,
+) {
+    let left = rows_left(&schema.pool, schema, instance).await;
+    assert!(
+        acked
+            .as_ref()
+            .is_err_and(|e| e.message.contains("work item not found")),
+        "{mode}: the ack: {acked:?}; rows left: {left:?}"
+    );
+    assert!(left.is_empty(), "{mode}: rows left after the ack: {left:?}");
 }
 
 /// A worker's completion arriving after its instance was force-deleted:
@@ -368,14 +376,7 @@ async fn an_ack_after_a_force_delete_leaves_nothing(mode: SqlMode) {
         let acked = provider
             .ack_work_item(&token, Some(completion(&instance, 2)))
             .await;
-        let left = rows_left(&schema.pool, &schema, &instance).await;
-        assert!(
-            acked
-                .as_ref()
-                .is_err_and(|e| e.message.contains("work item not found")),
-            "{mode}: the ack: {acked:?}; rows left: {left:?}"
-        );
-        assert!(left.is_empty(), "{mode}: rows left after the ack: {left:?}");
+        assert_the_late_ack_left_nothing(&schema, &instance, mode, acked).await;
     })
     .await;
 }
@@ -401,21 +402,9 @@ async fn an_ack_waiting_for_a_force_delete_leaves_nothing(mode: SqlMode) {
             &instance,
         )
         .await;
-        let delete = {
-            let provider = provider.clone();
-            let ids = vec![instance.clone()];
-            tokio::spawn(async move { provider.delete_instances_atomic(&ids, true).await })
-        };
+        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
         await_waiters(&schema, 1, &[&delete]).await;
-        let ack = {
-            let provider = provider.clone();
-            let instance = instance.clone();
-            tokio::spawn(async move {
-                provider
-                    .ack_work_item(&token, Some(completion(&instance, 2)))
-                    .await
-            })
-        };
+        let ack = spawn_completion(&provider, token, &instance);
         await_waiters(&schema, 2, &[&ack]).await;
         helper.rollback().await.expect("let the delete go");
 
@@ -424,14 +413,7 @@ async fn an_ack_waiting_for_a_force_delete_leaves_nothing(mode: SqlMode) {
             .expect("delete task")
             .expect("the force delete, first in line, commits");
         let acked = ack.await.expect("ack task");
-        let left = rows_left(&schema.pool, &schema, &instance).await;
-        assert!(
-            acked
-                .as_ref()
-                .is_err_and(|e| e.message.contains("work item not found")),
-            "{mode}: the ack: {acked:?}; rows left: {left:?}"
-        );
-        assert!(left.is_empty(), "{mode}: rows left after the ack: {left:?}");
+        assert_the_late_ack_left_nothing(&schema, &instance, mode, acked).await;
     })
     .await;
 }
