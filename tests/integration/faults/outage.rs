@@ -167,6 +167,26 @@ async fn acks_during_an_outage(mode: SqlMode) {
     .await;
 }
 
+/// A provider on `db` holding leases while the database turns read-only
+/// (its sessions terminated, so that new ones take the setting up), with
+/// its two acks sent meanwhile and still waiting a second later; the
+/// database is writable again when this returns, the sessions opened while
+/// it was read-only still alive.
+async fn acks_sent_while_read_only(db: &super::FaultDb, mode: SqlMode) -> (PostgresProvider, Acks) {
+    let (provider, orch_token, work_token) = leases_held(db, mode).await;
+    db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
+        .await;
+    db.terminate_backends().await;
+    let acks = still_waiting_after_an_outage(
+        acks(&provider, orch_token, work_token),
+        &format!("{mode}: read-only"),
+    )
+    .await;
+    db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
+        .await;
+    (provider, acks)
+}
+
 /// The database turns read-only with leases held (as when the server is
 /// demoted to a standby, or `default_transaction_read_only` is set for a
 /// while; sessions take the setting up when they start, so they are
@@ -176,17 +196,7 @@ async fn acks_during_an_outage(mode: SqlMode) {
 /// orchestration with an infrastructure error.
 async fn acks_while_read_only(mode: SqlMode) {
     with_fault_db(&format!("ro_acks_{mode}"), |db| async move {
-        let (provider, orch_token, work_token) = leases_held(&db, mode).await;
-        db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
-            .await;
-        db.terminate_backends().await;
-        let acks = still_waiting_after_an_outage(
-            acks(&provider, orch_token, work_token),
-            &format!("{mode}: read-only"),
-        )
-        .await;
-        db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
-            .await;
+        let (provider, acks) = acks_sent_while_read_only(&db, mode).await;
         db.terminate_backends().await;
         assert_acks_committed(&provider, mode, acks).await;
     })
@@ -202,17 +212,7 @@ async fn acks_while_read_only(mode: SqlMode) {
 /// 25006 until the pool's connections aged out.
 async fn acks_after_read_only_sessions(mode: SqlMode) {
     with_fault_db(&format!("ro_live_{mode}"), |db| async move {
-        let (provider, orch_token, work_token) = leases_held(&db, mode).await;
-        db.admin("ALTER DATABASE {{db}} SET default_transaction_read_only = on")
-            .await;
-        db.terminate_backends().await;
-        let acks = still_waiting_after_an_outage(
-            acks(&provider, orch_token, work_token),
-            &format!("{mode}: read-only"),
-        )
-        .await;
-        db.admin("ALTER DATABASE {{db}} RESET default_transaction_read_only")
-            .await;
+        let (provider, acks) = acks_sent_while_read_only(&db, mode).await;
         assert_acks_committed(&provider, mode, acks).await;
     })
     .await;
