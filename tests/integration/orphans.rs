@@ -44,6 +44,34 @@ async fn fetch_now(
         .expect("fetch")
 }
 
+/// Queues `n` copies of `orphan` (a message of `item_kind` `kind` for
+/// instance `ghost`) for the instances `ghost-1` to `ghost-n`, none of
+/// which started, then the start of instance `first` behind them. The
+/// orphans are written behind the provider's back: thousands of enqueues
+/// one by one would be the slow part of a test.
+async fn orphans_ahead_of_a_start(
+    schema: &TestSchema,
+    p: &PostgresProvider,
+    kind: &str,
+    orphan: &WorkItem,
+    n: usize,
+) {
+    sqlx::query(schema.statement(
+        "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
+         SELECT 'ghost-' || g, $2, replace($1, 'ghost', 'ghost-' || g), 0, 0 \
+           FROM generate_series(1, $3) g",
+    ))
+    .bind(json(orphan))
+    .bind(kind)
+    .bind(i32::try_from(n).expect("count"))
+    .execute(&schema.pool)
+    .await
+    .expect("insert orphans");
+    p.enqueue_for_orchestrator(start("first"), None)
+        .await
+        .expect("enqueue");
+}
+
 in_both_modes!(events_for_unknown_ids_do_not_stall_the_queue:
     events_for_unknown_ids_do_not_stall_the_queue_procedures,
     events_for_unknown_ids_do_not_stall_the_queue_inline);
@@ -106,20 +134,7 @@ in_both_modes!(ten_thousand_orphans_stay_out_of_the_way:
 async fn ten_thousand_orphans_stay_out_of_the_way(mode: SqlMode) {
     with_schema("orphan_flood", |schema| async move {
         let p = provider(&schema, mode, Duration::from_secs(3600)).await;
-        // Written behind the provider's back: 10,000 enqueues one by one
-        // would be the slow part of this test.
-        sqlx::query(schema.statement(
-            "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
-             SELECT 'ghost-' || g, 'ExternalRaised', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
-               FROM generate_series(1, 10000) g",
-        ))
-        .bind(json(&raised("ghost")))
-        .execute(&schema.pool)
-        .await
-        .expect("insert orphans");
-        p.enqueue_for_orchestrator(start("first"), None)
-            .await
-            .expect("enqueue");
+        orphans_ahead_of_a_start(&schema, &p, "ExternalRaised", &raised("ghost"), 10_000).await;
 
         // Fetches work through the orphans ahead of the start, each parking
         // at most its 16 candidates (inline mode sends each candidate's
@@ -338,20 +353,7 @@ async fn queued_events_for_unknown_ids_do_not_stall_the_queue(mode: SqlMode) {
     with_schema("orphan_queued_flood", |schema| async move {
         const ORPHANS: usize = 2_000;
         let p = provider(&schema, mode, Duration::from_secs(3600)).await;
-        // Written behind the provider's back, as in the flood above.
-        sqlx::query(schema.statement(
-            "INSERT INTO {{schema}}.orchestrator_queue (instance_id, item_kind, work_item, visible_at_ms, created_at_ms) \
-             SELECT 'ghost-' || g, 'QueueMessage', replace($1, 'ghost', 'ghost-' || g), 0, 0 \
-               FROM generate_series(1, $2) g",
-        ))
-        .bind(json(&queued("ghost", "x")))
-        .bind(i32::try_from(ORPHANS).expect("count"))
-        .execute(&schema.pool)
-        .await
-        .expect("insert orphans");
-        p.enqueue_for_orchestrator(start("first"), None)
-            .await
-            .expect("enqueue");
+        orphans_ahead_of_a_start(&schema, &p, "QueueMessage", &queued("ghost", "x"), ORPHANS).await;
 
         let _slot = Slot::acquire(Kind::Runtime);
         let mut calls = 0;
