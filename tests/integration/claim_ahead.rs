@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
-use duroxide::providers::{Provider, SessionFetchConfig, TagFilter, WorkItem};
+use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::Row;
 
 use crate::fixtures;
+use crate::sessions::{fetch_in_session, hold_session_row};
 use crate::support::{self, TestSchema, in_both_modes, with_schema};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -253,17 +254,7 @@ async fn only_the_fetching_tasks_ack_of_a_sessionless_item_claims(mode: SqlMode)
         enqueue(&provider, 1).await;
         let p = provider.clone();
         tokio::spawn(async move {
-            let config = SessionFetchConfig {
-                owner_id: "w1".into(),
-                lock_timeout: LEASE,
-            };
-            let (item, token, _) = p
-                .fetch_work_item(
-                    LEASE,
-                    Duration::ZERO,
-                    Some(&config),
-                    &TagFilter::DefaultOnly,
-                )
+            let (item, token, _) = fetch_in_session(&p, "w1", LEASE, Duration::ZERO)
                 .await
                 .expect("fetch")
                 .expect("the session's activity");
@@ -441,36 +432,26 @@ async fn an_acks_claim_takes_no_session(mode: SqlMode) {
         .execute(&schema.pool)
         .await
         .expect("an expired session");
-        let mut holder = schema.pool.begin().await.expect("begin");
-        sqlx::query(schema.statement(
-            "SELECT 1 FROM {{schema}}.sessions WHERE session_id = 's1' FOR UPDATE",
-        ))
-        .execute(&mut *holder)
-        .await
-        .expect("hold the session's row");
+        let holder = hold_session_row(&schema, "s1").await;
 
-        let config = SessionFetchConfig {
-            owner_id: "w1".into(),
-            lock_timeout: LEASE,
-        };
         let p = provider.clone();
         let (acked_tx, acked) = tokio::sync::oneshot::channel();
         let (go, wait) = tokio::sync::oneshot::channel::<()>();
         let dispatcher = tokio::spawn(async move {
-            let fetch = |p: PostgresProvider, config: SessionFetchConfig| async move {
-                p.fetch_work_item(LEASE, Duration::ZERO, Some(&config), &TagFilter::DefaultOnly)
+            let fetch = |p: PostgresProvider| async move {
+                fetch_in_session(&p, "w1", LEASE, Duration::ZERO)
                     .await
                     .expect("fetch")
                     .map(|(item, token, _)| (activity_id(&item), token))
             };
-            let (first, token) = fetch(p.clone(), config.clone()).await.expect("the oldest");
+            let (first, token) = fetch(p.clone()).await.expect("the oldest");
             assert_eq!(first, 2);
             let ack = tokio::time::timeout(Duration::from_secs(10), p.ack_work_item(&token, None))
                 .await;
             acked_tx.send(ack.map(|r| r.is_ok())).expect("report");
             wait.await.expect("go");
-            let (second, _) = fetch(p.clone(), config.clone()).await.expect("the next");
-            let (third, _) = fetch(p, config).await.expect("the session's");
+            let (second, _) = fetch(p.clone()).await.expect("the next");
+            let (third, _) = fetch(p).await.expect("the session's");
             (second, third)
         });
         let acked = acked.await.expect("the ack's outcome");
@@ -608,19 +589,14 @@ async fn a_claim_without_sessions_does_not_quiet_the_long_poll(mode: SqlMode) {
         let skipped_before = skips();
         let p = provider.clone();
         let next = tokio::spawn(async move {
-            let config = SessionFetchConfig {
-                owner_id: "w1".into(),
-                lock_timeout: LEASE,
-            };
             let poll = Duration::from_secs(60);
-            let (first, token, _) = p
-                .fetch_work_item(LEASE, poll, Some(&config), &TagFilter::DefaultOnly)
+            let (first, token, _) = fetch_in_session(&p, "w1", LEASE, poll)
                 .await
                 .expect("fetch")
                 .expect("the oldest");
             assert_eq!(activity_id(&first), 2);
             p.ack_work_item(&token, None).await.expect("ack");
-            p.fetch_work_item(LEASE, poll, Some(&config), &TagFilter::DefaultOnly)
+            fetch_in_session(&p, "w1", LEASE, poll)
                 .await
                 .expect("fetch")
                 .map(|(item, ..)| activity_id(&item))

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use duroxide::providers::{Provider, SessionFetchConfig, TagFilter, WorkItem};
+use duroxide::providers::{Provider, ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresProvider, SqlMode};
+use sqlx::{Postgres, Transaction};
 
 use crate::deletion_races::await_waiters;
 use crate::support::{TestSchema, eventually, in_both_modes, with_schema};
@@ -16,26 +17,51 @@ fn in_session(id: u64, session: &str) -> WorkItem {
     crate::fixtures::session_activity("i1", id, session)
 }
 
+/// One fetch of an untagged activity by session owner `owner`, waiting up
+/// to `poll` for one; `lease` is how long the item and its session are
+/// held.
+pub(crate) async fn fetch_in_session(
+    provider: &PostgresProvider,
+    owner: &str,
+    lease: Duration,
+    poll: Duration,
+) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+    let config = SessionFetchConfig {
+        owner_id: owner.into(),
+        lock_timeout: lease,
+    };
+    provider
+        .fetch_work_item(lease, poll, Some(&config), &TagFilter::DefaultOnly)
+        .await
+}
+
 /// One fetch by session owner `owner` (no long poll): the claimed
 /// activity's id, or the error's text.
 async fn fetch_as(provider: PostgresProvider, owner: &'static str) -> Result<Option<u64>, String> {
-    let config = SessionFetchConfig {
-        owner_id: owner.into(),
-        lock_timeout: LEASE,
-    };
-    let fetched = provider
-        .fetch_work_item(
-            LEASE,
-            Duration::ZERO,
-            Some(&config),
-            &TagFilter::DefaultOnly,
-        )
+    let fetched = fetch_in_session(&provider, owner, LEASE, Duration::ZERO)
         .await
         .map_err(|e| e.to_string())?;
     Ok(fetched.map(|(item, _, _)| match item {
         WorkItem::ActivityExecute { id, .. } => id,
         other => panic!("not an activity: {other:?}"),
     }))
+}
+
+/// A transaction on a connection of its own holding the row of session
+/// `session` locked, as a fetch taking the session or a renewal does.
+pub(crate) async fn hold_session_row<'a>(
+    schema: &'a TestSchema,
+    session: &str,
+) -> Transaction<'a, Postgres> {
+    let mut holder = schema.pool.begin().await.expect("begin");
+    sqlx::query(
+        schema.statement("SELECT 1 FROM {{schema}}.sessions WHERE session_id = $1 FOR UPDATE"),
+    )
+    .bind(session)
+    .execute(&mut *holder)
+    .await
+    .unwrap_or_else(|e| panic!("hold the row of session {session}: {e}"));
+    holder
 }
 
 /// Backends waiting for a lock in a statement of this schema.
@@ -141,23 +167,13 @@ async fn a_held_session_row_is_passed_over_and_looked_at_again(mode: SqlMode) {
             .run_all(&["INSERT INTO {{schema}}.sessions (session_id, owner_id, locked_until_ms, last_activity_at_ms) \
                         VALUES ('s1', 'A', (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 600000, 0)"])
             .await;
-        let mut holder = schema.pool.begin().await.expect("begin");
-        sqlx::query(schema.statement(
-            "SELECT 1 FROM {{schema}}.sessions WHERE session_id = 's1' FOR UPDATE",
-        ))
-        .execute(&mut *holder)
-        .await
-        .expect("hold the session's row");
+        let holder = hold_session_row(&schema, "s1").await;
 
         let queries = || provider.notification_stats().map_or(0, |s| s.queries);
         let before = queries();
         let p = provider.clone();
         let fetch = tokio::spawn(async move {
-            let config = SessionFetchConfig {
-                owner_id: "A".into(),
-                lock_timeout: LEASE,
-            };
-            p.fetch_work_item(LEASE, Duration::from_secs(60), Some(&config), &TagFilter::DefaultOnly)
+            fetch_in_session(&p, "A", LEASE, Duration::from_secs(60))
                 .await
                 .map(|f| f.map(|(_, token, _)| token))
         });
@@ -197,13 +213,7 @@ async fn the_sweep_passes_over_a_held_session_row(mode: SqlMode) {
                  VALUES ('held', 'gone', 0, 0), ('free', 'gone', 0, 0)",
             ])
             .await;
-        let mut holder = schema.pool.begin().await.expect("begin");
-        sqlx::query(schema.statement(
-            "SELECT 1 FROM {{schema}}.sessions WHERE session_id = 'held' FOR UPDATE",
-        ))
-        .execute(&mut *holder)
-        .await
-        .expect("hold a session's row");
+        let holder = hold_session_row(&schema, "held").await;
         let swept = tokio::time::timeout(
             Duration::from_secs(10),
             provider.cleanup_orphaned_sessions(Duration::from_secs(300)),
