@@ -7,7 +7,7 @@ use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
-use crate::fixtures::{claim_and_ack_turn, event, metadata, start};
+use crate::fixtures::{ack_first_turn, claim_and_ack_turn, start};
 use crate::support::{
     TestSchema, affine_provider, eventually, hold_table, in_both_modes, pool,
     provider_with_options, release_table, until_a_backend_waits_for, with_schema, with_schemas,
@@ -123,19 +123,7 @@ async fn stuck_neighbour(mode: SqlMode, k: u32) {
             }
 
             // A's turn commits within its lease, and A claims new work.
-            let ack = tokio::time::timeout(
-                LEASE,
-                pa.ack_orchestration_item(
-                    &token,
-                    1,
-                    vec![event("a1", 1)],
-                    vec![],
-                    vec![],
-                    metadata(),
-                    vec![],
-                ),
-            )
-            .await;
+            let ack = tokio::time::timeout(LEASE, ack_first_turn(&pa, &token, "a1")).await;
             assert!(
                 matches!(ack, Ok(Ok(()))),
                 "{mode}: A's ack behind B's fetches: {ack:?}"
@@ -292,17 +280,7 @@ async fn an_ack_after_the_lease_ran_out_is_counted(mode: SqlMode) {
             assert!(Instant::now() < deadline, "{mode}: the lease never ran out");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let ack = p
-            .ack_orchestration_item(
-                &token,
-                1,
-                vec![event("e1", 1)],
-                vec![],
-                vec![],
-                metadata(),
-                vec![],
-            )
-            .await;
+        let ack = ack_first_turn(&p, &token, "e1").await;
         assert!(ack.is_err(), "{mode}: ack after expiry: {ack:?}");
         let stats = p.admission_stats();
         assert_eq!(stats.lease_expiries, 1, "{mode}: {stats:?}");
@@ -391,19 +369,7 @@ async fn a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches(mod
         .await;
 
         let began = Instant::now();
-        let ack = tokio::time::timeout(
-            LEASE,
-            first.ack_orchestration_item(
-                &token,
-                1,
-                vec![event("a1", 1)],
-                vec![],
-                vec![],
-                metadata(),
-                vec![],
-            ),
-        )
-        .await;
+        let ack = tokio::time::timeout(LEASE, ack_first_turn(first, &token, "a1")).await;
         let took = began.elapsed();
         assert!(
             matches!(ack, Ok(Ok(()))),

@@ -137,17 +137,28 @@ pub async fn claim_and_ack_turn<P: duroxide::providers::Provider + ?Sized>(
         .await
         .expect("fetch")
         .expect("a turn to claim");
+    ack_first_turn(provider, &token, &item.instance)
+        .await
+        .expect("ack");
+    item.instance
+}
+
+/// Acks `instance`'s first turn, leased as `token`: its one history event
+/// (`OrchestrationStarted`), nothing sent, the instance created.
+pub async fn ack_first_turn<P: duroxide::providers::Provider + ?Sized>(
+    provider: &P,
+    token: &str,
+    instance: &str,
+) -> Result<(), duroxide::providers::ProviderError> {
     provider
         .ack_orchestration_item(
-            &token,
+            token,
             1,
-            vec![event(&item.instance, 1)],
+            vec![event(instance, 1)],
             vec![],
             vec![],
             metadata(),
             vec![],
         )
         .await
-        .expect("ack");
-    item.instance
 }
