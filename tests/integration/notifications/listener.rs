@@ -118,6 +118,20 @@ fn signal(pid: i32, signal: &str) -> bool {
 /// Resumes a stopped backend however the test ends.
 struct Resume(i32);
 
+impl Resume {
+    /// Stops backend `pid` (SIGSTOP) until the guard returned is dropped;
+    /// `None`, with a note that the test is skipped, when this process may
+    /// not signal the server's processes.
+    fn after_stopping(pid: i32) -> Option<Resume> {
+        if signal(pid, "STOP") {
+            Some(Resume(pid))
+        } else {
+            eprintln!("note: cannot signal the server's processes; skipped");
+            None
+        }
+    }
+}
+
 impl Drop for Resume {
     fn drop(&mut self) {
         signal(self.0, "CONT");
@@ -152,11 +166,9 @@ async fn a_listener_that_stops_answering_is_replaced() {
             "no reconnect while the server answers"
         );
         assert_eq!(listeners(&pool, &app).await, pids, "the same backend");
-        if !signal(pids[0], "STOP") {
-            eprintln!("note: cannot signal the server's processes; skipped");
+        let Some(resume) = Resume::after_stopping(pids[0]) else {
             return;
-        }
-        let resume = Resume(pids[0]);
+        };
         eventually("a new listening connection", || async {
             p.notification_stats()
                 .is_some_and(|s| s.connected && s.connections > connections)
@@ -210,11 +222,9 @@ async fn a_dedicated_listener_that_stops_answering_is_replaced() {
         let pids = listeners(&pool, &app).await;
         assert_eq!(pids.len(), 1, "one listener");
         let connections = p.notification_stats().unwrap_or_default().connections;
-        if !signal(pids[0], "STOP") {
-            eprintln!("note: cannot signal the server's processes; skipped");
+        let Some(resume) = Resume::after_stopping(pids[0]) else {
             return;
-        }
-        let resume = Resume(pids[0]);
+        };
         eventually("a new listening connection", || async {
             p.notification_stats()
                 .is_some_and(|s| s.connected && s.subscribed && s.connections > connections)
