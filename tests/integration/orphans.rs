@@ -35,6 +35,14 @@ fn raised(instance: &str) -> WorkItem {
     }
 }
 
+/// Enqueues `item` for the orchestrator.
+async fn enqueue(p: &PostgresProvider, item: WorkItem) {
+    let what = format!("{item:?}");
+    p.enqueue_for_orchestrator(item, None)
+        .await
+        .unwrap_or_else(|e| panic!("enqueue {what}: {e}"));
+}
+
 /// One fetch that returns at once.
 async fn fetch_now(
     p: &PostgresProvider,
@@ -67,9 +75,7 @@ async fn orphans_ahead_of_a_start(
     .execute(&schema.pool)
     .await
     .expect("insert orphans");
-    p.enqueue_for_orchestrator(start("first"), None)
-        .await
-        .expect("enqueue");
+    enqueue(p, start("first")).await;
 }
 
 in_both_modes!(events_for_unknown_ids_do_not_stall_the_queue:
@@ -167,9 +173,7 @@ async fn ten_thousand_orphans_stay_out_of_the_way(mode: SqlMode) {
 
         // Parked, they are not met again: the next start is the first
         // candidate of a single fetch.
-        p.enqueue_for_orchestrator(start("second"), None)
-            .await
-            .expect("enqueue");
+        enqueue(&p, start("second")).await;
         let mut claimed = Vec::new();
         while let Some((item, token, _)) = fetch_now(&p).await {
             claimed.push(item.instance.clone());
@@ -198,18 +202,14 @@ in_both_modes!(an_event_raised_before_its_start_is_delivered_with_it:
 async fn an_event_raised_before_its_start_is_delivered_with_it(mode: SqlMode) {
     with_schema("orphan_early", |schema| async move {
         let p = provider(&schema, mode, Duration::from_secs(3600)).await;
-        p.enqueue_for_orchestrator(raised("early"), None)
-            .await
-            .expect("raise");
+        enqueue(&p, raised("early")).await;
         assert!(fetch_now(&p).await.is_none(), "nothing can run yet");
         let orphans = p.orphaned_instances(10).await.expect("orphans");
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].instance_id, "early");
         assert_eq!(orphans[0].messages, 1);
 
-        p.enqueue_for_orchestrator(start("early"), None)
-            .await
-            .expect("start");
+        enqueue(&p, start("early")).await;
         let (item, token, attempts) = fetch_now(&p).await.expect("the start is claimed");
         assert_eq!(attempts, 1, "parking does not count as an attempt");
         assert_eq!(item.messages.len(), 2, "{:?}", item.messages);
@@ -238,10 +238,7 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
     with_schema("orphan_retention", |schema| async move {
         // Zero retention: dropped when first found.
         let eager = provider(&schema, mode, Duration::ZERO).await;
-        eager
-            .enqueue_for_orchestrator(raised("gone-now"), None)
-            .await
-            .expect("raise");
+        enqueue(&eager, raised("gone-now")).await;
         assert!(fetch_now(&eager).await.is_none());
         assert_eq!(
             eager
@@ -253,9 +250,7 @@ async fn orphans_are_dropped_when_their_retention_ends(mode: SqlMode) {
         );
 
         let p = provider(&schema, mode, Duration::from_millis(300)).await;
-        p.enqueue_for_orchestrator(raised("gone-later"), None)
-            .await
-            .expect("raise");
+        enqueue(&p, raised("gone-later")).await;
         assert!(fetch_now(&p).await.is_none());
         let orphans = p.orphaned_instances(10).await.expect("orphans");
         assert_eq!(orphans.len(), 1);
@@ -297,16 +292,12 @@ in_both_modes!(an_event_queued_while_the_start_is_held_back_is_delivered_with_it
 async fn an_event_queued_while_the_start_is_held_back_is_delivered_with_it(mode: SqlMode) {
     with_schema("orphan_held_start", |schema| async move {
         let p = provider(&schema, mode, Duration::from_secs(3600)).await;
-        p.enqueue_for_orchestrator(start("held"), None)
-            .await
-            .expect("start");
+        enqueue(&p, start("held")).await;
         let (_, token, _) = fetch_now(&p).await.expect("the start is claimed");
         p.abandon_orchestration_item(&token, Some(Duration::from_secs(60)), false)
             .await
             .expect("abandon with a delay");
-        p.enqueue_for_orchestrator(queued("held", "v1"), None)
-            .await
-            .expect("enqueue_event");
+        enqueue(&p, queued("held", "v1")).await;
 
         assert!(fetch_now(&p).await.is_none(), "{mode}: the start is held back");
         let kinds: Vec<String> = sqlx::query_scalar(schema.statement(
