@@ -18,7 +18,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
 
-use crate::fixtures::{activity, completion, event, metadata, start};
+use crate::fixtures::{ack_first_turn, activity, completion, event, metadata, start};
 use crate::support::{Kind, ScratchDatabase, Slot, TestSchema, in_both_modes, with_schema};
 
 pub(crate) const LEASE: Duration = Duration::from_secs(30);
@@ -38,16 +38,7 @@ pub(crate) async fn started(provider: &PostgresProvider, instance: &str, next_tu
         .expect("fetch the start")
         .expect("the start is ready");
     assert_eq!(item.instance, instance);
-    provider
-        .ack_orchestration_item(
-            &token,
-            1,
-            vec![event(instance, 1)],
-            vec![],
-            vec![],
-            metadata(),
-            vec![],
-        )
+    ack_first_turn(provider, &token, instance)
         .await
         .expect("ack the first turn");
     if next_turn {
@@ -170,6 +161,45 @@ pub(crate) async fn rows_left(
     left
 }
 
+/// Asserts that no row is left of any of `instances`.
+pub(crate) async fn assert_nothing_left(schema: &TestSchema, mode: SqlMode, instances: &[&String]) {
+    for instance in instances {
+        let left = rows_left(&schema.pool, schema, instance).await;
+        assert!(left.is_empty(), "{mode}: rows left of {instance}: {left:?}");
+    }
+}
+
+/// The second call of a race: once the first call, stopped on `helper`'s
+/// locks, waits, a force delete of `ids` starts and is seen waiting too
+/// (or done: a delete that needed no lock); then `helper` lets the first
+/// call go. The delete's task.
+async fn force_delete_queued_behind(
+    schema: &TestSchema,
+    provider: &Arc<PostgresProvider>,
+    ids: &[String],
+    helper: Transaction<'_, Postgres>,
+) -> JoinHandle<Result<DeleteInstanceResult, ProviderError>> {
+    await_waiters::<()>(schema, 1, &[]).await;
+    let delete = spawn_force_delete(provider, ids);
+    await_waiters(schema, 2, &[&delete]).await;
+    helper.rollback().await.expect("let the first call go");
+    delete
+}
+
+/// Asserts that neither the `first` call of a race (which ended as
+/// `outcome`) nor the force delete behind it failed with a deadlock.
+fn assert_no_deadlock<A: std::fmt::Debug, B: std::fmt::Debug>(
+    mode: SqlMode,
+    first: &str,
+    outcome: &Result<A, ProviderError>,
+    deleted: &Result<B, ProviderError>,
+) {
+    assert!(
+        !matches!((outcome, deleted), (Err(e), _) | (_, Err(e)) if is_deadlock(e)),
+        "{mode}: {first} {outcome:?}, delete {deleted:?}"
+    );
+}
+
 /// What a call of the stress test was, and how it ended.
 type Outcome = (&'static str, Result<(), ProviderError>);
 
@@ -204,10 +234,9 @@ async fn force_delete_racing_a_fetch_leaves_nothing_to_ack(mode: SqlMode) {
                     .await
             })
         };
-        await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
-        await_waiters(&schema, 2, &[&delete]).await;
-        helper.rollback().await.expect("let the fetch go");
+        let delete =
+            force_delete_queued_behind(&schema, &provider, std::slice::from_ref(&instance), helper)
+                .await;
 
         let (item, token, _) = fetch
             .await
@@ -264,10 +293,9 @@ async fn force_delete_racing_a_completion_leaves_no_message(mode: SqlMode) {
         )
         .await;
         let done = spawn_completion(&provider, token, &instance);
-        await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
-        await_waiters(&schema, 2, &[&delete]).await;
-        helper.rollback().await.expect("let the completion go");
+        let delete =
+            force_delete_queued_behind(&schema, &provider, std::slice::from_ref(&instance), helper)
+                .await;
 
         done.await
             .expect("completion task")
@@ -333,17 +361,13 @@ async fn ack_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
                     .await
             })
         };
-        await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = spawn_force_delete(&provider, std::slice::from_ref(&instance));
-        await_waiters(&schema, 2, &[&delete]).await;
-        helper.rollback().await.expect("let the ack go");
+        let delete =
+            force_delete_queued_behind(&schema, &provider, std::slice::from_ref(&instance), helper)
+                .await;
 
         let acked = ack.await.expect("ack task");
         let deleted = delete.await.expect("delete task");
-        assert!(
-            !matches!((&acked, &deleted), (Err(e), _) | (_, Err(e)) if is_deadlock(e)),
-            "{mode}: ack {acked:?}, delete {deleted:?}"
-        );
+        assert_no_deadlock(mode, "ack", &acked, &deleted);
         acked.expect("the ack, first in line, commits");
         assert_eq!(deleted.expect("the delete").instances_deleted, 1);
         let left = rows_left(&schema.pool, &schema, &instance).await;
@@ -417,23 +441,15 @@ async fn bulk_prune_racing_a_force_delete_does_not_deadlock(mode: SqlMode) {
                     .await
             })
         };
-        await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = spawn_force_delete(&provider, &[a.clone(), b.clone()]);
-        await_waiters(&schema, 2, &[&delete]).await;
-        helper.rollback().await.expect("let the prune go");
+        let ids = [a.clone(), b.clone()];
+        let delete = force_delete_queued_behind(&schema, &provider, &ids, helper).await;
 
         let pruned = prune.await.expect("prune task");
         let deleted = delete.await.expect("delete task");
-        assert!(
-            !matches!((&pruned, &deleted), (Err(e), _) | (_, Err(e)) if is_deadlock(e)),
-            "{mode}: prune {pruned:?}, delete {deleted:?}"
-        );
+        assert_no_deadlock(mode, "prune", &pruned, &deleted);
         assert_eq!(pruned.expect("the prune").executions_deleted, 2);
         assert_eq!(deleted.expect("the delete").instances_deleted, 2);
-        for instance in [&a, &b] {
-            let left = rows_left(&schema.pool, &schema, instance).await;
-            assert!(left.is_empty(), "{mode}: rows left of {instance}: {left:?}");
-        }
+        assert_nothing_left(&schema, mode, &[&a, &b]).await;
     })
     .await;
 }
@@ -500,23 +516,14 @@ async fn bulk_delete_racing_a_delete_does_not_deadlock(mode: SqlMode) {
                     .await
             })
         };
-        await_waiters::<()>(&schema, 1, &[]).await;
-        let delete = spawn_force_delete(&provider, &ids);
-        await_waiters(&schema, 2, &[&delete]).await;
-        helper.rollback().await.expect("let the bulk delete go");
+        let delete = force_delete_queued_behind(&schema, &provider, &ids, helper).await;
 
         let bulked = bulk.await.expect("bulk task");
         let deleted = delete.await.expect("delete task");
-        assert!(
-            !matches!((&bulked, &deleted), (Err(e), _) | (_, Err(e)) if is_deadlock(e)),
-            "{mode}: bulk {bulked:?}, delete {deleted:?}"
-        );
+        assert_no_deadlock(mode, "bulk", &bulked, &deleted);
         assert_eq!(bulked.expect("the bulk delete").instances_deleted, 2);
         deleted.expect("the delete");
-        for instance in [&first, &second] {
-            let left = rows_left(&schema.pool, &schema, instance).await;
-            assert!(left.is_empty(), "{mode}: rows left of {instance}: {left:?}");
-        }
+        assert_nothing_left(&schema, mode, &[&first, &second]).await;
     })
     .await;
 }

@@ -14,8 +14,8 @@ use duroxide::providers::{
 use duroxide_postgres::SqlMode;
 
 use crate::deletion_races::{
-    LEASE, await_waiters, fetched_activity, hold_rows, rows_left, spawn_completion,
-    spawn_force_delete, started,
+    LEASE, assert_nothing_left, await_waiters, fetched_activity, hold_rows, rows_left,
+    spawn_completion, spawn_force_delete, started,
 };
 use crate::fixtures::{ORCHESTRATION, completion, event, metadata, start};
 use crate::support::{TestSchema, in_both_modes, with_schema};
@@ -229,10 +229,7 @@ async fn a_child_whose_parent_was_deleted_can_be_deleted(mode: SqlMode) {
             Some(1),
             "{mode}: the delete"
         );
-        for child in &children {
-            let left = rows_left(&schema.pool, &schema, child).await;
-            assert!(left.is_empty(), "{mode}: rows left of {child}: {left:?}");
-        }
+        assert_nothing_left(&schema, mode, &[&children[0], &children[1]]).await;
     })
     .await;
 }
