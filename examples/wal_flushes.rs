@@ -11,7 +11,11 @@
 //! first start and after the last completion, and divided by the count.
 //! Run it on a durable server nobody else uses (`scripts/pg-throwaway.sh
 //! --durable`): on a server with fsync off `wal_sync` stays 0, and other
-//! sessions' commits would be counted too. Concurrent dispatchers let
+//! sessions' commits would be counted too. A backend reports its WAL
+//! counts to `pg_stat_wal` at most once a second, and an idle one only
+//! after ten, so the counters are read from a connection of their own
+//! once the runtime's pool is closed and its backends have exited (each
+//! reports what it still held as it exits). Concurrent dispatchers let
 //! commits share a flush, so these are at most the per-call counts of
 //! `scripts/claims-ab-bench.sh`.
 
@@ -27,25 +31,65 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn wal(pool: &sqlx::PgPool) -> Result<(i64, i64), BoxError> {
-    Ok(
+/// `pg_stat_wal`'s flushes and writes, read on a connection of its own once
+/// no backend of the application `app` is left (each reports its pending
+/// counts as it exits).
+async fn wal(url: &str, app: &str) -> Result<(i64, i64), BoxError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(app)
+        .fetch_one(&mut conn)
+        .await?;
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{left} backends of {app} are still there").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts =
         sqlx::query_as("SELECT wal_sync::bigint, wal_write::bigint FROM pg_catalog.pg_stat_wal")
-            .fetch_one(pool)
-            .await?,
-    )
+            .fetch_one(&mut conn)
+            .await?;
+    conn.close().await?;
+    Ok(counts)
 }
 
 async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
     let schema = format!("wal_flushes_{}", mode.to_string().to_lowercase());
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(PostgresOptions::default().connect_options(url)?)
+    let app = format!("wal_flushes/{schema}");
+    let connect = || -> Result<sqlx::postgres::PgConnectOptions, BoxError> {
+        Ok(PostgresOptions::default()
+            .connect_options(url)?
+            .application_name(&app))
+    };
+    // The schema, made by a pool closed before the first reading.
+    let setup = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect()?)
         .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
     )))
-    .execute(&pool)
+    .execute(&setup)
     .await?;
+    PostgresProvider::from_pool_with(
+        setup.clone(),
+        PostgresOptions::default().schema(&schema).sql_mode(mode),
+    )
+    .await?;
+    setup.close().await;
+    let (sync_before, write_before) = wal(url, &app).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(connect()?)
+        .await?;
     let provider = Arc::new(
         PostgresProvider::from_pool_with(
             pool.clone(),
@@ -74,7 +118,6 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
     )
     .await;
     let client = Client::new(provider.clone());
-    let (sync_before, write_before) = wal(&pool).await?;
     let begun = Instant::now();
     for i in 0..n {
         client
@@ -91,20 +134,27 @@ async fn run(url: &str, mode: SqlMode, n: usize) -> Result<(), BoxError> {
         }
     }
     let elapsed = begun.elapsed();
-    let (sync_after, write_after) = wal(&pool).await?;
     rt.shutdown(None).await;
+    drop(client);
+    drop(provider);
+    pool.close().await;
+    let (sync_after, write_after) = wal(url, &app).await?;
     println!(
         "{mode:<10} {n:>6} orchestrations in {:>6.1} s: {:.2} WAL flushes and {:.2} WAL writes per orchestration",
         elapsed.as_secs_f64(),
         (sync_after - sync_before) as f64 / n as f64,
         (write_after - write_before) as f64 / n as f64,
     );
+    let cleanup = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect()?)
+        .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
     )))
-    .execute(&pool)
+    .execute(&cleanup)
     .await?;
-    pool.close().await;
+    cleanup.close().await;
     Ok(())
 }
 
