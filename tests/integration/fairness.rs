@@ -3,11 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use duroxide::providers::Provider;
+use duroxide::providers::{Provider, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
-use crate::fixtures::{ack_first_turn, claim_and_ack_turn, start};
+use crate::fixtures::{
+    ack_first_turn, activity, claim_and_ack_turn, completion, event, metadata, start,
+};
 use crate::support::{
     TestSchema, affine_provider, eventually, hold_table, in_both_modes, pool,
     provider_with_options, release_table, until_a_backend_waits_for, with_schema, with_schemas,
@@ -411,6 +413,172 @@ async fn a_stuck_tenant_leaves_its_shard_mates_acks_and_the_pool_its_fetches(mod
         }
         assert!(a2 <= 1, "{mode}: a2 claimed twice");
         assert_eq!(last.admission_stats().held, 0);
+        shared.close().await;
+    })
+    .await;
+}
+
+in_both_modes!(a_locked_tenants_acks_leave_its_shard_mate_the_connection:
+    a_locked_tenants_acks_leave_its_shard_mate_the_connection_procedures,
+    a_locked_tenants_acks_leave_its_shard_mate_the_connection_inline; 4);
+
+/// Rows of `table` of `schema` for `instance`.
+async fn rows_of(schema: &TestSchema, table: &str, instance: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {{{{schema}}}}.{table} WHERE instance_id = $1");
+    sqlx::query_scalar(schema.statement(&sql))
+        .bind(instance)
+        .fetch_one(&schema.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
+}
+
+/// Three tenants on a pool of three with the default options: two shards
+/// of one connection (and the one the shared pool keeps), the first home
+/// to tenants A and B, neither of which may borrow the other. Tenant A's
+/// worker queue is locked (an operator's `VACUUM FULL` or `LOCK TABLE`, a
+/// long migration of A while old processes of A still run) while A acks an
+/// activity and a turn that schedules one: both wait for the lock. B's acks
+/// of the activity and the turn it holds must still commit well within
+/// B's lease (before, each of A's acks waited for the lock holding the
+/// shard's one connection, and B's waited behind them for as long as the
+/// lock lasted). Once the lock is gone, A's acks commit: nothing lost,
+/// nothing twice, the activity not delivered again.
+async fn a_locked_tenants_acks_leave_its_shard_mate_the_connection(mode: SqlMode) {
+    with_schemas("locked", 3, |schemas| async move {
+        let (a, b) = (&schemas[0], &schemas[2]);
+        let shared = pool(3).await;
+        let pa = provider(&shared, a, mode).await;
+        // The other shard's tenant: B's home is A's.
+        let _px = provider(&shared, &schemas[1], mode).await;
+        let pb = provider(&shared, b, mode).await;
+        // A's leases outlast the lock; B's is the one at stake.
+        let long = Duration::from_secs(60);
+        let any = TagFilter::Any;
+        let claim = |p: &PostgresProvider, lease: Duration| {
+            let p = p.clone();
+            async move {
+                let (_, token, _) = p
+                    .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
+                    .await
+                    .expect("fetch work")
+                    .expect("an activity to claim");
+                let (_, turn, _) = p
+                    .fetch_orchestration_item(lease, Duration::ZERO, None)
+                    .await
+                    .expect("fetch")
+                    .expect("a turn to claim");
+                (token, turn)
+            }
+        };
+        for (p, id) in [(&pa, "a"), (&pb, "b")] {
+            p.enqueue_for_worker(activity(&format!("{id}0"), 1))
+                .await
+                .expect("enqueue work");
+            p.enqueue_for_orchestrator(start(&format!("{id}1")), None)
+                .await
+                .expect("enqueue");
+        }
+        let (a_activity, a_turn) = claim(&pa, long).await;
+        let (b_activity, b_turn) = claim(&pb, LEASE).await;
+        // The turn schedules activity 2 of its instance: its ack writes
+        // the worker queue too.
+        let ack_turn = |p: &PostgresProvider, token: String, instance: &'static str| {
+            let p = p.clone();
+            async move {
+                p.ack_orchestration_item(
+                    &token,
+                    1,
+                    vec![event(instance, 1), event(instance, 2)],
+                    vec![activity(instance, 2)],
+                    vec![],
+                    metadata(),
+                    vec![],
+                )
+                .await
+            }
+        };
+
+        let holder = hold_table(a, "worker_queue", "ACCESS EXCLUSIVE").await;
+        let a_acks = {
+            let pa = pa.clone();
+            tokio::spawn(async move {
+                pa.ack_work_item(&a_activity, Some(completion("a0", 1)))
+                    .await
+            })
+        };
+        until_a_backend_waits_for(a, "worker_queue", "A's activity ack").await;
+        let a_turn_ack = tokio::spawn(ack_turn(&pa, a_turn, "a1"));
+        // Give A's turn ack time to reach the connection's line or the lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let began = Instant::now();
+        let acked = tokio::time::timeout(
+            LEASE,
+            pb.ack_work_item(&b_activity, Some(completion("b0", 1))),
+        )
+        .await;
+        let took = began.elapsed();
+        assert!(
+            matches!(acked, Ok(Ok(()))),
+            "{mode}: B's activity ack behind A's acks on A's locked table: {acked:?} after {took:?}"
+        );
+        assert!(
+            took < LEASE / 2,
+            "{mode}: B's activity ack took {took:?} of its {LEASE:?} lease"
+        );
+        let began = Instant::now();
+        let acked = tokio::time::timeout(LEASE, ack_turn(&pb, b_turn, "b1")).await;
+        let took = began.elapsed();
+        assert!(
+            matches!(acked, Ok(Ok(()))),
+            "{mode}: B's turn ack behind A's acks on A's locked table: {acked:?} after {took:?}"
+        );
+        assert!(
+            took < LEASE / 2,
+            "{mode}: B's turn ack took {took:?} of its {LEASE:?} lease"
+        );
+        assert!(
+            !a_acks.is_finished() && !a_turn_ack.is_finished(),
+            "{mode}: A's acks ended while A's table was locked"
+        );
+
+        release_table(holder).await;
+        for (what, task) in [("activity", a_acks), ("turn", a_turn_ack)] {
+            let outcome = tokio::time::timeout(Duration::from_secs(20), task).await;
+            assert!(
+                matches!(outcome, Ok(Ok(Ok(())))),
+                "{mode}: A's {what} ack once the lock was gone: {outcome:?}"
+            );
+        }
+        // A's activity is gone, its completion queued once; the turn's
+        // activity is the only one left to deliver.
+        assert_eq!(rows_of(a, "worker_queue", "a0").await, 0, "{mode}");
+        assert_eq!(rows_of(a, "orchestrator_queue", "a0").await, 1, "{mode}");
+        assert_eq!(rows_of(a, "worker_queue", "a1").await, 1, "{mode}");
+        assert_eq!(rows_of(a, "history", "a1").await, 2, "{mode}");
+        let next = pa
+            .fetch_work_item(LEASE, Duration::ZERO, None, &any)
+            .await
+            .expect("fetch work");
+        match next {
+            Some((item, _, attempts)) => {
+                assert_eq!((item, attempts), (activity("a1", 2), 1), "{mode}");
+            }
+            None => panic!("{mode}: the turn's activity was not queued"),
+        }
+        let again = pa
+            .fetch_work_item(LEASE, Duration::ZERO, None, &any)
+            .await
+            .expect("fetch work");
+        assert!(again.is_none(), "{mode}: delivered again: {again:?}");
+        for (s, instance) in [(b, "b0"), (b, "b1")] {
+            let table = if instance == "b0" {
+                "orchestrator_queue"
+            } else {
+                "worker_queue"
+            };
+            assert_eq!(rows_of(s, table, instance).await, 1, "{mode}: {instance}");
+        }
         shared.close().await;
     })
     .await;
