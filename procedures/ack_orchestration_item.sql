@@ -22,6 +22,14 @@
 -- other row lock, as deletes lock them (see docs/architecture.md, "Lock
 -- order"). Row locks need rights on the table: a role without rights on the
 -- schema cannot hold any of them (advisory keys it could).
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable): a lock on this tenant's table (an operator's VACUUM FULL or
+-- LOCK TABLE, a long migration) must not keep the connection, which other
+-- tenants on its home shard may need, for as long as it lasts. The
+-- provider retries the call itself, off the connection, until the lock is
+-- gone (Store::riding_outages; docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.ack_orchestration_item{{suffix}}(
     p_lock_token        text,
     p_execution_id      bigint,
@@ -61,6 +69,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

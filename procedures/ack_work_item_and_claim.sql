@@ -17,6 +17,14 @@
 -- crash is harmless), so the setting the transaction began with is put
 -- back after the fetch, and the commit waits for the flush as the ack
 -- alone would.
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable): a lock on this tenant's table (an operator's VACUUM FULL or
+-- LOCK TABLE, a long migration) must not keep the connection, which other
+-- tenants on its home shard may need, for as long as it lasts. The
+-- provider retries the call itself, off the connection, until the lock is
+-- gone (Store::riding_outages; docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item_and_claim{{suffix}}(
     p_lock_token       text,
     p_instance_id      text,
@@ -38,6 +46,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 #variable_conflict use_column

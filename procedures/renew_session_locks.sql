@@ -1,6 +1,14 @@
 -- renew_session_locks: heartbeat the sessions owned by any of p_owner_ids that
 -- are still held and not idle (activity within p_idle_timeout_ms); idle
 -- sessions are left to expire. Returns how many were renewed.
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable): a lock on this tenant's table (an operator's VACUUM FULL or
+-- LOCK TABLE, a long migration) must not keep the connection, which other
+-- tenants on its home shard may need, for as long as it lasts. The
+-- provider retries the call itself, off the connection, until the lock is
+-- gone (Store::riding_outages; docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.renew_session_locks{{suffix}}(
     p_owner_ids       text[],
     p_extend_ms       bigint,
@@ -11,6 +19,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

@@ -1,6 +1,14 @@
 -- renew_work_item_lock: extend a live activity lock to now + p_extend_ms. A
 -- missing or expired lock returns false (the caller reports DX001): that is
 -- how a worker learns its activity was cancelled. The item's session, if any, records the activity.
+--
+-- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
+-- retryable): a lock on this tenant's table (an operator's VACUUM FULL or
+-- LOCK TABLE, a long migration) must not keep the connection, which other
+-- tenants on its home shard may need, for as long as it lasts. The
+-- provider retries the call itself, off the connection, until the lock is
+-- gone (Store::riding_outages; docs/architecture.md, "Fetch admission on
+-- a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.renew_work_item_lock{{suffix}}(
     p_lock_token text,
     p_extend_ms  bigint)
@@ -10,6 +18,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

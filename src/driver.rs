@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::inline;
 use crate::notify::Polled;
 use crate::orchestration_queue::{self, AckParams, FetchedRow};
+use crate::pooler::{Db, OnLease};
 use crate::store::Store;
 use crate::worker_queue::{self, FetchedItem, WorkAck};
 
@@ -49,6 +50,17 @@ impl Driver {
         match self {
             Self::Procedures => SqlMode::StoredProcedures,
             Self::Inline => SqlMode::InlineSql,
+        }
+    }
+
+    /// What an operation on a lease already held (an ack, an abandon, a
+    /// renewal) runs its one statement on: the procedure's call alone
+    /// (the procedure pins `lock_timeout`), or in inline mode the statement
+    /// in a transaction that waits at most a second for a lock.
+    pub(crate) fn on_lease(self, db: &Db) -> OnLease<'_> {
+        OnLease {
+            db,
+            bounded: self == Self::Inline,
         }
     }
 

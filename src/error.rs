@@ -12,7 +12,8 @@ pub mod sqlstate {
     pub const SERIALIZATION_FAILURE: &str = "40001";
     /// `40P01`: deadlock detected; the victim may retry.
     pub const DEADLOCK_DETECTED: &str = "40P01";
-    /// `55P03`: a `NOWAIT` lock was not available.
+    /// `55P03`: a lock was not available: a `NOWAIT` lock, or a wait longer
+    /// than `lock_timeout` (which fetches and operations on a lease pin).
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     /// `57014`: statement cancelled (statement_timeout or pg_cancel_backend).
     pub const QUERY_CANCELED: &str = "57014";
@@ -336,6 +337,17 @@ impl PostgresProviderError {
         )
     }
 
+    /// Whether the statement gave up waiting for a lock (SQLSTATE `55P03`,
+    /// `lock_timeout`): fetches, acks, abandons and lock renewals wait at
+    /// most a second for one, so that a lock on their tenant's table does
+    /// not keep a connection other tenants need. Its transaction rolled
+    /// back; acks, abandons and renewals try again for as long as the lock
+    /// lasts ([`crate::store`]), fetches are retried by duroxide. A subset
+    /// of [`is_retryable`](Self::is_retryable).
+    pub fn is_lock_timeout(&self) -> bool {
+        self.sqlstate().as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE)
+    }
+
     /// Converts into duroxide's error for the named trait operation.
     pub(crate) fn into_provider_error(self, operation: &str) -> ProviderError {
         let message = match &self {
@@ -380,7 +392,7 @@ impl From<PostgresProviderError> for ProviderError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::borrow::Cow;
 
     use super::sqlstate::*;
@@ -422,7 +434,8 @@ mod tests {
         }
     }
 
-    fn server(code: &'static str, message: &'static str) -> PostgresProviderError {
+    /// A server error with SQLSTATE `code` and `message`, as sqlx reports it.
+    pub(crate) fn server(code: &'static str, message: &'static str) -> PostgresProviderError {
         PostgresProviderError::Database(sqlx::Error::Database(Box::new(ServerError {
             code,
             message,
@@ -453,6 +466,19 @@ mod tests {
         assert!(server(READ_ONLY_SQL_TRANSACTION, message).is_read_only());
         assert!(!server(READ_ONLY_SQL_TRANSACTION, message).is_connection_lost());
         assert!(!server(SERIALIZATION_FAILURE, "could not serialize access").is_read_only());
+    }
+
+    #[test]
+    fn a_lock_wait_given_up_is_retryable_and_told_apart() {
+        let message = "canceling statement due to lock timeout";
+        assert!(retryable(server(LOCK_NOT_AVAILABLE, message)));
+        // Leased work waits it out, with no deadline; it is not an outage.
+        let e = server(LOCK_NOT_AVAILABLE, message);
+        assert!(e.is_lock_timeout());
+        assert!(!e.is_connection_lost() && !e.is_read_only());
+        for code in [SERIALIZATION_FAILURE, DEADLOCK_DETECTED, QUERY_CANCELED] {
+            assert!(!server(code, "other").is_lock_timeout(), "{code}");
+        }
     }
 
     #[test]

@@ -43,9 +43,10 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Sql>,
-    /// What opens an inline fetch's transaction: `BEGIN` (or
-    /// `pooled_begin`) and the fetch's lock timeout, in one round trip.
-    fetch_begin: Sql,
+    /// What opens an inline transaction that waits at most a second for a
+    /// lock (a fetch's, or one on a lease already held): `BEGIN` (or
+    /// `pooled_begin`) and the lock timeout, in one round trip.
+    bounded_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant, held while any clone of this
     /// `Db` lives. Connections come from [`Db::acquire`] and go back
@@ -88,14 +89,14 @@ impl Db {
     /// `pool`, reached directly (`pooled_begin` `None`) or through a
     /// transaction pooler, each transaction opened with `pooled_begin`.
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
-        let fetch_begin = Sql::new(format!(
-            "{}; {FETCH_LOCK_TIMEOUT}",
+        let bounded_begin = Sql::new(format!(
+            "{}; {LOCK_TIMEOUT}",
             pooled_begin.as_deref().unwrap_or("BEGIN")
         ));
         Self {
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
-            fetch_begin,
+            bounded_begin,
             home: None,
         }
     }
@@ -107,7 +108,7 @@ impl Db {
         Self {
             pool: shards.pool(tenancy.home()).clone(),
             pooled_begin: self.pooled_begin.clone(),
-            fetch_begin: self.fetch_begin.clone(),
+            bounded_begin: self.bounded_begin.clone(),
             home: Some(Arc::new(tenancy)),
         }
     }
@@ -175,11 +176,10 @@ impl Db {
         self.pool.options().get_acquire_timeout()
     }
 
-    /// What opens an inline fetch's transaction, with or without a
-    /// transaction pooler: the fetch waits at most a second for a lock
-    /// (`inline/fetch_lock_timeout.sql`).
-    pub(crate) fn fetch_begin(&self) -> &Sql {
-        &self.fetch_begin
+    /// What opens an inline transaction that waits at most a second for a
+    /// lock, with or without a transaction pooler (`inline/lock_timeout.sql`).
+    pub(crate) fn bounded_begin(&self) -> &Sql {
+        &self.bounded_begin
     }
 
     /// The group of connections this tenant's fetches run on, for the
@@ -217,8 +217,9 @@ impl Db {
         }
     }
 
-    /// Runs `query` unnamed in a transaction of its own on `conn` and
-    /// collects its results.
+    /// Runs `query` in a transaction of its own on `conn`, opened with
+    /// `begin`, and collects its results: unnamed under a transaction
+    /// pooler, else as the query asks (sqlx caches its statements).
     async fn pinned<'q, E>(
         &self,
         conn: Conn,
@@ -233,8 +234,10 @@ impl Db {
         // The executor's own boxed futures and streams: sqlx's `async fn`
         // helpers over a borrowed connection would not prove `Send` here.
         (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
-        let outcome: Result<Vec<_>, sqlx::Error> =
-            (&mut **conn).fetch_many(Unnamed(query)).try_collect().await;
+        let outcome: Result<Vec<_>, sqlx::Error> = match self.pooled_begin {
+            Some(_) => (&mut **conn).fetch_many(Unnamed(query)).try_collect().await,
+            None => (&mut **conn).fetch_many(query).try_collect().await,
+        };
         let end = if outcome.is_ok() {
             "COMMIT"
         } else {
@@ -248,8 +251,9 @@ impl Db {
     }
 }
 
-/// Set by an inline fetch's first round trip ([`Db::fetch_begin`]).
-const FETCH_LOCK_TIMEOUT: &str = include_str!("../inline/fetch_lock_timeout.sql");
+/// Set by the first round trip of an inline transaction that waits at most
+/// a second for a lock ([`Db::bounded_begin`]).
+const LOCK_TIMEOUT: &str = include_str!("../inline/lock_timeout.sql");
 
 /// The first row among a statement's results.
 fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {
@@ -382,5 +386,83 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
     {
         self.pool.describe(sql)
+    }
+}
+
+/// What an operation on a lease already held (an ack, an abandon, a
+/// renewal) runs its one statement on: the [`Db`], the statement sent
+/// alone (a procedure's call, which pins `lock_timeout` itself), or, with
+/// `bounded` (inline mode), in a transaction of its own that waits at most
+/// a second for a lock ([`Db::bounded_begin`]; SQLSTATE 55P03 when it gives
+/// up), as the procedure it stands for would. PostgreSQL takes a
+/// statement's table locks when it parses or binds it, before anything the
+/// statement itself sets takes effect, so the setting needs a transaction
+/// around the statement: two round trips more than the statement alone
+/// (its `BEGIN`, which carries the setting, and its `COMMIT`); none under
+/// a transaction pooler, where each statement has that transaction anyway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OnLease<'a> {
+    pub db: &'a Db,
+    pub bounded: bool,
+}
+
+impl<'c> Executor<'c> for OnLease<'c> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let db = self.db;
+        if !self.bounded {
+            return Executor::fetch_many(db, query);
+        }
+        stream::once(async move {
+            let conn = db.acquire().await?;
+            db.pinned(conn, &db.bounded_begin, query).await
+        })
+        .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let db = self.db;
+        if !self.bounded {
+            return Executor::fetch_optional(db, query);
+        }
+        Box::pin(async move {
+            let conn = db.acquire().await?;
+            Ok(first_row(db.pinned(conn, &db.bounded_begin, query).await?))
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Executor::prepare_with(self.db, sql, parameters)
+    }
+
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Executor::describe(self.db, sql)
     }
 }

@@ -596,7 +596,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "renew_session_lock",
-                worker_queue::renew_sessions(&self.store, owner_ids, extend_for, idle_timeout),
+                self.store.riding_outages(|| {
+                    worker_queue::renew_sessions(&self.store, owner_ids, extend_for, idle_timeout)
+                }),
             )
             .await
     }

@@ -17,7 +17,7 @@ use crate::config::SqlMode;
 use crate::driver::Driver;
 use crate::error::Result;
 use crate::notify::{LongPoll, Sender, Wake};
-use crate::pooler::Db;
+use crate::pooler::{Db, OnLease};
 use crate::prefetch::Prefetched;
 use crate::scan_floor::ScanFloors;
 use crate::schema::SchemaName;
@@ -54,6 +54,10 @@ pub(crate) struct Store {
     /// The activities worker acks claimed for their tasks' next fetches
     /// ([`crate::claim_ahead`]; off unless [`Store::claiming_ahead`]).
     pub ahead: Arc<ClaimAhead>,
+    /// Held by the one operation of this store on a lease that retries
+    /// after a lock timeout, through its attempt and the backoff after it
+    /// ([`Store::riding_outages`]).
+    pub lock_probe: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -82,6 +86,7 @@ impl Store {
             floors: Arc::default(),
             prefetch: Arc::default(),
             ahead: Arc::default(),
+            lock_probe: Arc::default(),
         }
     }
 
@@ -126,6 +131,12 @@ impl Store {
         }
     }
 
+    /// What an operation on a lease already held runs its one statement on
+    /// ([`Driver::on_lease`]): it waits at most a second for a lock.
+    pub(crate) fn on_lease(&self) -> OnLease<'_> {
+        self.driver.on_lease(&self.pool)
+    }
+
     /// The SQL mode the store's driver runs.
     pub(crate) fn mode(&self) -> SqlMode {
         self.driver.mode()
@@ -135,7 +146,10 @@ impl Store {
     /// abandon, a renewal), again while its connection or the server is
     /// lost ([`PostgresProviderError::is_connection_lost`]) or the server
     /// is read-only ([`PostgresProviderError::is_read_only`]), for up to the
-    /// pool's acquire timeout, backing off from 10 ms to 500 ms.
+    /// pool's acquire timeout, backing off from 10 ms to 500 ms; and again,
+    /// for as long as it lasts, while it gave up waiting for a lock
+    /// ([`PostgresProviderError::is_lock_timeout`]), backing off up to a
+    /// second.
     ///
     /// duroxide retries a failed ack only for about 300 ms before it fails
     /// the orchestration; a server restart, a pool of connections the
@@ -145,8 +159,22 @@ impl Store {
     /// lost is retried too: the retry finds the lease gone (released by that
     /// commit) and fails permanently, and nothing is written twice.
     ///
+    /// Such an operation waits at most a second for a lock (the procedures
+    /// pin `lock_timeout`, inline mode sets it with the transaction's
+    /// `BEGIN`): a lock on the tenant's own table (an operator's `VACUUM
+    /// FULL` or `LOCK TABLE`, a long migration) must not keep a connection
+    /// that other tenants on its home shard need for as long as it lasts.
+    /// The operation waits out the lock here instead, off the connection,
+    /// with no deadline: before, it waited for the lock and then committed,
+    /// and still does. The first attempt runs at once; after a lock timeout
+    /// the store's operations retry one at a time ([`Store::lock_probe`],
+    /// held through the attempt and the backoff after it), so however many
+    /// of them wait, the tenant holds a connection for at most about a
+    /// second at a time, and its shard-mates' operations pass in between.
+    ///
     /// [`PostgresProviderError::is_connection_lost`]: crate::PostgresProviderError::is_connection_lost
     /// [`PostgresProviderError::is_read_only`]: crate::PostgresProviderError::is_read_only
+    /// [`PostgresProviderError::is_lock_timeout`]: crate::PostgresProviderError::is_lock_timeout
     pub(crate) async fn riding_outages<T, F, Fut>(&self, mut work: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -154,15 +182,29 @@ impl Store {
     {
         const FIRST: Duration = Duration::from_millis(10);
         const MOST: Duration = Duration::from_millis(500);
+        const MOST_LOCKED: Duration = Duration::from_secs(1);
         // No deadline when the pool's acquire timeout does not fit the clock.
-        let deadline = Instant::now().checked_add(self.pool.acquire_timeout());
+        let outage = || Instant::now().checked_add(self.pool.acquire_timeout());
+        let mut deadline = outage();
         let mut backoff = FIRST;
+        // This operation's turn to retry after a lock timeout, once it has one.
+        let mut probe = None;
         loop {
             match work().await {
+                Err(e) if e.is_lock_timeout() => {
+                    tracing::debug!(schema = %self.schema, ?backoff, "gave up waiting for a lock, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MOST_LOCKED);
+                    drop(probe.take());
+                    probe = Some(self.lock_probe.lock().await);
+                    // An outage after the lock is timed from here.
+                    deadline = outage();
+                }
                 Err(e)
                     if (e.is_connection_lost() || e.is_read_only())
                         && deadline.is_none_or(|d| Instant::now() + backoff < d) =>
                 {
+                    drop(probe.take());
                     if e.is_read_only() {
                         self.gate.note_read_only();
                     }
@@ -213,6 +255,110 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+}
+
+/// The retries of leased work, on a store whose pool never connects.
+#[cfg(test)]
+mod retry_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::error::sqlstate;
+    use crate::error::tests::server;
+
+    /// A store on a pool that waits `acquire_timeout` for a connection
+    /// and never opens one.
+    fn store(acquire_timeout: Duration) -> Store {
+        let options = crate::PostgresOptions::default();
+        let connect = options
+            .connect_options("postgres://nobody@localhost:1/none")
+            .unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(connect);
+        let db = Db::new(pool, None);
+        let gate = Gate::of(&db, None, false);
+        let schema = SchemaName::new("retry_tests").unwrap();
+        let limits = Limits::of(&options);
+        Store::new(db, schema, SqlMode::StoredProcedures, limits, gate, None)
+    }
+
+    fn lock_timeout() -> crate::PostgresProviderError {
+        let message = "canceling statement due to lock timeout";
+        server(sqlstate::LOCK_NOT_AVAILABLE, message)
+    }
+
+    /// Leased work waits out a lock for as long as it lasts: before the
+    /// lock timeout it waited for the lock and then committed. An outage
+    /// is waited out for the pool's acquire timeout only.
+    #[tokio::test]
+    async fn a_lock_is_waited_out_past_the_acquire_timeout_an_outage_is_not() {
+        let s = store(Duration::from_millis(50));
+        let attempts = AtomicUsize::new(0);
+        let began = Instant::now();
+        let outcome = s
+            .riding_outages(|| async {
+                match attempts.fetch_add(1, Ordering::SeqCst) {
+                    0..5 => Err(lock_timeout()),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(attempts.load(Ordering::SeqCst), 6);
+        // 10 + 20 + 40 + 80 + 160 ms of backoff.
+        assert!(began.elapsed() >= Duration::from_millis(300));
+
+        let attempts = AtomicUsize::new(0);
+        let outcome: Result<()> = s
+            .riding_outages(|| async {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err(server("08006", "connection failure"))
+            })
+            .await;
+        assert!(outcome.is_err_and(|e| e.is_connection_lost()));
+        // 10 + 20 ms fit in 50 ms; 40 more would not.
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    }
+
+    /// However many of a store's operations wait out a lock, one retry
+    /// runs at a time; first attempts are not held back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stores_lock_timeout_retries_run_one_at_a_time() {
+        let s = store(Duration::from_secs(30));
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (first, most_first) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let op = || async {
+            let mut attempt = 0;
+            s.riding_outages(|| {
+                attempt += 1;
+                let (counter, peak) = match attempt {
+                    1 => (&first, &most_first),
+                    _ => (&running, &most),
+                };
+                async move {
+                    let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                    if attempt < 4 {
+                        Err(lock_timeout())
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await
+        };
+        let outcomes = futures_util::future::join_all((0..4).map(|_| op())).await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(most.load(Ordering::SeqCst), 1, "retries at once");
+        assert_eq!(
+            most_first.load(Ordering::SeqCst),
+            4,
+            "first attempts at once"
+        );
     }
 }
 

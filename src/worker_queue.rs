@@ -253,7 +253,7 @@ impl WorkAck<'_> {
             .bind(self.instance)
             .bind(self.kind)
             .bind(self.json)
-            .fetch_one(&s.pool)
+            .fetch_one(s.on_lease())
             .await?)
     }
 }
@@ -418,7 +418,7 @@ pub(crate) async fn renew(s: &Store, token: &str, extend_for: Duration) -> Resul
     let renewed: bool = sqlx::query_scalar(&s.sql.worker.renew)
         .bind(codec::check_text("lock_token", token)?)
         .bind(codec::millis(extend_for))
-        .fetch_one(&s.pool)
+        .fetch_one(s.on_lease())
         .await?;
     found(
         renewed,
@@ -437,7 +437,7 @@ pub(crate) async fn abandon(
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .fetch_one(&s.pool)
+        .fetch_one(s.on_lease())
         .await?;
     s.woke(&wake);
     found(released, "Invalid lock token or already acked")
@@ -461,7 +461,7 @@ pub(crate) async fn renew_sessions(
         .bind(owners)
         .bind(codec::millis(extend_for))
         .bind(codec::millis(idle_timeout))
-        .fetch_one(&s.pool)
+        .fetch_one(s.on_lease())
         .await?;
     Ok(usize::try_from(renewed).unwrap_or_default())
 }

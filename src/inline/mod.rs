@@ -52,10 +52,11 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
-    /// Acquires a connection and starts a fetch's transaction on it: one
-    /// that waits at most a second for a lock ([`Db::fetch_begin`]).
-    pub(crate) async fn begin_fetch(pool: &Db) -> Result<Self> {
-        Self::open(pool, Some(pool.fetch_begin())).await
+    /// Acquires a connection and starts a transaction on it that waits at
+    /// most a second for a lock ([`Db::bounded_begin`]): a fetch's, or an
+    /// ack's of a lease already held.
+    pub(crate) async fn begin_bounded(pool: &Db) -> Result<Self> {
+        Self::open(pool, Some(pool.bounded_begin())).await
     }
 
     /// Acquires a connection and starts a transaction on it.

@@ -149,7 +149,7 @@ pub(crate) async fn fetch(
     }
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin_fetch(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
@@ -159,7 +159,7 @@ pub(crate) async fn fetch(
                 more,
                 next_due_ms,
             } => {
-                let mut tx = Tx::begin_fetch(&p.pool).await?;
+                let mut tx = Tx::begin_bounded(&p.pool).await?;
                 let seen = Seen {
                     instance,
                     reason,
@@ -602,11 +602,12 @@ fn look_again(params: &FetchParams) -> Option<i64> {
 }
 
 /// The procedure's steps in order, skipping those whose input is empty;
-/// what to wake once committed.
+/// what to wake once committed. Waits at most a second for a lock, as the
+/// procedure does.
 pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool).await?;
         let outcome = ack_in(&p, tx.conn()?, &a).await;
         tx.finish(outcome).await
     })

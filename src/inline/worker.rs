@@ -34,7 +34,7 @@ pub(crate) async fn fetch(
 ) -> Result<Polled<FetchedItem>> {
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin_fetch(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn()?, &params, clock, None).await;
         tx.finish(outcome).await
     })
