@@ -601,9 +601,8 @@ fn look_again(params: &FetchParams) -> Option<i64> {
     params.next_due.then_some(0)
 }
 
-/// The procedure's steps in order, skipping those whose input is empty;
-/// what to wake once committed. Waits at most a second for a lock, as the
-/// procedure does.
+/// The procedure's steps in order, skipping those whose input is empty,
+/// each lock waited for a second at most; what to wake once committed.
 pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     let p = p.clone();
     detached(async move {
