@@ -613,3 +613,57 @@ async fn a_claim_without_sessions_does_not_quiet_the_long_poll(mode: SqlMode) {
     .await;
 }
 in_both_modes!(a_claim_without_sessions_does_not_quiet_the_long_poll: a_claim_without_sessions_does_not_quiet_the_long_poll_procedures, a_claim_without_sessions_does_not_quiet_the_long_poll_inline);
+
+/// An ack that would claim its task's next activity meets its queue
+/// locked (an operator's `LOCK TABLE`): it gives each wait up after a
+/// second and the provider tries again until the lock is gone, then it
+/// commits. Procedure mode acks and claims in one transaction, so a lock
+/// timeout rolls both back; the retry is a plain ack. Nothing is acked
+/// twice or lost: the completion is queued once, and the next activity is
+/// claimed by nobody until the next fetch, which takes it with one attempt.
+async fn an_ack_that_claims_ahead_waits_out_its_locked_queue(mode: SqlMode) {
+    with_schema(&format!("ahead_locked_{mode}"), |schema| async move {
+        let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
+        let provider = provider(&schema, mode, options).await;
+        enqueue(&provider, 2).await;
+        let (fetched_tx, fetched) = tokio::sync::oneshot::channel();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let p = provider.clone();
+        let dispatcher = tokio::spawn(async move {
+            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
+                .await
+                .expect("the first activity");
+            fetched_tx.send(()).expect("report");
+            wait.await.expect("go");
+            p.ack_work_item(&token, Some(fixtures::completion("i1", 2)))
+                .await
+        });
+        fetched.await.expect("fetched");
+        let holder = support::hold_table(&schema, "worker_queue", "ACCESS EXCLUSIVE").await;
+        go.send(()).expect("go");
+        // Two waits given up, a second each, and the ack still at it.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            !dispatcher.is_finished(),
+            "{mode}: the ack ended while its queue was locked"
+        );
+        support::release_table(holder).await;
+        let acked = tokio::time::timeout(Duration::from_secs(20), dispatcher).await;
+        assert!(matches!(acked, Ok(Ok(Ok(())))), "{mode}: {acked:?}");
+        let completions: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(completions, 1, "{mode}: the completion, once");
+        assert_eq!(queue(&schema).await, vec![(3, false, 0)], "{mode}");
+        let (next, _, attempts) = fetch(&provider, &TagFilter::DefaultOnly)
+            .await
+            .expect("the next activity");
+        assert_eq!((activity_id(&next), attempts), (3, 1), "{mode}");
+        assert!(fetch(&provider, &TagFilter::DefaultOnly).await.is_none());
+    })
+    .await;
+}
+in_both_modes!(an_ack_that_claims_ahead_waits_out_its_locked_queue: an_ack_that_claims_ahead_waits_out_its_locked_queue_procedures, an_ack_that_claims_ahead_waits_out_its_locked_queue_inline);
