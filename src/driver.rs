@@ -114,25 +114,7 @@ impl Driver {
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         match self {
             Self::Procedures => procedures::ack_work_and_claim(s, ack, params, clock).await,
-            Self::Inline => {
-                // The ack and the fetch as the two calls would run them.
-                // The ack has committed when the fetch runs: a failed fetch
-                // is a claim not made, never a failed ack (the caller would
-                // report a committed completion as lost, and skip its
-                // wake-ups).
-                let (acked, wake) = ack.run(s).await?;
-                let claimed = match acked {
-                    true => match inline::worker::fetch(s, params.clone(), clock).await {
-                        Ok(polled) => Some(polled),
-                        Err(e) => {
-                            tracing::warn!(schema = %s.name, "the claim after an ack failed; the ack stands: {e}");
-                            None
-                        }
-                    },
-                    false => None,
-                };
-                Ok((acked, wake, claimed))
-            }
+            Self::Inline => inline::worker::ack_and_fetch(s, &ack, params.clone(), clock).await,
         }
     }
 

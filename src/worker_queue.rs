@@ -246,15 +246,34 @@ pub(crate) struct WorkAck<'a> {
 }
 
 impl WorkAck<'_> {
-    /// The ack alone: (acked, what to wake).
-    pub(crate) async fn run(&self, s: &Store) -> Result<(bool, Vec<String>)> {
-        Ok(sqlx::query_as(&s.sql.worker.ack)
+    /// The ack's statement: `(token, instance, kind, json)` bound.
+    fn query<'q>(
+        &'q self,
+        sql: &'q crate::sql::Sql,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, (bool, Vec<String>), sqlx::postgres::PgArguments>
+    {
+        sqlx::query_as(sql)
             .bind(self.token)
             .bind(self.instance)
             .bind(self.kind)
             .bind(self.json)
+    }
+
+    /// The ack alone: (acked, what to wake).
+    pub(crate) async fn run(&self, s: &Store) -> Result<(bool, Vec<String>)> {
+        Ok(self
+            .query(&s.sql.worker.ack)
             .fetch_one(s.on_lease())
             .await?)
+    }
+
+    /// The ack on `conn`, in the caller's transaction.
+    pub(crate) async fn run_on(
+        &self,
+        s: &Store,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(bool, Vec<String>)> {
+        Ok(self.query(&s.sql.worker.ack).fetch_one(conn).await?)
     }
 }
 

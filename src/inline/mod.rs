@@ -89,16 +89,28 @@ impl Tx {
     }
 
     /// Commits when `outcome` is `Ok`, rolls back otherwise, and returns it.
-    pub(crate) async fn finish<T>(mut self, outcome: Result<T>) -> Result<T> {
-        let end = if outcome.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
+    pub(crate) async fn finish<T>(self, outcome: Result<T>) -> Result<T> {
+        self.end(outcome, "COMMIT").await
+    }
+
+    /// [`Tx::finish`] for a transaction that must commit durably although a
+    /// fetch's statement in it asked for a lazy commit
+    /// (`inline/durable_commit.sql`, one round trip as a plain commit).
+    pub(crate) async fn finish_durably<T>(self, outcome: Result<T>) -> Result<T> {
+        self.end(outcome, DURABLE_COMMIT).await
+    }
+
+    /// Ends the transaction with `commit` when `outcome` is `Ok`, rolls it
+    /// back otherwise, and returns `outcome`.
+    async fn end<T>(mut self, outcome: Result<T>, commit: &'static str) -> Result<T> {
+        let end = if outcome.is_ok() { commit } else { "ROLLBACK" };
         if self.pooled {
             // The next transaction may be on another server connection:
             // leave no named statement behind, here or in sqlx's cache.
             self.conn()?.clear_cached_statements().await?;
+        }
+        if self.pooled || end == DURABLE_COMMIT {
+            // Unnamed; the durable commit's two statements in one round trip.
             self.conn()?.execute(sqlx::raw_sql(end)).await?;
         } else {
             sqlx::query(end).execute(self.conn()?).await?;
@@ -122,6 +134,9 @@ impl Drop for Tx {
         }
     }
 }
+
+/// Restores the session's `synchronous_commit` and commits.
+const DURABLE_COMMIT: &str = include_str!("../../inline/durable_commit.sql");
 
 /// Runs an inline transaction on a task of its own and waits for it.
 ///

@@ -8,7 +8,7 @@ use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
 use crate::store::Store;
-use crate::worker_queue::{FetchParams, FetchedItem};
+use crate::worker_queue::{FetchParams, FetchedItem, WorkAck};
 
 /// Candidates tried per fetch, as in the procedure.
 const MAX_CANDIDATES: usize = 8;
@@ -37,6 +37,47 @@ pub(crate) async fn fetch(
         let mut tx = Tx::begin_bounded(&p.pool).await?;
         let outcome = fetch_in(&p, tx.conn()?, &params, clock, None).await;
         tx.finish(outcome).await
+    })
+    .await
+}
+
+/// Completes an activity and claims the task's next one in one
+/// transaction, as `ack_work_item_and_claim` does: opened with the lock
+/// timeout, the ack's statement, then the fetch's loop (when the ack found
+/// its item), then the commit, so the claim costs the ack one round trip,
+/// not a transaction of its own, and commits durably, as the ack alone
+/// (`inline/durable_commit.sql`). As in procedure mode, a claim that fails
+/// fails the ack with it: nothing is committed, and the caller retries or
+/// gives the item back. (acked, what to wake, the claim when acked).
+pub(crate) async fn ack_and_fetch(
+    p: &Store,
+    ack: &WorkAck<'_>,
+    params: FetchParams,
+    clock: AttemptClock,
+) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
+    let p = p.clone();
+    let token = ack.token.to_string();
+    let instance = ack.instance.map(str::to_string);
+    let kind = ack.kind;
+    let json = ack.json.map(str::to_string);
+    detached(async move {
+        let ack = WorkAck {
+            token: &token,
+            instance: instance.as_deref(),
+            kind,
+            json: json.as_deref(),
+        };
+        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let outcome = async {
+            let (acked, wake) = ack.run_on(&p, tx.conn()?).await?;
+            let claim = match acked {
+                true => Some(fetch_in(&p, tx.conn()?, &params, clock, None).await?),
+                false => None,
+            };
+            Ok((acked, wake, claim))
+        }
+        .await;
+        tx.finish_durably(outcome).await
     })
     .await
 }

@@ -481,10 +481,10 @@ async fn an_acks_claim_takes_no_session(mode: SqlMode) {
 in_both_modes!(an_acks_claim_takes_no_session: an_acks_claim_takes_no_session_procedures, an_acks_claim_takes_no_session_inline);
 
 /// What an ack reports is what it committed, when the claim it makes ahead
-/// fails (here a trigger refuses every claim): inline mode commits the ack
-/// before it claims, so the ack is done and says so (its completion queued,
-/// its wake-ups sent); procedure mode runs both in one transaction, so the
-/// ack fails as a whole and leaves the activity leased to its worker.
+/// fails (here a trigger refuses every claim): both modes run the ack and
+/// the claim in one transaction, so the ack fails as a whole, queues no
+/// completion and leaves the activity leased to its worker (which gives it
+/// back, or its lease runs out, and it runs again).
 async fn a_failed_claim_ahead_reports_what_the_ack_committed(mode: SqlMode) {
     with_schema(&format!("ahead_claim_fails_{mode}"), |schema| async move {
         let options = PostgresOptions::default().prefetch_window(LONG_WINDOW);
@@ -530,29 +530,83 @@ async fn a_failed_claim_ahead_reports_what_the_ack_committed(mode: SqlMode) {
         .await
         .expect("count");
         let left = queue(&schema).await;
-        match mode {
-            SqlMode::InlineSql => {
-                assert_eq!(
-                    outcome,
-                    Ok(()),
-                    "inline: the ack committed before the claim"
-                );
-                assert_eq!(completions, 1, "inline: the completion is queued");
-                assert_eq!(left, vec![(3, false, 0)], "inline: acked, nothing claimed");
-            }
-            _ => {
-                assert!(outcome.is_err(), "procedures: one transaction, failed");
-                assert_eq!(completions, 0, "procedures: nothing committed");
-                assert_eq!(
-                    left,
-                    vec![(2, true, 1), (3, false, 0)],
-                    "procedures: still leased"
-                );
-            }
-        }
+        assert!(outcome.is_err(), "{mode}: one transaction, failed");
+        assert_eq!(completions, 0, "{mode}: nothing committed");
+        assert_eq!(
+            left,
+            vec![(2, true, 1), (3, false, 0)],
+            "{mode}: still leased"
+        );
     })
     .await;
 }
+/// The ack that claims commits as durably as the ack alone, in both modes:
+/// the claim's statement lets a fetch's transaction commit without waiting
+/// for its WAL flush, and the transaction it shares with the ack must not
+/// keep that. A deferred trigger on the completion's insert records the
+/// transaction's `synchronous_commit` as it commits, on connections that
+/// start with it on (the test server may run with it off).
+async fn the_ack_that_claims_keeps_its_commit_durable(mode: SqlMode) {
+    with_schema(&format!("ahead_durable_{mode}"), |schema| async move {
+        let connect = PostgresOptions::default()
+            .connect_options(support::database_url())
+            .expect("options")
+            .options([("synchronous_commit", "on")]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect)
+            .await
+            .expect("pool");
+        let provider = support::provider_with_options(
+            &pool,
+            &schema.name,
+            mode,
+            PostgresOptions::default().prefetch_window(LONG_WINDOW),
+        )
+        .await;
+        schema
+            .run_all(&[
+                "CREATE TABLE {{schema}}.commit_modes (mode text)",
+                "CREATE FUNCTION {{schema}}.note_commit_mode() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN INSERT INTO {{schema}}.commit_modes \
+                 VALUES (pg_catalog.current_setting('synchronous_commit')); RETURN NULL; END $$",
+                "CREATE CONSTRAINT TRIGGER note_commit_mode AFTER INSERT ON {{schema}}.orchestrator_queue \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+                 EXECUTE FUNCTION {{schema}}.note_commit_mode()",
+            ])
+            .await;
+        enqueue(&provider, 2).await;
+        // A task of its own: the claim is kept for the task's next fetch.
+        let p = provider.clone();
+        tokio::spawn(async move {
+            let (_, token, _) = fetch(&p, &TagFilter::DefaultOnly)
+                .await
+                .expect("the first activity");
+            p.ack_work_item(&token, Some(fixtures::completion("i1", 2)))
+                .await
+                .expect("ack and claim");
+        })
+        .await
+        .expect("task");
+        assert_eq!(
+            queue(&schema).await,
+            vec![(3, true, 1)],
+            "{mode}: the ack claimed the next activity"
+        );
+        let modes: Vec<String> = sqlx::query_scalar(
+            schema.statement("SELECT mode FROM {{schema}}.commit_modes"),
+        )
+        .fetch_all(&schema.pool)
+        .await
+        .expect("read");
+        assert_eq!(modes, vec!["on".to_string()], "{mode}: the ack's commit waits for its flush");
+        drop(provider);
+        pool.close().await;
+    })
+    .await;
+}
+in_both_modes!(the_ack_that_claims_keeps_its_commit_durable: the_ack_that_claims_keeps_its_commit_durable_procedures, the_ack_that_claims_keeps_its_commit_durable_inline);
+
 in_both_modes!(a_failed_claim_ahead_reports_what_the_ack_committed: a_failed_claim_ahead_reports_what_the_ack_committed_procedures, a_failed_claim_ahead_reports_what_the_ack_committed_inline);
 
 /// An ack's claim leaves sessions out, so finding nothing it does not tell

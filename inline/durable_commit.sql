@@ -1,0 +1,11 @@
+-- durable_commit: ends an inline transaction in which an ack shares a
+-- fetch's claim (src/inline/worker.rs, ack_and_fetch). The fetch's candidate
+-- statement lets its transaction commit without waiting for the WAL flush
+-- (set_config('synchronous_commit', 'off', true) in
+-- statements/fetch_work_item/candidate.sql: a lease lost to a crash is
+-- harmless); an ack's is not. So the setting goes back to the session's own
+-- (its reset value: the server's, the role's or the connection's; the
+-- provider never sets it for a session) and the commit waits for its flush
+-- as the ack alone would, in the commit's own round trip, as
+-- procedures/ack_work_item_and_claim.sql puts it back after the claim.
+SET LOCAL synchronous_commit TO DEFAULT; COMMIT
