@@ -342,7 +342,8 @@ impl PostgresProviderError {
     /// most a second for one, so that a lock on their tenant's table does
     /// not keep a connection other tenants need. Its transaction rolled
     /// back; acks, abandons and renewals try again for as long as the lock
-    /// lasts ([`crate::store`]), fetches are retried by duroxide. A subset
+    /// lasts (docs/architecture.md, "Fetch admission on a shared pool");
+    /// fetches are retried by duroxide. A subset
     /// of [`is_retryable`](Self::is_retryable).
     pub fn is_lock_timeout(&self) -> bool {
         self.sqlstate().as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE)
