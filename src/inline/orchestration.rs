@@ -219,7 +219,7 @@ async fn reclaim(
     };
     let found = instance_of(sql, conn, &instance).await?;
     if batch.has_parked {
-        unpark(sql, conn, &token, now, &instance).await?;
+        unpark(sql, conn, now, &instance).await?;
     }
     Ok(Polled::Found {
         item: FetchedRow {
@@ -302,16 +302,9 @@ async fn instance_of(
     })
 }
 
-/// Makes the parked messages of the claimed batch ordinary again.
-async fn unpark(
-    sql: &FetchSql,
-    conn: &mut PgConnection,
-    token: &str,
-    now: i64,
-    instance: &str,
-) -> Result<()> {
+/// Makes the claimed instance's parked messages ordinary again.
+async fn unpark(sql: &FetchSql, conn: &mut PgConnection, now: i64, instance: &str) -> Result<()> {
     sqlx::query(&sql.unpark)
-        .bind(token)
         .bind(now)
         .bind(instance)
         .execute(&mut *conn)
@@ -523,7 +516,7 @@ async fn fetch_in(
             continue;
         }
         if has_parked {
-            unpark(sql, conn, &token, now, &instance).await?;
+            unpark(sql, conn, now, &instance).await?;
         }
 
         let snapshot = match sqlx::query(&sql.snapshot)

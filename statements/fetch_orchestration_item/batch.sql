@@ -31,5 +31,9 @@ SELECT pg_catalog.array_agg(k.work_item ORDER BY k.id) AS messages,
        pg_catalog.max(k.attempt_count) AS attempts,
        pg_catalog.bool_and(k.item_kind = 'QueueMessage') AS all_queue,
        pg_catalog.bool_or(k.item_kind IN ('StartOrchestration', 'ContinueAsNew')) AS has_start,
-       pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL) AS has_parked
+       -- Any parked message of the instance, in the batch or left out of
+       -- it: a claim makes them all ordinary messages again (unpark.sql).
+       (pg_catalog.bool_or(k.orphan_since_ms IS NOT NULL)
+        OR EXISTS (SELECT FROM {{schema}}.orchestrator_queue p
+                    WHERE p.instance_id = v_instance AND p.orphan_since_ms IS NOT NULL)) AS has_parked
   FROM locked k;

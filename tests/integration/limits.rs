@@ -573,10 +573,21 @@ async fn a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns(
                 .is_none(),
             "nothing to run before the start"
         );
+        // All of them are parked, those the batch left out too: none stays
+        // visible to bring the instance back at the next fetch (which
+        // parked the same batch again, and again, and reported work due).
+        let visible: i64 = sqlx::query_scalar(schema.statement(
+            "SELECT count(*) FROM {{schema}}.orchestrator_queue \
+              WHERE instance_id = 'late' AND orphan_since_ms IS NULL",
+        ))
+        .fetch_one(&schema.pool)
+        .await
+        .expect("count");
+        assert_eq!(visible, 0, "every early event parked");
         p.enqueue_for_orchestrator(start("late"), None)
             .await
             .expect("enqueue start");
-        let (item, _, _) = p
+        let (item, token, _) = p
             .fetch_orchestration_item(LOCK, Duration::ZERO, None)
             .await
             .expect("fetch")
@@ -590,6 +601,34 @@ async fn a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns(
             "{:?}",
             item.messages
         );
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![event("late", 1)],
+            vec![],
+            vec![],
+            metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack the first turn");
+        // The events parked before the start and left out of its batch are
+        // ordinary messages once it runs: the next turn takes them, at once.
+        let (item, _, _) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("the rest of the early events, now");
+        assert_eq!(item.instance, "late");
+        let rest: Vec<String> = item
+            .messages
+            .into_iter()
+            .map(|m| match m {
+                WorkItem::ExternalRaised { data, .. } => data,
+                other => panic!("unexpected message {other:?}"),
+            })
+            .collect();
+        assert_eq!(rest, sent[4..6].to_vec(), "the two left out, in order");
     })
     .await;
 }
