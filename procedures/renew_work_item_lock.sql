@@ -2,13 +2,9 @@
 -- missing or expired lock returns false (the caller reports DX001): that is
 -- how a worker learns its activity was cancelled. The item's session, if any, records the activity.
 --
--- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
--- retryable): a lock on this tenant's table (an operator's VACUUM FULL or
--- LOCK TABLE, a long migration) must not keep the connection, which other
--- tenants on its home shard may need, for as long as it lasts. The
--- provider retries the call itself, off the connection, until the lock is
--- gone (Store::riding_outages; docs/architecture.md, "Fetch admission on
--- a shared pool").
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.renew_work_item_lock{{suffix}}(
     p_lock_token text,
     p_extend_ms  bigint)

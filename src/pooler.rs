@@ -217,6 +217,59 @@ impl Db {
         }
     }
 
+    /// [`Executor::fetch_many`] on this `Db`, each call in a transaction of
+    /// its own opened with `begin` when there is one (a transaction
+    /// pooler's `BEGIN`, or one with a lock timeout: [`OnLease`]).
+    fn fetch_many_with<'e, 'q: 'e, E>(
+        &'e self,
+        begin: Option<&'e Sql>,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match (begin, &self.home) {
+            (None, None) => self.pool.fetch_many(query),
+            (begin, _) => stream::once(async move {
+                let mut conn = self.acquire().await?;
+                match begin {
+                    None => {
+                        let results: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
+                        self.release(conn);
+                        Ok(results)
+                    }
+                    Some(begin) => self.pinned(conn, begin, query).await,
+                }
+            })
+            .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed(),
+        }
+    }
+
+    /// [`Executor::fetch_optional`] on this `Db`, as
+    /// [`Db::fetch_many_with`].
+    fn fetch_optional_with<'e, 'q: 'e, E>(
+        &'e self,
+        begin: Option<&'e Sql>,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        match (begin, &self.home) {
+            (None, None) => self.pool.fetch_optional(query),
+            (None, Some(_)) => Box::pin(async move {
+                let conn = self.acquire().await?;
+                self.fetch_optional_on(conn, query).await
+            }),
+            (Some(begin), _) => Box::pin(async move {
+                let conn = self.acquire().await?;
+                Ok(first_row(self.pinned(conn, begin, query).await?))
+            }),
+        }
+    }
+
     /// Runs `query` in a transaction of its own on `conn`, opened with
     /// `begin`, and collects its results: unnamed under a transaction
     /// pooler, else as the query asks (sqlx caches its statements).
@@ -327,23 +380,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match (self.pooled_begin.as_ref(), &self.home) {
-            (None, None) => self.pool.fetch_many(query),
-            (begin, _) => stream::once(async move {
-                let mut conn = self.acquire().await?;
-                match begin {
-                    None => {
-                        let results: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
-                        self.release(conn);
-                        Ok(results)
-                    }
-                    Some(begin) => self.pinned(conn, begin, query).await,
-                }
-            })
-            .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed(),
-        }
+        self.fetch_many_with(self.pooled_begin.as_ref(), query)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -354,17 +391,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match (self.pooled_begin.as_ref(), &self.home) {
-            (None, None) => self.pool.fetch_optional(query),
-            (None, Some(_)) => Box::pin(async move {
-                let conn = self.acquire().await?;
-                self.fetch_optional_on(conn, query).await
-            }),
-            (Some(begin), _) => Box::pin(async move {
-                let conn = self.acquire().await?;
-                Ok(first_row(self.pinned(conn, begin, query).await?))
-            }),
-        }
+        self.fetch_optional_with(self.pooled_begin.as_ref(), query)
     }
 
     fn prepare_with<'e>(
@@ -406,6 +433,17 @@ pub(crate) struct OnLease<'a> {
     pub bounded: bool,
 }
 
+impl<'a> OnLease<'a> {
+    /// What opens each statement's transaction: the lock timeout's `BEGIN`
+    /// when bounded, else the pool's own (a transaction pooler's, or none).
+    fn begin(&self) -> Option<&'a Sql> {
+        match self.bounded {
+            true => Some(&self.db.bounded_begin),
+            false => self.db.pooled_begin.as_ref(),
+        }
+    }
+}
+
 impl<'c> Executor<'c> for OnLease<'c> {
     type Database = Postgres;
 
@@ -417,17 +455,7 @@ impl<'c> Executor<'c> for OnLease<'c> {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let db = self.db;
-        if !self.bounded {
-            return Executor::fetch_many(db, query);
-        }
-        stream::once(async move {
-            let conn = db.acquire().await?;
-            db.pinned(conn, &db.bounded_begin, query).await
-        })
-        .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
+        self.db.fetch_many_with(self.begin(), query)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -438,14 +466,7 @@ impl<'c> Executor<'c> for OnLease<'c> {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let db = self.db;
-        if !self.bounded {
-            return Executor::fetch_optional(db, query);
-        }
-        Box::pin(async move {
-            let conn = db.acquire().await?;
-            Ok(first_row(db.pinned(conn, &db.bounded_begin, query).await?))
-        })
+        self.db.fetch_optional_with(self.begin(), query)
     }
 
     fn prepare_with<'e>(

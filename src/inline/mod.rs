@@ -109,12 +109,9 @@ impl Tx {
             // leave no named statement behind, here or in sqlx's cache.
             self.conn()?.clear_cached_statements().await?;
         }
-        if self.pooled || end == DURABLE_COMMIT {
-            // Unnamed; the durable commit's two statements in one round trip.
-            self.conn()?.execute(sqlx::raw_sql(end)).await?;
-        } else {
-            sqlx::query(end).execute(self.conn()?).await?;
-        }
+        // A simple query: unnamed, and the durable commit's two statements
+        // in one round trip.
+        self.conn()?.execute(sqlx::raw_sql(end)).await?;
         self.finished = true;
         if let Some(conn) = self.conn.take() {
             self.db.release(conn);
