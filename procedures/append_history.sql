@@ -5,6 +5,10 @@
 -- execution's row, or, when the execution has no row (nothing but this
 -- call has written it), in events_without_execution
 -- (0006_event_counts.sql): get_system_metrics adds the two.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.append_history{{suffix}}(
     p_instance_id  text,
     p_execution_id bigint,
@@ -17,6 +21,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

@@ -4,6 +4,10 @@
 -- passed over, as fetches pass over it, and swept next time: the sweep
 -- never waits for one, so it cannot deadlock with a renewal over rows that
 -- expired between their clocks.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.cleanup_orphaned_sessions{{suffix}}()
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -11,6 +15,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

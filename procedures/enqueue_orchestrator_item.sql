@@ -11,6 +11,10 @@
 -- ack_orchestration_item.sql). ON CONFLICT DO UPDATE ... WHERE false locks
 -- a row another writer created meanwhile without writing a new version of
 -- it.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_orchestrator_item{{suffix}}(
     p_instance_id   text,
     p_item_kind     text,
@@ -22,6 +26,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

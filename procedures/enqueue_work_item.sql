@@ -1,6 +1,10 @@
 -- enqueue_work_item: add one activity execution to the worker queue, visible
 -- now. Returns what to wake ('worker'): the caller wakes the schema's worker
 -- waiters after the commit (see src/notify/mod.rs).
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.enqueue_work_item{{suffix}}(
     p_work_item    text,
     p_instance_id  text,
@@ -14,6 +18,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 BEGIN

@@ -1,5 +1,9 @@
 -- get_custom_status: the instance's custom status and its version, only when
 -- the version is newer than p_last_seen_version (no row otherwise).
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_custom_status{{suffix}}(
     p_instance_id       text,
     p_last_seen_version bigint)
@@ -11,6 +15,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

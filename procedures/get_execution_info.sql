@@ -1,5 +1,9 @@
 -- get_execution_info: one execution's status, output, times and event count.
 -- No row: not found.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_execution_info{{suffix}}(p_instance_id text, p_execution_id bigint)
 RETURNS TABLE (
     execution_id    bigint,
@@ -15,6 +19,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

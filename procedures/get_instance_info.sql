@@ -1,5 +1,9 @@
 -- get_instance_info: an instance's metadata with its current execution's
 -- status and output. No row: not found.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_instance_info{{suffix}}(p_instance_id text)
 RETURNS TABLE (
     instance_id           text,
@@ -18,6 +22,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -2,6 +2,10 @@
 -- KV state (delta over store, tombstones excluded), plus the execution's first
 -- event so the caller can count carried-forward queue messages. No row when
 -- the instance does not exist.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_instance_stats{{suffix}}(p_instance_id text)
 RETURNS TABLE (
     history_event_count  bigint,
@@ -16,6 +20,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

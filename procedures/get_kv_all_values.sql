@@ -1,5 +1,9 @@
 -- get_kv_all_values: every live KV entry of an instance: the merged store
 -- overlaid with the current execution's delta, tombstones removed.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_kv_all_values{{suffix}}(p_instance_id text)
 RETURNS TABLE (key text, value text)
 LANGUAGE plpgsql
@@ -9,6 +13,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

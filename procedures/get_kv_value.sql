@@ -1,6 +1,10 @@
 -- get_kv_value: one KV entry as the orchestration sees it: the current
 -- execution's delta (a NULL value is a tombstone) over the merged store.
 -- No row: the key was never set.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_kv_value{{suffix}}(
     p_instance_id text,
     p_key         text)
@@ -12,6 +16,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -4,6 +4,10 @@
 -- created after, and duroxide's default delete_instance refuses an
 -- instance with a parent (delete the root instead), which there no longer
 -- is. get_instance_info still reports the parent it was started by.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_parent_id{{suffix}}(p_instance_id text)
 RETURNS TABLE (parent_instance_id text)
 LANGUAGE plpgsql
@@ -13,6 +17,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -1,4 +1,8 @@
 -- list_executions: an instance's execution ids, ascending.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.list_executions{{suffix}}(p_instance_id text)
 RETURNS TABLE (execution_id bigint)
 LANGUAGE plpgsql
@@ -8,6 +12,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

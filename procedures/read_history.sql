@@ -9,6 +9,10 @@
 -- instance that has not run its first turn yet (or does not exist) are
 -- answered too. It defaults to false, so that a build before it, which
 -- reads every row as an event, still reads during a rolling upgrade.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.read_history{{suffix}}(
     p_instance_id  text,
     p_execution_id bigint,
@@ -21,6 +25,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 BEGIN

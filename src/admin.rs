@@ -107,7 +107,7 @@ fn not_found(what: String) -> PostgresProviderError {
 pub(crate) async fn orphaned_instances(s: &Store, limit: u32) -> Result<Vec<OrphanedInstance>> {
     Ok(sqlx::query_as(&s.sql.admin.orphans)
         .bind(i64::from(limit))
-        .fetch_all(&s.pool)
+        .fetch_all(s.bounded())
         .await?)
 }
 
@@ -117,7 +117,7 @@ async fn ids(s: &Store, sql: &Sql, arg: Option<&str>) -> Result<Vec<String>> {
     if let Some(arg) = arg {
         query = query.bind(codec::check_text("instance", arg)?);
     }
-    Ok(query.fetch_all(&s.pool).await?)
+    Ok(query.fetch_all(s.bounded()).await?)
 }
 
 /// Every instance id.
@@ -139,7 +139,7 @@ pub(crate) async fn children(s: &Store, instance: &str) -> Result<Vec<String>> {
 pub(crate) async fn instance_info(s: &Store, instance: &str) -> Result<InstanceInfo> {
     let row = sqlx::query_as::<_, InstanceRow>(&s.sql.admin.instance_info)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?
         .ok_or_else(|| not_found(format!("Instance {instance} not found")))?;
     Ok(InstanceInfo {
@@ -166,7 +166,7 @@ pub(crate) async fn execution_info(
     let row = sqlx::query_as::<_, ExecutionRow>(&s.sql.admin.execution_info)
         .bind(codec::check_text("instance", instance)?)
         .bind(codec::to_i64("execution_id", execution_id)?)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?
         .ok_or_else(|| {
             not_found(format!(
@@ -225,7 +225,7 @@ fn event_total(schema: &SchemaName, total: i64) -> u64 {
 /// Visible messages per queue.
 pub(crate) async fn queue_depths(s: &Store) -> Result<QueueDepths> {
     let (orchestrator, worker): (i64, i64) = sqlx::query_as(&s.sql.admin.queue_depths)
-        .fetch_one(&s.pool)
+        .fetch_one(s.bounded())
         .await?;
     Ok(QueueDepths {
         orchestrator_queue: usize::try_from(orchestrator).unwrap_or_default(),
@@ -238,7 +238,7 @@ pub(crate) async fn queue_depths(s: &Store) -> Result<QueueDepths> {
 pub(crate) async fn execution_ids(s: &Store, instance: &str) -> Result<Vec<u64>> {
     let ids: Vec<i64> = sqlx::query_scalar(&s.sql.admin.list_executions)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_all(&s.pool)
+        .fetch_all(s.bounded())
         .await?;
     ids.into_iter()
         .map(|id| count("execution_id", id))
@@ -249,7 +249,7 @@ pub(crate) async fn execution_ids(s: &Store, instance: &str) -> Result<Vec<u64>>
 pub(crate) async fn latest_execution(s: &Store, instance: &str) -> Result<u64> {
     let id: i64 = sqlx::query_scalar(&s.sql.admin.latest_execution)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_one(&s.pool)
+        .fetch_one(s.bounded())
         .await?;
     count("execution_id", id)
 }
@@ -258,7 +258,7 @@ pub(crate) async fn latest_execution(s: &Store, instance: &str) -> Result<u64> {
 pub(crate) async fn parent(s: &Store, instance: &str) -> Result<Option<String>> {
     let parent: Option<Option<String>> = sqlx::query_scalar(&s.sql.admin.parent)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?;
     parent.ok_or_else(|| not_found(format!("Instance {instance} not found")))
 }

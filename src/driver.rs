@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::inline;
 use crate::notify::Polled;
 use crate::orchestration_queue::{self, AckParams, FetchedRow};
-use crate::pooler::{Db, OnLease};
+use crate::pooler::{Bounded, Db};
 use crate::store::Store;
 use crate::worker_queue::{self, FetchedItem, WorkAck};
 
@@ -53,12 +53,13 @@ impl Driver {
         }
     }
 
-    /// What an operation on a lease already held (an ack, an abandon, a
-    /// renewal) runs its one statement on: the procedure's call alone
+    /// What a single-statement operation that waits at most a second for a
+    /// lock (an ack, abandon or renewal of a lease already held, an
+    /// enqueue, an append, a read) runs its statement on: the procedure's call alone
     /// (the procedure pins `lock_timeout`), or in inline mode the statement
     /// in a transaction that waits at most a second for a lock.
-    pub(crate) fn on_lease(self, db: &Db) -> OnLease<'_> {
-        OnLease {
+    pub(crate) fn bounded(self, db: &Db) -> Bounded<'_> {
+        Bounded {
             db,
             bounded: self == Self::Inline,
         }

@@ -49,7 +49,7 @@ async fn read_rows(
         .bind(codec::check_text("instance", instance)?)
         .bind(execution_id)
         .bind(true) // with no event, a row with the status
-        .fetch_all(&s.pool)
+        .fetch_all(s.bounded())
         .await?;
     let status = rows
         .first()
@@ -117,7 +117,7 @@ pub(crate) async fn append_with_execution(
         .bind(ids)
         .bind(types)
         .bind(data)
-        .execute(&s.pool)
+        .execute(s.bounded())
         .await?;
     s.prefetch.wrote(instance);
     Ok(())
@@ -140,7 +140,7 @@ pub(crate) async fn get_custom_status(
     let row: Option<(Option<String>, i64)> = sqlx::query_as(&s.sql.history.custom_status)
         .bind(codec::check_text("instance", instance)?)
         .bind(last_seen)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?;
     row.map(|(status, version)| Ok((status, codec::to_u64("custom_status_version", version)?)))
         .transpose()
@@ -151,7 +151,7 @@ pub(crate) async fn get_kv_value(s: &Store, instance: &str, key: &str) -> Result
     let value: Option<Option<String>> = sqlx::query_scalar(&s.sql.history.kv_value)
         .bind(codec::check_text("instance", instance)?)
         .bind(codec::check_text("key", key)?)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?;
     Ok(value.flatten())
 }
@@ -163,7 +163,7 @@ pub(crate) async fn get_kv_all_values(
 ) -> Result<HashMap<String, String>> {
     let rows: Vec<(String, String)> = sqlx::query_as(&s.sql.history.kv_all)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_all(&s.pool)
+        .fetch_all(s.bounded())
         .await?;
     Ok(rows.into_iter().collect())
 }
@@ -182,7 +182,7 @@ struct StatsRow {
 pub(crate) async fn get_instance_stats(s: &Store, instance: &str) -> Result<Option<SystemStats>> {
     let Some(row) = sqlx::query_as::<_, StatsRow>(&s.sql.history.stats)
         .bind(codec::check_text("instance", instance)?)
-        .fetch_optional(&s.pool)
+        .fetch_optional(s.bounded())
         .await?
     else {
         return Ok(None);

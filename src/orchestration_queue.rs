@@ -461,7 +461,7 @@ pub(crate) async fn abandon(
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .fetch_one(s.on_lease())
+        .fetch_one(s.bounded())
         .await?;
     s.woke(&wake);
     found.then_some(()).ok_or_else(|| {
@@ -474,7 +474,7 @@ pub(crate) async fn renew(s: &Store, lock_token: &str, extend_for: Duration) -> 
     let found: bool = sqlx::query_scalar(&s.sql.orchestration.renew)
         .bind(codec::check_text("lock_token", lock_token)?)
         .bind(codec::millis(extend_for))
-        .fetch_one(s.on_lease())
+        .fetch_one(s.bounded())
         .await?;
     found.then_some(()).ok_or_else(|| {
         PostgresProviderError::rejected(
@@ -494,7 +494,7 @@ pub(crate) async fn enqueue(s: &Store, item: &WorkItem, delay: Option<Duration>)
         .bind(row.kind)
         .bind(&row.json)
         .bind(codec::delay_millis(delay))
-        .fetch_one(&s.pool)
+        .fetch_one(s.bounded())
         .await?;
     s.woke(&wake);
     Ok(())

@@ -219,7 +219,7 @@ impl Db {
 
     /// [`Executor::fetch_many`] on this `Db`, each call in a transaction of
     /// its own opened with `begin` when there is one (a transaction
-    /// pooler's `BEGIN`, or one with a lock timeout: [`OnLease`]).
+    /// pooler's `BEGIN`, or one with a lock timeout: [`Bounded`]).
     fn fetch_many_with<'e, 'q: 'e, E>(
         &'e self,
         begin: Option<&'e Sql>,
@@ -416,8 +416,9 @@ impl<'c> Executor<'c> for &'c Db {
     }
 }
 
-/// What an operation on a lease already held (an ack, an abandon, a
-/// renewal) runs its one statement on: the [`Db`], the statement sent
+/// What a single-statement operation that must not wait long for a lock
+/// (an ack, an abandon or a renewal of a lease already held; an enqueue,
+/// a history append or a read) runs its statement on: the [`Db`], the statement sent
 /// alone (a procedure's call, which pins `lock_timeout` itself), or, with
 /// `bounded` (inline mode), in a transaction of its own that waits at most
 /// a second for a lock ([`Db::bounded_begin`]; SQLSTATE 55P03 when it gives
@@ -428,12 +429,15 @@ impl<'c> Executor<'c> for &'c Db {
 /// (its `BEGIN`, which carries the setting, and its `COMMIT`); none under
 /// a transaction pooler, where each statement has that transaction anyway.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OnLease<'a> {
+pub(crate) struct Bounded<'a> {
+    /// The pool, and a transaction pooler's `BEGIN` if any.
     pub db: &'a Db,
+    /// Whether the statement needs a transaction of its own to carry the
+    /// lock timeout (inline mode).
     pub bounded: bool,
 }
 
-impl<'a> OnLease<'a> {
+impl<'a> Bounded<'a> {
     /// What opens each statement's transaction: the lock timeout's `BEGIN`
     /// when bounded, else the pool's own (a transaction pooler's, or none).
     fn begin(&self) -> Option<&'a Sql> {
@@ -444,7 +448,7 @@ impl<'a> OnLease<'a> {
     }
 }
 
-impl<'c> Executor<'c> for OnLease<'c> {
+impl<'c> Executor<'c> for Bounded<'c> {
     type Database = Postgres;
 
     fn fetch_many<'e, 'q: 'e, E>(

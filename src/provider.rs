@@ -481,14 +481,19 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "enqueue_for_orchestrator",
-                orchestration_queue::enqueue(&self.store, &item, delay),
+                self.store
+                    .waiting_out_locks(|| orchestration_queue::enqueue(&self.store, &item, delay)),
             )
             .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
         self.store
-            .observe("read", history::read(&self.store, instance))
+            .observe(
+                "read",
+                self.store
+                    .waiting_out_locks(|| history::read(&self.store, instance)),
+            )
             .await
     }
 
@@ -500,7 +505,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "read_with_execution",
-                history::read_with_execution(&self.store, instance, execution_id),
+                self.store.waiting_out_locks(|| {
+                    history::read_with_execution(&self.store, instance, execution_id)
+                }),
             )
             .await
     }
@@ -514,7 +521,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "append_with_execution",
-                history::append_with_execution(&self.store, instance, execution_id, &new_events),
+                self.store.waiting_out_locks(|| {
+                    history::append_with_execution(&self.store, instance, execution_id, &new_events)
+                }),
             )
             .await
     }
@@ -523,7 +532,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "enqueue_for_worker",
-                worker_queue::enqueue(&self.store, &item),
+                self.store
+                    .waiting_out_locks(|| worker_queue::enqueue(&self.store, &item)),
             )
             .await
     }
@@ -610,7 +620,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "cleanup_orphaned_sessions",
-                worker_queue::cleanup_orphaned_sessions(&self.store, idle_timeout),
+                self.store.waiting_out_locks(|| {
+                    worker_queue::cleanup_orphaned_sessions(&self.store, idle_timeout)
+                }),
             )
             .await
     }
@@ -627,7 +639,9 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "get_custom_status",
-                history::get_custom_status(&self.store, instance, last_seen_version),
+                self.store.waiting_out_locks(|| {
+                    history::get_custom_status(&self.store, instance, last_seen_version)
+                }),
             )
             .await
     }
@@ -640,7 +654,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "get_kv_value",
-                history::get_kv_value(&self.store, instance, key),
+                self.store
+                    .waiting_out_locks(|| history::get_kv_value(&self.store, instance, key)),
             )
             .await
     }
@@ -652,7 +667,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "get_kv_all_values",
-                history::get_kv_all_values(&self.store, instance),
+                self.store
+                    .waiting_out_locks(|| history::get_kv_all_values(&self.store, instance)),
             )
             .await
     }
@@ -664,7 +680,8 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "get_instance_stats",
-                history::get_instance_stats(&self.store, instance),
+                self.store
+                    .waiting_out_locks(|| history::get_instance_stats(&self.store, instance)),
             )
             .await
     }

@@ -2,6 +2,8 @@
 //! management queries (`admin`), history reads (`history`) and deletion and
 //! pruning (`deletion`), each run through the store's `observe` (span,
 //! metrics, error mapping), plus [`PostgresProvider::orphaned_instances`].
+//! The single-statement reads wait out a lock on their tenant's tables off
+//! the connection (`Store::waiting_out_locks`).
 
 use duroxide::Event;
 use duroxide::providers::{
@@ -25,7 +27,9 @@ impl PostgresProvider {
     /// # Errors
     /// Database errors.
     pub async fn orphaned_instances(&self, limit: u32) -> Result<Vec<OrphanedInstance>> {
-        admin::orphaned_instances(&self.store, limit).await
+        let s = &self.store;
+        s.waiting_out_locks(|| admin::orphaned_instances(s, limit))
+            .await
     }
 }
 
@@ -33,19 +37,29 @@ impl PostgresProvider {
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe("list_instances", admin::list_instances(s)).await
+        s.observe(
+            "list_instances",
+            s.waiting_out_locks(|| admin::list_instances(s)),
+        )
+        .await
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe("list_instances_by_status", admin::list_by_status(s, status))
-            .await
+        s.observe(
+            "list_instances_by_status",
+            s.waiting_out_locks(|| admin::list_by_status(s, status)),
+        )
+        .await
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
         let s = &self.store;
-        s.observe("list_executions", admin::execution_ids(s, instance))
-            .await
+        s.observe(
+            "list_executions",
+            s.waiting_out_locks(|| admin::execution_ids(s, instance)),
+        )
+        .await
     }
 
     async fn read_history_with_execution_id(
@@ -56,27 +70,36 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "read_history_with_execution_id",
-            history::read_events(s, instance, Some(execution_id)),
+            s.waiting_out_locks(|| history::read_events(s, instance, Some(execution_id))),
         )
         .await
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
         let s = &self.store;
-        s.observe("read_history", history::read_events(s, instance, None))
-            .await
+        s.observe(
+            "read_history",
+            s.waiting_out_locks(|| history::read_events(s, instance, None)),
+        )
+        .await
     }
 
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
         let s = &self.store;
-        s.observe("latest_execution_id", admin::latest_execution(s, instance))
-            .await
+        s.observe(
+            "latest_execution_id",
+            s.waiting_out_locks(|| admin::latest_execution(s, instance)),
+        )
+        .await
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
         let s = &self.store;
-        s.observe("get_instance_info", admin::instance_info(s, instance))
-            .await
+        s.observe(
+            "get_instance_info",
+            s.waiting_out_locks(|| admin::instance_info(s, instance)),
+        )
+        .await
     }
 
     async fn get_execution_info(
@@ -87,7 +110,7 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "get_execution_info",
-            admin::execution_info(s, instance, execution_id),
+            s.waiting_out_locks(|| admin::execution_info(s, instance, execution_id)),
         )
         .await
     }
@@ -99,19 +122,29 @@ impl ProviderAdmin for PostgresProvider {
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
         let s = &self.store;
-        s.observe("get_queue_depths", admin::queue_depths(s)).await
+        s.observe(
+            "get_queue_depths",
+            s.waiting_out_locks(|| admin::queue_depths(s)),
+        )
+        .await
     }
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
         let s = &self.store;
-        s.observe("list_children", admin::children(s, instance_id))
-            .await
+        s.observe(
+            "list_children",
+            s.waiting_out_locks(|| admin::children(s, instance_id)),
+        )
+        .await
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
         let s = &self.store;
-        s.observe("get_parent_id", admin::parent(s, instance_id))
-            .await
+        s.observe(
+            "get_parent_id",
+            s.waiting_out_locks(|| admin::parent(s, instance_id)),
+        )
+        .await
     }
 
     async fn delete_instances_atomic(

@@ -17,7 +17,7 @@ use crate::config::SqlMode;
 use crate::driver::Driver;
 use crate::error::Result;
 use crate::notify::{LongPoll, Sender, Wake};
-use crate::pooler::{Db, OnLease};
+use crate::pooler::{Bounded, Db};
 use crate::prefetch::Prefetched;
 use crate::scan_floor::ScanFloors;
 use crate::schema::SchemaName;
@@ -131,10 +131,10 @@ impl Store {
         }
     }
 
-    /// What an operation on a lease already held runs its one statement on
-    /// ([`Driver::on_lease`]): it waits at most a second for a lock.
-    pub(crate) fn on_lease(&self) -> OnLease<'_> {
-        self.driver.on_lease(&self.pool)
+    /// What a single-statement operation runs its statement on so that it
+    /// waits at most a second for a lock ([`Driver::bounded`]).
+    pub(crate) fn bounded(&self) -> Bounded<'_> {
+        self.driver.bounded(&self.pool)
     }
 
     /// The SQL mode the store's driver runs.
@@ -175,7 +175,37 @@ impl Store {
     /// [`PostgresProviderError::is_connection_lost`]: crate::PostgresProviderError::is_connection_lost
     /// [`PostgresProviderError::is_read_only`]: crate::PostgresProviderError::is_read_only
     /// [`PostgresProviderError::is_lock_timeout`]: crate::PostgresProviderError::is_lock_timeout
-    pub(crate) async fn riding_outages<T, F, Fut>(&self, mut work: F) -> Result<T>
+    pub(crate) async fn riding_outages<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retrying(true, work).await
+    }
+
+    /// Runs `work` (a single statement that waits at most a second for a
+    /// lock, [`Store::bounded`]: a client's or the runtime's enqueue,
+    /// append or read), again for as long as it gives up waiting for a
+    /// lock ([`PostgresProviderError::is_lock_timeout`]), as
+    /// [`Store::riding_outages`] does; any other error is the caller's.
+    /// Before, such a call waited for the lock holding a connection that
+    /// the tenant's shard-mates need; it still waits as long, off the
+    /// connection. A lock timeout rolled the statement back, so a retried
+    /// enqueue or append writes once; after a lost connection it is not
+    /// retried, as its commit may have reached the server.
+    ///
+    /// [`PostgresProviderError::is_lock_timeout`]: crate::PostgresProviderError::is_lock_timeout
+    pub(crate) async fn waiting_out_locks<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retrying(false, work).await
+    }
+
+    /// The loop of [`Store::riding_outages`] (`outages` set) and
+    /// [`Store::waiting_out_locks`].
+    async fn retrying<T, F, Fut>(&self, outages: bool, mut work: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -201,7 +231,8 @@ impl Store {
                     deadline = outage();
                 }
                 Err(e)
-                    if (e.is_connection_lost() || e.is_read_only())
+                    if outages
+                        && (e.is_connection_lost() || e.is_read_only())
                         && deadline.is_none_or(|d| Instant::now() + backoff < d) =>
                 {
                     drop(probe.take());

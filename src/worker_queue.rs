@@ -53,7 +53,7 @@ pub(crate) async fn enqueue(s: &Store, item: &WorkItem) -> Result<()> {
         .bind(row.activity_id)
         .bind(&row.session_id)
         .bind(&row.tag)
-        .fetch_one(&s.pool)
+        .fetch_one(s.bounded())
         .await?;
     s.woke(&wake);
     Ok(())
@@ -261,10 +261,7 @@ impl WorkAck<'_> {
 
     /// The ack alone: (acked, what to wake).
     pub(crate) async fn run(&self, s: &Store) -> Result<(bool, Vec<String>)> {
-        Ok(self
-            .query(&s.sql.worker.ack)
-            .fetch_one(s.on_lease())
-            .await?)
+        Ok(self.query(&s.sql.worker.ack).fetch_one(s.bounded()).await?)
     }
 
     /// The ack on `conn`, in the caller's transaction.
@@ -437,7 +434,7 @@ pub(crate) async fn renew(s: &Store, token: &str, extend_for: Duration) -> Resul
     let renewed: bool = sqlx::query_scalar(&s.sql.worker.renew)
         .bind(codec::check_text("lock_token", token)?)
         .bind(codec::millis(extend_for))
-        .fetch_one(s.on_lease())
+        .fetch_one(s.bounded())
         .await?;
     found(
         renewed,
@@ -456,7 +453,7 @@ pub(crate) async fn abandon(
         .bind(codec::check_text("lock_token", token)?)
         .bind(delay.map(codec::millis))
         .bind(ignore_attempt)
-        .fetch_one(s.on_lease())
+        .fetch_one(s.bounded())
         .await?;
     s.woke(&wake);
     found(released, "Invalid lock token or already acked")
@@ -480,7 +477,7 @@ pub(crate) async fn renew_sessions(
         .bind(owners)
         .bind(codec::millis(extend_for))
         .bind(codec::millis(idle_timeout))
-        .fetch_one(s.on_lease())
+        .fetch_one(s.bounded())
         .await?;
     Ok(usize::try_from(renewed).unwrap_or_default())
 }
@@ -488,7 +485,7 @@ pub(crate) async fn renew_sessions(
 /// Deletes expired sessions no queued activity refers to; returns how many.
 pub(crate) async fn cleanup_orphaned_sessions(s: &Store, _idle_timeout: Duration) -> Result<usize> {
     let removed: i64 = sqlx::query_scalar(&s.sql.worker.cleanup_sessions)
-        .fetch_one(&s.pool)
+        .fetch_one(s.bounded())
         .await?;
     Ok(usize::try_from(removed).unwrap_or_default())
 }

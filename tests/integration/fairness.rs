@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, TagFilter};
+use duroxide::providers::{Provider, ProviderAdmin, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
@@ -579,6 +579,122 @@ async fn a_locked_tenants_acks_leave_its_shard_mate_the_connection(mode: SqlMode
             };
             assert_eq!(rows_of(s, table, instance).await, 1, "{mode}: {instance}");
         }
+        shared.close().await;
+    })
+    .await;
+}
+
+in_both_modes!(a_locked_tenants_client_calls_leave_its_shard_mate_the_connection:
+    a_locked_tenants_client_calls_leave_its_shard_mate_the_connection_procedures,
+    a_locked_tenants_client_calls_leave_its_shard_mate_the_connection_inline; 4);
+
+/// The shard of [`a_locked_tenants_acks_leave_its_shard_mate_the_connection`],
+/// with the calls a client makes instead of acks: tenant A's history and
+/// orchestrator queue are locked while A's client reads a status and starts
+/// an instance, both waiting for the lock. Tenant B, whose home is A's
+/// one-connection shard, must still start an instance, read a status and
+/// ack the turn it holds, each well within B's lease, and read an
+/// instance's info while A's management client reads A's history (before, A's calls
+/// waited for the lock holding the shard's connection, and B's waited
+/// behind them for as long as the lock lasted). Once the lock is gone, A's
+/// calls return: the read sees A's history, the start is queued once.
+async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode: SqlMode) {
+    with_schemas("clients", 3, |schemas| async move {
+        let (a, b) = (&schemas[0], &schemas[2]);
+        let shared = pool(3).await;
+        let pa = provider(&shared, a, mode).await;
+        // The other shard's tenant: B's home is A's.
+        let _px = provider(&shared, &schemas[1], mode).await;
+        let pb = provider(&shared, b, mode).await;
+        let lease = Duration::from_secs(10);
+        for (p, id) in [(&pa, "a1"), (&pb, "b1")] {
+            p.enqueue_for_orchestrator(start(id), None)
+                .await
+                .expect("enqueue");
+        }
+        let (_, a_turn, _) = pa
+            .fetch_orchestration_item(lease, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("a1 claimed");
+        ack_first_turn(&pa, &a_turn, "a1").await.expect("a1's turn");
+        let (_, b_turn, _) = pb
+            .fetch_orchestration_item(lease, Duration::ZERO, None)
+            .await
+            .expect("fetch")
+            .expect("b1 claimed");
+
+        let history = hold_table(a, "history", "ACCESS EXCLUSIVE").await;
+        let queue = hold_table(a, "orchestrator_queue", "ACCESS EXCLUSIVE").await;
+        let a_read = {
+            let pa = pa.clone();
+            tokio::spawn(async move { pa.read("a1").await })
+        };
+        until_a_backend_waits_for(a, "history", "A's status read").await;
+        let a_start = {
+            let pa = pa.clone();
+            tokio::spawn(async move { pa.enqueue_for_orchestrator(start("a2"), None).await })
+        };
+        // Give A's start time to reach the connection's line or the lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let timed = |what: &'static str, took: Duration| {
+            assert!(
+                took < lease * 2 / 5,
+                "{mode}: B's {what} took {took:?} beside A's locked tables"
+            );
+        };
+        let began = Instant::now();
+        let started =
+            tokio::time::timeout(lease, pb.enqueue_for_orchestrator(start("b2"), None)).await;
+        assert!(
+            matches!(started, Ok(Ok(()))),
+            "{mode}: B's start: {started:?}"
+        );
+        timed("start", began.elapsed());
+        let began = Instant::now();
+        let read = tokio::time::timeout(lease, pb.read("b1")).await;
+        assert!(matches!(read, Ok(Ok(_))), "{mode}: B's read: {read:?}");
+        timed("read", began.elapsed());
+        let began = Instant::now();
+        let acked = tokio::time::timeout(lease, ack_first_turn(&pb, &b_turn, "b1")).await;
+        assert!(matches!(acked, Ok(Ok(()))), "{mode}: B's ack: {acked:?}");
+        timed("ack", began.elapsed());
+        // A's management client lists A's history meanwhile.
+        let a_admin = {
+            let pa = pa.clone();
+            tokio::spawn(async move { ProviderAdmin::read_history(&pa, "a1").await })
+        };
+        // Give it time to reach the connection's line or the lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = Instant::now();
+        let info = tokio::time::timeout(lease, pb.get_instance_info("b1")).await;
+        assert!(matches!(info, Ok(Ok(_))), "{mode}: B's info: {info:?}");
+        timed("info", began.elapsed());
+        assert!(
+            !a_read.is_finished() && !a_start.is_finished() && !a_admin.is_finished(),
+            "{mode}: A's calls ended while A's tables were locked"
+        );
+
+        release_table(history).await;
+        release_table(queue).await;
+        let read = tokio::time::timeout(Duration::from_secs(20), a_read).await;
+        match read {
+            Ok(Ok(Ok(events))) => assert_eq!(events.len(), 1, "{mode}: A's history"),
+            other => panic!("{mode}: A's read once the lock was gone: {other:?}"),
+        }
+        let listed = tokio::time::timeout(Duration::from_secs(20), a_admin).await;
+        match listed {
+            Ok(Ok(Ok(events))) => assert_eq!(events.len(), 1, "{mode}: A's listed history"),
+            other => panic!("{mode}: A's admin read once the lock was gone: {other:?}"),
+        }
+        let started = tokio::time::timeout(Duration::from_secs(20), a_start).await;
+        assert!(
+            matches!(started, Ok(Ok(Ok(())))),
+            "{mode}: A's start once the lock was gone: {started:?}"
+        );
+        assert_eq!(rows_of(a, "orchestrator_queue", "a2").await, 1, "{mode}");
+        assert_eq!(rows_of(b, "orchestrator_queue", "b2").await, 1, "{mode}");
         shared.close().await;
     })
     .await;
