@@ -13,6 +13,10 @@
 -- the one order over all of them at once. (Deleted tree by tree, the claim
 -- keys and rows of one tree were held while the next tree's were taken: a
 -- delete of instances from two trees could hold one and wait for the other.)
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instance_bulk{{suffix}}(
     p_ids              text[],
     p_completed_before bigint,
@@ -26,6 +30,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
 SET enable_seqscan = on
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

@@ -25,6 +25,10 @@
 -- deletes the activity and queues its completion in one statement), whose
 -- completion its snapshot cannot see: a last statement sweeps the queue
 -- again, so no message outlives its instance.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.delete_instances{{suffix}}(p_ids text[], p_force boolean)
 RETURNS TABLE (
     instances_deleted      bigint,
@@ -36,6 +40,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

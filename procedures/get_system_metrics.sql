@@ -6,6 +6,10 @@
 -- them off): the counts read every table whole, which a sequential scan
 -- does fastest at any size. duroxide's runtime calls this at every start
 -- (and at every gauge poll with observability on).
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.get_system_metrics{{suffix}}()
 RETURNS TABLE (
     total_instances     bigint,
@@ -21,6 +25,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
 SET enable_seqscan = on
 SET jit = off
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 DECLARE

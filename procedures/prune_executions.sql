@@ -8,6 +8,10 @@
 -- its executions, then their history. No claim or lease is taken: pruning
 -- touches no message and never the current or a running execution, the
 -- only one an ack writes.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.prune_executions{{suffix}}(
     p_instance_id      text,
     p_keep_last        bigint,
@@ -18,6 +22,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET jit = off
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

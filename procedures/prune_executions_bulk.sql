@@ -16,6 +16,10 @@
 -- locks them, then each instance's executions and history are pruned. (Taken
 -- one instance at a time, oldest first, they deadlocked with a delete of the
 -- same instances.) An instance deleted since it was chosen is skipped.
+--
+-- It waits at most a second for a lock (lock_timeout; 55P03), and the
+-- provider retries it off the connection until the lock is gone
+-- (docs/architecture.md, "Fetch admission on a shared pool").
 CREATE OR REPLACE FUNCTION {{schema}}.prune_executions_bulk{{suffix}}(
     p_ids                    text[],
     p_completed_before       bigint,
@@ -27,6 +31,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = auto
 SET enable_seqscan = on
+SET lock_timeout = '1s'
 SECURITY DEFINER
 AS $$
 DECLARE

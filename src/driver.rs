@@ -187,7 +187,7 @@ impl Driver {
     pub(crate) async fn system_metrics(self, s: &Store) -> Result<MetricsRow> {
         match self {
             Self::Procedures => Ok(sqlx::query_as(&s.sql.admin.metrics)
-                .fetch_one(&s.pool)
+                .fetch_one(s.bounded())
                 .await?),
             Self::Inline => inline::metrics::system_metrics(s).await,
         }
@@ -422,7 +422,7 @@ mod procedures {
         Ok(sqlx::query_as(&s.sql.deletion.delete)
             .bind(ids)
             .bind(force)
-            .fetch_one(&s.pool)
+            .fetch_one(s.bounded())
             .await?)
     }
 
@@ -435,7 +435,7 @@ mod procedures {
             .bind(ids)
             .bind(before)
             .bind(limit)
-            .fetch_one(&s.pool)
+            .fetch_one(s.bounded())
             .await?)
     }
 
@@ -449,7 +449,7 @@ mod procedures {
             .bind(instance_id)
             .bind(keep_last)
             .bind(completed_before)
-            .fetch_one(&s.pool)
+            .fetch_one(s.bounded())
             .await?)
     }
 
@@ -465,7 +465,7 @@ mod procedures {
             .bind(limit)
             .bind(keep_last)
             .bind(prune_before)
-            .fetch_one(&s.pool)
+            .fetch_one(s.bounded())
             .await?)
     }
 }

@@ -2,8 +2,8 @@
 //! management queries (`admin`), history reads (`history`) and deletion and
 //! pruning (`deletion`), each run through the store's `observe` (span,
 //! metrics, error mapping), plus [`PostgresProvider::orphaned_instances`].
-//! The single-statement reads wait out a lock on their tenant's tables off
-//! the connection (`Store::waiting_out_locks`).
+//! Each waits out a lock on its tenant's tables off the connection
+//! (`Store::waiting_out_locks`).
 
 use duroxide::Event;
 use duroxide::providers::{
@@ -117,7 +117,11 @@ impl ProviderAdmin for PostgresProvider {
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
         let s = &self.store;
-        s.observe("get_system_metrics", admin::metrics(s)).await
+        s.observe(
+            "get_system_metrics",
+            s.waiting_out_locks(|| admin::metrics(s)),
+        )
+        .await
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
@@ -155,7 +159,7 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "delete_instances_atomic",
-            deletion::delete_instances_atomic(s, ids, force),
+            s.waiting_out_locks(|| deletion::delete_instances_atomic(s, ids, force)),
         )
         .await
     }
@@ -167,7 +171,7 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "delete_instance_bulk",
-            deletion::delete_instance_bulk(s, &filter),
+            s.waiting_out_locks(|| deletion::delete_instance_bulk(s, &filter)),
         )
         .await
     }
@@ -180,7 +184,7 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "prune_executions",
-            deletion::prune_executions(s, instance_id, &options),
+            s.waiting_out_locks(|| deletion::prune_executions(s, instance_id, &options)),
         )
         .await
     }
@@ -193,7 +197,7 @@ impl ProviderAdmin for PostgresProvider {
         let s = &self.store;
         s.observe(
             "prune_executions_bulk",
-            deletion::prune_executions_bulk(s, &filter, &options),
+            s.waiting_out_locks(|| deletion::prune_executions_bulk(s, &filter, &options)),
         )
         .await
     }

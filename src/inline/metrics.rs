@@ -21,7 +21,7 @@ procedure_statements! {
 /// The counts, in a transaction of their own.
 pub(crate) async fn system_metrics(p: &Store) -> Result<MetricsRow> {
     let sql = &p.sql.inline.metrics;
-    let mut tx = Tx::begin(&p.pool).await?;
+    let mut tx = Tx::begin_bounded(&p.pool).await?;
     let outcome = async {
         let conn = tx.conn()?;
         sqlx::query(&sql.plan_per_call).execute(&mut *conn).await?;

@@ -53,30 +53,18 @@ pub(crate) struct Tx {
 
 impl Tx {
     /// Acquires a connection and starts a transaction on it that waits at
-    /// most a second for a lock ([`Db::bounded_begin`]): a fetch's, or an
-    /// ack's of a lease already held.
+    /// most a second for a lock ([`Db::bounded_begin`]): every inline
+    /// transaction (a fetch, an ack, a delete, a prune, the metrics).
     pub(crate) async fn begin_bounded(pool: &Db) -> Result<Self> {
-        Self::open(pool, Some(pool.bounded_begin())).await
-    }
-
-    /// Acquires a connection and starts a transaction on it.
-    pub(crate) async fn begin(pool: &Db) -> Result<Self> {
-        Self::open(pool, pool.pooled_begin()).await
-    }
-
-    /// Acquires a connection and opens the transaction with `begin` (a
-    /// plain `BEGIN` when `None`).
-    async fn open(pool: &Db, begin: Option<&crate::sql::Sql>) -> Result<Self> {
         let mut tx = Self {
             conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
             db: pool.clone(),
             finished: false,
             pooled: pool.pooled_begin().is_some(),
         };
-        match begin {
-            None => sqlx::query("BEGIN").execute(tx.conn()?).await?,
-            Some(begin) => tx.conn()?.execute(sqlx::raw_sql(begin)).await?,
-        };
+        tx.conn()?
+            .execute(sqlx::raw_sql(pool.bounded_begin()))
+            .await?;
         Ok(tx)
     }
 

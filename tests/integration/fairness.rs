@@ -594,10 +594,12 @@ in_both_modes!(a_locked_tenants_client_calls_leave_its_shard_mate_the_connection
 /// an instance, both waiting for the lock. Tenant B, whose home is A's
 /// one-connection shard, must still start an instance, read a status and
 /// ack the turn it holds, each well within B's lease, and read an
-/// instance's info while A's management client reads A's history (before, A's calls
+/// instance's info and the queue depths while A's management client reads
+/// A's history and deletes an instance (before, A's calls
 /// waited for the lock holding the shard's connection, and B's waited
 /// behind them for as long as the lock lasted). Once the lock is gone, A's
-/// calls return: the read sees A's history, the start is queued once.
+/// calls return: the reads see A's history, the start is queued once, the
+/// instance deleted.
 async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode: SqlMode) {
     with_schemas("clients", 3, |schemas| async move {
         let (a, b) = (&schemas[0], &schemas[2]);
@@ -607,17 +609,20 @@ async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode:
         let _px = provider(&shared, &schemas[1], mode).await;
         let pb = provider(&shared, b, mode).await;
         let lease = Duration::from_secs(10);
-        for (p, id) in [(&pa, "a1"), (&pb, "b1")] {
+        for (p, id) in [(&pa, "a1"), (&pb, "b1"), (&pa, "a3")] {
             p.enqueue_for_orchestrator(start(id), None)
                 .await
                 .expect("enqueue");
         }
-        let (_, a_turn, _) = pa
-            .fetch_orchestration_item(lease, Duration::ZERO, None)
-            .await
-            .expect("fetch")
-            .expect("a1 claimed");
-        ack_first_turn(&pa, &a_turn, "a1").await.expect("a1's turn");
+        for id in ["a1", "a3"] {
+            let (item, a_turn, _) = pa
+                .fetch_orchestration_item(lease, Duration::ZERO, None)
+                .await
+                .expect("fetch")
+                .expect("a turn of A's to claim");
+            assert_eq!(item.instance, id);
+            ack_first_turn(&pa, &a_turn, id).await.expect("A's turn");
+        }
         let (_, b_turn, _) = pb
             .fetch_orchestration_item(lease, Duration::ZERO, None)
             .await
@@ -660,7 +665,9 @@ async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode:
         let acked = tokio::time::timeout(lease, ack_first_turn(&pb, &b_turn, "b1")).await;
         assert!(matches!(acked, Ok(Ok(()))), "{mode}: B's ack: {acked:?}");
         timed("ack", began.elapsed());
-        // A's management client lists A's history meanwhile.
+        // A's management client reads A's history, then deletes a3,
+        // meanwhile; B's management client reads an instance's info and
+        // the queue depths.
         let a_admin = {
             let pa = pa.clone();
             tokio::spawn(async move { ProviderAdmin::read_history(&pa, "a1").await })
@@ -671,8 +678,23 @@ async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode:
         let info = tokio::time::timeout(lease, pb.get_instance_info("b1")).await;
         assert!(matches!(info, Ok(Ok(_))), "{mode}: B's info: {info:?}");
         timed("info", began.elapsed());
+        let a_delete = {
+            let pa = pa.clone();
+            tokio::spawn(async move { pa.delete_instances_atomic(&["a3".to_string()], true).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = Instant::now();
+        let depths = tokio::time::timeout(lease, pb.get_queue_depths()).await;
         assert!(
-            !a_read.is_finished() && !a_start.is_finished() && !a_admin.is_finished(),
+            matches!(depths, Ok(Ok(_))),
+            "{mode}: B's depths: {depths:?}"
+        );
+        timed("depths", began.elapsed());
+        assert!(
+            !a_read.is_finished()
+                && !a_start.is_finished()
+                && !a_admin.is_finished()
+                && !a_delete.is_finished(),
             "{mode}: A's calls ended while A's tables were locked"
         );
 
@@ -688,6 +710,12 @@ async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode:
             Ok(Ok(Ok(events))) => assert_eq!(events.len(), 1, "{mode}: A's listed history"),
             other => panic!("{mode}: A's admin read once the lock was gone: {other:?}"),
         }
+        let deleted = tokio::time::timeout(Duration::from_secs(20), a_delete).await;
+        match deleted {
+            Ok(Ok(Ok(result))) => assert_eq!(result.instances_deleted, 1, "{mode}: A's delete"),
+            other => panic!("{mode}: A's delete once the lock was gone: {other:?}"),
+        }
+        assert_eq!(rows_of(a, "history", "a3").await, 0, "{mode}");
         let started = tokio::time::timeout(Duration::from_secs(20), a_start).await;
         assert!(
             matches!(started, Ok(Ok(Ok(())))),
