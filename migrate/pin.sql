@@ -2,5 +2,9 @@
 -- and operator the batch names then resolves in pg_catalog, whatever the
 -- connection's search_path holds (a hostile `format(text, text)` in a
 -- schema on it never runs); `{{schema}}` names are always qualified. Lasts
--- until the (explicit or implicit) transaction ends.
+-- until the (explicit or implicit) transaction ends. The batch waits for
+-- locks as long as they last (another process's migration of the schema
+-- holds its DDL lock for as long as that takes), whatever lock timeout the
+-- connection has (PostgresOptions::connect_options gives one of a second).
 SET LOCAL search_path = pg_catalog, pg_temp;
+SET LOCAL lock_timeout = 0;

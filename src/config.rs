@@ -30,6 +30,26 @@ pub(crate) fn carries_plan_settings(connect: &PgConnectOptions) -> bool {
         .all(|(name, value)| startup.contains(&format!("{name}={value}")))
 }
 
+/// The lock timeout of the provider's connections as a startup option
+/// ([`PostgresOptions::connect_options`]): the second the procedures pin
+/// for every statement a caller waits on (procedures/*.sql), so that a
+/// tenant whose table is locked does not hold a connection its shard-mates
+/// need for as long as the lock lasts; the provider waits the lock out off
+/// the connection (`Store::waiting_out_locks`). On connections that carry
+/// it, inline mode's single statements need no transaction of their own to
+/// set it (`pooler::Bounded`). Migrations set their own (`migrate/pin.sql`).
+const LOCK_SETTING: (&str, &str) = ("lock_timeout", "1s");
+
+/// Whether connections made with `connect` carry [`LOCK_SETTING`] as a
+/// startup option, as [`PostgresOptions::connect_options`] gives them (a
+/// startup option outranks a role's or database's setting).
+pub(crate) fn carries_lock_timeout(connect: &PgConnectOptions) -> bool {
+    let (name, value) = LOCK_SETTING;
+    connect
+        .get_options()
+        .is_some_and(|startup| startup.contains(&format!("{name}={value}")))
+}
+
 mod modes;
 
 pub use modes::{MigrationMode, SqlMode};
@@ -454,7 +474,9 @@ impl PostgresOptions {
     /// pool with: `database_url`; the `application_name` it names (or
     /// `PGAPPNAME`), else `duroxide-postgres/SCHEMA` (as `pg_stat_activity`
     /// shows it, so an operator can tell tenants apart; the server cuts it
-    /// at 63 bytes); the statement timeout; generic plans and their planner
+    /// at 63 bytes); a lock timeout of a second (`lock_timeout = 1s`: the
+    /// provider waits a locked table out off the connection, and sets its
+    /// own for migrations); the statement timeout; generic plans and their planner
     /// settings (`enable_seqscan = off`, `jit = off`) unless turned off; and
     /// the statement cache's capacity. Build a pool you pass to
     /// [`PostgresProvider::from_pool`] from them to get the same (in inline
@@ -489,7 +511,9 @@ impl PostgresOptions {
             // PgBouncer refuses startup parameters it does not track.
             return Ok(connect.extra_float_digits(None));
         }
-        connect = connect.statement_cache_capacity(self.statement_cache_capacity);
+        connect = connect
+            .statement_cache_capacity(self.statement_cache_capacity)
+            .options([LOCK_SETTING]);
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }
@@ -627,6 +651,30 @@ mod tests {
         assert!(!carries_plan_settings(&plain));
         let older = plain.options([("plan_cache_mode", "force_generic_plan")]);
         assert!(!carries_plan_settings(&older), "generic plans alone");
+    }
+
+    #[test]
+    fn a_pool_is_told_apart_by_whether_it_carries_the_lock_timeout() {
+        let url = "postgres://u@h/db";
+        for generic in [true, false] {
+            let provider = PostgresOptions::default()
+                .generic_plans(generic)
+                .connect_options(url)
+                .expect("options");
+            assert!(carries_lock_timeout(&provider), "generic plans {generic}");
+        }
+        let plain: PgConnectOptions = url.parse().expect("url");
+        assert!(!carries_lock_timeout(&plain));
+        let longer = plain.options([("lock_timeout", "10s")]);
+        assert!(!carries_lock_timeout(&longer), "another timeout");
+        let pooled = PostgresOptions::default()
+            .transaction_pooler(true)
+            .connect_options(url)
+            .expect("options");
+        assert!(
+            !carries_lock_timeout(&pooled),
+            "set per transaction instead"
+        );
     }
 
     #[test]

@@ -141,8 +141,9 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
 /// [`LOCK`], and changes a table only where a column is missing.
 pub(crate) const BOOKKEEPING_UPGRADE: &str = include_str!("../migrate/bookkeeping_upgrade.sql");
 
-/// Pins `search_path` for the rest of the transaction; starts every batch.
-const PIN: &str = include_str!("../migrate/pin.sql");
+/// Pins `search_path` and waits for locks as long as they last, for the
+/// rest of the transaction; starts every batch (and the tenants' queue reads).
+pub(crate) const PIN: &str = include_str!("../migrate/pin.sql");
 /// The schema's DDL lock (a table lock on `_duroxide_migrations`).
 pub(crate) const LOCK: &str = include_str!("../migrate/lock.sql");
 const EXISTS: &str = include_str!("../migrate/exists.sql");

@@ -43,10 +43,15 @@ pub(crate) struct Db {
     pool: PgPool,
     /// Under a transaction pooler: the statement that opens each transaction.
     pooled_begin: Option<Sql>,
-    /// What opens an inline transaction that waits at most a second for a
-    /// lock (a fetch's, or one on a lease already held): `BEGIN` (or
-    /// `pooled_begin`) and the lock timeout, in one round trip.
+    /// What opens an inline transaction, which waits at most a second for a
+    /// lock: `BEGIN` (or `pooled_begin`) and the lock timeout, in one round
+    /// trip; `BEGIN` alone on connections that carry the lock timeout.
     bounded_begin: Sql,
+    /// Whether the pool's connections carry the lock timeout as a startup
+    /// option ([`crate::config::carries_lock_timeout`]), so that a single
+    /// statement needs no transaction of its own to wait at most a second
+    /// for a lock ([`Bounded`]).
+    lock_timeout_set: bool,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant, held while any clone of this
     /// `Db` lives. Connections come from [`Db::acquire`] and go back
@@ -89,14 +94,18 @@ impl Db {
     /// `pool`, reached directly (`pooled_begin` `None`) or through a
     /// transaction pooler, each transaction opened with `pooled_begin`.
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
-        let bounded_begin = Sql::new(format!(
-            "{}; {LOCK_TIMEOUT}",
-            pooled_begin.as_deref().unwrap_or("BEGIN")
-        ));
+        let lock_timeout_set =
+            pooled_begin.is_none() && crate::config::carries_lock_timeout(&pool.connect_options());
+        let begin = pooled_begin.as_deref().unwrap_or("BEGIN");
+        let bounded_begin = Sql::new(match lock_timeout_set {
+            true => begin.to_owned(),
+            false => format!("{begin}; {LOCK_TIMEOUT}"),
+        });
         Self {
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
             bounded_begin,
+            lock_timeout_set,
             home: None,
         }
     }
@@ -109,6 +118,7 @@ impl Db {
             pool: shards.pool(tenancy.home()).clone(),
             pooled_begin: self.pooled_begin.clone(),
             bounded_begin: self.bounded_begin.clone(),
+            lock_timeout_set: self.lock_timeout_set,
             home: Some(Arc::new(tenancy)),
         }
     }
@@ -427,7 +437,10 @@ impl<'c> Executor<'c> for &'c Db {
 /// statement itself sets takes effect, so the setting needs a transaction
 /// around the statement: two round trips more than the statement alone
 /// (its `BEGIN`, which carries the setting, and its `COMMIT`); none under
-/// a transaction pooler, where each statement has that transaction anyway.
+/// a transaction pooler, where each statement has that transaction anyway,
+/// and none on connections that carry the lock timeout as a startup option
+/// (a pool built from `PostgresOptions::connect_options`), where the
+/// statement goes alone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounded<'a> {
     /// The pool, and a transaction pooler's `BEGIN` if any.
@@ -439,9 +452,10 @@ pub(crate) struct Bounded<'a> {
 
 impl<'a> Bounded<'a> {
     /// What opens each statement's transaction: the lock timeout's `BEGIN`
-    /// when bounded, else the pool's own (a transaction pooler's, or none).
+    /// when bounded on connections that do not carry the lock timeout, else
+    /// the pool's own (a transaction pooler's, or none).
     fn begin(&self) -> Option<&'a Sql> {
-        match self.bounded {
+        match self.bounded && !self.db.lock_timeout_set {
             true => Some(&self.db.bounded_begin),
             false => self.db.pooled_begin.as_ref(),
         }

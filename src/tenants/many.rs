@@ -88,7 +88,12 @@ async fn queue_batch(
     batch: &[&SchemaName],
     queues: &mut HashMap<String, Result<QueueStats>>,
 ) -> Result<()> {
-    let statement = migrate::tagged_union(QUEUE_STATS, batch);
+    // Pinned as migrate's reads are: it waits for a lock as long as it lasts.
+    let statement = format!(
+        "{}{}",
+        migrate::PIN,
+        migrate::tagged_union(QUEUE_STATS, batch)
+    );
     let read: Result<Vec<(String, Result<QueueStats>)>> = async {
         let rows = conn.fetch_all(crate::sql::audited(&statement)).await?;
         rows.iter()

@@ -702,9 +702,8 @@ fn created_tables() -> Vec<String> {
 
 /// Queue depths and leases of a fully migrated `schema`.
 async fn queue_stats(conn: &mut PgConnection, schema: &SchemaName) -> Result<QueueStats> {
-    let row = sqlx::query(crate::sql::audited(&schema.render(QUEUE_STATS)))
-        .fetch_one(&mut *conn)
-        .await?;
+    let statement = schema.render(&format!("{}{QUEUE_STATS}", migrate::PIN));
+    let row = conn.fetch_one(crate::sql::audited(&statement)).await?;
     queue_stats_of(&row)
 }
 

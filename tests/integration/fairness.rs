@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use duroxide::providers::{Provider, ProviderAdmin, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::fixtures::{
     ack_first_turn, activity, claim_and_ack_turn, completion, event, metadata, start,
 };
 use crate::support::{
-    TestSchema, affine_provider, eventually, hold_table, in_both_modes, pool,
+    TestSchema, affine_provider, database_url, eventually, hold_table, in_both_modes, pool,
     provider_with_options, release_table, until_a_backend_waits_for, with_schema, with_schemas,
 };
 
@@ -600,10 +601,26 @@ in_both_modes!(a_locked_tenants_client_calls_leave_its_shard_mate_the_connection
 /// behind them for as long as the lock lasted). Once the lock is gone, A's
 /// calls return: the reads see A's history, the start is queued once, the
 /// instance deleted.
+///
+/// On a pool built from `PostgresOptions::connect_options`, whose
+/// connections carry the lock timeout, and on one built from the URL alone,
+/// where inline mode sets it per statement.
 async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode: SqlMode) {
+    locked_client_calls(mode, pool(3).await).await;
+    let plain: PgConnectOptions = database_url().parse().expect("url");
+    let plain = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(plain)
+        .await
+        .expect("a pool from the URL alone");
+    locked_client_calls(mode, plain).await;
+}
+
+/// The check of [`a_locked_tenants_client_calls_leave_its_shard_mate_the_connection`]
+/// on `shared`, a pool of three.
+async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
     with_schemas("clients", 3, |schemas| async move {
         let (a, b) = (&schemas[0], &schemas[2]);
-        let shared = pool(3).await;
         let pa = provider(&shared, a, mode).await;
         // The other shard's tenant: B's home is A's.
         let _px = provider(&shared, &schemas[1], mode).await;

@@ -645,6 +645,12 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         // joined over a second late on a loaded machine was aborted
         // instead, twice).
         let mut ddl = pool.begin().await.expect("begin");
+        // An operator's session, which waits for its locks as long as
+        // they last (the test pool's connections give up after a second).
+        sqlx::query("SET LOCAL lock_timeout = 0")
+            .execute(&mut *ddl)
+            .await
+            .expect("the DDL's lock_timeout");
         sqlx::query("SET LOCAL deadlock_timeout = '60s'")
             .execute(&mut *ddl)
             .await
