@@ -10,7 +10,8 @@ use duroxide_postgres::SqlMode;
 
 use crate::fixtures::{claim_and_ack_turn, completion, event, metadata, start};
 use crate::support::{
-    hold_table, in_both_modes, release_table, until_a_backend_waits_for, with_schema,
+    hold_table, in_both_modes, release_table, until_a_backend_waits_for,
+    until_no_backend_holds_a_lock_in, with_schema,
 };
 
 /// The lease the slowed fetch asks for: its wait, one and a half of it,
@@ -115,6 +116,9 @@ async fn a_fetch_that_waits_a_second_for_a_lock_gives_up_and_counts_no_attempt(m
             waited >= Duration::from_secs(1),
             "{mode}: gave up after {waited:?}"
         );
+        // Its claim is rolled back once its transaction has ended, which
+        // on a loaded server can be a moment after the error arrived.
+        until_no_backend_holds_a_lock_in(&schema, "the fetch that gave up to end").await;
 
         let (item, token, attempts) = p
             .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)

@@ -297,6 +297,29 @@ pub async fn until_a_backend_waits_for(schema: &TestSchema, table: &str, who: &s
     }
 }
 
+/// Returns once no other backend holds a lock on a relation of `schema`:
+/// a statement that failed has ended its transaction. The server sends the
+/// error before it aborts the transaction (PostgresMain reports, then
+/// aborts), so a caller that acts on the error at once, on another
+/// connection, can still meet the failed statement's row locks (a claim's
+/// `FOR UPDATE SKIP LOCKED` skips them). Panics, naming `who`, after 20 s.
+pub async fn until_no_backend_holds_a_lock_in(schema: &TestSchema, who: &str) {
+    eventually(who, || async {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_catalog.pg_locks l \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+              WHERE l.pid <> pg_catalog.pg_backend_pid() \
+                AND c.relnamespace = $1::regnamespace",
+        )
+        .bind(&schema.name)
+        .fetch_one(&schema.pool)
+        .await
+        .expect("pg_locks");
+        held == 0
+    })
+    .await;
+}
+
 /// Runs `body` with a fresh schema, then drops the schema whatever happened.
 pub async fn with_schema<F, Fut>(prefix: &str, body: F)
 where
