@@ -55,9 +55,10 @@ impl Driver {
 
     /// What a single-statement operation that waits at most a second for a
     /// lock (an ack, abandon or renewal of a lease already held, an
-    /// enqueue, an append, a read) runs its statement on: the procedure's call alone
-    /// (the procedure pins `lock_timeout`), or in inline mode the statement
-    /// in a transaction that waits at most a second for a lock.
+    /// enqueue, an append, a read) runs its statement on: the procedure's
+    /// call alone (the procedure pins `lock_timeout`), or in inline mode the
+    /// statement alone on connections that carry the lock timeout, else in
+    /// a transaction that sets it ([`Bounded`]).
     pub(crate) fn bounded(self, db: &Db) -> Bounded<'_> {
         Bounded {
             db,
@@ -187,7 +188,7 @@ impl Driver {
     pub(crate) async fn system_metrics(self, s: &Store) -> Result<MetricsRow> {
         match self {
             Self::Procedures => Ok(sqlx::query_as(&s.sql.admin.metrics)
-                .fetch_one(s.bounded())
+                .fetch_one(&s.pool)
                 .await?),
             Self::Inline => inline::metrics::system_metrics(s).await,
         }
@@ -422,7 +423,7 @@ mod procedures {
         Ok(sqlx::query_as(&s.sql.deletion.delete)
             .bind(ids)
             .bind(force)
-            .fetch_one(s.bounded())
+            .fetch_one(&s.pool)
             .await?)
     }
 
@@ -435,7 +436,7 @@ mod procedures {
             .bind(ids)
             .bind(before)
             .bind(limit)
-            .fetch_one(s.bounded())
+            .fetch_one(&s.pool)
             .await?)
     }
 
@@ -449,7 +450,7 @@ mod procedures {
             .bind(instance_id)
             .bind(keep_last)
             .bind(completed_before)
-            .fetch_one(s.bounded())
+            .fetch_one(&s.pool)
             .await?)
     }
 
@@ -465,7 +466,7 @@ mod procedures {
             .bind(limit)
             .bind(keep_last)
             .bind(prune_before)
-            .fetch_one(s.bounded())
+            .fetch_one(&s.pool)
             .await?)
     }
 }

@@ -13,7 +13,7 @@ pub mod sqlstate {
     /// `40P01`: deadlock detected; the victim may retry.
     pub const DEADLOCK_DETECTED: &str = "40P01";
     /// `55P03`: a lock was not available: a `NOWAIT` lock, or a wait longer
-    /// than `lock_timeout` (which fetches and operations on a lease pin).
+    /// than `lock_timeout` (a second for every call the provider makes).
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     /// `57014`: statement cancelled (statement_timeout or pg_cancel_backend).
     pub const QUERY_CANCELED: &str = "57014";
@@ -338,13 +338,13 @@ impl PostgresProviderError {
     }
 
     /// Whether the statement gave up waiting for a lock (SQLSTATE `55P03`,
-    /// `lock_timeout`): fetches, acks, abandons and lock renewals wait at
-    /// most a second for one, so that a lock on their tenant's table does
-    /// not keep a connection other tenants need. Its transaction rolled
-    /// back; acks, abandons and renewals try again for as long as the lock
-    /// lasts (docs/architecture.md, "Fetch admission on a shared pool");
-    /// fetches are retried by duroxide. A subset
-    /// of [`is_retryable`](Self::is_retryable).
+    /// `lock_timeout`): the provider's calls wait at most a second for one,
+    /// so that a lock on their tenant's table does not keep a connection
+    /// other tenants need. Its transaction rolled back; the provider tries
+    /// acks, abandons, renewals, enqueues, reads and admin calls again for
+    /// as long as the lock lasts (docs/architecture.md, "Fetch admission on
+    /// a shared pool"); fetches are retried by duroxide. A subset of
+    /// [`is_retryable`](Self::is_retryable).
     pub fn is_lock_timeout(&self) -> bool {
         self.sqlstate().as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE)
     }

@@ -54,9 +54,9 @@ pub(crate) struct Store {
     /// The activities worker acks claimed for their tasks' next fetches
     /// ([`crate::claim_ahead`]; off unless [`Store::claiming_ahead`]).
     pub ahead: Arc<ClaimAhead>,
-    /// Held by the one operation of this store on a lease that retries
-    /// after a lock timeout, through its attempt and the backoff after it
-    /// ([`Store::riding_outages`]).
+    /// Held by the one operation of this store that retries after a lock
+    /// timeout, through its attempt and the backoff after it
+    /// ([`Store::riding_outages`], [`Store::waiting_out_locks`]).
     pub lock_probe: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -160,8 +160,8 @@ impl Store {
     /// commit) and fails permanently, and nothing is written twice.
     ///
     /// Such an operation waits at most a second for a lock (the procedures
-    /// pin `lock_timeout`, inline mode sets it with the transaction's
-    /// `BEGIN`): a lock on the tenant's own table (an operator's `VACUUM
+    /// pin `lock_timeout`; in inline mode the connection carries it, or the
+    /// transaction's `BEGIN` sets it): a lock on the tenant's own table (an operator's `VACUUM
     /// FULL` or `LOCK TABLE`, a long migration) must not keep a connection
     /// that other tenants on its home shard need for as long as it lasts.
     /// The operation waits out the lock here instead, off the connection,
@@ -351,6 +351,35 @@ mod retry_tests {
         assert!(outcome.is_err_and(|e| e.is_connection_lost()));
         // 10 + 20 ms fit in 50 ms; 40 more would not.
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    }
+
+    /// A client's call waits out a lock as leased work does, but a lost
+    /// connection is the caller's: an enqueue whose commit reached the
+    /// server must not be sent again.
+    #[tokio::test]
+    async fn a_client_call_waits_out_a_lock_but_not_a_lost_connection() {
+        let s = store(Duration::from_secs(30));
+        let attempts = AtomicUsize::new(0);
+        let outcome = s
+            .waiting_out_locks(|| async {
+                match attempts.fetch_add(1, Ordering::SeqCst) {
+                    0..2 => Err(lock_timeout()),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+
+        let attempts = AtomicUsize::new(0);
+        let outcome: Result<()> = s
+            .waiting_out_locks(|| async {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err(server("08006", "connection failure"))
+            })
+            .await;
+        assert!(outcome.is_err_and(|e| e.is_connection_lost()));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "sent once");
     }
 
     /// However many of a store's operations wait out a lock, one retry

@@ -616,6 +616,27 @@ async fn a_locked_tenants_client_calls_leave_its_shard_mate_the_connection(mode:
     locked_client_calls(mode, plain).await;
 }
 
+/// Runs tenant B's `call`, which must succeed well within B's `lease`
+/// (in two fifths of it) beside tenant A's locked tables.
+async fn b_within<T: std::fmt::Debug>(
+    mode: SqlMode,
+    what: &str,
+    lease: Duration,
+    call: impl std::future::Future<Output = Result<T, duroxide::providers::ProviderError>>,
+) {
+    let began = Instant::now();
+    let outcome = tokio::time::timeout(lease, call).await;
+    let took = began.elapsed();
+    assert!(
+        matches!(outcome, Ok(Ok(_))),
+        "{mode}: B's {what}: {outcome:?} after {took:?}"
+    );
+    assert!(
+        took < lease * 2 / 5,
+        "{mode}: B's {what} took {took:?} beside A's locked tables"
+    );
+}
+
 /// The check of [`a_locked_tenants_client_calls_leave_its_shard_mate_the_connection`]
 /// on `shared`, a pool of three.
 async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
@@ -660,28 +681,15 @@ async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
         // Give A's start time to reach the connection's line or the lock.
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let timed = |what: &'static str, took: Duration| {
-            assert!(
-                took < lease * 2 / 5,
-                "{mode}: B's {what} took {took:?} beside A's locked tables"
-            );
-        };
-        let began = Instant::now();
-        let started =
-            tokio::time::timeout(lease, pb.enqueue_for_orchestrator(start("b2"), None)).await;
-        assert!(
-            matches!(started, Ok(Ok(()))),
-            "{mode}: B's start: {started:?}"
-        );
-        timed("start", began.elapsed());
-        let began = Instant::now();
-        let read = tokio::time::timeout(lease, pb.read("b1")).await;
-        assert!(matches!(read, Ok(Ok(_))), "{mode}: B's read: {read:?}");
-        timed("read", began.elapsed());
-        let began = Instant::now();
-        let acked = tokio::time::timeout(lease, ack_first_turn(&pb, &b_turn, "b1")).await;
-        assert!(matches!(acked, Ok(Ok(()))), "{mode}: B's ack: {acked:?}");
-        timed("ack", began.elapsed());
+        b_within(
+            mode,
+            "start",
+            lease,
+            pb.enqueue_for_orchestrator(start("b2"), None),
+        )
+        .await;
+        b_within(mode, "read", lease, pb.read("b1")).await;
+        b_within(mode, "ack", lease, ack_first_turn(&pb, &b_turn, "b1")).await;
         // A's management client reads A's history, then deletes a3,
         // meanwhile; B's management client reads an instance's info and
         // the queue depths.
@@ -691,22 +699,13 @@ async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
         };
         // Give it time to reach the connection's line or the lock.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let began = Instant::now();
-        let info = tokio::time::timeout(lease, pb.get_instance_info("b1")).await;
-        assert!(matches!(info, Ok(Ok(_))), "{mode}: B's info: {info:?}");
-        timed("info", began.elapsed());
+        b_within(mode, "info", lease, pb.get_instance_info("b1")).await;
         let a_delete = {
             let pa = pa.clone();
             tokio::spawn(async move { pa.delete_instances_atomic(&["a3".to_string()], true).await })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let began = Instant::now();
-        let depths = tokio::time::timeout(lease, pb.get_queue_depths()).await;
-        assert!(
-            matches!(depths, Ok(Ok(_))),
-            "{mode}: B's depths: {depths:?}"
-        );
-        timed("depths", began.elapsed());
+        b_within(mode, "depths", lease, pb.get_queue_depths()).await;
         assert!(
             !a_read.is_finished()
                 && !a_start.is_finished()
