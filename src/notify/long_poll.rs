@@ -56,9 +56,9 @@ impl LongPoll {
     pub(crate) fn committed(&self, channel: &Arc<str>, wakes: &[Wake]) {
         let shared = &self.membership.hub.shared;
         for wake in wakes {
-            shared.local.fetch_add(1, Ordering::Relaxed);
-            shared.received.fetch_add(1, Ordering::Relaxed);
             shared.deliver(self.waiters.clone(), *wake);
+            shared.local.fetch_add(1, Ordering::Relaxed);
+            shared.received.fetch_add(1, Ordering::Release);
         }
         shared.outbox.post(channel, wakes);
     }

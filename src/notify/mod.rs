@@ -212,18 +212,18 @@ impl Shared {
             self.echoes.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.received.fetch_add(1, Ordering::Relaxed);
-        let Some(wake) = Wake::from_payload(payload) else {
-            return;
-        };
+        // Counted once the wake-up is handed on: whoever sees the count
+        // move may rely on the queue's notification count having moved too.
+        let wake = Wake::from_payload(payload);
         let waiters = self
             .schemas
             .lock()
             .ok()
             .and_then(|m| m.get(channel).cloned());
-        if let Some(waiters) = waiters {
+        if let (Some(wake), Some(waiters)) = (wake, waiters) {
             self.deliver(waiters, wake);
         }
+        self.received.fetch_add(1, Ordering::Release);
     }
 
     /// Wakes a waiter of `waiters` for `wake`, at once or, for a settling
@@ -491,7 +491,7 @@ impl Hub {
     /// The hub's counters (`subscribed` is per provider: see [`LongPoll::stats`]).
     pub(crate) fn stats(&self) -> NotificationStats {
         NotificationStats {
-            received: self.shared.received.load(Ordering::Relaxed),
+            received: self.shared.received.load(Ordering::Acquire),
             connections: self.shared.reconnects.load(Ordering::Relaxed),
             connected: self.shared.connected.load(Ordering::Relaxed),
             subscribed: false,
