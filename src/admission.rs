@@ -53,6 +53,8 @@ pub(crate) struct Gate {
     state: Mutex<State>,
     /// Acks, abandons and renewals that found their lease gone.
     lease_expiries: AtomicU64,
+    /// Statements that gave up waiting for a lock.
+    lock_timeouts: AtomicU64,
     /// The longest wait of leased work for a connection, in microseconds.
     slowest_leased_acquire_us: AtomicU64,
     /// Connections closed because they had served their share of tenants.
@@ -171,6 +173,14 @@ pub struct AdmissionStats {
     /// found their lease gone: expired, or expired and taken by another
     /// fetch. Each one is a turn or an activity done again.
     pub lease_expiries: u64,
+    /// Statements of this pool's providers that gave up waiting a second
+    /// for a lock (SQLSTATE 55P03): another session held a tenant's table
+    /// or rows, as an operator's `LOCK TABLE`, `VACUUM FULL` or long
+    /// migration does. Client and admin calls wait such a lock out off the
+    /// connection and try again (each try that gives up counts); fetches,
+    /// acks, abandons and renewals return the error and the runtime tries
+    /// again. The `tracing` span of each names the tenant.
+    pub lock_timeouts: u64,
     /// The longest an ack, abandon or lock renewal waited for a pool
     /// connection. Measured only on pools built from
     /// `PostgresOptions::pool_options` (as `PostgresProvider::connect_with`
@@ -232,6 +242,7 @@ impl Gate {
                 ..State::default()
             }),
             lease_expiries: AtomicU64::new(0),
+            lock_timeouts: AtomicU64::new(0),
             slowest_leased_acquire_us: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             warmed: AtomicU64::new(0),
@@ -265,6 +276,11 @@ impl Gate {
     /// Counts an ack, abandon or renewal that found its lease gone.
     pub(crate) fn note_lease_expired(&self) {
         self.lease_expiries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a statement that gave up waiting for a lock.
+    pub(crate) fn note_lock_timeout(&self) {
+        self.lock_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long leased work waited for a connection.
@@ -368,6 +384,7 @@ impl Gate {
                 .filter(|(_, _, tx)| !tx.is_closed())
                 .count(),
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
+            lock_timeouts: self.lock_timeouts.load(Ordering::Relaxed),
             slowest_leased_acquire: Duration::from_micros(
                 self.slowest_leased_acquire_us.load(Ordering::Relaxed),
             ),

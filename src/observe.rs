@@ -16,6 +16,10 @@
 //! * `duroxide_postgres_lease_expired_total` counter `[operation]`: an ack,
 //!   renewal or abandon that found its lease gone (expired, `DX002`, or
 //!   taken over, `DX001`), as `AdmissionStats::lease_expiries` counts it;
+//! * `duroxide_postgres_lock_timeouts_total` counter `[operation]`: a
+//!   statement that gave up waiting a second for a lock, whether the call
+//!   waited it out and tried again or returned the error, as
+//!   `AdmissionStats::lock_timeouts` counts it;
 //! * `duroxide_postgres_retryable_errors_total` counter
 //!   `[operation, sqlstate]`: failures the runtime will retry, by SQLSTATE
 //!   (`none` for driver errors such as a pool timeout);
@@ -141,6 +145,7 @@ impl Store {
             tenant: self.name.clone(),
             started: start,
             leased,
+            operation,
         };
         let result = scope.run(work.instrument(span.clone())).await;
         let elapsed = start.elapsed();
@@ -171,6 +176,9 @@ impl Store {
                 if e.is_read_only() {
                     self.gate.note_read_only();
                 }
+                if e.is_lock_timeout() {
+                    lock_timed_out(&self.gate, operation);
+                }
                 let retryable = e.is_retryable();
                 span.record("retryable", retryable);
                 span.record("error", tracing::field::display(e));
@@ -194,6 +202,17 @@ pub(crate) async fn acquire(
     let conn = pool.acquire().await;
     record_acquire(mode, start.elapsed());
     Ok(conn?)
+}
+
+/// A statement of `operation` gave up waiting for a lock: counted on the
+/// pool (`AdmissionStats::lock_timeouts`) and as `lock_timeouts_total`.
+pub(crate) fn lock_timed_out(gate: &crate::admission::Gate, operation: &'static str) {
+    gate.note_lock_timeout();
+    #[cfg(feature = "metrics")]
+    metrics::counter!("duroxide_postgres_lock_timeouts_total", "operation" => operation)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = operation;
 }
 
 /// A waiting fetch on `queue` was woken.

@@ -188,6 +188,7 @@ impl PostgresProvider {
             tenant: schema.as_str().into(),
             started: std::time::Instant::now(),
             leased: false,
+            operation: "new",
         };
         let status = setup
             .run(async {

@@ -67,6 +67,8 @@ pub(crate) struct Scope {
     /// Leased work (ack, abandon, renewal): its wait for a connection counts
     /// towards the slowest leased acquire.
     pub leased: bool,
+    /// The trait method running, as metrics label it.
+    pub operation: &'static str,
 }
 
 impl Scope {
@@ -74,6 +76,11 @@ impl Scope {
     pub(crate) async fn run<F: Future>(self, work: F) -> F::Output {
         SCOPE.scope(self, work).await
     }
+}
+
+/// The trait method the calling task runs, if it runs one.
+pub(crate) fn operation() -> Option<&'static str> {
+    SCOPE.try_with(|scope| scope.operation).ok()
 }
 
 /// `work`, run in the scope of the task that calls this (if any): for work

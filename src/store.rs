@@ -222,6 +222,10 @@ impl Store {
         loop {
             match work().await {
                 Err(e) if e.is_lock_timeout() => {
+                    crate::observe::lock_timed_out(
+                        &self.gate,
+                        crate::recycle::operation().unwrap_or("none"),
+                    );
                     tracing::debug!(schema = %self.schema, ?backoff, "gave up waiting for a lock, retrying: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MOST_LOCKED);

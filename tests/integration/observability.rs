@@ -12,7 +12,7 @@ use duroxide_postgres::SqlMode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 use crate::fixtures;
-use crate::support::with_schema;
+use crate::support::{eventually, hold_table, release_table, with_schema};
 
 /// Every metric a run recorded, by `name{label=value,...}` (labels sorted):
 /// a counter's total, or a histogram's sample count.
@@ -270,5 +270,72 @@ async fn every_operation_runs_in_one_span_with_its_fields_in_both_modes() {
             "{ack:?}"
         );
         assert!(span("enqueue_for_worker").contains_key("duration_ms"));
+    }
+}
+
+/// A client's status read on a tenant whose history another session holds
+/// (an operator's `LOCK TABLE`) gives up on the lock each second and waits
+/// it out off the connection; a fetch gives up and returns the error. Both
+/// count on the pool (`AdmissionStats::lock_timeouts`) and as
+/// `duroxide_postgres_lock_timeouts_total` by operation, so an operator sees
+/// a tenant waiting out a lock without debug logs; the read returns once
+/// the lock is gone.
+#[tokio::test]
+async fn lock_timeouts_are_counted_on_the_pool_and_by_operation_in_both_modes() {
+    for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        with_schema(&format!("lock_counts_{mode}"), |schema| {
+            let recorder = &recorder;
+            async move {
+                let p = Arc::new(schema.provider_with(mode, false).await);
+                let _local = metrics::set_default_local_recorder(recorder);
+                p.enqueue_for_orchestrator(fixtures::start("held"), None)
+                    .await
+                    .expect("start");
+                let counted = || p.admission_stats().lock_timeouts;
+                let before = counted();
+                let holder = hold_table(&schema, "history", "ACCESS EXCLUSIVE").await;
+                let fetched = p
+                    .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+                    .await;
+                assert!(
+                    fetched.as_ref().is_err_and(|e| e.is_retryable()),
+                    "{mode}: a fetch on a locked history: {fetched:?}"
+                );
+                assert!(counted() > before, "{mode}: the fetch's lock timeout");
+                let after_fetch = counted();
+                let read = {
+                    let p = p.clone();
+                    tokio::spawn(async move { p.read("held").await })
+                };
+                eventually("the read gave up on the lock once", || async {
+                    counted() > after_fetch
+                })
+                .await;
+                assert!(
+                    !read.is_finished(),
+                    "{mode}: the read returned under the lock"
+                );
+                release_table(holder).await;
+                let events = read
+                    .await
+                    .expect("read task")
+                    .unwrap_or_else(|e| panic!("{mode}: read once the lock was gone: {e}"));
+                assert!(events.is_empty(), "{mode}: no history yet: {events:?}");
+            }
+        })
+        .await;
+        let totals = Totals::of(&snapshotter);
+        for operation in ["fetch_orchestration_item", "read"] {
+            assert!(
+                totals.total(&[
+                    "duroxide_postgres_lock_timeouts_total",
+                    &format!("operation={operation}}}"),
+                ]) >= 1,
+                "{mode}: {operation}: {:?}",
+                totals.names()
+            );
+        }
     }
 }
