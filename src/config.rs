@@ -50,6 +50,35 @@ pub(crate) fn carries_lock_timeout(connect: &PgConnectOptions) -> bool {
         .is_some_and(|startup| startup.contains(&format!("{name}={value}")))
 }
 
+/// What connections made with `connect` lack of the settings
+/// [`PostgresOptions::connect_options`] gives inline SQL under `options`,
+/// each with what its absence costs (none behind a transaction pooler,
+/// which gets them per transaction): for the warning a provider in inline
+/// mode gives once on such a pool.
+pub(crate) fn inline_lacks(
+    options: &PostgresOptions,
+    connect: &PgConnectOptions,
+) -> Vec<&'static str> {
+    let mut lacks = Vec::new();
+    if options.transaction_pooler {
+        return lacks;
+    }
+    if options.generic_plans && !carries_plan_settings(connect) {
+        lacks.push(
+            "plan_cache_mode = force_generic_plan, enable_seqscan = off and jit = off \
+             (a statement planned while a queue was empty may read the whole queue on \
+             every call once a backlog arrives)",
+        );
+    }
+    if !carries_lock_timeout(connect) {
+        lacks.push(
+            "lock_timeout = 1s (each client call then runs in a transaction of its own \
+             to bound its wait for a lock: two round trips more)",
+        );
+    }
+    lacks
+}
+
 mod modes;
 
 pub use modes::{MigrationMode, SqlMode};
@@ -480,7 +509,7 @@ impl PostgresOptions {
     /// settings (`enable_seqscan = off`, `jit = off`) unless turned off; and
     /// the statement cache's capacity. Build a pool you pass to
     /// [`PostgresProvider::from_pool`] from them to get the same (in inline
-    /// mode a pool without the planner settings is warned about once). With [`PostgresOptions::transaction_pooler`]
+    /// mode a pool without these settings is warned about once). With [`PostgresOptions::transaction_pooler`]
     /// they carry no startup `options` and no `extra_float_digits` (the
     /// provider sets the statement timeout and generic plans in each
     /// transaction instead).
@@ -674,6 +703,45 @@ mod tests {
         assert!(
             !carries_lock_timeout(&pooled),
             "set per transaction instead"
+        );
+    }
+
+    #[test]
+    fn inline_sql_is_told_what_a_pool_lacks_of_the_provider_settings() {
+        let url = "postgres://u@h/db";
+        let plain: PgConnectOptions = url.parse().expect("url");
+        for generic in [true, false] {
+            let options = PostgresOptions::default().generic_plans(generic);
+            let built = options.connect_options(url).expect("options");
+            assert!(inline_lacks(&options, &built).is_empty(), "{generic}");
+            let lacks = inline_lacks(&options, &plain);
+            assert_eq!(lacks.len(), 1 + usize::from(generic), "{lacks:?}");
+            assert_eq!(
+                lacks.iter().any(|l| l.contains("enable_seqscan")),
+                generic,
+                "{lacks:?}"
+            );
+            assert!(
+                lacks.iter().any(|l| l.contains("lock_timeout")),
+                "{lacks:?}"
+            );
+        }
+        // The planner settings without the lock timeout (a pool built from
+        // an earlier release's connect options).
+        let planned = plain.clone().options(PLAN_SETTINGS);
+        let lacks = inline_lacks(&PostgresOptions::default(), &planned);
+        assert!(
+            lacks.len() == 1 && lacks[0].contains("lock_timeout"),
+            "{lacks:?}"
+        );
+        // The operator's own pool with the timeout added as documented.
+        let own = plain.clone().options([("lock_timeout", "1s")]);
+        let untuned = PostgresOptions::default().generic_plans(false);
+        assert!(inline_lacks(&untuned, &own).is_empty());
+        let pooler = PostgresOptions::default().transaction_pooler(true);
+        assert!(
+            inline_lacks(&pooler, &plain).is_empty(),
+            "set per transaction"
         );
     }
 

@@ -161,10 +161,8 @@ impl PostgresProvider {
             }
             _ => None,
         };
-        // Inline statements are planned with the connection's settings.
-        let plain_connections = options.generic_plans
-            && !options.transaction_pooler
-            && !crate::config::carries_plan_settings(&pool.connect_options());
+        // Inline statements run with the connection's settings.
+        let lacks = crate::config::inline_lacks(options, &pool.connect_options());
         let pool = Db::new(
             pool,
             options.transaction_pooler.then(|| options.pooled_begin()),
@@ -229,8 +227,8 @@ impl PostgresProvider {
                 ),
             });
         }
-        if mode == SqlMode::InlineSql && plain_connections {
-            warn_plain_connections(&schema);
+        if mode == SqlMode::InlineSql && !lacks.is_empty() {
+            warn_plain_connections(&schema, &lacks);
         }
         let name: Arc<str> = format!("duroxide-postgres[{mode}]").into();
         let long_poll = options.notifications.then(|| {
@@ -373,20 +371,18 @@ fn answers(calls_newer: bool, status: &migrate::SchemaStatus) -> bool {
 }
 
 /// Warns, once per process, that inline SQL runs on a pool built without
-/// [`PostgresOptions::connect_options`]: its statements are planned with
-/// the server's settings, and a plan made while a queue was empty reads the
-/// whole queue on every call once a backlog arrives (config.rs,
-/// `PLAN_SETTINGS`). Procedures pin their own settings.
-fn warn_plain_connections(schema: &SchemaName) {
+/// [`PostgresOptions::connect_options`], naming the settings its
+/// connections lack and what that costs (`lacks`, from
+/// `config::inline_lacks`). Procedures pin their own settings.
+fn warn_plain_connections(schema: &SchemaName, lacks: &[&str]) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             schema = %schema,
-            "inline SQL on a pool whose connections do not set plan_cache_mode = \
-             force_generic_plan, enable_seqscan = off and jit = off: a statement \
-             planned while a queue was empty may read the whole queue on every call \
-             once a backlog arrives; build the pool from PostgresOptions::connect_options \
-             (or turn generic_plans off if the role or database sets them)"
+            "inline SQL on a pool whose connections do not set {}; build the pool from \
+             PostgresOptions::connect_options (or turn generic_plans off if the role or \
+             database sets the planner settings)",
+            lacks.join(", nor ")
         );
     }
 }
