@@ -9,6 +9,7 @@
 //! and used without a provider (the tests below do).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::admission::Gate;
@@ -54,10 +55,38 @@ pub(crate) struct Store {
     /// The activities worker acks claimed for their tasks' next fetches
     /// ([`crate::claim_ahead`]; off unless [`Store::claiming_ahead`]).
     pub ahead: Arc<ClaimAhead>,
-    /// Held by the one operation of this store that retries after a lock
-    /// timeout, through its attempt and the backoff after it
+    /// This store's operations that wait out a lock, one attempt at a time
     /// ([`Store::riding_outages`], [`Store::waiting_out_locks`]).
-    pub lock_probe: Arc<tokio::sync::Mutex<()>>,
+    pub lock_line: Arc<LockLine>,
+}
+
+/// A store's operations that gave up waiting for a lock and wait it out:
+/// one of them at a time makes an attempt, and while any of them waits, the
+/// store's new operations join the line before their first attempt.
+#[derive(Debug, Default)]
+pub(crate) struct LockLine {
+    /// Held by the operation whose turn it is, through its attempt and the
+    /// backoff after it.
+    turn: tokio::sync::Mutex<()>,
+    /// Operations in the line, counted from their first lock timeout until
+    /// they return (or are dropped).
+    waiting: AtomicUsize,
+}
+
+/// An operation's place among [`LockLine::waiting`], given up on drop.
+struct InLine<'a>(&'a LockLine);
+
+impl<'a> InLine<'a> {
+    fn join(line: &'a LockLine) -> Self {
+        line.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(line)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -86,7 +115,7 @@ impl Store {
             floors: Arc::default(),
             prefetch: Arc::default(),
             ahead: Arc::default(),
-            lock_probe: Arc::default(),
+            lock_line: Arc::default(),
         }
     }
 
@@ -166,11 +195,14 @@ impl Store {
     /// that other tenants on its home shard need for as long as it lasts.
     /// The operation waits out the lock here instead, off the connection,
     /// with no deadline: before, it waited for the lock and then committed,
-    /// and still does. The first attempt runs at once; after a lock timeout
-    /// the store's operations retry one at a time ([`Store::lock_probe`],
-    /// held through the attempt and the backoff after it), so however many
-    /// of them wait, the tenant holds a connection for at most about a
+    /// and still does. After a lock timeout the store's operations retry
+    /// one at a time ([`Store::lock_line`], a turn held through the attempt
+    /// and the backoff after it), and an operation started while any of
+    /// them waits takes its turn before its first attempt too, so however
+    /// many of them wait, the tenant holds a connection for at most about a
     /// second at a time, and its shard-mates' operations pass in between.
+    /// Only the operations already under way when the first one gives up
+    /// make their first attempts side by side.
     ///
     /// [`PostgresProviderError::is_connection_lost`]: crate::PostgresProviderError::is_connection_lost
     /// [`PostgresProviderError::is_read_only`]: crate::PostgresProviderError::is_read_only
@@ -217,11 +249,21 @@ impl Store {
         let outage = || Instant::now().checked_add(self.pool.acquire_timeout());
         let mut deadline = outage();
         let mut backoff = FIRST;
-        // This operation's turn to retry after a lock timeout, once it has one.
+        let line = &*self.lock_line;
+        // This operation's turn in the line, once it has one. While another
+        // operation of the store waits out a lock, a new one takes its turn
+        // before its first attempt too: otherwise each one started during
+        // the lock would hold a connection its shard-mates need for a
+        // second before joining the line.
         let mut probe = None;
+        if line.waiting.load(Ordering::SeqCst) > 0 {
+            probe = Some(line.turn.lock().await);
+        }
+        let mut in_line = None;
         loop {
             match work().await {
                 Err(e) if e.is_lock_timeout() => {
+                    in_line.get_or_insert_with(|| InLine::join(line));
                     crate::observe::lock_timed_out(
                         &self.gate,
                         crate::recycle::operation().unwrap_or("none"),
@@ -230,7 +272,7 @@ impl Store {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MOST_LOCKED);
                     drop(probe.take());
-                    probe = Some(self.lock_probe.lock().await);
+                    probe = Some(line.turn.lock().await);
                     // An outage after the lock is timed from here.
                     deadline = outage();
                 }
@@ -357,6 +399,40 @@ mod retry_tests {
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
     }
 
+    /// While one operation of the store waits out a lock, another started
+    /// then takes its turn in the line before its first attempt: the
+    /// store's attempts never overlap, so the tenant holds at most one
+    /// connection at a time on a lock. Each attempt lasts 30 ms here, the
+    /// first backoff 10 ms; the lock lifts after four attempts.
+    #[tokio::test]
+    async fn a_call_started_while_another_waits_out_a_lock_joins_the_line_first() {
+        let s = store(Duration::from_secs(30));
+        let attempts = AtomicUsize::new(0);
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let attempt = || async {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0..4 => Err(lock_timeout()),
+                _ => Ok(()),
+            }
+        };
+        let first = s.waiting_out_locks(attempt);
+        let later = async {
+            while attempts.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            s.waiting_out_locks(attempt).await
+        };
+        let (first, later) = tokio::join!(first, later);
+        assert!(first.is_ok() && later.is_ok(), "{first:?} {later:?}");
+        assert_eq!(most.load(Ordering::SeqCst), 1, "attempts overlapped");
+        assert_eq!(s.lock_line.waiting.load(Ordering::SeqCst), 0);
+    }
+
     /// A client's call waits out a lock as leased work does, but a lost
     /// connection is the caller's: an enqueue whose commit reached the
     /// server must not be sent again.
@@ -387,7 +463,8 @@ mod retry_tests {
     }
 
     /// However many of a store's operations wait out a lock, one retry
-    /// runs at a time; first attempts are not held back.
+    /// runs at a time; first attempts begun before any of them gave up are
+    /// not held back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stores_lock_timeout_retries_run_one_at_a_time() {
         let s = store(Duration::from_secs(30));

@@ -341,3 +341,85 @@ async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
     })
     .await;
 }
+
+in_both_modes!(a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt:
+    a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt_procedures,
+    a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt_inline; 4);
+
+/// How many of tenant A's status reads start while A's history is locked
+/// and one of A's calls already waits the lock out.
+const LATER_CALLS: usize = 4;
+
+/// The shard of [`a_locked_tenants_client_calls_leave_its_shard_mate_the_connection`]
+/// with a burst: once one of tenant A's calls has given up on the lock
+/// (A's history, locked by another session) and waits it out, A's client
+/// starts four more status reads. Each used to make a first attempt of its
+/// own on the shard's one connection, a second each, and tenant B's read
+/// queued behind all of them; now they wait in line behind the call already
+/// waiting, as its retries do, so B's read waits for at most one of A's
+/// attempts. Once the lock is gone, all of A's reads return.
+async fn a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt(mode: SqlMode) {
+    with_schemas("burst", 3, |schemas| async move {
+        let (a, b) = (&schemas[0], &schemas[2]);
+        let shared = pool(3).await;
+        let pa = provider(&shared, a, mode).await;
+        // The other shard's tenant: B's home is A's.
+        let _px = provider(&shared, &schemas[1], mode).await;
+        let pb = provider(&shared, b, mode).await;
+        for (p, id) in [(&pa, "a1"), (&pb, "b1")] {
+            p.enqueue_for_orchestrator(start(id), None)
+                .await
+                .expect("enqueue");
+        }
+        // B's read, warm, so that its time below is the wait alone.
+        pb.read("b1").await.expect("B's first read");
+        let gave_up = || pa.admission_stats().lock_timeouts;
+        let before = gave_up();
+
+        let history = hold_table(a, "history", "ACCESS EXCLUSIVE").await;
+        let first = {
+            let pa = pa.clone();
+            tokio::spawn(async move { pa.read("a1").await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gave_up() == before {
+            assert!(Instant::now() < deadline, "{mode}: A's read never gave up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let later: Vec<_> = (0..LATER_CALLS)
+            .map(|_| {
+                let pa = pa.clone();
+                tokio::spawn(async move { pa.read("a1").await })
+            })
+            .collect();
+        // Give A's later reads time to reach the connection's line, the
+        // lock or the store's line (nothing tells them apart from here).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let began = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(20), pb.read("b1")).await;
+        let took = began.elapsed();
+        assert!(matches!(read, Ok(Ok(_))), "{mode}: B's read: {read:?}");
+        // One of A's attempts (a second) and the slack of a loaded machine;
+        // before, one second per later read as well.
+        assert!(
+            took < Duration::from_millis(2500),
+            "{mode}: B's read took {took:?} behind A's {LATER_CALLS} later reads"
+        );
+        assert!(
+            !first.is_finished() && later.iter().all(|t| !t.is_finished()),
+            "{mode}: A's reads returned while A's history was locked"
+        );
+
+        release_table(history).await;
+        for task in std::iter::once(first).chain(later) {
+            let read = tokio::time::timeout(Duration::from_secs(20), task).await;
+            assert!(
+                matches!(read, Ok(Ok(Ok(ref events))) if events.is_empty()),
+                "{mode}: A's read once the lock was gone: {read:?}"
+            );
+        }
+        shared.close().await;
+    })
+    .await;
+}
