@@ -30,6 +30,7 @@
 //! The span has it.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
@@ -143,7 +144,7 @@ impl Store {
         let scope = crate::recycle::Scope {
             gate: self.gate.clone(),
             tenant: self.name.clone(),
-            started: start,
+            started: Arc::new(Mutex::new(start)),
             leased,
             operation,
         };

@@ -62,8 +62,10 @@ pub(crate) struct Scope {
     pub gate: Arc<Gate>,
     /// The schema served.
     pub tenant: Arc<str>,
-    /// When the operation started.
-    pub started: Instant,
+    /// When the operation's current attempt started: its start, then each
+    /// retry's ([`attempt_begins`]), so that a wait for a connection is
+    /// timed from the attempt that asked for it.
+    pub started: Arc<Mutex<Instant>>,
     /// Leased work (ack, abandon, renewal): its wait for a connection counts
     /// towards the slowest leased acquire.
     pub leased: bool,
@@ -76,6 +78,14 @@ impl Scope {
     pub(crate) async fn run<F: Future>(self, work: F) -> F::Output {
         SCOPE.scope(self, work).await
     }
+}
+
+/// The calling task's operation begins an attempt (its first or a retry):
+/// its waits for a connection are timed from now.
+pub(crate) fn attempt_begins() {
+    let _ = SCOPE.try_with(|scope| {
+        *scope.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    });
 }
 
 /// The trait method the calling task runs, if it runs one.
@@ -200,7 +210,8 @@ impl Table {
             return false;
         }
         if scope.leased {
-            scope.gate.note_leased_acquire(scope.started.elapsed());
+            let started = *scope.started.lock().unwrap_or_else(|e| e.into_inner());
+            scope.gate.note_leased_acquire(started.elapsed());
         }
         true
     }

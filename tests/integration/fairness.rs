@@ -156,7 +156,7 @@ async fn stuck_neighbour(mode: SqlMode, k: u32) {
 
 /// A pool built from `PostgresOptions::pool_options` with one connection,
 /// which may serve `tenants` distinct schemas.
-async fn recycling_pool(tenants: usize) -> PgPool {
+pub(super) async fn recycling_pool(tenants: usize) -> PgPool {
     PostgresOptions::default()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(60))

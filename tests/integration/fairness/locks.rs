@@ -14,7 +14,7 @@ use super::{LEASE, provider};
 use crate::fixtures::{ack_first_turn, activity, completion, event, metadata, start};
 use crate::support::{
     TestSchema, database_url, hold_table, in_both_modes, pool, release_table,
-    until_a_backend_waits_for, with_schemas,
+    until_a_backend_waits_for, with_schema, with_schemas,
 };
 
 in_both_modes!(a_locked_tenants_acks_leave_its_shard_mate_the_connection:
@@ -419,6 +419,65 @@ async fn a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt(mo
                 "{mode}: A's read once the lock was gone: {read:?}"
             );
         }
+        shared.close().await;
+    })
+    .await;
+}
+
+in_both_modes!(an_ack_that_waits_out_a_lock_is_not_timed_as_a_wait_for_a_connection:
+    an_ack_that_waits_out_a_lock_is_not_timed_as_a_wait_for_a_connection_procedures,
+    an_ack_that_waits_out_a_lock_is_not_timed_as_a_wait_for_a_connection_inline);
+
+/// `slowest_leased_acquire` is the longest leased work waited for a pool
+/// connection, for sizing the pool. An activity ack of a tenant alone on
+/// its pool waits out a lock on its worker queue through two give-ups or
+/// more; each attempt got the pool's idle connection at once, so the
+/// slowest acquire stays well under a second (before, each acquire was
+/// timed from the ack's start, and read the whole wait for the lock).
+async fn an_ack_that_waits_out_a_lock_is_not_timed_as_a_wait_for_a_connection(mode: SqlMode) {
+    with_schema("lock_acquire", |s| async move {
+        let shared = super::recycling_pool(0).await;
+        let p = provider(&shared, &s, mode).await;
+        p.enqueue_for_worker(activity("w0", 1))
+            .await
+            .expect("enqueue work");
+        let (_, token, _) = p
+            .fetch_work_item(
+                Duration::from_secs(60),
+                Duration::ZERO,
+                None,
+                &TagFilter::Any,
+            )
+            .await
+            .expect("fetch work")
+            .expect("the activity");
+        let gave_up = || p.admission_stats().lock_timeouts;
+        let before = gave_up();
+
+        let holder = hold_table(&s, "worker_queue", "ACCESS EXCLUSIVE").await;
+        let ack = {
+            let p = p.clone();
+            tokio::spawn(async move { p.ack_work_item(&token, Some(completion("w0", 1))).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gave_up() < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: the ack never gave up twice"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release_table(holder).await;
+        let acked = tokio::time::timeout(Duration::from_secs(20), ack).await;
+        assert!(
+            matches!(acked, Ok(Ok(Ok(())))),
+            "{mode}: the ack once the lock was gone: {acked:?}"
+        );
+        let slowest = p.admission_stats().slowest_leased_acquire;
+        assert!(
+            slowest < Duration::from_millis(900),
+            "{mode}: slowest leased acquire {slowest:?} after waiting out a lock"
+        );
         shared.close().await;
     })
     .await;
