@@ -177,12 +177,57 @@ impl Drop for Bouncer {
     }
 }
 
-fn pgbouncer_binary() -> String {
+/// PgBouncer's binary. When it is missing and the tests run as root, it is
+/// installed from Debian packages first (once per run), as
+/// `scripts/pg-throwaway.sh` installs PostgreSQL, so that README's test
+/// command works on a fresh machine; otherwise the tests say what to
+/// install.
+fn pgbouncer_binary() -> &'static str {
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(found) = find_pgbouncer() {
+            return found;
+        }
+        if running_as_root() {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"note: PgBouncer not found; installing it from Debian packages\n",
+            );
+            for args in [
+                &["update", "-qq"][..],
+                &["install", "-y", "-qq", "pgbouncer"][..],
+            ] {
+                let status = Command::new("apt-get")
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdin(Stdio::null())
+                    .status();
+                assert!(
+                    status.as_ref().is_ok_and(|s| s.success()),
+                    "apt-get {}: {status:?}",
+                    args.join(" ")
+                );
+            }
+        }
+        find_pgbouncer().unwrap_or_else(|| {
+            panic!("PgBouncer not found: install it (Debian: apt-get install -y pgbouncer)")
+        })
+    })
+}
+
+fn find_pgbouncer() -> Option<String> {
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v pgbouncer"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| !p.is_empty());
     ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("pgbouncer")
-        .to_string()
+        .map(str::to_string)
+        .or(on_path)
 }
 
 fn running_as_root() -> bool {
