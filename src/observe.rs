@@ -30,7 +30,6 @@
 //! The span has it.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
@@ -144,7 +143,7 @@ impl Store {
         let scope = crate::recycle::Scope {
             gate: self.gate.clone(),
             tenant: self.name.clone(),
-            started: Arc::new(Mutex::new(start)),
+            started: start,
             leased,
             operation,
         };

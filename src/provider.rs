@@ -184,7 +184,7 @@ impl PostgresProvider {
         let setup = Scope {
             gate: gate.clone(),
             tenant: schema.as_str().into(),
-            started: std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            started: std::time::Instant::now(),
             leased: false,
             operation: "new",
         };

@@ -62,10 +62,9 @@ pub(crate) struct Scope {
     pub gate: Arc<Gate>,
     /// The schema served.
     pub tenant: Arc<str>,
-    /// When the operation's current attempt started: its start, then each
-    /// retry's ([`attempt_begins`]), so that a wait for a connection is
-    /// timed from the attempt that asked for it.
-    pub started: Arc<Mutex<Instant>>,
+    /// When the operation, or its current attempt ([`attempt`]), started:
+    /// a wait for a connection is timed from the attempt that asked for it.
+    pub started: Instant,
     /// Leased work (ack, abandon, renewal): its wait for a connection counts
     /// towards the slowest leased acquire.
     pub leased: bool,
@@ -80,14 +79,6 @@ impl Scope {
     }
 }
 
-/// The calling task's operation begins an attempt (its first or a retry):
-/// its waits for a connection are timed from now.
-pub(crate) fn attempt_begins() {
-    let _ = SCOPE.try_with(|scope| {
-        *scope.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    });
-}
-
 /// The trait method the calling task runs, if it runs one.
 pub(crate) fn operation() -> Option<&'static str> {
     SCOPE.try_with(|scope| scope.operation).ok()
@@ -96,12 +87,27 @@ pub(crate) fn operation() -> Option<&'static str> {
 /// `work`, run in the scope of the task that calls this (if any): for work
 /// handed to a task of its own, so the pool's hooks still see the tenant.
 pub(crate) fn carry<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let scope = SCOPE.try_with(Scope::clone).ok();
-    async move {
-        match scope {
-            Some(scope) => scope.run(work).await,
-            None => work.await,
-        }
+    within(SCOPE.try_with(Scope::clone).ok(), work)
+}
+
+/// `work`, one attempt of the calling task's operation (its first or a
+/// retry), in that operation's scope started now: its waits for a
+/// connection are timed from the attempt, not from the operation's start.
+pub(crate) fn attempt<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let scope = SCOPE
+        .try_with(|scope| Scope {
+            started: Instant::now(),
+            ..scope.clone()
+        })
+        .ok();
+    within(scope, work)
+}
+
+/// `work` in `scope`, if any.
+async fn within<F: Future>(scope: Option<Scope>, work: F) -> F::Output {
+    match scope {
+        Some(scope) => scope.run(work).await,
+        None => work.await,
     }
 }
 
@@ -210,8 +216,7 @@ impl Table {
             return false;
         }
         if scope.leased {
-            let started = *scope.started.lock().unwrap_or_else(|e| e.into_inner());
-            scope.gate.note_leased_acquire(started.elapsed());
+            scope.gate.note_leased_acquire(scope.started.elapsed());
         }
         true
     }

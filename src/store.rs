@@ -261,8 +261,7 @@ impl Store {
         }
         let mut in_line = None;
         loop {
-            crate::recycle::attempt_begins();
-            match work().await {
+            match crate::recycle::attempt(work()).await {
                 Err(e) if e.is_lock_timeout() => {
                     in_line.get_or_insert_with(|| InLine::join(line));
                     crate::observe::lock_timed_out(
