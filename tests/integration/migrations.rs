@@ -512,11 +512,15 @@ async fn a_migration_that_loses_a_deadlock_starts_over(mode: SqlMode) {
         // The session checks for a deadlock only long after the migration
         // does, so the migration is the one aborted even when a busy
         // machine runs the two checks late (once, in a full suite run, the
-        // session's ran first and it was the one aborted).
-        sqlx::query("SET deadlock_timeout = '30s'")
+        // session's ran first and it was the one aborted). And it waits
+        // for the lock as long as it takes, as an operator's session does:
+        // the test's connections carry the provider's one-second lock
+        // timeout, which raced the migration's one-second deadlock check
+        // and, on a slow machine, once won.
+        sqlx::raw_sql("SET deadlock_timeout = '30s'; SET lock_timeout = 0")
             .execute(&mut holder)
             .await
-            .expect("the session's deadlock_timeout");
+            .expect("the session's deadlock_timeout and lock_timeout");
         // Granted once the deadlock check has aborted the migration's first try.
         sqlx::query(
             schema.statement(
