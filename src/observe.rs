@@ -33,6 +33,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
+use futures_util::FutureExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -122,11 +123,17 @@ impl Store {
     /// failure, retryable and the error), records its metrics, and converts
     /// its error into duroxide's, retryable or permanent as
     /// [`PostgresProviderError::is_retryable`] decides.
-    pub(crate) async fn observe<T: Rows>(
-        &self,
+    ///
+    /// A plain function returning the future, not an `async fn`: the future
+    /// holds `work` once, inside its scope and span, rather than also as
+    /// the argument it came as (each such copy doubled every operation's
+    /// future, which the runtime's boxing then copied whole; tested by
+    /// `store::future_sizes`).
+    pub(crate) fn observe<'a, T: Rows + 'a>(
+        &'a self,
         operation: &'static str,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<T, ProviderError> {
+        work: impl Future<Output = Result<T>> + 'a,
+    ) -> impl Future<Output = Result<T, ProviderError>> + 'a {
         let span = tracing::debug_span!(
             "duroxide_postgres.op",
             operation,
@@ -147,7 +154,22 @@ impl Store {
             leased,
             operation,
         };
-        let result = scope.run(work.instrument(span.clone())).await;
+        // A combinator rather than an `async move` block awaiting `run`:
+        // awaiting a captured future moves it into a second slot.
+        scope
+            .run(work.instrument(span.clone()))
+            .map(move |result| self.observed(operation, leased, start, &span, result))
+    }
+
+    /// Records the outcome of an operation [`Store::observe`] ran.
+    fn observed<T: Rows>(
+        &self,
+        operation: &'static str,
+        leased: bool,
+        start: Instant,
+        span: &tracing::Span,
+        result: Result<T>,
+    ) -> Result<T, ProviderError> {
         let elapsed = start.elapsed();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         match &result {

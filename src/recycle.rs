@@ -39,6 +39,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::postgres::PgPoolOptions;
 
@@ -73,9 +74,12 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    /// Runs `work` with this scope visible to the pool's hooks.
-    pub(crate) async fn run<F: Future>(self, work: F) -> F::Output {
-        SCOPE.scope(self, work).await
+    /// Runs `work` with this scope visible to the pool's hooks. A plain
+    /// function, not an `async fn`: the future holds `work` once (an
+    /// `async fn` would hold it as its argument and again as awaited, and
+    /// every layer of wrapping would double an operation's future).
+    pub(crate) fn run<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
+        SCOPE.scope(self, work)
     }
 }
 
@@ -103,11 +107,11 @@ pub(crate) fn attempt<F: Future>(work: F) -> impl Future<Output = F::Output> {
     within(scope, work)
 }
 
-/// `work` in `scope`, if any.
-async fn within<F: Future>(scope: Option<Scope>, work: F) -> F::Output {
+/// `work` in `scope`, if any; holding `work` once (see [`Scope::run`]).
+fn within<F: Future>(scope: Option<Scope>, work: F) -> impl Future<Output = F::Output> {
     match scope {
-        Some(scope) => scope.run(work).await,
-        None => work.await,
+        Some(scope) => Either::Left(scope.run(work)),
+        None => Either::Right(work),
     }
 }
 

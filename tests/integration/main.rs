@@ -15,6 +15,7 @@ mod fairness;
 mod faults;
 mod fetch_lease;
 mod fixtures;
+mod footprint;
 mod held_snapshot;
 mod hostile_search_path;
 mod limits;
