@@ -397,7 +397,10 @@ mod tests {
             K::TimerCreated { fire_at_ms: 1 },
             K::TimerFired { fire_at_ms: 1 },
             K::ExternalSubscribed { name: s() },
-            K::ExternalEvent { name: s(), data: s() },
+            K::ExternalEvent {
+                name: s(),
+                data: s(),
+            },
             K::OrchestrationChained {
                 name: s(),
                 instance: s(),
@@ -415,7 +418,10 @@ mod tests {
             K::OrchestrationCancelRequested { reason: s() },
             K::ExternalSubscribedCancelled { reason: s() },
             K::QueueSubscribed { name: s() },
-            K::QueueEventDelivered { name: s(), data: s() },
+            K::QueueEventDelivered {
+                name: s(),
+                data: s(),
+            },
             K::QueueSubscriptionCancelled { reason: s() },
             K::CustomStatusUpdated { status: None },
             K::KeyValueSet {
