@@ -37,7 +37,7 @@
 //! recycled by the tenant bound (`crate::recycle`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub(crate) struct Gate {
     lease_expiries: AtomicU64,
     /// Statements that gave up waiting for a lock.
     lock_timeouts: AtomicU64,
+    /// Operations waiting out a lock now ([`WaitingOut`]).
+    waiting_out_locks: AtomicUsize,
     /// The longest wait of leased work for a connection, in microseconds.
     slowest_leased_acquire_us: AtomicU64,
     /// Connections closed because they had served their share of tenants.
@@ -181,6 +183,13 @@ pub struct AdmissionStats {
     /// acks, abandons and renewals return the error and the runtime tries
     /// again. The `tracing` span of each names the tenant.
     pub lock_timeouts: u64,
+    /// Operations of this pool's providers waiting out a lock now: calls
+    /// that gave up on a lock and wait to try again, and the calls of the
+    /// same provider that wait their turn behind them before a first
+    /// attempt (a tenant's calls form one line while a lock holds them).
+    /// Zero while no tenant's table or rows are held; a gauge, where
+    /// `lock_timeouts` is a count.
+    pub waiting_out_locks: usize,
     /// The longest an ack, abandon or lock renewal waited for a pool
     /// connection. Measured only on pools built from
     /// `PostgresOptions::pool_options` (as `PostgresProvider::connect_with`
@@ -194,6 +203,16 @@ pub struct AdmissionStats {
     /// (`PostgresOptions::warm_up`): the whole sequence ran and was rolled
     /// back.
     pub connections_warmed: u64,
+}
+
+/// An operation counted in [`AdmissionStats::waiting_out_locks`] until
+/// dropped ([`Gate::waiting_out_lock`]).
+pub(crate) struct WaitingOut(Arc<Gate>);
+
+impl Drop for WaitingOut {
+    fn drop(&mut self) {
+        self.0.waiting_out_locks.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Gates by pool.
@@ -243,6 +262,7 @@ impl Gate {
             }),
             lease_expiries: AtomicU64::new(0),
             lock_timeouts: AtomicU64::new(0),
+            waiting_out_locks: AtomicUsize::new(0),
             slowest_leased_acquire_us: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             warmed: AtomicU64::new(0),
@@ -281,6 +301,13 @@ impl Gate {
     /// Counts a statement that gave up waiting for a lock.
     pub(crate) fn note_lock_timeout(&self) {
         self.lock_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an operation among those waiting out a lock until the guard
+    /// is dropped.
+    pub(crate) fn waiting_out_lock(self: &Arc<Self>) -> WaitingOut {
+        self.waiting_out_locks.fetch_add(1, Ordering::SeqCst);
+        WaitingOut(self.clone())
     }
 
     /// Records how long leased work waited for a connection.
@@ -385,6 +412,7 @@ impl Gate {
                 .count(),
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
             lock_timeouts: self.lock_timeouts.load(Ordering::Relaxed),
+            waiting_out_locks: self.waiting_out_locks.load(Ordering::SeqCst),
             slowest_leased_acquire: Duration::from_micros(
                 self.slowest_leased_acquire_us.load(Ordering::Relaxed),
             ),

@@ -256,7 +256,11 @@ impl Store {
         // the lock would hold a connection its shard-mates need for a
         // second before joining the line.
         let mut probe = None;
+        // Counted on the pool while it waits in the line or waits out a
+        // lock itself (`AdmissionStats::waiting_out_locks`).
+        let mut counted = None;
         if line.waiting.load(Ordering::SeqCst) > 0 {
+            counted = Some(self.gate.waiting_out_lock());
             probe = Some(line.turn.lock().await);
         }
         let mut in_line = None;
@@ -264,6 +268,7 @@ impl Store {
             match crate::recycle::attempt(work()).await {
                 Err(e) if e.is_lock_timeout() => {
                     in_line.get_or_insert_with(|| InLine::join(line));
+                    counted.get_or_insert_with(|| self.gate.waiting_out_lock());
                     crate::observe::lock_timed_out(
                         &self.gate,
                         crate::recycle::operation().unwrap_or("none"),

@@ -278,8 +278,9 @@ async fn every_operation_runs_in_one_span_with_its_fields_in_both_modes() {
 /// it out off the connection; a fetch gives up and returns the error. Both
 /// count on the pool (`AdmissionStats::lock_timeouts`) and as
 /// `duroxide_postgres_lock_timeouts_total` by operation, so an operator sees
-/// a tenant waiting out a lock without debug logs; the read returns once
-/// the lock is gone.
+/// a tenant waiting out a lock without debug logs, and the read counts in
+/// `AdmissionStats::waiting_out_locks` while it waits; it returns once the
+/// lock is gone, and the gauge is back at zero.
 #[tokio::test]
 async fn lock_timeouts_are_counted_on_the_pool_and_by_operation_in_both_modes() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
@@ -317,12 +318,22 @@ async fn lock_timeouts_are_counted_on_the_pool_and_by_operation_in_both_modes() 
                     !read.is_finished(),
                     "{mode}: the read returned under the lock"
                 );
+                assert_eq!(
+                    p.admission_stats().waiting_out_locks,
+                    1,
+                    "{mode}: the read waits the lock out"
+                );
                 release_table(holder).await;
                 let events = read
                     .await
                     .expect("read task")
                     .unwrap_or_else(|e| panic!("{mode}: read once the lock was gone: {e}"));
                 assert!(events.is_empty(), "{mode}: no history yet: {events:?}");
+                assert_eq!(
+                    p.admission_stats().waiting_out_locks,
+                    0,
+                    "{mode}: nothing waits once the read returned"
+                );
             }
         })
         .await;

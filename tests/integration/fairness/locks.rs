@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::{LEASE, provider};
 use crate::fixtures::{ack_first_turn, activity, completion, event, metadata, start};
 use crate::support::{
-    TestSchema, database_url, hold_table, in_both_modes, pool, release_table,
+    TestSchema, database_url, eventually, hold_table, in_both_modes, pool, release_table,
     until_a_backend_waits_for, with_schema, with_schemas,
 };
 
@@ -357,7 +357,9 @@ const LATER_CALLS: usize = 4;
 /// own on the shard's one connection, a second each, and tenant B's read
 /// queued behind all of them; now they wait in line behind the call already
 /// waiting, as its retries do, so B's read waits for at most one of A's
-/// attempts. Once the lock is gone, all of A's reads return.
+/// attempts. The pool counts A's five reads as waiting out a lock
+/// (`AdmissionStats::waiting_out_locks`) until the lock is gone and all of
+/// them return.
 async fn a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt(mode: SqlMode) {
     with_schemas("burst", 3, |schemas| async move {
         let (a, b) = (&schemas[0], &schemas[2]);
@@ -392,9 +394,12 @@ async fn a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt(mo
                 tokio::spawn(async move { pa.read("a1").await })
             })
             .collect();
-        // Give A's later reads time to reach the connection's line, the
-        // lock or the store's line (nothing tells them apart from here).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A's later reads wait their turn in A's line, counted on the pool
+        // with the read that waits out the lock.
+        eventually("A's later reads joined A's line", || async {
+            pa.admission_stats().waiting_out_locks == 1 + LATER_CALLS
+        })
+        .await;
 
         let began = Instant::now();
         let read = tokio::time::timeout(Duration::from_secs(20), pb.read("b1")).await;
@@ -419,6 +424,11 @@ async fn a_locked_tenants_later_calls_wait_in_line_before_their_first_attempt(mo
                 "{mode}: A's read once the lock was gone: {read:?}"
             );
         }
+        assert_eq!(
+            pa.admission_stats().waiting_out_locks,
+            0,
+            "{mode}: every read returned"
+        );
         shared.close().await;
     })
     .await;
