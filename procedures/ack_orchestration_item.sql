@@ -3,8 +3,10 @@
 -- Validates the lease (unknown token: DX001, expired: DX002), deletes the
 -- messages the turn consumed, creates or updates the instance and execution
 -- rows, appends the history delta (a duplicate event id violates the primary
--- key and rolls everything back), stores status/output/pinned version,
--- applies the custom-status and KV changes the runtime recorded (KV deltas are
+-- key and rolls everything back; the runtime's poison failure at its fixed
+-- event id 99,999 goes after the last event when that id is taken), stores
+-- status/output/pinned version, applies the custom-status and KV changes the
+-- runtime recorded (KV deltas are
 -- merged into kv_store when the execution ends), enqueues worker and
 -- orchestrator items, deletes cancelled activities, and releases the lease.
 -- Arrays carry the batches; all arrays of one batch have the same length.
@@ -105,6 +107,13 @@ BEGIN
     END IF;
 
     {{> advance_execution}};
+
+    IF p_status = 'Failed' AND p_event_ids = ARRAY[99999]::bigint[]
+       AND p_event_types = ARRAY['OrchestrationFailed'] THEN
+        -- The runtime's poison failure at its fixed event id.
+        {{> poison_after_last}}
+          INTO p_event_ids, p_event_data;
+    END IF;
 
     IF coalesce(pg_catalog.array_length(p_event_ids, 1), 0) > 0 THEN
         {{> append_history}};

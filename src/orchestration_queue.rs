@@ -450,6 +450,23 @@ pub(crate) struct AckParams {
     pub cancel_activities: Vec<i64>,
 }
 
+/// The event id duroxide's runtime gives the `OrchestrationFailed` it acks
+/// for an instance whose history it could not be given (`history_error`).
+const POISON_EVENT_ID: i64 = 99_999;
+
+impl AckParams {
+    /// Whether this is the runtime's poison failure at its fixed event id,
+    /// which the ack appends after the history's last event when the
+    /// history already holds that id
+    /// (`statements/ack_orchestration_item/poison_after_last.sql`; the
+    /// procedure tests the same).
+    pub(crate) fn is_poison_failure(&self) -> bool {
+        self.status.as_deref() == Some("Failed")
+            && self.event_ids == [POISON_EVENT_ID]
+            && self.event_types == ["OrchestrationFailed"]
+    }
+}
+
 /// Releases a lease (see `procedures/abandon_orchestration_item.sql`).
 pub(crate) async fn abandon(
     s: &Store,

@@ -105,6 +105,8 @@ procedure_statements! {
         pin_version,
         /// Advance the current execution.
         advance_execution,
+        /// Move the runtime's poison failure after the history's last event.
+        poison_after_last,
         /// Append the history delta.
         append_history,
         /// Record status and output.
@@ -664,13 +666,30 @@ pub(super) async fn ack_in(p: &Store, c: &mut PgConnection, a: &AckParams) -> Re
         .bind(now)
         .execute(&mut *c)
         .await?;
-    if !a.event_ids.is_empty() {
+    let moved: Option<(Vec<i64>, Vec<String>)> = if a.is_poison_failure() {
+        Some(
+            sqlx::query_as(&sql.poison_after_last)
+                .bind(&instance)
+                .bind(a.execution_id)
+                .bind(&a.event_ids)
+                .bind(&a.event_data)
+                .fetch_one(&mut *c)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let (event_ids, event_data) = match &moved {
+        Some((ids, data)) => (ids, data),
+        None => (&a.event_ids, &a.event_data),
+    };
+    if !event_ids.is_empty() {
         sqlx::query(&sql.append_history)
             .bind(&instance)
             .bind(a.execution_id)
-            .bind(&a.event_ids)
+            .bind(event_ids)
             .bind(&a.event_types)
-            .bind(&a.event_data)
+            .bind(event_data)
             .bind(now)
             .execute(&mut *c)
             .await?;

@@ -224,6 +224,116 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
     .await;
 }
 
+in_both_modes!(a_poisoned_history_that_holds_the_sentinel_event_id_still_fails:
+    a_poisoned_history_that_holds_the_sentinel_event_id_still_fails_procedures,
+    a_poisoned_history_that_holds_the_sentinel_event_id_still_fails_inline);
+
+/// duroxide's runtime fails an instance whose history it cannot be given
+/// (too large to read, or undecodable) by acking one `OrchestrationFailed`
+/// at a fixed event id, 99,999, since it cannot know the history's last
+/// one. An instance whose history already holds that id (a long-lived
+/// orchestration's 99,999th event; written by hand here, large enough to
+/// outgrow the history limit) made that ack break the primary key: the
+/// instance was handed out again at every lease's end and never ended. The
+/// provider appends the runtime's failure after the history's last event
+/// instead, so the instance fails, with its failure last in its history.
+async fn a_poisoned_history_that_holds_the_sentinel_event_id_still_fails(mode: SqlMode) {
+    with_schema("limit_sentinel", |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = Arc::new(
+            provider(
+                &schema,
+                PostgresOptions::default()
+                    .sql_mode(mode)
+                    .max_history_bytes(6000),
+            )
+            .await,
+        );
+        let orchestrations = OrchestrationRegistry::builder()
+            .register(
+                "Wait",
+                |ctx: OrchestrationContext, _input: String| async move {
+                    Ok(ctx.schedule_wait("Go").await)
+                },
+            )
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            max_attempts: 3,
+            ..Default::default()
+        };
+        let rt = Runtime::start_with_options(
+            p.clone(),
+            ActivityRegistry::builder().build(),
+            orchestrations,
+            options,
+        )
+        .await;
+        let client = Client::new(p.clone());
+        client
+            .start_orchestration("long", "Wait", "")
+            .await
+            .expect("start");
+        crate::support::eventually("the instance waits for its event", || async {
+            ProviderAdmin::read_history(&*p, "long")
+                .await
+                .is_ok_and(|h| h.len() >= 2)
+        })
+        .await;
+        let padding = duroxide::Event::with_event_id(
+            99_999,
+            "long".to_string(),
+            1,
+            None,
+            duroxide::EventKind::ExternalEvent {
+                name: "Pad".to_string(),
+                data: "x".repeat(7000),
+            },
+        );
+        let json = serde_json::to_string(&padding).expect("padding event");
+        sqlx::query(schema.statement(
+            "INSERT INTO {{schema}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at_ms) \
+             VALUES ('long', 1, 99999, 'ExternalEvent', $1, 0)",
+        ))
+        .bind(&json)
+        .execute(&schema.pool)
+        .await
+        .expect("the event at the sentinel id");
+        client
+            .raise_event("long", "Go", "now")
+            .await
+            .expect("raise");
+        let ended = client
+            .wait_for_orchestration("long", Duration::from_secs(30))
+            .await;
+        rt.shutdown(None).await;
+        match ended {
+            Ok(OrchestrationStatus::Failed { details, .. }) => {
+                let text = format!("{details:?}");
+                assert!(text.contains("6000"), "{mode}: {text}");
+            }
+            other => panic!("{mode}: expected the instance to fail as poison: {other:?}"),
+        }
+        let history = ProviderAdmin::read_history(&*p, "long")
+            .await
+            .expect("history");
+        let last = history.last().expect("events");
+        assert!(
+            matches!(last.kind, duroxide::EventKind::OrchestrationFailed { .. })
+                && last.event_id() == 100_000,
+            "{mode}: the failure follows the event at 99,999: {last:?}"
+        );
+        let ids: Vec<u64> = history.iter().map(|e| e.event_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "{mode}: event ids ascend without repeats");
+        let info = p.get_instance_info("long").await.expect("info");
+        assert_eq!(info.status, "Failed", "{mode}");
+    })
+    .await;
+}
+
 in_both_modes!(a_fetch_that_cannot_read_a_history_counts_an_attempt:
     a_fetch_that_cannot_read_a_history_counts_an_attempt_procedures,
     a_fetch_that_cannot_read_a_history_counts_an_attempt_inline);
