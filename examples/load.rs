@@ -316,6 +316,8 @@ struct Outcome {
     server: Option<(f64, f64)>,
     /// CPU ms the runtime's backends used, if readable from `/proc`.
     backend_cpu_ms: Option<f64>,
+    /// CPU ms this process (client, runtime, provider) used, if readable.
+    process_cpu_ms: Option<f64>,
     /// Orchestration turns committed (history appends).
     turns: Option<i64>,
 }
@@ -349,6 +351,11 @@ impl Outcome {
     }
     fn cpu_per_orch(&self) -> String {
         self.backend_cpu_ms.map_or("n/a".to_string(), |ms| {
+            format!("{:.2}", ms / self.completed.max(1) as f64)
+        })
+    }
+    fn process_cpu_per_orch(&self) -> String {
+        self.process_cpu_ms.map_or("n/a".to_string(), |ms| {
             format!("{:.2}", ms / self.completed.max(1) as f64)
         })
     }
@@ -464,6 +471,7 @@ async fn run_one(
 
     let before = stat_snapshot(admin, &runtime_role).await;
     let cpu_before = backend_cpu::snapshot(admin, &runtime_role).await;
+    let own_before = backend_cpu::own_ms();
     let wakes_before = ours.as_ref().and_then(|p| p.notification_stats());
     let completed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -534,6 +542,7 @@ async fn run_one(
     let elapsed = started.elapsed();
     let after = stat_snapshot(admin, &runtime_role).await;
     let cpu_after = backend_cpu::snapshot(admin, &runtime_role).await;
+    let own_after = backend_cpu::own_ms();
     let wakes = ours
         .as_ref()
         .and_then(|p| p.notification_stats())
@@ -578,6 +587,7 @@ async fn run_one(
         backend_cpu_ms: cpu_before
             .zip(cpu_after)
             .map(|(b, a)| backend_cpu::used_ms(&b, &a)),
+        process_cpu_ms: own_before.zip(own_after).map(|(b, a)| a - b),
         turns,
     })
 }

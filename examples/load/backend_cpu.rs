@@ -1,4 +1,5 @@
-//! CPU time of the runtime's server backends, read from `/proc`.
+//! CPU time of the runtime's server backends, and of this process (client,
+//! runtime and provider together), read from `/proc`.
 //!
 //! `pg_stat_statements` time is not comparable across SQL modes: a procedure
 //! call's execution time includes everything its nested statements cost
@@ -42,6 +43,13 @@ pub fn used_ms(before: &Snapshot, after: &Snapshot) -> f64 {
         .iter()
         .map(|(pid, ms)| ms - before.get(pid).copied().unwrap_or(0.0))
         .sum()
+}
+
+/// CPU this process has used so far, all its threads (client, runtime and
+/// provider: on a host whose cores bound throughput, a provider's cost in
+/// the application counts beside its server's).
+pub fn own_ms() -> Option<f64> {
+    cpu_ms(i32::try_from(std::process::id()).ok()?)
 }
 
 /// utime + stime of a process, in ms.

@@ -10,9 +10,9 @@ use super::Outcome;
 pub fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | empty fetches/notification | skipped fetches/orch | followed fetches/orch | completed | failed |"
+        "| mode | notify | orch:worker | orchestrations/s | activities/s | p50 ms | p99 ms | turns/orch | statements/orch | server ms/orch | backend CPU ms/orch | process CPU ms/orch | empty fetches/notification | skipped fetches/orch | followed fetches/orch | completed | failed |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let (stmts, ms) = o
             .per_orch()
@@ -38,7 +38,7 @@ pub fn print_table(outcomes: &[Outcome]) {
                 format!("{:.2}", followed as f64 / o.completed as f64)
             });
         println!(
-            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {empty} | {skipped} | {followed} | {} | {} |",
+            "| {} | {} | {}:{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {stmts} | {ms} | {} | {} | {empty} | {skipped} | {followed} | {} | {} |",
             o.mode,
             o.notify_label(),
             o.orch,
@@ -49,6 +49,7 @@ pub fn print_table(outcomes: &[Outcome]) {
             o.percentile(0.99),
             o.turns_per_orch(),
             o.cpu_per_orch(),
+            o.process_cpu_per_orch(),
             o.completed,
             o.failed
         );
@@ -72,9 +73,9 @@ pub fn print_table(outcomes: &[Outcome]) {
         // machine hits every mode alike; medians are what the ratios use.
         println!();
         println!(
-            "| mode | notify | orch:worker | runs | orchestrations/s median (min-max) | p50 ms median | backend CPU ms/orch median |"
+            "| mode | notify | orch:worker | runs | orchestrations/s median (min-max) | p50 ms median | backend CPU ms/orch median | process CPU ms/orch median |"
         );
-        println!("|---|---|---|---:|---:|---:|---:|");
+        println!("|---|---|---|---:|---:|---:|---:|---:|");
         let mut seen = std::collections::BTreeSet::new();
         for o in outcomes {
             if !seen.insert(config(o)) {
@@ -87,7 +88,7 @@ pub fn print_table(outcomes: &[Outcome]) {
                 .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
             let summary = Summary::of(&group);
             println!(
-                "| {} | {} | {}:{} | {} | {:.1} ({min:.1}-{max:.1}) | {:.1} | {} |",
+                "| {} | {} | {}:{} | {} | {:.1} ({min:.1}-{max:.1}) | {:.1} | {} | {} |",
                 o.mode,
                 o.notify_label(),
                 o.orch,
@@ -96,6 +97,9 @@ pub fn print_table(outcomes: &[Outcome]) {
                 summary.per_sec,
                 summary.p50,
                 summary.cpu.map_or("n/a".to_string(), |c| format!("{c:.2}")),
+                summary
+                    .process_cpu
+                    .map_or("n/a".to_string(), |c| format!("{c:.2}")),
             );
         }
     }
@@ -138,6 +142,8 @@ struct Summary {
     p50: f64,
     /// Backend CPU ms per orchestration, where measured.
     cpu: Option<f64>,
+    /// This process's CPU ms per orchestration, where measured.
+    process_cpu: Option<f64>,
 }
 
 impl Summary {
@@ -154,10 +160,15 @@ impl Summary {
             .iter()
             .map(|o| o.backend_cpu_ms.map(|ms| ms / o.completed.max(1) as f64))
             .collect::<Option<Vec<_>>>();
+        let process_cpu = runs
+            .iter()
+            .map(|o| o.process_cpu_ms.map(|ms| ms / o.completed.max(1) as f64))
+            .collect::<Option<Vec<_>>>();
         Self {
             per_sec: median(runs.iter().map(|o| o.per_sec()).collect()),
             p50: median(runs.iter().map(|o| o.percentile(0.5)).collect()),
             cpu: cpu.map(median),
+            process_cpu: process_cpu.map(median),
         }
     }
 }
