@@ -145,6 +145,28 @@ async fn an_oversized_payload_is_refused_and_nothing_is_lost(mode: SqlMode) {
     .await;
 }
 
+/// A provider whose fetches read histories of up to 6,000 bytes.
+async fn history_capped(schema: &TestSchema, mode: SqlMode) -> Arc<PostgresProvider> {
+    Arc::new(
+        provider(
+            schema,
+            PostgresOptions::default()
+                .sql_mode(mode)
+                .max_history_bytes(6000),
+        )
+        .await,
+    )
+}
+
+/// A runtime that polls often and poisons an instance after three attempts.
+fn poisoning_after_three() -> RuntimeOptions {
+    RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        max_attempts: 3,
+        ..Default::default()
+    }
+}
+
 in_both_modes!(a_history_too_large_to_read_ends_in_poison:
     a_history_too_large_to_read_ends_in_poison_procedures,
     a_history_too_large_to_read_ends_in_poison_inline);
@@ -154,15 +176,7 @@ in_both_modes!(a_history_too_large_to_read_ends_in_poison:
 async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
     with_schema("limit_history", |schema| async move {
         let _slot = Slot::acquire(Kind::Runtime);
-        let p = Arc::new(
-            provider(
-                &schema,
-                PostgresOptions::default()
-                    .sql_mode(mode)
-                    .max_history_bytes(6000),
-            )
-            .await,
-        );
+        let p = history_capped(&schema, mode).await;
         let activities = ActivityRegistry::builder()
             .register("Pad", |_ctx: ActivityContext, input: String| async move {
                 Ok(input.repeat(500))
@@ -185,11 +199,7 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
                 },
             )
             .build();
-        let options = RuntimeOptions {
-            dispatcher_min_poll_interval: Duration::from_millis(10),
-            max_attempts: 3,
-            ..Default::default()
-        };
+        let options = poisoning_after_three();
         let rt = Runtime::start_with_options(p.clone(), activities, orchestrations, options).await;
         let client = Client::new(p.clone());
         client
@@ -240,15 +250,7 @@ in_both_modes!(a_poisoned_history_that_holds_the_sentinel_event_id_still_fails:
 async fn a_poisoned_history_that_holds_the_sentinel_event_id_still_fails(mode: SqlMode) {
     with_schema("limit_sentinel", |schema| async move {
         let _slot = Slot::acquire(Kind::Runtime);
-        let p = Arc::new(
-            provider(
-                &schema,
-                PostgresOptions::default()
-                    .sql_mode(mode)
-                    .max_history_bytes(6000),
-            )
-            .await,
-        );
+        let p = history_capped(&schema, mode).await;
         let orchestrations = OrchestrationRegistry::builder()
             .register(
                 "Wait",
@@ -257,11 +259,7 @@ async fn a_poisoned_history_that_holds_the_sentinel_event_id_still_fails(mode: S
                 },
             )
             .build();
-        let options = RuntimeOptions {
-            dispatcher_min_poll_interval: Duration::from_millis(10),
-            max_attempts: 3,
-            ..Default::default()
-        };
+        let options = poisoning_after_three();
         let rt = Runtime::start_with_options(
             p.clone(),
             ActivityRegistry::builder().build(),
@@ -468,11 +466,7 @@ async fn an_id_too_long_to_index_fails_only_what_sent_it(mode: SqlMode) {
                 |_ctx: OrchestrationContext, input: String| async move { Ok(input) },
             )
             .build();
-        let options = RuntimeOptions {
-            dispatcher_min_poll_interval: Duration::from_millis(10),
-            max_attempts: 3,
-            ..Default::default()
-        };
+        let options = poisoning_after_three();
         let rt = Runtime::start_with_options(
             p.clone(),
             ActivityRegistry::builder().build(),
