@@ -6,9 +6,9 @@
 -- key and rolls everything back; the runtime's poison failure at its fixed
 -- event id 99,999 goes after the last event when that id is taken), stores
 -- status/output/pinned version, applies the custom-status and KV changes the
--- runtime recorded (KV deltas are
--- merged into kv_store when the execution ends), enqueues worker and
--- orchestrator items, deletes cancelled activities, and releases the lease.
+-- runtime recorded (KV deltas are merged into kv_store when the execution
+-- ends), enqueues worker and orchestrator items, deletes cancelled
+-- activities, and releases the lease.
 -- Arrays carry the batches; all arrays of one batch have the same length.
 --
 -- No wake-up is lost to a message that arrives while the turn commits. Every

@@ -128,7 +128,7 @@ impl Store {
     /// holds `work` once, inside its scope and span, rather than also as
     /// the argument it came as (each such copy doubled every operation's
     /// future, which the runtime's boxing then copied whole; tested by
-    /// `store::future_sizes`).
+    /// `footprint::every_operations_future_is_small_in_both_modes`).
     pub(crate) fn observe<'a, T: Rows + 'a>(
         &'a self,
         operation: &'static str,
