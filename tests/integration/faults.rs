@@ -275,7 +275,6 @@ where
     F: FnOnce(FaultDb) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    init_tracing();
     let _turn = TURN.lock().await;
     let _slot = Slot::acquire(Kind::Runtime);
     let db = FaultDb::create(tag).await;
@@ -283,17 +282,6 @@ where
     db.drop_database().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
-    }
-}
-
-/// With `RUST_LOG` set, the runtimes' and the provider's logs go to the
-/// test's output (shown when a test fails, or with `--nocapture`).
-fn init_tracing() {
-    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
     }
 }
 

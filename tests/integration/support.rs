@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 use duroxide::provider_validation::ProviderFactory;
@@ -14,8 +14,30 @@ use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+/// Installs the test binary's log subscriber, once: warnings (or what
+/// `RUST_LOG` asks for) go to the running test's captured output, shown when
+/// it fails or with `--nocapture`. Without it, the first duroxide runtime a
+/// test starts installs its own on stdout, and every later test's warnings
+/// (sqlx's slow-statement lines, which quote whole migration scripts) land
+/// in a passing run's log, past the capture, burying the harness's notes.
+fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// `DATABASE_URL`, or the URL of a throwaway server started on first use.
+/// Every test that reaches the server comes here first, before any runtime
+/// starts, so it also installs the binary's log subscriber
+/// ([`capture_logs`]).
 pub fn database_url() -> &'static str {
+    capture_logs();
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
