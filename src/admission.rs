@@ -190,6 +190,12 @@ pub struct AdmissionStats {
     /// Zero while no tenant's table or rows are held; a gauge, where
     /// `lock_timeouts` is a count.
     pub waiting_out_locks: usize,
+    /// Operations of this pool's providers waiting for a connection of
+    /// their tenant's shard now (with tenant affinity; zero on a plain
+    /// pool, whose queue sqlx keeps out of sight). A gauge: a pool too
+    /// small for its tenants, or a tenant's calls queued behind one of its
+    /// own that holds the home connection, shows here first.
+    pub waiting_for_connections: usize,
     /// The longest an ack, abandon or lock renewal waited for a pool
     /// connection. Measured only on pools built from
     /// `PostgresOptions::pool_options` (as `PostgresProvider::connect_with`
@@ -413,6 +419,8 @@ impl Gate {
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
             lock_timeouts: self.lock_timeouts.load(Ordering::Relaxed),
             waiting_out_locks: self.waiting_out_locks.load(Ordering::SeqCst),
+            // The pool's, not the gate's: `PostgresProvider::admission_stats`.
+            waiting_for_connections: 0,
             slowest_leased_acquire: Duration::from_micros(
                 self.slowest_leased_acquire_us.load(Ordering::Relaxed),
             ),

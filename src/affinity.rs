@@ -300,6 +300,12 @@ impl Shards {
         self.tenants.store(by_schema.len(), Ordering::Release);
     }
 
+    /// Operations waiting for a connection of their own shard now, over
+    /// every shard.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.iter().map(|n| n.load(Ordering::Acquire)).sum()
+    }
+
     /// Schemas whose home is shard `index`.
     pub(crate) fn homed(&self, index: usize) -> usize {
         self.homed

@@ -181,6 +181,13 @@ impl Db {
         }
     }
 
+    /// Operations of the shared pool's providers waiting for a connection
+    /// of their tenant's shard now; zero without tenant affinity, where
+    /// sqlx's pool queues them out of sight.
+    pub(crate) fn waiting_for_connections(&self) -> usize {
+        self.home.as_ref().map_or(0, |t| t.shards().waiting())
+    }
+
     /// How long the pool waits for a connection before it gives up.
     pub(crate) fn acquire_timeout(&self) -> std::time::Duration {
         self.pool.options().get_acquire_timeout()

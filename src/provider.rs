@@ -285,9 +285,13 @@ impl PostgresProvider {
     }
 
     /// The fetch admission of the pool (shared by every provider on it):
-    /// slots, the share one schema may hold, slots held and fetches waiting.
+    /// slots, the share one schema may hold, slots held and fetches
+    /// waiting; and the operations waiting for a connection or out a lock.
     pub fn admission_stats(&self) -> AdmissionStats {
-        self.store.gate.stats()
+        AdmissionStats {
+            waiting_for_connections: self.store.pool.waiting_for_connections(),
+            ..self.store.gate.stats()
+        }
     }
 
     /// The pool this provider runs on: the one it was given or built (with

@@ -21,6 +21,19 @@ in_both_modes!(a_locked_tenants_acks_leave_its_shard_mate_the_connection:
     a_locked_tenants_acks_leave_its_shard_mate_the_connection_procedures,
     a_locked_tenants_acks_leave_its_shard_mate_the_connection_inline; 4);
 
+/// Returns once `n` calls of `p`'s pool wait for a connection of their
+/// tenant's shard or out a lock off the connection (`who`: the one just
+/// started). A tenant's first call to meet the lock waits on its
+/// connection, which neither gauge counts, for its first second; every
+/// later call of the tenant waits in one of the two, each counted once.
+async fn until_in_line(p: &PostgresProvider, n: usize, who: &str) {
+    eventually(who, || async {
+        let stats = p.admission_stats();
+        stats.waiting_for_connections + stats.waiting_out_locks >= n
+    })
+    .await;
+}
+
 /// Rows of `table` of `schema` for `instance`.
 async fn rows_of(schema: &TestSchema, table: &str, instance: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {{{{schema}}}}.{table} WHERE instance_id = $1");
@@ -107,8 +120,8 @@ async fn a_locked_tenants_acks_leave_its_shard_mate_the_connection(mode: SqlMode
         };
         until_a_backend_waits_for(a, "worker_queue", "A's activity ack").await;
         let a_turn_ack = tokio::spawn(ack_turn(&pa, a_turn, "a1"));
-        // Give A's turn ack time to reach the connection's line or the lock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Behind the activity ack, which holds A's connection.
+        until_in_line(&pa, 1, "A's turn ack to wait").await;
 
         let began = Instant::now();
         let acked = tokio::time::timeout(
@@ -276,8 +289,8 @@ async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
             let pa = pa.clone();
             tokio::spawn(async move { pa.enqueue_for_orchestrator(start("a2"), None).await })
         };
-        // Give A's start time to reach the connection's line or the lock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Behind the read, which holds A's connection.
+        until_in_line(&pa, 1, "A's start to wait").await;
 
         b_within(
             mode,
@@ -295,14 +308,14 @@ async fn locked_client_calls(mode: SqlMode, shared: PgPool) {
             let pa = pa.clone();
             tokio::spawn(async move { ProviderAdmin::read_history(&pa, "a1").await })
         };
-        // Give it time to reach the connection's line or the lock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // All three of A's calls, once the read's first second is over.
+        until_in_line(&pa, 3, "A's history read to wait").await;
         b_within(mode, "info", lease, pb.get_instance_info("b1")).await;
         let a_delete = {
             let pa = pa.clone();
             tokio::spawn(async move { pa.delete_instances_atomic(&["a3".to_string()], true).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_in_line(&pa, 4, "A's delete to wait").await;
         b_within(mode, "depths", lease, pb.get_queue_depths()).await;
         assert!(
             !a_read.is_finished()
