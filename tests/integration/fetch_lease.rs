@@ -5,18 +5,58 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::Provider;
-use duroxide_postgres::SqlMode;
+use duroxide::providers::{OrchestrationItem, Provider};
+use duroxide_postgres::{PostgresProvider, SqlMode};
 
 use crate::fixtures::{claim_and_ack_turn, completion, event, metadata, start};
 use crate::support::{
-    hold_table, in_both_modes, release_table, until_a_backend_waits_for,
+    TestSchema, hold_table, in_both_modes, release_table, until_a_backend_waits_for,
     until_no_backend_holds_a_lock_in, with_schema,
 };
 
 /// The lease the slowed fetch asks for: its wait, one and a half of it,
 /// stays under the second a fetch waits for a lock before it gives up.
 const LEASE: Duration = Duration::from_millis(500);
+
+/// Gives `instance` its first turn and queues its second, then fetches that
+/// turn asking for `lease` while another session holds `history`, until
+/// `held` after the fetch was asked for: the claimed turn, its lock token,
+/// and when the fetch was asked for.
+async fn second_turn_behind_held_history(
+    schema: &TestSchema,
+    p: &Arc<PostgresProvider>,
+    instance: &'static str,
+    lease: Duration,
+    held: Duration,
+) -> (OrchestrationItem, String, Instant) {
+    p.enqueue_for_orchestrator(start(instance), None)
+        .await
+        .expect("start");
+    claim_and_ack_turn(&**p, Duration::from_secs(30)).await;
+    p.enqueue_for_orchestrator(completion(instance, 2), None)
+        .await
+        .expect("an event");
+
+    let holder = hold_table(schema, "history", "ACCESS EXCLUSIVE").await;
+    let asked = Instant::now();
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_orchestration_item(lease, Duration::ZERO, None)
+                .await
+        })
+    };
+    until_a_backend_waits_for(schema, "history", "the fetch").await;
+    tokio::time::sleep_until((asked + held).into()).await;
+    release_table(holder).await;
+    let (item, token, _) = fetch
+        .await
+        .expect("fetch task")
+        .unwrap_or_else(|e| panic!("fetch: {e}"))
+        .expect("the second turn is claimed");
+    assert_eq!(item.instance, instance);
+    (item, token, asked)
+}
 
 in_both_modes!(a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease:
     a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease_procedures,
@@ -28,34 +68,10 @@ in_both_modes!(a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease:
 async fn a_fetch_slowed_by_a_lock_wait_hands_out_a_live_lease(mode: SqlMode) {
     with_schema("slow_fetch_lease", |schema| async move {
         let p = Arc::new(schema.provider_in(mode).await);
-        p.enqueue_for_orchestrator(start("slow"), None)
-            .await
-            .expect("start");
-        claim_and_ack_turn(&*p, Duration::from_secs(30)).await;
-        p.enqueue_for_orchestrator(completion("slow", 2), None)
-            .await
-            .expect("an event");
-
-        let holder = hold_table(&schema, "history", "ACCESS EXCLUSIVE").await;
-        let asked = Instant::now();
-        let fetch = {
-            let p = p.clone();
-            tokio::spawn(async move {
-                p.fetch_orchestration_item(LEASE, Duration::ZERO, None)
-                    .await
-            })
-        };
-        until_a_backend_waits_for(&schema, "history", "the fetch").await;
         // The fetch waits: hold the table past the whole lease it asked for.
-        tokio::time::sleep_until((asked + LEASE * 3 / 2).into()).await;
-        release_table(holder).await;
-        let (item, token, _) = fetch
-            .await
-            .expect("fetch task")
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
-            .expect("the second turn is claimed");
+        let (item, token, asked) =
+            second_turn_behind_held_history(&schema, &p, "slow", LEASE, LEASE * 3 / 2).await;
         assert!(asked.elapsed() > LEASE, "the fetch did not wait");
-        assert_eq!(item.instance, "slow");
         assert!(item.history_error.is_none(), "{:?}", item.history_error);
         assert_eq!(item.history.len(), 1);
 
@@ -93,32 +109,8 @@ async fn a_fetch_slowed_a_little_keeps_the_lease_it_was_asked_for(mode: SqlMode)
     const HELD: Duration = Duration::from_millis(200);
     with_schema("short_stall_lease", |schema| async move {
         let p = Arc::new(schema.provider_in(mode).await);
-        p.enqueue_for_orchestrator(start("stalled"), None)
-            .await
-            .expect("start");
-        claim_and_ack_turn(&*p, Duration::from_secs(30)).await;
-        p.enqueue_for_orchestrator(completion("stalled", 2), None)
-            .await
-            .expect("an event");
-
-        let holder = hold_table(&schema, "history", "ACCESS EXCLUSIVE").await;
-        let asked = Instant::now();
-        let fetch = {
-            let p = p.clone();
-            tokio::spawn(async move {
-                p.fetch_orchestration_item(ASKED, Duration::ZERO, None)
-                    .await
-            })
-        };
-        until_a_backend_waits_for(&schema, "history", "the fetch").await;
-        tokio::time::sleep_until((asked + HELD).into()).await;
-        release_table(holder).await;
-        let (item, _token, _) = fetch
-            .await
-            .expect("fetch task")
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
-            .expect("the second turn is claimed");
-        assert_eq!(item.instance, "stalled");
+        let (_, _, asked) =
+            second_turn_behind_held_history(&schema, &p, "stalled", ASKED, HELD).await;
         assert!(asked.elapsed() >= HELD, "the fetch did not wait");
 
         let (until_ms, at_ms): (i64, i64) = sqlx::query_as(schema.statement(
