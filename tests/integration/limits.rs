@@ -167,6 +167,22 @@ fn poisoning_after_three() -> RuntimeOptions {
     }
 }
 
+/// Asserts that `who` ended failed as poison, its failure naming the
+/// history limit [`history_capped`] sets.
+fn failed_over_the_history_limit<E: std::fmt::Debug>(
+    mode: SqlMode,
+    who: &str,
+    outcome: Result<OrchestrationStatus, E>,
+) {
+    match outcome {
+        Ok(OrchestrationStatus::Failed { details, .. }) => {
+            let text = format!("{details:?}");
+            assert!(text.contains("6000"), "{mode}: {text}");
+        }
+        other => panic!("{mode}: expected {who} to fail as poison: {other:?}"),
+    }
+}
+
 in_both_modes!(a_history_too_large_to_read_ends_in_poison:
     a_history_too_large_to_read_ends_in_poison_procedures,
     a_history_too_large_to_read_ends_in_poison_inline);
@@ -217,13 +233,7 @@ async fn a_history_too_large_to_read_ends_in_poison(mode: SqlMode) {
             .wait_for_orchestration("small", Duration::from_secs(30))
             .await;
         rt.shutdown(None).await;
-        match grown {
-            Ok(OrchestrationStatus::Failed { details, .. }) => {
-                let text = format!("{details:?}");
-                assert!(text.contains("6000"), "{mode}: {text}");
-            }
-            other => panic!("{mode}: expected the grown instance to fail as poison: {other:?}"),
-        }
+        failed_over_the_history_limit(mode, "the grown instance", grown);
         match small {
             Ok(OrchestrationStatus::Completed { output, .. }) => {
                 assert_eq!(output, "y".repeat(500))
@@ -305,13 +315,7 @@ async fn a_poisoned_history_that_holds_the_sentinel_event_id_still_fails(mode: S
             .wait_for_orchestration("long", Duration::from_secs(30))
             .await;
         rt.shutdown(None).await;
-        match ended {
-            Ok(OrchestrationStatus::Failed { details, .. }) => {
-                let text = format!("{details:?}");
-                assert!(text.contains("6000"), "{mode}: {text}");
-            }
-            other => panic!("{mode}: expected the instance to fail as poison: {other:?}"),
-        }
+        failed_over_the_history_limit(mode, "the instance", ended);
         let history = ProviderAdmin::read_history(&*p, "long")
             .await
             .expect("history");
