@@ -82,6 +82,16 @@ DECLARE
     v_wake_orchestrators boolean;
     v_wake_workers       boolean;
 BEGIN
+    -- Written for READ COMMITTED: each statement below sees what committed
+    -- before it began (docs/architecture.md, "Isolation"). At a stricter
+    -- level (the connection's default_transaction_isolation) it is refused
+    -- before anything is done, and the provider calls again in a READ
+    -- COMMITTED transaction of its own.
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'DX006', MESSAGE = pg_catalog.format(
+            'duroxide-postgres runs at READ COMMITTED; this transaction is %s',
+            pg_catalog.current_setting('transaction_isolation'));
+    END IF;
     -- The statements are statements/ack_orchestration_item/*.sql, which
     -- inline mode runs in the same order, skipping the same steps, in Rust
     -- (src/inline/orchestration.rs).

@@ -51,6 +51,16 @@ DECLARE
     v_messages   bigint;
     v_late       bigint;
 BEGIN
+    -- Written for READ COMMITTED: each statement below sees what committed
+    -- before it began (docs/architecture.md, "Isolation"). At a stricter
+    -- level (the connection's default_transaction_isolation) it is refused
+    -- before anything is done, and the provider calls again in a READ
+    -- COMMITTED transaction of its own.
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'DX006', MESSAGE = pg_catalog.format(
+            'duroxide-postgres runs at READ COMMITTED; this transaction is %s',
+            pg_catalog.current_setting('transaction_isolation'));
+    END IF;
     -- The statements are statements/delete_instances/*.sql, which inline
     -- mode runs with these checks in Rust (src/inline/deletion.rs).
     IF coalesce(pg_catalog.array_length(p_ids, 1), 0) = 0 THEN

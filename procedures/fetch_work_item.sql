@@ -85,6 +85,16 @@ DECLARE
     v_floor   bigint := p_floor_ms;
     v_scan_floor bigint;
 BEGIN
+    -- Written for READ COMMITTED: each statement below sees what committed
+    -- before it began (docs/architecture.md, "Isolation"). At a stricter
+    -- level (the connection's default_transaction_isolation) it is refused
+    -- before anything is done, and the provider calls again in a READ
+    -- COMMITTED transaction of its own.
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'DX006', MESSAGE = pg_catalog.format(
+            'duroxide-postgres runs at READ COMMITTED; this transaction is %s',
+            pg_catalog.current_setting('transaction_isolation'));
+    END IF;
     -- The statements are statements/fetch_work_item/*.sql, which inline
     -- mode runs with this loop in Rust (src/inline/worker.rs).
     FOR v_try IN 1..8 LOOP

@@ -40,6 +40,14 @@ pub(crate) fn carries_plan_settings(connect: &PgConnectOptions) -> bool {
 /// set it (`pooler::Bounded`). Migrations set their own (`migrate/pin.sql`).
 const LOCK_SETTING: (&str, &str) = ("lock_timeout", "1s");
 
+/// The isolation level of the provider's connections as a startup option
+/// ([`PostgresOptions::connect_options`]): READ COMMITTED, which every
+/// statement is written for, whatever the server, database or role
+/// default to, so that no call needs a transaction of its own to set it
+/// (`pooler::Db::require_read_committed`, docs/architecture.md,
+/// "Isolation").
+const ISOLATION_SETTING: (&str, &str) = ("default_transaction_isolation", "read committed");
+
 /// Whether connections made with `connect` carry [`LOCK_SETTING`] as a
 /// startup option, as [`PostgresOptions::connect_options`] gives them (a
 /// startup option outranks a role's or database's setting).
@@ -505,7 +513,10 @@ impl PostgresOptions {
     /// shows it, so an operator can tell tenants apart; the server cuts it
     /// at 63 bytes); a lock timeout of a second (`lock_timeout = 1s`: the
     /// provider waits a locked table out off the connection, and sets its
-    /// own for migrations); the statement timeout; generic plans and their planner
+    /// own for migrations); READ COMMITTED as the default isolation level
+    /// (`default_transaction_isolation`, which the provider's statements
+    /// are written for, whatever the server, database or role say); the
+    /// statement timeout; generic plans and their planner
     /// settings (`enable_seqscan = off`, `jit = off`) unless turned off; and
     /// the statement cache's capacity. Build a pool you pass to
     /// [`PostgresProvider::from_pool`] from them to get the same (in inline
@@ -542,7 +553,7 @@ impl PostgresOptions {
         }
         connect = connect
             .statement_cache_capacity(self.statement_cache_capacity)
-            .options([LOCK_SETTING]);
+            .options([LOCK_SETTING, ISOLATION_SETTING]);
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
         }
@@ -637,7 +648,7 @@ impl PostgresOptions {
     /// and, as `SET LOCAL`, the settings a direct connection gets as startup
     /// options. One simple-query message, one round trip.
     pub(crate) fn pooled_begin(&self) -> String {
-        let mut begin = String::from("BEGIN");
+        let mut begin = String::from(crate::pooler::READ_COMMITTED);
         if let Some(timeout) = self.statement_timeout {
             begin.push_str(&format!(
                 "; SET LOCAL statement_timeout = {}",
@@ -753,6 +764,10 @@ mod tests {
             .expect("direct");
         let startup = direct.get_options().unwrap_or_default();
         assert!(startup.contains("plan_cache_mode") && startup.contains("statement_timeout"));
+        assert!(
+            startup.contains(r"default_transaction_isolation=read\ committed"),
+            "{startup}"
+        );
         assert!(startup.contains("enable_seqscan=off") && startup.contains("jit=off"));
         let pooled = options
             .clone()
@@ -766,7 +781,7 @@ mod tests {
         );
         assert_eq!(
             options.pooled_begin(),
-            "BEGIN; SET LOCAL statement_timeout = 5000; \
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 5000; \
              SET LOCAL plan_cache_mode = force_generic_plan; \
              SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
         );
@@ -774,7 +789,7 @@ mod tests {
             PostgresOptions::default()
                 .generic_plans(false)
                 .pooled_begin(),
-            "BEGIN"
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
         );
     }
 }

@@ -6,7 +6,8 @@ use duroxide::providers::ProviderError;
 /// SQLSTATE codes this crate reacts to, by name.
 ///
 /// The `DX...` codes are raised by our own stored procedures (and by the
-/// inline statements that mirror them) for domain failures; all are permanent.
+/// inline statements that mirror them) for domain failures, all permanent;
+/// and `DX006`, a call at too strict an isolation level, which is retried.
 pub mod sqlstate {
     /// `40001`: the transaction lost a serialization race; retry it.
     pub const SERIALIZATION_FAILURE: &str = "40001";
@@ -59,6 +60,12 @@ pub mod sqlstate {
     pub const INVALID_STATE: &str = "DX004";
     /// `DX005`: the request itself is malformed.
     pub const INVALID_INPUT: &str = "DX005";
+    /// `DX006`: a procedure with more than one statement was called in a
+    /// transaction stricter than READ COMMITTED (the connection's
+    /// `default_transaction_isolation`), before it did anything. Retryable:
+    /// the provider runs the call again in a READ COMMITTED transaction
+    /// ([`crate::PostgresProviderError::is_isolation_refused`]).
+    pub const WRONG_ISOLATION: &str = "DX006";
     /// `insufficient_privilege`: the role lacks a right on an object.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// `undefined_table`: a statement named a table that does not exist.
@@ -349,6 +356,22 @@ impl PostgresProviderError {
         self.sqlstate().as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE)
     }
 
+    /// Whether the call ran at an isolation level stricter than READ
+    /// COMMITTED, which every provider transaction is written for, and
+    /// wrote nothing: a procedure refused it (SQLSTATE `DX006`), or a
+    /// statement lost a serialization race (`40001`, which READ COMMITTED
+    /// never raises for the provider's statements). The connection's
+    /// `default_transaction_isolation` is stricter; the provider then runs
+    /// its calls in READ COMMITTED transactions of their own and retries
+    /// this one at once (docs/architecture.md, "Isolation"). A subset of
+    /// [`is_retryable`](Self::is_retryable).
+    pub fn is_isolation_refused(&self) -> bool {
+        matches!(
+            self.sqlstate().as_deref(),
+            Some(sqlstate::WRONG_ISOLATION | sqlstate::SERIALIZATION_FAILURE)
+        )
+    }
+
     /// Converts into duroxide's error for the named trait operation.
     pub(crate) fn into_provider_error(self, operation: &str) -> ProviderError {
         let message = match &self {
@@ -368,6 +391,7 @@ fn retryable_sqlstate(code: &str, message: &str) -> bool {
     use sqlstate::*;
     match code {
         SERIALIZATION_FAILURE
+        | WRONG_ISOLATION
         | DEADLOCK_DETECTED
         | LOCK_NOT_AVAILABLE
         | QUERY_CANCELED
@@ -479,6 +503,18 @@ pub(crate) mod tests {
         assert!(!e.is_connection_lost() && !e.is_read_only());
         for code in [SERIALIZATION_FAILURE, DEADLOCK_DETECTED, QUERY_CANCELED] {
             assert!(!server(code, "other").is_lock_timeout(), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_stricter_isolation_is_retryable_and_told_apart() {
+        let refused = "duroxide-postgres runs at READ COMMITTED, this transaction is serializable";
+        assert!(retryable(server(WRONG_ISOLATION, refused)));
+        assert!(server(WRONG_ISOLATION, refused).is_isolation_refused());
+        let race = "could not serialize access due to concurrent update";
+        assert!(server(SERIALIZATION_FAILURE, race).is_isolation_refused());
+        for code in [DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE, INVALID_LOCK_TOKEN] {
+            assert!(!server(code, "other").is_isolation_refused(), "{code}");
         }
     }
 

@@ -249,7 +249,7 @@ async fn migrate_locked(
     schema: &SchemaName,
     mode: SqlMode,
 ) -> Result<SchemaStatus> {
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with(crate::pooler::READ_COMMITTED).await?;
     let setup = schema.render(&format!(
         "{PIN}{BOOKKEEPING}\n{LOCK}{BOOKKEEPING_UPGRADE}{STATE}"
     ));

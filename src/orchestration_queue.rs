@@ -144,7 +144,9 @@ pub(crate) async fn fetch_once(
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
-    let polled = s.driver.fetch_orchestration(s, params, clock).await?;
+    let polled = s
+        .read_committed(|| s.driver.fetch_orchestration(s, params, clock))
+        .await?;
     polled.map(decode_fetched)
 }
 

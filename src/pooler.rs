@@ -26,6 +26,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::affinity::Tenancy;
 use crate::sql::Sql;
@@ -52,6 +53,15 @@ pub(crate) struct Db {
     /// statement needs no transaction of its own to wait at most a second
     /// for a lock ([`Bounded`]).
     lock_timeout_set: bool,
+    /// Set once a call met a connection whose transactions default to an
+    /// isolation level stricter than READ COMMITTED
+    /// ([`Db::require_read_committed`]): from then on every statement that
+    /// would run alone runs in a transaction of its own opened with
+    /// [`READ_COMMITTED`]. Shared by every clone of this `Db`.
+    own_transactions: Arc<AtomicBool>,
+    /// What opens such a transaction: [`READ_COMMITTED`], or under a
+    /// transaction pooler its `BEGIN` (which names the level already).
+    read_committed_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant, held while any clone of this
     /// `Db` lives. Connections come from [`Db::acquire`] and go back
@@ -96,17 +106,51 @@ impl Db {
     pub(crate) fn new(pool: PgPool, pooled_begin: Option<String>) -> Self {
         let lock_timeout_set =
             pooled_begin.is_none() && crate::config::carries_lock_timeout(&pool.connect_options());
-        let begin = pooled_begin.as_deref().unwrap_or("BEGIN");
+        let begin = pooled_begin.as_deref().unwrap_or(READ_COMMITTED);
         let bounded_begin = Sql::new(match lock_timeout_set {
             true => begin.to_owned(),
             false => format!("{begin}; {LOCK_TIMEOUT}"),
         });
         Self {
+            read_committed_begin: Sql::new(begin.to_owned()),
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
             bounded_begin,
             lock_timeout_set,
+            own_transactions: Arc::default(),
             home: None,
+        }
+    }
+
+    /// A call met a connection whose transactions default to an isolation
+    /// level stricter than READ COMMITTED (`error` says how,
+    /// [`crate::PostgresProviderError::is_isolation_refused`]): from now on
+    /// every statement of this `Db` that would run alone runs in a READ
+    /// COMMITTED transaction of its own, two round trips more (its `BEGIN`
+    /// and `COMMIT`). Warns the first time.
+    pub(crate) fn require_read_committed(&self, schema: &str, error: &dyn std::fmt::Display) {
+        if !self.own_transactions.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                schema,
+                "a connection's transactions default to an isolation level stricter than READ \
+                 COMMITTED ({error}): each provider call now runs in a READ COMMITTED transaction \
+                 of its own, two round trips more; set default_transaction_isolation = \
+                 'read committed' for the provider's role or connections (docs/operations.md, \
+                 \"Isolation level\")"
+            );
+        }
+    }
+
+    /// What opens the transaction a statement that needs none of its own
+    /// runs in: a transaction pooler's `BEGIN`, or READ COMMITTED's once
+    /// [`Db::require_read_committed`] was called; `None` otherwise.
+    fn statement_begin(&self) -> Option<&Sql> {
+        match self.pooled_begin.as_ref() {
+            Some(begin) => Some(begin),
+            None => self
+                .own_transactions
+                .load(Ordering::Relaxed)
+                .then_some(&self.read_committed_begin),
         }
     }
 
@@ -119,6 +163,8 @@ impl Db {
             pooled_begin: self.pooled_begin.clone(),
             bounded_begin: self.bounded_begin.clone(),
             lock_timeout_set: self.lock_timeout_set,
+            own_transactions: self.own_transactions.clone(),
+            read_committed_begin: self.read_committed_begin.clone(),
             home: Some(Arc::new(tenancy)),
         }
     }
@@ -224,7 +270,7 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match self.pooled_begin.as_ref() {
+        match self.statement_begin() {
             None => {
                 let row = (&mut *conn).fetch_optional(query).await?;
                 self.release(conn);
@@ -245,7 +291,7 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match (begin, &self.home) {
+        match (begin.or_else(|| self.statement_begin()), &self.home) {
             (None, None) => self.pool.fetch_many(query),
             (begin, _) => stream::once(async move {
                 let mut conn = self.acquire().await?;
@@ -274,7 +320,7 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match (begin, &self.home) {
+        match (begin.or_else(|| self.statement_begin()), &self.home) {
             (None, None) => self.pool.fetch_optional(query),
             (None, Some(_)) => Box::pin(async move {
                 let conn = self.acquire().await?;
@@ -324,6 +370,11 @@ impl Db {
 /// Set by the first round trip of an inline transaction that waits at most
 /// a second for a lock ([`Db::bounded_begin`]).
 const LOCK_TIMEOUT: &str = include_str!("../inline/lock_timeout.sql");
+
+/// What opens every transaction the provider opens itself: READ COMMITTED
+/// whatever the connection's `default_transaction_isolation`, as every
+/// statement is written for (docs/architecture.md, "Isolation").
+pub(crate) const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// The first row among a statement's results.
 fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {

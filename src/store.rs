@@ -235,6 +235,38 @@ impl Store {
         self.retrying(false, work).await
     }
 
+    /// Runs `work` (one attempt of a fetch), and once more at once if it
+    /// ran at an isolation level stricter than READ COMMITTED and was
+    /// rolled back for it ([`Store::isolation_refused`]); any other error
+    /// is the caller's. [`Store::riding_outages`] and
+    /// [`Store::waiting_out_locks`] do the same.
+    pub(crate) async fn read_committed<T, F, Fut>(&self, mut work: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match work().await {
+            Err(e) if self.isolation_refused(&e) => work().await,
+            outcome => outcome,
+        }
+    }
+
+    /// Whether `error` says the call ran at an isolation level stricter
+    /// than READ COMMITTED ([`PostgresProviderError::is_isolation_refused`]):
+    /// if so, from now on this store's calls run in READ COMMITTED
+    /// transactions of their own ([`Db::require_read_committed`]), so the
+    /// call can be made again.
+    ///
+    /// [`PostgresProviderError::is_isolation_refused`]: crate::PostgresProviderError::is_isolation_refused
+    pub(crate) fn isolation_refused(&self, error: &crate::PostgresProviderError) -> bool {
+        let refused = error.is_isolation_refused();
+        if refused {
+            self.pool
+                .require_read_committed(self.schema.as_str(), error);
+        }
+        refused
+    }
+
     /// The loop of [`Store::riding_outages`] (`outages` set) and
     /// [`Store::waiting_out_locks`].
     async fn retrying<T, F, Fut>(&self, outages: bool, mut work: F) -> Result<T>
@@ -264,8 +296,12 @@ impl Store {
             probe = Some(line.turn.lock().await);
         }
         let mut in_line = None;
+        let mut isolated = false;
         loop {
             match crate::recycle::attempt(work()).await {
+                // Rolled back before it did anything: again at once, in a
+                // READ COMMITTED transaction of its own.
+                Err(e) if !isolated && self.isolation_refused(&e) => isolated = true,
                 Err(e) if e.is_lock_timeout() => {
                     in_line.get_or_insert_with(|| InLine::join(line));
                     counted.get_or_insert_with(|| self.gate.waiting_out_lock());

@@ -225,7 +225,9 @@ pub(crate) struct Claimed {
 pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<Claimed>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
-    let polled = s.driver.fetch_work(s, params, clock).await?;
+    let polled = s
+        .read_committed(|| s.driver.fetch_work(s, params, clock))
+        .await?;
     polled.map(|(token, json, attempts, history): FetchedItem| {
         Ok(Claimed {
             item: codec::decode_work_item(&json)?,

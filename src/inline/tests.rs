@@ -407,3 +407,35 @@ fn a_defaulted_parameter_binds_by_its_type() {
         "{read}"
     );
 }
+
+/// Every procedure of more than one statement is written for READ
+/// COMMITTED (each statement sees what committed before it began) and
+/// refuses a stricter level before it does anything (SQLSTATE `DX006`,
+/// which the provider answers by calling again in a READ COMMITTED
+/// transaction). Exempt: `get_system_metrics`, which only reads (one
+/// snapshot for all its statements serves it as well), and `warm_up`, whose
+/// calls of the others meet their checks and which rolls back anyway.
+#[test]
+fn every_procedure_of_more_than_one_statement_refuses_a_stricter_isolation() {
+    const GUARD: &str =
+        "IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN";
+    for name in DRIVEN.iter().chain(COMPOSED) {
+        let text = source(name);
+        let body = parse(name, text)
+            .unwrap_or_else(|| panic!("procedures/{name}.sql does not parse"))
+            .body;
+        if matches!(*name, "get_system_metrics" | "warm_up") {
+            assert!(!body.contains(GUARD), "{name} is exempt");
+            continue;
+        }
+        let begin = body
+            .find("\nBEGIN\n")
+            .unwrap_or_else(|| panic!("{name}: no BEGIN"));
+        let first = body[begin + "\nBEGIN\n".len()..]
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty() && !line.starts_with("--"));
+        assert_eq!(first, Some(GUARD), "{name}: the check comes first");
+        assert!(body.contains("ERRCODE = 'DX006'"), "{name}");
+    }
+}

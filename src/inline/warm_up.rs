@@ -47,7 +47,7 @@ const HISTORY_BYTES: i64 = 1 << 20;
 /// included) is returned after the rollback; a dropped call leaves the
 /// rollback to sqlx, which sends it before the connection's next use.
 pub(crate) async fn run(s: &Store, conn: &mut PgConnection) -> Result<bool> {
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with(crate::pooler::READ_COMMITTED).await?;
     let ran = steps(s, &mut tx).await;
     tx.rollback().await?;
     ran

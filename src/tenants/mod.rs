@@ -469,7 +469,7 @@ fn built_on(schema: &SchemaName, e: sqlx::Error) -> PostgresProviderError {
 }
 
 async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
         return Err(PostgresProviderError::rejected(
@@ -585,7 +585,7 @@ async fn locked_tenant(
     schema: &SchemaName,
     nothing: &str,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
         return Err(PostgresProviderError::rejected(

@@ -78,7 +78,7 @@ pub async fn grant_runtime_role(
     role: &str,
     mode: SqlMode,
 ) -> Result<RuntimeRights> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
         return Err(not_a_tenant(schema, "nothing granted"));
@@ -150,7 +150,7 @@ pub async fn revoke_runtime_role(
     schema: &SchemaName,
     role: &str,
 ) -> Result<RuntimeRights> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
         return Err(not_a_tenant(schema, "nothing revoked"));

@@ -18,6 +18,7 @@ mod fixtures;
 mod footprint;
 mod held_snapshot;
 mod hostile_search_path;
+mod isolation;
 mod limits;
 mod load;
 mod metrics;
