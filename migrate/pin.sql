@@ -6,5 +6,11 @@
 -- locks as long as they last (another process's migration of the schema
 -- holds its DDL lock for as long as that takes), whatever lock timeout the
 -- connection has (PostgresOptions::connect_options gives one of a second).
+-- It also runs to its end whatever statement timeout the connection has
+-- (PostgresOptions::statement_timeout, a role's or a database's): a batch
+-- cut off rolls back, and every start after it would be cut off at the
+-- same point, so a migration longer than the timeout (a backfill on a
+-- large tenant) would never finish.
 SET LOCAL search_path = pg_catalog, pg_temp;
 SET LOCAL lock_timeout = 0;
+SET LOCAL statement_timeout = 0;

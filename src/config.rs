@@ -116,7 +116,9 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Close connections idle for this long (default 10 min).
     pub idle_timeout: Option<Duration>,
-    /// Server-side `statement_timeout` for the provider's own pool (default none).
+    /// Server-side `statement_timeout` for the provider's own pool (default
+    /// none). Migrations run to their end whatever it is (they set their
+    /// own, none, as they do for locks).
     pub statement_timeout: Option<Duration>,
     /// Run the provider's own pool with `plan_cache_mode = force_generic_plan`
     /// (default on), the mode the plpgsql procedures pin for their own

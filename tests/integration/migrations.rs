@@ -459,6 +459,56 @@ async fn migration_held_by_the_queue(
     (holder, migration_waiting_for_the_queue(schema, mode).await)
 }
 
+in_both_modes!(a_migration_outlasts_the_connections_statement_timeout:
+    a_migration_outlasts_the_connections_statement_timeout_procedures,
+    a_migration_outlasts_the_connections_statement_timeout_inline);
+
+/// A migration runs to its end whatever statement timeout its connection
+/// carries (`PostgresOptions::statement_timeout`, or a role's or
+/// database's): one cut off rolls back, and every start after it is cut off
+/// at the same point, so a migration longer than the timeout (a backfill on
+/// a large tenant) would never finish. Here it waits three times the
+/// timeout for a session holding the orchestrator queue.
+async fn a_migration_outlasts_the_connections_statement_timeout(mode: SqlMode) {
+    with_schema(&format!("mig_timeout_{mode}"), |schema| async move {
+        assert!(schema.provider_in(mode).await.health().await.is_ready());
+        with_0004_pending(&schema).await;
+        let holder = hold_the_queue(&schema).await;
+        let timeout = Duration::from_millis(200);
+        let connect = PostgresOptions::default()
+            .statement_timeout(Some(timeout))
+            .connect_options(support::database_url())
+            .expect("connect options");
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(connect)
+            .await
+            .expect("pool with a statement timeout");
+        let name = schema.schema_name();
+        let migrating = pool.clone();
+        let migration =
+            tokio::spawn(async move { migrate::migrate(&migrating, &name, mode).await });
+        support::until_a_backend_waits_for(&schema, "orchestrator_queue", "the migration").await;
+        // Held past the timeout: what is being shown, not a wait for an event.
+        tokio::time::sleep(timeout * 3).await;
+        support::release_table(holder).await;
+        migration
+            .await
+            .expect("migration task")
+            .unwrap_or_else(|e| panic!("{mode}: the migration was cut off: {e}"));
+        let applied: i64 =
+            sqlx::query_scalar(schema.statement(
+                "SELECT count(*) FROM {{schema}}._duroxide_migrations WHERE version = 4",
+            ))
+            .fetch_one(&schema.pool)
+            .await
+            .expect("0004 recorded");
+        assert_eq!(applied, 1);
+        pool.close().await;
+    })
+    .await;
+}
+
 in_both_modes!(an_inspection_does_not_wait_for_a_migration_in_progress:
     an_inspection_does_not_wait_for_a_migration_in_progress_procedures,
     an_inspection_does_not_wait_for_a_migration_in_progress_inline);

@@ -644,6 +644,10 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         // DDL takes to join (with the server's 1 s for both, a DDL that
         // joined over a second late on a loaded machine was aborted
         // instead, twice).
+        // Before the DDL takes its first lock: another test's read of every
+        // tenant holding the guard would wait for that lock as long as it
+        // lasts, and this test for the guard.
+        let _every = reading_every_tenant().await;
         let mut ddl = pool.begin().await.expect("begin");
         // An operator's session, which waits for its locks as long as
         // they last (the test pool's connections give up after a second).
@@ -664,7 +668,6 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
             .connect_with(connect_options().options([("deadlock_timeout", "5s")]))
             .await
             .expect("the read's pool");
-        let _every = reading_every_tenant().await;
         let status = tokio::spawn({
             let reader = reader.clone();
             async move { tenants::status_all(&reader).await }
