@@ -162,3 +162,39 @@ pub async fn ack_first_turn<P: duroxide::providers::Provider + ?Sized>(
         )
         .await
 }
+
+/// Starts `fan-{i}` for each `i` of `ids` on `client`: duroxide's stress
+/// `FanoutOrchestration` (`provider_stress_tests::create_default_orchestrations`)
+/// with five activities each.
+pub async fn start_fan_outs(client: &duroxide::Client, ids: std::ops::Range<usize>) {
+    for i in ids {
+        client
+            .start_orchestration(
+                format!("fan-{i}"),
+                "FanoutOrchestration",
+                r#"{"task_count":5}"#,
+            )
+            .await
+            .expect("start");
+    }
+}
+
+/// Waits for `fan-{i}` of each `i` of `ids` on `client`, each for at most
+/// `within`; panics, naming `who`, unless every one completed.
+pub async fn fan_outs_complete(
+    client: &duroxide::Client,
+    ids: std::ops::Range<usize>,
+    within: std::time::Duration,
+    who: &str,
+) {
+    for i in ids {
+        let status = client
+            .wait_for_orchestration(&format!("fan-{i}"), within)
+            .await
+            .expect("wait");
+        assert!(
+            matches!(status, duroxide::OrchestrationStatus::Completed { .. }),
+            "{who}: fan-{i}: {status:?}"
+        );
+    }
+}

@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use duroxide::Client;
 use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
 use duroxide::providers::{Provider, TagFilter};
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 
-use crate::fixtures::{activity, claim_and_ack_turn, completion, start};
+use crate::fixtures::{
+    activity, claim_and_ack_turn, completion, fan_outs_complete, start, start_fan_outs,
+};
 use crate::support::{
     Kind, Slot, TestSchema, connect_options, eventually, in_both_modes, provider_with_options,
     with_schema,
@@ -184,27 +186,8 @@ async fn a_fan_out_completes_on_a_serializable_pool(mode: SqlMode) {
         )
         .await;
         let client = Client::new(p.clone());
-        let count = 20;
-        for i in 0..count {
-            client
-                .start_orchestration(
-                    format!("fan-{i}"),
-                    "FanoutOrchestration",
-                    r#"{"task_count":5}"#,
-                )
-                .await
-                .expect("start");
-        }
-        for i in 0..count {
-            let status = client
-                .wait_for_orchestration(&format!("fan-{i}"), Duration::from_secs(60))
-                .await
-                .expect("wait");
-            assert!(
-                matches!(status, OrchestrationStatus::Completed { .. }),
-                "{mode}: fan-{i}: {status:?}"
-            );
-        }
+        start_fan_outs(&client, 0..20).await;
+        fan_outs_complete(&client, 0..20, Duration::from_secs(60), mode.as_str()).await;
         runtime.shutdown(None).await;
         strict.close().await;
     })

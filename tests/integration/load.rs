@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use duroxide::Client;
 use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
 use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::PostgresProvider;
 
+use crate::fixtures::{fan_outs_complete, start_fan_outs};
 use crate::support::{Kind, ScratchDatabase, Slot, pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,45 +42,26 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_lis
     .await;
     let client = Client::new(provider.clone());
     let count = 40;
+    start_fan_outs(&client, 0..count / 2).await;
+    // Halfway: kill the listening backend while work is in flight.
+    let pid: Option<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+           AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
+    )
+    .bind(&db)
+    .fetch_optional(&admin)
+    .await
+    .expect("find listener");
     let mut killed = false;
-    for i in 0..count {
-        if i == count / 2 {
-            // Halfway: kill the listening backend while work is in flight.
-            let pid: Option<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
-                   AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
-            )
-            .bind(&db)
-            .fetch_optional(&admin)
+    if let Some(pid) = pid {
+        killed = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&admin)
             .await
-            .expect("find listener");
-            if let Some(pid) = pid {
-                killed = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-                    .bind(pid)
-                    .fetch_one(&admin)
-                    .await
-                    .expect("terminate listener");
-            }
-        }
-        client
-            .start_orchestration(
-                format!("fan-{i}"),
-                "FanoutOrchestration",
-                r#"{"task_count":5}"#,
-            )
-            .await
-            .expect("start");
+            .expect("terminate listener");
     }
-    for i in 0..count {
-        let status = client
-            .wait_for_orchestration(&format!("fan-{i}"), Duration::from_secs(60))
-            .await
-            .expect("wait");
-        assert!(
-            matches!(status, OrchestrationStatus::Completed { .. }),
-            "fan-{i}: {status:?}"
-        );
-    }
+    start_fan_outs(&client, count / 2..count).await;
+    fan_outs_complete(&client, 0..count, Duration::from_secs(60), "4:4").await;
     assert!(killed, "the listener was found and terminated");
     let stats = provider.notification_stats().expect("notifications on");
     assert!(

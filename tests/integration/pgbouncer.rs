@@ -28,6 +28,7 @@ use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::fixtures::{fan_outs_complete, start_fan_outs};
 use crate::support::{Kind, Slot, TestSchema, database_url, with_schemas};
 
 /// Server connections PgBouncer keeps per (database, user): fewer than the
@@ -420,28 +421,11 @@ async fn load(bouncer: &Bouncer, schemas: &[TestSchema], mode: SqlMode, notifica
     }
     let per_tenant = 50 / schemas.len();
     for client in &clients {
-        for i in 0..per_tenant {
-            client
-                .start_orchestration(
-                    format!("fan-{i}"),
-                    "FanoutOrchestration",
-                    r#"{"task_count":5}"#,
-                )
-                .await
-                .expect("start");
-        }
+        start_fan_outs(client, 0..per_tenant).await;
     }
     for (tenant, client) in clients.iter().enumerate() {
-        for i in 0..per_tenant {
-            let status = client
-                .wait_for_orchestration(&format!("fan-{i}"), Duration::from_secs(120))
-                .await
-                .expect("wait");
-            assert!(
-                matches!(status, OrchestrationStatus::Completed { .. }),
-                "tenant {tenant} fan-{i}: {status:?}"
-            );
-        }
+        let who = format!("tenant {tenant}");
+        fan_outs_complete(client, 0..per_tenant, Duration::from_secs(120), &who).await;
     }
     for runtime in runtimes {
         runtime.shutdown(None).await;
