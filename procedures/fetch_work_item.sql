@@ -85,11 +85,8 @@ DECLARE
     v_floor   bigint := p_floor_ms;
     v_scan_floor bigint;
 BEGIN
-    -- Written for READ COMMITTED: each statement below sees what committed
-    -- before it began (docs/architecture.md, "Isolation"). At a stricter
-    -- level (the connection's default_transaction_isolation) it is refused
-    -- before anything is done, and the provider calls again in a READ
-    -- COMMITTED transaction of its own.
+    -- Written for READ COMMITTED; refused before anything is done at a
+    -- stricter level (docs/architecture.md, "Isolation").
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION USING ERRCODE = 'DX006', MESSAGE = pg_catalog.format(
             'duroxide-postgres runs at READ COMMITTED; this transaction is %s',

@@ -198,9 +198,6 @@ impl Store {
                 if e.is_read_only() {
                     self.gate.note_read_only();
                 }
-                // An operation that does not retry it itself: its next call
-                // runs at READ COMMITTED.
-                self.isolation_refused(e);
                 if e.is_lock_timeout() {
                     lock_timed_out(&self.gate, operation);
                 }

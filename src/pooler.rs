@@ -59,9 +59,6 @@ pub(crate) struct Db {
     /// would run alone runs in a transaction of its own opened with
     /// [`READ_COMMITTED`]. Shared by every clone of this `Db`.
     own_transactions: Arc<AtomicBool>,
-    /// What opens such a transaction: [`READ_COMMITTED`], or under a
-    /// transaction pooler its `BEGIN` (which names the level already).
-    read_committed_begin: Sql,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant, held while any clone of this
     /// `Db` lives. Connections come from [`Db::acquire`] and go back
@@ -112,7 +109,6 @@ impl Db {
             false => format!("{begin}; {LOCK_TIMEOUT}"),
         });
         Self {
-            read_committed_begin: Sql::new(begin.to_owned()),
             pool,
             pooled_begin: pooled_begin.map(Sql::new),
             bounded_begin,
@@ -150,7 +146,7 @@ impl Db {
             None => self
                 .own_transactions
                 .load(Ordering::Relaxed)
-                .then_some(&self.read_committed_begin),
+                .then(|| &*READ_COMMITTED_BEGIN),
         }
     }
 
@@ -164,7 +160,6 @@ impl Db {
             bounded_begin: self.bounded_begin.clone(),
             lock_timeout_set: self.lock_timeout_set,
             own_transactions: self.own_transactions.clone(),
-            read_committed_begin: self.read_committed_begin.clone(),
             home: Some(Arc::new(tenancy)),
         }
     }
@@ -375,6 +370,10 @@ const LOCK_TIMEOUT: &str = include_str!("../inline/lock_timeout.sql");
 /// whatever the connection's `default_transaction_isolation`, as every
 /// statement is written for (docs/architecture.md, "Isolation").
 pub(crate) const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// [`READ_COMMITTED`] as the statements a `Db` runs take it.
+static READ_COMMITTED_BEGIN: std::sync::LazyLock<Sql> =
+    std::sync::LazyLock::new(|| Sql::new(READ_COMMITTED));
 
 /// The first row among a statement's results.
 fn first_row(results: Vec<Either<PgQueryResult, PgRow>>) -> Option<PgRow> {
