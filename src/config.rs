@@ -120,6 +120,26 @@ pub struct PostgresOptions {
     /// none). Migrations run to their end whatever it is (they set their
     /// own, none, as they do for locks).
     pub statement_timeout: Option<Duration>,
+    /// How long the server may leave one call unanswered before the
+    /// provider gives up on its connection (default 30 s; `None`: no
+    /// limit). A call is one statement (every operation in procedure
+    /// mode), or one inline transaction from its `BEGIN` to its end; the
+    /// wait for a pooled connection is not part of it (`acquire_timeout`
+    /// bounds that). A network partition, or a failover whose old server
+    /// vanished without a reset, leaves a connection silent until TCP gives
+    /// up, about a quarter of an hour on Linux: without this bound every
+    /// runtime dispatcher that met such a connection waited that long. Past
+    /// it the connection is closed, never returned to the pool, and the
+    /// call fails with an I/O error of kind `TimedOut`, which counts as a
+    /// lost connection: retryable, and acks, abandons and renewals retry it
+    /// on a fresh connection within `acquire_timeout`. Whether a call given
+    /// up on had committed is unknown, as with any connection lost
+    /// mid-call. Deletions and prunes are exempt (one statement may rightly
+    /// run for minutes on a large tenant; `statement_timeout` bounds them
+    /// if set), and so are migrations. Set it well above the slowest call a
+    /// healthy server answers: a call cut short on a busy server is retried
+    /// on a new connection that starts cold.
+    pub call_timeout: Option<Duration>,
     /// Run the provider's own pool with `plan_cache_mode = force_generic_plan`
     /// (default on), the mode the plpgsql procedures pin for their own
     /// statements, and with the planner settings that keep a plan made once
@@ -357,6 +377,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: None,
+            call_timeout: Some(Duration::from_secs(30)),
             generic_plans: true,
             test_before_acquire: false,
             migration_mode: MigrationMode::Apply,
@@ -499,6 +520,14 @@ impl PostgresOptions {
     /// Sets the server-side statement timeout of the provider's pool.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// Sets how long the server may leave one call unanswered before the
+    /// provider gives up on its connection (see the `call_timeout` field;
+    /// `None`: no limit).
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_timeout = timeout;
         self
     }
 

@@ -423,7 +423,7 @@ mod procedures {
         Ok(sqlx::query_as(&s.sql.deletion.delete)
             .bind(ids)
             .bind(force)
-            .fetch_one(&s.pool)
+            .fetch_one(&s.pool.long_running())
             .await?)
     }
 
@@ -436,7 +436,7 @@ mod procedures {
             .bind(ids)
             .bind(before)
             .bind(limit)
-            .fetch_one(&s.pool)
+            .fetch_one(&s.pool.long_running())
             .await?)
     }
 
@@ -450,7 +450,7 @@ mod procedures {
             .bind(instance_id)
             .bind(keep_last)
             .bind(completed_before)
-            .fetch_one(&s.pool)
+            .fetch_one(&s.pool.long_running())
             .await?)
     }
 
@@ -466,7 +466,7 @@ mod procedures {
             .bind(limit)
             .bind(keep_last)
             .bind(prune_before)
-            .fetch_one(&s.pool)
+            .fetch_one(&s.pool.long_running())
             .await?)
     }
 }

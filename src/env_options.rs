@@ -8,13 +8,14 @@ use crate::error::{PostgresProviderError, Result};
 
 /// The variables [`PostgresOptions::from_env`] reads, each with the option it
 /// sets (listed in the method's documentation and docs/operations.md).
-pub(crate) const VARIABLES: [&str; 14] = [
+pub(crate) const VARIABLES: [&str; 15] = [
     "DUROXIDE_POSTGRES_SCHEMA",
     "DUROXIDE_POSTGRES_MAX_CONNECTIONS",
     "DUROXIDE_POSTGRES_MIN_CONNECTIONS",
     "DUROXIDE_POSTGRES_ACQUIRE_TIMEOUT_MS",
     "DUROXIDE_POSTGRES_IDLE_TIMEOUT_MS",
     "DUROXIDE_POSTGRES_STATEMENT_TIMEOUT_MS",
+    "DUROXIDE_POSTGRES_CALL_TIMEOUT_MS",
     "DUROXIDE_POSTGRES_GENERIC_PLANS",
     "DUROXIDE_POSTGRES_TEST_BEFORE_ACQUIRE",
     "DUROXIDE_POSTGRES_MIGRATION_MODE",
@@ -37,6 +38,7 @@ impl PostgresOptions {
     /// | `DUROXIDE_POSTGRES_ACQUIRE_TIMEOUT_MS` | `acquire_timeout` | milliseconds |
     /// | `DUROXIDE_POSTGRES_IDLE_TIMEOUT_MS` | `idle_timeout` | milliseconds, `0`: never |
     /// | `DUROXIDE_POSTGRES_STATEMENT_TIMEOUT_MS` | `statement_timeout` | milliseconds, `0`: none |
+    /// | `DUROXIDE_POSTGRES_CALL_TIMEOUT_MS` | `call_timeout` | milliseconds, `0`: none |
     /// | `DUROXIDE_POSTGRES_GENERIC_PLANS` | `generic_plans` | `on`/`off` |
     /// | `DUROXIDE_POSTGRES_TEST_BEFORE_ACQUIRE` | `test_before_acquire` | `on`/`off` |
     /// | `DUROXIDE_POSTGRES_MIGRATION_MODE` | `migration_mode` | `apply`/`verify` |
@@ -94,6 +96,7 @@ impl PostgresOptions {
                 "DUROXIDE_POSTGRES_STATEMENT_TIMEOUT_MS" => {
                     options.statement_timeout = optional_millis()?;
                 }
+                "DUROXIDE_POSTGRES_CALL_TIMEOUT_MS" => options.call_timeout = optional_millis()?,
                 "DUROXIDE_POSTGRES_GENERIC_PLANS" => options.generic_plans = switch()?,
                 "DUROXIDE_POSTGRES_TEST_BEFORE_ACQUIRE" => options.test_before_acquire = switch()?,
                 "DUROXIDE_POSTGRES_MIGRATION_MODE" => {
@@ -162,6 +165,7 @@ mod tests {
             ("DUROXIDE_POSTGRES_ACQUIRE_TIMEOUT_MS", "1500"),
             ("DUROXIDE_POSTGRES_IDLE_TIMEOUT_MS", "0"),
             ("DUROXIDE_POSTGRES_STATEMENT_TIMEOUT_MS", "30000"),
+            ("DUROXIDE_POSTGRES_CALL_TIMEOUT_MS", "0"),
             ("DUROXIDE_POSTGRES_GENERIC_PLANS", "off"),
             ("DUROXIDE_POSTGRES_TEST_BEFORE_ACQUIRE", "TRUE"),
             ("DUROXIDE_POSTGRES_MIGRATION_MODE", "verify"),
@@ -178,6 +182,7 @@ mod tests {
         assert_eq!(options.acquire_timeout, Duration::from_millis(1500));
         assert_eq!(options.idle_timeout, None);
         assert_eq!(options.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(options.call_timeout, None);
         assert!(!options.generic_plans);
         assert!(options.test_before_acquire);
         assert_eq!(options.migration_mode, MigrationMode::Verify);

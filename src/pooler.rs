@@ -24,15 +24,17 @@
 //!
 //! [`PostgresOptions::transaction_pooler`]: crate::PostgresOptions::transaction_pooler
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::affinity::Tenancy;
 use crate::sql::Sql;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, SqlStr};
@@ -59,6 +61,11 @@ pub(crate) struct Db {
     /// would run alone runs in a transaction of its own opened with
     /// [`READ_COMMITTED`]. Shared by every clone of this `Db`.
     own_transactions: Arc<AtomicBool>,
+    /// How long a statement, or an inline transaction once begun, may go
+    /// unanswered before the connection is given up on
+    /// ([`crate::PostgresOptions::call_timeout`]; `None`: as long as TCP
+    /// keeps it).
+    call_timeout: Option<Duration>,
     /// With tenant affinity: the shared pool's shards, this tenant's
     /// (`pool` being that one) and the tenant, held while any clone of this
     /// `Db` lives. Connections come from [`Db::acquire`] and go back
@@ -114,8 +121,28 @@ impl Db {
             bounded_begin,
             lock_timeout_set,
             own_transactions: Arc::default(),
+            call_timeout: None,
             home: None,
         }
+    }
+
+    /// The same, giving up on a connection whose server leaves a call
+    /// unanswered for `limit` ([`answered`]).
+    pub(crate) fn with_call_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.call_timeout = limit;
+        self
+    }
+
+    /// How long a call may go unanswered ([`Db::with_call_timeout`]).
+    pub(crate) fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// The same without a call timeout: for deletions and prunes, whose
+    /// one statement or transaction may rightly run for minutes on a large
+    /// tenant (a statement timeout still bounds them where one is set).
+    pub(crate) fn long_running(&self) -> Self {
+        self.clone().with_call_timeout(None)
     }
 
     /// A call met a connection whose transactions default to an isolation
@@ -160,6 +187,7 @@ impl Db {
             bounded_begin: self.bounded_begin.clone(),
             lock_timeout_set: self.lock_timeout_set,
             own_transactions: self.own_transactions.clone(),
+            call_timeout: self.call_timeout,
             home: Some(Arc::new(tenancy)),
         }
     }
@@ -259,7 +287,7 @@ impl Db {
     /// end of a wait for a connection).
     pub(crate) async fn fetch_optional_on<'q, E>(
         &self,
-        mut conn: Conn,
+        conn: Conn,
         query: E,
     ) -> Result<Option<PgRow>, sqlx::Error>
     where
@@ -267,8 +295,12 @@ impl Db {
     {
         match self.statement_begin() {
             None => {
-                let row = (&mut *conn).fetch_optional(query).await?;
-                self.release(conn);
+                let mut flight = InFlight(Some(conn));
+                let conn = flight.conn()?;
+                let row = answered(self.call_timeout, (&mut **conn).fetch_optional(query)).await?;
+                if let Some(conn) = flight.done() {
+                    self.release(conn);
+                }
                 Ok(row)
             }
             Some(begin) => Ok(first_row(self.pinned(conn, begin, query).await?)),
@@ -286,23 +318,29 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match (begin.or_else(|| self.statement_begin()), &self.home) {
-            (None, None) => self.pool.fetch_many(query),
-            (begin, _) => stream::once(async move {
-                let mut conn = self.acquire().await?;
-                match begin {
-                    None => {
-                        let results: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
+        let begin = begin.or_else(|| self.statement_begin());
+        stream::once(async move {
+            let conn = self.acquire().await?;
+            match begin {
+                None => {
+                    let mut flight = InFlight(Some(conn));
+                    let conn = flight.conn()?;
+                    let results: Vec<_> = answered(
+                        self.call_timeout,
+                        (&mut **conn).fetch_many(query).try_collect(),
+                    )
+                    .await?;
+                    if let Some(conn) = flight.done() {
                         self.release(conn);
-                        Ok(results)
                     }
-                    Some(begin) => self.pinned(conn, begin, query).await,
+                    Ok(results)
                 }
-            })
-            .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed(),
-        }
+                Some(begin) => self.pinned(conn, begin, query).await,
+            }
+        })
+        .map_ok(|results| stream::iter(results.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
     }
 
     /// [`Executor::fetch_optional`] on this `Db`, as
@@ -315,13 +353,12 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        match (begin.or_else(|| self.statement_begin()), &self.home) {
-            (None, None) => self.pool.fetch_optional(query),
-            (None, Some(_)) => Box::pin(async move {
+        match begin.or_else(|| self.statement_begin()) {
+            None => Box::pin(async move {
                 let conn = self.acquire().await?;
                 self.fetch_optional_on(conn, query).await
             }),
-            (Some(begin), _) => Box::pin(async move {
+            Some(begin) => Box::pin(async move {
                 let conn = self.acquire().await?;
                 Ok(first_row(self.pinned(conn, begin, query).await?))
             }),
@@ -340,22 +377,27 @@ impl Db {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        let mut guard = Pinned(Some(conn));
+        let mut guard = InFlight(Some(conn));
         let conn = guard.conn()?;
-        // The executor's own boxed futures and streams: sqlx's `async fn`
-        // helpers over a borrowed connection would not prove `Send` here.
-        (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
-        let outcome: Result<Vec<_>, sqlx::Error> = match self.pooled_begin {
-            Some(_) => (&mut **conn).fetch_many(Unnamed(query)).try_collect().await,
-            None => (&mut **conn).fetch_many(query).try_collect().await,
-        };
-        let end = if outcome.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        (&mut **conn).execute(sqlx::raw_sql(end)).await?;
-        if let Some(conn) = guard.finish() {
+        let pooled = self.pooled_begin.is_some();
+        let outcome = answered::<_, sqlx::Error, _>(self.call_timeout, async move {
+            // The executor's own boxed futures and streams: sqlx's `async fn`
+            // helpers over a borrowed connection would not prove `Send` here.
+            (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
+            let outcome: Result<Vec<_>, sqlx::Error> = match pooled {
+                true => (&mut **conn).fetch_many(Unnamed(query)).try_collect().await,
+                false => (&mut **conn).fetch_many(query).try_collect().await,
+            };
+            let end = if outcome.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            (&mut **conn).execute(sqlx::raw_sql(end)).await?;
+            Ok(outcome)
+        })
+        .await?;
+        if let Some(conn) = guard.done() {
             self.release(conn);
         }
         outcome
@@ -391,28 +433,99 @@ impl Deref for Db {
     }
 }
 
-/// A connection inside a transaction: closed rather than returned to the
-/// pool if dropped before the transaction ended (a cancelled call), so the
-/// server rolls it back and no other caller inherits it.
-struct Pinned(Option<Conn>);
+/// A connection with a statement or transaction in flight: closed rather
+/// than returned to the pool if dropped before [`InFlight::done`] (a
+/// cancelled call, or one given up on by [`answered`]), so that no other
+/// caller inherits an open transaction or the answer still owed to this
+/// one, and no pool slot waits for a server that stopped answering.
+pub(crate) struct InFlight(pub(crate) Option<Conn>);
 
-impl Pinned {
-    fn conn(&mut self) -> Result<&mut Conn, sqlx::Error> {
+impl InFlight {
+    /// The connection, until [`InFlight::done`].
+    pub(crate) fn conn(&mut self) -> Result<&mut Conn, sqlx::Error> {
         self.0.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
-    /// The transaction ended: the connection may be reused.
-    fn finish(&mut self) -> Option<Conn> {
+    /// The call ended (the server answered): the connection may be reused.
+    pub(crate) fn done(&mut self) -> Option<Conn> {
         self.0.take()
     }
 }
 
-impl Drop for Pinned {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(conn) = self.0.as_mut() {
             conn.close_on_drop();
         }
     }
+}
+
+/// `work`, given up after `limit` (if any) with an I/O error of kind
+/// `TimedOut`, which counts as a lost connection
+/// ([`crate::PostgresProviderError::is_connection_lost`]): the server left
+/// the call unanswered that long (a network partition, or a failover whose
+/// old server vanished without a reset, leaves a connection silent until
+/// TCP gives up, a quarter of an hour later). `work` is dropped, so the
+/// connection it ran on must be held by an [`InFlight`] (or an inline
+/// transaction), which closes it. A plain function, not an `async fn`:
+/// the future holds `work` once (see [`crate::recycle::Scope::run`]).
+pub(crate) fn answered<T, E, F>(
+    limit: Option<Duration>,
+    work: F,
+) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<sqlx::Error>,
+{
+    answered_by(Deadline::after(limit), work)
+}
+
+/// [`answered`], with a deadline set before `work` began: for the
+/// statements of one inline transaction, which share one.
+pub(crate) fn answered_by<T, E, F>(
+    deadline: Option<Deadline>,
+    work: F,
+) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<sqlx::Error>,
+{
+    match deadline {
+        None => futures_util::future::Either::Right(work),
+        Some(Deadline { at, limit }) => futures_util::future::Either::Left(
+            tokio::time::timeout_at(at, work).map(move |outcome| match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => Err(unanswered(limit).into()),
+            }),
+        ),
+    }
+}
+
+/// When a call, or a transaction, begun now must have been answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// `limit` from now, if any (and if the clock can count that far).
+    pub(crate) fn after(limit: Option<Duration>) -> Option<Self> {
+        let limit = limit?;
+        let at = tokio::time::Instant::now().checked_add(limit)?;
+        Some(Self { at, limit })
+    }
+}
+
+/// The error of a call the server left unanswered for `limit`.
+pub(crate) fn unanswered(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the server left a call unanswered for {limit:?} (PostgresOptions::call_timeout); \
+             its connection was closed"
+        ),
+    ))
 }
 
 /// A query sent as an unnamed statement, whatever it asked for.
@@ -560,5 +673,29 @@ impl<'c> Executor<'c> for Bounded<'c> {
         'c: 'e,
     {
         Executor::describe(self.db, sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unanswered_call_is_a_lost_connection_and_no_limit_waits() {
+        let limit = Some(Duration::from_millis(10));
+        let silent = std::future::pending::<Result<(), sqlx::Error>>();
+        let err = crate::PostgresProviderError::from(answered(limit, silent).await.unwrap_err());
+        assert!(err.is_connection_lost() && err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("call_timeout"), "{err}");
+        let quick = answered(limit, async { Ok::<_, sqlx::Error>(7) }).await;
+        assert_eq!(quick.ok(), Some(7));
+        let unbounded = answered(None, std::future::pending::<Result<(), sqlx::Error>>());
+        let waited = tokio::time::timeout(Duration::from_millis(50), unbounded).await;
+        assert!(waited.is_err(), "no limit: the call is not given up on");
+        assert!(Deadline::after(None).is_none());
+        assert!(
+            Deadline::after(Some(Duration::MAX)).is_none(),
+            "past the clock's range: none"
+        );
     }
 }

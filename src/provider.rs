@@ -166,7 +166,8 @@ impl PostgresProvider {
         let pool = Db::new(
             pool,
             options.transaction_pooler.then(|| options.pooled_begin()),
-        );
+        )
+        .with_call_timeout(options.call_timeout);
         // A listener on its own URL holds none of the pool's connections.
         let listening = options.notifications && listen_pool.is_none();
         let gate = Gate::of(&pool, options.fetch_slots, listening);
@@ -337,9 +338,21 @@ impl PostgresProvider {
             fallback: self.fallback.as_deref().map(str::to_string),
         };
         // (connected, outcome): whether a connection was had, then the inspection.
+        // A connection given up on mid-inspection (the server stopped
+        // answering) is closed, not returned: a probe every few seconds
+        // during a partition would otherwise take the pool's connections
+        // one by one until TCP gives up on them.
         let probe = async {
             match s.pool.acquire().await {
-                Ok(mut conn) => (true, migrate::inspect_on(&mut conn, &s.schema).await),
+                Ok(conn) => {
+                    let mut flight = crate::pooler::InFlight(Some(conn));
+                    let outcome = match flight.conn() {
+                        Ok(conn) => migrate::inspect_on(conn, &s.schema).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    flight.done();
+                    (true, outcome)
+                }
                 Err(e) => (false, Err(e.into())),
             }
         };

@@ -58,9 +58,14 @@ pub(crate) async fn run(store: &Store) {
             let Ok(conn) = tokio::time::timeout(ACQUIRE, store.pool.acquire_home()).await else {
                 return Ok(None);
             };
-            let mut conn = conn?;
-            let ran = store.driver.warm_up(store, &mut conn).await?;
-            drop(conn);
+            let mut flight = crate::pooler::InFlight(Some(conn?));
+            let conn = flight.conn()?;
+            let ran = crate::pooler::answered(
+                store.pool.call_timeout(),
+                store.driver.warm_up(store, conn),
+            )
+            .await?;
+            flight.done();
             Ok(ran.then_some(()))
         })
         .await;

@@ -111,7 +111,7 @@ pub(crate) async fn delete_instances(
     let p = p.clone();
     detached(async move {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool.long_running()).await?;
         let outcome = delete_in(&p, tx.conn()?, &ids, force).await;
         tx.finish(outcome).await
     })
@@ -187,7 +187,7 @@ pub(crate) async fn delete_instance_bulk(
         let ids: Option<Vec<&str>> = ids
             .as_ref()
             .map(|ids| ids.iter().map(String::as_str).collect());
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool.long_running()).await?;
         let outcome = delete_bulk_in(&p, tx.conn()?, ids.as_deref(), completed_before, limit).await;
         tx.finish(outcome).await
     })
@@ -232,7 +232,7 @@ pub(crate) async fn prune_executions(
 ) -> Result<PruneCounts> {
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool.long_running()).await?;
         let outcome = prune_in(&p, tx.conn()?, &instance, keep_last, completed_before).await;
         tx.finish(outcome).await
     })
@@ -283,7 +283,7 @@ pub(crate) async fn prune_executions_bulk(
 ) -> Result<PruneCounts> {
     let p = p.clone();
     detached(async move {
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_bounded(&p.pool.long_running()).await?;
         let outcome = prune_bulk_in(
             &p,
             tx.conn()?,

@@ -6,6 +6,7 @@
 use super::{Tx, procedure_statements};
 use crate::admin::MetricsRow;
 use crate::error::Result;
+use crate::pooler::answered_by;
 use crate::store::Store;
 
 procedure_statements! {
@@ -22,13 +23,14 @@ procedure_statements! {
 pub(crate) async fn system_metrics(p: &Store) -> Result<MetricsRow> {
     let sql = &p.sql.inline.metrics;
     let mut tx = Tx::begin_bounded(&p.pool).await?;
-    let outcome = async {
+    let deadline = tx.deadline();
+    let outcome = answered_by(deadline, async {
         let conn = tx.conn()?;
         sqlx::query(&sql.plan_per_call).execute(&mut *conn).await?;
         Ok(sqlx::query_as::<_, MetricsRow>(&sql.counts)
             .fetch_one(&mut *conn)
             .await?)
-    }
+    })
     .await;
     tx.finish(outcome).await
 }

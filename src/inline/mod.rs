@@ -23,7 +23,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use crate::config::SqlMode;
 use crate::embedded::{PROCEDURE_FILES, STATEMENT_FILES};
 use crate::error::{PostgresProviderError, Result};
-use crate::pooler::{Conn, Db};
+use crate::pooler::{Conn, Db, Deadline, answered_by};
 use crate::schema::SchemaName;
 
 pub(crate) mod deletion;
@@ -49,6 +49,10 @@ pub(crate) struct Tx {
     /// Behind a transaction pooler: statements prepared in the transaction
     /// are closed before it ends (see [`crate::pooler`]).
     pooled: bool,
+    /// When the server must have answered the whole transaction, from its
+    /// `BEGIN` to its end ([`Db::call_timeout`]); past it the transaction
+    /// is given up on and its connection closed.
+    deadline: Option<Deadline>,
 }
 
 impl Tx {
@@ -56,16 +60,27 @@ impl Tx {
     /// most a second for a lock ([`Db::bounded_begin`]): every inline
     /// transaction (a fetch, an ack, a delete, a prune, the metrics).
     pub(crate) async fn begin_bounded(pool: &Db) -> Result<Self> {
+        let conn = crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?;
         let mut tx = Self {
-            conn: Some(crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?),
+            conn: Some(conn),
             db: pool.clone(),
             finished: false,
             pooled: pool.pooled_begin().is_some(),
+            deadline: Deadline::after(pool.call_timeout()),
         };
-        tx.conn()?
-            .execute(sqlx::raw_sql(pool.bounded_begin()))
-            .await?;
+        let deadline = tx.deadline;
+        answered_by(
+            deadline,
+            tx.conn()?.execute(sqlx::raw_sql(pool.bounded_begin())),
+        )
+        .await?;
         Ok(tx)
+    }
+
+    /// When the server must have answered the transaction: statements run
+    /// in it go through [`answered_by`] with this.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        self.deadline
     }
 
     /// The transaction's connection (there until the transaction ends).
@@ -92,14 +107,15 @@ impl Tx {
     /// back otherwise, and returns `outcome`.
     async fn end<T>(mut self, outcome: Result<T>, commit: &'static str) -> Result<T> {
         let end = if outcome.is_ok() { commit } else { "ROLLBACK" };
+        let deadline = self.deadline;
         if self.pooled {
             // The next transaction may be on another server connection:
             // leave no named statement behind, here or in sqlx's cache.
-            self.conn()?.clear_cached_statements().await?;
+            answered_by(deadline, self.conn()?.clear_cached_statements()).await?;
         }
         // A simple query: unnamed, and the durable commit's two statements
         // in one round trip.
-        self.conn()?.execute(sqlx::raw_sql(end)).await?;
+        answered_by(deadline, self.conn()?.execute(sqlx::raw_sql(end))).await?;
         self.finished = true;
         if let Some(conn) = self.conn.take() {
             self.db.release(conn);

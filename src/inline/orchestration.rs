@@ -12,6 +12,7 @@ use crate::codec::{self, AttemptClock};
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
+use crate::pooler::answered_by;
 use crate::store::Store;
 
 /// Candidates tried per fetch, as in the procedure.
@@ -152,7 +153,7 @@ pub(crate) async fn fetch(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin_bounded(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn()?, &params, clock).await;
+        let outcome = answered_by(tx.deadline(), fetch_in(&p, tx.conn()?, &params, clock)).await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
             Fetched::Unreadable {
@@ -168,7 +169,8 @@ pub(crate) async fn fetch(
                     more,
                     next_due_ms,
                 };
-                let outcome = reclaim(&p, tx.conn()?, &params, clock, seen).await;
+                let outcome =
+                    answered_by(tx.deadline(), reclaim(&p, tx.conn()?, &params, clock, seen)).await;
                 tx.finish(outcome).await
             }
         }
@@ -605,7 +607,7 @@ pub(crate) async fn ack(p: &Store, a: AckParams) -> Result<Vec<String>> {
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin_bounded(&p.pool).await?;
-        let outcome = ack_in(&p, tx.conn()?, &a).await;
+        let outcome = answered_by(tx.deadline(), ack_in(&p, tx.conn()?, &a)).await;
         tx.finish(outcome).await
     })
     .await

@@ -7,6 +7,7 @@ use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
+use crate::pooler::answered_by;
 use crate::store::Store;
 use crate::worker_queue::{FetchParams, FetchedItem, WorkAck};
 
@@ -35,7 +36,11 @@ pub(crate) async fn fetch(
     let p = p.clone();
     detached(async move {
         let mut tx = Tx::begin_bounded(&p.pool).await?;
-        let outcome = fetch_in(&p, tx.conn()?, &params, clock, None).await;
+        let outcome = answered_by(
+            tx.deadline(),
+            fetch_in(&p, tx.conn()?, &params, clock, None),
+        )
+        .await;
         tx.finish(outcome).await
     })
     .await
@@ -68,14 +73,15 @@ pub(crate) async fn ack_and_fetch(
             json: json.as_deref(),
         };
         let mut tx = Tx::begin_bounded(&p.pool).await?;
-        let outcome = async {
+        let deadline = tx.deadline();
+        let outcome = answered_by(deadline, async {
             let (acked, wake) = ack.run_on(&p, tx.conn()?).await?;
             let claim = match acked {
                 true => Some(fetch_in(&p, tx.conn()?, &params, clock, None).await?),
                 false => None,
             };
             Ok((acked, wake, claim))
-        }
+        })
         .await;
         tx.finish_durably(outcome).await
     })

@@ -604,7 +604,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         let reason = loop {
             if !announced && shared.wants_wakes.load(Ordering::SeqCst) {
                 let channels: Vec<String> = listening.iter().cloned().collect();
-                if let Err(e) = presence::announce(&mut listener, true, &channels).await {
+                let announce = presence::announce(&mut listener, true, &channels);
+                if let Err(e) = crate::pooler::answered(shared.keepalive(), announce).await {
                     break e.to_string();
                 }
                 announced = true;
@@ -659,7 +660,16 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 // This pool's commits posted notifications for other
                 // processes: send them, batched, on this connection.
                 _ = ready => {
-                    match presence::look(&mut listener, &mut presence).await {
+                    // Bounded as a keepalive is: a connection that stopped
+                    // answering must not hold the loop (and with it the
+                    // keepalive that would notice).
+                    let limit = keepalive;
+                    let looked = crate::pooler::answered(
+                        limit,
+                        presence::look(&mut listener, &mut presence),
+                    )
+                    .await;
+                    match looked {
                         Ok(looked) => {
                             if looked {
                                 shared.presence_checks.fetch_add(1, Ordering::Relaxed);
@@ -675,7 +685,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                     if alone {
                         shared.batches_alone.fetch_add(1, Ordering::Relaxed);
                     }
-                    let flushed = shared.outbox.flush(&mut listener, true, alone).await;
+                    let flushed = shared.outbox.flush(&mut listener, true, alone, limit).await;
                     presence.sent(Instant::now());
                     match flushed {
                         Ok(()) => heard = Instant::now(),
@@ -698,7 +708,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                         .into_iter()
                         .filter(|(_, waiters)| !waiters.subscribed.load(Ordering::SeqCst))
                         .collect();
-                    if let Err(e) = resubscribe(&mut listener, &mut listening, &left, &joined).await {
+                    let changes = resubscribe(&mut listener, &mut listening, &left, &joined);
+                    if let Err(e) = crate::pooler::answered(keepalive, changes).await {
                         break e.to_string();
                     }
                     // A listener that announced itself says hello on the
@@ -706,7 +717,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                     // of them at the top of the loop).
                     if announced && !joined.is_empty() {
                         let channels: Vec<String> = joined.iter().map(|(name, _)| name.clone()).collect();
-                        if let Err(e) = presence::announce(&mut listener, false, &channels).await {
+                        let announce = presence::announce(&mut listener, false, &channels);
+                        if let Err(e) = crate::pooler::answered(keepalive, announce).await {
                             break e.to_string();
                         }
                     }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::PostgresProviderError;
-use crate::pooler::Db;
+use crate::pooler::{Db, InFlight, answered};
 
 /// The statement that sends a batch (`notify/send.sql`): one notification
 /// per (channel, payload) pair, in one transaction, which commits with
@@ -228,11 +228,16 @@ impl Outbox {
     /// unnamed, parsed and planned again at every batch, since behind a
     /// transaction pooler a named statement would outlive the server
     /// connection it was prepared on.
+    ///
+    /// `limit`: how long the server may leave one batch unanswered; past
+    /// it the batch is put back and the error is a lost connection
+    /// ([`crate::pooler::answered`]), which the caller must not reuse.
     pub(super) async fn flush<C>(
         &self,
         conn: &mut C,
         prepared: bool,
         once: bool,
+        limit: Option<Duration>,
     ) -> Result<(), PostgresProviderError>
     where
         for<'c> &'c mut C: sqlx::Executor<'c, Database = sqlx::Postgres>,
@@ -250,12 +255,15 @@ impl Outbox {
             }
             budget = budget.saturating_sub(batch.taken.len());
             let (channels, payloads) = batch.arrays();
-            let sent = sqlx::query(SEND)
-                .persistent(prepared)
-                .bind(channels)
-                .bind(payloads)
-                .execute(&mut *conn)
-                .await;
+            let sent = crate::pooler::answered(
+                limit,
+                sqlx::query(SEND)
+                    .persistent(prepared)
+                    .bind(channels)
+                    .bind(payloads)
+                    .execute(&mut *conn),
+            )
+            .await;
             match sent {
                 Ok(_) => self.finish(batch, Ok(())),
                 Err(e) => {
@@ -382,32 +390,26 @@ async fn send_on_pool(outbox: Arc<Outbox>, db: Db) {
 /// transaction (the task aborted) is closed, not returned to the pool.
 async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> {
     use sqlx::Executor as _;
-    let mut conn = db.acquire().await?;
+    let limit = db.call_timeout();
+    let mut flight = InFlight(Some(db.acquire().await?));
+    let conn = flight.conn()?;
     let Some(begin) = db.pooled_begin() else {
-        return outbox.flush(&mut *conn, true, false).await;
-    };
-    let mut open = InTransaction(Some(conn));
-    let Some(conn) = open.0.as_mut() else {
-        return Ok(());
-    };
-    (&mut **conn).execute(sqlx::raw_sql(begin)).await?;
-    let sent = outbox.flush(&mut **conn, false, false).await;
-    let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    (&mut **conn).execute(sqlx::raw_sql(end)).await?;
-    open.0 = None;
-    sent
-}
-
-/// A pooled connection inside a transaction: closed if dropped before the
-/// transaction ended.
-struct InTransaction(Option<crate::pooler::Conn>);
-
-impl Drop for InTransaction {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.as_mut() {
-            conn.close_on_drop();
+        let sent = outbox.flush(&mut **conn, true, false, limit).await;
+        // A connection given up on is closed; one that answered is kept.
+        if !sent
+            .as_ref()
+            .is_err_and(PostgresProviderError::is_connection_lost)
+        {
+            flight.done();
         }
-    }
+        return sent;
+    };
+    answered(limit, (&mut **conn).execute(sqlx::raw_sql(begin))).await?;
+    let sent = outbox.flush(&mut **conn, false, false, limit).await;
+    let end = if sent.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    answered(limit, (&mut **conn).execute(sqlx::raw_sql(end))).await?;
+    flight.done();
+    sent
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ mod reuse;
 mod roles;
 mod schema_names;
 mod sessions;
+mod stalls;
 mod support;
 mod tenants;
 mod tls;

@@ -1,0 +1,377 @@
+//! Connections that stop answering: a network partition, or a failover
+//! whose old primary vanished without a reset. The connections the pool
+//! holds then send into a socket that never answers, and nothing tells the
+//! client: TCP gives up only after its retransmissions (about a quarter of
+//! an hour on Linux), or never while the peer's kernel still acknowledges.
+//!
+//! The tests reach the server through [`Proxy`], which can cut every
+//! connection open at that moment: the server's side is closed (the old
+//! primary is gone, with its transactions and row locks), the client's side
+//! stays open and silent. Connections made afterwards go through as
+//! before (the new primary). A provider must give up on a silent
+//! connection after `PostgresOptions::call_timeout`, discard it, and go on
+//! with fresh ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use duroxide::Client;
+use duroxide::provider_stress_tests::{create_default_activities, create_default_orchestrations};
+use duroxide::providers::Provider;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::fixtures::{
+    ack_first_turn, claim_and_ack_turn, fan_outs_complete, start, start_fan_outs,
+};
+use crate::support::{
+    Kind, Slot, TestSchema, connect_options, eventually, in_both_modes, with_schema,
+};
+
+/// The port in the proxy's socket name (`.s.PGSQL.PORT`), as sqlx builds it.
+const PROXY_PORT: u16 = 5432;
+
+/// A proxy in front of the test server, on a Unix socket of its own.
+pub struct Proxy {
+    dir: PathBuf,
+    /// Bumped by [`Proxy::cut`]; each connection knows the value it was
+    /// opened under.
+    cuts: watch::Sender<u64>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
+    /// The accept loop; aborting it drops every connection it holds.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy forwarding to the server [`connect_options`] names.
+    pub async fn start(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dx-proxy-{}-{n}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let listener = UnixListener::bind(socket_in(&dir, PROXY_PORT))
+            .unwrap_or_else(|e| panic!("bind the proxy in {}: {e}", dir.display()));
+        let (cuts, _) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept(listener, cuts.clone(), accepted.clone()));
+        Self {
+            dir,
+            cuts,
+            accepted,
+            task,
+        }
+    }
+
+    /// The test server's connection settings, reached through this proxy.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        connect_options().socket(&self.dir).port(PROXY_PORT)
+    }
+
+    /// Cuts every connection open now: its server side closes, its client
+    /// side stays open and never answers again.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Connections the proxy accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PostgreSQL's socket file for `port` in `dir`.
+fn socket_in(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
+}
+
+/// Accepts connections until aborted; the connections' tasks live in a set
+/// this task owns, so aborting it closes them all.
+async fn accept(listener: UnixListener, cuts: watch::Sender<u64>, accepted: Arc<AtomicUsize>) {
+    let mut pipes = JoinSet::new();
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((client, _)) = conn else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let cut = cuts.subscribe();
+                pipes.spawn(pipe(client, cut));
+            }
+            Some(_) = pipes.join_next() => {}
+        }
+    }
+}
+
+/// The server's stream, over its socket or TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connection to the test server.
+async fn upstream() -> std::io::Result<Box<dyn Stream>> {
+    let options = connect_options();
+    Ok(match options.get_socket() {
+        Some(dir) => Box::new(UnixStream::connect(socket_in(dir, options.get_port())).await?),
+        None => Box::new(TcpStream::connect((options.get_host(), options.get_port())).await?),
+    })
+}
+
+/// Forwards between `client` and a new server connection until either side
+/// closes, or until the next cut: then the server side is closed and the
+/// client's bytes are read and dropped until the client closes.
+async fn pipe(mut client: UnixStream, mut cut: watch::Receiver<u64>) {
+    let opened = *cut.borrow_and_update();
+    let Ok(mut server) = upstream().await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = cut.wait_for(|n| *n > opened) => {}
+    }
+    drop(server);
+    let mut sink = [0u8; 8192];
+    while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+}
+
+/// A pool of `max_connections` through `proxy`, built as the provider
+/// builds its own (`PostgresOptions::pool_options`).
+async fn pool_through(proxy: &Proxy, options: &PostgresOptions, max_connections: u32) -> PgPool {
+    options
+        .pool_options()
+        .max_connections(max_connections)
+        .connect_with(proxy.connect_options())
+        .await
+        .unwrap_or_else(|e| panic!("connect through the proxy: {e}"))
+}
+
+/// A provider in `mode` on `schema` over `pool`.
+async fn provider(
+    pool: &PgPool,
+    schema: &TestSchema,
+    mode: SqlMode,
+    options: PostgresOptions,
+) -> Arc<PostgresProvider> {
+    let options = options.schema(&schema.name).sql_mode(mode);
+    Arc::new(
+        PostgresProvider::from_pool_with(pool.clone(), options)
+            .await
+            .unwrap_or_else(|e| panic!("{mode} provider: {e}")),
+    )
+}
+
+/// Waits until every connection of `pool` is idle in it: sqlx tests each
+/// connection handed back with a round trip, and one cut while that test
+/// waits for its answer would hold its place in the pool for good (the
+/// provider cannot reach it there), which is not what these tests look at.
+async fn all_idle(pool: &PgPool) {
+    eventually("every connection idle in the pool", || async {
+        pool.num_idle() == pool.size() as usize
+    })
+    .await;
+}
+
+/// How long a call may take before the test calls it hung: well beyond the
+/// provider's one-second bound in these tests, far short of TCP's.
+const HUNG: Duration = Duration::from_secs(20);
+
+/// `call` within [`HUNG`], or a panic naming `what`.
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HUNG, call).await.unwrap_or_else(|_| {
+        panic!("{what} still waits after {HUNG:?}: a silent connection hung it")
+    })
+}
+
+/// The provider's options in these tests: calls give up after a second,
+/// and the provider runs on the pool the test built (no tenant affinity,
+/// whose shards are pools of their own), so the test sees what happens to
+/// that pool's connections.
+fn options() -> PostgresOptions {
+    PostgresOptions::default()
+        .notifications(false)
+        .connections_per_tenant(0)
+        .call_timeout(Some(Duration::from_secs(1)))
+}
+
+in_both_modes!(calls_after_a_cut_give_up_on_silent_connections:
+    calls_after_a_cut_give_up_on_silent_connections_procedures,
+    calls_after_a_cut_give_up_on_silent_connections_inline);
+
+/// After every pooled connection went silent, each call that meets one
+/// returns (an error the runtime retries) instead of waiting for TCP, the
+/// silent connection is closed rather than returned to the pool (closing
+/// the pool at the end still finishes: sqlx's test of a connection handed
+/// back mid-call would wait forever here), calls then run on fresh
+/// connections, and the turns enqueued are claimed and acked.
+async fn calls_after_a_cut_give_up_on_silent_connections(mode: SqlMode) {
+    with_schema("stall_calls", |schema| async move {
+        const POOL: u32 = 3;
+        const CALLS: usize = 2 * POOL as usize + 2;
+        let proxy = Proxy::start("calls").await;
+        let pool = pool_through(&proxy, &options(), POOL).await;
+        let p = provider(&pool, &schema, mode, options()).await;
+        // Every connection of the pool in use once, then idle in the pool.
+        let warm: Vec<_> = (0..POOL).map(|_| pool.acquire()).collect();
+        for conn in futures::future::join_all(warm).await {
+            conn.unwrap_or_else(|e| panic!("warm: {e}"));
+        }
+        p.enqueue_for_orchestrator(start("before"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue before the cut: {e}"));
+        claim_and_ack_turn(&*p, Duration::from_secs(30)).await;
+        let opened = proxy.accepted();
+        all_idle(&pool).await;
+
+        proxy.cut();
+        let (mut enqueued, mut failed) = (0, 0);
+        while enqueued < CALLS {
+            assert!(
+                failed < 4 * CALLS,
+                "{mode}: {failed} calls failed: the pool does not recover"
+            );
+            let instance = format!("after-{}", enqueued + failed);
+            match bounded(
+                "an enqueue after the cut",
+                p.enqueue_for_orchestrator(start(&instance), None),
+            )
+            .await
+            {
+                Ok(()) => enqueued += 1,
+                Err(e) => {
+                    assert!(
+                        e.is_retryable(),
+                        "{mode}: a silent connection's error is retryable: {e:?}"
+                    );
+                    failed += 1;
+                }
+            }
+        }
+        assert!(failed > 0, "{mode}: no call met a silent connection");
+        assert!(
+            proxy.accepted() > opened,
+            "{mode}: fresh connections were opened"
+        );
+
+        // The queue works on the fresh connections.
+        let mut claimed = 0;
+        while let Some((item, token, _)) = bounded(
+            "a fetch after the cut",
+            p.fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: fetch after the cut: {e:?}"))
+        {
+            bounded(
+                "an ack after the cut",
+                ack_first_turn(&*p, &token, &item.instance),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: ack after the cut ({}): {e:?}", item.instance));
+            claimed += 1;
+        }
+        assert!(claimed >= CALLS, "{mode}: {claimed} turns claimed");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
+
+in_both_modes!(a_runtime_rides_out_silent_connections:
+    a_runtime_rides_out_silent_connections_procedures,
+    a_runtime_rides_out_silent_connections_inline; 4);
+
+/// A runtime at 2:2 (notifications on, so its listener goes silent too)
+/// whose every connection goes silent mid-flight completes what it had
+/// started and what is started after, each in far less time than TCP takes
+/// to give up.
+async fn a_runtime_rides_out_silent_connections(mode: SqlMode) {
+    let _slot = Slot::acquire(Kind::Runtime);
+    with_schema("stall_runtime", |schema| async move {
+        // The defaults otherwise: tenant affinity, so the runtime's calls
+        // run on its shard's own pool.
+        let options = options()
+            .notifications(true)
+            .connections_per_tenant(PostgresOptions::default().connections_per_tenant)
+            .listener_keepalive(Duration::from_secs(1));
+        let proxy = Proxy::start("runtime").await;
+        let pool = pool_through(&proxy, &options, 8).await;
+        let p = provider(&pool, &schema, mode, options).await;
+        let runtime = Runtime::start_with_options(
+            p.clone(),
+            create_default_activities(0),
+            create_default_orchestrations(),
+            RuntimeOptions {
+                orchestration_concurrency: 2,
+                worker_concurrency: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        // The client on the test's own pool: the runtime is under test.
+        let client = Client::new(Arc::new(schema.provider_in(mode).await));
+        start_fan_outs(&client, 0..10).await;
+        fan_outs_complete(&client, 0..3, Duration::from_secs(60), mode.as_str()).await;
+        proxy.cut();
+        start_fan_outs(&client, 10..20).await;
+        fan_outs_complete(&client, 0..20, Duration::from_secs(60), mode.as_str()).await;
+        bounded("the runtime's shutdown", runtime.shutdown(None)).await;
+        // Not awaited to its end: the listener's silent connection goes
+        // back to the pool only once it answers (sqlx sends `UNLISTEN *`
+        // on it first), which it never does here, and closing a pool waits
+        // for all of its connections.
+        let _ = tokio::time::timeout(Duration::from_secs(1), pool.close()).await;
+    })
+    .await;
+}
+
+/// Readiness probes during a partition: one that meets a silent
+/// connection reports unreachable within its `health_timeout` and closes
+/// that connection, so probes leave the pool whole: later ones report the
+/// server reachable, and closing the pool still finishes (a connection
+/// handed back mid-probe waited in sqlx's test of it forever here, and a
+/// probe every few seconds took the pool's connections one by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_after_a_cut_leave_the_pool_whole() {
+    with_schema("stall_health", |schema| async move {
+        const POOL: u32 = 3;
+        let options = options()
+            .call_timeout(None)
+            .health_timeout(Duration::from_secs(1));
+        let proxy = Proxy::start("health").await;
+        let pool = pool_through(&proxy, &options, POOL).await;
+        let p = provider(&pool, &schema, SqlMode::StoredProcedures, options).await;
+        let warm: Vec<_> = (0..POOL).map(|_| pool.acquire()).collect();
+        for conn in futures::future::join_all(warm).await {
+            conn.unwrap_or_else(|e| panic!("warm: {e}"));
+        }
+        assert!(p.health().await.reachable, "reachable before the cut");
+        all_idle(&pool).await;
+
+        proxy.cut();
+        let mut unreachable = 0;
+        for _ in 0..(2 * POOL + 2) {
+            let report = bounded("a health probe after the cut", p.health()).await;
+            unreachable += usize::from(report.error.is_some());
+        }
+        assert!(unreachable > 0, "no probe met a silent connection");
+        eventually("a probe that finds the server reachable", || async {
+            let report = p.health().await;
+            report.reachable && report.error.is_none()
+        })
+        .await;
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
