@@ -37,12 +37,18 @@ pub mod sqlstate {
     /// `default_transaction_read_only` is on for a while.
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     /// `0A000`: a feature the server does not support. Permanent, except
-    /// when raised as [`CACHED_PLAN_CHANGED`] after DDL.
+    /// when raised by [`CACHED_PLAN_CHANGED_ROUTINE`] after DDL.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    /// The message of the one [`FEATURE_NOT_SUPPORTED`] error that heals:
-    /// a prepared statement whose result type DDL changed (the next
-    /// execution re-plans it).
+    /// The English message of the one [`FEATURE_NOT_SUPPORTED`] error that
+    /// heals: a prepared statement whose result type DDL changed (sqlx
+    /// drops the statement, so the next execution prepares it afresh).
+    /// The server translates it under another `lc_messages`; the routine
+    /// that raises it ([`CACHED_PLAN_CHANGED_ROUTINE`]) is what tells it
+    /// apart.
     pub const CACHED_PLAN_CHANGED: &str = "cached plan must not change result type";
+    /// The server function that raises [`CACHED_PLAN_CHANGED`] (the
+    /// error's routine field, never translated), as sqlx recognises it too.
+    pub const CACHED_PLAN_CHANGED_ROUTINE: &str = "RevalidateCachedQuery";
     /// `23505`: unique violation (for example a duplicate history event id).
     pub const UNIQUE_VIOLATION: &str = "23505";
     /// `23502`: not-null violation.
@@ -285,9 +291,12 @@ impl PostgresProviderError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Database(err) => match err {
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|code| retryable_sqlstate(&code, db.message())),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    let routine = db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(sqlx::postgres::PgDatabaseError::routine);
+                    retryable_sqlstate(&code, db.message(), routine)
+                }),
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_)
@@ -386,8 +395,9 @@ impl PostgresProviderError {
     }
 }
 
-/// Whether a server error with SQLSTATE `code` and `message` may heal.
-fn retryable_sqlstate(code: &str, message: &str) -> bool {
+/// Whether a server error with SQLSTATE `code`, `message` and the
+/// server `routine` that raised it (when known) may heal.
+fn retryable_sqlstate(code: &str, message: &str, routine: Option<&str>) -> bool {
     use sqlstate::*;
     match code {
         SERIALIZATION_FAILURE
@@ -402,8 +412,11 @@ fn retryable_sqlstate(code: &str, message: &str) -> bool {
         | IDLE_IN_TRANSACTION_SESSION_TIMEOUT
         | READ_ONLY_SQL_TRANSACTION
         | TOO_MANY_CONNECTIONS => true,
-        // The server's message, in English unless `lc_messages` says otherwise.
-        FEATURE_NOT_SUPPORTED => message.contains(CACHED_PLAN_CHANGED),
+        // The routine whatever the server's language; the English message
+        // where the routine is not known.
+        FEATURE_NOT_SUPPORTED => {
+            routine == Some(CACHED_PLAN_CHANGED_ROUTINE) || message.contains(CACHED_PLAN_CHANGED)
+        }
         _ => RETRYABLE_CLASSES
             .iter()
             .any(|class| code.starts_with(class)),
@@ -516,6 +529,22 @@ pub(crate) mod tests {
         for code in [DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE, INVALID_LOCK_TOKEN] {
             assert!(!server(code, "other").is_isolation_refused(), "{code}");
         }
+    }
+
+    #[test]
+    fn a_changed_cached_plan_is_told_by_its_routine_in_any_language() {
+        let german = "gecachter Plan darf den Ergebnistyp nicht ändern";
+        assert!(retryable_sqlstate(
+            FEATURE_NOT_SUPPORTED,
+            german,
+            Some(CACHED_PLAN_CHANGED_ROUTINE)
+        ));
+        assert!(!retryable_sqlstate(FEATURE_NOT_SUPPORTED, german, None));
+        assert!(!retryable_sqlstate(
+            FEATURE_NOT_SUPPORTED,
+            "LISTEN wird nicht unterstützt",
+            Some("standard_ProcessUtility")
+        ));
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Bouncer {
         let mut command = Command::new(pgbouncer_binary());
         // PgBouncer refuses to run as root: drop to the server's user then,
         // who must read the files.
-        if running_as_root() {
+        if crate::support::running_as_root() {
             use std::os::unix::fs::PermissionsExt;
             for file in ["", "users.txt", "pgbouncer.ini"] {
                 let mode = if file.is_empty() { 0o755 } else { 0o644 };
@@ -189,7 +189,7 @@ fn pgbouncer_binary() -> &'static str {
         if let Some(found) = find_pgbouncer() {
             return found;
         }
-        if running_as_root() {
+        if crate::support::running_as_root() {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 b"note: PgBouncer not found; installing it from Debian packages\n",
@@ -229,14 +229,6 @@ fn find_pgbouncer() -> Option<String> {
         .find(|p| std::path::Path::new(p).exists())
         .map(str::to_string)
         .or(on_path)
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// The password in a `postgres://user:password@...` URL, if any.

@@ -1,7 +1,9 @@
 //! Transient server states surface as retryable errors, so duroxide retries
 //! instead of failing the orchestration: a read-only server (a standby
 //! after a failover, or `default_transaction_read_only` switched on), and a
-//! pooled connection the server ended as idle (`idle_session_timeout`).
+//! pooled connection the server ended as idle (`idle_session_timeout`),
+//! and a prepared statement whose result type DDL changed, whatever
+//! language the server answers in.
 
 use std::time::Duration;
 
@@ -163,6 +165,99 @@ async fn a_connection_ended_as_idle_costs_one_retryable_failure() {
             assert_eq!(queued, 1, "{mode}: the start is queued once");
             p.pool().close().await;
         }
+    })
+    .await;
+}
+
+/// Languages other than English a server may answer in (`lc_messages`),
+/// tried in order.
+const OTHER_LANGUAGES: [&str; 3] = ["de_DE.UTF-8", "fr_FR.UTF-8", "es_ES.UTF-8"];
+
+/// A connection of `pool`'s on which the server answers in a language
+/// other than English, and that language. As root, generates
+/// `de_DE.UTF-8` when the test server's host has none of
+/// [`OTHER_LANGUAGES`] (outside the locale archive, which a running server
+/// mapped at its start and would not read again; a backend that failed to
+/// load a locale does not look again either, so a new connection tries).
+async fn in_another_language(pool: &sqlx::PgPool) -> (sqlx::PgConnection, &'static str) {
+    let mut refused = String::new();
+    for attempt in 0..2 {
+        let mut conn = pool.acquire().await.expect("connection").detach();
+        for locale in OTHER_LANGUAGES {
+            let set = format!("SET lc_messages = '{locale}'");
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => return (conn, locale),
+                Err(e) => refused = e.to_string(),
+            }
+        }
+        if attempt == 0 && crate::support::running_as_root() {
+            eprintln!("note: no locale other than English; generating de_DE.UTF-8 (localedef)");
+            let _ = std::process::Command::new("localedef")
+                .args(["--no-archive", "-i", "de_DE", "-f", "UTF-8", "de_DE.UTF-8"])
+                .status();
+        }
+    }
+    panic!(
+        "the test server answers only in English ({refused}): generate a locale on its host \
+         (Debian: localedef -i de_DE -f UTF-8 de_DE.UTF-8), and connect as a superuser"
+    )
+}
+
+/// "cached plan must not change result type" (`0A000`, raised when DDL
+/// changed a prepared statement's result type) heals: sqlx drops the
+/// statement, so the next execution prepares it afresh. Inside a
+/// transaction sqlx returns it, and it must then be retryable, in any
+/// language: it was told apart by its English message alone.
+#[tokio::test]
+async fn a_changed_cached_plan_is_retryable_in_any_language() {
+    use duroxide_postgres::PostgresProviderError;
+    use duroxide_postgres::sqlstate::{CACHED_PLAN_CHANGED, FEATURE_NOT_SUPPORTED};
+    use sqlx::Connection;
+
+    with_schema("plan_language", |schema| async move {
+        let (mut conn, locale) = in_another_language(&schema.pool).await;
+        sqlx::raw_sql(schema.statement(
+            "CREATE SCHEMA {{schema}}; CREATE TABLE {{schema}}.t (a int); \
+             INSERT INTO {{schema}}.t VALUES (1)",
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("table");
+        let select = || sqlx::query(schema.statement("SELECT * FROM {{schema}}.t"));
+        select()
+            .fetch_all(&mut conn)
+            .await
+            .expect("prepared and cached");
+        sqlx::raw_sql(schema.statement("ALTER TABLE {{schema}}.t ADD COLUMN b int"))
+            .execute(&mut conn)
+            .await
+            .expect("alter");
+
+        let mut tx = conn.begin().await.expect("begin");
+        let err = select()
+            .fetch_all(&mut *tx)
+            .await
+            .expect_err("the cached plan changed result type");
+        drop(tx);
+        let message = err.as_database_error().map(|db| db.message().to_string());
+        let err = PostgresProviderError::from(err);
+        assert_eq!(
+            err.sqlstate().as_deref(),
+            Some(FEATURE_NOT_SUPPORTED),
+            "{err}"
+        );
+        assert!(
+            message.is_some_and(|m| !m.contains(CACHED_PLAN_CHANGED)),
+            "the server answers in {locale}: {err}"
+        );
+        assert!(err.is_retryable(), "in {locale}: {err}");
+        // And it healed: the statement is prepared afresh.
+        let rows = select().fetch_all(&mut conn).await.expect("again");
+        assert_eq!(rows.len(), 1);
+        conn.close().await.expect("close");
     })
     .await;
 }
