@@ -194,16 +194,36 @@ async fn in_another_language(pool: &sqlx::PgPool) -> (sqlx::PgConnection, &'stat
             }
         }
         if attempt == 0 && crate::support::running_as_root() {
-            eprintln!("note: no locale other than English; generating de_DE.UTF-8 (localedef)");
-            let _ = std::process::Command::new("localedef")
-                .args(["--no-archive", "-i", "de_DE", "-f", "UTF-8", "de_DE.UTF-8"])
-                .status();
+            generate_german();
         }
     }
     panic!(
         "the test server answers only in English ({refused}): generate a locale on its host \
          (Debian: localedef -i de_DE -f UTF-8 de_DE.UTF-8), and connect as a superuser"
     )
+}
+
+/// Generates `de_DE.UTF-8` outside the locale archive, installing its
+/// definition (Debian's `locales`) first when it is missing.
+fn generate_german() {
+    use std::process::{Command, Stdio};
+    eprintln!("note: no locale other than English; generating de_DE.UTF-8 (localedef)");
+    if !std::path::Path::new("/usr/share/i18n/locales/de_DE").exists() {
+        eprintln!("note: installing Debian's locales package");
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "locales"][..],
+        ] {
+            let _ = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .status();
+        }
+    }
+    let _ = Command::new("localedef")
+        .args(["--no-archive", "-i", "de_DE", "-f", "UTF-8", "de_DE.UTF-8"])
+        .status();
 }
 
 /// "cached plan must not change result type" (`0A000`, raised when DDL
