@@ -194,21 +194,7 @@ fn pgbouncer_binary() -> &'static str {
                 &mut std::io::stderr(),
                 b"note: PgBouncer not found; installing it from Debian packages\n",
             );
-            for args in [
-                &["update", "-qq"][..],
-                &["install", "-y", "-qq", "pgbouncer"][..],
-            ] {
-                let status = Command::new("apt-get")
-                    .args(args)
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .stdin(Stdio::null())
-                    .status();
-                assert!(
-                    status.as_ref().is_ok_and(|s| s.success()),
-                    "apt-get {}: {status:?}",
-                    args.join(" ")
-                );
-            }
+            crate::support::apt_install("pgbouncer");
         }
         find_pgbouncer().unwrap_or_else(|| {
             panic!("PgBouncer not found: install it (Debian: apt-get install -y pgbouncer)")

@@ -882,3 +882,24 @@ pub fn running_as_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// Installs Debian package `package` (`apt-get update`, then `install`, as
+/// root); panics naming the step that failed.
+pub fn apt_install(package: &str) {
+    use std::process::{Command, Stdio};
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", package][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "apt-get {}: {status:?}",
+            args.join(" ")
+        );
+    }
+}

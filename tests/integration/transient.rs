@@ -206,22 +206,12 @@ async fn in_another_language(pool: &sqlx::PgPool) -> (sqlx::PgConnection, &'stat
 /// Generates `de_DE.UTF-8` outside the locale archive, installing its
 /// definition (Debian's `locales`) first when it is missing.
 fn generate_german() {
-    use std::process::{Command, Stdio};
     eprintln!("note: no locale other than English; generating de_DE.UTF-8 (localedef)");
     if !std::path::Path::new("/usr/share/i18n/locales/de_DE").exists() {
         eprintln!("note: installing Debian's locales package");
-        for args in [
-            &["update", "-qq"][..],
-            &["install", "-y", "-qq", "locales"][..],
-        ] {
-            let _ = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .status();
-        }
+        crate::support::apt_install("locales");
     }
-    let _ = Command::new("localedef")
+    let _ = std::process::Command::new("localedef")
         .args(["--no-archive", "-i", "de_DE", "-f", "UTF-8", "de_DE.UTF-8"])
         .status();
 }
