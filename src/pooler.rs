@@ -297,11 +297,9 @@ impl Db {
             None => {
                 let mut flight = InFlight(Some(conn));
                 let conn = flight.conn()?;
-                let row = answered(self.call_timeout, (&mut **conn).fetch_optional(query)).await?;
-                if let Some(conn) = flight.done() {
-                    self.release(conn);
-                }
-                Ok(row)
+                let row = answered(self.call_timeout, (&mut **conn).fetch_optional(query)).await;
+                self.landed(flight, &row);
+                row
             }
             Some(begin) => Ok(first_row(self.pinned(conn, begin, query).await?)),
         }
@@ -325,15 +323,13 @@ impl Db {
                 None => {
                     let mut flight = InFlight(Some(conn));
                     let conn = flight.conn()?;
-                    let results: Vec<_> = answered(
+                    let results: Result<Vec<_>, _> = answered(
                         self.call_timeout,
                         (&mut **conn).fetch_many(query).try_collect(),
                     )
-                    .await?;
-                    if let Some(conn) = flight.done() {
-                        self.release(conn);
-                    }
-                    Ok(results)
+                    .await;
+                    self.landed(flight, &results);
+                    results
                 }
                 Some(begin) => self.pinned(conn, begin, query).await,
             }
@@ -362,6 +358,24 @@ impl Db {
                 let conn = self.acquire().await?;
                 Ok(first_row(self.pinned(conn, begin, query).await?))
             }),
+        }
+    }
+
+    /// Where the connection of a statement sent alone goes once the call
+    /// ended with `outcome`: kept or handed back ([`Db::release`]) when it
+    /// succeeded; back to the pool when the server answered with an error
+    /// (a lock timeout, a lock token unknown: the connection is sound);
+    /// closed when the connection failed or the server left the call
+    /// unanswered ([`answered`]), since an answer may still be owed.
+    fn landed<T>(&self, mut flight: InFlight, outcome: &Result<T, sqlx::Error>) {
+        match outcome {
+            Ok(_) => {
+                if let Some(conn) = flight.done() {
+                    self.release(conn);
+                }
+            }
+            Err(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) => {}
+            Err(_) => drop(flight.done()),
         }
     }
 

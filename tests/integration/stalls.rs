@@ -375,3 +375,42 @@ async fn health_probes_after_a_cut_leave_the_pool_whole() {
     })
     .await;
 }
+
+in_both_modes!(an_error_the_server_answers_keeps_its_connection:
+    an_error_the_server_answers_keeps_its_connection_procedures,
+    an_error_the_server_answers_keeps_its_connection_inline);
+
+/// Only a call left unanswered (or a broken connection) costs its
+/// connection: acks and abandons with an unknown lock token, which the
+/// server answers with an error, leave the pool's connections as they
+/// were, so errors a runtime meets in the normal course (a lease lost, a
+/// lock waited out) do not make the pool reconnect and plan everything
+/// afresh.
+async fn an_error_the_server_answers_keeps_its_connection(mode: SqlMode) {
+    with_schema("stall_errors", |schema| async move {
+        const POOL: u32 = 2;
+        let proxy = Proxy::start("errors").await;
+        let pool = pool_through(&proxy, &options(), POOL).await;
+        let p = provider(&pool, &schema, mode, options()).await;
+        p.enqueue_for_orchestrator(start("known"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e}"));
+        for i in 0..5 {
+            let token = format!("no-such-token-{i}");
+            let refused = ack_first_turn(&*p, &token, "known").await;
+            assert!(refused.is_err(), "{mode}: an unknown token is refused");
+            let refused = p.abandon_work_item(&token, None, false).await;
+            assert!(refused.is_err(), "{mode}: an unknown token is refused");
+        }
+        claim_and_ack_turn(&*p, Duration::from_secs(30)).await;
+        // The pool may open its second connection while sqlx tests the
+        // first on its way back; a connection closed would make a third.
+        assert!(
+            proxy.accepted() <= POOL as usize,
+            "{mode}: errors the server answered cost connections ({} opened)",
+            proxy.accepted()
+        );
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
