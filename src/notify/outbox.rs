@@ -255,7 +255,7 @@ impl Outbox {
             }
             budget = budget.saturating_sub(batch.taken.len());
             let (channels, payloads) = batch.arrays();
-            let sent = crate::pooler::answered(
+            let sent = answered(
                 limit,
                 sqlx::query(SEND)
                     .persistent(prepared)
