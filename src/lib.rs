@@ -68,6 +68,7 @@ mod env_options;
 mod error;
 mod history;
 mod inline;
+mod lost_replies;
 pub mod migrate;
 mod notify;
 mod observe;

@@ -237,6 +237,19 @@ pub(crate) fn lock_timed_out(gate: &crate::admission::Gate, operation: &'static 
     let _ = operation;
 }
 
+/// An ack whose reply was lost had landed ([`crate::lost_replies`]):
+/// counted as `acks_landed_after_lost_reply_total`.
+pub(crate) fn landed_after_lost_reply(operation: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "duroxide_postgres_acks_landed_after_lost_reply_total",
+        "operation" => operation
+    )
+    .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = operation;
+}
+
 /// A waiting fetch on `queue` was woken.
 pub(crate) fn fetch_woken(queue: crate::notify::Queue) {
     #[cfg(feature = "metrics")]

@@ -35,6 +35,8 @@ statements! {
         renew = "SELECT {{schema}}.renew_orchestration_item_lock{{suffix}}($1, $2)",
         /// Enqueue one message.
         enqueue = "SELECT {{schema}}.enqueue_orchestrator_item{{suffix}}($1, $2, $3, $4)",
+        /// Whether a turn's last event is in the history ([`crate::lost_replies`]).
+        turn_landed = "SELECT * FROM {{schema}}.turn_landed{{suffix}}($1, $2, $3, $4)",
     }
 }
 

@@ -24,6 +24,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::admission::{AdmissionStats, Gate};
 use crate::config::{MigrationMode, PostgresOptions, SqlMode};
 use crate::error::Result;
+use crate::lost_replies::Landed;
 use crate::migrate::{self, SchemaStatus};
 use crate::notify::{LongPoll, NotificationStats};
 use crate::pooler::Db;
@@ -441,18 +442,22 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "ack_orchestration_item",
-                self.store.riding_outages(|| {
-                    orchestration_queue::ack(
-                        &self.store,
-                        lock_token,
-                        execution_id,
-                        &history_delta,
-                        &worker_items,
-                        &orchestrator_items,
-                        &metadata,
-                        &cancelled_activities,
-                    )
-                }),
+                self.store.acking(
+                    lock_token,
+                    Landed::turn(execution_id, &history_delta),
+                    || {
+                        orchestration_queue::ack(
+                            &self.store,
+                            lock_token,
+                            execution_id,
+                            &history_delta,
+                            &worker_items,
+                            &orchestrator_items,
+                            &metadata,
+                            &cancelled_activities,
+                        )
+                    },
+                ),
             )
             .await
     }
@@ -576,7 +581,9 @@ impl Provider for PostgresProvider {
             .observe(
                 "ack_work_item",
                 self.store
-                    .riding_outages(|| worker_queue::ack(&self.store, token, completion.as_ref())),
+                    .acking(token, Landed::activity(completion.as_ref()), || {
+                        worker_queue::ack(&self.store, token, completion.as_ref())
+                    }),
             )
             .await
     }

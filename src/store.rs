@@ -58,6 +58,9 @@ pub(crate) struct Store {
     /// This store's operations that wait out a lock, one attempt at a time
     /// ([`Store::riding_outages`], [`Store::waiting_out_locks`]).
     pub lock_line: Arc<LockLine>,
+    /// Lease tokens whose ack lost its connection on an attempt
+    /// ([`crate::lost_replies`]).
+    pub lost_replies: Arc<crate::lost_replies::LostReplies>,
 }
 
 /// A store's operations that gave up waiting for a lock and wait it out:
@@ -116,6 +119,7 @@ impl Store {
             prefetch: Arc::default(),
             ahead: Arc::default(),
             lock_line: Arc::default(),
+            lost_replies: Arc::default(),
         }
     }
 
@@ -186,7 +190,8 @@ impl Store {
     /// server for a moment, takes longer than that. Waiting here keeps the
     /// lease's work. An attempt whose commit reached the server but whose reply was
     /// lost is retried too: the retry finds the lease gone (released by that
-    /// commit) and fails permanently, and nothing is written twice.
+    /// commit), and nothing is written twice; an ack then asks whether its
+    /// work is in place ([`Store::acking`]).
     ///
     /// Such an operation waits at most a second for a lock (the procedures
     /// pin `lock_timeout`; in inline mode the connection carries it, or the

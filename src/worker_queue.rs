@@ -39,6 +39,8 @@ statements! {
         renew_sessions = "SELECT {{schema}}.renew_session_locks{{suffix}}($1, $2, $3)",
         /// Sweep orphaned sessions.
         cleanup_sessions = "SELECT {{schema}}.cleanup_orphaned_sessions{{suffix}}()",
+        /// Whether an activity left the queue ([`crate::lost_replies`]).
+        activity_settled = "SELECT * FROM {{schema}}.activity_settled{{suffix}}($1, $2, $3)",
     }
 }
 

@@ -21,6 +21,7 @@ mod hostile_search_path;
 mod isolation;
 mod limits;
 mod load;
+mod lost_replies;
 mod metrics;
 mod migrations;
 mod modes;

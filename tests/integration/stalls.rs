@@ -11,10 +11,13 @@
 //! before (the new primary). A provider must give up on a silent
 //! connection after `PostgresOptions::call_timeout`, discard it, and go on
 //! with fresh ones.
+//!
+//! [`Proxy::lose`] loses one request, or only its reply, on whichever
+//! connection sends it next (`tests/integration/lost_replies.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duroxide::Client;
@@ -24,7 +27,7 @@ use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -47,6 +50,8 @@ pub struct Proxy {
     cuts: watch::Sender<u64>,
     /// Connections accepted so far.
     accepted: Arc<AtomicUsize>,
+    /// What [`Proxy::lose`] set and no connection has sprung yet.
+    trap: Trap,
     /// The accept loop; aborting it drops every connection it holds.
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,11 +67,18 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("bind the proxy in {}: {e}", dir.display()));
         let (cuts, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept(listener, cuts.clone(), accepted.clone()));
+        let trap = Trap::default();
+        let task = tokio::spawn(accept(
+            listener,
+            cuts.clone(),
+            accepted.clone(),
+            trap.clone(),
+        ));
         Self {
             dir,
             cuts,
             accepted,
+            trap,
             task,
         }
     }
@@ -86,6 +98,59 @@ impl Proxy {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    /// The next bytes a client sends that contain one of `patterns`, on
+    /// any connection, are lost as `loss` says; from then on that
+    /// connection's client hears nothing more (until it gives up and closes
+    /// it), while its server side stays open. One loss per call.
+    pub fn lose(&self, patterns: &[&[u8]], loss: Loss) {
+        let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_vec()).collect();
+        *self.trap.lock() = Some((patterns, loss));
+    }
+
+    /// Whether the loss [`Proxy::lose`] set has happened.
+    pub fn lost(&self) -> bool {
+        self.trap.lock().is_none()
+    }
+}
+
+/// What [`Proxy::lose`] loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// The request never reaches the server.
+    Request,
+    /// The request reaches the server, which runs it (and commits, if it
+    /// ends a transaction); its reply never reaches the client.
+    Reply,
+}
+
+/// A loss set and not sprung yet: what bytes spring it, and the loss.
+type Armed = Option<(Vec<Vec<u8>>, Loss)>;
+
+/// The loss a proxy waits to inflict.
+#[derive(Clone, Default)]
+struct Trap(Arc<Mutex<Armed>>);
+
+impl Trap {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Armed> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The loss `bytes` spring, if they contain one of the patterns set.
+    fn springs(&self, bytes: &[u8]) -> Option<Loss> {
+        let mut trap = self.lock();
+        let (patterns, loss) = trap.as_ref()?;
+        let loss = *loss;
+        let found = patterns
+            .iter()
+            .any(|p| bytes.windows(p.len()).any(|w| w == p.as_slice()));
+        found.then(|| {
+            *trap = None;
+            loss
+        })
+    }
 }
 
 impl Drop for Proxy {
@@ -102,7 +167,12 @@ fn socket_in(dir: &Path, port: u16) -> PathBuf {
 
 /// Accepts connections until aborted; the connections' tasks live in a set
 /// this task owns, so aborting it closes them all.
-async fn accept(listener: UnixListener, cuts: watch::Sender<u64>, accepted: Arc<AtomicUsize>) {
+async fn accept(
+    listener: UnixListener,
+    cuts: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
+    trap: Trap,
+) {
     let mut pipes = JoinSet::new();
     loop {
         tokio::select! {
@@ -110,7 +180,7 @@ async fn accept(listener: UnixListener, cuts: watch::Sender<u64>, accepted: Arc<
                 let Ok((client, _)) = conn else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let cut = cuts.subscribe();
-                pipes.spawn(pipe(client, cut));
+                pipes.spawn(pipe(client, cut, trap.clone()));
             }
             Some(_) = pipes.join_next() => {}
         }
@@ -132,24 +202,64 @@ async fn upstream() -> std::io::Result<Box<dyn Stream>> {
 
 /// Forwards between `client` and a new server connection until either side
 /// closes, or until the next cut: then the server side is closed and the
-/// client's bytes are read and dropped until the client closes.
-async fn pipe(mut client: UnixStream, mut cut: watch::Receiver<u64>) {
+/// client's bytes are read and dropped until the client closes. Bytes that
+/// spring `trap` make the connection deaf: the server's replies are dropped
+/// from then on (and, for [`Loss::Request`], those bytes too).
+async fn pipe(client: UnixStream, mut cut: watch::Receiver<u64>, trap: Trap) {
     let opened = *cut.borrow_and_update();
-    let Ok(mut server) = upstream().await else {
+    let Ok(server) = upstream().await else {
         return;
     };
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = cut.wait_for(|n| *n > opened) => {}
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = tokio::io::split(server);
+    let deaf = AtomicBool::new(false);
+    {
+        let up = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let loss = trap.springs(&buf[..n]);
+                if loss.is_some() {
+                    deaf.store(true, Ordering::SeqCst);
+                }
+                if loss != Some(Loss::Request) && to_server.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let down = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from_server.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if !deaf.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = up => return,
+            _ = down => return,
+            _ = cut.wait_for(|n| *n > opened) => {}
+        }
     }
-    drop(server);
+    drop((from_server, to_server));
     let mut sink = [0u8; 8192];
-    while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    while matches!(from_client.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// A pool of `max_connections` through `proxy`, built as the provider
 /// builds its own (`PostgresOptions::pool_options`).
-async fn pool_through(proxy: &Proxy, options: &PostgresOptions, max_connections: u32) -> PgPool {
+pub(crate) async fn pool_through(
+    proxy: &Proxy,
+    options: &PostgresOptions,
+    max_connections: u32,
+) -> PgPool {
     options
         .pool_options()
         .max_connections(max_connections)
@@ -159,7 +269,7 @@ async fn pool_through(proxy: &Proxy, options: &PostgresOptions, max_connections:
 }
 
 /// A provider in `mode` on `schema` over `pool`.
-async fn provider(
+pub(crate) async fn provider(
     pool: &PgPool,
     schema: &TestSchema,
     mode: SqlMode,
@@ -177,7 +287,7 @@ async fn provider(
 /// connection handed back with a round trip, and one cut while that test
 /// waits for its answer would hold its place in the pool for good (the
 /// provider cannot reach it there), which is not what these tests look at.
-async fn all_idle(pool: &PgPool) {
+pub(crate) async fn all_idle(pool: &PgPool) {
     eventually("every connection idle in the pool", || async {
         pool.num_idle() == pool.size() as usize
     })
@@ -186,10 +296,10 @@ async fn all_idle(pool: &PgPool) {
 
 /// How long a call may take before the test calls it hung: well beyond the
 /// provider's one-second bound in these tests, far short of TCP's.
-const HUNG: Duration = Duration::from_secs(20);
+pub(crate) const HUNG: Duration = Duration::from_secs(20);
 
 /// `call` within [`HUNG`], or a panic naming `what`.
-async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(HUNG, call).await.unwrap_or_else(|_| {
         panic!("{what} still waits after {HUNG:?}: a silent connection hung it")
     })
@@ -199,7 +309,7 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T
 /// and the provider runs on the pool the test built (no tenant affinity,
 /// whose shards are pools of their own), so the test sees what happens to
 /// that pool's connections.
-fn options() -> PostgresOptions {
+pub(crate) fn options() -> PostgresOptions {
     PostgresOptions::default()
         .notifications(false)
         .connections_per_tenant(0)

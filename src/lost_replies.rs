@@ -1,0 +1,296 @@
+//! Acks whose reply was lost.
+//!
+//! An ack's commit can reach the server while its reply never reaches the
+//! client: the connection drops between the two, or the provider gives up
+//! on a server that answers later than `PostgresOptions::call_timeout` (a
+//! stalled disk). The ack is then tried again, by [`Store::riding_outages`]
+//! on a fresh connection within `acquire_timeout`, or by duroxide's runtime
+//! after that (a retryable error; with the defaults the provider's own
+//! retries have given up by then). Either way, that attempt finds its lock
+//! token gone: the commit it cannot see released it. Reported as an unknown
+//! token (`DX001`, permanent), the runtime would take its committed turn
+//! for a failed one and try to fail the instance.
+//!
+//! So a lease's ack remembers its token when an attempt loses its
+//! connection ([`LostReplies`], per store, bounded), and when an attempt
+//! then meets `DX001`, asks the database whether the ack's work is in
+//! place ([`Landed`]): a turn's last event in the history
+//! (`procedures/turn_landed.sql`), an activity gone from the worker queue
+//! (`procedures/activity_settled.sql`). In place, the ack reports success;
+//! otherwise the lease was lost before the ack landed, and the ack fails as
+//! before. Nothing is written twice either way: an ack that landed is never
+//! run again. The question costs nothing on the way an ack normally goes;
+//! it is asked only after a lost connection.
+//!
+//! What cannot be asked: an activity's ack without a completion (the
+//! runtime's ack of a cancelled activity, whose error it only logs) and a
+//! turn with no history to append. Those fail as before.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use duroxide::Event;
+use duroxide::providers::WorkItem;
+
+use crate::codec;
+use crate::error::{PostgresProviderError, Result, sqlstate};
+use crate::store::Store;
+
+/// Tokens a store keeps at most: acks whose attempt lost its connection and
+/// that have not been settled since. The oldest goes first; a token pushed
+/// out only means its ack, if retried much later, fails as before.
+const KEPT: usize = 1024;
+
+/// The lease tokens whose ack lost its connection on some attempt, and so
+/// may have committed unseen.
+#[derive(Debug, Default)]
+pub(crate) struct LostReplies {
+    /// Whether `tokens` may hold anything: spares every ack the lock.
+    any: AtomicBool,
+    tokens: Mutex<VecDeque<String>>,
+}
+
+impl LostReplies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        // Nothing here can leave the queue inconsistent.
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `token`'s ack lost its connection on an attempt.
+    fn note(&self, token: &str) {
+        let mut tokens = self.lock();
+        if !tokens.iter().any(|t| t == token) {
+            if tokens.len() >= KEPT {
+                tokens.pop_front();
+            }
+            tokens.push_back(token.to_string());
+        }
+        self.any.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `token`'s ack lost its connection on an attempt since it was
+    /// last settled; it is forgotten either way.
+    fn take(&self, token: &str) -> bool {
+        if !self.any.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut tokens = self.lock();
+        let at = tokens.iter().position(|t| t == token);
+        if let Some(at) = at {
+            tokens.remove(at);
+        }
+        self.any.store(!tokens.is_empty(), Ordering::SeqCst);
+        at.is_some()
+    }
+}
+
+/// What tells whether a lease's ack is in place.
+#[derive(Debug)]
+pub(crate) enum Landed {
+    /// A turn's ack: its last history event.
+    Turn {
+        instance: String,
+        execution_id: i64,
+        event_id: i64,
+        event_type: String,
+    },
+    /// An activity's ack: the activity, gone from the worker queue.
+    Activity {
+        instance: String,
+        execution_id: i64,
+        activity_id: i64,
+    },
+}
+
+impl Landed {
+    /// What tells whether a turn's ack with `history_delta` landed: its
+    /// last event. `None` without one.
+    pub(crate) fn turn(execution_id: u64, history_delta: &[Event]) -> Option<Self> {
+        let last = history_delta.last()?;
+        Some(Self::Turn {
+            instance: last.instance_id.clone(),
+            execution_id: i64::try_from(execution_id).ok()?,
+            event_id: i64::try_from(last.event_id).ok()?,
+            event_type: codec::event_type(last),
+        })
+    }
+
+    /// What tells whether an activity's ack with `completion` landed: the
+    /// activity the completion names. `None` without one.
+    pub(crate) fn activity(completion: Option<&WorkItem>) -> Option<Self> {
+        let (instance, execution_id, id) = match completion? {
+            WorkItem::ActivityCompleted {
+                instance,
+                execution_id,
+                id,
+                ..
+            }
+            | WorkItem::ActivityFailed {
+                instance,
+                execution_id,
+                id,
+                ..
+            } => (instance, *execution_id, *id),
+            _ => return None,
+        };
+        Some(Self::Activity {
+            instance: instance.clone(),
+            execution_id: i64::try_from(execution_id).ok()?,
+            activity_id: i64::try_from(id).ok()?,
+        })
+    }
+
+    /// Asks the database.
+    async fn ask(&self, s: &Store) -> Result<bool> {
+        let query = match self {
+            Self::Turn {
+                instance,
+                execution_id,
+                event_id,
+                event_type,
+            } => sqlx::query_scalar(&s.sql.orchestration.turn_landed)
+                .bind(instance)
+                .bind(execution_id)
+                .bind(event_id)
+                .bind(event_type),
+            Self::Activity {
+                instance,
+                execution_id,
+                activity_id,
+            } => sqlx::query_scalar(&s.sql.worker.activity_settled)
+                .bind(instance)
+                .bind(execution_id)
+                .bind(activity_id),
+        };
+        Ok(query.fetch_one(s.bounded()).await?)
+    }
+
+    /// The operation's name, for the log.
+    fn operation(&self) -> &'static str {
+        match self {
+            Self::Turn { .. } => "ack_orchestration_item",
+            Self::Activity { .. } => "ack_work_item",
+        }
+    }
+}
+
+/// Whether `error` says the lease's token is unknown.
+fn token_unknown(error: &PostgresProviderError) -> bool {
+    error.sqlstate().as_deref() == Some(sqlstate::INVALID_LOCK_TOKEN)
+}
+
+impl Store {
+    /// Runs `work`, the ack of the lease `token`, as
+    /// [`Store::riding_outages`] does; when it finds the token gone after
+    /// this call or an earlier one for the same token lost its connection,
+    /// reports success if `landed` finds the ack's work in place (see the
+    /// module's documentation).
+    pub(crate) async fn acking<F, Fut>(
+        &self,
+        token: &str,
+        landed: Option<Landed>,
+        mut work: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let Some(landed) = landed else {
+            return self.riding_outages(work).await;
+        };
+        let lost = &*self.lost_replies;
+        let outcome = self
+            .riding_outages(|| {
+                let attempt = work();
+                async move {
+                    let outcome = attempt.await;
+                    if outcome
+                        .as_ref()
+                        .is_err_and(PostgresProviderError::is_connection_lost)
+                    {
+                        lost.note(token);
+                    }
+                    outcome
+                }
+            })
+            .await;
+        match outcome {
+            Err(e) if token_unknown(&e) && lost.take(token) => {
+                match self.waiting_out_locks(|| landed.ask(self)).await {
+                    Ok(true) => {
+                        tracing::info!(
+                            schema = %self.schema,
+                            operation = landed.operation(),
+                            "an ack whose reply was lost had landed; its retry reports success"
+                        );
+                        crate::observe::landed_after_lost_reply(landed.operation());
+                        Ok(())
+                    }
+                    Ok(false) => Err(e),
+                    Err(asking) => {
+                        // Unknown still: the next retry asks again.
+                        lost.note(token);
+                        Err(if asking.is_retryable() { asking } else { e })
+                    }
+                }
+            }
+            Ok(()) => {
+                lost.take(token);
+                Ok(())
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_remembered_until_taken_once() {
+        let lost = LostReplies::default();
+        assert!(!lost.take("a"));
+        lost.note("a");
+        lost.note("a");
+        lost.note("b");
+        assert!(lost.take("a"));
+        assert!(!lost.take("a"), "taken once");
+        assert!(lost.take("b"));
+        assert!(!lost.any.load(Ordering::SeqCst), "empty again");
+    }
+
+    #[test]
+    fn the_oldest_token_goes_first_past_the_bound() {
+        let lost = LostReplies::default();
+        for i in 0..=KEPT {
+            lost.note(&format!("t{i}"));
+        }
+        assert!(!lost.take("t0"), "the oldest pushed out");
+        assert!(lost.take("t1") && lost.take(&format!("t{KEPT}")));
+    }
+
+    #[test]
+    fn only_a_completion_names_an_activity() {
+        let done = WorkItem::ActivityCompleted {
+            instance: "i".to_string(),
+            execution_id: 2,
+            id: 7,
+            result: "r".to_string(),
+        };
+        assert!(matches!(
+            Landed::activity(Some(&done)),
+            Some(Landed::Activity {
+                execution_id: 2,
+                activity_id: 7,
+                ..
+            })
+        ));
+        assert!(Landed::activity(None).is_none());
+        assert!(Landed::turn(1, &[]).is_none());
+    }
+}
