@@ -10,7 +10,12 @@
 -- (PostgresOptions::statement_timeout, a role's or a database's): a batch
 -- cut off rolls back, and every start after it would be cut off at the
 -- same point, so a migration longer than the timeout (a backfill on a
--- large tenant) would never finish.
+-- large tenant) would never finish. The same goes for PostgreSQL 17's
+-- transaction_timeout, which ends the whole session: turned off where the
+-- server knows it (set_config fails on a name the server does not know,
+-- so before 17 it is left alone; the statement returns no row).
 SET LOCAL search_path = pg_catalog, pg_temp;
 SET LOCAL lock_timeout = 0;
 SET LOCAL statement_timeout = 0;
+SELECT WHERE CASE WHEN pg_catalog.current_setting('transaction_timeout', true) IS NULL THEN false
+                  ELSE pg_catalog.set_config('transaction_timeout', '0', true) IS NULL END;

@@ -467,35 +467,79 @@ in_both_modes!(a_migration_outlasts_the_connections_statement_timeout:
 /// carries (`PostgresOptions::statement_timeout`, or a role's or
 /// database's): one cut off rolls back, and every start after it is cut off
 /// at the same point, so a migration longer than the timeout (a backfill on
-/// a large tenant) would never finish. Here it waits three times the
-/// timeout for a session holding the orchestrator queue.
+/// a large tenant) would never finish.
 async fn a_migration_outlasts_the_connections_statement_timeout(mode: SqlMode) {
+    let connect = PostgresOptions::default()
+        .statement_timeout(Some(CUT_OFF))
+        .connect_options(support::database_url())
+        .expect("connect options");
+    a_migration_outlasts(mode, "statement_timeout", connect).await;
+}
+
+in_both_modes!(a_migration_outlasts_the_connections_transaction_timeout:
+    a_migration_outlasts_the_connections_transaction_timeout_procedures,
+    a_migration_outlasts_the_connections_transaction_timeout_inline);
+
+/// The same for PostgreSQL 17's `transaction_timeout` (a role's or
+/// database's, as a hardened server sets it), which ends the whole session
+/// when a transaction outlasts it. Servers before 17 do not know the
+/// setting: there the test only says it did not run.
+async fn a_migration_outlasts_the_connections_transaction_timeout(mode: SqlMode) {
+    let mut conn = PgConnection::connect_with(&connect_options())
+        .await
+        .expect("connect");
+    let known: bool =
+        sqlx::query_scalar("SELECT current_setting('transaction_timeout', true) IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .expect("look for transaction_timeout");
+    let _ = conn.close().await;
+    if !known {
+        eprintln!(
+            "note: {mode}: a_migration_outlasts_the_connections_transaction_timeout did not run: \
+             the server predates transaction_timeout (PostgreSQL 17)"
+        );
+        return;
+    }
+    let connect = PostgresOptions::default()
+        .connect_options(support::database_url())
+        .expect("connect options")
+        .options([("transaction_timeout", format!("{}ms", CUT_OFF.as_millis()))]);
+    a_migration_outlasts(mode, "transaction_timeout", connect).await;
+}
+
+/// How long the connections of [`a_migration_outlasts`] allow.
+const CUT_OFF: Duration = Duration::from_millis(200);
+
+/// A migration in `mode` on connections made with `connect` (which cut off
+/// what outlasts [`CUT_OFF`] by `setting`) waits three times that for a
+/// session holding the orchestrator queue, and still applies.
+async fn a_migration_outlasts(
+    mode: SqlMode,
+    setting: &'static str,
+    connect: sqlx::postgres::PgConnectOptions,
+) {
     with_schema(&format!("mig_timeout_{mode}"), |schema| async move {
         assert!(schema.provider_in(mode).await.health().await.is_ready());
         with_0004_pending(&schema).await;
         let holder = hold_the_queue(&schema).await;
-        let timeout = Duration::from_millis(200);
-        let connect = PostgresOptions::default()
-            .statement_timeout(Some(timeout))
-            .connect_options(support::database_url())
-            .expect("connect options");
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .connect_with(connect)
             .await
-            .expect("pool with a statement timeout");
+            .unwrap_or_else(|e| panic!("pool with a {setting}: {e}"));
         let name = schema.schema_name();
         let migrating = pool.clone();
         let migration =
             tokio::spawn(async move { migrate::migrate(&migrating, &name, mode).await });
         support::until_a_backend_waits_for(&schema, "orchestrator_queue", "the migration").await;
         // Held past the timeout: what is being shown, not a wait for an event.
-        tokio::time::sleep(timeout * 3).await;
+        tokio::time::sleep(CUT_OFF * 3).await;
         support::release_table(holder).await;
         migration
             .await
             .expect("migration task")
-            .unwrap_or_else(|e| panic!("{mode}: the migration was cut off: {e}"));
+            .unwrap_or_else(|e| panic!("{mode}: the migration was cut off by {setting}: {e}"));
         let applied: i64 =
             sqlx::query_scalar(schema.statement(
                 "SELECT count(*) FROM {{schema}}._duroxide_migrations WHERE version = 4",

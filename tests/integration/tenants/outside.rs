@@ -5,7 +5,7 @@
 use duroxide_postgres::{sqlstate, tenants};
 
 use super::{name, rejection, schema_exists};
-use crate::support::with_schemas;
+use crate::support::{counting_own_table_reads, with_schemas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_leaves_what_other_schemas_built_on_the_tenant() {
@@ -14,6 +14,11 @@ async fn drop_leaves_what_other_schemas_built_on_the_tenant() {
             unreachable!()
         };
         let pool = tenant.pool.clone();
+        // Dropping the table with the foreign key locks the tenant's
+        // `instances` exclusively (its referential triggers go), which a
+        // whole-database tenant read of another test (`status_all`) holding
+        // it for a moment would time out.
+        let _alone = counting_own_table_reads().await;
         tenant.provider().await;
         other
             .run_all(&[
