@@ -7,7 +7,8 @@
 //! For each SQL mode, on a fresh schema: a runtime (duroxide's default
 //! options, long polling on) runs ORCHESTRATIONS (default 200) orchestrations
 //! of one activity each, started together; the server's `pg_stat_wal`
-//! (`wal_sync`: WAL flushes, `wal_write`: WAL writes) is read before the
+//! (`wal_sync`: WAL flushes, `wal_write`: WAL writes; from PostgreSQL 18
+//! `pg_stat_io`'s `fsyncs` and `writes` of the WAL) is read before the
 //! first start and after the last completion, and divided by the count.
 //! Run it on a durable server nobody else uses (`scripts/pg-throwaway.sh
 //! --durable`): on a server with fsync off `wal_sync` stays 0, and other
@@ -31,7 +32,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `pg_stat_wal`'s flushes and writes, read on a connection of its own once
+/// The WAL's flushes and writes, read on a connection of its own once
 /// no backend of the application `app` is left (each reports its pending
 /// counts as it exits).
 async fn wal(url: &str, app: &str) -> Result<(i64, i64), BoxError> {
@@ -53,10 +54,19 @@ async fn wal(url: &str, app: &str) -> Result<(i64, i64), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let counts =
-        sqlx::query_as("SELECT wal_sync::bigint, wal_write::bigint FROM pg_catalog.pg_stat_wal")
+    let version: i32 =
+        sqlx::query_scalar("SELECT pg_catalog.current_setting('server_version_num')::integer")
             .fetch_one(&mut conn)
             .await?;
+    // PostgreSQL 18 moved the WAL's I/O counts from pg_stat_wal to pg_stat_io.
+    let counts = sqlx::query_as(if version >= 180_000 {
+        "SELECT coalesce(sum(fsyncs), 0)::bigint, coalesce(sum(writes), 0)::bigint \
+           FROM pg_catalog.pg_stat_io WHERE object = 'wal'"
+    } else {
+        "SELECT wal_sync::bigint, wal_write::bigint FROM pg_catalog.pg_stat_wal"
+    })
+    .fetch_one(&mut conn)
+    .await?;
     conn.close().await?;
     Ok(counts)
 }

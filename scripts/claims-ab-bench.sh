@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One orchestration's provider calls with a git revision's SQL against the
 # working tree's, in the same pgbench runs: time per orchestration and WAL
-# flushes (pg_stat_wal.wal_sync) per orchestration.
+# flushes (scripts/lib/wal.sh) per orchestration.
 #
 #   DATABASE_URL=postgres://... scripts/claims-ab-bench.sh [BASE_REV] [ROUNDS] [SECONDS]
 #

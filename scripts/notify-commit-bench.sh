@@ -17,7 +17,7 @@
 #   same connection: it writes no WAL, so it holds the queue lock only
 #   briefly and waits for no flush; one more round trip).
 # * Prints per variant and round: transactions/s, mean latency and WAL
-#   flushes (pg_stat_wal.wal_sync) per transaction. Run it on a durable
+#   flushes (scripts/lib/wal.sh) per transaction. Run it on a durable
 #   server nobody else uses (scripts/pg-throwaway.sh --durable): with fsync
 #   off there is no flush to wait for, and other sessions' commits count
 #   too.
@@ -59,7 +59,8 @@ done
 { echo 'BEGIN;'; cat "$work/plain.sql"; echo 'COMMIT;'
   echo "SELECT pg_catalog.pg_notify('notify_commit_bench', 'x');"; } >"$work/after.tx.sql"
 
-wal_sync() { psql "$DATABASE_URL" -X -Atc "SELECT wal_sync FROM pg_catalog.pg_stat_wal"; }
+# shellcheck source=lib/wal.sh
+source scripts/lib/wal.sh
 psql "$DATABASE_URL" -X -Atc "SELECT 'server: fsync = ' || current_setting('fsync') || ', synchronous_commit = ' || current_setting('synchronous_commit')"
 printf '%-6s %-7s %10s %12s %16s\n' round variant 'tx/s' 'latency ms' 'WAL flushes/tx'
 for round in $(seq 1 "$rounds"); do
@@ -70,9 +71,9 @@ for round in $(seq 1 "$rounds"); do
     *) order="after plain notify" ;;
   esac
   for variant in $order; do
-    before=$(wal_sync)
+    before=$(wal_flushes)
     out=$(pgbench -n -c "$clients" -j "$clients" -T "$seconds" -f "$work/$variant.tx.sql" "$DATABASE_URL" 2>&1)
-    after=$(wal_sync)
+    after=$(wal_flushes)
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")

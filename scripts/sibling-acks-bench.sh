@@ -2,7 +2,7 @@
 # The completions of one instance's activities acked by several workers at
 # once (a fan-out finishing): a git revision's `ack_work_item` against the
 # working tree's, in the same pgbench runs: acks/s, latency and WAL flushes
-# (pg_stat_wal.wal_sync) per ack.
+# (scripts/lib/wal.sh) per ack.
 #
 #   DATABASE_URL=postgres://... scripts/sibling-acks-bench.sh [BASE_REV] [CLIENTS] [ROUNDS] [SECONDS]
 #

@@ -28,13 +28,14 @@
 #   `$work/base.sql` then `$work/cur.sql` (pgbench scripts, one UNIT per
 #   transaction) for SECONDS with CLIENTS clients, printing per variant
 #   UNITs per second, ms per UNIT and WAL flushes per UNIT (the server's
-#   pg_stat_wal.wal_sync read around the run: run it on a server nobody
-#   else uses).
+#   count, scripts/lib/wal.sh, read around the run: run it on a server
+#   nobody else uses).
 #
 # Sources scripts/lib/bench-schema.sh (psql and pgbench on PATH,
 # `autovacuum_off`). Expects DATABASE_URL and the repository root as the
 # working directory.
-
+# shellcheck source=wal.sh
+source scripts/lib/wal.sh
 # shellcheck source=bench-schema.sh
 source scripts/lib/bench-schema.sh
 
@@ -120,10 +121,10 @@ ab_rounds() {  # UNIT ROUNDS SECONDS CLIENTS
   printf '%-5s %-8s %10s %12s %14s\n' round variant "$unit/s" "ms/$unit" "wal_sync/$unit"
   for round in $(seq 1 "$rounds"); do
     for variant in base cur; do
-      before=$(ab_wal_sync)
+      before=$(wal_flushes)
       out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$seconds" -f "$work/$variant.sql" \
         "$DATABASE_URL" 2>&1) || { echo "$out" >&2; exit 1; }
-      after=$(ab_wal_sync)
+      after=$(wal_flushes)
       tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
       lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
       awk -v r="$round" -v v="$variant" -v tx="$tx" -v s="$seconds" -v lat="$lat" -v w=$((after - before)) \
@@ -132,6 +133,3 @@ ab_rounds() {  # UNIT ROUNDS SECONDS CLIENTS
   done
 }
 
-ab_wal_sync() {
-  psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "SELECT wal_sync FROM pg_stat_wal"
-}
