@@ -1,4 +1,4 @@
-//! Acks whose reply was lost.
+//! Acks and abandons whose reply was lost.
 //!
 //! An ack's commit can reach the server while its reply never reaches the
 //! client: the connection drops between the two, or the provider gives up
@@ -21,6 +21,11 @@
 //! before. Nothing is written twice either way: an ack that landed is never
 //! run again. The question costs nothing on the way an ack normally goes;
 //! it is asked only after a lost connection.
+//!
+//! An abandon asks nothing: its lease gone after a lost attempt is released
+//! either way (by that attempt, or by its end and another claim), which is
+//! all an abandon asks for, so it reports success. A renewal is not covered:
+//! a lease gone is what its caller must hear.
 //!
 //! What cannot be asked: an activity's ack without a completion (the
 //! runtime's ack of a cancelled activity, whose error it only logs) and a
@@ -104,6 +109,8 @@ pub(crate) enum Landed {
         execution_id: i64,
         activity_id: i64,
     },
+    /// An abandon (the operation named): a lease gone is released.
+    Released(&'static str),
 }
 
 impl Landed {
@@ -165,6 +172,7 @@ impl Landed {
                 .bind(instance)
                 .bind(execution_id)
                 .bind(activity_id),
+            Self::Released(_) => return Ok(true),
         };
         Ok(query.fetch_one(s.bounded()).await?)
     }
@@ -174,6 +182,7 @@ impl Landed {
         match self {
             Self::Turn { .. } => "ack_orchestration_item",
             Self::Activity { .. } => "ack_work_item",
+            Self::Released(operation) => operation,
         }
     }
 }
@@ -184,7 +193,7 @@ fn token_unknown(error: &PostgresProviderError) -> bool {
 }
 
 impl Store {
-    /// Runs `work`, the ack of the lease `token`, as
+    /// Runs `work`, the ack or abandon of the lease `token`, as
     /// [`Store::riding_outages`] does; when it finds the token gone after
     /// this call or an earlier one for the same token lost its connection,
     /// reports success if `landed` finds the ack's work in place (see the
@@ -225,7 +234,7 @@ impl Store {
                         tracing::info!(
                             schema = %self.schema,
                             operation = landed.operation(),
-                            "an ack whose reply was lost had landed; its retry reports success"
+                            "a call whose reply was lost had landed; its retry reports success"
                         );
                         crate::observe::landed_after_lost_reply(landed.operation());
                         Ok(())
@@ -292,5 +301,9 @@ mod tests {
         ));
         assert!(Landed::activity(None).is_none());
         assert!(Landed::turn(1, &[]).is_none());
+        assert_eq!(
+            Landed::Released("abandon_work_item").operation(),
+            "abandon_work_item"
+        );
     }
 }

@@ -237,12 +237,12 @@ pub(crate) fn lock_timed_out(gate: &crate::admission::Gate, operation: &'static 
     let _ = operation;
 }
 
-/// An ack whose reply was lost had landed ([`crate::lost_replies`]):
-/// counted as `acks_landed_after_lost_reply_total`.
+/// An ack or abandon whose reply was lost had landed ([`crate::lost_replies`]):
+/// counted as `landed_after_lost_reply_total`.
 pub(crate) fn landed_after_lost_reply(operation: &'static str) {
     #[cfg(feature = "metrics")]
     metrics::counter!(
-        "duroxide_postgres_acks_landed_after_lost_reply_total",
+        "duroxide_postgres_landed_after_lost_reply_total",
         "operation" => operation
     )
     .increment(1);

@@ -471,9 +471,11 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "abandon_orchestration_item",
-                self.store.riding_outages(|| {
-                    orchestration_queue::abandon(&self.store, lock_token, delay, ignore_attempt)
-                }),
+                self.store.acking(
+                    lock_token,
+                    Some(Landed::Released("abandon_orchestration_item")),
+                    || orchestration_queue::abandon(&self.store, lock_token, delay, ignore_attempt),
+                ),
             )
             .await
     }
@@ -611,9 +613,10 @@ impl Provider for PostgresProvider {
         self.store
             .observe(
                 "abandon_work_item",
-                self.store.riding_outages(|| {
-                    worker_queue::abandon(&self.store, token, delay, ignore_attempt)
-                }),
+                self.store
+                    .acking(token, Some(Landed::Released("abandon_work_item")), || {
+                        worker_queue::abandon(&self.store, token, delay, ignore_attempt)
+                    }),
             )
             .await
     }

@@ -350,3 +350,60 @@ async fn an_activity_ack_that_never_landed_still_fails_once_its_lease_moved_on(m
     })
     .await;
 }
+
+in_both_modes!(an_abandon_whose_reply_was_lost_counts_as_done:
+    an_abandon_whose_reply_was_lost_counts_as_done_procedures,
+    an_abandon_whose_reply_was_lost_counts_as_done_inline);
+
+/// Abandons of a turn and of an activity commit and their replies are
+/// lost: the retries find the tokens gone, which is what an abandon asks
+/// for, and report success; the turn and the activity are claimable again
+/// at once.
+async fn an_abandon_whose_reply_was_lost_counts_as_done(mode: SqlMode) {
+    with_schema("lost_abandon", |schema| async move {
+        let proxy = Proxy::start("abandon").await;
+        let pool = pool_through(&proxy, &options(), 2).await;
+        let p = provider(&pool, &schema, mode, options()).await;
+        p.enqueue_for_orchestrator(start("lost"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        p.enqueue_for_worker(activity("lost", 1))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        let turn = claim_turn(&p, "lost", LEASE).await;
+        let (_, work, _) = p
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+            .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+        all_idle(&pool).await;
+
+        // One statement binding the token, in both modes.
+        proxy.lose(&[turn.as_bytes()], Loss::Reply);
+        bounded(
+            "the turn's abandon",
+            p.abandon_orchestration_item(&turn, None, false),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: an abandon that landed failed: {e:?}"));
+        assert!(proxy.lost(), "{mode}: the abandon's reply was not lost");
+        all_idle(&pool).await;
+        proxy.lose(&[work.as_bytes()], Loss::Reply);
+        bounded(
+            "the activity's abandon",
+            p.abandon_work_item(&work, None, false),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: an abandon that landed failed: {e:?}"));
+        assert!(proxy.lost(), "{mode}: the abandon's reply was not lost");
+
+        claim_turn(&p, "lost", LEASE).await;
+        let again = p
+            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
+        assert!(again.is_some(), "{mode}: the activity is claimable again");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
