@@ -14,12 +14,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::{Provider, ProviderAdmin, TagFilter};
-use duroxide_postgres::{PostgresProvider, SqlMode};
+use duroxide::providers::{Provider, ProviderAdmin, ProviderError, TagFilter};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use sqlx::PgPool;
 
 use crate::fixtures::{ack_first_turn, activity, completion, start};
 use crate::stalls::{HUNG, Loss, Proxy, all_idle, bounded, options, pool_through, provider};
-use crate::support::{in_both_modes, with_schema};
+use crate::support::{TestSchema, in_both_modes, with_schema};
 
 /// A lease long enough for the test.
 const LEASE: Duration = Duration::from_secs(30);
@@ -42,6 +43,20 @@ fn lose(proxy: &Proxy, patterns: &[Vec<u8>], loss: Loss) {
     proxy.lose(&patterns, loss);
 }
 
+/// A proxy (shared, for tasks of the test's own), a pool of `size` through
+/// it and a provider in `mode` with `options` on `schema` over that pool.
+async fn through_proxy(
+    schema: &TestSchema,
+    mode: SqlMode,
+    options: PostgresOptions,
+    size: u32,
+) -> (Arc<Proxy>, PgPool, Arc<PostgresProvider>) {
+    let proxy = Arc::new(Proxy::start("lost").await);
+    let pool = pool_through(&proxy, &options, size).await;
+    let p = provider(&pool, schema, mode, options).await;
+    (proxy, pool, p)
+}
+
 /// Claims `instance`'s first turn, leased for `lease`.
 async fn claim_turn(p: &PostgresProvider, instance: &str, lease: Duration) -> String {
     let (item, token, _) = p
@@ -62,6 +77,57 @@ async fn depths(p: &PostgresProvider) -> (usize, usize) {
     (d.orchestrator_queue, d.worker_queue)
 }
 
+/// Claims the next activity, leased for `lease`; its token.
+async fn claim_activity(p: &PostgresProvider, mode: SqlMode, lease: Duration) -> String {
+    let (_, token, _) = p
+        .fetch_work_item(lease, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+        .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+    token
+}
+
+/// The token of the first claim `claim` makes, trying until it makes one.
+async fn claimed_again<F, Fut>(what: &str, mut claim: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    bounded(what, async {
+        loop {
+            if let Some(token) = claim().await {
+                break token;
+            }
+        }
+    })
+    .await
+}
+
+/// Asserts that `ack`, an ack that never landed and whose lease moved on,
+/// failed with the token unknown, permanently.
+async fn refused(mode: SqlMode, ack: tokio::task::JoinHandle<Result<(), ProviderError>>) {
+    let outcome = tokio::time::timeout(HUNG, ack)
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: the lost ack still waits"))
+        .unwrap_or_else(|e| panic!("{mode}: the ack's task: {e}"));
+    let e = outcome.expect_err("an ack that never landed, its lease taken");
+    assert!(
+        !e.is_retryable() && e.message.starts_with("Invalid lock token"),
+        "{mode}: the token unknown, permanently: {e:?}"
+    );
+}
+
+/// Asserts that instance `lost`'s first turn was acked once: its one
+/// event, nothing left queued.
+async fn acked_once(p: &PostgresProvider, mode: SqlMode) {
+    let history = p
+        .read("lost")
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: read: {e:?}"));
+    assert_eq!(history.len(), 1, "{mode}: the turn's history once");
+    assert_eq!(depths(p).await, (0, 0), "{mode}: nothing left queued");
+}
+
 in_both_modes!(a_turn_whose_reply_was_lost_counts_as_acked:
     a_turn_whose_reply_was_lost_counts_as_acked_procedures,
     a_turn_whose_reply_was_lost_counts_as_acked_inline);
@@ -71,31 +137,7 @@ in_both_modes!(a_turn_whose_reply_was_lost_counts_as_acked:
 /// sees the turn's history in place, and reports success. The history
 /// holds the turn once, and nothing is left to claim.
 async fn a_turn_whose_reply_was_lost_counts_as_acked(mode: SqlMode) {
-    with_schema("lost_turn", |schema| async move {
-        let proxy = Proxy::start("turn").await;
-        let pool = pool_through(&proxy, &options(), 2).await;
-        let p = provider(&pool, &schema, mode, options()).await;
-        p.enqueue_for_orchestrator(start("lost"), None)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
-        let token = claim_turn(&p, "lost", LEASE).await;
-        all_idle(&pool).await;
-
-        lose(&proxy, &commit_of(mode, &token), Loss::Reply);
-        bounded("the ack", ack_first_turn(&*p, &token, "lost"))
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: an ack whose commit landed failed: {e:?}"));
-        assert!(proxy.lost(), "{mode}: the ack's reply was not lost");
-
-        let history = p
-            .read("lost")
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: read: {e:?}"));
-        assert_eq!(history.len(), 1, "{mode}: the turn's history once");
-        assert_eq!(depths(&p).await, (0, 0), "{mode}: nothing left queued");
-        bounded("closing the pool", pool.close()).await;
-    })
-    .await;
+    turn_reply_lost(mode, options(), false).await;
 }
 
 in_both_modes!(a_retried_ack_whose_first_reply_was_lost_counts_as_acked:
@@ -109,11 +151,16 @@ in_both_modes!(a_retried_ack_whose_first_reply_was_lost_counts_as_acked:
 /// than the permanent error that makes the runtime try to fail the
 /// instance.
 async fn a_retried_ack_whose_first_reply_was_lost_counts_as_acked(mode: SqlMode) {
-    with_schema("lost_retried", |schema| async move {
-        let options = options().acquire_timeout(Duration::from_millis(500));
-        let proxy = Proxy::start("retried").await;
-        let pool = pool_through(&proxy, &options, 2).await;
-        let p = provider(&pool, &schema, mode, options).await;
+    let options = options().acquire_timeout(Duration::from_millis(500));
+    turn_reply_lost(mode, options, true).await;
+}
+
+/// A turn claimed and acked with `options`, the ack's reply lost; with
+/// `gives_up`, the first call fails (retryable) and a second one, as the
+/// runtime makes, follows.
+async fn turn_reply_lost(mode: SqlMode, options: PostgresOptions, gives_up: bool) {
+    with_schema("lost_turn", |schema| async move {
+        let (proxy, pool, p) = through_proxy(&schema, mode, options, 2).await;
         p.enqueue_for_orchestrator(start("lost"), None)
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
@@ -121,20 +168,15 @@ async fn a_retried_ack_whose_first_reply_was_lost_counts_as_acked(mode: SqlMode)
         all_idle(&pool).await;
 
         lose(&proxy, &commit_of(mode, &token), Loss::Reply);
-        let first = bounded("the ack", ack_first_turn(&*p, &token, "lost")).await;
+        let mut acked = bounded("the ack", ack_first_turn(&*p, &token, "lost")).await;
         assert!(proxy.lost(), "{mode}: the ack's reply was not lost");
-        let e = first.expect_err("the first call outlasted acquire_timeout");
-        assert!(e.is_retryable(), "{mode}: a lost reply is retryable: {e:?}");
-
-        bounded("the runtime's retry", ack_first_turn(&*p, &token, "lost"))
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: the retried ack failed: {e:?}"));
-        let history = p
-            .read("lost")
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: read: {e:?}"));
-        assert_eq!(history.len(), 1, "{mode}: the turn's history once");
-        assert_eq!(depths(&p).await, (0, 0), "{mode}: nothing left queued");
+        if gives_up {
+            let e = acked.expect_err("the first call outlasted acquire_timeout");
+            assert!(e.is_retryable(), "{mode}: a lost reply is retryable: {e:?}");
+            acked = bounded("the runtime's retry", ack_first_turn(&*p, &token, "lost")).await;
+        }
+        acked.unwrap_or_else(|e| panic!("{mode}: an ack whose commit landed failed: {e:?}"));
+        acked_once(&p, mode).await;
         bounded("closing the pool", pool.close()).await;
     })
     .await;
@@ -167,20 +209,14 @@ async fn an_activity_ack_alone_whose_reply_was_lost_counts_as_acked(mode: SqlMod
 /// runtime's worker does), the ack's reply lost.
 async fn activity_reply_lost(mode: SqlMode, in_task: bool) {
     with_schema("lost_activity", |schema| async move {
-        let proxy = Arc::new(Proxy::start("activity").await);
-        let pool = pool_through(&proxy, &options(), 2).await;
-        let p = provider(&pool, &schema, mode, options()).await;
+        let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
         p.enqueue_for_worker(activity("lost", 1))
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
         let worker = {
             let (p, pool, proxy) = (Arc::clone(&p), pool.clone(), Arc::clone(&proxy));
             async move {
-                let (_, token, _) = p
-                    .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
-                    .await
-                    .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
-                    .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+                let token = claim_activity(&p, mode, LEASE).await;
                 all_idle(&pool).await;
                 // The ack claims the next activity in a transaction of its
                 // own inline; alone, it is one statement in both modes.
@@ -229,9 +265,7 @@ async fn an_ack_that_never_landed_still_fails_once_its_lease_moved_on(mode: SqlM
         // Long enough for the lease to run out and move on while the first
         // attempt waits, short enough for the test.
         let options = options().call_timeout(Some(Duration::from_secs(3)));
-        let proxy = Proxy::start("request").await;
-        let pool = pool_through(&proxy, &options, 3).await;
-        let p = provider(&pool, &schema, mode, options).await;
+        let (proxy, pool, p) = through_proxy(&schema, mode, options, 3).await;
         p.enqueue_for_orchestrator(start("moved"), None)
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
@@ -245,29 +279,15 @@ async fn an_ack_that_never_landed_still_fails_once_its_lease_moved_on(mode: SqlM
             let first = first.clone();
             async move { ack_first_turn(&*p, &first, "moved").await }
         });
-        let second = bounded("the turn claimed again", async {
-            loop {
-                let claimed = p
-                    .fetch_orchestration_item(LEASE, Duration::from_millis(100), None)
-                    .await
-                    .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
-                if let Some((_, token, _)) = claimed {
-                    break token;
-                }
-            }
+        let second = claimed_again("the turn claimed again", || async {
+            p.fetch_orchestration_item(LEASE, Duration::from_millis(100), None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+                .map(|(_, token, _)| token)
         })
         .await;
         assert!(proxy.lost(), "{mode}: the ack's request was not lost");
-
-        let refused = tokio::time::timeout(HUNG, ack)
-            .await
-            .unwrap_or_else(|_| panic!("{mode}: the lost ack still waits"))
-            .unwrap_or_else(|e| panic!("{mode}: the ack's task: {e}"));
-        let e = refused.expect_err("an ack that never landed, its lease taken");
-        assert!(
-            !e.is_retryable() && e.message.starts_with("Invalid lock token"),
-            "{mode}: the token unknown, permanently: {e:?}"
-        );
+        refused(mode, ack).await;
         let history = p
             .read("moved")
             .await
@@ -293,22 +313,11 @@ in_both_modes!(an_activity_ack_that_never_landed_still_fails_once_its_lease_move
 async fn an_activity_ack_that_never_landed_still_fails_once_its_lease_moved_on(mode: SqlMode) {
     with_schema("lost_activity_request", |schema| async move {
         let options = options().call_timeout(Some(Duration::from_secs(3)));
-        let proxy = Proxy::start("activity-request").await;
-        let pool = pool_through(&proxy, &options, 3).await;
-        let p = provider(&pool, &schema, mode, options).await;
+        let (proxy, pool, p) = through_proxy(&schema, mode, options, 3).await;
         p.enqueue_for_worker(activity("moved", 1))
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
-        let (_, first, _) = p
-            .fetch_work_item(
-                Duration::from_millis(200),
-                Duration::ZERO,
-                None,
-                &TagFilter::Any,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
-            .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+        let first = claim_activity(&p, mode, Duration::from_millis(200)).await;
         all_idle(&pool).await;
 
         proxy.lose(&[first.as_bytes()], Loss::Request);
@@ -317,29 +326,15 @@ async fn an_activity_ack_that_never_landed_still_fails_once_its_lease_moved_on(m
             let first = first.clone();
             async move { p.ack_work_item(&first, Some(completion("moved", 1))).await }
         });
-        let second = bounded("the activity claimed again", async {
-            loop {
-                let claimed = p
-                    .fetch_work_item(LEASE, Duration::from_millis(100), None, &TagFilter::Any)
-                    .await
-                    .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
-                if let Some((_, token, _)) = claimed {
-                    break token;
-                }
-            }
+        let second = claimed_again("the activity claimed again", || async {
+            p.fetch_work_item(LEASE, Duration::from_millis(100), None, &TagFilter::Any)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+                .map(|(_, token, _)| token)
         })
         .await;
         assert!(proxy.lost(), "{mode}: the ack's request was not lost");
-
-        let refused = tokio::time::timeout(HUNG, ack)
-            .await
-            .unwrap_or_else(|_| panic!("{mode}: the lost ack still waits"))
-            .unwrap_or_else(|e| panic!("{mode}: the ack's task: {e}"));
-        let e = refused.expect_err("an ack that never landed, its lease taken");
-        assert!(
-            !e.is_retryable() && e.message.starts_with("Invalid lock token"),
-            "{mode}: the token unknown, permanently: {e:?}"
-        );
+        refused(mode, ack).await;
         assert_eq!(depths(&p).await.0, 0, "{mode}: no completion queued");
 
         p.ack_work_item(&second, Some(completion("moved", 1)))
@@ -361,9 +356,7 @@ in_both_modes!(an_abandon_whose_reply_was_lost_counts_as_done:
 /// at once.
 async fn an_abandon_whose_reply_was_lost_counts_as_done(mode: SqlMode) {
     with_schema("lost_abandon", |schema| async move {
-        let proxy = Proxy::start("abandon").await;
-        let pool = pool_through(&proxy, &options(), 2).await;
-        let p = provider(&pool, &schema, mode, options()).await;
+        let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
         p.enqueue_for_orchestrator(start("lost"), None)
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
@@ -371,11 +364,7 @@ async fn an_abandon_whose_reply_was_lost_counts_as_done(mode: SqlMode) {
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
         let turn = claim_turn(&p, "lost", LEASE).await;
-        let (_, work, _) = p
-            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
-            .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+        let work = claim_activity(&p, mode, LEASE).await;
         all_idle(&pool).await;
 
         // One statement binding the token, in both modes.
@@ -398,11 +387,7 @@ async fn an_abandon_whose_reply_was_lost_counts_as_done(mode: SqlMode) {
         assert!(proxy.lost(), "{mode}: the abandon's reply was not lost");
 
         claim_turn(&p, "lost", LEASE).await;
-        let again = p
-            .fetch_work_item(LEASE, Duration::ZERO, None, &TagFilter::Any)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
-        assert!(again.is_some(), "{mode}: the activity is claimable again");
+        claim_activity(&p, mode, LEASE).await;
         bounded("closing the pool", pool.close()).await;
     })
     .await;
