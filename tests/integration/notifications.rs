@@ -178,16 +178,29 @@ async fn a_rolled_back_enqueue_wakes_nobody() {
     .await;
 }
 
+/// The database's clock, in milliseconds since the Unix epoch, as the
+/// provider stamps due times.
+async fn database_clock_ms(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("the database's clock: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
     for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
         with_schemas("notify_timer", 1, |pool, names, _| async move {
             let p = provider_on(&pool, &names[0], mode, true).await;
             let delay = Duration::from_millis(1200);
-            // The due time is stamped while the enqueue runs: count from
-            // just before it (how long the enqueue took on a loaded machine
-            // is not known), with 5 ms for the millisecond stamp.
-            let enqueuing = Instant::now();
+            // The due time is stamped by the database's clock while the
+            // enqueue runs: count on that clock from just before it (how
+            // long the enqueue took on a loaded machine is not known), with
+            // 5 ms for the millisecond stamp. This process's monotonic
+            // clock would not do: the server reads the wall clock, which
+            // can step ahead of it (once by about 0.9 s in CI, on a virtual
+            // machine restored from a snapshot mid-run).
+            let enqueuing = database_clock_ms(&pool).await;
             p.enqueue_for_orchestrator(start("later"), Some(delay))
                 .await
                 .unwrap_or_else(|e| panic!("enqueue: {e}"));
@@ -197,11 +210,11 @@ async fn a_waiter_wakes_when_a_delayed_item_becomes_due() {
                 .await
                 .unwrap_or_else(|e| panic!("fetch: {e}"));
             let waited = begun.elapsed();
-            let since_enqueue = enqueuing.elapsed();
+            let since_enqueue = database_clock_ms(&pool).await - enqueuing;
             assert!(fetched.is_some(), "{mode}: the delayed item is fetched");
             assert!(
-                since_enqueue + Duration::from_millis(5) >= delay,
-                "{mode}: not before it is due ({since_enqueue:?} after the enqueue began)"
+                since_enqueue + 5 >= i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                "{mode}: not before it is due ({since_enqueue} ms after the enqueue began)"
             );
             assert!(
                 waited < LONG,
