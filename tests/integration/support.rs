@@ -265,7 +265,9 @@ impl TestSchema {
 
 /// A connection of its own holding a `mode` lock (`ACCESS SHARE`, `ACCESS
 /// EXCLUSIVE`, ...) on `table` of `schema` in an open transaction, until
-/// [`release_table`].
+/// [`release_table`]. Taking it waits up to 30 s, not the second the test
+/// connections allow: another test's read of every tenant on the database
+/// (`tenants::status_all`) may hold the table for a moment.
 pub async fn hold_table(schema: &TestSchema, table: &str, mode: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
     let mut holder = sqlx::PgConnection::connect_with(&connect_options())
@@ -275,6 +277,10 @@ pub async fn hold_table(schema: &TestSchema, table: &str, mode: &str) -> sqlx::P
         .execute(&mut holder)
         .await
         .expect("begin");
+    sqlx::query("SET LOCAL lock_timeout = '30s'")
+        .execute(&mut holder)
+        .await
+        .expect("the holder's lock timeout");
     sqlx::query(schema.statement(&format!("LOCK TABLE {{{{schema}}}}.{table} IN {mode} MODE")))
         .execute(&mut holder)
         .await
