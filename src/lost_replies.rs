@@ -93,85 +93,71 @@ impl LostReplies {
     }
 }
 
-/// What tells whether a lease's ack is in place.
+/// What tells whether a lease's ack is in place. It borrows the ack's own
+/// arguments: nothing is built for it unless the question is asked.
 #[derive(Debug)]
-pub(crate) enum Landed {
-    /// A turn's ack: its last history event.
-    Turn {
-        instance: String,
-        execution_id: i64,
-        event_id: i64,
-        event_type: String,
-    },
-    /// An activity's ack: the activity, gone from the worker queue.
-    Activity {
-        instance: String,
-        execution_id: i64,
-        activity_id: i64,
-    },
+pub(crate) enum Landed<'a> {
+    /// A turn's ack of execution `execution_id`: `last`, its delta's last
+    /// event, in the history.
+    Turn { execution_id: u64, last: &'a Event },
+    /// An activity's ack: the activity `completion` names, gone from the
+    /// worker queue.
+    Activity { completion: &'a WorkItem },
     /// An abandon (the operation named): a lease gone is released.
     Released(&'static str),
 }
 
-impl Landed {
+impl<'a> Landed<'a> {
     /// What tells whether a turn's ack with `history_delta` landed: its
     /// last event. `None` without one.
-    pub(crate) fn turn(execution_id: u64, history_delta: &[Event]) -> Option<Self> {
-        let last = history_delta.last()?;
+    pub(crate) fn turn(execution_id: u64, history_delta: &'a [Event]) -> Option<Self> {
         Some(Self::Turn {
-            instance: last.instance_id.clone(),
-            execution_id: i64::try_from(execution_id).ok()?,
-            event_id: i64::try_from(last.event_id).ok()?,
-            event_type: codec::event_type(last),
+            execution_id,
+            last: history_delta.last()?,
         })
     }
 
     /// What tells whether an activity's ack with `completion` landed: the
     /// activity the completion names. `None` without one.
-    pub(crate) fn activity(completion: Option<&WorkItem>) -> Option<Self> {
-        let (instance, execution_id, id) = match completion? {
-            WorkItem::ActivityCompleted {
-                instance,
-                execution_id,
-                id,
-                ..
+    pub(crate) fn activity(completion: Option<&'a WorkItem>) -> Option<Self> {
+        match completion? {
+            completion @ (WorkItem::ActivityCompleted { .. } | WorkItem::ActivityFailed { .. }) => {
+                Some(Self::Activity { completion })
             }
-            | WorkItem::ActivityFailed {
-                instance,
-                execution_id,
-                id,
-                ..
-            } => (instance, *execution_id, *id),
-            _ => return None,
-        };
-        Some(Self::Activity {
-            instance: instance.clone(),
-            execution_id: i64::try_from(execution_id).ok()?,
-            activity_id: i64::try_from(id).ok()?,
-        })
+            _ => None,
+        }
     }
 
     /// Asks the database.
     async fn ask(&self, s: &Store) -> Result<bool> {
         let query = match self {
-            Self::Turn {
-                instance,
-                execution_id,
-                event_id,
-                event_type,
-            } => sqlx::query_scalar(&s.sql.orchestration.turn_landed)
-                .bind(instance)
-                .bind(execution_id)
-                .bind(event_id)
-                .bind(event_type),
+            Self::Turn { execution_id, last } => {
+                sqlx::query_scalar(&s.sql.orchestration.turn_landed)
+                    .bind(&last.instance_id)
+                    .bind(codec::to_i64("execution_id", *execution_id)?)
+                    .bind(codec::to_i64("event_id", last.event_id)?)
+                    .bind(codec::event_type(last))
+            }
             Self::Activity {
-                instance,
-                execution_id,
-                activity_id,
+                completion:
+                    WorkItem::ActivityCompleted {
+                        instance,
+                        execution_id,
+                        id,
+                        ..
+                    }
+                    | WorkItem::ActivityFailed {
+                        instance,
+                        execution_id,
+                        id,
+                        ..
+                    },
             } => sqlx::query_scalar(&s.sql.worker.activity_settled)
                 .bind(instance)
-                .bind(execution_id)
-                .bind(activity_id),
+                .bind(codec::to_i64("execution_id", *execution_id)?)
+                .bind(codec::to_i64("activity_id", *id)?),
+            // Not built for other items (`Landed::activity`): nothing to ask.
+            Self::Activity { .. } => return Ok(false),
             Self::Released(_) => return Ok(true),
         };
         Ok(query.fetch_one(s.bounded()).await?)
@@ -201,7 +187,7 @@ impl Store {
     pub(crate) async fn acking<F, Fut>(
         &self,
         token: &str,
-        landed: Option<Landed>,
+        landed: Option<Landed<'_>>,
         mut work: F,
     ) -> Result<()>
     where
@@ -293,12 +279,19 @@ mod tests {
         };
         assert!(matches!(
             Landed::activity(Some(&done)),
-            Some(Landed::Activity {
-                execution_id: 2,
-                activity_id: 7,
-                ..
-            })
+            Some(Landed::Activity { completion }) if std::ptr::eq(completion, &done)
         ));
+        let start = WorkItem::StartOrchestration {
+            instance: "i".to_string(),
+            orchestration: "o".to_string(),
+            input: String::new(),
+            version: None,
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            execution_id: 1,
+        };
+        assert!(Landed::activity(Some(&start)).is_none());
         assert!(Landed::activity(None).is_none());
         assert!(Landed::turn(1, &[]).is_none());
         assert_eq!(

@@ -464,6 +464,19 @@ impl InFlight {
     pub(crate) fn done(&mut self) -> Option<Conn> {
         self.0.take()
     }
+
+    /// The call ended with `outcome`: the connection goes back to its
+    /// pool, unless the outcome is a lost connection
+    /// ([`crate::PostgresProviderError::is_connection_lost`], a call given
+    /// up on among them), in which case it is closed.
+    pub(crate) fn settle<T>(mut self, outcome: &Result<T, crate::PostgresProviderError>) {
+        if !outcome
+            .as_ref()
+            .is_err_and(crate::PostgresProviderError::is_connection_lost)
+        {
+            drop(self.done());
+        }
+    }
 }
 
 impl Drop for InFlight {

@@ -351,7 +351,7 @@ impl PostgresProvider {
                         Ok(conn) => migrate::inspect_on(conn, &s.schema).await,
                         Err(e) => Err(e.into()),
                     };
-                    flight.done();
+                    flight.settle(&outcome);
                     (true, outcome)
                 }
                 Err(e) => (false, Err(e.into())),

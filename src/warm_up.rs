@@ -64,9 +64,9 @@ pub(crate) async fn run(store: &Store) {
                 store.pool.call_timeout(),
                 store.driver.warm_up(store, conn),
             )
-            .await?;
-            flight.done();
-            Ok(ran.then_some(()))
+            .await;
+            flight.settle(&ran);
+            Ok(ran?.then_some(()))
         })
         .await;
     match warmed {

@@ -663,9 +663,8 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                     // Bounded as a keepalive is: a connection that stopped
                     // answering must not hold the loop (and with it the
                     // keepalive that would notice).
-                    let limit = keepalive;
                     let looked = crate::pooler::answered(
-                        limit,
+                        keepalive,
                         presence::look(&mut listener, &mut presence),
                     )
                     .await;
@@ -685,7 +684,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                     if alone {
                         shared.batches_alone.fetch_add(1, Ordering::Relaxed);
                     }
-                    let flushed = shared.outbox.flush(&mut listener, true, alone, limit).await;
+                    let flushed = shared.outbox.flush(&mut listener, true, alone, keepalive).await;
                     presence.sent(Instant::now());
                     match flushed {
                         Ok(()) => heard = Instant::now(),

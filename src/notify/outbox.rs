@@ -395,13 +395,7 @@ async fn send_on(db: &Db, outbox: &Outbox) -> Result<(), PostgresProviderError> 
     let conn = flight.conn()?;
     let Some(begin) = db.pooled_begin() else {
         let sent = outbox.flush(&mut **conn, true, false, limit).await;
-        // A connection given up on is closed; one that answered is kept.
-        if !sent
-            .as_ref()
-            .is_err_and(PostgresProviderError::is_connection_lost)
-        {
-            flight.done();
-        }
+        flight.settle(&sent);
         return sent;
     };
     answered(limit, (&mut **conn).execute(sqlx::raw_sql(begin))).await?;
