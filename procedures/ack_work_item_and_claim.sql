@@ -18,6 +18,9 @@
 -- back after the fetch, and the commit waits for the flush as the ack
 -- alone would.
 --
+-- p_claim_token: the token of the lease the claim takes, as
+-- fetch_work_item's (NULL: one is made here).
+--
 -- It waits at most a second for a lock (lock_timeout; 55P03), and the
 -- provider retries it off the connection until the lock is gone
 -- (docs/architecture.md, "Fetch admission on a shared pool").
@@ -34,7 +37,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.ack_work_item_and_claim{{suffix}}(
     p_next_due         boolean,
     p_floor_ms         bigint,
     p_next_floor_margin_ms bigint,
-    p_history_bytes    bigint)
+    p_history_bytes    bigint,
+    p_claim_token      text DEFAULT NULL)
 RETURNS TABLE (acked boolean, wake text[], lock_token text, work_item text, attempt_count integer,
                more boolean, next_due_ms bigint, scan_floor_ms bigint, prefetched_history text[])
 LANGUAGE plpgsql
@@ -48,7 +52,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_sync    text := pg_catalog.current_setting('synchronous_commit');
-    v_token   text := pg_catalog.gen_random_uuid()::text;
+    v_token   text := coalesce(p_claim_token, pg_catalog.gen_random_uuid()::text);
     v_start   bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_lazy    text;
     v_now     bigint;

@@ -72,6 +72,12 @@
 -- scan_floor_ms (that margin below what the first candidate's scan saw),
 -- claimed or not.
 --
+-- p_claim_token: the lease's token, made by the caller before the call, so
+-- that a caller who never hears the reply (a lost connection, a call given
+-- up on or dropped midway) can give back what the call claimed
+-- (src/lost_replies.rs). NULL, from a build before it during a rolling
+-- upgrade: one is made here.
+--
 -- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
 -- retryable, when it gives up): the claim skips locked rows, so a long
 -- wait is for a lock someone else holds on a whole table (an operator's
@@ -94,7 +100,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_orchestration_item{{suffix}}(
     p_max_history_bytes   bigint,
     p_floor_ms            bigint,
     p_next_floor_margin_ms bigint,
-    p_max_batch_bytes     bigint DEFAULT 268435456)
+    p_max_batch_bytes     bigint DEFAULT 268435456,
+    p_claim_token         text DEFAULT NULL)
 RETURNS TABLE (
     lock_token             text,
     instance_id            text,
@@ -122,7 +129,7 @@ SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_token     text := pg_catalog.gen_random_uuid()::text;
+    v_token     text := coalesce(p_claim_token, pg_catalog.gen_random_uuid()::text);
     -- When the server received this call: leases count from here (the
     -- caller passes what is left of its timeout at that point), not from a
     -- later candidate, so neither a retry nor time queued inside the server

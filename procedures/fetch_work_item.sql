@@ -41,6 +41,12 @@
 -- NULL or zero: not read). It has a default so that a build before it,
 -- calling with eight arguments, still claims during a rolling upgrade.
 --
+-- p_claim_token: the lease's token, made by the caller before the call, so
+-- that a caller who never hears the reply (a lost connection, a call given
+-- up on or dropped midway) can give back what the call claimed
+-- (src/lost_replies.rs). NULL, from a build before it during a rolling
+-- upgrade: one is made here.
+--
 -- It waits at most a second for any lock (lock_timeout; SQLSTATE 55P03,
 -- retryable, when it gives up): the claim skips locked rows, so a long
 -- wait is for a lock someone else holds on a whole table (an operator's
@@ -57,7 +63,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.fetch_work_item{{suffix}}(
     p_next_due         boolean,
     p_floor_ms         bigint,
     p_next_floor_margin_ms bigint,
-    p_history_bytes    bigint DEFAULT NULL)
+    p_history_bytes    bigint DEFAULT NULL,
+    p_claim_token      text DEFAULT NULL)
 RETURNS TABLE (lock_token text, work_item text, attempt_count integer, more boolean, next_due_ms bigint,
                scan_floor_ms bigint, prefetched_history text[])
 LANGUAGE plpgsql
@@ -70,7 +77,7 @@ SECURITY DEFINER
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_token   text := pg_catalog.gen_random_uuid()::text;
+    v_token   text := coalesce(p_claim_token, pg_catalog.gen_random_uuid()::text);
     v_start   bigint := (extract(epoch FROM pg_catalog.statement_timestamp())::numeric * 1000::numeric)::bigint;
     v_lazy    text;
     v_now     bigint;

@@ -66,16 +66,17 @@ impl Driver {
         }
     }
 
-    /// One claim attempt on the orchestrator queue.
+    /// One claim attempt on the orchestrator queue, its lease token `token`.
     pub(crate) async fn fetch_orchestration(
         self,
         s: &Store,
         params: orchestration_queue::FetchParams,
         clock: AttemptClock,
+        token: &str,
     ) -> Result<Polled<FetchedRow>> {
         match self {
-            Self::Procedures => procedures::fetch_orchestration(s, params, clock).await,
-            Self::Inline => inline::orchestration::fetch(s, params, clock).await,
+            Self::Procedures => procedures::fetch_orchestration(s, params, clock, token).await,
+            Self::Inline => inline::orchestration::fetch(s, params, clock, token).await,
         }
     }
 
@@ -91,32 +92,38 @@ impl Driver {
         }
     }
 
-    /// One claim attempt on the worker queue.
+    /// One claim attempt on the worker queue, its lease token `token`.
     pub(crate) async fn fetch_work(
         self,
         s: &Store,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
+        token: &str,
     ) -> Result<Polled<FetchedItem>> {
         match self {
-            Self::Procedures => procedures::fetch_work(s, params, clock).await,
-            Self::Inline => inline::worker::fetch(s, params.clone(), clock).await,
+            Self::Procedures => procedures::fetch_work(s, params, clock, token).await,
+            Self::Inline => inline::worker::fetch(s, params.clone(), clock, token).await,
         }
     }
 
     /// Acks an activity and, when the ack found its token, claims the next
-    /// with `params` ([`crate::claim_ahead`]): (acked, what to wake, the
-    /// claim attempt when acked).
+    /// with `params` and lease token `claim_token` ([`crate::claim_ahead`]):
+    /// (acked, what to wake, the claim attempt when acked).
     pub(crate) async fn ack_work_and_claim(
         self,
         s: &Store,
         ack: WorkAck<'_>,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
+        claim_token: &str,
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         match self {
-            Self::Procedures => procedures::ack_work_and_claim(s, ack, params, clock).await,
-            Self::Inline => inline::worker::ack_and_fetch(s, &ack, params.clone(), clock).await,
+            Self::Procedures => {
+                procedures::ack_work_and_claim(s, ack, params, clock, claim_token).await
+            }
+            Self::Inline => {
+                inline::worker::ack_and_fetch(s, &ack, params.clone(), clock, claim_token).await
+            }
         }
     }
 
@@ -250,6 +257,7 @@ mod procedures {
         s: &Store,
         params: FetchParams,
         clock: AttemptClock,
+        token: &str,
     ) -> Result<Polled<FetchedRow>> {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
@@ -267,7 +275,8 @@ mod procedures {
             .bind(params.max_history_bytes)
             .bind(scan.floor)
             .bind(scan.next_floor_margin_ms())
-            .bind(params.max_batch_bytes);
+            .bind(params.max_batch_bytes)
+            .bind(token);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors
@@ -334,11 +343,18 @@ mod procedures {
         s: &Store,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
+        token: &str,
     ) -> Result<Polled<FetchedItem>> {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
         let scan = s.floors.worker.start();
-        let query = bind_fetch(sqlx::query(&s.sql.worker.fetch), params, clock, &scan);
+        let query = bind_fetch(
+            sqlx::query(&s.sql.worker.fetch),
+            params,
+            clock,
+            &scan,
+            token,
+        );
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
             return Ok(Polled::Empty { next_due_ms: None });
@@ -353,6 +369,7 @@ mod procedures {
         ack: WorkAck<'_>,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
+        claim_token: &str,
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
         let scan = s.floors.worker.start();
@@ -361,7 +378,7 @@ mod procedures {
             .bind(ack.instance)
             .bind(ack.kind)
             .bind(ack.json);
-        let query = bind_fetch(ack_query, params, clock, &scan);
+        let query = bind_fetch(ack_query, params, clock, &scan, claim_token);
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
             return Ok((false, Vec::new(), None));
@@ -376,12 +393,14 @@ mod procedures {
     }
 
     /// `query` with a worker fetch's parameters bound after what it has:
-    /// `fetch_work_item`'s arguments, in order.
+    /// `fetch_work_item`'s arguments, in order, the lease token `token`
+    /// last.
     fn bind_fetch<'q>(
         query: Query<'q, Postgres, PgArguments>,
         params: &'q worker_queue::FetchParams,
         clock: AttemptClock,
         scan: &Scan,
+        token: &'q str,
     ) -> Query<'q, Postgres, PgArguments> {
         query
             .bind(clock.lease_ms(params.lock_timeout))
@@ -393,6 +412,7 @@ mod procedures {
             .bind(scan.floor)
             .bind(scan.next_floor_margin_ms())
             .bind(params.history_bytes)
+            .bind(token)
     }
 
     /// The claim attempt in a row of `fetch_work_item`'s columns.

@@ -30,18 +30,40 @@
 //! What cannot be asked: an activity's ack without a completion (the
 //! runtime's ack of a cancelled activity, whose error it only logs) and a
 //! turn with no history to append. Those fail as before.
+//!
+//! # Claims whose reply was lost
+//!
+//! A fetch (or the claim an activity's ack makes ahead,
+//! [`crate::claim_ahead`]) can commit its lease unseen the same way, or be
+//! dropped by its caller after its request went out: duroxide's dispatchers
+//! race each fetch against the runtime's shutdown and drop the loser. Its
+//! item is then leased to nobody until the lease ends (by default 5 s for
+//! a turn and 30 s for an activity, often minutes), and that fetch's
+//! attempt counts toward poisoning. So the token of every claim is made
+//! here, before the call ([`Claiming`]), and a claim whose call lost its
+//! connection or was dropped midway is given back: abandoned without
+//! counting the attempt, on a task of its own, as soon as the server
+//! answers. Its commit may land after the client gave up (a server that
+//! answers late finishes the call anyway), so while the token is unknown
+//! the give-back looks again, backing off, for [`SETTLE`] at most, or the
+//! lease's length if shorter. A claim whose call failed otherwise was
+//! rolled back with its transaction, and one whose call returned was
+//! delivered: neither is given back.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use duroxide::Event;
 use duroxide::providers::WorkItem;
 
 use crate::codec;
 use crate::error::{PostgresProviderError, Result, sqlstate};
+use crate::notify::Queue;
 use crate::store::Store;
+use crate::{orchestration_queue, worker_queue};
 
 /// Tokens a store keeps at most: acks whose attempt lost its connection and
 /// that have not been settled since. The oldest goes first; a token pushed
@@ -238,6 +260,124 @@ impl Store {
                 Ok(())
             }
             outcome => outcome,
+        }
+    }
+}
+
+/// How long a give-back looks again for a claim whose commit has not
+/// landed yet: a call the client gave up on or dropped is finished by the
+/// server within its statement's time, and one that never committed is
+/// looked for no longer than this.
+pub(crate) const SETTLE: Duration = Duration::from_secs(10);
+
+/// The first pause of a give-back that did not find its token yet; it
+/// doubles up to [`MOST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between two looks of a give-back.
+const MOST_PAUSE: Duration = Duration::from_secs(2);
+
+/// A claim under way on `queue`: the lease token its call binds, made
+/// before the call. Unless [`Claiming::settle`] hears that the call
+/// returned, or failed on the server, dropping it gives the claim back
+/// (see the module's documentation).
+pub(crate) struct Claiming<'a> {
+    store: &'a Store,
+    /// Whether the claim may still have to be given back.
+    armed: bool,
+    queue: Queue,
+    token: String,
+    /// The lease the call asks for: no give-back looks longer than this.
+    lease: Duration,
+}
+
+impl<'a> Claiming<'a> {
+    /// A claim on `queue` for a lease of `lease`, with a fresh token.
+    pub(crate) fn new(store: &'a Store, queue: Queue, lease: Duration) -> Self {
+        Self {
+            store,
+            armed: true,
+            queue,
+            token: uuid::Uuid::new_v4().to_string(),
+            lease,
+        }
+    }
+
+    /// The token the claim's call binds.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The call ended with `outcome`: a lost connection leaves its claim to
+    /// give back (now, as `self` drops); anything else leaves nothing.
+    pub(crate) fn settle<T>(mut self, outcome: &Result<T>) {
+        if !outcome
+            .as_ref()
+            .is_err_and(PostgresProviderError::is_connection_lost)
+        {
+            self.armed = false;
+        }
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let token = std::mem::take(&mut self.token);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(target: "duroxide_postgres", "a claim whose reply was lost is left to its lease: no runtime");
+            return;
+        };
+        let (store, queue, lease) = (self.store.clone(), self.queue, self.lease);
+        runtime.spawn(async move { give_back(&store, queue, &token, lease).await });
+    }
+}
+
+/// Gives back the claim `token` on `queue`, whose caller never heard of it:
+/// abandons it without counting the attempt, looking again while the token
+/// is unknown for [`SETTLE`] or `lease`, whichever is shorter.
+async fn give_back(s: &Store, queue: Queue, token: &str, lease: Duration) {
+    let until = Instant::now() + lease.min(SETTLE);
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let outcome = s
+            .riding_outages(|| async {
+                match queue {
+                    Queue::Orchestrator => orchestration_queue::abandon(s, token, None, true).await,
+                    Queue::Worker => worker_queue::abandon(s, token, None, true).await,
+                }
+            })
+            .await;
+        match outcome {
+            Ok(()) => {
+                let queue = match queue {
+                    Queue::Orchestrator => "orchestrator",
+                    Queue::Worker => "worker",
+                };
+                tracing::info!(
+                    schema = %s.schema,
+                    queue,
+                    "an item claimed by a call whose reply was lost was given back"
+                );
+                crate::observe::given_back_after_lost_reply(queue);
+                return;
+            }
+            Err(e) if token_unknown(&e) && Instant::now() + pause < until => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MOST_PAUSE);
+            }
+            Err(e) if token_unknown(&e) => return,
+            Err(e) => {
+                tracing::debug!(
+                    target: "duroxide_postgres",
+                    schema = %s.schema,
+                    error = %e,
+                    "giving back a claim whose reply was lost failed; it is left to its lease"
+                );
+                return;
+            }
         }
     }
 }

@@ -556,7 +556,7 @@ mod tests {
             .and_then(|p| p.signature())
             .unwrap_or_default();
         assert!(
-            fetch.ends_with("p_next_floor_margin_ms bigint, p_history_bytes bigint)"),
+            fetch.ends_with("p_history_bytes bigint, p_claim_token text)"),
             "{fetch}"
         );
         assert!(

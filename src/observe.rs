@@ -250,6 +250,20 @@ pub(crate) fn landed_after_lost_reply(operation: &'static str) {
     let _ = operation;
 }
 
+/// An item claimed by a call whose reply was lost was given back
+/// ([`crate::lost_replies::Claiming`]): counted as
+/// `given_back_after_lost_reply_total`, by queue.
+pub(crate) fn given_back_after_lost_reply(queue: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "duroxide_postgres_given_back_after_lost_reply_total",
+        "queue" => queue
+    )
+    .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = queue;
+}
+
 /// A waiting fetch on `queue` was woken.
 pub(crate) fn fetch_woken(queue: crate::notify::Queue) {
     #[cfg(feature = "metrics")]

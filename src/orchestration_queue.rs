@@ -17,6 +17,7 @@ use duroxide::{Event, EventKind};
 
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::error::{PostgresProviderError, Result, sqlstate};
+use crate::lost_replies::Claiming;
 use crate::notify::{Polled, Queue};
 use crate::sql::statements;
 use crate::store::Store;
@@ -25,7 +26,7 @@ statements! {
     /// Statements of the orchestrator queue.
     pub(crate) struct OrchestrationSql {
         /// Claim the next ready instance.
-        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        fetch = "SELECT * FROM {{schema}}.fetch_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         /// Commit a turn.
         ack = "SELECT {{schema}}.ack_orchestration_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
@@ -146,10 +147,14 @@ pub(crate) async fn fetch_once(
 ) -> Result<Polled<(OrchestrationItem, String, u32)>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
+    // Given back if the call's reply never comes (crate::lost_replies).
+    let claiming = Claiming::new(s, Queue::Orchestrator, params.lock_timeout);
+    let token = claiming.token();
     let polled = s
-        .read_committed(|| s.driver.fetch_orchestration(s, params, clock))
-        .await?;
-    polled.map(decode_fetched)
+        .read_committed(|| s.driver.fetch_orchestration(s, params, clock, token))
+        .await;
+    claiming.settle(&polled);
+    polled?.map(decode_fetched)
 }
 
 /// The runtime's view of a claimed instance: (item, lock token, attempts).

@@ -12,6 +12,7 @@ use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 use crate::claim_ahead::Kept;
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::error::{PostgresProviderError, Result, sqlstate};
+use crate::lost_replies::Claiming;
 use crate::notify::{Polled, Queue};
 use crate::sql::statements;
 use crate::store::Store;
@@ -23,14 +24,14 @@ statements! {
         enqueue = "SELECT {{schema}}.enqueue_work_item{{suffix}}($1, $2, $3, $4, $5, $6)",
         /// Claim an activity.
         fetch = "SELECT lock_token, work_item, attempt_count, more, next_due_ms, scan_floor_ms, \
-                 prefetched_history FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 prefetched_history FROM {{schema}}.fetch_work_item{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         /// Complete an activity.
         ack = "SELECT acked, wake FROM {{schema}}.ack_work_item{{suffix}}($1, $2, $3, $4)",
         /// Complete an activity and claim the next ([`crate::claim_ahead`]).
         ack_and_claim = "SELECT acked, wake, lock_token, work_item, attempt_count, more, next_due_ms, \
                          scan_floor_ms, prefetched_history \
                          FROM {{schema}}.ack_work_item_and_claim{{suffix}}($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                         $10, $11, $12, $13)",
+                         $10, $11, $12, $13, $14)",
         /// Extend an activity lock.
         renew = "SELECT {{schema}}.renew_work_item_lock{{suffix}}($1, $2)",
         /// Release an activity lock.
@@ -199,7 +200,7 @@ fn deliver(s: &Store, params: &FetchParams, c: Claimed, began: u64) -> (WorkItem
 
 /// Gives back an item claimed ahead that its task did not take: visible
 /// again at once, its attempt not counted. A failure leaves it to its
-/// lease's end, as a fetch's lost reply would.
+/// lease's end.
 async fn give_back(s: &Store, token: &str) {
     if let Err(e) = abandon(s, token, None, true).await {
         tracing::debug!(target: "duroxide_postgres", error = %e, "giving back an item claimed ahead failed");
@@ -227,10 +228,14 @@ pub(crate) struct Claimed {
 pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled<Claimed>> {
     let clock = AttemptClock::start();
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
+    // Given back if the call's reply never comes (crate::lost_replies).
+    let claiming = Claiming::new(s, Queue::Worker, params.lock_timeout);
+    let token = claiming.token();
     let polled = s
-        .read_committed(|| s.driver.fetch_work(s, params, clock))
-        .await?;
-    polled.map(|(token, json, attempts, history): FetchedItem| {
+        .read_committed(|| s.driver.fetch_work(s, params, clock, token))
+        .await;
+    claiming.settle(&polled);
+    polled?.map(|(token, json, attempts, history): FetchedItem| {
         Ok(Claimed {
             item: codec::decode_work_item(&json)?,
             token,
@@ -310,10 +315,15 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
         .map(|lp| (lp, lp.mark(Queue::Worker)));
     let clock = AttemptClock::start();
     let claim_params = params.without_sessions();
-    let (acked, wake, claim) = s
+    // The claim is given back if the call's reply never comes; the ack's
+    // retry asks whether it landed (crate::lost_replies).
+    let claiming = Claiming::new(s, Queue::Worker, claim_params.lock_timeout);
+    let outcome = s
         .driver
-        .ack_work_and_claim(s, ack, &claim_params, clock)
-        .await?;
+        .ack_work_and_claim(s, ack, &claim_params, clock, claiming.token())
+        .await;
+    claiming.settle(&outcome);
+    let (acked, wake, claim) = outcome?;
     s.woke(&wake);
     if let Some(polled) = claim {
         if let Some((long_poll, mark)) = mark {

@@ -145,15 +145,21 @@ pub(crate) async fn fetch(
     p: &Store,
     params: FetchParams,
     clock: AttemptClock,
+    token: &str,
 ) -> Result<Polled<FetchedRow>> {
     if params.has_filter && params.bounds[0].is_none() {
         // A filter with no version range matches nothing.
         return Ok(Polled::Empty { next_due_ms: None });
     }
     let p = p.clone();
+    let token = token.to_string();
     detached(async move {
         let mut tx = Tx::begin_bounded(&p.pool).await?;
-        let outcome = answered_by(tx.deadline(), fetch_in(&p, tx.conn()?, &params, clock)).await;
+        let outcome = answered_by(
+            tx.deadline(),
+            fetch_in(&p, tx.conn()?, &params, clock, &token),
+        )
+        .await;
         match tx.finish(outcome).await? {
             Fetched::Done(polled) => Ok(*polled),
             Fetched::Unreadable {
@@ -169,8 +175,11 @@ pub(crate) async fn fetch(
                     more,
                     next_due_ms,
                 };
-                let outcome =
-                    answered_by(tx.deadline(), reclaim(&p, tx.conn()?, &params, clock, seen)).await;
+                let outcome = answered_by(
+                    tx.deadline(),
+                    reclaim(&p, tx.conn()?, &params, clock, seen, &token),
+                )
+                .await;
                 tx.finish(outcome).await
             }
         }
@@ -188,6 +197,7 @@ async fn reclaim(
     params: &FetchParams,
     clock: AttemptClock,
     seen: Seen,
+    token: &str,
 ) -> Result<Polled<FetchedRow>> {
     let Seen {
         instance,
@@ -206,13 +216,12 @@ async fn reclaim(
     if claimed != Some(true) {
         return Ok(taken_meanwhile);
     }
-    let token = uuid::Uuid::new_v4().to_string();
     let lease_ms = clock.lease_ms(params.lock_timeout);
     let Some((now, batch)) = lease_and_batch(
         sql,
         conn,
         &instance,
-        &token,
+        token,
         lease_ms,
         claimed_at,
         params.max_batch_bytes,
@@ -227,7 +236,7 @@ async fn reclaim(
     }
     Ok(Polled::Found {
         item: FetchedRow {
-            lock_token: token,
+            lock_token: token.to_string(),
             instance_id: instance,
             orchestration_name: found.name,
             orchestration_version: found.version,
@@ -389,7 +398,15 @@ pub(super) async fn fetch_on(
     params: &FetchParams,
 ) -> Result<Option<FetchedRow>> {
     Ok(
-        match fetch_in(p, conn, params, AttemptClock::start()).await? {
+        match fetch_in(
+            p,
+            conn,
+            params,
+            AttemptClock::start(),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await?
+        {
             Fetched::Done(polled) => match *polled {
                 Polled::Found { item, .. } => Some(item),
                 Polled::Empty { .. } => None,
@@ -404,9 +421,9 @@ async fn fetch_in(
     conn: &mut PgConnection,
     params: &FetchParams,
     clock: AttemptClock,
+    token: &str,
 ) -> Result<Fetched> {
     let sql = &p.sql.inline.fetch_orchestration;
-    let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     // An orphan's batch was parked or dropped: "look again now" if nothing is claimed.
     let mut parked = false;
@@ -477,7 +494,7 @@ async fn fetch_in(
             sql,
             conn,
             &instance,
-            &token,
+            token,
             lease_ms,
             claimed_at,
             params.max_batch_bytes,
@@ -502,13 +519,13 @@ async fn fetch_in(
             // Then, as after parking, the next instance is tried.
             if all_queue && !found.start_queued {
                 sqlx::query(&sql.drop_batch)
-                    .bind(&token)
+                    .bind(token)
                     .bind(&instance)
                     .execute(&mut *conn)
                     .await?;
             } else {
                 sqlx::query(&sql.park)
-                    .bind(&token)
+                    .bind(token)
                     .bind(now)
                     .bind(params.orphan_retention_ms)
                     .bind(&instance)
@@ -551,13 +568,13 @@ async fn fetch_in(
         if lease_worn(started.elapsed(), call_lease_ms) {
             sqlx::query(&sql.extend_lease)
                 .bind(&instance)
-                .bind(&token)
+                .bind(token)
                 .bind(call_lease_ms)
                 .execute(&mut *conn)
                 .await?;
         }
         let row = FetchedRow {
-            lock_token: token,
+            lock_token: token.to_string(),
             instance_id: instance,
             orchestration_name: found.name,
             orchestration_version: found.version,

@@ -132,7 +132,10 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
         history_bytes: Some(HISTORY_BYTES),
     };
     let clock = crate::codec::AttemptClock::start();
-    let Polled::Found { item, .. } = worker::fetch_in(s, c, &work, clock, Some(now)).await? else {
+    let token = uuid::Uuid::new_v4().to_string();
+    let Polled::Found { item, .. } =
+        worker::fetch_in(s, c, &work, clock, Some(now), &token).await?
+    else {
         return Ok(false);
     };
     let (acked, _): (bool, Vec<String>) = sqlx::query_as(&s.sql.worker.ack)
@@ -145,7 +148,8 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
     if !acked {
         return Ok(false);
     }
-    worker::fetch_in(s, c, &work, clock, Some(now)).await?;
+    let token = uuid::Uuid::new_v4().to_string();
+    worker::fetch_in(s, c, &work, clock, Some(now), &token).await?;
 
     // The client's status reads.
     let _: Vec<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&s.sql.history.read)

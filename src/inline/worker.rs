@@ -32,13 +32,15 @@ pub(crate) async fn fetch(
     p: &Store,
     params: FetchParams,
     clock: AttemptClock,
+    token: &str,
 ) -> Result<Polled<FetchedItem>> {
     let p = p.clone();
+    let token = token.to_string();
     detached(async move {
         let mut tx = Tx::begin_bounded(&p.pool).await?;
         let outcome = answered_by(
             tx.deadline(),
-            fetch_in(&p, tx.conn()?, &params, clock, None),
+            fetch_in(&p, tx.conn()?, &params, clock, None, &token),
         )
         .await;
         tx.finish(outcome).await
@@ -59,9 +61,11 @@ pub(crate) async fn ack_and_fetch(
     ack: &WorkAck<'_>,
     params: FetchParams,
     clock: AttemptClock,
+    claim_token: &str,
 ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
     let p = p.clone();
     let token = ack.token.to_string();
+    let claim_token = claim_token.to_string();
     let instance = ack.instance.map(str::to_string);
     let kind = ack.kind;
     let json = ack.json.map(str::to_string);
@@ -77,7 +81,7 @@ pub(crate) async fn ack_and_fetch(
         let outcome = answered_by(deadline, async {
             let (acked, wake) = ack.run_on(&p, tx.conn()?).await?;
             let claim = match acked {
-                true => Some(fetch_in(&p, tx.conn()?, &params, clock, None).await?),
+                true => Some(fetch_in(&p, tx.conn()?, &params, clock, None, &claim_token).await?),
                 false => None,
             };
             Ok((acked, wake, claim))
@@ -98,9 +102,9 @@ pub(super) async fn fetch_in(
     params: &FetchParams,
     clock: AttemptClock,
     from: Option<i64>,
+    token: &str,
 ) -> Result<Polled<FetchedItem>> {
     let sql = &p.sql.inline.fetch_work;
-    let token = uuid::Uuid::new_v4().to_string();
     let mut skip: Vec<String> = Vec::new();
     // Set once a session was passed over because another transaction held
     // its row: how soon to look again (claim_session.sql).
@@ -166,7 +170,7 @@ pub(super) async fn fetch_in(
         }
         let claimed: FetchedItem = sqlx::query_as(&sql.claim)
             .bind(id)
-            .bind(&token)
+            .bind(token)
             .bind(now)
             .bind(lease_ms)
             .bind(params.history_bytes)

@@ -9,7 +9,10 @@
 //! its lease has moved on.
 //!
 //! The tests reach the server through [`Proxy`], which loses one request or
-//! one reply on purpose ([`Proxy::lose`]).
+//! one reply on purpose ([`Proxy::lose`]). Claims whose reply was lost are
+//! in [`claims`].
+
+mod claims;
 
 use std::sync::Arc;
 use std::time::Duration;

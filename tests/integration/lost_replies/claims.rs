@@ -1,0 +1,289 @@
+//! Claims whose reply was lost: a fetch (or the claim an activity's ack
+//! makes ahead) commits its lease, and its caller never hears of it. The
+//! connection dropped, the provider gave up on it after `call_timeout`, or
+//! the caller dropped the call midway, as duroxide's dispatchers do with a
+//! fetch under way when the runtime shuts down. Nobody holds what was
+//! claimed, so it must be claimable again at once, not at the end of its
+//! lease, and the attempt must not count toward poisoning.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::providers::{DispatcherCapabilityFilter, Provider, SemverRange, TagFilter, WorkItem};
+use duroxide_postgres::{PostgresProvider, SqlMode};
+
+use super::{commit_of, lose, through_proxy};
+use crate::fixtures::{activity, completion, start};
+use crate::stalls::{Loss, all_idle, bounded, options};
+use crate::support::{eventually, in_both_modes, with_schema};
+
+/// The lost claim's lease: far longer than [`crate::stalls::HUNG`], so a
+/// claim made again within the test was released, not expired.
+const LONG: Duration = Duration::from_secs(120);
+
+/// The lease of the claims the test makes itself.
+const SHORT: Duration = Duration::from_secs(30);
+
+/// A version no build has: the top of the capability filter's range, bound
+/// as an eight-byte integer that reads "LOSTCLAI" on the wire, so the proxy
+/// can tell the fetch's call from every other. The range still matches the
+/// instance, whose version is not pinned yet.
+const MARKER_MAJOR: u64 = u64::from_be_bytes(*b"LOSTCLAI");
+
+/// A tag only the test's activity has, which the worker's fetch binds.
+const MARKER_TAG: &str = "lost-claim-marker";
+
+/// What marks the request that commits a fetch: in procedure mode the call
+/// (its filter or tag parameter, `marker`); inline, the transaction's
+/// `COMMIT`.
+fn fetch_commit(mode: SqlMode, marker: &[u8]) -> Vec<Vec<u8>> {
+    match mode {
+        SqlMode::StoredProcedures => vec![marker.to_vec()],
+        _ => vec![b"COMMIT\0".to_vec()],
+    }
+}
+
+/// A capability filter that matches every version and carries the marker.
+fn marked_filter() -> DispatcherCapabilityFilter {
+    DispatcherCapabilityFilter {
+        supported_duroxide_versions: vec![SemverRange::new(
+            semver::Version::new(0, 0, 0),
+            semver::Version::new(MARKER_MAJOR, 0, 0),
+        )],
+    }
+}
+
+/// An activity of `instance` tagged with the marker.
+fn marked_activity(instance: &str) -> WorkItem {
+    match activity(instance, 1) {
+        WorkItem::ActivityExecute {
+            instance,
+            execution_id,
+            id,
+            name,
+            input,
+            session_id,
+            ..
+        } => WorkItem::ActivityExecute {
+            instance,
+            execution_id,
+            id,
+            name,
+            input,
+            session_id,
+            tag: Some(MARKER_TAG.to_string()),
+        },
+        other => other,
+    }
+}
+
+/// The marker's tag filter.
+fn marked_tags() -> TagFilter {
+    TagFilter::Tags(HashSet::from([MARKER_TAG.to_string()]))
+}
+
+/// Claims `instance`'s turn again, trying until a fetch claims it: its
+/// attempt count.
+async fn turn_claimed_again(p: &PostgresProvider, mode: SqlMode, instance: &str) -> u32 {
+    bounded("the turn claimed again", async {
+        loop {
+            let fetched = p
+                .fetch_orchestration_item(SHORT, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
+            if let Some((item, _, attempts)) = fetched {
+                assert_eq!(item.instance, instance, "{mode}");
+                break attempts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Claims an activity again (any tag), trying until a fetch claims one:
+/// the item and its attempt count.
+async fn activity_claimed_again(p: &PostgresProvider, mode: SqlMode) -> (WorkItem, u32) {
+    bounded("the activity claimed again", async {
+        loop {
+            let fetched = p
+                .fetch_work_item(SHORT, Duration::ZERO, None, &TagFilter::Any)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"));
+            if let Some((item, _, attempts)) = fetched {
+                break (item, attempts);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+in_both_modes!(a_turn_whose_fetch_reply_was_lost_is_claimable_again_at_once:
+    a_turn_whose_fetch_reply_was_lost_is_claimable_again_at_once_procedures,
+    a_turn_whose_fetch_reply_was_lost_is_claimable_again_at_once_inline);
+
+/// A fetch claims a turn, commits, and its reply is lost: the call fails
+/// (retryable), and the turn is claimed again by the next fetch, with its
+/// first attempt's count, long before the lost lease would have ended.
+async fn a_turn_whose_fetch_reply_was_lost_is_claimable_again_at_once(mode: SqlMode) {
+    with_schema("lost_fetch", |schema| async move {
+        let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
+        p.enqueue_for_orchestrator(start("lost"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        all_idle(&pool).await;
+
+        lose(&proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
+        let filter = marked_filter();
+        let fetched = bounded(
+            "the fetch",
+            p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter)),
+        )
+        .await;
+        assert!(proxy.lost(), "{mode}: the fetch's reply was not lost");
+        let e = fetched.expect_err("a fetch whose reply was lost");
+        assert!(e.is_retryable(), "{mode}: a lost reply is retryable: {e:?}");
+
+        let attempts = turn_claimed_again(&p, mode, "lost").await;
+        assert_eq!(attempts, 1, "{mode}: the lost claim's attempt not counted");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
+
+in_both_modes!(an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once:
+    an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once_procedures,
+    an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once_inline);
+
+/// The same for an activity: the worker's fetch claims it and its reply
+/// is lost; the next fetch claims it again, first attempt.
+async fn an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once(mode: SqlMode) {
+    with_schema("lost_work_fetch", |schema| async move {
+        let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
+        p.enqueue_for_worker(marked_activity("lost"))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        all_idle(&pool).await;
+
+        lose(
+            &proxy,
+            &fetch_commit(mode, MARKER_TAG.as_bytes()),
+            Loss::Reply,
+        );
+        let fetched = bounded(
+            "the fetch",
+            p.fetch_work_item(LONG, Duration::ZERO, None, &marked_tags()),
+        )
+        .await;
+        assert!(proxy.lost(), "{mode}: the fetch's reply was not lost");
+        let e = fetched.expect_err("a fetch whose reply was lost");
+        assert!(e.is_retryable(), "{mode}: a lost reply is retryable: {e:?}");
+
+        let (item, attempts) = activity_claimed_again(&p, mode).await;
+        assert_eq!(item, marked_activity("lost"), "{mode}");
+        assert_eq!(attempts, 1, "{mode}: the lost claim's attempt not counted");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
+
+in_both_modes!(an_activity_claimed_ahead_by_an_ack_whose_reply_was_lost_is_claimable_again_at_once:
+    an_activity_claimed_ahead_by_an_ack_whose_reply_was_lost_is_claimable_again_at_once_procedures,
+    an_activity_claimed_ahead_by_an_ack_whose_reply_was_lost_is_claimable_again_at_once_inline);
+
+/// A worker's ack, sent from the task that fetched the activity, also
+/// claims the next activity, and its reply is lost. The ack's retry
+/// reports success (tests in the parent module), and the activity it
+/// claimed for a task that never heard of it is claimable again at once.
+async fn an_activity_claimed_ahead_by_an_ack_whose_reply_was_lost_is_claimable_again_at_once(
+    mode: SqlMode,
+) {
+    with_schema("lost_claim_ahead", |schema| async move {
+        let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
+        for id in [1, 2] {
+            p.enqueue_for_worker(activity("lost", id))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        }
+        let worker = {
+            let (p, pool, proxy) = (Arc::clone(&p), pool.clone(), Arc::clone(&proxy));
+            async move {
+                let (item, token, _) = p
+                    .fetch_work_item(LONG, Duration::ZERO, None, &TagFilter::Any)
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+                    .unwrap_or_else(|| panic!("{mode}: an activity to claim"));
+                assert_eq!(item, activity("lost", 1), "{mode}: the oldest first");
+                all_idle(&pool).await;
+                lose(&proxy, &commit_of(mode, &token), Loss::Reply);
+                bounded(
+                    "the ack",
+                    p.ack_work_item(&token, Some(completion("lost", 1))),
+                )
+                .await
+            }
+        };
+        tokio::spawn(worker)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: the worker's task: {e}"))
+            .unwrap_or_else(|e| panic!("{mode}: an ack whose commit landed failed: {e:?}"));
+        assert!(proxy.lost(), "{mode}: the ack's reply was not lost");
+
+        let (item, attempts) = activity_claimed_again(&p, mode).await;
+        assert_eq!(
+            item,
+            activity("lost", 2),
+            "{mode}: the activity claimed ahead"
+        );
+        assert_eq!(attempts, 1, "{mode}: the lost claim's attempt not counted");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
+
+in_both_modes!(a_fetch_dropped_midway_leaves_nothing_leased:
+    a_fetch_dropped_midway_leaves_nothing_leased_procedures,
+    a_fetch_dropped_midway_leaves_nothing_leased_inline);
+
+/// duroxide's dispatchers race each fetch against the runtime's shutdown
+/// and drop the losing future. A fetch dropped after its request reached
+/// the server (its reply held back here, so the drop surely comes first)
+/// claimed a turn that nobody will run: the turn is claimable again at
+/// once, its attempt not counted.
+async fn a_fetch_dropped_midway_leaves_nothing_leased(mode: SqlMode) {
+    with_schema("dropped_fetch", |schema| async move {
+        let options = options().call_timeout(Some(Duration::from_secs(10)));
+        let (proxy, pool, p) = through_proxy(&schema, mode, options, 3).await;
+        p.enqueue_for_orchestrator(start("dropped"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        all_idle(&pool).await;
+
+        lose(&proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
+        let fetch = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move {
+                let filter = marked_filter();
+                p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter))
+                    .await
+                    .map(|fetched| fetched.is_some())
+            }
+        });
+        eventually("the fetch's commit sent", || async { proxy.lost() }).await;
+        fetch.abort();
+        assert!(
+            fetch.await.is_err_and(|e| e.is_cancelled()),
+            "{mode}: the fetch was still under way when dropped"
+        );
+
+        let attempts = turn_claimed_again(&p, mode, "dropped").await;
+        assert_eq!(
+            attempts, 1,
+            "{mode}: the dropped claim's attempt not counted"
+        );
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
