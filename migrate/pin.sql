@@ -13,8 +13,13 @@
 -- large tenant) would never finish. The same goes for PostgreSQL 17's
 -- transaction_timeout, which ends the whole session: turned off where the
 -- server knows it (set_config fails on a name the server does not know,
--- so before 17 it is left alone; the statement returns no row).
+-- so before 17 it is left alone; the statement returns no row). Tables
+-- are created as heap tables whatever default_table_access_method the
+-- role or database names (a columnar access method cannot lock a row or
+-- update it in place, which the queues do on every call); the tablespace,
+-- an operator's choice of disk, is left to default_tablespace.
 SET LOCAL search_path = pg_catalog, pg_temp;
+SET LOCAL default_table_access_method = heap;
 SET LOCAL lock_timeout = 0;
 SET LOCAL statement_timeout = 0;
 SELECT WHERE CASE WHEN pg_catalog.current_setting('transaction_timeout', true) IS NULL THEN false

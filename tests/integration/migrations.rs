@@ -753,3 +753,58 @@ async fn every_installed_procedure_passes_its_languages_validator() {
     })
     .await;
 }
+
+/// A table access method that is heap under another name, for
+/// [`tables_are_heap_whatever_the_default_access_method`] (whose
+/// statements spell it out).
+const OTHER_TABLE_AM: &str = "dx_test_heap_by_another_name";
+
+/// A database or role whose `default_table_access_method` names another
+/// table access method (a columnar one, say, which cannot lock a row or
+/// update it in place) must not get the provider's tables: the queues are
+/// built on heap tables. The access method here is heap under another
+/// name, so only the catalog tells them apart.
+#[tokio::test]
+async fn tables_are_heap_whatever_the_default_access_method() {
+    let admin = support::pool(1).await;
+    sqlx::query(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'dx_test_heap_by_another_name') THEN \
+             CREATE ACCESS METHOD dx_test_heap_by_another_name TYPE TABLE HANDLER heap_tableam_handler; \
+           END IF; \
+         END $$",
+    )
+    .execute(&admin)
+    .await
+    .expect("create an access method (the tests run as a superuser)");
+    with_schema("mig_heap", |schema| async move {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(
+                connect_options().options([("default_table_access_method", OTHER_TABLE_AM)]),
+            )
+            .await
+            .expect("pool with another default table access method");
+        migrate::migrate(&pool, &schema.schema_name(), SqlMode::StoredProcedures)
+            .await
+            .expect("migrate");
+        let not_heap: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
+              WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = $1) \
+                AND c.relkind = 'r' AND a.amname <> 'heap' \
+              ORDER BY 1",
+        )
+        .bind(&schema.name)
+        .fetch_all(&schema.pool)
+        .await
+        .expect("read the tables' access methods");
+        assert!(not_heap.is_empty(), "tables not on heap: {not_heap:?}");
+        pool.close().await;
+    })
+    .await;
+    // With the schema gone, nothing uses it.
+    sqlx::query("DROP ACCESS METHOD IF EXISTS dx_test_heap_by_another_name")
+        .execute(&admin)
+        .await
+        .expect("drop the access method");
+}
