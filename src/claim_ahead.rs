@@ -36,7 +36,8 @@
 //!
 //! A runtime shut down right after an ack runs no timer: the timer's task
 //! is dropped with the tokio runtime, and dropping it gives the item back
-//! at once on a connection of its own ([`give_back_blocking`]), so a
+//! at once on a connection of its own
+//! ([`crate::lost_replies::give_back_blocking`]), so a
 //! graceful shutdown leaves nothing leased. Only a process that dies
 //! (crash, kill) leaves the item to its lease, as it leaves any claim.
 

@@ -48,7 +48,10 @@
 //! the give-back looks again, backing off, for [`SETTLE`] at most, or the
 //! lease's length if shorter. A claim whose call failed otherwise was
 //! rolled back with its transaction, and one whose call returned was
-//! delivered: neither is given back.
+//! delivered: neither is given back. A tokio runtime that ends before the
+//! give-back does (a graceful shutdown, then the process's end) drops its
+//! task, which then gives the claim back from a thread of its own
+//! ([`give_back_blocking`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -327,11 +330,82 @@ impl Drop for Claiming<'_> {
         }
         let token = std::mem::take(&mut self.token);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::debug!(target: "duroxide_postgres", "a claim whose reply was lost is left to its lease: no runtime");
+            give_back_blocking(self.store, self.queue, token);
             return;
         };
-        let (store, queue, lease) = (self.store.clone(), self.queue, self.lease);
-        runtime.spawn(async move { give_back(&store, queue, &token, lease).await });
+        let (queue, lease) = (self.queue, self.lease);
+        let mut held = GivingBack(Some((self.store.clone(), queue, token)));
+        runtime.spawn(async move {
+            if let Some((store, queue, token)) = &held.0 {
+                give_back(store, *queue, token, lease).await;
+            }
+            held.0.take();
+        });
+    }
+}
+
+/// A give-back task's hold on its claim. Dropped before the give-back
+/// ended (the tokio runtime shut down: a runtime's graceful shutdown, then
+/// the process's end), it gives the claim back at once on a connection of
+/// its own ([`give_back_blocking`]).
+struct GivingBack(Option<(Store, Queue, String)>);
+
+impl Drop for GivingBack {
+    fn drop(&mut self) {
+        if let Some((store, queue, token)) = self.0.take() {
+            give_back_blocking(&store, queue, token);
+        }
+    }
+}
+
+/// How long a give-back at a runtime's end may take: connecting, and the
+/// abandon, again while its claim's commit may still land.
+const GIVE_BACK_AT_END: Duration = Duration::from_secs(2);
+
+/// Gives back the claim `token` on `queue` from a thread of its own, on a
+/// connection of its own (the pool's belong to the runtime that is ending,
+/// [`crate::claim_ahead`] too), without counting its attempt: looking again
+/// every [`FIRST_PAUSE`] while the token is unknown, for at most
+/// [`GIVE_BACK_AT_END`] in all. A failure leaves the item to its lease.
+pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
+    let options = s.pool.shared().connect_options();
+    let sql = match queue {
+        Queue::Orchestrator => s.sql.orchestration.abandon.clone(),
+        Queue::Worker => s.sql.worker.abandon.clone(),
+    };
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            tokio::time::timeout(GIVE_BACK_AT_END, async move {
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                loop {
+                    // Unnamed: nothing is left prepared (a transaction
+                    // pooler may stand in between).
+                    let (released, _wake): (bool, Vec<String>) = sqlx::query_as(&sql)
+                        .persistent(false)
+                        .bind(&token)
+                        .bind(None::<i64>)
+                        .bind(true)
+                        .fetch_one(&mut conn)
+                        .await?;
+                    if released {
+                        break;
+                    }
+                    tokio::time::sleep(FIRST_PAUSE).await;
+                }
+                conn.close().await
+            })
+            .await
+            .map_err(|_| std::io::Error::other("timed out"))?
+            .map_err(std::io::Error::other)
+        })
+    })
+    .join();
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::debug!(target: "duroxide_postgres", "giving back a claim at the runtime's end failed; it is left to its lease");
     }
 }
 

@@ -12,7 +12,7 @@ use duroxide::providers::{SessionFetchConfig, TagFilter, WorkItem};
 use crate::claim_ahead::Kept;
 use crate::codec::{self, AttemptClock, OrchestratorRow, WorkerRow};
 use crate::error::{PostgresProviderError, Result, sqlstate};
-use crate::lost_replies::Claiming;
+use crate::lost_replies::{self, Claiming};
 use crate::notify::{Polled, Queue};
 use crate::sql::statements;
 use crate::store::Store;
@@ -398,48 +398,8 @@ impl Drop for Pending {
         if let Some((s, task, token)) = self.held.take()
             && s.ahead.expired(task, &token)
         {
-            give_back_blocking(&s, token);
+            lost_replies::give_back_blocking(&s, Queue::Worker, token);
         }
-    }
-}
-
-/// How long a give-back at a runtime's end may take: connecting and one
-/// statement.
-const GIVE_BACK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Gives an item back from a thread of its own, on a connection of its own
-/// (the pool's belong to the runtime that is ending), waiting at most
-/// [`GIVE_BACK_TIMEOUT`]. A failure leaves the item to its lease.
-fn give_back_blocking(s: &Store, token: String) {
-    let options = s.pool.shared().connect_options();
-    let sql = s.sql.worker.abandon.clone();
-    let done = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            use sqlx::Connection;
-            tokio::time::timeout(GIVE_BACK_TIMEOUT, async move {
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-                // Unnamed: nothing is left prepared (a transaction pooler
-                // may stand in between).
-                sqlx::query(&sql)
-                    .persistent(false)
-                    .bind(&token)
-                    .bind(None::<i64>)
-                    .bind(true)
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await
-            })
-            .await
-            .map_err(|_| std::io::Error::other("timed out"))?
-            .map_err(std::io::Error::other)
-        })
-    })
-    .join();
-    if !matches!(done, Ok(Ok(()))) {
-        tracing::debug!(target: "duroxide_postgres", "giving back an item claimed ahead at the runtime's end failed");
     }
 }
 

@@ -287,3 +287,69 @@ async fn a_fetch_dropped_midway_leaves_nothing_leased(mode: SqlMode) {
     })
     .await;
 }
+
+in_both_modes!(a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased:
+    a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased_procedures,
+    a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased_inline);
+
+/// A process that shuts its runtime down and ends drops the fetches under
+/// way with the tokio runtime itself, and with them any task that would
+/// give their claims back. The claim is given back all the same (on a
+/// connection of its own, as the runtime ends), so the turn is claimable
+/// at once by another process, its attempt not counted.
+async fn a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased(mode: SqlMode) {
+    with_schema("ended_fetch", |schema| async move {
+        let proxy = Arc::new(crate::stalls::Proxy::start("ended").await);
+        let here = schema.provider_in(mode).await;
+        here.enqueue_for_orchestrator(start("ended"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+
+        // The other process: a tokio runtime of its own, ended (dropped)
+        // right after the fetch it runs is dropped.
+        let ended = std::thread::spawn({
+            let (proxy, schema_name) = (Arc::clone(&proxy), schema.name.clone());
+            move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("a runtime: {e}"));
+                runtime.block_on(async move {
+                    let options = options()
+                        .call_timeout(Some(Duration::from_secs(10)))
+                        .schema(&schema_name)
+                        .sql_mode(mode);
+                    let pool = crate::stalls::pool_through(&proxy, &options, 2).await;
+                    let p = Arc::new(
+                        PostgresProvider::from_pool_with(pool.clone(), options)
+                            .await
+                            .unwrap_or_else(|e| panic!("{mode} provider: {e}")),
+                    );
+                    all_idle(&pool).await;
+                    lose(&proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
+                    let fetch = tokio::spawn(async move {
+                        let filter = marked_filter();
+                        p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter))
+                            .await
+                            .map(|fetched| fetched.is_some())
+                    });
+                    eventually("the fetch's commit sent", || async { proxy.lost() }).await;
+                    fetch.abort();
+                });
+                drop(runtime);
+            }
+        });
+        tokio::task::spawn_blocking(move || ended.join())
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: joining the other process: {e}"))
+            .unwrap_or_else(|_| panic!("{mode}: the other process panicked"));
+
+        let attempts = turn_claimed_again(&here, mode, "ended").await;
+        assert_eq!(
+            attempts, 1,
+            "{mode}: the dropped claim's attempt not counted"
+        );
+    })
+    .await;
+}
