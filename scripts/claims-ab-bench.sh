@@ -10,7 +10,8 @@
 #   (scripts/lib/ab.sh builds BASE_REV's command under target/ab/). Each
 #   call names its arguments, so the two builds may declare different ones.
 # * One pgbench transaction script is one orchestration with one activity,
-#   the calls a runtime makes in procedure mode: enqueue the start, fetch
+#   the calls a runtime makes in procedure mode (a build whose claims take
+#   the client's token gets one, as the provider sends it): enqueue the start, fetch
 #   the instance, ack the turn (history, one activity), fetch the activity,
 #   ack it (its completion), fetch the instance, ack the last turn
 #   (Completed). Seven calls, each its own transaction. One client, so a
@@ -47,7 +48,8 @@ call() {
 fetch_turn=(p_lock_timeout_ms=30000 p_filter=false p_min_major=NULL p_min_minor=NULL
   p_min_patch=NULL p_max_major=NULL p_max_minor=NULL p_max_patch=NULL p_next_due=false
   p_settle_ms=0 p_orphan_retention_ms=3600000 p_max_history_bytes=268435456
-  p_floor_ms=NULL p_next_floor_margin_ms=NULL)
+  p_floor_ms=NULL p_next_floor_margin_ms=NULL p_max_batch_bytes=268435456
+  p_claim_token="'c-' || :client_id || '-' || :n")
 # An ack's arguments with nothing in them but the lease's token.
 ack_turn=(p_lock_token=:t p_execution_id=1 p_name="'Orch'" p_version="'1.0.0'"
   p_parent_instance=NULL p_status=NULL p_output=NULL p_pinned_major=NULL
@@ -70,7 +72,7 @@ script() {  # schema
     p_worker_activities="'{1}'" p_worker_sessions="'{NULL}'" p_worker_tags="'{NULL}'")
   fetch_work=$(call "$s" fetch_work_item p_lock_timeout_ms=30000 p_tag_mode="'any'" p_tags="'{}'" \
     p_owner_id="'bench'" p_session_lock_ms=30000 p_next_due=false p_floor_ms=NULL \
-    p_next_floor_margin_ms=NULL p_history_bytes=NULL)
+    p_next_floor_margin_ms=NULL p_history_bytes=NULL p_claim_token="'w-' || :client_id || '-' || :n")
   ack_work=$(call "$s" ack_work_item p_lock_token=:w p_instance_id=:i \
     p_item_kind="'ActivityCompleted'" p_work_item="'{}'")
   last=$(call "$s" ack_orchestration_item "${ack_turn[@]}" p_event_ids="'{3,4}'" \

@@ -23,7 +23,8 @@
 #   (an associative array the caller declares; values are SQL, psql
 #   variables allowed). A parameter with no entry in AB_ARGS stops the run
 #   with its name, so a build that adds a parameter is never called with a
-#   guessed value.
+#   guessed value, unless the procedure declares a default for it (a
+#   parameter added for older callers' sake), which it then gets.
 # * `ab_rounds UNIT ROUNDS SECONDS CLIENTS`: ROUNDS rounds, each running
 #   `$work/base.sql` then `$work/cur.sql` (pgbench scripts, one UNIT per
 #   transaction) for SECONDS with CLIENTS clients, printing per variant
@@ -94,11 +95,12 @@ ab_worker_fetch_args() {
 }
 
 ab_call() {  # SCHEMA PROCEDURE
-  local row name params arg call=''
-  # One row: the function's name, then its input parameters' names.
+  local row name defaults params arg at=0 count call=''
+  # One row: the function's name, how many of its last input parameters
+  # have defaults, then its input parameters' names.
   # (unnest of two arrays is FROM-clause syntax and cannot be qualified.)
   row=$(psql -qXAt -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "
-    SELECT p.proname || ' ' || pg_catalog.array_to_string(ARRAY(
+    SELECT p.proname || ' ' || p.pronargdefaults || ' ' || pg_catalog.array_to_string(ARRAY(
              SELECT a.name
                FROM unnest(p.proargnames, coalesce(p.proargmodes::text[],
                       pg_catalog.array_fill('i'::text, ARRAY[pg_catalog.cardinality(p.proargnames)])))
@@ -108,9 +110,15 @@ ab_call() {  # SCHEMA PROCEDURE
      WHERE p.pronamespace = '\"$1\"'::regnamespace
        AND (p.proname = '$2' OR p.proname ~ '^$2__[0-9a-f]{8}\$')")
   [[ -n $row ]] || { echo "no $2 in schema $1" >&2; exit 1; }
-  read -r name params <<<"$row"
+  read -r name defaults params <<<"$row"
+  count=$(wc -w <<<"$params")
   for arg in $params; do
-    [[ -v "AB_ARGS[$arg]" ]] || { echo "$1.$name: no value for parameter $arg in AB_ARGS" >&2; exit 1; }
+    at=$((at + 1))
+    if [[ ! -v "AB_ARGS[$arg]" ]]; then
+      ((at > count - defaults)) && continue
+      echo "$1.$name: no value for parameter $arg in AB_ARGS" >&2
+      exit 1
+    fi
     call+="${call:+, }$arg => ${AB_ARGS[$arg]}"
   done
   echo "\"$1\".$name($call)"
