@@ -235,14 +235,33 @@ pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled
         .read_committed(|| s.driver.fetch_work(s, params, clock, token))
         .await;
     claiming.settle(&polled);
-    polled?.map(|(token, json, attempts, history): FetchedItem| {
-        Ok(Claimed {
-            item: codec::decode_work_item(&json)?,
-            token,
-            attempts: u32::try_from(attempts).unwrap_or_default(),
-            history,
-        })
-    })
+    match polled? {
+        Polled::Found {
+            item: (token, json, attempts, history),
+            more,
+            next_due_ms,
+        } => match codec::decode_work_item(&json) {
+            Ok(item) => Ok(Polled::Found {
+                item: Claimed {
+                    item,
+                    token,
+                    attempts: u32::try_from(attempts).unwrap_or_default(),
+                    history,
+                },
+                more,
+                next_due_ms,
+            }),
+            Err(e) => {
+                // Not this build's to run (a newer duroxide's item during a
+                // rolling upgrade, or one written by hand): given back at
+                // once, its attempt not counted, for a worker that can read
+                // it, as duroxide's SQLite provider rolls such a claim back.
+                give_back(s, &token).await;
+                Err(e)
+            }
+        },
+        Polled::Empty { next_due_ms } => Ok(Polled::Empty { next_due_ms }),
+    }
 }
 
 /// An activity's ack: its lock token and, when given, its completion for
