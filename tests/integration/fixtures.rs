@@ -48,6 +48,16 @@ pub fn activity(instance: &str, id: u64) -> WorkItem {
 
 /// [`activity`] `id` of `instance`, in session `session`.
 pub fn session_activity(instance: &str, id: u64, session: &str) -> WorkItem {
+    routed_activity(instance, id, Some(session), None)
+}
+
+/// [`activity`] `id` of `instance`, with tag `tag`.
+pub fn tagged_activity(instance: &str, id: u64, tag: &str) -> WorkItem {
+    routed_activity(instance, id, None, Some(tag))
+}
+
+/// [`activity`] `id` of `instance`, in `session` and with `tag`.
+fn routed_activity(instance: &str, id: u64, session: Option<&str>, tag: Option<&str>) -> WorkItem {
     match activity(instance, id) {
         WorkItem::ActivityExecute {
             instance,
@@ -55,7 +65,6 @@ pub fn session_activity(instance: &str, id: u64, session: &str) -> WorkItem {
             id,
             name,
             input,
-            tag,
             ..
         } => WorkItem::ActivityExecute {
             instance,
@@ -63,8 +72,8 @@ pub fn session_activity(instance: &str, id: u64, session: &str) -> WorkItem {
             id,
             name,
             input,
-            session_id: Some(session.to_string()),
-            tag,
+            session_id: session.map(str::to_string),
+            tag: tag.map(str::to_string),
         },
         other => other,
     }

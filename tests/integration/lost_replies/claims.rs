@@ -14,8 +14,8 @@ use duroxide::providers::{DispatcherCapabilityFilter, Provider, SemverRange, Tag
 use duroxide_postgres::{PostgresProvider, SqlMode};
 
 use super::{commit_of, lose, through_proxy};
-use crate::fixtures::{activity, completion, start};
-use crate::stalls::{Loss, all_idle, bounded, options};
+use crate::fixtures::{activity, completion, start, tagged_activity};
+use crate::stalls::{Loss, Proxy, all_idle, bounded, options};
 use crate::support::{eventually, in_both_modes, with_schema};
 
 /// The lost claim's lease: far longer than [`crate::stalls::HUNG`], so a
@@ -54,33 +54,31 @@ fn marked_filter() -> DispatcherCapabilityFilter {
     }
 }
 
-/// An activity of `instance` tagged with the marker.
-fn marked_activity(instance: &str) -> WorkItem {
-    match activity(instance, 1) {
-        WorkItem::ActivityExecute {
-            instance,
-            execution_id,
-            id,
-            name,
-            input,
-            session_id,
-            ..
-        } => WorkItem::ActivityExecute {
-            instance,
-            execution_id,
-            id,
-            name,
-            input,
-            session_id,
-            tag: Some(MARKER_TAG.to_string()),
-        },
-        other => other,
-    }
-}
-
 /// The marker's tag filter.
 fn marked_tags() -> TagFilter {
     TagFilter::Tags(HashSet::from([MARKER_TAG.to_string()]))
+}
+
+/// Starts a fetch of a turn (marked, leased for [`LONG`]) on a task of its
+/// own, holds its reply back once its commit has gone to the server, and
+/// drops it there, as a runtime's shutdown drops a dispatcher's fetch.
+async fn drop_fetch_midway(proxy: &Proxy, p: &Arc<PostgresProvider>, mode: SqlMode) {
+    lose(proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
+    let fetch = tokio::spawn({
+        let p = Arc::clone(p);
+        async move {
+            let filter = marked_filter();
+            p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter))
+                .await
+                .map(|fetched| fetched.is_some())
+        }
+    });
+    eventually("the fetch's commit sent", || async { proxy.lost() }).await;
+    fetch.abort();
+    assert!(
+        fetch.await.is_err_and(|e| e.is_cancelled()),
+        "{mode}: the fetch was still under way when dropped"
+    );
 }
 
 /// Claims `instance`'s turn again, trying until a fetch claims it: its
@@ -162,7 +160,7 @@ in_both_modes!(an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once
 async fn an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once(mode: SqlMode) {
     with_schema("lost_work_fetch", |schema| async move {
         let (proxy, pool, p) = through_proxy(&schema, mode, options(), 2).await;
-        p.enqueue_for_worker(marked_activity("lost"))
+        p.enqueue_for_worker(tagged_activity("lost", 1, MARKER_TAG))
             .await
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
         all_idle(&pool).await;
@@ -182,7 +180,7 @@ async fn an_activity_whose_fetch_reply_was_lost_is_claimable_again_at_once(mode:
         assert!(e.is_retryable(), "{mode}: a lost reply is retryable: {e:?}");
 
         let (item, attempts) = activity_claimed_again(&p, mode).await;
-        assert_eq!(item, marked_activity("lost"), "{mode}");
+        assert_eq!(item, tagged_activity("lost", 1, MARKER_TAG), "{mode}");
         assert_eq!(attempts, 1, "{mode}: the lost claim's attempt not counted");
         bounded("closing the pool", pool.close()).await;
     })
@@ -261,22 +259,7 @@ async fn a_fetch_dropped_midway_leaves_nothing_leased(mode: SqlMode) {
             .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
         all_idle(&pool).await;
 
-        lose(&proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
-        let fetch = tokio::spawn({
-            let p = Arc::clone(&p);
-            async move {
-                let filter = marked_filter();
-                p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter))
-                    .await
-                    .map(|fetched| fetched.is_some())
-            }
-        });
-        eventually("the fetch's commit sent", || async { proxy.lost() }).await;
-        fetch.abort();
-        assert!(
-            fetch.await.is_err_and(|e| e.is_cancelled()),
-            "{mode}: the fetch was still under way when dropped"
-        );
+        drop_fetch_midway(&proxy, &p, mode).await;
 
         let attempts = turn_claimed_again(&p, mode, "dropped").await;
         assert_eq!(
@@ -299,7 +282,7 @@ in_both_modes!(a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased:
 /// at once by another process, its attempt not counted.
 async fn a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased(mode: SqlMode) {
     with_schema("ended_fetch", |schema| async move {
-        let proxy = Arc::new(crate::stalls::Proxy::start("ended").await);
+        let proxy = Arc::new(Proxy::start("ended").await);
         let here = schema.provider_in(mode).await;
         here.enqueue_for_orchestrator(start("ended"), None)
             .await
@@ -327,15 +310,7 @@ async fn a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased(mode: SqlMode
                             .unwrap_or_else(|e| panic!("{mode} provider: {e}")),
                     );
                     all_idle(&pool).await;
-                    lose(&proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
-                    let fetch = tokio::spawn(async move {
-                        let filter = marked_filter();
-                        p.fetch_orchestration_item(LONG, Duration::ZERO, Some(&filter))
-                            .await
-                            .map(|fetched| fetched.is_some())
-                    });
-                    eventually("the fetch's commit sent", || async { proxy.lost() }).await;
-                    fetch.abort();
+                    drop_fetch_midway(&proxy, &p, mode).await;
                 });
                 drop(runtime);
             }
