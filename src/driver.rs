@@ -20,6 +20,7 @@ use crate::config::SqlMode;
 use crate::deletion::{DeletedRow, FilterParams, PruneParams, PrunedRow};
 use crate::error::Result;
 use crate::inline;
+use crate::lost_replies::Claiming;
 use crate::notify::Polled;
 use crate::orchestration_queue::{self, AckParams, FetchedRow};
 use crate::pooler::{Bounded, Db};
@@ -66,17 +67,22 @@ impl Driver {
         }
     }
 
-    /// One claim attempt on the orchestrator queue, its lease token `token`.
+    /// One claim attempt on the orchestrator queue, for `claim` (its lease
+    /// token; told when the claim may be made, [`Claiming::sent`]).
     pub(crate) async fn fetch_orchestration(
         self,
         s: &Store,
         params: orchestration_queue::FetchParams,
         clock: AttemptClock,
-        token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<Polled<FetchedRow>> {
         match self {
-            Self::Procedures => procedures::fetch_orchestration(s, params, clock, token).await,
-            Self::Inline => inline::orchestration::fetch(s, params, clock, token).await,
+            Self::Procedures => procedures::fetch_orchestration(s, params, clock, claim).await,
+            Self::Inline => {
+                // The transaction runs to its end even if this call is dropped.
+                claim.sent();
+                inline::orchestration::fetch(s, params, clock, claim.token()).await
+            }
         }
     }
 
@@ -92,37 +98,39 @@ impl Driver {
         }
     }
 
-    /// One claim attempt on the worker queue, its lease token `token`.
+    /// One claim attempt on the worker queue, for `claim`.
     pub(crate) async fn fetch_work(
         self,
         s: &Store,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
-        token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<Polled<FetchedItem>> {
         match self {
-            Self::Procedures => procedures::fetch_work(s, params, clock, token).await,
-            Self::Inline => inline::worker::fetch(s, params.clone(), clock, token).await,
+            Self::Procedures => procedures::fetch_work(s, params, clock, claim).await,
+            Self::Inline => {
+                claim.sent();
+                inline::worker::fetch(s, params.clone(), clock, claim.token()).await
+            }
         }
     }
 
     /// Acks an activity and, when the ack found its token, claims the next
-    /// with `params` and lease token `claim_token` ([`crate::claim_ahead`]):
-    /// (acked, what to wake, the claim attempt when acked).
+    /// with `params` for `claim` ([`crate::claim_ahead`]): (acked, what to
+    /// wake, the claim attempt when acked).
     pub(crate) async fn ack_work_and_claim(
         self,
         s: &Store,
         ack: WorkAck<'_>,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
-        claim_token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         match self {
-            Self::Procedures => {
-                procedures::ack_work_and_claim(s, ack, params, clock, claim_token).await
-            }
+            Self::Procedures => procedures::ack_work_and_claim(s, ack, params, clock, claim).await,
             Self::Inline => {
-                inline::worker::ack_and_fetch(s, &ack, params.clone(), clock, claim_token).await
+                claim.sent();
+                inline::worker::ack_and_fetch(s, &ack, params.clone(), clock, claim.token()).await
             }
         }
     }
@@ -246,6 +254,7 @@ mod procedures {
     use crate::config::SqlMode;
     use crate::deletion::{DeletedRow, FilterParams, PruneParams, PrunedRow};
     use crate::error::Result;
+    use crate::lost_replies::Claiming;
     use crate::notify::Polled;
     use crate::orchestration_queue::{AckParams, FetchParams, FetchedRow};
     use crate::scan_floor::Scan;
@@ -257,10 +266,11 @@ mod procedures {
         s: &Store,
         params: FetchParams,
         clock: AttemptClock,
-        token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<Polled<FetchedRow>> {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
+        claim.sent();
         let mut query = sqlx::query(&s.sql.orchestration.fetch)
             .bind(clock.lease_ms(params.lock_timeout))
             .bind(params.has_filter);
@@ -276,7 +286,7 @@ mod procedures {
             .bind(scan.floor)
             .bind(scan.next_floor_margin_ms())
             .bind(params.max_batch_bytes)
-            .bind(token);
+            .bind(claim.token());
         let row = s.pool.fetch_optional_on(conn, query).await?;
         if let Some(row) = &row {
             s.floors
@@ -343,17 +353,18 @@ mod procedures {
         s: &Store,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
-        token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<Polled<FetchedItem>> {
         // The lease is counted once a connection is in hand.
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
+        claim.sent();
         let scan = s.floors.worker.start();
         let query = bind_fetch(
             sqlx::query(&s.sql.worker.fetch),
             params,
             clock,
             &scan,
-            token,
+            claim.token(),
         );
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
@@ -369,16 +380,17 @@ mod procedures {
         ack: WorkAck<'_>,
         params: &worker_queue::FetchParams,
         clock: AttemptClock,
-        claim_token: &str,
+        claim: &Claiming<'_>,
     ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
         let conn = crate::observe::acquire(&s.pool, SqlMode::StoredProcedures).await?;
+        claim.sent();
         let scan = s.floors.worker.start();
         let ack_query = sqlx::query(&s.sql.worker.ack_and_claim)
             .bind(ack.token)
             .bind(ack.instance)
             .bind(ack.kind)
             .bind(ack.json);
-        let query = bind_fetch(ack_query, params, clock, &scan, claim_token);
+        let query = bind_fetch(ack_query, params, clock, &scan, claim.token());
         let row = s.pool.fetch_optional_on(conn, query).await?;
         let Some(row) = row else {
             return Ok((false, Vec::new(), None));

@@ -281,13 +281,15 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MOST_PAUSE: Duration = Duration::from_secs(2);
 
 /// A claim under way on `queue`: the lease token its call binds, made
-/// before the call. Unless [`Claiming::settle`] hears that the call
-/// returned, or failed on the server, dropping it gives the claim back
-/// (see the module's documentation).
+/// before the call. Once the call may have reached the server
+/// ([`Claiming::sent`]), and unless [`Claiming::settle`] then hears that
+/// the call returned or failed on the server, dropping it gives the claim
+/// back (see the module's documentation).
 pub(crate) struct Claiming<'a> {
     store: &'a Store,
-    /// Whether the claim may still have to be given back.
-    armed: bool,
+    /// Whether the claim may have been made and not heard of: set when the
+    /// call may reach the server, cleared when its outcome is heard.
+    armed: AtomicBool,
     queue: Queue,
     token: String,
     /// The lease the call asks for: no give-back looks longer than this.
@@ -299,7 +301,7 @@ impl<'a> Claiming<'a> {
     pub(crate) fn new(store: &'a Store, queue: Queue, lease: Duration) -> Self {
         Self {
             store,
-            armed: true,
+            armed: AtomicBool::new(false),
             queue,
             token: uuid::Uuid::new_v4().to_string(),
             lease,
@@ -311,21 +313,29 @@ impl<'a> Claiming<'a> {
         &self.token
     }
 
+    /// The call has a connection and is about to be sent (in procedure
+    /// mode), or its transaction will run whatever becomes of the call (in
+    /// inline mode): from now on it may claim. A call dropped before this
+    /// (while it waited for a connection) claimed nothing.
+    pub(crate) fn sent(&self) {
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
     /// The call ended with `outcome`: a lost connection leaves its claim to
     /// give back (now, as `self` drops); anything else leaves nothing.
-    pub(crate) fn settle<T>(mut self, outcome: &Result<T>) {
+    pub(crate) fn settle<T>(self, outcome: &Result<T>) {
         if !outcome
             .as_ref()
             .is_err_and(PostgresProviderError::is_connection_lost)
         {
-            self.armed = false;
+            self.armed.store(false, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for Claiming<'_> {
     fn drop(&mut self) {
-        if !self.armed {
+        if !self.armed.load(Ordering::Relaxed) {
             return;
         }
         let token = std::mem::take(&mut self.token);
@@ -358,15 +368,23 @@ impl Drop for GivingBack {
     }
 }
 
-/// How long a give-back at a runtime's end may take: connecting, and the
-/// abandon, again while its claim's commit may still land.
+/// How long a give-back at a runtime's end may take in all: connecting,
+/// and the abandon, again while its claim's commit may still land.
 const GIVE_BACK_AT_END: Duration = Duration::from_secs(2);
+
+/// How long a give-back at a runtime's end looks again for a token it did
+/// not find: a call dropped after its request went out commits within its
+/// statement's time, and one dropped before (waiting for a connection)
+/// never does, so a runtime's end waits this long for each such claim at
+/// most.
+const LOOK_AT_END: Duration = Duration::from_millis(500);
 
 /// Gives back the claim `token` on `queue` from a thread of its own, on a
 /// connection of its own (the pool's belong to the runtime that is ending,
 /// [`crate::claim_ahead`] too), without counting its attempt: looking again
-/// every [`FIRST_PAUSE`] while the token is unknown, for at most
-/// [`GIVE_BACK_AT_END`] in all. A failure leaves the item to its lease.
+/// every [`FIRST_PAUSE`] while the token is unknown, for [`LOOK_AT_END`],
+/// and taking [`GIVE_BACK_AT_END`] at most in all. A failure leaves the
+/// item to its lease.
 pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
     let options = s.pool.shared().connect_options();
     let sql = match queue {
@@ -381,6 +399,7 @@ pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
             use sqlx::Connection;
             tokio::time::timeout(GIVE_BACK_AT_END, async move {
                 let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let looking = Instant::now();
                 loop {
                     // Unnamed: nothing is left prepared (a transaction
                     // pooler may stand in between).
@@ -391,7 +410,7 @@ pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
                         .bind(true)
                         .fetch_one(&mut conn)
                         .await?;
-                    if released {
+                    if released || looking.elapsed() >= LOOK_AT_END {
                         break;
                     }
                     tokio::time::sleep(FIRST_PAUSE).await;

@@ -149,9 +149,8 @@ pub(crate) async fn fetch_once(
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
     // Given back if the call's reply never comes (crate::lost_replies).
     let claiming = Claiming::new(s, Queue::Orchestrator, params.lock_timeout);
-    let token = claiming.token();
     let polled = s
-        .read_committed(|| s.driver.fetch_orchestration(s, params, clock, token))
+        .read_committed(|| s.driver.fetch_orchestration(s, params, clock, &claiming))
         .await;
     claiming.settle(&polled);
     polled?.map(decode_fetched)

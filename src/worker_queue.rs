@@ -230,9 +230,8 @@ pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled
     let _slot = s.gate.enter(&s.name, s.pool.fetch_share()).await;
     // Given back if the call's reply never comes (crate::lost_replies).
     let claiming = Claiming::new(s, Queue::Worker, params.lock_timeout);
-    let token = claiming.token();
     let polled = s
-        .read_committed(|| s.driver.fetch_work(s, params, clock, token))
+        .read_committed(|| s.driver.fetch_work(s, params, clock, &claiming))
         .await;
     claiming.settle(&polled);
     match polled? {
@@ -339,7 +338,7 @@ pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -
     let claiming = Claiming::new(s, Queue::Worker, claim_params.lock_timeout);
     let outcome = s
         .driver
-        .ack_work_and_claim(s, ack, &claim_params, clock, claiming.token())
+        .ack_work_and_claim(s, ack, &claim_params, clock, &claiming)
         .await;
     claiming.settle(&outcome);
     let (acked, wake, claim) = outcome?;
