@@ -386,45 +386,56 @@ const LOOK_AT_END: Duration = Duration::from_millis(500);
 /// and taking [`GIVE_BACK_AT_END`] at most in all. A failure leaves the
 /// item to its lease.
 pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
+    let alone = give_back_alone(s, queue, token);
+    let done = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(alone))
+    })
+    .join();
+    if !matches!(done, Ok(Ok(true))) {
+        tracing::debug!(target: "duroxide_postgres", "giving back a claim at the runtime's end failed; it is left to its lease");
+    }
+}
+
+/// The give-back of [`give_back_blocking`], on a connection of its own
+/// from `s`'s pool's settings: whether it released the claim.
+fn give_back_alone(
+    s: &Store,
+    queue: Queue,
+    token: String,
+) -> impl Future<Output = bool> + Send + 'static {
     let options = s.pool.shared().connect_options();
     let sql = match queue {
         Queue::Orchestrator => s.sql.orchestration.abandon.clone(),
         Queue::Worker => s.sql.worker.abandon.clone(),
     };
-    let done = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            use sqlx::Connection;
-            tokio::time::timeout(GIVE_BACK_AT_END, async move {
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-                let looking = Instant::now();
-                loop {
-                    // Unnamed: nothing is left prepared (a transaction
-                    // pooler may stand in between).
-                    let (released, _wake): (bool, Vec<String>) = sqlx::query_as(&sql)
-                        .persistent(false)
-                        .bind(&token)
-                        .bind(None::<i64>)
-                        .bind(true)
-                        .fetch_one(&mut conn)
-                        .await?;
-                    if released || looking.elapsed() >= LOOK_AT_END {
-                        break;
-                    }
-                    tokio::time::sleep(FIRST_PAUSE).await;
+    async move {
+        use sqlx::Connection;
+        let attempt = tokio::time::timeout(GIVE_BACK_AT_END, async move {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            let looking = Instant::now();
+            let released = loop {
+                // Unnamed: nothing is left prepared (a transaction pooler
+                // may stand in between).
+                let (released, _wake): (bool, Vec<String>) = sqlx::query_as(&sql)
+                    .persistent(false)
+                    .bind(&token)
+                    .bind(None::<i64>)
+                    .bind(true)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if released || looking.elapsed() >= LOOK_AT_END {
+                    break released;
                 }
-                conn.close().await
-            })
-            .await
-            .map_err(|_| std::io::Error::other("timed out"))?
-            .map_err(std::io::Error::other)
+                tokio::time::sleep(FIRST_PAUSE).await;
+            };
+            conn.close().await?;
+            Ok::<bool, sqlx::Error>(released)
         })
-    })
-    .join();
-    if !matches!(done, Ok(Ok(()))) {
-        tracing::debug!(target: "duroxide_postgres", "giving back a claim at the runtime's end failed; it is left to its lease");
+        .await;
+        matches!(attempt, Ok(Ok(true)))
     }
 }
 
@@ -462,6 +473,11 @@ async fn give_back(s: &Store, queue: Queue, token: &str, lease: Duration) {
                 pause = (pause * 2).min(MOST_PAUSE);
             }
             Err(e) if token_unknown(&e) => return,
+            Err(PostgresProviderError::Database(sqlx::Error::PoolClosed)) => {
+                // The pool was closed meanwhile (its runtime is ending).
+                give_back_alone(s, queue, token.to_string()).await;
+                return;
+            }
             Err(e) => {
                 tracing::debug!(
                     target: "duroxide_postgres",

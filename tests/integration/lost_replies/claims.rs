@@ -63,6 +63,17 @@ fn marked_tags() -> TagFilter {
 /// own, holds its reply back once its commit has gone to the server, and
 /// drops it there, as a runtime's shutdown drops a dispatcher's fetch.
 async fn drop_fetch_midway(proxy: &Proxy, p: &Arc<PostgresProvider>, mode: SqlMode) {
+    let fetch = fetch_held_midway(proxy, p, mode).await;
+    dropped(fetch, mode).await;
+}
+
+/// A fetch of a turn (marked, leased for [`LONG`]) on a task of its own,
+/// once its commit has gone to the server, its reply held back.
+async fn fetch_held_midway(
+    proxy: &Proxy,
+    p: &Arc<PostgresProvider>,
+    mode: SqlMode,
+) -> tokio::task::JoinHandle<Result<bool, duroxide::providers::ProviderError>> {
     lose(proxy, &fetch_commit(mode, b"LOSTCLAI"), Loss::Reply);
     let fetch = tokio::spawn({
         let p = Arc::clone(p);
@@ -74,6 +85,14 @@ async fn drop_fetch_midway(proxy: &Proxy, p: &Arc<PostgresProvider>, mode: SqlMo
         }
     });
     eventually("the fetch's commit sent", || async { proxy.lost() }).await;
+    fetch
+}
+
+/// Drops `fetch`, which must still be under way.
+async fn dropped(
+    fetch: tokio::task::JoinHandle<Result<bool, duroxide::providers::ProviderError>>,
+    mode: SqlMode,
+) {
     fetch.abort();
     assert!(
         fetch.await.is_err_and(|e| e.is_cancelled()),
@@ -325,6 +344,45 @@ async fn a_fetch_dropped_as_its_runtime_ends_leaves_nothing_leased(mode: SqlMode
             attempts, 1,
             "{mode}: the dropped claim's attempt not counted"
         );
+    })
+    .await;
+}
+
+in_both_modes!(a_fetch_dropped_as_its_pool_closes_leaves_nothing_leased:
+    a_fetch_dropped_as_its_pool_closes_leaves_nothing_leased_procedures,
+    a_fetch_dropped_as_its_pool_closes_leaves_nothing_leased_inline);
+
+/// An application that closes its pool as its runtime stops (the runtime's
+/// tasks, and the give-back's, still running) leaves the give-back no
+/// connection of the pool's: it gives the claim back on one of its own, so
+/// the turn is claimable at once by another provider, its attempt not
+/// counted.
+async fn a_fetch_dropped_as_its_pool_closes_leaves_nothing_leased(mode: SqlMode) {
+    with_schema("closed_fetch", |schema| async move {
+        let options = options().call_timeout(Some(Duration::from_secs(10)));
+        let (proxy, pool, p) = through_proxy(&schema, mode, options, 3).await;
+        p.enqueue_for_orchestrator(start("closed"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        all_idle(&pool).await;
+
+        let fetch = fetch_held_midway(&proxy, &p, mode).await;
+        let closing = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.close().await }
+        });
+        eventually("the pool closed", || async { pool.is_closed() }).await;
+        dropped(fetch, mode).await;
+
+        let here = schema.provider_in(mode).await;
+        let attempts = turn_claimed_again(&here, mode, "closed").await;
+        assert_eq!(
+            attempts, 1,
+            "{mode}: the dropped claim's attempt not counted"
+        );
+        bounded("closing the pool", closing)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: closing the pool: {e}"));
     })
     .await;
 }
