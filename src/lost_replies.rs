@@ -48,7 +48,8 @@
 //! the give-back looks again, backing off, for [`SETTLE`] at most, or the
 //! lease's length if shorter. A claim whose call failed otherwise was
 //! rolled back with its transaction, and one whose call returned was
-//! delivered: neither is given back. A tokio runtime that ends before the
+//! delivered: neither is given back. A claim whose call was dropped (not
+//! lost) comes back [`DROPPED_GRACE`] later. A tokio runtime that ends before the
 //! give-back does (a graceful shutdown, then the process's end) drops its
 //! task, which then gives the claim back from a thread of its own
 //! ([`give_back_blocking`]).
@@ -280,6 +281,16 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between two looks of a give-back.
 const MOST_PAUSE: Duration = Duration::from_secs(2);
 
+/// How long a claim whose call was dropped midway stays out of sight once
+/// given back. Its caller dropped it on purpose (duroxide's dispatchers drop
+/// the fetch under way when their runtime stops), and a fetch that raced
+/// that stop must not see the item reappear the same instant: duroxide's
+/// conformance suite stops a runtime whose fetch it saw come back empty and
+/// expects the item still out of sight right after
+/// (`race_replay::test_continue_as_new_unregistered_backoff`). Still far
+/// sooner than the lease (5 s for a turn, 30 s for an activity by default).
+pub(crate) const DROPPED_GRACE: Duration = Duration::from_secs(2);
+
 /// A claim under way on `queue`: the lease token its call binds, made
 /// before the call. Once the call may have reached the server
 /// ([`Claiming::sent`]), and unless [`Claiming::settle`] then hears that
@@ -290,6 +301,8 @@ pub(crate) struct Claiming<'a> {
     /// Whether the claim may have been made and not heard of: set when the
     /// call may reach the server, cleared when its outcome is heard.
     armed: AtomicBool,
+    /// Whether the call lost its connection (rather than being dropped).
+    lost: bool,
     queue: Queue,
     token: String,
     /// The lease the call asks for: no give-back looks longer than this.
@@ -302,6 +315,7 @@ impl<'a> Claiming<'a> {
         Self {
             store,
             armed: AtomicBool::new(false),
+            lost: false,
             queue,
             token: uuid::Uuid::new_v4().to_string(),
             lease,
@@ -322,12 +336,13 @@ impl<'a> Claiming<'a> {
     }
 
     /// The call ended with `outcome`: a lost connection leaves its claim to
-    /// give back (now, as `self` drops); anything else leaves nothing.
-    pub(crate) fn settle<T>(self, outcome: &Result<T>) {
-        if !outcome
+    /// give back (now, as `self` drops, visible at once); anything else
+    /// leaves nothing.
+    pub(crate) fn settle<T>(mut self, outcome: &Result<T>) {
+        self.lost = outcome
             .as_ref()
-            .is_err_and(PostgresProviderError::is_connection_lost)
-        {
+            .is_err_and(PostgresProviderError::is_connection_lost);
+        if !self.lost {
             self.armed.store(false, Ordering::Relaxed);
         }
     }
@@ -338,32 +353,44 @@ impl Drop for Claiming<'_> {
         if !self.armed.load(Ordering::Relaxed) {
             return;
         }
-        let token = std::mem::take(&mut self.token);
+        let stray = Stray {
+            queue: self.queue,
+            token: std::mem::take(&mut self.token),
+            after: (!self.lost).then_some(DROPPED_GRACE),
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            give_back_blocking(self.store, self.queue, token);
+            give_back_blocking(self.store, stray);
             return;
         };
-        let (queue, lease) = (self.queue, self.lease);
-        let mut held = GivingBack(Some((self.store.clone(), queue, token)));
+        let lease = self.lease;
+        let mut held = GivingBack(Some((self.store.clone(), stray)));
         runtime.spawn(async move {
-            if let Some((store, queue, token)) = &held.0 {
-                give_back(store, *queue, token, lease).await;
+            if let Some((store, stray)) = &held.0 {
+                give_back(store, stray, lease).await;
             }
             held.0.take();
         });
     }
 }
 
+/// A claim to give back: its queue, its lease token, and how long it stays
+/// out of sight once given back (`None`: visible at once).
+pub(crate) struct Stray {
+    pub queue: Queue,
+    pub token: String,
+    pub after: Option<Duration>,
+}
+
 /// A give-back task's hold on its claim. Dropped before the give-back
 /// ended (the tokio runtime shut down: a runtime's graceful shutdown, then
 /// the process's end), it gives the claim back at once on a connection of
 /// its own ([`give_back_blocking`]).
-struct GivingBack(Option<(Store, Queue, String)>);
+struct GivingBack(Option<(Store, Stray)>);
 
 impl Drop for GivingBack {
     fn drop(&mut self) {
-        if let Some((store, queue, token)) = self.0.take() {
-            give_back_blocking(&store, queue, token);
+        if let Some((store, stray)) = self.0.take() {
+            give_back_blocking(&store, stray);
         }
     }
 }
@@ -385,8 +412,8 @@ const LOOK_AT_END: Duration = Duration::from_millis(500);
 /// every [`FIRST_PAUSE`] while the token is unknown, for [`LOOK_AT_END`],
 /// and taking [`GIVE_BACK_AT_END`] at most in all. A failure leaves the
 /// item to its lease.
-pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
-    let alone = give_back_alone(s, queue, token);
+pub(crate) fn give_back_blocking(s: &Store, stray: Stray) {
+    let alone = give_back_alone(s, stray);
     let done = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -401,11 +428,12 @@ pub(crate) fn give_back_blocking(s: &Store, queue: Queue, token: String) {
 
 /// The give-back of [`give_back_blocking`], on a connection of its own
 /// from `s`'s pool's settings: whether it released the claim.
-fn give_back_alone(
-    s: &Store,
-    queue: Queue,
-    token: String,
-) -> impl Future<Output = bool> + Send + 'static {
+fn give_back_alone(s: &Store, stray: Stray) -> impl Future<Output = bool> + Send + 'static {
+    let Stray {
+        queue,
+        token,
+        after,
+    } = stray;
     let options = s.pool.shared().connect_options();
     let sql = match queue {
         Queue::Orchestrator => s.sql.orchestration.abandon.clone(),
@@ -422,7 +450,7 @@ fn give_back_alone(
                 let (released, _wake): (bool, Vec<String>) = sqlx::query_as(&sql)
                     .persistent(false)
                     .bind(&token)
-                    .bind(None::<i64>)
+                    .bind(after.map(codec::millis))
                     .bind(true)
                     .fetch_one(&mut conn)
                     .await?;
@@ -442,15 +470,23 @@ fn give_back_alone(
 /// Gives back the claim `token` on `queue`, whose caller never heard of it:
 /// abandons it without counting the attempt, looking again while the token
 /// is unknown for [`SETTLE`] or `lease`, whichever is shorter.
-async fn give_back(s: &Store, queue: Queue, token: &str, lease: Duration) {
+async fn give_back(s: &Store, stray: &Stray, lease: Duration) {
+    let Stray {
+        queue,
+        token,
+        after,
+    } = stray;
+    let (queue, after) = (*queue, *after);
     let until = Instant::now() + lease.min(SETTLE);
     let mut pause = FIRST_PAUSE;
     loop {
         let outcome = s
             .riding_outages(|| async {
                 match queue {
-                    Queue::Orchestrator => orchestration_queue::abandon(s, token, None, true).await,
-                    Queue::Worker => worker_queue::abandon(s, token, None, true).await,
+                    Queue::Orchestrator => {
+                        orchestration_queue::abandon(s, token, after, true).await
+                    }
+                    Queue::Worker => worker_queue::abandon(s, token, after, true).await,
                 }
             })
             .await;
@@ -475,7 +511,12 @@ async fn give_back(s: &Store, queue: Queue, token: &str, lease: Duration) {
             Err(e) if token_unknown(&e) => return,
             Err(PostgresProviderError::Database(sqlx::Error::PoolClosed)) => {
                 // The pool was closed meanwhile (its runtime is ending).
-                give_back_alone(s, queue, token.to_string()).await;
+                let stray = Stray {
+                    queue,
+                    token: token.clone(),
+                    after,
+                };
+                give_back_alone(s, stray).await;
                 return;
             }
             Err(e) => {

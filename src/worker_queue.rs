@@ -416,7 +416,12 @@ impl Drop for Pending {
         if let Some((s, task, token)) = self.held.take()
             && s.ahead.expired(task, &token)
         {
-            lost_replies::give_back_blocking(&s, Queue::Worker, token);
+            let stray = lost_replies::Stray {
+                queue: Queue::Worker,
+                token,
+                after: None,
+            };
+            lost_replies::give_back_blocking(&s, stray);
         }
     }
 }
