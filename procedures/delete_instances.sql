@@ -3,7 +3,8 @@
 --
 -- Without p_force, any instance whose current execution is Running or
 -- ContinuedAsNew (the instance is between two executions, its next turn
--- queued) is refused (DX004). A child of a listed instance that is not itself listed
+-- queued) is refused (DX004), before any lock is taken and again under
+-- the locks. A child of a listed instance that is not itself listed
 -- (spawned after the caller walked the tree) is refused too (DX004), so no
 -- orphan is ever left. Counts: listed instances, executions, history
 -- events, and orchestrator plus worker queue messages.
@@ -65,19 +66,27 @@ BEGIN
         RETURN;
     END IF;
 
-    {{> claim}};
-    PERFORM {{> lock_leases}};
-    PERFORM {{> lock_messages}};
-    PERFORM {{> lock}};
-
-    IF NOT p_force THEN
-        {{> running}}
-          INTO v_id;
-        IF FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'DX004',
-                MESSAGE = pg_catalog.format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
+    -- Without p_force, a running instance is refused twice over: before
+    -- any lock, so that a refusal neither waits for a claim row nor holds
+    -- one until its rollback (which PostgreSQL runs after the client has
+    -- the error: a fetch meanwhile would skip the instance), and again
+    -- under the locks, for an instance that started running in between.
+    FOR v_check IN 1..2 LOOP
+        IF v_check = 2 THEN
+            {{> claim}};
+            PERFORM {{> lock_leases}};
+            PERFORM {{> lock_messages}};
+            PERFORM {{> lock}};
         END IF;
-    END IF;
+        IF NOT p_force THEN
+            {{> running}}
+              INTO v_id;
+            IF FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'DX004',
+                    MESSAGE = pg_catalog.format('Instance %s is still running. Use force=true to delete anyway, or cancel first.', v_id);
+            END IF;
+        END IF;
+    END LOOP;
 
     {{> orphan}}
       INTO v_id, v_parent;

@@ -129,22 +129,28 @@ async fn delete_in(
     if ids.is_empty() {
         return Ok([0; 4]);
     }
-    // The procedure's locks, in its order, one statement each.
-    for lock in [&sql.claim, &sql.lock_leases, &sql.lock_messages, &sql.lock] {
-        sqlx::query(lock).bind(ids).execute(&mut *conn).await?;
-    }
-    if !force {
-        let running: Option<String> = sqlx::query_scalar(&sql.running)
-            .bind(ids)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(id) = running {
-            return Err(PostgresProviderError::rejected(
-                sqlstate::INVALID_STATE,
-                format!(
-                    "Instance {id} is still running. Use force=true to delete anyway, or cancel first."
-                ),
-            ));
+    // A running instance is refused before any lock and again under the
+    // locks, as the procedure does.
+    for locked in [false, true] {
+        if locked {
+            // The procedure's locks, in its order, one statement each.
+            for lock in [&sql.claim, &sql.lock_leases, &sql.lock_messages, &sql.lock] {
+                sqlx::query(lock).bind(ids).execute(&mut *conn).await?;
+            }
+        }
+        if !force {
+            let running: Option<String> = sqlx::query_scalar(&sql.running)
+                .bind(ids)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(id) = running {
+                return Err(PostgresProviderError::rejected(
+                    sqlstate::INVALID_STATE,
+                    format!(
+                        "Instance {id} is still running. Use force=true to delete anyway, or cancel first."
+                    ),
+                ));
+            }
         }
     }
     let orphan: Option<(String, String)> = sqlx::query_as(&sql.orphan)

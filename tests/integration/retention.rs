@@ -429,3 +429,56 @@ async fn an_ack_waiting_for_a_force_delete_leaves_nothing(mode: SqlMode) {
 }
 
 in_both_modes!(an_ack_waiting_for_a_force_delete_leaves_nothing: an_ack_waiting_for_a_force_delete_leaves_nothing_procedures, an_ack_waiting_for_a_force_delete_leaves_nothing_inline);
+
+in_both_modes!(a_delete_refused_for_a_running_instance_takes_no_lock:
+    a_delete_refused_for_a_running_instance_takes_no_lock_procedures,
+    a_delete_refused_for_a_running_instance_takes_no_lock_inline);
+
+/// A delete refused because the instance is running refuses before it
+/// locks anything. It used to lock the instance's claim row first, so it
+/// waited for whoever held that row (an ack in flight), and held the row
+/// itself until its rollback, which PostgreSQL runs only after the client
+/// has the error: a fetch meanwhile skipped the instance, and a
+/// long-polling one then slept to its poll timeout. Here another session
+/// holds the claim row all along, and the refusal must come all the same.
+async fn a_delete_refused_for_a_running_instance_takes_no_lock(mode: SqlMode) {
+    with_schema(&format!("ret_refuse_{mode}"), |schema| async move {
+        let provider = schema.provider_in(mode).await;
+        let instance = format!("refused-{mode}");
+        provider
+            .enqueue_for_orchestrator(start(&instance), None)
+            .await
+            .expect("enqueue the start");
+        turn(&provider, &instance, 1, vec![], metadata()).await;
+
+        let holder = hold_rows(
+            &schema,
+            "SELECT 1 FROM {{schema}}.instance_claims WHERE instance_id = $1 FOR UPDATE",
+            &instance,
+        )
+        .await;
+        let refused = tokio::time::timeout(
+            Duration::from_secs(10),
+            provider.delete_instance(&instance, false),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: the refusal waited for the claim row"));
+        let e = refused.expect_err("a running instance deleted without force");
+        assert!(
+            e.message.contains("still running"),
+            "{mode}: refused as running: {e:?}"
+        );
+        holder.rollback().await.expect("release the claim row");
+        assert_eq!(
+            queued(&schema, &instance).await,
+            0,
+            "{mode}: nothing queued"
+        );
+        let info = provider
+            .get_instance_info(&instance)
+            .await
+            .expect("instance info");
+        assert_eq!(info.status, "Running", "{mode}: the instance is untouched");
+    })
+    .await;
+}
