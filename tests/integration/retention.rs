@@ -65,24 +65,11 @@ async fn turn(
     sends: Vec<WorkItem>,
     meta: ExecutionMetadata,
 ) {
-    // A refused delete holds the instance's claim row until its rollback,
-    // which PostgreSQL runs just after it has sent the error to the client,
-    // and a fetch skips a claim row someone holds: the turn is ready once
-    // that rollback is done, and fetched until then.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (item, token, _) = loop {
-        let fetched = provider
-            .fetch_orchestration_item(LEASE, Duration::ZERO, None)
-            .await
-            .expect("fetch");
-        match fetched {
-            Some(turn) => break turn,
-            None if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            None => panic!("no turn of {instance} became ready"),
-        }
-    };
+    let (item, token, _) = provider
+        .fetch_orchestration_item(LEASE, Duration::ZERO, None)
+        .await
+        .expect("fetch")
+        .expect("a turn is ready");
     assert_eq!(item.instance, instance);
     let mut first = event(instance, 1);
     first.execution_id = execution_id;
