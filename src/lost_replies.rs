@@ -375,6 +375,7 @@ impl Drop for Claiming<'_> {
 
 /// A claim to give back: its queue, its lease token, and how long it stays
 /// out of sight once given back (`None`: visible at once).
+#[derive(Clone)]
 pub(crate) struct Stray {
     pub queue: Queue,
     pub token: String,
@@ -473,10 +474,9 @@ fn give_back_alone(s: &Store, stray: Stray) -> impl Future<Output = bool> + Send
 async fn give_back(s: &Store, stray: &Stray, lease: Duration) {
     let Stray {
         queue,
-        token,
+        ref token,
         after,
-    } = stray;
-    let (queue, after) = (*queue, *after);
+    } = *stray;
     let until = Instant::now() + lease.min(SETTLE);
     let mut pause = FIRST_PAUSE;
     loop {
@@ -491,19 +491,7 @@ async fn give_back(s: &Store, stray: &Stray, lease: Duration) {
             })
             .await;
         match outcome {
-            Ok(()) => {
-                let queue = match queue {
-                    Queue::Orchestrator => "orchestrator",
-                    Queue::Worker => "worker",
-                };
-                tracing::info!(
-                    schema = %s.schema,
-                    queue,
-                    "an item claimed by a call whose reply was lost was given back"
-                );
-                crate::observe::given_back_after_lost_reply(queue);
-                return;
-            }
+            Ok(()) => return given_back(s, queue),
             Err(e) if token_unknown(&e) && Instant::now() + pause < until => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MOST_PAUSE);
@@ -511,12 +499,9 @@ async fn give_back(s: &Store, stray: &Stray, lease: Duration) {
             Err(e) if token_unknown(&e) => return,
             Err(PostgresProviderError::Database(sqlx::Error::PoolClosed)) => {
                 // The pool was closed meanwhile (its runtime is ending).
-                let stray = Stray {
-                    queue,
-                    token: token.clone(),
-                    after,
-                };
-                give_back_alone(s, stray).await;
+                if give_back_alone(s, stray.clone()).await {
+                    given_back(s, queue);
+                }
                 return;
             }
             Err(e) => {
@@ -530,6 +515,17 @@ async fn give_back(s: &Store, stray: &Stray, lease: Duration) {
             }
         }
     }
+}
+
+/// Says that a claim on `queue` whose caller never heard of it was given
+/// back: an INFO event and `given_back_after_lost_reply_total`.
+fn given_back(s: &Store, queue: Queue) {
+    tracing::info!(
+        schema = %s.schema,
+        queue = queue.name(),
+        "an item claimed by a call whose reply was lost was given back"
+    );
+    crate::observe::given_back_after_lost_reply(queue);
 }
 
 #[cfg(test)]

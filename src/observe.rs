@@ -253,11 +253,11 @@ pub(crate) fn landed_after_lost_reply(operation: &'static str) {
 /// An item claimed by a call whose reply was lost was given back
 /// ([`crate::lost_replies::Claiming`]): counted as
 /// `given_back_after_lost_reply_total`, by queue.
-pub(crate) fn given_back_after_lost_reply(queue: &'static str) {
+pub(crate) fn given_back_after_lost_reply(queue: crate::notify::Queue) {
     #[cfg(feature = "metrics")]
     metrics::counter!(
         "duroxide_postgres_given_back_after_lost_reply_total",
-        "queue" => queue
+        "queue" => queue.name()
     )
     .increment(1);
     #[cfg(not(feature = "metrics"))]
@@ -267,13 +267,8 @@ pub(crate) fn given_back_after_lost_reply(queue: &'static str) {
 /// A waiting fetch on `queue` was woken.
 pub(crate) fn fetch_woken(queue: crate::notify::Queue) {
     #[cfg(feature = "metrics")]
-    {
-        let queue = match queue {
-            crate::notify::Queue::Orchestrator => "orchestrator",
-            crate::notify::Queue::Worker => "worker",
-        };
-        metrics::counter!("duroxide_postgres_fetch_wakeups_total", "queue" => queue).increment(1);
-    }
+    metrics::counter!("duroxide_postgres_fetch_wakeups_total", "queue" => queue.name())
+        .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = queue;
 }

@@ -96,6 +96,16 @@ pub(crate) enum Queue {
     Worker,
 }
 
+impl Queue {
+    /// The queue's name in metric labels and logs, as in its payload.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Orchestrator => "orchestrator",
+            Self::Worker => "worker",
+        }
+    }
+}
+
 /// The fetches waiting on one queue of one schema.
 ///
 /// A fetch registers before it queries, so a wake-up while nobody is
