@@ -158,12 +158,7 @@ pub(crate) async fn fetch_once(
 
 /// The runtime's view of a claimed instance: (item, lock token, attempts).
 fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
-    // Messages that no longer parse are skipped; the rest of the turn proceeds.
-    let messages: Vec<WorkItem> = row
-        .messages
-        .iter()
-        .filter_map(|text| codec::decode_work_item(text).ok())
-        .collect();
+    let (messages, message_error) = decode_messages(&row.messages);
     // A history the fetch did not read, or that does not parse, is the
     // runtime's to handle (abandon, then poison), as in duroxide's SQLite provider.
     let (history, history_error) = match (&row.history, row.history_error) {
@@ -174,6 +169,7 @@ fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
     };
+    let history_error = history_error.or(message_error);
     let (name, version) = if row.instance_known {
         (
             row.orchestration_name.unwrap_or_default(),
@@ -211,6 +207,33 @@ fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
     };
     let attempts = u32::try_from(row.attempt_count).unwrap_or_default();
     Ok((item, row.lock_token, attempts))
+}
+
+/// The batch's messages, and what is wrong with the first that does not
+/// decode (a newer duroxide's message during a rolling upgrade, or a row
+/// written by hand). Such a turn must not run: its ack would consume the
+/// message unseen. It reaches the runtime as a turn whose history cannot
+/// be read, which the runtime abandons for a second, counting the attempt,
+/// until a node that reads the message takes it or the instance fails as
+/// poison.
+fn decode_messages(rows: &[String]) -> (Vec<WorkItem>, Option<String>) {
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut error = None;
+    for (n, text) in rows.iter().enumerate() {
+        match codec::decode_work_item(text) {
+            Ok(message) => messages.push(message),
+            Err(e) => {
+                error.get_or_insert_with(|| {
+                    format!(
+                        "message {} of {} could not be decoded: {e}",
+                        n + 1,
+                        rows.len()
+                    )
+                });
+            }
+        }
+    }
+    (messages, error)
 }
 
 /// Name and version of an instance that has no row yet: from its history's

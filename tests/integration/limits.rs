@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::{Provider, ProviderAdmin, TagFilter, WorkItem};
+use duroxide::providers::{Provider, ProviderAdmin, WorkItem};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{
@@ -737,61 +737,6 @@ async fn a_batch_larger_than_the_limit_is_delivered_in_order_over_several_turns(
             })
             .collect();
         assert_eq!(rest, sent[4..6].to_vec(), "the two left out, in order");
-    })
-    .await;
-}
-
-in_both_modes!(an_activity_that_does_not_decode_is_left_claimable:
-    an_activity_that_does_not_decode_is_left_claimable_procedures,
-    an_activity_that_does_not_decode_is_left_claimable_inline);
-
-/// An activity this build cannot decode (a work item of a newer duroxide
-/// during a rolling upgrade, or one written by hand) fails the fetch that
-/// claimed it, as in duroxide's SQLite provider, whose claim then rolls
-/// back. It must not stay leased to a worker that cannot run it: a worker
-/// that can read it (here the same row, mended) claims it at once, its
-/// first attempt.
-async fn an_activity_that_does_not_decode_is_left_claimable(mode: SqlMode) {
-    with_schema(&format!("lim_undecodable_{mode}"), |schema| async move {
-        let p = provider(&schema, PostgresOptions::default().sql_mode(mode)).await;
-        p.enqueue_for_worker(crate::fixtures::activity("future", 1))
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
-        let readable: String =
-            sqlx::query_scalar(schema.statement("SELECT work_item FROM {{schema}}.worker_queue"))
-                .fetch_one(&schema.pool)
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: read the item: {e}"));
-        sqlx::query(schema.statement(
-            "UPDATE {{schema}}.worker_queue SET work_item = '{\"ActivityFromTheFuture\":{}}'",
-        ))
-        .execute(&schema.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{mode}: rewrite the item: {e}"));
-
-        let fetched = p
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::Any)
-            .await;
-        assert!(
-            fetched.is_err(),
-            "{mode}: an item that does not decode was delivered: {fetched:?}"
-        );
-
-        sqlx::query(schema.statement("UPDATE {{schema}}.worker_queue SET work_item = $1"))
-            .bind(&readable)
-            .execute(&schema.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: mend the item: {e}"));
-        let (item, _, attempts) = p
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::Any)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
-            .unwrap_or_else(|| panic!("{mode}: the item is still leased to the failed fetch"));
-        assert_eq!(item, crate::fixtures::activity("future", 1), "{mode}");
-        assert_eq!(
-            attempts, 1,
-            "{mode}: the failed fetch's attempt not counted"
-        );
     })
     .await;
 }

@@ -43,6 +43,7 @@ mod support;
 mod tenants;
 mod tls;
 mod transient;
+mod unreadable;
 mod upgrades;
 mod validation;
 mod warm_up;

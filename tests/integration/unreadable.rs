@@ -1,0 +1,370 @@
+//! Items this build cannot decode: a newer duroxide's work item or message
+//! during a rolling upgrade, or a row written by hand. None is lost and
+//! none holds up the items behind it. An activity is given back at once,
+//! its attempt not counted, behind the items already waiting, for a worker
+//! that can read it. A turn with a message that does not decode reaches
+//! the runtime as a turn it cannot run (`history_error`), which it abandons
+//! for a second, counting the attempt, until a node that can read the
+//! message runs it or the instance fails as poison.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::providers::{Provider, ProviderError, TagFilter, WorkItem};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+
+use crate::fixtures::{self, claim_and_ack_turn, start};
+use crate::support::{self, Kind, Slot, TestSchema, in_both_modes, with_schema};
+
+const LOCK: Duration = Duration::from_secs(30);
+
+/// What no duroxide release decodes as a work item.
+const UNREADABLE: &str = r#"{"ActivityFromTheFuture":{}}"#;
+
+async fn provider(schema: &TestSchema, mode: SqlMode) -> PostgresProvider {
+    support::provider_with_options(&schema.pool, &schema.name, mode, PostgresOptions::default())
+        .await
+}
+
+/// Rewrites the `nth` (from 1, oldest first) row of `table` to
+/// [`UNREADABLE`], returning what it held.
+async fn spoil(schema: &TestSchema, table: &str, nth: i64) -> String {
+    let readable: String = sqlx::query_scalar(schema.statement(&format!(
+        "SELECT work_item FROM {{{{schema}}}}.{table} ORDER BY id OFFSET $1 LIMIT 1"
+    )))
+    .bind(nth - 1)
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap_or_else(|e| panic!("read row {nth} of {table}: {e}"));
+    mend(schema, table, UNREADABLE, &readable).await;
+    readable
+}
+
+/// Puts `to` back where `from` is in `table`, asserting one row changed.
+async fn mend(schema: &TestSchema, table: &str, to: &str, from: &str) {
+    let changed = sqlx::query(schema.statement(&format!(
+        "UPDATE {{{{schema}}}}.{table} SET work_item = $1 WHERE work_item = $2"
+    )))
+    .bind(to)
+    .bind(from)
+    .execute(&schema.pool)
+    .await
+    .unwrap_or_else(|e| panic!("rewrite a row of {table}: {e}"))
+    .rows_affected();
+    assert_eq!(changed, 1, "rows of {table} that held {from}");
+}
+
+async fn fetch_work(
+    p: &PostgresProvider,
+) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+    p.fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
+        .await
+}
+
+in_both_modes!(an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can:
+    an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can_procedures,
+    an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can_inline);
+
+/// An activity this build cannot decode fails the fetch that claimed it, as
+/// in duroxide's SQLite provider, whose claim then rolls back. It must not
+/// stay leased to a worker that cannot run it: a worker that can read it
+/// (here the same row, mended) claims it long before the lease ends, on
+/// its first attempt.
+async fn an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can(mode: SqlMode) {
+    with_schema(&format!("unread_activity_{mode}"), |schema| async move {
+        let p = provider(&schema, mode).await;
+        p.enqueue_for_worker(fixtures::activity("future", 1))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        let readable = spoil(&schema, "worker_queue", 1).await;
+        let fetched = fetch_work(&p).await;
+        assert!(
+            fetched.is_err(),
+            "{mode}: an item that does not decode was delivered: {fetched:?}"
+        );
+
+        mend(&schema, "worker_queue", &readable, UNREADABLE).await;
+        let deadline = std::time::Instant::now() + LOCK / 3;
+        let (item, _, attempts) = loop {
+            if let Some(claimed) = fetch_work(&p)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+            {
+                break claimed;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: the item is still leased to the failed fetch"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(item, fixtures::activity("future", 1), "{mode}");
+        assert_eq!(
+            attempts, 1,
+            "{mode}: the failed fetch's attempt not counted"
+        );
+    })
+    .await;
+}
+
+in_both_modes!(an_activity_that_does_not_decode_does_not_hold_up_the_rest:
+    an_activity_that_does_not_decode_does_not_hold_up_the_rest_procedures,
+    an_activity_that_does_not_decode_does_not_hold_up_the_rest_inline);
+
+/// An activity nobody can decode at the head of the queue must not become
+/// every fetch's claim: the runtime's worker retries a failed fetch after
+/// 100 ms, and would claim the same item again, forever, while the queue
+/// behind it waits. The next fetch takes the next item.
+async fn an_activity_that_does_not_decode_does_not_hold_up_the_rest(mode: SqlMode) {
+    with_schema(&format!("unread_head_{mode}"), |schema| async move {
+        let p = provider(&schema, mode).await;
+        for id in [1, 2] {
+            p.enqueue_for_worker(fixtures::activity("i1", id))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        }
+        spoil(&schema, "worker_queue", 1).await;
+        assert!(fetch_work(&p).await.is_err(), "{mode}: the unreadable item");
+        let next = fetch_work(&p)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: the fetch after it claimed it again: {e:?}"))
+            .unwrap_or_else(|| panic!("{mode}: nothing claimed"));
+        assert_eq!(next.0, fixtures::activity("i1", 2), "{mode}");
+    })
+    .await;
+}
+
+in_both_modes!(an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_rest:
+    an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_rest_procedures,
+    an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_rest_inline);
+
+/// The same for the activity an ack claims for its task's next fetch
+/// (`claim_ahead`): the unreadable claim is given back, and the task's
+/// next fetch takes the item behind it, not the unreadable one again.
+async fn an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_rest(mode: SqlMode) {
+    with_schema(&format!("unread_ahead_{mode}"), |schema| async move {
+        let p = provider(&schema, mode).await;
+        for id in [1, 2, 3] {
+            p.enqueue_for_worker(fixtures::activity("i1", id))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        }
+        spoil(&schema, "worker_queue", 2).await;
+        let dispatcher = tokio::spawn(async move {
+            let (first, token, _) = fetch_work(&p)
+                .await
+                .expect("fetch")
+                .expect("the first activity");
+            // Claims the second, which does not decode.
+            p.ack_work_item(&token, None).await.expect("ack");
+            (first, fetch_work(&p).await)
+        });
+        let (first, next) = dispatcher.await.expect("dispatcher task");
+        assert_eq!(first, fixtures::activity("i1", 1), "{mode}");
+        let next = next
+            .unwrap_or_else(|e| panic!("{mode}: the fetch after the ack claimed it again: {e:?}"))
+            .unwrap_or_else(|| panic!("{mode}: nothing claimed"));
+        assert_eq!(next.0, fixtures::activity("i1", 3), "{mode}");
+    })
+    .await;
+}
+
+fn raised(instance: &str, data: &str) -> WorkItem {
+    WorkItem::ExternalRaised {
+        instance: instance.to_string(),
+        name: "Go".to_string(),
+        data: data.to_string(),
+    }
+}
+
+in_both_modes!(a_message_that_does_not_decode_is_kept_and_counted:
+    a_message_that_does_not_decode_is_kept_and_counted_procedures,
+    a_message_that_does_not_decode_is_kept_and_counted_inline);
+
+/// A turn with a message this build cannot decode is not run without it
+/// (its ack would consume the message unseen): it reaches the runtime with
+/// `history_error` naming the message, as a history that does not decode
+/// does, and the abandon keeps the message, its attempt counted. A build
+/// that can read it (here the row, mended) gets the whole batch.
+async fn a_message_that_does_not_decode_is_kept_and_counted(mode: SqlMode) {
+    with_schema(&format!("unread_message_{mode}"), |schema| async move {
+        let p = provider(&schema, mode).await;
+        p.enqueue_for_orchestrator(start("i1"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: start: {e:?}"));
+        claim_and_ack_turn(&p, LOCK).await;
+        for data in ["first", "second"] {
+            p.enqueue_for_orchestrator(raised("i1", data), None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
+        }
+        let readable = spoil(&schema, "orchestrator_queue", 2).await;
+
+        let (item, token, attempts) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+            .unwrap_or_else(|| panic!("{mode}: nothing claimed"));
+        assert_eq!(attempts, 1, "{mode}");
+        let error = item
+            .history_error
+            .unwrap_or_else(|| panic!("{mode}: a turn without its message: {:?}", item.messages));
+        assert!(
+            error.starts_with("message 2 of 2 could not be decoded: "),
+            "{mode}: {error}"
+        );
+        p.abandon_orchestration_item(&token, None, false)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: abandon: {e:?}"));
+
+        mend(&schema, "orchestrator_queue", &readable, UNREADABLE).await;
+        let (item, _, attempts) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+            .unwrap_or_else(|| panic!("{mode}: nothing claimed"));
+        assert_eq!(item.history_error, None, "{mode}");
+        assert_eq!(
+            item.messages,
+            vec![raised("i1", "first"), raised("i1", "second")],
+            "{mode}"
+        );
+        assert_eq!(item.history.len(), 1, "{mode}");
+        assert_eq!(attempts, 2, "{mode}: the first turn's attempt counted");
+    })
+    .await;
+}
+
+in_both_modes!(a_runtime_waits_for_a_message_it_cannot_read:
+    a_runtime_waits_for_a_message_it_cannot_read_procedures,
+    a_runtime_waits_for_a_message_it_cannot_read_inline);
+
+/// End to end: an event this runtime cannot read is neither run without
+/// nor dropped. The runtime abandons the turn, counting attempts; once the
+/// row can be read (as when a newer node takes it), the orchestration
+/// receives the event and completes with its data.
+async fn a_runtime_waits_for_a_message_it_cannot_read(mode: SqlMode) {
+    with_schema(&format!("unread_runtime_{mode}"), |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = provider(&schema, mode).await;
+        let orchestrations = OrchestrationRegistry::builder()
+            .register(
+                "Wait",
+                |ctx: OrchestrationContext, _input: String| async move {
+                    Ok(ctx.schedule_wait("Go").await)
+                },
+            )
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let store: Arc<dyn Provider> = Arc::new(p.clone());
+        let rt = Runtime::start_with_options(
+            store.clone(),
+            ActivityRegistry::builder().build(),
+            orchestrations,
+            options,
+        )
+        .await;
+        let client = Client::new(store);
+        client
+            .start_orchestration("waiting", "Wait", "")
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: start: {e:?}"));
+        support::eventually("the orchestration to wait for its event", || async {
+            matches!(
+                client.get_orchestration_status("waiting").await,
+                Ok(OrchestrationStatus::Running { .. })
+            )
+        })
+        .await;
+        // Visible in a second: time to spoil it before the runtime sees it.
+        p.enqueue_for_orchestrator(raised("waiting", "go"), Some(Duration::from_secs(1)))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
+        let readable = spoil(&schema, "orchestrator_queue", 1).await;
+        support::eventually("the runtime to abandon the unreadable turn", || async {
+            let attempts: Option<i32> = sqlx::query_scalar(schema.statement(
+                "SELECT attempt_count FROM {{schema}}.orchestrator_queue WHERE lock_token IS NULL",
+            ))
+            .fetch_optional(&schema.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: read the queue: {e}"));
+            attempts.is_some_and(|n| n >= 1)
+        })
+        .await;
+        mend(&schema, "orchestrator_queue", &readable, UNREADABLE).await;
+        let outcome = client
+            .wait_for_orchestration("waiting", Duration::from_secs(30))
+            .await;
+        rt.shutdown(None).await;
+        match outcome {
+            Ok(OrchestrationStatus::Completed { output, .. }) => assert_eq!(output, "go", "{mode}"),
+            other => panic!("{mode}: the event was not delivered: {other:?}"),
+        }
+    })
+    .await;
+}
+
+in_both_modes!(a_message_nobody_can_read_fails_its_instance_as_poison:
+    a_message_nobody_can_read_fails_its_instance_as_poison_procedures,
+    a_message_nobody_can_read_fails_its_instance_as_poison_inline);
+
+/// When no node ever reads the message, the instance does not wait
+/// forever, nor go on without it: it fails as poison after the runtime's
+/// attempts, its failure naming the message.
+async fn a_message_nobody_can_read_fails_its_instance_as_poison(mode: SqlMode) {
+    with_schema(&format!("unread_poison_{mode}"), |schema| async move {
+        let _slot = Slot::acquire(Kind::Runtime);
+        let p = provider(&schema, mode).await;
+        // Queued before the runtime starts, and spoiled: its first turn
+        // cannot run.
+        p.enqueue_for_orchestrator(start("doomed"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: start: {e:?}"));
+        p.enqueue_for_orchestrator(raised("doomed", "go"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
+        spoil(&schema, "orchestrator_queue", 2).await;
+        let orchestrations = OrchestrationRegistry::builder()
+            .register(
+                fixtures::ORCHESTRATION,
+                |ctx: OrchestrationContext, _input: String| async move {
+                    Ok(ctx.schedule_wait("Go").await)
+                },
+            )
+            .build();
+        let options = RuntimeOptions {
+            dispatcher_min_poll_interval: Duration::from_millis(10),
+            max_attempts: 2,
+            ..Default::default()
+        };
+        let store: Arc<dyn Provider> = Arc::new(p.clone());
+        let rt = Runtime::start_with_options(
+            store.clone(),
+            ActivityRegistry::builder().build(),
+            orchestrations,
+            options,
+        )
+        .await;
+        let outcome = Client::new(store)
+            .wait_for_orchestration("doomed", Duration::from_secs(30))
+            .await;
+        rt.shutdown(None).await;
+        match outcome {
+            Ok(OrchestrationStatus::Failed { details, .. }) => {
+                let text = format!("{details:?}");
+                assert!(
+                    text.contains("message 2 of 2 could not be decoded"),
+                    "{mode}: {text}"
+                );
+            }
+            other => panic!("{mode}: expected a failure as poison: {other:?}"),
+        }
+    })
+    .await;
+}
