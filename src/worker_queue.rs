@@ -207,6 +207,25 @@ async fn give_back(s: &Store, token: &str) {
     }
 }
 
+/// How long an item this build cannot decode stays out of sight after a
+/// fetch claimed it: the runtime's workers retry a failed fetch after
+/// 100 ms, each of their slots, so an item given back at once would be
+/// claimed and given back ten times a second per slot for as long as it
+/// stays. duroxide's runtime sets an orchestration it cannot run aside for
+/// the same second.
+const UNREADABLE_SET_ASIDE: Duration = Duration::from_secs(1);
+
+/// Gives back an item this build cannot decode (a newer duroxide's item
+/// during a rolling upgrade, or one written by hand): its attempt not
+/// counted, as duroxide's SQLite provider rolls such a claim back, out of
+/// sight for [`UNREADABLE_SET_ASIDE`], then claimable by any worker (one
+/// that can read it runs it). A failure leaves it to its lease's end.
+async fn set_aside(s: &Store, token: &str) {
+    if let Err(e) = abandon(s, token, Some(UNREADABLE_SET_ASIDE), true).await {
+        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside an item that does not decode failed");
+    }
+}
+
 /// A claimed item as the procedure and the inline driver return it:
 /// (lock token, work item JSON, attempts, the instance's history when
 /// [`FetchParams::history_bytes`] asked for it and it fit).
@@ -251,11 +270,7 @@ pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled
                 next_due_ms,
             }),
             Err(e) => {
-                // Not this build's to run (a newer duroxide's item during a
-                // rolling upgrade, or one written by hand): given back at
-                // once, its attempt not counted, for a worker that can read
-                // it, as duroxide's SQLite provider rolls such a claim back.
-                give_back(s, &token).await;
+                set_aside(s, &token).await;
                 Err(e)
             }
         },
@@ -373,9 +388,13 @@ async fn hold(
     params: FetchParams,
     began: u64,
 ) {
-    // An item that does not decode is given back: the task's own fetch
-    // claims it again and reports the error.
-    let (Ok(item), Some(task)) = (codec::decode_work_item(json), tokio::task::try_id()) else {
+    // An item that does not decode is set aside, as a fetch's is; the fetch
+    // that claims it after that reports the error.
+    let Ok(item) = codec::decode_work_item(json) else {
+        set_aside(s, &token).await;
+        return;
+    };
+    let Some(task) = tokio::task::try_id() else {
         give_back(s, &token).await;
         return;
     };

@@ -1,8 +1,9 @@
 //! Items this build cannot decode: a newer duroxide's work item or message
 //! during a rolling upgrade, or a row written by hand. None is lost and
-//! none holds up the items behind it. An activity is given back at once,
-//! its attempt not counted, behind the items already waiting, for a worker
-//! that can read it. A turn with a message that does not decode reaches
+//! none holds up the items behind it. An activity is given back, its
+//! attempt not counted, out of sight for a second (not claimed over and
+//! over by workers that cannot read it), then for any worker to take. A
+//! turn with a message that does not decode reaches
 //! the runtime as a turn it cannot run (`history_error`), which it abandons
 //! for a second, counting the attempt, until a node that can read the
 //! message runs it or the instance fails as poison.
@@ -106,6 +107,42 @@ async fn an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can(mo
             attempts, 1,
             "{mode}: the failed fetch's attempt not counted"
         );
+    })
+    .await;
+}
+
+in_both_modes!(an_activity_that_does_not_decode_is_not_claimed_again_at_once:
+    an_activity_that_does_not_decode_is_not_claimed_again_at_once_procedures,
+    an_activity_that_does_not_decode_is_not_claimed_again_at_once_inline);
+
+/// The runtime's worker retries a failed fetch after 100 ms, each of its
+/// slots, in every process. An item no worker can read, given back at once,
+/// was claimed and given back again by each of them ten times a second:
+/// two commits and a WARN each time, for as long as the row stays, on the
+/// server every tenant shares. It is set aside for a second instead, then
+/// claimable again (and reported again), so a newer worker still takes it
+/// within a second.
+async fn an_activity_that_does_not_decode_is_not_claimed_again_at_once(mode: SqlMode) {
+    with_schema(&format!("unread_again_{mode}"), |schema| async move {
+        let p = provider(&schema, mode).await;
+        p.enqueue_for_worker(fixtures::activity("i1", 1))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        spoil(&schema, "worker_queue", 1).await;
+        assert!(fetch_work(&p).await.is_err(), "{mode}: the unreadable item");
+        let again = fetch_work(&p).await;
+        assert!(
+            matches!(again, Ok(None)),
+            "{mode}: claimed again at once: {again:?}"
+        );
+        let deadline = std::time::Instant::now() + LOCK / 3;
+        while fetch_work(&p).await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: the item never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }
