@@ -240,18 +240,15 @@ fn default_slots(connections: usize) -> usize {
 
 impl Gate {
     /// The gate of `pool`, created on first use with `slots` (or the
-    /// default for the pool's size, less the connection the `LISTEN` hub
-    /// holds when `listening`).
-    pub(crate) fn of(pool: &PgPool, slots: Option<usize>, listening: bool) -> Arc<Gate> {
+    /// default for the pool's size).
+    pub(crate) fn of(pool: &PgPool, slots: Option<usize>) -> Arc<Gate> {
         let key = Arc::as_ptr(&pool.connect_options()) as usize;
         let mut all = gates().lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|_, gate| gate.strong_count() > 0);
         if let Some(gate) = all.get(&key).and_then(Weak::upgrade) {
             return gate;
         }
-        let connections = usize::try_from(pool.options().get_max_connections())
-            .unwrap_or(1)
-            .saturating_sub(usize::from(listening));
+        let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
         let slots = slots.unwrap_or_else(|| default_slots(connections)).max(1);
         let gate = Arc::new(Gate::new(slots));
         all.insert(key, Arc::downgrade(&gate));

@@ -140,11 +140,9 @@ impl PostgresProvider {
                  (PostgresOptions::listen_url), or notifications off",
             ));
         }
-        // The listener's own connection, straight to the server (made on
-        // first use). Room for two: a listener given up on (no answer to a
-        // keepalive) goes back to its pool only once the old backend
-        // answers, which a dead network or a hung backend delays until TCP
-        // gives up, and the new listener must not wait for it.
+        // The listener's settings, straight to the server: its connections
+        // are made with them (crate::notify::own_pool), and notifications
+        // left unsent when the last provider goes are sent on this pool.
         let listen_pool = match (&options.listen_url, options.notifications) {
             (Some(url), true) => {
                 let connect = PostgresOptions {
@@ -169,9 +167,8 @@ impl PostgresProvider {
             options.transaction_pooler.then(|| options.pooled_begin()),
         )
         .with_call_timeout(options.call_timeout);
-        // A listener on its own URL holds none of the pool's connections.
-        let listening = options.notifications && listen_pool.is_none();
-        let gate = Gate::of(&pool, options.fetch_slots, listening);
+        // The listener holds none of the pool's connections (crate::notify).
+        let gate = Gate::of(&pool, options.fetch_slots);
         // Operations (and the migration check) run on the tenant's shard of
         // the pool, if it has one; the gate and the listener stay the pool's.
         let work_pool = match crate::affinity::Shards::of(

@@ -401,7 +401,7 @@ mod retry_tests {
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(connect);
         let db = Db::new(pool, None);
-        let gate = Gate::of(&db, None, false);
+        let gate = Gate::of(&db, None);
         let schema = SchemaName::new("retry_tests").unwrap();
         let limits = Limits::of(&options);
         Store::new(db, schema, SqlMode::StoredProcedures, limits, gate, None)
@@ -576,7 +576,7 @@ mod tests {
         migrate::migrate_status(pool, &schema, mode).await.unwrap();
         let options = PostgresOptions::default();
         let db = Db::new(pool.clone(), None);
-        let gate = Gate::of(&db, None, false);
+        let gate = Gate::of(&db, None);
         Store::new(db, schema, mode, Limits::of(&options), gate, None)
     }
 

@@ -78,6 +78,14 @@
 //! answer at most as long. A connection that does not answer (a dropped TCP
 //! connection stays silent, it does not fail) is given up like a lost one.
 //!
+//! Each listening connection is a new one, in a pool of its own made from
+//! the connection settings of the pool it serves ([`own_pool`]), never one
+//! of that pool's: sqlx sends `UNLISTEN *` on a listener it drops before
+//! the connection goes back to its pool, which on a silent connection
+//! waits until TCP gives up, and an idle pooled connection taken for a new
+//! listener after a partition may be silent too. Neither may hold a place
+//! in the application's pool, nor keep a replacement from listening.
+//!
 //! [`PostgresOptions::listener_keepalive`]: crate::PostgresOptions::listener_keepalive
 
 mod long_poll;
@@ -90,7 +98,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -405,7 +413,8 @@ pub struct NotificationStats {
 pub(crate) struct Hub {
     shared: Arc<Shared>,
     task: tokio::task::AbortHandle,
-    /// The pool the listening connection comes from (see [`Hub::join`]).
+    /// The pool whose settings the listening connections are made with,
+    /// and whose close stops them (see [`Hub::join`]).
     listen_on: PgPool,
 }
 
@@ -426,8 +435,9 @@ fn hubs() -> &'static Mutex<HashMap<usize, Weak<Hub>>> {
 impl Hub {
     /// The hub of `pool` (created, with its listening task, on first use),
     /// subscribed to `schema`'s channel, and a membership that leaves it
-    /// when dropped. A new hub listens on a connection of `listen_pool`
-    /// (a direct URL beside a transaction pooler), or of `pool` without one.
+    /// when dropped. A new hub listens on connections of its own made with
+    /// the settings of `listen_pool` (a direct URL beside a transaction
+    /// pooler), or of `pool` without one ([`own_pool`]).
     pub(crate) fn join(
         pool: &PgPool,
         listen_pool: Option<&PgPool>,
@@ -565,8 +575,11 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
             return;
         }
         let schemas = shared.schemas();
-        let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+        let own = own_pool(&pool);
+        // Bounded as a keepalive is: a server that accepts the connection
+        // and then stops answering must not hold the loop.
+        let connected = crate::pooler::answered(shared.keepalive(), async {
+            let mut listener = PgListener::connect_with(&own).await?;
             listener.eager_reconnect(false);
             let pid: i32 = sqlx::query_scalar(KEEP_SESSION)
                 .fetch_one(&mut listener)
@@ -579,12 +592,16 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 .listen_all(schemas.iter().map(|(name, _)| name.as_str()))
                 .await?;
             Ok::<_, sqlx::Error>(listener)
-        }
+        })
         .await;
         let mut listener = match connected {
             Ok(listener) => listener,
-            Err(_) if pool.is_closed() => continue,
+            Err(_) if pool.is_closed() => {
+                retire(own);
+                continue;
+            }
             Err(e) => {
+                retire(own);
                 tracing::warn!(error = %e, retry_in = ?backoff, "duroxide-postgres: LISTEN connection failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF.1);
@@ -601,6 +618,9 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         let mut heard = Instant::now();
         // Whether this connection holds the presence key (see `presence`).
         let mut announced = false;
+        // The pool served closing stops the listener (its own pool never closes by itself).
+        let closing = pool.close_event();
+        tokio::pin!(closing);
         let reason = loop {
             if !announced && shared.wants_wakes.load(Ordering::SeqCst) {
                 let channels: Vec<String> = listening.iter().cloned().collect();
@@ -625,6 +645,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
                 |interval| later(heard, interval),
             );
             tokio::select! {
+                _ = &mut closing => break "pool closed".to_string(),
                 message = listener.try_recv() => match message {
                     Ok(Some(n)) => {
                         heard = Instant::now();
@@ -735,6 +756,7 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
             waiters.wake_all();
         }
         drop(listener);
+        retire(own);
         if pool.is_closed() {
             // The application closed the pool: nothing was lost, and
             // nothing will come back.
@@ -744,6 +766,30 @@ async fn listen(shared: Arc<Shared>, pool: PgPool) {
         tracing::warn!(%reason, "duroxide-postgres: LISTEN connection lost; polling until it is back");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// A pool of one connection for one listening connection, made with
+/// `pool`'s connection settings (not its `after_connect` hook, which a
+/// listener does not need: it reads no table). A new one per connection,
+/// so a listener given up on holds nothing a replacement needs.
+fn own_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// Closes a listener's own pool once its connection is back: at once for
+/// a sound one (after sqlx's `UNLISTEN *`), when TCP gives up for a silent
+/// one, on a task of its own either way.
+fn retire(own: PgPool) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { own.close().await });
     }
 }
 
