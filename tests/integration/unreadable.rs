@@ -58,6 +58,48 @@ async fn mend(schema: &TestSchema, table: &str, to: &str, from: &str) {
     assert_eq!(changed, 1, "rows of {table} that held {from}");
 }
 
+/// Enqueues activities `ids` of `instance`, in order.
+async fn enqueue_activities(p: &PostgresProvider, mode: SqlMode, instance: &str, ids: &[u64]) {
+    for &id in ids {
+        p.enqueue_for_worker(fixtures::activity(instance, id))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+    }
+}
+
+/// A runtime whose one orchestration, registered as `name`, waits for an
+/// event `Go` and returns its data; polling often, poisoning after
+/// `max_attempts`. Returned with a client on the same provider.
+async fn waiting_runtime(
+    p: &PostgresProvider,
+    name: &str,
+    max_attempts: u32,
+) -> (Arc<Runtime>, Client) {
+    let orchestrations =
+        OrchestrationRegistry::builder()
+            .register(
+                name,
+                |ctx: OrchestrationContext, _input: String| async move {
+                    Ok(ctx.schedule_wait("Go").await)
+                },
+            )
+            .build();
+    let options = RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        max_attempts,
+        ..Default::default()
+    };
+    let store: Arc<dyn Provider> = Arc::new(p.clone());
+    let rt = Runtime::start_with_options(
+        store.clone(),
+        ActivityRegistry::builder().build(),
+        orchestrations,
+        options,
+    )
+    .await;
+    (rt, Client::new(store))
+}
+
 async fn fetch_work(
     p: &PostgresProvider,
 ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
@@ -77,9 +119,7 @@ in_both_modes!(an_activity_that_does_not_decode_is_given_back_for_a_worker_that_
 async fn an_activity_that_does_not_decode_is_given_back_for_a_worker_that_can(mode: SqlMode) {
     with_schema(&format!("unread_activity_{mode}"), |schema| async move {
         let p = provider(&schema, mode).await;
-        p.enqueue_for_worker(fixtures::activity("future", 1))
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        enqueue_activities(&p, mode, "future", &[1]).await;
         let readable = spoil(&schema, "worker_queue", 1).await;
         let fetched = fetch_work(&p).await;
         assert!(
@@ -125,9 +165,7 @@ in_both_modes!(an_activity_that_does_not_decode_is_not_claimed_again_at_once:
 async fn an_activity_that_does_not_decode_is_not_claimed_again_at_once(mode: SqlMode) {
     with_schema(&format!("unread_again_{mode}"), |schema| async move {
         let p = provider(&schema, mode).await;
-        p.enqueue_for_worker(fixtures::activity("i1", 1))
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        enqueue_activities(&p, mode, "i1", &[1]).await;
         spoil(&schema, "worker_queue", 1).await;
         assert!(fetch_work(&p).await.is_err(), "{mode}: the unreadable item");
         let again = fetch_work(&p).await;
@@ -158,11 +196,7 @@ in_both_modes!(an_activity_that_does_not_decode_does_not_hold_up_the_rest:
 async fn an_activity_that_does_not_decode_does_not_hold_up_the_rest(mode: SqlMode) {
     with_schema(&format!("unread_head_{mode}"), |schema| async move {
         let p = provider(&schema, mode).await;
-        for id in [1, 2] {
-            p.enqueue_for_worker(fixtures::activity("i1", id))
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
-        }
+        enqueue_activities(&p, mode, "i1", &[1, 2]).await;
         spoil(&schema, "worker_queue", 1).await;
         assert!(fetch_work(&p).await.is_err(), "{mode}: the unreadable item");
         let next = fetch_work(&p)
@@ -184,11 +218,7 @@ in_both_modes!(an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_t
 async fn an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_rest(mode: SqlMode) {
     with_schema(&format!("unread_ahead_{mode}"), |schema| async move {
         let p = provider(&schema, mode).await;
-        for id in [1, 2, 3] {
-            p.enqueue_for_worker(fixtures::activity("i1", id))
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
-        }
+        enqueue_activities(&p, mode, "i1", &[1, 2, 3]).await;
         spoil(&schema, "worker_queue", 2).await;
         let dispatcher = tokio::spawn(async move {
             let (first, token, _) = fetch_work(&p)
@@ -287,27 +317,8 @@ async fn a_runtime_waits_for_a_message_it_cannot_read(mode: SqlMode) {
     with_schema(&format!("unread_runtime_{mode}"), |schema| async move {
         let _slot = Slot::acquire(Kind::Runtime);
         let p = provider(&schema, mode).await;
-        let orchestrations = OrchestrationRegistry::builder()
-            .register(
-                "Wait",
-                |ctx: OrchestrationContext, _input: String| async move {
-                    Ok(ctx.schedule_wait("Go").await)
-                },
-            )
-            .build();
-        let options = RuntimeOptions {
-            dispatcher_min_poll_interval: Duration::from_millis(10),
-            ..Default::default()
-        };
-        let store: Arc<dyn Provider> = Arc::new(p.clone());
-        let rt = Runtime::start_with_options(
-            store.clone(),
-            ActivityRegistry::builder().build(),
-            orchestrations,
-            options,
-        )
-        .await;
-        let client = Client::new(store);
+        let (rt, client) =
+            waiting_runtime(&p, "Wait", RuntimeOptions::default().max_attempts).await;
         client
             .start_orchestration("waiting", "Wait", "")
             .await
@@ -367,28 +378,8 @@ async fn a_message_nobody_can_read_fails_its_instance_as_poison(mode: SqlMode) {
             .await
             .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
         spoil(&schema, "orchestrator_queue", 2).await;
-        let orchestrations = OrchestrationRegistry::builder()
-            .register(
-                fixtures::ORCHESTRATION,
-                |ctx: OrchestrationContext, _input: String| async move {
-                    Ok(ctx.schedule_wait("Go").await)
-                },
-            )
-            .build();
-        let options = RuntimeOptions {
-            dispatcher_min_poll_interval: Duration::from_millis(10),
-            max_attempts: 2,
-            ..Default::default()
-        };
-        let store: Arc<dyn Provider> = Arc::new(p.clone());
-        let rt = Runtime::start_with_options(
-            store.clone(),
-            ActivityRegistry::builder().build(),
-            orchestrations,
-            options,
-        )
-        .await;
-        let outcome = Client::new(store)
+        let (rt, client) = waiting_runtime(&p, fixtures::ORCHESTRATION, 2).await;
+        let outcome = client
             .wait_for_orchestration("doomed", Duration::from_secs(30))
             .await;
         rt.shutdown(None).await;
