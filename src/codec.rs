@@ -14,6 +14,15 @@ use crate::error::{PostgresProviderError, Result};
 /// a delay, an extension; up to five settle times), which must stay inside
 /// `bigint`: a longer one means the same, "as long as there is", instead of
 /// an out-of-range error.
+/// How long a claimed item this build cannot decode (a newer duroxide's
+/// item during a rolling upgrade, or a row written by hand) stays out of
+/// sight once given back, its attempt not counted: the runtime retries a
+/// failed fetch after 100 ms, each dispatcher slot of every process, so an
+/// item given back at once would be claimed and given back ten times a
+/// second per slot for as long as it stays. duroxide's runtime sets an
+/// orchestration it cannot run aside for the same second.
+pub(crate) const UNREADABLE_SET_ASIDE: Duration = Duration::from_secs(1);
+
 const MAX_MILLIS: i64 = i64::MAX / 8;
 
 /// A duration in whole milliseconds, saturating at [`MAX_MILLIS`].

@@ -153,12 +153,41 @@ pub(crate) async fn fetch_once(
         .read_committed(|| s.driver.fetch_orchestration(s, params, clock, &claiming))
         .await;
     claiming.settle(&polled);
-    polled?.map(decode_fetched)
+    match polled? {
+        Polled::Found {
+            item: row,
+            more,
+            next_due_ms,
+        } => match decode_messages(&row.messages) {
+            Ok(messages) => Ok(Polled::Found {
+                item: decode_fetched(row, messages)?,
+                more,
+                next_due_ms,
+            }),
+            Err(e) => {
+                set_aside(s, &row.lock_token).await;
+                Err(e)
+            }
+        },
+        Polled::Empty { next_due_ms } => Ok(Polled::Empty { next_due_ms }),
+    }
+}
+
+/// Gives back a turn with a message this build cannot decode: its attempt
+/// not counted, out of sight for [`codec::UNREADABLE_SET_ASIDE`], then
+/// claimable by any dispatcher (one that can read the message runs it). A
+/// failure leaves it to its lease's end.
+async fn set_aside(s: &Store, token: &str) {
+    if let Err(e) = abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
+        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn that does not decode failed");
+    }
 }
 
 /// The runtime's view of a claimed instance: (item, lock token, attempts).
-fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
-    let (messages, message_error) = decode_messages(&row.messages);
+fn decode_fetched(
+    row: FetchedRow,
+    messages: Vec<WorkItem>,
+) -> Result<(OrchestrationItem, String, u32)> {
     // A history the fetch did not read, or that does not parse, is the
     // runtime's to handle (abandon, then poison), as in duroxide's SQLite provider.
     let (history, history_error) = match (&row.history, row.history_error) {
@@ -169,7 +198,6 @@ fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
     };
-    let history_error = history_error.or(message_error);
     let (name, version) = if row.instance_known {
         (
             row.orchestration_name.unwrap_or_default(),
@@ -209,31 +237,23 @@ fn decode_fetched(row: FetchedRow) -> Result<(OrchestrationItem, String, u32)> {
     Ok((item, row.lock_token, attempts))
 }
 
-/// The batch's messages, and what is wrong with the first that does not
+/// The batch's messages, or what is wrong with the first that does not
 /// decode (a newer duroxide's message during a rolling upgrade, or a row
 /// written by hand). Such a turn must not run: its ack would consume the
-/// message unseen. It reaches the runtime as a turn whose history cannot
-/// be read, which the runtime abandons for a second, counting the attempt,
-/// until a node that reads the message takes it or the instance fails as
-/// poison.
-fn decode_messages(rows: &[String]) -> (Vec<WorkItem>, Option<String>) {
-    let mut messages = Vec::with_capacity(rows.len());
-    let mut error = None;
-    for (n, text) in rows.iter().enumerate() {
-        match codec::decode_work_item(text) {
-            Ok(message) => messages.push(message),
-            Err(e) => {
-                error.get_or_insert_with(|| {
-                    format!(
-                        "message {} of {} could not be decoded: {e}",
-                        n + 1,
-                        rows.len()
-                    )
-                });
-            }
-        }
-    }
-    (messages, error)
+/// message unseen. Nor may it count toward poisoning the instance, as a
+/// history that does not decode does: during a rolling upgrade most
+/// dispatchers may be older ones. The fetch fails and sets it aside
+/// ([`set_aside`]) until a dispatcher that reads the message takes it.
+fn decode_messages(rows: &[String]) -> Result<Vec<WorkItem>> {
+    rows.iter()
+        .enumerate()
+        .map(|(n, text)| {
+            serde_json::from_str(text).map_err(|e| {
+                let what = format!("message {} of {} of the turn", n + 1, rows.len());
+                PostgresProviderError::decode(what, e)
+            })
+        })
+        .collect()
 }
 
 /// Name and version of an instance that has no row yet: from its history's

@@ -207,21 +207,13 @@ async fn give_back(s: &Store, token: &str) {
     }
 }
 
-/// How long an item this build cannot decode stays out of sight after a
-/// fetch claimed it: the runtime's workers retry a failed fetch after
-/// 100 ms, each of their slots, so an item given back at once would be
-/// claimed and given back ten times a second per slot for as long as it
-/// stays. duroxide's runtime sets an orchestration it cannot run aside for
-/// the same second.
-const UNREADABLE_SET_ASIDE: Duration = Duration::from_secs(1);
-
 /// Gives back an item this build cannot decode (a newer duroxide's item
 /// during a rolling upgrade, or one written by hand): its attempt not
 /// counted, as duroxide's SQLite provider rolls such a claim back, out of
-/// sight for [`UNREADABLE_SET_ASIDE`], then claimable by any worker (one
+/// sight for [`codec::UNREADABLE_SET_ASIDE`], then claimable by any worker (one
 /// that can read it runs it). A failure leaves it to its lease's end.
 async fn set_aside(s: &Store, token: &str) {
-    if let Err(e) = abandon(s, token, Some(UNREADABLE_SET_ASIDE), true).await {
+    if let Err(e) = abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
         tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside an item that does not decode failed");
     }
 }
