@@ -9,11 +9,6 @@ use duroxide::providers::WorkItem;
 
 use crate::error::{PostgresProviderError, Result};
 
-/// The longest duration bound into a statement, in milliseconds (about 36
-/// million years). The statements add durations to clock readings (a lease,
-/// a delay, an extension; up to five settle times), which must stay inside
-/// `bigint`: a longer one means the same, "as long as there is", instead of
-/// an out-of-range error.
 /// How long a claimed item this build cannot decode (a newer duroxide's
 /// item during a rolling upgrade, or a row written by hand) stays out of
 /// sight once given back, its attempt not counted: the runtime retries a
@@ -23,6 +18,11 @@ use crate::error::{PostgresProviderError, Result};
 /// orchestration it cannot run aside for the same second.
 pub(crate) const UNREADABLE_SET_ASIDE: Duration = Duration::from_secs(1);
 
+/// The longest duration bound into a statement, in milliseconds (about 36
+/// million years). The statements add durations to clock readings (a lease,
+/// a delay, an extension; up to five settle times), which must stay inside
+/// `bigint`: a longer one means the same, "as long as there is", instead of
+/// an out-of-range error.
 const MAX_MILLIS: i64 = i64::MAX / 8;
 
 /// A duration in whole milliseconds, saturating at [`MAX_MILLIS`].
