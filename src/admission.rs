@@ -63,6 +63,8 @@ pub(crate) struct Gate {
     recycled: AtomicU64,
     /// Home connections warmed by a provider's build.
     warmed: AtomicU64,
+    /// Claims set aside because this build could not decode them.
+    unreadable_set_aside: AtomicU64,
     /// When an operation last met a read-only server (SQLSTATE 25006), if
     /// ever: connections opened before then are closed rather than handed
     /// out again ([`Gate::opened_before_read_only`]).
@@ -209,6 +211,16 @@ pub struct AdmissionStats {
     /// (`PostgresOptions::warm_up`): the whole sequence ran and was rolled
     /// back.
     pub connections_warmed: u64,
+    /// Claims of this pool's providers set aside because this build could
+    /// not decode what they carried: an activity, or a message of a turn,
+    /// that a newer duroxide release wrote (during a rolling upgrade), or a
+    /// row written by hand. Each is out of sight for a second, its attempt
+    /// not counted, and then claimable by any dispatcher; one that can read
+    /// it runs it. A count that keeps growing once every node runs the
+    /// newest release means an item nobody can read, which waits for an
+    /// operator (docs/operations.md, "Rolling upgrades"). Each is also
+    /// logged at WARN with the tenant's schema and what did not decode.
+    pub unreadable_set_aside: u64,
 }
 
 /// An operation counted in [`AdmissionStats::waiting_out_locks`] until
@@ -269,6 +281,7 @@ impl Gate {
             slowest_leased_acquire_us: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             warmed: AtomicU64::new(0),
+            unreadable_set_aside: AtomicU64::new(0),
             read_only_at: Mutex::new(None),
         }
     }
@@ -294,6 +307,12 @@ impl Gate {
                 .checked_sub(age)
                 .is_none_or(|opened| opened < at)
         })
+    }
+
+    /// Counts a claim set aside because this build could not decode what
+    /// it carried.
+    pub(crate) fn note_unreadable_set_aside(&self) {
+        self.unreadable_set_aside.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an ack, abandon or renewal that found its lease gone.
@@ -423,6 +442,7 @@ impl Gate {
             ),
             connections_recycled: self.recycled.load(Ordering::Relaxed),
             connections_warmed: self.warmed.load(Ordering::Relaxed),
+            unreadable_set_aside: self.unreadable_set_aside.load(Ordering::Relaxed),
         }
     }
 }

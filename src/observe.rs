@@ -24,7 +24,10 @@
 //!   `[operation, sqlstate]`: failures the runtime will retry, by SQLSTATE
 //!   (`none` for driver errors such as a pool timeout);
 //! * `duroxide_postgres_pool_acquire_seconds` histogram `[mode]`: the wait
-//!   for a pooled connection by fetches and inline-SQL transactions.
+//!   for a pooled connection by fetches and inline-SQL transactions;
+//! * `duroxide_postgres_unreadable_set_aside_total` counter `[queue]`: a
+//!   claim set aside because this build could not decode what it carried,
+//!   as `AdmissionStats::unreadable_set_aside` counts it.
 //!
 //! No label carries the schema: a database may hold thousands of tenants.
 //! The span has it.
@@ -260,6 +263,33 @@ pub(crate) fn given_back_after_lost_reply(queue: crate::notify::Queue) {
         "queue" => queue.name()
     )
     .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = queue;
+}
+
+/// A claim on `queue` of `schema` was set aside because this build could
+/// not decode what it carried (`error`; for a turn, of `instance`): logged
+/// at WARN with the tenant, which the runtime's own report of the failed
+/// fetch does not name, counted on the pool
+/// (`AdmissionStats::unreadable_set_aside`) and as
+/// `unreadable_set_aside_total`.
+pub(crate) fn unreadable_set_aside(
+    s: &Store,
+    queue: crate::notify::Queue,
+    instance: Option<&str>,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(
+        target: "duroxide_postgres",
+        schema = %s.name,
+        queue = queue.name(),
+        instance,
+        "set aside for a second a claim this build cannot decode: {error}"
+    );
+    s.gate.note_unreadable_set_aside();
+    #[cfg(feature = "metrics")]
+    metrics::counter!("duroxide_postgres_unreadable_set_aside_total", "queue" => queue.name())
+        .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = queue;
 }

@@ -165,7 +165,7 @@ pub(crate) async fn fetch_once(
                 next_due_ms,
             }),
             Err(e) => {
-                set_aside(s, &row.lock_token).await;
+                set_aside(s, &row, &e).await;
                 Err(e)
             }
         },
@@ -177,8 +177,9 @@ pub(crate) async fn fetch_once(
 /// not counted, out of sight for [`codec::UNREADABLE_SET_ASIDE`], then
 /// claimable by any dispatcher (one that can read the message runs it). A
 /// failure leaves it to its lease's end.
-async fn set_aside(s: &Store, token: &str) {
-    if let Err(e) = abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
+async fn set_aside(s: &Store, row: &FetchedRow, error: &PostgresProviderError) {
+    crate::observe::unreadable_set_aside(s, Queue::Orchestrator, Some(&row.instance_id), error);
+    if let Err(e) = abandon(s, &row.lock_token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
         tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn that does not decode failed");
     }
 }

@@ -212,7 +212,8 @@ async fn give_back(s: &Store, token: &str) {
 /// counted, as duroxide's SQLite provider rolls such a claim back, out of
 /// sight for [`codec::UNREADABLE_SET_ASIDE`], then claimable by any worker (one
 /// that can read it runs it). A failure leaves it to its lease's end.
-async fn set_aside(s: &Store, token: &str) {
+async fn set_aside(s: &Store, token: &str, error: &PostgresProviderError) {
+    crate::observe::unreadable_set_aside(s, Queue::Worker, None, error);
     if let Err(e) = abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
         tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside an item that does not decode failed");
     }
@@ -262,7 +263,7 @@ pub(crate) async fn fetch_once(s: &Store, params: &FetchParams) -> Result<Polled
                 next_due_ms,
             }),
             Err(e) => {
-                set_aside(s, &token).await;
+                set_aside(s, &token, &e).await;
                 Err(e)
             }
         },
@@ -382,9 +383,12 @@ async fn hold(
 ) {
     // An item that does not decode is set aside, as a fetch's is; the fetch
     // that claims it after that reports the error.
-    let Ok(item) = codec::decode_work_item(json) else {
-        set_aside(s, &token).await;
-        return;
+    let item = match codec::decode_work_item(json) {
+        Ok(item) => item,
+        Err(e) => {
+            set_aside(s, &token, &e).await;
+            return;
+        }
     };
     let Some(task) = tokio::task::try_id() else {
         give_back(s, &token).await;

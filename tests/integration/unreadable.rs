@@ -167,12 +167,19 @@ async fn an_activity_that_does_not_decode_is_not_claimed_again_at_once(mode: Sql
         let p = provider(&schema, mode).await;
         enqueue_activities(&p, mode, "i1", &[1]).await;
         spoil(&schema, "worker_queue", 1).await;
+        assert_eq!(p.admission_stats().unreadable_set_aside, 0, "{mode}");
         assert!(fetch_work(&p).await.is_err(), "{mode}: the unreadable item");
+        assert_eq!(
+            p.admission_stats().unreadable_set_aside,
+            1,
+            "{mode}: the set-aside counted"
+        );
         let again = fetch_work(&p).await;
         assert!(
             matches!(again, Ok(None)),
             "{mode}: claimed again at once: {again:?}"
         );
+        assert_eq!(p.admission_stats().unreadable_set_aside, 1, "{mode}");
         let deadline = std::time::Instant::now() + LOCK / 3;
         while fetch_work(&p).await.is_ok() {
             assert!(
@@ -220,6 +227,7 @@ async fn an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_res
         let p = provider(&schema, mode).await;
         enqueue_activities(&p, mode, "i1", &[1, 2, 3]).await;
         spoil(&schema, "worker_queue", 2).await;
+        let stats = p.clone();
         let dispatcher = tokio::spawn(async move {
             let (first, token, _) = fetch_work(&p)
                 .await
@@ -235,6 +243,11 @@ async fn an_activity_claimed_ahead_that_does_not_decode_does_not_hold_up_the_res
             .unwrap_or_else(|e| panic!("{mode}: the fetch after the ack claimed it again: {e:?}"))
             .unwrap_or_else(|| panic!("{mode}: nothing claimed"));
         assert_eq!(next.0, fixtures::activity("i1", 3), "{mode}");
+        assert_eq!(
+            stats.admission_stats().unreadable_set_aside,
+            1,
+            "{mode}: the claim made ahead set aside, and counted"
+        );
     })
     .await;
 }
@@ -287,6 +300,11 @@ async fn a_message_that_does_not_decode_is_set_aside_with_its_turn(mode: SqlMode
                 .message
                 .starts_with("cannot decode message 2 of 2 of the turn: "),
             "{mode}: {error:?}"
+        );
+        assert_eq!(
+            p.admission_stats().unreadable_set_aside,
+            1,
+            "{mode}: the set-aside counted"
         );
         let (item, token, _) = fetch()
             .await
@@ -363,17 +381,9 @@ async fn a_runtime_waits_for_a_message_it_cannot_read(mode: SqlMode) {
             .await
             .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
         let readable = spoil(&schema, "orchestrator_queue", 1).await;
-        // The runtime's fetch fails on it and sets the turn aside: visible
-        // again a second later, after the message was first due.
+        // The runtime's fetch fails on it and sets the turn aside.
         support::eventually("the runtime to set the unreadable turn aside", || async {
-            let set_aside: Option<bool> = sqlx::query_scalar(schema.statement(
-                "SELECT visible_at_ms - created_at_ms > 1500 \
-                   FROM {{schema}}.orchestrator_queue WHERE lock_token IS NULL",
-            ))
-            .fetch_optional(&schema.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: read the queue: {e}"));
-            set_aside == Some(true)
+            p.admission_stats().unreadable_set_aside >= 1
         })
         .await;
         mend(&schema, "orchestrator_queue", &readable, UNREADABLE).await;
@@ -419,14 +429,7 @@ async fn a_message_nobody_can_read_leaves_its_instance_waiting(mode: SqlMode) {
         spoil(&schema, "orchestrator_queue", 1).await;
         // Set aside at least three times: past max_attempts had they counted.
         support::eventually("the turn set aside three times", || async {
-            let after: Option<i64> = sqlx::query_scalar(schema.statement(
-                "SELECT visible_at_ms - created_at_ms \
-                   FROM {{schema}}.orchestrator_queue WHERE lock_token IS NULL",
-            ))
-            .fetch_optional(&schema.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: read the queue: {e}"));
-            after.is_some_and(|ms| ms > 3500)
+            p.admission_stats().unreadable_set_aside >= 3
         })
         .await;
         let status = client.get_orchestration_status("stuck").await;
