@@ -141,7 +141,7 @@ impl PostgresProvider {
             ));
         }
         // The listener's settings, straight to the server: its connections
-        // are made with them (crate::notify::own_pool), and notifications
+        // are made with them (crate::notify::listener::own_pool), and notifications
         // left unsent when the last provider goes are sent on this pool.
         let listen_pool = match (&options.listen_url, options.notifications) {
             (Some(url), true) => {
