@@ -94,7 +94,7 @@ impl Driver {
     ) -> Result<Vec<String>> {
         match self {
             Self::Procedures => procedures::ack_orchestration(s, &params).await,
-            Self::Inline => inline::orchestration::ack(s, params).await,
+            Self::Inline => inline::turn_ack::ack(s, params).await,
         }
     }
 

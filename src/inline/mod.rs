@@ -29,6 +29,7 @@ use crate::schema::SchemaName;
 pub(crate) mod deletion;
 pub(crate) mod metrics;
 pub(crate) mod orchestration;
+pub(crate) mod turn_ack;
 pub(crate) mod warm_up;
 pub(crate) mod worker;
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 
-use super::{orchestration, worker};
+use super::{orchestration, turn_ack, worker};
 use crate::error::Result;
 use crate::notify::Polled;
 use crate::orchestration_queue::{AckParams, FetchParams};
@@ -118,7 +118,7 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
         cancel_executions: vec![exec],
         cancel_activities: vec![2],
     };
-    orchestration::ack_in(s, c, &ack).await?;
+    turn_ack::ack_in(s, c, &ack).await?;
 
     // The activity: its claim, its completion, and the claim after it (in
     // inline mode the ack and then the fetch's statements again).
