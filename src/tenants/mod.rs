@@ -1,8 +1,9 @@
 //! Tenant lifecycle: list the tenant schemas of a database with their state,
 //! migrate or verify many at once, drop one, roll a schema back to inline
 //! SQL by uninstalling its procedures, grant or revoke a least-privilege
-//! runtime role, and name what holds back the cleanup every tenant's queues
-//! share ([`cleanup_horizon`]).
+//! runtime role, name what holds back the cleanup every tenant's queues
+//! share ([`cleanup_horizon`]), and find the queued items this build cannot
+//! decode ([`unreadable`]).
 //!
 //! A tenant is a schema holding this crate's `_duroxide_migrations`
 //! bookkeeping table. Every function here takes a pool and works on any
@@ -29,6 +30,7 @@ mod horizon;
 mod many;
 mod roles;
 mod script;
+mod unreadable;
 
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ use crate::schema::SchemaName;
 pub use horizon::{CleanupHolder, HolderKind, cleanup_horizon};
 pub use roles::{RuntimeRights, grant_runtime_role, revoke_runtime_role, runtime_rights};
 pub use script::install_script;
+pub use unreadable::{QueueKind, UnreadableItem, unreadable};
 
 const LIST: &str = include_str!("../../tenants/list.sql");
 const QUEUE_STATS: &str = include_str!("../../tenants/queue_stats.sql");
@@ -472,10 +475,7 @@ async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<Dr
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
-        return Err(PostgresProviderError::rejected(
-            sqlstate::NOT_FOUND,
-            format!("schema \"{schema}\" holds no duroxide-postgres tenant; nothing dropped"),
-        ));
+        return Err(not_a_tenant(schema, "nothing dropped"));
     }
     let foreign = foreign_objects(&mut tx, schema).await?;
     if !foreign.is_empty() {
@@ -588,10 +588,7 @@ async fn locked_tenant(
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_procedures").await? {
-        return Err(PostgresProviderError::rejected(
-            sqlstate::NOT_FOUND,
-            format!("schema \"{schema}\" holds no duroxide-postgres tenant; {nothing}"),
-        ));
+        return Err(not_a_tenant(schema, nothing));
     }
     Ok(tx)
 }
@@ -625,6 +622,15 @@ async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()>
             .await?;
     }
     Ok(())
+}
+
+/// The refusal of an operation on a schema that holds no tenant
+/// (`DX003`, the command's exit code 8), ending with `what` was (not) done.
+fn not_a_tenant(schema: &SchemaName, what: &str) -> PostgresProviderError {
+    PostgresProviderError::rejected(
+        sqlstate::NOT_FOUND,
+        format!("schema \"{schema}\" holds no duroxide-postgres tenant; {what}"),
+    )
 }
 
 async fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> Result<bool> {

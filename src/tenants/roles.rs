@@ -11,7 +11,7 @@
 
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
-use super::{created_tables, has_table, lock_schema, our_functions};
+use super::{created_tables, has_table, lock_schema, not_a_tenant, our_functions};
 use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::schema::SchemaName;
@@ -212,13 +212,6 @@ async fn rights(
         writable_tables: count("writable_tables")?,
     };
     Ok((row.try_get("grantor")?, rights))
-}
-
-fn not_a_tenant(schema: &SchemaName, what: &str) -> PostgresProviderError {
-    PostgresProviderError::rejected(
-        sqlstate::NOT_FOUND,
-        format!("schema \"{schema}\" holds no duroxide-postgres tenant; {what}"),
-    )
 }
 
 fn mode_name(mode: SqlMode) -> &'static str {

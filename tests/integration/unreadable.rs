@@ -15,7 +15,8 @@ use duroxide::providers::{Provider, ProviderError, TagFilter, WorkItem};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
-use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
+use duroxide_postgres::tenants::{self, QueueKind};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SchemaName, SqlMode, sqlstate};
 
 use crate::fixtures::{self, claim_and_ack_turn, start};
 use crate::support::{self, Kind, Slot, TestSchema, in_both_modes, with_schema};
@@ -452,6 +453,112 @@ async fn a_message_nobody_can_read_leaves_its_instance_waiting(mode: SqlMode) {
             },
         )
         .await;
+    })
+    .await;
+}
+
+/// The ids of `table`'s rows that hold [`UNREADABLE`].
+async fn unreadable_ids(schema: &TestSchema, table: &str) -> Vec<i64> {
+    sqlx::query_scalar(schema.statement(&format!(
+        "SELECT id FROM {{{{schema}}}}.{table} WHERE work_item = $1 ORDER BY id"
+    )))
+    .bind(UNREADABLE)
+    .fetch_all(&schema.pool)
+    .await
+    .unwrap_or_else(|e| panic!("read {table}: {e}"))
+}
+
+/// An operator looking for what a growing `unreadable_set_aside` counts:
+/// `tenants::unreadable` names every queued item this build cannot decode,
+/// in either queue, with its instance, attempts and the decoder's error,
+/// and nothing that decodes. It reads and changes nothing else: the items
+/// stay where they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_the_items_this_build_cannot_decode() {
+    with_schema("unread_list", |schema| async move {
+        let p = provider(&schema, SqlMode::StoredProcedures).await;
+        let tenant = SchemaName::new(&schema.name).expect("schema name");
+        assert_eq!(
+            tenants::unreadable(&schema.pool, &tenant)
+                .await
+                .expect("list"),
+            Vec::new(),
+            "a clean tenant"
+        );
+        enqueue_activities(&p, SqlMode::StoredProcedures, "i1", &[1, 2]).await;
+        p.enqueue_for_orchestrator(start("i2"), None)
+            .await
+            .expect("start");
+        claim_and_ack_turn(&p, LOCK).await;
+        for data in ["first", "second"] {
+            p.enqueue_for_orchestrator(raised("i2", data), None)
+                .await
+                .expect("raise");
+        }
+        spoil(&schema, "worker_queue", 2).await;
+        spoil(&schema, "orchestrator_queue", 1).await;
+        let activity = unreadable_ids(&schema, "worker_queue").await;
+        let message = unreadable_ids(&schema, "orchestrator_queue").await;
+
+        let listed = tenants::unreadable(&schema.pool, &tenant)
+            .await
+            .expect("list");
+        let found: Vec<(QueueKind, i64, Option<&str>, u32)> = listed
+            .iter()
+            .map(|item| {
+                (
+                    item.queue,
+                    item.id,
+                    item.instance_id.as_deref(),
+                    item.attempt_count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (QueueKind::Orchestrator, message[0], Some("i2"), 0),
+                (QueueKind::Worker, activity[0], Some("i1"), 0),
+            ]
+        );
+        for item in &listed {
+            assert!(
+                item.error
+                    .contains("unknown variant `ActivityFromTheFuture`"),
+                "{item:?}"
+            );
+            assert!(!item.leased, "{item:?}");
+        }
+        assert_eq!(unreadable_ids(&schema, "worker_queue").await, activity);
+        assert_eq!(unreadable_ids(&schema, "orchestrator_queue").await, message);
+    })
+    .await;
+}
+
+/// A schema that holds no tenant is named as such (the command's exit
+/// code 8), not reported as a missing table.
+#[tokio::test]
+async fn listing_unreadable_items_of_a_schema_without_a_tenant_says_so() {
+    with_schema("unread_none", |schema| async move {
+        sqlx::query(schema.statement("CREATE SCHEMA {{schema}}"))
+            .execute(&schema.pool)
+            .await
+            .expect("create the schema");
+        let tenant = SchemaName::new(&schema.name).expect("schema name");
+        let error = tenants::unreadable(&schema.pool, &tenant)
+            .await
+            .expect_err("no tenant");
+        assert_eq!(
+            error.sqlstate().as_deref(),
+            Some(sqlstate::NOT_FOUND),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("holds no duroxide-postgres tenant"),
+            "{error}"
+        );
     })
     .await;
 }

@@ -22,6 +22,8 @@ pub const INCOMPATIBLE: u8 = 6;
 pub const REFUSED: u8 = 7;
 /// The schema holds no duroxide-postgres tenant.
 pub const NOT_FOUND: u8 = 8;
+/// `unreadable`: a tenant has queued items this build cannot decode.
+pub const UNREADABLE: u8 = 9;
 
 /// The exit codes as `--help` shows them.
 pub const HELP: &str = "\
@@ -36,6 +38,7 @@ Exit codes:
      or a database it cannot use (an encoding other than UTF8 or SQL_ASCII)
   7  tenants drop refused (live leases without --force, or objects not ours in the schema)
   8  the schema holds no duroxide-postgres tenant
+  9  unreadable: a tenant has queued items this build cannot decode
 With --all or several --schema, every schema is attempted and the code is
 that of the first one that failed. `tenants list` exits 0 whenever it could
 list (a tenant it cannot read shows the error in its row).";

@@ -1,6 +1,7 @@
 //! `duroxide-postgres`: run the tenants of a database from a shell.
 //!
-//! Migrate, verify and inspect tenant schemas, drop a tenant, print a
+//! Migrate, verify and inspect tenant schemas, list queued items this build
+//! cannot decode, drop a tenant, print a
 //! schema's install script, uninstall its stored procedures (the rollback
 //! to inline SQL), and grant or revoke a least-privilege runtime role. Everything goes through the library's
 //! [`duroxide_postgres::tenants`] and [`duroxide_postgres::migrate`]; see
@@ -60,6 +61,13 @@ enum Command {
     /// cleanup of delivered messages in the whole database (the oldest
     /// snapshot), which slows every tenant's fetches while it lasts.
     Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the queued items (orchestrator messages, activities) this
+    /// build cannot decode: what a fetch sets aside, and what no release
+    /// can read once every node runs the newest. Exit code 9 when any.
+    Unreadable {
         #[command(flatten)]
         target: Target,
     },
@@ -264,6 +272,34 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!();
             print!("{}", report::horizon_block(holder.as_ref()));
             Ok(code)
+        }
+        Command::Unreadable { target } => {
+            let pool = connect(url).await?;
+            let mut code = exit::OK;
+            let mut found = false;
+            for (i, schema) in resolve(&pool, &target).await?.into_iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                match tenants::unreadable(&pool, &schema).await {
+                    Ok(items) => {
+                        found |= !items.is_empty();
+                        print!("{}", report::unreadable_table(&schema, &items));
+                    }
+                    Err(e) => {
+                        println!("tenant {schema}\n  error: {e}");
+                        eprintln!("duroxide-postgres: error: {schema}: {e}");
+                        if code == exit::OK {
+                            code = exit::code_of(&e);
+                        }
+                    }
+                }
+            }
+            Ok(if code == exit::OK && found {
+                exit::UNREADABLE
+            } else {
+                code
+            })
         }
         Command::Tenants {
             command: TenantsCommand::List,

@@ -1,12 +1,12 @@
-//! What the command prints on stdout: a table per tenant for `status`, a
-//! line per tenant for `tenants list`.
+//! What the command prints on stdout: a table per tenant for `status` and
+//! `unreadable`, a line per tenant for `tenants list`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use duroxide_postgres::SqlMode;
 use duroxide_postgres::migrate::{self, SchemaStatus};
-use duroxide_postgres::tenants::{CleanupHolder, QueueStats, TenantStatus};
+use duroxide_postgres::tenants::{CleanupHolder, QueueStats, TenantStatus, UnreadableItem};
+use duroxide_postgres::{SchemaName, SqlMode};
 
 /// `status`: one tenant as a two-column table.
 pub fn status_table(tenant: &TenantStatus) -> String {
@@ -125,6 +125,33 @@ pub fn list_row(status: &SchemaStatus) -> [String; 3] {
         status.pending_migrations.to_string(),
         procedures(status),
     ]
+}
+
+/// `unreadable`: one tenant's items this build cannot decode, a line each.
+pub fn unreadable_table(schema: &SchemaName, items: &[UnreadableItem]) -> String {
+    if items.is_empty() {
+        return format!("tenant {schema}: none\n");
+    }
+    let mut rows = vec![
+        ["QUEUE", "ID", "INSTANCE", "ATTEMPTS", "LEASED", "ERROR"]
+            .map(str::to_string)
+            .to_vec(),
+    ];
+    for item in items {
+        rows.push(vec![
+            item.queue.to_string(),
+            item.id.to_string(),
+            item.instance_id.clone().unwrap_or_else(|| "-".to_string()),
+            item.attempt_count.to_string(),
+            if item.leased { "yes" } else { "no" }.to_string(),
+            item.error.clone(),
+        ]);
+    }
+    let mut out = format!("tenant {schema}: {} unreadable item(s)\n", items.len());
+    for line in columns(&rows).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
 }
 
 /// Rows of columns, left-aligned to the widest cell of each column.

@@ -465,3 +465,72 @@ async fn status_names_the_session_that_holds_back_cleanup() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// `unreadable` lists, per tenant, the queued items this build cannot
+/// decode, and exits 9 when it found any (0 when none; 8 for a schema that
+/// holds no tenant), so a script can alert on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_lists_what_does_not_decode_and_exits_nine() {
+    with_schemas("cli_unread", 2, |schemas| async move {
+        let (clean, spoiled) = (&schemas[0], &schemas[1]);
+        for schema in [clean, spoiled] {
+            let provider = schema.provider().await;
+            provider
+                .enqueue_for_orchestrator(start("i1"), None)
+                .await
+                .expect("enqueue");
+        }
+        let none = expect(0, &["unreadable", "--schema", &clean.name]).await;
+        assert!(
+            none.stdout
+                .contains(&format!("tenant {}: none", clean.name)),
+            "{none:#?}"
+        );
+
+        let id: i64 = sqlx::query_scalar(spoiled.statement(
+            "UPDATE {{schema}}.orchestrator_queue SET work_item = '{\"FromTheFuture\":{}}' \
+             RETURNING id",
+        ))
+        .fetch_one(&spoiled.pool)
+        .await
+        .expect("spoil the message");
+        let found = expect(
+            9,
+            &[
+                "unreadable",
+                "--schema",
+                &clean.name,
+                "--schema",
+                &spoiled.name,
+            ],
+        )
+        .await;
+        assert!(
+            found
+                .stdout
+                .contains(&format!("tenant {}: 1 unreadable item", spoiled.name)),
+            "{found:#?}"
+        );
+        let line = found
+            .stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with("orchestrator"))
+            .unwrap_or_else(|| panic!("no item line: {found:#?}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells[..4],
+            ["orchestrator", &id.to_string(), "i1", "0"],
+            "{line}"
+        );
+        assert!(line.contains("unknown variant `FromTheFuture`"), "{line}");
+
+        let not_a_tenant = expect(8, &["unreadable", "--schema", "no_such_tenant_here"]).await;
+        assert!(
+            not_a_tenant
+                .stderr
+                .contains("holds no duroxide-postgres tenant"),
+            "{not_a_tenant:#?}"
+        );
+    })
+    .await;
+}
