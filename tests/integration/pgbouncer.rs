@@ -45,6 +45,18 @@ struct Bouncer {
     url: String,
 }
 
+/// The name the host gives the owner of `path`, from `/etc/passwd`.
+fn user_owning(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).ok()?.uid().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&uid.as_str()))
+        .and_then(|fields| fields.first().map(|name| (*name).to_string()))
+}
+
 impl Bouncer {
     async fn start() -> Self {
         let server: PgConnectOptions = database_url().parse().expect("DATABASE_URL");
@@ -94,7 +106,11 @@ impl Bouncer {
         let log = std::fs::File::create(dir.join("pgbouncer.log")).expect("log file");
         let mut command = Command::new(pgbouncer_binary());
         // PgBouncer refuses to run as root: drop to the server's user then,
-        // who must read the files.
+        // who must read the files, and reach the server's socket directory
+        // (the owner of that directory, whatever the host calls that user:
+        // a server in another Debian release's tree, scripts/pg-chroot.sh,
+        // runs as that tree's `postgres`, whose uid the host may give
+        // another name).
         if crate::support::running_as_root() {
             use std::os::unix::fs::PermissionsExt;
             for file in ["", "users.txt", "pgbouncer.ini"] {
@@ -102,7 +118,11 @@ impl Bouncer {
                 std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(mode))
                     .expect("permissions");
             }
-            command.args(["-u", "postgres"]);
+            let owner = server
+                .get_socket()
+                .and_then(|dir| user_owning(dir))
+                .unwrap_or_else(|| "postgres".to_string());
+            command.args(["-u", &owner]);
         }
         let child = command
             .arg(dir.join("pgbouncer.ini"))
