@@ -267,8 +267,8 @@ pub(crate) fn given_back_after_lost_reply(queue: crate::notify::Queue) {
     let _ = queue;
 }
 
-/// A claim on `queue` of `schema` was set aside because this build could
-/// not decode what it carried (`error`; for a turn, of `instance`): logged
+/// A claim on `queue` of `s`'s schema was set aside because this build
+/// could not decode what it carried (`error`; for a turn, of `instance`): logged
 /// at WARN with the tenant, which the runtime's own report of the failed
 /// fetch does not name, counted on the pool
 /// (`AdmissionStats::unreadable_set_aside`) and as
@@ -290,8 +290,6 @@ pub(crate) fn unreadable_set_aside(
     #[cfg(feature = "metrics")]
     metrics::counter!("duroxide_postgres_unreadable_set_aside_total", "queue" => queue.name())
         .increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = queue;
 }
 
 /// A waiting fetch on `queue` was woken.
