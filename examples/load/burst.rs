@@ -1,4 +1,4 @@
-//! The `burst` half of the `tenants` scenario (issue 16): one fan-out
+//! The `burst` half of the `tenants` scenario: one fan-out
 //! orchestration, with the same instance id, started at once in each of
 //! `--tenants` tenants, each tenant with its own runtime (1 orchestration and
 //! 1 worker dispatcher) on one shared pool of 20; then, in the same run, the
