@@ -67,8 +67,11 @@ pub struct RuntimeRights {
 /// holding the schema's DDL lock, and checks the result.
 ///
 /// # Errors
-/// [`PostgresProviderError::Rejected`] with [`sqlstate::NOT_FOUND`] when the
-/// schema holds no tenant, or, in procedure mode, no procedures;
+/// [`PostgresProviderError::Rejected`] with [`sqlstate::INVALID_INPUT`] when
+/// `role` is `public` (to PostgreSQL, `PUBLIC`: every role of the server,
+/// quoted or not) or a predefined role (`pg_...`, whose members would all
+/// gain the rights), before anything is granted; with [`sqlstate::NOT_FOUND`]
+/// when the schema holds no tenant, or, in procedure mode, no procedures;
 /// [`PostgresProviderError::InsufficientPrivilege`] when the grants did not take
 /// effect (the connecting role does not own the schema's objects); database
 /// errors (an unknown role among them).
@@ -78,6 +81,7 @@ pub async fn grant_runtime_role(
     role: &str,
     mode: SqlMode,
 ) -> Result<RuntimeRights> {
+    refuse_shared_grantee(role)?;
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
     if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
@@ -134,6 +138,26 @@ pub async fn grant_runtime_role(
     tx.commit().await?;
     tracing::info!(schema = %schema, role, sql_mode = %mode, "granted runtime role");
     Ok(rights)
+}
+
+/// Refuses a grantee that is not one role: `public`, which a `GRANT` reads
+/// as `PUBLIC` (every role) even quoted, and the predefined `pg_` roles
+/// (PostgreSQL reserves the prefix), whose rights reach all their members.
+fn refuse_shared_grantee(role: &str) -> Result<()> {
+    let what = if role == "public" {
+        "is PUBLIC to PostgreSQL: every role of the server"
+    } else if role.starts_with("pg_") {
+        "is a predefined role: every role that is a member of it"
+    } else {
+        return Ok(());
+    };
+    Err(PostgresProviderError::rejected(
+        sqlstate::INVALID_INPUT,
+        format!(
+            "role \"{role}\" {what} would hold the tenant's rights; nothing granted: \
+             name a role of the runtime's own"
+        ),
+    ))
 }
 
 /// Takes from `role` every right it holds on `schema` and on the objects in

@@ -8,6 +8,7 @@
 //! Roles are global to the server: each test creates its own, uniquely
 //! named, and drops them (`DROP OWNED`, `DROP ROLE`) whatever happened.
 
+mod grantees;
 mod grants;
 mod rolling;
 mod script;

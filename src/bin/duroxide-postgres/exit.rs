@@ -8,7 +8,7 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// The command line is wrong (clap's own code for usage errors).
 pub const USAGE: u8 = 2;
-/// A schema name or the database URL is not valid.
+/// A schema name, a role name or the database URL is not valid.
 pub const INVALID: u8 = 3;
 /// The database cannot be reached (connection refused, authentication, ...).
 pub const CONNECT: u8 = 4;
@@ -31,7 +31,7 @@ Exit codes:
   0  success
   1  the operation failed (database error)
   2  usage error (bad arguments, no database URL)
-  3  invalid schema name or database URL
+  3  invalid schema name, role or database URL (grant: PUBLIC or a pg_ role)
   4  cannot connect to the database
   5  verify: a schema is not ready (pending migrations, missing procedures)
   6  a schema this build must not touch (migrated by a newer build, edited migration),
@@ -78,6 +78,11 @@ pub fn code_of(err: &PostgresProviderError) -> u8 {
         | PostgresProviderError::UnsupportedDatabase { .. } => INCOMPATIBLE,
         PostgresProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::NOT_FOUND => {
             NOT_FOUND
+        }
+        PostgresProviderError::Rejected { sqlstate, .. }
+            if *sqlstate == sqlstate::INVALID_INPUT =>
+        {
+            INVALID
         }
         PostgresProviderError::Rejected { sqlstate, .. }
             if *sqlstate == sqlstate::INVALID_STATE =>

@@ -362,6 +362,15 @@ async fn bad_input_gives_a_clear_message_and_its_own_exit_code() {
         );
     }
 
+    // PUBLIC (every role) or a predefined role is not a runtime role.
+    for role in ["public", "pg_monitor"] {
+        let refused = expect(3, &["grant", "--schema", "ok_name", "--role", role]).await;
+        assert!(
+            refused.stderr.contains(&format!("role \"{role}\"")),
+            "{role}: {refused:#?}"
+        );
+    }
+
     let no_url = run_with(None, &["tenants", "list"]).await;
     assert_eq!(no_url.code, Some(2), "{no_url:#?}");
     assert!(no_url.stderr.contains("DATABASE_URL"), "{no_url:#?}");
