@@ -6,8 +6,17 @@
 -- a build before the per-schema procedure suffix installed, on a schema
 -- this build has not migrated yet). The privilege checks on a missing
 -- object are NULL. Also the database's encoding, which must hold any text
--- a payload carries (src/migrate/state.rs, Access::probe).
+-- a payload carries (src/migrate/state.rs, Access::probe). And whether its
+-- _duroxide_migrations is another provider's (`foreign_bookkeeping`: without the
+-- `checksum` and `execution_ms` columns every release of this crate wrote;
+-- duroxide-pg keeps a table of that name), which no call may touch.
 SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text AS role,
+       m.oid IS NOT NULL
+       AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.oid AND NOT a.attisdropped
+               AND ((a.attname = 'checksum'
+                     AND a.atttypid = 'pg_catalog.bytea'::pg_catalog.regtype)
+                    OR a.attname = 'execution_ms')) <> 2 AS foreign_bookkeeping,
        pg_catalog.current_setting('server_encoding') AS encoding,
        COALESCE(pg_catalog.has_table_privilege(m.oid, 'SELECT')
                 AND pg_catalog.has_table_privilege(p.oid, 'SELECT'), false) AS can_read,

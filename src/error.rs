@@ -193,6 +193,18 @@ pub enum PostgresProviderError {
         reason: String,
     },
 
+    /// The schema holds a `_duroxide_migrations` table this crate did not
+    /// write: another provider's (duroxide-pg keeps one of that name).
+    /// Permanent: found when a provider starts or a schema is migrated or
+    /// inspected, before anything is written; the schema is left as it is.
+    #[error(
+        "schema \"{schema}\" holds a _duroxide_migrations table duroxide-postgres did not create (another provider's, such as duroxide-pg's); it is left as it is: give duroxide-postgres a schema of its own"
+    )]
+    ForeignBookkeeping {
+        /// The schema.
+        schema: String,
+    },
+
     /// The database cannot hold what the provider stores (an encoding other
     /// than UTF8 or SQL_ASCII). Permanent: found when a provider starts or
     /// a schema is migrated or inspected, before anything is written.

@@ -95,7 +95,7 @@ async fn inspect_batch(
         .filter(|s| {
             access
                 .get(s.as_str())
-                .is_some_and(|a| a.migrated && a.can_read)
+                .is_some_and(|a| a.migrated && a.can_read && a.ours(s).is_ok())
         })
         .collect();
     let mut rows: HashMap<String, Vec<PgRow>> = HashMap::new();
@@ -110,15 +110,18 @@ async fn inspect_batch(
     for schema in batch {
         let status = match access.get(schema.as_str()) {
             None => Err(PostgresProviderError::decode("schema access", "no row")),
-            Some(a) if !a.migrated => Ok(SchemaStatus::unmigrated()),
-            Some(a) if a.can_read => {
-                let schema_rows = rows.get(schema.as_str()).map_or(&[][..], Vec::as_slice);
-                State::from_rows(schema_rows).and_then(|state| state.status(schema))
-            }
-            Some(a) => match read_state_as(conn, schema, a).await {
-                Ok(Some(state)) => state.status(schema),
-                Ok(None) => Ok(SchemaStatus::unmigrated()),
-                Err(e) => Err(e),
+            Some(a) => match a.ours(schema) {
+                Err(foreign) => Err(foreign),
+                Ok(()) if !a.migrated => Ok(SchemaStatus::unmigrated()),
+                Ok(()) if a.can_read => {
+                    let schema_rows = rows.get(schema.as_str()).map_or(&[][..], Vec::as_slice);
+                    State::from_rows(schema_rows).and_then(|state| state.status(schema))
+                }
+                Ok(()) => match read_state_as(conn, schema, a).await {
+                    Ok(Some(state)) => state.status(schema),
+                    Ok(None) => Ok(SchemaStatus::unmigrated()),
+                    Err(e) => Err(e),
+                },
             },
         };
         statuses.push(status);

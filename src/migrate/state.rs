@@ -163,6 +163,8 @@ const MIGRATE_HINT: &str = "; run migrations as the schema's owner, and start ru
 pub(super) struct Access {
     /// Both bookkeeping tables exist.
     pub(super) migrated: bool,
+    /// `_duroxide_migrations` is another provider's.
+    foreign_bookkeeping: bool,
     /// The connecting role (`current_user`).
     role: String,
     /// SELECT on both bookkeeping tables.
@@ -200,13 +202,27 @@ impl Access {
                 ),
             });
         }
-        Self::from_row(row)
+        let access = Self::from_row(row)?;
+        access.ours(schema)?;
+        Ok(access)
+    }
+
+    /// Refuses a schema whose `_duroxide_migrations` another provider
+    /// keeps: nothing of this crate may read or change it.
+    pub(super) fn ours(&self, schema: &SchemaName) -> Result<()> {
+        if self.foreign_bookkeeping {
+            return Err(PostgresProviderError::ForeignBookkeeping {
+                schema: schema.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// One row of `exists.sql`.
     pub(super) fn from_row(row: &PgRow) -> Result<Self> {
         Ok(Self {
             migrated: row.try_get("migrated")?,
+            foreign_bookkeeping: row.try_get("foreign_bookkeeping")?,
             role: row.try_get("role")?,
             can_read: row.try_get("can_read")?,
             can_lock: row.try_get("can_lock")?,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sqlx::{Executor, PgConnection, Row};
 
-use super::{QUEUE_STATS, QueueStats, TenantOutcome, TenantStatus, has_table, queue_stats};
+use super::{QUEUE_STATS, QueueStats, TenantOutcome, TenantStatus, is_tenant, queue_stats};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
@@ -122,7 +122,5 @@ async fn queue_batch(
 /// Whether `schema` still holds a tenant; when that cannot be read, it is
 /// taken to (its failure is then reported, not hidden).
 async fn still_a_tenant(conn: &mut PgConnection, schema: &SchemaName) -> bool {
-    has_table(conn, schema, "_duroxide_migrations")
-        .await
-        .unwrap_or(true)
+    is_tenant(conn, schema).await.unwrap_or(true)
 }

@@ -168,15 +168,19 @@ pub struct DroppedTenant {
     pub queues: Option<QueueStats>,
 }
 
-/// The tenant schemas of the database `pool` connects to: those holding the
-/// `_duroxide_migrations` table, by name. A schema whose name this crate
-/// would not accept (see [`SchemaName::new`]) is not one of ours and is
-/// left out.
+/// The tenant schemas of the database `pool` connects to: those holding
+/// this crate's `_duroxide_migrations` table, by name. A schema whose name
+/// this crate would not accept (see [`SchemaName::new`]) is not one of ours
+/// and is left out, as is one whose `_duroxide_migrations` another provider
+/// keeps (duroxide-pg uses the name too).
 ///
 /// # Errors
 /// Database errors.
 pub async fn list(pool: &PgPool) -> Result<Vec<SchemaName>> {
-    let names: Vec<String> = sqlx::query_scalar(LIST).fetch_all(pool).await?;
+    let names: Vec<String> = sqlx::query_scalar(LIST)
+        .bind(None::<&str>)
+        .fetch_all(pool)
+        .await?;
     Ok(names
         .iter()
         .filter_map(|name| match SchemaName::new(name) {
@@ -474,7 +478,7 @@ fn built_on(schema: &SchemaName, e: sqlx::Error) -> PostgresProviderError {
 async fn drop_once(pool: &PgPool, schema: &SchemaName, force: bool) -> Result<DroppedTenant> {
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
-    if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
+    if !is_tenant(&mut tx, schema).await? {
         return Err(not_a_tenant(schema, "nothing dropped"));
     }
     let foreign = foreign_objects(&mut tx, schema).await?;
@@ -616,8 +620,9 @@ async fn drop_functions(
 /// Bounds the transaction's lock waits and takes the schema's DDL lock.
 async fn lock_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<()> {
     conn.execute(LOCK_TIMEOUT).await?;
-    // A schema without bookkeeping has no migration to wait for.
-    if has_table(conn, schema, "_duroxide_migrations").await? {
+    // A schema without bookkeeping has no migration to wait for; another
+    // provider's bookkeeping is not ours to lock.
+    if is_tenant(conn, schema).await? {
         conn.execute(crate::sql::audited(&schema.render(migrate::LOCK)))
             .await?;
     }
@@ -631,6 +636,16 @@ fn not_a_tenant(schema: &SchemaName, what: &str) -> PostgresProviderError {
         sqlstate::NOT_FOUND,
         format!("schema \"{schema}\" holds no duroxide-postgres tenant; {what}"),
     )
+}
+
+/// Whether `schema` holds this crate's migration bookkeeping (not another
+/// provider's table of the same name).
+async fn is_tenant(conn: &mut PgConnection, schema: &SchemaName) -> Result<bool> {
+    let found: Option<String> = sqlx::query_scalar(LIST)
+        .bind(schema.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
 }
 
 async fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> Result<bool> {

@@ -11,7 +11,7 @@
 
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
-use super::{created_tables, has_table, lock_schema, not_a_tenant, our_functions};
+use super::{created_tables, is_tenant, lock_schema, not_a_tenant, our_functions};
 use crate::config::SqlMode;
 use crate::error::{PostgresProviderError, Result, sqlstate};
 use crate::schema::SchemaName;
@@ -84,7 +84,7 @@ pub async fn grant_runtime_role(
     refuse_shared_grantee(role)?;
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
-    if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
+    if !is_tenant(&mut tx, schema).await? {
         return Err(not_a_tenant(schema, "nothing granted"));
     }
     let functions = our_functions(&mut tx, schema).await?;
@@ -176,7 +176,7 @@ pub async fn revoke_runtime_role(
 ) -> Result<RuntimeRights> {
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     lock_schema(&mut tx, schema).await?;
-    if !has_table(&mut tx, schema, "_duroxide_migrations").await? {
+    if !is_tenant(&mut tx, schema).await? {
         return Err(not_a_tenant(schema, "nothing revoked"));
     }
     let statements: Vec<String> = sqlx::query_scalar(REVOKE_RUNTIME)

@@ -13,7 +13,7 @@ use std::fmt;
 use futures_util::TryStreamExt;
 use sqlx::{Executor, PgPool, Row};
 
-use super::{has_table, not_a_tenant};
+use super::{has_table, is_tenant, not_a_tenant};
 use crate::error::Result;
 use crate::migrate;
 use crate::schema::SchemaName;
@@ -81,6 +81,9 @@ pub struct UnreadableItem {
 /// The schema holds no tenant (`DX003`); database errors.
 pub async fn unreadable(pool: &PgPool, schema: &SchemaName) -> Result<Vec<UnreadableItem>> {
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
+    if !is_tenant(&mut tx, schema).await? {
+        return Err(not_a_tenant(schema, "no queue to read"));
+    }
     for table in [QueueKind::Orchestrator, QueueKind::Worker].map(QueueKind::table) {
         if !has_table(&mut tx, schema, table).await? {
             return Err(not_a_tenant(schema, "no queue to read"));

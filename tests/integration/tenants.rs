@@ -3,6 +3,7 @@
 //! forced otherwise, leaving nothing behind). The operator command is tested
 //! end to end in `tenants/cli.rs`.
 
+mod another_provider;
 #[cfg(feature = "cli")]
 mod cli;
 mod outside;

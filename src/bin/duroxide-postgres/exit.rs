@@ -14,8 +14,9 @@ pub const INVALID: u8 = 3;
 pub const CONNECT: u8 = 4;
 /// `verify`: a schema has pending migrations or missing procedures.
 pub const NOT_READY: u8 = 5;
-/// A schema this build must not touch (migrated by a newer build, or with
-/// an edited migration), or a database it cannot use (its encoding).
+/// A schema this build must not touch (migrated by a newer build, with an
+/// edited migration, or another provider's), or a database it cannot use
+/// (its encoding).
 pub const INCOMPATIBLE: u8 = 6;
 /// `tenants drop`: refused (live leases without `--force`, or objects in the
 /// schema that duroxide-postgres did not create).
@@ -34,7 +35,8 @@ Exit codes:
   3  invalid schema name, role or database URL (grant: PUBLIC or a pg_ role)
   4  cannot connect to the database
   5  verify: a schema is not ready (pending migrations, missing procedures)
-  6  a schema this build must not touch (migrated by a newer build, edited migration),
+  6  a schema this build must not touch (migrated by a newer build, edited migration,
+     another provider's bookkeeping),
      or a database it cannot use (an encoding other than UTF8 or SQL_ASCII)
   7  tenants drop refused (live leases without --force, or objects not ours in the schema)
   8  the schema holds no duroxide-postgres tenant
@@ -75,6 +77,7 @@ pub fn code_of(err: &PostgresProviderError) -> u8 {
         PostgresProviderError::SchemaNotReady { .. } => NOT_READY,
         PostgresProviderError::SchemaTooNew { .. }
         | PostgresProviderError::MigrationChanged { .. }
+        | PostgresProviderError::ForeignBookkeeping { .. }
         | PostgresProviderError::UnsupportedDatabase { .. } => INCOMPATIBLE,
         PostgresProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::NOT_FOUND => {
             NOT_FOUND

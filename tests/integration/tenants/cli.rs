@@ -543,3 +543,26 @@ async fn unreadable_lists_what_does_not_decode_and_exits_nine() {
     })
     .await;
 }
+
+/// A schema holding another provider's `_duroxide_migrations`: `migrate`
+/// and `status` refuse it with exit code 6 and leave it as it is.
+#[tokio::test]
+async fn another_providers_schema_exits_six() {
+    crate::support::with_schema("cli_other", |schema| async move {
+        schema
+            .run_all(&super::another_provider::OTHER_PROVIDER)
+            .await;
+        for command in ["migrate", "status", "verify"] {
+            let run = expect(6, &[command, "--schema", &schema.name]).await;
+            assert!(run.stderr.contains("did not create"), "{command}: {run:#?}");
+        }
+        let migrations: i64 = sqlx::query_scalar(
+            schema.statement("SELECT count(*) FROM {{schema}}._duroxide_migrations"),
+        )
+        .fetch_one(&schema.pool)
+        .await
+        .expect("their migrations");
+        assert_eq!(migrations, 21);
+    })
+    .await;
+}
