@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use sqlx::{Executor, PgConnection, Row};
 
-use super::{QUEUE_STATS, QueueStats, TenantOutcome, TenantStatus, is_tenant, queue_stats};
+use super::{
+    QUEUE_STATS, QueueStats, READ_BOUND, TenantOutcome, TenantStatus, is_tenant, queue_stats,
+};
 use crate::error::Result;
 use crate::migrate::{self, SchemaStatus};
 use crate::schema::SchemaName;
@@ -80,17 +82,18 @@ pub(super) async fn status_of(
 }
 
 /// The queues of `batch` into `queues`, by schema name: one statement, or
-/// one per schema when a schema of the batch was dropped meanwhile, or a
-/// drop or migration of one deadlocked with the read (it then fails, at
-/// most, alone).
+/// one per schema when a schema of the batch was dropped meanwhile, a drop
+/// or migration of one deadlocked with the read, or another session held
+/// one's table past the read's lock bound (it then fails, at most, alone).
 async fn queue_batch(
     conn: &mut PgConnection,
     batch: &[&SchemaName],
     queues: &mut HashMap<String, Result<QueueStats>>,
 ) -> Result<()> {
-    // Pinned as migrate's reads are: it waits for a lock as long as it lasts.
+    // Pinned as migrate's reads are, but waiting for a lock 2 s at most: a
+    // tenant held exclusively is then read alone, and fails alone.
     let statement = format!(
-        "{}{}",
+        "{}{READ_BOUND}{}",
         migrate::PIN,
         migrate::tagged_union(QUEUE_STATS, batch)
     );
@@ -103,8 +106,8 @@ async fn queue_batch(
     .await;
     match read {
         Ok(rows) => queues.extend(rows),
-        Err(e) if e.met_ddl_on_a_schema() => {
-            tracing::debug!(error = %e, "a tenant of the batch was dropped or changed while read; reading them one at a time");
+        Err(e) if e.met_ddl_on_a_schema() || e.is_lock_timeout() => {
+            tracing::debug!(error = %e, "a tenant of the batch was dropped, changed or locked while read; reading them one at a time");
             for schema in batch {
                 let mut stats = queue_stats(conn, schema).await;
                 // A read of one tenant can meet the same DDL again.

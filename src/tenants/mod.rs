@@ -50,6 +50,9 @@ const LIST: &str = include_str!("../../tenants/list.sql");
 const QUEUE_STATS: &str = include_str!("../../tenants/queue_stats.sql");
 const HAS_TABLE: &str = include_str!("../../tenants/has_table.sql");
 const LOCK_TIMEOUT: &str = include_str!("../../tenants/lock_timeout.sql");
+/// The bound on an operator's read of a tenant's queues, sent after
+/// [`migrate::PIN`].
+const READ_BOUND: &str = include_str!("../../tenants/read_bound.sql");
 const FREEZE: &str = include_str!("../../tenants/freeze.sql");
 const FOREIGN_OBJECTS: &str = include_str!("../../tenants/foreign_objects.sql");
 const FUNCTIONS: &str = include_str!("../../tenants/functions.sql");
@@ -197,9 +200,14 @@ pub async fn list(pool: &PgPool) -> Result<Vec<SchemaName>> {
 /// build and, once migrated, its queues. A schema that does not exist
 /// reports every migration pending.
 ///
+/// Waits at most 2 s for a lock on the tenant's tables: one that another
+/// session holds exclusively (a `VACUUM FULL`, a long migration, a `LOCK
+/// TABLE`) fails the call with `55P03` instead of hanging it.
+///
 /// # Errors
-/// Database errors, or a schema this build must refuse (migrated by a newer
-/// build, or with an edited migration).
+/// Database errors, a schema this build must refuse (migrated by a newer
+/// build, with an edited migration, or another provider's), or a table
+/// held past the 2 s.
 pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> {
     let mut conn = pool.acquire().await?;
     let status = migrate::inspect_on(&mut conn, schema).await?;
@@ -222,8 +230,9 @@ pub async fn status(pool: &PgPool, schema: &SchemaName) -> Result<TenantStatus> 
 }
 
 /// [`status`] of every tenant [`list`] finds; one tenant's failure (say, a
-/// schema a newer build migrated) is reported in its outcome and does not
-/// stop the others. A tenant dropped while the call runs is left out.
+/// schema a newer build migrated, or a table another session has held
+/// locked for over 2 s) is reported in its outcome and does not stop the
+/// others. A tenant dropped while the call runs is left out.
 ///
 /// Reads the tenants in batches on one connection (three statements per
 /// 25 tenants), so a server holding thousands of them answers in seconds.
@@ -723,9 +732,28 @@ fn created_tables() -> Vec<String> {
 
 /// Queue depths and leases of a fully migrated `schema`.
 async fn queue_stats(conn: &mut PgConnection, schema: &SchemaName) -> Result<QueueStats> {
-    let statement = schema.render(&format!("{}{QUEUE_STATS}", migrate::PIN));
-    let row = conn.fetch_one(crate::sql::audited(&statement)).await?;
+    let statement = schema.render(&format!("{}{READ_BOUND}{QUEUE_STATS}", migrate::PIN));
+    let row = conn
+        .fetch_one(crate::sql::audited(&statement))
+        .await
+        .map_err(|e| locked_out(schema, e.into()))?;
     queue_stats_of(&row)
+}
+
+/// `e`, or when it is the lock wait [`READ_BOUND`] cut short, a refusal
+/// that names the tenant and says what to do (`55P03`, as the server's).
+fn locked_out(schema: &SchemaName, e: PostgresProviderError) -> PostgresProviderError {
+    if !e.is_lock_timeout() {
+        return e;
+    }
+    PostgresProviderError::rejected(
+        sqlstate::LOCK_NOT_AVAILABLE,
+        format!(
+            "schema \"{schema}\": queues not read: another session has held a lock on one \
+             of its tables for more than 2 s (a VACUUM FULL, a migration, a LOCK TABLE; \
+             pg_locks names it); try again later"
+        ),
+    )
 }
 
 /// One row of `queue_stats.sql`.

@@ -13,7 +13,7 @@ use std::fmt;
 use futures_util::TryStreamExt;
 use sqlx::{Executor, PgPool, Row};
 
-use super::{has_table, is_tenant, not_a_tenant};
+use super::{READ_BOUND, has_table, is_tenant, locked_out, not_a_tenant};
 use crate::error::Result;
 use crate::migrate;
 use crate::schema::SchemaName;
@@ -77,8 +77,11 @@ pub struct UnreadableItem {
 /// queue and id. Reads both queues whole, decoding each item in this
 /// process, and changes nothing: an operator's call, not a runtime's.
 ///
+/// Waits at most 2 s for a lock on the queues, as [`super::status`] does.
+///
 /// # Errors
-/// The schema holds no tenant (`DX003`); database errors.
+/// The schema holds no tenant (`DX003`); a queue another session has held
+/// locked for over 2 s (`55P03`); database errors.
 pub async fn unreadable(pool: &PgPool, schema: &SchemaName) -> Result<Vec<UnreadableItem>> {
     let mut tx = pool.begin_with(crate::pooler::READ_COMMITTED).await?;
     if !is_tenant(&mut tx, schema).await? {
@@ -89,12 +92,17 @@ pub async fn unreadable(pool: &PgPool, schema: &SchemaName) -> Result<Vec<Unread
             return Err(not_a_tenant(schema, "no queue to read"));
         }
     }
-    tx.execute(crate::sql::audited(migrate::PIN)).await?;
+    let pin = format!("{}{READ_BOUND}", migrate::PIN);
+    tx.execute(crate::sql::audited(&pin)).await?;
     let statement = crate::sql::audited(&schema.render(QUEUED_ITEMS));
     let mut found = Vec::new();
     {
         let mut rows = sqlx::query(statement).fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await? {
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| locked_out(schema, e.into()))?
+        {
             let text: &str = row.try_get("work_item")?;
             let Err(e) = crate::codec::decode_work_item(text) else {
                 continue;

@@ -6,6 +6,7 @@
 mod another_provider;
 #[cfg(feature = "cli")]
 mod cli;
+mod locked;
 mod outside;
 
 use std::sync::Arc;
@@ -640,11 +641,13 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
         // The DDL's transaction takes the worker queue first. Of the two,
         // the server aborts the first whose deadlock check (once, its
         // deadlock_timeout after it began to wait) finds the cycle. The
-        // read waits first; its connections check after 5 s and the DDL's
+        // read waits first; its connections check after 1 s and the DDL's
         // after a minute, so the read is the one aborted however long the
         // DDL takes to join (with the server's 1 s for both, a DDL that
         // joined over a second late on a loaded machine was aborted
-        // instead, twice).
+        // instead, twice). A DDL that joins later than that is past the
+        // read's one check, and the read's lock bound (2 s) aborts it
+        // instead: the read goes on one tenant at a time either way.
         // Before the DDL takes its first lock: another test's read of every
         // tenant holding the guard would wait for that lock as long as it
         // lasts, and this test for the guard.
@@ -666,7 +669,7 @@ async fn status_of_all_reads_on_past_a_deadlock_with_ddl_on_one_tenant() {
             .expect("lock the worker queue");
         let reader = PgPoolOptions::new()
             .max_connections(2)
-            .connect_with(connect_options().options([("deadlock_timeout", "5s")]))
+            .connect_with(connect_options().options([("deadlock_timeout", "1s")]))
             .await
             .expect("the read's pool");
         let status = tokio::spawn({
