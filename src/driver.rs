@@ -79,9 +79,12 @@ impl Driver {
         match self {
             Self::Procedures => procedures::fetch_orchestration(s, params, clock, claim).await,
             Self::Inline => {
-                // The transaction runs to its end even if this call is dropped.
+                // Sent once a connection is in hand, as a procedure call;
+                // the transaction then runs to its end even if this call is
+                // dropped.
+                let conn = crate::observe::acquire(&s.pool, SqlMode::InlineSql).await?;
                 claim.sent();
-                inline::orchestration::fetch(s, params, clock, claim.token()).await
+                inline::orchestration::fetch(s, params, clock, claim.token(), conn).await
             }
         }
     }
@@ -109,8 +112,9 @@ impl Driver {
         match self {
             Self::Procedures => procedures::fetch_work(s, params, clock, claim).await,
             Self::Inline => {
+                let conn = crate::observe::acquire(&s.pool, SqlMode::InlineSql).await?;
                 claim.sent();
-                inline::worker::fetch(s, params.clone(), clock, claim.token()).await
+                inline::worker::fetch(s, params.clone(), clock, claim.token(), conn).await
             }
         }
     }
@@ -129,8 +133,10 @@ impl Driver {
         match self {
             Self::Procedures => procedures::ack_work_and_claim(s, ack, params, clock, claim).await,
             Self::Inline => {
+                let conn = crate::observe::acquire(&s.pool, SqlMode::InlineSql).await?;
                 claim.sent();
-                inline::worker::ack_and_fetch(s, &ack, params.clone(), clock, claim.token()).await
+                inline::worker::ack_and_fetch(s, &ack, params.clone(), clock, claim.token(), conn)
+                    .await
             }
         }
     }

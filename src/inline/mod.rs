@@ -62,6 +62,15 @@ impl Tx {
     /// transaction (a fetch, an ack, a delete, a prune, the metrics).
     pub(crate) async fn begin_bounded(pool: &Db) -> Result<Self> {
         let conn = crate::observe::acquire(pool, crate::SqlMode::InlineSql).await?;
+        Self::begin_on(pool, conn).await
+    }
+
+    /// [`Tx::begin_bounded`] on `conn`, a connection of `pool` the caller
+    /// acquired: a claim's, which counts as sent once it holds one (as a
+    /// procedure call does), and so acquires it before its transaction is
+    /// detached ([`detached`]). A claim dropped while it waits for a
+    /// connection then claims nothing later.
+    pub(crate) async fn begin_on(pool: &Db, conn: Conn) -> Result<Self> {
         let mut tx = Self {
             conn: Some(conn),
             db: pool.clone(),

@@ -12,7 +12,7 @@ use crate::codec::{self, AttemptClock};
 use crate::error::{PostgresProviderError, Result};
 use crate::notify::Polled;
 use crate::orchestration_queue::{FetchParams, FetchedRow};
-use crate::pooler::answered_by;
+use crate::pooler::{Conn, answered_by};
 use crate::store::Store;
 
 /// Candidates tried per fetch, as in the procedure.
@@ -146,6 +146,7 @@ pub(crate) async fn fetch(
     params: FetchParams,
     clock: AttemptClock,
     token: &str,
+    conn: Conn,
 ) -> Result<Polled<FetchedRow>> {
     if params.has_filter && params.bounds[0].is_none() {
         // A filter with no version range matches nothing.
@@ -154,7 +155,7 @@ pub(crate) async fn fetch(
     let p = p.clone();
     let token = token.to_string();
     detached(async move {
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_on(&p.pool, conn).await?;
         let outcome = answered_by(
             tx.deadline(),
             fetch_in(&p, tx.conn()?, &params, clock, &token),

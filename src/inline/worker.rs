@@ -7,7 +7,7 @@ use super::{Tx, detached, procedure_statements};
 use crate::codec::AttemptClock;
 use crate::error::Result;
 use crate::notify::Polled;
-use crate::pooler::answered_by;
+use crate::pooler::{Conn, answered_by};
 use crate::store::Store;
 use crate::worker_queue::{FetchParams, FetchedItem, WorkAck};
 
@@ -33,11 +33,12 @@ pub(crate) async fn fetch(
     params: FetchParams,
     clock: AttemptClock,
     token: &str,
+    conn: Conn,
 ) -> Result<Polled<FetchedItem>> {
     let p = p.clone();
     let token = token.to_string();
     detached(async move {
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_on(&p.pool, conn).await?;
         let outcome = answered_by(
             tx.deadline(),
             fetch_in(&p, tx.conn()?, &params, clock, None, &token),
@@ -62,6 +63,7 @@ pub(crate) async fn ack_and_fetch(
     params: FetchParams,
     clock: AttemptClock,
     claim_token: &str,
+    conn: Conn,
 ) -> Result<(bool, Vec<String>, Option<Polled<FetchedItem>>)> {
     let p = p.clone();
     let token = ack.token.to_string();
@@ -76,7 +78,7 @@ pub(crate) async fn ack_and_fetch(
             kind,
             json: json.as_deref(),
         };
-        let mut tx = Tx::begin_bounded(&p.pool).await?;
+        let mut tx = Tx::begin_on(&p.pool, conn).await?;
         let deadline = tx.deadline();
         let outcome = answered_by(deadline, async {
             let (acked, wake) = ack.run_on(&p, tx.conn()?).await?;

@@ -386,3 +386,79 @@ async fn a_fetch_dropped_as_its_pool_closes_leaves_nothing_leased(mode: SqlMode)
     })
     .await;
 }
+
+in_both_modes!(a_fetch_dropped_while_it_waits_for_a_connection_claims_nothing:
+    a_fetch_dropped_while_it_waits_for_a_connection_claims_nothing_procedures,
+    a_fetch_dropped_while_it_waits_for_a_connection_claims_nothing_inline);
+
+/// A fetch dropped while it still waits for a connection (every one of the
+/// pool busy, and its runtime shutting down) has sent nothing, and must
+/// claim nothing later. Inline mode ran the whole transaction on a task of
+/// its own, the wait for a connection included, so it claimed the turn
+/// once a connection came free, for nobody: a give-back that had stopped
+/// looking by then left it leased to its end, its attempt counted.
+async fn a_fetch_dropped_while_it_waits_for_a_connection_claims_nothing(mode: SqlMode) {
+    with_schema("waiting_fetch", |schema| async move {
+        let pool = options()
+            .pool_options()
+            .max_connections(2)
+            .connect_with(crate::support::connect_options())
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: pool: {e}"));
+        // No tenant affinity: the provider's calls take the pool's own
+        // connections, which the test can hold.
+        let p = crate::stalls::provider(&pool, &schema, mode, options().connections_per_tenant(0))
+            .await;
+        p.enqueue_for_orchestrator(start("waiting"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: enqueue: {e:?}"));
+        // Every claim of an instance, as it is made.
+        schema
+            .run_all(&[
+                "CREATE TABLE {{schema}}.claims_seen (token text)",
+                "CREATE FUNCTION {{schema}}.seen() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN INSERT INTO {{schema}}.claims_seen VALUES (NEW.lock_token); \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER seen AFTER INSERT OR UPDATE ON {{schema}}.instance_locks \
+                 FOR EACH ROW EXECUTE FUNCTION {{schema}}.seen()",
+            ])
+            .await;
+        all_idle(&pool).await;
+        let first = pool.acquire().await.expect("hold a connection");
+        let second = pool.acquire().await.expect("hold a connection");
+
+        let fetch = tokio::time::timeout(
+            Duration::from_secs(1),
+            p.fetch_orchestration_item(LONG, Duration::ZERO, None),
+        )
+        .await;
+        assert!(fetch.is_err(), "{mode}: the fetch ran without a connection");
+        // A connection comes free; the first in the pool's queue gets it.
+        drop(first);
+        let seen = || async {
+            let n: i64 =
+                sqlx::query_scalar(schema.statement("SELECT count(*) FROM {{schema}}.claims_seen"))
+                    .fetch_one(&schema.pool)
+                    .await
+                    .expect("claims seen");
+            n
+        };
+        // What must not happen is awaited for a bounded time: a dropped
+        // fetch still waiting claims within milliseconds of its connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while seen().await == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            seen().await,
+            0,
+            "{mode}: the dropped fetch claimed the turn"
+        );
+        drop(second);
+
+        let attempts = turn_claimed_again(&p, mode, "waiting").await;
+        assert_eq!(attempts, 1, "{mode}: the dropped fetch's attempt counted");
+        bounded("closing the pool", pool.close()).await;
+    })
+    .await;
+}
