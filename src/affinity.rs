@@ -38,7 +38,11 @@
 //! connection would be cold for it (a first call of each procedure costs
 //! milliseconds, a warm one a fraction of one), and in a 200-tenant burst
 //! borrowing any idle shard spent more on such first calls than it saved
-//! in waiting (docs/benchmarks.md, "The 200-tenant burst").
+//! in waiting (docs/benchmarks.md, "The 200-tenant burst"). Leased work
+//! is the exception: an ack, abandon or renewal that has waited half a
+//! second for its home takes any shard's idle connection nobody waits for
+//! ([`Shards::leased_wait`]), so a neighbour's long call on a shared home
+//! does not run out its leases.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +55,15 @@ use sqlx::pool::PoolConnection;
 
 use crate::admission::Share;
 use crate::reuse::Kept;
+
+/// How long leased work waits for its home shard before it also looks for
+/// another shard's idle connection ([`Shards::leased_wait`]): far beyond a
+/// wait behind the home's ordinary calls (milliseconds), far short of a
+/// lease (seconds).
+const HOME_CLOGGED_AFTER: Duration = Duration::from_millis(500);
+
+/// How often it looks again while it still waits.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 /// The shards of one pool.
 #[derive(Debug)]
@@ -388,7 +401,60 @@ impl Shards {
             }
             return Ok((self.pool(lender).acquire().await?, lender));
         }
+        if crate::recycle::leased() {
+            return self.leased_wait(own, home).await;
+        }
         Ok((own.acquire().await?, home))
+    }
+
+    /// Leased work's wait for its home shard `own`: in line there, and once
+    /// it has waited [`HOME_CLOGGED_AFTER`], on the lookout too for a
+    /// connection another shard has idle with nobody waiting for it, which
+    /// it takes. A home whose connections a long call holds (a neighbour's
+    /// prune or delete over a large tenant, a migration's backfill) would
+    /// otherwise keep every tenant sharing it waiting past its leases, and
+    /// each lease that ran out is a turn or an activity done again; a cold
+    /// connection costs milliseconds. Such a connection is taken as it is
+    /// (`try_acquire`: the pool's hooks do not run, so it is neither
+    /// tested first nor counted towards recycling; a broken one fails the
+    /// call as a lost connection, which leased work rides out).
+    async fn leased_wait(
+        &self,
+        own: &PgPool,
+        home: usize,
+    ) -> Result<(PoolConnection<sqlx::Postgres>, usize), sqlx::Error> {
+        let from_home = own.acquire();
+        tokio::pin!(from_home);
+        let look = tokio::time::sleep(HOME_CLOGGED_AFTER);
+        tokio::pin!(look);
+        loop {
+            tokio::select! {
+                conn = &mut from_home => return Ok((conn?, home)),
+                () = &mut look => {
+                    if let Some(borrowed) = self.idle_elsewhere(home) {
+                        return Ok(borrowed);
+                    }
+                    look.as_mut().reset(tokio::time::Instant::now() + LOOK_AGAIN);
+                }
+            }
+        }
+    }
+
+    /// A connection of a shard other than `home` that is idle now and that
+    /// nobody waits for, and its shard.
+    fn idle_elsewhere(&self, home: usize) -> Option<(PoolConnection<sqlx::Postgres>, usize)> {
+        self.pools.iter().enumerate().find_map(|(i, pool)| {
+            let free = i != home
+                && self
+                    .waiting
+                    .get(i)
+                    .is_some_and(|w| w.load(Ordering::Acquire) == 0);
+            if free {
+                pool.try_acquire().map(|conn| (conn, i))
+            } else {
+                None
+            }
+        })
     }
 
     /// Hands back `conn`, from `shard`, that an operation of `tenant`

@@ -83,6 +83,12 @@ impl Scope {
     }
 }
 
+/// Whether the calling task runs leased work (an ack, an abandon, a lock
+/// renewal), whose lease runs out while it waits.
+pub(crate) fn leased() -> bool {
+    SCOPE.try_with(|scope| scope.leased).unwrap_or(false)
+}
+
 /// The trait method the calling task runs, if it runs one.
 pub(crate) fn operation() -> Option<&'static str> {
     SCOPE.try_with(|scope| scope.operation).ok()

@@ -2,7 +2,10 @@
 //! (`PostgresOptions::connections_per_tenant`): each tenant's operations
 //! stay on its own few server backends, and closing the shared pool closes
 //! them. The statement cache (`PostgresOptions::statement_cache_capacity`):
-//! a connection keeps the prepared statements of many tenants.
+//! a connection keeps the prepared statements of many tenants. A
+//! neighbour's long call: [`long_calls`].
+
+mod long_calls;
 
 use std::collections::HashSet;
 
