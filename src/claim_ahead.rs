@@ -25,9 +25,10 @@
 //!   item given back unused would stay taken by this worker. The session's
 //!   items wait for the task's own fetch.
 //!
-//! In inline mode the ack commits before the claim runs: a claim that fails
-//! is a claim not made (logged), and the ack is reported done. In procedure
-//! mode both are one transaction, and an error in either fails the call.
+//! In both modes the ack and the claim are one transaction (the procedure
+//! `ack_work_item_and_claim`; inline, `inline::worker::ack_and_fetch`), so
+//! an error in either fails the call, nothing committed, and the caller
+//! retries or gives the item back.
 //!
 //! Giving an item back is `abandon_work_item` without counting the attempt:
 //! the item is visible again at once, its attempt count as before the claim.
