@@ -23,7 +23,12 @@
 //!   transaction may hold (the ack would wait for it, and in procedure mode
 //!   fail with it, its activity then run again), and a session taken for an
 //!   item given back unused would stay taken by this worker. The session's
-//!   items wait for the task's own fetch.
+//!   items wait for the task's own fetch;
+//! * and so **not while the fetch's session owner holds a session**
+//!   ([`ClaimAhead::holds_session`]): fed by claims made ahead, its task
+//!   would never fetch for itself while items without a session kept
+//!   coming, and its sessions' items, which no other owner may take, would
+//!   wait until the session went idle.
 //!
 //! In both modes the ack and the claim are one transaction (the procedure
 //! `ack_work_item_and_claim`; inline, `inline::worker::ack_and_fetch`), so
@@ -88,6 +93,9 @@ pub(crate) struct ClaimAhead {
     /// How long a claimed item waits for its task; zero: acks claim nothing.
     window: Duration,
     tasks: Mutex<HashMap<Id, Entry>>,
+    /// Session owners known to hold a session, and until when at least
+    /// ([`ClaimAhead::holds_session`]).
+    holders: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for ClaimAhead {
@@ -102,6 +110,7 @@ impl ClaimAhead {
         Self {
             window,
             tasks: Mutex::default(),
+            holders: Mutex::default(),
         }
     }
 
@@ -121,6 +130,9 @@ impl ClaimAhead {
         let Some(task) = self.task() else {
             return;
         };
+        if let (true, Some(owner), Some(lease)) = (session, &params.owner, params.session_lock) {
+            self.holds_session(owner, Instant::now() + lease);
+        }
         let mut tasks = self.lock();
         if session {
             tasks.remove(&task);
@@ -142,14 +154,58 @@ impl ClaimAhead {
     /// its own is waiting.
     pub(crate) fn params_for_ack(&self, token: &str) -> Option<FetchParams> {
         let task = self.task()?;
-        let mut tasks = self.lock();
-        match tasks.get(&task)? {
-            Entry::Fetched { token: t, .. } if t == token => match tasks.remove(&task) {
-                Some(Entry::Fetched { params, .. }) => Some(params),
-                _ => None,
-            },
-            _ => None,
+        let params = {
+            let mut tasks = self.lock();
+            match tasks.get(&task)? {
+                Entry::Fetched { token: t, .. } if t == token => match tasks.remove(&task) {
+                    Some(Entry::Fetched { params, .. }) => params,
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        };
+        // A worker holding a session fetches for itself: its session's
+        // items, which no claim ahead takes, come in their turn.
+        match params.owner.as_deref() {
+            Some(owner) if self.holding(owner) => None,
+            _ => Some(params),
         }
+    }
+
+    /// Notes that session owner `owner` holds a session until `until` at
+    /// least: it was handed a session's item with that lease, or a renewal
+    /// naming it renewed some session (duroxide renews all of a runtime's
+    /// owners at once, and each of them is counted as holding one). Until
+    /// then the acks of its tasks claim nothing ahead, so that its next
+    /// fetch, which may take its sessions' items, is a fetch of its own:
+    /// the claim ahead takes only items without a session, and a worker
+    /// fed by it would leave its sessions' items waiting (no other owner
+    /// may take them) for as long as items without a session kept coming.
+    pub(crate) fn holds_session(&self, owner: &str, until: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        let mut holders = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if holders.len() >= SWEEP_ABOVE {
+            let now = Instant::now();
+            holders.retain(|_, held_until| *held_until > now);
+        }
+        let held_until = holders.entry(owner.to_string()).or_insert(until);
+        if *held_until < until {
+            *held_until = until;
+        }
+    }
+
+    /// Whether `owner` is known to hold a session now.
+    fn holding(&self, owner: &str) -> bool {
+        self.holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(owner)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     /// Keeps `claimed`, claimed with `params` by an ack of the current task
@@ -297,6 +353,29 @@ mod tests {
             // A session's item: its ack claims nothing.
             a.fetched("t2", &params(1000), true);
             assert!(a.params_for_ack("t2").is_none());
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_owner_holding_a_session_claims_nothing_ahead_until_it_ends() {
+        let a = ahead();
+        tokio::spawn(async move {
+            // A renewal naming owner `w` renewed a session, held 200 ms on.
+            let until = Instant::now() + Duration::from_millis(200);
+            a.holds_session("w", until);
+            a.fetched("t1", &params(1000), false);
+            assert!(a.params_for_ack("t1").is_none());
+            // Another owner's ack still claims.
+            let mut other = params(1000);
+            other.owner = Some("v".into());
+            a.fetched("t2", &other, false);
+            assert!(a.params_for_ack("t2").is_some());
+            // The hold's end is the condition awaited.
+            tokio::time::sleep_until(until.into()).await;
+            a.fetched("t3", &params(1000), false);
+            assert!(a.params_for_ack("t3").is_some());
         })
         .await
         .unwrap();

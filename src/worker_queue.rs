@@ -491,6 +491,12 @@ pub(crate) async fn renew_sessions(
         .bind(codec::millis(idle_timeout))
         .fetch_one(s.bounded())
         .await?;
+    if renewed > 0 {
+        let until = std::time::Instant::now() + extend_for;
+        for owner in owner_ids {
+            s.ahead.holds_session(owner, until);
+        }
+    }
     Ok(usize::try_from(renewed).unwrap_or_default())
 }
 

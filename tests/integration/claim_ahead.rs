@@ -7,6 +7,8 @@
 //! Where a fetch was answered is shown by holding the worker queue locked:
 //! a fetch sent to the server waits, one answered from the ack does not.
 
+mod held_sessions;
+
 use std::time::Duration;
 
 use duroxide::providers::{Provider, TagFilter, WorkItem};
