@@ -264,6 +264,7 @@ impl OrchestratorRow {
     /// Builds the row for `item`, validating its text fields.
     pub(crate) fn new(item: &WorkItem) -> Result<Self> {
         let instance = check_id("instance_id", orchestrator_instance(item)?)?.to_string();
+        check_start_names(item)?;
         let fire_at_ms = match item {
             WorkItem::TimerFired { fire_at_ms, .. } => Some(to_i64("fire_at_ms", *fire_at_ms)?),
             _ => None,
@@ -275,6 +276,36 @@ impl OrchestratorRow {
             fire_at_ms,
         })
     }
+}
+
+/// Refuses a start (or a continue-as-new) whose orchestration name,
+/// version or parent instance the instance's row cannot store: every ack of
+/// the instance binds them, its poison ack included, so one accepted here
+/// would fail them all and the instance would never end.
+fn check_start_names(item: &WorkItem) -> Result<()> {
+    let (orchestration, version, parent) = match item {
+        WorkItem::StartOrchestration {
+            orchestration,
+            version,
+            parent_instance,
+            ..
+        }
+        | WorkItem::ContinueAsNew {
+            orchestration,
+            version,
+            parent_instance,
+            ..
+        } => (orchestration, version, parent_instance),
+        _ => return Ok(()),
+    };
+    check_text("orchestration", orchestration)?;
+    if let Some(version) = version {
+        check_text("version", version)?;
+    }
+    if let Some(parent) = parent {
+        check_id("parent_instance", parent)?;
+    }
+    Ok(())
 }
 
 /// A worker-queue row ready to bind.

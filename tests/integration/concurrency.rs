@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::{Provider, TagFilter};
+use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Barrier;
@@ -196,6 +196,49 @@ async fn text_with_nul_is_refused_naming_the_field_and_nothing_is_stored() {
             .expect_err("NUL must be refused");
         assert!(!err.is_retryable());
         assert!(err.message.contains("instance"), "{err}");
+        // The names a start carries into the instance's row: every ack of
+        // the instance binds them, its poison ack included, so one accepted
+        // here failed them all and the instance never ended.
+        let named = |orchestration: &str, version: Option<&str>, parent: Option<&str>| {
+            WorkItem::StartOrchestration {
+                instance: "named".into(),
+                orchestration: orchestration.into(),
+                input: "{}".into(),
+                version: version.map(str::to_string),
+                parent_instance: parent.map(str::to_string),
+                parent_id: parent.map(|_| 1),
+                parent_execution_id: None,
+                execution_id: 1,
+            }
+        };
+        for (item, field) in [
+            (named("bad\0name", None, None), "orchestration"),
+            (named("Fine", Some("1.0\0"), None), "version"),
+            (named("Fine", None, Some("par\0ent")), "parent_instance"),
+        ] {
+            let err = provider
+                .enqueue_for_orchestrator(item, None)
+                .await
+                .expect_err("NUL must be refused");
+            assert!(!err.is_retryable());
+            assert!(err.message.contains(field), "{field}: {err}");
+        }
+        let continued = WorkItem::ContinueAsNew {
+            instance: "named".into(),
+            orchestration: "bad\0name".into(),
+            input: "{}".into(),
+            version: None,
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: Vec::new(),
+            initial_custom_status: None,
+        };
+        let err = provider
+            .enqueue_for_orchestrator(continued, None)
+            .await
+            .expect_err("NUL must be refused");
+        assert!(err.message.contains("orchestration"), "{err}");
         let depth: i64 = sqlx::query_scalar(
             schema.statement("SELECT count(*) FROM {{schema}}.orchestrator_queue"),
         )
