@@ -43,15 +43,24 @@ async fn four_by_four_dispatchers_complete_everything_without_deadlocks_or_a_lis
     let client = Client::new(provider.clone());
     let count = 40;
     start_fan_outs(&client, 0..count / 2).await;
-    // Halfway: kill the listening backend while work is in flight.
-    let pid: Option<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
-           AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
-    )
-    .bind(&db)
-    .fetch_optional(&admin)
-    .await
-    .expect("find listener");
+    // Halfway: kill the listening backend while work is in flight. Found
+    // by its statements, once it has run one (on a loaded machine the
+    // listener may still be connecting when the first starts are in).
+    let find = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+               AND (query LIKE 'LISTEN %' OR query LIKE '-- duroxide-postgres: LISTEN connection%')",
+        )
+        .bind(&db)
+        .fetch_optional(&admin)
+        .await
+        .expect("find listener")
+    };
+    crate::support::eventually("the listener connected", || async {
+        find().await.is_some()
+    })
+    .await;
+    let pid = find().await;
     let mut killed = false;
     if let Some(pid) = pid {
         killed = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
