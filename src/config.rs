@@ -200,8 +200,13 @@ pub struct PostgresOptions {
     /// enqueued, a history event, an activity result, an orchestration
     /// output, a custom status or a KV value. A larger one is refused before
     /// it reaches the server with a permanent error naming the field and the
-    /// limit (duroxide then fails the orchestration or activity that produced
-    /// it); nothing already committed changes.
+    /// limit; nothing already committed changes. duroxide then runs the turn
+    /// or the activity that produced it again (an activity's side effects
+    /// included), each ack refused the same way, until its maximum attempts
+    /// make it poison. The poison failure carries the turn's messages or the
+    /// activity's input, escaped again, and is refused too when that makes it
+    /// larger than this limit: keep the limit well above twice the largest
+    /// input or message the application sends.
     pub max_payload_bytes: usize,
     /// Largest history (the current execution's events, as stored) a fetch
     /// reads (default 256 MiB, well below PostgreSQL's 1 GB limit on one
