@@ -278,6 +278,23 @@ impl OrchestratorRow {
     }
 }
 
+/// Whether `event` records a failure (an orchestration's, a
+/// sub-orchestration's or an activity's), held to the failure bound
+/// ([`crate::store::Limits::check_failure`]).
+pub(crate) fn is_failure_event(event: &Event) -> bool {
+    use duroxide::EventKind as K;
+    matches!(
+        event.kind,
+        K::OrchestrationFailed { .. } | K::SubOrchestrationFailed { .. } | K::ActivityFailed { .. }
+    )
+}
+
+/// Whether an orchestrator message of variant `kind` (as
+/// [`work_item_kind`] names it) carries a failure to its instance.
+pub(crate) fn is_failure_message(kind: &str) -> bool {
+    matches!(kind, "ActivityFailed" | "SubOrchFailed")
+}
+
 /// Refuses a start (or a continue-as-new) whose orchestration name,
 /// version or parent instance the instance's row cannot store: every ack of
 /// the instance binds them, its poison ack included, so one accepted here

@@ -203,10 +203,12 @@ pub struct PostgresOptions {
     /// limit; nothing already committed changes. duroxide then runs the turn
     /// or the activity that produced it again (an activity's side effects
     /// included), each ack refused the same way, until its maximum attempts
-    /// make it poison. The poison failure carries the turn's messages or the
-    /// activity's input, escaped again, and is refused too when that makes it
-    /// larger than this limit: keep the limit well above twice the largest
-    /// input or message the application sends.
+    /// make it poison. A failure is held to the larger of this limit and
+    /// `max_history_bytes` instead (an activity's or a sub-orchestration's
+    /// failure message, a failure event, a failed execution's output), so
+    /// that it is recorded: duroxide's poison failure carries the turn's
+    /// messages or the activity's input escaped again, and an application's
+    /// error may be long too.
     pub max_payload_bytes: usize,
     /// Largest history (the current execution's events, as stored) a fetch
     /// reads (default 256 MiB, well below PostgreSQL's 1 GB limit on one

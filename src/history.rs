@@ -108,7 +108,7 @@ pub(crate) async fn append_with_execution(
         ids.push(codec::to_i64("event_id", event.event_id())?);
         types.push(codec::event_type(event));
         let encoded = codec::encode_event(event)?;
-        s.limits.check_payload("history event", &encoded)?;
+        s.limits.check_event(event, &encoded)?;
         data.push(encoded);
     }
     sqlx::query(&s.sql.history.append)

@@ -346,7 +346,7 @@ pub(crate) async fn ack(
         event_ids.push(codec::to_i64("event_id", event.event_id())?);
         event_types.push(codec::event_type(event));
         let encoded = codec::encode_event(event)?;
-        s.limits.check_payload("history event", &encoded)?;
+        s.limits.check_event(event, &encoded)?;
         event_data.push(encoded);
     }
 
@@ -375,6 +375,7 @@ pub(crate) async fn ack(
     if let Some(parent) = &metadata.parent_instance_id {
         codec::check_id("parent_instance_id", parent)?;
     }
+    let failed = metadata.status.as_deref() == Some("Failed");
     for (field, value) in [
         ("orchestration_name", &metadata.orchestration_name),
         ("orchestration_version", &metadata.orchestration_version),
@@ -384,14 +385,20 @@ pub(crate) async fn ack(
     ] {
         if let Some(v) = value {
             codec::check_text(field, v)?;
-            s.limits.check_payload(field, v)?;
+            if failed && field == "output" {
+                // A failed execution's output is its failure.
+                s.limits.check_failure(field, v)?;
+            } else {
+                s.limits.check_payload(field, v)?;
+            }
         }
     }
     for w in &workers {
         s.limits.check_payload("activity work item", &w.json)?;
     }
     for o in &orchestrator {
-        s.limits.check_payload("orchestrator work item", &o.json)?;
+        s.limits
+            .check_message("orchestrator work item", o.kind, &o.json)?;
     }
     let pinned = match &metadata.pinned_duroxide_version {
         Some(v) => [
@@ -557,7 +564,7 @@ pub(crate) async fn renew(s: &Store, lock_token: &str, extend_for: Duration) -> 
 pub(crate) async fn enqueue(s: &Store, item: &WorkItem, delay: Option<Duration>) -> Result<()> {
     let row = OrchestratorRow::new(item)?;
     s.limits
-        .check_payload("orchestrator work item", &row.json)?;
+        .check_message("orchestrator work item", row.kind, &row.json)?;
     let wake: Vec<String> = sqlx::query_scalar(&s.sql.orchestration.enqueue)
         .bind(&row.instance)
         .bind(row.kind)

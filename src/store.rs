@@ -365,6 +365,49 @@ impl Limits {
         }
     }
 
+    /// [`Limits::check_payload`] for a history event: a failure event
+    /// ([`Limits::check_failure`]) or any other.
+    pub(crate) fn check_event(&self, event: &duroxide::Event, encoded: &str) -> Result<()> {
+        if crate::codec::is_failure_event(event) {
+            self.check_failure("history event", encoded)
+        } else {
+            self.check_payload("history event", encoded)
+        }
+    }
+
+    /// [`Limits::check_payload`] for an orchestrator message of variant
+    /// `kind`: a failure ([`Limits::check_failure`]) or any other.
+    pub(crate) fn check_message(&self, field: &str, kind: &str, json: &str) -> Result<()> {
+        if crate::codec::is_failure_message(kind) {
+            self.check_failure(field, json)
+        } else {
+            self.check_payload(field, json)
+        }
+    }
+
+    /// Refuses a failure over the larger of [`Limits::max_payload_bytes`]
+    /// and [`Limits::max_history_bytes`], naming `field`. A failure must be
+    /// recordable: duroxide's poison failure carries what it could not
+    /// process escaped again (a turn's messages, an activity's input), and
+    /// ignores its ack's outcome, so a failure refused for its size left
+    /// the instance poisoned again at every lease's end, never ended.
+    pub(crate) fn check_failure(&self, field: &str, value: &str) -> Result<()> {
+        let bound = usize::try_from(self.max_history_bytes)
+            .unwrap_or(usize::MAX)
+            .max(self.max_payload_bytes);
+        if value.len() > bound {
+            return Err(crate::PostgresProviderError::invalid_input(
+                field,
+                format!(
+                    "{} bytes exceeds the failure limit of {bound} bytes \
+                     (PostgresOptions::max_history_bytes)",
+                    value.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a payload over [`Limits::max_payload_bytes`], naming `field`.
     pub(crate) fn check_payload(&self, field: &str, value: &str) -> Result<()> {
         if value.len() > self.max_payload_bytes {

@@ -318,7 +318,8 @@ const ACK_NOT_FOUND: &str =
 pub(crate) async fn ack(s: &Store, token: &str, completion: Option<&WorkItem>) -> Result<()> {
     let row = completion.map(OrchestratorRow::new).transpose()?;
     if let Some(row) = &row {
-        s.limits.check_payload("activity completion", &row.json)?;
+        s.limits
+            .check_message("activity completion", row.kind, &row.json)?;
     }
     let ack = WorkAck {
         token: codec::check_text("lock_token", token)?,

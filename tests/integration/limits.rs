@@ -2,7 +2,10 @@
 //! limit are refused before they reach the server, an instance whose
 //! history cannot be read (too large, or a failure reading it) counts its
 //! attempts until the runtime poisons it, without holding the queue, and an
-//! id too long to index fails only what wrote it.
+//! id too long to index fails only what wrote it. Failures are held to a
+//! larger bound: [`failures`].
+
+mod failures;
 
 use std::sync::Arc;
 use std::time::Duration;
