@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use duroxide::providers::{Provider, ProviderAdmin, TagFilter, WorkItem};
 use duroxide::{AppErrorKind, ErrorDetails, Event, EventKind};
-use duroxide_postgres::{PostgresOptions, SqlMode};
+use duroxide_postgres::{PostgresOptions, PostgresProvider, SqlMode};
 
 use super::{LOCK, provider};
 use crate::fixtures::{activity, event, metadata, start};
@@ -26,6 +26,19 @@ fn failure(text: String) -> ErrorDetails {
         message: text,
         retryable: false,
     }
+}
+
+/// Queues activity `id` of instance `failing` and claims it: its token.
+async fn claimed_activity(p: &PostgresProvider, id: u64) -> String {
+    p.enqueue_for_worker(activity("failing", id))
+        .await
+        .expect("enqueue activity");
+    let (_, token, _) = p
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+        .await
+        .expect("fetch work")
+        .expect("claimed work");
+    token
 }
 
 in_both_modes!(a_failure_larger_than_the_payload_limit_is_recorded:
@@ -46,14 +59,7 @@ async fn a_failure_larger_than_the_payload_limit_is_recorded(mode: SqlMode) {
             .expect("enqueue");
 
         // An activity fails with an error longer than the limit: recorded.
-        p.enqueue_for_worker(activity("failing", 2))
-            .await
-            .expect("enqueue activity");
-        let (_, token, _) = p
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
-            .await
-            .expect("fetch work")
-            .expect("claimed work");
+        let token = claimed_activity(&p, 2).await;
         let failed = WorkItem::ActivityFailed {
             instance: "failing".to_string(),
             execution_id: 1,
@@ -104,14 +110,7 @@ async fn a_failure_larger_than_the_payload_limit_is_recorded(mode: SqlMode) {
         assert_eq!(p.read("failing").await.expect("read").len(), 2, "{mode}");
 
         // Anything else keeps the limit: a result that long is refused.
-        p.enqueue_for_worker(activity("failing", 3))
-            .await
-            .expect("enqueue activity");
-        let (_, token, _) = p
-            .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
-            .await
-            .expect("fetch work")
-            .expect("claimed work");
+        let token = claimed_activity(&p, 3).await;
         let completed = WorkItem::ActivityCompleted {
             instance: "failing".to_string(),
             execution_id: 1,
