@@ -266,7 +266,12 @@ impl OrchestratorRow {
         let instance = check_id("instance_id", orchestrator_instance(item)?)?.to_string();
         check_start_names(item)?;
         let fire_at_ms = match item {
-            WorkItem::TimerFired { fire_at_ms, .. } => Some(to_i64("fire_at_ms", *fire_at_ms)?),
+            // duroxide saturates a timer's due time (a `Duration::MAX`
+            // timer is due at `u64::MAX`): saturated here too, as a delay
+            // is, to a time that never comes and stays inside `bigint`.
+            WorkItem::TimerFired { fire_at_ms, .. } => {
+                Some(i64::try_from(*fire_at_ms).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS)))
+            }
             _ => None,
         };
         Ok(Self {

@@ -3,9 +3,10 @@
 //! history cannot be read (too large, or a failure reading it) counts its
 //! attempts until the runtime poisons it, without holding the queue, and an
 //! id too long to index fails only what wrote it. Failures are held to a
-//! larger bound: [`failures`].
+//! larger bound: [`failures`]. A timer that never fires: [`timers`].
 
 mod failures;
+mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
