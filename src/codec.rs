@@ -270,7 +270,7 @@ impl OrchestratorRow {
             // timer is due at `u64::MAX`): saturated here too, as a delay
             // is, to a time that never comes and stays inside `bigint`.
             WorkItem::TimerFired { fire_at_ms, .. } => {
-                Some(i64::try_from(*fire_at_ms).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS)))
+                Some(millis(Duration::from_millis(*fire_at_ms)))
             }
             _ => None,
         };

@@ -399,8 +399,8 @@ impl Limits {
             return Err(crate::PostgresProviderError::invalid_input(
                 field,
                 format!(
-                    "{} bytes exceeds the failure limit of {bound} bytes \
-                     (PostgresOptions::max_history_bytes)",
+                    "{} bytes exceeds the failure limit of {bound} bytes (the larger of \
+                     PostgresOptions::max_payload_bytes and max_history_bytes)",
                     value.len()
                 ),
             ));
