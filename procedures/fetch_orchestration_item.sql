@@ -113,6 +113,7 @@ RETURNS TABLE (
     messages               text[],
     history                text[],
     history_error          text,
+    history_sqlstate       text,
     kv_keys                text[],
     kv_values              text[],
     kv_updated_ms          bigint[],
@@ -270,7 +271,11 @@ BEGIN
         -- failure reading it, a statement timeout included) comes back as
         -- history_error, so the runtime abandons the turn, the attempts
         -- grow and poison handling ends the instance instead of one
-        -- instance failing every fetch that meets it.
+        -- instance failing every fetch that meets it. A failure's SQLSTATE
+        -- comes back too (history_sqlstate): the provider sets aside,
+        -- its attempt not counted, a turn whose read may heal (out of
+        -- memory, a statement cancelled; src/error.rs decides which).
+        history_sqlstate := NULL;
         BEGIN
             {{> snapshot}}
               INTO history, history_error, kv_keys, kv_values, kv_updated_ms;
@@ -282,6 +287,7 @@ BEGIN
         WHEN OTHERS OR query_canceled THEN
             history := NULL;
             history_error := pg_catalog.format('history could not be read: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+            history_sqlstate := SQLSTATE;
             kv_keys := '{}';
             kv_values := '{}';
             kv_updated_ms := '{}';

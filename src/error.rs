@@ -205,6 +205,26 @@ pub enum PostgresProviderError {
         schema: String,
     },
 
+    /// The history of a claimed turn could not be read for a reason that
+    /// may heal (out of memory, a statement cancelled or timed out, a
+    /// serialization failure or deadlock: the SQLSTATEs
+    /// [`is_retryable`](Self::is_retryable) accepts). The turn was set
+    /// aside for a second, its attempt not counted, so the instance is not
+    /// poisoned by a passing server condition. Retryable. (Any other
+    /// failure reading it comes back as the turn's `history_error`, which
+    /// the runtime counts toward poisoning the instance.)
+    #[error(
+        "instance \"{instance}\": {message}; its turn is set aside for a second, the attempt not counted"
+    )]
+    HistoryUnavailable {
+        /// The instance whose turn was set aside.
+        instance: String,
+        /// The server's SQLSTATE.
+        sqlstate: String,
+        /// What the fetch met: the server's message, with its SQLSTATE.
+        message: String,
+    },
+
     /// The database cannot hold what the provider stores (an encoding other
     /// than UTF8 or SQL_ASCII). Permanent: found when a provider starts or
     /// a schema is migrated or inspected, before anything is written.
@@ -261,6 +281,7 @@ impl PostgresProviderError {
         match self {
             Self::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
             Self::Rejected { sqlstate, .. } => Some((*sqlstate).to_string()),
+            Self::HistoryUnavailable { sqlstate, .. } => Some(sqlstate.clone()),
             _ => None,
         }
     }
@@ -318,9 +339,18 @@ impl PostgresProviderError {
                 // shutting down, and no retry can succeed.
                 _ => false,
             },
-            Self::Interrupted { .. } => true,
+            Self::Interrupted { .. } | Self::HistoryUnavailable { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether a server failure with SQLSTATE `code` and `message`, met by
+    /// a statement the provider caught on the server (a procedure's
+    /// exception block) or in a transaction it rolled back, may heal:
+    /// [`is_retryable`](Self::is_retryable)'s rule, for a code with no
+    /// error value around it.
+    pub(crate) fn heals(code: &str, message: &str) -> bool {
+        retryable_sqlstate(code, message, None)
     }
 
     /// Whether the connection or the server went away: the connection

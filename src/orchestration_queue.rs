@@ -57,6 +57,9 @@ pub(crate) struct FetchedRow {
     pub history: Option<Vec<String>>,
     /// Why the history could not be read: too large, or a failure reading it.
     pub history_error: Option<String>,
+    /// The SQLSTATE of a failure reading the history (`None`: read, or too
+    /// large).
+    pub history_sqlstate: Option<String>,
     pub kv_keys: Vec<String>,
     pub kv_values: Vec<String>,
     pub kv_updated_ms: Vec<i64>,
@@ -154,6 +157,15 @@ pub(crate) async fn fetch_once(
         .await;
     claiming.settle(&polled);
     match polled? {
+        Polled::Found { item: row, .. } if history_may_heal(&row) => {
+            let e = PostgresProviderError::HistoryUnavailable {
+                instance: row.instance_id.clone(),
+                sqlstate: row.history_sqlstate.clone().unwrap_or_default(),
+                message: row.history_error.clone().unwrap_or_default(),
+            };
+            set_aside_unread(s, &row, &e).await;
+            Err(e)
+        }
         Polled::Found {
             item: row,
             more,
@@ -181,6 +193,34 @@ async fn set_aside(s: &Store, row: &FetchedRow, error: &PostgresProviderError) {
     crate::observe::unreadable_set_aside(s, Queue::Orchestrator, Some(&row.instance_id), error);
     if let Err(e) = abandon(s, &row.lock_token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
         tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn that does not decode failed");
+    }
+}
+
+/// Whether the claimed turn's history failed to read for a reason that may
+/// heal (out of memory, a statement cancelled, ...: the rule of
+/// [`PostgresProviderError::is_retryable`]). Such a turn is set aside
+/// instead of handed to the runtime with a `history_error`, which would
+/// count toward poisoning the instance: a passing server condition must not
+/// fail it.
+fn history_may_heal(row: &FetchedRow) -> bool {
+    row.history_sqlstate.as_deref().is_some_and(|code| {
+        PostgresProviderError::heals(code, row.history_error.as_deref().unwrap_or_default())
+    })
+}
+
+/// Gives back a turn whose history could not be read for now, as
+/// [`set_aside`] does one it cannot decode: its attempt not counted, out of
+/// sight for [`codec::UNREADABLE_SET_ASIDE`] so that it is not claimed and
+/// read again and again meanwhile. A failure leaves it to its lease's end.
+async fn set_aside_unread(s: &Store, row: &FetchedRow, error: &PostgresProviderError) {
+    tracing::warn!(
+        target: "duroxide_postgres",
+        schema = %s.name,
+        instance = %row.instance_id,
+        "set aside for a second a turn whose history could not be read: {error}"
+    );
+    if let Err(e) = abandon(s, &row.lock_token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
+        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn whose history could not be read failed");
     }
 }
 

@@ -63,6 +63,7 @@ enum Fetched {
     Unreadable {
         instance: String,
         reason: String,
+        sqlstate: String,
         more: bool,
         next_due_ms: Option<i64>,
     },
@@ -74,10 +75,11 @@ fn done(polled: Polled<FetchedRow>) -> Fetched {
 
 /// A failure the server reported for one statement, the session intact
 /// (anything but a lost connection or a server going away), as the
-/// procedure's exception block words it: the server's message and SQLSTATE.
-/// Not a lock wait given up (`lock_timeout`), which the procedure re-raises:
-/// the fetch fails, retryable, and its claim rolls back.
-fn failed_on_server(e: &PostgresProviderError) -> Option<String> {
+/// procedure's exception block words it: the server's message and SQLSTATE,
+/// and the SQLSTATE alone. Not a lock wait given up (`lock_timeout`), which
+/// the procedure re-raises: the fetch fails, retryable, and its claim rolls
+/// back.
+fn failed_on_server(e: &PostgresProviderError) -> Option<(String, String)> {
     match e {
         PostgresProviderError::Database(sqlx::Error::Database(db)) => db
             .code()
@@ -86,7 +88,10 @@ fn failed_on_server(e: &PostgresProviderError) -> Option<String> {
                     && !code.starts_with("57P")
                     && code != crate::error::sqlstate::LOCK_NOT_AVAILABLE
             })
-            .map(|code| format!("{} (SQLSTATE {code})", db.message())),
+            .map(|code| {
+                let reason = format!("{} (SQLSTATE {code})", db.message());
+                (reason, code.into_owned())
+            }),
         _ => None,
     }
 }
@@ -166,6 +171,7 @@ pub(crate) async fn fetch(
             Fetched::Unreadable {
                 instance,
                 reason,
+                sqlstate,
                 more,
                 next_due_ms,
             } => {
@@ -173,6 +179,7 @@ pub(crate) async fn fetch(
                 let seen = Seen {
                     instance,
                     reason,
+                    sqlstate,
                     more,
                     next_due_ms,
                 };
@@ -203,6 +210,7 @@ async fn reclaim(
     let Seen {
         instance,
         reason,
+        sqlstate,
         more,
         next_due_ms,
     } = seen;
@@ -247,6 +255,7 @@ async fn reclaim(
             messages: batch.messages,
             history: None,
             history_error: Some(format!("history could not be read: {reason}")),
+            history_sqlstate: Some(sqlstate),
             kv_keys: Vec::new(),
             kv_values: Vec::new(),
             kv_updated_ms: Vec::new(),
@@ -261,6 +270,7 @@ async fn reclaim(
 struct Seen {
     instance: String,
     reason: String,
+    sqlstate: String,
     more: bool,
     next_due_ms: Option<i64>,
 }
@@ -551,10 +561,11 @@ async fn fetch_in(
             Ok(snapshot) => snapshot,
             Err(e) => {
                 let e = PostgresProviderError::from(e);
-                if let Some(reason) = failed_on_server(&e) {
+                if let Some((reason, sqlstate)) = failed_on_server(&e) {
                     return Ok(Fetched::Unreadable {
                         instance,
                         reason,
+                        sqlstate,
                         more,
                         next_due_ms,
                     });
@@ -585,6 +596,7 @@ async fn fetch_in(
             messages,
             history: snapshot.try_get("history")?,
             history_error: snapshot.try_get("history_error")?,
+            history_sqlstate: None,
             kv_keys: snapshot.try_get("kv_keys")?,
             kv_values: snapshot.try_get("kv_values")?,
             kv_updated_ms: snapshot.try_get("kv_updated_ms")?,

@@ -340,14 +340,19 @@ async fn a_poisoned_history_that_holds_the_sentinel_event_id_still_fails(mode: S
     .await;
 }
 
-in_both_modes!(a_fetch_that_cannot_read_a_history_counts_an_attempt:
-    a_fetch_that_cannot_read_a_history_counts_an_attempt_procedures,
-    a_fetch_that_cannot_read_a_history_counts_an_attempt_inline);
+in_both_modes!(a_history_read_that_times_out_costs_no_attempt:
+    a_history_read_that_times_out_costs_no_attempt_procedures,
+    a_history_read_that_times_out_costs_no_attempt_inline);
 
-/// A history read that fails (here a statement timeout while another
-/// session holds the history table) is handed over as a history error with
-/// the attempt counted, not rolled back into an endless retry.
-async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
+/// A history read that times out (here a statement timeout while another
+/// session holds the history table, as a `VACUUM FULL` or a migration
+/// would) is a passing condition, not the history's fault: the fetch fails,
+/// retryable, naming the instance and SQLSTATE 57014, and the turn is set
+/// aside for a second, its attempt not counted (transient::history_reads
+/// shows the other instances served meanwhile). Once the table is free the
+/// turn comes back whole, its first attempt. (Counting such reads, ten seconds of a held table
+/// poisoned the instance for good.)
+async fn a_history_read_that_times_out_costs_no_attempt(mode: SqlMode) {
     with_schema("limit_unreadable", |schema| async move {
         let setup = provider(&schema, PostgresOptions::default().sql_mode(mode)).await;
         setup
@@ -375,43 +380,53 @@ async fn a_fetch_that_cannot_read_a_history_counts_an_attempt(mode: SqlMode) {
             .execute(&mut *blocker)
             .await
             .expect("lock history");
-        // Another instance waits behind the stuck one: a long-polling fetch
-        // learns, in both modes, that there is more to claim.
-        setup
-            .enqueue_for_orchestrator(start("waiting"), None)
-            .await
-            .expect("enqueue the waiting instance");
-        for attempt in 1..=2u32 {
-            let probe = timed
-                .probe_fetch_orchestration_item(LOCK, Duration::ZERO)
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: fetch {attempt} failed: {e}"));
-            assert!(probe.more, "{mode}: the waiting instance counts as more");
-            let (item, token, attempts) = probe.item.expect("claimed with a history error");
-            assert_eq!(item.instance, "stuck");
-            assert_eq!(attempts, attempt, "each failed read counts an attempt");
-            let error = item.history_error.expect("a history error");
-            // Worded alike in both modes: the server's message and SQLSTATE
-            // (57014, the statement timeout).
-            assert!(
-                error.starts_with("history could not be read: ")
-                    && error.ends_with(" (SQLSTATE 57014)"),
-                "{mode}: {error}"
-            );
-            timed
-                .abandon_orchestration_item(&token, None, false)
-                .await
-                .expect("abandon");
-        }
-        blocker.rollback().await.expect("unlock");
-        let (item, _, attempts) = timed
+        let refused = timed
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await;
+        let Err(error) = &refused else {
+            panic!("{mode}: a turn without its history: {refused:?}");
+        };
+        assert!(error.is_retryable(), "{mode}: permanent: {error:?}");
+        // Worded alike in both modes: the instance, the server's message
+        // and SQLSTATE.
+        assert!(
+            error
+                .message
+                .contains("instance \"stuck\": history could not be read: ")
+                && error.message.contains(" (SQLSTATE 57014)"),
+            "{mode}: {error:?}"
+        );
+        // Out of sight for a second: not claimed and read again at once.
+        let again = timed
             .fetch_orchestration_item(LOCK, Duration::ZERO, None)
             .await
-            .expect("fetch")
-            .expect("claimed");
-        assert!(item.history_error.is_none());
-        assert_eq!(item.history.len(), 1);
-        assert_eq!(attempts, 3);
+            .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"));
+        assert!(again.is_none(), "{mode}: claimed again at once: {again:?}");
+
+        blocker.rollback().await.expect("unlock");
+        let deadline = std::time::Instant::now() + LOCK / 3;
+        let (item, _, attempts) = loop {
+            if let Some(claimed) = timed
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e}"))
+            {
+                break claimed;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: the turn never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(item.instance, "stuck", "{mode}");
+        assert!(
+            item.history_error.is_none(),
+            "{mode}: {:?}",
+            item.history_error
+        );
+        assert_eq!(item.history.len(), 1, "{mode}");
+        assert_eq!(attempts, 1, "{mode}: the timed-out read counted an attempt");
         timed.pool().close().await;
     })
     .await;

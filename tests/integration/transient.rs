@@ -5,6 +5,8 @@
 //! and a prepared statement whose result type DDL changed, whatever
 //! language the server answers in.
 
+mod history_reads;
+
 use std::time::Duration;
 
 use duroxide::providers::{Provider, ProviderError};
