@@ -27,6 +27,7 @@ use crate::support::{
 };
 
 mod settings;
+mod tags;
 
 /// One test per SQL mode, `$procedures` and `$inline`, each running
 /// `$check(mode)`.

@@ -13,7 +13,7 @@ use super::{pool_as, schema_name, verify_as, with_roles};
 use crate::support::with_schema;
 
 /// A schema put back to before `0006_event_counts.sql` (which creates
-/// `events_without_execution`) and upgraded by running the install script
+/// `events_without_execution`; and so before 0007 too) and upgraded by running the install script
 /// after version 5, as a DBA would: the inline role granted before gets the
 /// four rights on the new table, a procedure-mode role gets none, and a
 /// `Verify` provider of the inline role reads the metrics a runtime reads
@@ -26,9 +26,10 @@ async fn the_upgrade_script_extends_the_inline_roles_rights_to_the_tables_it_cre
             owner_installs_an_inline_and_a_procedures_role(&schema, &inline, &procedures).await;
             schema
                 .run_all(&[
+                    "DROP INDEX {{schema}}.worker_queue_tag_idx",
                     "DROP TABLE {{schema}}.events_without_execution",
                     "ALTER TABLE {{schema}}.executions DROP COLUMN event_count",
-                    "DELETE FROM {{schema}}._duroxide_migrations WHERE version = 6",
+                    "DELETE FROM {{schema}}._duroxide_migrations WHERE version >= 6",
                 ])
                 .await;
 

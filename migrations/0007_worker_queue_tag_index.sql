@@ -1,0 +1,16 @@
+-- 0007_worker_queue_tag_index: the worker queue in order per tag.
+--
+-- A worker fetch takes the first item in queue order that its tag filter
+-- lets it take. Read from worker_queue_visible_idx, it walked over every
+-- item it may not take ahead of that one: a backlog for a tag no running
+-- worker serves (a pool scaled to zero) made every fetch of the default
+-- workers read all of it, and a backlog of untagged items every fetch of a
+-- tagged pool. With this index a fetch reads the untagged items (tag IS
+-- NULL) and each of its tags from their own heads (fetch_work_item's
+-- candidate statement).
+--
+-- Every item has one entry here, and a claim, which moves visible_at_ms,
+-- writes a new one, as in worker_queue_visible_idx. The build locks the
+-- worker queue against writes for as long as it takes, which grows with the
+-- number of queued items.
+CREATE INDEX worker_queue_tag_idx ON {{schema}}.worker_queue (tag, visible_at_ms, id);
