@@ -80,8 +80,16 @@ BEGIN
         -- fetch_work_item's loop.
         more := false;
         FOR v_try IN 1..8 LOOP
-            {{> fetch_work_item/candidate}}
-              INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+            IF p_tag_mode = 'default' THEN
+                {{> fetch_work_item/candidate_untagged}}
+                  INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+            ELSIF p_tag_mode = 'any' THEN
+                {{> fetch_work_item/candidate_any}}
+                  INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+            ELSE
+                {{> fetch_work_item/candidate}}
+                  INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+            END IF;
             scan_floor_ms := coalesce(scan_floor_ms, v_scan_floor);
             v_floor := coalesce(v_floor, v_scan_floor);
             IF v_id IS NULL THEN

@@ -106,9 +106,19 @@ BEGIN
         -- are harmless: the activity is delivered again
         -- (docs/architecture.md, "Durability"). So the candidate statement
         -- makes this transaction commit without waiting for its WAL flush;
-        -- any later durable commit flushes it with its own.
-        {{> candidate}}
-          INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+        -- any later durable commit flushes it with its own. The default
+        -- tag filter and 'any' have statements of their own, without the
+        -- branches they do not need (candidate.sql).
+        IF p_tag_mode = 'default' THEN
+            {{> candidate_untagged}}
+              INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+        ELSIF p_tag_mode = 'any' THEN
+            {{> candidate_any}}
+              INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+        ELSE
+            {{> candidate}}
+              INTO v_lazy, v_id, v_session, v_now, v_more, v_due, v_scan_floor;
+        END IF;
         -- The first candidate's next floor is returned for the caller's
         -- next calls; after a full scan it serves this call's later
         -- candidates too (src/scan_floor.rs).

@@ -16,7 +16,9 @@
 #   directory dropped when the script exits (an EXIT trap).
 # * `ab_sql SQL`: runs SQL, stopping on its first error, output discarded.
 # * `ab_worker_fetch_args`: sets AB_ARGS to a worker's long-polling claim,
-#   as a runtime's dispatcher makes its first (no scan floor yet).
+#   as a runtime's dispatcher makes its first (no scan floor yet), with tag
+#   filter AB_TAG_MODE (`any` unless set; `default` is duroxide's default
+#   filter, untagged items only).
 # * `ab_call SCHEMA PROCEDURE`: prints a call of PROCEDURE as SCHEMA has it
 #   (its name, with or without the per-schema suffix, read from the
 #   catalog), each parameter named and given the value AB_ARGS[parameter]
@@ -89,7 +91,7 @@ ab_pair_cleanup() {
 }
 
 ab_worker_fetch_args() {
-  AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'any'" [p_tags]="'{}'" [p_owner_id]="'bench'"
+  AB_ARGS=([p_lock_timeout_ms]=30000 [p_tag_mode]="'${AB_TAG_MODE:-any}'" [p_tags]="'{}'" [p_owner_id]="'bench'"
     [p_session_lock_ms]=30000 [p_next_due]=true [p_floor_ms]=NULL [p_next_floor_margin_ms]=NULL
     [p_history_bytes]=NULL)
 }

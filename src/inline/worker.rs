@@ -19,6 +19,10 @@ procedure_statements! {
     pub(crate) struct FetchSql from "fetch_work_item" {
         /// Next eligible item, row-locked.
         candidate,
+        /// The same for the default tag filter (untagged items only).
+        candidate_untagged,
+        /// The same for `TagFilter::Any`.
+        candidate_any,
         /// Take the item's session.
         claim_session,
         /// Lock the item.
@@ -118,7 +122,14 @@ pub(super) async fn fetch_in(
         // The leases count from the attempt's start; `now` is the candidate's.
         let lease_ms = clock.lease_ms(params.lock_timeout);
         let session_lease_ms = params.session_lock.map(|d| clock.lease_ms(d));
-        let row = sqlx::query(&sql.candidate)
+        // The default tag filter and `Any` have statements of their own,
+        // as in the procedure.
+        let candidate = match params.tag_mode {
+            "default" => &sql.candidate_untagged,
+            "any" => &sql.candidate_any,
+            _ => &sql.candidate,
+        };
+        let row = sqlx::query(candidate)
             .bind(params.tag_mode)
             .bind(&params.tags)
             .bind(&params.owner)

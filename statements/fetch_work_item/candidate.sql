@@ -6,12 +6,15 @@
 -- lock counted (from v_start; inline mode passes NULL: from the clock read
 -- here). Always one row (id NULL: nothing found).
 -- Items are taken in the order they became visible, then of arrival, among
--- those the tag filter lets the worker take (p_tag_mode: 'any', 'default',
--- 'tags' or 'default_and', with p_tags). The scan starts at v_floor, a
+-- those the tag filter lets the worker take: p_tag_mode 'tags' (items
+-- tagged one of p_tags) or 'default_and' (those and the untagged).
+-- 'default' (untagged only) and 'any' run statements of their own without
+-- the branches they do not need (candidate_untagged.sql, candidate_any.sql),
+-- which set up plan nodes on every call. The scan starts at v_floor, a
 -- lower bound on every item's visibility (src/scan_floor.rs; NULL: the
--- whole index). With p_next_floor_margin_ms
--- set, also returns the next floor (scan_floor_ms): the least of the oldest
--- item's visibility at or above v_floor and the clock, minus that margin.
+-- whole index). With p_next_floor_margin_ms set, also returns the next
+-- floor (scan_floor_ms): the least of the oldest item's visibility at or
+-- above v_floor and the clock, minus that margin.
 -- lazy_commit: the transaction commits with synchronous_commit off (a lease
 -- lost to a crash is harmless; docs/architecture.md, "Durability").
 -- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
@@ -34,24 +37,24 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                   n.now_ms) - p_next_floor_margin_ms
        END AS scan_floor_ms
   FROM (SELECT {{now_ms}} AS now_ms) n
-  -- The candidate is the first in queue order of up to three kinds of
-  -- head, each read from its own index so that a fetch reads only what it
-  -- may take: with a tag filter, the untagged items (tag IS NULL) and each
-  -- tag's items are read from their heads in worker_queue_tag_idx, whatever
-  -- other tags queue ahead of them (a pool nobody runs); 'any' reads the
-  -- queue's head. The mode tests are one-time filters of the cached plan.
-  -- A head found and not chosen stays row-locked until the transaction
-  -- ends (a moment: its claim commits next); other fetches pass over it.
+  -- The candidate is the first in queue order of the heads the filter
+  -- may take, each read from worker_queue_tag_idx so that a fetch reads
+  -- only what it may take, whatever other tags queue ahead (a pool nobody
+  -- runs): the untagged items' head ('default_and' only; the mode test is
+  -- a one-time filter of the cached plan) and each tag's head. A head
+  -- found and not chosen stays row-locked until the transaction ends (a
+  -- moment: its claim commits next); other fetches pass over it.
   -- Each head's ORDER BY names the tag first, which only
   -- worker_queue_tag_idx gives without a sort; a tag's bounds are a row
   -- comparison and a plain upper bound, not an equality, which would let
   -- the planner drop the tag from the order and walk worker_queue_visible_idx.
   LEFT JOIN LATERAL (
        SELECT h.id, h.visible_at_ms, h.session_id
-         FROM (SELECT a.* FROM (
+         FROM (SELECT d.* FROM (
                       SELECT q.id, q.visible_at_ms, q.session_id
                         FROM {{schema}}.worker_queue q
-                       WHERE p_tag_mode = 'any'
+                       WHERE p_tag_mode = 'default_and'
+                         AND q.tag IS NULL
                          AND q.visible_at_ms <= n.now_ms
                          -- The floor as a row comparison: two plain bounds on
                          -- visible_at_ms, neither known to a generic plan, look
@@ -68,30 +71,12 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                                   AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
                                                   FROM {{schema}}.sessions s
                                                  WHERE s.session_id = q.session_id), true)))
-                       ORDER BY q.visible_at_ms, q.id
-                       LIMIT 1
-                         FOR UPDATE OF q SKIP LOCKED) a
-               UNION ALL
-               SELECT d.* FROM (
-                      SELECT q.id, q.visible_at_ms, q.session_id
-                        FROM {{schema}}.worker_queue q
-                       WHERE p_tag_mode IN ('default', 'default_and')
-                         AND q.tag IS NULL
-                         AND q.visible_at_ms <= n.now_ms
-                         AND (q.visible_at_ms, q.id) >= (coalesce(v_floor, -9223372036854775807), -9223372036854775807)
-                         AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
-                         AND (q.session_id IS NULL
-                              OR (p_owner_id IS NOT NULL
-                                  AND q.session_id <> ALL (v_skip)
-                                  AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
-                                                  FROM {{schema}}.sessions s
-                                                 WHERE s.session_id = q.session_id), true)))
                        ORDER BY q.tag, q.visible_at_ms, q.id
                        LIMIT 1
                          FOR UPDATE OF q SKIP LOCKED) d
                UNION ALL
                SELECT t.*
-                 FROM pg_catalog.unnest(CASE WHEN p_tag_mode IN ('tags', 'default_and') THEN p_tags END) g(tag)
+                 FROM pg_catalog.unnest(p_tags) g(tag)
                 CROSS JOIN LATERAL (
                       SELECT q.id, q.visible_at_ms, q.session_id
                         FROM {{schema}}.worker_queue q
@@ -114,14 +99,7 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
   -- of its own (OFFSET 0 keeps it one) so the next due time's test does
   -- not evaluate it again.
   CROSS JOIN LATERAL (
-       SELECT (p_tag_mode = 'any'
-               AND (SELECT o.id FROM {{schema}}.worker_queue o
-                     WHERE (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-                       AND o.visible_at_ms <= n.now_ms
-                       AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
-                     ORDER BY o.visible_at_ms, o.id
-                     LIMIT 1) IS NOT NULL)
-           OR (p_tag_mode IN ('default', 'default_and')
+       SELECT (p_tag_mode = 'default_and'
                AND (SELECT o.id FROM {{schema}}.worker_queue o
                      WHERE o.tag IS NULL
                        AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
@@ -129,8 +107,7 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                        AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
                      ORDER BY o.tag, o.visible_at_ms, o.id
                      LIMIT 1) IS NOT NULL)
-           OR (p_tag_mode IN ('tags', 'default_and')
-               AND EXISTS (
+           OR (EXISTS (
                    SELECT FROM pg_catalog.unnest(p_tags) g(tag)
                     WHERE (SELECT o.id FROM {{schema}}.worker_queue o
                             WHERE (o.tag, o.visible_at_ms, o.id) > (g.tag, c.visible_at_ms, c.id)
