@@ -22,6 +22,11 @@
 //!   is still read, and locked by a `FOR UPDATE`).
 //! * **Inline rendering** (`crate::inline`): each parameter name becomes
 //!   `$n::type`, `n` its place in the header.
+//! * **Fragments** (`statements/PROCEDURE/_NAME.sql`): parts that statements
+//!   of one step share, included by a statement with `{{> PROCEDURE/_NAME}}`
+//!   and expanded the same way in both renderings ([`expand_fragments`] for
+//!   inline mode), before the parameters are bound; they use the including
+//!   statement's parameter names.
 //!
 //! This file is compiled twice: into the crate, and into `build.rs` (by
 //! `#[path]`), which embeds every procedure already expanded, so the
@@ -37,7 +42,6 @@ pub const INCLUDE_OPEN: &str = "{{> ";
 /// The `(procedure, statement)` an include marker naming `name` stands for
 /// in `procedure`'s file: `NAME` is the procedure's own statement,
 /// `OTHER/NAME` another procedure's.
-#[cfg_attr(not(test), allow(dead_code))] // build.rs and the unit tests
 pub fn target<'a>(procedure: &'a str, name: &'a str) -> (&'a str, &'a str) {
     name.split_once('/').unwrap_or((procedure, name))
 }
@@ -81,11 +85,42 @@ pub fn parse(text: &str) -> Result<StatementFile<'_>, String> {
 
 /// Replaces every include marker of a procedure's `source` with the statement
 /// `statement(name)` returns (the file's text); returns the expanded text and
-/// the names included, in order.
+/// the names included, in order (the fragments a statement includes not
+/// among them: [`expand_fragments`]).
 #[cfg_attr(not(test), allow(dead_code))] // build.rs and the unit tests
 pub fn expand<'s>(
     source: &str,
     statement: impl Fn(&str) -> Option<&'s str>,
+) -> Result<(String, Vec<String>), String> {
+    expand_in(source, &statement, 0)
+}
+
+/// The prefix of a fragment's file name: `statements/PROCEDURE/_NAME.sql`
+/// is no statement of its own but a part of statements, included by a
+/// marker naming it with its procedure, `{{> PROCEDURE/_NAME}}` (wherever
+/// the including statement is expanded), so that the statements of one
+/// step that differ by a branch share the rest (the worker fetch's
+/// candidates, one per kind of tag filter).
+pub const FRAGMENT_PREFIX: &str = "_";
+
+/// How deep includes may nest: a procedure, its statements, their
+/// fragments.
+const MAX_DEPTH: usize = 2;
+
+/// A statement's `body` with its fragment markers replaced by the fragments
+/// `fragment(name)` returns, as [`expand`] replaces a procedure's markers:
+/// what inline mode sends, before its parameters become placeholders.
+pub fn expand_fragments<'s>(
+    body: &str,
+    fragment: impl Fn(&str) -> Option<&'s str>,
+) -> Result<String, String> {
+    expand_in(body, &fragment, 1).map(|(text, _)| text)
+}
+
+fn expand_in<'s>(
+    source: &str,
+    statement: &impl Fn(&str) -> Option<&'s str>,
+    depth: usize,
 ) -> Result<(String, Vec<String>), String> {
     let mut out = String::with_capacity(source.len() * 2);
     let mut used = Vec::new();
@@ -97,11 +132,29 @@ pub fn expand<'s>(
             .find("}}")
             .ok_or_else(|| "an include marker is not closed".to_string())?;
         let name = after[..close].trim();
+        let fragment = name
+            .rsplit('/')
+            .next()
+            .is_some_and(|file| file.starts_with(FRAGMENT_PREFIX));
+        if depth > 0 && !(fragment && name.contains('/')) {
+            return Err(format!(
+                "a statement includes `{name}`: only fragments, named with their procedure (`PROCEDURE/{FRAGMENT_PREFIX}NAME`)"
+            ));
+        }
+        if depth == 0 && fragment {
+            return Err(format!(
+                "a procedure includes the fragment `{name}`: only statements"
+            ));
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("includes nested too deep at `{name}`"));
+        }
         let text = statement(name).ok_or_else(|| format!("no statement `{name}`"))?;
         let file = parse(text).map_err(|e| format!("statement `{name}`: {e}"))?;
         let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
         let indent = &line[..line.len() - line.trim_start().len()];
-        let mut body = file.body;
+        let (expanded, _) = expand_in(file.body, statement, depth + 1)?;
+        let mut body = expanded.as_str();
         if line.trim_end().ends_with("PERFORM") {
             body = body
                 .strip_prefix("SELECT")

@@ -327,15 +327,28 @@ pub(crate) fn render(template: &str, schema: &SchemaName, mode: SqlMode) -> Stri
 }
 
 /// The statement `statements/PROCEDURE/NAME.sql` as inline mode sends it (a
-/// template: `{{schema}}` not yet rendered), each parameter a typed
-/// placeholder. Missing or malformed file: empty string (the unit tests
-/// below make sure every statement a driver uses exists and parses).
+/// template: `{{schema}}` not yet rendered), its fragments included and each
+/// parameter a typed placeholder. Missing or malformed file, or a fragment
+/// missing: empty string (the unit tests below make sure every statement a
+/// driver uses exists, parses and expands).
 pub(crate) fn statement(procedure: &str, name: &str) -> String {
-    STATEMENT_FILES
-        .iter()
-        .find(|(p, n, _)| *p == procedure && *n == name)
-        .and_then(|(_, _, text)| crate::statement_file::parse(text).ok())
-        .map(|file| bind_parameters(file.body, &file.params))
+    let text_of = |procedure: &str, name: &str| {
+        STATEMENT_FILES
+            .iter()
+            .find(|(p, n, _)| *p == procedure && *n == name)
+            .map(|(_, _, text)| *text)
+    };
+    let fragment = |marker: &str| {
+        let (p, n) = crate::statement_file::target(procedure, marker);
+        text_of(p, n)
+    };
+    text_of(procedure, name)
+        .and_then(|text| crate::statement_file::parse(text).ok())
+        .and_then(|file| {
+            crate::statement_file::expand_fragments(file.body, fragment)
+                .ok()
+                .map(|body| bind_parameters(&body, &file.params))
+        })
         .unwrap_or_default()
 }
 

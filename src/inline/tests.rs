@@ -51,8 +51,42 @@ fn driver_statements() -> BTreeSet<(&'static str, &'static str)> {
     run
 }
 
+/// Every statement file but the fragments, which statements include.
 fn statement_files() -> BTreeSet<(&'static str, &'static str)> {
-    STATEMENT_FILES.iter().map(|(p, n, _)| (*p, *n)).collect()
+    STATEMENT_FILES
+        .iter()
+        .filter(|(_, n, _)| !n.starts_with(crate::statement_file::FRAGMENT_PREFIX))
+        .map(|(p, n, _)| (*p, *n))
+        .collect()
+}
+
+#[test]
+fn every_fragment_is_part_of_a_statement_in_both_modes() {
+    for (procedure, name, _) in STATEMENT_FILES
+        .iter()
+        .filter(|(_, n, _)| n.starts_with(crate::statement_file::FRAGMENT_PREFIX))
+    {
+        let marker = format!("{{{{> {procedure}/{name}}}}}");
+        let including: Vec<_> = STATEMENT_FILES
+            .iter()
+            .filter(|(_, _, text)| text.contains(&marker))
+            .collect();
+        assert!(
+            !including.is_empty(),
+            "{procedure}/{name}: included by no statement"
+        );
+        for (p, n, _) in including {
+            // Inline mode sends it expanded, as the procedure installs it.
+            let inline = statement(p, n);
+            assert!(
+                !inline.is_empty() && !inline.contains("{{> "),
+                "{p}/{n}: {inline}"
+            );
+        }
+    }
+    for (name, text) in PROCEDURE_FILES {
+        assert!(!text.contains("{{> "), "{name}: a marker left unexpanded");
+    }
 }
 
 fn source(procedure: &str) -> &'static str {
@@ -267,6 +301,27 @@ fn a_changed_statement_changes_its_procedures_checksum() {
             checked.insert((owner.to_string(), name.to_string()));
         }
     }
+    // A fragment changes the checksum of the procedures whose statements
+    // include it.
+    for (owner, name, _) in STATEMENT_FILES
+        .iter()
+        .filter(|(_, n, _)| n.starts_with(crate::statement_file::FRAGMENT_PREFIX))
+    {
+        for (procedure, _) in PROCEDURE_FILES {
+            let (changed, _) = expanded_with(procedure, |p, n| {
+                (p == *owner && n == *name)
+                    .then(|| statement_text(p, n).map(|t| format!("{t}\n-- changed")))
+                    .flatten()
+            });
+            let embedded = installed
+                .iter()
+                .find(|p| p.name == *procedure)
+                .unwrap_or_else(|| panic!("{procedure}"));
+            if procedure_checksum(&changed) != embedded.checksum() {
+                checked.insert((owner.to_string(), name.to_string()));
+            }
+        }
+    }
     for (procedure, name, _) in STATEMENT_FILES {
         assert!(
             checked.contains(&(procedure.to_string(), name.to_string())),
@@ -316,7 +371,12 @@ fn the_composed_claim_runs_fetch_work_items_loop() {
 
 #[test]
 fn inline_statements_keep_no_parameter_name() {
-    for (procedure, name, text) in STATEMENT_FILES {
+    // Fragments are checked as part of the statements that include them,
+    // whose headers declare what they use.
+    for (procedure, name, text) in STATEMENT_FILES
+        .iter()
+        .filter(|(_, n, _)| !n.starts_with(crate::statement_file::FRAGMENT_PREFIX))
+    {
         let file = crate::statement_file::parse(text)
             .unwrap_or_else(|e| panic!("{procedure}/{name}: {e}"));
         let inline = statement(procedure, name);
@@ -348,6 +408,33 @@ fn expansion_indents_and_performs() {
         "BEGIN\n    PERFORM x\n      FROM t\n\n     WHERE y = p_a;\n    SELECT x\n      FROM t\n\n     WHERE y = p_a INTO v;\nEND"
     );
     assert!(expand("{{> nothing}}", lookup).is_err());
+}
+
+#[test]
+fn fragments_expand_inside_statements_and_nowhere_else() {
+    let statement = "-- params: p_a text\nSELECT x\n  FROM t\n WHERE {{> p/_f}}\n   AND z;\n";
+    let fragment = "-- A part.\n(y = p_a\n OR w)\n";
+    let lookup = |name: &str| match name {
+        "s" => Some(statement),
+        "p/_f" | "_f" => Some(fragment),
+        "bad" => Some("SELECT {{> s}}"),
+        _ => None,
+    };
+    let (text, used) =
+        expand("BEGIN\n    {{> s}} INTO v;\nEND", lookup).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(used, ["s"]);
+    assert_eq!(
+        text,
+        "BEGIN\n    SELECT x\n      FROM t\n     WHERE (y = p_a\n      OR w)\n       AND z INTO v;\nEND"
+    );
+    let inline = crate::statement_file::expand_fragments("SELECT 1 WHERE {{> p/_f}}", lookup);
+    assert_eq!(inline.as_deref(), Ok("SELECT 1 WHERE (y = p_a\n OR w)"));
+    // A procedure includes statements only; a statement, fragments named
+    // with their procedure only.
+    assert!(expand("{{> _f}}", lookup).is_err());
+    assert!(expand("{{> p/_f}}", lookup).is_err());
+    assert!(expand("{{> bad}}", lookup).is_err());
+    assert!(crate::statement_file::expand_fragments("{{> _f}}", lookup).is_err());
 }
 
 #[test]

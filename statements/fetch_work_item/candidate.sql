@@ -18,30 +18,13 @@
 -- lazy_commit: the transaction commits with synchronous_commit off (a lease
 -- lost to a crash is harmless; docs/architecture.md, "Durability").
 -- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
-SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
-       c.id, c.session_id, n.now_ms,
-       m.more,
-       CASE WHEN p_next_due AND NOT m.more AND (c.id IS NULL OR pg_catalog.cardinality(v_skip) = 0) THEN
-            -- A locked item's visibility time is when its lock ends
-            -- (claim.sql), so the first covers lock expiries.
-            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
-                    WHERE q.visible_at_ms > n.now_ms),
-                  (SELECT pg_catalog.min(s.locked_until_ms) FROM {{schema}}.sessions s
-                    WHERE s.locked_until_ms > n.now_ms),
-                  -- The claimed item's own lock.
-                  CASE WHEN c.id IS NOT NULL THEN coalesce(v_start, n.now_ms) + p_lock_timeout_ms END) - n.now_ms
-       END AS next_due_ms,
-       CASE WHEN p_next_floor_margin_ms IS NOT NULL THEN
-            least((SELECT pg_catalog.min(q.visible_at_ms) FROM {{schema}}.worker_queue q
-                    WHERE q.visible_at_ms >= coalesce(v_floor, -9223372036854775807)),
-                  n.now_ms) - p_next_floor_margin_ms
-       END AS scan_floor_ms
-  FROM (SELECT {{now_ms}} AS now_ms) n
+{{> fetch_work_item/_outputs}}
   -- The candidate is the first in queue order of the heads the filter
   -- may take, each read from worker_queue_tag_idx so that a fetch reads
   -- only what it may take, whatever other tags queue ahead (a pool nobody
   -- runs): the untagged items' head ('default_and' only; the mode test is
-  -- a one-time filter of the cached plan) and each tag's head. A head
+  -- a one-time filter of the cached plan, which then never runs the
+  -- head's scan) and each tag's head. A head
   -- found and not chosen stays row-locked until the transaction ends (a
   -- moment: its claim commits next); other fetches pass over it.
   -- Each head's ORDER BY names the tag first, which only
@@ -51,29 +34,8 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
   LEFT JOIN LATERAL (
        SELECT h.id, h.visible_at_ms, h.session_id
          FROM (SELECT d.* FROM (
-                      SELECT q.id, q.visible_at_ms, q.session_id
-                        FROM {{schema}}.worker_queue q
-                       WHERE p_tag_mode = 'default_and'
-                         AND q.tag IS NULL
-                         AND q.visible_at_ms <= n.now_ms
-                         -- The floor as a row comparison: two plain bounds on
-                         -- visible_at_ms, neither known to a generic plan, look
-                         -- a few rows wide to the planner, which then sorts
-                         -- every visible row instead of reading the index from
-                         -- the floor.
-                         AND (q.visible_at_ms, q.id) >= (coalesce(v_floor, -9223372036854775807), -9223372036854775807)
-                         AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
-                         -- Session checks are scalar lookups per candidate row,
-                         -- not a hash of every session.
-                         AND (q.session_id IS NULL
-                              OR (p_owner_id IS NOT NULL
-                                  AND q.session_id <> ALL (v_skip)
-                                  AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
-                                                  FROM {{schema}}.sessions s
-                                                 WHERE s.session_id = q.session_id), true)))
-                       ORDER BY q.tag, q.visible_at_ms, q.id
-                       LIMIT 1
-                         FOR UPDATE OF q SKIP LOCKED) d
+                      {{> fetch_work_item/_untagged_head}}) d
+                WHERE p_tag_mode = 'default_and'
                UNION ALL
                SELECT t.*
                  FROM pg_catalog.unnest(p_tags) g(tag)
@@ -84,12 +46,7 @@ SELECT pg_catalog.set_config('synchronous_commit', 'off', true) AS lazy_commit,
                          AND q.tag <= g.tag
                          AND q.visible_at_ms <= n.now_ms
                          AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
-                         AND (q.session_id IS NULL
-                              OR (p_owner_id IS NOT NULL
-                                  AND q.session_id <> ALL (v_skip)
-                                  AND coalesce((SELECT s.locked_until_ms <= n.now_ms OR s.owner_id = p_owner_id
-                                                  FROM {{schema}}.sessions s
-                                                 WHERE s.session_id = q.session_id), true)))
+                         AND {{> fetch_work_item/_session_free}}
                        ORDER BY q.tag, q.visible_at_ms, q.id
                        LIMIT 1
                          FOR UPDATE OF q SKIP LOCKED) t) h
