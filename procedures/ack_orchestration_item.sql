@@ -91,7 +91,7 @@ BEGIN
     END IF;
     -- The statements are statements/ack_orchestration_item/*.sql, which
     -- inline mode runs in the same order, skipping the same steps, in Rust
-    -- (src/inline/orchestration.rs).
+    -- (src/inline/turn_ack.rs).
     {{> lease}}
       INTO v_instance, v_until, v_now, v_quiet;
     IF NOT FOUND THEN

@@ -53,7 +53,7 @@
 -- in between is slept past (without p_next_due, NULL). A claim of the first
 -- candidate with nothing more ready reports the same time too, its own new
 -- lease counted, so the caller knows the queue holds nothing else for it
--- until then or a notification (src/notify.rs); any other claim reports NULL.
+-- until then or a notification (src/notify/mod.rs); any other claim reports NULL.
 --
 -- p_settle_ms (long-polling callers; 0 turns it off): an instance that still
 -- has activities queued or running is passed over while its newest visible

@@ -28,7 +28,7 @@
 -- it ends). A claim of the first candidate with nothing following
 -- it reports the same time too, its own new lock counted, so the caller
 -- knows the queue holds nothing else for it until then or a notification
--- (src/notify.rs); any other claim reports NULL.
+-- (src/notify/mod.rs); any other claim reports NULL.
 --
 -- p_floor_ms: where the scan for candidates starts, a lower bound on every
 -- item's visibility (src/scan_floor.rs; NULL: the whole queue). With

@@ -526,3 +526,31 @@ fn every_procedure_of_more_than_one_statement_refuses_a_stricter_isolation() {
         assert!(body.contains("ERRCODE = 'DX006'"), "{name}");
     }
 }
+
+#[test]
+fn the_sources_the_sql_files_cite_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let texts = PROCEDURE_SOURCES
+        .iter()
+        .map(|(name, text)| (format!("procedures/{name}.sql"), *text))
+        .chain(
+            STATEMENT_FILES
+                .iter()
+                .map(|(p, n, text)| (format!("statements/{p}/{n}.sql"), *text)),
+        );
+    for (file, text) in texts {
+        for (at, _) in text.match_indices("src/") {
+            let cited: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.'))
+                .collect();
+            let cited = cited.trim_end_matches('.');
+            if cited.ends_with(".rs") {
+                assert!(
+                    root.join(cited).is_file(),
+                    "{file} cites {cited}, which does not exist"
+                );
+            }
+        }
+    }
+}
