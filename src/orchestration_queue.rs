@@ -187,12 +187,28 @@ pub(crate) async fn fetch_once(
 
 /// Gives back a turn with a message this build cannot decode: its attempt
 /// not counted, out of sight for [`codec::UNREADABLE_SET_ASIDE`], then
-/// claimable by any dispatcher (one that can read the message runs it). A
-/// failure leaves it to its lease's end.
+/// claimable by any dispatcher (one that can read the message runs it).
 async fn set_aside(s: &Store, row: &FetchedRow, error: &PostgresProviderError) {
     crate::observe::unreadable_set_aside(s, Queue::Orchestrator, Some(&row.instance_id), error);
-    if let Err(e) = abandon(s, &row.lock_token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
-        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn that does not decode failed");
+    give_back_uncounted(s, &row.lock_token, "a turn that does not decode").await;
+}
+
+/// Abandons the turn `token` leases for [`codec::UNREADABLE_SET_ASIDE`],
+/// its attempt not counted, as the runtime's abandon is made: riding out a
+/// lost connection, a read-only server or a lock wait within the pool's
+/// acquire timeout ([`Store::acking`]). The claim has committed with its
+/// attempt counted, so an abandon given up on too soon would leave the
+/// attempt counted, and the turn leased to its end. A failure after that
+/// is logged at WARN: the turn comes back when its lease ends.
+async fn give_back_uncounted(s: &Store, token: &str, what: &str) {
+    let released = crate::lost_replies::Landed::Released("abandon_orchestration_item");
+    let outcome = s
+        .acking(token, Some(released), || {
+            abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true)
+        })
+        .await;
+    if let Err(e) = outcome {
+        tracing::warn!(target: "duroxide_postgres", schema = %s.name, error = %e, "setting aside {what} failed; it comes back when its lease ends, its attempt counted");
     }
 }
 
@@ -211,7 +227,7 @@ fn history_may_heal(row: &FetchedRow) -> bool {
 /// Gives back a turn whose history could not be read for now, as
 /// [`set_aside`] does one it cannot decode: its attempt not counted, out of
 /// sight for [`codec::UNREADABLE_SET_ASIDE`] so that it is not claimed and
-/// read again and again meanwhile. A failure leaves it to its lease's end.
+/// read again and again meanwhile.
 async fn set_aside_unread(s: &Store, row: &FetchedRow, error: &PostgresProviderError) {
     tracing::warn!(
         target: "duroxide_postgres",
@@ -219,9 +235,7 @@ async fn set_aside_unread(s: &Store, row: &FetchedRow, error: &PostgresProviderE
         instance = %row.instance_id,
         "set aside for a second a turn whose history could not be read: {error}"
     );
-    if let Err(e) = abandon(s, &row.lock_token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
-        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside a turn whose history could not be read failed");
-    }
+    give_back_uncounted(s, &row.lock_token, "a turn whose history could not be read").await;
 }
 
 /// The runtime's view of a claimed instance: (item, lock token, attempts).

@@ -211,11 +211,20 @@ async fn give_back(s: &Store, token: &str) {
 /// during a rolling upgrade, or one written by hand): its attempt not
 /// counted, as duroxide's SQLite provider rolls such a claim back, out of
 /// sight for [`codec::UNREADABLE_SET_ASIDE`], then claimable by any worker (one
-/// that can read it runs it). A failure leaves it to its lease's end.
+/// that can read it runs it). The abandon rides out outages and lock waits
+/// as the runtime's does ([`Store::acking`]): given up on too soon it would
+/// leave the attempt counted and the item leased to its end, which is
+/// still what a failure after that leaves (logged at WARN).
 async fn set_aside(s: &Store, token: &str, error: &PostgresProviderError) {
     crate::observe::unreadable_set_aside(s, Queue::Worker, None, error);
-    if let Err(e) = abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true).await {
-        tracing::debug!(target: "duroxide_postgres", error = %e, "setting aside an item that does not decode failed");
+    let released = crate::lost_replies::Landed::Released("abandon_work_item");
+    let outcome = s
+        .acking(token, Some(released), || {
+            abandon(s, token, Some(codec::UNREADABLE_SET_ASIDE), true)
+        })
+        .await;
+    if let Err(e) = outcome {
+        tracing::warn!(target: "duroxide_postgres", schema = %s.name, error = %e, "setting aside an item that does not decode failed; it comes back when its lease ends, its attempt counted");
     }
 }
 

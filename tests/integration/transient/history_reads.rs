@@ -148,3 +148,90 @@ async fn a_history_the_server_cannot_read_for_a_while_costs_no_attempt(mode: Sql
     })
     .await;
 }
+
+in_both_modes!(a_set_aside_rides_out_a_lock_wait_and_restores_the_attempt:
+    a_set_aside_rides_out_a_lock_wait_and_restores_the_attempt_procedures,
+    a_set_aside_rides_out_a_lock_wait_and_restores_the_attempt_inline);
+
+/// The set-aside's abandon (its attempt not counted) runs after the claim
+/// has committed with the attempt counted, so it must not give up at the
+/// first lock wait, as the runtime's own abandon does not: here the lease's
+/// release waits (a trigger on `instance_locks` takes an advisory key the
+/// test holds) past the second an operation waits for a lock. Once the key
+/// is let go the fetch returns, and the turn comes back on its first
+/// attempt. (Given up on, the turn stayed leased for its whole lease with
+/// the attempt counted.)
+async fn a_set_aside_rides_out_a_lock_wait_and_restores_the_attempt(mode: SqlMode) {
+    with_schema(&format!("history_setaside_{mode}"), |schema| async move {
+        let p = std::sync::Arc::new(schema.provider_in(mode).await);
+        p.enqueue_for_orchestrator(start("i1"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: start: {e:?}"));
+        claim_and_ack_turn(&*p, LOCK).await;
+        p.enqueue_for_orchestrator(raised("i1", "go"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: raise: {e:?}"));
+        gate_history(&schema).await;
+        shut(&schema, "i1", "53200").await;
+
+        let mut holder = schema.pool.acquire().await.expect("holder").detach();
+        let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
+            .bind(&schema.name)
+            .fetch_one(&mut holder)
+            .await
+            .expect("gate key");
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("hold the gate");
+        schema
+            .run_all(&[
+                &format!(
+                    "CREATE FUNCTION {{{{schema}}}}.release_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                     BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
+                ),
+                "CREATE TRIGGER release_gate AFTER DELETE ON {{schema}}.instance_locks \
+                 FOR EACH ROW EXECUTE FUNCTION {{schema}}.release_gate()",
+            ])
+            .await;
+
+        let fetching = {
+            let p = p.clone();
+            tokio::spawn(async move { p.fetch_orchestration_item(LOCK, Duration::ZERO, None).await })
+        };
+        // Past the second's lock wait: given up on (the fetch returns) or
+        // waited out and tried again (counted as a lock time-out).
+        crate::support::eventually("the set-aside's abandon to wait past a second", || async {
+            fetching.is_finished() || p.admission_stats().lock_timeouts >= 1
+        })
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("let the gate go");
+        let refused = fetching.await.expect("fetch task");
+        let Err(error) = &refused else {
+            panic!("{mode}: a turn without its history: {refused:?}");
+        };
+        assert!(error.is_retryable(), "{mode}: {error:?}");
+
+        open(&schema, "i1").await;
+        let deadline = Instant::now() + LOCK / 3;
+        let (item, _, attempts) = loop {
+            if let Some(claimed) = p
+                .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: fetch: {e:?}"))
+            {
+                break claimed;
+            }
+            assert!(Instant::now() < deadline, "{mode}: the turn never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(item.instance, "i1", "{mode}");
+        assert_eq!(attempts, 1, "{mode}: the set-aside left the attempt counted");
+    })
+    .await;
+}
