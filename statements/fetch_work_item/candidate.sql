@@ -57,13 +57,7 @@
   -- not evaluate it again.
   CROSS JOIN LATERAL (
        SELECT (p_tag_mode = 'default_and'
-               AND (SELECT o.id FROM {{schema}}.worker_queue o
-                     WHERE o.tag IS NULL
-                       AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-                       AND o.visible_at_ms <= n.now_ms
-                       AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
-                     ORDER BY o.tag, o.visible_at_ms, o.id
-                     LIMIT 1) IS NOT NULL)
+               AND {{> fetch_work_item/_untagged_more}})
            OR (EXISTS (
                    SELECT FROM pg_catalog.unnest(p_tags) g(tag)
                     WHERE (SELECT o.id FROM {{schema}}.worker_queue o

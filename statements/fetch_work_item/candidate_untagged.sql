@@ -11,11 +11,5 @@
   -- Whether another untagged item follows; a subquery of its own (OFFSET 0
   -- keeps it one) so the next due time's test does not evaluate it again.
   CROSS JOIN LATERAL (
-       SELECT (SELECT o.id FROM {{schema}}.worker_queue o
-                WHERE o.tag IS NULL
-                  AND (o.visible_at_ms, o.id) > (c.visible_at_ms, c.id)
-                  AND o.visible_at_ms <= n.now_ms
-                  AND (o.lock_token IS NULL OR o.locked_until_ms <= n.now_ms)
-                ORDER BY o.tag, o.visible_at_ms, o.id
-                LIMIT 1) IS NOT NULL AS more
+       SELECT {{> fetch_work_item/_untagged_more}} AS more
        OFFSET 0) m;

@@ -12,7 +12,7 @@ use duroxide_postgres::{PostgresProvider, SqlMode};
 use sqlx::PgPool;
 
 use crate::fixtures::{activity, completion, event, metadata, start};
-use crate::support::{TestSchema, in_both_modes, provider_on, with_schema};
+use crate::support::{TestSchema, close_gate, in_both_modes, provider_on, with_schema};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -165,25 +165,7 @@ async fn hold_commits(schema: &TestSchema, gate: i64, event: &str, table: &str, 
     .expect("gate trigger");
 }
 
-/// The test's gate key for `schema`, held by the connection returned (taken
-/// out of the pool, so a test that fails drops it and the server lets every
-/// held commit go).
-async fn close_gate(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
-    let mut holder = schema.pool.acquire().await.expect("holder").detach();
-    let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
-        .bind(&schema.name)
-        .fetch_one(&mut holder)
-        .await
-        .expect("gate key");
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(gate)
-        .execute(&mut holder)
-        .await
-        .expect("hold gate");
-    (holder, gate)
-}
-
-/// Runs `first` until the gate (closed by [`close_gate`], with a
+/// Runs `first` until the gate (closed by [`close_gate`](crate::support::close_gate), with a
 /// [`hold_commits`] trigger that holds `first` and not `second`) holds it at
 /// its commit, then `second`, which must commit without waiting for it (it
 /// returns and is never seen waiting on a claim row). Then the gate opens

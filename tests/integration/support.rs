@@ -759,3 +759,21 @@ pub fn apt_install(package: &str) {
         );
     }
 }
+
+/// The test's gate key for `schema`, held by the connection returned (taken
+/// out of the pool, so a test that fails drops it and the server lets every
+/// held commit go).
+pub async fn close_gate(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
+    let mut holder = schema.pool.acquire().await.expect("holder").detach();
+    let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
+        .bind(&schema.name)
+        .fetch_one(&mut holder)
+        .await
+        .expect("gate key");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(gate)
+        .execute(&mut holder)
+        .await
+        .expect("hold gate");
+    (holder, gate)
+}

@@ -174,17 +174,7 @@ async fn a_set_aside_rides_out_a_lock_wait_and_restores_the_attempt(mode: SqlMod
         gate_history(&schema).await;
         shut(&schema, "i1", "53200").await;
 
-        let mut holder = schema.pool.acquire().await.expect("holder").detach();
-        let gate: i64 = sqlx::query_scalar("SELECT hashtext($1)::bigint")
-            .bind(&schema.name)
-            .fetch_one(&mut holder)
-            .await
-            .expect("gate key");
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(gate)
-            .execute(&mut holder)
-            .await
-            .expect("hold the gate");
+        let (mut holder, gate) = crate::support::close_gate(&schema).await;
         schema
             .run_all(&[
                 &format!(
