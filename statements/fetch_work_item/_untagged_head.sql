@@ -1,7 +1,8 @@
 -- Part of the candidate statements (candidate.sql, candidate_untagged.sql):
--- the head of the untagged items, row-locked with SKIP LOCKED. ORDER BY
--- names the tag first, which only worker_queue_tag_idx gives without a
--- sort, so a backlog of tagged items ahead is never walked over.
+-- the head of the untagged items this worker may take (row-locked by
+-- candidate_untagged.sql, which follows it with FOR UPDATE SKIP LOCKED).
+-- ORDER BY names the tag first, which only worker_queue_tag_idx gives
+-- without a sort, so a backlog of tagged items ahead is never walked over.
 SELECT q.id, q.visible_at_ms, q.session_id
   FROM {{schema}}.worker_queue q
  WHERE q.tag IS NULL
@@ -15,4 +16,3 @@ SELECT q.id, q.visible_at_ms, q.session_id
    AND {{> fetch_work_item/_session_free}}
  ORDER BY q.tag, q.visible_at_ms, q.id
  LIMIT 1
-   FOR UPDATE OF q SKIP LOCKED

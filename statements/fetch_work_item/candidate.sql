@@ -19,37 +19,70 @@
 -- lost to a crash is harmless; docs/architecture.md, "Durability").
 -- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
 {{> fetch_work_item/_outputs}}
-  -- The candidate is the first in queue order of the heads the filter
-  -- may take, each read from worker_queue_tag_idx so that a fetch reads
-  -- only what it may take, whatever other tags queue ahead (a pool nobody
-  -- runs): the untagged items' head ('default_and' only; the mode test is
-  -- a one-time filter of the cached plan, which then never runs the
-  -- head's scan) and each tag's head. A head
-  -- found and not chosen stays row-locked until the transaction ends (a
-  -- moment: its claim commits next); other fetches pass over it.
-  -- Each head's ORDER BY names the tag first, which only
+  -- The candidate is the first in queue order of the items the filter may
+  -- take, read from worker_queue_tag_idx so that a fetch reads only what it
+  -- may take, whatever other tags queue ahead (a pool nobody runs). First
+  -- the head of each kind, not locked: the untagged items' ('default_and'
+  -- only; the mode test is a one-time filter of the cached plan, which then
+  -- never runs the head's scan) and each tag's. Then, in the heads' order,
+  -- each head's kind from that head on, row-locked with SKIP LOCKED, until
+  -- one row is locked: the next kind is read only when another fetch holds
+  -- every item of this one it may take. Locking each head as it was found
+  -- held the heads not taken until the claim committed, and a concurrent
+  -- fetch came back empty (tags::a_fetch_taking_several_kinds_holds_only_
+  -- what_it_claims). Each ORDER BY names the tag first, which only
   -- worker_queue_tag_idx gives without a sort; a tag's bounds are a row
   -- comparison and a plain upper bound, not an equality, which would let
   -- the planner drop the tag from the order and walk worker_queue_visible_idx.
   LEFT JOIN LATERAL (
-       SELECT h.id, h.visible_at_ms, h.session_id
-         FROM (SELECT d.* FROM (
-                      {{> fetch_work_item/_untagged_head}}) d
-                WHERE p_tag_mode = 'default_and'
-               UNION ALL
-               SELECT t.*
-                 FROM pg_catalog.unnest(p_tags) g(tag)
-                CROSS JOIN LATERAL (
-                      SELECT q.id, q.visible_at_ms, q.session_id
-                        FROM {{schema}}.worker_queue q
-                       WHERE (q.tag, q.visible_at_ms, q.id) >= (g.tag, coalesce(v_floor, -9223372036854775807), -9223372036854775807)
-                         AND q.tag <= g.tag
-                         AND q.visible_at_ms <= n.now_ms
-                         AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
-                         AND {{> fetch_work_item/_session_free}}
-                       ORDER BY q.tag, q.visible_at_ms, q.id
-                       LIMIT 1
-                         FOR UPDATE OF q SKIP LOCKED) t) h
+       SELECT w.id, w.visible_at_ms, w.session_id
+         FROM (SELECT h.tag, h.visible_at_ms, h.id
+                 FROM (SELECT NULL::text AS tag, d.visible_at_ms, d.id
+                         FROM ({{> fetch_work_item/_untagged_head}}) d
+                        WHERE p_tag_mode = 'default_and'
+                       UNION ALL
+                       SELECT g.tag, f.visible_at_ms, f.id
+                         FROM pg_catalog.unnest(p_tags) g(tag)
+                        CROSS JOIN LATERAL (
+                              SELECT q.visible_at_ms, q.id
+                                FROM {{schema}}.worker_queue q
+                               WHERE (q.tag, q.visible_at_ms, q.id) >= (g.tag, coalesce(v_floor, -9223372036854775807), -9223372036854775807)
+                                 AND q.tag <= g.tag
+                                 AND q.visible_at_ms <= n.now_ms
+                                 AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+                                 AND {{> fetch_work_item/_session_free}}
+                               ORDER BY q.tag, q.visible_at_ms, q.id
+                               LIMIT 1) f) h
+                ORDER BY h.visible_at_ms, h.id) h
+        -- One kind's walk per head, in the heads' order (a nested loop the
+        -- LIMIT stops at the first row locked); the head's kind is a
+        -- one-time filter of each walk, so the other walk never runs.
+        CROSS JOIN LATERAL (
+              SELECT u.* FROM (
+                     SELECT q.id, q.visible_at_ms, q.session_id
+                       FROM {{schema}}.worker_queue q
+                      WHERE h.tag IS NULL
+                        AND q.tag IS NULL
+                        AND (q.visible_at_ms, q.id) >= (h.visible_at_ms, h.id)
+                        AND q.visible_at_ms <= n.now_ms
+                        AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+                        AND {{> fetch_work_item/_session_free}}
+                      ORDER BY q.tag, q.visible_at_ms, q.id
+                      LIMIT 1
+                        FOR UPDATE OF q SKIP LOCKED) u
+              UNION ALL
+              SELECT t.* FROM (
+                     SELECT q.id, q.visible_at_ms, q.session_id
+                       FROM {{schema}}.worker_queue q
+                      WHERE h.tag IS NOT NULL
+                        AND (q.tag, q.visible_at_ms, q.id) >= (h.tag, h.visible_at_ms, h.id)
+                        AND q.tag <= h.tag
+                        AND q.visible_at_ms <= n.now_ms
+                        AND (q.lock_token IS NULL OR q.locked_until_ms <= n.now_ms)
+                        AND {{> fetch_work_item/_session_free}}
+                      ORDER BY q.tag, q.visible_at_ms, q.id
+                      LIMIT 1
+                        FOR UPDATE OF q SKIP LOCKED) t) w
         ORDER BY h.visible_at_ms, h.id
         LIMIT 1) c ON true
   -- Whether another item follows c in one of the heads' orders; a subquery

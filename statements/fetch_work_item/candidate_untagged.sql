@@ -7,7 +7,8 @@
 -- params: p_tag_mode text, p_tags text[], p_owner_id text, v_skip text[], p_next_due boolean, v_start bigint, p_lock_timeout_ms bigint, v_floor bigint, p_next_floor_margin_ms bigint
 {{> fetch_work_item/_outputs}}
   LEFT JOIN LATERAL (
-       {{> fetch_work_item/_untagged_head}}) c ON true
+       {{> fetch_work_item/_untagged_head}}
+          FOR UPDATE OF q SKIP LOCKED) c ON true
   -- Whether another untagged item follows; a subquery of its own (OFFSET 0
   -- keeps it one) so the next due time's test does not evaluate it again.
   CROSS JOIN LATERAL (

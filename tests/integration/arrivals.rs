@@ -9,25 +9,13 @@ use std::time::{Duration, Instant};
 
 use duroxide::providers::{Provider, ProviderError, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresProvider, SqlMode};
-use sqlx::PgPool;
 
 use crate::fixtures::{activity, completion, event, metadata, start};
-use crate::support::{TestSchema, close_gate, in_both_modes, provider_on, with_schema};
+use crate::support::{
+    TestSchema, close_gate, in_both_modes, provider_on, someone_waits_on, with_schema,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
-
-/// Whether some backend waits for a lock of this database's advisory `key`
-/// (`pg_locks` spells a bigint key as its two halves).
-async fn someone_waits_on(pool: &PgPool, key: i64) -> bool {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-           AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1)",
-    )
-    .bind(key)
-    .fetch_one(pool)
-    .await
-    .expect("pg_locks")
-}
 
 /// Whether a backend waits for a row lock on this schema's `instance_claims`
 /// (an instance's claim row, held by a transaction not yet committed): it

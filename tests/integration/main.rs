@@ -40,6 +40,7 @@ mod schema_names;
 mod sessions;
 mod stalls;
 mod support;
+mod tags;
 mod tenants;
 mod tls;
 mod transient;

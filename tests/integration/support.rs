@@ -777,3 +777,16 @@ pub async fn close_gate(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
         .expect("hold gate");
     (holder, gate)
 }
+
+/// Whether some backend waits for a lock of this database's advisory `key`
+/// (`pg_locks` spells a bigint key as its two halves).
+pub async fn someone_waits_on(pool: &PgPool, key: i64) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+           AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1)",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .expect("pg_locks")
+}
