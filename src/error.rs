@@ -72,6 +72,11 @@ pub mod sqlstate {
     /// the provider runs the call again in a READ COMMITTED transaction
     /// ([`crate::PostgresProviderError::is_isolation_refused`]).
     pub const WRONG_ISOLATION: &str = "DX006";
+    /// `DX007`: a migration found the schema owned by a role the connecting
+    /// role is not, nor a member of, and created or changed nothing in it
+    /// (`migrate/create_schema.sql`;
+    /// [`crate::PostgresProviderError::SchemaOwnedByAnother`]).
+    pub const SCHEMA_OWNED_BY_ANOTHER: &str = "DX007";
     /// `insufficient_privilege`: the role lacks a right on an object.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// `undefined_table`: a statement named a table that does not exist.
@@ -203,6 +208,27 @@ pub enum PostgresProviderError {
     ForeignBookkeeping {
         /// The schema.
         schema: String,
+    },
+
+    /// A migration found the schema owned by a role the connecting role is
+    /// not, nor a member of (through `pg_auth_members`; a superuser counts
+    /// as a member of no role it was not granted): another tenant's role
+    /// may have created it first under this tenant's name, or a more
+    /// privileged role is migrating a schema a lesser role owns, which would
+    /// let that owner replace what the procedures (run with their owner's
+    /// rights) read. Permanent: nothing was created or changed in the
+    /// schema. Migrate it as its owner, or a member of that role; drop it
+    /// if nobody should have created it.
+    #[error(
+        "schema \"{schema}\" is owned by role \"{owner}\", which role \"{role}\" is not and is not a member of; nothing was created or changed in it: migrate it as its owner (or a member of that role), or drop the schema if nobody should have created it"
+    )]
+    SchemaOwnedByAnother {
+        /// The schema.
+        schema: String,
+        /// The role that owns it.
+        owner: String,
+        /// The connecting role (`current_user`).
+        role: String,
     },
 
     /// The history of a claimed turn could not be read for a reason that

@@ -119,10 +119,13 @@ impl SchemaStatus {
     }
 }
 
-/// The bookkeeping tables every migrated schema holds (and the schema itself).
-pub(crate) const BOOKKEEPING: &str = r#"
-CREATE SCHEMA IF NOT EXISTS {{schema}};
-CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_migrations (
+/// The bookkeeping tables every migrated schema holds (and the schema
+/// itself, created when missing and refused when another role owns it:
+/// `migrate/create_schema.sql`).
+pub(crate) const BOOKKEEPING: &str = concat!(
+    "\n",
+    include_str!("../migrate/create_schema.sql"),
+    r#"CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_migrations (
     version       bigint PRIMARY KEY,
     name          text NOT NULL,
     checksum      bytea NOT NULL,
@@ -135,7 +138,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}._duroxide_procedures (
     installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     crate_version text
 );
-"#;
+"#
+);
 
 /// Brings older bookkeeping up to [`BOOKKEEPING`]'s columns; sent after
 /// [`LOCK`], and changes a table only where a column is missing.

@@ -263,6 +263,20 @@ impl Access {
             {
                 self.insufficient(schema, "migrate", format!("{}{MIGRATE_HINT}", db.message()))
             }
+            PostgresProviderError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref()
+                    == Some(crate::error::sqlstate::SCHEMA_OWNED_BY_ANOTHER) =>
+            {
+                PostgresProviderError::SchemaOwnedByAnother {
+                    schema: schema.to_string(),
+                    owner: db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(sqlx::postgres::PgDatabaseError::detail)
+                        .unwrap_or_default()
+                        .to_string(),
+                    role: self.role.clone(),
+                }
+            }
             other => other,
         }
     }

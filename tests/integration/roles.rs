@@ -10,6 +10,7 @@
 
 mod grantees;
 mod grants;
+mod owners;
 mod rolling;
 mod script;
 mod tables;

@@ -15,8 +15,9 @@ pub const CONNECT: u8 = 4;
 /// `verify`: a schema has pending migrations or missing procedures.
 pub const NOT_READY: u8 = 5;
 /// A schema this build must not touch (migrated by a newer build, with an
-/// edited migration, or another provider's), or a database it cannot use
-/// (its encoding).
+/// edited migration, another provider's, or, for a migration, owned by a
+/// role the connecting one is not a member of), or a database it cannot
+/// use (its encoding).
 pub const INCOMPATIBLE: u8 = 6;
 /// `tenants drop`: refused (live leases without `--force`, or objects in the
 /// schema that duroxide-postgres did not create).
@@ -36,7 +37,8 @@ Exit codes:
   4  cannot connect to the database
   5  verify: a schema is not ready (pending migrations, missing procedures)
   6  a schema this build must not touch (migrated by a newer build, edited migration,
-     another provider's bookkeeping),
+     another provider's bookkeeping; migrate: owned by a role the connecting one is not
+     a member of),
      or a database it cannot use (an encoding other than UTF8 or SQL_ASCII)
   7  tenants drop refused (live leases without --force, or objects not ours in the schema)
   8  the schema holds no duroxide-postgres tenant
@@ -78,6 +80,7 @@ pub fn code_of(err: &PostgresProviderError) -> u8 {
         PostgresProviderError::SchemaTooNew { .. }
         | PostgresProviderError::MigrationChanged { .. }
         | PostgresProviderError::ForeignBookkeeping { .. }
+        | PostgresProviderError::SchemaOwnedByAnother { .. }
         | PostgresProviderError::UnsupportedDatabase { .. } => INCOMPATIBLE,
         PostgresProviderError::Rejected { sqlstate, .. } if *sqlstate == sqlstate::NOT_FOUND => {
             NOT_FOUND

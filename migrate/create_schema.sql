@@ -1,0 +1,49 @@
+-- create_schema: creates the schema unless it exists, then refuses to
+-- create or change anything in it when a role owns it that the connecting
+-- role is not, nor a member of (directly or through other roles, as
+-- pg_auth_members records it: a superuser is a member of no role it was
+-- not granted; the database's owner is pg_database_owner's). The first statement of the bookkeeping, before anything
+-- is created in the schema.
+-- * CREATE SCHEMA runs only for a missing schema: IF NOT EXISTS checks the
+--   right to create schemas in the database first, so an owner given a
+--   schema made for it (CREATE SCHEMA ... AUTHORIZATION, no right on the
+--   database) could not migrate it. Two processes creating it at once: the
+--   loser fails with 42P06 and starts over (src/migrate.rs).
+-- * A schema someone else created first, under the name of a tenant not yet
+--   provisioned (any role with CREATE on the database can), would otherwise
+--   be adopted: its owner could drop or replace the tables and functions
+--   this build installs there, or plant its own bookkeeping and tables
+--   ahead of them, and read or change that tenant's data.
+-- * The procedures run with their owner's rights (SECURITY DEFINER): put by
+--   a more privileged role into a schema a lesser role owns, they would let
+--   that owner, who may replace the tables they read, run code with those
+--   rights.
+-- Raised as DX007 with the owner's name as its detail
+-- (PostgresProviderError::SchemaOwnedByAnother).
+DO $create_schema$
+DECLARE
+    v_owner name;
+BEGIN
+    IF pg_catalog.to_regnamespace('{{schema}}') IS NULL THEN
+        CREATE SCHEMA {{schema}};
+    END IF;
+    WITH RECURSIVE mine(oid) AS (
+        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER
+        UNION
+        SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN mine m ON a.member = m.oid)
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
+      FROM pg_catalog.pg_namespace n
+     WHERE n.oid = '{{schema}}'::pg_catalog.regnamespace
+       AND n.nspowner NOT IN (SELECT m.oid FROM mine m)
+       -- pg_database_owner (PostgreSQL 14 on; public's owner from 15 on) has
+       -- the current database's owner as its one, implicit, member.
+       AND NOT (pg_catalog.pg_get_userbyid(n.nspowner) = 'pg_database_owner'
+                AND (SELECT d.datdba FROM pg_catalog.pg_database d
+                      WHERE d.datname = pg_catalog.current_database()) IN (SELECT m.oid FROM mine m));
+    IF v_owner IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'DX007', DETAIL = v_owner,
+            MESSAGE = pg_catalog.format('schema %s is owned by role %s, which role %s is not and is not a member of',
+                                        '{{schema}}', v_owner, CURRENT_USER);
+    END IF;
+END
+$create_schema$;
