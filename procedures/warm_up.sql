@@ -15,9 +15,10 @@
 -- procedures and catalog entries are the backend's, and stay). The
 -- instance's id is unique to the call, its start message visible since
 -- 1970 so the fetch meets it before any real message, and its activity
--- tagged with that id and looked for from its own visibility on, so no
--- real message or activity is claimed, or read beyond what a fetch's scan
--- reads anyway; the locks taken are on the new rows only. Nothing is
+-- tagged with that id and looked for from its own visibility on (and with
+-- the default tag filter, which the runtime's workers use unless told
+-- otherwise, from a day ahead), so no real message or activity is claimed,
+-- or read beyond what a fetch's scan reads anyway; the locks taken are on the new rows only. Nothing is
 -- notified (the procedures return what to wake; this ignores it).
 --
 -- It waits at most a second for a table lock (lock_timeout): a table
@@ -81,12 +82,20 @@ BEGIN
                    p_floor_ms => v_now, p_next_floor_margin_ms => 1000,
                    p_history_bytes => 1048576) f;
             IF v_work IS NOT NULL THEN
+                -- The claim after it, and a fetch, with duroxide's default
+                -- tag filter (untagged only: a statement of its own), from
+                -- a floor a day ahead, so that they read no item.
                 PERFORM {{schema}}.ack_work_item_and_claim{{suffix}}(
                     p_lock_token => v_work, p_instance_id => v_instance,
                     p_item_kind => 'ActivityCompleted', p_work_item => '{}',
-                    p_lock_timeout_ms => 30000, p_tag_mode => 'tags', p_tags => ARRAY[v_instance],
+                    p_lock_timeout_ms => 30000, p_tag_mode => 'default', p_tags => '{}',
                     p_owner_id => NULL, p_session_lock_ms => 30000, p_next_due => true,
-                    p_floor_ms => v_now, p_next_floor_margin_ms => 1000,
+                    p_floor_ms => v_now + 86400000, p_next_floor_margin_ms => 1000,
+                    p_history_bytes => 1048576);
+                PERFORM {{schema}}.fetch_work_item{{suffix}}(
+                    p_lock_timeout_ms => 30000, p_tag_mode => 'default', p_tags => '{}',
+                    p_owner_id => NULL, p_session_lock_ms => 30000, p_next_due => true,
+                    p_floor_ms => v_now + 86400000, p_next_floor_margin_ms => 1000,
                     p_history_bytes => 1048576);
                 PERFORM {{schema}}.read_history{{suffix}}(v_instance, NULL);
                 PERFORM {{schema}}.get_custom_status{{suffix}}(v_instance, 0);

@@ -14,10 +14,12 @@
 //! Everything runs in one transaction that is rolled back. The instance's
 //! id is unique to the call and its start message visible from the epoch
 //! on, so the fetch meets it before any real message; its activity is
-//! tagged with that id and looked for from the warm-up's own clock on, so
-//! no real message or activity is claimed, nor read beyond what a fetch's
-//! scan reads anyway. What is woken is ignored (nothing committed). The
-//! orchestrator queue's scan floor may move back to the warm-up message's
+//! tagged with that id and looked for from the warm-up's own clock on (the
+//! claim after it, with the default tag filter the runtime's workers use
+//! unless told otherwise, from a day ahead), so no real message or
+//! activity is claimed, nor read beyond what a fetch's scan reads anyway.
+//! What is woken is ignored (nothing committed). The orchestrator queue's
+//! scan floor may move back to the warm-up message's
 //! visibility: a floor is a lower bound, and the next fetch sets it again.
 
 use std::time::Duration;
@@ -37,6 +39,10 @@ pub(super) const BEGIN: &str = include_str!("../../inline/warm_up_begin.sql");
 
 /// The lease the warm-up's claims ask for (never outlived: rolled back).
 const LEASE: Duration = Duration::from_secs(30);
+
+/// How far ahead of the warm-up's clock the default-filter claim looks:
+/// no item is visible from there up to the clock.
+const DAY_MS: i64 = 86_400_000;
 
 /// History and KV read per claim, as a runtime's default.
 const HISTORY_BYTES: i64 = 1 << 20;
@@ -148,8 +154,16 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
     if !acked {
         return Ok(false);
     }
+    // The claim after it with duroxide's default tag filter (untagged
+    // only: a statement of its own), from a floor a day ahead, so that it
+    // reads no item.
+    let default_filter = worker_queue::FetchParams {
+        tag_mode: "default",
+        tags: Vec::new(),
+        ..work
+    };
     let token = uuid::Uuid::new_v4().to_string();
-    worker::fetch_in(s, c, &work, clock, Some(now), &token).await?;
+    worker::fetch_in(s, c, &default_filter, clock, Some(now + DAY_MS), &token).await?;
 
     // The client's status reads.
     let _: Vec<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&s.sql.history.read)
