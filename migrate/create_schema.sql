@@ -1,9 +1,7 @@
 -- create_schema: creates the schema unless it exists, then refuses to
 -- create or change anything in it when a role owns it that the connecting
--- role is not, nor a member of (directly or through other roles, as
--- pg_auth_members records it: a superuser is a member of no role it was
--- not granted; the database's owner is pg_database_owner's). The first statement of the bookkeeping, before anything
--- is created in the schema.
+-- role is not, nor a member of (owner_trusted.sql). The first statement of
+-- the bookkeeping, before anything is created in the schema.
 -- * CREATE SCHEMA runs only for a missing schema: IF NOT EXISTS checks the
 --   right to create schemas in the database first, so an owner given a
 --   schema made for it (CREATE SCHEMA ... AUTHORIZATION, no right on the
@@ -27,19 +25,10 @@ BEGIN
     IF pg_catalog.to_regnamespace('{{schema}}') IS NULL THEN
         CREATE SCHEMA {{schema}};
     END IF;
-    WITH RECURSIVE mine(oid) AS (
-        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER
-        UNION
-        SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN mine m ON a.member = m.oid)
-    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
-      FROM pg_catalog.pg_namespace n
-     WHERE n.oid = '{{schema}}'::pg_catalog.regnamespace
-       AND n.nspowner NOT IN (SELECT m.oid FROM mine m)
-       -- pg_database_owner (PostgreSQL 14 on; public's owner from 15 on) has
-       -- the current database's owner as its one, implicit, member.
-       AND NOT (pg_catalog.pg_get_userbyid(n.nspowner) = 'pg_database_owner'
-                AND (SELECT d.datdba FROM pg_catalog.pg_database d
-                      WHERE d.datname = pg_catalog.current_database()) IN (SELECT m.oid FROM mine m));
+    SELECT pg_catalog.pg_get_userbyid(o.nspowner) INTO v_owner
+      FROM (SELECT n.nspowner FROM pg_catalog.pg_namespace n
+             WHERE n.oid = '{{schema}}'::pg_catalog.regnamespace) o
+     WHERE NOT {{owner_trusted}};
     IF v_owner IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'DX007', DETAIL = v_owner,
             MESSAGE = pg_catalog.format('schema %s is owned by role %s, which role %s is not and is not a member of',

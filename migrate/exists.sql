@@ -9,7 +9,11 @@
 -- a payload carries (src/migrate/state.rs, Access::probe). And whether its
 -- _duroxide_migrations is another provider's (`foreign_bookkeeping`: without the
 -- `checksum` and `execution_ms` columns every release of this crate wrote;
--- duroxide-pg keeps a table of that name), which no call may touch.
+-- duroxide-pg keeps a table of that name), which no call may touch. And
+-- the schema's owner, and whether it is the connecting role or one it is a
+-- member of (owner_trusted.sql; both NULL when the schema is missing): a
+-- role that may migrate the schema refuses one it does not belong to
+-- (src/migrate.rs, migrate_status).
 SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text AS role,
        m.oid IS NOT NULL
        AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
@@ -24,7 +28,11 @@ SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text A
        COALESCE(pg_catalog.has_function_privilege(s.oid, 'EXECUTE'), false) AS can_call_state,
        COALESCE(s.oid IS NULL
                 AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('{{schema}}.schema_state()'),
-                                                      'EXECUTE'), false) AS can_call_legacy_state
-  FROM (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_migrations') AS oid) m,
+                                                      'EXECUTE'), false) AS can_call_legacy_state,
+       pg_catalog.pg_get_userbyid(o.nspowner)::text AS schema_owner,
+       CASE WHEN o.nspowner IS NOT NULL THEN {{owner_trusted}} END AS owner_trusted
+  FROM (SELECT (SELECT n.nspowner FROM pg_catalog.pg_namespace n
+                 WHERE n.oid = pg_catalog.to_regnamespace('{{schema}}')) AS nspowner) o,
+       (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_migrations') AS oid) m,
        (SELECT pg_catalog.to_regclass('{{schema}}._duroxide_procedures') AS oid) p,
        (SELECT pg_catalog.to_regprocedure('{{schema}}.schema_state{{suffix}}()') AS oid) s

@@ -212,6 +212,7 @@ pub(crate) async fn migrate_status(
     if access.migrated && !(access.can_read && access.can_lock) {
         return Err(access.cannot_migrate(schema));
     }
+    access.owned_by_another(schema)?;
     // Fast path: most processes start against a current schema; check without the lock.
     if let Some(state) = read_state_as(&mut conn, schema, &access).await? {
         let status = state.status(schema)?;

@@ -35,6 +35,15 @@ pub(crate) const NAME_MARKER: &str = "{{schema_name}}";
 /// entries' catalog cache kept for good). A suffix per schema leaves one.
 pub(crate) const SUFFIX_MARKER: &str = "{{suffix}}";
 
+/// The marker for whether a schema's owner, `o.nspowner`, is the connecting
+/// role or one it is a member of: a boolean expression the migration's
+/// refusal of another role's schema and the access probe share
+/// (`migrate/owner_trusted.sql`).
+pub(crate) const OWNER_TRUSTED_MARKER: &str = "{{owner_trusted}}";
+
+/// What [`OWNER_TRUSTED_MARKER`] renders to.
+const OWNER_TRUSTED_SQL: &str = include_str!("../migrate/owner_trusted.sql");
+
 /// What [`NOW_MS_MARKER`] renders to.
 pub(crate) const NOW_MS_SQL: &str =
     "(extract(epoch FROM pg_catalog.clock_timestamp())::numeric * 1000::numeric)::bigint";
@@ -118,10 +127,12 @@ impl SchemaName {
     }
 
     /// Substitutes this schema (see [`SCHEMA_MARKER`]), its name (see
-    /// [`NAME_MARKER`]), its procedure suffix (see [`SUFFIX_MARKER`]) and the
-    /// clock expression (see [`NOW_MS_MARKER`]) into a SQL template.
+    /// [`NAME_MARKER`]), its procedure suffix (see [`SUFFIX_MARKER`]), the
+    /// clock expression (see [`NOW_MS_MARKER`]) and the owner test (see
+    /// [`OWNER_TRUSTED_MARKER`]) into a SQL template.
     pub(crate) fn render(&self, template: &str) -> String {
         template
+            .replace(OWNER_TRUSTED_MARKER, OWNER_TRUSTED_SQL)
             .replace(SCHEMA_MARKER, &self.quoted)
             .replace(NAME_MARKER, &self.name)
             .replace(SUFFIX_MARKER, &self.suffix)

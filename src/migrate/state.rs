@@ -176,6 +176,11 @@ pub(super) struct Access {
     /// EXECUTE on the `schema_state()` of a build before the per-schema
     /// procedure suffix, the schema's only one.
     can_call_legacy_state: bool,
+    /// The schema's owner (`None`: no such schema).
+    schema_owner: Option<String>,
+    /// The owner is the connecting role or one it is a member of
+    /// (`migrate/owner_trusted.sql`; `None`: no such schema).
+    owner_trusted: Option<bool>,
 }
 
 /// Database encodings that store any text the provider is sent: UTF8, and
@@ -228,7 +233,28 @@ impl Access {
             can_lock: row.try_get("can_lock")?,
             can_call_state: row.try_get("can_call_state")?,
             can_call_legacy_state: row.try_get("can_call_legacy_state")?,
+            schema_owner: row.try_get("schema_owner")?,
+            owner_trusted: row.try_get("owner_trusted")?,
         })
+    }
+
+    /// Refuses a migrated schema the connecting role could migrate (it may
+    /// take the DDL lock) but does not belong to: its bookkeeping may have
+    /// been planted by whoever created the schema first, and a migration
+    /// would build on it ([`PostgresProviderError::SchemaOwnedByAnother`];
+    /// `migrate/create_schema.sql` refuses it where the bookkeeping is
+    /// created). A runtime role, which may not take the lock, is not asked.
+    pub(super) fn owned_by_another(&self, schema: &SchemaName) -> Result<()> {
+        match (&self.schema_owner, self.owner_trusted) {
+            (Some(owner), Some(false)) if self.migrated && self.can_lock => {
+                Err(PostgresProviderError::SchemaOwnedByAnother {
+                    schema: schema.to_string(),
+                    owner: owner.clone(),
+                    role: self.role.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The refusal of a migration by a role without the rights it needs.

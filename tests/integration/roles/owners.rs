@@ -94,6 +94,62 @@ async fn a_migration_refuses_a_schema_another_role_created_first() {
     .await;
 }
 
+/// The same schema, with the squatter's own migration in it (bookkeeping
+/// that says the schema is current, tables and procedures it owns), open to
+/// everyone: a migration by the rightful owner, or by a superuser, finds
+/// nothing to do and would have taken it as it is; it is refused all the
+/// same, in both modes.
+#[tokio::test]
+async fn a_migration_refuses_a_schema_another_role_migrated_first() {
+    with_schema("squatted_migrated", |schema| async move {
+        with_roles(2, |roles| async move {
+            let (squatter, rightful) = (&roles[0], &roles[1]);
+            let name = schema_name(&schema);
+            run(
+                &schema.pool,
+                &[format!(
+                    "GRANT CREATE ON DATABASE \"{}\" TO \"{squatter}\", \"{rightful}\"",
+                    database(&schema.pool).await
+                )],
+            )
+            .await;
+            let squatting = pool_as(squatter, 1).await;
+            migrate::migrate(&squatting, &name, SqlMode::StoredProcedures)
+                .await
+                .unwrap_or_else(|e| panic!("the squatter's own migration: {e}"));
+            run(
+                &squatting,
+                &[
+                    format!("GRANT ALL ON SCHEMA \"{}\" TO PUBLIC", schema.name),
+                    format!(
+                        "GRANT ALL ON ALL TABLES IN SCHEMA \"{}\" TO PUBLIC",
+                        schema.name
+                    ),
+                ],
+            )
+            .await;
+            squatting.close().await;
+            let before = relations(&schema).await;
+
+            let owner = pool_as(rightful, 1).await;
+            for (who, pool) in [(rightful.as_str(), &owner), ("the superuser", &schema.pool)] {
+                for mode in [SqlMode::StoredProcedures, SqlMode::InlineSql] {
+                    match migrate::migrate(pool, &name, mode).await {
+                        Err(PostgresProviderError::SchemaOwnedByAnother { owner, .. }) => {
+                            assert_eq!(&owner, squatter, "{who}, {mode}");
+                        }
+                        other => panic!("{who}, {mode}: {other:?}"),
+                    }
+                }
+            }
+            owner.close().await;
+            assert_eq!(relations(&schema).await, before, "nothing changed");
+        })
+        .await;
+    })
+    .await;
+}
+
 /// A schema an operator created for the tenant's owner role (`CREATE
 /// SCHEMA ... AUTHORIZATION owner`, no right on the database) is migrated
 /// by that owner, and another by a member of it; the superuser, a member of
