@@ -1,7 +1,7 @@
 -- create_schema: creates the schema unless it exists, then refuses to
--- create or change anything in it when a role owns it that the connecting
--- role is not, nor a member of (owner_trusted.sql). The first statement of
--- the bookkeeping, before anything is created in the schema.
+-- create or change anything in it when its owner lacks some right of the
+-- connecting role (owner_trusted.sql). The first statement of the
+-- bookkeeping, before anything is created in the schema.
 -- * CREATE SCHEMA runs only for a missing schema: IF NOT EXISTS checks the
 --   right to create schemas in the database first, so an owner given a
 --   schema made for it (CREATE SCHEMA ... AUTHORIZATION, no right on the
@@ -13,7 +13,8 @@
 --   this build installs there, or plant its own bookkeeping and tables
 --   ahead of them, and read or change that tenant's data.
 -- * The procedures run with their owner's rights (SECURITY DEFINER): put by
---   a more privileged role into a schema a lesser role owns, they would let
+--   a more privileged role (a superuser, or an admin that is a member of
+--   the tenant's owner) into a schema a lesser role owns, they would let
 --   that owner, who may replace the tables they read, run code with those
 --   rights.
 -- Raised as DX007 with the owner's name as its detail
@@ -31,7 +32,7 @@ BEGIN
      WHERE NOT {{owner_trusted}};
     IF v_owner IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'DX007', DETAIL = v_owner,
-            MESSAGE = pg_catalog.format('schema %s is owned by role %s, which role %s is not and is not a member of',
+            MESSAGE = pg_catalog.format('schema %s is owned by role %s, which lacks rights of role %s',
                                         '{{schema}}', v_owner, CURRENT_USER);
     END IF;
 END

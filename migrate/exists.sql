@@ -10,9 +10,9 @@
 -- _duroxide_migrations is another provider's (`foreign_bookkeeping`: without the
 -- `checksum` and `execution_ms` columns every release of this crate wrote;
 -- duroxide-pg keeps a table of that name), which no call may touch. And
--- the schema's owner, and whether it is the connecting role or one it is a
--- member of (owner_trusted.sql; both NULL when the schema is missing): a
--- role that may migrate the schema refuses one it does not belong to
+-- the schema's owner, and whether it holds every right of the connecting
+-- role (owner_trusted.sql; both NULL when the schema is missing): a role
+-- that may migrate the schema refuses one whose owner does not
 -- (src/migrate.rs, migrate_status).
 SELECT m.oid IS NOT NULL AND p.oid IS NOT NULL AS migrated, current_user::text AS role,
        m.oid IS NOT NULL

@@ -18,8 +18,9 @@
 -- tagged with that id and looked for from its own visibility on (and with
 -- the default tag filter, which the runtime's workers use unless told
 -- otherwise, from a day ahead), so no real message or activity is claimed,
--- or read beyond what a fetch's scan reads anyway; the locks taken are on the new rows only. Nothing is
--- notified (the procedures return what to wake; this ignores it).
+-- or read beyond what a fetch's scan reads anyway; the locks taken are on
+-- the new rows only. Nothing is notified (the procedures return what to
+-- wake; this ignores it).
 --
 -- It waits at most a second for a table lock (lock_timeout): a table
 -- locked by someone else, an operator's DDL say, would otherwise hold up

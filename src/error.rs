@@ -72,8 +72,8 @@ pub mod sqlstate {
     /// the provider runs the call again in a READ COMMITTED transaction
     /// ([`crate::PostgresProviderError::is_isolation_refused`]).
     pub const WRONG_ISOLATION: &str = "DX006";
-    /// `DX007`: a migration found the schema owned by a role the connecting
-    /// role is not, nor a member of, and created or changed nothing in it
+    /// `DX007`: a migration found the schema owned by a role that lacks
+    /// some right of the connecting role, and created or changed nothing in it
     /// (`migrate/create_schema.sql`;
     /// [`crate::PostgresProviderError::SchemaOwnedByAnother`]).
     pub const SCHEMA_OWNED_BY_ANOTHER: &str = "DX007";
@@ -210,17 +210,18 @@ pub enum PostgresProviderError {
         schema: String,
     },
 
-    /// A migration found the schema owned by a role the connecting role is
-    /// not, nor a member of (through `pg_auth_members`; a superuser counts
-    /// as a member of no role it was not granted): another tenant's role
-    /// may have created it first under this tenant's name, or a more
-    /// privileged role is migrating a schema a lesser role owns, which would
-    /// let that owner replace what the procedures (run with their owner's
-    /// rights) read. Permanent: nothing was created or changed in the
-    /// schema. Migrate it as its owner, or a member of that role; drop it
-    /// if nobody should have created it.
+    /// A migration found the schema owned by a role that lacks some right
+    /// of the connecting role (the owner is neither that role, nor a
+    /// superuser, nor a role holding that role's rights through
+    /// membership): another tenant's role may have created it first under
+    /// this tenant's name, or a more privileged role (a superuser, an admin
+    /// that is a member of the owner) is migrating a schema a lesser role
+    /// owns, which would let that owner replace what the procedures (run
+    /// with their installer's rights) read. Permanent: nothing was created
+    /// or changed in the schema. Migrate it as its owner; drop it if nobody
+    /// should have created it.
     #[error(
-        "schema \"{schema}\" is owned by role \"{owner}\", which role \"{role}\" is not and is not a member of; nothing was created or changed in it: migrate it as its owner (or a member of that role), or drop the schema if nobody should have created it"
+        "schema \"{schema}\" is owned by role \"{owner}\", which lacks rights of role \"{role}\" that a migration would put in its hands; nothing was created or changed in it: migrate it as its owner, or drop the schema if nobody should have created it"
     )]
     SchemaOwnedByAnother {
         /// The schema.
@@ -308,6 +309,9 @@ impl PostgresProviderError {
             Self::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
             Self::Rejected { sqlstate, .. } => Some((*sqlstate).to_string()),
             Self::HistoryUnavailable { sqlstate, .. } => Some(sqlstate.clone()),
+            Self::SchemaOwnedByAnother { .. } => {
+                Some(sqlstate::SCHEMA_OWNED_BY_ANOTHER.to_string())
+            }
             _ => None,
         }
     }

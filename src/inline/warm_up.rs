@@ -127,7 +127,8 @@ async fn steps(s: &Store, c: &mut PgConnection) -> Result<bool> {
     turn_ack::ack_in(s, c, &ack).await?;
 
     // The activity: its claim, its completion, and the claim after it (in
-    // inline mode the ack and then the fetch's statements again).
+    // inline mode the ack and then the fetch's statements, with the default
+    // tag filter's candidate).
     let work = worker_queue::FetchParams {
         lock_timeout: LEASE,
         tag_mode: "tags",

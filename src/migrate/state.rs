@@ -178,7 +178,7 @@ pub(super) struct Access {
     can_call_legacy_state: bool,
     /// The schema's owner (`None`: no such schema).
     schema_owner: Option<String>,
-    /// The owner is the connecting role or one it is a member of
+    /// The owner holds every right of the connecting role
     /// (`migrate/owner_trusted.sql`; `None`: no such schema).
     owner_trusted: Option<bool>,
 }
@@ -239,7 +239,7 @@ impl Access {
     }
 
     /// Refuses a migrated schema the connecting role could migrate (it may
-    /// take the DDL lock) but does not belong to: its bookkeeping may have
+    /// take the DDL lock) whose owner lacks some of its rights: its bookkeeping may have
     /// been planted by whoever created the schema first, and a migration
     /// would build on it ([`PostgresProviderError::SchemaOwnedByAnother`];
     /// `migrate/create_schema.sql` refuses it where the bookkeeping is

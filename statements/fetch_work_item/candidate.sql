@@ -1,10 +1,11 @@
--- The oldest visible, unlocked (or lock-expired) item this worker may run,
--- row-locked with SKIP LOCKED; the clock; whether another such item follows
--- (`more`); and, when p_next_due is set and nothing was found or the first
--- candidate (no session skipped) is all there is, the time until the next
--- delayed item, item lock expiry or session lock expiry, the candidate's own
--- lock counted (from v_start; inline mode passes NULL: from the clock read
--- here). Always one row (id NULL: nothing found).
+-- The oldest visible, unlocked (or lock-expired) item this worker may run
+-- (with several kinds, nearly: see below), row-locked with SKIP LOCKED;
+-- the clock; whether another such item may be taken (`more`); and, when
+-- p_next_due is set and nothing was found or the first candidate (no
+-- session skipped) is all there is, the time until the next delayed item,
+-- item lock expiry or session lock expiry, the candidate's own lock counted
+-- (from v_start; inline mode passes NULL: from the clock read here).
+-- Always one row (id NULL: nothing found).
 -- Items are taken in the order they became visible, then of arrival, among
 -- those the tag filter lets the worker take: p_tag_mode 'tags' (items
 -- tagged one of p_tags) or 'default_and' (those and the untagged).
@@ -35,8 +36,8 @@
   -- comparison and a plain upper bound, not an equality, which would let
   -- the planner drop the tag from the order and walk worker_queue_visible_idx.
   LEFT JOIN LATERAL (
-       SELECT w.id, w.visible_at_ms, w.session_id
-         FROM (SELECT h.tag, h.visible_at_ms, h.id
+       SELECT w.id, w.visible_at_ms, w.session_id, h.heads
+         FROM (SELECT h.tag, h.visible_at_ms, h.id, pg_catalog.count(*) OVER () AS heads
                  FROM (SELECT NULL::text AS tag, d.visible_at_ms, d.id
                          FROM ({{> fetch_work_item/_untagged_head}}) d
                         WHERE p_tag_mode = 'default_and'
@@ -85,11 +86,14 @@
                         FOR UPDATE OF q SKIP LOCKED) t) w
         ORDER BY h.visible_at_ms, h.id
         LIMIT 1) c ON true
-  -- Whether another item follows c in one of the heads' orders; a subquery
-  -- of its own (OFFSET 0 keeps it one) so the next due time's test does
-  -- not evaluate it again.
+  -- Whether another item may be taken: another kind's head (c may be a
+  -- later item of its kind than that head, when a concurrent fetch holds
+  -- the earlier ones), or an item following c in one of the heads' orders;
+  -- a subquery of its own (OFFSET 0 keeps it one) so the next due time's
+  -- test does not evaluate it again.
   CROSS JOIN LATERAL (
-       SELECT (p_tag_mode = 'default_and'
+       SELECT coalesce(c.heads > 1, false)
+           OR (p_tag_mode = 'default_and'
                AND {{> fetch_work_item/_untagged_more}})
            OR (EXISTS (
                    SELECT FROM pg_catalog.unnest(p_tags) g(tag)

@@ -12,7 +12,9 @@ use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::SqlMode;
 
 use crate::fixtures::{activity, tagged_activity};
-use crate::support::{close_gate, in_both_modes, provider_on, someone_waits_on, with_schema};
+use crate::support::{
+    TestSchema, close_gate, in_both_modes, provider_on, someone_waits_on, with_schema,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -52,19 +54,7 @@ async fn a_fetch_taking_several_kinds_holds_only_what_it_claims(mode: SqlMode) {
             p.enqueue_for_worker(first).await.expect("first item");
             p.enqueue_for_worker(second).await.expect("second item");
 
-            let (mut holder, gate) = close_gate(&schema).await;
-            schema
-                .run_all(&[
-                    &format!(
-                        "CREATE FUNCTION {{{{schema}}}}.hold_claim() RETURNS trigger \
-                         LANGUAGE plpgsql SET lock_timeout = 0 AS $$ \
-                         BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
-                    ),
-                    "CREATE TRIGGER hold_claim AFTER UPDATE ON {{schema}}.worker_queue \
-                     FOR EACH ROW WHEN (NEW.instance_id = 'first' AND NEW.lock_token IS NOT NULL) \
-                     EXECUTE FUNCTION {{schema}}.hold_claim()",
-                ])
-                .await;
+            let (mut holder, gate) = hold_first_claim(&schema).await;
 
             let held = {
                 let (p, filter) = (p.clone(), filter.clone());
@@ -114,4 +104,78 @@ async fn a_fetch_taking_several_kinds_holds_only_what_it_claims(mode: SqlMode) {
         })
         .await;
     }
+}
+
+/// Closes the test's gate and makes the claim of instance `first`'s item
+/// wait on it (a trigger, with no lock timeout of its own).
+async fn hold_first_claim(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
+    let (holder, gate) = close_gate(schema).await;
+    schema
+        .run_all(&[
+            &format!(
+                "CREATE FUNCTION {{{{schema}}}}.hold_claim() RETURNS trigger \
+                 LANGUAGE plpgsql SET lock_timeout = 0 AS $$ \
+                 BEGIN PERFORM pg_advisory_xact_lock({gate}); RETURN NULL; END $$"
+            ),
+            "CREATE TRIGGER hold_claim AFTER UPDATE ON {{schema}}.worker_queue \
+             FOR EACH ROW WHEN (NEW.instance_id = 'first' AND NEW.lock_token IS NOT NULL) \
+             EXECUTE FUNCTION {{schema}}.hold_claim()",
+        ])
+        .await;
+    (holder, gate)
+}
+
+/// Items a1, b1, a2 of tags a and b, in that order, and a1's claim held:
+/// a `Tags({a, b})` fetch then walks tag a past a1 and takes a2, though b1
+/// is older, and must say that more may be taken (b1), so that a waiting
+/// worker is woken instead of sleeping on a quiet note. Read from the
+/// procedure's own row (procedure mode: inline mode runs the same
+/// candidate statement, and `more` is not visible through the provider).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_item_taken_past_a_held_one_says_more_follows() {
+    with_schema("tag_more", |schema| async move {
+        let p = std::sync::Arc::new(
+            provider_on(&schema.pool, &schema.name, SqlMode::StoredProcedures, true).await,
+        );
+        for item in [
+            tagged_activity("first", 1, "a"),
+            tagged_activity("second", 1, "b"),
+            tagged_activity("third", 1, "a"),
+        ] {
+            p.enqueue_for_worker(item).await.expect("enqueue");
+        }
+        let (mut holder, gate) = hold_first_claim(&schema).await;
+        let filter = TagFilter::tags(["a", "b"]);
+        let held = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.fetch_work_item(LEASE, Duration::ZERO, None, &filter)
+                    .await
+            })
+        };
+        crate::support::eventually("the first claim to be held", || {
+            someone_waits_on(&schema.pool, gate)
+        })
+        .await;
+        let mut tx = schema.pool.begin().await.expect("begin");
+        let (work_item, more): (String, bool) = sqlx::query_as(schema.statement(
+            "SELECT work_item, more FROM {{schema}}.fetch_work_item{{suffix}}(\
+               p_lock_timeout_ms => 30000, p_tag_mode => 'tags', p_tags => ARRAY['a', 'b'], \
+               p_owner_id => NULL, p_session_lock_ms => 30000, p_next_due => true, \
+               p_floor_ms => NULL, p_next_floor_margin_ms => NULL)",
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("fetch_work_item");
+        tx.rollback().await.expect("rollback");
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(gate)
+            .execute(&mut holder)
+            .await
+            .expect("let the gate go");
+        held.await.expect("first fetch task").expect("first fetch");
+        assert!(work_item.contains("third"), "a2 is taken: {work_item}");
+        assert!(more, "b1 may be taken too");
+    })
+    .await;
 }

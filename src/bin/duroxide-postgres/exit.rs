@@ -16,7 +16,7 @@ pub const CONNECT: u8 = 4;
 pub const NOT_READY: u8 = 5;
 /// A schema this build must not touch (migrated by a newer build, with an
 /// edited migration, another provider's, or, for a migration, owned by a
-/// role the connecting one is not a member of), or a database it cannot
+/// role lacking rights of the connecting one), or a database it cannot
 /// use (its encoding).
 pub const INCOMPATIBLE: u8 = 6;
 /// `tenants drop`: refused (live leases without `--force`, or objects in the
@@ -37,8 +37,8 @@ Exit codes:
   4  cannot connect to the database
   5  verify: a schema is not ready (pending migrations, missing procedures)
   6  a schema this build must not touch (migrated by a newer build, edited migration,
-     another provider's bookkeeping; migrate: owned by a role the connecting one is not
-     a member of),
+     another provider's bookkeeping; migrate: owned by a role lacking rights of the
+     connecting one),
      or a database it cannot use (an encoding other than UTF8 or SQL_ASCII)
   7  tenants drop refused (live leases without --force, or objects not ours in the schema)
   8  the schema holds no duroxide-postgres tenant

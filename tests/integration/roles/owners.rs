@@ -5,8 +5,8 @@
 //! the tenant's data; and procedures installed by a more privileged role
 //! (a superuser) into a schema a lesser role owns would run with the
 //! installer's rights over tables that owner may replace. A migration
-//! therefore builds only in a schema owned by the connecting role or a
-//! role it is a member of, and leaves any other as it found it.
+//! therefore builds only in a schema whose owner already holds every right
+//! of the connecting role, and leaves any other as it found it.
 
 use duroxide_postgres::{PostgresProviderError, SqlMode, migrate};
 use sqlx::PgPool;
@@ -45,14 +45,7 @@ async fn a_migration_refuses_a_schema_another_role_created_first() {
     with_schema("squatted", |schema| async move {
         with_roles(2, |roles| async move {
             let (squatter, rightful) = (&roles[0], &roles[1]);
-            run(
-                &schema.pool,
-                &[format!(
-                    "GRANT CREATE ON DATABASE \"{}\" TO \"{squatter}\", \"{rightful}\"",
-                    database(&schema.pool).await
-                )],
-            )
-            .await;
+            may_create_schemas(&schema.pool, &[squatter, rightful]).await;
             let squatting = pool_as(squatter, 1).await;
             run(
                 &squatting,
@@ -83,6 +76,7 @@ async fn a_migration_refuses_a_schema_another_role_created_first() {
                     }
                     let error = refused.expect_err("refused");
                     assert!(!error.is_retryable(), "{who}, {mode}: {error}");
+                    assert_eq!(error.sqlstate().as_deref(), Some("DX007"));
                     assert!(error.to_string().contains(squatter.as_str()), "{error}");
                 }
             }
@@ -105,14 +99,7 @@ async fn a_migration_refuses_a_schema_another_role_migrated_first() {
         with_roles(2, |roles| async move {
             let (squatter, rightful) = (&roles[0], &roles[1]);
             let name = schema_name(&schema);
-            run(
-                &schema.pool,
-                &[format!(
-                    "GRANT CREATE ON DATABASE \"{}\" TO \"{squatter}\", \"{rightful}\"",
-                    database(&schema.pool).await
-                )],
-            )
-            .await;
+            may_create_schemas(&schema.pool, &[squatter, rightful]).await;
             let squatting = pool_as(squatter, 1).await;
             migrate::migrate(&squatting, &name, SqlMode::StoredProcedures)
                 .await
@@ -152,50 +139,59 @@ async fn a_migration_refuses_a_schema_another_role_migrated_first() {
 
 /// A schema an operator created for the tenant's owner role (`CREATE
 /// SCHEMA ... AUTHORIZATION owner`, no right on the database) is migrated
-/// by that owner, and another by a member of it; the superuser, a member of
-/// no role it was not granted, is refused.
+/// by that owner; the superuser and an admin that is a member of the owner
+/// are refused, as the owner could replace what their procedures would run
+/// with their rights. A schema the superuser owns and opened to an app role
+/// (as `public` is on PostgreSQL 14, or with `GRANT CREATE ON SCHEMA`) is
+/// migrated by that role: its owner holds every right the role has.
 #[tokio::test]
-async fn a_migration_builds_in_a_schema_of_its_role_or_one_it_belongs_to() {
+async fn a_migration_builds_where_the_owner_gains_no_right_by_it() {
     with_schemas("owned", 2, |schemas| async move {
-        with_roles(2, |roles| async move {
-            let (owner, member) = (&roles[0], &roles[1]);
-            for schema in &schemas {
-                run(
-                    &schema.pool,
-                    &[format!(
-                        "CREATE SCHEMA \"{}\" AUTHORIZATION \"{owner}\"",
-                        schema.name
-                    )],
-                )
-                .await;
-            }
+        with_roles(3, |roles| async move {
+            let (owner, admin, app) = (&roles[0], &roles[1], &roles[2]);
+            let (tenant, shared) = (&schemas[0], &schemas[1]);
             run(
-                &schemas[0].pool,
-                &[format!("GRANT \"{owner}\" TO \"{member}\"")],
+                &tenant.pool,
+                &[
+                    format!(
+                        "CREATE SCHEMA \"{}\" AUTHORIZATION \"{owner}\"",
+                        tenant.name
+                    ),
+                    format!("GRANT \"{owner}\" TO \"{admin}\""),
+                    format!("CREATE SCHEMA \"{}\"", shared.name),
+                    format!(
+                        "GRANT USAGE, CREATE ON SCHEMA \"{}\" TO \"{app}\"",
+                        shared.name
+                    ),
+                ],
             )
             .await;
-            let names: Vec<_> = schemas.iter().map(schema_name).collect();
-            let refused =
-                migrate::migrate(&schemas[0].pool, &names[0], SqlMode::StoredProcedures).await;
-            assert!(
-                matches!(
-                    refused,
-                    Err(PostgresProviderError::SchemaOwnedByAnother { .. })
-                ),
-                "the superuser: {refused:?}"
-            );
-            assert!(relations(&schemas[0]).await.is_empty(), "nothing created");
+            let name = schema_name(tenant);
+            let as_admin = pool_as(admin, 1).await;
+            for (who, pool) in [
+                ("the superuser", &tenant.pool),
+                ("a member of the owner", &as_admin),
+            ] {
+                match migrate::migrate(pool, &name, SqlMode::StoredProcedures).await {
+                    Err(PostgresProviderError::SchemaOwnedByAnother { owner: found, .. }) => {
+                        assert_eq!(&found, owner, "{who}");
+                    }
+                    other => panic!("{who}: {other:?}"),
+                }
+            }
+            as_admin.close().await;
+            assert!(relations(tenant).await.is_empty(), "nothing created");
 
-            for ((role, schema), name) in [owner, member].into_iter().zip(&schemas).zip(&names) {
+            for (role, schema) in [(owner, tenant), (app, shared)] {
                 let pool = pool_as(role, 1).await;
-                migrate::migrate(&pool, name, SqlMode::StoredProcedures)
+                let name = schema_name(schema);
+                migrate::migrate(&pool, &name, SqlMode::StoredProcedures)
                     .await
                     .unwrap_or_else(|e| panic!("{role}: {e}"));
-                let status = migrate::inspect(&pool, name)
+                let status = migrate::inspect(&pool, &name)
                     .await
                     .unwrap_or_else(|e| panic!("inspect: {e}"));
                 assert!(status.is_current(), "{role}: {status:?}");
-                assert!(!relations(schema).await.is_empty());
                 pool.close().await;
             }
         })
@@ -204,10 +200,20 @@ async fn a_migration_builds_in_a_schema_of_its_role_or_one_it_belongs_to() {
     .await;
 }
 
-/// The database the test pool is connected to.
-async fn database(pool: &PgPool) -> String {
-    sqlx::query_scalar("SELECT current_database()::text")
+/// Gives `roles` `CREATE` on the test database (the right to create
+/// schemas), as operations.md gives each tenant's owner.
+async fn may_create_schemas(pool: &PgPool, roles: &[&String]) {
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
         .fetch_one(pool)
         .await
-        .expect("current_database")
+        .expect("current_database");
+    let grantees: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+    run(
+        pool,
+        &[format!(
+            "GRANT CREATE ON DATABASE \"{database}\" TO {}",
+            grantees.join(", ")
+        )],
+    )
+    .await;
 }
