@@ -120,8 +120,8 @@ impl SchemaStatus {
 }
 
 /// The bookkeeping tables every migrated schema holds (and the schema
-/// itself, created when missing and refused when another role owns it:
-/// `migrate/create_schema.sql`).
+/// itself, created when missing and refused when its owner lacks some
+/// right of the connecting role: `migrate/create_schema.sql`).
 pub(crate) const BOOKKEEPING: &str = concat!(
     "\n",
     include_str!("../migrate/create_schema.sql"),

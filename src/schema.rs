@@ -35,8 +35,8 @@ pub(crate) const NAME_MARKER: &str = "{{schema_name}}";
 /// entries' catalog cache kept for good). A suffix per schema leaves one.
 pub(crate) const SUFFIX_MARKER: &str = "{{suffix}}";
 
-/// The marker for whether a schema's owner, `o.nspowner`, is the connecting
-/// role or one it is a member of: a boolean expression the migration's
+/// The marker for whether a schema's owner, `o.nspowner`, already holds
+/// every right of the connecting role: a boolean expression the migration's
 /// refusal of another role's schema and the access probe share
 /// (`migrate/owner_trusted.sql`).
 pub(crate) const OWNER_TRUSTED_MARKER: &str = "{{owner_trusted}}";

@@ -239,9 +239,9 @@ impl Access {
     }
 
     /// Refuses a migrated schema the connecting role could migrate (it may
-    /// take the DDL lock) whose owner lacks some of its rights: its bookkeeping may have
-    /// been planted by whoever created the schema first, and a migration
-    /// would build on it ([`PostgresProviderError::SchemaOwnedByAnother`];
+    /// take the DDL lock) whose owner lacks some of its rights: its
+    /// bookkeeping may have been planted by whoever created the schema
+    /// first, and a migration would build on it ([`PostgresProviderError::SchemaOwnedByAnother`];
     /// `migrate/create_schema.sql` refuses it where the bookkeeping is
     /// created). A runtime role, which may not take the lock, is not asked.
     pub(super) fn owned_by_another(&self, schema: &SchemaName) -> Result<()> {

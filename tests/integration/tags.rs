@@ -6,10 +6,11 @@
 //! test holds.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::{Provider, TagFilter, WorkItem};
-use duroxide_postgres::SqlMode;
+use duroxide::providers::{Provider, ProviderError, TagFilter, WorkItem};
+use duroxide_postgres::{PostgresProvider, SqlMode};
 
 use crate::fixtures::{activity, tagged_activity};
 use crate::support::{
@@ -50,35 +51,18 @@ async fn a_fetch_taking_several_kinds_holds_only_what_it_claims(mode: SqlMode) {
     ];
     for (what, filter, first, second) in filters {
         with_schema("tag_heads", |schema| async move {
-            let p = std::sync::Arc::new(provider_on(&schema.pool, &schema.name, mode, true).await);
+            let p = Arc::new(provider_on(&schema.pool, &schema.name, mode, true).await);
             p.enqueue_for_worker(first).await.expect("first item");
             p.enqueue_for_worker(second).await.expect("second item");
 
-            let (mut holder, gate) = hold_first_claim(&schema).await;
-
-            let held = {
-                let (p, filter) = (p.clone(), filter.clone());
-                tokio::spawn(async move {
-                    p.fetch_work_item(LEASE, Duration::ZERO, None, &filter)
-                        .await
-                })
-            };
-            crate::support::eventually("the first claim to be held", || {
-                someone_waits_on(&schema.pool, gate)
-            })
-            .await;
+            let held = hold_first_claim(&schema, &p, &filter).await;
             let meanwhile = p
                 .fetch_work_item(LEASE, Duration::ZERO, None, &filter)
                 .await
                 .unwrap_or_else(|e| panic!("{mode}, {what}: second fetch: {e:?}"));
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(gate)
-                .execute(&mut holder)
-                .await
-                .expect("let the gate go");
             let held = held
+                .release()
                 .await
-                .expect("first fetch task")
                 .unwrap_or_else(|e| panic!("{mode}, {what}: first fetch: {e:?}"));
 
             let instance = |claimed: &Option<(WorkItem, String, u32)>| match claimed {
@@ -106,9 +90,38 @@ async fn a_fetch_taking_several_kinds_holds_only_what_it_claims(mode: SqlMode) {
     }
 }
 
-/// Closes the test's gate and makes the claim of instance `first`'s item
-/// wait on it (a trigger, with no lock timeout of its own).
-async fn hold_first_claim(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
+/// What a fetch of `provider` with `filter` claims (the item, its token,
+/// its attempts), or the error it met.
+type Claimed = Result<Option<(WorkItem, String, u32)>, ProviderError>;
+
+/// A fetch whose claim of instance `first`'s item waits on the test's
+/// gate, row locks held ([`hold_first_claim`]).
+struct HeldClaim {
+    holder: sqlx::PgConnection,
+    gate: i64,
+    fetch: tokio::task::JoinHandle<Claimed>,
+}
+
+impl HeldClaim {
+    /// Opens the gate and returns what the held fetch claimed.
+    async fn release(mut self) -> Claimed {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.gate)
+            .execute(&mut self.holder)
+            .await
+            .expect("let the gate go");
+        self.fetch.await.expect("held fetch task")
+    }
+}
+
+/// Closes the test's gate, makes the claim of instance `first`'s item wait
+/// on it (a trigger, with no lock timeout of its own), and starts a fetch
+/// with `filter` that takes it: returned once that claim waits.
+async fn hold_first_claim(
+    schema: &TestSchema,
+    provider: &Arc<PostgresProvider>,
+    filter: &TagFilter,
+) -> HeldClaim {
     let (holder, gate) = close_gate(schema).await;
     schema
         .run_all(&[
@@ -122,7 +135,22 @@ async fn hold_first_claim(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
              EXECUTE FUNCTION {{schema}}.hold_claim()",
         ])
         .await;
-    (holder, gate)
+    let fetch = {
+        let (p, filter) = (provider.clone(), filter.clone());
+        tokio::spawn(async move {
+            p.fetch_work_item(LEASE, Duration::ZERO, None, &filter)
+                .await
+        })
+    };
+    crate::support::eventually("the first claim to be held", || {
+        someone_waits_on(&schema.pool, gate)
+    })
+    .await;
+    HeldClaim {
+        holder,
+        gate,
+        fetch,
+    }
 }
 
 /// Items a1, b1, a2 of tags a and b, in that order, and a1's claim held:
@@ -134,7 +162,7 @@ async fn hold_first_claim(schema: &TestSchema) -> (sqlx::PgConnection, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_later_item_taken_past_a_held_one_says_more_follows() {
     with_schema("tag_more", |schema| async move {
-        let p = std::sync::Arc::new(
+        let p = Arc::new(
             provider_on(&schema.pool, &schema.name, SqlMode::StoredProcedures, true).await,
         );
         for item in [
@@ -144,19 +172,7 @@ async fn a_later_item_taken_past_a_held_one_says_more_follows() {
         ] {
             p.enqueue_for_worker(item).await.expect("enqueue");
         }
-        let (mut holder, gate) = hold_first_claim(&schema).await;
-        let filter = TagFilter::tags(["a", "b"]);
-        let held = {
-            let p = p.clone();
-            tokio::spawn(async move {
-                p.fetch_work_item(LEASE, Duration::ZERO, None, &filter)
-                    .await
-            })
-        };
-        crate::support::eventually("the first claim to be held", || {
-            someone_waits_on(&schema.pool, gate)
-        })
-        .await;
+        let held = hold_first_claim(&schema, &p, &TagFilter::tags(["a", "b"])).await;
         let mut tx = schema.pool.begin().await.expect("begin");
         let (work_item, more): (String, bool) = sqlx::query_as(schema.statement(
             "SELECT work_item, more FROM {{schema}}.fetch_work_item{{suffix}}(\
@@ -168,12 +184,7 @@ async fn a_later_item_taken_past_a_held_one_says_more_follows() {
         .await
         .expect("fetch_work_item");
         tx.rollback().await.expect("rollback");
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(gate)
-            .execute(&mut holder)
-            .await
-            .expect("let the gate go");
-        held.await.expect("first fetch task").expect("first fetch");
+        held.release().await.expect("first fetch");
         assert!(work_item.contains("third"), "a2 is taken: {work_item}");
         assert!(more, "b1 may be taken too");
     })
